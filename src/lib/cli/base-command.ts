@@ -1,0 +1,95 @@
+import {Command, Errors, Flags, Interfaces} from '@oclif/core'
+import {chalkStderr} from 'chalk'
+import ora, {type Ora} from 'ora'
+
+import {type ConfigInput, LOG_LEVELS, type MqConfig} from '../config/schema.js'
+import {MqHome} from '../config/home.js'
+import {loadConfig} from '../config/load.js'
+import {ExitCode, MqError, isMqError} from '../errors.js'
+import {Logger} from '../log.js'
+
+export type MqFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof MqCommand)['baseFlags'] & T['flags']>
+export type MqArgs<T extends typeof Command> = Interfaces.InferredArgs<T['args']>
+
+/**
+ * Every mq command extends this: it parses the shared flags, loads the one config (defaults <
+ * config/mq.yaml < $MQ_HOME/config.yaml or --config < MQ_* env < flags), and maps every error
+ * to its documented exit code, in text and in --json mode alike.
+ */
+export abstract class MqCommand<T extends typeof Command> extends Command {
+  static enableJsonFlag = true
+
+  static baseFlags = {
+    config: Flags.string({description: 'config file to read instead of $MQ_HOME/config.yaml', env: 'MQ_CONFIG', helpGroup: 'GLOBAL'}),
+    home: Flags.string({description: 'mq home directory [default: $MQ_HOME or ~/.mq]', helpGroup: 'GLOBAL'}),
+    'log-level': Flags.option({description: 'log verbosity on stderr', helpGroup: 'GLOBAL', options: LOG_LEVELS})(),
+  }
+
+  protected flags!: MqFlags<T>
+  protected args!: MqArgs<T>
+  protected home!: MqHome
+  protected logger!: Logger
+  private loaded?: MqConfig
+
+  public async init(): Promise<void> {
+    await super.init()
+    const {args, flags} = await this.parse({
+      args: this.ctor.args,
+      baseFlags: (super.ctor as typeof MqCommand).baseFlags,
+      enableJsonFlag: this.ctor.enableJsonFlag,
+      flags: this.ctor.flags,
+      strict: this.ctor.strict,
+    })
+    this.flags = flags as MqFlags<T>
+    this.args = args as MqArgs<T>
+    this.home = MqHome.resolve(this.flags.home)
+    this.logger = new Logger((this.flags['log-level'] as Logger['level'] | undefined) ?? 'info')
+  }
+
+  /** The effective config; `overrides` come from this command's own flags and win over everything. */
+  protected mqConfig(overrides?: ConfigInput): MqConfig {
+    if (this.loaded && !overrides) return this.loaded
+    const logLevel = this.flags['log-level'] as MqConfig['log_level'] | undefined
+    const flags: ConfigInput = {...overrides, ...(logLevel ? {log_level: logLevel} : {})}
+    const {config} = loadConfig({file: this.flags.config, flags, home: this.home.root})
+    this.logger.setLevel(config.log_level)
+    if (!overrides) this.loaded = config
+    return config
+  }
+
+  /** Data for scripts goes to stdout. */
+  protected out(text: string): void {
+    process.stdout.write(text.endsWith('\n') ? text : text + '\n')
+  }
+
+  /** Progress and notes go to stderr, never stdout. */
+  protected note(text: string): void {
+    process.stderr.write(text + '\n')
+  }
+
+  /** A spinner on stderr; silent when stderr is not a TTY or --json is on. */
+  protected spinner(text: string): Ora {
+    return ora({isEnabled: process.stderr.isTTY === true && !this.jsonEnabled(), isSilent: this.jsonEnabled() && !process.stderr.isTTY, stream: process.stderr, text})
+  }
+
+  protected async catch(err: Error & {exitCode?: number; oclif?: {exit?: number}}): Promise<unknown> {
+    if (err instanceof Errors.ExitError) throw err
+    let mqErr: MqError | undefined
+    if (isMqError(err)) mqErr = err
+    else if (err instanceof Errors.CLIError || (err.oclif && typeof err.oclif.exit === 'number')) {
+      // oclif's own parse errors: exit 2 for usage
+      const exit = (err.oclif?.exit ?? ExitCode.USAGE) as MqError['exit']
+      mqErr = new MqError('E_USAGE', err.message.replace(/^Error: /, ''), {exit, hint: `Try this: mq ${this.id?.replaceAll(':', ' ') ?? ''} --help`.trimEnd()})
+    } else {
+      mqErr = new MqError('E_INTERNAL', `internal error: ${err.message}`, {exit: ExitCode.SOFTWARE, hint: 'Try this: re-run with --log-level debug and report the output.'})
+      if (this.logger?.enabled('debug')) process.stderr.write(`${err.stack}\n`)
+    }
+    if (this.jsonEnabled()) {
+      process.stdout.write(JSON.stringify({error: mqErr.toJSON()}) + '\n')
+    } else {
+      process.stderr.write(`${chalkStderr.red('Error:')} ${mqErr.message}\n`)
+      if (mqErr.hint) process.stderr.write(`${chalkStderr.dim(mqErr.hint)}\n`)
+    }
+    this.exit(mqErr.exit)
+  }
+}

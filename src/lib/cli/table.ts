@@ -1,0 +1,9 @@
+/** Plain aligned columns for humans; scripts use --json. */
+export function table(rows: Record<string, unknown>[], columns?: string[]): string {
+  if (rows.length === 0) return '(none)'
+  const cols = columns ?? Object.keys(rows[0])
+  const cell = (v: unknown) => (v === undefined || v === null ? '' : typeof v === 'object' ? JSON.stringify(v) : String(v))
+  const widths = cols.map((c) => Math.max(c.length, ...rows.map((r) => cell(r[c]).length)))
+  const line = (vals: string[]) => vals.map((v, i) => v.padEnd(widths[i])).join('  ').trimEnd()
+  return [line(cols.map((c) => c.toUpperCase())), ...rows.map((r) => line(cols.map((c) => cell(r[c]))))].join('\n')
+}

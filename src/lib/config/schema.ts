@@ -1,0 +1,148 @@
+import {z} from 'zod'
+
+/**
+ * The one configuration schema for every part of mq. Keys are snake_case; each leaf can be
+ * overridden from the environment as MQ_<PATH_JOINED_BY_UNDERSCORE> (see env.ts), e.g.
+ * broker.api_port <- MQ_BROKER_API_PORT.
+ */
+const port = z.number().int().min(1).max(65535)
+const host = z.string().min(1)
+const ms = z.number().int().min(0)
+
+export const LOG_LEVELS = ['error', 'warn', 'info', 'debug'] as const
+
+const permission = z
+  .object({
+    identity: z.string().min(1),
+    publish: z.array(z.string()).default(['*']),
+    consume: z.array(z.string()).default(['*']),
+    admin: z.boolean().default(false),
+    roles: z.array(z.enum(['proxy', 'worker', 'admin'])).default([]),
+  })
+  .strict()
+
+export const configSchema = z
+  .object({
+    log_level: z.enum(LOG_LEVELS).default('info'),
+    client: z
+      .object({
+        broker: z.string().default('127.0.0.1:5700'),
+        api: z.string().default('https://127.0.0.1:5701'),
+        identity: z.string().default('admin'),
+        timeout_ms: ms.default(10_000),
+        relay: z.string().optional(),
+      })
+      .strict()
+      .default({}),
+    pki: z
+      .object({
+        ca_cn: z.string().default('mq development CA'),
+        ca_days: z.number().int().min(1).default(3650),
+        cert_days: z.number().int().min(1).default(397),
+        crl_days: z.number().int().min(1).default(7),
+        ca_key_bits: z.number().int().min(3072).default(3072),
+        key_bits: z.number().int().min(2048).default(2048),
+      })
+      .strict()
+      .default({}),
+    broker: z
+      .object({
+        host: host.default('127.0.0.1'),
+        port: port.default(5700),
+        api_host: host.default('127.0.0.1'),
+        api_port: port.default(5701),
+        identity: z.string().default('broker'),
+        max_payload: z.number().int().min(1024).max(128 * 1024 * 1024).default(16 * 1024 * 1024),
+        heartbeat_ms: ms.default(30_000),
+        handshake_timeout_ms: ms.default(10_000),
+        max_unconfirmed: z.number().int().min(1).default(10_000),
+        max_unacked: z.number().int().min(1).default(10_000),
+        delivery_limit: z.number().int().min(1).default(20),
+        default_prefetch: z.number().int().min(1).default(100),
+        commit_interval_ms: ms.default(2),
+        crl_check_interval_ms: ms.default(2_000),
+        ciphermq: z
+          .object({
+            enabled: z.boolean().default(false),
+            host: host.default('127.0.0.1'),
+            port: port.default(5702),
+          })
+          .strict()
+          .default({}),
+        permissions: z
+          .array(permission)
+          .default([
+            {identity: 'admin', publish: ['*'], consume: ['*'], admin: true, roles: ['admin']},
+            {identity: 'proxy*', publish: ['*'], consume: ['*'], admin: false, roles: ['proxy']},
+            {identity: 'worker*', publish: ['*'], consume: ['*'], admin: false, roles: ['worker']},
+            {identity: '*', publish: ['*'], consume: ['*'], admin: false, roles: []},
+          ]),
+      })
+      .strict()
+      .default({}),
+    store: z
+      .object({
+        // "sqlite" (embedded, under $MQ_HOME/data) or mysql://user:pass@host:port/db
+        url: z.string().default('sqlite'),
+      })
+      .strict()
+      .default({}),
+    redis: z
+      .object({
+        url: z.string().default('redis://127.0.0.1:6379'),
+        key_prefix: z.string().default('mq:'),
+      })
+      .strict()
+      .default({}),
+    proxy: z
+      .object({
+        host: host.default('127.0.0.1'),
+        port: port.default(8001),
+        identity: z.string().default('proxy'),
+        max_body_chars: z.number().int().min(1).default(1000),
+        max_request_bytes: z.number().int().min(256).default(64 * 1024),
+        rate_per_sec: z.number().min(0).default(100),
+        rate_burst: z.number().int().min(1).default(200),
+        stream: z.string().default('ingest'),
+      })
+      .strict()
+      .default({}),
+    worker: z
+      .object({
+        identity: z.string().default('worker'),
+        concurrency: z.number().int().min(1).max(1024).default(4),
+        retry_delay_ms: ms.default(30_000),
+        backoff: z.enum(['fixed', 'exponential']).default('fixed'),
+        max_retry_delay_ms: ms.default(3_600_000),
+        max_attempts: z.number().int().min(1).default(10_000),
+        exchange: z.string().default('default_exchange'),
+        routing_key: z.string().default('default_key'),
+        group: z.string().default('workers'),
+        metrics_port: port.default(9100),
+        claim_idle_ms: ms.default(60_000),
+      })
+      .strict()
+      .default({}),
+    relay: z
+      .object({
+        host: host.default('127.0.0.1'),
+        port: port.optional(),
+        max_file_bytes: z.number().int().min(1).default(1024 * 1024 * 1024),
+        max_text_bytes: z.number().int().min(1).default(16 * 1024 * 1024),
+        idle_timeout_ms: ms.default(30_000),
+        tls: z
+          .object({
+            enabled: z.boolean().default(false),
+            port: port.default(1358),
+          })
+          .strict()
+          .default({}),
+      })
+      .strict()
+      .default({}),
+  })
+  .strict()
+
+export type MqConfig = z.infer<typeof configSchema>
+/** A deep partial, as found in a config file, the environment or flags. */
+export type ConfigInput = z.input<typeof configSchema>

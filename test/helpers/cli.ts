@@ -1,0 +1,43 @@
+import {spawn} from 'node:child_process'
+import {fileURLToPath} from 'node:url'
+
+export const ROOT = fileURLToPath(new URL('../../../', import.meta.url))
+export const BIN = fileURLToPath(new URL('../../../bin/run.js', import.meta.url))
+
+export interface CliResult {
+  code: number
+  stdout: string
+  stderr: string
+  stdoutBytes: Buffer
+}
+
+export interface CliOptions {
+  env?: NodeJS.ProcessEnv
+  home?: string
+  input?: string | Buffer
+  cwd?: string
+  timeoutMs?: number
+}
+
+/** Runs the built CLI (bin/run.js) as a subprocess, as a user or a script would. */
+export function runCli(args: string[], opts: CliOptions = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const env: NodeJS.ProcessEnv = {...process.env, NO_COLOR: '1', ...opts.env}
+    if (opts.home) env.MQ_HOME = opts.home
+    const child = spawn(process.execPath, [BIN, ...args], {cwd: opts.cwd ?? ROOT, env, stdio: ['pipe', 'pipe', 'pipe']})
+    const out: Buffer[] = []
+    const err: Buffer[] = []
+    child.stdout.on('data', (d: Buffer) => out.push(d))
+    child.stderr.on('data', (d: Buffer) => err.push(d))
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 120_000)
+    child.on('error', reject)
+    child.on('close', (code, signal) => {
+      clearTimeout(timer)
+      const stdoutBytes = Buffer.concat(out)
+      resolve({code: code ?? (signal ? 128 : 1), stderr: Buffer.concat(err).toString(), stdout: stdoutBytes.toString(), stdoutBytes})
+    })
+    child.stdin.on('error', () => {})
+    if (opts.input !== undefined) child.stdin.end(opts.input)
+    else child.stdin.end()
+  })
+}
