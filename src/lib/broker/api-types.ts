@@ -1,0 +1,63 @@
+/**
+ * The plugin boundary of the broker's HTTPS API (fastify-style): the broker owns the server,
+ * mutual TLS, identity and roles; areas such as the records store mount their routes here
+ * without importing the broker's internals.
+ */
+import type {IncomingHttpHeaders} from 'node:http'
+
+export interface ApiContext {
+  /** CN of the verified client certificate; null on routes that allow anonymous access (e.g. /health) */
+  identity: string | null
+  /** roles granted to the identity by broker.permissions ("admin", "proxy", "worker") */
+  roles: string[]
+  /** remote address, for audit logs */
+  remote: string
+}
+
+export interface ApiRequest {
+  method: string
+  /** path without query string */
+  path: string
+  /** values of the route's :params */
+  params: Record<string, string>
+  query: URLSearchParams
+  headers: IncomingHttpHeaders
+  body: Buffer
+}
+
+export interface ApiResponse {
+  status: number
+  /** serialised as JSON unless it is a string or Buffer */
+  body?: unknown
+  headers?: Record<string, string>
+}
+
+export type ApiHandler = (req: ApiRequest, ctx: ApiContext) => Promise<ApiResponse>
+
+export interface ApiRoute {
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE'
+  /** e.g. "/internal/messages/:id/status" */
+  path: string
+  /** the caller needs at least one of these roles; empty or absent = any authenticated client */
+  roles?: string[]
+  handler: ApiHandler
+}
+
+/** What the broker offers to plugins in-process. */
+export interface BrokerPublisher {
+  /**
+   * Routes a message through an exchange, resolving once it is stored (durably, for durable
+   * queues). Rejects with an MqError (E_UNROUTABLE, E_NOT_FOUND, ...) when it cannot be routed.
+   */
+  publish(exchange: string, routingKey: string, body: Buffer, opts?: {messageId?: string; headers?: Record<string, string>}): Promise<{messageId: string; queues: string[]}>
+}
+
+export interface ApiPlugin {
+  name: string
+  routes: ApiRoute[]
+  /** merged into GET /health under components[name] */
+  health?(): Promise<{ok: boolean; [k: string]: unknown}>
+  /** extra Prometheus text appended to GET /metrics */
+  metrics?(): Promise<string>
+  close?(): Promise<void>
+}
