@@ -44,7 +44,7 @@ const MAX_HEADER_BYTES = 256 * 1024
 const SKEW_MS = 5 * 60_000
 
 /** sha256 over the SubjectPublicKeyInfo DER, lowercase hex: names a key independently of its certificate. */
-export function keyFingerprint(key: KeyObject): string {
+export function spkiSha256(key: KeyObject): string {
   const pub = key.type === 'private' ? createPublicKey(key) : key
   return createHash('sha256').update(pub.export({format: 'der', type: 'spki'})).digest('hex')
 }
@@ -175,7 +175,7 @@ export class EnvelopeSealer {
 
   constructor(opts: SealerOptions) {
     this.sender = opts.sender
-    this.senderFp = opts.sender.signFingerprint ?? keyFingerprint(opts.sender.signPrivateKey)
+    this.senderFp = opts.sender.signFingerprint ?? spkiSha256(opts.sender.signPrivateKey)
     this.recipients = canonicalRecipients(opts.recipients)
     this.maxMessages = Math.max(1, Math.min(opts.maxMessages ?? 100_000, MAX_MESSAGES_PER_KEY))
     this.maxAgeMs = Math.max(1, opts.maxAgeMs ?? 10 * 60_000)
@@ -190,7 +190,7 @@ export class EnvelopeSealer {
       const macKey = randomBytes(32)
       macKeys.push(macKey)
       const wk = publicEncrypt({key: r.encPublicKey, oaepHash: 'sha256', padding: constants.RSA_PKCS1_OAEP_PADDING}, Buffer.concat([dataKey, macKey]))
-      return {fp: keyFingerprint(r.encPublicKey), name: r.name, wk: wk.toString('base64')}
+      return {fp: spkiSha256(r.encPublicKey), name: r.name, wk: wk.toString('base64')}
     })
     const grant: Grant = {
       alg: ENVELOPE_ALG,
@@ -417,7 +417,7 @@ export class EnvelopeOpener {
 
   constructor(opts: OpenerOptions) {
     this.identity = opts.identity
-    this.myFp = keyFingerprint(opts.identity.encPrivateKey)
+    this.myFp = spkiSha256(opts.identity.encPrivateKey)
     this.resolveSender = opts.resolveSender
     this.cacheSize = Math.max(1, opts.cacheSize ?? 1024)
   }
@@ -450,7 +450,7 @@ export class EnvelopeOpener {
       if (error instanceof MqError) throw error
       throw fail('E_SENDER_UNKNOWN', `Cannot find a trusted certificate for sender ${grant.from}: ${(error as Error).message}`, `ask ${grant.from} to run mq keys publish ${grant.from}.`)
     }
-    if (keyFingerprint(senderKey) !== grant.sfp) {
+    if (spkiSha256(senderKey) !== grant.sfp) {
       throw fail('E_SENDER_KEY_MISMATCH', `The message claims a signing key of ${grant.from} that is not the certified one.`, `if ${grant.from} rotated keys, refresh the cache (mq keys fetch ${grant.from}); otherwise treat the message as forged.`)
     }
     const ok = verify('sha256', Buffer.concat([SIG_CONTEXT, parts.grantBytes]), {key: senderKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST}, parts.signature)

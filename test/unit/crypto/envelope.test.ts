@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import {type KeyObject, generateKeyPairSync, randomBytes} from 'node:crypto'
 import {describe, it} from 'node:test'
 
-import {EnvelopeOpener, EnvelopeSealer, keyFingerprint, parseEnvelope} from '../../../src/lib/crypto/envelope.js'
+import {EnvelopeOpener, EnvelopeSealer, spkiSha256, parseEnvelope} from '../../../src/lib/crypto/envelope.js'
 import {MqError} from '../../../src/lib/errors.js'
 
 interface TestIdentity {
@@ -93,7 +93,7 @@ describe('native envelope', () => {
     const forged = new EnvelopeSealer({recipients: [{encPublicKey: bob.enc.publicKey, name: 'bob'}], sender: {name: 'alice', signPrivateKey: carol.sig.privateKey}})
     await rejects(opener(bob).open(forged.seal(Buffer.from('x')).envelope), 'E_SENDER_KEY_MISMATCH')
     // ... or claims alice's fingerprint while signing with her own key
-    const forged2 = new EnvelopeSealer({recipients: [{encPublicKey: bob.enc.publicKey, name: 'bob'}], sender: {name: 'alice', signFingerprint: keyFingerprint(alice.sig.publicKey), signPrivateKey: carol.sig.privateKey}})
+    const forged2 = new EnvelopeSealer({recipients: [{encPublicKey: bob.enc.publicKey, name: 'bob'}], sender: {name: 'alice', signFingerprint: spkiSha256(alice.sig.publicKey), signPrivateKey: carol.sig.privateKey}})
     await rejects(opener(bob).open(forged2.seal(Buffer.from('x')).envelope), 'E_ENVELOPE_SIGNATURE')
   })
 
