@@ -1,0 +1,54 @@
+import {existsSync, readFileSync} from 'node:fs'
+import type tls from 'node:tls'
+
+import type {MqHome} from '../config/home.js'
+import type {MqConfig} from '../config/schema.js'
+import {ConfigError, PermissionError, UsageError} from '../errors.js'
+import {BrokerClient} from './client.js'
+
+/** "host:port", "[v6]:port" or "port" -> parts; the default port is 5700. */
+export function parseHostPort(value: string, defaultPort = 5700): {host: string; port: number} {
+  const v = value.trim()
+  let host = '127.0.0.1'
+  let portText = String(defaultPort)
+  const m6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(v)
+  if (m6) {
+    host = m6[1]
+    portText = m6[2] ?? portText
+  } else if (/^\d+$/.test(v)) {
+    portText = v
+  } else {
+    const i = v.lastIndexOf(':')
+    if (i >= 0 && v.indexOf(':') === i) {
+      host = v.slice(0, i)
+      portText = v.slice(i + 1)
+    } else host = v
+  }
+  const port = Number(portText)
+  if (!host || !Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new UsageError('E_BAD_ADDRESS', `broker address ${JSON.stringify(value)} is not HOST:PORT`, {hint: 'Try this: --broker 127.0.0.1:5700'})
+  }
+  return {host, port}
+}
+
+function clientTls(home: MqHome, identity: string): tls.ConnectionOptions {
+  const cert = home.issuedCert(identity)
+  const key = home.issuedKey(identity)
+  if (!existsSync(home.caCert)) {
+    throw new ConfigError('E_NO_CA', `no CA in ${home.pki}: the broker's CA certificate is needed to trust it`, {hint: 'Try this: mq broker start (creates a development CA), or copy the CA and your identity into $MQ_HOME/pki'})
+  }
+  if (!existsSync(cert) || !existsSync(key)) {
+    throw new PermissionError('E_NO_IDENTITY', `no client certificate for identity ${JSON.stringify(identity)} (${cert})`, {hint: `Try this: mq cert issue ${identity} --type client, or pass --identity NAME`})
+  }
+  return {ca: readFileSync(home.caCert), cert: readFileSync(cert), key: readFileSync(key), minVersion: 'TLSv1.2', checkServerIdentity: () => undefined}
+}
+
+/**
+ * What CLI commands use to reach the broker: --broker / MQ_BROKER / client.broker for the address,
+ * --identity / MQ_IDENTITY / client.identity for the client certificate, --timeout / client.timeout_ms.
+ */
+export async function connectBroker(home: MqHome, config: MqConfig, opts: {broker?: string; identity?: string; timeoutMs?: number} = {}): Promise<BrokerClient> {
+  const {host, port} = parseHostPort(opts.broker ?? process.env.MQ_BROKER ?? config.client.broker)
+  const identity = opts.identity ?? process.env.MQ_IDENTITY ?? config.client.identity
+  return BrokerClient.connect({host, port, timeoutMs: opts.timeoutMs ?? config.client.timeout_ms, tls: clientTls(home, identity)})
+}
