@@ -6,7 +6,7 @@
 import type {KeyObject} from 'node:crypto'
 import {TextDecoder} from 'node:util'
 
-import {MqError, PermissionError, UsageError} from '../errors.js'
+import {MqError, PermissionError, UnavailableError, UsageError} from '../errors.js'
 import {decryptCipherMq, isCipherMqBody} from './ciphermq.js'
 import {EnvelopeOpener, type SenderResolver, isNativeEnvelope} from './envelope.js'
 import type {ReplayGuard} from './replay.js'
@@ -44,6 +44,8 @@ export interface ReceiverOptions {
 export class MessageReceiver {
   readonly opener: EnvelopeOpener
   private readonly accept: Set<SendFormat>
+  /** accepted in this batch but not yet recorded: a duplicate inside one batch is a replay too */
+  private readonly pending = new Map<string, {messageId: string; sender: string | null}>()
 
   constructor(private readonly opts: ReceiverOptions) {
     this.opener = new EnvelopeOpener({cacheSize: opts.cacheSize, identity: opts.identity, resolveSender: opts.resolveSender})
@@ -75,7 +77,7 @@ export class MessageReceiver {
     } else {
       r = {content_type: null, format, headers: stripMq(d.headers), message_id: d.messageId, payload: d.body, recipients: [], sender: null, timestamp: d.timestamp ?? Date.now(), verified: false}
     }
-    if (this.opts.replay && (await this.opts.replay.seen(r.message_id, r.sender))) {
+    if (this.pending.has(replayKey(r)) || (this.opts.replay && (await this.opts.replay.seen(r.message_id, r.sender)))) {
       throw new PermissionError('E_REPLAY', `Refused message ${r.message_id}${r.sender ? ` from ${r.sender}` : ''}: ${this.opts.identity.name} already accepted it (replay).`, {
         hint: 'Try this: nothing; a replayed message is dead-lettered, the original was delivered before.',
       })
@@ -83,11 +85,20 @@ export class MessageReceiver {
     return r
   }
 
-  /** Call after the message was written out, before acking it. */
-  async accepted(r: Received): Promise<void> {
-    if (this.opts.replay) await this.opts.replay.record(r.message_id, r.sender)
+  /** Call once the message is written out; commit() then persists it, before the acks. */
+  accepted(r: Received): void {
+    this.pending.set(replayKey(r), {messageId: r.message_id, sender: r.sender})
+  }
+
+  /** Persists every accepted id of this batch in one transaction. */
+  async commit(): Promise<void> {
+    if (this.pending.size === 0) return
+    if (this.opts.replay) await this.opts.replay.recordMany([...this.pending.values()])
+    this.pending.clear()
   }
 }
+
+const replayKey = (r: Received): string => `${r.sender ?? ''}\u0000${r.message_id}`
 
 function stripMq(h: Record<string, string>): Record<string, string> {
   const out: Record<string, string> = {}
@@ -142,4 +153,152 @@ export function parseDuration(text: string): number {
 export function reasonOf(err: unknown): string {
   if (err instanceof MqError) return `${err.code}: ${err.message}`
   return `E_INTERNAL: ${(err as Error)?.message ?? String(err)}`
+}
+
+/** The part of a broker Delivery the receive loop needs. */
+export interface LoopDelivery extends Inbound {
+  deliveryTag: number
+  redelivered?: boolean
+  queue?: string
+}
+
+/** The part of BrokerClient the receive loop needs. */
+export interface ConsumerClient<D extends LoopDelivery> {
+  consume(queue: string, opts: {prefetch?: number}, onMessage: (d: D) => void): Promise<{cancel(): Promise<void>}>
+  ack(tag: number): void
+  nack(tag: number, requeue?: boolean): void
+  reject(tag: number, reason?: string): void
+  once(event: 'close', cb: (err?: Error) => void): unknown
+  off(event: 'close', cb: (err?: Error) => void): unknown
+}
+
+/** Where accepted messages go; flush() resolves once everything written is durable enough to ack. */
+export interface ReceiveSink<D extends LoopDelivery> {
+  write(r: Received, d: D): void
+  flush(): Promise<void>
+}
+
+export interface LoopOptions<D extends LoopDelivery> {
+  queue: string
+  /** stop after this many accepted messages; undefined = until stopped */
+  count?: number
+  /** stop when no message arrived for this long */
+  idleTimeoutMs?: number
+  prefetch: number
+  /** messages handled per write+commit+ack round (default 256) */
+  batch?: number
+  signal?: AbortSignal
+  onReject?: (d: D, err: unknown) => void
+}
+
+export interface LoopResult {
+  accepted: number
+  rejected: number
+  stoppedBy: 'count' | 'timeout' | 'signal'
+}
+
+/**
+ * Consumes a queue: open+verify each delivery, write the good ones, flush, persist their ids
+ * (replay guard), then ack; reject the bad ones to the dead-letter queue with the reason. On
+ * stop, deliveries not yet handled go back to the queue.
+ */
+export async function receiveLoop<D extends LoopDelivery>(client: ConsumerClient<D>, receiver: MessageReceiver, sink: ReceiveSink<D>, opts: LoopOptions<D>): Promise<LoopResult> {
+  const buf: D[] = []
+  let wake: (() => void) | undefined
+  const notify = (): void => {
+    const w = wake
+    wake = undefined
+    w?.()
+  }
+  let lastArrival = Date.now()
+  let stopped = false
+  let closedErr: Error | undefined
+  let closed = false
+  const onClose = (err?: Error): void => {
+    closed = true
+    closedErr = err
+    notify()
+  }
+  client.once('close', onClose)
+  opts.signal?.addEventListener('abort', notify)
+  const consumer = await client.consume(opts.queue, {prefetch: opts.prefetch}, (d) => {
+    if (stopped) {
+      client.nack(d.deliveryTag, true)
+      return
+    }
+    buf.push(d)
+    lastArrival = Date.now()
+    notify()
+  })
+  let accepted = 0
+  let rejected = 0
+  let stoppedBy: LoopResult['stoppedBy'] = 'count'
+  const batch = Math.max(1, opts.batch ?? 256)
+  try {
+    for (;;) {
+      if (opts.count !== undefined && accepted >= opts.count) {
+        stoppedBy = 'count'
+        break
+      }
+      if (opts.signal?.aborted) {
+        stoppedBy = 'signal'
+        break
+      }
+      if (closed) {
+        throw new UnavailableError('E_BROKER_CLOSED', `The broker connection closed${closedErr ? `: ${closedErr.message}` : ''}.`, {
+          cause: closedErr,
+          hint: 'Try this: check the broker and run mq recv again; unacked messages stay queued.',
+        })
+      }
+      if (buf.length === 0) {
+        let timer: NodeJS.Timeout | undefined
+        if (opts.idleTimeoutMs !== undefined) {
+          const left = opts.idleTimeoutMs - (Date.now() - lastArrival)
+          if (left <= 0) {
+            stoppedBy = 'timeout'
+            break
+          }
+          timer = setTimeout(notify, left)
+        }
+        await new Promise<void>((r) => {
+          wake = r
+        })
+        if (timer) clearTimeout(timer)
+        continue
+      }
+      const want = opts.count === undefined ? batch : Math.min(batch, opts.count - accepted)
+      const take = buf.splice(0, Math.min(want, buf.length))
+      const good: D[] = []
+      for (const d of take) {
+        let r: Received
+        try {
+          r = await receiver.open(d)
+        } catch (error) {
+          client.reject(d.deliveryTag, reasonOf(error).slice(0, 500))
+          rejected++
+          opts.onReject?.(d, error)
+          continue
+        }
+        sink.write(r, d)
+        receiver.accepted(r)
+        good.push(d)
+      }
+      try {
+        await sink.flush()
+      } catch (error) {
+        for (const d of good) client.nack(d.deliveryTag, true)
+        throw error
+      }
+      await receiver.commit()
+      for (const d of good) client.ack(d.deliveryTag)
+      accepted += good.length
+    }
+  } finally {
+    stopped = true
+    client.off('close', onClose)
+    opts.signal?.removeEventListener('abort', notify)
+    if (!closed) await consumer.cancel().catch(() => {})
+    for (const d of buf.splice(0)) if (!closed) client.nack(d.deliveryTag, true)
+  }
+  return {accepted, rejected, stoppedBy}
 }

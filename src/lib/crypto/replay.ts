@@ -48,6 +48,17 @@ export class ReplayGuard {
     return r.changes === 1
   }
 
+  /** Records a batch in one transaction (one commit for many acks). */
+  async recordMany(entries: {messageId: string; sender?: string | null}[]): Promise<void> {
+    if (entries.length === 0) return
+    const now = Date.now()
+    await this.store.transaction(async (tx) => {
+      for (const e of entries) {
+        await tx.run('INSERT OR IGNORE INTO accepted (identity, message_id, sender, accepted_at) VALUES (?, ?, ?, ?)', [this.identity, key(e.messageId, e.sender), e.sender ?? null, now])
+      }
+    })
+  }
+
   async count(): Promise<number> {
     const row = await this.store.get<{n: number}>('SELECT COUNT(*) AS n FROM accepted WHERE identity = ?', [this.identity])
     return Number(row?.n ?? 0)
