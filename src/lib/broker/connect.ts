@@ -1,9 +1,7 @@
-import {existsSync, readFileSync} from 'node:fs'
-import type tls from 'node:tls'
-
 import type {MqHome} from '../config/home.js'
 import type {MqConfig} from '../config/schema.js'
-import {ConfigError, PermissionError, UsageError} from '../errors.js'
+import {UsageError} from '../errors.js'
+import {clientTlsOptions} from '../pki/index.js'
 import {BrokerClient} from './client.js'
 
 /** "host:port", "[v6]:port" or "port" -> parts; the default port is 5700. */
@@ -31,24 +29,13 @@ export function parseHostPort(value: string, defaultPort = 5700): {host: string;
   return {host, port}
 }
 
-function clientTls(home: MqHome, identity: string): tls.ConnectionOptions {
-  const cert = home.issuedCert(identity)
-  const key = home.issuedKey(identity)
-  if (!existsSync(home.caCert)) {
-    throw new ConfigError('E_NO_CA', `no CA in ${home.pki}: the broker's CA certificate is needed to trust it`, {hint: 'Try this: mq broker start (creates a development CA), or copy the CA and your identity into $MQ_HOME/pki'})
-  }
-  if (!existsSync(cert) || !existsSync(key)) {
-    throw new PermissionError('E_NO_IDENTITY', `no client certificate for identity ${JSON.stringify(identity)} (${cert})`, {hint: `Try this: mq cert issue ${identity} --type client, or pass --identity NAME`})
-  }
-  return {ca: readFileSync(home.caCert), cert: readFileSync(cert), key: readFileSync(key), minVersion: 'TLSv1.2', checkServerIdentity: () => undefined}
-}
-
 /**
  * What CLI commands use to reach the broker: --broker / MQ_BROKER / client.broker for the address,
  * --identity / MQ_IDENTITY / client.identity for the client certificate, --timeout / client.timeout_ms.
+ * The broker is trusted through our CA alone (its certificate's name is not matched against HOST).
  */
 export async function connectBroker(home: MqHome, config: MqConfig, opts: {broker?: string; identity?: string; timeoutMs?: number} = {}): Promise<BrokerClient> {
   const {host, port} = parseHostPort(opts.broker ?? process.env.MQ_BROKER ?? config.client.broker)
   const identity = opts.identity ?? process.env.MQ_IDENTITY ?? config.client.identity
-  return BrokerClient.connect({host, port, timeoutMs: opts.timeoutMs ?? config.client.timeout_ms, tls: clientTls(home, identity)})
+  return BrokerClient.connect({host, port, timeoutMs: opts.timeoutMs ?? config.client.timeout_ms, tls: {...clientTlsOptions(home, identity), checkServerIdentity: () => undefined}})
 }

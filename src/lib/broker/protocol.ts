@@ -2,7 +2,7 @@
  * The native mq wire protocol (docs/protocol.md): every frame is one text header line
  *   VERB ID key=value key=value ... [LEN]\n
  * followed by exactly LEN bytes of binary body (LEN omitted = 0). Values are percent-encoded
- * (encodeURIComponent), so names may hold any character and the stream stays binary-safe while
+ * (space, =, % and control characters as %XX; decoded with decodeURIComponent), so names may hold any character and the stream stays binary-safe while
  * a human can still type frames into `openssl s_client`. Message headers travel as `h.NAME=VALUE`.
  */
 export const PROTOCOL_VERSION = 1
@@ -31,8 +31,12 @@ export class FrameError extends Error {
 const NL = 0x0a
 const EMPTY = Buffer.alloc(0)
 
+/** Percent-encodes only what would break a header line (space, =, %, controls): readable by eye, decodable by decodeURIComponent. */
 function enc(v: string): string {
-  return encodeURIComponent(v)
+  return v.replace(/[\s%=\x00-\x1f\x7f]/g, (c) => {
+    const code = c.charCodeAt(0)
+    return code < 0x80 ? `%${code.toString(16).toUpperCase().padStart(2, '0')}` : encodeURIComponent(c)
+  })
 }
 
 /** Encodes one frame; `args` values that are undefined are left out. */
@@ -49,10 +53,12 @@ export function encodeFrame(verb: string, id: number, args?: Record<string, stri
   if (len > 0) line += ` ${len}`
   line += '\n'
   if (!body || len === 0) return Buffer.from(line)
+  // a newline after the body keeps a terminal readable; decoders skip it as a blank line
   const head = Buffer.byteLength(line)
-  const out = Buffer.allocUnsafe(head + len)
+  const out = Buffer.allocUnsafe(head + len + 1)
   out.write(line, 0, 'utf8')
   body.copy(out, head)
+  out[head + len] = NL
   return out
 }
 
