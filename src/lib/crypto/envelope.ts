@@ -223,7 +223,7 @@ export class EnvelopeSealer {
     let k = this.active
     if (!k || k.count >= k.grant.max || now >= k.grant.exp) k = this.active = this.newKey(now)
     const seq = k.count++
-    const nonce = randomBytes(NONCE_LEN)
+    const nonce = nextNonce()
     const messageId = opts.messageId ?? randomUUID()
     const header: EnvelopeHeader = {
       ct: opts.contentType ?? this.contentType,
@@ -239,8 +239,7 @@ export class EnvelopeSealer {
     }
     const headerBytes = Buffer.from(JSON.stringify(header))
     // per-recipient MACs over header + payload digest, themselves covered by the GCM tag
-    const digest = createHash('sha256').update(payload).digest()
-    const macBlock = Buffer.concat(k.macKeys.map((mk) => messageMac(mk, k.grantHash, headerBytes, digest)))
+    const macBlock = k.macKeys.length > 1 ? macsFor(k.macKeys, k.grantHash, headerBytes, payload) : EMPTY
     const cipher = createCipheriv('aes-256-gcm', k.dataKey, nonce, {authTagLength: TAG_LEN})
     cipher.setAAD(aad(k.grantHash, headerBytes, macBlock))
     const body = cipher.update(payload)
@@ -272,6 +271,27 @@ function aad(grantHash: Buffer, headerBytes: Buffer, macBlock: Buffer): Buffer {
 /** sha256 over the grant and its signature: the AAD binding and the receiver's cache key. */
 function hashGrant(grantBytes: Buffer, signature: Buffer): Buffer {
   return createHash('sha256').update(u32(grantBytes.length)).update(grantBytes).update(signature).digest()
+}
+
+const EMPTY = Buffer.alloc(0)
+
+// random nonces drawn from a pooled CSPRNG buffer: one getrandom call per 341 messages, not one each
+const NONCE_POOL = 4092
+let noncePool = Buffer.alloc(0)
+let nonceOff = 0
+function nextNonce(): Buffer {
+  if (nonceOff + NONCE_LEN > noncePool.length) {
+    noncePool = randomBytes(NONCE_POOL)
+    nonceOff = 0
+  }
+  const n = noncePool.subarray(nonceOff, nonceOff + NONCE_LEN)
+  nonceOff += NONCE_LEN
+  return n
+}
+
+function macsFor(macKeys: Buffer[], grantHash: Buffer, headerBytes: Buffer, payload: Buffer): Buffer {
+  const digest = createHash('sha256').update(payload).digest()
+  return Buffer.concat(macKeys.map((mk) => messageMac(mk, grantHash, headerBytes, digest)))
 }
 
 function messageMac(macKey: Buffer, grantHash: Buffer, headerBytes: Buffer, payloadDigest: Buffer): Buffer {
@@ -414,6 +434,8 @@ export class EnvelopeOpener {
   private readonly cache = new Map<string, CachedKey>()
   /** RSA unwraps done so far (cache misses) */
   unwraps = 0
+  /** the last verified grant (copied: the envelope buffer belongs to the caller) */
+  private last?: {grantBytes: Buffer; signature: Buffer; hash: Buffer}
 
   constructor(opts: OpenerOptions) {
     this.identity = opts.identity
@@ -471,8 +493,11 @@ export class EnvelopeOpener {
 
   async open(buf: Buffer): Promise<Opened> {
     const parts = parseEnvelope(buf)
-    const grantHash = hashGrant(parts.grantBytes, parts.signature)
+    // a stream reuses one grant: compare bytes with the last one instead of hashing them again
+    const last = this.last
+    const grantHash = last && last.grantBytes.equals(parts.grantBytes) && last.signature.equals(parts.signature) ? last.hash : hashGrant(parts.grantBytes, parts.signature)
     const k = await this.unlock(parts, grantHash)
+    if (last?.hash !== grantHash) this.last = {grantBytes: Buffer.from(parts.grantBytes), hash: grantHash, signature: Buffer.from(parts.signature)}
     const header = parseHeader(parts.headerBytes)
     const {grant} = k
     if (header.kid !== grant.kid || header.from !== grant.from) throw fail('E_ENVELOPE_HEADER', 'The message header does not match its signed key grant.', 'treat the message as forged.')
@@ -481,7 +506,8 @@ export class EnvelopeOpener {
     }
     if (header.seq >= grant.max) throw fail('E_ENVELOPE_HEADER', 'The message exceeds the number of messages its key grant allows.', 'treat the message as forged.')
     if (header.ts + SKEW_MS < grant.iat || header.ts > grant.exp + SKEW_MS) throw fail('E_ENVELOPE_HEADER', 'The message timestamp lies outside its key grant validity.', 'treat the message as forged.')
-    if (parts.macs.length !== grant.to.length * MAC_LEN) throw fail('E_ENVELOPE_MAC', 'The message carries the wrong number of MACs.', 'treat the message as forged.')
+    // one recipient: only sender and recipient know the data key, so the GCM tag authenticates the sender
+    if (parts.macs.length !== (grant.to.length > 1 ? grant.to.length * MAC_LEN : 0)) throw fail('E_ENVELOPE_MAC', 'The message carries the wrong number of MACs.', 'treat the message as forged.')
     const nonce = Buffer.from(header.n, 'base64')
     if (nonce.length !== NONCE_LEN) throw bad('nonce length')
     const decipher = createDecipheriv('aes-256-gcm', k.dataKey, nonce, {authTagLength: TAG_LEN})
@@ -496,9 +522,11 @@ export class EnvelopeOpener {
       throw fail('E_ENVELOPE_TAG', 'The message fails AES-GCM authentication: it was altered.', 'treat the message as forged.')
     }
     // the GCM tag proves a key holder wrote it; our own MAC proves that holder was the sender
-    const mine = parts.macs.subarray(k.index * MAC_LEN, (k.index + 1) * MAC_LEN)
-    const want = messageMac(k.macKey, grantHash, parts.headerBytes, createHash('sha256').update(payload).digest())
-    if (!timingSafeEqual(mine, want)) throw fail('E_ENVELOPE_MAC', `The message MAC does not verify: it was not sent by ${grant.from}.`, 'treat the message as forged (another recipient may have written it).')
+    if (grant.to.length > 1) {
+      const mine = parts.macs.subarray(k.index * MAC_LEN, (k.index + 1) * MAC_LEN)
+      const want = messageMac(k.macKey, grantHash, parts.headerBytes, createHash('sha256').update(payload).digest())
+      if (!timingSafeEqual(mine, want)) throw fail('E_ENVELOPE_MAC', `The message MAC does not verify: it was not sent by ${grant.from}.`, 'treat the message as forged (another recipient may have written it).')
+    }
     return {
       contentType: header.ct,
       format: 'native',

@@ -70,6 +70,11 @@ export class MessageSender {
     this.window = Math.max(1, plan.window ?? 256)
   }
 
+  /** data keys made so far (RSA wraps = keysCreated x recipients) */
+  get keysCreated(): number {
+    return this.sealer?.keysCreated ?? 0
+  }
+
   /** Seals one payload into the body that goes on the wire. */
   build(payload: Buffer): {messageId: string; body: Buffer; keyId?: string} {
     if (this.sealer) {
