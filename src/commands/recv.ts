@@ -48,7 +48,7 @@ Exit status: 0 when done; 75 when --timeout passed with nothing received (or few
     out: Flags.string({char: 'o', description: 'append {message_id, message, timestamp} JSON lines to this file (the CipherMQ Receiver format) instead of printing payloads'}),
     lines: Flags.boolean({description: 'raw mode: print a newline after each payload'}),
     as: Flags.string({description: 'end-to-end identity that decrypts [default: --identity]'}),
-    accept: Flags.option({description: 'formats to accept (repeatable) [default: e2e.accept, native]', multiple: true, options: ['native', 'ciphermq', 'plain'] as const})(),
+    accept: Flags.option({description: 'formats to accept (repeatable) [default: e2e.accept, native]', multiple: true, multipleNonGreedy: true, options: ['native', 'ciphermq', 'plain'] as const})(),
     prefetch: Flags.integer({description: 'deliveries in flight from the broker [default: 256, or --count if lower]', min: 1}),
   }
 
