@@ -13,13 +13,13 @@ import {
   ReplayGuard,
   checkIdentityName,
   jsonRecord,
+  loadOwnIdentity,
   outRecord,
   parseDuration,
   reasonOf,
   receiveLoop,
 } from '../lib/crypto/index.js'
 import {DataError, MqError, TempFailError, UsageError} from '../lib/errors.js'
-import {loadIdentity} from '../lib/pki/index.js'
 
 export default class Recv extends MqCommand<typeof Recv> {
   static description = `Receive messages from a queue, decrypt and verify them
@@ -58,7 +58,7 @@ Exit status: 0 when done; 75 when --timeout passed with nothing received (or few
     const idleTimeoutMs = f.timeout === undefined ? undefined : parseDuration(f.timeout)
     const count = f.follow ? undefined : (f.count ?? 1)
     const tlsIdentity = f.identity ?? process.env.MQ_IDENTITY ?? config.client.identity
-    const me = loadIdentity(this.home, checkIdentityName(f.as ?? tlsIdentity), {withPrivate: true})
+    const me = loadOwnIdentity(this.home, checkIdentityName(f.as ?? tlsIdentity), '--as')
     const accept = f.accept ?? config.e2e.accept
     if (f.lines && (this.jsonEnabled() || f.out)) throw new UsageError('E_FLAGS', '--lines applies to raw output only.', {hint: 'Try this: drop --lines with --json or --out.'})
 

@@ -4,9 +4,8 @@ import {readFileSync} from 'node:fs'
 import {connectBroker} from '../lib/broker/connect.js'
 import {brokerFlags} from '../lib/broker/flags.js'
 import {MqCommand} from '../lib/cli/base-command.js'
-import {IdentityResolver, MessageSender, type SendFormat, type SendResult, checkIdentityName, parseHeaders, splitLines} from '../lib/crypto/index.js'
+import {IdentityResolver, MessageSender, type SendFormat, type SendResult, checkIdentityName, loadOwnIdentity, parseHeaders, splitLines} from '../lib/crypto/index.js'
 import {DataError, MqError, UsageError, errorText} from '../lib/errors.js'
-import {loadIdentity} from '../lib/pki/index.js'
 
 export default class Send extends MqCommand<typeof Send> {
   static args = {
@@ -66,7 +65,7 @@ status is 0 only when every message was confirmed. See docs/envelope.md for the 
     const tlsIdentity = f.identity ?? process.env.MQ_IDENTITY ?? config.client.identity
     const senderName = f.from ?? tlsIdentity
     // the signing key is needed before anything is published
-    const sender = format === 'native' ? loadIdentity(this.home, checkIdentityName(senderName), {withPrivate: true}) : undefined
+    const sender = format === 'native' ? loadOwnIdentity(this.home, checkIdentityName(senderName), '--from') : undefined
     const client = await connectBroker(this.home, config, {broker: f.broker, identity: tlsIdentity, timeoutMs: f.timeout})
     try {
       const resolver = new IdentityResolver(this.home, client)
@@ -113,10 +112,11 @@ status is 0 only when every message was confirmed. See docs/envelope.md for the 
       await chain
       if (failed) {
         const e = failed instanceof MqError ? failed : undefined
+        const hint = e?.code === 'E_UNROUTABLE' && f.queue ? `Try this: create the queue first (mq queue declare ${f.queue}).` : e?.hint
         throw new MqError(e?.code ?? 'E_SEND_FAILED', `${confirmed} of ${payloads.length} message(s) confirmed; the first failure: ${errorText(failed)}`, {
           cause: failed,
           exit: e?.exit ?? 1,
-          hint: e?.hint ?? 'Try this: check the broker (mq broker status) and resend the unconfirmed messages.',
+          hint: hint ?? 'Try this: check the broker and resend the unconfirmed messages.',
         })
       }
       if (!this.jsonEnabled()) {

@@ -7,12 +7,13 @@
  * name on every use (verifyIdentityCerts), so neither the broker nor a stale cache can slip in
  * a key our CA did not certify for that name, or one that has since been revoked.
  */
+import type {KeyObject} from 'node:crypto'
 import {existsSync, readFileSync} from 'node:fs'
 import {join} from 'node:path'
 
 import type {MqHome} from '../config/home.js'
 import {MqError, UnavailableError, UsageError} from '../errors.js'
-import {type E2eIdentity, identityFiles, verifyIdentityCerts} from '../pki/index.js'
+import {type E2eIdentity, identityFiles, loadIdentity, verifyIdentityCerts} from '../pki/index.js'
 import {ensureDir, writeFileAtomic} from '../util/fs.js'
 import {type SenderResolver, spkiSha256} from './envelope.js'
 
@@ -140,4 +141,16 @@ export async function publishIdentity(home: MqHome, directory: KeyDirectory, nam
   const id = verifyIdentityCerts(home, name, readFileSync(f.encCert, 'utf8'), readFileSync(f.signCert, 'utf8'))
   await directory.putKey(name, id.encCertPem, id.signCertPem)
   return id
+}
+
+/** One of our own identities with its private keys, for signing (send) or decrypting (recv). */
+export function loadOwnIdentity(home: MqHome, name: string, flag: string): E2eIdentity & {encPrivateKey: KeyObject; signPrivateKey: KeyObject} {
+  try {
+    return loadIdentity(home, name, {withPrivate: true}) as E2eIdentity & {encPrivateKey: KeyObject; signPrivateKey: KeyObject}
+  } catch (error) {
+    if (error instanceof MqError && error.code === 'E_IDENTITY_NOT_FOUND') {
+      throw new MqError(error.code, error.message, {hint: `Try this: pass ${flag} NAME for an identity you hold (mq keygen NAME), or --identity NAME when it is also your TLS identity.`})
+    }
+    throw error
+  }
 }
