@@ -35,8 +35,8 @@ export class ReplayGuard {
     private readonly db: Database.Database,
     readonly identity: string,
   ) {
-    this.seenStmt = db.prepare('SELECT 1 FROM accepted WHERE message_key = ?').pluck()
-    this.insertStmt = db.prepare('INSERT OR IGNORE INTO accepted (message_key, sender, accepted_at) VALUES (?, ?, ?)')
+    this.seenStmt = db.prepare('SELECT 1 FROM accepted_ids WHERE message_key = ?').pluck()
+    this.insertStmt = db.prepare('INSERT OR IGNORE INTO accepted_ids (message_key, sender, accepted_at) VALUES (?, ?, ?)')
     this.insertMany = db.transaction((entries: ReplayEntry[], now: number) => {
       for (const e of entries) this.insertStmt.run(key(e.messageId, e.sender), e.sender ?? null, now)
     })
@@ -48,7 +48,7 @@ export class ReplayGuard {
     db.pragma('journal_mode = WAL')
     db.pragma('synchronous = NORMAL')
     db.pragma('busy_timeout = 5000')
-    db.exec('CREATE TABLE IF NOT EXISTS accepted (message_key TEXT PRIMARY KEY, sender TEXT, accepted_at INTEGER NOT NULL) WITHOUT ROWID')
+    db.exec('CREATE TABLE IF NOT EXISTS accepted_ids (message_key TEXT PRIMARY KEY, sender TEXT, accepted_at INTEGER NOT NULL) WITHOUT ROWID')
     return new ReplayGuard(db, identity)
   }
 
@@ -68,7 +68,7 @@ export class ReplayGuard {
   }
 
   async count(): Promise<number> {
-    return Number(this.db.prepare('SELECT COUNT(*) FROM accepted').pluck().get())
+    return Number(this.db.prepare('SELECT COUNT(*) FROM accepted_ids').pluck().get())
   }
 
   async close(): Promise<void> {
