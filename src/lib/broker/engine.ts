@@ -633,7 +633,8 @@ export class Engine {
     this.totals.acknowledged++
     if (u.queue.durable) this.store?.deleteMessage(u.msg.seq)
     this.setStatus(u.msg.messageId, 'acknowledged', u.queue.name)
-    if (u.consumer) this.schedule(u.queue)
+    // synchronously, so the freed prefetch slot is filled before any later reply on this connection
+    if (u.consumer && u.queue.ready.length > 0) this.dispatch(u.queue)
   }
 
   nack(s: Session, tag: number, requeue = true): void {
