@@ -572,6 +572,8 @@ export class Engine {
     } else {
       s.unacked.set(tag, {consumer: c, msg, queue: q})
       q.unacked++
+      // remembered on disk so a restart flags it redelivered (coalesced away if acked before the commit)
+      if (q.durable) this.store?.updateDeliveryCount(msg.seq, msg.deliveryCount)
       if (c) c.inflight++
       this.setStatus(msg.messageId, 'delivered', q.name)
     }

@@ -90,14 +90,26 @@ export class DurableStore {
     this.ops = []
     this.waiters = []
     const {cnt, del, ins} = this.stmts
+    // a message inserted and deleted within one group (published, delivered and acked between two
+    // commits) never needs to touch the disk at all
+    const inserted = new Set<number>()
+    const deleted = new Set<number>()
+    for (const op of ops) {
+      if (op.t === 'ins') inserted.add(op.m.seq)
+      else if (op.t === 'del') deleted.add(op.seq)
+    }
     this.db.transaction(() => {
       for (const op of ops) {
         if (op.t === 'ins') {
+          if (deleted.has(op.m.seq)) continue
           const m = op.m
           const h = Object.keys(m.headers).length ? JSON.stringify(m.headers) : null
           ins.run(m.seq, op.queue, m.messageId, m.exchange, m.routingKey, h, m.body, m.timestamp, m.deliveryCount, m.expiresAt)
-        } else if (op.t === 'del') del.run(op.seq)
-        else if (op.t === 'cnt') cnt.run(op.n, op.seq)
+        } else if (op.t === 'del') {
+          if (!inserted.has(op.seq)) del.run(op.seq)
+        } else if (op.t === 'cnt') {
+          if (!deleted.has(op.seq) && !inserted.has(op.seq)) cnt.run(op.n, op.seq)
+        }
         else op.fn()
       }
     })()
