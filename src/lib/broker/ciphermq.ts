@@ -15,7 +15,7 @@ export interface CipherMqOptions {
   logger: Logger
   maxLine: number
   /** called after a durable publish so the ACK follows the commit */
-  afterCommit?: (cb: () => void) => void
+  afterCommit?: (cb: (err?: Error) => void) => void
 }
 
 function envelopeLine(d: DeliveryOut): string {
@@ -77,8 +77,8 @@ export class CipherMqListener {
       }
       const slot = {lines: [] as string[], ready: false}
       outbox.push(slot)
-      this.opts.afterCommit(() => {
-        slot.lines = lines()
+      this.opts.afterCommit((err) => {
+        slot.lines = err ? [`Error: ${err.message}`] : lines()
         slot.ready = true
         flush()
       })

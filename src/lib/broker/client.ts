@@ -241,7 +241,7 @@ export class BrokerClient extends EventEmitter {
     this.emit('close', err)
   }
 
-  private write(buf: Buffer): void {
+  private write(buf: Buffer): boolean {
     if (!this.corked) {
       this.corked = true
       this.sock.cork()
@@ -250,7 +250,7 @@ export class BrokerClient extends EventEmitter {
         this.sock.uncork()
       })
     }
-    this.sock.write(buf)
+    return this.sock.write(buf)
   }
 
   private request(verb: string, args?: Args, body?: Buffer, onOk?: (f: Frame) => void): Promise<Frame> {
@@ -305,6 +305,30 @@ export class BrokerClient extends EventEmitter {
     headerArgs(opts.headers, args)
     const f = await this.request('PUBLISH', args, body)
     return {messageId: f.args.message_id ?? '', queues: f.args.queues ? f.args.queues.split(',') : []}
+  }
+
+  /**
+   * Fire-and-forget publish: no confirm, so nothing guarantees it was stored; broker errors arrive
+   * as 'error' events. Returns false when the socket buffer is full: await drained() before more.
+   */
+  publishNoConfirm(exchange: string, routingKey: string, body: Buffer, opts: {messageId?: string; headers?: Record<string, string>} = {}): boolean {
+    const args: Args = {exchange, key: routingKey, message_id: opts.messageId}
+    headerArgs(opts.headers, args)
+    return this.write(encodeFrame('PUBLISH', 0, args, body))
+  }
+
+  /** Resolves when the socket's write buffer has drained (or at once if it is not full). */
+  drained(): Promise<void> {
+    if (!this.sock.writableNeedDrain) return Promise.resolve()
+    return new Promise((r) => {
+      const done = () => {
+        this.sock.off('close', done)
+        this.sock.off('drain', done)
+        r()
+      }
+      this.sock.once('drain', done)
+      this.sock.once('close', done)
+    })
   }
 
   async consume(queue: string, opts: {prefetch?: number; noAck?: boolean}, onMessage: (d: Delivery) => void): Promise<{consumerTag: string; cancel(): Promise<void>}> {

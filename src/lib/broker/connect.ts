@@ -39,3 +39,13 @@ export async function connectBroker(home: MqHome, config: MqConfig, opts: {broke
   const identity = opts.identity ?? process.env.MQ_IDENTITY ?? config.client.identity
   return BrokerClient.connect({host, port, timeoutMs: opts.timeoutMs ?? config.client.timeout_ms, tls: {...clientTlsOptions(home, identity), checkServerIdentity: () => undefined}})
 }
+
+/** Connects, runs fn, and always closes the connection. */
+export async function withBroker<T>(home: MqHome, config: MqConfig, flags: {broker?: string; identity?: string; timeout?: number}, fn: (c: BrokerClient) => Promise<T>): Promise<T> {
+  const c = await connectBroker(home, config, {broker: flags.broker, identity: flags.identity, timeoutMs: flags.timeout})
+  try {
+    return await fn(c)
+  } finally {
+    await c.close()
+  }
+}

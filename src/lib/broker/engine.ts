@@ -572,6 +572,8 @@ export class Engine {
     } else {
       s.unacked.set(tag, {consumer: c, msg, queue: q})
       q.unacked++
+      // remembered on disk so a restart flags it redelivered (coalesced away if acked before the commit)
+      if (q.durable) this.store?.updateDeliveryCount(msg.seq, msg.deliveryCount)
       if (c) c.inflight++
       this.setStatus(msg.messageId, 'delivered', q.name)
     }
@@ -633,7 +635,8 @@ export class Engine {
     this.totals.acknowledged++
     if (u.queue.durable) this.store?.deleteMessage(u.msg.seq)
     this.setStatus(u.msg.messageId, 'acknowledged', u.queue.name)
-    if (u.consumer) this.schedule(u.queue)
+    // synchronously, so the freed prefetch slot is filled before any later reply on this connection
+    if (u.consumer && u.queue.ready.length > 0) this.dispatch(u.queue)
   }
 
   nack(s: Session, tag: number, requeue = true): void {

@@ -34,7 +34,7 @@ export function enginePublisher(engine: Engine): BrokerPublisher {
       return new Promise((resolve, reject) => {
         try {
           const r = engine.publish(exchange, routingKey, body, opts)
-          const done = () => resolve({messageId: r.messageId, queues: r.queues})
+          const done = (err?: Error) => (err ? reject(err) : resolve({messageId: r.messageId, queues: r.queues}))
           if (r.durable && engine.store) engine.store.afterCommit(done)
           else done()
         } catch (error) {
@@ -57,7 +57,7 @@ function keyDirectory(home: MqHome, store: DurableStore): KeyDirectory {
       }
       // only certificates our CA issued to that name (and not revoked) enter the directory
       verifyIdentityCerts(home, name, encCertPem, signCertPem)
-      store.putKey(name, encCertPem, signCertPem)
+      return store.putKey(name, encCertPem, signCertPem)
     },
   }
 }
@@ -66,7 +66,6 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
   const b = config.broker
   const store = new DurableStore(home.data, b.commit_interval_ms)
   const engine = new Engine({deliveryLimit: b.delivery_limit, maxUnacked: b.max_unacked, store})
-  store.flush()
   engine.start()
   const permsCache = new Map<string, ResolvedPermissions>()
   const permissionsFor = (identity: string) => {
@@ -127,7 +126,7 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
     engine.stop()
     await server.close().catch(() => {})
     await api.close().catch(() => {})
-    store.close()
+    await store.close()
     throw error
   }
   let closed = false
@@ -139,7 +138,7 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
       crl.stop()
       engine.stop()
       await Promise.all([server.close(), api.close(), ciphermq?.close()])
-      store.close()
+      await store.close()
     },
     ciphermq,
     engine,

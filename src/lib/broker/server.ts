@@ -21,7 +21,7 @@ export interface ServerLimits {
 }
 
 export interface KeyDirectory {
-  put(name: string, encCertPem: string, signCertPem: string, by: ResolvedPermissions): void
+  put(name: string, encCertPem: string, signCertPem: string, by: ResolvedPermissions): void | Promise<void>
   get(name: string): {encCertPem: string; signCertPem: string} | null
 }
 
@@ -361,9 +361,10 @@ class Connection {
             this.pausedForConfirms = true
             this.sock.pause()
           }
-          engine.store.afterCommit(() => {
+          engine.store.afterCommit((err) => {
             this.unconfirmed--
-            this.ok(f.id, {message_id: r.messageId, queues: r.queues.join(',')})
+            if (err) this.fail(err, false, f.id)
+            else this.ok(f.id, {message_id: r.messageId, queues: r.queues.join(',')})
             if (this.pausedForConfirms) this.maybeResume()
           })
         } else this.ok(f.id, {message_id: r.messageId, queues: r.queues.join(',')})
@@ -459,8 +460,10 @@ class Connection {
           throw new UsageError('E_FRAME_BODY', 'PUT_KEY body must be JSON {"encCertPem": "...", "signCertPem": "..."}', {hint: 'Try this: see docs/protocol.md'})
         }
         if (typeof v.encCertPem !== 'string' || typeof v.signCertPem !== 'string') throw new UsageError('E_FRAME_BODY', 'PUT_KEY body needs encCertPem and signCertPem strings', {hint: 'Try this: see docs/protocol.md'})
-        this.srv.opts.keys.put(this.need(f, 'name'), v.encCertPem, v.signCertPem, this.perms)
-        this.ok(f.id)
+        Promise.resolve(this.srv.opts.keys.put(this.need(f, 'name'), v.encCertPem, v.signCertPem, this.perms)).then(
+          () => this.ok(f.id),
+          (error) => this.fail(error, false, f.id),
+        )
         return
       }
       case 'GET_KEY':

@@ -1,12 +1,14 @@
 /**
  * Durable state of the broker in SQLite (WAL, synchronous=FULL) under $MQ_HOME/data/broker.db:
  * exchange/queue/binding definitions, messages of durable queues and the key directory.
- * Writes are queued and committed in groups: one transaction (one fsync) every few ms covers
- * every publish and ack of that window, and publishers are confirmed only after their group commits.
- * better-sqlite3 is used directly (synchronous, no promise per row) because this is the hot path.
+ * Writes are queued and committed in groups by a writer thread (store-worker.ts): while one group
+ * commits (one transaction, one fsync) the next one gathers, so under load each fsync covers many
+ * publishes and acks, and disk latency never blocks the event loop. Publishers are confirmed only
+ * after their group has committed. better-sqlite3 is used directly: this is the hot path.
  */
 import Database from 'better-sqlite3'
 import {join} from 'node:path'
+import {Worker} from 'node:worker_threads'
 
 import {UnavailableError} from '../errors.js'
 import {ensurePrivateDir} from '../util/fs.js'
@@ -36,7 +38,20 @@ type Op =
   | {t: 'ins'; queue: string; m: Message}
   | {t: 'del'; seq: number}
   | {t: 'cnt'; seq: number; n: number}
-  | {t: 'sql'; fn: () => void}
+  | {t: 'wire'; op: WireOp}
+
+/** What crosses to the writer thread (store-worker.ts): compact tuples, cheap to clone. */
+export type WireOp =
+  | ['i', number, string, string, string, string, string | null, Uint8Array, number, number, number]
+  | ['d', number]
+  | ['c', number, number]
+  | ['x', string, string]
+  | ['q', string, string | null, number | null, number | null]
+  | ['b', string, string, string]
+  | ['D', string]
+  | ['k', string, string, string]
+
+export type CommitCallback = (err?: Error) => void
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS exchanges (name TEXT PRIMARY KEY, type TEXT NOT NULL);
@@ -50,13 +65,17 @@ CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
 `
 
 export class DurableStore {
+  /** read connection (startup recovery, key look-ups); all writes go through the writer thread */
   readonly db: Database.Database
   readonly file: string
   private ops: Op[] = []
-  private waiters: (() => void)[] = []
-  private timer?: NodeJS.Timeout
+  private waiters: CommitCallback[] = []
+  private timer?: NodeJS.Timeout | NodeJS.Immediate
+  private inflight: {id: number; waiters: CommitCallback[]} | null = null
+  private batchSeq = 1
   private closed = false
-  private readonly stmts
+  private readonly worker: Worker
+  private failure?: Error
   commits = 0
 
   constructor(
@@ -68,41 +87,72 @@ export class DurableStore {
     this.file = join(dataDir, 'broker.db')
     try {
       this.db = new Database(this.file)
+      this.db.pragma('journal_mode = WAL')
+      this.db.exec(SCHEMA)
     } catch (error) {
       throw new UnavailableError('E_STORE_OPEN', `cannot open the broker store ${this.file}: ${(error as Error).message}`, {hint: 'Try this: check the permissions of $MQ_HOME/data', cause: error})
     }
-    this.db.pragma('journal_mode = WAL')
-    this.db.pragma(`synchronous = ${opts.synchronous ?? 'FULL'}`)
-    this.db.exec(SCHEMA)
-    const db = this.db
-    this.stmts = {
-      cnt: db.prepare('UPDATE messages SET delivery_count = ? WHERE seq = ?'),
-      del: db.prepare('DELETE FROM messages WHERE seq = ?'),
-      ins: db.prepare('INSERT OR REPLACE INTO messages (seq, queue, message_id, exchange, routing_key, headers, body, ts, delivery_count, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?)'),
-    }
+    this.worker = new Worker(new URL('./store-worker.js', import.meta.url), {workerData: {file: this.file, synchronous: opts.synchronous ?? 'FULL'}})
+    this.worker.unref()
+    this.worker.on('message', (m: {id?: number; error?: string; closed?: boolean}) => {
+      if (m.id === undefined || !this.inflight || this.inflight.id !== m.id) return
+      const done = this.inflight.waiters
+      this.inflight = null
+      this.commits++
+      const err = m.error ? new UnavailableError('E_STORE_WRITE', `the broker store could not commit: ${m.error}`, {hint: 'Try this: check free disk space and permissions of $MQ_HOME/data'}) : undefined
+      for (const w of done) w(err)
+      // whatever arrived during that commit forms the next group right away
+      if (this.ops.length > 0 || this.waiters.length > 0) this.post()
+    })
+    this.worker.on('error', (err) => {
+      this.failure = err
+      const done = this.inflight?.waiters ?? []
+      this.inflight = null
+      const e = new UnavailableError('E_STORE_WRITE', `the broker store's writer failed: ${err.message}`, {hint: 'Try this: restart the broker; check $MQ_HOME/data'})
+      for (const w of [...done, ...this.waiters]) w(e)
+      this.waiters = []
+    })
   }
 
-  private commitNow = (): void => {
+  private post = (): void => {
     this.timer = undefined
-    if (this.ops.length === 0 && this.waiters.length === 0) return
+    if (this.inflight || (this.ops.length === 0 && this.waiters.length === 0)) return
     const ops = this.ops
     const waiters = this.waiters
     this.ops = []
     this.waiters = []
-    const {cnt, del, ins} = this.stmts
-    this.db.transaction(() => {
-      for (const op of ops) {
-        if (op.t === 'ins') {
-          const m = op.m
-          const h = Object.keys(m.headers).length ? JSON.stringify(m.headers) : null
-          ins.run(m.seq, op.queue, m.messageId, m.exchange, m.routingKey, h, m.body, m.timestamp, m.deliveryCount, m.expiresAt)
-        } else if (op.t === 'del') del.run(op.seq)
-        else if (op.t === 'cnt') cnt.run(op.n, op.seq)
-        else op.fn()
-      }
-    })()
-    this.commits++
-    for (const w of waiters) w()
+    if (this.failure) {
+      for (const w of waiters) w(new UnavailableError('E_STORE_WRITE', `the broker store's writer failed: ${this.failure.message}`, {hint: 'Try this: restart the broker'}))
+      return
+    }
+    // a message inserted and deleted within one group (published, delivered and acked between two
+    // commits) never touches the disk at all
+    const inserted = new Set<number>()
+    const deleted = new Set<number>()
+    for (const op of ops) {
+      if (op.t === 'ins') inserted.add(op.m.seq)
+      else if (op.t === 'del') deleted.add(op.seq)
+    }
+    const wire: WireOp[] = []
+    for (const op of ops) {
+      if (op.t === 'ins') {
+        const m = op.m
+        if (deleted.has(m.seq)) continue
+        let h: string | null = null
+        for (const _k in m.headers) {
+          h = JSON.stringify(m.headers)
+          break
+        }
+        wire.push(['i', m.seq, op.queue, m.messageId, m.exchange, m.routingKey, h, m.body, m.timestamp, m.deliveryCount, m.expiresAt])
+      } else if (op.t === 'del') {
+        if (!inserted.has(op.seq)) wire.push(['d', op.seq])
+      } else if (op.t === 'cnt') {
+        if (!deleted.has(op.seq) && !inserted.has(op.seq)) wire.push(['c', op.seq, op.n])
+      } else wire.push(op.op)
+    }
+    const id = this.batchSeq++
+    this.inflight = {id, waiters}
+    this.worker.postMessage({id, ops: wire})
   }
 
   private enqueue(op: Op): void {
@@ -112,19 +162,23 @@ export class DurableStore {
   }
 
   private arm(): void {
-    if (!this.timer) this.timer = setTimeout(this.commitNow, this.commitIntervalMs)
+    if (this.timer || this.inflight) return
+    this.timer = this.commitIntervalMs > 0 ? setTimeout(this.post, this.commitIntervalMs) : setImmediate(this.post)
   }
 
-  /** Calls cb once everything queued so far is durably committed. */
-  afterCommit(cb: () => void): void {
+  /** Calls cb once everything queued so far is durably committed (with an error if it could not be). */
+  afterCommit(cb: CommitCallback): void {
+    if (this.closed) {
+      cb(new UnavailableError('E_STORE_CLOSED', 'the broker store is closed', {hint: 'Try this: the broker is shutting down; retry against the restarted broker'}))
+      return
+    }
     this.waiters.push(cb)
     this.arm()
   }
 
-  /** Commits everything queued now (shutdown, tests). */
-  flush(): void {
-    if (this.timer) clearTimeout(this.timer)
-    this.commitNow()
+  /** Resolves once everything queued so far is committed. */
+  flush(): Promise<void> {
+    return new Promise((resolve, reject) => this.afterCommit((err) => (err ? reject(err) : resolve())))
   }
 
   insertMessage(queue: string, m: Message): void {
@@ -140,26 +194,19 @@ export class DurableStore {
   }
 
   saveExchange(name: string, type: ExchangeType): void {
-    this.enqueue({fn: () => this.db.prepare('INSERT OR REPLACE INTO exchanges (name, type) VALUES (?, ?)').run(name, type), t: 'sql'})
+    this.enqueue({op: ['x', name, type], t: 'wire'})
   }
 
   saveQueue(q: StoredQueue): void {
-    this.enqueue({fn: () => this.db.prepare('INSERT OR REPLACE INTO queues (name, dead_letter, ttl_ms, max_length) VALUES (?,?,?,?)').run(q.name, q.deadLetter, q.ttlMs, q.maxLength), t: 'sql'})
+    this.enqueue({op: ['q', q.name, q.deadLetter, q.ttlMs, q.maxLength], t: 'wire'})
   }
 
   saveBinding(exchange: string, queue: string, key: string): void {
-    this.enqueue({fn: () => this.db.prepare('INSERT OR IGNORE INTO bindings (exchange, queue, routing_key) VALUES (?,?,?)').run(exchange, queue, key), t: 'sql'})
+    this.enqueue({op: ['b', exchange, queue, key], t: 'wire'})
   }
 
   deleteQueue(name: string): void {
-    this.enqueue({
-      fn: () => {
-        this.db.prepare('DELETE FROM queues WHERE name = ?').run(name)
-        this.db.prepare('DELETE FROM bindings WHERE queue = ?').run(name)
-        this.db.prepare('DELETE FROM messages WHERE queue = ?').run(name)
-      },
-      t: 'sql',
-    })
+    this.enqueue({op: ['D', name], t: 'wire'})
   }
 
   loadDefinitions(): {exchanges: {name: string; type: ExchangeType}[]; queues: StoredQueue[]; bindings: {exchange: string; queue: string; key: string}[]} {
@@ -208,9 +255,10 @@ export class DurableStore {
     return r.m ?? 0
   }
 
-  // key directory: public certificates only, written straight through (rare)
-  putKey(name: string, encCertPem: string, signCertPem: string): void {
-    this.db.prepare('INSERT OR REPLACE INTO keys (name, enc_cert, sign_cert, updated_at) VALUES (?,?,?,?)').run(name, encCertPem, signCertPem, Date.now())
+  // key directory: public certificates only
+  putKey(name: string, encCertPem: string, signCertPem: string): Promise<void> {
+    this.enqueue({op: ['k', name, encCertPem, signCertPem], t: 'wire'})
+    return this.flush()
   }
 
   getKey(name: string): {encCertPem: string; signCertPem: string} | null {
@@ -218,10 +266,21 @@ export class DurableStore {
     return r ? {encCertPem: r.enc_cert, signCertPem: r.sign_cert} : null
   }
 
-  close(): void {
+  /** Commits what is queued, stops the writer thread and closes the database. */
+  async close(): Promise<void> {
     if (this.closed) return
-    this.flush()
+    if (!this.failure) await this.flush().catch(() => {})
     this.closed = true
+    if (this.timer) clearTimeout(this.timer as NodeJS.Timeout)
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, 2000)
+      this.worker.once('message', () => {
+        clearTimeout(t)
+        resolve()
+      })
+      this.worker.postMessage({close: true})
+    })
+    await this.worker.terminate()
     this.db.close()
   }
 }
