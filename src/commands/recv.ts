@@ -153,11 +153,19 @@ class OutputSink implements ReceiveSink<Delivery> {
   async flush(): Promise<void> {
     if (this.fd !== undefined) fsyncSync(this.fd)
     if (this.mode !== 'none') {
-      await new Promise<void>((resolve, reject) => {
-        process.stdout.write('', (err) => (err ? reject(err) : resolve()))
+      await new Promise<void>((resolve) => {
+        process.stdout.write('', (err) => {
+          if (err) this.error ??= err
+          resolve()
+        })
       })
     }
-    if (this.error) throw new MqError('E_OUTPUT', `Cannot write the output: ${this.error.message}`, {hint: 'Try this: check the output pipe or disk; the unwritten messages were returned to the queue.'})
+    if (this.error) {
+      const closed = (this.error as NodeJS.ErrnoException).code === 'EPIPE'
+      throw new MqError(closed ? 'E_OUTPUT_CLOSED' : 'E_OUTPUT', closed ? 'The output was closed before the messages were written.' : `Cannot write the output: ${this.error.message}`, {
+        hint: 'Try this: nothing was lost: the messages not written were returned to the queue.',
+      })
+    }
   }
 
   close(): void {
