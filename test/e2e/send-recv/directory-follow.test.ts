@@ -84,4 +84,14 @@ describe('key directory and mq recv --follow', () => {
     assert.equal(q?.messages, 0)
     assert.equal(q?.unacked, 0)
   })
+
+  it('mq bench e2e measures plaintext and encrypted runs through the broker (shape only, no timing asserted)', async () => {
+    const r = await runCli(['bench', 'e2e', '--messages', '300', '--rounds', '1', '--json'], {env: b.env})
+    assert.equal(r.code, 0, r.stderr)
+    const out = JSON.parse(r.stdout)
+    assert.equal(out.plain.messages, 300)
+    assert.equal(out.encrypted.messages, 300)
+    assert.equal(out.unwraps, 1, 'one RSA unwrap for the whole encrypted stream')
+    assert.ok(out.ratio > 0)
+  })
 })

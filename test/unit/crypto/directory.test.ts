@@ -26,7 +26,8 @@ describe('identity resolution and the key directory', () => {
   const b = tempHome()
   const homeA = new MqHome(a.dir) // the CA, alice, bob, carol, mallory
   const homeB = new MqHome(b.dir) // another machine: only the CA certificate and dave
-  const cfg = configSchema.parse({}).pki
+  // 2048-bit CA keys keep the test fast; the CA's own key size is not what is tested here
+  const cfg = {...configSchema.parse({}).pki, ca_key_bits: 2048}
   let ca: CertificateAuthority
   const dir = new MemoryDirectory()
 
