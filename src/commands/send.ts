@@ -112,7 +112,12 @@ status is 0 only when every message was confirmed. See docs/envelope.md for the 
       await chain
       if (failed) {
         const e = failed instanceof MqError ? failed : undefined
-        const hint = e?.code === 'E_UNROUTABLE' && f.queue ? `Try this: create the queue first (mq queue declare ${f.queue}).` : e?.hint
+        const hint =
+          e?.code === 'E_UNROUTABLE' && f.queue
+            ? `Try this: create the queue first (mq queue declare ${f.queue}).`
+            : e?.code === 'E_FRAME_TOO_LARGE'
+              ? 'Try this: split the payload (an envelope adds about 1.2 KB), or raise broker.max_payload on the broker.'
+              : e?.hint
         throw new MqError(e?.code ?? 'E_SEND_FAILED', `${confirmed} of ${payloads.length} message(s) confirmed; the first failure: ${errorText(failed)}`, {
           cause: failed,
           exit: e?.exit ?? 1,
