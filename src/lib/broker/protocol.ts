@@ -154,12 +154,29 @@ export class FrameParser {
   }
 
   private parseHeader(line: string): {frame: Omit<Frame, 'body'>; len: number; error: FrameError | null} {
-    const tokens = line.split(' ').filter((t) => t.length > 0)
-    const verb = tokens[0].toUpperCase()
-    if (!/^[A-Z_]{2,32}$/.test(verb)) throw new FrameError('E_FRAME_MALFORMED', `bad verb ${JSON.stringify(tokens[0].slice(0, 40))}: expected e.g. "PUBLISH 1 exchange=x key=y 5"`, true)
+    // hand-rolled tokenizer: this runs once per frame on both ends, so no split/regex here
+    const tokens: string[] = []
+    const n = line.length
+    let p = 0
+    while (p < n) {
+      while (p < n && line.charCodeAt(p) === 32) p++
+      if (p >= n) break
+      let q = line.indexOf(' ', p)
+      if (q < 0) q = n
+      tokens.push(line.slice(p, q))
+      p = q
+    }
+    let verb = tokens[0]
+    if (!isVerb(verb)) {
+      verb = verb.toUpperCase()
+      if (!isVerb(verb)) throw new FrameError('E_FRAME_MALFORMED', `bad verb ${JSON.stringify(tokens[0].slice(0, 40))}: expected e.g. "PUBLISH 1 exchange=x key=y 5"`, true)
+    }
     let id = 0
     let i = 1
-    if (tokens.length > 1 && /^\d{1,15}$/.test(tokens[1]) && (tokens.length > 2 || !tokens[1].includes('='))) {
+    if (tokens.length > 2 && isDigits(tokens[1], 15)) {
+      id = Number(tokens[1])
+      i = 2
+    } else if (tokens.length === 2 && isDigits(tokens[1], 15)) {
       id = Number(tokens[1])
       i = 2
     }
@@ -170,7 +187,7 @@ export class FrameParser {
       const t = tokens[i]
       const eq = t.indexOf('=')
       if (eq < 0) {
-        if (i === tokens.length - 1 && /^\d{1,12}$/.test(t)) {
+        if (i === tokens.length - 1 && isDigits(t, 12)) {
           len = Number(t)
           if (len > this.maxPayload) {
             // we cannot skip the body without reading it: the stream is no longer trusted
@@ -180,12 +197,34 @@ export class FrameParser {
         }
         throw new FrameError('E_FRAME_MALFORMED', `bad token ${JSON.stringify(t.slice(0, 40))} in ${verb}: arguments are key=value and the body length comes last`, true, id)
       }
-      try {
-        args[t.slice(0, eq)] = decodeURIComponent(t.slice(eq + 1))
-      } catch {
-        error ??= new FrameError('E_FRAME_MALFORMED', `bad percent-encoding in argument ${JSON.stringify(t.slice(0, eq))} of ${verb}`, false, id)
+      const raw = t.slice(eq + 1)
+      if (raw.indexOf('%') < 0) args[t.slice(0, eq)] = raw
+      else {
+        try {
+          args[t.slice(0, eq)] = decodeURIComponent(raw)
+        } catch {
+          error ??= new FrameError('E_FRAME_MALFORMED', `bad percent-encoding in argument ${JSON.stringify(t.slice(0, eq))} of ${verb}`, false, id)
+        }
       }
     }
     return {frame: {verb, id, args}, len, error}
   }
+}
+
+function isVerb(v: string): boolean {
+  if (v.length < 2 || v.length > 32) return false
+  for (let i = 0; i < v.length; i++) {
+    const c = v.charCodeAt(i)
+    if (!((c >= 65 && c <= 90) || c === 95)) return false
+  }
+  return true
+}
+
+function isDigits(v: string, max: number): boolean {
+  if (v.length === 0 || v.length > max) return false
+  for (let i = 0; i < v.length; i++) {
+    const c = v.charCodeAt(i)
+    if (c < 48 || c > 57) return false
+  }
+  return true
 }
