@@ -33,6 +33,15 @@ const EMPTY = Buffer.alloc(0)
 
 /** Percent-encodes only what would break a header line (space, =, %, controls): readable by eye, decodable by decodeURIComponent. */
 function enc(v: string): string {
+  let plain = true
+  for (let i = 0; i < v.length; i++) {
+    const c = v.charCodeAt(i)
+    if (c <= 32 || c === 37 || c === 61 || c === 127 || c > 127) {
+      plain = false
+      break
+    }
+  }
+  if (plain) return v
   return v.replace(/[\s%=\x00-\x1f\x7f]/g, (c) => {
     const code = c.charCodeAt(0)
     return code < 0x80 ? `%${code.toString(16).toUpperCase().padStart(2, '0')}` : encodeURIComponent(c)
@@ -41,22 +50,22 @@ function enc(v: string): string {
 
 /** Encodes one frame; `args` values that are undefined are left out. */
 export function encodeFrame(verb: string, id: number, args?: Record<string, string | number | boolean | undefined>, body?: Buffer): Buffer {
-  let line = `${verb} ${id}`
+  let line = verb + ' ' + id
   if (args) {
     for (const k in args) {
       const v = args[k]
       if (v === undefined) continue
-      line += ` ${k}=${enc(typeof v === 'string' ? v : typeof v === 'boolean' ? (v ? '1' : '0') : String(v))}`
+      line += ' ' + k + '=' + (typeof v === 'string' ? enc(v) : typeof v === 'number' ? v : v ? '1' : '0')
     }
   }
   const len = body ? body.length : 0
-  if (len > 0) line += ` ${len}`
+  if (len > 0) line += ' ' + len
   line += '\n'
   if (!body || len === 0) return Buffer.from(line)
   // a newline after the body keeps a terminal readable; decoders skip it as a blank line
   const head = Buffer.byteLength(line)
   const out = Buffer.allocUnsafe(head + len + 1)
-  out.write(line, 0, 'utf8')
+  out.write(line, 0, head, 'utf8')
   body.copy(out, head)
   out[head + len] = NL
   return out
