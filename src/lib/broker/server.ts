@@ -258,15 +258,16 @@ class Connection {
   private deliver(d: DeliveryOut): void {
     this.cork()
     const m = d.msg
+    // count=1 and redelivered=0 are the documented defaults and left out on the hot path
     const args: Args = {
+      tag: d.deliveryTag,
       consumer: d.consumerTag || undefined,
-      count: m.deliveryCount,
+      queue: d.queue,
       exchange: m.exchange,
       key: m.routingKey,
       message_id: m.messageId,
-      queue: d.queue,
-      redelivered: m.redelivered,
-      tag: d.deliveryTag,
+      redelivered: m.redelivered ? 1 : undefined,
+      count: m.deliveryCount === 1 ? undefined : m.deliveryCount,
       ts: m.timestamp,
     }
     headerArgs(m.headers, args)

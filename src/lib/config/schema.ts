@@ -59,7 +59,8 @@ export const configSchema = z
         max_unacked: z.number().int().min(1).default(10_000),
         delivery_limit: z.number().int().min(1).default(20),
         default_prefetch: z.number().int().min(1).default(100),
-        commit_interval_ms: ms.default(2),
+        // extra wait before a group commit when the store is idle; under load the next group forms while one commits
+        commit_interval_ms: ms.default(0),
         crl_check_interval_ms: ms.default(2_000),
         ciphermq: z
           .object({
