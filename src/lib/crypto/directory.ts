@@ -47,8 +47,11 @@ export function cachedCertFiles(home: MqHome, name: string): {encCert: string; s
 /** Errors that mean "this copy is no good, but a fresher one might be" (a rotated key). */
 const STALE = new Set(['E_IDENTITY_REVOKED', 'E_IDENTITY_EXPIRED', 'E_IDENTITY_UNTRUSTED'])
 
+const MEMO_MS = 30_000
+
 export class IdentityResolver {
-  private readonly memo = new Map<string, ResolvedIdentity>()
+  /** verified identities, checked again after MEMO_MS so a revocation (new CRL) takes effect in long runs */
+  private readonly memo = new Map<string, {id: ResolvedIdentity; at: number}>()
   /** lookups that reached the broker's directory */
   fetches = 0
 
@@ -71,7 +74,7 @@ export class IdentityResolver {
     checkIdentityName(name)
     if (!opts.refresh) {
       const hit = this.memo.get(name)
-      if (hit) return hit
+      if (hit && Date.now() - hit.at < MEMO_MS) return hit.id
     }
     let firstError: MqError | undefined
     const attempt = (pems: {enc: string; sign: string}, source: KeySourceName): ResolvedIdentity | undefined => {
@@ -110,7 +113,7 @@ export class IdentityResolver {
         hint: `Try this: ${name} runs mq keygen ${name} and mq keys publish ${name}.`,
       })
     }
-    this.memo.set(name, found)
+    this.memo.set(name, {at: Date.now(), id: found})
     return found
   }
 

@@ -413,6 +413,8 @@ interface CachedKey {
   index: number
   dataKey: Buffer
   macKey: Buffer
+  /** when the sender's certificate was last found valid for this grant */
+  checkedAt: number
 }
 
 export interface OpenerOptions {
@@ -420,6 +422,8 @@ export interface OpenerOptions {
   resolveSender: SenderResolver
   /** unwrapped data keys kept in memory (default 1024) */
   cacheSize?: number
+  /** how often a cached grant's sender is checked again (revocation), ms (default 60 s) */
+  recheckMs?: number
   now?: () => number
 }
 
@@ -432,6 +436,8 @@ export class EnvelopeOpener {
   private readonly resolveSender: SenderResolver
   private readonly cacheSize: number
   private readonly cache = new Map<string, CachedKey>()
+  private readonly recheckMs: number
+  private readonly now: () => number
   /** RSA unwraps done so far (cache misses) */
   unwraps = 0
   /** the last verified grant (copied: the envelope buffer belongs to the caller) */
@@ -442,12 +448,20 @@ export class EnvelopeOpener {
     this.myFp = spkiSha256(opts.identity.encPrivateKey)
     this.resolveSender = opts.resolveSender
     this.cacheSize = Math.max(1, opts.cacheSize ?? 1024)
+    this.recheckMs = opts.recheckMs ?? 60_000
+    this.now = opts.now ?? Date.now
   }
 
   private async unlock(parts: EnvelopeParts, grantHash: Buffer): Promise<CachedKey> {
     const id = grantHash.toString('hex')
     const hit = this.cache.get(id)
     if (hit) {
+      // a long-running receiver notices a sender revoked after the grant was cached
+      if (this.now() - hit.checkedAt > this.recheckMs) {
+        this.cache.delete(id)
+        await this.senderKey(hit.grant)
+        hit.checkedAt = this.now()
+      }
       // LRU: move to the end
       this.cache.delete(id)
       this.cache.set(id, hit)
@@ -465,16 +479,7 @@ export class EnvelopeOpener {
         named ? 'ask the sender to re-fetch your certificate (mq keys publish) and resend.' : 'receive with the identity the message was sent to (--identity NAME).',
       )
     }
-    let senderKey: KeyObject
-    try {
-      senderKey = await this.resolveSender(grant.from, grant.sfp)
-    } catch (error) {
-      if (error instanceof MqError) throw error
-      throw fail('E_SENDER_UNKNOWN', `Cannot find a trusted certificate for sender ${grant.from}: ${(error as Error).message}`, `ask ${grant.from} to run mq keys publish ${grant.from}.`)
-    }
-    if (spkiSha256(senderKey) !== grant.sfp) {
-      throw fail('E_SENDER_KEY_MISMATCH', `The message claims a signing key of ${grant.from} that is not the certified one.`, `if ${grant.from} rotated keys, refresh the cache (mq keys fetch ${grant.from}); otherwise treat the message as forged.`)
-    }
+    const senderKey = await this.senderKey(grant)
     const ok = verify('sha256', Buffer.concat([SIG_CONTEXT, parts.grantBytes]), {key: senderKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST}, parts.signature)
     if (!ok) throw fail('E_ENVELOPE_SIGNATURE', `The key grant is not signed by ${grant.from}.`, 'treat the message as forged; it was altered or signed by someone else.')
     let keys: Buffer
@@ -485,10 +490,25 @@ export class EnvelopeOpener {
     }
     this.unwraps++
     if (keys.length !== 64) throw fail('E_ENVELOPE_UNWRAP', 'The unwrapped data key has the wrong length.', 'treat the message as corrupt.')
-    const entry: CachedKey = {dataKey: keys.subarray(0, 32), grant, index, macKey: keys.subarray(32)}
+    const entry: CachedKey = {checkedAt: this.now(), dataKey: keys.subarray(0, 32), grant, index, macKey: keys.subarray(32)}
     this.cache.set(id, entry)
     if (this.cache.size > this.cacheSize) this.cache.delete(this.cache.keys().next().value as string)
     return entry
+  }
+
+  /** The sender's certified signing key, which must be the one the grant names. */
+  private async senderKey(grant: Grant): Promise<KeyObject> {
+    let senderKey: KeyObject
+    try {
+      senderKey = await this.resolveSender(grant.from, grant.sfp)
+    } catch (error) {
+      if (error instanceof MqError) throw error
+      throw fail('E_SENDER_UNKNOWN', `Cannot find a trusted certificate for sender ${grant.from}: ${(error as Error).message}`, `ask ${grant.from} to run mq keys publish ${grant.from}.`)
+    }
+    if (spkiSha256(senderKey) !== grant.sfp) {
+      throw fail('E_SENDER_KEY_MISMATCH', `The message claims a signing key of ${grant.from} that is not the certified one.`, `if ${grant.from} rotated keys, refresh the cache (mq keys fetch ${grant.from}); otherwise treat the message as forged.`)
+    }
+    return senderKey
   }
 
   async open(buf: Buffer): Promise<Opened> {

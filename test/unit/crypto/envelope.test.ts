@@ -141,6 +141,28 @@ describe('native envelope', () => {
     assert.equal(o.unwraps, 4)
   })
 
+  it('checks the sender of a cached grant again after recheckMs, so a revocation takes effect', async () => {
+    let now = 1_700_000_000_000
+    let revoked = false
+    const o = new EnvelopeOpener({
+      identity: {encPrivateKey: bob.enc.privateKey, name: 'bob'},
+      now: () => now,
+      recheckMs: 60_000,
+      resolveSender: async (name) => {
+        if (revoked) throw new MqError('E_IDENTITY_REVOKED', `${name} revoked`)
+        return resolveSender(name)
+      },
+    })
+    const s = sealer(alice, [bob], {now: () => now})
+    await o.open(s.seal(Buffer.from('1')).envelope)
+    revoked = true
+    now += 30_000
+    await o.open(s.seal(Buffer.from('2')).envelope) // still within the recheck interval
+    now += 31_000
+    await rejects(o.open(s.seal(Buffer.from('3')).envelope), 'E_IDENTITY_REVOKED')
+    assert.equal(o.unwraps, 1)
+  })
+
   it('rejects garbage without throwing anything but MqError', async () => {
     const o = opener(bob)
     for (const junk of [Buffer.alloc(0), Buffer.from('MQE1'), Buffer.from('MQE1\u00ff\u00ff\u00ff\u00ff'), randomBytes(100), Buffer.concat([Buffer.from('MQE1'), randomBytes(300)])]) {
