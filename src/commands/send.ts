@@ -55,6 +55,7 @@ status is 0 only when every message was confirmed. See docs/envelope.md for the 
       throw new UsageError('E_NO_RECIPIENTS', 'Name at least one recipient with --to NAME, or pass --plain to send unencrypted.', {hint: 'Try this: mq send --queue orders --to bob "hello"'})
     }
     for (const r of recipients) checkIdentityName(r)
+    if (f.plain && f.format !== 'native') throw new UsageError('E_FLAGS', '--plain sends unencrypted; it cannot be combined with --format.', {hint: 'Try this: drop --format, or drop --plain and add --to NAME.'})
     const format: SendFormat = f.plain ? 'plain' : f.format
     const headers = parseHeaders(f.header)
 
@@ -81,7 +82,7 @@ status is 0 only when every message was confirmed. See docs/envelope.md for the 
         maxMessages: config.e2e.key_max_messages,
         recipients: keys,
         routingKey,
-        sender: sender ? {name: sender.name, signPrivateKey: sender.signPrivateKey!} : undefined,
+        sender: sender ? {name: sender.name, signPrivateKey: sender.signPrivateKey} : undefined,
         window: config.e2e.publish_window,
       })
       const pending: Promise<SendResult>[] = []
