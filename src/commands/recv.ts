@@ -24,13 +24,9 @@ import {DataError, MqError, TempFailError, UsageError} from '../lib/errors.js'
 export default class Recv extends MqCommand<typeof Recv> {
   static description = `Receive messages from a queue, decrypt and verify them
 
-Prints each payload raw on stdout (default), or one JSON object per line with --json. A message that fails to
-decrypt or verify, comes in a format not accepted, or repeats a message id this identity already accepted (replay)
-is rejected to the queue's dead-letter queue with the reason and reported on stderr, never printed. A message is
-acked only after it was written. Without --count or --follow, one message is received.
+Prints each payload raw on stdout (default), or one JSON object per line with --json. A message that fails to decrypt or verify, comes in a format not accepted, or repeats a message id this identity already accepted (replay) is rejected to the queue's dead-letter queue with the reason and reported on stderr, never printed. A message is acked only after it was written. Without --count or --follow, one message is received.
 
-Exit status: 0 when done; 75 when --timeout passed with nothing received (or fewer than --count);
-65 when only rejected messages arrived.`
+Exit status: 0 when done; 75 when --timeout passed with nothing received (or fewer than --count); 65 when only rejected messages arrived.`
 
   static examples = [
     '<%= config.bin %> recv --queue orders --identity bob',

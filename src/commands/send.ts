@@ -15,10 +15,7 @@ export default class Send extends MqCommand<typeof Send> {
 
   static description = `Send a message, end-to-end encrypted and signed unless --plain
 
-The payload comes from the argument, --file, or standard input. For every --to NAME the sender looks up NAME's
-certified keys (local keys/, keys/cache/, then the broker's key directory) and checks them against the CA and CRL
-before encrypting; a revoked or uncertified key is refused. Each message waits for the broker's confirm; the exit
-status is 0 only when every message was confirmed. See docs/envelope.md for the envelope format.`
+The payload comes from the argument, --file, or standard input. For every --to NAME the sender looks up NAME's certified keys (local keys/, keys/cache/, then the broker's key directory) and checks them against the CA and CRL before encrypting; a revoked or uncertified key is refused. Each message waits for the broker's confirm; the exit status is 0 only when every message was confirmed. See docs/envelope.md for the envelope format.`
 
   static examples = [
     '<%= config.bin %> send --queue orders --to bob "hello bob"',

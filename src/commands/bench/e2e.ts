@@ -11,9 +11,7 @@ import {MqError} from '../../lib/errors.js'
 export default class BenchE2e extends MqCommand<typeof BenchE2e> {
   static description = `Measure end-to-end encryption overhead: send -> broker -> recv throughput, plaintext then encrypted
 
-Both runs go through a running broker with the same code paths as mq send and mq recv (publish window, prefetch,
-replay guard, acks after processing), one after the other on fresh queues, and the ratio encrypted/plaintext is
-reported. --crypto-only measures sealing and opening in this process without a broker.`
+Both runs go through a running broker with the same code paths as mq send and mq recv (publish window, prefetch, replay guard, acks after processing), one after the other on fresh queues, and the ratio encrypted/plaintext is reported. --crypto-only measures sealing and opening in this process without a broker.`
 
   static examples = ['<%= config.bin %> bench e2e', '<%= config.bin %> bench e2e --messages 50000 --size 1024 --json', '<%= config.bin %> bench e2e --crypto-only']
 

@@ -9,8 +9,7 @@ export default class KeysFetch extends MqCommand<typeof KeysFetch> {
   static args = {name: Args.string({description: 'identity to fetch', required: true})}
   static description = `Fetch an identity's certificates from the broker's key directory, verify them and cache them
 
-The certificates are checked against the CA, the CRL and the name before they are written to
-$MQ_HOME/keys/cache/. mq send and mq recv do this on demand; use this to refresh a cache after a key rotation.`
+The certificates are checked against the CA, the CRL and the name before they are written to $MQ_HOME/keys/cache/. mq send and mq recv do this on demand; use this to refresh a cache after a key rotation.`
 
   static examples = ['<%= config.bin %> keys fetch bob']
   static flags = {...brokerFlags}

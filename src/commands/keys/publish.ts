@@ -9,9 +9,7 @@ export default class KeysPublish extends MqCommand<typeof KeysPublish> {
   static args = {name: Args.string({description: 'identity made here with mq keygen', required: true})}
   static description = `Put an end-to-end identity's certificates into the broker's key directory
 
-Senders anywhere can then encrypt to NAME with mq send --to NAME. Only the CA-signed public certificates are
-published (keys/NAME.crt and keys/NAME.sign.crt); senders verify them against the CA and CRL before use, so the
-directory itself is not trusted. Run it again after mq keygen NAME --force.`
+Senders anywhere can then encrypt to NAME with mq send --to NAME. Only the CA-signed public certificates are published (keys/NAME.crt and keys/NAME.sign.crt); senders verify them against the CA and CRL before use, so the directory itself is not trusted. Run it again after mq keygen NAME --force.`
 
   static examples = ['<%= config.bin %> keys publish bob', '<%= config.bin %> keys publish bob --identity bob --json']
   static flags = {...brokerFlags}
