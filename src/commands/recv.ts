@@ -24,7 +24,7 @@ import {DataError, MqError, TempFailError, UsageError} from '../lib/errors.js'
 export default class Recv extends MqCommand<typeof Recv> {
   static description = `Receive messages from a queue, decrypt and verify them
 
-Prints each payload raw on stdout (default), or one JSON object per line with --json. A message that fails to decrypt or verify, comes in a format not accepted, or repeats a message id this identity already accepted (replay) is rejected to the queue's dead-letter queue with the reason and reported on stderr, never printed. A message is acked only after it was written. Without --count or --follow, one message is received.
+Prints each payload raw on stdout (default), or one JSON object per line with --json. A message that fails to decrypt or verify, comes in a format not accepted, or repeats a message id this identity already accepted (replay) is rejected with the reason (the broker moves it to the queue's dead-letter queue, when the queue has one: mq queue declare Q --dead-letter Q.dlq) and reported on stderr, never printed. A message is acked only after it was written. Without --count or --follow, one message is received.
 
 Exit status: 0 when done; 75 when --timeout passed with nothing received (or fewer than --count); 65 when only rejected messages arrived.`
 
@@ -83,9 +83,9 @@ Exit status: 0 when done; 75 when --timeout passed with nothing received (or few
           queue: f.queue,
           signal: ac.signal,
         })
-        if (result.rejected > 0) this.note(`mq recv: ${result.accepted} message(s) accepted, ${result.rejected} rejected to the dead-letter queue`)
+        if (result.rejected > 0) this.note(`mq recv: ${result.accepted} message(s) accepted, ${result.rejected} rejected (dead-lettered)`)
         if (result.stoppedBy === 'timeout' && result.accepted === 0) {
-          if (result.rejected > 0) throw new DataError('E_RECV_REJECTED', `Only rejected messages arrived on ${f.queue} (${result.rejected}).`, {hint: 'Try this: see the reasons above; the messages are in the dead-letter queue.'})
+          if (result.rejected > 0) throw new DataError('E_RECV_REJECTED', `Only rejected messages arrived on ${f.queue} (${result.rejected}).`, {hint: "Try this: see the reasons above; the messages went to the queue's dead-letter queue, if it has one."})
           throw new TempFailError('E_RECV_TIMEOUT', `No message arrived on ${f.queue} within ${f.timeout}.`, {hint: 'Try this: a longer --timeout, or check that senders publish to this queue.'})
         }
         if (count !== undefined && result.accepted < count) {
@@ -109,7 +109,7 @@ Exit status: 0 when done; 75 when --timeout passed with nothing received (or few
     if (this.jsonEnabled()) {
       process.stderr.write(JSON.stringify({rejected: {code, delivery_tag: d.deliveryTag, message_id: d.messageId, queue: d.queue, reason: reasonOf(err)}}) + '\n')
     } else {
-      this.note(`mq recv: rejected message ${d.messageId} from ${d.queue} to the dead-letter queue: ${reasonOf(err)}`)
+      this.note(`mq recv: rejected message ${d.messageId} from ${d.queue}: ${reasonOf(err)}`)
     }
   }
 }
