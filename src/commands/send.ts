@@ -87,7 +87,7 @@ The payload comes from the argument, --file, or standard input. For every --to N
       let confirmed = 0
       // report confirms in input order as they arrive
       let chain = Promise.resolve()
-      const report = (p: Promise<SendResult>): void => {
+      const report = (messageId: string, p: Promise<SendResult>): void => {
         chain = chain.then(async () => {
           try {
             const r = await p
@@ -96,15 +96,17 @@ The payload comes from the argument, --file, or standard input. For every --to N
             else this.out(r.message_id)
           } catch (error) {
             failed ??= error
+            // scripts learn which message was not confirmed; stdout keeps one line per message
+            if (this.jsonEnabled()) this.out(JSON.stringify({error: error instanceof MqError ? error.toJSON() : {code: 'E_SEND_FAILED', message: errorText(error)}, message_id: messageId}))
           }
         })
       }
       for (const payload of payloads) {
         if (failed) break
-        const {done} = await messenger.enqueue(payload)
+        const {done, messageId} = await messenger.enqueue(payload)
         done.catch(() => {})
         pending.push(done)
-        report(done)
+        report(messageId, done)
       }
       await Promise.allSettled(pending)
       await chain

@@ -90,7 +90,7 @@ export class MessageSender {
    * Publishes one payload; `done` settles with the broker's confirm. Waits first while `window`
    * publishes are unconfirmed, so a long --lines input keeps memory bounded.
    */
-  async enqueue(payload: Buffer): Promise<{done: Promise<SendResult>}> {
+  async enqueue(payload: Buffer): Promise<{messageId: string; done: Promise<SendResult>}> {
     while (this.inflight.size >= this.window) await Promise.race(this.inflight)
     const {body, keyId, messageId} = this.build(payload)
     const headers: Record<string, string> = {...this.plan.headers, [FORMAT_HEADER]: this.plan.format}
@@ -110,7 +110,7 @@ export class MessageSender {
     const tracked = p.finally(() => this.inflight.delete(tracked))
     tracked.catch(() => {})
     this.inflight.add(tracked)
-    return {done: p}
+    return {done: p, messageId}
   }
 }
 
