@@ -66,7 +66,7 @@ export class IdentityResolver {
   }
 
   /**
-   * The verified certificates of `name`. Throws E_IDENTITY_REVOKED / E_IDENTITY_UNTRUSTED /
+   * The verified certificates of `name` (with `refresh`, fetched from the directory only). Throws E_IDENTITY_REVOKED / E_IDENTITY_UNTRUSTED /
    * E_IDENTITY_EXPIRED (77) when the only copy found fails the check, E_RECIPIENT_UNKNOWN when
    * none is found.
    */
@@ -88,7 +88,8 @@ export class IdentityResolver {
         throw error
       }
     }
-    const local = this.read({encCert: identityFiles(this.home, name).encCert, signCert: identityFiles(this.home, name).signCert})
+    // refresh: straight to the directory (a rotated key), skipping local files and the cache
+    const local = opts.refresh ? null : this.read({encCert: identityFiles(this.home, name).encCert, signCert: identityFiles(this.home, name).signCert})
     let found = local ? attempt(local, 'local') : undefined
     if (!found && !opts.refresh) {
       const cached = this.read(cachedCertFiles(this.home, name))
