@@ -2,6 +2,7 @@ import {generateKeyPairSync} from 'node:crypto'
 import {type Socket, connect} from 'node:net'
 import {join} from 'node:path'
 
+import {Logger} from '../../../src/lib/log.js'
 import {Op, type OpCode, type ProtocolVersion, RESPONSE_HEADER_BYTES, decodeResponseHeader, encodeRegisterPayload, encodeRequest} from '../../../src/lib/relay/protocol.js'
 import {EndOfStream, SocketReader} from '../../../src/lib/relay/reader.js'
 import {RelayServer} from '../../../src/lib/relay/server.js'
@@ -15,12 +16,13 @@ export interface RunningRelay {
 }
 
 /** An in-process relay over a temp home's store (SQLite unless `url` names MySQL). */
-export async function startRelay(opts: {home: string; url?: string; idleTimeoutMs?: number; maxFileBytes?: number; maxTextBytes?: number; port?: number}): Promise<RunningRelay> {
+export async function startRelay(opts: {home: string; url?: string; idleTimeoutMs?: number; maxFileBytes?: number; maxTextBytes?: number; port?: number; logger?: Logger}): Promise<RunningRelay> {
   const store = await RelayStore.open({dataDir: join(opts.home, 'data'), url: opts.url ?? 'sqlite'})
   const server = new RelayServer({
     filesDir: join(opts.home, 'data', 'relay-files'),
     host: '127.0.0.1',
     idleTimeoutMs: opts.idleTimeoutMs ?? 5000,
+    logger: opts.logger,
     maxFileBytes: opts.maxFileBytes ?? 8 * 1024 * 1024,
     maxTextBytes: opts.maxTextBytes ?? 1024 * 1024,
     port: opts.port ?? 0,
@@ -120,4 +122,10 @@ export async function registerRaw(c: RawClient, version: ProtocolVersion, name: 
 
 export function req(version: ProtocolVersion, id: Buffer, op: OpCode, payload?: Buffer): Buffer {
   return encodeRequest(version, id, op, payload)
+}
+
+/** A logger whose lines a test can inspect. */
+export function captureLogger(level: 'debug' | 'info' | 'warn' = 'info'): {logger: Logger; lines: string[]} {
+  const lines: string[] = []
+  return {lines, logger: new Logger(level, 'relay', (l) => lines.push(l))}
 }
