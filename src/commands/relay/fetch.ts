@@ -26,7 +26,7 @@ key received is kept for that sender.`
         return
       }
       const content = m.error ?? (m.path ? `file saved to ${m.path} (${m.bytes} bytes)` : (m.text ?? ''))
-      this.out(`From: ${m.from}\nContent:\n${content}\n-----<EOM>-----\n`)
+      this.out(`From: ${m.from}\nContent:\n${content}\n-----<EOM>-----`)
     }
     try {
       const all = await client.fetch(this.flags.out, print)
