@@ -24,7 +24,10 @@ export async function spawnRelay(opts: {home: string; args?: string[]; cwd?: str
   })
   const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)))
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`relay did not start:\n${err}`)), 20_000)
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL')
+      reject(new Error(`relay did not start:\n${err}`))
+    }, 20_000)
     const check = () => {
       if (/relay listening/.test(err)) {
         clearTimeout(timer)
