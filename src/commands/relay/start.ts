@@ -3,6 +3,7 @@ import {join} from 'node:path'
 
 import {MqCommand} from '../../lib/cli/base-command.js'
 import {UnavailableError} from '../../lib/errors.js'
+import {CertificateAuthority, CrlWatcher, serverTlsOptions} from '../../lib/pki/index.js'
 import {RelayServer} from '../../lib/relay/server.js'
 import {resolveRelayPort} from '../../lib/relay/service.js'
 import {RelayStore} from '../../lib/relay/store.js'
@@ -19,6 +20,7 @@ contents stream to $MQ_HOME/data/relay-files/. The relay never sees plaintext.`
 
   static flags = {
     host: Flags.string({description: 'address to listen on [default: relay.host, 127.0.0.1]'}),
+    tls: Flags.boolean({description: 'also listen with mutual TLS on relay.tls.port [default: relay.tls.enabled]'}),
     port: Flags.integer({description: 'port [default: relay.port, else ./myport.info, else 1357]', max: 65_535, min: 0}),
   }
 
@@ -27,6 +29,13 @@ contents stream to $MQ_HOME/data/relay-files/. The relay never sees plaintext.`
     const log = this.logger.child('relay')
     const {port, source, warning} = resolveRelayPort(this.flags.port, cfg.relay.port)
     if (warning) log.warn(warning)
+    const tlsOn = this.flags.tls ?? cfg.relay.tls.enabled
+    let crlWatcher: CrlWatcher | undefined
+    if (tlsOn) {
+      const created = await CertificateAuthority.open(this.home, cfg.pki).ensureDevelopment({servers: [cfg.relay.tls.identity]})
+      if (created.length > 0) log.info('created TLS material', {created: created.join(',')})
+    }
+    const tlsOptions = tlsOn ? serverTlsOptions(this.home, cfg.relay.tls.identity) : undefined
     const store = await RelayStore.open({dataDir: this.home.data, url: cfg.store.url})
     const server = new RelayServer({
       filesDir: join(this.home.data, 'relay-files'),
@@ -37,6 +46,7 @@ contents stream to $MQ_HOME/data/relay-files/. The relay never sees plaintext.`
       maxTextBytes: cfg.relay.max_text_bytes,
       port,
       store,
+      tls: tlsOptions ? {options: tlsOptions, port: cfg.relay.tls.port} : undefined,
     })
     try {
       await server.start()
@@ -46,14 +56,21 @@ contents stream to $MQ_HOME/data/relay-files/. The relay never sees plaintext.`
         hint: 'Try this: choose another --port, or stop whatever uses it.',
       })
     }
+    if (tlsOptions) {
+      // A republished CRL applies to new handshakes without a restart.
+      crlWatcher = new CrlWatcher(this.home)
+      crlWatcher.on('change', () => server.updateTls(serverTlsOptions(this.home, cfg.relay.tls.identity)))
+      crlWatcher.start()
+    }
     const counts = await store.counts()
-    log.info('relay listening', {host: this.flags.host ?? cfg.relay.host, messages: counts.messages, port: server.port, port_source: source, store: store.label, users: counts.users})
+    log.info('relay listening', {host: this.flags.host ?? cfg.relay.host, messages: counts.messages, port: server.port, port_source: source, store: store.label, tls_port: tlsOptions ? server.tlsPort : undefined, users: counts.users})
     await new Promise<void>((resolve) => {
       const stop = () => resolve()
       process.once('SIGINT', stop)
       process.once('SIGTERM', stop)
     })
     log.info('relay stopping')
+    crlWatcher?.stop()
     await server.stop()
     await store.close()
   }

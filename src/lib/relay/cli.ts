@@ -4,6 +4,7 @@ import type {MqHome} from '../config/home.js'
 import type {MqConfig} from '../config/schema.js'
 import {UsageError} from '../errors.js'
 import type {Logger} from '../log.js'
+import {clientTlsOptions} from '../pki/index.js'
 import type {Suite} from './crypto.js'
 import {RelayKeyring} from './identity.js'
 import {RelayClient, parseAddress, resolveRelayAddress} from './service.js'
@@ -14,6 +15,7 @@ export const COMPAT_HELP =
 /** Flags shared by the relay client commands. */
 export const relayClientFlags = {
   compat: Flags.option({description: COMPAT_HELP, options: ['messageu'] as const})(),
+  tls: Flags.boolean({description: 'connect with mutual TLS (the relay\'s relay.tls listener) using client.identity\'s certificate from $MQ_HOME/pki'}),
   relay: Flags.string({description: 'relay HOST:PORT [default: MQ_RELAY, client.relay, ./server.info, the address used at register, 127.0.0.1:1357]'}),
 }
 
@@ -22,7 +24,7 @@ export function suiteFromFlag(compat: string | undefined): Suite {
 }
 
 /** A relay client for a command: address from the flag/env/config/server.info, else the one registered with. */
-export function relayClientFor(home: MqHome, cfg: MqConfig, flags: {relay?: string; compat?: string}, logger: Logger, opts: {register?: boolean} = {}): RelayClient {
+export function relayClientFor(home: MqHome, cfg: MqConfig, flags: {relay?: string; compat?: string; tls?: boolean}, logger: Logger, opts: {register?: boolean} = {}): RelayClient {
   const keyring = new RelayKeyring(home)
   let {address, source} = resolveRelayAddress(flags.relay, cfg.client.relay)
   if (!opts.register && keyring.exists()) {
@@ -35,5 +37,5 @@ export function relayClientFor(home: MqHome, cfg: MqConfig, flags: {relay?: stri
     if (source === 'default' && me.relay) address = parseAddress(me.relay, 'relay/me.json')
   }
   logger.debug('relay address', {host: address.host, port: address.port, source})
-  return new RelayClient(home, address, {logger, timeoutMs: cfg.client.timeout_ms})
+  return new RelayClient(home, address, {logger, timeoutMs: cfg.client.timeout_ms, tls: flags.tls ? clientTlsOptions(home, cfg.client.identity) : undefined})
 }

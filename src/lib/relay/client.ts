@@ -1,4 +1,5 @@
 import {type Socket, connect} from 'node:net'
+import * as tls from 'node:tls'
 
 import {MqError, TempFailError, UnavailableError} from '../errors.js'
 import {
@@ -44,9 +45,10 @@ export class RelayConnection {
     readonly address: RelayAddress,
   ) {}
 
-  static connect(address: RelayAddress, version: ProtocolVersion, timeoutMs = 10_000): Promise<RelayConnection> {
+  static connect(address: RelayAddress, version: ProtocolVersion, timeoutMs = 10_000, tlsOptions?: tls.ConnectionOptions): Promise<RelayConnection> {
     return new Promise((resolve, reject) => {
-      const sock = connect({host: address.host, port: address.port})
+      // Our CA is the trust anchor; the relay's certificate need not name the address dialled.
+      const sock: Socket = tlsOptions ? tls.connect({...tlsOptions, checkServerIdentity: () => undefined, host: address.host, port: address.port}) : connect({host: address.host, port: address.port})
       const timer = setTimeout(() => {
         sock.destroy()
         reject(new TempFailError('E_RELAY_TIMEOUT', `Timed out connecting to the relay at ${address.host}:${address.port}.`, {hint: 'Try this: check that `mq relay start` runs there.'}))
@@ -60,7 +62,7 @@ export class RelayConnection {
           }),
         )
       })
-      sock.once('connect', () => {
+      sock.once(tlsOptions ? 'secureConnect' : 'connect', () => {
         clearTimeout(timer)
         sock.setNoDelay(true)
         sock.on('error', () => {})

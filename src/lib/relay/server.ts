@@ -99,6 +99,7 @@ const allZero = (b: Buffer) => b.every((x) => x === 0)
  */
 export class RelayServer {
   private servers: Server[] = []
+  private secure?: tls.Server
   private conns = new Set<Conn>()
   private handlers = new Set<Promise<void>>()
   /** messages currently being written in a pull reply, so a second connection does not send them twice */
@@ -127,8 +128,13 @@ export class RelayServer {
     const plain = createServer((sock) => this.accept(sock))
     this.boundPort = await this.listen(plain, this.opts.port)
     if (this.opts.tls) {
-      const secure = tls.createServer(this.opts.tls.options, (sock) => this.accept(sock as unknown as Socket))
+      const secure = tls.createServer(this.opts.tls.options, (sock) => {
+        const cert = sock.getPeerCertificate()
+        this.log.debug('TLS client', {cn: cert?.subject?.CN, peer: sock.remoteAddress})
+        this.accept(sock as unknown as Socket)
+      })
       secure.on('tlsClientError', (error, sock) => this.log.warn('TLS handshake failed', {error, peer: sock.remoteAddress}))
+      this.secure = secure
       this.boundTlsPort = await this.listen(secure, this.opts.tls.port)
     }
   }
@@ -145,6 +151,11 @@ export class RelayServer {
         resolve(typeof a === 'object' && a ? a.port : port)
       })
     })
+  }
+
+  /** New TLS material (e.g. a republished CRL) for new handshakes. */
+  updateTls(options: tls.TlsOptions): void {
+    this.secure?.setSecureContext(options)
   }
 
   /** Drops half-received files and files no stored message refers to. */

@@ -93,7 +93,7 @@ export class RelayClient {
   constructor(
     home: MqHome,
     readonly address: RelayAddress,
-    private readonly opts: {timeoutMs?: number; logger?: Logger} = {},
+    private readonly opts: {timeoutMs?: number; logger?: Logger; tls?: import('node:tls').ConnectionOptions} = {},
   ) {
     this.keyring = new RelayKeyring(home)
   }
@@ -103,7 +103,7 @@ export class RelayClient {
   }
 
   private async connection(suite: Suite): Promise<RelayConnection> {
-    this.conn ??= await RelayConnection.connect(this.address, protocolFor(suite), this.opts.timeoutMs)
+    this.conn ??= await RelayConnection.connect(this.address, protocolFor(suite), this.opts.timeoutMs, this.opts.tls)
     return this.conn
   }
 
