@@ -395,9 +395,22 @@ export class RelayServer {
     const part = join(this.opts.filesDir, `${name}.part`)
     const fh = await open(part, 'wx', 0o600)
     try {
+      // Coalesce socket chunks into writes of up to 1 MiB: fewer syscalls, still bounded.
+      let pending: Buffer[] = []
+      let pendingBytes = 0
+      const flush = async () => {
+        if (pendingBytes === 0) return
+        const parts = pending
+        pending = []
+        pendingBytes = 0
+        await fh.writev(parts)
+      }
       await reader.stream(n, async (chunk) => {
-        await fh.write(chunk)
+        pending.push(chunk)
+        pendingBytes += chunk.length
+        if (pendingBytes >= 1024 * 1024) await flush()
       })
+      await flush()
       await fh.sync()
       await fh.close()
     } catch (error) {
