@@ -183,7 +183,7 @@ export class RelayServer {
     const peer = `${sock.remoteAddress}:${sock.remotePort}`
     sock.setNoDelay(true)
     sock.on('error', () => {})
-    const conn: Conn = {padded: false, peer, reader: new SocketReader(sock, this.opts.idleTimeoutMs), requests: 0, sock}
+    const conn: Conn = {padded: false, peer, reader: new SocketReader(sock, this.opts.idleTimeoutMs, 128 * 1024), requests: 0, sock}
     this.conns.add(conn)
     this.log.debug('connection', {peer})
     try {
@@ -196,7 +196,11 @@ export class RelayServer {
     } catch (error) {
       if (error instanceof StallTimeout) this.log.info('closing idle or stalled connection', {ms: error.ms, peer})
       else if (error instanceof EndOfStream) this.log.warn('truncated request: peer closed mid-request', {peer})
-      else this.log.warn('connection error', {error, peer})
+      else {
+        // A store or file-system failure: the client still gets its 9000, then the connection closes.
+        this.log.error('request failed', {error, peer})
+        if (!sock.destroyed) await this.refuseAndClose(conn, undefined)
+      }
     } finally {
       this.conns.delete(conn)
       sock.end()

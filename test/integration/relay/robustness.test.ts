@@ -198,3 +198,19 @@ describe('relay server: fuzzing', () => {
     }
   })
 })
+
+test('a store failure answers 9000 and closes instead of crashing', async () => {
+  const home = tempHome('mq-relay-')
+  const relay = await startRelay({home: home.dir})
+  try {
+    const c = await RawClient.connect(relay.port)
+    const a = await registerRaw(c, 2, 'sf-a')
+    await relay.store.close()
+    c.write(req(2, a, Op.list))
+    const rest = await c.untilClosed()
+    assert.equal(rest.readUInt16LE(1), 9000)
+  } finally {
+    await relay.server.stop()
+    home.cleanup()
+  }
+})
