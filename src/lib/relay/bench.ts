@@ -166,7 +166,7 @@ export async function runRelayBench(opts: RelayBenchOptions, progress: (line: st
       const upS = (performance.now() - t) / 1000
       t = performance.now()
       let down = 0
-      await b.pull(idB, Op.pull, async (e, body) => {
+      await b.pull(idB, Op.pull, async (_e, body) => {
         await body.stream((c) => {
           down += c.length
         })

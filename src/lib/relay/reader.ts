@@ -71,7 +71,6 @@ export class SocketReader {
       if (this.failure) throw this.failure
       if (this.ended) return false
       this.sock.resume()
-
       await new Promise<void>((resolve, reject) => {
         const timer = stallMs > 0 ? setTimeout(() => {
           this.wake = undefined

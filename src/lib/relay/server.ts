@@ -454,8 +454,13 @@ export class RelayServer {
       await writeFlow(sock, encodeResponseHeader(h.versionByte, responseCode(h.version, Op.pull), total))
       for (const m of picked) {
         await writeFlow(sock, encodePullEntryHeader(m.from, m.id, m.type, m.size))
-        if (m.body) await writeFlow(sock, m.body)
-        else if (m.file) for await (const chunk of createReadStream(join(this.opts.filesDir, m.file), {highWaterMark: 64 * 1024})) await writeFlow(sock, chunk as Buffer)
+        if (m.file === null) {
+          const body = m.size > 0 ? await this.opts.store.body(m.id) : null
+          if ((body?.length ?? 0) !== m.size) throw new Error(`stored message ${m.id} lost its content`)
+          if (body) await writeFlow(sock, body)
+        } else {
+          for await (const chunk of createReadStream(join(this.opts.filesDir, m.file), {highWaterMark: 64 * 1024})) await writeFlow(sock, chunk as Buffer)
+        }
       }
       // The last write's callback fires once everything before it was handed to the kernel.
       await writeAll(sock, Buffer.alloc(padded ? padLength(7 + total) : 0))

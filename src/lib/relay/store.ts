@@ -158,10 +158,16 @@ export class RelayStore {
     return r.lastInsertId
   }
 
-  /** Waiting messages for `to`, oldest first (bodies included; big contents are files). */
+  /** Waiting messages for `to`, oldest first, without their bodies (see body()) so a pull's memory stays small. */
   async pending(to: Buffer, limit = 1000): Promise<StoredMessage[]> {
-    const rows = await this.sql.all<MessageRow>(`SELECT id, to_client, from_client, type, size, body, file FROM relay_messages WHERE to_client = ? ORDER BY id LIMIT ${Math.floor(limit)}`, [to])
+    const rows = await this.sql.all<MessageRow>(`SELECT id, to_client, from_client, type, size, NULL AS body, file FROM relay_messages WHERE to_client = ? ORDER BY id LIMIT ${Math.floor(limit)}`, [to])
     return rows.map(toMessage)
+  }
+
+  /** The inline content of one message (null when it lives in a file). */
+  async body(id: number): Promise<Buffer | null> {
+    const r = await this.sql.get<{body: Buffer | null}>('SELECT body FROM relay_messages WHERE id = ?', [id])
+    return r?.body ? Buffer.from(r.body) : null
   }
 
   async deleteMessages(ids: number[]): Promise<void> {

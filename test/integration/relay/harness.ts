@@ -21,7 +21,7 @@ export async function startRelay(opts: {home: string; url?: string; idleTimeoutM
   const server = new RelayServer({
     filesDir: join(opts.home, 'data', 'relay-files'),
     host: '127.0.0.1',
-    idleTimeoutMs: opts.idleTimeoutMs ?? 5000,
+    idleTimeoutMs: opts.idleTimeoutMs ?? 30_000,
     logger: opts.logger,
     maxFileBytes: opts.maxFileBytes ?? 8 * 1024 * 1024,
     maxTextBytes: opts.maxTextBytes ?? 1024 * 1024,

@@ -20,7 +20,7 @@ describe('relay server: protocol versions and framings', () => {
   let relay: RunningRelay
 
   before(async () => {
-    relay = await startRelay({home: home.dir, idleTimeoutMs: 3000})
+    relay = await startRelay({home: home.dir, idleTimeoutMs: 30_000})
   })
   after(async () => {
     await relay.stop()

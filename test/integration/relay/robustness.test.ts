@@ -3,9 +3,9 @@ import {randomBytes, randomInt} from 'node:crypto'
 import {connect} from 'node:net'
 import {after, before, describe, test} from 'node:test'
 
-import {Op, encodeRequestHeader, encodeSendHeader, padFrame} from '../../../src/lib/relay/protocol.js'
+import {Op, encodeRegisterPayload, encodeRequestHeader, encodeSendHeader, padFrame} from '../../../src/lib/relay/protocol.js'
 import {tempHome} from '../../helpers/home.js'
-import {RawClient, type RunningRelay, captureLogger, registerRaw, req, startRelay, v2Key} from './harness.js'
+import {RawClient, type RunningRelay, captureLogger, registerRaw, req, startRelay, v2Key, v3Key} from './harness.js'
 
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ''), 'hex')
 
@@ -127,6 +127,9 @@ describe('relay server: fuzzing', () => {
       req(2, alice, Op.send, Buffer.concat([encodeSendHeader(bob, 3, 4), Buffer.from('fuzz')])),
       req(1, alice, Op.send, Buffer.concat([encodeSendHeader(alice, 4, 10), Buffer.alloc(10)])),
       req(2, alice, Op.pull),
+      req(3, Buffer.alloc(16), Op.register, encodeRegisterPayload(3, 'fz-v3', v3Key())),
+      req(3, alice, Op.publicKey, bob),
+      req(3, alice, Op.send, Buffer.concat([encodeSendHeader(bob, 2, 8), Buffer.alloc(8, 2)])),
     ]
     const frames: Buffer[] = []
     const N = 3000
