@@ -163,6 +163,13 @@ describe('relay server: protocol versions and framings', () => {
     assert.equal(pulled.code, 2104)
     assert.equal(pulled.total, 2048) // 7 + 25 + 2000, padded
     assert.deepEqual(pulled.payload.subarray(25), content)
+    // a padded file big enough to stream to disk on the relay
+    const big = randomBytes(100_000)
+    const sentBig = await pad(req(2, erin, Op.send, Buffer.concat([encodeSendHeader(frank, 4, big.length), big])))
+    assert.deepEqual([sentBig.code, sentBig.total], [2103, 1024])
+    const pulledBig = await pad(req(2, frank, Op.pull))
+    assert.equal(pulledBig.total % 1024, 0)
+    assert.ok(pulledBig.payload.subarray(25).equals(big))
     // v1 padded too
     const v1 = await pad(req(1, frank, Op.list))
     assert.equal(v1.code, 1001)
