@@ -76,6 +76,8 @@ interface Ctx {
   frameLen: number
   /** the framing decision, once made */
   padded?: boolean
+  /** a size-0 602's target id, taken from its padding */
+  quirkTarget?: Buffer
 }
 
 /** A request we refuse: reply 9000; `remaining` payload bytes are still unread. */
@@ -218,6 +220,13 @@ export class RelayServer {
     if ('error' in h) return this.refuseAndClose(conn, h.error)
     const ctx: Ctx = {conn, frameLen: layout.total + h.payloadSize, h}
     try {
+      if (h.op === Op.publicKey && h.payloadSize === 0 && h.version !== 3) {
+        // Some padded-framing clients send a 602 of size 0 with the target id in the padding:
+        // take the whole block now, whatever the requester turns out to be.
+        ctx.quirkTarget = await reader.read(CLIENT_ID_BYTES)
+        await this.skipUpTo(reader, padLength(ctx.frameLen) - CLIENT_ID_BYTES)
+        conn.padded = ctx.padded = true
+      }
       if (h.op !== Op.register) {
         const user = await this.opts.store.userById(h.clientId)
         if (!user) throw new Refusal(`unknown client id ${h.clientId.toString('hex')}`, h.payloadSize)
@@ -344,12 +353,9 @@ export class RelayServer {
     if (h.payloadSize === CLIENT_ID_BYTES) {
       target = await conn.reader.read(CLIENT_ID_BYTES)
       padded = await this.settleFraming(ctx)
-    } else if (h.payloadSize === 0 && h.version !== 3) {
-      // Some padded-framing clients send size 0 and put the target id in the padding.
-      const pad = padLength(ctx.frameLen)
-      target = await conn.reader.read(CLIENT_ID_BYTES)
-      await this.skipUpTo(conn.reader, pad - CLIENT_ID_BYTES)
-      conn.padded = ctx.padded = padded = true
+    } else if (ctx.quirkTarget) {
+      target = ctx.quirkTarget
+      padded = true
     } else {
       throw new Refusal(`public key payload of ${h.payloadSize} bytes`, h.payloadSize)
     }

@@ -191,6 +191,18 @@ describe('relay server: protocol versions and framings', () => {
     } finally {
       c.close()
     }
+    // from an unknown requester: one padded 9000
+    const u = await RawClient.connect(relay.port)
+    try {
+      const frame = Buffer.alloc(1024)
+      Buffer.concat([randomBytes(16), hex('02 5a02 00000000'), gina]).copy(frame)
+      u.write(frame)
+      const r = await u.paddedResponse()
+      assert.deepEqual([r.code, r.total], [9000, 1024])
+      assert.ok(await u.staysOpen(100))
+    } finally {
+      u.close()
+    }
   })
 
   test('v3 registers RSA-2048 keys with a length prefix and refuses weak ones; v2 cannot fetch a v3 key', async () => {
