@@ -67,6 +67,8 @@ interface Conn {
   requests: number
   /** the peer pads requests and expects padded replies */
   padded: boolean
+  /** a streamed reply is partly written: a 9000 now would land inside it */
+  midReply: boolean
 }
 
 interface Ctx {
@@ -185,7 +187,7 @@ export class RelayServer {
     const peer = `${sock.remoteAddress}:${sock.remotePort}`
     sock.setNoDelay(true)
     sock.on('error', () => {})
-    const conn: Conn = {padded: false, peer, reader: new SocketReader(sock, this.opts.idleTimeoutMs, 128 * 1024), requests: 0, sock}
+    const conn: Conn = {midReply: false, padded: false, peer, reader: new SocketReader(sock, this.opts.idleTimeoutMs, 128 * 1024), requests: 0, sock}
     this.conns.add(conn)
     this.log.debug('connection', {peer})
     try {
@@ -201,7 +203,7 @@ export class RelayServer {
       else {
         // A store or file-system failure: the client still gets its 9000, then the connection closes.
         this.log.error('request failed', {error, peer})
-        if (!sock.destroyed) await this.refuseAndClose(conn, undefined)
+        if (!sock.destroyed && !conn.midReply) await this.refuseAndClose(conn, undefined)
       }
     } finally {
       this.conns.delete(conn)
@@ -457,6 +459,7 @@ export class RelayServer {
     for (const m of picked) this.inflight.add(m.id)
     try {
       const sock = conn.sock
+      conn.midReply = true
       await writeFlow(sock, encodeResponseHeader(h.versionByte, responseCode(h.version, Op.pull), total))
       for (const m of picked) {
         await writeFlow(sock, encodePullEntryHeader(m.from, m.id, m.type, m.size))
@@ -470,6 +473,7 @@ export class RelayServer {
       }
       // The last write's callback fires once everything before it was handed to the kernel.
       await writeAll(sock, Buffer.alloc(padded ? padLength(7 + total) : 0))
+      conn.midReply = false
       await this.opts.store.deleteMessages(picked.map((m) => m.id))
       for (const m of picked) if (m.file) await unlink(join(this.opts.filesDir, m.file)).catch(() => {})
       if (picked.length > 0) this.log.debug('delivered', {count: picked.length, to: h.clientId.toString('hex')})
