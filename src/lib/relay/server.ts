@@ -230,9 +230,7 @@ export class RelayServer {
         conn.padded = ctx.padded = true
       }
       if (h.op !== Op.register) {
-        const user = await this.opts.store.userById(h.clientId)
-        if (!user) throw new Refusal(`unknown client id ${h.clientId.toString('hex')}`, h.payloadSize)
-        await this.opts.store.touch(h.clientId)
+        if (!(await this.opts.store.touch(h.clientId))) throw new Refusal(`unknown client id ${h.clientId.toString('hex')}`, h.payloadSize)
       }
       switch (h.op) {
         case Op.register:

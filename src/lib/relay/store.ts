@@ -141,8 +141,11 @@ export class RelayStore {
     return rows.map(toUser).filter((u) => !except || !u.id.equals(except))
   }
 
-  async touch(id: Buffer): Promise<void> {
-    await this.sql.run('UPDATE relay_clients SET last_seen = ? WHERE id = ?', [new Date().toISOString(), id])
+  /** Updates a user's last-seen time; true when the user exists (one statement per request). */
+  async touch(id: Buffer): Promise<boolean> {
+    const r = await this.sql.run('UPDATE relay_clients SET last_seen = ? WHERE id = ?', [new Date().toISOString(), id])
+    // MySQL may count only changed rows: an unchanged timestamp falls back to a lookup.
+    return r.changes > 0 || (await this.userById(id)) !== undefined
   }
 
   async addMessage(m: Omit<StoredMessage, 'id'>): Promise<number> {
