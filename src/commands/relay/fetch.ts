@@ -18,7 +18,7 @@ key received is kept for that sender.`
   }
 
   async run(): Promise<void> {
-    const client = relayClientFor(this.home, this.mqConfig(), this.flags, this.logger)
+    const client = await relayClientFor(this.home, this.mqConfig(), this.flags, this.logger)
     const json = this.jsonEnabled()
     const print = (m: FetchedMessage) => {
       if (json) {

@@ -10,7 +10,7 @@ export default class RelayKey extends MqCommand<typeof RelayKey> {
   static flags = {...relayClientFlags}
 
   async run(): Promise<Record<string, unknown>> {
-    const client = relayClientFor(this.home, this.mqConfig(), this.flags, this.logger)
+    const client = await relayClientFor(this.home, this.mqConfig(), this.flags, this.logger)
     try {
       const r = await client.key(this.args.name)
       if (!this.jsonEnabled()) this.out(`${r.name} ${r.id} public key sha256:${r.fingerprint} (${r.bytes} bytes)`)

@@ -20,7 +20,7 @@ only to talk to existing MessageU clients.`
   }
 
   async run(): Promise<Record<string, unknown>> {
-    const client = relayClientFor(this.home, this.mqConfig(), this.flags, this.logger, {register: true})
+    const client = await relayClientFor(this.home, this.mqConfig(), this.flags, this.logger, {register: true})
     try {
       const suite = suiteFromFlag(this.flags.compat)
       if (suite === 'messageu') this.note('warning: --compat messageu uses weak crypto (RSA-1024, OAEP-SHA-1, AES-128-CBC with a zero IV)')

@@ -10,7 +10,7 @@ export default class RelayRequestKey extends MqCommand<typeof RelayRequestKey> {
   static flags = {...relayClientFlags}
 
   async run(): Promise<Record<string, unknown>> {
-    const client = relayClientFor(this.home, this.mqConfig(), this.flags, this.logger)
+    const client = await relayClientFor(this.home, this.mqConfig(), this.flags, this.logger)
     try {
       const r = await client.requestKey(this.args.name)
       if (!this.jsonEnabled()) this.out(`asked ${r.to} for a symmetric key (message ${r.messageId})`)

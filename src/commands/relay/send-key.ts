@@ -10,7 +10,7 @@ export default class RelaySendKey extends MqCommand<typeof RelaySendKey> {
   static flags = {...relayClientFlags}
 
   async run(): Promise<Record<string, unknown>> {
-    const client = relayClientFor(this.home, this.mqConfig(), this.flags, this.logger)
+    const client = await relayClientFor(this.home, this.mqConfig(), this.flags, this.logger)
     try {
       const r = await client.sendKey(this.args.name)
       if (!this.jsonEnabled()) this.out(`sent a symmetric key to ${r.to} (message ${r.messageId})`)

@@ -14,7 +14,7 @@ export default class RelaySend extends MqCommand<typeof RelaySend> {
   }
 
   async run(): Promise<Record<string, unknown>> {
-    const client = relayClientFor(this.home, this.mqConfig(), this.flags, this.logger)
+    const client = await relayClientFor(this.home, this.mqConfig(), this.flags, this.logger)
     try {
       if (this.flags.file !== undefined) {
         const r = await client.sendFile(this.args.name, this.flags.file)

@@ -3,7 +3,6 @@ import {join} from 'node:path'
 
 import {MqCommand} from '../../lib/cli/base-command.js'
 import {UnavailableError} from '../../lib/errors.js'
-import {CertificateAuthority, CrlWatcher, serverTlsOptions} from '../../lib/pki/index.js'
 import {RelayServer} from '../../lib/relay/server.js'
 import {resolveRelayPort} from '../../lib/relay/service.js'
 import {RelayStore} from '../../lib/relay/store.js'
@@ -30,12 +29,14 @@ contents stream to $MQ_HOME/data/relay-files/. The relay never sees plaintext.`
     const {port, source, warning} = resolveRelayPort(this.flags.port, cfg.relay.port)
     if (warning) log.warn(warning)
     const tlsOn = this.flags.tls ?? cfg.relay.tls.enabled
-    let crlWatcher: CrlWatcher | undefined
-    if (tlsOn) {
-      const created = await CertificateAuthority.open(this.home, cfg.pki).ensureDevelopment({servers: [cfg.relay.tls.identity]})
+    // The PKI code (x509, forge) is loaded only when TLS is on: a plain relay stays small.
+    const pki = tlsOn ? await import('../../lib/pki/index.js') : undefined
+    let crlWatcher: import('../../lib/pki/index.js').CrlWatcher | undefined
+    if (pki) {
+      const created = await pki.CertificateAuthority.open(this.home, cfg.pki).ensureDevelopment({servers: [cfg.relay.tls.identity]})
       if (created.length > 0) log.info('created TLS material', {created: created.join(',')})
     }
-    const tlsOptions = tlsOn ? serverTlsOptions(this.home, cfg.relay.tls.identity) : undefined
+    const tlsOptions = pki ? pki.serverTlsOptions(this.home, cfg.relay.tls.identity) : undefined
     const store = await RelayStore.open({dataDir: this.home.data, url: cfg.store.url})
     const server = new RelayServer({
       filesDir: join(this.home.data, 'relay-files'),
@@ -56,10 +57,10 @@ contents stream to $MQ_HOME/data/relay-files/. The relay never sees plaintext.`
         hint: 'Try this: choose another --port, or stop whatever uses it.',
       })
     }
-    if (tlsOptions) {
+    if (pki) {
       // A republished CRL applies to new handshakes without a restart.
-      crlWatcher = new CrlWatcher(this.home)
-      crlWatcher.on('change', () => server.updateTls(serverTlsOptions(this.home, cfg.relay.tls.identity)))
+      crlWatcher = new pki.CrlWatcher(this.home)
+      crlWatcher.on('change', () => server.updateTls(pki.serverTlsOptions(this.home, cfg.relay.tls.identity)))
       crlWatcher.start()
     }
     const counts = await store.counts()

@@ -8,7 +8,7 @@ export default class RelayUsers extends MqCommand<typeof RelayUsers> {
   static flags = {...relayClientFlags}
 
   async run(): Promise<{users: {name: string; id: string}[]}> {
-    const client = relayClientFor(this.home, this.mqConfig(), this.flags, this.logger)
+    const client = await relayClientFor(this.home, this.mqConfig(), this.flags, this.logger)
     try {
       const users = await client.users()
       if (!this.jsonEnabled()) this.out(table(users, ['name', 'id']))

@@ -4,7 +4,6 @@ import type {MqHome} from '../config/home.js'
 import type {MqConfig} from '../config/schema.js'
 import {UsageError} from '../errors.js'
 import type {Logger} from '../log.js'
-import {clientTlsOptions} from '../pki/index.js'
 import type {Suite} from './crypto.js'
 import {RelayKeyring} from './identity.js'
 import {RelayClient, parseAddress, resolveRelayAddress} from './service.js'
@@ -24,7 +23,7 @@ export function suiteFromFlag(compat: string | undefined): Suite {
 }
 
 /** A relay client for a command: address from the flag/env/config/server.info, else the one registered with. */
-export function relayClientFor(home: MqHome, cfg: MqConfig, flags: {relay?: string; compat?: string; tls?: boolean}, logger: Logger, opts: {register?: boolean} = {}): RelayClient {
+export async function relayClientFor(home: MqHome, cfg: MqConfig, flags: {relay?: string; compat?: string; tls?: boolean}, logger: Logger, opts: {register?: boolean} = {}): Promise<RelayClient> {
   const keyring = new RelayKeyring(home)
   let {address, source} = resolveRelayAddress(flags.relay, cfg.client.relay)
   if (!opts.register && keyring.exists()) {
@@ -37,5 +36,5 @@ export function relayClientFor(home: MqHome, cfg: MqConfig, flags: {relay?: stri
     if (source === 'default' && me.relay) address = parseAddress(me.relay, 'relay/me.json')
   }
   logger.debug('relay address', {host: address.host, port: address.port, source})
-  return new RelayClient(home, address, {logger, timeoutMs: cfg.client.timeout_ms, tls: flags.tls ? clientTlsOptions(home, cfg.client.identity) : undefined})
+  return new RelayClient(home, address, {logger, timeoutMs: cfg.client.timeout_ms, tls: flags.tls ? (await import('../pki/index.js')).clientTlsOptions(home, cfg.client.identity) : undefined})
 }
