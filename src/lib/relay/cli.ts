@@ -25,6 +25,7 @@ export function suiteFromFlag(compat: string | undefined): Suite {
 /** A relay client for a command: address from the flag/env/config/server.info, else the one registered with. */
 export async function relayClientFor(home: MqHome, cfg: MqConfig, flags: {relay?: string; compat?: string; tls?: boolean}, logger: Logger, opts: {register?: boolean} = {}): Promise<RelayClient> {
   const keyring = new RelayKeyring(home)
+  let useTls = flags.tls
   let {address, source} = resolveRelayAddress(flags.relay, cfg.client.relay)
   if (!opts.register && keyring.exists()) {
     const me = keyring.identity()
@@ -33,8 +34,11 @@ export async function relayClientFor(home: MqHome, cfg: MqConfig, flags: {relay?
         hint: 'Try this: drop --compat (the identity decides), or use another --home registered with --compat messageu.',
       })
     }
-    if (source === 'default' && me.relay) address = parseAddress(me.relay, 'relay/me.json')
+    if (source === 'default' && me.relay) {
+      address = parseAddress(me.relay, 'relay/me.json')
+      useTls ??= me.tls
+    }
   }
   logger.debug('relay address', {host: address.host, port: address.port, source})
-  return new RelayClient(home, address, {logger, timeoutMs: cfg.client.timeout_ms, tls: flags.tls ? (await import('../pki/index.js')).clientTlsOptions(home, cfg.client.identity) : undefined})
+  return new RelayClient(home, address, {logger, timeoutMs: cfg.client.timeout_ms, tls: useTls ? (await import('../pki/index.js')).clientTlsOptions(home, cfg.client.identity) : undefined})
 }

@@ -20,6 +20,8 @@ export interface RelayIdentity {
   publicKeyDer: Buffer
   privateKey: KeyObject
   relay: string
+  /** registered through the relay's TLS listener */
+  tls?: boolean
 }
 
 export interface Peer {
@@ -35,6 +37,7 @@ interface MeFile {
   suite: Suite
   public_key: string
   relay: string
+  tls?: boolean
   registered_at: string
 }
 
@@ -76,6 +79,7 @@ export class RelayKeyring {
       publicKeyDer: Buffer.from(me.public_key, 'base64'),
       relay: me.relay,
       suite: me.suite,
+      tls: me.tls === true,
     }
   }
 
@@ -88,6 +92,7 @@ export class RelayKeyring {
       registered_at: new Date().toISOString(),
       relay: id.relay,
       suite: id.suite,
+      tls: id.tls === true,
     }
     writeSecretFile(this.file('me.json'), JSON.stringify(me, null, 2) + '\n')
   }

@@ -134,7 +134,7 @@ export class RelayClient {
       throw error
     }
     if (id.length !== 16) throw new MqError('E_RELAY_PROTOCOL', `The relay returned a ${id.length}-byte client id.`, {hint: 'Try this: check the relay.'})
-    this.keyring.saveIdentity({clientId: id, name, privateKey, publicKeyDer, relay: `${this.address.host}:${this.address.port}`, suite})
+    this.keyring.saveIdentity({clientId: id, name, privateKey, publicKeyDer, relay: `${this.address.host}:${this.address.port}`, suite, tls: this.opts.tls !== undefined})
     return {clientId: id.toString('hex'), fingerprint: keyFingerprint(publicKeyDer), name, protocol: version, suite}
   }
 
