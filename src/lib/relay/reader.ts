@@ -9,8 +9,11 @@ export class EndOfStream extends Error {
 
 /** No byte arrived within the stall timeout. */
 export class StallTimeout extends Error {
-  constructor(readonly ms: number) {
-    super(`no data for ${ms} ms`)
+  constructor(
+    readonly ms: number,
+    reason?: string,
+  ) {
+    super(reason ?? `no data for ${ms} ms`)
   }
 }
 
@@ -25,6 +28,8 @@ export class SocketReader {
   private ended = false
   private failure?: Error
   private wake?: () => void
+  /** epoch ms by which the current request must be complete (slow peers), if any */
+  deadline?: number
 
   constructor(
     private readonly sock: Duplex,
@@ -71,11 +76,17 @@ export class SocketReader {
       if (this.failure) throw this.failure
       if (this.ended) return false
       this.sock.resume()
+      let wait = stallMs
+      if (this.deadline !== undefined) {
+        const left = this.deadline - Date.now()
+        if (left <= 0) throw new StallTimeout(stallMs, 'request not complete by its deadline')
+        if (wait <= 0 || left < wait) wait = left
+      }
       await new Promise<void>((resolve, reject) => {
-        const timer = stallMs > 0 ? setTimeout(() => {
+        const timer = wait > 0 ? setTimeout(() => {
           this.wake = undefined
-          reject(new StallTimeout(stallMs))
-        }, stallMs) : undefined
+          reject(new StallTimeout(stallMs, this.deadline !== undefined && Date.now() >= this.deadline ? 'request not complete by its deadline' : undefined))
+        }, wait) : undefined
         this.wake = () => {
           if (timer) clearTimeout(timer)
           resolve()

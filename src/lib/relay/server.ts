@@ -39,6 +39,8 @@ export const INLINE_MAX = 64 * 1024
 /** A bad request whose remaining payload is at most this is read and dropped, keeping the connection. */
 const SKIP_MAX = 64 * 1024
 const MAX_LIST_USERS = 100_000
+/** Slowest accepted average upload rate (bytes/s) before a request's deadline closes it. */
+const MIN_RATE = 64 * 1024
 
 export interface RelayServerOptions {
   host: string
@@ -198,7 +200,7 @@ export class RelayServer {
         if (!keep) break
       }
     } catch (error) {
-      if (error instanceof StallTimeout) this.log.info('closing idle or stalled connection', {ms: error.ms, peer})
+      if (error instanceof StallTimeout) this.log.info('closing idle, stalled or too slow connection', {peer, reason: error.message})
       else if (error instanceof EndOfStream) this.log.warn('truncated request: peer closed mid-request', {peer})
       else {
         // A store or file-system failure: the client still gets its 9000, then the connection closes.
@@ -215,11 +217,23 @@ export class RelayServer {
   /** Handles one request; false when the connection must close. */
   private async handle(conn: Conn): Promise<boolean> {
     const {reader} = conn
+    // Slow peers: the header must arrive within the idle timeout, the payload at MIN_RATE or better.
+    reader.deadline = Date.now() + this.opts.idleTimeoutMs
+    try {
+      return await this.handleRequest(conn)
+    } finally {
+      reader.deadline = undefined
+    }
+  }
+
+  private async handleRequest(conn: Conn): Promise<boolean> {
+    const {reader} = conn
     const first = await reader.read(18)
     const layout = headerLayout(first)
     if ('error' in layout) return this.refuseAndClose(conn, layout.error)
     const h = decodeRequestHeader(Buffer.concat([first, await reader.read(layout.total - 18)]))
     if ('error' in h) return this.refuseAndClose(conn, h.error)
+    reader.deadline = Date.now() + this.opts.idleTimeoutMs + Math.ceil(((h.payloadSize + PAD_BLOCK) / MIN_RATE) * 1000)
     const ctx: Ctx = {conn, frameLen: layout.total + h.payloadSize, h}
     try {
       if (h.op === Op.publicKey && h.payloadSize === 0 && h.version !== 3) {

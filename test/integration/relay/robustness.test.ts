@@ -86,8 +86,31 @@ describe('relay server: malformed requests', () => {
     const t0 = Date.now()
     await s.untilClosed()
     assert.ok(Date.now() - t0 < 4000)
-    assert.ok(log.lines.some((l) => /idle or stalled/.test(l)))
+    assert.ok(log.lines.some((l) => /idle, stalled or too slow/.test(l)))
   })
+})
+
+test('a peer trickling a header byte by byte is cut off at the idle timeout, not kept alive by each byte', async () => {
+  const home = tempHome('mq-relay-')
+  const relay = await startRelay({home: home.dir, idleTimeoutMs: 500})
+  try {
+    const c = await RawClient.connect(relay.port)
+    const frame = Buffer.concat([randomBytes(16), hex('02 5902 00000000')])
+    let sent = 0
+    const timer = setInterval(() => {
+      if (sent < frame.length && !c.sock.destroyed) c.sock.write(frame.subarray(sent, ++sent))
+    }, 150)
+    try {
+      await c.untilClosed()
+      assert.ok(sent < frame.length, `closed after ${sent} of ${frame.length} bytes`)
+    } finally {
+      clearInterval(timer)
+      c.close()
+    }
+  } finally {
+    await relay.stop()
+    home.cleanup()
+  }
 })
 
 describe('relay server: fuzzing', () => {
