@@ -130,3 +130,18 @@ describe('mq relay: two users end to end through the CLI', () => {
     }
   })
 })
+
+test('mq relay bench --json runs end to end with small sizes and reports both figures', async () => {
+  const h = tempHome('mq-relay-bench-')
+  try {
+    const r = await runCli(['relay', 'bench', '--messages', '20', '--file-mib', '1', '--json'], {home: h.dir})
+    assert.equal(r.code, 0, r.stderr)
+    const out = JSON.parse(r.stdout)
+    assert.equal(out.messages, 20)
+    assert.ok(out.send_msgs_per_s > 0 && out.end_to_end_msgs_per_s > 0)
+    assert.ok(out.file_upload_mib_per_s > 0 && out.file_download_mib_per_s > 0)
+    assert.match(out.baseline.name, /loopback TCP/)
+  } finally {
+    h.cleanup()
+  }
+})
