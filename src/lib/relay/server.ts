@@ -134,7 +134,7 @@ export class RelayServer {
     const plain = createServer((sock) => this.accept(sock))
     this.boundPort = await this.listen(plain, this.opts.port)
     if (this.opts.tls) {
-      const secure = tls.createServer(this.opts.tls.options, (sock) => {
+      const secure = tls.createServer({handshakeTimeout: this.opts.idleTimeoutMs || 120_000, ...this.opts.tls.options}, (sock) => {
         const cert = sock.getPeerCertificate()
         this.log.debug('TLS client', {cn: cert?.subject?.CN, peer: sock.remoteAddress})
         this.accept(sock as unknown as Socket)
