@@ -145,3 +145,18 @@ test('mq relay bench --json runs end to end with small sizes and reports both fi
     h.cleanup()
   }
 })
+
+test('an unreachable relay exits 69 with E_RELAY_UNAVAILABLE, and an unregistered home says how to register', async () => {
+  const h = tempHome('mq-relay-down-')
+  try {
+    const port = await freePort()
+    const r = await runCli(['relay', 'register', 'x', '--relay', `127.0.0.1:${port}`, '--json'], {home: h.dir})
+    assert.equal(r.code, 69)
+    assert.equal(JSON.parse(r.stdout).error.code, 'E_RELAY_UNAVAILABLE')
+    const u = await runCli(['relay', 'users'], {home: h.dir})
+    assert.equal(u.code, 1)
+    assert.match(u.stderr, /Try this: mq relay register NAME/)
+  } finally {
+    h.cleanup()
+  }
+})
