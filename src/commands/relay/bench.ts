@@ -12,6 +12,7 @@ two bench-* users there). Prints a plain loopback-TCP baseline from the same run
 
   static examples = ['<%= config.bin %> relay bench', '<%= config.bin %> relay bench --messages 5000 --file-mib 128 --json']
   static flags = {
+    connections: Flags.integer({default: 1, description: 'parallel sender connections for the texts', max: 256, min: 1}),
     'file-mib': Flags.integer({default: 64, description: 'size of the file sent once', max: 1024, min: 1}),
     messages: Flags.integer({default: 2000, description: 'text messages to send and pull', max: 1_000_000, min: 1}),
     relay: Flags.string({description: 'bench an existing relay at HOST:PORT instead of an in-process one'}),
@@ -24,6 +25,7 @@ two bench-* users there). Prints a plain loopback-TCP baseline from the same run
     const r = await runRelayBench(
       {
         address: this.flags.relay ? parseAddress(this.flags.relay, '--relay') : undefined,
+        connections: this.flags.connections,
         fileMiB: this.flags['file-mib'],
         messages: this.flags.messages,
         storeUrl: this.flags['store-url'],
@@ -34,7 +36,7 @@ two bench-* users there). Prints a plain loopback-TCP baseline from the same run
     if (!this.jsonEnabled()) {
       this.out(
         [
-          `relay ${r.relay} (${r.store}), ${r.messages} texts of ${r.text_bytes} bytes, one ${r.file_mib} MiB file`,
+          `relay ${r.relay} (${r.store}), ${r.messages} texts of ${r.text_bytes} bytes over ${r.connections} connection(s), one ${r.file_mib} MiB file`,
           `  send        ${r.send_msgs_per_s} msg/s   (${r.ratios.send_vs_roundtrip}x the baseline's ${r.baseline.roundtrips_per_s} round trips/s)`,
           `  pull        ${r.pull_msgs_per_s} msg/s`,
           `  end to end  ${r.end_to_end_msgs_per_s} msg/s`,

@@ -16,6 +16,8 @@ export interface RelayBenchOptions {
   /** an existing relay; else one runs in-process on a temporary SQLite home */
   address?: RelayAddress
   messages: number
+  /** parallel sender connections for the texts (each its own user) */
+  connections?: number
   textBytes: number
   fileMiB: number
   storeUrl?: string
@@ -25,6 +27,7 @@ export interface RelayBenchResult {
   relay: string
   store: string
   messages: number
+  connections: number
   text_bytes: number
   send_msgs_per_s: number
   pull_msgs_per_s: number
@@ -142,13 +145,27 @@ export async function runRelayBench(opts: RelayBenchOptions, progress: (line: st
       // warm-up: JIT, SQLite statement cache
       for (let i = 0; i < 50; i++) await a.send(idA, Op.send, idB, MessageType.keyRequest, 0, Buffer.alloc(0))
       await b.pull(idB, Op.pull, async () => {})
-      progress(`sending ${opts.messages} texts of ${opts.textBytes} bytes`)
+      const conns = Math.max(1, opts.connections ?? 1)
+      const senders: {conn: RelayConnection; id: Buffer; aad: Buffer}[] = [{aad, conn: a, id: idA}]
+      for (let i = 1; i < conns; i++) {
+        const conn = await RelayConnection.connect(address, 3)
+        const id = await conn.call(Buffer.alloc(16), Op.register, encodeRegisterPayload(3, `bench-a${i}-${tag}`, keyA), 'register')
+        senders.push({aad: contentAad(MessageType.text, id, idB), conn, id})
+      }
+      progress(`sending ${opts.messages} texts of ${opts.textBytes} bytes over ${conns} connection(s)`)
       let got = 0
       let t = performance.now()
-      for (let i = 0; i < opts.messages; i++) {
-        const sealed = encrypt('strong', sym, aad, plain)
-        await a.send(idA, Op.send, idB, MessageType.text, sealed.length, sealed)
-      }
+      let next = 0
+      await Promise.all(
+        senders.map(async (snd) => {
+          while (next < opts.messages) {
+            next++
+            const sealed = encrypt('strong', sym, snd.aad, plain)
+            await snd.conn.send(snd.id, Op.send, idB, MessageType.text, sealed.length, sealed)
+          }
+        }),
+      )
+      for (const snd of senders.slice(1)) snd.conn.close()
       const sendS = (performance.now() - t) / 1000
       progress('pulling them')
       t = performance.now()
@@ -184,6 +201,7 @@ export async function runRelayBench(opts: RelayBenchOptions, progress: (line: st
         file_download_mib_per_s: round(opts.fileMiB / downS),
         file_mib: opts.fileMiB,
         file_upload_mib_per_s: round(opts.fileMiB / upS),
+        connections: Math.max(1, opts.connections ?? 1),
         messages: opts.messages,
         pull_msgs_per_s: round(got / pullS),
         ratios: {
