@@ -230,9 +230,9 @@ export class RelayServer {
     const {reader} = conn
     const first = await reader.read(18)
     const layout = headerLayout(first)
-    if ('error' in layout) return this.refuseAndClose(conn, layout.error)
+    if ('error' in layout) return this.refuseAndClose(conn, layout.error, first[16] >= 1 && first[16] <= 3 ? first[16] : 2)
     const h = decodeRequestHeader(Buffer.concat([first, await reader.read(layout.total - 18)]))
-    if ('error' in h) return this.refuseAndClose(conn, h.error)
+    if ('error' in h) return this.refuseAndClose(conn, h.error, first[16] >= 1 && first[16] <= 3 ? first[16] : 2)
     reader.deadline = Date.now() + this.opts.idleTimeoutMs + Math.ceil(((h.payloadSize + PAD_BLOCK) / MIN_RATE) * 1000)
     const ctx: Ctx = {conn, frameLen: layout.total + h.payloadSize, h}
     try {
@@ -267,7 +267,7 @@ export class RelayServer {
     } catch (error) {
       if (!(error instanceof Refusal)) throw error
       this.log.warn('refused request', {code: h.code, peer: conn.peer, reason: error.reason, version: h.version})
-      if (error.remaining > SKIP_MAX) return this.refuseAndClose(conn, undefined)
+      if (error.remaining > SKIP_MAX) return this.refuseAndClose(conn, undefined, h.versionByte)
       await reader.skip(error.remaining)
       const padded = await this.settleFraming(ctx)
       await this.reply(ctx, ERROR_CODE, Buffer.alloc(0), padded)
@@ -276,10 +276,10 @@ export class RelayServer {
   }
 
   /** 9000, padded to a block (harmless to exact-framing peers since the connection closes next). */
-  private async refuseAndClose(conn: Conn, reason: string | undefined): Promise<boolean> {
+  private async refuseAndClose(conn: Conn, reason: string | undefined, versionByte = 2): Promise<boolean> {
     if (reason) this.log.warn('malformed request', {peer: conn.peer, reason})
     const frame = Buffer.alloc(PAD_BLOCK)
-    encodeResponseHeader(2, ERROR_CODE, 0).copy(frame)
+    encodeResponseHeader(versionByte, ERROR_CODE, 0).copy(frame)
     await writeAll(conn.sock, frame).catch(() => {})
     return false
   }
