@@ -129,6 +129,12 @@ export class RelayConnection {
       const h = await this.readHeader(op, 'send')
       return await this.reader.read(h.payloadSize)
     } catch (error) {
+      // The relay may refuse (9000) and close before the content was all written: say so.
+      if (!(error instanceof MqError) && this.reader.available >= RESPONSE_HEADER_BYTES && decodeResponseHeader(this.reader.peek(RESPONSE_HEADER_BYTES)).code === ERROR_CODE) {
+        throw new MqError('E_RELAY_REFUSED', `The relay refused the ${size}-byte message (9000) before it was sent in full.`, {
+          hint: 'Try this: check the relay\'s limits (relay.max_file_bytes, relay.max_text_bytes) and its log.',
+        })
+      }
       throw this.lost(error)
     }
   }

@@ -4,6 +4,7 @@ import {readdirSync} from 'node:fs'
 import {join} from 'node:path'
 import {after, before, describe, test} from 'node:test'
 
+import {RelayConnection} from '../../../src/lib/relay/client.js'
 import {Op, encodeSendHeader, padFrame} from '../../../src/lib/relay/protocol.js'
 import {tempHome} from '../../helpers/home.js'
 import {RawClient, type RunningRelay, registerRaw, req, startRelay, v2Key, v3Key} from './harness.js'
@@ -228,6 +229,23 @@ describe('relay server: protocol versions and framings', () => {
       assert.equal((await c.response()).code, 2102)
     } finally {
       c.close()
+    }
+  })
+
+  test('a client streaming an over-limit file hears the 9000, not just a broken pipe', async () => {
+    const c = await RawClient.connect(relay.port)
+    const a = await registerRaw(c, 2, 'limit-a')
+    const b = await registerRaw(c, 2, 'limit-b')
+    c.close()
+    const conn = await RelayConnection.connect({host: '127.0.0.1', port: relay.port}, 2)
+    try {
+      const size = 9 * 1024 * 1024 // the suite's relay takes 8 MiB files
+      async function* chunks() {
+        for (let i = 0; i < 9; i++) yield Buffer.alloc(1024 * 1024)
+      }
+      await assert.rejects(conn.send(a, Op.send, b, 4, size, chunks()), (error: Error & {code?: string}) => error.code === 'E_RELAY_REFUSED')
+    } finally {
+      conn.close()
     }
   })
 
