@@ -325,8 +325,13 @@ export class RelayClient {
     // Strong-suite files start with a 1-byte length and the sender's file name.
     let label: Buffer | undefined = suite === 'strong' ? Buffer.alloc(0) : undefined
     let labelLen = -1
-    const dec = peer?.symKey ? new ContentDecryptor(suite, Buffer.from(peer.symKey, 'base64'), aad, e.size) : undefined
-    if (!dec) failure = new Error('no symmetric key for this sender')
+    let dec: ContentDecryptor | undefined
+    try {
+      if (peer?.symKey) dec = new ContentDecryptor(suite, Buffer.from(peer.symKey, 'base64'), aad, e.size)
+      else failure = new Error('no symmetric key for this sender')
+    } catch (error) {
+      failure = error as Error
+    }
     const emit = async (plain: Buffer) => {
       let p = plain
       if (label !== undefined && (labelLen < 0 || label.length < labelLen)) {
