@@ -14,9 +14,10 @@ import {tempHome} from '../../helpers/home.js'
 test('the relay\'s mutual-TLS listener serves clients with our certificates and refuses others', async () => {
   const h = tempHome('mq-relay-tls-')
   const home = new MqHome(h.dir)
-  const store = await RelayStore.open({dataDir: home.data, url: 'sqlite'})
+  let store: RelayStore | undefined
   let server: RelayServer | undefined
   try {
+    store = await RelayStore.open({dataDir: home.data, url: 'sqlite'})
     await CertificateAuthority.open(home, configSchema.parse({}).pki).ensureDevelopment({clients: ['alice'], servers: ['relay']})
     server = new RelayServer({
       filesDir: join(home.data, 'relay-files'),
@@ -48,7 +49,7 @@ test('the relay\'s mutual-TLS listener serves clients with our certificates and 
     assert.ok(refused)
   } finally {
     await server?.stop()
-    await store.close()
+    await store?.close()
     h.cleanup()
   }
 })
