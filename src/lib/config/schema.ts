@@ -146,6 +146,8 @@ export const configSchema = z
           .object({
             enabled: z.boolean().default(false),
             port: port.default(1358),
+            // server certificate pki/issued/<identity>.crt (created on first start if missing)
+            identity: z.string().min(1).default('relay'),
           })
           .strict()
           .default({}),
