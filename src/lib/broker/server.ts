@@ -407,6 +407,9 @@ class Connection {
       case 'DECLARE_QUEUE': {
         const name = this.need(f, 'name')
         if (!this.perms.canConsume(name) && !this.perms.admin) throw new PermissionError('E_FORBIDDEN', `${this.identity} may not declare queue ${name}`, {hint: 'Try this: ask an admin to add it to broker.permissions[].consume'})
+        // a dead-letter queue receives (and may be created for) this queue's messages: it must be ours too
+        const dlq = f.args.dead_letter
+        if (dlq && !this.perms.canConsume(dlq) && !this.perms.admin) throw new PermissionError('E_FORBIDDEN', `${this.identity} may not use ${dlq} as a dead-letter queue`, {hint: 'Try this: pick a dead-letter queue you may consume (broker.permissions[].consume)'})
         const q = engine.declareQueue(name, {deadLetter: f.args.dead_letter || undefined, durable: this.bool(f, 'durable'), maxLength: this.int(f, 'max_length'), ttlMs: this.int(f, 'ttl')})
         this.ok(f.id, {durable: q.durable, messages: q.ready.length, name: q.name})
         return
