@@ -7,6 +7,7 @@
 import {randomUUID} from 'node:crypto'
 
 import {MqError, PermissionError, TempFailError, UsageError} from '../errors.js'
+import {isHeaderName} from './protocol.js'
 import type {DurableStore, StoredMessage} from './store.js'
 
 export type ExchangeType = 'direct' | 'fanout' | 'topic'
@@ -461,6 +462,8 @@ export class Engine {
     const messageId = opts.messageId ?? randomUUID()
     const timestamp = this.now()
     const headers = opts.headers ?? {}
+    // a name a DELIVER frame cannot carry would throw later, inside dispatch, and kill the broker
+    for (const k in headers) if (!isHeaderName(k)) throw new UsageError('E_BAD_HEADER', `header name ${JSON.stringify(k.slice(0, 40))} is not allowed (1-128 letters, digits, _ . : -)`, {hint: 'Try this: rename the header'})
     let durable = false
     for (const qn of targets) {
       const q = this.queues.get(qn)!

@@ -78,10 +78,17 @@ export function frameHeaders(args: Record<string, string>): Record<string, strin
   return h
 }
 
+const HEADER_NAME = /^[A-Za-z0-9_.:-]{1,128}$/
+
+/** Message header names a frame can carry (h.NAME); others are refused at publish. */
+export function isHeaderName(k: string): boolean {
+  return HEADER_NAME.test(k)
+}
+
 export function headerArgs(headers: Record<string, string> | undefined, into: Record<string, string | number | boolean | undefined>): void {
   if (!headers) return
   for (const k in headers) {
-    if (!/^[A-Za-z0-9_.:-]{1,128}$/.test(k)) throw new FrameError('E_FRAME_MALFORMED', `header name ${JSON.stringify(k)} is not allowed (letters, digits, _ . : - only)`, false)
+    if (!HEADER_NAME.test(k)) throw new FrameError('E_FRAME_MALFORMED', `header name ${JSON.stringify(k)} is not allowed (letters, digits, _ . : - only)`, false)
     into[`h.${k}`] = headers[k]
   }
 }

@@ -11,7 +11,7 @@ import {MqError, PermissionError, UsageError, errorText, isMqError} from '../err
 import type {Logger} from '../log.js'
 import {type DeliveryOut, type Engine, type ExchangeType, type Session} from './engine.js'
 import {type ResolvedPermissions} from './permissions.js'
-import {type Frame, FrameError, FrameParser, PROTOCOL_VERSION, encodeFrame, frameHeaders, headerArgs} from './protocol.js'
+import {type Frame, FrameError, FrameParser, PROTOCOL_VERSION, encodeFrame, frameHeaders, isHeaderName} from './protocol.js'
 
 export interface ServerLimits {
   maxPayload: number
@@ -122,6 +122,11 @@ export class BrokerServer {
 }
 
 type Args = Record<string, string | number | boolean | undefined>
+
+/** Message headers for DELIVER/GET; a name no frame can carry (stored before publish refused them) is left out rather than thrown inside dispatch. */
+function outHeaders(headers: Record<string, string>, args: Args): void {
+  for (const k in headers) if (isHeaderName(k)) args[`h.${k}`] = headers[k]
+}
 
 class Connection {
   readonly parser: FrameParser
@@ -270,7 +275,7 @@ class Connection {
       count: m.deliveryCount === 1 ? undefined : m.deliveryCount,
       ts: m.timestamp,
     }
-    headerArgs(m.headers, args)
+    outHeaders(m.headers, args)
     this.write(encodeFrame('DELIVER', 0, args, m.body))
   }
 
@@ -400,7 +405,7 @@ class Connection {
         }
         const m = d.msg
         const args: Args = {count: m.deliveryCount, exchange: m.exchange, key: m.routingKey, message_id: m.messageId, queue: d.queue, redelivered: m.redelivered, tag: d.deliveryTag, ts: m.timestamp}
-        headerArgs(m.headers, args)
+        outHeaders(m.headers, args)
         this.ok(f.id, args, m.body)
         return
       }
