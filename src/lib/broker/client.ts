@@ -94,9 +94,11 @@ export function deliveryFrom(f: Frame): Delivery {
 export class BrokerClient extends EventEmitter {
   private nextId = 1
   private readonly pending = new Map<number, Pending>()
-  private readonly consumers = new Map<string, (d: Delivery) => void>()
+  private readonly consumers = new Map<string, {queue: string; onMessage: (d: Delivery) => void}>()
   private readonly parser: FrameParser
-  private corked = false
+  private out: Buffer[] = []
+  private outLen = 0
+  private flushScheduled = false
   private closing = false
   private isClosed = false
   private lastIn = Date.now()
@@ -194,7 +196,11 @@ export class BrokerClient extends EventEmitter {
     switch (f.verb) {
       case 'DELIVER': {
         const h = this.consumers.get(f.args.consumer ?? '')
-        if (h) h(deliveryFrom(f))
+        if (h) {
+          const d = deliveryFrom(f)
+          if (!d.queue) d.queue = h.queue
+          h.onMessage(d)
+        }
         return
       }
       case 'OK':
@@ -241,16 +247,27 @@ export class BrokerClient extends EventEmitter {
     this.emit('close', err)
   }
 
+  /** Frames written in one tick leave as one buffer (one TLS record batch, one syscall). */
   private write(buf: Buffer): boolean {
-    if (!this.corked) {
-      this.corked = true
-      this.sock.cork()
-      process.nextTick(() => {
-        this.corked = false
-        this.sock.uncork()
-      })
+    if (buf.length >= 64 * 1024) {
+      this.flush()
+      return this.sock.write(buf)
     }
-    return this.sock.write(buf)
+    this.out.push(buf)
+    this.outLen += buf.length
+    if (!this.flushScheduled) {
+      this.flushScheduled = true
+      process.nextTick(this.flush)
+    }
+    return this.sock.writableLength + this.outLen < this.sock.writableHighWaterMark * 4
+  }
+
+  private readonly flush = (): void => {
+    this.flushScheduled = false
+    if (this.out.length === 0 || this.sock.destroyed) return
+    this.sock.write(this.out.length === 1 ? this.out[0] : Buffer.concat(this.out, this.outLen))
+    this.out = []
+    this.outLen = 0
   }
 
   private request(verb: string, args?: Args, body?: Buffer, onOk?: (f: Frame) => void): Promise<Frame> {
@@ -319,6 +336,7 @@ export class BrokerClient extends EventEmitter {
 
   /** Resolves when the socket's write buffer has drained (or at once if it is not full). */
   drained(): Promise<void> {
+    this.flush()
     if (!this.sock.writableNeedDrain) return Promise.resolve()
     return new Promise((r) => {
       const done = () => {
@@ -333,7 +351,7 @@ export class BrokerClient extends EventEmitter {
 
   async consume(queue: string, opts: {prefetch?: number; noAck?: boolean}, onMessage: (d: Delivery) => void): Promise<{consumerTag: string; cancel(): Promise<void>}> {
     // the handler is registered while the OK frame is processed, before any DELIVER behind it
-    const f = await this.request('CONSUME', {no_ack: opts.noAck, prefetch: opts.prefetch, queue}, undefined, (ok) => this.consumers.set(ok.args.consumer ?? '', onMessage))
+    const f = await this.request('CONSUME', {no_ack: opts.noAck, prefetch: opts.prefetch, queue}, undefined, (ok) => this.consumers.set(ok.args.consumer ?? '', {onMessage, queue}))
     const consumerTag = f.args.consumer ?? ''
     return {
       cancel: async () => {

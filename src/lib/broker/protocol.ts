@@ -163,60 +163,62 @@ export class FrameParser {
   }
 
   private parseHeader(line: string): {frame: Omit<Frame, 'body'>; len: number; error: FrameError | null} {
-    // hand-rolled tokenizer: this runs once per frame on both ends, so no split/regex here
-    const tokens: string[] = []
+    // hand-rolled single pass: this runs once per frame on both ends, so no split/regex/arrays here
     const n = line.length
     let p = 0
-    while (p < n) {
-      while (p < n && line.charCodeAt(p) === 32) p++
-      if (p >= n) break
-      let q = line.indexOf(' ', p)
-      if (q < 0) q = n
-      tokens.push(line.slice(p, q))
-      p = q
-    }
-    let verb = tokens[0]
+    while (p < n && line.charCodeAt(p) === 32) p++
+    let q = line.indexOf(' ', p)
+    if (q < 0) q = n
+    const rawVerb = line.slice(p, q)
+    let verb = rawVerb
     if (!isVerb(verb)) {
       verb = verb.toUpperCase()
-      if (!isVerb(verb)) throw new FrameError('E_FRAME_MALFORMED', `bad verb ${JSON.stringify(tokens[0].slice(0, 40))}: expected e.g. "PUBLISH 1 exchange=x key=y 5"`, true)
+      if (!isVerb(verb)) throw new FrameError('E_FRAME_MALFORMED', `bad verb ${JSON.stringify(rawVerb.slice(0, 40))}: expected e.g. "PUBLISH 1 exchange=x key=y 5"`, true)
     }
     let id = 0
-    let i = 1
-    if (tokens.length > 2 && isDigits(tokens[1], 15)) {
-      id = Number(tokens[1])
-      i = 2
-    } else if (tokens.length === 2 && isDigits(tokens[1], 15)) {
-      id = Number(tokens[1])
-      i = 2
-    }
-    const args: Record<string, string> = {}
     let len = 0
+    let index = 0
     let error: FrameError | null = null
-    for (; i < tokens.length; i++) {
-      const t = tokens[i]
-      const eq = t.indexOf('=')
-      if (eq < 0) {
-        if (i === tokens.length - 1 && isDigits(t, 12)) {
+    const args: Record<string, string> = {}
+    p = q
+    for (;;) {
+      while (p < n && line.charCodeAt(p) === 32) p++
+      if (p >= n) break
+      q = line.indexOf(' ', p)
+      if (q < 0) q = n
+      index++
+      const eq = line.indexOf('=', p)
+      if (eq < 0 || eq > q) {
+        const t = line.slice(p, q)
+        let rest = q
+        while (rest < n && line.charCodeAt(rest) === 32) rest++
+        const last = rest >= n
+        if (index === 1 && isDigits(t, 15)) {
+          id = Number(t)
+        } else if (last && isDigits(t, 12)) {
           len = Number(t)
           if (len > this.maxPayload) {
             // we cannot skip the body without reading it: the stream is no longer trusted
             throw new FrameError('E_FRAME_TOO_LARGE', `frame body of ${len} bytes exceeds the maximum payload of ${this.maxPayload} bytes`, true, id)
           }
-          continue
+        } else {
+          throw new FrameError('E_FRAME_MALFORMED', `bad token ${JSON.stringify(t.slice(0, 40))} in ${verb}: arguments are key=value and the body length comes last`, true, id)
         }
-        throw new FrameError('E_FRAME_MALFORMED', `bad token ${JSON.stringify(t.slice(0, 40))} in ${verb}: arguments are key=value and the body length comes last`, true, id)
-      }
-      const raw = t.slice(eq + 1)
-      if (raw.indexOf('%') < 0) args[t.slice(0, eq)] = raw
-      else {
-        try {
-          args[t.slice(0, eq)] = decodeURIComponent(raw)
-        } catch {
-          error ??= new FrameError('E_FRAME_MALFORMED', `bad percent-encoding in argument ${JSON.stringify(t.slice(0, eq))} of ${verb}`, false, id)
+      } else {
+        const key = line.slice(p, eq)
+        const raw = line.slice(eq + 1, q)
+        if (raw.indexOf('%') < 0) args[key] = raw
+        else {
+          try {
+            args[key] = decodeURIComponent(raw)
+          } catch {
+            error ??= new FrameError('E_FRAME_MALFORMED', `bad percent-encoding in argument ${JSON.stringify(key)} of ${verb}`, false, id)
+          }
         }
       }
+      p = q
     }
-    return {frame: {verb, id, args}, len, error}
+    return {error, frame: {args, id, verb}, len}
   }
 }
 

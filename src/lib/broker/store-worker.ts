@@ -15,7 +15,7 @@ db.pragma(`synchronous = ${synchronous}`)
 // checkpoints happen here too, off the event loop; keep the WAL from growing without bound
 db.pragma('wal_autocheckpoint = 4000')
 
-const ins = db.prepare('INSERT OR REPLACE INTO messages (seq, queue, message_id, exchange, routing_key, headers, body, ts, delivery_count, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?)')
+const ins = db.prepare('INSERT INTO messages (seq, queue, message_id, exchange, routing_key, headers, body, ts, delivery_count, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?)')
 const del = db.prepare('DELETE FROM messages WHERE seq = ?')
 const cnt = db.prepare('UPDATE messages SET delivery_count = ? WHERE seq = ?')
 const exch = db.prepare('INSERT OR REPLACE INTO exchanges (name, type) VALUES (?, ?)')

@@ -59,7 +59,10 @@ CREATE TABLE IF NOT EXISTS queues (name TEXT PRIMARY KEY, dead_letter TEXT, ttl_
 CREATE TABLE IF NOT EXISTS bindings (exchange TEXT NOT NULL, queue TEXT NOT NULL, routing_key TEXT NOT NULL, PRIMARY KEY (exchange, queue, routing_key));
 CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY, queue TEXT NOT NULL, message_id TEXT NOT NULL, exchange TEXT NOT NULL,
   routing_key TEXT NOT NULL, headers TEXT, body BLOB NOT NULL, ts INTEGER NOT NULL, delivery_count INTEGER NOT NULL DEFAULT 0, expires_at INTEGER NOT NULL DEFAULT 0);
-CREATE INDEX IF NOT EXISTS messages_queue ON messages (queue, seq);
+-- no index on queue: it would double the cost of every insert and delete on the hot path, and only
+-- deleting a whole queue (rare) needs it
+DROP INDEX IF EXISTS messages_queue;
+
 CREATE TABLE IF NOT EXISTS keys (name TEXT PRIMARY KEY, enc_cert TEXT NOT NULL, sign_cert TEXT NOT NULL, updated_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
 `
