@@ -10,7 +10,7 @@ import tls from 'node:tls'
 
 import {MqError, PermissionError, TempFailError, UnavailableError, UsageError} from '../errors.js'
 import type {BrokerStats, QueueStats} from './engine.js'
-import {type Frame, FrameError, FrameParser, encodeFrame, frameHeaders, headerArgs} from './protocol.js'
+import {type Frame, FrameError, FrameParser, encodeFrame, encodeLine, encodeValue, frameHeaders} from './protocol.js'
 
 export type {BrokerStats, QueueStats} from './engine.js'
 
@@ -73,6 +73,21 @@ function brokerError(f: Frame): MqError {
   const message = f.args.message ?? 'the broker reported an error'
   const hint = f.args.hint
   return Cls ? new Cls(code, message, {hint}) : new MqError(code, message, {hint})
+}
+
+const HEADER_NAME = /^[A-Za-z0-9_.:-]{1,128}$/
+
+/** PUBLISH built by hand (hot path); header names are checked, values encoded. */
+function publishFrame(id: number, exchange: string, routingKey: string, body: Buffer, opts: {messageId?: string; headers?: Record<string, string>}): Buffer {
+  let line = 'PUBLISH ' + id + ' exchange=' + encodeValue(exchange) + ' key=' + encodeValue(routingKey)
+  if (opts.messageId !== undefined) line += ' message_id=' + encodeValue(opts.messageId)
+  if (opts.headers) {
+    for (const k in opts.headers) {
+      if (!HEADER_NAME.test(k)) throw new FrameError('E_FRAME_MALFORMED', `header name ${JSON.stringify(k)} is not allowed (letters, digits, _ . : - only)`, false)
+      line += ' h.' + k + '=' + encodeValue(opts.headers[k])
+    }
+  }
+  return encodeLine(line, body)
 }
 
 export function deliveryFrom(f: Frame): Delivery {
@@ -271,11 +286,21 @@ export class BrokerClient extends EventEmitter {
   }
 
   private request(verb: string, args?: Args, body?: Buffer, onOk?: (f: Frame) => void): Promise<Frame> {
+    return this.requestRaw((id) => encodeFrame(verb, id, args, body), onOk)
+  }
+
+  private requestRaw(frame: (id: number) => Buffer, onOk?: (f: Frame) => void): Promise<Frame> {
     if (this.isClosed) return Promise.reject(new UnavailableError('E_BROKER_CLOSED', 'the connection to the broker is closed', {hint: 'Try this: reconnect'}))
     const id = this.nextId++
+    let buf: Buffer
+    try {
+      buf = frame(id)
+    } catch (error) {
+      return Promise.reject(error instanceof FrameError ? new UsageError(error.code, error.message, {hint: 'Try this: use header names of letters, digits, _ . : -'}) : error)
+    }
     return new Promise<Frame>((resolve, reject) => {
       this.pending.set(id, {deadline: Date.now() + this.timeoutMs, onOk, reject, resolve})
-      this.write(encodeFrame(verb, id, args, body))
+      this.write(buf)
     })
   }
 
@@ -318,9 +343,7 @@ export class BrokerClient extends EventEmitter {
 
   /** Resolves on the broker's confirm: the message is stored (on disk, for durable queues). */
   async publish(exchange: string, routingKey: string, body: Buffer, opts: {messageId?: string; headers?: Record<string, string>} = {}): Promise<{messageId: string; queues: string[]}> {
-    const args: Args = {exchange, key: routingKey, message_id: opts.messageId}
-    headerArgs(opts.headers, args)
-    const f = await this.request('PUBLISH', args, body)
+    const f = await this.requestRaw((id) => publishFrame(id, exchange, routingKey, body, opts))
     return {messageId: f.args.message_id ?? '', queues: f.args.queues ? f.args.queues.split(',') : []}
   }
 
@@ -329,9 +352,7 @@ export class BrokerClient extends EventEmitter {
    * as 'error' events. Returns false when the socket buffer is full: await drained() before more.
    */
   publishNoConfirm(exchange: string, routingKey: string, body: Buffer, opts: {messageId?: string; headers?: Record<string, string>} = {}): boolean {
-    const args: Args = {exchange, key: routingKey, message_id: opts.messageId}
-    headerArgs(opts.headers, args)
-    return this.write(encodeFrame('PUBLISH', 0, args, body))
+    return this.write(publishFrame(0, exchange, routingKey, body, opts))
   }
 
   /** Resolves when the socket's write buffer has drained (or at once if it is not full). */

@@ -32,6 +32,10 @@ const NL = 0x0a
 const EMPTY = Buffer.alloc(0)
 
 /** Percent-encodes only what would break a header line (space, =, %, controls): readable by eye, decodable by decodeURIComponent. */
+export function encodeValue(v: string): string {
+  return enc(v)
+}
+
 function enc(v: string): string {
   let plain = true
   for (let i = 0; i < v.length; i++) {
@@ -46,6 +50,19 @@ function enc(v: string): string {
     const code = c.charCodeAt(0)
     return code < 0x80 ? `%${code.toString(16).toUpperCase().padStart(2, '0')}` : encodeURIComponent(c)
   })
+}
+
+/** Hot paths build `line` (VERB ID key=value..., values already encoded) themselves; this adds LEN and the body. */
+export function encodeLine(line: string, body?: Buffer): Buffer {
+  const len = body ? body.length : 0
+  if (len === 0) return Buffer.from(line + '\n')
+  line += ' ' + len + '\n'
+  const head = Buffer.byteLength(line)
+  const out = Buffer.allocUnsafe(head + len + 1)
+  out.write(line, 0, head, 'utf8')
+  body!.copy(out, head)
+  out[head + len] = NL
+  return out
 }
 
 /** Encodes one frame; `args` values that are undefined are left out. */
