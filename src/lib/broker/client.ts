@@ -145,8 +145,9 @@ export class BrokerClient extends EventEmitter {
     const where = `${opts.host}:${opts.port}`
     const sock = await new Promise<net.Socket>((resolve, reject) => {
       const s = opts.plain
-        ? net.connect({host: opts.host, port: opts.port})
-        : tls.connect({...opts.tls, host: opts.host, port: opts.port, servername: net.isIP(opts.host) ? undefined : opts.host})
+        ? net.connect({host: opts.host, noDelay: true, port: opts.port})
+        : // our own TCP socket so Nagle is off underneath TLS: small frames must not wait for delayed ACKs
+          tls.connect({...opts.tls, host: opts.host, servername: net.isIP(opts.host) ? undefined : opts.host, socket: net.connect({host: opts.host, noDelay: true, port: opts.port})})
       const t = setTimeout(() => {
         s.destroy()
         reject(new UnavailableError('E_BROKER_TIMEOUT', `no answer from the broker at ${where} within ${timeoutMs} ms`, {hint: 'Try this: mq broker start, or check --broker HOST:PORT'}))

@@ -49,12 +49,14 @@ export class BrokerServer {
 
   constructor(readonly opts: BrokerServerOptions) {
     if (opts.tls) {
-      this.server = tls.createServer({...opts.tls, handshakeTimeout: opts.limits.handshakeTimeoutMs || 120_000}, (s) => this.accept(s))
+      // noDelay on the raw TCP socket: small confirms must not wait for Nagle + delayed ACKs
+      this.server = tls.createServer({...opts.tls, handshakeTimeout: opts.limits.handshakeTimeoutMs || 120_000, noDelay: true}, (s) => this.accept(s))
+      this.server.on('connection', (raw: net.Socket) => raw.setNoDelay(true))
       this.server.on('tlsClientError', (err, sock) => {
         opts.logger.debug('TLS handshake refused', {error: err.message, remote: sock.remoteAddress})
       })
     } else {
-      this.server = net.createServer((s) => this.accept(s))
+      this.server = net.createServer({noDelay: true}, (s) => this.accept(s))
     }
     this.server.on('error', (err) => opts.logger.error('server error', {error: err}))
   }
