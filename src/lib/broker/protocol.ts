@@ -124,6 +124,14 @@ export class FrameParser {
     return this.head.length > 0
   }
 
+  /** length of the body being received (0 = none) */
+  get bodyPending(): number {
+    return this.body ? this.body.length : 0
+  }
+
+  /** counts bodies started, so a watchdog can tell one long body from many short ones */
+  bodySeq = 0
+
   constructor(private readonly maxPayload: number) {}
 
   /** Feeds bytes; calls onFrame per complete frame and onError per rejected frame; throws a fatal FrameError. */
@@ -174,6 +182,7 @@ export class FrameParser {
       }
       this.pending = parsed.frame
       this.pendingError = parsed.error
+      this.bodySeq++
       this.body = Buffer.allocUnsafe(parsed.len)
       this.bodyFill = 0
     }

@@ -136,6 +136,9 @@ class Connection {
   private readonly connectedAt = Date.now()
   /** when the current incomplete header line started (0 = none) */
   private headerSince = 0
+  /** when the body being received started (0 = none) */
+  private bodySince = 0
+  private bodySeqSeen = 0
   private timer?: NodeJS.Timeout
   private out: Buffer[] = []
   private outLen = 0
@@ -195,6 +198,12 @@ class Connection {
       this.fail(new MqError('E_FRAME_TIMEOUT', `frame header not completed within ${t} ms`), true)
       return
     }
+    // a body must keep flowing at 64 KiB/s or better (plus the handshake timeout as slack)
+    const body = this.parser.bodyPending
+    if (t > 0 && body > 0 && this.bodySince > 0 && now - this.bodySince > t + body / 64) {
+      this.fail(new MqError('E_FRAME_TIMEOUT', `frame body of ${body} bytes not completed within ${Math.round(t + body / 64)} ms`), true)
+      return
+    }
     if (this.heartbeatMs > 0) {
       if (now - this.lastIn > this.heartbeatMs * 2) {
         this.fail(new MqError('E_HEARTBEAT_TIMEOUT', `nothing received for ${this.heartbeatMs * 2} ms`), true)
@@ -219,6 +228,11 @@ class Connection {
     }
     if (!this.parser.headerPartial) this.headerSince = 0
     else if (this.headerSince === 0) this.headerSince = now
+    if (this.parser.bodyPending === 0) this.bodySince = 0
+    else if (this.bodySince === 0 || this.bodySeqSeen !== this.parser.bodySeq) {
+      this.bodySince = now
+      this.bodySeqSeen = this.parser.bodySeq
+    }
     if (this.sock.writableLength > OUT_HIGH_WATER && !this.sock.isPaused()) this.sock.pause()
   }
 

@@ -198,6 +198,10 @@ describe('hostile clients', () => {
     const bad = await raw()
     const big = await raw()
     const drip = await raw()
+    const bodyDrip = await raw()
+    const bodyDripOut = readUntilClose(bodyDrip)
+    bodyDrip.write(`HELLO 1\nPUBLISH 2 exchange= key=${q} 1000\n`)
+    const bodyDripper = setInterval(() => !bodyDrip.destroyed && bodyDrip.write('x'), 300)
     const badOut = readUntilClose(bad)
     const bigOut = readUntilClose(big)
     const dripOut = readUntilClose(drip)
@@ -217,10 +221,12 @@ describe('hostile clients', () => {
       assert.doesNotMatch(go, /^OK 2/m)
       const dr = await dripOut
       assert.match(dr, /code=E_(HANDSHAKE|FRAME)_TIMEOUT/)
+      assert.match(await bodyDripOut, /code=E_FRAME_TIMEOUT message=frame%20body/)
       assert.equal((await good.get(q))?.body.toString(), 'ok0')
       assert.equal((await good.listQueues()).find((x) => x.name === q)!.messages, 19)
     } finally {
       clearInterval(dripper)
+      clearInterval(bodyDripper)
       await good.close()
     }
   })
