@@ -133,6 +133,7 @@ class Connection {
   private pausedForConfirms = false
   private lastIn = Date.now()
   private lastOut = Date.now()
+  private lastPing = 0
   private readonly connectedAt = Date.now()
   /** when the current incomplete header line started (0 = none) */
   private headerSince = 0
@@ -209,7 +210,12 @@ class Connection {
         this.fail(new MqError('E_HEARTBEAT_TIMEOUT', `nothing received for ${this.heartbeatMs * 2} ms`), true)
         return
       }
-      if (now - this.lastOut >= this.heartbeatMs) this.write(encodeFrame('PING', 0))
+      // ping when we have been silent, and also when the peer has (a consumer that only receives
+      // would otherwise never send anything and be taken for dead)
+      if (now - this.lastOut >= this.heartbeatMs || (now - this.lastIn >= this.heartbeatMs && now - this.lastPing >= this.heartbeatMs)) {
+        this.lastPing = now
+        this.write(encodeFrame('PING', 0))
+      }
     }
   }
 
