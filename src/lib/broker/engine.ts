@@ -375,7 +375,18 @@ export class Engine {
   declareQueue(name: string, opts: QueueOptions = {}): Queue {
     checkName('queue', name)
     const existing = this.queues.get(name)
-    if (existing) return existing
+    if (existing) {
+      // idempotent, but a redeclaration must not silently differ from what exists
+      const diff: string[] = []
+      if (opts.durable !== undefined && opts.durable !== existing.durable) diff.push(`durable=${existing.durable}`)
+      if (opts.deadLetter !== undefined && opts.deadLetter !== existing.deadLetter) diff.push(`dead-letter=${existing.deadLetter ?? 'none'}`)
+      if (opts.ttlMs !== undefined && opts.ttlMs !== existing.ttlMs) diff.push(`ttl=${existing.ttlMs ?? 'none'}`)
+      if (opts.maxLength !== undefined && opts.maxLength !== existing.maxLength) diff.push(`max-length=${existing.maxLength ?? 'none'}`)
+      if (diff.length > 0) {
+        throw new MqError('E_EXISTS', `queue ${JSON.stringify(name)} already exists with ${diff.join(', ')}`, {hint: `Try this: declare it with the same options, or mq queue delete ${name} first`})
+      }
+      return existing
+    }
     if (opts.deadLetter !== undefined) {
       checkName('dead-letter queue', opts.deadLetter)
       if (opts.deadLetter === name) throw new UsageError('E_BAD_DEAD_LETTER', 'a queue cannot be its own dead-letter queue', {hint: `Try this: --dead-letter ${name}.dlq`})
