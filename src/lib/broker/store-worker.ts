@@ -6,7 +6,7 @@
 import Database from 'better-sqlite3'
 import {parentPort, workerData} from 'node:worker_threads'
 
-import type {WireOp} from './store.js'
+import {REC_COUNT, REC_DELETE, REC_INSERT, type WireOp} from './store.js'
 
 const {file, synchronous} = workerData as {file: string; synchronous: 'FULL' | 'NORMAL'}
 const db = new Database(file)
@@ -24,8 +24,47 @@ const bind = db.prepare('INSERT OR IGNORE INTO bindings (exchange, queue, routin
 const dq = [db.prepare('DELETE FROM queues WHERE name = ?'), db.prepare('DELETE FROM bindings WHERE queue = ?'), db.prepare('DELETE FROM messages WHERE queue = ?')]
 const key = db.prepare('INSERT OR REPLACE INTO keys (name, enc_cert, sign_cert, updated_at) VALUES (?,?,?,?)')
 
-const apply = db.transaction((ops: WireOp[]) => {
+function applyPacked(view: Uint8Array): void {
+  const buf = Buffer.from(view.buffer, view.byteOffset, view.byteLength)
+  let p = 0
+  const str = () => {
+    const n = buf.readUInt32LE(p)
+    const v = buf.toString('utf8', p + 4, p + 4 + n)
+    p += 4 + n
+    return v
+  }
+  while (p < buf.length) {
+    const kind = buf[p++]
+    const seq = buf.readDoubleLE(p)
+    p += 8
+    if (kind === REC_INSERT) {
+      const queueName = str()
+      const messageId = str()
+      const exchange = str()
+      const routingKey = str()
+      const headers = str()
+      const ts = buf.readDoubleLE(p)
+      const count = buf.readUInt32LE(p + 8)
+      const expires = buf.readDoubleLE(p + 12)
+      const len = buf.readUInt32LE(p + 20)
+      p += 24
+      ins.run(seq, queueName, messageId, exchange, routingKey, headers || null, buf.subarray(p, p + len), ts, count, expires)
+      p += len
+    } else if (kind === REC_DELETE) {
+      del.run(seq)
+    } else if (kind === REC_COUNT) {
+      cnt.run(buf.readUInt32LE(p), seq)
+      p += 4
+    } else throw new Error(`corrupt batch: record kind ${kind}`)
+  }
+}
+
+const apply = db.transaction((ops: (WireOp | Uint8Array)[]) => {
   for (const op of ops) {
+    if (op instanceof Uint8Array) {
+      applyPacked(op)
+      continue
+    }
     switch (op[0]) {
       case 'i':
         ins.run(op[1], op[2], op[3], op[4], op[5], op[6], op[7], op[8], op[9], op[10])
@@ -55,7 +94,7 @@ const apply = db.transaction((ops: WireOp[]) => {
   }
 })
 
-parentPort!.on('message', (msg: {id: number; ops: WireOp[]} | {close: true}) => {
+parentPort!.on('message', (msg: {id: number; ops: (WireOp | Uint8Array)[]} | {close: true}) => {
   if ('close' in msg) {
     db.close()
     parentPort!.postMessage({closed: true})

@@ -51,6 +51,71 @@ export type WireOp =
   | ['D', string]
   | ['k', string, string, string]
 
+/** Record kinds in a packed message run (see packMessages / store-worker.ts). */
+export const REC_INSERT = 1
+export const REC_DELETE = 2
+export const REC_COUNT = 3
+
+/**
+ * insert: u8 kind, f64 seq, str queue, str message_id, str exchange, str routing_key, str headers
+ *         ('' = none), f64 ts, u32 delivery_count, f64 expires_at, u32 body length, body
+ * delete: u8 kind, f64 seq      count: u8 kind, f64 seq, u32 n      str = u32 byte length + UTF-8
+ */
+function packMessages(run: Op[]): Uint8Array {
+  let size = 0
+  const headers: (string | undefined)[] = []
+  for (const op of run) {
+    if (op.t === 'ins') {
+      const m = op.m
+      let h: string | undefined
+      for (const _k in m.headers) {
+        h = JSON.stringify(m.headers)
+        break
+      }
+      headers.push(h)
+      size += 1 + 8 + 5 * 4 + 3 * (op.queue.length + m.messageId.length + m.exchange.length + m.routingKey.length + (h?.length ?? 0)) + 8 + 4 + 8 + 4 + m.body.length
+    } else size += op.t === 'del' ? 9 : 13
+  }
+  const buf = Buffer.allocUnsafeSlow(size)
+  let p = 0
+  const str = (v: string) => {
+    const n = buf.write(v, p + 4, 'utf8')
+    buf.writeUInt32LE(n, p)
+    p += 4 + n
+  }
+  let hi = 0
+  for (const op of run) {
+    if (op.t === 'ins') {
+      const m = op.m
+      buf[p++] = REC_INSERT
+      buf.writeDoubleLE(m.seq, p)
+      p += 8
+      str(op.queue)
+      str(m.messageId)
+      str(m.exchange)
+      str(m.routingKey)
+      str(headers[hi++] ?? '')
+      buf.writeDoubleLE(m.timestamp, p)
+      buf.writeUInt32LE(m.deliveryCount, p + 8)
+      buf.writeDoubleLE(m.expiresAt, p + 12)
+      buf.writeUInt32LE(m.body.length, p + 20)
+      p += 24
+      m.body.copy(buf, p)
+      p += m.body.length
+    } else if (op.t === 'del') {
+      buf[p++] = REC_DELETE
+      buf.writeDoubleLE(op.seq, p)
+      p += 8
+    } else if (op.t === 'cnt') {
+      buf[p++] = REC_COUNT
+      buf.writeDoubleLE(op.seq, p)
+      buf.writeUInt32LE(op.n, p + 8)
+      p += 12
+    }
+  }
+  return new Uint8Array(buf.buffer, 0, p)
+}
+
 export type CommitCallback = (err?: Error) => void
 
 const SCHEMA = `
@@ -136,26 +201,34 @@ export class DurableStore {
       if (op.t === 'ins') inserted.add(op.m.seq)
       else if (op.t === 'del') deleted.add(op.seq)
     }
-    const wire: WireOp[] = []
+    // message records are packed into one transferable buffer per run of message ops (cheaper than
+    // structured-cloning thousands of small arrays); definition ops stay tuples, in order
+    const wire: (WireOp | Uint8Array)[] = []
+    const transfer: ArrayBuffer[] = []
+    let run: Op[] = []
+    const flushRun = () => {
+      if (run.length === 0) return
+      const buf = packMessages(run)
+      wire.push(buf)
+      transfer.push(buf.buffer as ArrayBuffer)
+      run = []
+    }
     for (const op of ops) {
       if (op.t === 'ins') {
-        const m = op.m
-        if (deleted.has(m.seq)) continue
-        let h: string | null = null
-        for (const _k in m.headers) {
-          h = JSON.stringify(m.headers)
-          break
-        }
-        wire.push(['i', m.seq, op.queue, m.messageId, m.exchange, m.routingKey, h, m.body, m.timestamp, m.deliveryCount, m.expiresAt])
+        if (!deleted.has(op.m.seq)) run.push(op)
       } else if (op.t === 'del') {
-        if (!inserted.has(op.seq)) wire.push(['d', op.seq])
+        if (!inserted.has(op.seq)) run.push(op)
       } else if (op.t === 'cnt') {
-        if (!deleted.has(op.seq) && !inserted.has(op.seq)) wire.push(['c', op.seq, op.n])
-      } else wire.push(op.op)
+        if (!deleted.has(op.seq) && !inserted.has(op.seq)) run.push(op)
+      } else {
+        flushRun()
+        wire.push(op.op)
+      }
     }
+    flushRun()
     const id = this.batchSeq++
     this.inflight = {id, waiters}
-    this.worker.postMessage({id, ops: wire})
+    this.worker.postMessage({id, ops: wire}, transfer)
   }
 
   private enqueue(op: Op): void {
