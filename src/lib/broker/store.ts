@@ -116,6 +116,9 @@ function packMessages(run: Op[]): Uint8Array {
   return new Uint8Array(buf.buffer, 0, p)
 }
 
+/** how long writes nobody waits for may stay in memory before they are committed anyway */
+const LAZY_COMMIT_MS = 50
+
 export type CommitCallback = (err?: Error) => void
 
 const SCHEMA = `
@@ -139,6 +142,7 @@ export class DurableStore {
   private ops: Op[] = []
   private waiters: CommitCallback[] = []
   private timer?: NodeJS.Timeout | NodeJS.Immediate
+  private lazy?: NodeJS.Timeout
   private inflight: {id: number; waiters: CommitCallback[]} | null = null
   private batchSeq = 1
   private closed = false
@@ -170,7 +174,8 @@ export class DurableStore {
       const err = m.error ? new UnavailableError('E_STORE_WRITE', `the broker store could not commit: ${m.error}`, {hint: 'Try this: check free disk space and permissions of $MQ_HOME/data'}) : undefined
       for (const w of done) w(err)
       // whatever arrived during that commit forms the next group right away
-      if (this.ops.length > 0 || this.waiters.length > 0) this.post()
+      if (this.waiters.length > 0) this.post()
+      else if (this.ops.length > 0) this.armLazy()
     })
     this.worker.on('error', (err) => {
       this.failure = err
@@ -184,6 +189,10 @@ export class DurableStore {
 
   private post = (): void => {
     this.timer = undefined
+    if (this.lazy) {
+      clearTimeout(this.lazy)
+      this.lazy = undefined
+    }
     if (this.inflight || (this.ops.length === 0 && this.waiters.length === 0)) return
     const ops = this.ops
     const waiters = this.waiters
@@ -231,14 +240,28 @@ export class DurableStore {
     this.worker.postMessage({id, ops: wire}, transfer)
   }
 
+  /**
+   * Writes nobody waits for (acks, delivery counts, definitions, unconfirmed publishes) do not start a
+   * commit (an fsync) of their own: they ride along with the next confirmed publish, or go out after
+   * LAZY_COMMIT_MS. Losing such a write in a crash only means a redelivery (at-least-once).
+   */
   private enqueue(op: Op): void {
     if (this.closed) return
     this.ops.push(op)
-    this.arm()
+    this.armLazy()
+  }
+
+  private armLazy(): void {
+    if (this.timer || this.inflight || this.lazy) return
+    this.lazy = setTimeout(this.post, LAZY_COMMIT_MS)
   }
 
   private arm(): void {
     if (this.timer || this.inflight) return
+    if (this.lazy) {
+      clearTimeout(this.lazy)
+      this.lazy = undefined
+    }
     this.timer = this.commitIntervalMs > 0 ? setTimeout(this.post, this.commitIntervalMs) : setImmediate(this.post)
   }
 
@@ -348,6 +371,7 @@ export class DurableStore {
     if (!this.failure) await this.flush().catch(() => {})
     this.closed = true
     if (this.timer) clearTimeout(this.timer as NodeJS.Timeout)
+    if (this.lazy) clearTimeout(this.lazy)
     await new Promise<void>((resolve) => {
       const t = setTimeout(resolve, 2000)
       this.worker.once('message', () => {
