@@ -285,6 +285,16 @@ class Connection {
     if (id !== 0) this.send('OK', id, args, body)
   }
 
+  /** Definitions change rarely: their OK waits for the commit, so an acknowledged declare survives a crash. */
+  private okDurable(id: number, args?: Args): void {
+    const store = this.srv.opts.engine.store
+    if (!store) {
+      this.ok(id, args)
+      return
+    }
+    store.afterCommit((err) => (err ? this.fail(err, false, id) : this.ok(id, args)))
+  }
+
   private okJson(id: number, value: unknown): void {
     this.ok(id, {type: 'json'}, Buffer.from(JSON.stringify(value)))
   }
@@ -439,14 +449,14 @@ class Connection {
         const name = this.need(f, 'name')
         if (!this.perms.canConsume(name) && !this.perms.admin) throw new PermissionError('E_FORBIDDEN', `${this.identity} may not declare queue ${name}`, {hint: 'Try this: ask an admin to add it to broker.permissions[].consume'})
         const q = engine.declareQueue(name, {deadLetter: f.args.dead_letter || undefined, durable: this.bool(f, 'durable'), maxLength: this.int(f, 'max_length'), ttlMs: this.int(f, 'ttl')})
-        this.ok(f.id, {durable: q.durable, messages: q.ready.length, name: q.name})
+        this.okDurable(f.id, {durable: q.durable, messages: q.ready.length, name: q.name})
         return
       }
       case 'DECLARE_EXCHANGE': {
         const name = this.need(f, 'name')
         if (!this.perms.canPublish(name) && !this.perms.admin) throw new PermissionError('E_FORBIDDEN', `${this.identity} may not declare exchange ${name}`, {hint: 'Try this: ask an admin to add it to broker.permissions[].publish'})
         const ex = engine.declareExchange(name, (f.args.type ?? 'direct') as ExchangeType, {durable: this.bool(f, 'durable') ?? true})
-        this.ok(f.id, {name: ex.name, type: ex.type})
+        this.okDurable(f.id, {name: ex.name, type: ex.type})
         return
       }
       case 'BIND': {
@@ -456,17 +466,17 @@ class Connection {
           throw new PermissionError('E_FORBIDDEN', `${this.identity} may not bind ${queue} to ${exchange}`, {hint: 'Try this: run it as an admin identity'})
         }
         engine.bind(queue, exchange, f.args.key ?? '')
-        this.ok(f.id)
+        this.okDurable(f.id)
         return
       }
       case 'DELETE_QUEUE': {
         this.requireAdmin('delete queues')
-        this.ok(f.id, {messages: engine.deleteQueue(this.need(f, 'name'))})
+        this.okDurable(f.id, {messages: engine.deleteQueue(this.need(f, 'name'))})
         return
       }
       case 'PURGE_QUEUE': {
         this.requireAdmin('purge queues')
-        this.ok(f.id, {messages: engine.purgeQueue(this.need(f, 'name'))})
+        this.okDurable(f.id, {messages: engine.purgeQueue(this.need(f, 'name'))})
         return
       }
       case 'LIST_QUEUES':
