@@ -40,7 +40,7 @@ export interface BrokerServerOptions {
 }
 
 /** Output bytes beyond which we stop pushing deliveries and stop reading requests. */
-const OUT_HIGH_WATER = 4 * 1024 * 1024
+const OUT_HIGH_WATER = 1024 * 1024
 
 export class BrokerServer {
   readonly server: net.Server
