@@ -8,12 +8,14 @@ import net from 'node:net'
 
 import {errorText} from '../errors.js'
 import type {Logger} from '../log.js'
-import type {DeliveryOut, Engine, Session} from './engine.js'
+import {ALLOW_ALL, type DeliveryOut, type Engine, type Permissions, type Session} from './engine.js'
 
 export interface CipherMqOptions {
   engine: Engine
   logger: Logger
   maxLine: number
+  /** rights of every CipherMQ client (they are unauthenticated): broker.permissions for identity "ciphermq" */
+  perms?: Permissions
   /** called after a durable publish so the ACK follows the commit */
   afterCommit?: (cb: (err?: Error) => void) => void
 }
@@ -85,13 +87,14 @@ export class CipherMqListener {
     }
     /** message id -> delivery tag, for `ack <message_id>` */
     const byId = new Map<string, number>()
+    const perms = this.opts.perms ?? ALLOW_ALL
     const session: Session = engine.openSession('ciphermq', {
       deliver: (d) => {
         byId.set(d.msg.messageId, d.deliveryTag)
         write(`Message: ${d.msg.messageId} ${envelopeLine(d)}`)
       },
-      writable: () => sock.writableLength < 4 * 1024 * 1024,
-    })
+      writable: () => sock.writableLength < 1024 * 1024,
+    }, perms)
     sock.on('drain', () => engine.kick(session))
     sock.on('close', () => {
       this.socks.delete(sock)
@@ -157,7 +160,7 @@ export class CipherMqListener {
         if (parts.length < 4) throw new Error('usage: publish <exchange> <routing_key> <json>')
         const json = rest(3)
         const env = this.envelope(json)
-        const r = engine.publish(parts[1], parts[2], Buffer.from(json), {messageId: env.message_id})
+        const r = engine.publish(parts[1], parts[2], Buffer.from(json), {messageId: env.message_id}, s.perms)
         later(r.durable, () => [`ACK ${r.messageId}`])
         return
       }
@@ -176,7 +179,7 @@ export class CipherMqListener {
           const text = JSON.stringify(el)
           try {
             const id = el && typeof el === 'object' && typeof (el as {message_id?: unknown}).message_id === 'string' ? (el as {message_id: string}).message_id : undefined
-            const r = engine.publish(parts[1], parts[2], Buffer.from(text), {messageId: id})
+            const r = engine.publish(parts[1], parts[2], Buffer.from(text), {messageId: id}, s.perms)
             durable ||= r.durable
             lines.push(`ACK ${r.messageId}`)
           } catch (error) {
