@@ -10,7 +10,7 @@ import tls from 'node:tls'
 
 import {MqError, PermissionError, TempFailError, UnavailableError, UsageError} from '../errors.js'
 import type {BrokerStats, QueueStats} from './engine.js'
-import {type Frame, FrameError, FrameParser, encodeFrame, encodeLine, encodeValue, frameHeaders} from './protocol.js'
+import {BIG_BODY, type Frame, FrameError, FrameParser, NEWLINE, encodeFrame, encodeHead, encodeLine, encodeValue, frameHeaders} from './protocol.js'
 
 export type {BrokerStats, QueueStats} from './engine.js'
 
@@ -78,7 +78,7 @@ function brokerError(f: Frame): MqError {
 const HEADER_NAME = /^[A-Za-z0-9_.:-]{1,128}$/
 
 /** PUBLISH built by hand (hot path); header names are checked, values encoded. */
-function publishFrame(id: number, exchange: string, routingKey: string, body: Buffer, opts: {messageId?: string; headers?: Record<string, string>}): Buffer {
+function publishFrame(id: number, exchange: string, routingKey: string, body: Buffer, opts: {messageId?: string; headers?: Record<string, string>}): Buffer | [Buffer, Buffer] {
   let line = 'PUBLISH ' + id + ' exchange=' + encodeValue(exchange) + ' key=' + encodeValue(routingKey)
   if (opts.messageId !== undefined) line += ' message_id=' + encodeValue(opts.messageId)
   if (opts.headers) {
@@ -87,7 +87,7 @@ function publishFrame(id: number, exchange: string, routingKey: string, body: Bu
       line += ' h.' + k + '=' + encodeValue(opts.headers[k])
     }
   }
-  return encodeLine(line, body)
+  return body.length >= BIG_BODY ? [encodeHead(line, body.length), body] : encodeLine(line, body)
 }
 
 export function deliveryFrom(f: Frame): Delivery {
@@ -264,7 +264,18 @@ export class BrokerClient extends EventEmitter {
   }
 
   /** Frames written in one tick leave as one buffer (one TLS record batch, one syscall). */
-  private write(buf: Buffer): boolean {
+  private write(frame: Buffer | [Buffer, Buffer]): boolean {
+    if (Array.isArray(frame)) {
+      // a big frame: header, body and newline as they are, no copy of the body
+      this.flush()
+      this.sock.cork()
+      this.sock.write(frame[0])
+      this.sock.write(frame[1])
+      const ok = this.sock.write(NEWLINE)
+      this.sock.uncork()
+      return ok
+    }
+    const buf = frame
     if (buf.length >= 64 * 1024) {
       this.flush()
       return this.sock.write(buf)
@@ -290,10 +301,10 @@ export class BrokerClient extends EventEmitter {
     return this.requestRaw((id) => encodeFrame(verb, id, args, body), onOk)
   }
 
-  private requestRaw(frame: (id: number) => Buffer, onOk?: (f: Frame) => void): Promise<Frame> {
+  private requestRaw(frame: (id: number) => Buffer | [Buffer, Buffer], onOk?: (f: Frame) => void): Promise<Frame> {
     if (this.isClosed) return Promise.reject(new UnavailableError('E_BROKER_CLOSED', 'the connection to the broker is closed', {hint: 'Try this: reconnect'}))
     const id = this.nextId++
-    let buf: Buffer
+    let buf: Buffer | [Buffer, Buffer]
     try {
       buf = frame(id)
     } catch (error) {

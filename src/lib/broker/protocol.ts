@@ -65,6 +65,15 @@ export function encodeLine(line: string, body?: Buffer): Buffer {
   return out
 }
 
+/** Bodies from this size on are written as separate buffers after their header instead of being copied into one frame. */
+export const BIG_BODY = 16 * 1024
+export const NEWLINE = Buffer.from('\n')
+
+/** The header line of a big frame whose body is written separately (followed by NEWLINE). */
+export function encodeHead(line: string, len: number): Buffer {
+  return Buffer.from(line + ' ' + len + '\n')
+}
+
 /** Encodes one frame; `args` values that are undefined are left out. */
 export function encodeFrame(verb: string, id: number, args?: Record<string, string | number | boolean | undefined>, body?: Buffer): Buffer {
   let line = verb + ' ' + id

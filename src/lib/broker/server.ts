@@ -11,7 +11,7 @@ import {MqError, PermissionError, UsageError, errorText, isMqError} from '../err
 import type {Logger} from '../log.js'
 import {type DeliveryOut, type Engine, type ExchangeType, type Session} from './engine.js'
 import {type ResolvedPermissions} from './permissions.js'
-import {type Frame, FrameError, FrameParser, PROTOCOL_VERSION, encodeFrame, encodeLine, encodeValue, frameHeaders, headerArgs} from './protocol.js'
+import {BIG_BODY, type Frame, FrameError, FrameParser, NEWLINE, PROTOCOL_VERSION, encodeFrame, encodeHead, encodeLine, encodeValue, frameHeaders, headerArgs} from './protocol.js'
 
 export interface ServerLimits {
   maxPayload: number
@@ -269,6 +269,18 @@ class Connection {
     }
   }
 
+  /** A big frame: header, body and newline go out as they are (no copy of the body). */
+  private writeParts(head: Buffer, body: Buffer): void {
+    if (this.dead) return
+    this.lastOut = Date.now()
+    this.flush()
+    this.sock.cork()
+    this.sock.write(head)
+    this.sock.write(body)
+    this.sock.write(NEWLINE)
+    this.sock.uncork()
+  }
+
   private readonly flush = (): void => {
     this.flushScheduled = false
     if (this.out.length === 0 || this.sock.destroyed) return
@@ -311,7 +323,8 @@ class Connection {
     if (m.deliveryCount !== 1) line += ' count=' + m.deliveryCount
     line += ' ts=' + m.timestamp
     for (const k in m.headers) line += ' h.' + encodeValue(k) + '=' + encodeValue(m.headers[k])
-    this.write(encodeLine(line, m.body))
+    if (m.body.length >= BIG_BODY) this.writeParts(encodeHead(line, m.body.length), m.body)
+    else this.write(encodeLine(line, m.body))
   }
 
   /** Reports an error; fatal ones close the connection after flushing the ERR frame. */

@@ -93,6 +93,29 @@ describe('delivery', () => {
     assert.deepEqual(await admin.messageStatus(r.messageId), {messageId: r.messageId, queue: q, status: 'acknowledged'})
   })
 
+  test('big bodies (written without copying) arrive intact by push and by get', async () => {
+    const q = uniqueName('big')
+    await admin.declareQueue(q)
+    const big = Buffer.alloc(40 * 1024)
+    for (let i = 0; i < big.length; i++) big[i] = (i * 7 + 3) & 0xff
+    const c = await broker.connect()
+    try {
+      const got: Delivery[] = []
+      await c.consume(q, {noAck: true, prefetch: 10}, (d) => got.push(d))
+      for (let i = 0; i < 5; i++) await admin.publish('', q, big, {headers: {n: String(i)}})
+      await sync(c)
+      assert.equal(got.length, 5)
+      for (const [i, d] of got.entries()) {
+        assert.deepEqual(d.body, big)
+        assert.equal(d.headers.n, String(i))
+      }
+    } finally {
+      await c.close()
+    }
+    await admin.publish('', q, big)
+    assert.deepEqual((await admin.get(q))?.body, big)
+  })
+
   test('prefetch bounds unacked pushes; acks open the window; consumers share round-robin', async () => {
     const q = uniqueName('p')
     await admin.declareQueue(q)
