@@ -153,7 +153,8 @@ class Connection {
     readonly id: number,
     public identity: string,
     readonly serial: string,
-    private readonly plain: boolean,
+    /** plain TCP (tests): the session opens on HELLO, with the identity it names */
+    plain: boolean,
   ) {
     const {limits} = srv.opts
     this.parser = new FrameParser(limits.maxPayload)

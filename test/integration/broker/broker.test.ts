@@ -3,7 +3,6 @@ import {spawn} from 'node:child_process'
 import net from 'node:net'
 import tls from 'node:tls'
 import {after, before, describe, test} from 'node:test'
-import {fileURLToPath} from 'node:url'
 
 import type {BrokerClient, Delivery} from '../../../src/lib/broker/client.js'
 import {MqHome} from '../../../src/lib/config/home.js'
