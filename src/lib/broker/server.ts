@@ -131,6 +131,11 @@ class Connection {
   perms!: ResolvedPermissions
   private unconfirmed = 0
   private pausedForConfirms = false
+  /** negotiated in HELLO (confirms=batch): CONFIRM upto=N frames instead of one OK per publish */
+  private batchConfirms = false
+  private durablePending = 0
+  private confirmUpTo = 0
+  private confirmScheduled = false
   private lastIn = Date.now()
   private lastOut = Date.now()
   private lastPing = 0
@@ -298,6 +303,17 @@ class Connection {
     if (id !== 0) this.send('OK', id, args, body)
   }
 
+  /** Batch confirms: one `CONFIRM 0 upto=N` per tick covers every publish up to id N not answered by ERR. */
+  private confirm(id: number): void {
+    if (id > this.confirmUpTo) this.confirmUpTo = id
+    if (this.confirmScheduled) return
+    this.confirmScheduled = true
+    process.nextTick(() => {
+      this.confirmScheduled = false
+      this.send('CONFIRM', 0, {upto: this.confirmUpTo})
+    })
+  }
+
   /** Definitions change rarely: their OK waits for the commit, so an acknowledged declare survives a crash. */
   private okDurable(id: number, args?: Args): void {
     const store = this.srv.opts.engine.store
@@ -388,12 +404,14 @@ class Connection {
     const s = this.session!
     switch (f.verb) {
       case 'HELLO': {
+        if (f.args.confirms === 'batch') this.batchConfirms = true
         const hb = this.int(f, 'heartbeat')
         if (hb !== undefined && hb > 0) this.heartbeatMs = this.heartbeatMs > 0 ? Math.max(1000, Math.min(hb, this.heartbeatMs)) : Math.max(1000, hb)
         this.ok(f.id, {
           heartbeat: this.heartbeatMs,
           identity: this.identity,
           max_payload: this.srv.opts.limits.maxPayload,
+          confirms: this.batchConfirms ? 'batch' : undefined,
           max_unconfirmed: this.srv.opts.limits.maxUnconfirmed,
           server: 'mq',
           version: PROTOCOL_VERSION,
@@ -411,6 +429,27 @@ class Connection {
         const headers = frameHeaders(f.args)
         const r = engine.publish(exchange, key, f.body, {headers, messageId: f.args.message_id}, this.perms)
         if (f.id === 0) return
+        if (this.batchConfirms) {
+          // a publish is confirmed in order: behind this connection's durable publishes still committing
+          if (!((r.durable || this.durablePending > 0) && engine.store)) {
+            this.confirm(f.id)
+            return
+          }
+          this.durablePending++
+          this.unconfirmed++
+          if (this.unconfirmed >= this.srv.opts.limits.maxUnconfirmed && !this.pausedForConfirms) {
+            this.pausedForConfirms = true
+            this.sock.pause()
+          }
+          engine.store.afterCommit((err) => {
+            this.durablePending--
+            this.unconfirmed--
+            if (err) this.fail(err, false, f.id)
+            else this.confirm(f.id)
+            if (this.pausedForConfirms) this.maybeResume()
+          })
+          return
+        }
         if (r.durable && engine.store) {
           this.unconfirmed++
           if (this.unconfirmed >= this.srv.opts.limits.maxUnconfirmed && !this.pausedForConfirms) {

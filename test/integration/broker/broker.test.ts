@@ -92,6 +92,30 @@ describe('delivery', () => {
     assert.deepEqual(await admin.messageStatus(r.messageId), {messageId: r.messageId, queue: q, status: 'acknowledged'})
   })
 
+  test('batch confirms: one CONFIRM covers many publishes, in order, errors stay per publish', async () => {
+    const q = uniqueName('bc')
+    const x = uniqueName('bcx')
+    await admin.declareQueue(q, {durable: true})
+    await admin.declareExchange(x, 'direct')
+    await admin.bind(q, x, 'k')
+    const c = await broker.connect('admin', {batchConfirms: true})
+    try {
+      const results = await Promise.allSettled(Array.from({length: 200}, (_, i) => c.publish(x, i === 57 ? 'nowhere' : 'k', Buffer.from(`m${i}`), i === 3 ? {messageId: 'mine-3'} : {})))
+      assert.equal(results.filter((r) => r.status === 'rejected').length, 1)
+      const bad = results[57]
+      assert.ok(bad.status === 'rejected' && (bad.reason as {code: string}).code === 'E_UNROUTABLE')
+      const ids = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value.messageId] : []))
+      assert.equal(new Set(ids).size, 199)
+      assert.equal(ids[3], 'mine-3')
+      const first = (await admin.get(q))!
+      assert.equal(first.messageId, ids[0])
+      assert.equal((await admin.messageStatus(ids[198]))?.status, 'sent')
+      assert.equal((await admin.listQueues()).find((y) => y.name === q)!.messages, 198)
+    } finally {
+      await c.close()
+    }
+  })
+
   test('big bodies (written without copying) arrive intact by push and by get', async () => {
     const q = uniqueName('big')
     await admin.declareQueue(q)
