@@ -126,6 +126,8 @@ export class BrokerClient extends EventEmitter {
   private flushScheduled = false
   /** the broker agreed to batch confirms (CONFIRM upto=N) */
   private batchConfirms = false
+  /** delivery tags acked in this tick */
+  private ackTags: number[] = []
   /** publish request ids in order, for CONFIRM upto=N */
   private pubIds: number[] = []
   private pubHead = 0
@@ -297,8 +299,14 @@ export class BrokerClient extends EventEmitter {
     this.emit('close', err)
   }
 
-  /** Frames written in one tick leave as one buffer (one TLS record batch, one syscall). */
+  /** Every frame but coalesced acks: pending acks go first so the order of frames is kept. */
   private write(frame: Buffer | [Buffer, Buffer]): boolean {
+    if (this.ackTags.length > 0) this.flushAcks()
+    return this.writeFrame(frame)
+  }
+
+  /** Frames written in one tick leave as one buffer (one TLS record batch, one syscall). */
+  private writeFrame(frame: Buffer | [Buffer, Buffer]): boolean {
     if (Array.isArray(frame)) {
       // a big frame: header, body and newline as they are, no copy of the body
       this.flush()
@@ -447,8 +455,25 @@ export class BrokerClient extends EventEmitter {
     return deliveryFrom(f)
   }
 
+  /** Acks of one tick travel together as one `ACK 0 tags=1-40,42` frame. */
   ack(deliveryTag: number): void {
-    this.write(encodeFrame('ACK', 0, {tag: deliveryTag}))
+    this.ackTags.push(deliveryTag)
+    if (this.ackTags.length === 1) process.nextTick(this.flushAcks)
+  }
+
+  private readonly flushAcks = (): void => {
+    if (this.ackTags.length === 0) return
+    const tags = this.ackTags
+    this.ackTags = []
+    let ranges = ''
+    let i = 0
+    while (i < tags.length) {
+      let j = i
+      while (j + 1 < tags.length && tags[j + 1] === tags[j] + 1) j++
+      ranges += (ranges ? ',' : '') + (j > i ? `${tags[i]}-${tags[j]}` : `${tags[i]}`)
+      i = j + 1
+    }
+    this.writeFrame(Buffer.from(`ACK 0 tags=${ranges}\n`))
   }
 
   nack(deliveryTag: number, requeue = true): void {

@@ -465,10 +465,32 @@ class Connection {
         } else this.ok(f.id, {message_id: r.messageId, queues: r.queues.join(',')})
         return
       }
-      case 'ACK':
-        engine.ack(s, this.int(f, 'tag') ?? 0)
+      case 'ACK': {
+        const tags = f.args.tags
+        if (tags === undefined) engine.ack(s, this.int(f, 'tag') ?? 0)
+        else {
+          // tags=1-40,42: every tag is settled even if one of them is unknown; the first error is reported
+          let firstError: unknown
+          for (const part of tags.split(',')) {
+            const m = /^(\d{1,15})(?:-(\d{1,15}))?$/.exec(part)
+            if (!m) throw new UsageError('E_FRAME_ARG', `ACK tags=${tags.slice(0, 60)} is not a list of tags and ranges like 1-40,42`, {hint: 'Try this: see docs/protocol.md'})
+            const from = Number(m[1])
+            const to = m[2] === undefined ? from : Number(m[2])
+            if (to < from || to - from >= 65_536) throw new UsageError('E_FRAME_ARG', `ACK range ${part} is not valid (at most 65536 tags)`, {hint: 'Try this: see docs/protocol.md'})
+            for (let t = from; t <= to; t++) {
+              if (!s.unacked.has(t)) {
+                // no exception per unknown tag: a bogus range must stay cheap
+                firstError ??= new UsageError('E_UNKNOWN_TAG', `delivery tag ${t} is not an unacknowledged delivery of this connection (already settled?)`, {hint: 'Try this: ack each delivery once, on the connection that received it'})
+                continue
+              }
+              engine.ack(s, t)
+            }
+          }
+          if (firstError) throw firstError
+        }
         this.ok(f.id)
         return
+      }
       case 'NACK':
         engine.nack(s, this.int(f, 'tag') ?? 0, this.bool(f, 'requeue') ?? true)
         this.ok(f.id)
