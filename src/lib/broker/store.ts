@@ -147,6 +147,7 @@ export class DurableStore {
   private batchSeq = 1
   private closed = false
   private readonly worker: Worker
+  private readonly checkpointer: Worker
   private failure?: Error
   commits = 0
 
@@ -164,8 +165,12 @@ export class DurableStore {
     } catch (error) {
       throw new UnavailableError('E_STORE_OPEN', `cannot open the broker store ${this.file}: ${(error as Error).message}`, {hint: 'Try this: check the permissions of $MQ_HOME/data', cause: error})
     }
-    this.worker = new Worker(new URL('./store-worker.js', import.meta.url), {workerData: {file: this.file, synchronous: opts.synchronous ?? 'FULL'}})
+    const sync = opts.synchronous ?? 'FULL'
+    this.worker = new Worker(new URL('./store-worker.js', import.meta.url), {workerData: {file: this.file, role: 'writer', synchronous: sync}})
     this.worker.unref()
+    this.checkpointer = new Worker(new URL('./store-worker.js', import.meta.url), {workerData: {file: this.file, role: 'checkpointer', synchronous: sync}})
+    this.checkpointer.unref()
+    this.checkpointer.on('error', () => {}) // the writer's fallback checkpoints keep the WAL bounded
     this.worker.on('message', (m: {id?: number; error?: string; closed?: boolean}) => {
       if (m.id === undefined || !this.inflight || this.inflight.id !== m.id) return
       const done = this.inflight.waiters
@@ -381,6 +386,15 @@ export class DurableStore {
       this.worker.postMessage({close: true})
     })
     await this.worker.terminate()
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, 2000)
+      this.checkpointer.once('message', () => {
+        clearTimeout(t)
+        resolve()
+      })
+      this.checkpointer.postMessage({close: true})
+    })
+    await this.checkpointer.terminate()
     this.db.close()
   }
 }
