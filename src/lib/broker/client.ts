@@ -68,6 +68,8 @@ interface Pending {
 type Args = Record<string, string | number | boolean | undefined>
 
 const EMPTY = Buffer.alloc(0)
+/** buffered output beyond which publishNoConfirm() asks the caller to await drained() */
+const CLIENT_OUT_LIMIT = 1024 * 1024
 
 const ERROR_CLASSES: Record<string, new (code: string, message: string, opts?: {hint?: string}) => MqError> = {
   E_CERT_REVOKED: PermissionError,
@@ -313,14 +315,15 @@ export class BrokerClient extends EventEmitter {
       this.sock.cork()
       this.sock.write(frame[0])
       this.sock.write(frame[1])
-      const ok = this.sock.write(NEWLINE)
+      this.sock.write(NEWLINE)
       this.sock.uncork()
-      return ok
+      return this.sock.writableLength < CLIENT_OUT_LIMIT
     }
     const buf = frame
     if (buf.length >= 64 * 1024) {
       this.flush()
-      return this.sock.write(buf)
+      this.sock.write(buf)
+      return this.sock.writableLength < CLIENT_OUT_LIMIT
     }
     this.out.push(buf)
     this.outLen += buf.length
@@ -328,7 +331,7 @@ export class BrokerClient extends EventEmitter {
       this.flushScheduled = true
       process.nextTick(this.flush)
     }
-    return this.sock.writableLength + this.outLen < this.sock.writableHighWaterMark * 4
+    return this.sock.writableLength + this.outLen < CLIENT_OUT_LIMIT
   }
 
   private readonly flush = (): void => {
@@ -424,7 +427,7 @@ export class BrokerClient extends EventEmitter {
   /** Resolves when the socket's write buffer has drained (or at once if it is not full). */
   drained(): Promise<void> {
     this.flush()
-    if (!this.sock.writableNeedDrain) return Promise.resolve()
+    if (!this.sock.writableNeedDrain || this.sock.writableLength < CLIENT_OUT_LIMIT / 2) return Promise.resolve()
     return new Promise((r) => {
       const done = () => {
         this.sock.off('close', done)
