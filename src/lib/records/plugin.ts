@@ -184,7 +184,7 @@ export async function createRecordsPlugin(opts: RecordsPluginOptions): Promise<A
       },
     },
     {
-      method: 'PUT', path: '/internal/messages/:id/status', roles: WORKER,
+      method: 'PUT', path: '/internal/messages/:id/status', roles: [...WORKER, ...PROXY],
       async handler(req) {
         const id = messageId(req.params.id)
         const b = parseJsonObject(req.body, req.headers['content-type'], false)
