@@ -69,7 +69,8 @@ export abstract class MqCommand<T extends typeof Command> extends Command {
 
   /** A spinner on stderr; silent when stderr is not a TTY or --json is on. */
   protected spinner(text: string): Ora {
-    return ora({isEnabled: process.stderr.isTTY === true && !this.jsonEnabled(), isSilent: this.jsonEnabled() && !process.stderr.isTTY, stream: process.stderr, text})
+    const tty = process.stderr.isTTY === true
+    return ora({isEnabled: tty, isSilent: !tty, stream: process.stderr, text})
   }
 
   protected async catch(err: Error & {exitCode?: number; oclif?: {exit?: number}}): Promise<unknown> {
@@ -79,7 +80,10 @@ export abstract class MqCommand<T extends typeof Command> extends Command {
     else if (err instanceof Errors.CLIError || (err.oclif && typeof err.oclif.exit === 'number')) {
       // oclif's own parse errors: exit 2 for usage
       const exit = (err.oclif?.exit ?? ExitCode.USAGE) as MqError['exit']
-      mqErr = new MqError('E_USAGE', err.message.replace(/^Error: /, ''), {exit, hint: `Try this: mq ${this.id?.replaceAll(':', ' ') ?? ''} --help`.trimEnd()})
+      const text = err.message.replace(/^Error: /, '').replace(/^The following errors? occurred:\s*/, '').replace(/\s*See more help with --help\s*$/, '')
+      mqErr = new MqError('E_USAGE', text.trim(), {exit, hint: `Try this: mq ${this.id?.replaceAll(':', ' ') ?? ''} --help`.trimEnd()})
+    } else if ((err as NodeJS.ErrnoException).code === 'EACCES' || (err as NodeJS.ErrnoException).code === 'EPERM') {
+      mqErr = new MqError('E_PERMISSION', err.message, {exit: ExitCode.NOPERM, hint: 'Try this: check the ownership and mode of that path, or use another --home.'})
     } else {
       mqErr = new MqError('E_INTERNAL', `internal error: ${err.message}`, {exit: ExitCode.SOFTWARE, hint: 'Try this: re-run with --log-level debug and report the output.'})
       if (this.logger?.enabled('debug')) process.stderr.write(`${err.stack}\n`)

@@ -1,0 +1,317 @@
+import {X509Certificate, createPrivateKey, createPublicKey, type KeyObject} from 'node:crypto'
+import {existsSync, readFileSync, rmSync} from 'node:fs'
+
+import type {MqConfig} from '../config/schema.js'
+import type {MqHome} from '../config/home.js'
+import {DataError, MqError, PermissionError, UsageError} from '../errors.js'
+import {assertPrivateFile, ensureDir, ensurePrivateDir, writeFileAtomic, writeSecretFile} from '../util/fs.js'
+import {assertName, buildCert, buildCrl, fingerprintOf, generateRsa, loadPrivateKey, normSerial, parseSans, randomSerial, toPlainPem} from './certs.js'
+import {type CertType, type IndexEntry, IndexStore, REVOCATION_REASONS, type RevocationReason} from './index-store.js'
+import {type E2eIdentity, identityFiles, loadIdentity} from './identity.js'
+
+export interface CertRecord {
+  name: string
+  serial: string
+  type: CertType | 'ca'
+  subject: string
+  notBefore: string
+  notAfter: string
+  status: 'active' | 'revoked' | 'expired'
+  revokedAt?: string
+  reason?: RevocationReason
+  fingerprint: string
+  certPath: string
+  keyPath?: string
+}
+
+export interface IssueOptions {
+  type: 'server' | 'client'
+  sans?: string[]
+  days?: number
+  force?: boolean
+  /** for tests and migrations: explicit validity */
+  notBefore?: Date
+  notAfter?: Date
+}
+
+const DAY = 86_400_000
+// Issued certificates start a minute in the past so a peer with a slightly slow clock accepts them.
+const SKEW_MS = 60_000
+
+function toRecord(e: IndexEntry, now = Date.now()): CertRecord {
+  const status = e.revoked ? 'revoked' : Date.parse(e.notAfter) < now ? 'expired' : 'active'
+  const {revoked: _r, ...rest} = e
+  return {...rest, status}
+}
+
+function checkDays(days: number | undefined, what: string): void {
+  if (days !== undefined && (!Number.isInteger(days) || days < 1 || days > 36_500)) {
+    throw new UsageError('E_BAD_DAYS', `${what} must be a whole number of days from 1 to 36500, got ${days}.`, {hint: 'Try this: --days 365'})
+  }
+}
+
+/**
+ * The built-in certificate authority: one CA per $MQ_HOME, issuing server and client TLS
+ * certificates and certifying end-to-end identity keys, with revocation published as a CRL
+ * that every mq server enforces.
+ */
+export class CertificateAuthority {
+  private readonly index: IndexStore
+
+  private constructor(
+    readonly home: MqHome,
+    private readonly cfg: MqConfig['pki'],
+    private readonly passphrase?: string,
+  ) {
+    this.index = new IndexStore(home.pki)
+  }
+
+  static open(home: MqHome, cfg: MqConfig['pki'], opts: {passphrase?: string} = {}): CertificateAuthority {
+    return new CertificateAuthority(home, cfg, opts.passphrase ?? process.env.MQ_CA_PASSPHRASE)
+  }
+
+  exists(): boolean {
+    return existsSync(this.home.caCert) && existsSync(this.home.caKey)
+  }
+
+  async init(opts: {cn?: string; days?: number; force?: boolean} = {}): Promise<CertRecord> {
+    checkDays(opts.days, '--days')
+    ensureDir(this.home.root, 0o700)
+    ensurePrivateDir(this.home.pki)
+    return this.index.withLock(async () => {
+      if (this.exists() && !opts.force) {
+        throw new MqError('E_CA_EXISTS', `A certificate authority already exists in ${this.home.pki}.`, {hint: 'Try this: keep it, or pass --force to replace it (every certificate it issued stops being trusted).'})
+      }
+      const kp = generateRsa(this.cfg.ca_key_bits)
+      const now = Date.now()
+      const serial = randomSerial()
+      const certPem = buildCert({
+        cn: opts.cn ?? this.cfg.ca_cn,
+        notAfter: new Date(now + (opts.days ?? this.cfg.ca_days) * DAY),
+        notBefore: new Date(now - SKEW_MS),
+        publicPem: kp.publicPem,
+        selfKeyPem: kp.privatePem,
+        serial,
+        type: 'ca',
+      })
+      const keyPem = this.passphrase ? (createPrivateKey(kp.privatePem).export({cipher: 'aes-256-cbc', format: 'pem', passphrase: this.passphrase, type: 'pkcs8'}) as string) : kp.privatePem
+      if (opts.force) {
+        // a new CA invalidates everything the old one issued
+        rmSync(this.home.issued, {force: true, recursive: true})
+        rmSync(this.index.file, {force: true})
+      }
+      writeSecretFile(this.home.caKey, keyPem)
+      writeFileAtomic(this.home.caCert, certPem, 0o644)
+      const index = {certs: [], crlNumber: 0, version: 1 as const}
+      this.index.write(index)
+      await this.writeCrlLocked()
+      const x = new X509Certificate(certPem)
+      return {
+        certPath: this.home.caCert,
+        fingerprint: fingerprintOf(certPem),
+        keyPath: this.home.caKey,
+        name: 'ca',
+        notAfter: new Date(x.validTo).toISOString(),
+        notBefore: new Date(x.validFrom).toISOString(),
+        serial,
+        status: 'active',
+        subject: x.subject.replaceAll('\n', ', '),
+        type: 'ca',
+      }
+    })
+  }
+
+  /** The CA certificate and its private key; errors say how to create or unlock them. */
+  private loadCa(): {certPem: string; key: KeyObject} {
+    if (!this.exists()) {
+      throw new MqError('E_CA_MISSING', `No certificate authority in ${this.home.pki}.`, {hint: 'Try this: mq cert ca init'})
+    }
+    const certPem = readFileSync(this.home.caCert, 'utf8')
+    try {
+      new X509Certificate(certPem)
+    } catch (error) {
+      throw new DataError('E_CA_CORRUPT', `${this.home.caCert} is not a valid certificate: ${(error as Error).message}`, {hint: 'Try this: restore pki/ca.crt from a backup, or mq cert ca init --force to start over.'})
+    }
+    assertPrivateFile(this.home.caKey)
+    const keyPem = readFileSync(this.home.caKey, 'utf8')
+    const encrypted = keyPem.includes('ENCRYPTED')
+    if (encrypted && !this.passphrase) {
+      throw new PermissionError('E_CA_LOCKED', `${this.home.caKey} is protected by a passphrase.`, {hint: 'Try this: --passphrase-file FILE or export MQ_CA_PASSPHRASE.'})
+    }
+    let key: KeyObject
+    try {
+      key = loadPrivateKey(keyPem, encrypted ? this.passphrase : undefined)
+    } catch (error) {
+      if (encrypted) throw new PermissionError('E_CA_PASSPHRASE', `Wrong passphrase for ${this.home.caKey}.`, {hint: 'Try this: check --passphrase-file or MQ_CA_PASSPHRASE.'})
+      throw new DataError('E_CA_CORRUPT', `${this.home.caKey} is not a valid private key: ${(error as Error).message}`, {hint: 'Try this: restore pki/ca.key from a backup.'})
+    }
+    const pub = createPublicKey(key).export({format: 'der', type: 'spki'})
+    const certPub = new X509Certificate(certPem).publicKey.export({format: 'der', type: 'spki'})
+    if (!pub.equals(certPub)) {
+      throw new DataError('E_CA_CORRUPT', `${this.home.caKey} does not match ${this.home.caCert}.`, {hint: 'Try this: restore the matching pair from a backup.'})
+    }
+    return {certPem, key}
+  }
+
+  private signLeaf(name: string, type: CertType, publicPem: string, opts: {days?: number; sans?: string[]; notBefore?: Date; notAfter?: Date}): {certPem: string; entry: Omit<IndexEntry, 'certPath' | 'keyPath'>} {
+    const ca = this.loadCa()
+    const now = Date.now()
+    const serial = randomSerial()
+    const notBefore = opts.notBefore ?? new Date(now - SKEW_MS)
+    const notAfter = opts.notAfter ?? new Date(now + (opts.days ?? this.cfg.cert_days) * DAY)
+    const sans = type === 'server' ? parseSans(opts.sans && opts.sans.length > 0 ? opts.sans : ['DNS:localhost', 'IP:127.0.0.1', 'IP:::1']) : undefined
+    const certPem = buildCert({cn: name, issuer: {certPem: ca.certPem, keyPem: toPlainPem(ca.key)}, notAfter, notBefore, publicPem, sans, serial, type})
+    const x = new X509Certificate(certPem)
+    return {
+      certPem,
+      entry: {fingerprint: fingerprintOf(certPem), name, notAfter: new Date(x.validTo).toISOString(), notBefore: new Date(x.validFrom).toISOString(), revoked: false, serial, subject: x.subject.replaceAll('\n', ', '), type},
+    }
+  }
+
+  async issue(name: string, opts: IssueOptions): Promise<CertRecord> {
+    assertName(name)
+    checkDays(opts.days, '--days')
+    if (opts.type !== 'server' && opts.type !== 'client') throw new UsageError('E_BAD_TYPE', `--type must be server or client, got ${JSON.stringify(opts.type)}.`, {hint: 'Try this: --type client'})
+    if (opts.type === 'client' && opts.sans && opts.sans.length > 0) throw new UsageError('E_BAD_SAN', '--san applies to server certificates only.', {hint: 'Try this: drop --san, or use --type server.'})
+    if (opts.sans) parseSans(opts.sans) // validate before touching anything
+    this.loadCa()
+    return this.index.withLock(async () => {
+      const index = this.index.read()
+      const current = index.certs.filter((c) => c.name === name && (c.type === 'server' || c.type === 'client') && !c.revoked)
+      if (current.length > 0 && !opts.force) {
+        throw new MqError('E_CERT_EXISTS', `A certificate named ${name} already exists (serial ${current[0].serial}).`, {hint: `Try this: mq cert issue ${name} --type ${opts.type} --force (re-issues it and revokes the old one as superseded).`})
+      }
+      const kp = generateRsa(this.cfg.key_bits)
+      const {certPem, entry} = this.signLeaf(name, opts.type, kp.publicPem, opts)
+      ensureDir(this.home.issued, 0o755)
+      writeSecretFile(this.home.issuedKey(name), kp.privatePem)
+      writeFileAtomic(this.home.issuedCert(name), certPem, 0o644)
+      const now = new Date().toISOString()
+      for (const c of current) Object.assign(c, {reason: 'superseded', revoked: true, revokedAt: now})
+      const full: IndexEntry = {...entry, certPath: this.home.issuedCert(name), keyPath: this.home.issuedKey(name)}
+      index.certs.push(full)
+      this.index.write(index)
+      if (current.length > 0) await this.writeCrlLocked()
+      return toRecord(full)
+    })
+  }
+
+  /** Revokes every active certificate of NAME (TLS and end-to-end), or the one with SERIAL; republishes the CRL. */
+  async revoke(nameOrSerial: string, reason: RevocationReason = 'unspecified'): Promise<CertRecord[]> {
+    if (!REVOCATION_REASONS.includes(reason)) {
+      throw new UsageError('E_BAD_REASON', `Unknown revocation reason ${JSON.stringify(reason)}.`, {hint: `Try this: --reason ${REVOCATION_REASONS.join('|')}`})
+    }
+    this.loadCa()
+    return this.index.withLock(async () => {
+      const index = this.index.read()
+      const bySerial = /^[0-9a-fA-F]{8,}$/.test(nameOrSerial) ? index.certs.filter((c) => normSerial(c.serial) === normSerial(nameOrSerial)) : []
+      const matches = bySerial.length > 0 ? bySerial : index.certs.filter((c) => c.name === nameOrSerial)
+      if (matches.length === 0) {
+        throw new MqError('E_CERT_NOT_FOUND', `No certificate with name or serial ${JSON.stringify(nameOrSerial)}.`, {hint: 'Try this: mq cert list'})
+      }
+      const active = matches.filter((c) => !c.revoked)
+      if (active.length === 0) {
+        throw new MqError('E_CERT_ALREADY_REVOKED', `${nameOrSerial} is already revoked.`, {hint: 'Try this: mq cert list to see its status.'})
+      }
+      const now = new Date().toISOString()
+      for (const c of active) Object.assign(c, {reason, revoked: true, revokedAt: now})
+      this.index.write(index)
+      await this.writeCrlLocked()
+      return active.map((c) => toRecord(c))
+    })
+  }
+
+  async publishCrl(days?: number): Promise<{path: string; number: number; revoked: number; nextUpdate: string}> {
+    checkDays(days, '--days')
+    this.loadCa()
+    return this.index.withLock(() => this.writeCrlLocked(days))
+  }
+
+  private async writeCrlLocked(days?: number): Promise<{path: string; number: number; revoked: number; nextUpdate: string}> {
+    const ca = this.loadCa()
+    const index = this.index.read()
+    index.crlNumber += 1
+    const revoked = index.certs.filter((c) => c.revoked)
+    const now = new Date()
+    const nextUpdate = new Date(now.getTime() + (days ?? this.cfg.crl_days) * DAY)
+    const pem = await buildCrl({
+      caCertPem: ca.certPem,
+      caKey: ca.key,
+      entries: revoked.map((c) => ({reason: c.reason, revokedAt: new Date(c.revokedAt!), serial: c.serial})),
+      nextUpdate,
+      number: index.crlNumber,
+      thisUpdate: now,
+    })
+    writeFileAtomic(this.home.crl, pem, 0o644)
+    this.index.write(index)
+    return {nextUpdate: nextUpdate.toISOString(), number: index.crlNumber, path: this.home.crl, revoked: revoked.length}
+  }
+
+  list(): CertRecord[] {
+    if (!existsSync(this.home.pki)) return []
+    const now = Date.now()
+    return this.index.read().certs.map((c) => toRecord(c, now))
+  }
+
+  /** The active certificate of NAME (else its newest); TLS certificates before end-to-end ones. */
+  get(name: string): CertRecord {
+    const all = this.list().filter((c) => c.name === name)
+    const rank = (c: CertRecord) => (c.status === 'active' ? 0 : 1) + (c.type === 'server' || c.type === 'client' ? 0 : 2)
+    const best = all.sort((a, b) => rank(a) - rank(b) || b.notBefore.localeCompare(a.notBefore))[0]
+    if (!best) throw new MqError('E_CERT_NOT_FOUND', `No certificate named ${JSON.stringify(name)}.`, {hint: 'Try this: mq cert list'})
+    return best
+  }
+
+  /** Dev bootstrap: a CA and any missing certificates. Returns what it created ("ca", names). */
+  async ensureDevelopment(opts: {servers?: string[]; clients?: string[]}): Promise<string[]> {
+    const created: string[] = []
+    if (!this.exists()) {
+      await this.init()
+      created.push('ca')
+    }
+    const have = new Set(this.list().filter((c) => c.status === 'active' && existsSync(c.certPath) && (c.keyPath === undefined || existsSync(c.keyPath))).map((c) => `${c.type}:${c.name}`))
+    for (const name of opts.servers ?? []) {
+      if (!have.has(`server:${name}`)) {
+        await this.issue(name, {force: true, type: 'server'})
+        created.push(name)
+      }
+    }
+    for (const name of opts.clients ?? []) {
+      if (!have.has(`client:${name}`)) {
+        await this.issue(name, {force: true, type: 'client'})
+        created.push(name)
+      }
+    }
+    return created
+  }
+
+  /** An end-to-end identity: RSA-OAEP decryption key and RSA-PSS signing key, each certified by the CA. */
+  async keygen(name: string, opts: {force?: boolean} = {}): Promise<E2eIdentity> {
+    assertName(name)
+    this.loadCa()
+    return this.index.withLock(async () => {
+      const files = identityFiles(this.home, name)
+      const index = this.index.read()
+      const current = index.certs.filter((c) => c.name === name && (c.type === 'e2e-enc' || c.type === 'e2e-sign') && !c.revoked)
+      if ((current.length > 0 || existsSync(files.encKey)) && !opts.force) {
+        throw new MqError('E_KEY_EXISTS', `An end-to-end identity named ${name} already exists in ${this.home.keys}.`, {hint: `Try this: mq keygen ${name} --force (replaces it; messages encrypted to the old key become unreadable).`})
+      }
+      const enc = generateRsa(Math.max(this.cfg.key_bits, 2048))
+      const sign = generateRsa(Math.max(this.cfg.key_bits, 2048))
+      const e = this.signLeaf(name, 'e2e-enc', enc.publicPem, {})
+      const s = this.signLeaf(name, 'e2e-sign', sign.publicPem, {})
+      ensurePrivateDir(this.home.keys)
+      writeSecretFile(files.encKey, enc.privatePem)
+      writeSecretFile(files.signKey, sign.privatePem)
+      writeFileAtomic(files.encPub, enc.publicPem, 0o644)
+      writeFileAtomic(files.encCert, e.certPem, 0o644)
+      writeFileAtomic(files.signCert, s.certPem, 0o644)
+      const now = new Date().toISOString()
+      for (const c of current) Object.assign(c, {reason: 'superseded', revoked: true, revokedAt: now})
+      index.certs.push({...e.entry, certPath: files.encCert, keyPath: files.encKey}, {...s.entry, certPath: files.signCert, keyPath: files.signKey})
+      this.index.write(index)
+      if (current.length > 0) await this.writeCrlLocked()
+      return loadIdentity(this.home, name, {withPrivate: true})
+    })
+  }
+}

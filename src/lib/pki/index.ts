@@ -1,0 +1,5 @@
+export {CertificateAuthority, type CertRecord, type IssueOptions} from './ca.js'
+export {fingerprintOf, normSerial, readCrl} from './certs.js'
+export {type E2eIdentity, identityFiles, keyFingerprint, loadIdentity, verifyIdentityCerts} from './identity.js'
+export {type CertType, REVOCATION_REASONS, type RevocationReason} from './index-store.js'
+export {CrlWatcher, clientTlsOptions, peerIdentity, readCrlSync, serverTlsOptions} from './tls.js'

@@ -1,0 +1,151 @@
+import {X509Certificate, createVerify} from 'node:crypto'
+import {EventEmitter} from 'node:events'
+import {existsSync, readFileSync, statSync} from 'node:fs'
+import type {ConnectionOptions, TLSSocket, TlsOptions} from 'node:tls'
+
+import * as x509 from '@peculiar/x509'
+
+import type {MqHome} from '../config/home.js'
+import {MqError} from '../errors.js'
+import {assertPrivateFile} from '../util/fs.js'
+import {normSerial} from './certs.js'
+
+function readMaterial(home: MqHome, name: string, kind: 'server' | 'client'): {cert: Buffer; key: Buffer; ca: Buffer} {
+  const certFile = home.issuedCert(name)
+  const keyFile = home.issuedKey(name)
+  if (!existsSync(home.caCert)) throw new MqError('E_CA_MISSING', `No CA certificate at ${home.caCert}.`, {hint: 'Try this: mq cert ca init'})
+  if (!existsSync(certFile) || !existsSync(keyFile)) {
+    throw new MqError('E_CERT_NOT_FOUND', `No ${kind} certificate named ${name} in ${home.issued}.`, {hint: `Try this: mq cert issue ${name} --type ${kind}`})
+  }
+  assertPrivateFile(keyFile)
+  return {ca: readFileSync(home.caCert), cert: readFileSync(certFile), key: readFileSync(keyFile)}
+}
+
+/**
+ * Mutual TLS for our servers: TLS 1.2+, client certificates required and checked against our CA
+ * and its CRL (OpenSSL checks the CRL during the handshake).
+ */
+export function serverTlsOptions(home: MqHome, name: string): TlsOptions {
+  const m = readMaterial(home, name, 'server')
+  return {
+    ...m,
+    ...(existsSync(home.crl) ? {crl: readFileSync(home.crl)} : {}),
+    minVersion: 'TLSv1.2',
+    rejectUnauthorized: true,
+    requestCert: true,
+  }
+}
+
+/** A client's side: its certificate, and trust in our CA only (not the system roots). */
+export function clientTlsOptions(home: MqHome, identity: string): ConnectionOptions {
+  const m = readMaterial(home, identity, 'client')
+  return {...m, minVersion: 'TLSv1.2', rejectUnauthorized: true}
+}
+
+/** The verified peer's CN and serial, or null when the peer presented no valid certificate. */
+export function peerIdentity(sock: TLSSocket): {cn: string; serial: string} | null {
+  if (!sock.authorized) return null
+  const cert = sock.getPeerCertificate()
+  if (!cert || !cert.subject) return null
+  const cn = Array.isArray(cert.subject.CN) ? cert.subject.CN[0] : cert.subject.CN
+  if (!cn) return null
+  return {cn, serial: normSerial(cert.serialNumber)}
+}
+
+/** Serials in pki/crl.pem after checking its signature against the CA; undefined if there is none. */
+export function readCrlSync(home: MqHome): {pem: Buffer; serials: Set<string>} | undefined {
+  if (!existsSync(home.crl)) return undefined
+  const pem = readFileSync(home.crl)
+  const crl = new x509.X509Crl(pem.toString().replace(/X509 CRL/g, 'CRL'))
+  // signature check with node:crypto (synchronous): the CRL's tbs is signed by the CA key
+  const ca = new X509Certificate(readFileSync(home.caCert))
+  const ok = verifyCrlSignature(crl, ca)
+  if (!ok) throw new MqError('E_CRL_UNTRUSTED', `${home.crl} is not signed by our CA.`, {hint: 'Try this: mq cert crl'})
+  return {pem, serials: new Set(crl.entries.map((e) => normSerial(e.serialNumber)))}
+}
+
+/** Reads one DER TLV header at `off`: returns where the value starts and ends. */
+function derTlv(buf: Buffer, off: number): {start: number; end: number} {
+  let len = buf[off + 1]
+  let start = off + 2
+  if (len & 0x80) {
+    const n = len & 0x7f
+    if (n === 0 || n > 4) throw new Error('unsupported DER length')
+    len = buf.readUIntBE(off + 2, n)
+    start += n
+  }
+  if (start + len > buf.length) throw new Error('truncated DER')
+  return {end: start + len, start}
+}
+
+function verifyCrlSignature(crl: x509.X509Crl, ca: X509Certificate): boolean {
+  // Node's crypto verifies only certificates: check the CRL's tbsCertList signature directly.
+  if (crl.signatureAlgorithm.hash?.name !== 'SHA-256' && crl.signatureAlgorithm.hash?.name !== 'SHA-384' && crl.signatureAlgorithm.hash?.name !== 'SHA-512') return false
+  const der = Buffer.from(crl.rawData)
+  const outer = derTlv(der, 0)
+  const tbs = derTlv(der, outer.start)
+  const v = createVerify(crl.signatureAlgorithm.hash.name.replace('-', '').toLowerCase())
+  v.update(der.subarray(outer.start, tbs.end))
+  return v.verify(ca.publicKey, Buffer.from(crl.signature))
+}
+
+/**
+ * Watches pki/crl.pem and reports a new, valid CRL: servers reload their TLS context with it
+ * (setSecureContext) and close live connections whose serial is now revoked.
+ */
+export class CrlWatcher extends EventEmitter {
+  private timer?: NodeJS.Timeout
+  private stamp = ''
+  private pem?: Buffer
+  private serials = new Set<string>()
+
+  constructor(
+    private readonly home: MqHome,
+    private readonly intervalMs = 2000,
+  ) {
+    super()
+    this.poll(false)
+  }
+
+  start(): void {
+    if (this.timer) return
+    this.timer = setInterval(() => this.poll(true), this.intervalMs)
+    this.timer.unref()
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer)
+    this.timer = undefined
+  }
+
+  current(): Buffer | undefined {
+    return this.pem
+  }
+
+  revoked(): Set<string> {
+    return this.serials
+  }
+
+  /** Checks now (also called by the timer); emits 'change' when the file changed and verifies. */
+  poll(emit = true): void {
+    let stamp: string
+    try {
+      const st = statSync(this.home.crl)
+      stamp = `${st.mtimeMs}:${st.size}:${st.ino}`
+    } catch {
+      return
+    }
+    if (stamp === this.stamp) return
+    try {
+      const crl = readCrlSync(this.home)
+      if (!crl) return
+      this.stamp = stamp
+      this.pem = crl.pem
+      this.serials = crl.serials
+      if (emit) this.emit('change', crl.pem, crl.serials)
+    } catch (error) {
+      // a half-written or foreign CRL is ignored; the last good one stays in force
+      this.emit('invalid', error)
+    }
+  }
+}
