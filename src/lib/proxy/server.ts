@@ -12,18 +12,10 @@ import {MqError} from '../errors.js'
 import type {ApiClient} from '../http/client.js'
 import {HttpError, parseJsonObject, readBody, sendError, sendJson, statusOf} from '../http/errors.js'
 import {type Logger, silentLogger} from '../log.js'
+import {peerIdentity} from '../pki/index.js'
 import {PHONE_RE} from '../records/crypto.js'
 import {type PipelineKeys, pipelineKeys} from '../worker/keys.js'
 import {RateLimiter} from './rate-limit.js'
-
-/** The verified client certificate's CN and serial; the only source of a caller's identity. */
-export function clientIdentity(sock: TLSSocket): {cn: string; serial: string} | null {
-  if (!sock.authorized) return null
-  const cert = sock.getPeerCertificate()
-  const cn = cert?.subject?.CN
-  if (!cn || typeof cn !== 'string') return null
-  return {cn, serial: String(cert.serialNumber ?? '').toLowerCase()}
-}
 
 export interface ProxyOptions {
   config: MqConfig
@@ -95,11 +87,13 @@ export class ProxyServer {
     })
   }
 
+  /** Stops listening and drops connections; also closes the broker client (it owns its sockets). */
   async close(): Promise<void> {
     await new Promise<void>((r) => {
       this.server.close(() => r())
       this.server.closeAllConnections()
     })
+    this.o.broker.close()
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -107,7 +101,7 @@ export class ProxyServer {
     const route = `${req.method} ${path === '/api/v1/messages' || path === '/api/v1/health' || path === '/metrics' ? path : 'other'}`
     const end = this.m.seconds.startTimer()
     try {
-      const who = clientIdentity(req.socket as TLSSocket)
+      const who = peerIdentity(req.socket as TLSSocket)
       if (!who) throw new HttpError(401, 'E_NO_IDENTITY', 'A verified client certificate is required.', {hint: 'Try this: curl --cert client.crt --key client.key --cacert ca.crt ...'})
       if (this.o.revoked?.().has(who.serial)) {
         res.setHeader('connection', 'close')

@@ -6,6 +6,7 @@ import type {MqConfig} from '../config/schema.js'
 import {MqError, PermissionError} from '../errors.js'
 import {HttpError, errorBody, parseJsonObject, statusOf} from '../http/errors.js'
 import {type Logger, silentLogger} from '../log.js'
+import {CertificateAuthority} from '../pki/index.js'
 import {PHONE_RE} from './crypto.js'
 import {CLIENT_STATUSES, MESSAGE_ID_RE, MESSAGE_STATUSES, type MessagePayload, type MessageRecord, RecordsStore, USER_ROLES} from './store.js'
 
@@ -71,9 +72,7 @@ export async function createRecordsPlugin(opts: RecordsPluginOptions): Promise<A
   let ca = opts.ca
   const getCa = async (): Promise<CaLike> => {
     if (!ca) {
-      const pkiModule = '../pki/index.js'
-      const pki = (await import(pkiModule)) as unknown as {CertificateAuthority: {open(home: MqHome, cfg: MqConfig['pki']): CaLike}}
-      ca = pki.CertificateAuthority.open(opts.home, opts.config.pki)
+      ca = CertificateAuthority.open(opts.home, opts.config.pki) as unknown as CaLike
     }
     return ca
   }

@@ -1,6 +1,7 @@
 import {Redis, type RedisOptions} from 'ioredis'
 
 import type {MqConfig} from '../config/schema.js'
+import {UnavailableError} from '../errors.js'
 
 /**
  * Redis keys of the ingest pipeline, shared by proxies and workers. Nothing under these keys
@@ -41,4 +42,20 @@ export function connectRedis(url: string, opts: {commandTimeoutMs?: number; bloc
   const r = new Redis(url, o)
   r.on('error', () => {}) // reconnects on its own; callers see failed commands
   return r
+}
+
+/** Resolves once the connection is ready, or throws UnavailableError after `timeoutMs`. */
+export async function redisReady(r: Redis, timeoutMs = 5000): Promise<void> {
+  if (r.status === 'ready') return
+  await new Promise<void>((resolve, reject) => {
+    const t = setTimeout(() => {
+      r.off('ready', ok)
+      reject(new UnavailableError('E_REDIS_UNAVAILABLE', `Redis is not reachable within ${timeoutMs} ms.`, {hint: 'Try this: check that Redis runs and redis.url (MQ_REDIS_URL) is right.'}))
+    }, timeoutMs)
+    const ok = () => {
+      clearTimeout(t)
+      resolve()
+    }
+    r.once('ready', ok)
+  })
 }
