@@ -7,6 +7,7 @@ import type {TLSSocket} from 'node:tls'
 
 import type {ApiPlugin, BrokerPublisher} from '../../src/lib/broker/api-types.js'
 import type {MqHome} from '../../src/lib/config/home.js'
+import {MqError} from '../../src/lib/errors.js'
 import {errorBody} from '../../src/lib/http/errors.js'
 import {peerIdentity, serverTlsOptions} from '../../src/lib/pki/index.js'
 import {freePort, waitFor} from './services.js'
@@ -65,7 +66,7 @@ export function memoryPublisher(): BrokerPublisher & {published: {exchange: stri
   const self = {
     fail: false,
     async publish(exchange: string, key: string, body: Buffer, o?: {messageId?: string}) {
-      if (self.fail) throw Object.assign(new Error('broker publish failed'), {})
+      if (self.fail) throw new MqError('E_UNROUTABLE', 'broker publish failed')
       self.published.push({body, exchange, id: o?.messageId, key})
       return {messageId: o?.messageId ?? '', queues: ['q']}
     },
