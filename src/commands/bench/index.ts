@@ -1,0 +1,141 @@
+import {Flags} from '@oclif/core'
+
+import {type BenchResult, type BenchSpec, type BenchTransport, mqTransport, natsTransport, rabbitTransport, runBench} from '../../lib/broker/bench.js'
+import {connectBroker} from '../../lib/broker/connect.js'
+import {brokerFlags} from '../../lib/broker/flags.js'
+import {spawnPrivateBroker} from '../../lib/broker/spawn.js'
+import {MqCommand} from '../../lib/cli/base-command.js'
+import {table} from '../../lib/cli/table.js'
+import {MqHome} from '../../lib/config/home.js'
+import {MqError, errorText} from '../../lib/errors.js'
+
+interface Ratio {
+  mode: string
+  size: number
+  rate?: number
+  against: string
+  mq: number
+  other: number
+  ratio: number
+  metric: string
+}
+
+export default class Bench extends MqCommand<typeof Bench> {
+  static description = `Benchmark the broker: one producer and one consumer connection, throughput and latency percentiles.
+Modes: memory (non-durable queue, unconfirmed publishes, auto-ack) and durable (durable queue, publisher confirms, manual acks),
+plus a durable run paced at --latency-rate msg/s for confirm and end-to-end latency. With --compare the same workload runs
+through amqplib against RabbitMQ and through nats.js against NATS core, and the ratios are printed.
+Without a reachable broker it starts a private one in a temp home.`
+  static examples = ['<%= config.bin %> bench', '<%= config.bin %> bench --compare --json', '<%= config.bin %> bench --mode durable --size 256 --size 65536 --messages 5000']
+  static flags = {
+    ...brokerFlags,
+    mode: Flags.option({default: 'all' as const, description: 'which workloads', options: ['memory', 'durable', 'all'] as const})(),
+    size: Flags.integer({description: 'payload bytes (repeatable) [default: 256]', max: 64 * 1024 * 1024, min: 8, multiple: true}),
+    messages: Flags.integer({default: 20_000, description: 'messages per run', min: 100}),
+    window: Flags.integer({default: 500, description: 'unconfirmed publishes in flight and consumer prefetch', min: 1, max: 10_000}),
+    'latency-rate': Flags.integer({default: 5000, description: 'msg/s of the paced durable latency run (0 = skip)', min: 0}),
+    compare: Flags.boolean({description: 'also run RabbitMQ (amqplib) and NATS core (nats.js) and print ratios'}),
+    'rabbitmq-url': Flags.string({default: 'amqp://guest:guest@127.0.0.1:5672', description: 'RabbitMQ for --compare'}),
+    nats: Flags.string({default: '127.0.0.1:4222', description: 'NATS server for --compare'}),
+    spawn: Flags.boolean({description: 'always benchmark a private broker started for this run'}),
+  }
+
+  async run(): Promise<{results: BenchResult[]; ratios: Ratio[]; broker: string}> {
+    const f = this.flags
+    const config = this.mqConfig()
+    let home = this.home
+    let brokerAddr = f.broker
+    let priv: Awaited<ReturnType<typeof spawnPrivateBroker>> | undefined
+    const tryConnect = () => connectBroker(home, config, {broker: brokerAddr, identity: f.identity ?? (priv ? 'admin' : undefined), timeoutMs: f.timeout})
+    if (!f.spawn) {
+      try {
+        await (await tryConnect()).close()
+      } catch (error) {
+        if (!(error instanceof MqError) || !['E_BROKER_UNREACHABLE', 'E_CA_MISSING', 'E_CERT_NOT_FOUND', 'E_NO_CA'].includes(error.code)) throw error
+        this.note(`No broker reachable (${error.message}); starting a private one for this run.`)
+        priv = await spawnPrivateBroker()
+      }
+    } else priv = await spawnPrivateBroker()
+    if (priv) {
+      home = new MqHome(priv.home)
+      brokerAddr = `127.0.0.1:${priv.port}`
+    }
+    const results: BenchResult[] = []
+    const ratios: Ratio[] = []
+    const sizes = f.size ?? [256]
+    const specs: BenchSpec[] = []
+    for (const size of sizes) {
+      if (f.mode !== 'durable') specs.push({messages: f.messages, mode: 'memory', size, window: f.window})
+      if (f.mode !== 'memory') specs.push({messages: f.messages, mode: 'durable', size, window: f.window})
+      if (f.mode !== 'memory' && f['latency-rate'] > 0) {
+        specs.push({messages: Math.min(f.messages, f['latency-rate'] * 3), mode: 'durable', rate: f['latency-rate'], size, window: f.window})
+      }
+    }
+    const label = (s: BenchSpec) => `${s.mode} ${s.size} B${s.rate ? ` @${s.rate}/s` : ''}`
+    const tty = process.stderr.isTTY === true
+    const bar = (name: string, s: BenchSpec) => (done: number, total: number) => {
+      if (!tty) return
+      const w = 30
+      const n = Math.round((done / total) * w)
+      process.stderr.write(`\r[${'='.repeat(n)}${' '.repeat(w - n)}] ${String(Math.round((done / total) * 100)).padStart(3)}% ${name} ${label(s)}   `)
+    }
+    const once = async (name: string, make: () => Promise<BenchTransport>, s: BenchSpec): Promise<BenchResult | undefined> => {
+      let t: BenchTransport | undefined
+      try {
+        t = await make()
+        const r = await runBench(t, s, bar(name, s))
+        if (tty) process.stderr.write('\r\x1b[K')
+        this.note(`${name.padEnd(8)} ${label(s).padEnd(22)} ${String(r.msgsPerSec).padStart(8)} msg/s  e2e p50 ${r.latencyMs.p50} ms p99 ${r.latencyMs.p99} ms${r.confirmMs ? `  confirm p50 ${r.confirmMs.p50} ms p99 ${r.confirmMs.p99} ms` : ''}`)
+        results.push(r)
+        return r
+      } catch (error) {
+        if (tty) process.stderr.write('\r\x1b[K')
+        this.note(`${name}: ${label(s)} failed: ${errorText(error)}`)
+        return undefined
+      } finally {
+        await t?.close().catch(() => {})
+      }
+    }
+    try {
+      for (const s of specs) {
+        const mine = await once('mq', () => mqTransport(tryConnect, s), s)
+        if (!f.compare) continue
+        const rabbit = await once('rabbitmq', () => rabbitTransport(f['rabbitmq-url'], s), s)
+        const cmp = (other: BenchResult | undefined) => {
+          if (!mine || !other) return
+          if (s.rate) {
+            // at a fixed rate throughput is equal by construction: compare p99 confirm latency (lower is better)
+            const a = mine.confirmMs?.p99 ?? mine.latencyMs.p99
+            const b = other.confirmMs?.p99 ?? other.latencyMs.p99
+            ratios.push({against: other.target, metric: 'p99 confirm ms (other/mq, >1 = mq faster)', mode: s.mode, mq: a, other: b, rate: s.rate, ratio: Math.round((b / Math.max(a, 0.001)) * 100) / 100, size: s.size})
+          } else {
+            ratios.push({against: other.target, metric: 'msg/s (mq/other)', mode: s.mode, mq: mine.msgsPerSec, other: other.msgsPerSec, ratio: Math.round((mine.msgsPerSec / Math.max(other.msgsPerSec, 1)) * 100) / 100, size: s.size})
+          }
+        }
+        cmp(rabbit)
+        if (s.mode === 'memory') cmp(await once('nats', () => natsTransport(f.nats, s), s))
+      }
+    } finally {
+      await priv?.stop()
+    }
+    if (!this.jsonEnabled()) {
+      this.out(
+        table(
+          results.map((r) => ({
+            confirm_p99_ms: r.confirmMs?.p99 ?? '',
+            e2e_p50_ms: r.latencyMs.p50,
+            e2e_p99_ms: r.latencyMs.p99,
+            mb_s: r.mbPerSec,
+            mode: r.mode + (r.rate ? ` @${r.rate}/s` : ''),
+            msg_s: r.msgsPerSec,
+            size: r.size,
+            target: r.target,
+          })),
+          ['target', 'mode', 'size', 'msg_s', 'mb_s', 'e2e_p50_ms', 'e2e_p99_ms', 'confirm_p99_ms'],
+        ),
+      )
+      if (ratios.length > 0) this.out('\n' + table(ratios.map((r) => ({...r, mode: r.mode + (r.rate ? ` @${r.rate}/s` : '')})), ['mode', 'size', 'against', 'metric', 'mq', 'other', 'ratio']))
+    }
+    return {broker: priv ? `private (${brokerAddr})` : (brokerAddr ?? config.client.broker), ratios, results}
+  }
+}

@@ -1,0 +1,66 @@
+import {existsSync} from 'node:fs'
+
+import {Flags} from '@oclif/core'
+
+import {startBroker} from '../../lib/broker/runtime.js'
+import {MqCommand} from '../../lib/cli/base-command.js'
+import {CertificateAuthority} from '../../lib/pki/index.js'
+
+export default class BrokerStart extends MqCommand<typeof BrokerStart> {
+  static description = `Run the broker in the foreground: native protocol over mutual TLS, HTTPS API, optional CipherMQ listener.
+On first start with no CA in $MQ_HOME it creates a development CA, a "broker" server certificate and an "admin" client identity.`
+  static examples = ['<%= config.bin %> broker start', '<%= config.bin %> broker start --port 5800 --api-port 5801', '<%= config.bin %> broker start --ciphermq --ciphermq-port 5702']
+  static flags = {
+    host: Flags.string({description: 'messaging listen address [default: broker.host, 127.0.0.1]'}),
+    port: Flags.integer({description: 'messaging port [default: broker.port, 5700]', max: 65535, min: 0}),
+    'api-port': Flags.integer({description: 'HTTPS API port [default: broker.api_port, 5701]', max: 65535, min: 0}),
+    'api-host': Flags.string({description: 'HTTPS API listen address [default: broker.api_host]'}),
+    ciphermq: Flags.boolean({description: 'also serve the CipherMQ v1.0 text protocol (plain TCP) [default: broker.ciphermq.enabled]', allowNo: true}),
+    'ciphermq-port': Flags.integer({description: 'CipherMQ listener port [default: broker.ciphermq.port, 5702]', max: 65535, min: 0}),
+  }
+
+  async run(): Promise<void> {
+    const f = this.flags
+    const config = this.mqConfig({
+      broker: {
+        ...(f.host ? {host: f.host} : {}),
+        ...(f.port === undefined ? {} : {port: f.port}),
+        ...(f['api-port'] === undefined ? {} : {api_port: f['api-port']}),
+        ...(f['api-host'] ? {api_host: f['api-host']} : {}),
+        ...(f.ciphermq === undefined && f['ciphermq-port'] === undefined
+          ? {}
+          : {ciphermq: {...(f.ciphermq === undefined ? {} : {enabled: f.ciphermq}), ...(f['ciphermq-port'] === undefined ? {} : {port: f['ciphermq-port']})}}),
+      },
+    })
+    const ca = CertificateAuthority.open(this.home, config.pki, {passphrase: process.env.MQ_CA_PASSPHRASE})
+    const identity = config.broker.identity
+    if (!ca.exists() || !existsSync(this.home.issuedCert(identity))) {
+      const firstRun = !ca.exists()
+      const created = await ca.ensureDevelopment({clients: firstRun ? ['admin'] : [], servers: [identity]})
+      if (created.length > 0) {
+        this.note(`Created ${created.map((c) => (c === 'ca' ? 'a development CA' : c === identity ? `the "${c}" server certificate` : `the "${c}" client identity`)).join(', ')} in ${this.home.pki}.`)
+        if (firstRun) this.note(`Clients authenticate with ${this.home.issuedCert('admin')} (mq commands use it by default: --identity admin).`)
+      }
+    }
+    const logger = this.logger.child('broker')
+    const broker = await startBroker(this.home, config, logger)
+    const b = config.broker
+    logger.info('broker ready', {
+      api: `https://${b.api_host}:${broker.ports.api}`,
+      ciphermq: broker.ports.ciphermq === undefined ? undefined : `${b.ciphermq.host}:${broker.ports.ciphermq}`,
+      data: broker.store.file,
+      messaging: `${b.host}:${broker.ports.messaging}`,
+    })
+    await new Promise<void>((resolve) => {
+      const stop = (sig: string) => {
+        logger.info('shutting down', {signal: sig})
+        broker
+          .close()
+          .catch((error) => logger.error('shutdown failed', {error}))
+          .finally(resolve)
+      }
+      process.once('SIGINT', () => stop('SIGINT'))
+      process.once('SIGTERM', () => stop('SIGTERM'))
+    })
+  }
+}

@@ -1,0 +1,25 @@
+import {Args, Flags} from '@oclif/core'
+
+import {withBroker} from '../../lib/broker/connect.js'
+import {brokerFlags} from '../../lib/broker/flags.js'
+import {MqCommand} from '../../lib/cli/base-command.js'
+
+export default class QueueDeclare extends MqCommand<typeof QueueDeclare> {
+  static args = {name: Args.string({description: 'queue name', required: true})}
+  static description = 'Declare a queue (idempotent): durable queues keep their messages on disk across restarts'
+  static examples = ['<%= config.bin %> queue declare orders --durable --dead-letter orders.dlq', '<%= config.bin %> queue declare cache --ttl 60000 --max-length 10000']
+  static flags = {
+    ...brokerFlags,
+    durable: Flags.boolean({description: 'store the queue and its messages in $MQ_HOME/data (survives kill -9)'}),
+    'dead-letter': Flags.string({description: 'queue that receives rejected, expired and over-delivered messages (created if missing)'}),
+    ttl: Flags.integer({description: 'message time-to-live in ms', min: 1}),
+    'max-length': Flags.integer({description: 'maximum ready messages; the oldest is dropped (or dead-lettered) beyond it', min: 1}),
+  }
+
+  async run(): Promise<{queue: string; durable: boolean}> {
+    const f = this.flags
+    await withBroker(this.home, this.mqConfig(), f, (c) => c.declareQueue(this.args.name, {deadLetter: f['dead-letter'], durable: f.durable, maxLength: f['max-length'], ttlMs: f.ttl}))
+    if (!this.jsonEnabled()) this.out(`queue ${this.args.name} declared${f.durable ? ' (durable)' : ''}`)
+    return {durable: f.durable, queue: this.args.name}
+  }
+}

@@ -1,0 +1,274 @@
+/**
+ * The broker's HTTPS API (mutual TLS). GET /health answers without a client certificate (load
+ * balancers, `curl -k`); every other route needs a certificate from our CA, and its CN's roles
+ * (broker.permissions) decide what it may call. ApiPlugins mount their routes here.
+ */
+import https from 'node:https'
+import type {IncomingMessage, ServerResponse} from 'node:http'
+import type tls from 'node:tls'
+
+import {Gauge, Registry, collectDefaultMetrics} from 'prom-client'
+
+import {errorText, isMqError} from '../errors.js'
+import type {Logger} from '../log.js'
+import {peerIdentity} from '../pki/index.js'
+import type {ApiContext, ApiPlugin, ApiRequest, ApiResponse, ApiRoute} from './api-types.js'
+import type {Engine} from './engine.js'
+import type {ResolvedPermissions} from './permissions.js'
+
+interface CompiledRoute {
+  route: ApiRoute
+  re: RegExp
+  names: string[]
+  anonymous?: boolean
+}
+
+function compile(route: ApiRoute, anonymous = false): CompiledRoute {
+  const names: string[] = []
+  const re = new RegExp(
+    '^' +
+      route.path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&').replace(/:([A-Za-z_][A-Za-z0-9_]*)/g, (_m, n: string) => {
+        names.push(n)
+        return '([^/]+)'
+      }) +
+      '/?$',
+  )
+  return {anonymous, names, re, route}
+}
+
+export interface ApiServerOptions {
+  engine: Engine
+  logger: Logger
+  tls: tls.TlsOptions
+  plugins: ApiPlugin[]
+  permissionsFor: (identity: string) => ResolvedPermissions
+  maxBody: number
+  connections: () => number
+  isRevoked?: (serial: string) => boolean
+}
+
+export class ApiServer {
+  readonly server: https.Server
+  private readonly routes: CompiledRoute[] = []
+  readonly registry = new Registry()
+
+  constructor(private readonly opts: ApiServerOptions) {
+    // /health may be called without a certificate, so the handshake requests one but does not require it
+    this.server = https.createServer({...opts.tls, rejectUnauthorized: false, requestCert: true}, (req, res) => {
+      this.handle(req, res).catch((error) => {
+        opts.logger.error('API handler failed', {error: errorText(error)})
+        if (!res.headersSent) this.reply(res, {body: {error: {code: 'E_INTERNAL', message: 'internal error'}}, status: 500})
+      })
+    })
+    this.server.on('tlsClientError', () => {})
+    this.server.headersTimeout = 10_000
+    this.server.requestTimeout = 30_000
+    this.builtins()
+    for (const p of opts.plugins) for (const r of p.routes) this.routes.push(compile(r))
+    this.metrics()
+  }
+
+  setSecureContext(options: tls.TlsOptions): void {
+    this.server.setSecureContext(options)
+  }
+
+  listen(port: number, host: string): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject)
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject)
+        const a = this.server.address()
+        resolve(typeof a === 'object' && a ? a.port : port)
+      })
+    })
+  }
+
+  async close(): Promise<void> {
+    this.server.closeAllConnections()
+    await new Promise<void>((r) => this.server.close(() => r()))
+    for (const p of this.opts.plugins) await p.close?.()
+  }
+
+  private metrics(): void {
+    const {engine, connections} = this.opts
+    const reg = this.registry
+    collectDefaultMetrics({prefix: 'mq_broker_', register: reg})
+    const perQueue = (name: string, help: string, pick: (q: ReturnType<Engine['listQueues']>[number]) => number) =>
+      new Gauge({
+        collect(this: Gauge) {
+          this.reset()
+          for (const q of engine.listQueues()) this.set({queue: q.name}, pick(q))
+        },
+        help,
+        labelNames: ['queue'],
+        name,
+        registers: [reg],
+      })
+    perQueue('mq_queue_messages', 'messages ready in the queue', (q) => q.messages)
+    perQueue('mq_queue_unacked', 'messages delivered and not yet acknowledged', (q) => q.unacked)
+    perQueue('mq_queue_consumers', 'consumers of the queue', (q) => q.consumers)
+    perQueue('mq_queue_published_total', 'messages enqueued since start', (q) => q.published)
+    perQueue('mq_queue_delivered_total', 'deliveries since start', (q) => q.delivered)
+    perQueue('mq_queue_acked_total', 'acknowledgements since start', (q) => q.acked)
+    new Gauge({
+      collect(this: Gauge) {
+        this.set(connections())
+      },
+      help: 'open client connections',
+      name: 'mq_connections',
+      registers: [reg],
+    })
+    new Gauge({
+      collect(this: Gauge) {
+        const t = engine.totals
+        this.set({what: 'published'}, t.published)
+        this.set({what: 'delivered'}, t.delivered)
+        this.set({what: 'acknowledged'}, t.acknowledged)
+        this.set({what: 'dead_lettered'}, t.deadLettered)
+        this.set({what: 'unroutable'}, t.unroutable)
+      },
+      help: 'message totals since start',
+      labelNames: ['what'],
+      name: 'mq_messages_total',
+      registers: [reg],
+    })
+  }
+
+  private builtins(): void {
+    const {engine} = this.opts
+    const json = (body: unknown, status = 200): ApiResponse => ({body, status})
+    this.routes.push(
+      compile(
+        {
+          handler: async () => {
+            const components: Record<string, unknown> = {engine: {ok: true, queues: engine.queues.size}}
+            let ok = true
+            for (const p of this.opts.plugins) {
+              if (!p.health) continue
+              try {
+                const h = await p.health()
+                components[p.name] = h
+                ok &&= h.ok
+              } catch (error) {
+                components[p.name] = {error: errorText(error), ok: false}
+                ok = false
+              }
+            }
+            return json({components, connections: this.opts.connections(), status: ok ? 'ok' : 'degraded', uptimeMs: engine.stats().uptimeMs}, ok ? 200 : 503)
+          },
+          method: 'GET',
+          path: '/health',
+        },
+        true,
+      ),
+    )
+    this.routes.push(
+      compile({
+        handler: async () => {
+          let text = await this.registry.metrics()
+          for (const p of this.opts.plugins) if (p.metrics) text += (await p.metrics()) + '\n'
+          return {body: text, headers: {'content-type': this.registry.contentType}, status: 200}
+        },
+        method: 'GET',
+        path: '/metrics',
+      }),
+    )
+    this.routes.push(compile({handler: async () => json(engine.stats(this.opts.connections())), method: 'GET', path: '/api/stats', roles: ['admin']}))
+    this.routes.push(compile({handler: async () => json(engine.listQueues()), method: 'GET', path: '/api/queues'}))
+    this.routes.push(compile({handler: async () => json({bindings: engine.listBindings(), exchanges: engine.listExchanges()}), method: 'GET', path: '/api/exchanges'}))
+    this.routes.push(
+      compile({
+        handler: async (req) => {
+          const st = engine.messageStatus(req.params.id)
+          return st ? json(st) : json({error: {code: 'E_NOT_FOUND', message: `no status for message ${req.params.id}`}}, 404)
+        },
+        method: 'GET',
+        path: '/api/messages/:id',
+      }),
+    )
+    this.routes.push(compile({handler: async (req) => json({messages: engine.deleteQueue(req.params.name)}), method: 'DELETE', path: '/api/queues/:name', roles: ['admin']}))
+    this.routes.push(compile({handler: async (req) => json({messages: engine.purgeQueue(req.params.name)}), method: 'POST', path: '/api/queues/:name/purge', roles: ['admin']}))
+  }
+
+  private reply(res: ServerResponse, r: ApiResponse): void {
+    let body: Buffer
+    const headers: Record<string, string> = {...r.headers}
+    if (r.body === undefined) body = Buffer.alloc(0)
+    else if (Buffer.isBuffer(r.body)) body = r.body
+    else if (typeof r.body === 'string') {
+      body = Buffer.from(r.body)
+      headers['content-type'] ??= 'text/plain; charset=utf-8'
+    } else {
+      body = Buffer.from(JSON.stringify(r.body))
+      headers['content-type'] ??= 'application/json'
+    }
+    headers['content-length'] = String(body.length)
+    res.writeHead(r.status, headers)
+    res.end(body)
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'https://broker')
+    const method = req.method ?? 'GET'
+    let match: {c: CompiledRoute; params: Record<string, string>} | undefined
+    let pathMatched = false
+    for (const c of this.routes) {
+      const m = c.re.exec(url.pathname)
+      if (!m) continue
+      pathMatched = true
+      if (c.route.method !== method) continue
+      const params: Record<string, string> = {}
+      c.names.forEach((n, i) => {
+        try {
+          params[n] = decodeURIComponent(m[i + 1])
+        } catch {
+          params[n] = m[i + 1]
+        }
+      })
+      match = {c, params}
+      break
+    }
+    const err = (status: number, code: string, message: string, hint?: string) => this.reply(res, {body: {error: {code, message, ...(hint ? {hint} : {})}}, status})
+    if (!match) {
+      req.resume()
+      return pathMatched ? err(405, 'E_METHOD', `${method} is not allowed on ${url.pathname}`) : err(404, 'E_NOT_FOUND', `no route ${method} ${url.pathname}`, 'Try this: GET /health, /metrics, /api/stats, /api/queues')
+    }
+    const sock = req.socket as tls.TLSSocket
+    const peer = peerIdentity(sock)
+    if (peer && this.opts.isRevoked?.(peer.serial)) {
+      req.resume()
+      return err(401, 'E_CERT_REVOKED', `certificate serial ${peer.serial} is revoked`)
+    }
+    const ctx: ApiContext = {identity: peer?.cn ?? null, remote: sock.remoteAddress ?? '', roles: []}
+    if (!match.c.anonymous) {
+      if (!peer) {
+        req.resume()
+        return err(401, 'E_TLS_CLIENT_CERT', 'this route needs a client certificate from the broker\'s CA', 'Try this: curl --cert pki/issued/admin.crt --key pki/issued/admin.key --cacert pki/ca.crt ...')
+      }
+      const perms = this.opts.permissionsFor(peer.cn)
+      ctx.roles = perms.roles
+      const need = match.c.route.roles ?? []
+      if (need.length > 0 && !need.some((r) => perms.roles.includes(r))) {
+        req.resume()
+        return err(403, 'E_FORBIDDEN', `${peer.cn} lacks a role among ${need.join(', ')}`, 'Try this: grant the role in broker.permissions')
+      }
+    }
+    const chunks: Buffer[] = []
+    let size = 0
+    for await (const c of req) {
+      size += (c as Buffer).length
+      if (size > this.opts.maxBody) return err(413, 'E_TOO_LARGE', `request body over ${this.opts.maxBody} bytes`)
+      chunks.push(c as Buffer)
+    }
+    const apiReq: ApiRequest = {body: Buffer.concat(chunks), headers: req.headers, method, params: match.params, path: url.pathname, query: url.searchParams}
+    try {
+      this.reply(res, await match.c.route.handler(apiReq, ctx))
+    } catch (error) {
+      if (isMqError(error)) {
+        const status = error.code === 'E_NOT_FOUND' ? 404 : error.exit === 77 ? 403 : error.exit === 2 || error.exit === 65 ? 400 : error.exit === 75 || error.exit === 69 ? 503 : 409
+        return err(status, error.code, error.message, error.hint)
+      }
+      throw error
+    }
+  }
+}

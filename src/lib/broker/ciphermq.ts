@@ -1,0 +1,234 @@
+/**
+ * CipherMQ v1.0 compatibility: its Python clients speak a plain-TCP text protocol, one lowercase
+ * command per line, and expect CipherMQ's exact replies. Off by default and loopback-only unless
+ * configured, since it has no TLS; messages are its JSON envelopes, stored as opaque payloads.
+ */
+import {randomUUID} from 'node:crypto'
+import net from 'node:net'
+
+import {errorText} from '../errors.js'
+import type {Logger} from '../log.js'
+import type {DeliveryOut, Engine, Session} from './engine.js'
+
+export interface CipherMqOptions {
+  engine: Engine
+  logger: Logger
+  maxLine: number
+  /** called after a durable publish so the ACK follows the commit */
+  afterCommit?: (cb: (err?: Error) => void) => void
+}
+
+function envelopeLine(d: DeliveryOut): string {
+  const text = d.msg.body.toString('utf8')
+  try {
+    return JSON.stringify(JSON.parse(text))
+  } catch {
+    // not JSON (published natively): keep the line protocol intact
+    return JSON.stringify({data_b64: d.msg.body.toString('base64'), message_id: d.msg.messageId})
+  }
+}
+
+export class CipherMqListener {
+  readonly server: net.Server
+  private readonly socks = new Set<net.Socket>()
+
+  constructor(private readonly opts: CipherMqOptions) {
+    this.server = net.createServer((s) => this.accept(s))
+    this.server.on('error', (e) => opts.logger.error('CipherMQ listener error', {error: e}))
+  }
+
+  listen(port: number, host: string): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject)
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject)
+        const a = this.server.address()
+        resolve(typeof a === 'object' && a ? a.port : port)
+      })
+    })
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.socks) s.destroy()
+    await new Promise<void>((r) => this.server.close(() => r()))
+  }
+
+  private accept(sock: net.Socket): void {
+    const {engine} = this.opts
+    this.socks.add(sock)
+    sock.setNoDelay(true)
+    sock.on('error', () => {})
+    const write = (line: string) => {
+      if (!sock.destroyed) sock.write(line + '\n')
+    }
+    // replies leave in command order even when a durable publish waits for its commit
+    const outbox: {ready: boolean; lines: string[]}[] = []
+    const flush = () => {
+      while (outbox.length > 0 && outbox[0].ready) for (const l of outbox.shift()!.lines) write(l)
+    }
+    const send = (line: string) => {
+      if (outbox.length === 0) write(line)
+      else outbox.push({lines: [line], ready: true})
+    }
+    const later = (durable: boolean, lines: () => string[]) => {
+      if (!durable || !this.opts.afterCommit) {
+        for (const l of lines()) send(l)
+        return
+      }
+      const slot = {lines: [] as string[], ready: false}
+      outbox.push(slot)
+      this.opts.afterCommit((err) => {
+        slot.lines = err ? [`Error: ${err.message}`] : lines()
+        slot.ready = true
+        flush()
+      })
+    }
+    /** message id -> delivery tag, for `ack <message_id>` */
+    const byId = new Map<string, number>()
+    const session: Session = engine.openSession('ciphermq', {
+      deliver: (d) => {
+        byId.set(d.msg.messageId, d.deliveryTag)
+        write(`Message: ${d.msg.messageId} ${envelopeLine(d)}`)
+      },
+      writable: () => sock.writableLength < 4 * 1024 * 1024,
+    })
+    sock.on('drain', () => engine.kick(session))
+    sock.on('close', () => {
+      this.socks.delete(sock)
+      engine.closeSession(session)
+    })
+    let buf = ''
+    sock.setEncoding('utf8')
+    sock.on('data', (chunk: string) => {
+      buf += chunk
+      if (buf.length > this.opts.maxLine && !buf.includes('\n')) {
+        send('Error: line too long')
+        sock.destroy()
+        return
+      }
+      let nl: number
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl).replace(/\r$/, '')
+        buf = buf.slice(nl + 1)
+        if (line.trim() === '') continue
+        try {
+          this.command(line, session, send, later, byId)
+        } catch (error) {
+          send(`Error: ${errorText(error)}`)
+        }
+      }
+    })
+  }
+
+  private command(line: string, s: Session, send: (l: string) => void, later: (durable: boolean, lines: () => string[]) => void, byId: Map<string, number>): void {
+    const {engine} = this.opts
+    const parts = line.trim().split(/\s+/)
+    const cmd = parts[0]
+    const rest = (n: number) => {
+      // the JSON argument is everything after the first n words, spaces included
+      let i = 0
+      let pos = 0
+      const t = line.trim()
+      while (i < n) {
+        pos = t.indexOf(' ', pos)
+        if (pos < 0) return ''
+        while (t[pos] === ' ') pos++
+        i++
+      }
+      return t.slice(pos)
+    }
+    switch (cmd) {
+      case 'declare_queue':
+        if (!parts[1]) throw new Error('usage: declare_queue <queue>')
+        engine.declareQueue(parts[1])
+        send('Queue declared')
+        return
+      case 'declare_exchange':
+        if (!parts[1]) throw new Error('usage: declare_exchange <exchange>')
+        engine.declareExchange(parts[1], 'direct')
+        send('Exchange declared')
+        return
+      case 'bind':
+        if (parts.length < 4) throw new Error('usage: bind <queue> <exchange> <routing_key>')
+        engine.bind(parts[1], parts[2], parts[3])
+        send('Queue bound')
+        return
+      case 'publish': {
+        if (parts.length < 4) throw new Error('usage: publish <exchange> <routing_key> <json>')
+        const json = rest(3)
+        const env = this.envelope(json)
+        const r = engine.publish(parts[1], parts[2], Buffer.from(json), {messageId: env.message_id})
+        later(r.durable, () => [`ACK ${r.messageId}`])
+        return
+      }
+      case 'publish_batch': {
+        if (parts.length < 4) throw new Error('usage: publish_batch <exchange> <routing_key> <json-array>')
+        let arr: unknown
+        try {
+          arr = JSON.parse(rest(3))
+        } catch (error) {
+          throw new Error(`invalid JSON: ${errorText(error)}`)
+        }
+        if (!Array.isArray(arr)) throw new Error('publish_batch needs a JSON array')
+        const lines: string[] = []
+        let durable = false
+        for (const el of arr) {
+          const text = JSON.stringify(el)
+          try {
+            const id = el && typeof el === 'object' && typeof (el as {message_id?: unknown}).message_id === 'string' ? (el as {message_id: string}).message_id : undefined
+            const r = engine.publish(parts[1], parts[2], Buffer.from(text), {messageId: id})
+            durable ||= r.durable
+            lines.push(`ACK ${r.messageId}`)
+          } catch (error) {
+            lines.push(`Error: ${errorText(error)}`)
+          }
+        }
+        later(durable, () => lines)
+        return
+      }
+      case 'consume':
+        if (!parts[1]) throw new Error('usage: consume <queue>')
+        if (!engine.queues.has(parts[1])) throw new Error(`queue ${parts[1]} does not exist`)
+        send('Subscribed to queue')
+        engine.consume(s, parts[1], {prefetch: 1000})
+        return
+      case 'fetch': {
+        if (!parts[1]) throw new Error('usage: fetch <queue>')
+        const d = engine.get(s, parts[1])
+        if (!d) {
+          send('No messages')
+          return
+        }
+        byId.set(d.msg.messageId, d.deliveryTag)
+        send(`Message: ${d.msg.messageId} ${envelopeLine(d)}`)
+        return
+      }
+      case 'ack': {
+        const id = parts[1]
+        const tag = id === undefined ? undefined : byId.get(id)
+        if (tag === undefined) throw new Error(`no unacknowledged message ${id ?? ''} on this connection`)
+        byId.delete(id)
+        engine.ack(s, tag)
+        send(`ACK_CONFIRMED ${id}`)
+        return
+      }
+      case 'stats':
+        send(`Stats: ${JSON.stringify(engine.stats())}`)
+        return
+      default:
+        send('Unknown command')
+    }
+  }
+
+  private envelope(json: string): {message_id?: string} {
+    let v: unknown
+    try {
+      v = JSON.parse(json)
+    } catch (error) {
+      throw new Error(`invalid JSON: ${errorText(error)}`)
+    }
+    if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error('the message must be a JSON object')
+    const id = (v as {message_id?: unknown}).message_id
+    return {message_id: typeof id === 'string' && id.length > 0 ? id : randomUUID()}
+  }
+}

@@ -1,0 +1,392 @@
+/**
+ * The mq client library: one connection to the broker over mutual TLS speaking the native
+ * protocol (docs/protocol.md). Used by the CLI, the worker and the bench. Requests carry an id and
+ * resolve on the broker's OK (for publish: the confirm, sent only once the message is stored)
+ * or reject with the broker's error as an MqError with the same code.
+ */
+import {EventEmitter} from 'node:events'
+import net from 'node:net'
+import tls from 'node:tls'
+
+import {MqError, PermissionError, TempFailError, UnavailableError, UsageError} from '../errors.js'
+import type {BrokerStats, QueueStats} from './engine.js'
+import {type Frame, FrameError, FrameParser, encodeFrame, frameHeaders, headerArgs} from './protocol.js'
+
+export type {BrokerStats, QueueStats} from './engine.js'
+
+export interface Delivery {
+  deliveryTag: number
+  messageId: string
+  exchange: string
+  routingKey: string
+  queue: string
+  body: Buffer
+  headers: Record<string, string>
+  redelivered: boolean
+  deliveryCount: number
+  timestamp: number
+}
+
+export type MessageStatusName = 'sent' | 'delivered' | 'acknowledged' | 'dead-lettered' | 'expired' | 'dropped' | 'purged'
+
+export interface MessageStatusInfo {
+  messageId: string
+  status: MessageStatusName
+  queue?: string
+}
+
+export interface ConnectOptions {
+  host: string
+  port: number
+  tls: tls.ConnectionOptions
+  timeoutMs?: number
+  /** plain TCP without TLS: only for tests against an in-process server */
+  plain?: boolean
+  /** the identity claimed in HELLO over plain TCP (ignored over TLS, where the certificate decides) */
+  identity?: string
+  /** heartbeat interval to propose to the broker */
+  heartbeatMs?: number
+  /** largest frame body accepted from the broker */
+  maxPayload?: number
+}
+
+interface Pending {
+  resolve: (f: Frame) => void
+  reject: (e: Error) => void
+  deadline: number
+  onOk?: (f: Frame) => void
+}
+
+type Args = Record<string, string | number | boolean | undefined>
+
+const ERROR_CLASSES: Record<string, new (code: string, message: string, opts?: {hint?: string}) => MqError> = {
+  E_CERT_REVOKED: PermissionError,
+  E_FORBIDDEN: PermissionError,
+  E_TLS_CLIENT_CERT: PermissionError,
+  E_TOO_MANY_UNACKED: TempFailError,
+  E_BAD_NAME: UsageError,
+}
+
+function brokerError(f: Frame): MqError {
+  const code = f.args.code ?? 'E_BROKER'
+  const Cls = ERROR_CLASSES[code]
+  const message = f.args.message ?? 'the broker reported an error'
+  const hint = f.args.hint
+  return Cls ? new Cls(code, message, {hint}) : new MqError(code, message, {hint})
+}
+
+export function deliveryFrom(f: Frame): Delivery {
+  const a = f.args
+  return {
+    body: f.body,
+    deliveryCount: Number(a.count ?? 1),
+    deliveryTag: Number(a.tag),
+    exchange: a.exchange ?? '',
+    headers: frameHeaders(a),
+    messageId: a.message_id ?? '',
+    queue: a.queue ?? '',
+    redelivered: a.redelivered === '1',
+    routingKey: a.key ?? '',
+    timestamp: Number(a.ts ?? 0),
+  }
+}
+
+export class BrokerClient extends EventEmitter {
+  private nextId = 1
+  private readonly pending = new Map<number, Pending>()
+  private readonly consumers = new Map<string, (d: Delivery) => void>()
+  private readonly parser: FrameParser
+  private corked = false
+  private closing = false
+  private isClosed = false
+  private lastIn = Date.now()
+  private timer: NodeJS.Timeout
+  /** what the broker said in its HELLO reply */
+  server: Record<string, string> = {}
+
+  private constructor(
+    private readonly sock: net.Socket,
+    private readonly timeoutMs: number,
+    maxPayload: number,
+  ) {
+    super()
+    this.parser = new FrameParser(maxPayload)
+    sock.setNoDelay(true)
+    sock.on('data', (d: Buffer) => this.onData(d))
+    sock.on('error', (err) => this.shutdown(err))
+    sock.on('close', () => this.shutdown())
+    this.timer = setInterval(() => this.onTick(), 250)
+    this.timer.unref()
+  }
+
+  get closed(): boolean {
+    return this.isClosed
+  }
+
+  static async connect(opts: ConnectOptions): Promise<BrokerClient> {
+    const timeoutMs = opts.timeoutMs ?? 10_000
+    const where = `${opts.host}:${opts.port}`
+    const sock = await new Promise<net.Socket>((resolve, reject) => {
+      const s = opts.plain
+        ? net.connect({host: opts.host, port: opts.port})
+        : tls.connect({...opts.tls, host: opts.host, port: opts.port, servername: net.isIP(opts.host) ? undefined : opts.host})
+      const t = setTimeout(() => {
+        s.destroy()
+        reject(new UnavailableError('E_BROKER_TIMEOUT', `no answer from the broker at ${where} within ${timeoutMs} ms`, {hint: 'Try this: mq broker start, or check --broker HOST:PORT'}))
+      }, timeoutMs)
+      s.once(opts.plain ? 'connect' : 'secureConnect', () => {
+        clearTimeout(t)
+        resolve(s)
+      })
+      s.once('error', (err: NodeJS.ErrnoException) => {
+        clearTimeout(t)
+        if (err.code === 'ECONNREFUSED') {
+          reject(new UnavailableError('E_BROKER_UNREACHABLE', `cannot connect to the broker at ${where}: connection refused`, {hint: 'Try this: mq broker start (or set --broker HOST:PORT / MQ_BROKER)'}))
+        } else if (/certificate|self.signed|unable to verify|alert|handshake|SSL/i.test(err.message)) {
+          reject(new PermissionError('E_TLS', `TLS with the broker at ${where} failed: ${err.message}`, {hint: 'Try this: check that the broker and your identity use the same CA (mq cert list) and your certificate is not revoked'}))
+        } else {
+          reject(new UnavailableError('E_BROKER_UNREACHABLE', `cannot connect to the broker at ${where}: ${err.message}`, {hint: 'Try this: mq broker start, or check --broker HOST:PORT'}))
+        }
+      })
+    })
+    const c = new BrokerClient(sock, timeoutMs, opts.maxPayload ?? 128 * 1024 * 1024)
+    try {
+      const ok = await c.request('HELLO', {heartbeat: opts.heartbeatMs, identity: opts.plain ? (opts.identity ?? 'anonymous') : undefined, version: 1})
+      c.server = ok.args
+    } catch (error) {
+      c.sock.destroy()
+      if (error instanceof MqError && error.code === 'E_BROKER_CLOSED') {
+        throw new PermissionError('E_TLS', `the broker at ${where} closed the connection during the handshake (certificate refused or revoked?)`, {hint: 'Try this: mq cert list, and issue a new client certificate if yours was revoked'})
+      }
+      throw error
+    }
+    return c
+  }
+
+  // ---- plumbing ----------------------------------------------------------------------------
+
+  private onTick(): void {
+    const now = Date.now()
+    for (const [id, p] of this.pending) {
+      if (p.deadline <= now) {
+        this.pending.delete(id)
+        p.reject(new TempFailError('E_BROKER_TIMEOUT', `the broker did not answer within ${this.timeoutMs} ms`, {hint: 'Try this: retry, or raise --timeout'}))
+      }
+    }
+    const hb = Number(this.server.heartbeat ?? 0)
+    if (hb > 0 && now - this.lastIn > hb * 3) this.shutdown(new UnavailableError('E_BROKER_GONE', `no heartbeat from the broker for ${hb * 3} ms`, {hint: 'Try this: check the broker is running'}))
+  }
+
+  private onData(d: Buffer): void {
+    this.lastIn = Date.now()
+    try {
+      this.parser.push(
+        d,
+        (f) => this.onFrame(f),
+        (e) => this.emitError(new MqError(e.code, e.message)),
+      )
+    } catch (error) {
+      this.shutdown(error instanceof FrameError ? new MqError(error.code, `bad frame from the broker: ${error.message}`) : (error as Error))
+    }
+  }
+
+  private onFrame(f: Frame): void {
+    switch (f.verb) {
+      case 'DELIVER': {
+        const h = this.consumers.get(f.args.consumer ?? '')
+        if (h) h(deliveryFrom(f))
+        return
+      }
+      case 'OK':
+      case 'ERR': {
+        const p = this.pending.get(f.id)
+        if (!p) {
+          if (f.verb === 'ERR') this.emitError(brokerError(f))
+          return
+        }
+        this.pending.delete(f.id)
+        if (f.verb === 'OK') {
+          p.onOk?.(f)
+          p.resolve(f)
+        } else p.reject(brokerError(f))
+        return
+      }
+      case 'PING':
+        this.write(encodeFrame('PONG', f.id))
+        return
+      case 'CANCELLED':
+        this.consumers.delete(f.args.consumer ?? '')
+        this.emit('cancelled', f.args.consumer)
+        return
+      default:
+    }
+  }
+
+  private emitError(err: Error): void {
+    if (this.listenerCount('error') > 0) this.emit('error', err)
+  }
+
+  private shutdown(err?: Error): void {
+    if (this.isClosed) return
+    this.isClosed = true
+    clearInterval(this.timer)
+    this.sock.destroy()
+    const reason =
+      err instanceof MqError
+        ? err
+        : new UnavailableError('E_BROKER_CLOSED', `the connection to the broker closed${err ? `: ${err.message}` : ''}`, {hint: 'Try this: check the broker is running and reconnect'})
+    for (const p of this.pending.values()) p.reject(reason)
+    this.pending.clear()
+    if (err && !this.closing) this.emitError(reason)
+    this.emit('close', err)
+  }
+
+  private write(buf: Buffer): boolean {
+    if (!this.corked) {
+      this.corked = true
+      this.sock.cork()
+      process.nextTick(() => {
+        this.corked = false
+        this.sock.uncork()
+      })
+    }
+    return this.sock.write(buf)
+  }
+
+  private request(verb: string, args?: Args, body?: Buffer, onOk?: (f: Frame) => void): Promise<Frame> {
+    if (this.isClosed) return Promise.reject(new UnavailableError('E_BROKER_CLOSED', 'the connection to the broker is closed', {hint: 'Try this: reconnect'}))
+    const id = this.nextId++
+    return new Promise<Frame>((resolve, reject) => {
+      this.pending.set(id, {deadline: Date.now() + this.timeoutMs, onOk, reject, resolve})
+      this.write(encodeFrame(verb, id, args, body))
+    })
+  }
+
+  private async json<T>(verb: string, args?: Args): Promise<T> {
+    const f = await this.request(verb, args)
+    return JSON.parse(f.body.toString('utf8')) as T
+  }
+
+  // ---- API ---------------------------------------------------------------------------------
+
+  async declareQueue(name: string, opts: {durable?: boolean; deadLetter?: string; ttlMs?: number; maxLength?: number} = {}): Promise<void> {
+    await this.request('DECLARE_QUEUE', {dead_letter: opts.deadLetter, durable: opts.durable, max_length: opts.maxLength, name, ttl: opts.ttlMs})
+  }
+
+  async declareExchange(name: string, type: 'direct' | 'fanout' | 'topic', opts: {durable?: boolean} = {}): Promise<void> {
+    await this.request('DECLARE_EXCHANGE', {durable: opts.durable, name, type})
+  }
+
+  async bind(queue: string, exchange: string, routingKey: string): Promise<void> {
+    await this.request('BIND', {exchange, key: routingKey, queue})
+  }
+
+  async deleteQueue(name: string): Promise<{messages: number}> {
+    const f = await this.request('DELETE_QUEUE', {name})
+    return {messages: Number(f.args.messages ?? 0)}
+  }
+
+  async purgeQueue(name: string): Promise<{messages: number}> {
+    const f = await this.request('PURGE_QUEUE', {name})
+    return {messages: Number(f.args.messages ?? 0)}
+  }
+
+  listQueues(): Promise<QueueStats[]> {
+    return this.json('LIST_QUEUES')
+  }
+
+  listExchanges(): Promise<{exchanges: {name: string; type: string; durable: boolean; bindings: number}[]; bindings: {exchange: string; queue: string; routingKey: string}[]}> {
+    return this.json('LIST_EXCHANGES')
+  }
+
+  /** Resolves on the broker's confirm: the message is stored (on disk, for durable queues). */
+  async publish(exchange: string, routingKey: string, body: Buffer, opts: {messageId?: string; headers?: Record<string, string>} = {}): Promise<{messageId: string; queues: string[]}> {
+    const args: Args = {exchange, key: routingKey, message_id: opts.messageId}
+    headerArgs(opts.headers, args)
+    const f = await this.request('PUBLISH', args, body)
+    return {messageId: f.args.message_id ?? '', queues: f.args.queues ? f.args.queues.split(',') : []}
+  }
+
+  /**
+   * Fire-and-forget publish: no confirm, so nothing guarantees it was stored; broker errors arrive
+   * as 'error' events. Returns false when the socket buffer is full: await drained() before more.
+   */
+  publishNoConfirm(exchange: string, routingKey: string, body: Buffer, opts: {messageId?: string; headers?: Record<string, string>} = {}): boolean {
+    const args: Args = {exchange, key: routingKey, message_id: opts.messageId}
+    headerArgs(opts.headers, args)
+    return this.write(encodeFrame('PUBLISH', 0, args, body))
+  }
+
+  /** Resolves when the socket's write buffer has drained (or at once if it is not full). */
+  drained(): Promise<void> {
+    if (!this.sock.writableNeedDrain) return Promise.resolve()
+    return new Promise((r) => {
+      const done = () => {
+        this.sock.off('close', done)
+        this.sock.off('drain', done)
+        r()
+      }
+      this.sock.once('drain', done)
+      this.sock.once('close', done)
+    })
+  }
+
+  async consume(queue: string, opts: {prefetch?: number; noAck?: boolean}, onMessage: (d: Delivery) => void): Promise<{consumerTag: string; cancel(): Promise<void>}> {
+    // the handler is registered while the OK frame is processed, before any DELIVER behind it
+    const f = await this.request('CONSUME', {no_ack: opts.noAck, prefetch: opts.prefetch, queue}, undefined, (ok) => this.consumers.set(ok.args.consumer ?? '', onMessage))
+    const consumerTag = f.args.consumer ?? ''
+    return {
+      cancel: async () => {
+        await this.request('CANCEL', {consumer: consumerTag})
+        this.consumers.delete(consumerTag)
+      },
+      consumerTag,
+    }
+  }
+
+  async get(queue: string, opts: {noAck?: boolean} = {}): Promise<Delivery | null> {
+    const f = await this.request('GET', {no_ack: opts.noAck, queue})
+    if (f.args.empty === '1') return null
+    return deliveryFrom(f)
+  }
+
+  ack(deliveryTag: number): void {
+    this.write(encodeFrame('ACK', 0, {tag: deliveryTag}))
+  }
+
+  nack(deliveryTag: number, requeue = true): void {
+    this.write(encodeFrame('NACK', 0, {requeue, tag: deliveryTag}))
+  }
+
+  /** Rejects a delivery: it goes to the queue's dead-letter queue (or is dropped without one). */
+  reject(deliveryTag: number, reason?: string): void {
+    this.write(encodeFrame('REJECT', 0, {reason, tag: deliveryTag}))
+  }
+
+  messageStatus(messageId: string): Promise<MessageStatusInfo | null> {
+    return this.json('STATUS', {message_id: messageId})
+  }
+
+  stats(): Promise<BrokerStats> {
+    return this.json('STATS')
+  }
+
+  async putKey(name: string, encCertPem: string, signCertPem: string): Promise<void> {
+    await this.request('PUT_KEY', {name}, Buffer.from(JSON.stringify({encCertPem, signCertPem})))
+  }
+
+  getKey(name: string): Promise<{encCertPem: string; signCertPem: string} | null> {
+    return this.json('GET_KEY', {name})
+  }
+
+  async close(): Promise<void> {
+    if (this.isClosed) return
+    this.closing = true
+    const done = new Promise<void>((r) => this.once('close', () => r()))
+    this.request('QUIT').catch(() => {})
+    const t = setTimeout(() => this.shutdown(), 2000)
+    t.unref()
+    await done
+    clearTimeout(t)
+  }
+}

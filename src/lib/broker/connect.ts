@@ -1,0 +1,51 @@
+import type {MqHome} from '../config/home.js'
+import type {MqConfig} from '../config/schema.js'
+import {UsageError} from '../errors.js'
+import {clientTlsOptions} from '../pki/index.js'
+import {BrokerClient} from './client.js'
+
+/** "host:port", "[v6]:port" or "port" -> parts; the default port is 5700. */
+export function parseHostPort(value: string, defaultPort = 5700): {host: string; port: number} {
+  const v = value.trim()
+  let host = '127.0.0.1'
+  let portText = String(defaultPort)
+  const m6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(v)
+  if (m6) {
+    host = m6[1]
+    portText = m6[2] ?? portText
+  } else if (/^\d+$/.test(v)) {
+    portText = v
+  } else {
+    const i = v.lastIndexOf(':')
+    if (i >= 0 && v.indexOf(':') === i) {
+      host = v.slice(0, i)
+      portText = v.slice(i + 1)
+    } else host = v
+  }
+  const port = Number(portText)
+  if (!host || !Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new UsageError('E_BAD_ADDRESS', `broker address ${JSON.stringify(value)} is not HOST:PORT`, {hint: 'Try this: --broker 127.0.0.1:5700'})
+  }
+  return {host, port}
+}
+
+/**
+ * What CLI commands use to reach the broker: --broker / MQ_BROKER / client.broker for the address,
+ * --identity / MQ_IDENTITY / client.identity for the client certificate, --timeout / client.timeout_ms.
+ * The broker is trusted through our CA alone (its certificate's name is not matched against HOST).
+ */
+export async function connectBroker(home: MqHome, config: MqConfig, opts: {broker?: string; identity?: string; timeoutMs?: number} = {}): Promise<BrokerClient> {
+  const {host, port} = parseHostPort(opts.broker ?? process.env.MQ_BROKER ?? config.client.broker)
+  const identity = opts.identity ?? process.env.MQ_IDENTITY ?? config.client.identity
+  return BrokerClient.connect({host, port, timeoutMs: opts.timeoutMs ?? config.client.timeout_ms, tls: {...clientTlsOptions(home, identity), checkServerIdentity: () => undefined}})
+}
+
+/** Connects, runs fn, and always closes the connection. */
+export async function withBroker<T>(home: MqHome, config: MqConfig, flags: {broker?: string; identity?: string; timeout?: number}, fn: (c: BrokerClient) => Promise<T>): Promise<T> {
+  const c = await connectBroker(home, config, {broker: flags.broker, identity: flags.identity, timeoutMs: flags.timeout})
+  try {
+    return await fn(c)
+  } finally {
+    await c.close()
+  }
+}

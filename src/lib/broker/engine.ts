@@ -1,0 +1,772 @@
+/**
+ * The broker's routing and delivery engine: exchanges, queues, bindings, consumers, acks and
+ * message statuses. It is transport-free: the native server, the CipherMQ listener, the HTTP API
+ * and tests all drive it through Sessions. Durable queues write through a DurableStore whose
+ * group commit decides when a publish may be confirmed.
+ */
+import {randomUUID} from 'node:crypto'
+
+import {MqError, PermissionError, TempFailError, UsageError} from '../errors.js'
+import type {DurableStore, StoredMessage} from './store.js'
+
+export type ExchangeType = 'direct' | 'fanout' | 'topic'
+export type MessageStatus = 'sent' | 'delivered' | 'acknowledged' | 'dead-lettered' | 'expired' | 'dropped' | 'purged'
+
+export const DEFAULT_EXCHANGE = 'default_exchange'
+export const DEFAULT_QUEUE = 'default_queue'
+export const DEFAULT_KEY = 'default_key'
+
+const NAME_RE = /^[A-Za-z0-9_.:@-]{1,255}$/
+
+export interface QueueOptions {
+  durable?: boolean
+  deadLetter?: string
+  ttlMs?: number
+  maxLength?: number
+}
+
+export interface Message {
+  seq: number
+  messageId: string
+  exchange: string
+  routingKey: string
+  body: Buffer
+  headers: Record<string, string>
+  timestamp: number
+  deliveryCount: number
+  redelivered: boolean
+  expiresAt: number
+}
+
+export interface EngineOptions {
+  deliveryLimit?: number
+  maxUnacked?: number
+  /** cap on remembered message statuses (oldest forgotten first) */
+  statusCapacity?: number
+  store?: DurableStore
+  now?: () => number
+}
+
+export class NotFoundError extends MqError {
+  constructor(what: string, name: string) {
+    super('E_NOT_FOUND', `${what} ${JSON.stringify(name)} does not exist`, {
+      exit: 1,
+      hint: what === 'queue' ? `Try this: mq queue declare ${name || 'NAME'}` : `Try this: mq exchange declare ${name || 'NAME'} --type direct`,
+    })
+  }
+}
+
+function checkName(kind: string, name: string): void {
+  if (!NAME_RE.test(name)) {
+    throw new UsageError('E_BAD_NAME', `${kind} name ${JSON.stringify(name)} is not valid: use 1-255 of A-Z a-z 0-9 _ . : @ -`, {hint: `Try this: a name like orders.eu-1`})
+  }
+}
+
+/** Minimal array deque with O(1) shift/unshift at the head. */
+class Deque<T> {
+  private items: (T | undefined)[] = []
+  private head = 0
+  get length(): number {
+    return this.items.length - this.head
+  }
+  push(v: T): void {
+    this.items.push(v)
+  }
+  shift(): T | undefined {
+    if (this.head >= this.items.length) return undefined
+    const v = this.items[this.head]
+    this.items[this.head++] = undefined
+    if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head)
+      this.head = 0
+    }
+    return v
+  }
+  peek(): T | undefined {
+    return this.items[this.head]
+  }
+  unshift(v: T): void {
+    if (this.head > 0) this.items[--this.head] = v
+    else this.items.unshift(v)
+  }
+  clear(): T[] {
+    const out = this.items.slice(this.head) as T[]
+    this.items = []
+    this.head = 0
+    return out
+  }
+  *[Symbol.iterator](): Iterator<T> {
+    for (let i = this.head; i < this.items.length; i++) yield this.items[i] as T
+  }
+}
+
+export class Queue {
+  readonly ready = new Deque<Message>()
+  unacked = 0
+  readonly consumers: Consumer[] = []
+  rr = 0
+  published = 0
+  delivered = 0
+  acked = 0
+  dispatchScheduled = false
+  constructor(
+    readonly name: string,
+    readonly durable: boolean,
+    readonly deadLetter: string | undefined,
+    readonly ttlMs: number | undefined,
+    readonly maxLength: number | undefined,
+  ) {}
+}
+
+export class Exchange {
+  /** direct: key -> queues; topic: pattern -> queues; fanout: '' -> queues */
+  readonly bindings = new Map<string, Set<string>>()
+  private topicCache = new Map<string, string[]>()
+  constructor(
+    readonly name: string,
+    readonly type: ExchangeType,
+    readonly durable: boolean,
+  ) {}
+
+  bind(queue: string, key: string): boolean {
+    const k = this.type === 'fanout' ? '' : key
+    let s = this.bindings.get(k)
+    if (!s) this.bindings.set(k, (s = new Set()))
+    const had = s.has(queue)
+    s.add(queue)
+    this.topicCache.clear()
+    return !had
+  }
+
+  unbindQueue(queue: string): void {
+    for (const [k, s] of this.bindings) {
+      s.delete(queue)
+      if (s.size === 0) this.bindings.delete(k)
+    }
+    this.topicCache.clear()
+  }
+
+  bindingCount(): number {
+    let n = 0
+    for (const s of this.bindings.values()) n += s.size
+    return n
+  }
+
+  route(key: string): string[] {
+    if (this.type === 'fanout') return [...(this.bindings.get('') ?? [])]
+    if (this.type === 'direct') return [...(this.bindings.get(key) ?? [])]
+    const cached = this.topicCache.get(key)
+    if (cached) return cached
+    const out = new Set<string>()
+    const words = key.split('.')
+    for (const [pattern, queues] of this.bindings) {
+      if (topicMatch(pattern.split('.'), 0, words, 0)) for (const q of queues) out.add(q)
+    }
+    const res = [...out]
+    if (this.topicCache.size > 10_000) this.topicCache.clear()
+    this.topicCache.set(key, res)
+    return res
+  }
+}
+
+/** AMQP-style topic match: `*` is exactly one word, `#` zero or more words. */
+export function topicMatch(p: string[], pi: number, w: string[], wi: number): boolean {
+  while (pi < p.length) {
+    const t = p[pi]
+    if (t === '#') {
+      if (pi === p.length - 1) return true
+      for (let k = wi; k <= w.length; k++) if (topicMatch(p, pi + 1, w, k)) return true
+      return false
+    }
+    if (wi >= w.length) return false
+    if (t !== '*' && t !== w[wi]) return false
+    pi++
+    wi++
+  }
+  return wi === w.length
+}
+
+export interface Consumer {
+  tag: string
+  queue: Queue
+  session: Session
+  prefetch: number
+  noAck: boolean
+  inflight: number
+}
+
+interface Unacked {
+  queue: Queue
+  msg: Message
+  consumer?: Consumer
+}
+
+export interface DeliveryOut {
+  deliveryTag: number
+  consumerTag: string
+  queue: string
+  msg: Message
+}
+
+/** What a transport gives the engine for one client connection. */
+export interface SessionSink {
+  deliver(d: DeliveryOut): void
+  /** false while the transport's output buffer is full: the engine stops pushing */
+  writable(): boolean
+  /** the broker cancelled a consumer (its queue was deleted) */
+  cancelled?(consumerTag: string): void
+}
+
+export interface Permissions {
+  canPublish(exchange: string): boolean
+  canConsume(queue: string): boolean
+  admin: boolean
+}
+
+export const ALLOW_ALL: Permissions = {admin: true, canConsume: () => true, canPublish: () => true}
+
+export class Session {
+  nextTag = 1
+  readonly unacked = new Map<number, Unacked>()
+  readonly consumers = new Map<string, Consumer>()
+  closed = false
+  constructor(
+    readonly engine: Engine,
+    readonly identity: string,
+    readonly sink: SessionSink,
+    readonly perms: Permissions,
+  ) {}
+}
+
+export interface PublishResult {
+  messageId: string
+  queues: string[]
+  /** true when a durable queue took the message: confirm after the next commit */
+  durable: boolean
+}
+
+export interface QueueStats {
+  name: string
+  durable: boolean
+  messages: number
+  unacked: number
+  consumers: number
+  deadLetter?: string
+  ttlMs?: number
+  maxLength?: number
+  published: number
+  delivered: number
+  acked: number
+  publishRate: number
+  deliverRate: number
+  ackRate: number
+}
+
+export interface BrokerStats {
+  uptimeMs: number
+  connections: number
+  queues: QueueStats[]
+  exchanges: {name: string; type: ExchangeType; durable: boolean; bindings: number}[]
+  exchangeCount: number
+  bindingCount: number
+  statuses: Record<string, number>
+  totals: {published: number; delivered: number; acknowledged: number; deadLettered: number; unroutable: number}
+  rates: {publish: number; deliver: number; ack: number}
+}
+
+export class Engine {
+  readonly exchanges = new Map<string, Exchange>()
+  readonly queues = new Map<string, Queue>()
+  readonly sessions = new Set<Session>()
+  private statuses = new Map<string, {status: MessageStatus; queue?: string}>()
+  private statusCounts: Record<string, number> = {}
+  private seq = 1
+  private ctagSeq = 1
+  private readonly started: number
+  readonly deliveryLimit: number
+  readonly maxUnacked: number
+  private readonly statusCapacity: number
+  readonly store?: DurableStore
+  private readonly now: () => number
+  totals = {published: 0, delivered: 0, acknowledged: 0, deadLettered: 0, unroutable: 0}
+  private rateSample = {t: 0, published: 0, delivered: 0, acknowledged: 0, perQueue: new Map<string, [number, number, number]>()}
+  private rates = {publish: 0, deliver: 0, ack: 0, perQueue: new Map<string, [number, number, number]>()}
+  private sweepTimer?: NodeJS.Timeout
+
+  constructor(opts: EngineOptions = {}) {
+    this.deliveryLimit = opts.deliveryLimit ?? 20
+    this.maxUnacked = opts.maxUnacked ?? 10_000
+    this.statusCapacity = opts.statusCapacity ?? 1_000_000
+    this.store = opts.store
+    this.now = opts.now ?? Date.now
+    this.started = this.now()
+    this.rateSample.t = this.started
+    this.exchanges.set('', new Exchange('', 'direct', true))
+    if (this.store) this.restore(this.store)
+    if (!this.exchanges.has(DEFAULT_EXCHANGE)) {
+      this.declareExchange(DEFAULT_EXCHANGE, 'direct', {durable: true})
+      this.declareQueue(DEFAULT_QUEUE, {durable: true})
+      this.bind(DEFAULT_QUEUE, DEFAULT_EXCHANGE, DEFAULT_KEY)
+    }
+  }
+
+  /** Starts the TTL sweep and rate sampling timers (servers; unit tests may skip this). */
+  start(): void {
+    this.sweepTimer = setInterval(() => {
+      this.sampleRates()
+      for (const q of this.queues.values()) if (q.ttlMs !== undefined) this.expireHead(q)
+    }, 1000)
+    this.sweepTimer.unref()
+  }
+
+  stop(): void {
+    if (this.sweepTimer) clearInterval(this.sweepTimer)
+  }
+
+  private restore(store: DurableStore): void {
+    const defs = store.loadDefinitions()
+    for (const e of defs.exchanges) this.exchanges.set(e.name, new Exchange(e.name, e.type, true))
+    for (const q of defs.queues) this.queues.set(q.name, new Queue(q.name, true, q.deadLetter ?? undefined, q.ttlMs ?? undefined, q.maxLength ?? undefined))
+    for (const b of defs.bindings) this.exchanges.get(b.exchange)?.bind(b.queue, b.key)
+    let max = 0
+    for (const m of store.loadMessages()) {
+      const q = this.queues.get(m.queue)
+      if (!q) continue
+      max = Math.max(max, m.seq)
+      const msg: Message = {...m, redelivered: m.deliveryCount > 0}
+      q.ready.push(msg)
+      this.setStatus(m.messageId, m.deliveryCount > 0 ? 'delivered' : 'sent', q.name)
+    }
+    this.seq = Math.max(max, store.maxSeq()) + 1
+  }
+
+  // ---- definitions -------------------------------------------------------------------------
+
+  declareExchange(name: string, type: ExchangeType, opts: {durable?: boolean} = {}): Exchange {
+    if (name === '') throw new UsageError('E_RESERVED', 'the default exchange "" cannot be redeclared', {hint: 'Try this: pick another exchange name'})
+    checkName('exchange', name)
+    if (!['direct', 'fanout', 'topic'].includes(type)) throw new UsageError('E_BAD_TYPE', `exchange type ${JSON.stringify(type)} is not one of direct, fanout, topic`, {hint: 'Try this: --type topic'})
+    const durable = opts.durable ?? true
+    const existing = this.exchanges.get(name)
+    if (existing) {
+      if (existing.type !== type) {
+        throw new MqError('E_EXISTS', `exchange ${JSON.stringify(name)} already exists with type ${existing.type}, not ${type}`, {hint: `Try this: use --type ${existing.type} or another name`})
+      }
+      return existing
+    }
+    const ex = new Exchange(name, type, durable)
+    this.exchanges.set(name, ex)
+    if (durable) this.store?.saveExchange(name, type)
+    return ex
+  }
+
+  declareQueue(name: string, opts: QueueOptions = {}): Queue {
+    checkName('queue', name)
+    const existing = this.queues.get(name)
+    if (existing) return existing
+    if (opts.deadLetter !== undefined) {
+      checkName('dead-letter queue', opts.deadLetter)
+      if (opts.deadLetter === name) throw new UsageError('E_BAD_DEAD_LETTER', 'a queue cannot be its own dead-letter queue', {hint: `Try this: --dead-letter ${name}.dlq`})
+      if (!this.queues.has(opts.deadLetter)) this.declareQueue(opts.deadLetter, {durable: opts.durable})
+    }
+    if (opts.ttlMs !== undefined && (!Number.isInteger(opts.ttlMs) || opts.ttlMs < 1)) throw new UsageError('E_BAD_TTL', `ttl ${opts.ttlMs} must be a positive integer (ms)`, {hint: 'Try this: --ttl 60000'})
+    if (opts.maxLength !== undefined && (!Number.isInteger(opts.maxLength) || opts.maxLength < 1)) throw new UsageError('E_BAD_MAX_LENGTH', `max length ${opts.maxLength} must be a positive integer`, {hint: 'Try this: --max-length 10000'})
+    const q = new Queue(name, opts.durable ?? false, opts.deadLetter, opts.ttlMs, opts.maxLength)
+    this.queues.set(name, q)
+    if (q.durable) this.store?.saveQueue({name, deadLetter: q.deadLetter ?? null, ttlMs: q.ttlMs ?? null, maxLength: q.maxLength ?? null})
+    return q
+  }
+
+  bind(queue: string, exchange: string, key: string): void {
+    const q = this.queues.get(queue)
+    if (!q) throw new NotFoundError('queue', queue)
+    if (exchange === '') throw new UsageError('E_RESERVED', 'the default exchange "" routes by queue name and takes no bindings', {hint: 'Try this: bind to a named exchange'})
+    const ex = this.exchanges.get(exchange)
+    if (!ex) throw new NotFoundError('exchange', exchange)
+    if (ex.type !== 'fanout' && key.length > 255) throw new UsageError('E_BAD_KEY', 'routing key longer than 255 characters', {hint: 'Try this: a shorter key'})
+    if (ex.bind(queue, key) && ex.durable && q.durable) this.store?.saveBinding(exchange, queue, ex.type === 'fanout' ? '' : key)
+  }
+
+  deleteQueue(name: string): number {
+    const q = this.queues.get(name)
+    if (!q) throw new NotFoundError('queue', name)
+    if (name === DEFAULT_QUEUE) throw new UsageError('E_RESERVED', `${DEFAULT_QUEUE} is built in and cannot be deleted`, {hint: `Try this: mq queue purge ${DEFAULT_QUEUE}`})
+    for (const c of [...q.consumers]) {
+      this.cancel(c.session, c.tag)
+      c.session.sink.cancelled?.(c.tag)
+    }
+    for (const ex of this.exchanges.values()) ex.unbindQueue(name)
+    const n = q.ready.length
+    for (const m of q.ready.clear()) this.setStatus(m.messageId, 'purged', name)
+    // messages still unacked by sessions are dropped when acked/returned (queue no longer registered)
+    this.queues.delete(name)
+    if (q.durable) this.store?.deleteQueue(name)
+    return n
+  }
+
+  purgeQueue(name: string): number {
+    const q = this.queues.get(name)
+    if (!q) throw new NotFoundError('queue', name)
+    const msgs = q.ready.clear()
+    for (const m of msgs) {
+      this.setStatus(m.messageId, 'purged', name)
+      if (q.durable) this.store?.deleteMessage(m.seq)
+    }
+    return msgs.length
+  }
+
+  // ---- sessions ----------------------------------------------------------------------------
+
+  openSession(identity: string, sink: SessionSink, perms: Permissions = ALLOW_ALL): Session {
+    const s = new Session(this, identity, sink, perms)
+    this.sessions.add(s)
+    return s
+  }
+
+  /** Connection gone: cancel its consumers and return every unacked message to its queue. */
+  closeSession(s: Session): void {
+    if (s.closed) return
+    s.closed = true
+    this.sessions.delete(s)
+    for (const tag of [...s.consumers.keys()]) this.cancel(s, tag)
+    const entries = [...s.unacked.values()].reverse() // unshift in reverse keeps the original order
+    s.unacked.clear()
+    for (const u of entries) {
+      u.queue.unacked--
+      this.requeue(u.queue, u.msg)
+    }
+  }
+
+  // ---- publish -----------------------------------------------------------------------------
+
+  publish(exchange: string, routingKey: string, body: Buffer, opts: {messageId?: string; headers?: Record<string, string>} = {}, perms: Permissions = ALLOW_ALL): PublishResult {
+    if (!perms.canPublish(exchange)) throw new PermissionError('E_FORBIDDEN', `not allowed to publish to exchange ${JSON.stringify(exchange)}`, {hint: 'Try this: ask an admin to add it to broker.permissions[].publish'})
+    let targets: string[]
+    if (exchange === '') {
+      targets = this.queues.has(routingKey) ? [routingKey] : []
+    } else {
+      const ex = this.exchanges.get(exchange)
+      if (!ex) throw new NotFoundError('exchange', exchange)
+      targets = ex.route(routingKey)
+    }
+    if (targets.length === 0) {
+      this.totals.unroutable++
+      throw new MqError('E_UNROUTABLE', `no queue is bound to exchange ${JSON.stringify(exchange)} with routing key ${JSON.stringify(routingKey)}: the message was not accepted`, {
+        hint: `Try this: mq queue bind QUEUE --exchange ${exchange || '""'} --routing-key ${routingKey || '""'}`,
+      })
+    }
+    if (opts.messageId !== undefined && (opts.messageId.length === 0 || opts.messageId.length > 200)) {
+      throw new UsageError('E_BAD_MESSAGE_ID', 'message id must be 1-200 characters', {hint: 'Try this: omit it to get a UUID'})
+    }
+    const messageId = opts.messageId ?? randomUUID()
+    const timestamp = this.now()
+    const headers = opts.headers ?? {}
+    let durable = false
+    for (const qn of targets) {
+      const q = this.queues.get(qn)!
+      const msg: Message = {seq: this.seq++, messageId, exchange, routingKey, body, headers, timestamp, deliveryCount: 0, redelivered: false, expiresAt: q.ttlMs ? timestamp + q.ttlMs : 0}
+      this.setStatus(messageId, 'sent', qn)
+      if (this.enqueue(q, msg)) durable = true
+    }
+    this.totals.published++
+    return {messageId, queues: targets, durable}
+  }
+
+  /** Appends to a queue (persisting it for durable queues); returns true if it was a durable write. */
+  private enqueue(q: Queue, msg: Message): boolean {
+    if (q.maxLength !== undefined) {
+      while (q.ready.length >= q.maxLength) {
+        const old = q.ready.shift()!
+        this.deadLetter(q, old, 'maxlen', 'dropped')
+      }
+    }
+    q.ready.push(msg)
+    q.published++
+    let durable = false
+    if (q.durable && this.store) {
+      this.store.insertMessage(q.name, msg)
+      durable = true
+    }
+    this.schedule(q)
+    return durable
+  }
+
+  /** Moves a message to its queue's dead-letter queue, or drops it when there is none. */
+  private deadLetter(q: Queue, msg: Message, reason: string, statusIfDropped: MessageStatus): void {
+    if (q.durable) this.store?.deleteMessage(msg.seq)
+    const dlq = q.deadLetter ? this.queues.get(q.deadLetter) : undefined
+    if (!dlq) {
+      this.setStatus(msg.messageId, statusIfDropped, q.name)
+      return
+    }
+    this.totals.deadLettered++
+    const moved: Message = {
+      ...msg,
+      seq: this.seq++,
+      headers: {...msg.headers, 'x-death-reason': reason, 'x-death-queue': q.name, 'x-death-count': String(msg.deliveryCount)},
+      deliveryCount: 0,
+      redelivered: false,
+      expiresAt: dlq.ttlMs ? this.now() + dlq.ttlMs : 0,
+    }
+    this.setStatus(msg.messageId, 'dead-lettered', dlq.name)
+    this.enqueue(dlq, moved)
+  }
+
+  // ---- consume -----------------------------------------------------------------------------
+
+  consume(s: Session, queue: string, opts: {prefetch?: number; noAck?: boolean} = {}): string {
+    const q = this.queues.get(queue)
+    if (!q) throw new NotFoundError('queue', queue)
+    if (!s.perms.canConsume(queue)) throw new PermissionError('E_FORBIDDEN', `not allowed to consume from queue ${JSON.stringify(queue)}`, {hint: 'Try this: ask an admin to add it to broker.permissions[].consume'})
+    const prefetch = opts.prefetch ?? 100
+    if (!Number.isInteger(prefetch) || prefetch < 1 || prefetch > 65_535) throw new UsageError('E_BAD_PREFETCH', `prefetch ${prefetch} must be 1..65535`, {hint: 'Try this: --prefetch 100'})
+    const c: Consumer = {inflight: 0, noAck: opts.noAck ?? false, prefetch, queue: q, session: s, tag: `ctag-${this.ctagSeq++}`}
+    q.consumers.push(c)
+    s.consumers.set(c.tag, c)
+    this.schedule(q)
+    return c.tag
+  }
+
+  cancel(s: Session, consumerTag: string): void {
+    const c = s.consumers.get(consumerTag)
+    if (!c) return
+    s.consumers.delete(consumerTag)
+    const i = c.queue.consumers.indexOf(c)
+    if (i >= 0) c.queue.consumers.splice(i, 1)
+    for (const u of s.unacked.values()) if (u.consumer === c) u.consumer = undefined
+  }
+
+  /** Pull one message; null when the queue is empty. */
+  get(s: Session, queue: string, opts: {noAck?: boolean} = {}): DeliveryOut | null {
+    const q = this.queues.get(queue)
+    if (!q) throw new NotFoundError('queue', queue)
+    if (!s.perms.canConsume(queue)) throw new PermissionError('E_FORBIDDEN', `not allowed to consume from queue ${JSON.stringify(queue)}`, {hint: 'Try this: ask an admin to add it to broker.permissions[].consume'})
+    if (!opts.noAck && s.unacked.size >= this.maxUnacked) throw new TempFailError('E_TOO_MANY_UNACKED', `this connection holds ${s.unacked.size} unacknowledged messages (limit ${this.maxUnacked})`, {hint: 'Try this: ack messages before getting more'})
+    const msg = this.takeReady(q)
+    if (!msg) return null
+    return this.hand(s, q, msg, undefined, opts.noAck ?? false)
+  }
+
+  private takeReady(q: Queue): Message | undefined {
+    for (;;) {
+      const m = q.ready.shift()
+      if (!m) return undefined
+      if (m.expiresAt && m.expiresAt <= this.now()) {
+        this.deadLetter(q, m, 'expired', 'expired')
+        continue
+      }
+      return m
+    }
+  }
+
+  private hand(s: Session, q: Queue, msg: Message, c: Consumer | undefined, noAck: boolean): DeliveryOut {
+    msg.deliveryCount++
+    const tag = s.nextTag++
+    q.delivered++
+    this.totals.delivered++
+    if (noAck) {
+      q.acked++
+      this.totals.acknowledged++
+      if (q.durable) this.store?.deleteMessage(msg.seq)
+      this.setStatus(msg.messageId, 'acknowledged', q.name)
+    } else {
+      s.unacked.set(tag, {consumer: c, msg, queue: q})
+      q.unacked++
+      // remembered on disk so a restart flags it redelivered (coalesced away if acked before the commit)
+      if (q.durable) this.store?.updateDeliveryCount(msg.seq, msg.deliveryCount)
+      if (c) c.inflight++
+      this.setStatus(msg.messageId, 'delivered', q.name)
+    }
+    return {consumerTag: c?.tag ?? '', deliveryTag: tag, msg, queue: q.name}
+  }
+
+  private schedule(q: Queue): void {
+    if (q.dispatchScheduled || q.consumers.length === 0 || q.ready.length === 0) return
+    q.dispatchScheduled = true
+    queueMicrotask(() => {
+      q.dispatchScheduled = false
+      this.dispatch(q)
+    })
+  }
+
+  /** Re-dispatch after a transport drained its output buffer. */
+  kick(s: Session): void {
+    for (const c of s.consumers.values()) this.schedule(c.queue)
+  }
+
+  /** Push ready messages round-robin to consumers with room in their prefetch window. */
+  dispatch(q: Queue): void {
+    if (!this.queues.has(q.name)) return
+    while (q.ready.length > 0 && q.consumers.length > 0) {
+      let chosen: Consumer | undefined
+      const n = q.consumers.length
+      for (let i = 0; i < n; i++) {
+        const c = q.consumers[(q.rr + i) % n]
+        if (c.session.closed || !c.session.sink.writable()) continue
+        if (!c.noAck && (c.inflight >= c.prefetch || c.session.unacked.size >= this.maxUnacked)) continue
+        chosen = c
+        q.rr = (q.rr + i + 1) % n
+        break
+      }
+      if (!chosen) return
+      const msg = this.takeReady(q)
+      if (!msg) return
+      const d = this.hand(chosen.session, q, msg, chosen, chosen.noAck)
+      chosen.session.sink.deliver(d)
+    }
+  }
+
+  // ---- acknowledgements --------------------------------------------------------------------
+
+  private settle(s: Session, tag: number): Unacked {
+    const u = s.unacked.get(tag)
+    if (!u) {
+      throw new UsageError('E_UNKNOWN_TAG', `delivery tag ${tag} is not an unacknowledged delivery of this connection (already settled?)`, {hint: 'Try this: ack each delivery once, on the connection that received it'})
+    }
+    s.unacked.delete(tag)
+    u.queue.unacked--
+    if (u.consumer) u.consumer.inflight--
+    return u
+  }
+
+  ack(s: Session, tag: number): void {
+    const u = this.settle(s, tag)
+    u.queue.acked++
+    this.totals.acknowledged++
+    if (u.queue.durable) this.store?.deleteMessage(u.msg.seq)
+    this.setStatus(u.msg.messageId, 'acknowledged', u.queue.name)
+    // synchronously, so the freed prefetch slot is filled before any later reply on this connection
+    if (u.consumer && u.queue.ready.length > 0) this.dispatch(u.queue)
+  }
+
+  nack(s: Session, tag: number, requeue = true): void {
+    const u = this.settle(s, tag)
+    if (requeue) this.requeue(u.queue, u.msg)
+    else this.deadLetter(u.queue, u.msg, 'rejected', 'dead-lettered')
+    this.schedule(u.queue)
+  }
+
+  reject(s: Session, tag: number, reason = 'rejected'): void {
+    const u = this.settle(s, tag)
+    this.deadLetter(u.queue, u.msg, reason.slice(0, 200) || 'rejected', 'dead-lettered')
+    this.schedule(u.queue)
+  }
+
+  /** Back to the head of its queue, or to the dead-letter queue once the delivery limit is reached. */
+  private requeue(q: Queue, msg: Message): void {
+    if (this.queues.get(q.name) !== q) return // queue was deleted meanwhile
+    if (msg.deliveryCount >= this.deliveryLimit) {
+      this.deadLetter(q, msg, 'delivery-limit', 'dead-lettered')
+      return
+    }
+    msg.redelivered = true
+    q.ready.unshift(msg)
+    if (q.durable) this.store?.updateDeliveryCount(msg.seq, msg.deliveryCount)
+    this.setStatus(msg.messageId, 'sent', q.name)
+    this.schedule(q)
+  }
+
+  private expireHead(q: Queue): void {
+    const now = this.now()
+    for (;;) {
+      const m = q.ready.peek()
+      if (!m || !m.expiresAt || m.expiresAt > now) return
+      q.ready.shift()
+      this.deadLetter(q, m, 'expired', 'expired')
+    }
+  }
+
+  // ---- statuses and stats ------------------------------------------------------------------
+
+  private setStatus(id: string, status: MessageStatus, queue?: string): void {
+    const prev = this.statuses.get(id)
+    if (prev) {
+      this.statusCounts[prev.status]--
+      this.statuses.delete(id) // re-insert so the map stays in recency order
+    } else if (this.statuses.size >= this.statusCapacity) {
+      const oldest = this.statuses.keys().next().value as string
+      this.statusCounts[this.statuses.get(oldest)!.status]--
+      this.statuses.delete(oldest)
+    }
+    this.statuses.set(id, {queue, status})
+    this.statusCounts[status] = (this.statusCounts[status] ?? 0) + 1
+  }
+
+  messageStatus(id: string): {messageId: string; status: MessageStatus; queue?: string} | null {
+    const s = this.statuses.get(id)
+    return s ? {messageId: id, ...s} : null
+  }
+
+  private sampleRates(): void {
+    const now = this.now()
+    const dt = (now - this.rateSample.t) / 1000
+    if (dt <= 0) return
+    this.rates.publish = (this.totals.published - this.rateSample.published) / dt
+    this.rates.deliver = (this.totals.delivered - this.rateSample.delivered) / dt
+    this.rates.ack = (this.totals.acknowledged - this.rateSample.acknowledged) / dt
+    const per = new Map<string, [number, number, number]>()
+    for (const q of this.queues.values()) {
+      const prev = this.rateSample.perQueue.get(q.name) ?? [q.published, q.delivered, q.acked]
+      this.rates.perQueue.set(q.name, [(q.published - prev[0]) / dt, (q.delivered - prev[1]) / dt, (q.acked - prev[2]) / dt])
+      per.set(q.name, [q.published, q.delivered, q.acked])
+    }
+    this.rateSample = {acknowledged: this.totals.acknowledged, delivered: this.totals.delivered, perQueue: per, published: this.totals.published, t: now}
+  }
+
+  listQueues(): QueueStats[] {
+    const r1 = (n: number) => Math.round(n * 10) / 10
+    return [...this.queues.values()]
+      .map((q) => {
+        const r = this.rates.perQueue.get(q.name) ?? [0, 0, 0]
+        return {
+          ackRate: r1(r[2]),
+          acked: q.acked,
+          consumers: q.consumers.length,
+          deadLetter: q.deadLetter,
+          deliverRate: r1(r[1]),
+          delivered: q.delivered,
+          durable: q.durable,
+          maxLength: q.maxLength,
+          messages: q.ready.length,
+          name: q.name,
+          publishRate: r1(r[0]),
+          published: q.published,
+          ttlMs: q.ttlMs,
+          unacked: q.unacked,
+        }
+      })
+      .sort((a, b) => a.name.localeCompare(b.name))
+  }
+
+  listExchanges(): {name: string; type: ExchangeType; durable: boolean; bindings: number}[] {
+    return [...this.exchanges.values()]
+      .filter((e) => e.name !== '')
+      .map((e) => ({bindings: e.bindingCount(), durable: e.durable, name: e.name, type: e.type}))
+      .sort((a, b) => a.name.localeCompare(b.name))
+  }
+
+  listBindings(): {exchange: string; queue: string; routingKey: string}[] {
+    const out: {exchange: string; queue: string; routingKey: string}[] = []
+    for (const e of this.exchanges.values()) for (const [k, qs] of e.bindings) for (const q of qs) out.push({exchange: e.name, queue: q, routingKey: k})
+    return out
+  }
+
+  stats(connections = this.sessions.size): BrokerStats {
+    const exchanges = this.listExchanges()
+    const statuses: Record<string, number> = {}
+    for (const [k, v] of Object.entries(this.statusCounts)) if (v > 0) statuses[k] = v
+    return {
+      bindingCount: exchanges.reduce((n, e) => n + e.bindings, 0),
+      connections,
+      exchangeCount: exchanges.length,
+      exchanges,
+      queues: this.listQueues(),
+      rates: {ack: Math.round(this.rates.ack), deliver: Math.round(this.rates.deliver), publish: Math.round(this.rates.publish)},
+      statuses,
+      totals: {...this.totals},
+      uptimeMs: this.now() - this.started,
+    }
+  }
+}
+
+export type {StoredMessage}

@@ -1,0 +1,191 @@
+/**
+ * The native mq wire protocol (docs/protocol.md): every frame is one text header line
+ *   VERB ID key=value key=value ... [LEN]\n
+ * followed by exactly LEN bytes of binary body (LEN omitted = 0). Values are percent-encoded
+ * (space, =, % and control characters as %XX; decoded with decodeURIComponent), so names may hold any character and the stream stays binary-safe while
+ * a human can still type frames into `openssl s_client`. Message headers travel as `h.NAME=VALUE`.
+ */
+export const PROTOCOL_VERSION = 1
+/** a header line longer than this cannot be legitimate: the connection is closed */
+export const MAX_HEADER_LINE = 64 * 1024
+
+export interface Frame {
+  verb: string
+  id: number
+  args: Record<string, string>
+  body: Buffer
+}
+
+export class FrameError extends Error {
+  constructor(
+    readonly code: 'E_FRAME_MALFORMED' | 'E_FRAME_TOO_LARGE',
+    message: string,
+    /** true when the byte stream can no longer be trusted and the connection must close */
+    readonly fatal: boolean,
+    readonly id = 0,
+  ) {
+    super(message)
+  }
+}
+
+const NL = 0x0a
+const EMPTY = Buffer.alloc(0)
+
+/** Percent-encodes only what would break a header line (space, =, %, controls): readable by eye, decodable by decodeURIComponent. */
+function enc(v: string): string {
+  return v.replace(/[\s%=\x00-\x1f\x7f]/g, (c) => {
+    const code = c.charCodeAt(0)
+    return code < 0x80 ? `%${code.toString(16).toUpperCase().padStart(2, '0')}` : encodeURIComponent(c)
+  })
+}
+
+/** Encodes one frame; `args` values that are undefined are left out. */
+export function encodeFrame(verb: string, id: number, args?: Record<string, string | number | boolean | undefined>, body?: Buffer): Buffer {
+  let line = `${verb} ${id}`
+  if (args) {
+    for (const k in args) {
+      const v = args[k]
+      if (v === undefined) continue
+      line += ` ${k}=${enc(typeof v === 'string' ? v : typeof v === 'boolean' ? (v ? '1' : '0') : String(v))}`
+    }
+  }
+  const len = body ? body.length : 0
+  if (len > 0) line += ` ${len}`
+  line += '\n'
+  if (!body || len === 0) return Buffer.from(line)
+  // a newline after the body keeps a terminal readable; decoders skip it as a blank line
+  const head = Buffer.byteLength(line)
+  const out = Buffer.allocUnsafe(head + len + 1)
+  out.write(line, 0, 'utf8')
+  body.copy(out, head)
+  out[head + len] = NL
+  return out
+}
+
+/** The message headers (h.NAME) of a frame's args. */
+export function frameHeaders(args: Record<string, string>): Record<string, string> {
+  const h: Record<string, string> = {}
+  for (const k in args) if (k.startsWith('h.')) h[k.slice(2)] = args[k]
+  return h
+}
+
+export function headerArgs(headers: Record<string, string> | undefined, into: Record<string, string | number | boolean | undefined>): void {
+  if (!headers) return
+  for (const k in headers) {
+    if (!/^[A-Za-z0-9_.:-]{1,128}$/.test(k)) throw new FrameError('E_FRAME_MALFORMED', `header name ${JSON.stringify(k)} is not allowed (letters, digits, _ . : - only)`, false)
+    into[`h.${k}`] = headers[k]
+  }
+}
+
+/**
+ * Incremental decoder. The body length is checked against maxPayload as soon as the header line
+ * arrives, before a single body byte is buffered; bodies are copied into one preallocated buffer.
+ */
+export class FrameParser {
+  private head: Buffer = EMPTY
+  private body: Buffer | null = null
+  private bodyFill = 0
+  private pending: Omit<Frame, 'body'> | null = null
+  /** a non-fatal error of the pending frame, reported once its body has been skipped */
+  private pendingError: FrameError | null = null
+  /** true while a frame has started but not completed (for slow-drip detection) */
+  get partial(): boolean {
+    return this.head.length > 0 || this.pending !== null
+  }
+
+  /** true while an incomplete header line is buffered */
+  get headerPartial(): boolean {
+    return this.head.length > 0
+  }
+
+  constructor(private readonly maxPayload: number) {}
+
+  /** Feeds bytes; calls onFrame per complete frame and onError per rejected frame; throws a fatal FrameError. */
+  push(chunk: Buffer, onFrame: (f: Frame) => void, onError: (e: FrameError) => void): void {
+    let off = 0
+    while (off < chunk.length) {
+      if (this.pending) {
+        const need = this.body!.length - this.bodyFill
+        const n = Math.min(need, chunk.length - off)
+        chunk.copy(this.body!, this.bodyFill, off, off + n)
+        this.bodyFill += n
+        off += n
+        if (this.bodyFill === this.body!.length) {
+          const f = this.pending as Frame
+          f.body = this.body!
+          const err = this.pendingError
+          this.pending = null
+          this.pendingError = null
+          this.body = null
+          if (err) onError(err)
+          else onFrame(f)
+        }
+        continue
+      }
+      const nl = chunk.indexOf(NL, off)
+      if (nl < 0) {
+        if (this.head.length + chunk.length - off > MAX_HEADER_LINE) {
+          throw new FrameError('E_FRAME_MALFORMED', `header line longer than ${MAX_HEADER_LINE} bytes`, true)
+        }
+        this.head = this.head.length ? Buffer.concat([this.head, chunk.subarray(off)]) : Buffer.from(chunk.subarray(off))
+        return
+      }
+      let lineBuf = chunk.subarray(off, nl)
+      if (this.head.length) {
+        lineBuf = Buffer.concat([this.head, lineBuf])
+        this.head = EMPTY
+      }
+      off = nl + 1
+      if (lineBuf.length > MAX_HEADER_LINE) throw new FrameError('E_FRAME_MALFORMED', `header line longer than ${MAX_HEADER_LINE} bytes`, true)
+      let line = lineBuf.toString('utf8')
+      if (line.endsWith('\r')) line = line.slice(0, -1)
+      if (line.trim() === '') continue // blank lines are allowed between frames (hand typing)
+      const parsed = this.parseHeader(line)
+      if (parsed.len === 0) {
+        if (parsed.error) onError(parsed.error)
+        else onFrame({...parsed.frame, body: EMPTY})
+        continue
+      }
+      this.pending = parsed.frame
+      this.pendingError = parsed.error
+      this.body = Buffer.allocUnsafe(parsed.len)
+      this.bodyFill = 0
+    }
+  }
+
+  private parseHeader(line: string): {frame: Omit<Frame, 'body'>; len: number; error: FrameError | null} {
+    const tokens = line.split(' ').filter((t) => t.length > 0)
+    const verb = tokens[0].toUpperCase()
+    if (!/^[A-Z_]{2,32}$/.test(verb)) throw new FrameError('E_FRAME_MALFORMED', `bad verb ${JSON.stringify(tokens[0].slice(0, 40))}: expected e.g. "PUBLISH 1 exchange=x key=y 5"`, true)
+    let id = 0
+    let i = 1
+    if (tokens.length > 1 && /^\d{1,15}$/.test(tokens[1]) && (tokens.length > 2 || !tokens[1].includes('='))) {
+      id = Number(tokens[1])
+      i = 2
+    }
+    const args: Record<string, string> = {}
+    let len = 0
+    let error: FrameError | null = null
+    for (; i < tokens.length; i++) {
+      const t = tokens[i]
+      const eq = t.indexOf('=')
+      if (eq < 0) {
+        if (i === tokens.length - 1 && /^\d{1,12}$/.test(t)) {
+          len = Number(t)
+          if (len > this.maxPayload) {
+            // we cannot skip the body without reading it: the stream is no longer trusted
+            throw new FrameError('E_FRAME_TOO_LARGE', `frame body of ${len} bytes exceeds the maximum payload of ${this.maxPayload} bytes`, true, id)
+          }
+          continue
+        }
+        throw new FrameError('E_FRAME_MALFORMED', `bad token ${JSON.stringify(t.slice(0, 40))} in ${verb}: arguments are key=value and the body length comes last`, true, id)
+      }
+      try {
+        args[t.slice(0, eq)] = decodeURIComponent(t.slice(eq + 1))
+      } catch {
+        error ??= new FrameError('E_FRAME_MALFORMED', `bad percent-encoding in argument ${JSON.stringify(t.slice(0, eq))} of ${verb}`, false, id)
+      }
+    }
+    return {frame: {verb, id, args}, len, error}
+  }
+}

@@ -1,0 +1,150 @@
+/**
+ * Assembles a running broker: durable store, engine, the native mutual-TLS server, the HTTPS API
+ * with its plugins, the optional CipherMQ listener and CRL hot reload.
+ */
+import type {MqHome} from '../config/home.js'
+import type {MqConfig} from '../config/schema.js'
+import {PermissionError, UsageError} from '../errors.js'
+import type {Logger} from '../log.js'
+import {CrlWatcher, peerIdentity, serverTlsOptions, verifyIdentityCerts} from '../pki/index.js'
+import {ApiServer} from './api.js'
+import type {BrokerPublisher} from './api-types.js'
+import {CipherMqListener} from './ciphermq.js'
+import {Engine} from './engine.js'
+import {loadApiPlugins} from './plugins.js'
+import {type ResolvedPermissions, resolvePermissions} from './permissions.js'
+import {BrokerServer, type KeyDirectory} from './server.js'
+import {DurableStore} from './store.js'
+
+export interface RunningBroker {
+  engine: Engine
+  store: DurableStore
+  server: BrokerServer
+  api: ApiServer
+  ciphermq?: CipherMqListener
+  ports: {messaging: number; api: number; ciphermq?: number}
+  publisher: BrokerPublisher
+  close(): Promise<void>
+}
+
+/** An in-process publisher on the engine: resolves once the message is stored (durably when needed). */
+export function enginePublisher(engine: Engine): BrokerPublisher {
+  return {
+    publish(exchange, routingKey, body, opts) {
+      return new Promise((resolve, reject) => {
+        try {
+          const r = engine.publish(exchange, routingKey, body, opts)
+          const done = (err?: Error) => (err ? reject(err) : resolve({messageId: r.messageId, queues: r.queues}))
+          if (r.durable && engine.store) engine.store.afterCommit(done)
+          else done()
+        } catch (error) {
+          reject(error)
+        }
+      })
+    },
+  }
+}
+
+const KEY_NAME = /^[A-Za-z0-9_.@-]{1,128}$/
+
+function keyDirectory(home: MqHome, store: DurableStore): KeyDirectory {
+  return {
+    get: (name) => store.getKey(name),
+    put(name: string, encCertPem: string, signCertPem: string, by: ResolvedPermissions) {
+      if (!KEY_NAME.test(name)) throw new UsageError('E_BAD_NAME', `identity name ${JSON.stringify(name)} is not valid`, {hint: 'Try this: letters, digits, _ . @ -'})
+      if (by.identity !== name && !by.admin) {
+        throw new PermissionError('E_FORBIDDEN', `${by.identity} may not publish the key of ${name}`, {hint: `Try this: connect as ${name} (--identity ${name}) or as an admin`})
+      }
+      // only certificates our CA issued to that name (and not revoked) enter the directory
+      verifyIdentityCerts(home, name, encCertPem, signCertPem)
+      return store.putKey(name, encCertPem, signCertPem)
+    },
+  }
+}
+
+export async function startBroker(home: MqHome, config: MqConfig, logger: Logger, opts: {host?: string; port?: number; apiHost?: string; apiPort?: number} = {}): Promise<RunningBroker> {
+  const b = config.broker
+  const store = new DurableStore(home.data, b.commit_interval_ms)
+  const engine = new Engine({deliveryLimit: b.delivery_limit, maxUnacked: b.max_unacked, store})
+  engine.start()
+  const permsCache = new Map<string, ResolvedPermissions>()
+  const permissionsFor = (identity: string) => {
+    let p = permsCache.get(identity)
+    if (!p) permsCache.set(identity, (p = resolvePermissions(b.permissions, identity)))
+    return p
+  }
+  const crl = new CrlWatcher(home, b.crl_check_interval_ms)
+  const isRevoked = (serial: string) => crl.revoked().has(serial)
+  const tlsOpts = serverTlsOptions(home, b.identity)
+  const server = new BrokerServer({
+    engine,
+    isRevoked,
+    keys: keyDirectory(home, store),
+    limits: {handshakeTimeoutMs: b.handshake_timeout_ms, heartbeatMs: b.heartbeat_ms, maxPayload: b.max_payload, maxUnconfirmed: b.max_unconfirmed},
+    logger: logger.child('server'),
+    peer: peerIdentity,
+    permissionsFor,
+    tls: tlsOpts,
+  })
+  const publisher = enginePublisher(engine)
+  const plugins = await loadApiPlugins({config, home, logger: logger.child('api'), publisher})
+  const api = new ApiServer({
+    connections: () => server.connections.size,
+    engine,
+    isRevoked,
+    logger: logger.child('api'),
+    maxBody: b.max_payload,
+    permissionsFor,
+    plugins,
+    tls: tlsOpts,
+  })
+  crl.on('change', (_pem: Buffer, revoked: Set<string>) => {
+    try {
+      const next = serverTlsOptions(home, b.identity)
+      server.setSecureContext(next)
+      api.setSecureContext(next)
+      const dropped = server.dropRevoked(revoked)
+      logger.info('CRL reloaded', {dropped, revoked: revoked.size})
+    } catch (error) {
+      logger.error('CRL reload failed; the previous TLS context stays in force', {error})
+    }
+  })
+  crl.on('invalid', (error: Error) => logger.warn('ignoring an invalid CRL', {error: error.message}))
+  crl.start()
+
+  const ports: RunningBroker['ports'] = {api: 0, messaging: 0}
+  let ciphermq: CipherMqListener | undefined
+  try {
+    ports.messaging = await server.listen(opts.port ?? b.port, opts.host ?? b.host)
+    ports.api = await api.listen(opts.apiPort ?? b.api_port, opts.apiHost ?? b.api_host)
+    if (b.ciphermq.enabled) {
+      ciphermq = new CipherMqListener({afterCommit: (cb) => store.afterCommit(cb), engine, logger: logger.child('ciphermq'), maxLine: b.max_payload})
+      ports.ciphermq = await ciphermq.listen(b.ciphermq.port, b.ciphermq.host)
+    }
+  } catch (error) {
+    crl.stop()
+    engine.stop()
+    await server.close().catch(() => {})
+    await api.close().catch(() => {})
+    await store.close()
+    throw error
+  }
+  let closed = false
+  return {
+    api,
+    async close() {
+      if (closed) return
+      closed = true
+      crl.stop()
+      engine.stop()
+      await Promise.all([server.close(), api.close(), ciphermq?.close()])
+      await store.close()
+    },
+    ciphermq,
+    engine,
+    ports,
+    publisher,
+    server,
+    store,
+  }
+}

@@ -1,0 +1,61 @@
+import {type ChildProcess, spawn} from 'node:child_process'
+import {mkdtempSync, rmSync} from 'node:fs'
+import net from 'node:net'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+import {fileURLToPath} from 'node:url'
+
+import {UnavailableError} from '../errors.js'
+
+const BIN = fileURLToPath(new URL('../../../../bin/run.js', import.meta.url))
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer()
+    s.on('error', reject)
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address()
+      s.close(() => (typeof a === 'object' && a ? resolve(a.port) : reject(new Error('no port'))))
+    })
+  })
+}
+
+/** A throwaway broker in a temp MQ_HOME on free loopback ports (for `mq bench` without a running broker). */
+export async function spawnPrivateBroker(): Promise<{home: string; port: number; proc: ChildProcess; stop(): Promise<void>}> {
+  const home = mkdtempSync(join(tmpdir(), 'mq-bench-'))
+  const port = await freePort()
+  const apiPort = await freePort()
+  const proc = spawn(process.execPath, [BIN, 'broker', 'start', '--home', home, '--port', String(port), '--api-port', String(apiPort)], {
+    env: {...process.env, MQ_LOG_LEVEL: 'info'},
+    stdio: ['ignore', 'ignore', 'pipe'],
+  })
+  let log = ''
+  await new Promise<void>((resolve, reject) => {
+    const t = setTimeout(() => reject(new UnavailableError('E_BENCH_BROKER', `the private broker did not start:\n${log}`, {hint: 'Try this: start one yourself (mq broker start) and pass --broker'})), 90_000)
+    proc.stderr!.on('data', (d: Buffer) => {
+      log += d.toString()
+      if (log.includes('broker ready')) {
+        clearTimeout(t)
+        resolve()
+      }
+    })
+    proc.once('exit', (code) => {
+      clearTimeout(t)
+      reject(new UnavailableError('E_BENCH_BROKER', `the private broker exited (${code}):\n${log}`, {hint: 'Try this: mq broker start, then mq bench --broker HOST:PORT'}))
+    })
+  })
+  proc.stderr!.resume()
+  return {
+    home,
+    port,
+    proc,
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) {
+        const gone = new Promise((r) => proc.once('exit', r))
+        proc.kill('SIGTERM')
+        await gone
+      }
+      rmSync(home, {force: true, recursive: true})
+    },
+  }
+}

@@ -1,0 +1,98 @@
+import {type ChildProcess, spawn} from 'node:child_process'
+
+import {BrokerClient} from '../../src/lib/broker/client.js'
+import {MqHome} from '../../src/lib/config/home.js'
+import {clientTlsOptions} from '../../src/lib/pki/index.js'
+import {BIN, ROOT} from './cli.js'
+import {tempHome} from './home.js'
+import {freePort} from './services.js'
+
+export interface BrokerProcess {
+  home: string
+  port: number
+  apiPort: number
+  ciphermqPort?: number
+  proc: ChildProcess
+  /** everything the broker wrote to stderr so far */
+  log(): string
+  /** a client over mutual TLS with pki/issued/<identity> (default admin) */
+  connect(identity?: string, opts?: {timeoutMs?: number}): Promise<BrokerClient>
+  /** env for runCli() against this broker */
+  cliEnv(): NodeJS.ProcessEnv
+  /** SIGKILL, as a crash would */
+  kill9(): Promise<void>
+  /** SIGTERM and wait (graceful) */
+  stop(): Promise<void>
+  /** start again on the same home and ports */
+  restart(): Promise<void>
+  /** stop and remove the temp home (if this helper created it) */
+  cleanup(): Promise<void>
+}
+
+/**
+ * Spawns `node bin/run.js broker start` on free ports with a temp MQ_HOME (dev CA on first start)
+ * and waits for its "broker ready" log line. `env` adds MQ_* config overrides.
+ */
+export async function spawnBroker(opts: {home?: string; env?: NodeJS.ProcessEnv; ciphermq?: boolean} = {}): Promise<BrokerProcess> {
+  const own = opts.home ? undefined : tempHome('mq-broker-')
+  const home = opts.home ?? own!.dir
+  const port = await freePort()
+  const apiPort = await freePort()
+  const ciphermqPort = opts.ciphermq ? await freePort() : undefined
+  let stderr = ''
+  let proc!: ChildProcess
+  const start = async () => {
+    const args = [BIN, 'broker', 'start', '--home', home, '--port', String(port), '--api-port', String(apiPort)]
+    if (ciphermqPort) args.push('--ciphermq', '--ciphermq-port', String(ciphermqPort))
+    proc = spawn(process.execPath, args, {cwd: ROOT, env: {...process.env, NO_COLOR: '1', ...opts.env}, stdio: ['ignore', 'ignore', 'pipe']})
+    const p = proc
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`broker did not start within 90 s:\n${stderr}`)), 90_000)
+      p.stderr!.on('data', (d: Buffer) => {
+        stderr += d.toString()
+        if (stderr.includes('broker ready')) {
+          clearTimeout(t)
+          resolve()
+        }
+      })
+      p.once('exit', (code) => {
+        clearTimeout(t)
+        reject(new Error(`broker exited with ${code}:\n${stderr}`))
+      })
+    })
+  }
+  const exited = () => new Promise<void>((r) => (proc.exitCode !== null || proc.signalCode !== null ? r() : proc.once('exit', () => r())))
+  await start()
+  const b: BrokerProcess = {
+    apiPort,
+    async cleanup() {
+      await b.stop()
+      own?.cleanup()
+    },
+    ciphermqPort,
+    cliEnv: () => ({MQ_BROKER: `127.0.0.1:${port}`, MQ_HOME: home}),
+    connect: (identity = 'admin', o = {}) =>
+      BrokerClient.connect({host: '127.0.0.1', port, timeoutMs: o.timeoutMs ?? 15_000, tls: {...clientTlsOptions(new MqHome(home), identity), checkServerIdentity: () => undefined}}),
+    home,
+    async kill9() {
+      proc.kill('SIGKILL')
+      await exited()
+    },
+    log: () => stderr,
+    port,
+    get proc() {
+      return proc
+    },
+    async restart() {
+      stderr = ''
+      await start()
+    },
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) {
+        proc.kill('SIGTERM')
+        await exited()
+      }
+    },
+  }
+  return b
+}

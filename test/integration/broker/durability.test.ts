@@ -1,0 +1,72 @@
+import assert from 'node:assert/strict'
+import {after, test} from 'node:test'
+
+import {type BrokerProcess, spawnBroker} from '../../helpers/broker.js'
+import {waitFor} from '../../helpers/services.js'
+
+let broker: BrokerProcess | undefined
+
+after(async () => {
+  await broker?.cleanup()
+})
+
+test('kill -9 mid-publish with confirms, then restart: every confirmed message is still there', async () => {
+  broker = await spawnBroker()
+  const admin = await broker.connect()
+  await admin.declareExchange('orders.x', 'topic')
+  await admin.declareQueue('orders', {deadLetter: 'orders.dlq', durable: true})
+  await admin.bind('orders', 'orders.x', 'order.#')
+  // one message that was delivered but never acked before the crash must come back too
+  await admin.publish('orders.x', 'order.first', Buffer.from('first'), {messageId: 'first'})
+  const taken = await admin.get('orders')
+  assert.equal(taken?.messageId, 'first')
+
+  const pub = await broker.connect()
+  pub.on('error', () => {})
+  const confirmed = new Set<string>()
+  let sent = 0
+  let stop = false
+  const window = 100
+  const inflight = new Set<Promise<void>>()
+  const publishing = (async () => {
+    while (!stop) {
+      const id = `m${sent++}`
+      const p = pub
+        .publish('orders.x', `order.${sent % 7}`, Buffer.from(`payload-${id}-${'x'.repeat(200)}`), {messageId: id})
+        .then(() => void confirmed.add(id))
+        .catch(() => {
+          stop = true
+        })
+      inflight.add(p)
+      p.finally(() => inflight.delete(p))
+      if (inflight.size >= window) await Promise.race(inflight)
+    }
+    await Promise.allSettled([...inflight])
+  })()
+  await waitFor(() => confirmed.size >= 3000, 60_000, 5)
+  await broker.kill9()
+  await publishing
+  assert.ok(sent > confirmed.size, 'the kill happened while publishes were in flight')
+
+  await broker.restart()
+  const c = await broker.connect()
+  const queues = await c.listQueues()
+  const orders = queues.find((q) => q.name === 'orders')
+  assert.ok(orders?.durable, 'the durable queue definition survived')
+  assert.ok(queues.some((q) => q.name === 'orders.dlq'))
+  const found = new Set<string>()
+  let first: {redelivered: boolean} | undefined
+  await c.consume('orders', {noAck: true, prefetch: 1000}, (d) => {
+    if (d.messageId === 'first') first = d
+    else found.add(d.messageId)
+  })
+  await waitFor(async () => (await c.listQueues()).find((q) => q.name === 'orders')!.messages === 0, 30_000)
+  await c.listQueues()
+  const lost = [...confirmed].filter((id) => !found.has(id))
+  assert.deepEqual(lost, [], `${lost.length} of ${confirmed.size} confirmed messages were lost`)
+  assert.ok(first, 'the unacked message was kept')
+  assert.equal(first.redelivered, true)
+  // the exchange and its binding came back too
+  assert.deepEqual((await c.publish('orders.x', 'order.after', Buffer.from('after'))).queues, ['orders'])
+  await c.close()
+})

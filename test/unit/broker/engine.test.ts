@@ -1,0 +1,162 @@
+import assert from 'node:assert/strict'
+import {test} from 'node:test'
+
+import {type DeliveryOut, Engine, topicMatch} from '../../../src/lib/broker/engine.js'
+
+function sink(): {out: DeliveryOut[]; deliver(d: DeliveryOut): void; writable(): boolean} {
+  const out: DeliveryOut[] = []
+  return {deliver: (d: DeliveryOut) => void out.push(d), out, writable: () => true}
+}
+
+const tick = () => new Promise((r) => setImmediate(r))
+const body = (s: string) => Buffer.from(s)
+
+test('topic wildcards: * is one word, # is zero or more', () => {
+  const m = (p: string, k: string) => topicMatch(p.split('.'), 0, k.split('.'), 0)
+  assert.ok(m('a.*.c', 'a.b.c'))
+  assert.ok(!m('a.*.c', 'a.c'))
+  assert.ok(m('a.#', 'a'))
+  assert.ok(m('a.#', 'a.b.c'))
+  assert.ok(m('#.c', 'c'))
+  assert.ok(m('a.#.c', 'a.x.y.c'))
+  assert.ok(!m('a.#.c', 'a.x.y'))
+  assert.ok(m('#', 'anything.at.all'))
+})
+
+test('direct, fanout and topic exchanges route to the bound queues', () => {
+  const e = new Engine()
+  for (const q of ['d1', 'd2', 'f1', 'f2', 't1', 't2']) e.declareQueue(q)
+  e.declareExchange('dx', 'direct')
+  e.declareExchange('fx', 'fanout')
+  e.declareExchange('tx', 'topic')
+  e.bind('d1', 'dx', 'red')
+  e.bind('d2', 'dx', 'blue')
+  e.bind('f1', 'fx', 'ignored')
+  e.bind('f2', 'fx', '')
+  e.bind('t1', 'tx', 'eu.*.orders')
+  e.bind('t2', 'tx', 'eu.#')
+  assert.deepEqual(e.publish('dx', 'red', body('x')).queues, ['d1'])
+  assert.deepEqual(e.publish('fx', 'whatever', body('x')).queues.sort(), ['f1', 'f2'])
+  assert.deepEqual(e.publish('tx', 'eu.de.orders', body('x')).queues.sort(), ['t1', 't2'])
+  assert.deepEqual(e.publish('tx', 'eu', body('x')).queues, ['t2'])
+  assert.deepEqual(e.publish('', 'd2', body('x')).queues, ['d2'])
+  assert.throws(() => e.publish('dx', 'green', body('x')), {code: 'E_UNROUTABLE'})
+  assert.throws(() => e.publish('nope', 'k', body('x')), {code: 'E_NOT_FOUND'})
+  assert.throws(() => e.publish('', 'no-such-queue', body('x')), {code: 'E_UNROUTABLE'})
+})
+
+test('CipherMQ defaults exist from the start', () => {
+  const e = new Engine()
+  assert.deepEqual(e.publish('default_exchange', 'default_key', body('{}')).queues, ['default_queue'])
+})
+
+test('prefetch bounds unacked deliveries and consumers get round-robin', async () => {
+  const e = new Engine()
+  e.declareQueue('q')
+  const a = sink()
+  const b = sink()
+  const sa = e.openSession('a', a)
+  const sb = e.openSession('b', b)
+  e.consume(sa, 'q', {prefetch: 2})
+  e.consume(sb, 'q', {prefetch: 2})
+  for (let i = 0; i < 10; i++) e.publish('', 'q', body(`m${i}`))
+  await tick()
+  assert.equal(a.out.length, 2)
+  assert.equal(b.out.length, 2)
+  assert.deepEqual([a.out[0], b.out[0], a.out[1], b.out[1]].map((d) => d.msg.body.toString()), ['m0', 'm1', 'm2', 'm3'])
+  e.ack(sa, a.out[0].deliveryTag)
+  await tick()
+  assert.equal(a.out.length, 3)
+  assert.equal(e.queues.get('q')!.ready.length, 5)
+})
+
+test('unacked messages return flagged redelivered when the session closes', async () => {
+  const e = new Engine()
+  e.declareQueue('q')
+  const a = sink()
+  const sa = e.openSession('a', a)
+  e.consume(sa, 'q', {prefetch: 10})
+  const {messageId} = e.publish('', 'q', body('hello'))
+  await tick()
+  assert.equal(e.messageStatus(messageId)?.status, 'delivered')
+  e.closeSession(sa)
+  const b = sink()
+  const sb = e.openSession('b', b)
+  const d = e.get(sb, 'q')!
+  assert.equal(d.msg.redelivered, true)
+  assert.equal(d.msg.deliveryCount, 2)
+  e.ack(sb, d.deliveryTag)
+  assert.equal(e.messageStatus(messageId)?.status, 'acknowledged')
+  assert.equal(e.queues.get('q')!.unacked, 0)
+})
+
+test('after the delivery limit a message moves to the dead-letter queue', () => {
+  const e = new Engine({deliveryLimit: 3})
+  e.declareQueue('work', {deadLetter: 'work.dlq'})
+  const {messageId} = e.publish('', 'work', body('poison'))
+  const s = e.openSession('c', sink())
+  for (let i = 0; i < 3; i++) {
+    const d = e.get(s, 'work')
+    assert.ok(d, `delivery ${i + 1}`)
+    e.nack(s, d.deliveryTag, true)
+  }
+  assert.equal(e.get(s, 'work'), null)
+  const dead = e.get(s, 'work.dlq')!
+  assert.equal(dead.msg.messageId, messageId)
+  assert.equal(dead.msg.headers['x-death-reason'], 'delivery-limit')
+  assert.equal(e.messageStatus(messageId)?.status, 'delivered')
+})
+
+test('reject sends to the dead-letter queue; nack without requeue too', () => {
+  const e = new Engine()
+  e.declareQueue('w', {deadLetter: 'w.dead'})
+  e.publish('', 'w', body('a'))
+  const s = e.openSession('c', sink())
+  const d = e.get(s, 'w')!
+  e.reject(s, d.deliveryTag, 'bad input')
+  const x = e.get(s, 'w.dead')!
+  assert.equal(x.msg.headers['x-death-reason'], 'bad input')
+  assert.throws(() => e.ack(s, d.deliveryTag), {code: 'E_UNKNOWN_TAG'})
+})
+
+test('TTL expires messages and max-length drops the oldest', () => {
+  let now = 1000
+  const e = new Engine({now: () => now})
+  e.declareQueue('t', {deadLetter: 't.dlq', ttlMs: 50})
+  e.publish('', 't', body('old'))
+  now += 100
+  const s = e.openSession('c', sink())
+  assert.equal(e.get(s, 't'), null)
+  assert.equal(e.get(s, 't.dlq')!.msg.headers['x-death-reason'], 'expired')
+  e.declareQueue('m', {maxLength: 2})
+  const first = e.publish('', 'm', body('1')).messageId
+  e.publish('', 'm', body('2'))
+  e.publish('', 'm', body('3'))
+  assert.equal(e.queues.get('m')!.ready.length, 2)
+  assert.equal(e.messageStatus(first)?.status, 'dropped')
+  assert.equal(e.get(s, 'm')!.msg.body.toString(), '2')
+})
+
+test('statuses go sent -> delivered -> acknowledged and are counted in stats', async () => {
+  const e = new Engine()
+  e.declareQueue('q')
+  const s = e.openSession('c', sink())
+  const {messageId} = e.publish('', 'q', body('x'))
+  assert.equal(e.messageStatus(messageId)?.status, 'sent')
+  const d = e.get(s, 'q')!
+  assert.equal(e.messageStatus(messageId)?.status, 'delivered')
+  e.ack(s, d.deliveryTag)
+  const st = e.stats()
+  assert.equal(st.statuses.acknowledged, 1)
+  assert.equal(st.queues.find((q) => q.name === 'q')!.acked, 1)
+  assert.equal(e.messageStatus('nope'), null)
+})
+
+test('bad names and types are usage errors', () => {
+  const e = new Engine()
+  assert.throws(() => e.declareQueue('has space'), {code: 'E_BAD_NAME'})
+  assert.throws(() => e.declareExchange('x', 'headers' as never), {code: 'E_BAD_TYPE'})
+  e.declareExchange('x', 'fanout')
+  assert.throws(() => e.declareExchange('x', 'topic'), {code: 'E_EXISTS'})
+  assert.throws(() => e.bind('nope', 'x', ''), {code: 'E_NOT_FOUND'})
+})

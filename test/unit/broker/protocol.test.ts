@@ -1,0 +1,49 @@
+import assert from 'node:assert/strict'
+import {test} from 'node:test'
+
+import {type Frame, FrameError, FrameParser, encodeFrame} from '../../../src/lib/broker/protocol.js'
+
+function parseAll(p: FrameParser, chunks: Buffer[]): {frames: Frame[]; errors: FrameError[]} {
+  const frames: Frame[] = []
+  const errors: FrameError[] = []
+  for (const c of chunks) p.push(c, (f) => frames.push(f), (e) => errors.push(e))
+  return {errors, frames}
+}
+
+test('frames round-trip byte by byte, binary bodies and odd names included', () => {
+  const body = Buffer.from([0, 10, 13, 255, 32, 10])
+  const wire = Buffer.concat([encodeFrame('PUBLISH', 7, {exchange: 'a b=c\n', key: 'k.#', 'h.x': 'é'}, body), encodeFrame('PING', 0)])
+  const chunks = [...wire].map((b) => Buffer.from([b]))
+  const {frames} = parseAll(new FrameParser(1024), chunks)
+  assert.equal(frames.length, 2)
+  assert.equal(frames[0].verb, 'PUBLISH')
+  assert.equal(frames[0].id, 7)
+  assert.deepEqual(frames[0].args, {exchange: 'a b=c\n', key: 'k.#', 'h.x': 'é'})
+  assert.deepEqual(frames[0].body, body)
+  assert.equal(frames[1].verb, 'PING')
+})
+
+test('hand-typed frames: lowercase verb, CRLF, blank lines, omitted length', () => {
+  const {frames} = parseAll(new FrameParser(1024), [Buffer.from('\r\ndeclare_queue 1 name=orders durable=1\r\npublish 2 exchange= key=orders 5\r\nhello\r\n')])
+  assert.equal(frames.length, 2)
+  assert.equal(frames[0].verb, 'DECLARE_QUEUE')
+  assert.equal(frames[1].body.toString(), 'hello')
+})
+
+test('oversized body is refused from the header, before buffering', () => {
+  const p = new FrameParser(1024)
+  assert.throws(
+    () => parseAll(p, [Buffer.from('PUBLISH 3 exchange=x key=y 2048\n')]),
+    (e: unknown) => e instanceof FrameError && e.code === 'E_FRAME_TOO_LARGE' && e.fatal && e.id === 3,
+  )
+})
+
+test('garbage is a fatal malformed frame; bad percent-encoding is not', () => {
+  assert.throws(() => parseAll(new FrameParser(1024), [Buffer.from('\u0000\u0001garbage!!\n')]), (e: unknown) => e instanceof FrameError && e.fatal)
+  assert.throws(() => parseAll(new FrameParser(1024), [Buffer.alloc(70 * 1024, 65)]), (e: unknown) => e instanceof FrameError && e.fatal)
+  const {errors, frames} = parseAll(new FrameParser(1024), [Buffer.from('PUBLISH 4 exchange=%zz key=a 3\nabcPING 5\n')])
+  assert.equal(errors.length, 1)
+  assert.equal(errors[0].id, 4)
+  assert.equal(frames.length, 1)
+  assert.equal(frames[0].verb, 'PING')
+})
