@@ -122,7 +122,8 @@ export const configSchema = z
         exchange: z.string().default('default_exchange'),
         routing_key: z.string().default('default_key'),
         group: z.string().default('workers'),
-        metrics_port: port.default(9100),
+        // 0 = no metrics listener
+        metrics_port: z.number().int().min(0).max(65535).default(9100),
         claim_idle_ms: ms.default(60_000),
         // the broker's HTTPS API for deliver/status calls; defaults to client.api
         broker_api: z.string().optional(),

@@ -313,6 +313,8 @@ export async function createRecordsPlugin(opts: RecordsPluginOptions): Promise<A
 
   return {
     async close() {
+      // let deliveries in progress record their outcome before the store goes away
+      await Promise.allSettled([...inFlight.values()])
       await store.close()
     },
     async health() {
