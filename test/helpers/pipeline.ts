@@ -120,3 +120,46 @@ export async function privateRedis(): Promise<{url: string; port: number; stop: 
     url: `redis://127.0.0.1:${port}`,
   }
 }
+
+/** A private MariaDB server (own datadir, free port) that a test may stop and restart. */
+export async function privateMariadb(): Promise<{url: string; port: number; stop: () => Promise<void>; start: () => Promise<void>; destroy: () => Promise<void>}> {
+  const port = await freePort()
+  const dir = mkdtempSync(join(tmpdir(), 'mq-mariadb-'))
+  const {execFileSync} = await import('node:child_process')
+  execFileSync('mariadb-install-db', ['--no-defaults', `--datadir=${join(dir, 'data')}`, '--auth-root-authentication-method=normal', '--skip-test-db', '--user=root'], {stdio: 'ignore'})
+  let child: ChildProcess | undefined
+  const mysql = await import('mysql2/promise')
+  const start = async () => {
+    child = spawn('mariadbd', ['--no-defaults', `--datadir=${join(dir, 'data')}`, `--port=${port}`, '--bind-address=127.0.0.1', `--socket=${join(dir, 'sock')}`, `--pid-file=${join(dir, 'pid')}`, '--user=root', '--skip-log-bin', '--innodb-buffer-pool-size=16M', '--skip-name-resolve'], {stdio: 'ignore'})
+    await waitFor(async () => {
+      try {
+        const c = await mysql.createConnection({host: '127.0.0.1', port, user: 'root'})
+        await c.query('CREATE DATABASE IF NOT EXISTS mq')
+        await c.end()
+        return true
+      } catch {
+        return false
+      }
+    }, 30_000, 100)
+  }
+  const halt = async () => {
+    const c = child
+    child = undefined
+    if (!c || c.exitCode !== null) return
+    await new Promise<void>((r) => {
+      c.once('exit', () => r())
+      c.kill('SIGTERM')
+    })
+  }
+  await start()
+  return {
+    async destroy() {
+      await halt()
+      rmSync(dir, {force: true, recursive: true})
+    },
+    port,
+    start,
+    stop: halt,
+    url: `mysql://root@127.0.0.1:${port}/mq`,
+  }
+}

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import {type ChildProcess, execFile, spawn} from 'node:child_process'
+import {execFile} from 'node:child_process'
 import {after, before, describe, it} from 'node:test'
 import {promisify} from 'node:util'
 
@@ -10,41 +10,12 @@ import {MqHome} from '../../../src/lib/config/home.js'
 import {defaultConfig} from '../../../src/lib/config/load.js'
 import {CertificateAuthority} from '../../../src/lib/pki/index.js'
 import {type BrokerProcess, spawnBroker} from '../../helpers/broker.js'
-import {BIN, ROOT, runCli} from '../../helpers/cli.js'
+import {runCli} from '../../helpers/cli.js'
+import {spawnMq} from './spawn.js'
 import {tempHome} from '../../helpers/home.js'
 import {MYSQL_URL, REDIS_URL, freePort, tempMysqlDatabase, uniqueName, waitFor} from '../../helpers/services.js'
 
 const run = promisify(execFile)
-
-/** `mq <args>` as a long-running subprocess; resolves once `ready` appears on stderr. */
-async function spawnMq(args: string[], env: NodeJS.ProcessEnv, ready: string): Promise<{proc: ChildProcess; log: () => string; stop: (sig?: NodeJS.Signals) => Promise<number | null>}> {
-  const proc = spawn(process.execPath, [BIN, ...args], {cwd: ROOT, env: {...process.env, NO_COLOR: '1', ...env}, stdio: ['ignore', 'ignore', 'pipe']})
-  let log = ''
-  await new Promise<void>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`${args.join(' ')} not ready:\n${log}`)), 60_000)
-    proc.stderr!.on('data', (d: Buffer) => {
-      log += d.toString()
-      if (log.includes(ready)) {
-        clearTimeout(t)
-        resolve()
-      }
-    })
-    proc.once('exit', (code) => {
-      clearTimeout(t)
-      reject(new Error(`${args.join(' ')} exited ${code}:\n${log}`))
-    })
-  })
-  return {
-    log: () => log,
-    proc,
-    stop: (sig = 'SIGTERM') =>
-      new Promise((r) => {
-        if (proc.exitCode !== null || proc.signalCode !== null) return r(proc.exitCode)
-        proc.once('exit', (code) => r(code))
-        proc.kill(sig)
-      }),
-  }
-}
 
 describe('ingest pipeline end to end: curl -> proxy -> Redis -> worker -> broker -> consumer, records in MySQL', () => {
   const h = tempHome('mq-pipe-')
