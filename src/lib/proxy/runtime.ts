@@ -27,7 +27,7 @@ export async function startProxy(home: MqHome, config: MqConfig, logger: Logger)
   const created = await ensurePipelineCerts(home, config, {clients: [p.identity], servers: [p.server_identity]})
   if (created.length) logger.info('issued development certificates', {created: created.join(',')})
   const tls = serverTlsOptions(home, p.server_identity)
-  const redis = connectRedis(config.redis.url)
+  const redis = connectRedis(config.redis.url, {autoPipeline: true})
   try {
     await redisReady(redis)
   } catch (error) {

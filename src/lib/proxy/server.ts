@@ -15,6 +15,7 @@ import {type Logger, silentLogger} from '../log.js'
 import {peerIdentity} from '../pki/index.js'
 import {PHONE_RE} from '../records/crypto.js'
 import {type PipelineKeys, pipelineKeys} from '../worker/keys.js'
+import {RegisterBatcher} from './batcher.js'
 import {RateLimiter} from './rate-limit.js'
 
 export interface ProxyOptions {
@@ -37,6 +38,12 @@ export interface Accepted {
   position: number
 }
 
+// XADD and the resulting length in one atomic, pipelinable command: the reply's "position"
+const ENQUEUE = `
+redis.call('XADD', KEYS[1], '*', 'id', ARGV[1], 'client', ARGV[2], 'attempts', '0')
+return redis.call('XLEN', KEYS[1])
+`
+
 const IDEM_RE = /^[\x21-\x7e]{1,255}$/
 const IDEM_TTL_S = 24 * 3600
 
@@ -49,6 +56,7 @@ export class ProxyServer {
   readonly server: Server
   private readonly keys: PipelineKeys
   private readonly limiter: RateLimiter
+  private readonly batcher: RegisterBatcher
   private readonly log: Logger
   readonly registry = new Registry()
   private readonly m
@@ -57,6 +65,8 @@ export class ProxyServer {
     this.log = (o.logger ?? silentLogger).child('proxy')
     this.keys = pipelineKeys(o.config)
     this.limiter = new RateLimiter(o.redis, o.config.proxy.rate_per_sec, o.config.proxy.rate_burst)
+    this.batcher = new RegisterBatcher(o.broker)
+    if (!o.redis.enqueue) o.redis.defineCommand('enqueue', {lua: ENQUEUE, numberOfKeys: 1})
     this.m = {
       accepted: new Counter({help: 'Messages accepted (202), by client', labelNames: ['client_id'], name: 'mq_proxy_messages_accepted_total', registers: [this.registry]}),
       requests: new Counter({help: 'HTTP requests by route and status', labelNames: ['route', 'status'], name: 'mq_proxy_requests_total', registers: [this.registry]}),
@@ -170,18 +180,13 @@ export class ProxyServer {
 
     let reg: {queued_at: string; created: boolean}
     try {
-      reg = await this.o.broker.call('POST', '/internal/messages/register', {client_id: who.cn, client_serial: who.serial, message_body: text, message_id: messageId, metadata: metadata ?? undefined, sender_number: sender})
+      reg = await this.batcher.register({client_id: who.cn, client_serial: who.serial, message_body: text, message_id: messageId, metadata: metadata ?? undefined, sender_number: sender})
     } catch (error) {
       throw brokerFailure(error)
     }
-    const tx = redis.multi().xadd(this.keys.stream, '*', 'id', messageId, 'client', who.cn, 'attempts', '0').xlen(this.keys.stream)
-    let out
+    let position: number
     try {
-      out = await this.redisCall(async () => {
-        const r = await tx.exec()
-        if (!r || r.some(([e]) => e)) throw r?.find(([e]) => e)?.[0] ?? new Error('transaction aborted')
-        return r
-      })
+      position = await this.redisCall(() => redis.enqueue(this.keys.stream, messageId, who.cn))
     } catch (error) {
       // Without an Idempotency-Key the client's retry makes a new message: close this record.
       if (idem === undefined && reg.created) {
@@ -189,7 +194,7 @@ export class ProxyServer {
       }
       throw error
     }
-    const accepted: Accepted = {client_id: who.cn, message_id: messageId, position: Number(out[1][1]), queued_at: reg.queued_at, status: 'queued'}
+    const accepted: Accepted = {client_id: who.cn, message_id: messageId, position: Number(position), queued_at: reg.queued_at, status: 'queued'}
     if (idem !== undefined) await redis.set(this.keys.idem(who.cn, idem), JSON.stringify(accepted), 'EX', IDEM_TTL_S).catch(() => {})
     this.m.accepted.inc({client_id: who.cn})
     return accepted

@@ -136,28 +136,71 @@ export async function createRecordsPlugin(opts: RecordsPluginOptions): Promise<A
     }
   }
 
+  type Registration = Parameters<RecordsStore['register']>[0] & {serial?: string}
+  const parseRegistration = (b: Record<string, unknown>): Registration => {
+    const id = messageId(str(b, 'message_id', {required: true}))
+    const clientId = str(b, 'client_id', {max: 255, required: true})!
+    const sender = str(b, 'sender_number', {required: true})!
+    if (!PHONE_RE.test(sender)) throw new HttpError(422, 'E_SENDER_NUMBER', 'sender_number must be an E.164 number like +4915200000000.')
+    const body = str(b, 'message_body', {max: opts.config.proxy.max_body_chars, required: true})!
+    if (body.trim() === '') throw new HttpError(422, 'E_BODY_BLANK', 'message_body is blank.')
+    const metadata = b.metadata ?? undefined
+    if (metadata !== undefined && (typeof metadata !== 'object' || Array.isArray(metadata))) throw new HttpError(422, 'E_FIELD_TYPE', 'metadata must be a JSON object.')
+    const queuedAt = str(b, 'queued_at')
+    if (queuedAt !== undefined && Number.isNaN(Date.parse(queuedAt))) throw new HttpError(422, 'E_FIELD_TYPE', 'queued_at must be an ISO-8601 time.')
+    return {
+      clientId, messageId: id, payload: {message_body: body, metadata: metadata as Record<string, unknown> | undefined, sender_number: sender},
+      queuedAt: queuedAt ? new Date(queuedAt).toISOString() : undefined, serial: str(b, 'client_serial', {max: 64}),
+    }
+  }
+  const errorResult = (e: unknown) => ({...errorBody(e), status: statusOf(e)})
+  // "last seen" of client certificates, at most once a minute per serial (not a write per message)
+  const touched = new Map<string, number>()
+  const noteClients = (regs: Registration[]) => {
+    const t = Date.now()
+    for (const r of regs) {
+      if (!r.serial || (touched.get(r.serial) ?? 0) > t - 60_000) continue
+      touched.set(r.serial, t)
+      store.touchClient(r.clientId, r.serial).catch((e) => log.warn('client touch failed', {error: e}))
+    }
+  }
+
   const routes: ApiRoute[] = [
     {
       method: 'POST', path: '/internal/messages/register', roles: PROXY,
       async handler(req) {
         const b = parseJsonObject(req.body, req.headers['content-type'], false)
-        const id = messageId(str(b, 'message_id', {required: true}))
-        const clientId = str(b, 'client_id', {max: 255, required: true})!
-        const sender = str(b, 'sender_number', {required: true})!
-        if (!PHONE_RE.test(sender)) throw new HttpError(422, 'E_SENDER_NUMBER', 'sender_number must be an E.164 number like +4915200000000.')
-        const body = str(b, 'message_body', {max: opts.config.proxy.max_body_chars, required: true})!
-        if (body.trim() === '') throw new HttpError(422, 'E_BODY_BLANK', 'message_body is blank.')
-        const metadata = b.metadata ?? undefined
-        if (metadata !== undefined && (typeof metadata !== 'object' || Array.isArray(metadata))) throw new HttpError(422, 'E_FIELD_TYPE', 'metadata must be a JSON object.')
-        const queuedAt = str(b, 'queued_at')
-        if (queuedAt !== undefined && Number.isNaN(Date.parse(queuedAt))) throw new HttpError(422, 'E_FIELD_TYPE', 'queued_at must be an ISO-8601 time.')
-        const r = await timed('register', () =>
-          store.register({clientId, messageId: id, payload: {message_body: body, metadata: metadata as Record<string, unknown> | undefined, sender_number: sender}, queuedAt: queuedAt ? new Date(queuedAt).toISOString() : undefined}),
-        )
-        const serial = str(b, 'client_serial', {max: 64})
-        if (serial && r.created) await store.touchClient(clientId, serial).catch((e) => log.warn('client touch failed', {error: e}))
-        if (r.created) m.registered.inc({client_id: clientId})
-        return json(r.created ? 201 : 200, {client_id: r.record.client_id, created: r.created, message_id: id, queued_at: r.record.queued_at, status: r.record.status})
+        // a batch {"messages": [...]} (what proxies send under load) or one message
+        if (Array.isArray(b.messages)) {
+          if (b.messages.length > 2000) throw new HttpError(413, 'E_BATCH_TOO_LARGE', 'At most 2000 messages per batch.')
+          const parsed = b.messages.map((m) => {
+            try {
+              if (typeof m !== 'object' || m === null || Array.isArray(m)) throw new HttpError(422, 'E_FIELD_TYPE', 'Each batch item must be a JSON object.')
+              return parseRegistration(m as Record<string, unknown>)
+            } catch (error) {
+              return error as Error
+            }
+          })
+          const ok = parsed.filter((p): p is Registration => !(p instanceof Error))
+          const stored = await timed('register_batch', () => store.registerMany(ok))
+          let k = 0
+          const results = parsed.map((p) => {
+            if (p instanceof Error) return errorResult(p)
+            const r = stored[k++]
+            if ('error' in r) return errorResult(r.error)
+            if (r.created) m.registered.inc({client_id: r.record.client_id})
+            return {client_id: r.record.client_id, created: r.created, message_id: r.record.message_id, queued_at: r.record.queued_at, status: r.record.status}
+          })
+          noteClients(ok)
+          return json(200, {results})
+        }
+        const reg = parseRegistration(b)
+        const r = await timed('register', () => store.register(reg))
+        if (r.created) {
+          m.registered.inc({client_id: reg.clientId})
+          noteClients([reg])
+        }
+        return json(r.created ? 201 : 200, {client_id: r.record.client_id, created: r.created, message_id: reg.messageId, queued_at: r.record.queued_at, status: r.record.status})
       },
     },
     {

@@ -157,6 +157,43 @@ export class RecordsStore {
     })
   }
 
+  /**
+   * Registers many messages in one transaction (the proxy batches concurrent requests). Each item
+   * gets its own outcome: the record, or the error that refused it; one bad item fails no other.
+   */
+  async registerMany(items: {messageId: string; clientId: string; payload: MessagePayload; queuedAt?: string}[]): Promise<({record: Pick<MessageRecord, 'message_id' | 'client_id' | 'status' | 'queued_at'>; created: boolean} | {error: MqError})[]> {
+    const sealed = items.map((it) => {
+      if (!MESSAGE_ID_RE.test(it.messageId)) return new DataError('E_MESSAGE_ID', `message_id ${JSON.stringify(it.messageId)} is not 1-64 characters of [A-Za-z0-9._:-].`)
+      if (!PHONE_RE.test(it.payload.sender_number)) return new DataError('E_SENDER_NUMBER', 'sender_number is not an E.164 number like +4915200000000.')
+      return {hash: this.hasher.hash(it.payload.sender_number), masked: maskPhone(it.payload.sender_number), sealed: this.keyring.seal(Buffer.from(JSON.stringify(it.payload)), it.messageId), t: it.queuedAt ?? now()}
+    })
+    return this.guard(() =>
+      this.sql.transaction(async (tx) => {
+        const out: ({record: Pick<MessageRecord, 'message_id' | 'client_id' | 'status' | 'queued_at'>; created: boolean} | {error: MqError})[] = []
+        for (const [i, it] of items.entries()) {
+          const s = sealed[i]
+          if (s instanceof MqError) {
+            out.push({error: s})
+            continue
+          }
+          try {
+            await tx.run(
+              'INSERT INTO messages (message_id, client_id, sender_hash, sender_masked, body_enc, key_version, status, attempts, queued_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)',
+              [it.messageId, it.clientId, s.hash, s.masked, s.sealed.data, s.sealed.keyVersion, 'queued', s.t, s.t],
+            )
+            out.push({created: true, record: {client_id: it.clientId, message_id: it.messageId, queued_at: s.t, status: 'queued'}})
+          } catch (error) {
+            if (!isUniqueViolation(error)) throw error
+            const existing = await tx.get<MessageRecord>(`SELECT ${MESSAGE_COLS} FROM messages WHERE message_id = ?`, [it.messageId])
+            if (!existing || existing.client_id !== it.clientId) out.push({error: new MqError('E_MESSAGE_ID_TAKEN', `message_id ${it.messageId} belongs to another client.`, {details: {status: 409}})})
+            else out.push({created: false, record: existing})
+          }
+        }
+        return out
+      }),
+    )
+  }
+
   async get(messageId: string): Promise<MessageRecord | undefined> {
     return this.guard(async () => {
       const r = await this.sql.get<Record<string, unknown>>(`SELECT ${MESSAGE_COLS} FROM messages WHERE message_id = ?`, [messageId])

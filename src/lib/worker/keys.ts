@@ -30,10 +30,12 @@ export type PipelineKeys = ReturnType<typeof pipelineKeys>
  * A Redis connection that fails fast while Redis is down (no offline queue, short timeouts), so
  * the proxy can answer 503 within a second, and that keeps reconnecting in the background.
  */
-export function connectRedis(url: string, opts: {commandTimeoutMs?: number; blocking?: boolean} = {}): Redis {
+export function connectRedis(url: string, opts: {commandTimeoutMs?: number; blocking?: boolean; autoPipeline?: boolean} = {}): Redis {
   const o: RedisOptions = {
     commandTimeout: opts.blocking ? undefined : opts.commandTimeoutMs ?? 800,
     connectTimeout: 800,
+    // many concurrent requests' commands leave in one write
+    enableAutoPipelining: opts.autoPipeline ?? false,
     enableOfflineQueue: false,
     lazyConnect: false,
     maxRetriesPerRequest: 0,

@@ -94,6 +94,26 @@ describe('records API plugin', () => {
     }
   })
 
+  it('register in batches: one outcome per item, a bad item fails no other', async () => {
+    const r = await call(plugin, 'POST', '/internal/messages/register', {messages: [
+      {...msg, message_id: 'b-1'},
+      {...msg, message_id: 'b-2', sender_number: 'nope'},
+      {...msg, message_id: 'm-1'},
+      {...msg, client_id: 'mallory', message_id: 'b-1'},
+      'not an object',
+    ]}, proxy)
+    assert.equal(r.status, 200, JSON.stringify(r.body))
+    const res = (r.body as {results: Record<string, any>[]}).results
+    assert.equal(res.length, 5)
+    assert.deepEqual([res[0].created, res[0].status], [true, 'queued'])
+    assert.deepEqual([res[1].status, res[1].error.code], [422, 'E_SENDER_NUMBER'])
+    assert.equal(res[2].created, false)
+    assert.deepEqual([res[3].status, res[3].error.code], [409, 'E_MESSAGE_ID_TAKEN'])
+    assert.equal(res[4].status, 422)
+    assert.equal((await plugin.store.get('b-1'))!.status, 'queued')
+    assert.equal(await plugin.store.get('b-2'), undefined)
+  })
+
   it('deliver: publishes the decrypted message once, repeat is a no-op', async () => {
     failPublish = true
     const f = await call(plugin, 'POST', '/internal/messages/deliver', {message_id: 'm-1'}, worker)
@@ -148,7 +168,7 @@ describe('records API plugin', () => {
     assert.equal(audit[0].actor, 'admin')
     const s = await call(plugin, 'GET', '/admin/records/stats', undefined, admin)
     const stats = s.body as {messages: Record<string, number>; clients: Record<string, number>}
-    assert.equal(stats.messages.total, 2)
+    assert.equal(stats.messages.total, 3)
     assert.equal(stats.messages.delivered, 1)
     assert.equal(stats.messages.failed, 1)
     assert.equal(stats.clients.active, 1)
@@ -165,7 +185,7 @@ describe('records API plugin', () => {
   it('health and metrics', async () => {
     assert.equal((await plugin.health!()).ok, true)
     const text = await plugin.metrics!()
-    assert.match(text, /mq_records_messages_registered_total\{client_id="alice"\} 2/)
+    assert.match(text, /mq_records_messages_registered_total\{client_id="alice"\} 3/)
     assert.match(text, /mq_records_messages_delivered_total\{client_id="alice"\} 1/)
   })
 })
