@@ -100,8 +100,23 @@ export async function createRecordsPlugin(opts: RecordsPluginOptions): Promise<A
   const inFlight = new Map<string, Promise<ApiResponse>>()
   const publishedUnrecorded = new Map<string, {queues: string[]}>()
 
-  const deliver = async (id: string, exchange: string, routingKey: string, attempts: number | undefined): Promise<ApiResponse> => {
-    const found = await timed('payload', () => store.payload(id))
+  // "delivered" marks of concurrent deliveries share one store transaction
+  let marks: {messageId: string; attempts?: number; resolve: (r: {changed: boolean; at: string}) => void; reject: (e: unknown) => void}[] = []
+  const markDelivered = (messageId: string, attempts?: number) =>
+    new Promise<{changed: boolean; at: string}>((resolve, reject) => {
+      marks.push({attempts, messageId, reject, resolve})
+      if (marks.length > 1) return
+      setImmediate(() => {
+        const batch = marks
+        marks = []
+        timed('deliver', () => store.markDeliveredMany(batch))
+          .then((r) => batch.forEach((b, k) => b.resolve(r[k])))
+          .catch((error) => batch.forEach((b) => b.reject(error)))
+      })
+    })
+
+  type Found = {record: MessageRecord; payload: MessagePayload} | undefined
+  const deliverOne = async (id: string, found: Found, exchange: string, routingKey: string, attempts: number | undefined): Promise<ApiResponse> => {
     if (!found) throw new HttpError(404, 'E_NOT_FOUND', `No message ${id} is registered.`)
     const {payload, record} = found
     if (record.status === 'delivered') return json(200, {delivered_at: record.delivered_at, duplicate: true, message_id: id, status: 'delivered'})
@@ -113,10 +128,32 @@ export async function createRecordsPlugin(opts: RecordsPluginOptions): Promise<A
       queues = r.queues
       publishedUnrecorded.set(id, {queues})
     }
-    const done = await timed('deliver', () => store.markDelivered(id, attempts))
+    const done = await markDelivered(id, attempts)
     publishedUnrecorded.delete(id)
     if (done.changed) m.delivered.inc({client_id: record.client_id})
-    return json(200, {delivered_at: done.record.delivered_at, duplicate: !done.changed, message_id: id, queues, status: done.record.status})
+    return json(200, {delivered_at: done.changed ? done.at : record.delivered_at ?? done.at, duplicate: !done.changed, message_id: id, queues, status: 'delivered'})
+  }
+
+  /** Delivers several messages (one payload query), each at most once at a time. */
+  const deliverMany = async (items: {id: string; attempts?: number}[], exchange: string, routingKey: string): Promise<ApiResponse[]> => {
+    const fresh = items.filter((it) => !inFlight.has(it.id))
+    const found = fresh.length ? await timed('payload', () => store.payloads([...new Set(fresh.map((it) => it.id))])) : new Map()
+    return Promise.all(
+      items.map(async (it) => {
+        const running = inFlight.get(it.id)
+        if (running) {
+          const r = await running
+          return {...r, body: {...(r.body as object), duplicate: true}}
+        }
+        const p = deliverOne(it.id, found.get(it.id), exchange, routingKey, it.attempts).catch((error) => ({body: errorBody(error), status: statusOf(error)}))
+        inFlight.set(it.id, p)
+        try {
+          return await p
+        } finally {
+          inFlight.delete(it.id)
+        }
+      }),
+    )
   }
 
   const view = (r: MessageRecord) => ({
@@ -207,22 +244,32 @@ export async function createRecordsPlugin(opts: RecordsPluginOptions): Promise<A
       method: 'POST', path: '/internal/messages/deliver', roles: WORKER,
       async handler(req) {
         const b = parseJsonObject(req.body, req.headers['content-type'], false)
-        const id = messageId(str(b, 'message_id', {required: true}))
         const exchange = str(b, 'exchange', {max: 255}) ?? opts.config.worker.exchange
         const routingKey = str(b, 'routing_key', {max: 255}) ?? opts.config.worker.routing_key
-        const attempts = int(b.attempts, 'attempts')
-        const running = inFlight.get(id)
-        if (running) {
-          const r = await running
-          return {...r, body: {...(r.body as object), duplicate: true}}
+        // a batch {"messages": [{"message_id", "attempts"}...]} (workers under load) or one message
+        if (Array.isArray(b.messages)) {
+          if (b.messages.length > 1000) throw new HttpError(413, 'E_BATCH_TOO_LARGE', 'At most 1000 messages per batch.')
+          const items = b.messages.map((x) => {
+            const o = (typeof x === 'object' && x !== null ? x : {}) as Record<string, unknown>
+            try {
+              return {attempts: int(o.attempts, 'attempts'), id: messageId(str(o, 'message_id', {required: true}))}
+            } catch (error) {
+              return error as Error
+            }
+          })
+          const good = items.filter((x): x is {id: string; attempts: number | undefined} => !(x instanceof Error))
+          const done = await deliverMany(good, exchange, routingKey)
+          let k = 0
+          const results = items.map((x) => {
+            if (x instanceof Error) return {...errorBody(x), status: statusOf(x)}
+            const r = done[k++]
+            return r.status === 200 ? r.body : {...(r.body as object), message_id: x.id, status: r.status}
+          })
+          return json(200, {results})
         }
-        const p = deliver(id, exchange, routingKey, attempts)
-        inFlight.set(id, p)
-        try {
-          return await p
-        } finally {
-          inFlight.delete(id)
-        }
+        const id = messageId(str(b, 'message_id', {required: true}))
+        const [r] = await deliverMany([{attempts: int(b.attempts, 'attempts'), id}], exchange, routingKey)
+        return r
       },
     },
     {

@@ -224,6 +224,40 @@ export class RecordsStore {
     })
   }
 
+  /** Marks many delivered in one transaction; per item, whether it changed (false = already delivered). */
+  async markDeliveredMany(items: {messageId: string; attempts?: number}[]): Promise<{changed: boolean; at: string}[]> {
+    return this.guard(() =>
+      this.sql.transaction(async (tx) => {
+        const t = now()
+        const out: {changed: boolean; at: string}[] = []
+        for (const it of items) {
+          const r = await tx.run(
+            `UPDATE messages SET status = 'delivered', delivered_at = ?, last_attempt_at = ?, updated_at = ?, attempts = ${it.attempts === undefined ? 'attempts + 1' : '?'}, last_error = NULL WHERE message_id = ? AND status <> 'delivered'`,
+            it.attempts === undefined ? [t, t, t, it.messageId] : [t, t, t, it.attempts, it.messageId],
+          )
+          out.push({at: t, changed: r.changes > 0})
+        }
+        return out
+      }),
+    )
+  }
+
+  /** Payloads of many messages in one query (missing ids are absent from the map). */
+  async payloads(ids: string[]): Promise<Map<string, {record: MessageRecord; payload: MessagePayload}>> {
+    const out = new Map<string, {record: MessageRecord; payload: MessagePayload}>()
+    for (let i = 0; i < ids.length; i += 500) {
+      const chunk = ids.slice(i, i + 500)
+      const rows = await this.guard(() => this.sql.all<Record<string, unknown>>(`SELECT ${MESSAGE_COLS}, body_enc FROM messages WHERE message_id IN (${chunk.map(() => '?').join(', ')})`, chunk))
+      for (const row of rows) {
+        const id = String(row.message_id)
+        const plain = this.keyring.open({data: Buffer.from(row.body_enc as Uint8Array), keyVersion: Number(row.key_version)}, id)
+        const {body_enc: _, ...rest} = row
+        out.set(id, {payload: JSON.parse(plain.toString('utf8')) as MessagePayload, record: toRecord(rest)})
+      }
+    }
+    return out
+  }
+
   /** Status changes from workers (retrying, failed). A delivered message stays delivered. */
   async setStatus(messageId: string, status: Exclude<MessageStatus, 'delivered'>, opts: {attempts?: number; error?: string | null} = {}): Promise<{record: MessageRecord; changed: boolean}> {
     return this.guard(async () => {

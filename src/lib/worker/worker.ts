@@ -141,48 +141,80 @@ export class Worker {
         continue
       }
       const entries = res?.[0]?.[1] ?? []
-      if (cursor === '0' && entries.length === 0) cursor = '>'
-      for (const [entryId, flat] of entries) {
-        if (cursor === '0') cursor = entryId
-        if (!flat) continue // deleted while pending
-        this.dispatch(fieldsOf(entryId, flat))
-      }
+      if (cursor !== '>' && entries.length === 0) cursor = '>'
+      if (cursor !== '>' && entries.length > 0) cursor = entries[entries.length - 1][0]
+      // entries deleted while pending come back without fields
+      this.dispatch(entries.filter(([, flat]) => flat).map(([entryId, flat]) => fieldsOf(entryId, flat)))
     }
   }
 
-  private dispatch(e: StreamEntry): void {
-    if (this.inHand.has(e.entryId)) return
-    const p = this.process(e).finally(() => {
-      this.inHand.delete(e.entryId)
-      this.m.inHand.set(this.inHand.size)
-      const f = this.slotFreed
-      this.slotFreed = undefined
-      f?.()
-    })
-    this.inHand.set(e.entryId, p)
+  /** Starts delivering entries (in batches of up to 100 per broker call); they count as in hand until settled. */
+  private dispatch(entries: StreamEntry[]): void {
+    const todo = entries.filter((e) => !this.inHand.has(e.entryId))
+    for (let i = 0; i < todo.length; i += 100) {
+      const batch = todo.slice(i, i + 100)
+      const p = this.processBatch(batch).finally(() => {
+        for (const e of batch) this.inHand.delete(e.entryId)
+        this.m.inHand.set(this.inHand.size)
+        const f = this.slotFreed
+        this.slotFreed = undefined
+        f?.()
+      })
+      for (const e of batch) this.inHand.set(e.entryId, p)
+    }
     this.m.inHand.set(this.inHand.size)
   }
 
-  /** One delivery attempt; never throws. */
-  async process(e: StreamEntry): Promise<void> {
-    const attempts = e.attempts + 1
-    let failure: string | undefined
-    if (!e.id) failure = 'E_BAD_ENTRY: stream entry carries no message id'
-    else {
+  /** One delivery attempt for one entry; never throws. */
+  process(e: StreamEntry): Promise<void> {
+    return this.processBatch([e])
+  }
+
+  /** One delivery attempt for each entry, in one broker call; never throws. */
+  async processBatch(entries: StreamEntry[]): Promise<void> {
+    const failures = new Map<string, string>()
+    const valid = entries.filter((e) => {
+      if (!e.id) failures.set(e.entryId, 'E_BAD_ENTRY: stream entry carries no message id')
+      return Boolean(e.id)
+    })
+    if (valid.length > 0) {
       try {
-        await this.o.broker.call('POST', '/internal/messages/deliver', {attempts, exchange: this.cfg.exchange, message_id: e.id, routing_key: this.cfg.routing_key})
+        const r = await this.o.broker.call<{results: {status?: string | number; error?: {code: string; message: string}}[]}>('POST', '/internal/messages/deliver', {
+          exchange: this.cfg.exchange,
+          messages: valid.map((e) => ({attempts: e.attempts + 1, message_id: e.id})),
+          routing_key: this.cfg.routing_key,
+        })
+        for (const [k, e] of valid.entries()) {
+          const res = r.results?.[k]
+          if (!res) failures.set(e.entryId, 'E_BROKER_PROTOCOL: no result for this message')
+          else if (res.error) failures.set(e.entryId, `${res.error.code}: ${res.error.message}`)
+        }
       } catch (error) {
-        failure = error instanceof MqError ? `${error.code}: ${error.message}` : errorText(error)
+        const text = error instanceof MqError ? `${error.code}: ${error.message}` : errorText(error)
+        for (const e of valid) failures.set(e.entryId, text)
       }
     }
+    const delivered = entries.filter((e) => !failures.has(e.entryId))
     try {
-      if (failure === undefined) {
-        await this.o.redis.multi().xack(this.keys.stream, this.cfg.group, e.entryId).xdel(this.keys.stream, e.entryId).exec()
-        this.m.attempts.inc({outcome: 'delivered'})
-        this.m.delivered.inc()
-        return
+      if (delivered.length > 0) {
+        const tx = this.o.redis.multi()
+        for (const e of delivered) tx.xack(this.keys.stream, this.cfg.group, e.entryId).xdel(this.keys.stream, e.entryId)
+        await tx.exec()
+        this.m.attempts.inc({outcome: 'delivered'}, delivered.length)
+        this.m.delivered.inc(delivered.length)
       }
-      this.m.attempts.inc({outcome: 'failed'})
+    } catch (error) {
+      // Redis is down: the entries stay pending and are reclaimed later; delivery is idempotent.
+      this.log.warn('could not acknowledge delivered entries; they will be reclaimed', {count: delivered.length, error})
+    }
+    await Promise.all(entries.filter((e) => failures.has(e.entryId)).map((e) => this.failed(e, failures.get(e.entryId)!)))
+  }
+
+  /** A failed attempt: park it for a retry, or dead-letter it after max_attempts. */
+  private async failed(e: StreamEntry, failure: string): Promise<void> {
+    const attempts = e.attempts + 1
+    this.m.attempts.inc({outcome: 'failed'})
+    try {
       if (attempts >= this.cfg.max_attempts) {
         this.log.warn('giving up: dead-lettering', {attempts, error: failure, message_id: e.id})
         await this.status(e.id, {attempts, error: failure, status: 'failed'})
@@ -206,7 +238,6 @@ export class Worker {
         .exec()
       this.m.retries.inc()
     } catch (error) {
-      // Redis is down: the entry stays pending and is reclaimed later; delivery is idempotent.
       this.log.warn('could not settle a stream entry; it will be reclaimed', {error, message_id: e.id})
     }
   }
@@ -235,12 +266,9 @@ export class Worker {
     if (free <= 0) return 0
     try {
       const r = (await this.o.redis.xautoclaim(this.keys.stream, this.cfg.group, this.consumer, this.cfg.claim_idle_ms, '0-0', 'COUNT', free)) as [string, [string, string[] | null][], string[]?]
-      let n = 0
-      for (const [entryId, flat] of r[1] ?? []) {
-        if (!flat) continue
-        n++
-        this.dispatch(fieldsOf(entryId, flat))
-      }
+      const claimed = (r[1] ?? []).filter(([, flat]) => flat).map(([entryId, flat]) => fieldsOf(entryId, flat!))
+      const n = claimed.length
+      this.dispatch(claimed)
       if (n) {
         this.m.reclaimed.inc(n)
         this.log.info('reclaimed entries from an idle consumer', {count: n})

@@ -138,6 +138,16 @@ describe('records API plugin', () => {
     assert.equal((await call(plugin, 'POST', '/internal/messages/deliver', {message_id: 'm-1'}, proxy)).status, 403)
   })
 
+  it('deliver in batches: one outcome per item', async () => {
+    const before = published.length
+    const r = await call(plugin, 'POST', '/internal/messages/deliver', {exchange: 'ex', messages: [{attempts: 1, message_id: 'b-1'}, {message_id: 'm-1'}, {message_id: 'ghost'}, {message_id: 'bad id'}], routing_key: 'rk'}, worker)
+    assert.equal(r.status, 200, JSON.stringify(r.body))
+    const res = (r.body as {results: Record<string, any>[]}).results
+    assert.deepEqual(res.map((x) => [x.status, x.duplicate ?? x.error?.code]), [['delivered', false], ['delivered', true], [404, 'E_NOT_FOUND'], [422, 'E_MESSAGE_ID']])
+    assert.equal(published.length, before + 1)
+    assert.equal((await plugin.store.get('b-1'))!.status, 'delivered')
+  })
+
   it('status: workers record retries and failure; failed messages are not delivered', async () => {
     await call(plugin, 'POST', '/internal/messages/register', {...msg, message_id: 'm-2'}, proxy)
     const p = await call(plugin, 'PUT', '/internal/messages/m-2/status', {attempts: 1, error: 'E_API_UNAVAILABLE', status: 'processing'}, worker)
@@ -147,14 +157,14 @@ describe('records API plugin', () => {
     assert.equal((await call(plugin, 'PUT', '/internal/messages/m-2/status', {attempts: 3, error: 'gave up', status: 'failed'}, worker)).status, 200)
     const d = await call(plugin, 'POST', '/internal/messages/deliver', {message_id: 'm-2'}, worker)
     assert.equal(d.status, 409)
-    assert.equal(published.length, 1)
+    assert.equal(published.length, 2)
   })
 
   it('admin: list, view without plaintext, audited decrypt, stats, clients and revoke', async () => {
     const l = await call(plugin, 'GET', '/admin/messages?client=alice&status=delivered', undefined, admin)
     const rows = (l.body as {messages: Record<string, unknown>[]}).messages
-    assert.deepEqual(rows.map((r) => r.message_id), ['m-1'])
-    assert.equal(rows[0].sender, '+4915****0000')
+    assert.deepEqual(rows.map((r) => r.message_id).sort(), ['b-1', 'm-1'])
+    assert.ok(rows.every((r) => r.sender === '+4915****0000'))
     assert.equal(JSON.stringify(l.body).includes('hello there'), false)
     assert.equal((await call(plugin, 'GET', '/admin/messages', undefined, worker)).status, 403)
     const v = await call(plugin, 'GET', '/admin/messages/m-1', undefined, admin)
@@ -169,7 +179,7 @@ describe('records API plugin', () => {
     const s = await call(plugin, 'GET', '/admin/records/stats', undefined, admin)
     const stats = s.body as {messages: Record<string, number>; clients: Record<string, number>}
     assert.equal(stats.messages.total, 3)
-    assert.equal(stats.messages.delivered, 1)
+    assert.equal(stats.messages.delivered, 2)
     assert.equal(stats.messages.failed, 1)
     assert.equal(stats.clients.active, 1)
     const c = await call(plugin, 'GET', '/admin/clients', undefined, admin)
@@ -186,6 +196,6 @@ describe('records API plugin', () => {
     assert.equal((await plugin.health!()).ok, true)
     const text = await plugin.metrics!()
     assert.match(text, /mq_records_messages_registered_total\{client_id="alice"\} 3/)
-    assert.match(text, /mq_records_messages_delivered_total\{client_id="alice"\} 1/)
+    assert.match(text, /mq_records_messages_delivered_total\{client_id="alice"\} 2/)
   })
 })
