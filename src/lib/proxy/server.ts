@@ -82,6 +82,15 @@ export class ProxyServer {
     this.server.on('clientError', (_e, sock) => sock.destroy())
   }
 
+  // The certificate of a connection never changes: read it once per connection, not per request
+  // (getPeerCertificate is costly). Revocation is still checked per request, by serial.
+  private readonly identities = new WeakMap<TLSSocket, {cn: string; serial: string} | null>()
+  private identityOf(sock: TLSSocket): {cn: string; serial: string} | null {
+    let who = this.identities.get(sock)
+    if (who === undefined) this.identities.set(sock, (who = peerIdentity(sock)))
+    return who
+  }
+
   /** Swaps in a new CRL (or certificate) for new handshakes. */
   updateTls(tls: SecureContextOptions): void {
     this.server.setSecureContext({...this.o.tls, ...tls})
@@ -111,7 +120,7 @@ export class ProxyServer {
     const route = `${req.method} ${path === '/api/v1/messages' || path === '/api/v1/health' || path === '/metrics' ? path : 'other'}`
     const end = this.m.seconds.startTimer()
     try {
-      const who = peerIdentity(req.socket as TLSSocket)
+      const who = this.identityOf(req.socket as TLSSocket)
       if (!who) throw new HttpError(401, 'E_NO_IDENTITY', 'A verified client certificate is required.', {hint: 'Try this: curl --cert client.crt --key client.key --cacert ca.crt ...'})
       if (this.o.revoked?.().has(who.serial)) {
         res.setHeader('connection', 'close')
