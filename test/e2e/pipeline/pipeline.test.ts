@@ -95,8 +95,10 @@ describe('ingest pipeline end to end: curl -> proxy -> Redis -> worker -> broker
     const mysql = await import('mysql2/promise')
     const conn = await mysql.createConnection(db.url)
     try {
-      const [rows] = (await conn.query('SELECT status, sender_hash, sender_masked, client_id, attempts FROM messages WHERE message_id = ?', [id])) as [Record<string, unknown>[], unknown]
-      assert.equal(rows[0].status, 'delivered')
+      const row = async () => ((await conn.query('SELECT status, sender_hash, sender_masked, client_id, attempts FROM messages WHERE message_id = ?', [id])) as [Record<string, unknown>[], unknown])[0]
+      // the broker publishes, then records the delivery: the consumer may be a moment ahead
+      await waitFor(async () => (await row())[0].status === 'delivered', 10_000, 50)
+      const rows = await row()
       assert.match(String(rows[0].sender_hash), /^[0-9a-f]{64}$/)
       assert.equal(rows[0].sender_masked, '+4915****7766')
     } finally {
