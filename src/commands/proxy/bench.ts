@@ -14,6 +14,7 @@ The baseline in the same run is a bare mutual-TLS HTTPS server that answers 202 
     concurrency: Flags.integer({default: 32, description: 'worker concurrency for the delivery phase', min: 1}),
     store: Flags.string({description: 'records store of the private broker [default: sqlite in the temp home]'}),
     redis: Flags.string({description: 'Redis URL [default: redis.url]'}),
+    processes: Flags.integer({default: 1, description: 'proxy processes (mq proxy start --processes)', min: 1}),
   }
 
   async run(): Promise<PipelineBenchResult> {
@@ -22,6 +23,7 @@ The baseline in the same run is a bare mutual-TLS HTTPS server that answers 202 
       concurrency: this.flags.concurrency,
       connections: this.flags.connections,
       log: (s) => this.note(s),
+      processes: this.flags.processes,
       redisUrl: this.flags.redis ?? config.redis.url,
       seconds: this.flags.seconds,
       storeUrl: this.flags.store,
@@ -30,7 +32,7 @@ The baseline in the same run is a bare mutual-TLS HTTPS server that answers 202 
       this.out(
         [
           `baseline (${r.baseline.name}): ${r.baseline.perSecond} req/s, p50 ${r.baseline.p50ms} ms, p99 ${r.baseline.p99ms} ms`,
-          `proxy ingest (${r.store}): ${r.proxy.perSecond} accepted/s, p50 ${r.proxy.p50ms} ms, p99 ${r.proxy.p99ms} ms, errors ${r.proxy.errors}  = ${r.ratio} x baseline`,
+          `proxy ingest (${r.proxy.processes} process${r.proxy.processes > 1 ? 'es' : ''}, ${r.store}): ${r.proxy.perSecond} accepted/s, p50 ${r.proxy.p50ms} ms, p99 ${r.proxy.p99ms} ms, errors ${r.proxy.errors}  = ${r.ratio} x baseline`,
           `worker delivery: ${r.worker.messages} messages in ${r.worker.seconds} s = ${r.worker.perSecond} msg/s (concurrency ${r.worker.concurrency})`,
         ].join('\n'),
       )

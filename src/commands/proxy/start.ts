@@ -1,6 +1,9 @@
+import cluster from 'node:cluster'
+
 import {Flags} from '@oclif/core'
 
 import {MqCommand} from '../../lib/cli/base-command.js'
+import type {Logger} from '../../lib/log.js'
 import {startProxy} from '../../lib/proxy/runtime.js'
 
 export default class ProxyStart extends MqCommand<typeof ProxyStart> {
@@ -19,6 +22,7 @@ POST /api/v1/messages validates a message, rate limits per client identity (toke
     burst: Flags.integer({description: 'token bucket size per client identity [default: proxy.rate_burst]', min: 1}),
     broker: Flags.string({description: "the broker's HTTPS API [default: proxy.broker_api, else client.api]"}),
     redis: Flags.string({description: 'Redis URL [default: redis.url]'}),
+    processes: Flags.integer({default: 1, description: 'proxy processes sharing the port (node:cluster), e.g. one per core', max: 64, min: 1}),
   }
 
   async run(): Promise<void> {
@@ -34,15 +38,64 @@ POST /api/v1/messages validates a message, rate limits per client identity (toke
       ...(f.redis ? {redis: {url: f.redis}} : {}),
     })
     const logger = this.logger.child('proxy')
+    if (f.processes > 1 && cluster.isPrimary) return this.supervise(f.processes, logger)
     const proxy = await startProxy(this.home, config, logger)
+    if (cluster.isWorker) {
+      process.send?.({ready: proxy.url})
+      // the IPC channel to the primary keeps a worker alive: let go of it once closed
+      return this.untilSignal(async () => {
+        await proxy.close()
+        cluster.worker?.disconnect()
+      }, logger)
+    }
     logger.info('proxy ready', {broker: config.proxy.broker_api ?? config.client.api, rate_per_sec: config.proxy.rate_per_sec, stream: `${config.redis.key_prefix}${config.proxy.stream}`, url: proxy.url})
-    await new Promise<void>((resolve) => {
+    await this.untilSignal(() => proxy.close(), logger)
+  }
+
+  private untilSignal(close: () => Promise<void>, logger: Logger): Promise<void> {
+    return new Promise<void>((resolve) => {
       const stop = (sig: string) => {
         logger.info('shutting down', {signal: sig})
-        proxy
-          .close()
+        close()
           .catch((error) => logger.error('shutdown failed', {error}))
           .finally(resolve)
+      }
+      process.once('SIGINT', () => stop('SIGINT'))
+      process.once('SIGTERM', () => stop('SIGTERM'))
+    })
+  }
+
+  /** Primary of --processes N: forks the proxies (same argv), reports ready once all are, forwards SIGTERM. */
+  private async supervise(n: number, logger: Logger): Promise<void> {
+    const workers = Array.from({length: n}, () => cluster.fork())
+    let stopping = false
+    const ready = await Promise.all(
+      workers.map(
+        (w) =>
+          new Promise<string>((resolve, reject) => {
+            w.once('message', (m: {ready?: string}) => (m?.ready ? resolve(m.ready) : undefined))
+            w.once('exit', (code) => reject(new Error(`a proxy process exited (${code}) during start-up`)))
+          }),
+      ),
+    )
+    for (const w of workers) {
+      w.removeAllListeners('exit')
+      w.on('exit', (code, signal) => {
+        if (!stopping) logger.error('a proxy process died', {code, pid: w.process.pid, signal})
+      })
+    }
+    logger.info('proxy ready', {processes: n, url: ready[0]})
+    await new Promise<void>((resolve) => {
+      const stop = (sig: NodeJS.Signals) => {
+        stopping = true
+        logger.info('shutting down', {signal: sig})
+        let left = workers.filter((w) => !w.isDead()).length
+        if (left === 0) return resolve()
+        for (const w of workers) {
+          if (w.isDead()) continue
+          w.once('exit', () => --left === 0 && resolve())
+          w.process.kill(sig)
+        }
       }
       process.once('SIGINT', () => stop('SIGINT'))
       process.once('SIGTERM', () => stop('SIGTERM'))

@@ -110,7 +110,7 @@ export async function loadTest(url: string, tls: object, opts: {connections: num
 
 export interface PipelineBenchResult {
   baseline: LoadResult & {name: string}
-  proxy: LoadResult
+  proxy: LoadResult & {processes: number}
   ratio: number
   worker: {messages: number; seconds: number; perSecond: number; concurrency: number}
   store: string
@@ -121,7 +121,7 @@ export interface PipelineBenchResult {
  * measures proxy ingest, then worker delivery of everything ingested; and, as the baseline in the
  * same run, a bare keep-alive mutual-TLS HTTPS server that answers 202 without doing anything.
  */
-export async function benchPipeline(opts: {seconds: number; connections: number; concurrency: number; redisUrl: string; storeUrl?: string; log?: (s: string) => void}): Promise<PipelineBenchResult> {
+export async function benchPipeline(opts: {seconds: number; connections: number; concurrency: number; redisUrl: string; storeUrl?: string; processes?: number; log?: (s: string) => void}): Promise<PipelineBenchResult> {
   const log = opts.log ?? (() => {})
   const dir = mkdtempSync(join(tmpdir(), 'mq-pbench-'))
   const home = new MqHome(dir)
@@ -156,7 +156,7 @@ export async function benchPipeline(opts: {seconds: number; connections: number;
     procs.push(await spawnMq(['broker', 'start', '--port', String(bp), '--api-port', String(ap)], {...env, MQ_LOG_LEVEL: 'info'}, 'broker ready'))
     const pp = await freePort()
     log('starting the proxy')
-    procs.push(await spawnMq(['proxy', 'start', '--port', String(pp), '--rate', '0', '--broker', `https://127.0.0.1:${ap}`], {...env, MQ_LOG_LEVEL: 'info'}, 'proxy ready'))
+    procs.push(await spawnMq(['proxy', 'start', '--port', String(pp), '--rate', '0', '--processes', String(opts.processes ?? 1), '--broker', `https://127.0.0.1:${ap}`], {...env, MQ_LOG_LEVEL: 'info'}, 'proxy ready'))
     log(`proxy ingest: ${opts.connections} keep-alive connections for ${opts.seconds} s`)
     const proxy = await loadTest(`https://127.0.0.1:${pp}/api/v1/messages`, tls, {body, connections: opts.connections, expect: 202, seconds: opts.seconds})
     await stop(procs.pop())
@@ -177,7 +177,7 @@ export async function benchPipeline(opts: {seconds: number; connections: number;
     const wsec = (Date.now() - t0) / 1000
     return {
       baseline: {...baseline, name: 'bare keep-alive mutual-TLS HTTPS server answering 202 (same TLS/HTTP stack, no work)'},
-      proxy,
+      proxy: {...proxy, processes: opts.processes ?? 1},
       ratio: Math.round((proxy.perSecond / Math.max(1, baseline.perSecond)) * 100) / 100,
       store: opts.storeUrl ? opts.storeUrl.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@') : 'sqlite',
       worker: {concurrency: opts.concurrency, messages: atStart, perSecond: Math.round(atStart / wsec), seconds: Math.round(wsec * 10) / 10},
