@@ -59,7 +59,7 @@ describe('ingest pipeline end to end: curl -> proxy -> Redis -> worker -> broker
     broker = await spawnBroker({env: apiEnv, home: h.dir})
     env = {...apiEnv, MQ_CLIENT_API: `https://127.0.0.1:${broker.apiPort}`, MQ_HOME: h.dir, MQ_WORKER_CLAIM_IDLE_MS: '1000'}
     const ca = CertificateAuthority.open(home, defaultConfig().pki)
-    await ca.ensureDevelopment({clients: ['alice', 'proxy', 'worker'], servers: ['proxy-server']})
+    await ca.ensureDevelopment({clients: ['alice', 'carol', 'proxy', 'worker'], servers: ['proxy-server']})
     proxyPort = await freePort()
     proxy = await spawnMq(['proxy', 'start', '--home', h.dir, '--port', String(proxyPort), '--rate', '0'], env, 'proxy ready')
     worker = await startWorker()
@@ -170,6 +170,17 @@ describe('ingest pipeline end to end: curl -> proxy -> Redis -> worker -> broker
     // the dead worker's unacknowledged entries are reclaimed and settled (as duplicates the broker ignores)
     await waitFor(async () => Number(((await redis.xpending(`${prefix}ingest`, 'workers')) as [number])[0]) === 0, 30_000, 100)
     assert.equal(await redis.xlen(`${prefix}ingest`), 0)
+  })
+
+  it('mq client revoke: the CA revokes, the proxy refuses the certificate within seconds, the records show it', async () => {
+    const ok = await curl(JSON.stringify({message_body: 'before revocation', sender_number: '+4915200000000'}), 'carol')
+    assert.equal(ok.status, 202)
+    const r = await runCli(['client', 'revoke', 'carol', '--reason', 'key-compromise', '--json'], {env})
+    assert.equal(r.code, 0, r.stderr + r.stdout)
+    assert.equal(JSON.parse(r.stdout).revoked[0].identity, 'carol')
+    await waitFor(async () => (await curl(JSON.stringify({message_body: 'after', sender_number: '+4915200000000'}), 'carol').then(() => false, () => true)), 15_000, 200)
+    const list = JSON.parse((await runCli(['client', 'list', '--status', 'revoked', '--json'], {env})).stdout)
+    assert.ok(list.some((c: {identity: string; reason: string}) => c.identity === 'carol' && c.reason === 'key-compromise'))
   })
 
   it('a message that always fails is dead-lettered after the configured attempts and marked failed', async () => {
