@@ -1,6 +1,6 @@
 import {Flags} from '@oclif/core'
 
-import {type BenchResult, type BenchSpec, type BenchTransport, mqTransport, natsTransport, rabbitTransport, runBench} from '../../lib/broker/bench.js'
+import {type BenchResult, type BenchSpec, type BenchTarget, type TargetParams, mqTarget, natsTarget, rabbitTarget, runBench, runConsumer} from '../../lib/broker/bench.js'
 import {connectBroker} from '../../lib/broker/connect.js'
 import {brokerFlags} from '../../lib/broker/flags.js'
 import {spawnPrivateBroker} from '../../lib/broker/spawn.js'
@@ -12,19 +12,18 @@ import {MqError, errorText} from '../../lib/errors.js'
 interface Ratio {
   mode: string
   size: number
-  rate?: number
   against: string
+  metric: string
   mq: number
   other: number
   ratio: number
-  metric: string
 }
 
 export default class Bench extends MqCommand<typeof Bench> {
-  static description = `Benchmark the broker: one producer and one consumer connection, throughput and latency percentiles.
-Modes: memory (non-durable queue, unconfirmed publishes, auto-ack) and durable (durable queue, publisher confirms, manual acks),
-plus a durable run paced at --latency-rate msg/s for confirm and end-to-end latency. With --compare the same workload runs
-through amqplib against RabbitMQ and through nats.js against NATS core, and the ratios are printed.
+  static description = `Benchmark the broker with one producer process and one consumer process: throughput and latency percentiles.
+Modes: memory (non-durable queue, unconfirmed publishes, auto-ack) and durable (durable queue, publisher confirms,
+manual acks), plus a durable run paced at --latency-rate msg/s for confirm and end-to-end latency. With --compare the
+same workload runs through amqplib against RabbitMQ and through nats.js against NATS core, and the ratios are printed.
 Without a reachable broker it starts a private one in a temp home.`
   static examples = ['<%= config.bin %> bench', '<%= config.bin %> bench --compare --json', '<%= config.bin %> bench --mode durable --size 256 --size 65536 --messages 5000']
   static flags = {
@@ -38,20 +37,40 @@ Without a reachable broker it starts a private one in a temp home.`
     'rabbitmq-url': Flags.string({default: 'amqp://guest:guest@127.0.0.1:5672', description: 'RabbitMQ for --compare'}),
     nats: Flags.string({default: '127.0.0.1:4222', description: 'NATS server for --compare'}),
     spawn: Flags.boolean({description: 'always benchmark a private broker started for this run'}),
+    // internal: the consumer process
+    role: Flags.option({hidden: true, options: ['producer', 'consumer'] as const})(),
+    target: Flags.option({hidden: true, options: ['mq', 'rabbitmq', 'nats'] as const})(),
+    url: Flags.string({hidden: true}),
+    dest: Flags.string({hidden: true}),
   }
 
-  async run(): Promise<{results: BenchResult[]; ratios: Ratio[]; broker: string}> {
+  private targetFor(p: TargetParams): BenchTarget {
+    if (p.target === 'rabbitmq') return rabbitTarget(p.url)
+    if (p.target === 'nats') return natsTarget(p.url)
+    const config = this.mqConfig()
+    const home = p.home ? new MqHome(p.home) : this.home
+    return mqTarget(() => connectBroker(home, config, {broker: p.url, identity: p.identity, timeoutMs: this.flags.timeout}))
+  }
+
+  async run(): Promise<unknown> {
     const f = this.flags
+    if (f.role === 'consumer') {
+      const spec: BenchSpec = {messages: f.messages, mode: f.mode === 'durable' ? 'durable' : 'memory', size: 0, window: f.window}
+      const t = this.targetFor({home: this.home.root, identity: f.identity, target: f.target ?? 'mq', url: f.url ?? ''})
+      const report = await runConsumer(t, spec, f.dest ?? '', () => process.stdout.write('ready\n'), (n) => process.stdout.write(`progress ${n}\n`))
+      process.stdout.write(JSON.stringify(report) + '\n')
+      return
+    }
     const config = this.mqConfig()
     let home = this.home
-    let brokerAddr = f.broker
+    let brokerAddr = f.broker ?? process.env.MQ_BROKER ?? config.client.broker
+    let identity = f.identity
     let priv: Awaited<ReturnType<typeof spawnPrivateBroker>> | undefined
-    const tryConnect = () => connectBroker(home, config, {broker: brokerAddr, identity: f.identity ?? (priv ? 'admin' : undefined), timeoutMs: f.timeout})
     if (!f.spawn) {
       try {
-        await (await tryConnect()).close()
+        await (await connectBroker(home, config, {broker: brokerAddr, identity, timeoutMs: f.timeout})).close()
       } catch (error) {
-        if (!(error instanceof MqError) || !['E_BROKER_UNREACHABLE', 'E_CA_MISSING', 'E_CERT_NOT_FOUND', 'E_NO_CA'].includes(error.code)) throw error
+        if (!(error instanceof MqError) || !['E_BROKER_UNREACHABLE', 'E_CA_MISSING', 'E_CERT_NOT_FOUND'].includes(error.code)) throw error
         this.note(`No broker reachable (${error.message}); starting a private one for this run.`)
         priv = await spawnPrivateBroker()
       }
@@ -59,12 +78,13 @@ Without a reachable broker it starts a private one in a temp home.`
     if (priv) {
       home = new MqHome(priv.home)
       brokerAddr = `127.0.0.1:${priv.port}`
+      identity = 'admin'
     }
+    const mqParams: TargetParams = {home: home.root, identity, target: 'mq', url: brokerAddr}
     const results: BenchResult[] = []
     const ratios: Ratio[] = []
-    const sizes = f.size ?? [256]
     const specs: BenchSpec[] = []
-    for (const size of sizes) {
+    for (const size of f.size ?? [256]) {
       if (f.mode !== 'durable') specs.push({messages: f.messages, mode: 'memory', size, window: f.window})
       if (f.mode !== 'memory') specs.push({messages: f.messages, mode: 'durable', size, window: f.window})
       if (f.mode !== 'memory' && f['latency-rate'] > 0) {
@@ -79,41 +99,37 @@ Without a reachable broker it starts a private one in a temp home.`
       const n = Math.round((done / total) * w)
       process.stderr.write(`\r[${'='.repeat(n)}${' '.repeat(w - n)}] ${String(Math.round((done / total) * 100)).padStart(3)}% ${name} ${label(s)}   `)
     }
-    const once = async (name: string, make: () => Promise<BenchTransport>, s: BenchSpec): Promise<BenchResult | undefined> => {
-      let t: BenchTransport | undefined
+    const once = async (p: TargetParams, s: BenchSpec): Promise<BenchResult | undefined> => {
       try {
-        t = await make()
-        const r = await runBench(t, s, bar(name, s))
+        const r = await runBench(this.targetFor(p), p, s, bar(p.target, s))
         if (tty) process.stderr.write('\r\x1b[K')
-        this.note(`${name.padEnd(8)} ${label(s).padEnd(22)} ${String(r.msgsPerSec).padStart(8)} msg/s  e2e p50 ${r.latencyMs.p50} ms p99 ${r.latencyMs.p99} ms${r.confirmMs ? `  confirm p50 ${r.confirmMs.p50} ms p99 ${r.confirmMs.p99} ms` : ''}`)
-        results.push(r)
+        this.note(`${p.target.padEnd(8)} ${label(s).padEnd(22)} ${String(r.msgsPerSec).padStart(8)} msg/s  e2e p50 ${r.latencyMs.p50} ms p99 ${r.latencyMs.p99} ms${r.confirmMs ? `  confirm p50 ${r.confirmMs.p50} ms p99 ${r.confirmMs.p99} ms` : ''}`)
+        results.push({...r, rate: s.rate})
         return r
       } catch (error) {
         if (tty) process.stderr.write('\r\x1b[K')
-        this.note(`${name}: ${label(s)} failed: ${errorText(error)}`)
+        this.note(`${p.target}: ${label(s)} failed: ${errorText(error)}`)
         return undefined
-      } finally {
-        await t?.close().catch(() => {})
       }
     }
     try {
       for (const s of specs) {
-        const mine = await once('mq', () => mqTransport(tryConnect, s), s)
+        const mine = await once(mqParams, s)
         if (!f.compare) continue
-        const rabbit = await once('rabbitmq', () => rabbitTransport(f['rabbitmq-url'], s), s)
         const cmp = (other: BenchResult | undefined) => {
           if (!mine || !other) return
+          const mode = label(s)
           if (s.rate) {
-            // at a fixed rate throughput is equal by construction: compare p99 confirm latency (lower is better)
+            // at a fixed rate throughput is equal by construction: compare p99 latencies (lower is better)
             const a = mine.confirmMs?.p99 ?? mine.latencyMs.p99
             const b = other.confirmMs?.p99 ?? other.latencyMs.p99
-            ratios.push({against: other.target, metric: 'p99 confirm ms (other/mq, >1 = mq faster)', mode: s.mode, mq: a, other: b, rate: s.rate, ratio: Math.round((b / Math.max(a, 0.001)) * 100) / 100, size: s.size})
+            ratios.push({against: other.target, metric: 'p99 confirm ms (ratio other/mq, >1 = mq faster)', mode, mq: a, other: b, ratio: Math.round((b / Math.max(a, 0.001)) * 100) / 100, size: s.size})
           } else {
-            ratios.push({against: other.target, metric: 'msg/s (mq/other)', mode: s.mode, mq: mine.msgsPerSec, other: other.msgsPerSec, ratio: Math.round((mine.msgsPerSec / Math.max(other.msgsPerSec, 1)) * 100) / 100, size: s.size})
+            ratios.push({against: other.target, metric: 'msg/s (ratio mq/other)', mode, mq: mine.msgsPerSec, other: other.msgsPerSec, ratio: Math.round((mine.msgsPerSec / Math.max(other.msgsPerSec, 1)) * 100) / 100, size: s.size})
           }
         }
-        cmp(rabbit)
-        if (s.mode === 'memory') cmp(await once('nats', () => natsTransport(f.nats, s), s))
+        cmp(await once({target: 'rabbitmq', url: f['rabbitmq-url']}, s))
+        if (s.mode === 'memory') cmp(await once({target: 'nats', url: f.nats}, s))
       }
     } finally {
       await priv?.stop()
@@ -134,8 +150,8 @@ Without a reachable broker it starts a private one in a temp home.`
           ['target', 'mode', 'size', 'msg_s', 'mb_s', 'e2e_p50_ms', 'e2e_p99_ms', 'confirm_p99_ms'],
         ),
       )
-      if (ratios.length > 0) this.out('\n' + table(ratios.map((r) => ({...r, mode: r.mode + (r.rate ? ` @${r.rate}/s` : '')})), ['mode', 'size', 'against', 'metric', 'mq', 'other', 'ratio']))
+      if (ratios.length > 0) this.out('\n' + table(ratios.map((r) => ({...r})), ['mode', 'against', 'metric', 'mq', 'other', 'ratio']))
     }
-    return {broker: priv ? `private (${brokerAddr})` : (brokerAddr ?? config.client.broker), ratios, results}
+    return {broker: priv ? `private (${brokerAddr})` : brokerAddr, ratios, results}
   }
 }

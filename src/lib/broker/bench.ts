@@ -1,15 +1,20 @@
 /**
- * `mq bench`: one producer and one consumer connection drive a broker and we measure throughput
- * (first publish to last delivery) and end-to-end latency (publish to delivery, timestamps taken
- * in this one process) plus, with confirms, publish-to-confirm latency. The same harness drives
- * RabbitMQ (amqplib) and NATS core (nats.js) for `--compare`, so the ratios compare like with like.
+ * `mq bench`: one producer process (this one) and one consumer process (a child running
+ * `mq bench --role consumer`) drive a broker. We measure throughput (first publish to last delivery),
+ * end-to-end latency (publish to delivery, wall-clock stamps in the body; both processes share the
+ * machine's clock) and, with confirms, publish-to-confirm latency. The same harness drives RabbitMQ
+ * (amqplib) and NATS core (nats.js) for `--compare`, so the ratios compare like with like.
  */
+import {spawn} from 'node:child_process'
 import {randomBytes} from 'node:crypto'
 import {performance} from 'node:perf_hooks'
+import {createInterface} from 'node:readline'
+import {fileURLToPath} from 'node:url'
 
 import type {BrokerClient} from './client.js'
 
 export type BenchMode = 'memory' | 'durable'
+export type BenchTargetName = 'mq' | 'rabbitmq' | 'nats'
 
 export interface BenchSpec {
   mode: BenchMode
@@ -34,17 +39,37 @@ export interface BenchResult {
   confirmMs?: {p50: number; p99: number}
 }
 
-/** What the harness needs from a broker: a consumer, and a publisher with or without confirms. */
-export interface BenchTransport {
-  name: string
-  /** start consuming; call ack() for each message in durable mode */
-  consume(onMessage: (body: Buffer, ack: () => void) => void): Promise<void>
+export interface BenchProducer {
   /** confirmed publish (durable mode) */
   publishConfirmed(body: Buffer): Promise<void>
   /** unconfirmed publish; false = wait for drained() */
   publish(body: Buffer): boolean
   drained(): Promise<void>
   close(): Promise<void>
+}
+
+export interface BenchConsumer {
+  /** start consuming; call ack() for each message in durable mode */
+  start(onMessage: (body: Buffer, ack: () => void) => void): Promise<void>
+  close(): Promise<void>
+}
+
+export interface BenchTarget {
+  name: BenchTargetName
+  /** creates the queue (or picks the subject) both sides use */
+  prepare(spec: BenchSpec): Promise<string>
+  producer(spec: BenchSpec, dest: string): Promise<BenchProducer>
+  consumer(spec: BenchSpec, dest: string): Promise<BenchConsumer>
+  cleanup(dest: string): Promise<void>
+}
+
+/** Connection settings a child consumer process needs to rebuild the same target. */
+export interface TargetParams {
+  target: BenchTargetName
+  /** mq: broker HOST:PORT, MQ_HOME and identity; others: their URL */
+  url: string
+  home?: string
+  identity?: string
 }
 
 function pct(sorted: Float64Array, p: number): number {
@@ -54,171 +79,252 @@ function pct(sorted: Float64Array, p: number): number {
 
 const round = (n: number, d = 3) => Math.round(n * 10 ** d) / 10 ** d
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+/** wall-clock ms with sub-ms precision, comparable across processes on one machine */
+const wall = () => performance.timeOrigin + performance.now()
 
-export async function runBench(t: BenchTransport, spec: BenchSpec, progress?: (done: number, total: number) => void): Promise<BenchResult> {
-  const {messages: total, size} = spec
+export interface ConsumerReport {
+  received: number
+  lastAt: number
+  latencyMs: {p50: number; p99: number; max: number}
+}
+
+/** The consumer side (run in the child process): counts, acks and measures until `total` arrived. */
+export async function runConsumer(target: BenchTarget, spec: BenchSpec, dest: string, ready: () => void, progress?: (n: number) => void): Promise<ConsumerReport> {
+  const total = spec.messages
   const lat = new Float64Array(total)
-  const conf = spec.mode === 'durable' ? new Float64Array(total) : undefined
   let received = 0
-  let confirmed = 0
-  let lastProgress = 0
-  let t0 = 0
-  let finish!: () => void
-  let fail!: (e: Error) => void
-  const done = new Promise<void>((res, rej) => {
-    finish = res
-    fail = rej
+  let lastAt = 0
+  const c = await target.consumer(spec, dest)
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`only ${received} of ${total} messages arrived within 180 s`)), 180_000)
+    c.start((body, ack) => {
+      const now = wall()
+      if (received < total) lat[received] = now - body.readDoubleLE(0)
+      received++
+      if (spec.mode === 'durable') ack()
+      if (progress && received % 1000 === 0) progress(received)
+      if (received === total) {
+        lastAt = now
+        clearTimeout(timer)
+        resolve()
+      }
+    }).then(ready, reject)
   })
-  await t.consume((body, ack) => {
-    const sent = body.readDoubleLE(0)
-    if (received < total) lat[received] = performance.now() - sent
-    received++
-    if (spec.mode === 'durable') ack()
-    if (progress && received - lastProgress >= 1000) {
-      lastProgress = received
-      progress(received, total)
-    }
-    if (received === total) finish()
-  })
-  const filler = randomBytes(Math.max(0, size - 8))
-  const make = () => {
-    const b = Buffer.allocUnsafe(Math.max(8, size))
-    filler.copy(b, 8)
-    b.writeDoubleLE(performance.now(), 0)
-    return b
-  }
-  t0 = performance.now()
-  let inflight = 0
-  let wake: (() => void) | undefined
-  const onConfirm = (start: number) => () => {
-    if (conf && confirmed < total) conf[confirmed] = performance.now() - start
-    confirmed++
-    inflight--
-    if (wake) {
-      const w = wake
-      wake = undefined
-      w()
-    }
-  }
-  for (let i = 0; i < total; i++) {
-    if (spec.rate) {
-      const due = t0 + (i * 1000) / spec.rate
-      const now = performance.now()
-      if (due > now + 1) await sleep(Math.floor(due - now))
-    }
-    if (spec.mode === 'durable') {
-      while (inflight >= spec.window) await new Promise<void>((r) => (wake = r))
-      inflight++
-      const start = performance.now()
-      t.publishConfirmed(make()).then(onConfirm(start), (e: Error) => fail(e))
-    } else if (!t.publish(make())) await t.drained()
-  }
-  const timeout = setTimeout(() => fail(new Error(`only ${received} of ${total} messages arrived within 120 s`)), 120_000)
-  try {
-    await done
-  } finally {
-    clearTimeout(timeout)
-  }
-  const seconds = (performance.now() - t0) / 1000
+  await c.close()
   lat.sort()
-  conf?.sort()
-  return {
-    confirmMs: conf ? {p50: round(pct(conf, 50)), p99: round(pct(conf, 99))} : undefined,
-    latencyMs: {max: round(lat[lat.length - 1] ?? 0), p50: round(pct(lat, 50)), p99: round(pct(lat, 99))},
-    mbPerSec: round((total * size) / seconds / 1e6, 2),
-    messages: total,
-    mode: spec.mode,
-    msgsPerSec: Math.round(total / seconds),
-    rate: spec.rate,
-    seconds: round(seconds),
-    size,
-    target: t.name,
+  return {lastAt, latencyMs: {max: round(lat[lat.length - 1] ?? 0), p50: round(pct(lat, 50)), p99: round(pct(lat, 99))}, received}
+}
+
+const BIN = fileURLToPath(new URL('../../../../bin/run.js', import.meta.url))
+
+/** Runs one workload: spawns the consumer process, then produces from this one. */
+export async function runBench(target: BenchTarget, params: TargetParams, spec: BenchSpec, progress?: (done: number, total: number) => void): Promise<BenchResult> {
+  const total = spec.messages
+  const dest = await target.prepare(spec)
+  const args = [BIN, 'bench', '--role', 'consumer', '--target', params.target, '--url', params.url, '--dest', dest, '--messages', String(total), '--window', String(spec.window), '--mode', spec.mode === 'durable' ? 'durable' : 'memory']
+  if (params.home) args.push('--home', params.home)
+  if (params.identity) args.push('--identity', params.identity)
+  const child = spawn(process.execPath, args, {stdio: ['ignore', 'pipe', 'pipe']})
+  let stderr = ''
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+  const lines = createInterface({input: child.stdout})
+  let report: ConsumerReport | undefined
+  let readyResolve!: () => void
+  const ready = new Promise<void>((r) => (readyResolve = r))
+  lines.on('line', (l) => {
+    if (l === 'ready') readyResolve()
+    else if (l.startsWith('progress ')) progress?.(Number(l.slice(9)), total)
+    else if (l.startsWith('{')) report = JSON.parse(l) as ConsumerReport
+  })
+  const exited = new Promise<number>((r) => child.once('exit', (code) => r(code ?? 1)))
+  let producer: BenchProducer | undefined
+  try {
+    await Promise.race([ready, exited.then((code) => Promise.reject(new Error(`consumer process exited (${code}): ${stderr.trim().split('\n').slice(-3).join(' ')}`)))])
+    producer = await target.producer(spec, dest)
+    const conf = spec.mode === 'durable' ? new Float64Array(total) : undefined
+    const filler = randomBytes(Math.max(0, spec.size - 8))
+    const make = () => {
+      const b = Buffer.allocUnsafe(Math.max(8, spec.size))
+      filler.copy(b, 8)
+      b.writeDoubleLE(wall(), 0)
+      return b
+    }
+    let inflight = 0
+    let confirmed = 0
+    let failure: Error | undefined
+    let wake: (() => void) | undefined
+    const t0 = wall()
+    const start0 = performance.now()
+    for (let i = 0; i < total && !failure; i++) {
+      if (spec.rate) {
+        const due = start0 + (i * 1000) / spec.rate
+        const now = performance.now()
+        if (due > now + 1) await sleep(Math.floor(due - now))
+      }
+      if (spec.mode === 'durable') {
+        while (inflight >= spec.window) await new Promise<void>((r) => (wake = r))
+        inflight++
+        const start = performance.now()
+        producer.publishConfirmed(make()).then(
+          () => {
+            if (conf && confirmed < total) conf[confirmed] = performance.now() - start
+            confirmed++
+            inflight--
+            const w = wake
+            wake = undefined
+            w?.()
+          },
+          (error: Error) => {
+            failure = error
+            inflight--
+            wake?.()
+          },
+        )
+      } else if (!producer.publish(make())) await producer.drained()
+    }
+    if (failure) throw failure
+    const code = await exited
+    if (code !== 0 || !report) throw new Error(`consumer process failed (${code}): ${stderr.trim().split('\n').slice(-3).join(' ')}`)
+    const seconds = (report.lastAt - t0) / 1000
+    conf?.sort()
+    return {
+      confirmMs: conf ? {p50: round(pct(conf, 50)), p99: round(pct(conf, 99))} : undefined,
+      latencyMs: report.latencyMs,
+      mbPerSec: round((total * spec.size) / seconds / 1e6, 2),
+      messages: total,
+      mode: spec.mode,
+      msgsPerSec: Math.round(total / seconds),
+      rate: spec.rate,
+      seconds: round(seconds),
+      size: spec.size,
+      target: target.name,
+    }
+  } finally {
+    if (child.exitCode === null) child.kill('SIGKILL')
+    await producer?.close().catch(() => {})
+    await target.cleanup(dest).catch(() => {})
   }
 }
 
 /** mq: a fresh queue per run (durable or not), consumer prefetch = window. */
-export async function mqTransport(connect: () => Promise<BrokerClient>, spec: BenchSpec): Promise<BenchTransport> {
-  const pub = await connect()
-  const sub = await connect()
-  const queue = `bench.${spec.mode}.${randomBytes(4).toString('hex')}`
-  await pub.declareQueue(queue, {durable: spec.mode === 'durable'})
+export function mqTarget(connect: () => Promise<BrokerClient>): BenchTarget {
   return {
-    async close() {
-      await pub.deleteQueue(queue).catch(() => {})
-      await Promise.all([pub.close(), sub.close()])
+    async cleanup(dest) {
+      const c = await connect()
+      await c.deleteQueue(dest).catch(() => {})
+      await c.close()
     },
-    async consume(onMessage) {
-      const noAck = spec.mode === 'memory'
-      await sub.consume(queue, {noAck, prefetch: spec.window}, (d) => onMessage(d.body, () => sub.ack(d.deliveryTag)))
+    async consumer(spec, dest) {
+      const sub = await connect()
+      return {
+        close: () => sub.close(),
+        async start(onMessage) {
+          await sub.consume(dest, {noAck: spec.mode === 'memory', prefetch: spec.window}, (d) => onMessage(d.body, () => sub.ack(d.deliveryTag)))
+        },
+      }
     },
-    drained: () => pub.drained(),
     name: 'mq',
-    publish: (body) => pub.publishNoConfirm('', queue, body),
-    publishConfirmed: async (body) => {
-      await pub.publish('', queue, body)
+    async prepare(spec) {
+      const dest = `bench.${spec.mode}.${randomBytes(4).toString('hex')}`
+      const c = await connect()
+      await c.declareQueue(dest, {durable: spec.mode === 'durable'})
+      await c.close()
+      return dest
+    },
+    async producer(_spec, dest) {
+      const pub = await connect()
+      return {
+        close: () => pub.close(),
+        drained: () => pub.drained(),
+        publish: (body) => pub.publishNoConfirm('', dest, body),
+        publishConfirmed: async (body) => {
+          await pub.publish('', dest, body)
+        },
+      }
     },
   }
 }
 
 /** RabbitMQ through amqplib: durable = durable queue, persistent messages, confirm channel, manual acks. */
-export async function rabbitTransport(url: string, spec: BenchSpec): Promise<BenchTransport> {
-  const amqp = await import('amqplib')
-  const pubConn = await amqp.connect(url)
-  const subConn = await amqp.connect(url)
-  const durable = spec.mode === 'durable'
-  const queue = `mq-bench.${spec.mode}.${randomBytes(4).toString('hex')}`
-  const pubCh = durable ? await pubConn.createConfirmChannel() : await pubConn.createChannel()
-  await pubCh.assertQueue(queue, {autoDelete: false, durable})
-  const subCh = await subConn.createChannel()
-  await subCh.prefetch(spec.window)
+export function rabbitTarget(url: string): BenchTarget {
+  const withChannel = async <T>(fn: (ch: import('amqplib').Channel) => Promise<T>): Promise<T> => {
+    const amqp = await import('amqplib')
+    const conn = await amqp.connect(url)
+    try {
+      return await fn(await conn.createChannel())
+    } finally {
+      await conn.close().catch(() => {})
+    }
+  }
   return {
-    async close() {
-      await pubCh.deleteQueue(queue).catch(() => {})
-      await pubConn.close().catch(() => {})
-      await subConn.close().catch(() => {})
-    },
-    async consume(onMessage) {
-      await subCh.consume(
-        queue,
-        (m) => {
-          if (m) onMessage(m.content, () => subCh.ack(m))
+    cleanup: (dest) => withChannel(async (ch) => void (await ch.deleteQueue(dest))),
+    async consumer(spec, dest) {
+      const amqp = await import('amqplib')
+      const conn = await amqp.connect(url)
+      const ch = await conn.createChannel()
+      await ch.prefetch(spec.window)
+      return {
+        close: () => conn.close().catch(() => {}),
+        async start(onMessage) {
+          await ch.consume(dest, (m) => m && onMessage(m.content, () => ch.ack(m)), {noAck: spec.mode === 'memory'})
         },
-        {noAck: !durable},
-      )
+      }
     },
-    drained: () => new Promise((r) => pubCh.once('drain', () => r())),
     name: 'rabbitmq',
-    publish: (body) => pubCh.sendToQueue(queue, body, {persistent: false}),
-    publishConfirmed: (body) =>
-      new Promise((resolve, reject) => {
-        ;(pubCh as import('amqplib').ConfirmChannel).sendToQueue(queue, body, {persistent: true}, (err) => (err ? reject(err) : resolve()))
-      }),
+    async prepare(spec) {
+      const dest = `mq-bench.${spec.mode}.${randomBytes(4).toString('hex')}`
+      await withChannel((ch) => ch.assertQueue(dest, {autoDelete: false, durable: spec.mode === 'durable'}))
+      return dest
+    },
+    async producer(spec, dest) {
+      const amqp = await import('amqplib')
+      const conn = await amqp.connect(url)
+      const durable = spec.mode === 'durable'
+      const ch = durable ? await conn.createConfirmChannel() : await conn.createChannel()
+      return {
+        close: () => conn.close().catch(() => {}),
+        drained: () => new Promise((r) => ch.once('drain', () => r())),
+        publish: (body) => ch.sendToQueue(dest, body, {persistent: false}),
+        publishConfirmed: (body) =>
+          new Promise((resolve, reject) => {
+            ;(ch as import('amqplib').ConfirmChannel).sendToQueue(dest, body, {persistent: true}, (err) => (err ? reject(err) : resolve()))
+          }),
+      }
+    },
   }
 }
 
 /** NATS core pub/sub (no persistence, no acks): the in-memory reference. */
-export async function natsTransport(servers: string, spec: BenchSpec): Promise<BenchTransport> {
-  const {connect} = await import('nats')
-  const pub = await connect({servers})
-  const sub = await connect({servers})
-  const subject = `mq.bench.${spec.mode}.${randomBytes(4).toString('hex')}`
-  let sent = 0
+export function natsTarget(servers: string): BenchTarget {
   return {
-    async close() {
-      await pub.drain().catch(() => {})
-      await sub.drain().catch(() => {})
+    cleanup: async () => {},
+    async consumer(_spec, dest) {
+      const {connect} = await import('nats')
+      const nc = await connect({servers})
+      return {
+        close: () => nc.drain(),
+        async start(onMessage) {
+          nc.subscribe(dest, {callback: (_err, m) => onMessage(Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength), () => {})})
+          await nc.flush()
+        },
+      }
     },
-    async consume(onMessage) {
-      sub.subscribe(subject, {callback: (_err, m) => onMessage(Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength), () => {})})
-      await sub.flush()
-    },
-    drained: () => pub.flush(),
     name: 'nats',
-    publish: (body) => {
-      pub.publish(subject, body)
-      // nats.js buffers without limit: flush every so often to keep memory bounded
-      return ++sent % 1000 !== 0
+    prepare: async (spec) => `mq.bench.${spec.mode}.${randomBytes(4).toString('hex')}`,
+    async producer(_spec, dest) {
+      const {connect} = await import('nats')
+      const nc = await connect({servers})
+      let sent = 0
+      return {
+        close: () => nc.drain(),
+        drained: () => nc.flush(),
+        publish: (body) => {
+          nc.publish(dest, body)
+          // nats.js buffers without limit: flush every so often to keep memory bounded
+          return ++sent % 1000 !== 0
+        },
+        publishConfirmed: () => Promise.reject(new Error('NATS core has no confirms')),
+      }
     },
-    publishConfirmed: () => Promise.reject(new Error('NATS core has no confirms')),
   }
 }

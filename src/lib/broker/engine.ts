@@ -7,6 +7,7 @@
 import {randomUUID} from 'node:crypto'
 
 import {MqError, PermissionError, TempFailError, UsageError} from '../errors.js'
+import {isHeaderName} from './protocol.js'
 import type {DurableStore, StoredMessage} from './store.js'
 
 export type ExchangeType = 'direct' | 'fanout' | 'topic'
@@ -41,7 +42,7 @@ export interface Message {
 export interface EngineOptions {
   deliveryLimit?: number
   maxUnacked?: number
-  /** cap on remembered message statuses (oldest forgotten first) */
+  /** cap on remembered message statuses (oldest forgotten first; default 200 000) */
   statusCapacity?: number
   store?: DurableStore
   now?: () => number
@@ -296,7 +297,7 @@ export class Engine {
   constructor(opts: EngineOptions = {}) {
     this.deliveryLimit = opts.deliveryLimit ?? 20
     this.maxUnacked = opts.maxUnacked ?? 10_000
-    this.statusCapacity = opts.statusCapacity ?? 1_000_000
+    this.statusCapacity = opts.statusCapacity ?? 200_000
     this.store = opts.store
     this.now = opts.now ?? Date.now
     this.started = this.now()
@@ -461,6 +462,8 @@ export class Engine {
     const messageId = opts.messageId ?? randomUUID()
     const timestamp = this.now()
     const headers = opts.headers ?? {}
+    // a name a DELIVER frame cannot carry would throw later, inside dispatch, and kill the broker
+    for (const k in headers) if (!isHeaderName(k)) throw new UsageError('E_BAD_HEADER', `header name ${JSON.stringify(k.slice(0, 40))} is not allowed (1-128 letters, digits, _ . : -)`, {hint: 'Try this: rename the header'})
     let durable = false
     for (const qn of targets) {
       const q = this.queues.get(qn)!
@@ -681,14 +684,18 @@ export class Engine {
   private setStatus(id: string, status: MessageStatus, queue?: string): void {
     const prev = this.statuses.get(id)
     if (prev) {
+      // updated in place: eviction follows first-publish order, which is good enough and cheap
       this.statusCounts[prev.status]--
-      this.statuses.delete(id) // re-insert so the map stays in recency order
-    } else if (this.statuses.size >= this.statusCapacity) {
-      const oldest = this.statuses.keys().next().value as string
-      this.statusCounts[this.statuses.get(oldest)!.status]--
-      this.statuses.delete(oldest)
+      prev.status = status
+      prev.queue = queue
+    } else {
+      if (this.statuses.size >= this.statusCapacity) {
+        const oldest = this.statuses.keys().next().value as string
+        this.statusCounts[this.statuses.get(oldest)!.status]--
+        this.statuses.delete(oldest)
+      }
+      this.statuses.set(id, {queue, status})
     }
-    this.statuses.set(id, {queue, status})
     this.statusCounts[status] = (this.statusCounts[status] ?? 0) + 1
   }
 

@@ -33,6 +33,15 @@ const EMPTY = Buffer.alloc(0)
 
 /** Percent-encodes only what would break a header line (space, =, %, controls): readable by eye, decodable by decodeURIComponent. */
 function enc(v: string): string {
+  let plain = true
+  for (let i = 0; i < v.length; i++) {
+    const c = v.charCodeAt(i)
+    if (c <= 32 || c === 37 || c === 61 || c === 127 || c > 127) {
+      plain = false
+      break
+    }
+  }
+  if (plain) return v
   return v.replace(/[\s%=\x00-\x1f\x7f]/g, (c) => {
     const code = c.charCodeAt(0)
     return code < 0x80 ? `%${code.toString(16).toUpperCase().padStart(2, '0')}` : encodeURIComponent(c)
@@ -41,22 +50,22 @@ function enc(v: string): string {
 
 /** Encodes one frame; `args` values that are undefined are left out. */
 export function encodeFrame(verb: string, id: number, args?: Record<string, string | number | boolean | undefined>, body?: Buffer): Buffer {
-  let line = `${verb} ${id}`
+  let line = verb + ' ' + id
   if (args) {
     for (const k in args) {
       const v = args[k]
       if (v === undefined) continue
-      line += ` ${k}=${enc(typeof v === 'string' ? v : typeof v === 'boolean' ? (v ? '1' : '0') : String(v))}`
+      line += ' ' + k + '=' + (typeof v === 'string' ? enc(v) : typeof v === 'number' ? v : v ? '1' : '0')
     }
   }
   const len = body ? body.length : 0
-  if (len > 0) line += ` ${len}`
+  if (len > 0) line += ' ' + len
   line += '\n'
   if (!body || len === 0) return Buffer.from(line)
   // a newline after the body keeps a terminal readable; decoders skip it as a blank line
   const head = Buffer.byteLength(line)
   const out = Buffer.allocUnsafe(head + len + 1)
-  out.write(line, 0, 'utf8')
+  out.write(line, 0, head, 'utf8')
   body.copy(out, head)
   out[head + len] = NL
   return out
@@ -69,10 +78,17 @@ export function frameHeaders(args: Record<string, string>): Record<string, strin
   return h
 }
 
+const HEADER_NAME = /^[A-Za-z0-9_.:-]{1,128}$/
+
+/** Message header names a frame can carry (h.NAME); others are refused at publish. */
+export function isHeaderName(k: string): boolean {
+  return HEADER_NAME.test(k)
+}
+
 export function headerArgs(headers: Record<string, string> | undefined, into: Record<string, string | number | boolean | undefined>): void {
   if (!headers) return
   for (const k in headers) {
-    if (!/^[A-Za-z0-9_.:-]{1,128}$/.test(k)) throw new FrameError('E_FRAME_MALFORMED', `header name ${JSON.stringify(k)} is not allowed (letters, digits, _ . : - only)`, false)
+    if (!HEADER_NAME.test(k)) throw new FrameError('E_FRAME_MALFORMED', `header name ${JSON.stringify(k)} is not allowed (letters, digits, _ . : - only)`, false)
     into[`h.${k}`] = headers[k]
   }
 }
@@ -154,12 +170,29 @@ export class FrameParser {
   }
 
   private parseHeader(line: string): {frame: Omit<Frame, 'body'>; len: number; error: FrameError | null} {
-    const tokens = line.split(' ').filter((t) => t.length > 0)
-    const verb = tokens[0].toUpperCase()
-    if (!/^[A-Z_]{2,32}$/.test(verb)) throw new FrameError('E_FRAME_MALFORMED', `bad verb ${JSON.stringify(tokens[0].slice(0, 40))}: expected e.g. "PUBLISH 1 exchange=x key=y 5"`, true)
+    // hand-rolled tokenizer: this runs once per frame on both ends, so no split/regex here
+    const tokens: string[] = []
+    const n = line.length
+    let p = 0
+    while (p < n) {
+      while (p < n && line.charCodeAt(p) === 32) p++
+      if (p >= n) break
+      let q = line.indexOf(' ', p)
+      if (q < 0) q = n
+      tokens.push(line.slice(p, q))
+      p = q
+    }
+    let verb = tokens[0]
+    if (!isVerb(verb)) {
+      verb = verb.toUpperCase()
+      if (!isVerb(verb)) throw new FrameError('E_FRAME_MALFORMED', `bad verb ${JSON.stringify(tokens[0].slice(0, 40))}: expected e.g. "PUBLISH 1 exchange=x key=y 5"`, true)
+    }
     let id = 0
     let i = 1
-    if (tokens.length > 1 && /^\d{1,15}$/.test(tokens[1]) && (tokens.length > 2 || !tokens[1].includes('='))) {
+    if (tokens.length > 2 && isDigits(tokens[1], 15)) {
+      id = Number(tokens[1])
+      i = 2
+    } else if (tokens.length === 2 && isDigits(tokens[1], 15)) {
       id = Number(tokens[1])
       i = 2
     }
@@ -170,7 +203,7 @@ export class FrameParser {
       const t = tokens[i]
       const eq = t.indexOf('=')
       if (eq < 0) {
-        if (i === tokens.length - 1 && /^\d{1,12}$/.test(t)) {
+        if (i === tokens.length - 1 && isDigits(t, 12)) {
           len = Number(t)
           if (len > this.maxPayload) {
             // we cannot skip the body without reading it: the stream is no longer trusted
@@ -180,12 +213,34 @@ export class FrameParser {
         }
         throw new FrameError('E_FRAME_MALFORMED', `bad token ${JSON.stringify(t.slice(0, 40))} in ${verb}: arguments are key=value and the body length comes last`, true, id)
       }
-      try {
-        args[t.slice(0, eq)] = decodeURIComponent(t.slice(eq + 1))
-      } catch {
-        error ??= new FrameError('E_FRAME_MALFORMED', `bad percent-encoding in argument ${JSON.stringify(t.slice(0, eq))} of ${verb}`, false, id)
+      const raw = t.slice(eq + 1)
+      if (raw.indexOf('%') < 0) args[t.slice(0, eq)] = raw
+      else {
+        try {
+          args[t.slice(0, eq)] = decodeURIComponent(raw)
+        } catch {
+          error ??= new FrameError('E_FRAME_MALFORMED', `bad percent-encoding in argument ${JSON.stringify(t.slice(0, eq))} of ${verb}`, false, id)
+        }
       }
     }
     return {frame: {verb, id, args}, len, error}
   }
+}
+
+function isVerb(v: string): boolean {
+  if (v.length < 2 || v.length > 32) return false
+  for (let i = 0; i < v.length; i++) {
+    const c = v.charCodeAt(i)
+    if (!((c >= 65 && c <= 90) || c === 95)) return false
+  }
+  return true
+}
+
+function isDigits(v: string, max: number): boolean {
+  if (v.length === 0 || v.length > max) return false
+  for (let i = 0; i < v.length; i++) {
+    const c = v.charCodeAt(i)
+    if (c < 48 || c > 57) return false
+  }
+  return true
 }

@@ -11,7 +11,7 @@ import {MqError, PermissionError, UsageError, errorText, isMqError} from '../err
 import type {Logger} from '../log.js'
 import {type DeliveryOut, type Engine, type ExchangeType, type Session} from './engine.js'
 import {type ResolvedPermissions} from './permissions.js'
-import {type Frame, FrameError, FrameParser, PROTOCOL_VERSION, encodeFrame, frameHeaders, headerArgs} from './protocol.js'
+import {type Frame, FrameError, FrameParser, PROTOCOL_VERSION, encodeFrame, frameHeaders, isHeaderName} from './protocol.js'
 
 export interface ServerLimits {
   maxPayload: number
@@ -122,6 +122,11 @@ export class BrokerServer {
 }
 
 type Args = Record<string, string | number | boolean | undefined>
+
+/** Message headers for DELIVER/GET; a name no frame can carry (stored before publish refused them) is left out rather than thrown inside dispatch. */
+function outHeaders(headers: Record<string, string>, args: Args): void {
+  for (const k in headers) if (isHeaderName(k)) args[`h.${k}`] = headers[k]
+}
 
 class Connection {
   readonly parser: FrameParser
@@ -258,18 +263,19 @@ class Connection {
   private deliver(d: DeliveryOut): void {
     this.cork()
     const m = d.msg
+    // count=1 and redelivered=0 are the documented defaults and left out on the hot path
     const args: Args = {
+      tag: d.deliveryTag,
       consumer: d.consumerTag || undefined,
-      count: m.deliveryCount,
+      queue: d.queue,
       exchange: m.exchange,
       key: m.routingKey,
       message_id: m.messageId,
-      queue: d.queue,
-      redelivered: m.redelivered,
-      tag: d.deliveryTag,
+      redelivered: m.redelivered ? 1 : undefined,
+      count: m.deliveryCount === 1 ? undefined : m.deliveryCount,
       ts: m.timestamp,
     }
-    headerArgs(m.headers, args)
+    outHeaders(m.headers, args)
     this.write(encodeFrame('DELIVER', 0, args, m.body))
   }
 
@@ -399,13 +405,16 @@ class Connection {
         }
         const m = d.msg
         const args: Args = {count: m.deliveryCount, exchange: m.exchange, key: m.routingKey, message_id: m.messageId, queue: d.queue, redelivered: m.redelivered, tag: d.deliveryTag, ts: m.timestamp}
-        headerArgs(m.headers, args)
+        outHeaders(m.headers, args)
         this.ok(f.id, args, m.body)
         return
       }
       case 'DECLARE_QUEUE': {
         const name = this.need(f, 'name')
         if (!this.perms.canConsume(name) && !this.perms.admin) throw new PermissionError('E_FORBIDDEN', `${this.identity} may not declare queue ${name}`, {hint: 'Try this: ask an admin to add it to broker.permissions[].consume'})
+        // a dead-letter queue receives (and may be created for) this queue's messages: it must be ours too
+        const dlq = f.args.dead_letter
+        if (dlq && !this.perms.canConsume(dlq) && !this.perms.admin) throw new PermissionError('E_FORBIDDEN', `${this.identity} may not use ${dlq} as a dead-letter queue`, {hint: 'Try this: pick a dead-letter queue you may consume (broker.permissions[].consume)'})
         const q = engine.declareQueue(name, {deadLetter: f.args.dead_letter || undefined, durable: this.bool(f, 'durable'), maxLength: this.int(f, 'max_length'), ttlMs: this.int(f, 'ttl')})
         this.ok(f.id, {durable: q.durable, messages: q.ready.length, name: q.name})
         return

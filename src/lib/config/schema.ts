@@ -59,7 +59,8 @@ export const configSchema = z
         max_unacked: z.number().int().min(1).default(10_000),
         delivery_limit: z.number().int().min(1).default(20),
         default_prefetch: z.number().int().min(1).default(100),
-        commit_interval_ms: ms.default(2),
+        // extra wait before a group commit when the store is idle; under load the next group forms while one commits
+        commit_interval_ms: ms.default(0),
         crl_check_interval_ms: ms.default(2_000),
         ciphermq: z
           .object({
@@ -130,6 +131,17 @@ export const configSchema = z
       })
       .strict()
       .default({}),
+    // end-to-end encryption (mq send / mq recv, src/lib/crypto)
+    e2e: z
+      .object({
+        key_max_messages: z.number().int().min(1).max(1_000_000).default(100_000),
+        key_max_age_ms: ms.min(1).default(600_000),
+        key_cache_size: z.number().int().min(1).default(1024),
+        publish_window: z.number().int().min(1).max(65_536).default(256),
+        accept: z.array(z.enum(['native', 'ciphermq', 'plain'])).min(1).default(['native']),
+      })
+      .strict()
+      .default({}),
     relay: z
       .object({
         host: host.default('127.0.0.1'),
@@ -141,6 +153,8 @@ export const configSchema = z
           .object({
             enabled: z.boolean().default(false),
             port: port.default(1358),
+            // server certificate pki/issued/<identity>.crt (created on first start if missing)
+            identity: z.string().min(1).default('relay'),
           })
           .strict()
           .default({}),

@@ -83,3 +83,19 @@ test('errors: clear message, hint and exit code', async () => {
   assert.notEqual(r.code, 0)
   assert.match(r.stderr, /nobody/)
 })
+
+test('mq bench runs a producer and a consumer process and reports throughput and latency (--json)', async () => {
+  const r = await mq(['bench', '--messages', '300', '--window', '50', '--latency-rate', '0', '--json'])
+  assert.equal(r.code, 0, r.stderr)
+  const out = JSON.parse(r.stdout)
+  assert.deepEqual(
+    out.results.map((x: {mode: string}) => x.mode),
+    ['memory', 'durable'],
+  )
+  for (const x of out.results) {
+    assert.equal(x.messages, 300)
+    assert.ok(x.msgsPerSec > 0)
+    assert.ok(x.latencyMs.p99 >= x.latencyMs.p50)
+  }
+  assert.ok(out.results[1].confirmMs.p99 > 0)
+})

@@ -316,6 +316,75 @@ describe('HTTPS API', () => {
   })
 })
 
+describe('API plugins', () => {
+  test('plugin routes are mounted with params, roles and identity; health and metrics merge', async () => {
+    const home = new MqHome(broker.home)
+    const {config} = loadConfig({home: broker.home})
+    const {ApiServer} = await import('../../../src/lib/broker/api.js')
+    const {Engine} = await import('../../../src/lib/broker/engine.js')
+    const {resolvePermissions} = await import('../../../src/lib/broker/permissions.js')
+    const {silentLogger} = await import('../../../src/lib/log.js')
+    const {serverTlsOptions} = await import('../../../src/lib/pki/index.js')
+    const seen: {identity: string | null; roles: string[]; id: string; body: string}[] = []
+    const api = new ApiServer({
+      connections: () => 0,
+      engine: new Engine(),
+      logger: silentLogger,
+      maxBody: 1024,
+      permissionsFor: (id) => resolvePermissions(config.broker.permissions, id),
+      plugins: [
+        {
+          health: async () => ({ok: true, rows: 3}),
+          metrics: async () => 'records_total 3',
+          name: 'records',
+          routes: [
+            {
+              handler: async (req, ctx) => {
+                seen.push({body: req.body.toString(), id: req.params.id, identity: ctx.identity, roles: ctx.roles})
+                return {body: {ok: true}, status: 201}
+              },
+              method: 'POST',
+              path: '/internal/messages/:id/status',
+              roles: ['admin', 'worker'],
+            },
+          ],
+        },
+      ],
+      tls: serverTlsOptions(home, 'broker'),
+    })
+    const port = await api.listen(0, '127.0.0.1')
+    const ca = CertificateAuthority.open(home, config.pki)
+    const plain = uniqueName('plain')
+    await ca.issue(plain, {type: 'client'})
+    const {request} = await import('node:https')
+    const call = (method: string, path: string, identity?: string, body?: string) =>
+      new Promise<{status: number; body: string}>((resolve, reject) => {
+        const o = identity ? clientTlsOptions(home, identity) : {ca: clientTlsOptions(home, 'admin').ca}
+        const req = request({...o, checkServerIdentity: () => undefined, host: '127.0.0.1', method, path, port}, (res) => {
+          let b = ''
+          res.on('data', (d) => (b += d))
+          res.on('end', () => resolve({body: b, status: res.statusCode ?? 0}))
+        })
+        req.on('error', reject)
+        req.end(body)
+      })
+    try {
+      const ok = await call('POST', '/internal/messages/abc%20d/status', 'admin', '{"status":"delivered"}')
+      assert.equal(ok.status, 201, ok.body)
+      assert.deepEqual(seen, [{body: '{"status":"delivered"}', id: 'abc d', identity: 'admin', roles: ['admin']}])
+      assert.equal((await call('POST', '/internal/messages/x/status', plain)).status, 403)
+      assert.equal((await call('POST', '/internal/messages/x/status')).status, 401)
+      assert.equal((await call('GET', '/internal/messages/x/status', 'admin')).status, 405)
+      assert.equal((await call('POST', '/internal/messages/x/status', 'admin', 'x'.repeat(2048))).status, 413)
+      const h = JSON.parse((await call('GET', '/health')).body)
+      assert.deepEqual(h.components.records, {ok: true, rows: 3})
+      assert.match((await call('GET', '/metrics', 'admin')).body, /records_total 3/)
+    } finally {
+      await api.close()
+    }
+  })
+})
+
 describe('CipherMQ listener', () => {
   const session = async () => {
     const s = net.connect({host: '127.0.0.1', port: broker.ciphermqPort!})

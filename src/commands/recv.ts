@@ -1,0 +1,171 @@
+import {Flags} from '@oclif/core'
+import {closeSync, fsyncSync, openSync, writeSync} from 'node:fs'
+
+import type {Delivery} from '../lib/broker/client.js'
+import {connectBroker} from '../lib/broker/connect.js'
+import {brokerFlags} from '../lib/broker/flags.js'
+import {MqCommand} from '../lib/cli/base-command.js'
+import {
+  IdentityResolver,
+  MessageReceiver,
+  type ReceiveSink,
+  type Received,
+  ReplayGuard,
+  checkIdentityName,
+  jsonRecord,
+  loadOwnIdentity,
+  outRecord,
+  parseDuration,
+  reasonOf,
+  receiveLoop,
+} from '../lib/crypto/index.js'
+import {DataError, MqError, TempFailError, UsageError} from '../lib/errors.js'
+
+export default class Recv extends MqCommand<typeof Recv> {
+  static description = `Receive messages from a queue, decrypt and verify them
+
+Prints each payload raw on stdout (default), or one JSON object per line with --json. A message that fails to decrypt or verify, comes in a format not accepted, or repeats a message id this identity already accepted (replay) is rejected with the reason (the broker moves it to the queue's dead-letter queue, when the queue has one: mq queue declare Q --dead-letter Q.dlq) and reported on stderr, never printed. A message is acked only after it was written. Without --count or --follow, one message is received.
+
+Exit status: 0 when done; 75 when --timeout passed with nothing received (or fewer than --count); 65 when only rejected messages arrived.`
+
+  static examples = [
+    '<%= config.bin %> recv --queue orders --identity bob',
+    '<%= config.bin %> recv --queue orders --count 10 --timeout 5s --json',
+    '<%= config.bin %> recv --queue orders --follow --out received_messages.json',
+    '<%= config.bin %> recv --queue legacy --accept ciphermq --json',
+  ]
+
+  static flags = {
+    ...brokerFlags,
+    queue: Flags.string({char: 'q', description: 'queue to consume', required: true}),
+    count: Flags.integer({char: 'n', description: 'exit after this many messages [default: 1]', min: 1, exclusive: ['follow']}),
+    follow: Flags.boolean({description: 'keep receiving until SIGINT/SIGTERM (then finish the message in hand, ack it, exit 0)'}),
+    timeout: Flags.string({description: 'give up after this long without a message, e.g. 500ms, 10s, 2m (exit 75 if nothing arrived)'}),
+    out: Flags.string({char: 'o', description: 'append {message_id, message, timestamp} JSON lines to this file (the CipherMQ Receiver format) instead of printing payloads'}),
+    lines: Flags.boolean({description: 'raw mode: print a newline after each payload'}),
+    as: Flags.string({description: 'end-to-end identity that decrypts [default: --identity]'}),
+    accept: Flags.option({description: 'formats to accept (repeatable) [default: e2e.accept, native]', multiple: true, multipleNonGreedy: true, options: ['native', 'ciphermq', 'plain'] as const})(),
+    prefetch: Flags.integer({description: 'deliveries in flight from the broker [default: 256, or --count if lower]', min: 1}),
+  }
+
+  async run(): Promise<void> {
+    const config = this.mqConfig()
+    const f = this.flags
+    const idleTimeoutMs = f.timeout === undefined ? undefined : parseDuration(f.timeout)
+    const count = f.follow ? undefined : (f.count ?? 1)
+    const tlsIdentity = f.identity ?? process.env.MQ_IDENTITY ?? config.client.identity
+    const me = loadOwnIdentity(this.home, checkIdentityName(f.as ?? tlsIdentity), '--as')
+    const accept = f.accept ?? config.e2e.accept
+    if (f.lines && (this.jsonEnabled() || f.out)) throw new UsageError('E_FLAGS', '--lines applies to raw output only.', {hint: 'Try this: drop --lines with --json or --out.'})
+
+    const sink = new OutputSink(this.jsonEnabled() ? 'json' : f.out ? 'none' : 'raw', f.lines, f.out)
+    const replay = await ReplayGuard.open(this.home, me.name)
+    const ac = new AbortController()
+    const onSignal = (): void => ac.abort()
+    process.once('SIGINT', onSignal)
+    process.once('SIGTERM', onSignal)
+    try {
+      // --timeout here is the idle time for messages; the connect timeout stays client.timeout_ms
+      const client = await connectBroker(this.home, config, {broker: f.broker, identity: tlsIdentity})
+      try {
+        const receiver = new MessageReceiver({
+          accept,
+          cacheSize: config.e2e.key_cache_size,
+          identity: {encPrivateKey: me.encPrivateKey!, name: me.name},
+          replay,
+          resolveSender: new IdentityResolver(this.home, client).senderResolver(),
+        })
+        const result = await receiveLoop<Delivery>(client, receiver, sink, {
+          count,
+          idleTimeoutMs,
+          onReject: (d, err) => this.reportReject(d, err),
+          prefetch: Math.min(f.prefetch ?? 256, count ?? Number.POSITIVE_INFINITY),
+          queue: f.queue,
+          signal: ac.signal,
+        })
+        if (result.rejected > 0) this.note(`mq recv: ${result.accepted} message(s) accepted, ${result.rejected} rejected (dead-lettered)`)
+        if (result.stoppedBy === 'timeout' && result.accepted === 0) {
+          if (result.rejected > 0) throw new DataError('E_RECV_REJECTED', `Only rejected messages arrived on ${f.queue} (${result.rejected}).`, {hint: "Try this: see the reasons above; the messages went to the queue's dead-letter queue, if it has one."})
+          throw new TempFailError('E_RECV_TIMEOUT', `No message arrived on ${f.queue} within ${f.timeout}.`, {hint: 'Try this: a longer --timeout, or check that senders publish to this queue.'})
+        }
+        if (count !== undefined && result.accepted < count) {
+          throw new TempFailError('E_RECV_INCOMPLETE', `Received ${result.accepted} of ${count} message(s) from ${f.queue} before ${result.stoppedBy === 'signal' ? 'being interrupted' : 'the timeout'}.`, {
+            hint: 'Try this: run mq recv again for the rest; nothing unacked was lost.',
+          })
+        }
+      } finally {
+        await client.close().catch(() => {})
+      }
+    } finally {
+      process.off('SIGINT', onSignal)
+      process.off('SIGTERM', onSignal)
+      sink.close()
+      await replay.close()
+    }
+  }
+
+  private reportReject(d: Delivery, err: unknown): void {
+    const code = err instanceof MqError ? err.code : 'E_INTERNAL'
+    if (this.jsonEnabled()) {
+      process.stderr.write(JSON.stringify({rejected: {code, delivery_tag: d.deliveryTag, message_id: d.messageId, queue: d.queue, reason: reasonOf(err)}}) + '\n')
+    } else {
+      this.note(`mq recv: rejected message ${d.messageId} from ${d.queue}: ${reasonOf(err)}`)
+    }
+  }
+}
+
+/** stdout (raw or JSON lines) and/or an --out file; flush() waits for stdout and fsyncs the file. */
+class OutputSink implements ReceiveSink<Delivery> {
+  private fd?: number
+  private error?: Error
+  private readonly onError = (e: Error): void => {
+    this.error ??= e
+  }
+
+  constructor(
+    private readonly mode: 'raw' | 'json' | 'none',
+    private readonly lines: boolean,
+    file?: string,
+  ) {
+    if (file) {
+      try {
+        this.fd = openSync(file, 'a', 0o600)
+      } catch (error) {
+        throw new UsageError('E_OUT_FILE', `Cannot open --out ${file}: ${(error as Error).message}`, {hint: 'Try this: check the directory exists and is writable.'})
+      }
+    }
+    process.stdout.on('error', this.onError)
+  }
+
+  write(r: Received, d: Delivery): void {
+    if (this.fd !== undefined) writeSync(this.fd, JSON.stringify(outRecord(r)) + '\n')
+    if (this.mode === 'json') process.stdout.write(JSON.stringify(jsonRecord(r, {queue: d.queue, redelivered: d.redelivered})) + '\n')
+    else if (this.mode === 'raw') {
+      process.stdout.write(r.payload)
+      if (this.lines) process.stdout.write('\n')
+    }
+  }
+
+  async flush(): Promise<void> {
+    if (this.fd !== undefined) fsyncSync(this.fd)
+    if (this.mode !== 'none') {
+      await new Promise<void>((resolve) => {
+        process.stdout.write('', (err) => {
+          if (err) this.error ??= err
+          resolve()
+        })
+      })
+    }
+    if (this.error) {
+      const closed = (this.error as NodeJS.ErrnoException).code === 'EPIPE'
+      throw new MqError(closed ? 'E_OUTPUT_CLOSED' : 'E_OUTPUT', closed ? 'The output was closed before the messages were written.' : `Cannot write the output: ${this.error.message}`, {
+        hint: 'Try this: nothing was lost: the messages not written were returned to the queue.',
+      })
+    }
+  }
+
+  close(): void {
+    process.stdout.off('error', this.onError)
+    if (this.fd !== undefined) closeSync(this.fd)
+  }
+}

@@ -1,0 +1,51 @@
+import {Flags} from '@oclif/core'
+
+import {MqCommand} from '../../lib/cli/base-command.js'
+import {runRelayBench} from '../../lib/relay/bench.js'
+import {parseAddress} from '../../lib/relay/service.js'
+
+export default class RelayBench extends MqCommand<typeof RelayBench> {
+  static description = `Measure the relay: text messages/s through register/send/pull and file MiB/s up and down
+
+Runs a relay in-process on a temporary SQLite home unless --relay names one (it then registers
+two bench-* users there). Prints a plain loopback-TCP baseline from the same run and the ratios.`
+
+  static examples = ['<%= config.bin %> relay bench', '<%= config.bin %> relay bench --messages 5000 --file-mib 128 --json']
+  static flags = {
+    connections: Flags.integer({default: 1, description: 'parallel sender connections for the texts', max: 256, min: 1}),
+    'file-mib': Flags.integer({default: 64, description: 'size of the file sent once', max: 1024, min: 1}),
+    messages: Flags.integer({default: 2000, description: 'text messages to send and pull', max: 1_000_000, min: 1}),
+    relay: Flags.string({description: 'bench an existing relay at HOST:PORT instead of an in-process one'}),
+    'store-url': Flags.string({description: 'store for the in-process relay [default: a temporary SQLite file]'}),
+    'text-bytes': Flags.integer({default: 100, description: 'plaintext bytes per text', max: 1024 * 1024, min: 0}),
+  }
+
+  async run(): Promise<Record<string, unknown>> {
+    this.mqConfig()
+    const r = await runRelayBench(
+      {
+        address: this.flags.relay ? parseAddress(this.flags.relay, '--relay') : undefined,
+        connections: this.flags.connections,
+        fileMiB: this.flags['file-mib'],
+        messages: this.flags.messages,
+        storeUrl: this.flags['store-url'],
+        textBytes: this.flags['text-bytes'],
+      },
+      (line) => this.logger.info(line),
+    )
+    if (!this.jsonEnabled()) {
+      this.out(
+        [
+          `relay ${r.relay} (${r.store}), ${r.messages} texts of ${r.text_bytes} bytes over ${r.connections} connection(s), one ${r.file_mib} MiB file`,
+          `  send        ${r.send_msgs_per_s} msg/s   (${r.ratios.send_vs_roundtrip}x the baseline's ${r.baseline.roundtrips_per_s} round trips/s)`,
+          `  pull        ${r.pull_msgs_per_s} msg/s`,
+          `  end to end  ${r.end_to_end_msgs_per_s} msg/s`,
+          `  file up     ${r.file_upload_mib_per_s} MiB/s (${r.ratios.upload_vs_tcp}x the baseline's ${r.baseline.mib_per_s} MiB/s)`,
+          `  file down   ${r.file_download_mib_per_s} MiB/s (${r.ratios.download_vs_tcp}x)`,
+          `  baseline: ${r.baseline.name}`,
+        ].join('\n'),
+      )
+    }
+    return r as unknown as Record<string, unknown>
+  }
+}

@@ -1,0 +1,564 @@
+/**
+ * The native end-to-end envelope (docs/envelope.md): AES-256-GCM under a data key that is
+ * wrapped with RSA-OAEP-SHA256 for each recipient inside a "grant" the sender signs with
+ * RSA-PSS. A sealer reuses one grant (one data key) for a bounded stream of messages, so the
+ * RSA work happens once per key on both sides; every message still carries the grant, so
+ * each envelope is self-contained and a receiver that missed the first one can still open it.
+ *
+ * Because several recipients share the data key, a recipient could forge a GCM tag; each
+ * recipient therefore also gets its own MAC key inside its wrapped key, and every message
+ * carries one HMAC per recipient over its header and payload digest. Nobody but the sender
+ * knows all MAC keys, and the MAC block is itself part of the GCM associated data.
+ */
+import {
+  KeyObject,
+  constants,
+  createCipheriv,
+  createDecipheriv,
+  createHash,
+  createHmac,
+  createPublicKey,
+  privateDecrypt,
+  publicEncrypt,
+  randomBytes,
+  randomUUID,
+  sign,
+  timingSafeEqual,
+  verify,
+} from 'node:crypto'
+
+import {DataError, MqError, PermissionError, UsageError} from '../errors.js'
+
+export const ENVELOPE_MAGIC = Buffer.from('MQE1')
+export const ENVELOPE_ALG = 'A256GCM+RSA-OAEP-256+PS256+HS256'
+const SIG_CONTEXT = Buffer.from('mq-envelope-grant/1\0')
+const MAC_CONTEXT = Buffer.from('mq-envelope-mac/1\0')
+const TAG_LEN = 16
+const MAC_LEN = 16
+const NONCE_LEN = 12
+/** GCM with random 96-bit nonces must stay far below 2^32 messages per key; we stop far earlier. */
+export const MAX_MESSAGES_PER_KEY = 1_000_000
+const MAX_GRANT_BYTES = 1024 * 1024
+const MAX_HEADER_BYTES = 256 * 1024
+/** Allowed clock skew between a message timestamp and its grant's validity window. */
+const SKEW_MS = 5 * 60_000
+
+/** sha256 over the SubjectPublicKeyInfo DER, lowercase hex: names a key independently of its certificate. */
+export function spkiSha256(key: KeyObject): string {
+  const pub = key.type === 'private' ? createPublicKey(key) : key
+  return createHash('sha256').update(pub.export({format: 'der', type: 'spki'})).digest('hex')
+}
+
+export interface Recipient {
+  name: string
+  encPublicKey: KeyObject
+}
+
+export interface Signer {
+  name: string
+  signPrivateKey: KeyObject
+  /** fingerprint of the matching public key; derived when absent */
+  signFingerprint?: string
+}
+
+export interface SealerOptions {
+  sender: Signer
+  recipients: Recipient[]
+  /** messages per data key before a new one is made (default 100,000, at most 1,000,000) */
+  maxMessages?: number
+  /** lifetime of a data key in ms (default 10 minutes) */
+  maxAgeMs?: number
+  contentType?: string
+  now?: () => number
+}
+
+export interface SealOptions {
+  messageId?: string
+  contentType?: string
+  headers?: Record<string, string>
+  timestamp?: number
+}
+
+export interface Grant {
+  v: 1
+  alg: string
+  kid: string
+  from: string
+  /** fingerprint of the sender's signing key */
+  sfp: string
+  to: {name: string; fp: string; wk: string}[]
+  iat: number
+  exp: number
+  max: number
+}
+
+export interface EnvelopeHeader {
+  v: 1
+  id: string
+  from: string
+  to: string[]
+  ct: string
+  ts: number
+  kid: string
+  seq: number
+  n: string
+  h?: Record<string, string>
+}
+
+export interface Sealed {
+  messageId: string
+  envelope: Buffer
+  keyId: string
+  seq: number
+}
+
+/** A message that was opened and fully verified. */
+export interface Opened {
+  format: 'native'
+  messageId: string
+  sender: string
+  recipients: string[]
+  contentType: string
+  timestamp: number
+  headers: Record<string, string>
+  payload: Buffer
+  keyId: string
+  seq: number
+  verified: true
+}
+
+function canonicalRecipients(recipients: Recipient[]): Recipient[] {
+  const seen = new Set<string>()
+  for (const r of recipients) {
+    if (seen.has(r.name)) throw new UsageError('E_DUPLICATE_RECIPIENT', `Recipient ${r.name} is named twice.`, {hint: 'Try this: name each --to once.'})
+    seen.add(r.name)
+  }
+  if (recipients.length === 0) throw new UsageError('E_NO_RECIPIENTS', 'An encrypted message needs at least one recipient.', {hint: 'Try this: add --to NAME (or --plain to send unencrypted).'})
+  if (recipients.length > 256) throw new UsageError('E_TOO_MANY_RECIPIENTS', `At most 256 recipients per message (got ${recipients.length}).`)
+  return recipients
+}
+
+const u32 = (n: number): Buffer => {
+  const b = Buffer.allocUnsafe(4)
+  b.writeUInt32BE(n)
+  return b
+}
+
+const u16 = (n: number): Buffer => {
+  const b = Buffer.allocUnsafe(2)
+  b.writeUInt16BE(n)
+  return b
+}
+
+interface ActiveKey {
+  grant: Grant
+  grantBytes: Buffer
+  grantHash: Buffer
+  signature: Buffer
+  dataKey: Buffer
+  macKeys: Buffer[]
+  count: number
+}
+
+/** Seals messages from one sender to one fixed set of recipients, rotating the data key by count and age. */
+export class EnvelopeSealer {
+  private readonly sender: Signer
+  private readonly senderFp: string
+  private readonly recipients: Recipient[]
+  private readonly maxMessages: number
+  private readonly maxAgeMs: number
+  private readonly contentType: string
+  private readonly now: () => number
+  private active?: ActiveKey
+  /** how many data keys were made (and so how many RSA wraps per recipient) */
+  keysCreated = 0
+
+  constructor(opts: SealerOptions) {
+    this.sender = opts.sender
+    this.senderFp = opts.sender.signFingerprint ?? spkiSha256(opts.sender.signPrivateKey)
+    this.recipients = canonicalRecipients(opts.recipients)
+    this.maxMessages = Math.max(1, Math.min(opts.maxMessages ?? 100_000, MAX_MESSAGES_PER_KEY))
+    this.maxAgeMs = Math.max(1, opts.maxAgeMs ?? 10 * 60_000)
+    this.contentType = opts.contentType ?? 'application/octet-stream'
+    this.now = opts.now ?? Date.now
+  }
+
+  private newKey(now: number): ActiveKey {
+    const dataKey = randomBytes(32)
+    const macKeys: Buffer[] = []
+    const to = this.recipients.map((r) => {
+      const macKey = randomBytes(32)
+      macKeys.push(macKey)
+      const wk = publicEncrypt({key: r.encPublicKey, oaepHash: 'sha256', padding: constants.RSA_PKCS1_OAEP_PADDING}, Buffer.concat([dataKey, macKey]))
+      return {fp: spkiSha256(r.encPublicKey), name: r.name, wk: wk.toString('base64')}
+    })
+    const grant: Grant = {
+      alg: ENVELOPE_ALG,
+      exp: now + this.maxAgeMs,
+      from: this.sender.name,
+      iat: now,
+      kid: randomBytes(16).toString('hex'),
+      max: this.maxMessages,
+      sfp: this.senderFp,
+      to,
+      v: 1,
+    }
+    const grantBytes = Buffer.from(JSON.stringify(grant))
+    const signature = sign('sha256', Buffer.concat([SIG_CONTEXT, grantBytes]), {
+      key: this.sender.signPrivateKey,
+      padding: constants.RSA_PKCS1_PSS_PADDING,
+      saltLength: constants.RSA_PSS_SALTLEN_DIGEST,
+    })
+    this.keysCreated++
+    return {count: 0, dataKey, grant, grantBytes, grantHash: hashGrant(grantBytes, signature), macKeys, signature}
+  }
+
+  /** Starts a new data key for the next message (e.g. when the caller wants to limit exposure). */
+  rotate(): void {
+    this.active = undefined
+  }
+
+  seal(payload: Buffer, opts: SealOptions = {}): Sealed {
+    const now = this.now()
+    let k = this.active
+    if (!k || k.count >= k.grant.max || now >= k.grant.exp) k = this.active = this.newKey(now)
+    const seq = k.count++
+    const nonce = nextNonce()
+    const messageId = opts.messageId ?? randomUUID()
+    const header: EnvelopeHeader = {
+      ct: opts.contentType ?? this.contentType,
+      from: this.sender.name,
+      id: messageId,
+      kid: k.grant.kid,
+      n: nonce.toString('base64'),
+      seq,
+      to: k.grant.to.map((t) => t.name),
+      ts: opts.timestamp ?? now,
+      v: 1,
+      ...(opts.headers && Object.keys(opts.headers).length > 0 ? {h: opts.headers} : {}),
+    }
+    const headerBytes = Buffer.from(JSON.stringify(header))
+    // per-recipient MACs over header + payload digest, themselves covered by the GCM tag
+    const macBlock = k.macKeys.length > 1 ? macsFor(k.macKeys, k.grantHash, headerBytes, payload) : EMPTY
+    const cipher = createCipheriv('aes-256-gcm', k.dataKey, nonce, {authTagLength: TAG_LEN})
+    cipher.setAAD(aad(k.grantHash, headerBytes, macBlock))
+    const body = cipher.update(payload)
+    const fin = cipher.final()
+    const tag = cipher.getAuthTag()
+    const ct = fin.length > 0 ? Buffer.concat([body, fin]) : body
+    const envelope = Buffer.concat([
+      ENVELOPE_MAGIC,
+      u32(k.grantBytes.length),
+      k.grantBytes,
+      u16(k.signature.length),
+      k.signature,
+      u32(headerBytes.length),
+      headerBytes,
+      u16(macBlock.length),
+      macBlock,
+      ct,
+      tag,
+    ])
+    return {envelope, keyId: k.grant.kid, messageId, seq}
+  }
+}
+
+/** Binds the signed grant (and its signature), the header and every recipient's MAC to the ciphertext. */
+function aad(grantHash: Buffer, headerBytes: Buffer, macBlock: Buffer): Buffer {
+  return Buffer.concat([ENVELOPE_MAGIC, grantHash, u32(headerBytes.length), headerBytes, macBlock])
+}
+
+/** sha256 over the grant and its signature: the AAD binding and the receiver's cache key. */
+function hashGrant(grantBytes: Buffer, signature: Buffer): Buffer {
+  return createHash('sha256').update(u32(grantBytes.length)).update(grantBytes).update(signature).digest()
+}
+
+const EMPTY = Buffer.alloc(0)
+
+// random nonces drawn from a pooled CSPRNG buffer: one getrandom call per 341 messages, not one each
+const NONCE_POOL = 4092
+let noncePool = Buffer.alloc(0)
+let nonceOff = 0
+function nextNonce(): Buffer {
+  if (nonceOff + NONCE_LEN > noncePool.length) {
+    noncePool = randomBytes(NONCE_POOL)
+    nonceOff = 0
+  }
+  const n = noncePool.subarray(nonceOff, nonceOff + NONCE_LEN)
+  nonceOff += NONCE_LEN
+  return n
+}
+
+function macsFor(macKeys: Buffer[], grantHash: Buffer, headerBytes: Buffer, payload: Buffer): Buffer {
+  const digest = createHash('sha256').update(payload).digest()
+  return Buffer.concat(macKeys.map((mk) => messageMac(mk, grantHash, headerBytes, digest)))
+}
+
+function messageMac(macKey: Buffer, grantHash: Buffer, headerBytes: Buffer, payloadDigest: Buffer): Buffer {
+  return createHmac('sha256', macKey).update(MAC_CONTEXT).update(grantHash).update(u32(headerBytes.length)).update(headerBytes).update(payloadDigest).digest().subarray(0, MAC_LEN)
+}
+
+/** The parts of a native envelope, bounds-checked but not yet verified. */
+export interface EnvelopeParts {
+  grantBytes: Buffer
+  signature: Buffer
+  headerBytes: Buffer
+  macs: Buffer
+  ciphertext: Buffer
+  tag: Buffer
+}
+
+export function isNativeEnvelope(buf: Buffer): boolean {
+  return buf.length >= 4 && buf.subarray(0, 4).equals(ENVELOPE_MAGIC)
+}
+
+const bad = (what: string): DataError =>
+  new DataError('E_ENVELOPE_MALFORMED', `Malformed envelope: ${what}.`, {hint: 'Try this: check that the sender uses mq send (native format); the message was altered or is not an mq envelope.'})
+
+/** Splits an envelope; throws E_ENVELOPE_MALFORMED on any structural problem, never reads out of bounds. */
+export function parseEnvelope(buf: Buffer): EnvelopeParts {
+  if (!isNativeEnvelope(buf)) throw bad('not an mq envelope (magic MQE1 missing)')
+  let off = 4
+  const need = (n: number, what: string): void => {
+    if (off + n > buf.length) throw bad(`truncated ${what}`)
+  }
+  need(4, 'grant length')
+  const gl = buf.readUInt32BE(off)
+  off += 4
+  if (gl > MAX_GRANT_BYTES) throw bad('grant too large')
+  need(gl, 'grant')
+  const grantBytes = buf.subarray(off, off + gl)
+  off += gl
+  need(2, 'signature length')
+  const sl = buf.readUInt16BE(off)
+  off += 2
+  need(sl, 'signature')
+  const signature = buf.subarray(off, off + sl)
+  off += sl
+  need(4, 'header length')
+  const hl = buf.readUInt32BE(off)
+  off += 4
+  if (hl > MAX_HEADER_BYTES) throw bad('header too large')
+  need(hl, 'header')
+  const headerBytes = buf.subarray(off, off + hl)
+  off += hl
+  need(2, 'MAC length')
+  const ml = buf.readUInt16BE(off)
+  off += 2
+  if (ml % MAC_LEN !== 0) throw bad('MAC block length')
+  need(ml, 'MACs')
+  const macs = buf.subarray(off, off + ml)
+  off += ml
+  need(TAG_LEN, 'ciphertext')
+  return {ciphertext: buf.subarray(off, buf.length - TAG_LEN), grantBytes, headerBytes, macs, signature, tag: buf.subarray(buf.length - TAG_LEN)}
+}
+
+const HEX32 = /^[0-9a-f]{32}$/
+const HEX64 = /^[0-9a-f]{64}$/
+const isStr = (v: unknown, max = 1024): v is string => typeof v === 'string' && v.length > 0 && v.length <= max
+const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0
+
+function parseJson(bytes: Buffer, what: string): Record<string, unknown> {
+  let v: unknown
+  try {
+    v = JSON.parse(bytes.toString('utf8'))
+  } catch {
+    throw bad(`${what} is not JSON`)
+  }
+  if (!v || typeof v !== 'object' || Array.isArray(v)) throw bad(`${what} is not an object`)
+  return v as Record<string, unknown>
+}
+
+export function parseGrant(bytes: Buffer): Grant {
+  const g = parseJson(bytes, 'grant')
+  if (g.v !== 1) throw bad(`unsupported grant version ${String(g.v)}`)
+  if (g.alg !== ENVELOPE_ALG) throw bad(`unsupported algorithm ${String(g.alg)}`)
+  if (!isStr(g.kid) || !HEX32.test(g.kid)) throw bad('grant kid')
+  if (!isStr(g.from)) throw bad('grant sender')
+  if (!isStr(g.sfp) || !HEX64.test(g.sfp)) throw bad('grant sender fingerprint')
+  if (!isInt(g.iat) || !isInt(g.exp) || !isInt(g.max) || g.max > MAX_MESSAGES_PER_KEY || g.exp < g.iat) throw bad('grant validity')
+  if (!Array.isArray(g.to) || g.to.length === 0 || g.to.length > 256) throw bad('grant recipients')
+  for (const t of g.to as unknown[]) {
+    const r = t as Record<string, unknown>
+    if (!r || typeof r !== 'object' || !isStr(r.name) || !isStr(r.fp) || !HEX64.test(r.fp) || !isStr(r.wk, 4096)) throw bad('grant recipient entry')
+  }
+  return g as unknown as Grant
+}
+
+export function parseHeader(bytes: Buffer): EnvelopeHeader {
+  const h = parseJson(bytes, 'header')
+  if (h.v !== 1) throw bad(`unsupported header version ${String(h.v)}`)
+  if (!isStr(h.id, 256) || !isStr(h.from) || !isStr(h.ct, 256) || !isStr(h.kid) || !isStr(h.n, 64)) throw bad('header fields')
+  if (!isInt(h.ts) || !isInt(h.seq)) throw bad('header numbers')
+  if (!Array.isArray(h.to) || !h.to.every((x) => isStr(x))) throw bad('header recipients')
+  if (h.h !== undefined) {
+    if (!h.h || typeof h.h !== 'object' || Array.isArray(h.h) || !Object.values(h.h).every((x) => typeof x === 'string')) throw bad('header headers')
+  }
+  return h as unknown as EnvelopeHeader
+}
+
+export interface OpenerIdentity {
+  name: string
+  encPrivateKey: KeyObject
+}
+
+/**
+ * Returns the sender's verified signing public key (checked against our CA and CRL by the
+ * caller). `fingerprint` is the key the grant claims; return the key you trust for that name.
+ */
+export type SenderResolver = (name: string, fingerprint: string) => Promise<KeyObject>
+
+interface CachedKey {
+  grant: Grant
+  index: number
+  dataKey: Buffer
+  macKey: Buffer
+  /** when the sender's certificate was last found valid for this grant */
+  checkedAt: number
+}
+
+export interface OpenerOptions {
+  identity: OpenerIdentity
+  resolveSender: SenderResolver
+  /** unwrapped data keys kept in memory (default 1024) */
+  cacheSize?: number
+  /** how often a cached grant's sender is checked again (revocation), ms (default 60 s) */
+  recheckMs?: number
+  now?: () => number
+}
+
+const fail = (code: string, message: string, hint: string): PermissionError => new PermissionError(code, message, {hint: `Try this: ${hint}`})
+
+/** Opens native envelopes for one identity; caches unwrapped data keys by grant. */
+export class EnvelopeOpener {
+  private readonly identity: OpenerIdentity
+  private readonly myFp: string
+  private readonly resolveSender: SenderResolver
+  private readonly cacheSize: number
+  private readonly cache = new Map<string, CachedKey>()
+  private readonly recheckMs: number
+  private readonly now: () => number
+  /** RSA unwraps done so far (cache misses) */
+  unwraps = 0
+  /** the last verified grant (copied: the envelope buffer belongs to the caller) */
+  private last?: {grantBytes: Buffer; signature: Buffer; hash: Buffer}
+
+  constructor(opts: OpenerOptions) {
+    this.identity = opts.identity
+    this.myFp = spkiSha256(opts.identity.encPrivateKey)
+    this.resolveSender = opts.resolveSender
+    this.cacheSize = Math.max(1, opts.cacheSize ?? 1024)
+    this.recheckMs = opts.recheckMs ?? 60_000
+    this.now = opts.now ?? Date.now
+  }
+
+  private async unlock(parts: EnvelopeParts, grantHash: Buffer): Promise<CachedKey> {
+    const id = grantHash.toString('hex')
+    const hit = this.cache.get(id)
+    if (hit) {
+      // a long-running receiver notices a sender revoked after the grant was cached
+      if (this.now() - hit.checkedAt > this.recheckMs) {
+        this.cache.delete(id)
+        await this.senderKey(hit.grant)
+        hit.checkedAt = this.now()
+      }
+      // LRU: move to the end
+      this.cache.delete(id)
+      this.cache.set(id, hit)
+      return hit
+    }
+    const grant = parseGrant(parts.grantBytes)
+    const index = grant.to.findIndex((t) => t.name === this.identity.name && t.fp === this.myFp)
+    if (index < 0) {
+      const named = grant.to.some((t) => t.name === this.identity.name)
+      throw fail(
+        'E_ENVELOPE_NOT_FOR_ME',
+        named
+          ? `The message was encrypted for another key of ${this.identity.name} (key rotated?).`
+          : `The message is not addressed to ${this.identity.name} (recipients: ${grant.to.map((t) => t.name).join(', ')}).`,
+        named ? 'ask the sender to re-fetch your certificate (mq keys publish) and resend.' : 'receive with the identity the message was sent to (--identity NAME).',
+      )
+    }
+    const senderKey = await this.senderKey(grant)
+    const ok = verify('sha256', Buffer.concat([SIG_CONTEXT, parts.grantBytes]), {key: senderKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST}, parts.signature)
+    if (!ok) throw fail('E_ENVELOPE_SIGNATURE', `The key grant is not signed by ${grant.from}.`, 'treat the message as forged; it was altered or signed by someone else.')
+    let keys: Buffer
+    try {
+      keys = privateDecrypt({key: this.identity.encPrivateKey, oaepHash: 'sha256', padding: constants.RSA_PKCS1_OAEP_PADDING}, Buffer.from(grant.to[index].wk, 'base64'))
+    } catch {
+      throw fail('E_ENVELOPE_UNWRAP', 'The data key cannot be unwrapped with our private key.', 'treat the message as corrupt; the sender signed a key we cannot decrypt.')
+    }
+    this.unwraps++
+    if (keys.length !== 64) throw fail('E_ENVELOPE_UNWRAP', 'The unwrapped data key has the wrong length.', 'treat the message as corrupt.')
+    const entry: CachedKey = {checkedAt: this.now(), dataKey: keys.subarray(0, 32), grant, index, macKey: keys.subarray(32)}
+    this.cache.set(id, entry)
+    if (this.cache.size > this.cacheSize) this.cache.delete(this.cache.keys().next().value as string)
+    return entry
+  }
+
+  /** The sender's certified signing key, which must be the one the grant names. */
+  private async senderKey(grant: Grant): Promise<KeyObject> {
+    let senderKey: KeyObject
+    try {
+      senderKey = await this.resolveSender(grant.from, grant.sfp)
+    } catch (error) {
+      if (error instanceof MqError) throw error
+      throw fail('E_SENDER_UNKNOWN', `Cannot find a trusted certificate for sender ${grant.from}: ${(error as Error).message}`, `ask ${grant.from} to run mq keys publish ${grant.from}.`)
+    }
+    if (spkiSha256(senderKey) !== grant.sfp) {
+      throw fail('E_SENDER_KEY_MISMATCH', `The message claims a signing key of ${grant.from} that is not the certified one.`, `if ${grant.from} rotated keys, refresh the cache (mq keys fetch ${grant.from}); otherwise treat the message as forged.`)
+    }
+    return senderKey
+  }
+
+  async open(buf: Buffer): Promise<Opened> {
+    const parts = parseEnvelope(buf)
+    // a stream reuses one grant: compare bytes with the last one instead of hashing them again
+    const last = this.last
+    const grantHash = last && last.grantBytes.equals(parts.grantBytes) && last.signature.equals(parts.signature) ? last.hash : hashGrant(parts.grantBytes, parts.signature)
+    const k = await this.unlock(parts, grantHash)
+    if (last?.hash !== grantHash) this.last = {grantBytes: Buffer.from(parts.grantBytes), hash: grantHash, signature: Buffer.from(parts.signature)}
+    const header = parseHeader(parts.headerBytes)
+    const {grant} = k
+    if (header.kid !== grant.kid || header.from !== grant.from) throw fail('E_ENVELOPE_HEADER', 'The message header does not match its signed key grant.', 'treat the message as forged.')
+    if (header.to.length !== grant.to.length || header.to.some((n, i) => n !== grant.to[i].name)) {
+      throw fail('E_ENVELOPE_HEADER', 'The message recipients differ from the signed key grant (re-addressed).', 'treat the message as forged.')
+    }
+    if (header.seq >= grant.max) throw fail('E_ENVELOPE_HEADER', 'The message exceeds the number of messages its key grant allows.', 'treat the message as forged.')
+    if (header.ts + SKEW_MS < grant.iat || header.ts > grant.exp + SKEW_MS) throw fail('E_ENVELOPE_HEADER', 'The message timestamp lies outside its key grant validity.', 'treat the message as forged.')
+    // one recipient: only sender and recipient know the data key, so the GCM tag authenticates the sender
+    if (parts.macs.length !== (grant.to.length > 1 ? grant.to.length * MAC_LEN : 0)) throw fail('E_ENVELOPE_MAC', 'The message carries the wrong number of MACs.', 'treat the message as forged.')
+    const nonce = Buffer.from(header.n, 'base64')
+    if (nonce.length !== NONCE_LEN) throw bad('nonce length')
+    const decipher = createDecipheriv('aes-256-gcm', k.dataKey, nonce, {authTagLength: TAG_LEN})
+    decipher.setAAD(aad(grantHash, parts.headerBytes, parts.macs))
+    decipher.setAuthTag(parts.tag)
+    let payload: Buffer
+    try {
+      const a = decipher.update(parts.ciphertext)
+      const b = decipher.final()
+      payload = b.length > 0 ? Buffer.concat([a, b]) : a
+    } catch {
+      throw fail('E_ENVELOPE_TAG', 'The message fails AES-GCM authentication: it was altered.', 'treat the message as forged.')
+    }
+    // the GCM tag proves a key holder wrote it; our own MAC proves that holder was the sender
+    if (grant.to.length > 1) {
+      const mine = parts.macs.subarray(k.index * MAC_LEN, (k.index + 1) * MAC_LEN)
+      const want = messageMac(k.macKey, grantHash, parts.headerBytes, createHash('sha256').update(payload).digest())
+      if (!timingSafeEqual(mine, want)) throw fail('E_ENVELOPE_MAC', `The message MAC does not verify: it was not sent by ${grant.from}.`, 'treat the message as forged (another recipient may have written it).')
+    }
+    return {
+      contentType: header.ct,
+      format: 'native',
+      headers: header.h ?? {},
+      keyId: grant.kid,
+      messageId: header.id,
+      payload,
+      recipients: header.to,
+      sender: grant.from,
+      seq: header.seq,
+      timestamp: header.ts,
+      verified: true,
+    }
+  }
+}

@@ -1,0 +1,7 @@
+export * from './envelope.js'
+export * from './ciphermq.js'
+export * from './replay.js'
+export * from './bench.js'
+export * from './send.js'
+export * from './recv.js'
+export * from './directory.js'

@@ -1,0 +1,304 @@
+/**
+ * What `mq recv` does with each delivery: recognise the format, refuse formats the caller did
+ * not accept, open and verify, refuse replays, and shape the output records. Writing, acking and
+ * dead-lettering stay in the command, in that order.
+ */
+import type {KeyObject} from 'node:crypto'
+import {TextDecoder} from 'node:util'
+
+import {MqError, PermissionError, UnavailableError, UsageError} from '../errors.js'
+import {decryptCipherMq, isCipherMqBody} from './ciphermq.js'
+import {EnvelopeOpener, type SenderResolver, isNativeEnvelope} from './envelope.js'
+import type {ReplayGuard} from './replay.js'
+import {FORMAT_HEADER, type SendFormat} from './send.js'
+
+/** The part of a broker Delivery a receiver reads. */
+export interface Inbound {
+  messageId: string
+  body: Buffer
+  headers: Record<string, string>
+  timestamp?: number
+}
+
+export interface Received {
+  message_id: string
+  format: SendFormat
+  sender: string | null
+  verified: boolean
+  /** ms since the epoch: the sender's signed timestamp (native) or the broker's */
+  timestamp: number
+  recipients: string[]
+  content_type: string | null
+  headers: Record<string, string>
+  payload: Buffer
+}
+
+export interface ReceiverOptions {
+  identity: {name: string; encPrivateKey: KeyObject}
+  resolveSender: SenderResolver
+  replay: ReplayGuard | null
+  accept: SendFormat[]
+  cacheSize?: number
+}
+
+export class MessageReceiver {
+  readonly opener: EnvelopeOpener
+  private readonly accept: Set<SendFormat>
+  /** accepted in this batch but not yet recorded: a duplicate inside one batch is a replay too */
+  private readonly pending = new Map<string, {messageId: string; sender: string | null}>()
+
+  constructor(private readonly opts: ReceiverOptions) {
+    this.opener = new EnvelopeOpener({cacheSize: opts.cacheSize, identity: opts.identity, resolveSender: opts.resolveSender})
+    this.accept = new Set(opts.accept)
+  }
+
+  /** Detects the wire format from the body (the broker header is only a hint the broker could forge). */
+  static detect(d: Inbound): SendFormat {
+    if (isNativeEnvelope(d.body)) return 'native'
+    if (d.headers[FORMAT_HEADER] === 'ciphermq' || isCipherMqBody(d.body)) return 'ciphermq'
+    return 'plain'
+  }
+
+  /** Opens and verifies one delivery; throws an MqError (its code is the dead-letter reason). */
+  async open(d: Inbound): Promise<Received> {
+    const format = MessageReceiver.detect(d)
+    if (!this.accept.has(format)) {
+      throw new PermissionError('E_FORMAT_REFUSED', `Refused a ${format === 'plain' ? 'plaintext (or unrecognised)' : format} message: only ${[...this.accept].join(', ')} accepted.`, {
+        hint: format === 'plain' ? 'Try this: if plaintext is expected, receive with --accept plain.' : `Try this: receive with --accept ${format} to allow it.`,
+      })
+    }
+    let r: Received
+    if (format === 'native') {
+      const m = await this.opener.open(d.body)
+      r = {content_type: m.contentType, format, headers: m.headers, message_id: m.messageId, payload: m.payload, recipients: m.recipients, sender: m.sender, timestamp: m.timestamp, verified: true}
+    } else if (format === 'ciphermq') {
+      const m = decryptCipherMq(d.body, this.opts.identity.encPrivateKey)
+      r = {content_type: null, format, headers: stripMq(d.headers), message_id: m.messageId, payload: m.payload, recipients: [this.opts.identity.name], sender: null, timestamp: d.timestamp ?? Date.now(), verified: false}
+    } else {
+      r = {content_type: null, format, headers: stripMq(d.headers), message_id: d.messageId, payload: d.body, recipients: [], sender: null, timestamp: d.timestamp ?? Date.now(), verified: false}
+    }
+    if (this.pending.has(replayKey(r)) || (this.opts.replay && (await this.opts.replay.seen(r.message_id, r.sender)))) {
+      throw new PermissionError('E_REPLAY', `Refused message ${r.message_id}${r.sender ? ` from ${r.sender}` : ''}: ${this.opts.identity.name} already accepted it (replay).`, {
+        hint: 'Try this: nothing; a replayed message is dead-lettered, the original was delivered before.',
+      })
+    }
+    return r
+  }
+
+  /** Call once the message is written out; commit() then persists it, before the acks. */
+  accepted(r: Received): void {
+    this.pending.set(replayKey(r), {messageId: r.message_id, sender: r.sender})
+  }
+
+  /** Persists every accepted id of this batch in one transaction. */
+  async commit(): Promise<void> {
+    if (this.pending.size === 0) return
+    if (this.opts.replay) await this.opts.replay.recordMany([...this.pending.values()])
+    this.pending.clear()
+  }
+}
+
+const replayKey = (r: Received): string => `${r.sender ?? ''}\u0000${r.message_id}`
+
+function stripMq(h: Record<string, string>): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const [k, v] of Object.entries(h)) if (!k.toLowerCase().startsWith('mq-')) out[k] = v
+  return out
+}
+
+const utf8 = new TextDecoder('utf-8', {fatal: true})
+
+/** The payload as UTF-8 when it is valid UTF-8, else base64. */
+export function payloadText(payload: Buffer): {text: string; encoding: 'utf8' | 'base64'} {
+  try {
+    return {encoding: 'utf8', text: utf8.decode(payload)}
+  } catch {
+    return {encoding: 'base64', text: payload.toString('base64')}
+  }
+}
+
+/** One line of `mq recv --json`. */
+export function jsonRecord(r: Received, extra: {queue?: string; redelivered?: boolean} = {}): Record<string, unknown> {
+  const p = payloadText(r.payload)
+  return {
+    message_id: r.message_id,
+    sender: r.sender,
+    verified: r.verified,
+    format: r.format,
+    timestamp: new Date(r.timestamp).toISOString(),
+    recipients: r.recipients,
+    content_type: r.content_type,
+    headers: r.headers,
+    payload: p.text,
+    payload_encoding: p.encoding,
+    ...extra,
+  }
+}
+
+/** One line of `mq recv --out FILE`: the CipherMQ Receiver's stored record. */
+export function outRecord(r: Received, receivedAt = new Date()): Record<string, unknown> {
+  const p = payloadText(r.payload)
+  return {message_id: r.message_id, message: p.text, timestamp: receivedAt.toISOString(), ...(p.encoding === 'base64' ? {encoding: 'base64'} : {})}
+}
+
+/** "500ms", "10s", "2m", "1h", "1.5s" or a bare number of seconds -> ms. */
+export function parseDuration(text: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(text)
+  if (!m) throw new UsageError('E_DURATION', `"${text}" is not a duration.`, {hint: 'Try this: 500ms, 10s, 2m or 1h.'})
+  const n = Number(m[1])
+  const unit = m[2] ?? 's'
+  return Math.round(n * (unit === 'ms' ? 1 : unit === 's' ? 1000 : unit === 'm' ? 60_000 : 3_600_000))
+}
+
+export function reasonOf(err: unknown): string {
+  if (err instanceof MqError) return `${err.code}: ${err.message}`
+  return `E_INTERNAL: ${(err as Error)?.message ?? String(err)}`
+}
+
+/** The part of a broker Delivery the receive loop needs. */
+export interface LoopDelivery extends Inbound {
+  deliveryTag: number
+  redelivered?: boolean
+  queue?: string
+}
+
+/** The part of BrokerClient the receive loop needs. */
+export interface ConsumerClient<D extends LoopDelivery> {
+  consume(queue: string, opts: {prefetch?: number}, onMessage: (d: D) => void): Promise<{cancel(): Promise<void>}>
+  ack(tag: number): void
+  nack(tag: number, requeue?: boolean): void
+  reject(tag: number, reason?: string): void
+  once(event: 'close', cb: (err?: Error) => void): unknown
+  off(event: 'close', cb: (err?: Error) => void): unknown
+}
+
+/** Where accepted messages go; flush() resolves once everything written is durable enough to ack. */
+export interface ReceiveSink<D extends LoopDelivery> {
+  write(r: Received, d: D): void
+  flush(): Promise<void>
+}
+
+export interface LoopOptions<D extends LoopDelivery> {
+  queue: string
+  /** stop after this many accepted messages; undefined = until stopped */
+  count?: number
+  /** stop when no message arrived for this long */
+  idleTimeoutMs?: number
+  prefetch: number
+  /** messages handled per write+commit+ack round (default 256) */
+  batch?: number
+  signal?: AbortSignal
+  onReject?: (d: D, err: unknown) => void
+}
+
+export interface LoopResult {
+  accepted: number
+  rejected: number
+  stoppedBy: 'count' | 'timeout' | 'signal'
+}
+
+/**
+ * Consumes a queue: open+verify each delivery, write the good ones, flush, persist their ids
+ * (replay guard), then ack; reject the bad ones to the dead-letter queue with the reason. On
+ * stop, deliveries not yet handled go back to the queue.
+ */
+export async function receiveLoop<D extends LoopDelivery>(client: ConsumerClient<D>, receiver: MessageReceiver, sink: ReceiveSink<D>, opts: LoopOptions<D>): Promise<LoopResult> {
+  const buf: D[] = []
+  let wake: (() => void) | undefined
+  const notify = (): void => {
+    const w = wake
+    wake = undefined
+    w?.()
+  }
+  let lastArrival = Date.now()
+  let stopped = false
+  let closedErr: Error | undefined
+  let closed = false
+  const onClose = (err?: Error): void => {
+    closed = true
+    closedErr = err
+    notify()
+  }
+  client.once('close', onClose)
+  opts.signal?.addEventListener('abort', notify)
+  const consumer = await client.consume(opts.queue, {prefetch: opts.prefetch}, (d) => {
+    if (stopped) {
+      client.nack(d.deliveryTag, true)
+      return
+    }
+    buf.push(d)
+    lastArrival = Date.now()
+    notify()
+  })
+  let accepted = 0
+  let rejected = 0
+  let stoppedBy: LoopResult['stoppedBy'] = 'count'
+  const batch = Math.max(1, opts.batch ?? 256)
+  try {
+    for (;;) {
+      if (opts.count !== undefined && accepted >= opts.count) {
+        stoppedBy = 'count'
+        break
+      }
+      if (opts.signal?.aborted) {
+        stoppedBy = 'signal'
+        break
+      }
+      if (closed) {
+        throw new UnavailableError('E_BROKER_CLOSED', `The broker connection closed${closedErr ? `: ${closedErr.message}` : ''}.`, {
+          cause: closedErr,
+          hint: 'Try this: check the broker and run mq recv again; unacked messages stay queued.',
+        })
+      }
+      if (buf.length === 0) {
+        let timer: NodeJS.Timeout | undefined
+        if (opts.idleTimeoutMs !== undefined) {
+          const left = opts.idleTimeoutMs - (Date.now() - lastArrival)
+          if (left <= 0) {
+            stoppedBy = 'timeout'
+            break
+          }
+          timer = setTimeout(notify, left)
+        }
+        await new Promise<void>((r) => {
+          wake = r
+        })
+        if (timer) clearTimeout(timer)
+        continue
+      }
+      const want = opts.count === undefined ? batch : Math.min(batch, opts.count - accepted)
+      const take = buf.splice(0, Math.min(want, buf.length))
+      const good: D[] = []
+      for (const d of take) {
+        let r: Received
+        try {
+          r = await receiver.open(d)
+        } catch (error) {
+          client.reject(d.deliveryTag, reasonOf(error).slice(0, 500))
+          rejected++
+          opts.onReject?.(d, error)
+          continue
+        }
+        sink.write(r, d)
+        receiver.accepted(r)
+        good.push(d)
+      }
+      try {
+        await sink.flush()
+      } catch (error) {
+        for (const d of good) client.nack(d.deliveryTag, true)
+        throw error
+      }
+      await receiver.commit()
+      for (const d of good) client.ack(d.deliveryTag)
+      accepted += good.length
+    }
+  } finally {
+    stopped = true
+    client.off('close', onClose)
+    opts.signal?.removeEventListener('abort', notify)
+    if (!closed) await consumer.cancel().catch(() => {})
+    for (const d of buf.splice(0)) if (!closed) client.nack(d.deliveryTag, true)
+  }
+  return {accepted, rejected, stoppedBy}
+}

@@ -1,0 +1,145 @@
+/**
+ * What `mq send` does once it has a broker connection and verified keys: turn payloads into
+ * native envelopes, CipherMQ messages or (explicitly) plaintext, publish them with a bounded
+ * window of unconfirmed messages, and report each confirm in input order.
+ */
+import type {KeyObject} from 'node:crypto'
+import {randomUUID} from 'node:crypto'
+
+import {UsageError} from '../errors.js'
+import {encryptCipherMq} from './ciphermq.js'
+import {EnvelopeSealer, type Recipient, type Signer} from './envelope.js'
+
+export type SendFormat = 'native' | 'ciphermq' | 'plain'
+
+/** Broker headers that describe an mq message; visible to the broker, so never secret. */
+export const FORMAT_HEADER = 'mq-format'
+
+/** The part of BrokerClient a sender needs. */
+export interface Publisher {
+  publish(exchange: string, routingKey: string, body: Buffer, opts?: {messageId?: string; headers?: Record<string, string>}): Promise<{messageId: string}>
+}
+
+export interface SendPlan {
+  format: SendFormat
+  exchange: string
+  routingKey: string
+  /** required for native */
+  sender?: Signer
+  /** required for native (1..256) and ciphermq (exactly 1) */
+  recipients: (Recipient & {encPublicKey: KeyObject})[]
+  /** user headers: authenticated inside a native envelope, and copied to the broker headers */
+  headers?: Record<string, string>
+  contentType?: string
+  maxMessages?: number
+  maxAgeMs?: number
+  /** unconfirmed publishes in flight (default 256) */
+  window?: number
+}
+
+export interface SendResult {
+  message_id: string
+  exchange: string
+  routing_key: string
+  format: SendFormat
+  bytes: number
+  envelope_bytes: number
+  recipients: string[]
+  sender: string | null
+  key_id?: string
+}
+
+/** Builds message bodies for one destination and publishes them, keeping up to `window` unconfirmed. */
+export class MessageSender {
+  private readonly sealer?: EnvelopeSealer
+  private readonly window: number
+  private readonly inflight = new Set<Promise<unknown>>()
+
+  constructor(
+    private readonly client: Publisher,
+    private readonly plan: SendPlan,
+  ) {
+    if (plan.format === 'native') {
+      if (!plan.sender) throw new UsageError('E_NO_SENDER', 'An encrypted message needs a sender identity to sign it.', {hint: 'Try this: pass --identity NAME (or --from NAME) with keys from mq keygen NAME.'})
+      this.sealer = new EnvelopeSealer({contentType: plan.contentType, maxAgeMs: plan.maxAgeMs, maxMessages: plan.maxMessages, recipients: plan.recipients, sender: plan.sender})
+    } else if (plan.format === 'ciphermq') {
+      if (plan.recipients.length !== 1) throw new UsageError('E_CIPHERMQ_RECIPIENTS', 'The CipherMQ format has exactly one recipient.', {hint: 'Try this: pass a single --to NAME with --format ciphermq.'})
+    } else if (plan.recipients.length > 0) {
+      throw new UsageError('E_PLAIN_WITH_RECIPIENTS', '--plain cannot be combined with --to.', {hint: 'Try this: drop --plain to encrypt for the recipients.'})
+    }
+    this.window = Math.max(1, plan.window ?? 256)
+  }
+
+  /** data keys made so far (RSA wraps = keysCreated x recipients) */
+  get keysCreated(): number {
+    return this.sealer?.keysCreated ?? 0
+  }
+
+  /** Seals one payload into the body that goes on the wire. */
+  build(payload: Buffer): {messageId: string; body: Buffer; keyId?: string} {
+    if (this.sealer) {
+      const s = this.sealer.seal(payload, {headers: this.plan.headers})
+      return {body: s.envelope, keyId: s.keyId, messageId: s.messageId}
+    }
+    const messageId = randomUUID()
+    if (this.plan.format === 'ciphermq') return {body: Buffer.from(JSON.stringify(encryptCipherMq(payload, this.plan.recipients[0].encPublicKey, messageId))), messageId}
+    return {body: payload, messageId}
+  }
+
+  /**
+   * Publishes one payload; `done` settles with the broker's confirm. Waits first while `window`
+   * publishes are unconfirmed, so a long --lines input keeps memory bounded.
+   */
+  async enqueue(payload: Buffer): Promise<{messageId: string; done: Promise<SendResult>}> {
+    while (this.inflight.size >= this.window) await Promise.race(this.inflight)
+    const {body, keyId, messageId} = this.build(payload)
+    const headers: Record<string, string> = {...this.plan.headers, [FORMAT_HEADER]: this.plan.format}
+    const p = this.client.publish(this.plan.exchange, this.plan.routingKey, body, {headers, messageId}).then(
+      (r): SendResult => ({
+        bytes: payload.length,
+        envelope_bytes: body.length,
+        exchange: this.plan.exchange,
+        format: this.plan.format,
+        message_id: r.messageId ?? messageId,
+        recipients: this.plan.recipients.map((x) => x.name),
+        routing_key: this.plan.routingKey,
+        sender: this.plan.format === 'native' ? (this.plan.sender?.name ?? null) : null,
+        ...(keyId ? {key_id: keyId} : {}),
+      }),
+    )
+    const tracked = p.finally(() => this.inflight.delete(tracked))
+    tracked.catch(() => {})
+    this.inflight.add(tracked)
+    return {done: p, messageId}
+  }
+}
+
+/** Splits input into lines for --lines: "\n" or "\r\n" separated; a final newline does not make an empty message. */
+export function splitLines(input: Buffer): Buffer[] {
+  const out: Buffer[] = []
+  let start = 0
+  for (let i = 0; i < input.length; i++) {
+    if (input[i] === 0x0a) {
+      const end = i > start && input[i - 1] === 0x0d ? i - 1 : i
+      out.push(input.subarray(start, end))
+      start = i + 1
+    }
+  }
+  if (start < input.length) out.push(input.subarray(start))
+  return out
+}
+
+/** Parses repeatable --header K:V flags. */
+export function parseHeaders(values: string[] = []): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const v of values) {
+    const i = v.indexOf(':')
+    const k = i > 0 ? v.slice(0, i).trim() : ''
+    if (!k || !/^[A-Za-z0-9._-]{1,128}$/.test(k)) {
+      throw new UsageError('E_HEADER', `Header "${v}" is not KEY:VALUE with a key of letters, digits, . _ -.`, {hint: 'Try this: --header trace-id:abc123'})
+    }
+    if (k.toLowerCase().startsWith('mq-')) throw new UsageError('E_HEADER', `Header names starting with mq- are reserved (${k}).`, {hint: 'Try this: pick another header name.'})
+    out[k] = v.slice(i + 1).trim()
+  }
+  return out
+}

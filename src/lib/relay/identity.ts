@@ -1,0 +1,127 @@
+import {type KeyObject, createHash} from 'node:crypto'
+import {existsSync, readFileSync} from 'node:fs'
+import {join} from 'node:path'
+
+import type {MqHome} from '../config/home.js'
+import {DataError, MqError} from '../errors.js'
+import {assertPrivateFile, writeSecretFile} from '../util/fs.js'
+import {type Suite, loadPrivateKey} from './crypto.js'
+
+/**
+ * The relay client's local state under $MQ_HOME/relay/, every file 0600:
+ *   me.json     name, client id, crypto suite, public key
+ *   me.key      the RSA private key (PKCS#8 PEM)
+ *   peers.json  per peer: client id, public key, shared symmetric key
+ */
+export interface RelayIdentity {
+  name: string
+  clientId: Buffer
+  suite: Suite
+  publicKeyDer: Buffer
+  privateKey: KeyObject
+  relay: string
+  /** registered through the relay's TLS listener */
+  tls?: boolean
+}
+
+export interface Peer {
+  name: string
+  id: string
+  publicKey?: string
+  symKey?: string
+}
+
+interface MeFile {
+  name: string
+  client_id: string
+  suite: Suite
+  public_key: string
+  relay: string
+  tls?: boolean
+  registered_at: string
+}
+
+export function keyFingerprint(der: Buffer): string {
+  return createHash('sha256').update(der).digest('hex')
+}
+
+export class RelayKeyring {
+  constructor(private readonly home: MqHome) {}
+
+  get dir(): string {
+    return this.home.relay
+  }
+
+  private file(name: string): string {
+    return join(this.home.relay, name)
+  }
+
+  exists(): boolean {
+    return existsSync(this.file('me.json'))
+  }
+
+  identity(): RelayIdentity {
+    if (!this.exists()) {
+      throw new MqError('E_RELAY_NOT_REGISTERED', `No relay identity in ${this.home.relay}.`, {hint: 'Try this: mq relay register NAME'})
+    }
+    assertPrivateFile(this.file('me.json'))
+    assertPrivateFile(this.file('me.key'))
+    let me: MeFile
+    try {
+      me = JSON.parse(readFileSync(this.file('me.json'), 'utf8')) as MeFile
+    } catch (error) {
+      throw new DataError('E_RELAY_IDENTITY', `${this.file('me.json')} is not valid JSON: ${(error as Error).message}`, {hint: 'Try this: restore it from a backup, or register again with another --home.'})
+    }
+    return {
+      clientId: Buffer.from(me.client_id, 'hex'),
+      name: me.name,
+      privateKey: loadPrivateKey(readFileSync(this.file('me.key'), 'utf8')),
+      publicKeyDer: Buffer.from(me.public_key, 'base64'),
+      relay: me.relay,
+      suite: me.suite,
+      tls: me.tls === true,
+    }
+  }
+
+  saveIdentity(id: Omit<RelayIdentity, 'privateKey'> & {privateKey: KeyObject}): void {
+    writeSecretFile(this.file('me.key'), id.privateKey.export({format: 'pem', type: 'pkcs8'}) as string)
+    const me: MeFile = {
+      client_id: id.clientId.toString('hex'),
+      name: id.name,
+      public_key: id.publicKeyDer.toString('base64'),
+      registered_at: new Date().toISOString(),
+      relay: id.relay,
+      suite: id.suite,
+      tls: id.tls === true,
+    }
+    writeSecretFile(this.file('me.json'), JSON.stringify(me, null, 2) + '\n')
+  }
+
+  peers(): Record<string, Peer> {
+    const f = this.file('peers.json')
+    if (!existsSync(f)) return {}
+    assertPrivateFile(f)
+    try {
+      return JSON.parse(readFileSync(f, 'utf8')) as Record<string, Peer>
+    } catch (error) {
+      throw new DataError('E_RELAY_PEERS', `${f} is not valid JSON: ${(error as Error).message}`, {hint: `Try this: remove ${f}; you will need to exchange keys again.`})
+    }
+  }
+
+  peer(name: string): Peer | undefined {
+    return this.peers()[name]
+  }
+
+  peerById(id: Buffer): Peer | undefined {
+    const hex = id.toString('hex')
+    return Object.values(this.peers()).find((p) => p.id === hex)
+  }
+
+  savePeer(p: Peer): void {
+    const all = this.peers()
+    // A name now bound to another id (re-registered elsewhere) starts over: no stale keys.
+    const old = all[p.name]
+    all[p.name] = old && old.id === p.id ? {...old, ...p} : p
+    writeSecretFile(this.file('peers.json'), JSON.stringify(all, null, 2) + '\n')
+  }
+}

@@ -1,0 +1,204 @@
+import type {Duplex} from 'node:stream'
+
+/** The peer closed the connection before sending what was needed. */
+export class EndOfStream extends Error {
+  constructor(readonly got: number) {
+    super('connection closed by peer')
+  }
+}
+
+/** No byte arrived within the stall timeout. */
+export class StallTimeout extends Error {
+  constructor(
+    readonly ms: number,
+    reason?: string,
+  ) {
+    super(reason ?? `no data for ${ms} ms`)
+  }
+}
+
+/**
+ * Pull-based reading from a socket with bounded memory: the socket is paused whenever more
+ * than `highWater` bytes wait unread, and every wait fails after `stallMs` without new bytes.
+ * Callers ask for exact byte counts (headers, small payloads) or stream a run of bytes to a sink.
+ */
+export class SocketReader {
+  private chunks: Buffer[] = []
+  private buffered = 0
+  private ended = false
+  private failure?: Error
+  private wake?: () => void
+  /** epoch ms by which the current request must be complete (slow peers), if any */
+  deadline?: number
+
+  constructor(
+    private readonly sock: Duplex,
+    private readonly stallMs: number,
+    private readonly highWater = 256 * 1024,
+  ) {
+    sock.on('data', (c: Buffer) => {
+      this.chunks.push(c)
+      this.buffered += c.length
+      if (this.buffered >= this.highWater) sock.pause()
+      this.notify()
+    })
+    sock.on('end', () => {
+      this.ended = true
+      this.notify()
+    })
+    sock.on('close', () => {
+      this.ended = true
+      this.notify()
+    })
+    sock.on('error', (error: Error) => {
+      this.failure = error
+      this.notify()
+    })
+  }
+
+  get available(): number {
+    return this.buffered
+  }
+
+  get isEnded(): boolean {
+    return this.ended
+  }
+
+  private notify(): void {
+    const w = this.wake
+    this.wake = undefined
+    w?.()
+  }
+
+  /** Waits until `n` bytes are buffered. False if the peer ended first (with fewer bytes). */
+  async fill(n: number, stallMs = this.stallMs): Promise<boolean> {
+    while (this.buffered < n) {
+      if (this.failure) throw this.failure
+      if (this.ended) return false
+      this.sock.resume()
+      let wait = stallMs
+      if (this.deadline !== undefined) {
+        const left = this.deadline - Date.now()
+        if (left <= 0) throw new StallTimeout(stallMs, 'request not complete by its deadline')
+        if (wait <= 0 || left < wait) wait = left
+      }
+      await new Promise<void>((resolve, reject) => {
+        const timer = wait > 0 ? setTimeout(() => {
+          this.wake = undefined
+          reject(new StallTimeout(stallMs, this.deadline !== undefined && Date.now() >= this.deadline ? 'request not complete by its deadline' : undefined))
+        }, wait) : undefined
+        this.wake = () => {
+          if (timer) clearTimeout(timer)
+          resolve()
+        }
+      })
+    }
+    return true
+  }
+
+  /** Waits at most `ms` for at least one byte; false when none came (no error). */
+  async poll(ms: number): Promise<boolean> {
+    if (this.buffered > 0) return true
+    try {
+      return await this.fill(1, ms)
+    } catch (error) {
+      if (error instanceof StallTimeout) return false
+      throw error
+    }
+  }
+
+  /** Up to `n` buffered bytes, not consumed. */
+  peek(n: number): Buffer {
+    const out: Buffer[] = []
+    let need = n
+    for (const c of this.chunks) {
+      if (need <= 0) break
+      const part = c.length <= need ? c : c.subarray(0, need)
+      out.push(part)
+      need -= part.length
+    }
+    return out.length === 1 ? out[0] : Buffer.concat(out)
+  }
+
+  private take(n: number): Buffer {
+    if (n === 0) return Buffer.alloc(0)
+    const first = this.chunks[0]
+    let out: Buffer
+    if (first.length === n) {
+      this.chunks.shift()
+      out = first
+    } else if (first.length > n) {
+      out = first.subarray(0, n)
+      this.chunks[0] = first.subarray(n)
+    } else {
+      out = Buffer.allocUnsafe(n)
+      let off = 0
+      while (off < n) {
+        const c = this.chunks[0]
+        const k = Math.min(c.length, n - off)
+        c.copy(out, off, 0, k)
+        off += k
+        if (k === c.length) this.chunks.shift()
+        else this.chunks[0] = c.subarray(k)
+      }
+    }
+    this.buffered -= n
+    if (this.buffered < this.highWater) this.sock.resume()
+    return out
+  }
+
+  /** Exactly `n` bytes; throws EndOfStream if the peer ends first. Keep `n` small (bounded by the caller). */
+  async read(n: number): Promise<Buffer> {
+    if (!(await this.fill(n))) throw new EndOfStream(this.buffered)
+    return this.take(n)
+  }
+
+  /** Streams exactly `n` bytes to `sink` in chunks as they arrive, awaiting the sink (back-pressure). */
+  async stream(n: number, sink: (chunk: Buffer) => void | Promise<void>): Promise<void> {
+    let left = n
+    while (left > 0) {
+      if (this.buffered === 0 && !(await this.fill(1))) throw new EndOfStream(n - left)
+      const k = Math.min(left, this.chunks[0].length)
+      const chunk = this.take(k)
+      left -= k
+      await sink(chunk)
+    }
+  }
+
+  /** Reads and drops `n` bytes. */
+  async skip(n: number): Promise<void> {
+    await this.stream(n, () => {})
+  }
+}
+
+/** Writes to a socket, resolving once the bytes were handed to the kernel; waits for 'drain' under back-pressure. */
+export function writeAll(sock: Duplex, data: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (sock.destroyed) {
+      reject(new Error('socket closed'))
+      return
+    }
+    sock.write(data, (error) => (error ? reject(error) : resolve()))
+  })
+}
+
+/** Writes without waiting for the flush callback unless the socket's buffer is full. */
+export async function writeFlow(sock: Duplex, data: Buffer): Promise<void> {
+  if (sock.destroyed) throw new Error('socket closed')
+  if (sock.write(data)) return
+  await new Promise<void>((resolve, reject) => {
+    const done = (error?: Error) => {
+      sock.off('drain', onDrain)
+      sock.off('close', onClose)
+      sock.off('error', onError)
+      if (error) reject(error)
+      else resolve()
+    }
+    const onDrain = () => done()
+    const onClose = () => done(new Error('socket closed'))
+    const onError = (error: Error) => done(error)
+    sock.on('drain', onDrain)
+    sock.on('close', onClose)
+    sock.on('error', onError)
+  })
+}

@@ -1,0 +1,197 @@
+import {type Migration, type SqlStore, migrate, openStore} from '../store/sql.js'
+
+/**
+ * The relay's directory of users and its queue of undelivered messages, over the shared SQL
+ * store layer (SQLite file data/relay.db by default, MySQL when store.url says so). Message
+ * contents are ciphertext chosen by the clients; big ones live in files (`file`) and only
+ * their name is stored here.
+ */
+export interface RelayUser {
+  id: Buffer
+  name: string
+  publicKey: Buffer
+  lastSeen: string
+}
+
+export interface StoredMessage {
+  id: number
+  to: Buffer
+  from: Buffer
+  type: number
+  size: number
+  body: Buffer | null
+  file: string | null
+}
+
+const MIGRATIONS: Migration[] = [
+  {
+    id: 1,
+    mysql: [
+      `CREATE TABLE IF NOT EXISTS relay_clients (
+        id BINARY(16) NOT NULL PRIMARY KEY,
+        name VARCHAR(255) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+        public_key VARBINARY(2048) NOT NULL,
+        last_seen VARCHAR(40) NOT NULL,
+        created_at VARCHAR(40) NOT NULL,
+        UNIQUE KEY relay_clients_name (name)
+      ) ENGINE=InnoDB`,
+      `CREATE TABLE IF NOT EXISTS relay_messages (
+        id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+        to_client BINARY(16) NOT NULL,
+        from_client BINARY(16) NOT NULL,
+        type TINYINT UNSIGNED NOT NULL,
+        size BIGINT UNSIGNED NOT NULL,
+        body MEDIUMBLOB NULL,
+        file VARCHAR(255) NULL,
+        created_at VARCHAR(40) NOT NULL,
+        KEY relay_messages_to (to_client, id)
+      ) ENGINE=InnoDB`,
+    ],
+    name: 'relay clients and messages',
+    sqlite: [
+      `CREATE TABLE IF NOT EXISTS relay_clients (
+        id BLOB NOT NULL PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        public_key BLOB NOT NULL,
+        last_seen TEXT NOT NULL,
+        created_at TEXT NOT NULL
+      )`,
+      `CREATE TABLE IF NOT EXISTS relay_messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        to_client BLOB NOT NULL,
+        from_client BLOB NOT NULL,
+        type INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        body BLOB,
+        file TEXT,
+        created_at TEXT NOT NULL
+      )`,
+      'CREATE INDEX IF NOT EXISTS relay_messages_to ON relay_messages (to_client, id)',
+    ],
+  },
+]
+
+interface UserRow {
+  id: Buffer
+  name: string
+  public_key: Buffer
+  last_seen: string
+}
+
+interface MessageRow {
+  id: number | string
+  to_client: Buffer
+  from_client: Buffer
+  type: number
+  size: number | string
+  body: Buffer | null
+  file: string | null
+}
+
+const toUser = (r: UserRow): RelayUser => ({id: Buffer.from(r.id), lastSeen: r.last_seen, name: r.name, publicKey: Buffer.from(r.public_key)})
+const toMessage = (r: MessageRow): StoredMessage => ({
+  body: r.body ? Buffer.from(r.body) : null,
+  file: r.file,
+  from: Buffer.from(r.from_client),
+  id: Number(r.id),
+  size: Number(r.size),
+  to: Buffer.from(r.to_client),
+  type: Number(r.type),
+})
+
+export class RelayStore {
+  private constructor(readonly sql: SqlStore) {}
+
+  static async open(opts: {url: string; dataDir: string}): Promise<RelayStore> {
+    const sql = await openStore({dataDir: opts.dataDir, file: 'relay.db', url: opts.url})
+    await migrate(sql, 'relay_migrations', MIGRATIONS)
+    return new RelayStore(sql)
+  }
+
+  get label(): string {
+    return this.sql.label
+  }
+
+  /** Adds a user; false when the name is taken. */
+  async addUser(id: Buffer, name: string, publicKey: Buffer): Promise<boolean> {
+    const now = new Date().toISOString()
+    try {
+      await this.sql.run('INSERT INTO relay_clients (id, name, public_key, last_seen, created_at) VALUES (?, ?, ?, ?, ?)', [id, name, publicKey, now, now])
+      return true
+    } catch (error) {
+      const msg = (error as Error).message
+      if (/UNIQUE|Duplicate entry|ER_DUP_ENTRY/i.test(msg) || (error as {code?: string}).code === 'ER_DUP_ENTRY') return false
+      throw error
+    }
+  }
+
+  async userById(id: Buffer): Promise<RelayUser | undefined> {
+    const r = await this.sql.get<UserRow>('SELECT id, name, public_key, last_seen FROM relay_clients WHERE id = ?', [id])
+    return r ? toUser(r) : undefined
+  }
+
+  async userByName(name: string): Promise<RelayUser | undefined> {
+    const r = await this.sql.get<UserRow>('SELECT id, name, public_key, last_seen FROM relay_clients WHERE name = ?', [name])
+    return r ? toUser(r) : undefined
+  }
+
+  /** Everyone but `except`, in registration order. */
+  async listUsers(except?: Buffer): Promise<RelayUser[]> {
+    const rows = await this.sql.all<UserRow>('SELECT id, name, public_key, last_seen FROM relay_clients ORDER BY created_at, name')
+    return rows.map(toUser).filter((u) => !except || !u.id.equals(except))
+  }
+
+  /** Updates a user's last-seen time; true when the user exists (one statement per request). */
+  async touch(id: Buffer): Promise<boolean> {
+    const r = await this.sql.run('UPDATE relay_clients SET last_seen = ? WHERE id = ?', [new Date().toISOString(), id])
+    // MySQL may count only changed rows: an unchanged timestamp falls back to a lookup.
+    return r.changes > 0 || (await this.userById(id)) !== undefined
+  }
+
+  async addMessage(m: Omit<StoredMessage, 'id'>): Promise<number> {
+    const r = await this.sql.run('INSERT INTO relay_messages (to_client, from_client, type, size, body, file, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)', [
+      m.to,
+      m.from,
+      m.type,
+      m.size,
+      m.body,
+      m.file,
+      new Date().toISOString(),
+    ])
+    return r.lastInsertId
+  }
+
+  /** Waiting messages for `to`, oldest first, without their bodies (see body()) so a pull's memory stays small. */
+  async pending(to: Buffer, limit = 1000): Promise<StoredMessage[]> {
+    const rows = await this.sql.all<MessageRow>(`SELECT id, to_client, from_client, type, size, NULL AS body, file FROM relay_messages WHERE to_client = ? ORDER BY id LIMIT ${Math.floor(limit)}`, [to])
+    return rows.map(toMessage)
+  }
+
+  /** The inline content of one message (null when it lives in a file). */
+  async body(id: number): Promise<Buffer | null> {
+    const r = await this.sql.get<{body: Buffer | null}>('SELECT body FROM relay_messages WHERE id = ?', [id])
+    return r?.body ? Buffer.from(r.body) : null
+  }
+
+  async deleteMessages(ids: number[]): Promise<void> {
+    for (let i = 0; i < ids.length; i += 500) {
+      const part = ids.slice(i, i + 500)
+      await this.sql.run(`DELETE FROM relay_messages WHERE id IN (${part.map(() => '?').join(',')})`, part)
+    }
+  }
+
+  async messageFiles(): Promise<Set<string>> {
+    const rows = await this.sql.all<{file: string}>('SELECT file FROM relay_messages WHERE file IS NOT NULL')
+    return new Set(rows.map((r) => r.file))
+  }
+
+  async counts(): Promise<{users: number; messages: number}> {
+    const u = await this.sql.get<{n: number | string}>('SELECT COUNT(*) AS n FROM relay_clients')
+    const m = await this.sql.get<{n: number | string}>('SELECT COUNT(*) AS n FROM relay_messages')
+    return {messages: Number(m?.n ?? 0), users: Number(u?.n ?? 0)}
+  }
+
+  async close(): Promise<void> {
+    await this.sql.close()
+  }
+}

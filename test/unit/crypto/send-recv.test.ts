@@ -1,0 +1,86 @@
+import assert from 'node:assert/strict'
+import {generateKeyPairSync} from 'node:crypto'
+import {after, describe, it} from 'node:test'
+
+import {MqHome} from '../../../src/lib/config/home.js'
+import {encryptCipherMq} from '../../../src/lib/crypto/ciphermq.js'
+import {MessageReceiver, outRecord, parseDuration, payloadText} from '../../../src/lib/crypto/recv.js'
+import {ReplayGuard} from '../../../src/lib/crypto/replay.js'
+import {MessageSender, type Publisher, parseHeaders, splitLines} from '../../../src/lib/crypto/send.js'
+import {MqError} from '../../../src/lib/errors.js'
+import {tempHome} from '../../helpers/home.js'
+
+const enc = generateKeyPairSync('rsa', {modulusLength: 2048})
+const sig = generateKeyPairSync('rsa', {modulusLength: 2048})
+
+/** Records what would go to the broker, confirming each publish. */
+class Recorder implements Publisher {
+  readonly bodies: {body: Buffer; headers?: Record<string, string>; messageId?: string}[] = []
+  async publish(_e: string, _k: string, body: Buffer, opts: {messageId?: string; headers?: Record<string, string>} = {}) {
+    this.bodies.push({body, ...opts})
+    return {messageId: opts.messageId ?? 'x'}
+  }
+}
+
+describe('send and recv helpers', () => {
+  const h = tempHome()
+  after(() => h.cleanup())
+
+  it('splits --lines input on \\n and \\r\\n, without a trailing empty message', () => {
+    assert.deepEqual(splitLines(Buffer.from('a\r\nb\n\nc')).map(String), ['a', 'b', '', 'c'])
+    assert.deepEqual(splitLines(Buffer.from('a\n')).map(String), ['a'])
+    assert.deepEqual(splitLines(Buffer.alloc(0)), [])
+  })
+
+  it('parses headers and durations, refusing bad ones', () => {
+    assert.deepEqual(parseHeaders(['trace-id: abc', 'x:a:b']), {'trace-id': 'abc', x: 'a:b'})
+    for (const bad of ['novalue', ':v', 'mq-format:x', 'sp ace:v']) assert.throws(() => parseHeaders([bad]), (e: MqError) => e.code === 'E_HEADER')
+    assert.equal(parseDuration('500ms'), 500)
+    assert.equal(parseDuration('1.5s'), 1500)
+    assert.equal(parseDuration('2m'), 120_000)
+    assert.equal(parseDuration('3'), 3000)
+    assert.throws(() => parseDuration('soon'), (e: MqError) => e.code === 'E_DURATION')
+  })
+
+  it('reports payloads as UTF-8 when they are, else base64', () => {
+    assert.deepEqual(payloadText(Buffer.from('hé')), {encoding: 'utf8', text: 'hé'})
+    assert.deepEqual(payloadText(Buffer.from([0xff, 0xfe])), {encoding: 'base64', text: '//4='})
+  })
+
+  it('refuses plaintext without --plain and ciphermq with several recipients', () => {
+    const r = new Recorder()
+    assert.throws(() => new MessageSender(r, {exchange: '', format: 'native', recipients: [], routingKey: 'q', sender: {name: 'alice', signPrivateKey: sig.privateKey}}), (e: MqError) => e.code === 'E_NO_RECIPIENTS')
+    const two = [
+      {encPublicKey: enc.publicKey, name: 'bob'},
+      {encPublicKey: enc.publicKey, name: 'carol'},
+    ]
+    assert.throws(() => new MessageSender(r, {exchange: '', format: 'ciphermq', recipients: two, routingKey: 'q'}), (e: MqError) => e.code === 'E_CIPHERMQ_RECIPIENTS')
+  })
+
+  it('accepts only the formats asked for, and refuses a replay inside one batch and across runs', async () => {
+    const pub = new Recorder()
+    const sender = new MessageSender(pub, {exchange: '', format: 'native', headers: {k: 'v'}, recipients: [{encPublicKey: enc.publicKey, name: 'bob'}], routingKey: 'q', sender: {name: 'alice', signPrivateKey: sig.privateKey}})
+    await (await sender.enqueue(Buffer.from('one'))).done
+    const home = new MqHome(h.dir)
+    const replay = await ReplayGuard.open(home, 'bob')
+    const make = (accept: ('native' | 'ciphermq' | 'plain')[]) => new MessageReceiver({accept, identity: {encPrivateKey: enc.privateKey, name: 'bob'}, replay, resolveSender: async () => sig.publicKey})
+    const d = {body: pub.bodies[0].body, headers: pub.bodies[0].headers ?? {}, messageId: pub.bodies[0].messageId ?? ''}
+    assert.equal(pub.bodies[0].headers?.['mq-format'], 'native')
+    const rx = make(['native'])
+    const m = await rx.open(d)
+    assert.equal(m.payload.toString(), 'one')
+    assert.deepEqual(m.headers, {k: 'v'})
+    rx.accepted(m)
+    await assert.rejects(rx.open(d), (e: MqError) => e.code === 'E_REPLAY')
+    await rx.commit()
+    await assert.rejects(make(['native']).open(d), (e: MqError) => e.code === 'E_REPLAY')
+    const cm = {body: Buffer.from(JSON.stringify(encryptCipherMq(Buffer.from('legacy'), enc.publicKey))), headers: {}, messageId: 'm2'}
+    await assert.rejects(rx.open(cm), (e: MqError) => e.code === 'E_FORMAT_REFUSED')
+    await assert.rejects(rx.open({body: Buffer.from('plain text'), headers: {}, messageId: 'm3'}), (e: MqError) => e.code === 'E_FORMAT_REFUSED')
+    const legacy = await make(['ciphermq']).open(cm)
+    assert.equal(legacy.payload.toString(), 'legacy')
+    assert.equal(legacy.verified, false)
+    assert.deepEqual(Object.keys(outRecord(legacy)).sort(), ['message', 'message_id', 'timestamp'])
+    await replay.close()
+  })
+})
