@@ -118,6 +118,20 @@ describe('ingest pipeline end to end: curl -> proxy -> Redis -> worker -> broker
     }
   })
 
+  it('mq recv (plain format) receives an ingested message', async () => {
+    await consumer.declareQueue('recvq', {durable: true})
+    await consumer.bind('recvq', 'default_exchange', 'pipeline')
+    assert.equal((await runCli(['keygen', 'admin'], {env})).code, 0)
+    const r = await curl(JSON.stringify({message_body: 'for mq recv', sender_number: '+4915200000000'}))
+    assert.equal(r.status, 202)
+    const got = await runCli(['recv', '-q', 'recvq', '--accept', 'plain', '--timeout', '20s'], {env: {...env, ...broker.cliEnv()}})
+    assert.equal(got.code, 0, got.stderr)
+    const m = JSON.parse(got.stdout)
+    assert.equal(m.message_id, r.body.message_id)
+    assert.equal(m.message_body, 'for mq recv')
+    await consumer.deleteQueue('recvq')
+  })
+
   it('operator commands see the record, decrypt it with an audit entry, and count it', async () => {
     const cli = (args: string[]) => runCli([...args, '--json'], {env})
     const list = await cli(['message', 'list', '--client', 'alice', '--status', 'delivered'])
