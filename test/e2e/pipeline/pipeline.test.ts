@@ -29,6 +29,7 @@ describe('ingest pipeline end to end: curl -> proxy -> Redis -> worker -> broker
   let consumer: BrokerClient
   let redis: Redis
   const home = new MqHome(h.dir)
+  let firstId = ''
   const received: {id: string; body: Record<string, unknown>; redelivered: boolean}[] = []
 
   const curl = async (body: string, identity = 'alice', extra: string[] = []) => {
@@ -87,6 +88,7 @@ describe('ingest pipeline end to end: curl -> proxy -> Redis -> worker -> broker
     const r = await curl(JSON.stringify({message_body: secret, metadata: {ticket: 'T-55511'}, sender_number: '+4915299887766'}))
     assert.equal(r.status, 202, JSON.stringify(r.body))
     const id = r.body.message_id
+    firstId = id
     await waitFor(() => received.some((m) => m.id === id), 20_000)
     const got = received.find((m) => m.id === id)!
     assert.equal(got.body.message_body, secret)
@@ -139,7 +141,8 @@ describe('ingest pipeline end to end: curl -> proxy -> Redis -> worker -> broker
     const rows = JSON.parse(list.stdout)
     assert.ok(rows.length >= 1)
     assert.equal(list.stdout.includes('8472'), false)
-    const view = await cli(['message', 'view', rows[0].message_id, '--decrypt'])
+    assert.ok(rows.some((r: {message_id: string}) => r.message_id === firstId))
+    const view = await cli(['message', 'view', firstId, '--decrypt'])
     assert.equal(view.code, 0, view.stderr)
     assert.match(JSON.parse(view.stdout).message_body, /secret 8472/)
     const stats = JSON.parse((await cli(['stats', 'records'])).stdout)
