@@ -1,5 +1,6 @@
 import type {MqHome} from '../config/home.js'
 import type {MqConfig} from '../config/schema.js'
+import {ConfigError} from '../errors.js'
 import {ApiClient} from '../http/client.js'
 import type {Logger} from '../log.js'
 import {CertificateAuthority, CrlWatcher, clientTlsOptions, serverTlsOptions} from '../pki/index.js'
@@ -43,7 +44,15 @@ export async function startProxy(home: MqHome, config: MqConfig, logger: Logger)
     logger.info('CRL reloaded', {revoked: revoked.size})
   })
   crl.start()
-  const addr = await server.listen(p.port, p.host)
+  let addr
+  try {
+    addr = await server.listen(p.port, p.host)
+  } catch (error) {
+    crl.stop()
+    broker.close()
+    redis.disconnect()
+    throw listenError(error, p.host, p.port, '--port')
+  }
   return {
     async close() {
       crl.stop()
@@ -53,4 +62,13 @@ export async function startProxy(home: MqHome, config: MqConfig, logger: Logger)
     server,
     url: `https://${p.host}:${addr.port}`,
   }
+}
+
+/** EADDRINUSE and friends as a clear configuration error. */
+export function listenError(error: unknown, host: string, port: number, flag: string): Error {
+  const code = (error as NodeJS.ErrnoException)?.code
+  if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL') {
+    return new ConfigError('E_LISTEN', `Cannot listen on ${host}:${port}: ${code === 'EADDRINUSE' ? 'the port is in use' : code}.`, {cause: error, hint: `Try this: another ${flag} (or stop what uses it).`})
+  }
+  return error as Error
 }

@@ -6,7 +6,7 @@ import type {MqConfig} from '../config/schema.js'
 import {ApiClient} from '../http/client.js'
 import type {Logger} from '../log.js'
 import {clientTlsOptions} from '../pki/index.js'
-import {ensurePipelineCerts} from '../proxy/runtime.js'
+import {ensurePipelineCerts, listenError} from '../proxy/runtime.js'
 import {connectRedis, redisReady} from './keys.js'
 import {Worker} from './worker.js'
 
@@ -33,7 +33,6 @@ export async function startWorker(home: MqHome, config: MqConfig, logger: Logger
   }
   const broker = new ApiClient(w.broker_api ?? config.client.api, tls, 10_000, Math.max(8, (opts.concurrency ?? w.concurrency) * 2))
   const worker = new Worker({blocking, broker, concurrency: opts.concurrency, config, consumer: opts.name, logger, redis})
-  await worker.start()
   // Prometheus scrape endpoint; plain HTTP on loopback by default, as scrapers expect
   const metrics = createServer((req, res) => {
     if (req.url === '/metrics') {
@@ -50,13 +49,22 @@ export async function startWorker(home: MqHome, config: MqConfig, logger: Logger
     } else res.writeHead(404).end()
   })
   let metricsUrl: string | undefined
+  const host = opts.metricsHost ?? '127.0.0.1'
   if (w.metrics_port > 0) {
-    await new Promise<void>((resolve, reject) => {
-      metrics.once('error', reject)
-      metrics.listen(w.metrics_port, opts.metricsHost ?? '127.0.0.1', () => resolve())
-    })
-    metricsUrl = `http://${opts.metricsHost ?? '127.0.0.1'}:${(metrics.address() as AddressInfo).port}/metrics`
+    try {
+      await new Promise<void>((resolve, reject) => {
+        metrics.once('error', reject)
+        metrics.listen(w.metrics_port, host, () => resolve())
+      })
+    } catch (error) {
+      broker.close()
+      redis.disconnect()
+      blocking.disconnect()
+      throw listenError(error, host, w.metrics_port, '--metrics-port (0 turns it off)')
+    }
+    metricsUrl = `http://${host}:${(metrics.address() as AddressInfo).port}/metrics`
   }
+  await worker.start()
   return {
     async close() {
       await worker.stop()

@@ -91,6 +91,21 @@ export class Worker {
       reclaimed: new Counter({help: 'Entries reclaimed from idle consumers', name: 'mq_worker_reclaimed_total', registers: r}),
       retries: new Counter({help: 'Retries scheduled', name: 'mq_worker_retries_scheduled_total', registers: r}),
     }
+    // depths of the shared pipeline keys, read at scrape time
+    const redis = o.redis
+    const keys = this.keys
+    new Gauge({
+      async collect(this: Gauge) {
+        const [stream, retry, dead] = await Promise.all([redis.xlen(keys.stream), redis.zcard(keys.retry), redis.xlen(keys.dead)]).catch(() => [NaN, NaN, NaN])
+        this.set({key: 'stream'}, stream)
+        this.set({key: 'retry'}, retry)
+        this.set({key: 'dead'}, dead)
+      },
+      help: 'Entries in the ingest stream, the delayed-retry set and the dead-letter stream',
+      labelNames: ['key'],
+      name: 'mq_pipeline_depth',
+      registers: r,
+    })
   }
 
   get busy(): number {

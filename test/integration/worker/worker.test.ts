@@ -82,6 +82,7 @@ describe('mq worker (Redis stream -> broker internal API)', () => {
     assert.equal(Number(pending[0]), 0)
     const metrics = await w.registry.metrics()
     assert.match(metrics, /mq_worker_delivered_total 20/)
+    assert.match(metrics, /mq_pipeline_depth\{key="stream"\} 0/)
   })
 
   it('retries with a delay, then marks an always-failing message failed and dead-letters it', async () => {
