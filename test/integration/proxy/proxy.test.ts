@@ -217,6 +217,31 @@ describe('mq proxy (mutual TLS ingest into Redis)', () => {
     }
   })
 
+  it('survives garbage: random bytes after the handshake, an absurd Content-Length, 5000 headers, a non-TLS client', async () => {
+    const tls = await import('node:tls')
+    const net = await import('node:net')
+    const {randomBytes} = await import('node:crypto')
+    const dave = clientTlsOptions(home, 'dave')
+    for (const junk of [randomBytes(4096), Buffer.from('POST /api/v1/messages HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n'), Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n' + 'X: y\r\n'.repeat(5000) + '\r\n')]) {
+      await new Promise<void>((resolve) => {
+        const s = tls.connect({...dave, checkServerIdentity: () => undefined, host: '127.0.0.1', port}, () => s.end(junk))
+        s.on('error', () => resolve())
+        s.on('close', () => resolve())
+        s.resume()
+      })
+    }
+    await new Promise<void>((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => s.end(randomBytes(2048)))
+      s.on('error', () => resolve())
+      s.on('close', () => resolve())
+      s.resume()
+    })
+    const bob = clientTlsOptions(home, 'bob') as {cert: Buffer; key: Buffer; ca: Buffer}
+    const h2 = await post(port, bob, '', {}, '/api/v1/health', 'GET')
+    assert.ok([200, 503].includes(h2.status))
+    assert.equal(typeof h2.body.components, 'object')
+  })
+
   it('works with curl and a client certificate, as in the seed', async () => {
     const {execFile} = await import('node:child_process')
     const {promisify} = await import('node:util')
