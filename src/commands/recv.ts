@@ -61,7 +61,7 @@ Exit status: 0 when done; 75 when a message could not be checked now (it stays q
     if (f.lines && (this.jsonEnabled() || f.out)) throw new UsageError('E_FLAGS', '--lines applies to raw output only.', {hint: 'Try this: drop --lines with --json or --out.'})
 
     const sink = new OutputSink(this.jsonEnabled() ? 'json' : f.out ? 'none' : 'raw', f.lines, f.out)
-    const replay = await ReplayGuard.open(this.home, me.name)
+    const replay = await ReplayGuard.open(this.home, me.name, {windowMs: config.e2e.replay_window_ms})
     const ac = new AbortController()
     const onSignal = (): void => ac.abort()
     process.once('SIGINT', onSignal)

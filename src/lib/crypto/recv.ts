@@ -9,7 +9,7 @@ import {TextDecoder} from 'node:util'
 import {MqError, PermissionError, UnavailableError, UsageError} from '../errors.js'
 import {decryptCipherMq, isCipherMqBody} from './ciphermq.js'
 import {EnvelopeOpener, type SenderResolver, isNativeEnvelope} from './envelope.js'
-import type {ReplayGuard} from './replay.js'
+import type {ReplayEntry, ReplayGuard} from './replay.js'
 import {FORMAT_HEADER, type SendFormat} from './send.js'
 
 /** The part of a broker Delivery a receiver reads. */
@@ -45,7 +45,7 @@ export class MessageReceiver {
   readonly opener: EnvelopeOpener
   private readonly accept: Set<SendFormat>
   /** accepted in this batch but not yet recorded: a duplicate inside one batch is a replay too */
-  private readonly pending = new Map<string, {messageId: string; sender: string | null}>()
+  private readonly pending = new Map<string, ReplayEntry>()
 
   constructor(private readonly opts: ReceiverOptions) {
     this.opener = new EnvelopeOpener({cacheSize: opts.cacheSize, identity: opts.identity, resolveSender: opts.resolveSender})
@@ -77,6 +77,14 @@ export class MessageReceiver {
     } else {
       r = {content_type: null, format, headers: stripMq(d.headers), message_id: d.messageId, payload: d.body, recipients: [], sender: null, timestamp: d.timestamp ?? Date.now(), verified: false}
     }
+    // only a signed timestamp bounds the replay guard: ids older than the window are pruned
+    if (r.verified && this.opts.replay?.tooOld(r.timestamp)) {
+      const replay = this.opts.replay
+      const days = (ms: number): string => `${Math.floor(ms / 86_400_000)} days`
+      throw new PermissionError('E_REPLAY_WINDOW', `Refused message ${r.message_id} from ${r.sender}: signed ${new Date(r.timestamp).toISOString()}, ${days(replay.now() - r.timestamp)} ago, older than the replay window (${days(replay.windowMs)}), so it cannot be told from a replay.`, {
+        hint: 'Try this: if such old messages are expected (a queue left unread), raise e2e.replay_window_ms; otherwise treat it as a replay.',
+      })
+    }
     if (this.pending.has(replayKey(r)) || (this.opts.replay && (await this.opts.replay.seen(r.message_id, r.sender)))) {
       throw new PermissionError('E_REPLAY', `Refused message ${r.message_id}${r.sender ? ` from ${r.sender}` : ''}: ${this.opts.identity.name} already accepted it (replay).`, {
         hint: 'Try this: nothing; a replayed message is dead-lettered, the original was delivered before.',
@@ -87,7 +95,7 @@ export class MessageReceiver {
 
   /** Call once the message is written out; commit() then persists it, before the acks. */
   accepted(r: Received): void {
-    this.pending.set(replayKey(r), {messageId: r.message_id, sender: r.sender})
+    this.pending.set(replayKey(r), {messageId: r.message_id, sender: r.sender, timestamp: r.verified ? r.timestamp : undefined})
   }
 
   /** Persists every accepted id of this batch in one transaction. */
