@@ -15,10 +15,10 @@ export interface CipherMqOptions {
   engine: Engine
   logger: Logger
   maxLine: number
+  /** rights of every CipherMQ client (they are unauthenticated): broker.permissions for identity "ciphermq" */
+  perms?: Permissions
   /** called after a durable publish so the ACK follows the commit */
   afterCommit?: (cb: (err?: Error) => void) => void
-  /** the rights of its (unauthenticated) clients: broker.permissions of the identity "ciphermq" */
-  permissions?: Permissions
 }
 
 const forbidden = (what: string) => new PermissionError('E_FORBIDDEN', `not allowed to ${what} (CipherMQ clients have the rights of the identity "ciphermq" in broker.permissions)`)
@@ -90,13 +90,13 @@ export class CipherMqListener {
     }
     /** message id -> delivery tag, for `ack <message_id>` */
     const byId = new Map<string, number>()
-    const perms = this.opts.permissions ?? ALLOW_ALL
+    const perms = this.opts.perms ?? ALLOW_ALL
     const session: Session = engine.openSession('ciphermq', {
       deliver: (d) => {
         byId.set(d.msg.messageId, d.deliveryTag)
         write(`Message: ${d.msg.messageId} ${envelopeLine(d)}`)
       },
-      writable: () => sock.writableLength < 4 * 1024 * 1024,
+      writable: () => sock.writableLength < 1024 * 1024,
     }, perms)
     sock.on('drain', () => engine.kick(session))
     sock.on('close', () => {

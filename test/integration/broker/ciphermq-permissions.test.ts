@@ -51,7 +51,7 @@ describe('CipherMQ listener permissions', () => {
     engine.declareExchange('payments-ex', 'direct')
     engine.bind('payments', 'payments-ex', 'pay')
     engine.publish('payments-ex', 'pay', Buffer.from('{"message_id":"m1","secret":"x"}'))
-    listener = new CipherMqListener({engine, logger: silentLogger, maxLine: 1 << 20, permissions: resolvePermissions(rules, 'ciphermq')})
+    listener = new CipherMqListener({engine, logger: silentLogger, maxLine: 1 << 20, perms: resolvePermissions(rules, 'ciphermq')})
     port = await listener.listen(0, '127.0.0.1')
   })
   after(async () => {
