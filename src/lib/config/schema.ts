@@ -139,6 +139,8 @@ export const configSchema = z
         key_cache_size: z.number().int().min(1).default(1024),
         publish_window: z.number().int().min(1).max(65_536).default(256),
         accept: z.array(z.enum(['native', 'ciphermq', 'plain'])).min(1).default(['native']),
+        // mq recv refuses signed messages older than this and forgets accepted ids older than this (30 days)
+        replay_window_ms: ms.min(60_000).default(30 * 86_400_000),
       })
       .strict()
       .default({}),
