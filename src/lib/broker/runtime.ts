@@ -2,6 +2,8 @@
  * Assembles a running broker: durable store, engine, the native mutual-TLS server, the HTTPS API
  * with its plugins, the optional CipherMQ listener and CRL hot reload.
  */
+import {join} from 'node:path'
+
 import type {MqHome} from '../config/home.js'
 import type {MqConfig} from '../config/schema.js'
 import {PermissionError, UsageError} from '../errors.js'
@@ -14,7 +16,7 @@ import {Engine} from './engine.js'
 import {loadApiPlugins} from './plugins.js'
 import {type ResolvedPermissions, resolvePermissions} from './permissions.js'
 import {BrokerServer, type KeyDirectory} from './server.js'
-import {DurableStore} from './store.js'
+import {DurableStore, STORE_KEY_FILE} from './store.js'
 
 export interface RunningBroker {
   engine: Engine
@@ -64,7 +66,8 @@ function keyDirectory(home: MqHome, store: DurableStore): KeyDirectory {
 
 export async function startBroker(home: MqHome, config: MqConfig, logger: Logger, opts: {host?: string; port?: number; apiHost?: string; apiPort?: number} = {}): Promise<RunningBroker> {
   const b = config.broker
-  const store = new DurableStore(home.data, b.commit_interval_ms)
+  // message bodies and headers are sealed at rest under secrets/broker.key (created on first start)
+  const store = new DurableStore(home.data, b.commit_interval_ms, {keyFile: join(home.secrets, STORE_KEY_FILE), logger: logger.child('store')})
   const engine = new Engine({deliveryLimit: b.delivery_limit, maxUnacked: b.max_unacked, store})
   engine.start()
   const permsCache = new Map<string, ResolvedPermissions>()

@@ -2,13 +2,15 @@
  * The broker store's writer thread: it owns the only write connection to broker.db and commits
  * each batch it receives in one transaction (synchronous=FULL: one fsync per batch), so disk
  * latency never blocks the broker's event loop. See store.ts for the batching side.
+ * It also seals each message row (headers and body, AES-256-GCM under the store key) as it builds it,
+ * so the encryption cost stays off the event loop and plaintext never reaches broker.db or its WAL.
  */
 import Database from 'better-sqlite3'
 import {parentPort, workerData} from 'node:worker_threads'
 
-import {REC_COUNT, REC_DELETE, REC_INSERT, type WireOp} from './store.js'
+import {REC_COUNT, REC_DELETE, REC_INSERT, type WireOp, rowAad, sealRecord} from './store.js'
 
-const {file, synchronous, role} = workerData as {file: string; synchronous: 'FULL' | 'NORMAL'; role: 'writer' | 'checkpointer'}
+const {file, synchronous, role, key: sealKey, keyId: sealKeyId} = workerData as {file: string; synchronous: 'FULL' | 'NORMAL'; role: 'writer' | 'checkpointer'; key?: Uint8Array; keyId?: number}
 const db = new Database(file)
 db.pragma('journal_mode = WAL')
 db.pragma(`synchronous = ${synchronous}`)
@@ -35,7 +37,19 @@ function startWriter(): void {
   // the checkpointer thread does the work; this is only a fallback if it falls far behind (64 MiB)
   db.pragma('wal_autocheckpoint = 16000')
 
-  const ins = db.prepare('INSERT INTO messages (seq, queue, message_id, exchange, routing_key, headers, body, ts, delivery_count, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?)')
+  if (!sealKey || sealKeyId === undefined) throw new Error('the store writer needs the store key')
+  const storeKey = sealKey
+  const storeKeyId = sealKeyId
+  const insRow = db.prepare('INSERT INTO messages (seq, queue, message_id, exchange, routing_key, headers, body, ts, delivery_count, expires_at, key_id) VALUES (?,?,?,?,?,NULL,?,?,?,?,?)')
+  const empty = new Uint8Array(0)
+  /** every message row is sealed here: headers and body only ever reach the database encrypted */
+  const ins = {
+    run(seq: number, queueName: string, messageId: string, exchange: string, routingKey: string, headers: Uint8Array | string | null, body: Uint8Array, ts: number, count: number, expires: number) {
+      const h = typeof headers === 'string' ? Buffer.from(headers, 'utf8') : (headers ?? empty)
+      const sealed = sealRecord(storeKey, rowAad(storeKeyId, messageId, queueName, exchange, routingKey), h, body)
+      insRow.run(seq, queueName, messageId, exchange, routingKey, sealed, ts, count, expires, storeKeyId)
+    },
+  }
   const del = db.prepare('DELETE FROM messages WHERE seq = ?')
   const cnt = db.prepare('UPDATE messages SET delivery_count = ? WHERE seq = ?')
   const exch = db.prepare('INSERT OR REPLACE INTO exchanges (name, type) VALUES (?, ?)')
@@ -53,6 +67,12 @@ function startWriter(): void {
       p += 4 + n
       return v
     }
+    const bytes = () => {
+      const n = buf.readUInt32LE(p)
+      const v = buf.subarray(p + 4, p + 4 + n)
+      p += 4 + n
+      return v
+    }
     while (p < buf.length) {
       const kind = buf[p++]
       const seq = buf.readDoubleLE(p)
@@ -62,13 +82,13 @@ function startWriter(): void {
         const messageId = str()
         const exchange = str()
         const routingKey = str()
-        const headers = str()
+        const headers = bytes()
         const ts = buf.readDoubleLE(p)
         const count = buf.readUInt32LE(p + 8)
         const expires = buf.readDoubleLE(p + 12)
         const len = buf.readUInt32LE(p + 20)
         p += 24
-        ins.run(seq, queueName, messageId, exchange, routingKey, headers || null, buf.subarray(p, p + len), ts, count, expires)
+        ins.run(seq, queueName, messageId, exchange, routingKey, headers, buf.subarray(p, p + len), ts, count, expires)
         p += len
       } else if (kind === REC_DELETE) {
         del.run(seq)

@@ -5,14 +5,142 @@
  * commits (one transaction, one fsync) the next one gathers, so under load each fsync covers many
  * publishes and acks, and disk latency never blocks the event loop. Publishers are confirmed only
  * after their group has committed. better-sqlite3 is used directly: this is the hot path.
+ *
+ * At rest, message bodies and headers are sealed with AES-256-GCM under $MQ_HOME/secrets/broker.key
+ * (see sealRecord/openRecord): the writer thread encrypts as it builds rows, so plaintext never
+ * reaches broker.db or its WAL, and recovery decrypts on load.
  */
 import Database from 'better-sqlite3'
+import {createCipheriv, createDecipheriv, createHash, randomBytes, randomFillSync} from 'node:crypto'
+import {existsSync, readFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {Worker} from 'node:worker_threads'
 
-import {UnavailableError} from '../errors.js'
-import {ensurePrivateDir} from '../util/fs.js'
+import {ConfigError, DataError, UnavailableError} from '../errors.js'
+import type {Logger} from '../log.js'
+import {assertPrivateFile, ensurePrivateDir, writeSecretFile} from '../util/fs.js'
 import type {ExchangeType, Message} from './engine.js'
+
+// ---- encryption at rest -------------------------------------------------------------------------
+
+/** File name of the store key under $MQ_HOME/secrets. */
+export const STORE_KEY_FILE = 'broker.key'
+const KEY_BYTES = 32
+export const NONCE_BYTES = 12
+export const TAG_BYTES = 16
+
+/**
+ * The key id stored with each row (messages.key_id): a 32-bit fingerprint of the key, so a row sealed
+ * under another key is recognised as such (and, once rotation exists, finds its key) instead of
+ * failing as "tampered". NULL marks a legacy row written before encryption at rest (plaintext).
+ */
+export function storeKeyId(key: Uint8Array): number {
+  return createHash('sha256').update('mq broker store key id\0').update(key).digest().readUInt32BE(0)
+}
+
+/**
+ * Loads $MQ_HOME/secrets/broker.key, creating it (32 random bytes, 0600 in a 0700 directory) when it
+ * does not exist and `create` allows it. A key file others can read is refused (E_KEY_PERMISSIONS).
+ */
+export function loadStoreKey(file: string, create: boolean): Buffer {
+  if (existsSync(file)) {
+    assertPrivateFile(file)
+    const key = readFileSync(file)
+    if (key.length !== KEY_BYTES) {
+      throw new DataError('E_STORE_KEY', `${file} is not a store key: ${key.length} bytes, expected ${KEY_BYTES}`, {
+        hint: 'Try this: restore the broker.key that belongs to this broker.db from backup',
+      })
+    }
+    return key
+  }
+  if (!create) {
+    throw new ConfigError('E_STORE_KEY_MISSING', `${file} is missing, but broker.db holds messages encrypted under it`, {
+      hint: 'Try this: restore secrets/broker.key from backup (a new key cannot read those messages); to discard them, move data/broker.db away',
+    })
+  }
+  const key = randomBytes(KEY_BYTES)
+  writeSecretFile(file, key)
+  return key
+}
+
+/**
+ * Associated data of a sealed row: the key id and the row's immutable identity (message id, queue,
+ * exchange, routing key), so a ciphertext copied into another row, queue or message fails to open.
+ */
+export function rowAad(keyId: number, messageId: string, queue: string, exchange: string, routingKey: string): Buffer {
+  const parts = [messageId, queue, exchange, routingKey]
+  let n = 8 + 4
+  for (const x of parts) n += 4 + Buffer.byteLength(x)
+  const b = Buffer.allocUnsafe(n)
+  b.write('mqstore1', 0, 'latin1')
+  b.writeUInt32LE(keyId, 8)
+  let p = 12
+  for (const x of parts) {
+    const len = b.write(x, p + 4, 'utf8')
+    b.writeUInt32LE(len, p)
+    p += 4 + len
+  }
+  return b
+}
+
+/** random nonces drawn in bulk: one getrandom call per 512 rows instead of one per row */
+const noncePool = Buffer.allocUnsafe(NONCE_BYTES * 512)
+let noncePos = noncePool.length
+
+/**
+ * Seals a row's headers and body: nonce(12) | AES-256-GCM(u32 headers length, headers JSON, body) | tag(16).
+ * Headers live inside the ciphertext too; the headers column stays NULL for sealed rows.
+ */
+export function sealRecord(key: Uint8Array, aad: Uint8Array, headers: Uint8Array, body: Uint8Array): Buffer {
+  if (noncePos === noncePool.length) {
+    randomFillSync(noncePool)
+    noncePos = 0
+  }
+  const out = Buffer.allocUnsafe(NONCE_BYTES + 4 + headers.length + body.length + TAG_BYTES)
+  noncePool.copy(out, 0, noncePos, noncePos + NONCE_BYTES)
+  noncePos += NONCE_BYTES
+  const c = createCipheriv('aes-256-gcm', key, out.subarray(0, NONCE_BYTES), {authTagLength: TAG_BYTES})
+  c.setAAD(aad)
+  const len = Buffer.allocUnsafe(4)
+  len.writeUInt32LE(headers.length)
+  // GCM is a stream mode: update() returns exactly as many bytes as it is given
+  let p = NONCE_BYTES
+  for (const part of [len, headers, body]) {
+    if (part.length === 0) continue
+    p += c.update(part).copy(out, p)
+  }
+  p += c.final().copy(out, p)
+  c.getAuthTag().copy(out, p)
+  return out
+}
+
+/** Opens a sealed row; throws if it was altered, moved to another row, or sealed under another key. */
+export function openRecord(key: Uint8Array, aad: Uint8Array, sealed: Buffer): {headers: string; body: Buffer} {
+  if (sealed.length < NONCE_BYTES + 4 + TAG_BYTES) throw new Error(`sealed row too short (${sealed.length} bytes)`)
+  const d = createDecipheriv('aes-256-gcm', key, sealed.subarray(0, NONCE_BYTES), {authTagLength: TAG_BYTES})
+  d.setAAD(aad)
+  d.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES))
+  const plain = Buffer.concat([d.update(sealed.subarray(NONCE_BYTES, sealed.length - TAG_BYTES)), d.final()])
+  const hl = plain.readUInt32LE(0)
+  if (4 + hl > plain.length) throw new Error('sealed row has a bad headers length')
+  return {body: plain.subarray(4 + hl), headers: plain.toString('utf8', 4, 4 + hl)}
+}
+
+/** A stored message that recovery could not decrypt: skipped (not delivered), left in broker.db. */
+export interface UnreadableMessage {
+  seq: number
+  messageId: string
+  queue: string
+  reason: string
+}
+
+export interface StoreOptions {
+  /** the store key, normally join(home.secrets, STORE_KEY_FILE); created on first start */
+  keyFile: string
+  synchronous?: 'FULL' | 'NORMAL'
+  /** where recovery reports undecryptable and legacy plaintext rows */
+  logger?: Logger
+}
 
 export interface StoredMessage {
   queue: string
@@ -126,7 +254,9 @@ CREATE TABLE IF NOT EXISTS exchanges (name TEXT PRIMARY KEY, type TEXT NOT NULL)
 CREATE TABLE IF NOT EXISTS queues (name TEXT PRIMARY KEY, dead_letter TEXT, ttl_ms INTEGER, max_length INTEGER);
 CREATE TABLE IF NOT EXISTS bindings (exchange TEXT NOT NULL, queue TEXT NOT NULL, routing_key TEXT NOT NULL, PRIMARY KEY (exchange, queue, routing_key));
 CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY, queue TEXT NOT NULL, message_id TEXT NOT NULL, exchange TEXT NOT NULL,
-  routing_key TEXT NOT NULL, headers TEXT, body BLOB NOT NULL, ts INTEGER NOT NULL, delivery_count INTEGER NOT NULL DEFAULT 0, expires_at INTEGER NOT NULL DEFAULT 0);
+  routing_key TEXT NOT NULL, headers TEXT, body BLOB NOT NULL, ts INTEGER NOT NULL, delivery_count INTEGER NOT NULL DEFAULT 0, expires_at INTEGER NOT NULL DEFAULT 0,
+  key_id INTEGER);
+-- key_id: see storeKeyId; NULL = legacy plaintext row (body and headers as given)
 -- no index on queue: it would double the cost of every insert and delete on the hot path, and only
 -- deleting a whole queue (rare) needs it
 DROP INDEX IF EXISTS messages_queue;
@@ -149,24 +279,44 @@ export class DurableStore {
   private readonly worker: Worker
   private readonly checkpointer: Worker
   private failure?: Error
+  private readonly key: Buffer
+  readonly keyId: number
+  private readonly logger?: Logger
+  /** rows the last loadMessages() could not decrypt (also logged) */
+  unreadable: UnreadableMessage[] = []
+  /** legacy plaintext rows the last loadMessages() found (written before encryption at rest) */
+  legacyPlaintext = 0
   commits = 0
 
   constructor(
     dataDir: string,
-    private readonly commitIntervalMs = 2,
-    opts: {synchronous?: 'FULL' | 'NORMAL'} = {},
+    private readonly commitIntervalMs: number,
+    opts: StoreOptions,
   ) {
     ensurePrivateDir(dataDir)
     this.file = join(dataDir, 'broker.db')
+    this.logger = opts.logger
     try {
       this.db = new Database(this.file)
       this.db.pragma('journal_mode = WAL')
       this.db.exec(SCHEMA)
+      // stores from before encryption at rest: add the column; their rows stay readable as legacy plaintext
+      const cols = this.db.prepare('PRAGMA table_info(messages)').all() as {name: string}[]
+      if (!cols.some((c) => c.name === 'key_id')) this.db.exec('ALTER TABLE messages ADD COLUMN key_id INTEGER')
     } catch (error) {
       throw new UnavailableError('E_STORE_OPEN', `cannot open the broker store ${this.file}: ${(error as Error).message}`, {hint: 'Try this: check the permissions of $MQ_HOME/data', cause: error})
     }
+    try {
+      // never mint a fresh key over rows sealed under a lost one: they would all become unreadable
+      const sealed = this.db.prepare('SELECT 1 FROM messages WHERE key_id IS NOT NULL LIMIT 1').get() !== undefined
+      this.key = loadStoreKey(opts.keyFile, !sealed)
+    } catch (error) {
+      this.db.close()
+      throw error
+    }
+    this.keyId = storeKeyId(this.key)
     const sync = opts.synchronous ?? 'FULL'
-    this.worker = new Worker(new URL('./store-worker.js', import.meta.url), {workerData: {file: this.file, role: 'writer', synchronous: sync}})
+    this.worker = new Worker(new URL('./store-worker.js', import.meta.url), {workerData: {file: this.file, key: this.key, keyId: this.keyId, role: 'writer', synchronous: sync}})
     this.worker.unref()
     this.checkpointer = new Worker(new URL('./store-worker.js', import.meta.url), {workerData: {file: this.file, role: 'checkpointer', synchronous: sync}})
     this.checkpointer.unref()
@@ -325,8 +475,15 @@ export class DurableStore {
     return {bindings, exchanges, queues}
   }
 
+  /**
+   * Recovery: every stored message, decrypted. A row that cannot be decrypted (altered, or sealed under
+   * another key) is skipped: logged with its message id and queue, recorded in `unreadable`, never
+   * delivered, and left in broker.db untouched so restoring the right key brings it back.
+   */
   *loadMessages(): Generator<StoredMessage> {
-    const rows = this.db.prepare('SELECT seq, queue, message_id, exchange, routing_key, headers, body, ts, delivery_count, expires_at FROM messages ORDER BY seq').iterate() as Iterable<{
+    this.unreadable = []
+    this.legacyPlaintext = 0
+    const rows = this.db.prepare('SELECT seq, queue, message_id, exchange, routing_key, headers, body, ts, delivery_count, expires_at, key_id FROM messages ORDER BY seq').iterate() as Iterable<{
       seq: number
       queue: string
       message_id: string
@@ -337,20 +494,51 @@ export class DurableStore {
       ts: number
       delivery_count: number
       expires_at: number
+      key_id: number | null
     }>
     for (const r of rows) {
+      let body = r.body
+      let headers = r.headers
+      if (r.key_id === null) this.legacyPlaintext++
+      else {
+        let reason: string | undefined
+        if (r.key_id !== this.keyId) reason = `sealed under key id ${r.key_id}, but secrets/${STORE_KEY_FILE} has key id ${this.keyId}`
+        else {
+          try {
+            const o = openRecord(this.key, rowAad(r.key_id, r.message_id, r.queue, r.exchange, r.routing_key), r.body)
+            body = o.body
+            headers = o.headers
+          } catch (error) {
+            reason = `authentication failed, the row was altered or moved (${(error as Error).message})`
+          }
+        }
+        if (reason !== undefined) {
+          const u = {messageId: r.message_id, queue: r.queue, reason, seq: r.seq}
+          this.unreadable.push(u)
+          this.logger?.error('stored message cannot be decrypted: skipped, not delivered (left in broker.db)', {...u})
+          continue
+        }
+      }
       yield {
-        body: r.body,
+        body,
         deliveryCount: r.delivery_count,
         exchange: r.exchange,
         expiresAt: r.expires_at,
-        headers: r.headers ? JSON.parse(r.headers) : {},
+        headers: headers ? JSON.parse(headers) : {},
         messageId: r.message_id,
         queue: r.queue,
         routingKey: r.routing_key,
         seq: r.seq,
         timestamp: r.ts,
       }
+    }
+    if (this.unreadable.length > 0) {
+      this.logger?.error(`${this.unreadable.length} stored message(s) could not be decrypted and were skipped`, {
+        hint: `Try this: if secrets/${STORE_KEY_FILE} was replaced, restore the original and restart; otherwise delete the queue to drop them`,
+      })
+    }
+    if (this.legacyPlaintext > 0) {
+      this.logger?.warn(`${this.legacyPlaintext} message(s) stored before encryption at rest are still plaintext in broker.db until consumed`)
     }
   }
 

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import {join} from 'node:path'
 import {test} from 'node:test'
 
 import {Engine} from '../../../src/lib/broker/engine.js'
@@ -8,7 +9,7 @@ import {tempHome} from '../../helpers/home.js'
 test('durable queues, bindings and messages (headers, binary, unicode, delivery counts) survive a reopen; acked ones do not', async () => {
   const h = tempHome()
   try {
-    const store = new DurableStore(h.dir, 0)
+    const store = new DurableStore(join(h.dir, 'data'), 0, {keyFile: join(h.dir, 'secrets', 'broker.key')})
     const e = new Engine({store})
     e.declareExchange('ex', 'topic')
     e.declareQueue('q.u', {deadLetter: 'q.dlq', durable: true, maxLength: 100, ttlMs: 3_600_000})
@@ -27,7 +28,7 @@ test('durable queues, bindings and messages (headers, binary, unicode, delivery 
     await store.flush()
     await store.close()
 
-    const store2 = new DurableStore(h.dir, 0)
+    const store2 = new DurableStore(join(h.dir, 'data'), 0, {keyFile: join(h.dir, 'secrets', 'broker.key')})
     const e2 = new Engine({store: store2})
     assert.deepEqual(e2.listQueues().map((q) => q.name), ['default_queue', 'q.dlq', 'q.u'])
     const q = e2.queues.get('q.u')!
