@@ -1,9 +1,13 @@
 import assert from 'node:assert/strict'
+import {chmodSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {test} from 'node:test'
 
+import Database from 'better-sqlite3'
+
 import {Engine} from '../../../src/lib/broker/engine.js'
-import {DurableStore} from '../../../src/lib/broker/store.js'
+import {DurableStore, storeKeyId} from '../../../src/lib/broker/store.js'
+import type {MqError} from '../../../src/lib/errors.js'
 import {tempHome} from '../../helpers/home.js'
 
 test('durable queues, bindings and messages (headers, binary, unicode, delivery counts) survive a reopen; acked ones do not', async () => {
@@ -45,6 +49,82 @@ test('durable queues, bindings and messages (headers, binary, unicode, delivery 
     assert.equal(e2.get(s2, 'q.u')!.msg.body.toString(), 'routed')
     assert.equal(e2.get(s2, 'q.u'), null)
     await store2.close()
+  } finally {
+    h.cleanup()
+  }
+})
+
+test('a broker.db from before encryption at rest (no key_id column, plaintext rows) still loads; new rows are sealed', async () => {
+  const h = tempHome()
+  try {
+    const dataDir = join(h.dir, 'data')
+    mkdirSync(dataDir, {mode: 0o700})
+    const old = new Database(join(dataDir, 'broker.db'))
+    old.exec(`CREATE TABLE queues (name TEXT PRIMARY KEY, dead_letter TEXT, ttl_ms INTEGER, max_length INTEGER);
+      CREATE TABLE messages (seq INTEGER PRIMARY KEY, queue TEXT NOT NULL, message_id TEXT NOT NULL, exchange TEXT NOT NULL,
+      routing_key TEXT NOT NULL, headers TEXT, body BLOB NOT NULL, ts INTEGER NOT NULL, delivery_count INTEGER NOT NULL DEFAULT 0, expires_at INTEGER NOT NULL DEFAULT 0);`)
+    old.prepare("INSERT INTO queues (name) VALUES ('q')").run()
+    old.prepare("INSERT INTO messages (seq, queue, message_id, exchange, routing_key, headers, body, ts) VALUES (7, 'q', 'legacy-1', '', 'q', ?, ?, 1)").run('{"a":"b"}', Buffer.from('old plaintext'))
+    old.close()
+    const keyFile = join(h.dir, 'secrets', 'broker.key')
+    const store = new DurableStore(dataDir, 0, {keyFile})
+    const e = new Engine({store})
+    assert.equal(store.legacyPlaintext, 1)
+    const s = e.openSession('c', {deliver: () => {}, writable: () => true})
+    const got = e.get(s, 'q')!
+    assert.equal(got.msg.messageId, 'legacy-1')
+    assert.equal(got.msg.body.toString(), 'old plaintext')
+    assert.deepEqual(got.msg.headers, {a: 'b'})
+    e.publish('', 'q', Buffer.from('new one'), {messageId: 'new-1'})
+    await store.close()
+    const db = new Database(join(dataDir, 'broker.db'))
+    const row = db.prepare("SELECT headers, body, key_id FROM messages WHERE message_id = 'new-1'").get() as {headers: string | null; body: Buffer; key_id: number}
+    db.close()
+    assert.equal(row.headers, null)
+    assert.equal(row.key_id, storeKeyId(readFileSync(keyFile)))
+    assert.ok(!row.body.includes('new one'))
+  } finally {
+    h.cleanup()
+  }
+})
+
+test('the store key: a looser mode is refused; a missing key is not silently replaced while sealed rows exist; rows under another key are skipped', async () => {
+  const h = tempHome()
+  try {
+    const dataDir = join(h.dir, 'data')
+    const keyFile = join(h.dir, 'secrets', 'broker.key')
+    const store = new DurableStore(dataDir, 0, {keyFile})
+    const e = new Engine({store})
+    e.declareQueue('q', {durable: true})
+    e.publish('', 'q', Buffer.from('sealed'), {messageId: 'm-1'})
+    await store.close()
+    assert.equal(statSync(keyFile).mode & 0o777, 0o600)
+
+    chmodSync(keyFile, 0o644)
+    assert.throws(() => new DurableStore(dataDir, 0, {keyFile}), (err: MqError) => err.code === 'E_KEY_PERMISSIONS')
+    chmodSync(keyFile, 0o600)
+
+    const saved = readFileSync(keyFile)
+    rmSync(keyFile)
+    assert.throws(() => new DurableStore(dataDir, 0, {keyFile}), (err: MqError) => err.code === 'E_STORE_KEY_MISSING')
+    assert.ok(!existsSync(keyFile), 'no new key was minted')
+
+    // another key (e.g. a replaced broker.key): the row is reported and skipped, not delivered, and kept
+    writeFileSync(keyFile, Buffer.alloc(32, 7), {mode: 0o600})
+    const other = new DurableStore(dataDir, 0, {keyFile})
+    const e2 = new Engine({store: other})
+    assert.equal(e2.queues.get('q')!.ready.length, 0)
+    assert.deepEqual(other.unreadable.map((u) => [u.messageId, u.queue]), [['m-1', 'q']])
+    assert.match(other.unreadable[0]!.reason, /key id/)
+    await other.close()
+
+    // the original key brings it back
+    writeFileSync(keyFile, saved, {mode: 0o600})
+    const back = new DurableStore(dataDir, 0, {keyFile})
+    const e3 = new Engine({store: back})
+    const s = e3.openSession('c', {deliver: () => {}, writable: () => true})
+    assert.equal(e3.get(s, 'q')!.msg.body.toString(), 'sealed')
+    await back.close()
   } finally {
     h.cleanup()
   }
