@@ -57,6 +57,7 @@ function startWriter(): void {
   const bind = db.prepare('INSERT OR IGNORE INTO bindings (exchange, queue, routing_key) VALUES (?,?,?)')
   const dq = [db.prepare('DELETE FROM queues WHERE name = ?'), db.prepare('DELETE FROM bindings WHERE queue = ?'), db.prepare('DELETE FROM messages WHERE queue = ?')]
   const key = db.prepare('INSERT OR REPLACE INTO keys (name, enc_cert, sign_cert, updated_at) VALUES (?,?,?,?)')
+  const resealRow = db.prepare('UPDATE messages SET headers = NULL, body = ?, key_id = ? WHERE seq = ? AND key_id IS NULL')
 
   function applyPacked(view: Uint8Array): void {
     const buf = Buffer.from(view.buffer, view.byteOffset, view.byteLength)
@@ -130,6 +131,11 @@ function startWriter(): void {
         case 'k':
           key.run(op[1], op[2], op[3], Date.now())
           break
+        case 'R': {
+          const h = op[6] ? Buffer.from(op[6], 'utf8') : empty
+          resealRow.run(sealRecord(storeKey, rowAad(storeKeyId, op[3], op[2], op[4], op[5]), h, op[7]), storeKeyId, op[1])
+          break
+        }
       }
     }
   })
@@ -140,11 +146,17 @@ function startWriter(): void {
       parentPort!.postMessage({closed: true})
       return
     }
+    // resealing legacy plaintext rows: zero the plaintext's old cells instead of leaving it in free
+    // space (off otherwise: sealed rows need no scrubbing, and it costs every delete)
+    const scrub = msg.ops.some((op) => !(op instanceof Uint8Array) && op[0] === 'R')
     try {
+      if (scrub) db.pragma('secure_delete = ON')
       apply(msg.ops)
       parentPort!.postMessage({id: msg.id})
     } catch (error) {
       parentPort!.postMessage({error: (error as Error).message, id: msg.id})
+    } finally {
+      if (scrub) db.pragma('secure_delete = OFF')
     }
   })
 }

@@ -178,6 +178,8 @@ export type WireOp =
   | ['b', string, string, string]
   | ['D', string]
   | ['k', string, string, string]
+  /** reseal a legacy plaintext row: seq, queue, message_id, exchange, routing_key, headers, body */
+  | ['R', number, string, string, string, string, string | null, Uint8Array]
 
 /** Record kinds in a packed message run (see packMessages / store-worker.ts). */
 export const REC_INSERT = 1
@@ -284,7 +286,7 @@ export class DurableStore {
   private readonly logger?: Logger
   /** rows the last loadMessages() could not decrypt (also logged) */
   unreadable: UnreadableMessage[] = []
-  /** legacy plaintext rows the last loadMessages() found (written before encryption at rest) */
+  /** legacy plaintext rows the last loadMessages() found (written before encryption at rest; resealed) */
   legacyPlaintext = 0
   commits = 0
 
@@ -499,7 +501,11 @@ export class DurableStore {
     for (const r of rows) {
       let body = r.body
       let headers = r.headers
-      if (r.key_id === null) this.legacyPlaintext++
+      if (r.key_id === null) {
+        // a row from before encryption at rest: delivered as is, and resealed in place by the writer
+        this.legacyPlaintext++
+        this.enqueue({op: ['R', r.seq, r.queue, r.message_id, r.exchange, r.routing_key, r.headers, r.body], t: 'wire'})
+      }
       else {
         let reason: string | undefined
         if (r.key_id !== this.keyId) reason = `sealed under key id ${r.key_id}, but secrets/${STORE_KEY_FILE} has key id ${this.keyId}`
@@ -538,7 +544,7 @@ export class DurableStore {
       })
     }
     if (this.legacyPlaintext > 0) {
-      this.logger?.warn(`${this.legacyPlaintext} message(s) stored before encryption at rest are still plaintext in broker.db until consumed`)
+      this.logger?.warn(`${this.legacyPlaintext} message(s) stored before encryption at rest were plaintext in broker.db; resealing them now`)
     }
   }
 

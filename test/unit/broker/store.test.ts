@@ -54,7 +54,7 @@ test('durable queues, bindings and messages (headers, binary, unicode, delivery 
   }
 })
 
-test('a broker.db from before encryption at rest (no key_id column, plaintext rows) still loads; new rows are sealed', async () => {
+test('a broker.db from before encryption at rest (no key_id column, plaintext rows) still loads and is resealed in place; new rows are sealed', async () => {
   const h = tempHome()
   try {
     const dataDir = join(h.dir, 'data')
@@ -83,6 +83,25 @@ test('a broker.db from before encryption at rest (no key_id column, plaintext ro
     assert.equal(row.headers, null)
     assert.equal(row.key_id, storeKeyId(readFileSync(keyFile)))
     assert.ok(!row.body.includes('new one'))
+    // the legacy row was resealed in place: its plaintext is gone from the file (without the reseal it stays)
+    const db2 = new Database(join(dataDir, 'broker.db'))
+    const legacy = db2.prepare("SELECT headers, key_id FROM messages WHERE message_id = 'legacy-1'").get() as {headers: string | null; key_id: number | null}
+    db2.close()
+    assert.equal(legacy.headers, null)
+    assert.equal(legacy.key_id, row.key_id)
+    const raw = readFileSync(join(dataDir, 'broker.db'))
+    assert.ok(raw.includes('legacy-1'), 'the check sees the row')
+    assert.ok(!raw.includes('old plaintext') && !raw.includes('{"a":"b"}'), 'legacy plaintext scrubbed from broker.db')
+    // and it still loads
+    const store2 = new DurableStore(dataDir, 0, {keyFile})
+    const e2 = new Engine({store: store2})
+    assert.equal(store2.legacyPlaintext, 0)
+    const s2 = e2.openSession('c', {deliver: () => {}, writable: () => true})
+    const again = e2.get(s2, 'q')!
+    assert.equal(again.msg.messageId, 'legacy-1')
+    assert.equal(again.msg.body.toString(), 'old plaintext')
+    assert.deepEqual(again.msg.headers, {a: 'b'})
+    await store2.close()
   } finally {
     h.cleanup()
   }
