@@ -119,13 +119,19 @@ export function headerArgs(headers: Record<string, string> | undefined, into: Re
   }
 }
 
+/** Bodies up to this size get their whole buffer at once; bigger ones start here and grow as bytes arrive. */
+const BODY_START = 64 * 1024
+
 /**
  * Incremental decoder. The body length is checked against maxPayload as soon as the header line
- * arrives, before a single body byte is buffered; bodies are copied into one preallocated buffer.
+ * arrives, before a single body byte is buffered. A big body's buffer starts small and doubles
+ * (capped at the announced length) as bytes arrive: memory follows the bytes actually received,
+ * never the length a client merely claims, and a completed body is handed over without a copy.
  */
 export class FrameParser {
   private head: Buffer = EMPTY
-  private body: Buffer | null = null
+  private body: Buffer = EMPTY
+  private bodyLen = 0
   private bodyFill = 0
   private pending: Omit<Frame, 'body'> | null = null
   /** a non-fatal error of the pending frame, reported once its body has been skipped */
@@ -142,7 +148,12 @@ export class FrameParser {
 
   /** length of the body being received (0 = none) */
   get bodyPending(): number {
-    return this.body ? this.body.length : 0
+    return this.pending ? this.bodyLen : 0
+  }
+
+  /** bytes currently allocated for the pending body */
+  get bodyAllocated(): number {
+    return this.body.length
   }
 
   /** counts bodies started, so a watchdog can tell one long body from many short ones */
@@ -155,18 +166,22 @@ export class FrameParser {
     let off = 0
     while (off < chunk.length) {
       if (this.pending) {
-        const need = this.body!.length - this.bodyFill
-        const n = Math.min(need, chunk.length - off)
-        chunk.copy(this.body!, this.bodyFill, off, off + n)
+        const n = Math.min(this.bodyLen - this.bodyFill, chunk.length - off)
+        if (this.bodyFill + n > this.body.length) {
+          const grown = Buffer.allocUnsafe(Math.min(this.bodyLen, Math.max(this.bodyFill + n, this.body.length * 2)))
+          this.body.copy(grown, 0, 0, this.bodyFill)
+          this.body = grown
+        }
+        chunk.copy(this.body, this.bodyFill, off, off + n)
         this.bodyFill += n
         off += n
-        if (this.bodyFill === this.body!.length) {
+        if (this.bodyFill === this.bodyLen) {
           const f = this.pending as Frame
-          f.body = this.body!
+          f.body = this.body
           const err = this.pendingError
           this.pending = null
           this.pendingError = null
-          this.body = null
+          this.body = EMPTY
           if (err) onError(err)
           else onFrame(f)
         }
@@ -199,8 +214,9 @@ export class FrameParser {
       this.pending = parsed.frame
       this.pendingError = parsed.error
       this.bodySeq++
-      this.body = Buffer.allocUnsafe(parsed.len)
+      this.bodyLen = parsed.len
       this.bodyFill = 0
+      this.body = Buffer.allocUnsafe(Math.min(parsed.len, BODY_START))
     }
   }
 

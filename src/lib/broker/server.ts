@@ -18,6 +18,8 @@ export interface ServerLimits {
   heartbeatMs: number
   handshakeTimeoutMs: number
   maxUnconfirmed: number
+  /** sessions beyond this are refused with E_TOO_MANY_CONNECTIONS (default 1024) */
+  maxConnections?: number
 }
 
 export interface KeyDirectory {
@@ -41,13 +43,19 @@ export interface BrokerServerOptions {
 
 /** Output bytes beyond which we stop pushing deliveries and stop reading requests. */
 const OUT_HIGH_WATER = 1024 * 1024
+/** Raw sockets (TLS handshakes in flight) allowed beyond maxConnections before the kernel-level cap drops them silently. */
+const HANDSHAKE_SLACK = 64
 
 export class BrokerServer {
   readonly server: net.Server
   readonly connections = new Set<Connection>()
   private connSeq = 1
+  private readonly maxConnections: number
+  private refused = 0
+  private refusedLoggedAt = 0
 
   constructor(readonly opts: BrokerServerOptions) {
+    this.maxConnections = opts.limits.maxConnections ?? 1024
     if (opts.tls) {
       // noDelay on the raw TCP socket: small confirms must not wait for Nagle + delayed ACKs
       this.server = tls.createServer({...opts.tls, handshakeTimeout: opts.limits.handshakeTimeoutMs || 120_000, noDelay: true}, (s) => this.accept(s))
@@ -58,7 +66,21 @@ export class BrokerServer {
     } else {
       this.server = net.createServer({noDelay: true}, (s) => this.accept(s))
     }
+    // a hard cap on raw sockets, so handshakes cannot pile up either; past maxConnections but within the
+    // slack a client still completes TLS and is told why it is refused
+    this.server.maxConnections = this.maxConnections + HANDSHAKE_SLACK
+    this.server.on('drop', () => this.noteRefused())
     this.server.on('error', (err) => opts.logger.error('server error', {error: err}))
+  }
+
+  /** Logs refusals at most once a second, with how many there were, so a flood cannot flood the log. */
+  private noteRefused(): void {
+    this.refused++
+    const now = Date.now()
+    if (now - this.refusedLoggedAt < 1000) return
+    this.refusedLoggedAt = now
+    this.opts.logger.warn('connection refused: broker.max_connections reached', {max_connections: this.maxConnections, refused: this.refused})
+    this.refused = 0
   }
 
   listen(port: number, host: string): Promise<number> {
@@ -108,6 +130,12 @@ export class BrokerServer {
         sock.destroy()
         return
       }
+    }
+    if (this.connections.size >= this.maxConnections) {
+      this.noteRefused()
+      sock.end(encodeFrame('ERR', 0, {code: 'E_TOO_MANY_CONNECTIONS', hint: 'Try this: retry later, close idle connections, or raise broker.max_connections', message: `the broker already has ${this.connections.size} connections (broker.max_connections)`}))
+      setTimeout(() => sock.destroy(), 1000).unref()
+      return
     }
     const c = new Connection(this, sock, this.connSeq++, identity, serial, !this.opts.tls)
     this.connections.add(c)
