@@ -133,7 +133,7 @@ export class FrameParser {
   private body: Buffer = EMPTY
   private bodyLen = 0
   private bodyFill = 0
-  private pending: Omit<Frame, 'body'> | null = null
+  private pending: Frame | null = null
   /** a non-fatal error of the pending frame, reported once its body has been skipped */
   private pendingError: FrameError | null = null
   /** true while a frame has started but not completed (for slow-drip detection) */
@@ -176,7 +176,7 @@ export class FrameParser {
         this.bodyFill += n
         off += n
         if (this.bodyFill === this.bodyLen) {
-          const f = this.pending as Frame
+          const f = this.pending
           f.body = this.body
           const err = this.pendingError
           this.pending = null
@@ -195,32 +195,42 @@ export class FrameParser {
         this.head = this.head.length ? Buffer.concat([this.head, chunk.subarray(off)]) : Buffer.from(chunk.subarray(off))
         return
       }
-      let lineBuf = chunk.subarray(off, nl)
+      let line: string
       if (this.head.length) {
-        lineBuf = Buffer.concat([this.head, lineBuf])
+        const lineBuf = Buffer.concat([this.head, chunk.subarray(off, nl)])
         this.head = EMPTY
+        if (lineBuf.length > MAX_HEADER_LINE) throw new FrameError('E_FRAME_MALFORMED', `header line longer than ${MAX_HEADER_LINE} bytes`, true)
+        line = lineBuf.toString('utf8')
+      } else {
+        if (nl - off > MAX_HEADER_LINE) throw new FrameError('E_FRAME_MALFORMED', `header line longer than ${MAX_HEADER_LINE} bytes`, true)
+        // decoded straight from the chunk: no Buffer view per frame
+        line = chunk.toString('utf8', off, nl)
       }
       off = nl + 1
-      if (lineBuf.length > MAX_HEADER_LINE) throw new FrameError('E_FRAME_MALFORMED', `header line longer than ${MAX_HEADER_LINE} bytes`, true)
-      let line = lineBuf.toString('utf8')
       if (line.endsWith('\r')) line = line.slice(0, -1)
       if (line.trim() === '') continue // blank lines are allowed between frames (hand typing)
-      const parsed = this.parseHeader(line)
-      if (parsed.len === 0) {
-        if (parsed.error) onError(parsed.error)
-        else onFrame({...parsed.frame, body: EMPTY})
+      const frame = this.parseHeader(line)
+      const len = this.parsedLen
+      if (len === 0) {
+        if (this.parsedError) onError(this.parsedError)
+        else onFrame(frame)
         continue
       }
-      this.pending = parsed.frame
-      this.pendingError = parsed.error
+      this.pending = frame
+      this.pendingError = this.parsedError
       this.bodySeq++
-      this.bodyLen = parsed.len
+      this.bodyLen = len
       this.bodyFill = 0
-      this.body = Buffer.allocUnsafe(Math.min(parsed.len, BODY_START))
+      this.body = Buffer.allocUnsafe(Math.min(len, BODY_START))
     }
   }
 
-  private parseHeader(line: string): {frame: Omit<Frame, 'body'>; len: number; error: FrameError | null} {
+  /** body length and non-fatal error of the frame parseHeader just returned (fields, not a result object per frame) */
+  private parsedLen = 0
+  private parsedError: FrameError | null = null
+
+  /** Parses a header line into a frame with an empty body; sets parsedLen and parsedError. */
+  private parseHeader(line: string): Frame {
     // hand-rolled single pass: this runs once per frame on both ends, so no split/regex/arrays here
     const n = line.length
     let p = 0
@@ -276,7 +286,9 @@ export class FrameParser {
       }
       p = q
     }
-    return {error, frame: {args, id, verb}, len}
+    this.parsedLen = len
+    this.parsedError = error
+    return {args, body: EMPTY, id, verb}
   }
 }
 
