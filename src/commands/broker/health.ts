@@ -16,7 +16,7 @@ export default class BrokerHealth extends MqCommand<typeof BrokerHealth> {
   static description = `Health of a running broker (GET /health of its HTTPS API): engine, records store (SQL ping and latency),
 Redis (once the ingest pipeline uses the broker), CRL freshness. Exit 0 when ok or degraded (a warning on stderr), 69 when failing or unreachable.`
   static examples = ['<%= config.bin %> broker health', '<%= config.bin %> broker health --json', '<%= config.bin %> broker health --api https://10.0.0.5:5701']
-  static flags = {...apiFlags}
+  static flags = {api: apiFlags.api}
 
   async run(): Promise<HealthReport> {
     const {report, url} = await fetchBrokerHealth(this.home, this.mqConfig(), this.flags)

@@ -4,7 +4,6 @@
  * broken); the overall status is the worst of them, and only "failing" answers HTTP 503.
  */
 import {existsSync, readFileSync} from 'node:fs'
-import {join} from 'node:path'
 import type {ConnectionOptions} from 'node:tls'
 
 import * as x509 from '@peculiar/x509'
@@ -13,7 +12,6 @@ import type {MqHome} from '../config/home.js'
 import type {MqConfig} from '../config/schema.js'
 import {ConfigError, UnavailableError} from '../errors.js'
 import {ApiClient} from '../http/client.js'
-import {clientTlsOptions} from '../pki/index.js'
 
 export const HEALTH_STATUSES = ['ok', 'degraded', 'failing'] as const
 export type HealthStatus = (typeof HEALTH_STATUSES)[number]
@@ -79,17 +77,18 @@ export function crlHealth(home: MqHome, now = Date.now()): HealthComponent {
 }
 
 /**
- * GET /health of a broker's HTTPS API, as `mq broker health` reads it. The route is anonymous, so
- * the identity's certificate is presented when it exists and the CA alone is enough otherwise.
- * Throws UnavailableError (exit 69) when the broker does not answer.
+ * GET /health of a broker's HTTPS API, as `mq broker health` reads it. The route is anonymous and
+ * read-only, so no client certificate is presented and the broker is checked against our CA
+ * without the CRL: the health check must still work when an expired CRL makes every mutual-TLS
+ * handshake fail, since that is one of the things it reports. Throws UnavailableError (exit 69)
+ * when the broker does not answer.
  */
-export async function fetchBrokerHealth(home: MqHome, config: MqConfig, flags: {api?: string; identity?: string} = {}): Promise<{url: string; http: number; report: HealthReport}> {
-  const identity = flags.identity ?? config.client.identity
+export async function fetchBrokerHealth(home: MqHome, config: MqConfig, flags: {api?: string} = {}): Promise<{url: string; http: number; report: HealthReport}> {
   const url = flags.api ?? config.client.api
-  let tlsOpts: ConnectionOptions
-  if (existsSync(join(home.issued, `${identity}.crt`))) tlsOpts = clientTlsOptions(home, identity)
-  else if (existsSync(home.caCert)) tlsOpts = {ca: readFileSync(home.caCert)}
-  else throw new ConfigError('E_NO_CA', `There is no CA certificate at ${home.caCert} to check the broker against.`, {hint: 'Try this: mq broker start (creates a development CA) or --home the broker\'s MQ_HOME.'})
+  if (!existsSync(home.caCert)) {
+    throw new ConfigError('E_NO_CA', `There is no CA certificate at ${home.caCert} to check the broker against.`, {hint: "Try this: mq broker start (creates a development CA) or --home the broker's MQ_HOME."})
+  }
+  const tlsOpts: ConnectionOptions = {ca: readFileSync(home.caCert)}
   const client = new ApiClient(url, tlsOpts, config.client.timeout_ms, 1)
   try {
     const r = await client.request<HealthReport>('GET', '/health')
