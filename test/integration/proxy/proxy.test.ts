@@ -178,8 +178,14 @@ describe('mq proxy (mutual TLS ingest into Redis)', () => {
   it('answers 503 fast when the broker is down, enqueuing nothing', async () => {
     const keys = pipelineKeys(config)
     const before = await redis.xlen(keys.stream)
-    await api.close()
     const bob = clientTlsOptions(home, 'bob') as {cert: Buffer; key: Buffer; ca: Buffer}
+    const up = await post(port, bob, '', {}, '/api/v1/health', 'GET')
+    assert.equal(up.status, 200)
+    assert.equal(up.body.status, 'ok')
+    assert.equal(up.body.components.redis.reachable, true)
+    assert.equal(up.body.components.broker.reachable, true)
+    assert.equal(up.body.components.broker.status, 'ok')
+    await api.close()
     const r = await post(port, bob, msg)
     assert.equal(r.status, 503)
     assert.equal(r.body.error.code, 'E_BROKER_UNAVAILABLE')
