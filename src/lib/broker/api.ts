@@ -18,6 +18,8 @@ import type {Engine} from './engine.js'
 import {type HealthComponent, type HealthReport, crlHealth, healthHttpStatus, worst} from './health.js'
 import type {ResolvedPermissions} from './permissions.js'
 
+const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'])
+
 interface CompiledRoute {
   route: ApiRoute
   re: RegExp
@@ -226,7 +228,9 @@ export class ApiServer {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     let route = 'other'
-    res.once('finish', () => this.requests.inc({method: req.method ?? 'GET', route, status: String(res.statusCode)}))
+    // labels stay bounded whatever a client sends: unknown paths are "other", odd methods too
+    const m = req.method ?? 'GET'
+    res.once('finish', () => this.requests.inc({method: KNOWN_METHODS.has(m) ? m : 'other', route, status: String(res.statusCode)}))
     const url = new URL(req.url ?? '/', 'https://broker')
     const method = req.method ?? 'GET'
     let match: {c: CompiledRoute; params: Record<string, string>} | undefined

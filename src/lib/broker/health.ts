@@ -42,6 +42,8 @@ export function worst(statuses: HealthStatus[]): HealthStatus {
 export const healthHttpStatus = (s: HealthStatus): number => (s === 'failing' ? 503 : 200)
 
 const HOUR = 3_600_000
+// relative to MQ_HOME: /health answers anonymous callers, so no absolute paths
+const CRL_FILE = 'pki/crl.pem'
 
 /**
  * Freshness of pki/crl.pem. TLS peers (the broker, proxies, workers, clients) check certificates
@@ -52,16 +54,16 @@ const HOUR = 3_600_000
 export function crlHealth(home: MqHome, now = Date.now()): HealthComponent {
   const republish = 'Try this: mq cert crl (republishes pki/crl.pem; servers reload it without a restart).'
   if (!existsSync(home.crl)) {
-    return {hint: `Try this: mq cert crl; without ${home.crl} revoked certificates are not refused.`, path: home.crl, status: 'degraded'}
+    return {file: CRL_FILE, hint: `Try this: mq cert crl; without ${CRL_FILE} revoked certificates are not refused.`, status: 'degraded'}
   }
   let crl: x509.X509Crl
   try {
     crl = new x509.X509Crl(readFileSync(home.crl, 'utf8').replace(/X509 CRL/g, 'CRL'))
   } catch (error) {
-    return {error: `cannot parse the CRL: ${(error as Error).message}`, hint: republish, path: home.crl, status: 'failing'}
+    return {error: `cannot parse the CRL: ${(error as Error).message}`, file: CRL_FILE, hint: republish, status: 'failing'}
   }
   const thisUpdate = crl.thisUpdate.getTime()
-  const base = {path: home.crl, revoked: crl.entries.length, this_update: crl.thisUpdate.toISOString()}
+  const base = {file: CRL_FILE, revoked: crl.entries.length, this_update: crl.thisUpdate.toISOString()}
   if (!crl.nextUpdate) return {...base, next_update: null, status: 'ok'}
   const next = crl.nextUpdate.getTime()
   const left = next - now
