@@ -91,6 +91,7 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
   const api = new ApiServer({
     connections: () => server.connections.size,
     engine,
+    home,
     isRevoked,
     logger: logger.child('api'),
     maxBody: b.max_payload,

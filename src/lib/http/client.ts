@@ -86,6 +86,9 @@ export function responseError(r: JsonResponse): MqError {
 }
 
 function unavailable(base: URL, e: Error): UnavailableError {
+  if (/CRL has expired/i.test(e.message)) {
+    return new UnavailableError('E_CRL_EXPIRED', `TLS with ${base.host} failed: ${e.message}`, {cause: e, hint: 'Try this: mq cert crl (republishes pki/crl.pem); until then TLS clients and servers refuse handshakes.'})
+  }
   const tlsRefused = /certificate|alert|handshake|SSL/i.test(e.message)
   if (tlsRefused) {
     return new PermissionError('E_TLS', `${base.host} refused our TLS client certificate or we refused its: ${e.message}`, {
