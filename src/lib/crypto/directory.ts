@@ -12,7 +12,7 @@ import {existsSync, readFileSync} from 'node:fs'
 import {join} from 'node:path'
 
 import type {MqHome} from '../config/home.js'
-import {MqError, UnavailableError, UsageError} from '../errors.js'
+import {ExitCode, MqError, UnavailableError, UsageError} from '../errors.js'
 import {type E2eIdentity, identityFiles, loadIdentity, verifyIdentityCerts} from '../pki/index.js'
 import {ensureDir, writeFileAtomic} from '../util/fs.js'
 import {type SenderResolver, spkiSha256} from './envelope.js'
@@ -153,7 +153,7 @@ export function loadOwnIdentity(home: MqHome, name: string, flag: string): E2eId
     return loadIdentity(home, name, {withPrivate: true}) as E2eIdentity & {encPrivateKey: KeyObject; signPrivateKey: KeyObject}
   } catch (error) {
     if (error instanceof MqError && error.code === 'E_IDENTITY_NOT_FOUND') {
-      throw new MqError(error.code, error.message, {hint: `Try this: pass ${flag} NAME for an identity you hold (mq keygen NAME), or --identity NAME when it is also your TLS identity.`})
+      throw new MqError(error.code, error.message, {exit: ExitCode.NOPERM, hint: `Try this: pass ${flag} NAME for an identity you hold (mq keygen NAME), or --identity NAME when it is also your TLS identity.`})
     }
     throw error
   }
