@@ -10,10 +10,7 @@ import {RelayStore} from '../../lib/relay/store.js'
 export default class RelayStart extends MqCommand<typeof RelayStart> {
   static description = `Run the relay: a MessageU-compatible store-and-forward server for end-to-end encrypted messages and files
 
-Speaks protocol versions 1 and 2 (MessageU, exact or 1024-padded framing) and mq's version 3.
-Port: --port, else relay.port, else ./myport.info, else 1357. Users and undelivered messages
-live in the store (store.url: SQLite $MQ_HOME/data/relay.db by default, or MySQL); file
-contents stream to $MQ_HOME/data/relay-files/. The relay never sees plaintext.`
+Speaks protocol versions 1 and 2 (MessageU, exact or 1024-padded framing) and mq's version 3. Port: --port, else relay.port, else ./myport.info, else 1357. Users and undelivered messages live in the store (store.url: SQLite $MQ_HOME/data/relay.db by default, or MySQL); file contents stream to $MQ_HOME/data/relay-files/. The relay never sees plaintext.`
 
   static examples = ['<%= config.bin %> relay start', '<%= config.bin %> relay start --port 1357 --host 0.0.0.0']
 
