@@ -40,7 +40,9 @@ export function parseAddress(text: string, source: string): RelayAddress {
   const m = /^\s*(?:\[([^\]]+)\]|([^:\s]+)):(\d{1,5})\s*$/.exec(text)
   const port = m ? Number(m[3]) : 0
   if (!m || port < 1 || port > 65_535) {
-    throw new ConfigError('E_RELAY_ADDRESS', `${source} holds ${JSON.stringify(text.trim())}, not HOST:PORT.`, {hint: 'Try this: --relay 127.0.0.1:1357'})
+    // a flag value is a usage error (2), like --broker; a config, env or server.info value is a config error (78)
+    const E = source === '--relay' ? UsageError : ConfigError
+    throw new E('E_RELAY_ADDRESS', `${source} holds ${JSON.stringify(text.trim())}, not HOST:PORT.`, {hint: 'Try this: --relay 127.0.0.1:1357'})
   }
   return {host: m[1] ?? m[2], port}
 }

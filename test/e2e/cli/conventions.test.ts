@@ -96,6 +96,19 @@ describe('CLI conventions', () => {
     }
   })
 
+  test('a bad address: exit 2 from a flag, 78 from the environment, for --broker and --relay alike', async () => {
+    const flag = await runCli(['queue', 'list', '--broker', 'xx:yy'], {home: withCa.dir})
+    assert.equal(flag.code, 2, flag.stderr)
+    const env = await runCli(['queue', 'list', '--json'], {env: {MQ_BROKER: 'xx:yy'}, home: withCa.dir})
+    assert.equal(env.code, 78, env.stdout)
+    assert.deepEqual(JSON.parse(env.stdout).error, {code: 'E_BAD_ADDRESS', exit: 78, hint: 'Try this: export MQ_BROKER=127.0.0.1:5700', message: 'MQ_BROKER: broker address "xx:yy" is not HOST:PORT'})
+    const rflag = await runCli(['relay', 'users', '--relay', 'zz'], {home: fresh.dir})
+    assert.equal(rflag.code, 2, rflag.stderr)
+    assert.match(rflag.stderr, /--relay holds "zz", not HOST:PORT/)
+    const renv = await runCli(['relay', 'users'], {env: {MQ_RELAY: 'zz'}, home: fresh.dir})
+    assert.equal(renv.code, 78, renv.stderr)
+  })
+
   test('empty lists print nothing on stdout (a note on stderr)', async () => {
     const r = await runCli(['cert', 'list', '--type', 'e2e-enc'], {home: withCa.dir})
     assert.equal(r.code, 0)
