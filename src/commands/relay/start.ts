@@ -60,13 +60,14 @@ Speaks protocol versions 1 and 2 (MessageU, exact or 1024-padded framing) and mq
       crlWatcher.on('change', () => server.updateTls(pki.serverTlsOptions(this.home, cfg.relay.tls.identity)))
       crlWatcher.start()
     }
+    // handlers before "relay listening": a supervisor that signals as soon as it reads that line gets a clean shutdown
+    const stopped = new Promise<void>((resolve) => {
+      process.once('SIGINT', () => resolve())
+      process.once('SIGTERM', () => resolve())
+    })
     const counts = await store.counts()
     log.info('relay listening', {host: this.flags.host ?? cfg.relay.host, messages: counts.messages, port: server.port, port_source: source, store: store.label, tls_port: tlsOptions ? server.tlsPort : undefined, users: counts.users})
-    await new Promise<void>((resolve) => {
-      const stop = () => resolve()
-      process.once('SIGINT', stop)
-      process.once('SIGTERM', stop)
-    })
+    await stopped
     log.info('relay stopping')
     crlWatcher?.stop()
     await server.stop()
