@@ -1,5 +1,7 @@
 import {Flags} from '@oclif/core'
-import {closeSync, fsyncSync, openSync, writeSync} from 'node:fs'
+import {generateKeyPairSync} from 'node:crypto'
+import {closeSync, existsSync, fsyncSync, openSync, writeSync} from 'node:fs'
+import {join} from 'node:path'
 
 import type {Delivery} from '../lib/broker/client.js'
 import {connectBroker} from '../lib/broker/connect.js'
@@ -55,8 +57,12 @@ Exit status: 0 when done; 75 when --timeout passed with nothing received (or few
     const idleTimeoutMs = f.timeout
     const count = f.follow ? undefined : (f.count ?? 1)
     const tlsIdentity = f.identity ?? process.env.MQ_IDENTITY ?? config.client.identity
-    const me = loadOwnIdentity(this.home, checkIdentityName(f.as ?? tlsIdentity), '--as')
     const accept = f.accept ?? config.e2e.accept
+    const meName = checkIdentityName(f.as ?? tlsIdentity)
+    // plaintext only (--accept plain): nothing is decrypted, so no end-to-end identity is needed;
+    // the opener still wants a key, so it gets a throwaway one that never opens anything
+    const plainOnly = accept.every((a) => a === 'plain') && !existsSync(join(this.home.keys, `${meName}.key`))
+    const me = plainOnly ? {encPrivateKey: generateKeyPairSync('ec', {namedCurve: 'P-256'}).privateKey, name: meName} : loadOwnIdentity(this.home, meName, '--as')
     if (f.lines && (this.jsonEnabled() || f.out)) throw new UsageError('E_FLAGS', '--lines applies to raw output only.', {hint: 'Try this: drop --lines with --json or --out.'})
 
     const sink = new OutputSink(this.jsonEnabled() ? 'json' : f.out ? 'none' : 'raw', f.lines, f.out)
