@@ -118,6 +118,19 @@ describe('CLI conventions', () => {
     assert.deepEqual(JSON.parse(j.stdout), [])
   })
 
+  test('an unknown or mistyped command: exit 2, a suggestion, {"error"} with --json', async () => {
+    const typo = await runCli(['queue', 'lst'])
+    assert.equal(typo.code, 2)
+    assert.equal(typo.stdout, '')
+    assert.equal(typo.stderr, 'Error: "mq queue lst" is not an mq command.\nTry this: mq queue list (or mq queue --help for the list)\n')
+    const j = await runCli(['frobnicate', '--json'])
+    assert.equal(j.code, 2)
+    assert.deepEqual(JSON.parse(j.stdout).error, {code: 'E_UNKNOWN_COMMAND', exit: 2, hint: 'Try this: mq --help for the list of commands.', message: '"mq frobnicate" is not an mq command.'})
+    const extra = await runCli(['config', 'show', 'extra'], {home: fresh.dir})
+    assert.equal(extra.code, 2)
+    assert.match(extra.stderr, /^Error: Unexpected argument: extra \(mq config show takes no arguments\)\.\nTry this: mq config show --help\n$/)
+  })
+
   test('help: every topic has its own description and paragraphs wrap to the terminal', async () => {
     const top = await runCli(['--help'])
     assert.match(top.stdout, /^ {2}keys +Publish and fetch end-to-end identities/m)
