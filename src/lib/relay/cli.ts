@@ -29,6 +29,7 @@ export function suiteFromFlag(compat: string | undefined): Suite {
 export async function relayClientFor(home: MqHome, cfg: MqConfig, flags: {relay?: string; compat?: string; tls?: boolean; identity?: string; timeout?: number}, logger: Logger, opts: {register?: boolean} = {}): Promise<RelayClient> {
   const keyring = new RelayKeyring(home)
   let useTls = flags.tls
+  let identity = flags.identity ?? cfg.client.identity
   let {address, source} = resolveRelayAddress(flags.relay, cfg.client.relay)
   if (!opts.register && keyring.exists()) {
     const me = keyring.identity()
@@ -37,12 +38,13 @@ export async function relayClientFor(home: MqHome, cfg: MqConfig, flags: {relay?
         hint: 'Try this: drop --compat (the identity decides), or use another --home registered with --compat messageu.',
       })
     }
+    // --identity / MQ_IDENTITY win; else the certificate this identity registered with
+    if (flags.identity === undefined && process.env.MQ_IDENTITY === undefined && me.tlsIdentity) identity = me.tlsIdentity
     if (source === 'default' && me.relay) {
       address = parseAddress(me.relay, 'relay/me.json')
       useTls ??= me.tls
     }
   }
   logger.debug('relay address', {host: address.host, port: address.port, source})
-  const identity = flags.identity ?? cfg.client.identity
-  return new RelayClient(home, address, {logger, timeoutMs: flags.timeout ?? cfg.client.timeout_ms, tls: useTls ? (await import('../pki/index.js')).clientTlsOptions(home, identity) : undefined})
+  return new RelayClient(home, address, {logger, timeoutMs: flags.timeout ?? cfg.client.timeout_ms, tls: useTls ? (await import('../pki/index.js')).clientTlsOptions(home, identity) : undefined, tlsIdentity: identity})
 }

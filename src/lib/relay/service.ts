@@ -95,7 +95,7 @@ export class RelayClient {
   constructor(
     home: MqHome,
     readonly address: RelayAddress,
-    private readonly opts: {timeoutMs?: number; logger?: Logger; tls?: import('node:tls').ConnectionOptions} = {},
+    private readonly opts: {timeoutMs?: number; logger?: Logger; tls?: import('node:tls').ConnectionOptions; tlsIdentity?: string} = {},
   ) {
     this.keyring = new RelayKeyring(home)
   }
@@ -136,7 +136,7 @@ export class RelayClient {
       throw error
     }
     if (id.length !== 16) throw new MqError('E_RELAY_PROTOCOL', `The relay returned a ${id.length}-byte client id.`, {hint: 'Try this: check the relay.'})
-    this.keyring.saveIdentity({clientId: id, name, privateKey, publicKeyDer, relay: `${this.address.host}:${this.address.port}`, suite, tls: this.opts.tls !== undefined})
+    this.keyring.saveIdentity({clientId: id, name, privateKey, publicKeyDer, relay: `${this.address.host}:${this.address.port}`, suite, tls: this.opts.tls !== undefined, tlsIdentity: this.opts.tls === undefined ? undefined : this.opts.tlsIdentity})
     return {clientId: id.toString('hex'), fingerprint: keyFingerprint(publicKeyDer), name, protocol: version, suite}
   }
 
