@@ -140,7 +140,7 @@ export async function publishIdentity(home: MqHome, directory: KeyDirectory, nam
   checkIdentityName(name)
   const f = identityFiles(home, name)
   if (!existsSync(f.encCert) || !existsSync(f.signCert)) {
-    throw new MqError('E_IDENTITY_NOT_FOUND', `No end-to-end identity named ${name} in ${home.keys}.`, {hint: `Try this: mq keygen ${name}`})
+    throw new MqError('E_IDENTITY_NOT_FOUND', `No end-to-end identity named ${JSON.stringify(name)} in ${home.keys}.`, {exit: ExitCode.NOPERM, hint: `Try this: mq keygen ${name}`})
   }
   const id = verifyIdentityCerts(home, name, readFileSync(f.encCert, 'utf8'), readFileSync(f.signCert, 'utf8'))
   await directory.putKey(name, id.encCertPem, id.signCertPem)

@@ -65,6 +65,9 @@ describe('CLI conventions', () => {
     const s = await runCli(['send', '--queue', 'q', '--to', 'bob', '--identity', 'nobody', 'hi', '--json'], {home: withCa.dir})
     assert.equal(s.code, 77, s.stdout)
     assert.equal(JSON.parse(s.stdout).error.code, 'E_IDENTITY_NOT_FOUND')
+    const p = await runCli(['keys', 'publish', 'nobody', '--broker', `127.0.0.1:${port}`], {home: withCa.dir})
+    assert.equal(p.code, 77, p.stderr)
+    assert.match(p.stderr, /No end-to-end identity named "nobody"/)
     // the relay client takes the same --identity (and --timeout) for its TLS connection
     const r = await runCli(['relay', 'users', '--tls', '--identity', 'nobody', '--timeout', '2s', '--relay', `127.0.0.1:${port}`, '--json'], {home: withCa.dir})
     assert.equal(r.code, 77, r.stdout + r.stderr)
