@@ -89,7 +89,10 @@ export abstract class MqCommand<T extends typeof Command> extends Command {
     } else if (err instanceof Errors.CLIError || (err.oclif && typeof err.oclif.exit === 'number')) {
       // oclif's own parse errors: exit 2 for usage
       const exit = (err.oclif?.exit ?? ExitCode.USAGE) as MqError['exit']
-      const text = cleanParseMessage(err.message.replace(/^Error: /, '').replace(/^The following errors? occurred:\s*/, ''))
+      let text = cleanParseMessage(err.message.replace(/^Error: /, '').replace(/^The following errors? occurred:\s*/, ''))
+      // oclif adds a note about every multi-value flag a command has, even ones not given: keep it only when relevant
+      const note = /\n\nNote: ((?:--[\w-]+(?:, )?)+) allows? multiple values[\s\S]*$/.exec(text)
+      if (note && !note[1].split(', ').some((flag) => this.argv.some((a) => a === flag || a.startsWith(flag + '=')))) text = text.slice(0, note.index)
       mqErr = new MqError('E_USAGE', text.trim(), {exit, hint: `Try this: mq ${this.id?.replaceAll(':', ' ') ?? ''} --help`.trimEnd()})
     } else if ((err as NodeJS.ErrnoException).code === 'EACCES' || (err as NodeJS.ErrnoException).code === 'EPERM') {
       mqErr = new MqError('E_PERMISSION', err.message, {exit: ExitCode.NOPERM, hint: 'Try this: check the ownership and mode of that path, or use another --home.'})

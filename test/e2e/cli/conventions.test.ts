@@ -51,6 +51,11 @@ describe('CLI conventions', () => {
     const j = await runCli(['recv', '--queue', 'q', '--timeout', 'soon', '--json'], {home: withCa.dir})
     assert.equal(j.code, 2)
     assert.deepEqual(JSON.parse(j.stdout).error, {code: 'E_DURATION', exit: 2, hint: 'Try this: --timeout 500ms, 10s, 2m or 1h (a bare number is milliseconds).', message: '--timeout: "soon" is not a duration.'})
+    // a missing argument is not buried under oclif's note about --san, which the user did not give
+    const m = await runCli(['cert', 'issue', '--type', 'client'], {home: fresh.dir})
+    assert.equal(m.code, 2)
+    assert.match(m.stderr, /^Error: Missing 1 required arg:\nname {2}certificate name/)
+    assert.doesNotMatch(m.stderr, /Note:|multiple values/)
     const p = await runCli(['broker', 'start', '--port', '99999'], {home: fresh.dir})
     assert.equal(p.code, 2)
     assert.match(p.stderr, /^Error: --port: Expected an integer less than or equal to 65535/)
