@@ -29,7 +29,9 @@ export default class Recv extends MqCommand<typeof Recv> {
 
 Prints each payload raw on stdout (default), or one JSON object per line with --json. A message that fails to decrypt or verify, comes in a format not accepted, or repeats a message id this identity already accepted (replay) is rejected with the reason (the broker moves it to the queue's dead-letter queue, when the queue has one: mq queue declare Q --dead-letter Q.dlq) and reported on stderr, never printed. A message is acked only after it was written. Without --count or --follow, one message is received.
 
-Exit status: 0 when done; 75 when --timeout passed with nothing received (or fewer than --count); 65 when only rejected messages arrived.`
+A failure to check a message that says nothing about the message itself (the broker's key directory unavailable, a local key file that cannot be read, a missing CA certificate) is temporary: the message goes back to the queue, the reason is reported on stderr, and recv finishes the messages in hand and exits 75; run it again once the cause is fixed.
+
+Exit status: 0 when done; 75 when a message could not be checked now (it stays queued), or --timeout passed with nothing received (or fewer than --count); 65 when only rejected messages arrived.`
 
   static examples = [
     '<%= config.bin %> recv --queue orders --identity bob',
@@ -66,7 +68,7 @@ Exit status: 0 when done; 75 when --timeout passed with nothing received (or few
     if (f.lines && (this.jsonEnabled() || f.out)) throw new UsageError('E_FLAGS', '--lines applies to raw output only.', {hint: 'Try this: drop --lines with --json or --out.'})
 
     const sink = new OutputSink(this.jsonEnabled() ? 'json' : f.out ? 'none' : 'raw', f.lines, f.out)
-    const replay = await ReplayGuard.open(this.home, me.name)
+    const replay = await ReplayGuard.open(this.home, me.name, {windowMs: config.e2e.replay_window_ms})
     const ac = new AbortController()
     const onSignal = (): void => ac.abort()
     process.once('SIGINT', onSignal)
@@ -80,17 +82,23 @@ Exit status: 0 when done; 75 when --timeout passed with nothing received (or few
           cacheSize: config.e2e.key_cache_size,
           identity: {encPrivateKey: me.encPrivateKey!, name: me.name},
           replay,
-          resolveSender: new IdentityResolver(this.home, client).senderResolver(),
+          resolveSender: new IdentityResolver(this.home, client, (m) => this.logger.warn(m)).senderResolver(),
         })
         const result = await receiveLoop<Delivery>(client, receiver, sink, {
           count,
           idleTimeoutMs,
-          onReject: (d, err) => this.reportReject(d, err),
+          onDefer: (d, err) => this.report('deferred', d, err),
+          onReject: (d, err) => this.report('rejected', d, err),
           prefetch: Math.min(f.prefetch ?? 256, count ?? Number.POSITIVE_INFINITY),
           queue: f.queue,
           signal: ac.signal,
         })
         if (result.rejected > 0) this.note(`mq recv: ${result.accepted} message(s) accepted, ${result.rejected} rejected (dead-lettered)`)
+        if (result.deferred > 0) {
+          throw new TempFailError('E_RECV_TEMPFAIL', `${result.deferred} message(s) could not be checked now and went back to ${f.queue} (requeued, not rejected); ${result.accepted} accepted.`, {
+            hint: 'Try this: fix the cause reported above and run mq recv again; the messages are still queued.',
+          })
+        }
         if (result.stoppedBy === 'timeout' && result.accepted === 0) {
           if (result.rejected > 0) throw new DataError('E_RECV_REJECTED', `Only rejected messages arrived on ${f.queue} (${result.rejected}).`, {hint: "Try this: see the reasons above; the messages went to the queue's dead-letter queue, if it has one."})
           throw new TempFailError('E_RECV_TIMEOUT', `No message arrived on ${f.queue} within ${formatDuration(f.timeout ?? 0)}.`, {hint: 'Try this: a longer --timeout, or check that senders publish to this queue.'})
@@ -111,12 +119,14 @@ Exit status: 0 when done; 75 when --timeout passed with nothing received (or few
     }
   }
 
-  private reportReject(d: Delivery, err: unknown): void {
+  private report(what: 'rejected' | 'deferred', d: Delivery, err: unknown): void {
     const code = err instanceof MqError ? err.code : 'E_INTERNAL'
     if (this.jsonEnabled()) {
-      process.stderr.write(JSON.stringify({rejected: {code, delivery_tag: d.deliveryTag, message_id: d.messageId, queue: d.queue, reason: reasonOf(err)}}) + '\n')
-    } else {
+      process.stderr.write(JSON.stringify({[what]: {code, delivery_tag: d.deliveryTag, message_id: d.messageId, queue: d.queue, reason: reasonOf(err)}}) + '\n')
+    } else if (what === 'rejected') {
       this.note(`mq recv: rejected message ${d.messageId} from ${d.queue}: ${reasonOf(err)}`)
+    } else {
+      this.note(`mq recv: could not check message ${d.messageId} now, it goes back to ${d.queue}: ${reasonOf(err)}`)
     }
   }
 }

@@ -40,3 +40,21 @@ test('an unknown flag is a usage error (exit 2)', async () => {
   assert.equal(r.code, 2)
   assert.match(r.stderr, /no-such-flag/)
 })
+
+test('mq config show never prints the passwords in store and redis URLs', async () => {
+  const h = tempHome()
+  try {
+    const env = {MQ_REDIS_URL: 'redis://:r3dis-Pa55@127.0.0.1:6379/0', MQ_STORE_URL: 'mysql://mq:My5ql-Pa55@127.0.0.1:3306/mq'}
+    const j = await runCli(['config', 'show', '--json'], {env, home: h.dir})
+    assert.equal(j.code, 0, j.stderr)
+    const out = JSON.parse(j.stdout)
+    assert.equal(out.store.url, 'mysql://mq:***@127.0.0.1:3306/mq')
+    assert.equal(out.redis.url, 'redis://:***@127.0.0.1:6379/0')
+    const t = await runCli(['config', 'show'], {env, home: h.dir})
+    assert.equal(t.code, 0, t.stderr)
+    assert.match(t.stdout, /mysql:\/\/mq:\*\*\*@127\.0\.0\.1:3306\/mq/)
+    for (const r of [j, t]) assert.doesNotMatch(r.stdout + r.stderr, /Pa55/)
+  } finally {
+    h.cleanup()
+  }
+})

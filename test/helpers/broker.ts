@@ -16,7 +16,7 @@ export interface BrokerProcess {
   /** everything the broker wrote to stderr so far */
   log(): string
   /** a client over mutual TLS with pki/issued/<identity> (default admin) */
-  connect(identity?: string, opts?: {timeoutMs?: number}): Promise<BrokerClient>
+  connect(identity?: string, opts?: {timeoutMs?: number; batchConfirms?: boolean}): Promise<BrokerClient>
   /** env for runCli() against this broker */
   cliEnv(): NodeJS.ProcessEnv
   /** SIGKILL, as a crash would */
@@ -72,7 +72,7 @@ export async function spawnBroker(opts: {home?: string; env?: NodeJS.ProcessEnv;
     ciphermqPort,
     cliEnv: () => ({MQ_BROKER: `127.0.0.1:${port}`, MQ_HOME: home}),
     connect: (identity = 'admin', o = {}) =>
-      BrokerClient.connect({host: '127.0.0.1', port, timeoutMs: o.timeoutMs ?? 15_000, tls: {...clientTlsOptions(new MqHome(home), identity), checkServerIdentity: () => undefined}}),
+      BrokerClient.connect({batchConfirms: o.batchConfirms, host: '127.0.0.1', port, timeoutMs: o.timeoutMs ?? 15_000, tls: {...clientTlsOptions(new MqHome(home), identity), checkServerIdentity: () => undefined}}),
     home,
     async kill9() {
       proc.kill('SIGKILL')

@@ -49,7 +49,7 @@ Without a reachable broker it starts a private one in a temp home.`
     if (p.target === 'nats') return natsTarget(p.url)
     const config = this.mqConfig()
     const home = p.home ? new MqHome(p.home) : this.home
-    return mqTarget(() => connectBroker(home, config, {broker: p.url, identity: p.identity, timeoutMs: this.flags.timeout}))
+    return mqTarget(() => connectBroker(home, config, {batchConfirms: true, broker: p.url, identity: p.identity, timeoutMs: this.flags.timeout}))
   }
 
   async run(): Promise<unknown> {

@@ -1,4 +1,5 @@
 import {MqCommand} from '../../lib/cli/base-command.js'
+import {redactConfig} from '../../lib/config/redact.js'
 import {stringify} from 'yaml'
 
 export default class ConfigShow extends MqCommand<typeof ConfigShow> {
@@ -7,7 +8,8 @@ export default class ConfigShow extends MqCommand<typeof ConfigShow> {
 
   async run(): Promise<Record<string, unknown>> {
     const config = this.mqConfig()
-    const out = {home: this.home.root, ...config}
+    // store/redis URLs may carry passwords: never print them
+    const out = {home: this.home.root, ...redactConfig(config)}
     if (!this.jsonEnabled()) this.out(stringify(out))
     return out
   }

@@ -18,7 +18,7 @@ export default class QueueDeclare extends MqCommand<typeof QueueDeclare> {
 
   async run(): Promise<{queue: string; durable: boolean}> {
     const f = this.flags
-    await withBroker(this.home, this.mqConfig(), f, (c) => c.declareQueue(this.args.name, {deadLetter: f['dead-letter'], durable: f.durable, maxLength: f['max-length'], ttlMs: f.ttl}))
+    await withBroker(this.home, this.mqConfig(), f, (c) => c.declareQueue(this.args.name, {deadLetter: f['dead-letter'], durable: f.durable || undefined, maxLength: f['max-length'], ttlMs: f.ttl}))
     if (!this.jsonEnabled()) this.out(`queue ${this.args.name} declared${f.durable ? ' (durable)' : ''}`)
     return {durable: f.durable, queue: this.args.name}
   }

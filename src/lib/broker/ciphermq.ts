@@ -8,15 +8,20 @@ import net from 'node:net'
 
 import {errorText} from '../errors.js'
 import type {Logger} from '../log.js'
-import type {DeliveryOut, Engine, Session} from './engine.js'
+import {PermissionError} from '../errors.js'
+import {ALLOW_ALL, type DeliveryOut, type Engine, type Permissions, type Session} from './engine.js'
 
 export interface CipherMqOptions {
   engine: Engine
   logger: Logger
   maxLine: number
+  /** rights of every CipherMQ client (they are unauthenticated): broker.permissions for identity "ciphermq" */
+  perms?: Permissions
   /** called after a durable publish so the ACK follows the commit */
   afterCommit?: (cb: (err?: Error) => void) => void
 }
+
+const forbidden = (what: string) => new PermissionError('E_FORBIDDEN', `not allowed to ${what} (CipherMQ clients have the rights of the identity "ciphermq" in broker.permissions)`)
 
 function envelopeLine(d: DeliveryOut): string {
   const text = d.msg.body.toString('utf8')
@@ -85,13 +90,14 @@ export class CipherMqListener {
     }
     /** message id -> delivery tag, for `ack <message_id>` */
     const byId = new Map<string, number>()
+    const perms = this.opts.perms ?? ALLOW_ALL
     const session: Session = engine.openSession('ciphermq', {
       deliver: (d) => {
         byId.set(d.msg.messageId, d.deliveryTag)
         write(`Message: ${d.msg.messageId} ${envelopeLine(d)}`)
       },
-      writable: () => sock.writableLength < 4 * 1024 * 1024,
-    })
+      writable: () => sock.writableLength < 1024 * 1024,
+    }, perms)
     sock.on('drain', () => engine.kick(session))
     sock.on('close', () => {
       this.socks.delete(sock)
@@ -140,16 +146,19 @@ export class CipherMqListener {
     switch (cmd) {
       case 'declare_queue':
         if (!parts[1]) throw new Error('usage: declare_queue <queue>')
+        if (!s.perms.admin && !s.perms.canConsume(parts[1])) throw forbidden(`declare queue ${parts[1]}`)
         engine.declareQueue(parts[1])
         send('Queue declared')
         return
       case 'declare_exchange':
         if (!parts[1]) throw new Error('usage: declare_exchange <exchange>')
+        if (!s.perms.admin && !s.perms.canPublish(parts[1])) throw forbidden(`declare exchange ${parts[1]}`)
         engine.declareExchange(parts[1], 'direct')
         send('Exchange declared')
         return
       case 'bind':
         if (parts.length < 4) throw new Error('usage: bind <queue> <exchange> <routing_key>')
+        if (!s.perms.admin && !(s.perms.canConsume(parts[1]) && s.perms.canPublish(parts[2]))) throw forbidden(`bind ${parts[1]} to ${parts[2]}`)
         engine.bind(parts[1], parts[2], parts[3])
         send('Queue bound')
         return
@@ -157,7 +166,7 @@ export class CipherMqListener {
         if (parts.length < 4) throw new Error('usage: publish <exchange> <routing_key> <json>')
         const json = rest(3)
         const env = this.envelope(json)
-        const r = engine.publish(parts[1], parts[2], Buffer.from(json), {messageId: env.message_id})
+        const r = engine.publish(parts[1], parts[2], Buffer.from(json), {messageId: env.message_id}, s.perms)
         later(r.durable, () => [`ACK ${r.messageId}`])
         return
       }
@@ -176,7 +185,7 @@ export class CipherMqListener {
           const text = JSON.stringify(el)
           try {
             const id = el && typeof el === 'object' && typeof (el as {message_id?: unknown}).message_id === 'string' ? (el as {message_id: string}).message_id : undefined
-            const r = engine.publish(parts[1], parts[2], Buffer.from(text), {messageId: id})
+            const r = engine.publish(parts[1], parts[2], Buffer.from(text), {messageId: id}, s.perms)
             durable ||= r.durable
             lines.push(`ACK ${r.messageId}`)
           } catch (error) {
@@ -189,6 +198,7 @@ export class CipherMqListener {
       case 'consume':
         if (!parts[1]) throw new Error('usage: consume <queue>')
         if (!engine.queues.has(parts[1])) throw new Error(`queue ${parts[1]} does not exist`)
+        if (!s.perms.canConsume(parts[1])) throw forbidden(`consume from queue ${parts[1]}`)
         send('Subscribed to queue')
         engine.consume(s, parts[1], {prefetch: 1000})
         return

@@ -4,13 +4,14 @@
  * resolve on the broker's OK (for publish: the confirm, sent only once the message is stored)
  * or reject with the broker's error as an MqError with the same code.
  */
+import {randomUUID} from 'node:crypto'
 import {EventEmitter} from 'node:events'
 import net from 'node:net'
 import tls from 'node:tls'
 
 import {MqError, PermissionError, TempFailError, UnavailableError, UsageError} from '../errors.js'
 import type {BrokerStats, QueueStats} from './engine.js'
-import {type Frame, FrameError, FrameParser, encodeFrame, frameHeaders, headerArgs} from './protocol.js'
+import {BIG_BODY, type Frame, FrameError, FrameParser, NEWLINE, encodeFrame, encodeHead, encodeLine, encodeValue, frameHeaders} from './protocol.js'
 
 export type {BrokerStats, QueueStats} from './engine.js'
 
@@ -46,11 +47,18 @@ export interface ConnectOptions {
   identity?: string
   /** heartbeat interval to propose to the broker */
   heartbeatMs?: number
+  /**
+   * Ask for batch confirms: one CONFIRM frame per commit instead of an OK per publish (faster);
+   * message ids are then generated here and publish() results carry no `queues`.
+   */
+  batchConfirms?: boolean
   /** largest frame body accepted from the broker */
   maxPayload?: number
 }
 
 interface Pending {
+  /** set on publishes awaiting a batch CONFIRM */
+  messageId?: string
   resolve: (f: Frame) => void
   reject: (e: Error) => void
   deadline: number
@@ -58,6 +66,10 @@ interface Pending {
 }
 
 type Args = Record<string, string | number | boolean | undefined>
+
+const EMPTY = Buffer.alloc(0)
+/** buffered output beyond which publishNoConfirm() asks the caller to await drained() */
+const CLIENT_OUT_LIMIT = 1024 * 1024
 
 const ERROR_CLASSES: Record<string, new (code: string, message: string, opts?: {hint?: string}) => MqError> = {
   E_CERT_REVOKED: PermissionError,
@@ -73,6 +85,21 @@ function brokerError(f: Frame): MqError {
   const message = f.args.message ?? 'the broker reported an error'
   const hint = f.args.hint
   return Cls ? new Cls(code, message, {hint}) : new MqError(code, message, {hint})
+}
+
+const HEADER_NAME = /^[A-Za-z0-9_.:-]{1,128}$/
+
+/** PUBLISH built by hand (hot path); header names are checked, values encoded. */
+function publishFrame(id: number, exchange: string, routingKey: string, body: Buffer, opts: {messageId?: string; headers?: Record<string, string>}): Buffer | [Buffer, Buffer] {
+  let line = 'PUBLISH ' + id + ' exchange=' + encodeValue(exchange) + ' key=' + encodeValue(routingKey)
+  if (opts.messageId !== undefined) line += ' message_id=' + encodeValue(opts.messageId)
+  if (opts.headers) {
+    for (const k in opts.headers) {
+      if (!HEADER_NAME.test(k)) throw new FrameError('E_FRAME_MALFORMED', `header name ${JSON.stringify(k)} is not allowed (letters, digits, _ . : - only)`, false)
+      line += ' h.' + k + '=' + encodeValue(opts.headers[k])
+    }
+  }
+  return body.length >= BIG_BODY ? [encodeHead(line, body.length), body] : encodeLine(line, body)
 }
 
 export function deliveryFrom(f: Frame): Delivery {
@@ -94,9 +121,20 @@ export function deliveryFrom(f: Frame): Delivery {
 export class BrokerClient extends EventEmitter {
   private nextId = 1
   private readonly pending = new Map<number, Pending>()
-  private readonly consumers = new Map<string, (d: Delivery) => void>()
+  private readonly consumers = new Map<string, {queue: string; onMessage: (d: Delivery) => void}>()
   private readonly parser: FrameParser
-  private corked = false
+  private out: Buffer[] = []
+  private outLen = 0
+  private flushScheduled = false
+  /** the broker agreed to batch confirms (CONFIRM upto=N) */
+  private batchConfirms = false
+  /** delivery tags acked in this tick */
+  private ackTags: number[] = []
+  /** publish request ids in order, for CONFIRM upto=N */
+  private pubIds: number[] = []
+  private pubHead = 0
+  private readonly idPrefix = randomUUID().slice(0, 24)
+  private idSeq = 0
   private closing = false
   private isClosed = false
   private lastIn = Date.now()
@@ -128,8 +166,9 @@ export class BrokerClient extends EventEmitter {
     const where = `${opts.host}:${opts.port}`
     const sock = await new Promise<net.Socket>((resolve, reject) => {
       const s = opts.plain
-        ? net.connect({host: opts.host, port: opts.port})
-        : tls.connect({...opts.tls, host: opts.host, port: opts.port, servername: net.isIP(opts.host) ? undefined : opts.host})
+        ? net.connect({host: opts.host, noDelay: true, port: opts.port})
+        : // our own TCP socket so Nagle is off underneath TLS: small frames must not wait for delayed ACKs
+          tls.connect({...opts.tls, host: opts.host, servername: net.isIP(opts.host) ? undefined : opts.host, socket: net.connect({host: opts.host, noDelay: true, port: opts.port})})
       const t = setTimeout(() => {
         s.destroy()
         reject(new UnavailableError('E_BROKER_TIMEOUT', `no answer from the broker at ${where} within ${timeoutMs} ms`, {hint: 'Try this: mq broker start, or check --broker HOST:PORT'}))
@@ -151,8 +190,9 @@ export class BrokerClient extends EventEmitter {
     })
     const c = new BrokerClient(sock, timeoutMs, opts.maxPayload ?? 128 * 1024 * 1024)
     try {
-      const ok = await c.request('HELLO', {heartbeat: opts.heartbeatMs, identity: opts.plain ? (opts.identity ?? 'anonymous') : undefined, version: 1})
+      const ok = await c.request('HELLO', {confirms: opts.batchConfirms ? 'batch' : undefined, heartbeat: opts.heartbeatMs, identity: opts.plain ? (opts.identity ?? 'anonymous') : undefined, version: 1})
       c.server = ok.args
+      c.batchConfirms = ok.args.confirms === 'batch'
     } catch (error) {
       c.sock.destroy()
       if (error instanceof MqError && error.code === 'E_BROKER_CLOSED') {
@@ -194,7 +234,11 @@ export class BrokerClient extends EventEmitter {
     switch (f.verb) {
       case 'DELIVER': {
         const h = this.consumers.get(f.args.consumer ?? '')
-        if (h) h(deliveryFrom(f))
+        if (h) {
+          const d = deliveryFrom(f)
+          if (!d.queue) d.queue = h.queue
+          h.onMessage(d)
+        }
         return
       }
       case 'OK':
@@ -209,6 +253,22 @@ export class BrokerClient extends EventEmitter {
           p.onOk?.(f)
           p.resolve(f)
         } else p.reject(brokerError(f))
+        return
+      }
+      case 'CONFIRM': {
+        // every publish up to `upto` that has not been answered by ERR is stored
+        const upto = Number(f.args.upto ?? 0)
+        while (this.pubHead < this.pubIds.length && this.pubIds[this.pubHead] <= upto) {
+          const id = this.pubIds[this.pubHead++]
+          const p = this.pending.get(id)
+          if (!p) continue
+          this.pending.delete(id)
+          p.resolve({args: {message_id: p.messageId ?? ''}, body: EMPTY, id, verb: 'OK'})
+        }
+        if (this.pubHead > 4096 && this.pubHead * 2 > this.pubIds.length) {
+          this.pubIds = this.pubIds.slice(this.pubHead)
+          this.pubHead = 0
+        }
         return
       }
       case 'PING':
@@ -241,24 +301,69 @@ export class BrokerClient extends EventEmitter {
     this.emit('close', err)
   }
 
-  private write(buf: Buffer): boolean {
-    if (!this.corked) {
-      this.corked = true
+  /** Every frame but coalesced acks: pending acks go first so the order of frames is kept. */
+  private write(frame: Buffer | [Buffer, Buffer]): boolean {
+    if (this.ackTags.length > 0) this.flushAcks()
+    return this.writeFrame(frame)
+  }
+
+  /** Frames written in one tick leave as one buffer (one TLS record batch, one syscall). */
+  private writeFrame(frame: Buffer | [Buffer, Buffer]): boolean {
+    if (Array.isArray(frame)) {
+      // a big frame: header, body and newline as they are, no copy of the body
+      this.flush()
       this.sock.cork()
-      process.nextTick(() => {
-        this.corked = false
-        this.sock.uncork()
-      })
+      this.sock.write(frame[0])
+      this.sock.write(frame[1])
+      this.sock.write(NEWLINE)
+      this.sock.uncork()
+      return this.sock.writableLength < CLIENT_OUT_LIMIT
     }
-    return this.sock.write(buf)
+    const buf = frame
+    if (buf.length >= 64 * 1024) {
+      this.flush()
+      this.sock.write(buf)
+      return this.sock.writableLength < CLIENT_OUT_LIMIT
+    }
+    this.out.push(buf)
+    this.outLen += buf.length
+    if (!this.flushScheduled) {
+      this.flushScheduled = true
+      process.nextTick(this.flush)
+    }
+    return this.sock.writableLength + this.outLen < CLIENT_OUT_LIMIT
+  }
+
+  private readonly flush = (): void => {
+    this.flushScheduled = false
+    if (this.out.length === 0 || this.sock.destroyed) return
+    this.sock.write(this.out.length === 1 ? this.out[0] : Buffer.concat(this.out, this.outLen))
+    this.out = []
+    this.outLen = 0
   }
 
   private request(verb: string, args?: Args, body?: Buffer, onOk?: (f: Frame) => void): Promise<Frame> {
+    return this.requestRaw((id) => encodeFrame(verb, id, args, body), onOk)
+  }
+
+  /** UUID-shaped, unique: a random per-connection prefix and a counter */
+  private newId(): string {
+    return this.idPrefix + (++this.idSeq).toString(16).padStart(12, '0')
+  }
+
+  private requestRaw(frame: (id: number) => Buffer | [Buffer, Buffer], onOk?: (f: Frame) => void, publishMessageId?: string): Promise<Frame> {
     if (this.isClosed) return Promise.reject(new UnavailableError('E_BROKER_CLOSED', 'the connection to the broker is closed', {hint: 'Try this: reconnect'}))
     const id = this.nextId++
+    let buf: Buffer | [Buffer, Buffer]
+    try {
+      buf = frame(id)
+    } catch (error) {
+      return Promise.reject(error instanceof FrameError ? new UsageError(error.code, error.message, {hint: 'Try this: use header names of letters, digits, _ . : -'}) : error)
+    }
     return new Promise<Frame>((resolve, reject) => {
-      this.pending.set(id, {deadline: Date.now() + this.timeoutMs, onOk, reject, resolve})
-      this.write(encodeFrame(verb, id, args, body))
+      this.pending.set(id, {deadline: Date.now() + this.timeoutMs, messageId: publishMessageId, onOk, reject, resolve})
+      if (publishMessageId !== undefined) this.pubIds.push(id)
+      this.write(buf)
     })
   }
 
@@ -301,9 +406,13 @@ export class BrokerClient extends EventEmitter {
 
   /** Resolves on the broker's confirm: the message is stored (on disk, for durable queues). */
   async publish(exchange: string, routingKey: string, body: Buffer, opts: {messageId?: string; headers?: Record<string, string>} = {}): Promise<{messageId: string; queues: string[]}> {
-    const args: Args = {exchange, key: routingKey, message_id: opts.messageId}
-    headerArgs(opts.headers, args)
-    const f = await this.request('PUBLISH', args, body)
+    if (this.batchConfirms) {
+      // with batch confirms the CONFIRM frame carries no ids: we name the message ourselves
+      const messageId = opts.messageId ?? this.newId()
+      const f = await this.requestRaw((id) => publishFrame(id, exchange, routingKey, body, {...opts, messageId}), undefined, messageId)
+      return {messageId: f.args.message_id ?? messageId, queues: f.args.queues ? f.args.queues.split(',') : []}
+    }
+    const f = await this.requestRaw((id) => publishFrame(id, exchange, routingKey, body, opts))
     return {messageId: f.args.message_id ?? '', queues: f.args.queues ? f.args.queues.split(',') : []}
   }
 
@@ -312,14 +421,13 @@ export class BrokerClient extends EventEmitter {
    * as 'error' events. Returns false when the socket buffer is full: await drained() before more.
    */
   publishNoConfirm(exchange: string, routingKey: string, body: Buffer, opts: {messageId?: string; headers?: Record<string, string>} = {}): boolean {
-    const args: Args = {exchange, key: routingKey, message_id: opts.messageId}
-    headerArgs(opts.headers, args)
-    return this.write(encodeFrame('PUBLISH', 0, args, body))
+    return this.write(publishFrame(0, exchange, routingKey, body, opts))
   }
 
   /** Resolves when the socket's write buffer has drained (or at once if it is not full). */
   drained(): Promise<void> {
-    if (!this.sock.writableNeedDrain) return Promise.resolve()
+    this.flush()
+    if (!this.sock.writableNeedDrain || this.sock.writableLength < CLIENT_OUT_LIMIT / 2) return Promise.resolve()
     return new Promise((r) => {
       const done = () => {
         this.sock.off('close', done)
@@ -333,7 +441,7 @@ export class BrokerClient extends EventEmitter {
 
   async consume(queue: string, opts: {prefetch?: number; noAck?: boolean}, onMessage: (d: Delivery) => void): Promise<{consumerTag: string; cancel(): Promise<void>}> {
     // the handler is registered while the OK frame is processed, before any DELIVER behind it
-    const f = await this.request('CONSUME', {no_ack: opts.noAck, prefetch: opts.prefetch, queue}, undefined, (ok) => this.consumers.set(ok.args.consumer ?? '', onMessage))
+    const f = await this.request('CONSUME', {no_ack: opts.noAck, prefetch: opts.prefetch, queue}, undefined, (ok) => this.consumers.set(ok.args.consumer ?? '', {onMessage, queue}))
     const consumerTag = f.args.consumer ?? ''
     return {
       cancel: async () => {
@@ -350,8 +458,25 @@ export class BrokerClient extends EventEmitter {
     return deliveryFrom(f)
   }
 
+  /** Acks of one tick travel together as one `ACK 0 tags=1-40,42` frame. */
   ack(deliveryTag: number): void {
-    this.write(encodeFrame('ACK', 0, {tag: deliveryTag}))
+    this.ackTags.push(deliveryTag)
+    if (this.ackTags.length === 1) process.nextTick(this.flushAcks)
+  }
+
+  private readonly flushAcks = (): void => {
+    if (this.ackTags.length === 0) return
+    const tags = this.ackTags
+    this.ackTags = []
+    let ranges = ''
+    let i = 0
+    while (i < tags.length) {
+      let j = i
+      while (j + 1 < tags.length && tags[j + 1] === tags[j] + 1) j++
+      ranges += (ranges ? ',' : '') + (j > i ? `${tags[i]}-${tags[j]}` : `${tags[i]}`)
+      i = j + 1
+    }
+    this.writeFrame(Buffer.from(`ACK 0 tags=${ranges}\n`))
   }
 
   nack(deliveryTag: number, requeue = true): void {

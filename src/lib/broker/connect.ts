@@ -34,7 +34,7 @@ export function parseHostPort(value: string, defaultPort = 5700): {host: string;
  * --identity / MQ_IDENTITY / client.identity for the client certificate, --timeout / client.timeout_ms.
  * The broker is trusted through our CA alone (its certificate's name is not matched against HOST).
  */
-export async function connectBroker(home: MqHome, config: MqConfig, opts: {broker?: string; identity?: string; timeoutMs?: number} = {}): Promise<BrokerClient> {
+export async function connectBroker(home: MqHome, config: MqConfig, opts: {broker?: string; identity?: string; timeoutMs?: number; batchConfirms?: boolean} = {}): Promise<BrokerClient> {
   let addr: {host: string; port: number}
   try {
     addr = parseHostPort(opts.broker ?? process.env.MQ_BROKER ?? config.client.broker)
@@ -47,7 +47,7 @@ export async function connectBroker(home: MqHome, config: MqConfig, opts: {broke
   }
   const {host, port} = addr
   const identity = opts.identity ?? process.env.MQ_IDENTITY ?? config.client.identity
-  return BrokerClient.connect({host, port, timeoutMs: opts.timeoutMs ?? config.client.timeout_ms, tls: {...clientTlsOptions(home, identity), checkServerIdentity: () => undefined}})
+  return BrokerClient.connect({batchConfirms: opts.batchConfirms, host, port, timeoutMs: opts.timeoutMs ?? config.client.timeout_ms, tls: {...clientTlsOptions(home, identity), checkServerIdentity: () => undefined}})
 }
 
 /** Connects, runs fn, and always closes the connection. */

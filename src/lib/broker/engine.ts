@@ -7,10 +7,13 @@
 import {randomUUID} from 'node:crypto'
 
 import {MqError, PermissionError, TempFailError, UsageError} from '../errors.js'
+import {isHeaderName} from './protocol.js'
 import type {DurableStore, StoredMessage} from './store.js'
 
 export type ExchangeType = 'direct' | 'fanout' | 'topic'
 export type MessageStatus = 'sent' | 'delivered' | 'acknowledged' | 'dead-lettered' | 'expired' | 'dropped' | 'purged'
+const STATUS_NAMES: MessageStatus[] = ['sent', 'delivered', 'acknowledged', 'dead-lettered', 'expired', 'dropped', 'purged']
+const STATUS_CODE = Object.fromEntries(STATUS_NAMES.map((n, i) => [n, i])) as Record<MessageStatus, number>
 
 export const DEFAULT_EXCHANGE = 'default_exchange'
 export const DEFAULT_QUEUE = 'default_queue'
@@ -41,7 +44,7 @@ export interface Message {
 export interface EngineOptions {
   deliveryLimit?: number
   maxUnacked?: number
-  /** cap on remembered message statuses (oldest forgotten first; default 200 000) */
+  /** cap on remembered message statuses (oldest forgotten first; default 100 000) */
   statusCapacity?: number
   store?: DurableStore
   now?: () => number
@@ -278,8 +281,18 @@ export class Engine {
   readonly exchanges = new Map<string, Exchange>()
   readonly queues = new Map<string, Queue>()
   readonly sessions = new Set<Session>()
-  private statuses = new Map<string, {status: MessageStatus; queue?: string}>()
-  private statusCounts: Record<string, number> = {}
+  /**
+   * message id -> status code + 16 * queue id: small integers, no object per message, because this
+   * map outlives most messages and per-entry objects would make every message an old-space object
+   */
+  private statuses = new Map<string, number>()
+  private statusCounts = new Array<number>(STATUS_NAMES.length).fill(0)
+  private queueIds = new Map<string, number>()
+  private queueNames: string[] = ['']
+  private statusRing: (string | undefined)[] = []
+  private statusPos = 0
+  private readonly idPrefix = randomUUID().slice(0, 24)
+  private idSeq = 0
   private seq = 1
   private ctagSeq = 1
   private readonly started: number
@@ -296,7 +309,7 @@ export class Engine {
   constructor(opts: EngineOptions = {}) {
     this.deliveryLimit = opts.deliveryLimit ?? 20
     this.maxUnacked = opts.maxUnacked ?? 10_000
-    this.statusCapacity = opts.statusCapacity ?? 200_000
+    this.statusCapacity = opts.statusCapacity ?? 100_000
     this.store = opts.store
     this.now = opts.now ?? Date.now
     this.started = this.now()
@@ -363,7 +376,18 @@ export class Engine {
   declareQueue(name: string, opts: QueueOptions = {}): Queue {
     checkName('queue', name)
     const existing = this.queues.get(name)
-    if (existing) return existing
+    if (existing) {
+      // idempotent, but a redeclaration must not silently differ from what exists
+      const diff: string[] = []
+      if (opts.durable !== undefined && opts.durable !== existing.durable) diff.push(`durable=${existing.durable}`)
+      if (opts.deadLetter !== undefined && opts.deadLetter !== existing.deadLetter) diff.push(`dead-letter=${existing.deadLetter ?? 'none'}`)
+      if (opts.ttlMs !== undefined && opts.ttlMs !== existing.ttlMs) diff.push(`ttl=${existing.ttlMs ?? 'none'}`)
+      if (opts.maxLength !== undefined && opts.maxLength !== existing.maxLength) diff.push(`max-length=${existing.maxLength ?? 'none'}`)
+      if (diff.length > 0) {
+        throw new MqError('E_EXISTS', `queue ${JSON.stringify(name)} already exists with ${diff.join(', ')}`, {hint: `Try this: declare it with the same options, or mq queue delete ${name} first`})
+      }
+      return existing
+    }
     if (opts.deadLetter !== undefined) {
       checkName('dead-letter queue', opts.deadLetter)
       if (opts.deadLetter === name) throw new UsageError('E_BAD_DEAD_LETTER', 'a queue cannot be its own dead-letter queue', {hint: `Try this: --dead-letter ${name}.dlq`})
@@ -459,9 +483,11 @@ export class Engine {
     if (opts.messageId !== undefined && (opts.messageId.length === 0 || opts.messageId.length > 200)) {
       throw new UsageError('E_BAD_MESSAGE_ID', 'message id must be 1-200 characters', {hint: 'Try this: omit it to get a UUID'})
     }
-    const messageId = opts.messageId ?? randomUUID()
+    const messageId = opts.messageId ?? this.newId()
     const timestamp = this.now()
     const headers = opts.headers ?? {}
+    // a name a DELIVER frame cannot carry would throw later, inside dispatch, and kill the broker
+    for (const k in headers) if (!isHeaderName(k)) throw new UsageError('E_BAD_HEADER', `header name ${JSON.stringify(k.slice(0, 40))} is not allowed (1-128 letters, digits, _ . : -)`, {hint: 'Try this: rename the header'})
     let durable = false
     for (const qn of targets) {
       const q = this.queues.get(qn)!
@@ -471,6 +497,11 @@ export class Engine {
     }
     this.totals.published++
     return {messageId, queues: targets, durable}
+  }
+
+  /** UUID-shaped and unique: a random per-start prefix and a counter (randomUUID per message is costly) */
+  private newId(): string {
+    return this.idPrefix + (++this.idSeq).toString(16).padStart(12, '0')
   }
 
   /** Appends to a queue (persisting it for durable queues); returns true if it was a durable write. */
@@ -680,26 +711,39 @@ export class Engine {
   // ---- statuses and stats ------------------------------------------------------------------
 
   private setStatus(id: string, status: MessageStatus, queue?: string): void {
-    const prev = this.statuses.get(id)
-    if (prev) {
-      // updated in place: eviction follows first-publish order, which is good enough and cheap
-      this.statusCounts[prev.status]--
-      prev.status = status
-      prev.queue = queue
-    } else {
-      if (this.statuses.size >= this.statusCapacity) {
-        const oldest = this.statuses.keys().next().value as string
-        this.statusCounts[this.statuses.get(oldest)!.status]--
-        this.statuses.delete(oldest)
+    let qid = 0
+    if (queue !== undefined) {
+      qid = this.queueIds.get(queue) ?? 0
+      if (qid === 0) {
+        qid = this.queueNames.push(queue) - 1
+        this.queueIds.set(queue, qid)
       }
-      this.statuses.set(id, {queue, status})
     }
-    this.statusCounts[status] = (this.statusCounts[status] ?? 0) + 1
+    const code = STATUS_CODE[status] + 16 * qid
+    const prev = this.statuses.get(id)
+    if (prev === undefined) {
+      // forgotten in first-publish order through a ring of ids (Map iteration from the front
+      // would crawl over deleted slots)
+      const oldest = this.statusRing[this.statusPos]
+      if (oldest !== undefined) {
+        const old = this.statuses.get(oldest)
+        if (old !== undefined) {
+          this.statusCounts[old % 16]--
+          this.statuses.delete(oldest)
+        }
+      }
+      this.statusRing[this.statusPos] = id
+      this.statusPos = (this.statusPos + 1) % this.statusCapacity
+    } else this.statusCounts[prev % 16]--
+    this.statuses.set(id, code)
+    this.statusCounts[code % 16]++
   }
 
   messageStatus(id: string): {messageId: string; status: MessageStatus; queue?: string} | null {
-    const s = this.statuses.get(id)
-    return s ? {messageId: id, ...s} : null
+    const code = this.statuses.get(id)
+    if (code === undefined) return null
+    const qid = Math.floor(code / 16)
+    return {messageId: id, status: STATUS_NAMES[code % 16], ...(qid > 0 ? {queue: this.queueNames[qid]} : {})}
   }
 
   private sampleRates(): void {
@@ -759,7 +803,9 @@ export class Engine {
   stats(connections = this.sessions.size): BrokerStats {
     const exchanges = this.listExchanges()
     const statuses: Record<string, number> = {}
-    for (const [k, v] of Object.entries(this.statusCounts)) if (v > 0) statuses[k] = v
+    this.statusCounts.forEach((v, i) => {
+      if (v > 0) statuses[STATUS_NAMES[i]] = v
+    })
     return {
       bindingCount: exchanges.reduce((n, e) => n + e.bindings, 0),
       connections,

@@ -32,6 +32,10 @@ const NL = 0x0a
 const EMPTY = Buffer.alloc(0)
 
 /** Percent-encodes only what would break a header line (space, =, %, controls): readable by eye, decodable by decodeURIComponent. */
+export function encodeValue(v: string): string {
+  return enc(v)
+}
+
 function enc(v: string): string {
   let plain = true
   for (let i = 0; i < v.length; i++) {
@@ -46,6 +50,28 @@ function enc(v: string): string {
     const code = c.charCodeAt(0)
     return code < 0x80 ? `%${code.toString(16).toUpperCase().padStart(2, '0')}` : encodeURIComponent(c)
   })
+}
+
+/** Hot paths build `line` (VERB ID key=value..., values already encoded) themselves; this adds LEN and the body. */
+export function encodeLine(line: string, body?: Buffer): Buffer {
+  const len = body ? body.length : 0
+  if (len === 0) return Buffer.from(line + '\n')
+  line += ' ' + len + '\n'
+  const head = Buffer.byteLength(line)
+  const out = Buffer.allocUnsafe(head + len + 1)
+  out.write(line, 0, head, 'utf8')
+  body!.copy(out, head)
+  out[head + len] = NL
+  return out
+}
+
+/** Bodies from this size on are written as separate buffers after their header instead of being copied into one frame. */
+export const BIG_BODY = 16 * 1024
+export const NEWLINE = Buffer.from('\n')
+
+/** The header line of a big frame whose body is written separately (followed by NEWLINE). */
+export function encodeHead(line: string, len: number): Buffer {
+  return Buffer.from(line + ' ' + len + '\n')
 }
 
 /** Encodes one frame; `args` values that are undefined are left out. */
@@ -78,10 +104,17 @@ export function frameHeaders(args: Record<string, string>): Record<string, strin
   return h
 }
 
+const HEADER_NAME = /^[A-Za-z0-9_.:-]{1,128}$/
+
+/** Message header names a frame can carry (h.NAME); others are refused at publish. */
+export function isHeaderName(k: string): boolean {
+  return HEADER_NAME.test(k)
+}
+
 export function headerArgs(headers: Record<string, string> | undefined, into: Record<string, string | number | boolean | undefined>): void {
   if (!headers) return
   for (const k in headers) {
-    if (!/^[A-Za-z0-9_.:-]{1,128}$/.test(k)) throw new FrameError('E_FRAME_MALFORMED', `header name ${JSON.stringify(k)} is not allowed (letters, digits, _ . : - only)`, false)
+    if (!HEADER_NAME.test(k)) throw new FrameError('E_FRAME_MALFORMED', `header name ${JSON.stringify(k)} is not allowed (letters, digits, _ . : - only)`, false)
     into[`h.${k}`] = headers[k]
   }
 }
@@ -106,6 +139,14 @@ export class FrameParser {
   get headerPartial(): boolean {
     return this.head.length > 0
   }
+
+  /** length of the body being received (0 = none) */
+  get bodyPending(): number {
+    return this.body ? this.body.length : 0
+  }
+
+  /** counts bodies started, so a watchdog can tell one long body from many short ones */
+  bodySeq = 0
 
   constructor(private readonly maxPayload: number) {}
 
@@ -157,66 +198,69 @@ export class FrameParser {
       }
       this.pending = parsed.frame
       this.pendingError = parsed.error
+      this.bodySeq++
       this.body = Buffer.allocUnsafe(parsed.len)
       this.bodyFill = 0
     }
   }
 
   private parseHeader(line: string): {frame: Omit<Frame, 'body'>; len: number; error: FrameError | null} {
-    // hand-rolled tokenizer: this runs once per frame on both ends, so no split/regex here
-    const tokens: string[] = []
+    // hand-rolled single pass: this runs once per frame on both ends, so no split/regex/arrays here
     const n = line.length
     let p = 0
-    while (p < n) {
-      while (p < n && line.charCodeAt(p) === 32) p++
-      if (p >= n) break
-      let q = line.indexOf(' ', p)
-      if (q < 0) q = n
-      tokens.push(line.slice(p, q))
-      p = q
-    }
-    let verb = tokens[0]
+    while (p < n && line.charCodeAt(p) === 32) p++
+    let q = line.indexOf(' ', p)
+    if (q < 0) q = n
+    const rawVerb = line.slice(p, q)
+    let verb = rawVerb
     if (!isVerb(verb)) {
       verb = verb.toUpperCase()
-      if (!isVerb(verb)) throw new FrameError('E_FRAME_MALFORMED', `bad verb ${JSON.stringify(tokens[0].slice(0, 40))}: expected e.g. "PUBLISH 1 exchange=x key=y 5"`, true)
+      if (!isVerb(verb)) throw new FrameError('E_FRAME_MALFORMED', `bad verb ${JSON.stringify(rawVerb.slice(0, 40))}: expected e.g. "PUBLISH 1 exchange=x key=y 5"`, true)
     }
     let id = 0
-    let i = 1
-    if (tokens.length > 2 && isDigits(tokens[1], 15)) {
-      id = Number(tokens[1])
-      i = 2
-    } else if (tokens.length === 2 && isDigits(tokens[1], 15)) {
-      id = Number(tokens[1])
-      i = 2
-    }
-    const args: Record<string, string> = {}
     let len = 0
+    let index = 0
     let error: FrameError | null = null
-    for (; i < tokens.length; i++) {
-      const t = tokens[i]
-      const eq = t.indexOf('=')
-      if (eq < 0) {
-        if (i === tokens.length - 1 && isDigits(t, 12)) {
+    const args: Record<string, string> = {}
+    p = q
+    for (;;) {
+      while (p < n && line.charCodeAt(p) === 32) p++
+      if (p >= n) break
+      q = line.indexOf(' ', p)
+      if (q < 0) q = n
+      index++
+      const eq = line.indexOf('=', p)
+      if (eq < 0 || eq > q) {
+        const t = line.slice(p, q)
+        let rest = q
+        while (rest < n && line.charCodeAt(rest) === 32) rest++
+        const last = rest >= n
+        if (index === 1 && isDigits(t, 15)) {
+          id = Number(t)
+        } else if (last && isDigits(t, 12)) {
           len = Number(t)
           if (len > this.maxPayload) {
             // we cannot skip the body without reading it: the stream is no longer trusted
             throw new FrameError('E_FRAME_TOO_LARGE', `frame body of ${len} bytes exceeds the maximum payload of ${this.maxPayload} bytes`, true, id)
           }
-          continue
+        } else {
+          throw new FrameError('E_FRAME_MALFORMED', `bad token ${JSON.stringify(t.slice(0, 40))} in ${verb}: arguments are key=value and the body length comes last`, true, id)
         }
-        throw new FrameError('E_FRAME_MALFORMED', `bad token ${JSON.stringify(t.slice(0, 40))} in ${verb}: arguments are key=value and the body length comes last`, true, id)
-      }
-      const raw = t.slice(eq + 1)
-      if (raw.indexOf('%') < 0) args[t.slice(0, eq)] = raw
-      else {
-        try {
-          args[t.slice(0, eq)] = decodeURIComponent(raw)
-        } catch {
-          error ??= new FrameError('E_FRAME_MALFORMED', `bad percent-encoding in argument ${JSON.stringify(t.slice(0, eq))} of ${verb}`, false, id)
+      } else {
+        const key = line.slice(p, eq)
+        const raw = line.slice(eq + 1, q)
+        if (raw.indexOf('%') < 0) args[key] = raw
+        else {
+          try {
+            args[key] = decodeURIComponent(raw)
+          } catch {
+            error ??= new FrameError('E_FRAME_MALFORMED', `bad percent-encoding in argument ${JSON.stringify(key)} of ${verb}`, false, id)
+          }
         }
       }
+      p = q
     }
-    return {frame: {verb, id, args}, len, error}
+    return {error, frame: {args, id, verb}, len}
   }
 }
 

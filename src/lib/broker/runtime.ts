@@ -118,7 +118,7 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
     ports.messaging = await server.listen(opts.port ?? b.port, opts.host ?? b.host)
     ports.api = await api.listen(opts.apiPort ?? b.api_port, opts.apiHost ?? b.api_host)
     if (b.ciphermq.enabled) {
-      ciphermq = new CipherMqListener({afterCommit: (cb) => store.afterCommit(cb), engine, logger: logger.child('ciphermq'), maxLine: b.max_payload})
+      ciphermq = new CipherMqListener({afterCommit: (cb) => store.afterCommit(cb), engine, logger: logger.child('ciphermq'), maxLine: b.max_payload, perms: permissionsFor('ciphermq')})
       ports.ciphermq = await ciphermq.listen(b.ciphermq.port, b.ciphermq.host)
     }
   } catch (error) {

@@ -1,7 +1,7 @@
 /**
  * The native protocol server (docs/protocol.md) over mutual TLS (plain TCP only for unit tests).
  * One Connection per socket: it parses frames, drives the engine through a Session, batches its
- * writes with cork/uncork, and enforces the handshake/idle timeouts, heartbeats, maximum payload
+ * writes into one buffer per tick, and enforces the handshake/idle timeouts, heartbeats, maximum payload
  * and the per-connection limits on unconfirmed publishes (back-pressure by pausing the socket).
  */
 import net from 'node:net'
@@ -11,7 +11,7 @@ import {MqError, PermissionError, UsageError, errorText, isMqError} from '../err
 import type {Logger} from '../log.js'
 import {type DeliveryOut, type Engine, type ExchangeType, type Session} from './engine.js'
 import {type ResolvedPermissions} from './permissions.js'
-import {type Frame, FrameError, FrameParser, PROTOCOL_VERSION, encodeFrame, frameHeaders, headerArgs} from './protocol.js'
+import {BIG_BODY, type Frame, FrameError, FrameParser, NEWLINE, PROTOCOL_VERSION, encodeFrame, encodeHead, encodeLine, encodeValue, frameHeaders, headerArgs, isHeaderName} from './protocol.js'
 
 export interface ServerLimits {
   maxPayload: number
@@ -40,7 +40,7 @@ export interface BrokerServerOptions {
 }
 
 /** Output bytes beyond which we stop pushing deliveries and stop reading requests. */
-const OUT_HIGH_WATER = 4 * 1024 * 1024
+const OUT_HIGH_WATER = 1024 * 1024
 
 export class BrokerServer {
   readonly server: net.Server
@@ -49,12 +49,14 @@ export class BrokerServer {
 
   constructor(readonly opts: BrokerServerOptions) {
     if (opts.tls) {
-      this.server = tls.createServer({...opts.tls, handshakeTimeout: opts.limits.handshakeTimeoutMs || 120_000}, (s) => this.accept(s))
+      // noDelay on the raw TCP socket: small confirms must not wait for Nagle + delayed ACKs
+      this.server = tls.createServer({...opts.tls, handshakeTimeout: opts.limits.handshakeTimeoutMs || 120_000, noDelay: true}, (s) => this.accept(s))
+      this.server.on('connection', (raw: net.Socket) => raw.setNoDelay(true))
       this.server.on('tlsClientError', (err, sock) => {
         opts.logger.debug('TLS handshake refused', {error: err.message, remote: sock.remoteAddress})
       })
     } else {
-      this.server = net.createServer((s) => this.accept(s))
+      this.server = net.createServer({noDelay: true}, (s) => this.accept(s))
     }
     this.server.on('error', (err) => opts.logger.error('server error', {error: err}))
   }
@@ -123,19 +125,35 @@ export class BrokerServer {
 
 type Args = Record<string, string | number | boolean | undefined>
 
+/** Message headers for DELIVER/GET; a name no frame can carry (stored before publish refused them) is left out rather than thrown inside dispatch. */
+function outHeaders(headers: Record<string, string>, args: Args): void {
+  for (const k in headers) if (isHeaderName(k)) args[`h.${k}`] = headers[k]
+}
+
 class Connection {
   readonly parser: FrameParser
   session?: Session
   perms!: ResolvedPermissions
   private unconfirmed = 0
   private pausedForConfirms = false
+  /** negotiated in HELLO (confirms=batch): CONFIRM upto=N frames instead of one OK per publish */
+  private batchConfirms = false
+  private durablePending = 0
+  private confirmUpTo = 0
+  private confirmScheduled = false
   private lastIn = Date.now()
   private lastOut = Date.now()
+  private lastPing = 0
   private readonly connectedAt = Date.now()
   /** when the current incomplete header line started (0 = none) */
   private headerSince = 0
+  /** when the body being received started (0 = none) */
+  private bodySince = 0
+  private bodySeqSeen = 0
   private timer?: NodeJS.Timeout
-  private corked = false
+  private out: Buffer[] = []
+  private outLen = 0
+  private flushScheduled = false
   private dead = false
   private heartbeatMs: number
 
@@ -145,7 +163,8 @@ class Connection {
     readonly id: number,
     public identity: string,
     readonly serial: string,
-    private readonly plain: boolean,
+    /** plain TCP (tests): the session opens on HELLO, with the identity it names */
+    plain: boolean,
   ) {
     const {limits} = srv.opts
     this.parser = new FrameParser(limits.maxPayload)
@@ -167,7 +186,7 @@ class Connection {
     const sink = {
       cancelled: (tag: string) => this.send('CANCELLED', 0, {consumer: tag}),
       deliver: (d: DeliveryOut) => this.deliver(d),
-      writable: () => !this.dead && this.sock.writableLength < OUT_HIGH_WATER,
+      writable: () => !this.dead && this.sock.writableLength + this.outLen < OUT_HIGH_WATER,
     }
     this.session = this.srv.opts.engine.openSession(identity, sink, this.perms)
   }
@@ -191,19 +210,29 @@ class Connection {
       this.fail(new MqError('E_FRAME_TIMEOUT', `frame header not completed within ${t} ms`), true)
       return
     }
+    // a body must keep flowing at 64 KiB/s or better (plus the handshake timeout as slack)
+    const body = this.parser.bodyPending
+    if (t > 0 && body > 0 && this.bodySince > 0 && now - this.bodySince > t + body / 64) {
+      this.fail(new MqError('E_FRAME_TIMEOUT', `frame body of ${body} bytes not completed within ${Math.round(t + body / 64)} ms`), true)
+      return
+    }
     if (this.heartbeatMs > 0) {
       if (now - this.lastIn > this.heartbeatMs * 2) {
         this.fail(new MqError('E_HEARTBEAT_TIMEOUT', `nothing received for ${this.heartbeatMs * 2} ms`), true)
         return
       }
-      if (now - this.lastOut >= this.heartbeatMs) this.write(encodeFrame('PING', 0))
+      // ping when we have been silent, and also when the peer has (a consumer that only receives
+      // would otherwise never send anything and be taken for dead)
+      if (now - this.lastOut >= this.heartbeatMs || (now - this.lastIn >= this.heartbeatMs && now - this.lastPing >= this.heartbeatMs)) {
+        this.lastPing = now
+        this.write(encodeFrame('PING', 0))
+      }
     }
   }
 
   private onData(d: Buffer): void {
     const now = Date.now()
     this.lastIn = now
-    this.cork()
     try {
       this.parser.push(
         d,
@@ -216,6 +245,11 @@ class Connection {
     }
     if (!this.parser.headerPartial) this.headerSince = 0
     else if (this.headerSince === 0) this.headerSince = now
+    if (this.parser.bodyPending === 0) this.bodySince = 0
+    else if (this.bodySince === 0 || this.bodySeqSeen !== this.parser.bodySeq) {
+      this.bodySince = now
+      this.bodySeqSeen = this.parser.bodySeq
+    }
     if (this.sock.writableLength > OUT_HIGH_WATER && !this.sock.isPaused()) this.sock.pause()
   }
 
@@ -226,24 +260,47 @@ class Connection {
     if (this.sock.writableLength <= OUT_HIGH_WATER && this.sock.isPaused()) this.sock.resume()
   }
 
-  private cork(): void {
-    if (this.corked) return
-    this.corked = true
-    this.sock.cork()
-    process.nextTick(() => {
-      this.corked = false
-      this.sock.uncork()
-    })
-  }
-
+  /**
+   * Frames written in one tick leave as one buffer: one TLS record batch and one syscall instead
+   * of a writev of hundreds of small chunks. Big frames go out on their own, uncopied.
+   */
   private write(buf: Buffer): void {
     if (this.dead) return
     this.lastOut = Date.now()
-    this.sock.write(buf)
+    if (buf.length >= 64 * 1024) {
+      this.flush()
+      this.sock.write(buf)
+      return
+    }
+    this.out.push(buf)
+    this.outLen += buf.length
+    if (!this.flushScheduled) {
+      this.flushScheduled = true
+      process.nextTick(this.flush)
+    }
+  }
+
+  /** A big frame: header, body and newline go out as they are (no copy of the body). */
+  private writeParts(head: Buffer, body: Buffer): void {
+    if (this.dead) return
+    this.lastOut = Date.now()
+    this.flush()
+    this.sock.cork()
+    this.sock.write(head)
+    this.sock.write(body)
+    this.sock.write(NEWLINE)
+    this.sock.uncork()
+  }
+
+  private readonly flush = (): void => {
+    this.flushScheduled = false
+    if (this.out.length === 0 || this.sock.destroyed) return
+    this.sock.write(this.out.length === 1 ? this.out[0] : Buffer.concat(this.out, this.outLen))
+    this.out = []
+    this.outLen = 0
   }
 
   send(verb: string, id: number, args?: Args, body?: Buffer): void {
-    this.cork()
     this.write(encodeFrame(verb, id, args, body))
   }
 
@@ -251,27 +308,46 @@ class Connection {
     if (id !== 0) this.send('OK', id, args, body)
   }
 
+  /** Batch confirms: one `CONFIRM 0 upto=N` per tick covers every publish up to id N not answered by ERR. */
+  private confirm(id: number): void {
+    if (id > this.confirmUpTo) this.confirmUpTo = id
+    if (this.confirmScheduled) return
+    this.confirmScheduled = true
+    process.nextTick(() => {
+      this.confirmScheduled = false
+      this.send('CONFIRM', 0, {upto: this.confirmUpTo})
+    })
+  }
+
+  /** Definitions change rarely: their OK waits for the commit, so an acknowledged declare survives a crash. */
+  private okDurable(id: number, args?: Args): void {
+    const store = this.srv.opts.engine.store
+    if (!store) {
+      this.ok(id, args)
+      return
+    }
+    store.afterCommit((err) => (err ? this.fail(err, false, id) : this.ok(id, args)))
+  }
+
   private okJson(id: number, value: unknown): void {
     this.ok(id, {type: 'json'}, Buffer.from(JSON.stringify(value)))
   }
 
   private deliver(d: DeliveryOut): void {
-    this.cork()
     const m = d.msg
-    // count=1 and redelivered=0 are the documented defaults and left out on the hot path
-    const args: Args = {
-      tag: d.deliveryTag,
-      consumer: d.consumerTag || undefined,
-      queue: d.queue,
-      exchange: m.exchange,
-      key: m.routingKey,
-      message_id: m.messageId,
-      redelivered: m.redelivered ? 1 : undefined,
-      count: m.deliveryCount === 1 ? undefined : m.deliveryCount,
-      ts: m.timestamp,
-    }
-    headerArgs(m.headers, args)
-    this.write(encodeFrame('DELIVER', 0, args, m.body))
+    // built by hand: this is the hottest encoder. count=1 and redelivered=0 are the documented
+    // defaults and left out; the queue is implied by the consumer tag; an empty exchange is the default
+    let line = 'DELIVER 0 tag=' + d.deliveryTag
+    line += d.consumerTag ? ' consumer=' + encodeValue(d.consumerTag) : ' queue=' + encodeValue(d.queue)
+    if (m.exchange) line += ' exchange=' + encodeValue(m.exchange)
+    line += ' key=' + encodeValue(m.routingKey) + ' message_id=' + encodeValue(m.messageId)
+    if (m.redelivered) line += ' redelivered=1'
+    if (m.deliveryCount !== 1) line += ' count=' + m.deliveryCount
+    line += ' ts=' + m.timestamp
+    // a name a frame cannot carry is left out rather than thrown on: one bad message must not stop a queue
+    for (const k in m.headers) if (isHeaderName(k)) line += ' h.' + encodeValue(k) + '=' + encodeValue(m.headers[k])
+    if (m.body.length >= BIG_BODY) this.writeParts(encodeHead(line, m.body.length), m.body)
+    else this.write(encodeLine(line, m.body))
   }
 
   /** Reports an error; fatal ones close the connection after flushing the ERR frame. */
@@ -283,6 +359,7 @@ class Connection {
     this.send('ERR', err instanceof FrameError && err.id ? err.id : id, {code, hint, message: errorText(err)})
     if (fatal) {
       this.srv.opts.logger.info('closing connection', {code, identity: this.identity, reason: errorText(err)})
+      this.flush()
       this.dead = true
       this.sock.pause()
       this.sock.end()
@@ -333,12 +410,14 @@ class Connection {
     const s = this.session!
     switch (f.verb) {
       case 'HELLO': {
+        if (f.args.confirms === 'batch') this.batchConfirms = true
         const hb = this.int(f, 'heartbeat')
         if (hb !== undefined && hb > 0) this.heartbeatMs = this.heartbeatMs > 0 ? Math.max(1000, Math.min(hb, this.heartbeatMs)) : Math.max(1000, hb)
         this.ok(f.id, {
           heartbeat: this.heartbeatMs,
           identity: this.identity,
           max_payload: this.srv.opts.limits.maxPayload,
+          confirms: this.batchConfirms ? 'batch' : undefined,
           max_unconfirmed: this.srv.opts.limits.maxUnconfirmed,
           server: 'mq',
           version: PROTOCOL_VERSION,
@@ -356,6 +435,27 @@ class Connection {
         const headers = frameHeaders(f.args)
         const r = engine.publish(exchange, key, f.body, {headers, messageId: f.args.message_id}, this.perms)
         if (f.id === 0) return
+        if (this.batchConfirms) {
+          // a publish is confirmed in order: behind this connection's durable publishes still committing
+          if (!((r.durable || this.durablePending > 0) && engine.store)) {
+            this.confirm(f.id)
+            return
+          }
+          this.durablePending++
+          this.unconfirmed++
+          if (this.unconfirmed >= this.srv.opts.limits.maxUnconfirmed && !this.pausedForConfirms) {
+            this.pausedForConfirms = true
+            this.sock.pause()
+          }
+          engine.store.afterCommit((err) => {
+            this.durablePending--
+            this.unconfirmed--
+            if (err) this.fail(err, false, f.id)
+            else this.confirm(f.id)
+            if (this.pausedForConfirms) this.maybeResume()
+          })
+          return
+        }
         if (r.durable && engine.store) {
           this.unconfirmed++
           if (this.unconfirmed >= this.srv.opts.limits.maxUnconfirmed && !this.pausedForConfirms) {
@@ -371,10 +471,32 @@ class Connection {
         } else this.ok(f.id, {message_id: r.messageId, queues: r.queues.join(',')})
         return
       }
-      case 'ACK':
-        engine.ack(s, this.int(f, 'tag') ?? 0)
+      case 'ACK': {
+        const tags = f.args.tags
+        if (tags === undefined) engine.ack(s, this.int(f, 'tag') ?? 0)
+        else {
+          // tags=1-40,42: every tag is settled even if one of them is unknown; the first error is reported
+          let firstError: unknown
+          for (const part of tags.split(',')) {
+            const m = /^(\d{1,15})(?:-(\d{1,15}))?$/.exec(part)
+            if (!m) throw new UsageError('E_FRAME_ARG', `ACK tags=${tags.slice(0, 60)} is not a list of tags and ranges like 1-40,42`, {hint: 'Try this: see docs/protocol.md'})
+            const from = Number(m[1])
+            const to = m[2] === undefined ? from : Number(m[2])
+            if (to < from || to - from >= 65_536) throw new UsageError('E_FRAME_ARG', `ACK range ${part} is not valid (at most 65536 tags)`, {hint: 'Try this: see docs/protocol.md'})
+            for (let t = from; t <= to; t++) {
+              if (!s.unacked.has(t)) {
+                // no exception per unknown tag: a bogus range must stay cheap
+                firstError ??= new UsageError('E_UNKNOWN_TAG', `delivery tag ${t} is not an unacknowledged delivery of this connection (already settled?)`, {hint: 'Try this: ack each delivery once, on the connection that received it'})
+                continue
+              }
+              engine.ack(s, t)
+            }
+          }
+          if (firstError) throw firstError
+        }
         this.ok(f.id)
         return
+      }
       case 'NACK':
         engine.nack(s, this.int(f, 'tag') ?? 0, this.bool(f, 'requeue') ?? true)
         this.ok(f.id)
@@ -400,22 +522,25 @@ class Connection {
         }
         const m = d.msg
         const args: Args = {count: m.deliveryCount, exchange: m.exchange, key: m.routingKey, message_id: m.messageId, queue: d.queue, redelivered: m.redelivered, tag: d.deliveryTag, ts: m.timestamp}
-        headerArgs(m.headers, args)
+        outHeaders(m.headers, args)
         this.ok(f.id, args, m.body)
         return
       }
       case 'DECLARE_QUEUE': {
         const name = this.need(f, 'name')
         if (!this.perms.canConsume(name) && !this.perms.admin) throw new PermissionError('E_FORBIDDEN', `${this.identity} may not declare queue ${name}`, {hint: 'Try this: ask an admin to add it to broker.permissions[].consume'})
+        // a dead-letter queue receives (and may be created for) this queue's messages: it must be ours too
+        const dlq = f.args.dead_letter
+        if (dlq && !this.perms.canConsume(dlq) && !this.perms.admin) throw new PermissionError('E_FORBIDDEN', `${this.identity} may not use ${dlq} as a dead-letter queue`, {hint: 'Try this: pick a dead-letter queue you may consume (broker.permissions[].consume)'})
         const q = engine.declareQueue(name, {deadLetter: f.args.dead_letter || undefined, durable: this.bool(f, 'durable'), maxLength: this.int(f, 'max_length'), ttlMs: this.int(f, 'ttl')})
-        this.ok(f.id, {durable: q.durable, messages: q.ready.length, name: q.name})
+        this.okDurable(f.id, {durable: q.durable, messages: q.ready.length, name: q.name})
         return
       }
       case 'DECLARE_EXCHANGE': {
         const name = this.need(f, 'name')
         if (!this.perms.canPublish(name) && !this.perms.admin) throw new PermissionError('E_FORBIDDEN', `${this.identity} may not declare exchange ${name}`, {hint: 'Try this: ask an admin to add it to broker.permissions[].publish'})
         const ex = engine.declareExchange(name, (f.args.type ?? 'direct') as ExchangeType, {durable: this.bool(f, 'durable') ?? true})
-        this.ok(f.id, {name: ex.name, type: ex.type})
+        this.okDurable(f.id, {name: ex.name, type: ex.type})
         return
       }
       case 'BIND': {
@@ -425,17 +550,17 @@ class Connection {
           throw new PermissionError('E_FORBIDDEN', `${this.identity} may not bind ${queue} to ${exchange}`, {hint: 'Try this: run it as an admin identity'})
         }
         engine.bind(queue, exchange, f.args.key ?? '')
-        this.ok(f.id)
+        this.okDurable(f.id)
         return
       }
       case 'DELETE_QUEUE': {
         this.requireAdmin('delete queues')
-        this.ok(f.id, {messages: engine.deleteQueue(this.need(f, 'name'))})
+        this.okDurable(f.id, {messages: engine.deleteQueue(this.need(f, 'name'))})
         return
       }
       case 'PURGE_QUEUE': {
         this.requireAdmin('purge queues')
-        this.ok(f.id, {messages: engine.purgeQueue(this.need(f, 'name'))})
+        this.okDurable(f.id, {messages: engine.purgeQueue(this.need(f, 'name'))})
         return
       }
       case 'LIST_QUEUES':
@@ -472,6 +597,7 @@ class Connection {
         return
       case 'QUIT':
         this.ok(f.id)
+        this.flush()
         this.dead = true
         this.sock.end()
         return

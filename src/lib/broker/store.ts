@@ -51,6 +51,74 @@ export type WireOp =
   | ['D', string]
   | ['k', string, string, string]
 
+/** Record kinds in a packed message run (see packMessages / store-worker.ts). */
+export const REC_INSERT = 1
+export const REC_DELETE = 2
+export const REC_COUNT = 3
+
+/**
+ * insert: u8 kind, f64 seq, str queue, str message_id, str exchange, str routing_key, str headers
+ *         ('' = none), f64 ts, u32 delivery_count, f64 expires_at, u32 body length, body
+ * delete: u8 kind, f64 seq      count: u8 kind, f64 seq, u32 n      str = u32 byte length + UTF-8
+ */
+function packMessages(run: Op[]): Uint8Array {
+  let size = 0
+  const headers: (string | undefined)[] = []
+  for (const op of run) {
+    if (op.t === 'ins') {
+      const m = op.m
+      let h: string | undefined
+      for (const _k in m.headers) {
+        h = JSON.stringify(m.headers)
+        break
+      }
+      headers.push(h)
+      size += 1 + 8 + 5 * 4 + 3 * (op.queue.length + m.messageId.length + m.exchange.length + m.routingKey.length + (h?.length ?? 0)) + 8 + 4 + 8 + 4 + m.body.length
+    } else size += op.t === 'del' ? 9 : 13
+  }
+  const buf = Buffer.allocUnsafeSlow(size)
+  let p = 0
+  const str = (v: string) => {
+    const n = buf.write(v, p + 4, 'utf8')
+    buf.writeUInt32LE(n, p)
+    p += 4 + n
+  }
+  let hi = 0
+  for (const op of run) {
+    if (op.t === 'ins') {
+      const m = op.m
+      buf[p++] = REC_INSERT
+      buf.writeDoubleLE(m.seq, p)
+      p += 8
+      str(op.queue)
+      str(m.messageId)
+      str(m.exchange)
+      str(m.routingKey)
+      str(headers[hi++] ?? '')
+      buf.writeDoubleLE(m.timestamp, p)
+      buf.writeUInt32LE(m.deliveryCount, p + 8)
+      buf.writeDoubleLE(m.expiresAt, p + 12)
+      buf.writeUInt32LE(m.body.length, p + 20)
+      p += 24
+      m.body.copy(buf, p)
+      p += m.body.length
+    } else if (op.t === 'del') {
+      buf[p++] = REC_DELETE
+      buf.writeDoubleLE(op.seq, p)
+      p += 8
+    } else if (op.t === 'cnt') {
+      buf[p++] = REC_COUNT
+      buf.writeDoubleLE(op.seq, p)
+      buf.writeUInt32LE(op.n, p + 8)
+      p += 12
+    }
+  }
+  return new Uint8Array(buf.buffer, 0, p)
+}
+
+/** how long writes nobody waits for may stay in memory before they are committed anyway */
+const LAZY_COMMIT_MS = 50
+
 export type CommitCallback = (err?: Error) => void
 
 const SCHEMA = `
@@ -59,7 +127,10 @@ CREATE TABLE IF NOT EXISTS queues (name TEXT PRIMARY KEY, dead_letter TEXT, ttl_
 CREATE TABLE IF NOT EXISTS bindings (exchange TEXT NOT NULL, queue TEXT NOT NULL, routing_key TEXT NOT NULL, PRIMARY KEY (exchange, queue, routing_key));
 CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY, queue TEXT NOT NULL, message_id TEXT NOT NULL, exchange TEXT NOT NULL,
   routing_key TEXT NOT NULL, headers TEXT, body BLOB NOT NULL, ts INTEGER NOT NULL, delivery_count INTEGER NOT NULL DEFAULT 0, expires_at INTEGER NOT NULL DEFAULT 0);
-CREATE INDEX IF NOT EXISTS messages_queue ON messages (queue, seq);
+-- no index on queue: it would double the cost of every insert and delete on the hot path, and only
+-- deleting a whole queue (rare) needs it
+DROP INDEX IF EXISTS messages_queue;
+
 CREATE TABLE IF NOT EXISTS keys (name TEXT PRIMARY KEY, enc_cert TEXT NOT NULL, sign_cert TEXT NOT NULL, updated_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
 `
@@ -71,10 +142,12 @@ export class DurableStore {
   private ops: Op[] = []
   private waiters: CommitCallback[] = []
   private timer?: NodeJS.Timeout | NodeJS.Immediate
+  private lazy?: NodeJS.Timeout
   private inflight: {id: number; waiters: CommitCallback[]} | null = null
   private batchSeq = 1
   private closed = false
   private readonly worker: Worker
+  private readonly checkpointer: Worker
   private failure?: Error
   commits = 0
 
@@ -92,8 +165,12 @@ export class DurableStore {
     } catch (error) {
       throw new UnavailableError('E_STORE_OPEN', `cannot open the broker store ${this.file}: ${(error as Error).message}`, {hint: 'Try this: check the permissions of $MQ_HOME/data', cause: error})
     }
-    this.worker = new Worker(new URL('./store-worker.js', import.meta.url), {workerData: {file: this.file, synchronous: opts.synchronous ?? 'FULL'}})
+    const sync = opts.synchronous ?? 'FULL'
+    this.worker = new Worker(new URL('./store-worker.js', import.meta.url), {workerData: {file: this.file, role: 'writer', synchronous: sync}})
     this.worker.unref()
+    this.checkpointer = new Worker(new URL('./store-worker.js', import.meta.url), {workerData: {file: this.file, role: 'checkpointer', synchronous: sync}})
+    this.checkpointer.unref()
+    this.checkpointer.on('error', () => {}) // the writer's fallback checkpoints keep the WAL bounded
     this.worker.on('message', (m: {id?: number; error?: string; closed?: boolean}) => {
       if (m.id === undefined || !this.inflight || this.inflight.id !== m.id) return
       const done = this.inflight.waiters
@@ -102,7 +179,8 @@ export class DurableStore {
       const err = m.error ? new UnavailableError('E_STORE_WRITE', `the broker store could not commit: ${m.error}`, {hint: 'Try this: check free disk space and permissions of $MQ_HOME/data'}) : undefined
       for (const w of done) w(err)
       // whatever arrived during that commit forms the next group right away
-      if (this.ops.length > 0 || this.waiters.length > 0) this.post()
+      if (this.waiters.length > 0) this.post()
+      else if (this.ops.length > 0) this.armLazy()
     })
     this.worker.on('error', (err) => {
       this.failure = err
@@ -116,6 +194,10 @@ export class DurableStore {
 
   private post = (): void => {
     this.timer = undefined
+    if (this.lazy) {
+      clearTimeout(this.lazy)
+      this.lazy = undefined
+    }
     if (this.inflight || (this.ops.length === 0 && this.waiters.length === 0)) return
     const ops = this.ops
     const waiters = this.waiters
@@ -133,36 +215,58 @@ export class DurableStore {
       if (op.t === 'ins') inserted.add(op.m.seq)
       else if (op.t === 'del') deleted.add(op.seq)
     }
-    const wire: WireOp[] = []
+    // message records are packed into one transferable buffer per run of message ops (cheaper than
+    // structured-cloning thousands of small arrays); definition ops stay tuples, in order
+    const wire: (WireOp | Uint8Array)[] = []
+    const transfer: ArrayBuffer[] = []
+    let run: Op[] = []
+    const flushRun = () => {
+      if (run.length === 0) return
+      const buf = packMessages(run)
+      wire.push(buf)
+      transfer.push(buf.buffer as ArrayBuffer)
+      run = []
+    }
     for (const op of ops) {
       if (op.t === 'ins') {
-        const m = op.m
-        if (deleted.has(m.seq)) continue
-        let h: string | null = null
-        for (const _k in m.headers) {
-          h = JSON.stringify(m.headers)
-          break
-        }
-        wire.push(['i', m.seq, op.queue, m.messageId, m.exchange, m.routingKey, h, m.body, m.timestamp, m.deliveryCount, m.expiresAt])
+        if (!deleted.has(op.m.seq)) run.push(op)
       } else if (op.t === 'del') {
-        if (!inserted.has(op.seq)) wire.push(['d', op.seq])
+        if (!inserted.has(op.seq)) run.push(op)
       } else if (op.t === 'cnt') {
-        if (!deleted.has(op.seq) && !inserted.has(op.seq)) wire.push(['c', op.seq, op.n])
-      } else wire.push(op.op)
+        if (!deleted.has(op.seq) && !inserted.has(op.seq)) run.push(op)
+      } else {
+        flushRun()
+        wire.push(op.op)
+      }
     }
+    flushRun()
     const id = this.batchSeq++
     this.inflight = {id, waiters}
-    this.worker.postMessage({id, ops: wire})
+    this.worker.postMessage({id, ops: wire}, transfer)
   }
 
+  /**
+   * Writes nobody waits for (acks, delivery counts, definitions, unconfirmed publishes) do not start a
+   * commit (an fsync) of their own: they ride along with the next confirmed publish, or go out after
+   * LAZY_COMMIT_MS. Losing such a write in a crash only means a redelivery (at-least-once).
+   */
   private enqueue(op: Op): void {
     if (this.closed) return
     this.ops.push(op)
-    this.arm()
+    this.armLazy()
+  }
+
+  private armLazy(): void {
+    if (this.timer || this.inflight || this.lazy) return
+    this.lazy = setTimeout(this.post, LAZY_COMMIT_MS)
   }
 
   private arm(): void {
     if (this.timer || this.inflight) return
+    if (this.lazy) {
+      clearTimeout(this.lazy)
+      this.lazy = undefined
+    }
     this.timer = this.commitIntervalMs > 0 ? setTimeout(this.post, this.commitIntervalMs) : setImmediate(this.post)
   }
 
@@ -272,6 +376,7 @@ export class DurableStore {
     if (!this.failure) await this.flush().catch(() => {})
     this.closed = true
     if (this.timer) clearTimeout(this.timer as NodeJS.Timeout)
+    if (this.lazy) clearTimeout(this.lazy)
     await new Promise<void>((resolve) => {
       const t = setTimeout(resolve, 2000)
       this.worker.once('message', () => {
@@ -281,6 +386,15 @@ export class DurableStore {
       this.worker.postMessage({close: true})
     })
     await this.worker.terminate()
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, 2000)
+      this.checkpointer.once('message', () => {
+        clearTimeout(t)
+        resolve()
+      })
+      this.checkpointer.postMessage({close: true})
+    })
+    await this.checkpointer.terminate()
     this.db.close()
   }
 }

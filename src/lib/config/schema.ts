@@ -100,6 +100,10 @@ export const configSchema = z
         host: host.default('127.0.0.1'),
         port: port.default(8001),
         identity: z.string().default('proxy'),
+        // server certificate of the proxy's HTTPS listener (a client cert cannot share a name with it)
+        server_identity: z.string().default('proxy-server'),
+        // the broker's HTTPS API for register calls; defaults to client.api
+        broker_api: z.string().optional(),
         max_body_chars: z.number().int().min(1).default(1000),
         max_request_bytes: z.number().int().min(256).default(64 * 1024),
         rate_per_sec: z.number().min(0).default(100),
@@ -119,8 +123,11 @@ export const configSchema = z
         exchange: z.string().default('default_exchange'),
         routing_key: z.string().default('default_key'),
         group: z.string().default('workers'),
-        metrics_port: port.default(9100),
+        // 0 = no metrics listener
+        metrics_port: z.number().int().min(0).max(65535).default(9100),
         claim_idle_ms: ms.default(60_000),
+        // the broker's HTTPS API for deliver/status calls; defaults to client.api
+        broker_api: z.string().optional(),
       })
       .strict()
       .default({}),
@@ -132,6 +139,8 @@ export const configSchema = z
         key_cache_size: z.number().int().min(1).default(1024),
         publish_window: z.number().int().min(1).max(65_536).default(256),
         accept: z.array(z.enum(['native', 'ciphermq', 'plain'])).min(1).default(['native']),
+        // mq recv refuses signed messages older than this and forgets accepted ids older than this (30 days)
+        replay_window_ms: ms.min(60_000).default(30 * 86_400_000),
       })
       .strict()
       .default({}),

@@ -6,13 +6,17 @@
  * Every source is untrusted: the certificates are checked against our CA, the CRL and the
  * name on every use (verifyIdentityCerts), so neither the broker nor a stale cache can slip in
  * a key our CA did not certify for that name, or one that has since been revoked.
+ *
+ * Failures of this machine or of the broker are not verdicts on a key: a local key file that exists
+ * but cannot be read is E_KEY_READ (75) and an unreachable or failing directory E_KEY_DIRECTORY (69),
+ * so a receiver puts the message back instead of rejecting it. Writing the cache is best effort.
  */
 import type {KeyObject} from 'node:crypto'
 import {existsSync, readFileSync} from 'node:fs'
 import {join} from 'node:path'
 
 import type {MqHome} from '../config/home.js'
-import {ExitCode, MqError, UnavailableError, UsageError} from '../errors.js'
+import {ExitCode, MqError, TempFailError, UnavailableError, UsageError} from '../errors.js'
 import {type E2eIdentity, identityFiles, loadIdentity, verifyIdentityCerts} from '../pki/index.js'
 import {ensureDir, writeFileAtomic} from '../util/fs.js'
 import {type SenderResolver, spkiSha256} from './envelope.js'
@@ -58,11 +62,27 @@ export class IdentityResolver {
   constructor(
     private readonly home: MqHome,
     private readonly directory?: KeyDirectory,
+    /** told when fetched keys could not be cached (they are used all the same) */
+    private readonly warn?: (message: string) => void,
   ) {}
 
+  /** Both files, or null when either is absent; any other read error is E_KEY_READ (temporary). */
   private read(files: {encCert: string; signCert: string}): {enc: string; sign: string} | null {
-    if (!existsSync(files.encCert) || !existsSync(files.signCert)) return null
-    return {enc: readFileSync(files.encCert, 'utf8'), sign: readFileSync(files.signCert, 'utf8')}
+    const one = (file: string): string | null => {
+      try {
+        return readFileSync(file, 'utf8')
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code
+        if (code === 'ENOENT' || code === 'ENOTDIR') return null
+        throw new TempFailError('E_KEY_READ', `Cannot read ${file}: ${(error as Error).message}`, {
+          cause: error,
+          hint: `Try this: check the owner and permissions of ${file} (the user running mq must be able to read it).`,
+        })
+      }
+    }
+    const enc = one(files.encCert)
+    const sign = enc === null ? null : one(files.signCert)
+    return enc === null || sign === null ? null : {enc, sign}
   }
 
   /**
@@ -118,11 +138,16 @@ export class IdentityResolver {
     return found
   }
 
+  /** Best effort: the keys were verified, so a cache that cannot be written only costs a fetch next time. */
   private store(name: string, encCertPem: string, signCertPem: string): void {
-    ensureDir(keyCacheDir(this.home), 0o700)
-    const f = cachedCertFiles(this.home, name)
-    writeFileAtomic(f.encCert, encCertPem, 0o644)
-    writeFileAtomic(f.signCert, signCertPem, 0o644)
+    try {
+      ensureDir(keyCacheDir(this.home), 0o700)
+      const f = cachedCertFiles(this.home, name)
+      writeFileAtomic(f.encCert, encCertPem, 0o644)
+      writeFileAtomic(f.signCert, signCertPem, 0o644)
+    } catch (error) {
+      this.warn?.(`Could not cache the keys of ${name} in ${keyCacheDir(this.home)}: ${(error as Error).message} (they were verified and are used; the next run fetches them again).`)
+    }
   }
 
   /** For EnvelopeOpener: the certified signing key of a sender, refetched once if the envelope names a newer key. */

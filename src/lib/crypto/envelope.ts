@@ -27,7 +27,7 @@ import {
   verify,
 } from 'node:crypto'
 
-import {DataError, MqError, PermissionError, UsageError} from '../errors.js'
+import {DataError, MqError, PermissionError, TempFailError, UsageError} from '../errors.js'
 
 export const ENVELOPE_MAGIC = Buffer.from('MQE1')
 export const ENVELOPE_ALG = 'A256GCM+RSA-OAEP-256+PS256+HS256'
@@ -503,7 +503,8 @@ export class EnvelopeOpener {
       senderKey = await this.resolveSender(grant.from, grant.sfp)
     } catch (error) {
       if (error instanceof MqError) throw error
-      throw fail('E_SENDER_UNKNOWN', `Cannot find a trusted certificate for sender ${grant.from}: ${(error as Error).message}`, `ask ${grant.from} to run mq keys publish ${grant.from}.`)
+      // an unexpected failure of the lookup says nothing about the message: temporary, not a rejection
+      throw new TempFailError('E_SENDER_LOOKUP', `Cannot look up the certificate of sender ${grant.from}: ${(error as Error).message}`, {cause: error, hint: 'Try this: run mq recv again; the message was not rejected.'})
     }
     if (spkiSha256(senderKey) !== grant.sfp) {
       throw fail('E_SENDER_KEY_MISMATCH', `The message claims a signing key of ${grant.from} that is not the certified one.`, `if ${grant.from} rotated keys, refresh the cache (mq keys fetch ${grant.from}); otherwise treat the message as forged.`)

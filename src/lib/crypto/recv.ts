@@ -9,7 +9,7 @@ import {TextDecoder} from 'node:util'
 import {MqError, PermissionError, UnavailableError} from '../errors.js'
 import {decryptCipherMq, isCipherMqBody} from './ciphermq.js'
 import {EnvelopeOpener, type SenderResolver, isNativeEnvelope} from './envelope.js'
-import type {ReplayGuard} from './replay.js'
+import type {ReplayEntry, ReplayGuard} from './replay.js'
 import {FORMAT_HEADER, type SendFormat} from './send.js'
 
 /** The part of a broker Delivery a receiver reads. */
@@ -45,7 +45,7 @@ export class MessageReceiver {
   readonly opener: EnvelopeOpener
   private readonly accept: Set<SendFormat>
   /** accepted in this batch but not yet recorded: a duplicate inside one batch is a replay too */
-  private readonly pending = new Map<string, {messageId: string; sender: string | null}>()
+  private readonly pending = new Map<string, ReplayEntry>()
 
   constructor(private readonly opts: ReceiverOptions) {
     this.opener = new EnvelopeOpener({cacheSize: opts.cacheSize, identity: opts.identity, resolveSender: opts.resolveSender})
@@ -77,6 +77,14 @@ export class MessageReceiver {
     } else {
       r = {content_type: null, format, headers: stripMq(d.headers), message_id: d.messageId, payload: d.body, recipients: [], sender: null, timestamp: d.timestamp ?? Date.now(), verified: false}
     }
+    // only a signed timestamp bounds the replay guard: ids older than the window are pruned
+    if (r.verified && this.opts.replay?.tooOld(r.timestamp)) {
+      const replay = this.opts.replay
+      const days = (ms: number): string => `${Math.floor(ms / 86_400_000)} days`
+      throw new PermissionError('E_REPLAY_WINDOW', `Refused message ${r.message_id} from ${r.sender}: signed ${new Date(r.timestamp).toISOString()}, ${days(replay.now() - r.timestamp)} ago, older than the replay window (${days(replay.windowMs)}), so it cannot be told from a replay.`, {
+        hint: 'Try this: if such old messages are expected (a queue left unread), raise e2e.replay_window_ms; otherwise treat it as a replay.',
+      })
+    }
     if (this.pending.has(replayKey(r)) || (this.opts.replay && (await this.opts.replay.seen(r.message_id, r.sender)))) {
       throw new PermissionError('E_REPLAY', `Refused message ${r.message_id}${r.sender ? ` from ${r.sender}` : ''}: ${this.opts.identity.name} already accepted it (replay).`, {
         hint: 'Try this: nothing; a replayed message is dead-lettered, the original was delivered before.',
@@ -87,7 +95,7 @@ export class MessageReceiver {
 
   /** Call once the message is written out; commit() then persists it, before the acks. */
   accepted(r: Received): void {
-    this.pending.set(replayKey(r), {messageId: r.message_id, sender: r.sender})
+    this.pending.set(replayKey(r), {messageId: r.message_id, sender: r.sender, timestamp: r.verified ? r.timestamp : undefined})
   }
 
   /** Persists every accepted id of this batch in one transaction. */
@@ -144,6 +152,32 @@ export function outRecord(r: Received, receivedAt = new Date()): Record<string, 
 /** Durations follow the CLI's one rule (bare numbers are milliseconds); kept here for existing importers. */
 export {parseDuration} from '../util/duration.js'
 
+/**
+ * Codes that are a verdict on the message itself: only these reject it (to the dead-letter queue).
+ * Anything else (the broker's key directory unreachable or failing, E_KEY_DIRECTORY; a local key
+ * file that cannot be read, E_KEY_READ; a missing CA certificate or an unreadable CRL; an
+ * unexpected error) says nothing about the message, so it goes back to the queue and recv stops
+ * with 75. A message that fails that way on every delivery is still dead-lettered by the broker
+ * once broker.delivery_limit is reached, so it cannot block a queue forever.
+ */
+const DEFINITIVE = new Set([
+  'E_FORMAT_REFUSED', // a format the receiver does not accept
+  'E_REPLAY', // already accepted once
+  'E_REPLAY_WINDOW', // authenticated timestamp older than e2e.replay_window_ms
+  'E_SENDER_KEY_MISMATCH', // signed with a key that is not the sender's certified one
+  'E_IDENTITY_UNTRUSTED', // sender certificate not issued by our CA to that name
+  'E_IDENTITY_REVOKED',
+  'E_IDENTITY_EXPIRED',
+  'E_IDENTITY_NAME', // the envelope names a sender that cannot be an identity
+  'E_RECIPIENT_UNKNOWN', // the directory answered: no such sender
+])
+
+/** True when err proves the message bad (reject it); false when checking it failed (requeue it). */
+export function isDefinitiveRejection(err: unknown): boolean {
+  if (!(err instanceof MqError)) return false
+  return DEFINITIVE.has(err.code) || err.code.startsWith('E_ENVELOPE_') || err.code.startsWith('E_CIPHERMQ_')
+}
+
 export function reasonOf(err: unknown): string {
   if (err instanceof MqError) return `${err.code}: ${err.message}`
   return `E_INTERNAL: ${(err as Error)?.message ?? String(err)}`
@@ -183,18 +217,25 @@ export interface LoopOptions<D extends LoopDelivery> {
   batch?: number
   signal?: AbortSignal
   onReject?: (d: D, err: unknown) => void
+  /** a delivery that could not be checked now (temporary failure); it goes back to the queue */
+  onDefer?: (d: D, err: unknown) => void
 }
 
 export interface LoopResult {
   accepted: number
   rejected: number
-  stoppedBy: 'count' | 'timeout' | 'signal'
+  /** deliveries returned to the queue after a temporary failure */
+  deferred: number
+  stoppedBy: 'count' | 'timeout' | 'signal' | 'tempfail'
 }
 
 /**
  * Consumes a queue: open+verify each delivery, write the good ones, flush, persist their ids
- * (replay guard), then ack; reject the bad ones to the dead-letter queue with the reason. On
- * stop, deliveries not yet handled go back to the queue.
+ * (replay guard), then ack; reject the bad ones to the dead-letter queue with the reason. A
+ * delivery that could not be checked (temporary failure, see isDefinitiveRejection) is held, the
+ * batch in hand is finished, and the loop stops with 'tempfail'; the held deliveries are nacked
+ * with requeue only after the consumer is cancelled, so the broker does not hand them straight
+ * back to this loop. On stop, deliveries not yet handled go back to the queue.
  */
 export async function receiveLoop<D extends LoopDelivery>(client: ConsumerClient<D>, receiver: MessageReceiver, sink: ReceiveSink<D>, opts: LoopOptions<D>): Promise<LoopResult> {
   const buf: D[] = []
@@ -226,6 +267,7 @@ export async function receiveLoop<D extends LoopDelivery>(client: ConsumerClient
   })
   let accepted = 0
   let rejected = 0
+  const held: D[] = []
   let stoppedBy: LoopResult['stoppedBy'] = 'count'
   const batch = Math.max(1, opts.batch ?? 256)
   try {
@@ -268,6 +310,11 @@ export async function receiveLoop<D extends LoopDelivery>(client: ConsumerClient
         try {
           r = await receiver.open(d)
         } catch (error) {
+          if (!isDefinitiveRejection(error)) {
+            held.push(d)
+            opts.onDefer?.(d, error)
+            continue
+          }
           client.reject(d.deliveryTag, reasonOf(error).slice(0, 500))
           rejected++
           opts.onReject?.(d, error)
@@ -286,13 +333,18 @@ export async function receiveLoop<D extends LoopDelivery>(client: ConsumerClient
       await receiver.commit()
       for (const d of good) client.ack(d.deliveryTag)
       accepted += good.length
+      if (held.length > 0) {
+        stoppedBy = 'tempfail'
+        break
+      }
     }
   } finally {
     stopped = true
     client.off('close', onClose)
     opts.signal?.removeEventListener('abort', notify)
     if (!closed) await consumer.cancel().catch(() => {})
-    for (const d of buf.splice(0)) if (!closed) client.nack(d.deliveryTag, true)
+    // (a closed connection returns its unacked deliveries to the queue by itself)
+    for (const d of [...held, ...buf.splice(0)]) if (!closed) client.nack(d.deliveryTag, true)
   }
-  return {accepted, rejected, stoppedBy}
+  return {accepted, deferred: held.length, rejected, stoppedBy}
 }

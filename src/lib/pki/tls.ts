@@ -67,10 +67,13 @@ export function serverTlsOptions(home: MqHome, name: string): TlsOptions {
   }
 }
 
-/** A client's side: its certificate, and trust in our CA only (not the system roots). */
+/**
+ * A client's side: its certificate, and trust in our CA only (not the system roots). With the
+ * CRL, a revoked server certificate (a stolen broker or relay key) is refused in the handshake.
+ */
 export function clientTlsOptions(home: MqHome, identity: string): ConnectionOptions {
   const m = readMaterial(home, identity, 'client')
-  return {...m, minVersion: 'TLSv1.2', rejectUnauthorized: true}
+  return {...m, ...(existsSync(home.crl) ? {crl: readFileSync(home.crl)} : {}), minVersion: 'TLSv1.2', rejectUnauthorized: true}
 }
 
 /** The verified peer's CN and serial, or null when the peer presented no valid certificate. */

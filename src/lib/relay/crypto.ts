@@ -13,6 +13,8 @@ import {
   privateDecrypt,
   publicEncrypt,
   randomBytes,
+  sign,
+  verify,
 } from 'node:crypto'
 
 import {derLength} from './protocol.js'
@@ -22,7 +24,10 @@ import {derLength} from './protocol.js'
  *
  *   strong   (default, protocol v3): RSA-2048 keys, symmetric keys wrapped with RSA-OAEP-SHA-256,
  *            texts and files sealed with AES-256-GCM: nonce 12 | ciphertext | tag 16, with the
- *            message type, sender id and recipient id as associated data.
+ *            message type, sender id and recipient id as associated data. A symmetric key
+ *            message is the wrapped key followed by the sender's RSA-PSS-SHA-256 signature over
+ *            it and both ids: client ids are public, so without it anyone could send a key "as"
+ *            a peer and then forge that peer's texts and files.
  *   messageu (--compat, protocol v2): MessageU's own scheme, kept only to talk to existing
  *            MessageU clients: RSA-1024 (e = 17, a 160-byte SPKI), OAEP-SHA-1, AES-128-CBC with
  *            an all-zero IV and PKCS#7 padding. It is weak: no integrity, equal plaintexts give
@@ -80,6 +85,34 @@ export function unwrapKey(suite: Suite, privateKey: KeyObject, wrapped: Buffer):
   const key = privateDecrypt({key: privateKey, ...oaep(suite)}, wrapped)
   if (key.length !== symKeyBytes(suite)) throw new Error(`unwrapped key is ${key.length} bytes, expected ${symKeyBytes(suite)}`)
   return key
+}
+
+const KEY_SIG_CONTEXT = Buffer.from('mq-relay-v3-key\0')
+const PSS = {padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST}
+
+const keySigInput = (sender: Buffer, recipient: Buffer, wrapped: Buffer) => Buffer.concat([KEY_SIG_CONTEXT, sender, recipient, wrapped])
+
+/** The content of a symmetric key message: the wrapped key, signed by its sender in the strong suite. */
+export function sealKeyMessage(suite: Suite, senderPrivateKey: KeyObject, peerPublicKey: KeyObject, symKey: Buffer, sender: Buffer, recipient: Buffer): Buffer {
+  const wrapped = wrapKey(suite, peerPublicKey, symKey)
+  if (suite !== 'strong') return wrapped
+  return Buffer.concat([wrapped, sign('sha256', keySigInput(sender, recipient, wrapped), {key: senderPrivateKey, ...PSS})])
+}
+
+/**
+ * Unwraps a symmetric key message. In the strong suite the signature must verify with the
+ * sender's public key first; `senderPublicKey` undefined means it could not be found.
+ */
+export function openKeyMessage(suite: Suite, privateKey: KeyObject, senderPublicKey: KeyObject | undefined, content: Buffer, sender: Buffer, recipient: Buffer): Buffer {
+  if (suite !== 'strong') return unwrapKey(suite, privateKey, content)
+  const wrappedLen = (privateKey.asymmetricKeyDetails?.modulusLength ?? 0) / 8
+  if (!senderPublicKey) throw new Error("the sender's public key is unknown, so the key's signature cannot be checked")
+  const wrapped = content.subarray(0, wrappedLen)
+  const sig = content.subarray(wrappedLen)
+  if (wrappedLen === 0 || sig.length === 0 || !verify('sha256', keySigInput(sender, recipient, wrapped), {key: senderPublicKey, ...PSS}, sig)) {
+    throw new Error('the key is not signed by its sender (bad signature): someone else sent it with the sender\'s id')
+  }
+  return unwrapKey(suite, privateKey, wrapped)
 }
 
 /** Associated data binding a sealed content to its type, sender and recipient. */

@@ -102,31 +102,42 @@ export class RelayKeyring {
     writeSecretFile(this.file('me.json'), JSON.stringify(me, null, 2) + '\n')
   }
 
-  peers(): Record<string, Peer> {
+  /**
+   * Peers by name. A Map, not a plain object: peer names come from other relay users, and a name
+   * such as __proto__ or constructor must not reach Object.prototype.
+   */
+  peers(): Map<string, Peer> {
     const f = this.file('peers.json')
-    if (!existsSync(f)) return {}
+    if (!existsSync(f)) return new Map()
     assertPrivateFile(f)
+    let parsed: unknown
     try {
-      return JSON.parse(readFileSync(f, 'utf8')) as Record<string, Peer>
+      parsed = JSON.parse(readFileSync(f, 'utf8'))
     } catch (error) {
       throw new DataError('E_RELAY_PEERS', `${f} is not valid JSON: ${(error as Error).message}`, {hint: `Try this: remove ${f}; you will need to exchange keys again.`})
     }
+    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+      throw new DataError('E_RELAY_PEERS', `${f} is not a JSON object of peers.`, {hint: `Try this: remove ${f}; you will need to exchange keys again.`})
+    }
+    // JSON.parse makes "__proto__" an own property, so Object.entries sees it like any name
+    return new Map(Object.entries(parsed as Record<string, Peer>))
   }
 
   peer(name: string): Peer | undefined {
-    return this.peers()[name]
+    return this.peers().get(name)
   }
 
   peerById(id: Buffer): Peer | undefined {
     const hex = id.toString('hex')
-    return Object.values(this.peers()).find((p) => p.id === hex)
+    return [...this.peers().values()].find((p) => p.id === hex)
   }
 
   savePeer(p: Peer): void {
     const all = this.peers()
     // A name now bound to another id (re-registered elsewhere) starts over: no stale keys.
-    const old = all[p.name]
-    all[p.name] = old && old.id === p.id ? {...old, ...p} : p
-    writeSecretFile(this.file('peers.json'), JSON.stringify(all, null, 2) + '\n')
+    const old = all.get(p.name)
+    all.set(p.name, old && old.id === p.id ? {...old, ...p} : p)
+    // Object.fromEntries defines own properties (a "__proto__" key stays a key, not a prototype)
+    writeSecretFile(this.file('peers.json'), JSON.stringify(Object.fromEntries(all), null, 2) + '\n')
   }
 }

@@ -1,4 +1,4 @@
-import {randomBytes} from 'node:crypto'
+import {type KeyObject, randomBytes} from 'node:crypto'
 import {createReadStream, existsSync, readFileSync} from 'node:fs'
 import {mkdir, open, rename, stat, unlink} from 'node:fs/promises'
 import {basename, join, resolve} from 'node:path'
@@ -16,11 +16,11 @@ import {
   encrypt,
   generateIdentityKeys,
   newSymKey,
+  openKeyMessage,
   parsePublicKey,
   protocolFor,
+  sealKeyMessage,
   sealedSize,
-  unwrapKey,
-  wrapKey,
 } from './crypto.js'
 import {type Peer, RelayKeyring, keyFingerprint} from './identity.js'
 import {
@@ -162,16 +162,37 @@ export class RelayClient {
   async key(name: string): Promise<{name: string; id: string; fingerprint: string; bytes: number}> {
     const me = this.keyring.identity()
     const peer = await this.resolvePeer(name)
-    const conn = await this.connection(me.suite)
-    const r = decodePublicKeyPayload(conn.version, await conn.call(me.clientId, Op.publicKey, Buffer.from(peer.id, 'hex'), 'public key'))
+    const publicKey = await this.fetchPublicKey(await this.connection(me.suite), me.clientId, name, peer.id)
+    this.keyring.savePeer({id: peer.id, name, publicKey: publicKey.toString('base64')})
+    return {bytes: publicKey.length, fingerprint: keyFingerprint(publicKey), id: peer.id, name}
+  }
+
+  private async fetchPublicKey(conn: RelayConnection, clientId: Buffer, name: string, id: string): Promise<Buffer> {
+    const r = decodePublicKeyPayload(conn.version, await conn.call(clientId, Op.publicKey, Buffer.from(id, 'hex'), 'public key'))
     if ('error' in r) throw new MqError('E_RELAY_PROTOCOL', r.error, {hint: 'Try this: retry.'})
     try {
       parsePublicKey(r.publicKey)
     } catch {
       throw new DataError('E_RELAY_BAD_KEY', `${name}'s public key on the relay is not a valid RSA key.`, {hint: 'Try this: ask them to register again.'})
     }
-    this.keyring.savePeer({id: peer.id, name, publicKey: r.publicKey.toString('base64')})
-    return {bytes: r.publicKey.length, fingerprint: keyFingerprint(r.publicKey), id: peer.id, name}
+    return r.publicKey
+  }
+
+  /** A sender's public key during a pull: the one kept for that peer, else fetched on a second connection. */
+  private async senderPublicKey(me: {suite: Suite; clientId: Buffer}, from: string, fromId: string): Promise<KeyObject | undefined> {
+    const known = this.keyring.peer(from)
+    if (known?.id === fromId && known.publicKey) return parsePublicKey(Buffer.from(known.publicKey, 'base64'))
+    const side = await RelayConnection.connect(this.address, protocolFor(me.suite), this.opts.timeoutMs, this.opts.tls)
+    try {
+      const der = await this.fetchPublicKey(side, me.clientId, from, fromId)
+      if (from !== fromId) this.keyring.savePeer({id: fromId, name: from, publicKey: der.toString('base64')})
+      return parsePublicKey(der)
+    } catch (error) {
+      this.log.debug('sender key not found', {error, from})
+      return undefined
+    } finally {
+      side.close()
+    }
   }
 
   async requestKey(name: string): Promise<{to: string; messageId: number}> {
@@ -196,7 +217,8 @@ export class RelayClient {
       })
     }
     const sym = newSymKey(me.suite)
-    const id = await this.sendRaw(me.suite, me.clientId, peer, MessageType.symmetricKey, wrapKey(me.suite, pub, sym))
+    const content = sealKeyMessage(me.suite, me.privateKey, pub, sym, me.clientId, Buffer.from(peer.id, 'hex'))
+    const id = await this.sendRaw(me.suite, me.clientId, peer, MessageType.symmetricKey, content)
     this.keyring.savePeer({id: peer.id, name, symKey: sym.toString('base64')})
     return {messageId: id, to: name}
   }
@@ -279,7 +301,8 @@ export class RelayClient {
             break
           case MessageType.symmetricKey: {
             if (!payload) break
-            const sym = unwrapKey(me.suite, me.privateKey, payload)
+            const senderKey = me.suite === 'strong' ? await this.senderPublicKey(me, from, fromId) : undefined
+            const sym = openKeyMessage(me.suite, me.privateKey, senderKey, payload, e.sender, me.clientId)
             this.keyring.savePeer({id: fromId, name: from, symKey: sym.toString('base64')})
             m.text = 'symmetric key received'
             break

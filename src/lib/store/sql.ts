@@ -205,8 +205,9 @@ export async function openStore(opts: OpenStoreOptions): Promise<SqlStore> {
   throw new ConfigError('E_STORE_URL', `store.url ${JSON.stringify(redact(url))} is neither "sqlite" nor a mysql:// URL.`, {hint: 'Try this: store.url: sqlite, or mysql://user:password@host:3306/db'})
 }
 
+/** Hides the password of a URL (user:pass@, also :pass@ and passwords holding an unescaped @). */
 export function redact(url: string): string {
-  return url.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@')
+  return url.replace(/\/\/([^:@/]*):[^/]*@/, '//$1:***@')
 }
 
 /**

@@ -3,7 +3,6 @@ import {spawn} from 'node:child_process'
 import net from 'node:net'
 import tls from 'node:tls'
 import {after, before, describe, test} from 'node:test'
-import {fileURLToPath} from 'node:url'
 
 import type {BrokerClient, Delivery} from '../../../src/lib/broker/client.js'
 import {MqHome} from '../../../src/lib/config/home.js'
@@ -91,6 +90,53 @@ describe('delivery', () => {
     admin.ack(d.deliveryTag)
     await sync(admin)
     assert.deepEqual(await admin.messageStatus(r.messageId), {messageId: r.messageId, queue: q, status: 'acknowledged'})
+  })
+
+  test('batch confirms: one CONFIRM covers many publishes, in order, errors stay per publish', async () => {
+    const q = uniqueName('bc')
+    const x = uniqueName('bcx')
+    await admin.declareQueue(q, {durable: true})
+    await admin.declareExchange(x, 'direct')
+    await admin.bind(q, x, 'k')
+    const c = await broker.connect('admin', {batchConfirms: true})
+    try {
+      const results = await Promise.allSettled(Array.from({length: 200}, (_, i) => c.publish(x, i === 57 ? 'nowhere' : 'k', Buffer.from(`m${i}`), i === 3 ? {messageId: 'mine-3'} : {})))
+      assert.equal(results.filter((r) => r.status === 'rejected').length, 1)
+      const bad = results[57]
+      assert.ok(bad.status === 'rejected' && (bad.reason as {code: string}).code === 'E_UNROUTABLE')
+      const ids = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value.messageId] : []))
+      assert.equal(new Set(ids).size, 199)
+      assert.equal(ids[3], 'mine-3')
+      const first = (await admin.get(q))!
+      assert.equal(first.messageId, ids[0])
+      assert.equal((await admin.messageStatus(ids[198]))?.status, 'sent')
+      assert.equal((await admin.listQueues()).find((y) => y.name === q)!.messages, 198)
+    } finally {
+      await c.close()
+    }
+  })
+
+  test('big bodies (written without copying) arrive intact by push and by get', async () => {
+    const q = uniqueName('big')
+    await admin.declareQueue(q)
+    const big = Buffer.alloc(40 * 1024)
+    for (let i = 0; i < big.length; i++) big[i] = (i * 7 + 3) & 0xff
+    const c = await broker.connect()
+    try {
+      const got: Delivery[] = []
+      await c.consume(q, {noAck: true, prefetch: 10}, (d) => got.push(d))
+      for (let i = 0; i < 5; i++) await admin.publish('', q, big, {headers: {n: String(i)}})
+      await sync(c)
+      assert.equal(got.length, 5)
+      for (const [i, d] of got.entries()) {
+        assert.deepEqual(d.body, big)
+        assert.equal(d.headers.n, String(i))
+      }
+    } finally {
+      await c.close()
+    }
+    await admin.publish('', q, big)
+    assert.deepEqual((await admin.get(q))?.body, big)
   })
 
   test('prefetch bounds unacked pushes; acks open the window; consumers share round-robin', async () => {
@@ -198,6 +244,10 @@ describe('hostile clients', () => {
     const bad = await raw()
     const big = await raw()
     const drip = await raw()
+    const bodyDrip = await raw()
+    const bodyDripOut = readUntilClose(bodyDrip)
+    bodyDrip.write(`HELLO 1\nPUBLISH 2 exchange= key=${q} 1000\n`)
+    const bodyDripper = setInterval(() => !bodyDrip.destroyed && bodyDrip.write('x'), 300)
     const badOut = readUntilClose(bad)
     const bigOut = readUntilClose(big)
     const dripOut = readUntilClose(drip)
@@ -217,10 +267,12 @@ describe('hostile clients', () => {
       assert.doesNotMatch(go, /^OK 2/m)
       const dr = await dripOut
       assert.match(dr, /code=E_(HANDSHAKE|FRAME)_TIMEOUT/)
+      assert.match(await bodyDripOut, /code=E_FRAME_TIMEOUT message=frame%20body/)
       assert.equal((await good.get(q))?.body.toString(), 'ok0')
       assert.equal((await good.listQueues()).find((x) => x.name === q)!.messages, 19)
     } finally {
       clearInterval(dripper)
+      clearInterval(bodyDripper)
       await good.close()
     }
   })
@@ -229,10 +281,13 @@ describe('hostile clients', () => {
     const s = await raw()
     let out = ''
     s.on('data', (d: Buffer) => (out += d.toString()))
-    s.write('HELLO 1\nDECLARE_QUEUE 2 name=has%20space\nNOSUCHVERB 3\nPING 4\n')
+    s.write('HELLO 1\nDECLARE_QUEUE 2 name=has%20space\nNOSUCHVERB 3\nACK 5 tags=1-3,x\nACK 6 tags=1-99999999\nACK 7 tags=7-9\nPING 4\n')
     await waitFor(() => out.includes('PONG 4'))
     assert.match(out, /ERR 2 code=E_BAD_NAME/)
     assert.match(out, /ERR 3 code=E_UNKNOWN_VERB/)
+    assert.match(out, /ERR 5 code=E_FRAME_ARG/)
+    assert.match(out, /ERR 6 code=E_FRAME_ARG/)
+    assert.match(out, /ERR 7 code=E_UNKNOWN_TAG/)
     s.destroy()
   })
 })

@@ -159,4 +159,7 @@ test('bad names and types are usage errors', () => {
   e.declareExchange('x', 'fanout')
   assert.throws(() => e.declareExchange('x', 'topic'), {code: 'E_EXISTS'})
   assert.throws(() => e.bind('nope', 'x', ''), {code: 'E_NOT_FOUND'})
+  e.declareQueue('d', {durable: true})
+  assert.equal(e.declareQueue('d').durable, true)
+  assert.throws(() => e.declareQueue('d', {durable: false}), {code: 'E_EXISTS'})
 })

@@ -1,0 +1,97 @@
+import {Agent, request} from 'node:https'
+import type {ConnectionOptions} from 'node:tls'
+
+import {MqError, PermissionError, UnavailableError} from '../errors.js'
+
+export interface JsonResponse<T = unknown> {
+  status: number
+  body: T
+  headers: Record<string, string | string[] | undefined>
+}
+
+/**
+ * A small HTTPS JSON client with mutual TLS and keep-alive, for talking to the broker's API
+ * (proxy and worker internal calls, operator commands). Connection failures and timeouts become
+ * UnavailableError so callers can answer 503 or retry.
+ */
+export class ApiClient {
+  private readonly agent: Agent
+  private readonly base: URL
+
+  constructor(
+    baseUrl: string,
+    tls: ConnectionOptions,
+    private readonly timeoutMs = 10_000,
+    maxSockets = 64,
+  ) {
+    this.base = new URL(baseUrl)
+    // Our CA signs every server; the host name is not what we trust, the CA is.
+    this.agent = new Agent({...tls, checkServerIdentity: () => undefined, keepAlive: true, maxSockets} as never)
+  }
+
+  request<T = unknown>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<JsonResponse<T>> {
+    const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body))
+    const url = new URL(path, this.base)
+    return new Promise((resolve, reject) => {
+      const req = request(
+        url,
+        {
+          agent: this.agent,
+          headers: {accept: 'application/json', ...(data ? {'content-length': String(data.length), 'content-type': 'application/json'} : {}), ...headers},
+          method,
+          timeout: this.timeoutMs,
+        },
+        (res) => {
+          const chunks: Buffer[] = []
+          res.on('data', (c: Buffer) => chunks.push(c))
+          res.on('error', (e) => reject(unavailable(this.base, e)))
+          res.on('end', () => {
+            const text = Buffer.concat(chunks).toString('utf8')
+            let parsed: unknown = text
+            if (/json/.test(String(res.headers['content-type'] ?? ''))) {
+              try {
+                parsed = JSON.parse(text)
+              } catch {}
+            }
+            resolve({body: parsed as T, headers: res.headers, status: res.statusCode ?? 0})
+          })
+        },
+      )
+      req.on('timeout', () => req.destroy(new Error(`no answer within ${this.timeoutMs} ms`)))
+      req.on('error', (e) => reject(unavailable(this.base, e)))
+      req.end(data)
+    })
+  }
+
+  /** Like request(), but non-2xx answers throw an MqError carrying the server's code and status. */
+  async call<T = unknown>(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<T> {
+    const r = await this.request<T>(method, path, body, headers)
+    if (r.status >= 200 && r.status < 300) return r.body
+    throw responseError(r)
+  }
+
+  close(): void {
+    this.agent.destroy()
+  }
+}
+
+export function responseError(r: JsonResponse): MqError {
+  const e = (r.body as {error?: {code?: string; message?: string; hint?: string}})?.error
+  const code = e?.code ?? `E_HTTP_${r.status}`
+  const msg = e?.message ?? `HTTP ${r.status}`
+  const opts = {details: {status: r.status}, hint: e?.hint}
+  if (r.status === 401 || r.status === 403) return new PermissionError(code, msg, opts)
+  if (r.status >= 500 || r.status === 429) return new UnavailableError(code, msg, opts)
+  return new MqError(code, msg, {...opts, exit: 65})
+}
+
+function unavailable(base: URL, e: Error): UnavailableError {
+  const tlsRefused = /certificate|alert|handshake|SSL/i.test(e.message)
+  if (tlsRefused) {
+    return new PermissionError('E_TLS', `${base.host} refused our TLS client certificate or we refused its: ${e.message}`, {
+      cause: e,
+      hint: 'Try this: check that the identity certificate is issued by this CA and not revoked (mq cert list).',
+    }) as unknown as UnavailableError
+  }
+  return new UnavailableError('E_API_UNAVAILABLE', `Cannot reach ${base.origin}: ${e.message}`, {cause: e, hint: 'Try this: check that the server runs and the URL is right.'})
+}

@@ -1,0 +1,254 @@
+import {createHash, randomUUID} from 'node:crypto'
+import type {IncomingMessage, ServerResponse} from 'node:http'
+import {type Server, createServer} from 'node:https'
+import type {AddressInfo} from 'node:net'
+import type {SecureContextOptions, TLSSocket} from 'node:tls'
+
+import type {Redis} from 'ioredis'
+import {Counter, Histogram, Registry} from 'prom-client'
+
+import type {MqConfig} from '../config/schema.js'
+import {MqError} from '../errors.js'
+import type {ApiClient} from '../http/client.js'
+import {HttpError, parseJsonObject, readBody, sendError, sendJson, statusOf} from '../http/errors.js'
+import {type Logger, silentLogger} from '../log.js'
+import {peerIdentity} from '../pki/index.js'
+import {PHONE_RE} from '../records/crypto.js'
+import {type PipelineKeys, pipelineKeys} from '../worker/keys.js'
+import {RegisterBatcher} from './batcher.js'
+import {RateLimiter} from './rate-limit.js'
+
+export interface ProxyOptions {
+  config: MqConfig
+  /** server TLS: key, cert, ca and crl; requestCert/rejectUnauthorized are forced on */
+  tls: SecureContextOptions
+  /** the broker's internal API as the proxy identity */
+  broker: ApiClient
+  redis: Redis
+  logger?: Logger
+  /** serials revoked by the current CRL, for connections opened before a CRL update */
+  revoked?: () => Set<string>
+}
+
+export interface Accepted {
+  message_id: string
+  status: 'queued'
+  client_id: string
+  queued_at: string
+  position: number
+}
+
+// XADD and the resulting length in one atomic, pipelinable command: the reply's "position"
+const ENQUEUE = `
+redis.call('XADD', KEYS[1], '*', 'id', ARGV[1], 'client', ARGV[2], 'attempts', '0')
+return redis.call('XLEN', KEYS[1])
+`
+
+const IDEM_RE = /^[\x21-\x7e]{1,255}$/
+const IDEM_TTL_S = 24 * 3600
+
+/**
+ * `mq proxy start`: the mutual-TLS ingest endpoint. A request is validated, rate limited per
+ * identity, registered with the broker (which seals it in the records store) and then enqueued in
+ * the Redis stream by reference only. Any failure answers an error and leaves nothing enqueued.
+ */
+export class ProxyServer {
+  readonly server: Server
+  private readonly keys: PipelineKeys
+  private readonly limiter: RateLimiter
+  private readonly batcher: RegisterBatcher
+  private readonly log: Logger
+  readonly registry = new Registry()
+  private readonly m
+
+  constructor(private readonly o: ProxyOptions) {
+    this.log = (o.logger ?? silentLogger).child('proxy')
+    this.keys = pipelineKeys(o.config)
+    this.limiter = new RateLimiter(o.redis, o.config.proxy.rate_per_sec, o.config.proxy.rate_burst)
+    this.batcher = new RegisterBatcher(o.broker)
+    if (!o.redis.enqueue) o.redis.defineCommand('enqueue', {lua: ENQUEUE, numberOfKeys: 1})
+    this.m = {
+      accepted: new Counter({help: 'Messages accepted (202), by client', labelNames: ['client_id'], name: 'mq_proxy_messages_accepted_total', registers: [this.registry]}),
+      requests: new Counter({help: 'HTTP requests by route and status', labelNames: ['route', 'status'], name: 'mq_proxy_requests_total', registers: [this.registry]}),
+      seconds: new Histogram({buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], help: 'Ingest request latency', name: 'mq_proxy_request_seconds', registers: [this.registry]}),
+    }
+    this.server = createServer({...o.tls, minVersion: 'TLSv1.2', rejectUnauthorized: true, requestCert: true}, (req, res) => {
+      void this.handle(req, res)
+    })
+    this.server.keepAliveTimeout = 65_000
+    this.server.headersTimeout = 20_000
+    this.server.requestTimeout = 30_000
+    this.server.on('tlsClientError', (e) => this.log.debug('TLS handshake refused', {error: e}))
+    this.server.on('clientError', (_e, sock) => sock.destroy())
+  }
+
+  // The certificate of a connection never changes: read it once per connection, not per request
+  // (getPeerCertificate is costly). Revocation is still checked per request, by serial.
+  private readonly identities = new WeakMap<TLSSocket, {cn: string; serial: string} | null>()
+  private identityOf(sock: TLSSocket): {cn: string; serial: string} | null {
+    let who = this.identities.get(sock)
+    if (who === undefined) this.identities.set(sock, (who = peerIdentity(sock)))
+    return who
+  }
+
+  /** Swaps in a new CRL (or certificate) for new handshakes. */
+  updateTls(tls: SecureContextOptions): void {
+    this.server.setSecureContext({...this.o.tls, ...tls})
+  }
+
+  listen(port = this.o.config.proxy.port, host = this.o.config.proxy.host): Promise<AddressInfo> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject)
+      this.server.listen(port, host, () => {
+        this.server.off('error', reject)
+        resolve(this.server.address() as AddressInfo)
+      })
+    })
+  }
+
+  /** Stops listening and drops connections; also closes the broker client (it owns its sockets). */
+  async close(): Promise<void> {
+    await new Promise<void>((r) => {
+      this.server.close(() => r())
+      this.server.closeAllConnections()
+    })
+    this.o.broker.close()
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = (req.url ?? '/').split('?')[0]
+    const route = `${req.method} ${path === '/api/v1/messages' || path === '/api/v1/health' || path === '/metrics' ? path : 'other'}`
+    const end = this.m.seconds.startTimer()
+    try {
+      const who = this.identityOf(req.socket as TLSSocket)
+      if (!who) throw new HttpError(401, 'E_NO_IDENTITY', 'A verified client certificate is required.', {hint: 'Try this: curl --cert client.crt --key client.key --cacert ca.crt ...'})
+      if (this.o.revoked?.().has(who.serial)) {
+        res.setHeader('connection', 'close')
+        throw new HttpError(403, 'E_CERT_REVOKED', `The certificate of ${who.cn} is revoked.`)
+      }
+      if (path === '/api/v1/messages') {
+        if (req.method !== 'POST') throw new HttpError(405, 'E_METHOD', `${req.method} is not allowed here; use POST.`, {headers: {allow: 'POST'}})
+        const r = await this.accept(req, who)
+        sendJson(res, 202, r)
+      } else if (path === '/api/v1/health' && req.method === 'GET') {
+        const h = await this.health()
+        sendJson(res, h.status === 'healthy' ? 200 : 503, h)
+      } else if (path === '/metrics' && req.method === 'GET') {
+        res.writeHead(200, {'content-type': this.registry.contentType})
+        res.end(await this.registry.metrics())
+      } else {
+        throw new HttpError(404, 'E_NOT_FOUND', `No route ${req.method} ${path}.`, {hint: 'Try this: POST /api/v1/messages'})
+      }
+    } catch (error) {
+      if (statusOf(error) >= 500) this.log.warn('request failed', {error, path})
+      sendError(res, error)
+    } finally {
+      end()
+      this.m.requests.inc({route, status: String(res.statusCode)})
+    }
+  }
+
+  private async accept(req: IncomingMessage, who: {cn: string; serial: string}): Promise<Accepted> {
+    const cfg = this.o.config.proxy
+    const ctype = req.headers['content-type']
+    if (!/^application\/json\s*(;|$)/i.test(ctype ?? '')) {
+      req.resume()
+      throw new HttpError(415, 'E_CONTENT_TYPE', `Content-Type must be application/json, not ${JSON.stringify(ctype ?? '')}.`, {hint: "Try this: add -H 'Content-Type: application/json'."})
+    }
+    const body = parseJsonObject(await readBody(req, cfg.max_request_bytes), ctype)
+    const sender = body.sender_number
+    const text = body.message_body
+    const metadata = body.metadata
+    if (typeof sender !== 'string' || !PHONE_RE.test(sender)) {
+      throw new HttpError(422, 'E_SENDER_NUMBER', 'sender_number must be an E.164 number: "+", a non-zero digit, then 1-14 digits (e.g. +4915200000000).', {extra: {field: 'sender_number'}})
+    }
+    if (typeof text !== 'string' || text.trim() === '') throw new HttpError(422, 'E_BODY_BLANK', 'message_body must be a non-blank string.', {extra: {field: 'message_body'}})
+    if ([...text].length > cfg.max_body_chars) {
+      throw new HttpError(422, 'E_BODY_TOO_LONG', `message_body has ${[...text].length} characters; the limit is ${cfg.max_body_chars}.`, {extra: {field: 'message_body'}, hint: 'Try this: split the text into several messages.'})
+    }
+    if (metadata !== undefined && metadata !== null && (typeof metadata !== 'object' || Array.isArray(metadata))) {
+      throw new HttpError(422, 'E_METADATA', 'metadata must be a JSON object.', {extra: {field: 'metadata'}})
+    }
+    const idemHeader = req.headers['idempotency-key']
+    const idem = Array.isArray(idemHeader) ? idemHeader[0] : idemHeader
+    if (idem !== undefined && !IDEM_RE.test(idem)) throw new HttpError(400, 'E_IDEMPOTENCY_KEY', 'Idempotency-Key must be 1-255 printable ASCII characters without spaces.')
+
+    const redis = this.o.redis
+    const rate = await this.redisCall(() => this.limiter.take(this.keys.rate(who.cn)))
+    if (!rate.allowed) {
+      const secs = Math.max(1, Math.ceil(rate.retryAfterMs / 1000))
+      throw new HttpError(429, 'E_RATE_LIMITED', `${who.cn} sent more than ${cfg.rate_per_sec} messages/s (burst ${cfg.rate_burst}).`, {extra: {retry_after_ms: rate.retryAfterMs}, headers: {'retry-after': String(secs)}, hint: `Try this: retry after ${secs} s.`})
+    }
+    let messageId: string = randomUUID()
+    if (idem !== undefined) {
+      const seen = await this.redisCall(() => redis.get(this.keys.idem(who.cn, idem)))
+      if (seen) return JSON.parse(seen) as Accepted
+      // the same key always names the same message, so concurrent retries converge on one record
+      messageId = uuidFrom(createHash('sha256').update(`${who.cn}\0${idem}`).digest())
+    }
+
+    let reg: {queued_at: string; created: boolean}
+    try {
+      reg = await this.batcher.register({client_id: who.cn, client_serial: who.serial, message_body: text, message_id: messageId, metadata: metadata ?? undefined, sender_number: sender})
+    } catch (error) {
+      throw brokerFailure(error)
+    }
+    let position: number
+    try {
+      position = await this.redisCall(() => redis.enqueue(this.keys.stream, messageId, who.cn))
+    } catch (error) {
+      // Without an Idempotency-Key the client's retry makes a new message: close this record.
+      if (idem === undefined && reg.created) {
+        this.o.broker.call('PUT', `/internal/messages/${messageId}/status`, {error: 'E_REDIS_UNAVAILABLE: never enqueued; the client was told to retry', status: 'failed'}).catch(() => {})
+      }
+      throw error
+    }
+    const accepted: Accepted = {client_id: who.cn, message_id: messageId, position: Number(position), queued_at: reg.queued_at, status: 'queued'}
+    if (idem !== undefined) await redis.set(this.keys.idem(who.cn, idem), JSON.stringify(accepted), 'EX', IDEM_TTL_S).catch(() => {})
+    this.m.accepted.inc({client_id: who.cn})
+    return accepted
+  }
+
+  private async redisCall<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn()
+    } catch (error) {
+      throw new HttpError(503, 'E_REDIS_UNAVAILABLE', `The queue (Redis) is unavailable: ${(error as Error).message}`, {headers: {'retry-after': '1'}, hint: 'Try this: retry in a moment; nothing was enqueued.'})
+    }
+  }
+
+  async health(): Promise<{status: 'healthy' | 'degraded'; timestamp: string; components: Record<string, unknown>}> {
+    const components: Record<string, unknown> = {}
+    try {
+      const t = Date.now()
+      await this.o.redis.ping()
+      components.redis = {latency_ms: Date.now() - t, status: 'healthy'}
+    } catch (error) {
+      components.redis = {error: (error as Error).message, status: 'unhealthy'}
+    }
+    try {
+      const r = await this.o.broker.request('GET', '/health')
+      components.broker = {status: r.status === 200 ? 'healthy' : 'unhealthy', http: r.status}
+    } catch (error) {
+      components.broker = {error: (error as Error).message, status: 'unhealthy'}
+    }
+    const ok = Object.values(components).every((c) => (c as {status: string}).status === 'healthy')
+    return {components, status: ok ? 'healthy' : 'degraded', timestamp: new Date().toISOString()}
+  }
+}
+
+function uuidFrom(h: Buffer): string {
+  const b = Buffer.from(h.subarray(0, 16))
+  b[6] = (b[6] & 0x0f) | 0x50 // name-based (v5-style) UUID from SHA-256
+  b[8] = (b[8] & 0x3f) | 0x80
+  const x = b.toString('hex')
+  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`
+}
+
+/** Broker answers keep their 4xx meaning; anything else is "try again" (503). */
+function brokerFailure(error: unknown): HttpError {
+  const status = error instanceof MqError && typeof error.details?.status === 'number' ? error.details.status : 503
+  const e = error as MqError
+  if (status >= 400 && status < 500 && status !== 429 && status !== 401 && status !== 403) return new HttpError(status, e.code, e.message, {hint: e.hint})
+  return new HttpError(503, 'E_BROKER_UNAVAILABLE', `The broker could not record the message: ${e.message}`, {headers: {'retry-after': '1'}, hint: 'Try this: retry in a moment; nothing was enqueued.'})
+}

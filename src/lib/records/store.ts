@@ -1,0 +1,419 @@
+import {randomBytes, scryptSync, timingSafeEqual} from 'node:crypto'
+
+import type {MqHome} from '../config/home.js'
+import type {MqConfig} from '../config/schema.js'
+import {DataError, MqError, UnavailableError} from '../errors.js'
+import {migrate, openStore, type SqlStore} from '../store/sql.js'
+import {PHONE_RE, PhoneHasher, RecordsKeyring, maskPhone} from './crypto.js'
+import {RECORDS_MIGRATIONS, RECORDS_MIGRATIONS_TABLE} from './migrations.js'
+
+export const MESSAGE_STATUSES = ['queued', 'processing', 'delivered', 'failed'] as const
+export type MessageStatus = (typeof MESSAGE_STATUSES)[number]
+export const CLIENT_STATUSES = ['active', 'revoked', 'expired'] as const
+export type ClientStatus = (typeof CLIENT_STATUSES)[number]
+export const USER_ROLES = ['admin', 'user'] as const
+export type UserRole = (typeof USER_ROLES)[number]
+
+/** What a client submitted; sealed as one unit, so the number and metadata are never stored in clear. */
+export interface MessagePayload {
+  sender_number: string
+  message_body: string
+  metadata?: Record<string, unknown>
+}
+
+/** A message row as operators see it: no plaintext, masked number. */
+export interface MessageRecord {
+  message_id: string
+  client_id: string
+  sender_hash: string
+  sender_masked: string
+  status: MessageStatus
+  attempts: number
+  last_error: string | null
+  key_version: number
+  queued_at: string
+  delivered_at: string | null
+  last_attempt_at: string | null
+  updated_at: string
+}
+
+export interface ClientRecord {
+  identity: string
+  serial: string
+  fingerprint: string | null
+  status: ClientStatus
+  issued_at: string | null
+  expires_at: string | null
+  revoked_at: string | null
+  reason: string | null
+  last_seen_at: string | null
+}
+
+export interface AuditEvent {
+  event_type: string
+  actor?: string | null
+  identity?: string | null
+  ip?: string | null
+  data?: Record<string, unknown>
+  severity?: 'info' | 'warning' | 'critical'
+}
+
+export interface RecordsStats {
+  messages: {total: number; queued: number; processing: number; delivered: number; failed: number; last_24h: number; last_7d: number}
+  clients: {total: number; active: number; revoked: number; expired: number}
+  users: {total: number}
+}
+
+const MESSAGE_COLS = 'message_id, client_id, sender_hash, sender_masked, status, attempts, last_error, key_version, queued_at, delivered_at, last_attempt_at, updated_at'
+const CLIENT_COLS = 'identity, serial, fingerprint, status, issued_at, expires_at, revoked_at, reason, last_seen_at'
+export const MESSAGE_ID_RE = /^[A-Za-z0-9._:-]{1,64}$/
+
+const now = () => new Date().toISOString()
+
+export function isUniqueViolation(err: unknown): boolean {
+  const e = err as {code?: string; errno?: number}
+  return e?.code === 'SQLITE_CONSTRAINT_UNIQUE' || e?.code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || e?.code === 'ER_DUP_ENTRY' || e?.errno === 1062
+}
+
+/** Turns driver failures (MySQL down, disk full) into UnavailableError; keeps MqErrors as they are. */
+export function storeFailure(err: unknown, label: string): MqError {
+  if (err instanceof MqError) return err
+  return new UnavailableError('E_STORE_UNAVAILABLE', `The records store (${label}) failed: ${(err as Error)?.message ?? err}`, {
+    cause: err,
+    hint: 'Try this: check that the database runs and store.url is right; the request can be retried.',
+  })
+}
+
+function toRecord(r: Record<string, unknown>): MessageRecord {
+  return {...(r as unknown as MessageRecord), attempts: Number(r.attempts), key_version: Number(r.key_version)}
+}
+
+/**
+ * The broker's records: messages (sealed bodies, hashed senders), clients, users and the audit
+ * log, on SQLite or MySQL. Only the broker process opens it; everyone else goes through its API.
+ */
+export class RecordsStore {
+  private constructor(
+    readonly sql: SqlStore,
+    readonly keyring: RecordsKeyring,
+    readonly hasher: PhoneHasher,
+  ) {}
+
+  static async open(opts: {config: Pick<MqConfig, 'store'>; home: MqHome; url?: string}): Promise<RecordsStore> {
+    const keyring = RecordsKeyring.open(opts.home)
+    const hasher = PhoneHasher.open(opts.home)
+    const sql = await openStore({dataDir: opts.home.data, file: 'records.db', url: opts.url ?? process.env.MQ_STORE_URL ?? opts.config.store.url})
+    try {
+      await RecordsStore.migrate(sql)
+    } catch (error) {
+      await sql.close().catch(() => {})
+      throw storeFailure(error, sql.label)
+    }
+    return new RecordsStore(sql, keyring, hasher)
+  }
+
+  static migrate(sql: SqlStore): Promise<number[]> {
+    return migrate(sql, RECORDS_MIGRATIONS_TABLE, RECORDS_MIGRATIONS)
+  }
+
+  async close(): Promise<void> {
+    await this.sql.close()
+  }
+
+  /** Wraps driver errors so callers map them to 503. */
+  private async guard<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn()
+    } catch (error) {
+      throw storeFailure(error, this.sql.label)
+    }
+  }
+
+  /**
+   * Records a new queued message. Idempotent by message_id: registering the same id again for
+   * the same client returns the existing row with created=false.
+   */
+  async register(input: {messageId: string; clientId: string; payload: MessagePayload; queuedAt?: string}): Promise<{record: MessageRecord; created: boolean}> {
+    const {messageId, clientId, payload} = input
+    if (!MESSAGE_ID_RE.test(messageId)) throw new DataError('E_MESSAGE_ID', `message_id ${JSON.stringify(messageId)} is not 1-64 characters of [A-Za-z0-9._:-].`)
+    if (!PHONE_RE.test(payload.sender_number)) throw new DataError('E_SENDER_NUMBER', 'sender_number is not an E.164 number like +4915200000000.')
+    const t = input.queuedAt ?? now()
+    const sealed = this.keyring.seal(Buffer.from(JSON.stringify(payload)), messageId)
+    return this.guard(async () => {
+      try {
+        await this.sql.run(
+          'INSERT INTO messages (message_id, client_id, sender_hash, sender_masked, body_enc, key_version, status, attempts, queued_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)',
+          [messageId, clientId, this.hasher.hash(payload.sender_number), maskPhone(payload.sender_number), sealed.data, sealed.keyVersion, 'queued', t, t],
+        )
+        return {created: true, record: (await this.get(messageId))!}
+      } catch (error) {
+        if (!isUniqueViolation(error)) throw error
+        const existing = await this.get(messageId)
+        if (!existing || existing.client_id !== clientId) {
+          throw new MqError('E_MESSAGE_ID_TAKEN', `message_id ${messageId} belongs to another client.`, {details: {status: 409}})
+        }
+        return {created: false, record: existing}
+      }
+    })
+  }
+
+  /**
+   * Registers many messages in one transaction (the proxy batches concurrent requests). Each item
+   * gets its own outcome: the record, or the error that refused it; one bad item fails no other.
+   */
+  async registerMany(items: {messageId: string; clientId: string; payload: MessagePayload; queuedAt?: string}[]): Promise<({record: Pick<MessageRecord, 'message_id' | 'client_id' | 'status' | 'queued_at'>; created: boolean} | {error: MqError})[]> {
+    const sealed = items.map((it) => {
+      if (!MESSAGE_ID_RE.test(it.messageId)) return new DataError('E_MESSAGE_ID', `message_id ${JSON.stringify(it.messageId)} is not 1-64 characters of [A-Za-z0-9._:-].`)
+      if (!PHONE_RE.test(it.payload.sender_number)) return new DataError('E_SENDER_NUMBER', 'sender_number is not an E.164 number like +4915200000000.')
+      return {hash: this.hasher.hash(it.payload.sender_number), masked: maskPhone(it.payload.sender_number), sealed: this.keyring.seal(Buffer.from(JSON.stringify(it.payload)), it.messageId), t: it.queuedAt ?? now()}
+    })
+    return this.guard(() =>
+      this.sql.transaction(async (tx) => {
+        const out: ({record: Pick<MessageRecord, 'message_id' | 'client_id' | 'status' | 'queued_at'>; created: boolean} | {error: MqError})[] = []
+        for (const [i, it] of items.entries()) {
+          const s = sealed[i]
+          if (s instanceof MqError) {
+            out.push({error: s})
+            continue
+          }
+          try {
+            await tx.run(
+              'INSERT INTO messages (message_id, client_id, sender_hash, sender_masked, body_enc, key_version, status, attempts, queued_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)',
+              [it.messageId, it.clientId, s.hash, s.masked, s.sealed.data, s.sealed.keyVersion, 'queued', s.t, s.t],
+            )
+            out.push({created: true, record: {client_id: it.clientId, message_id: it.messageId, queued_at: s.t, status: 'queued'}})
+          } catch (error) {
+            if (!isUniqueViolation(error)) throw error
+            const existing = await tx.get<MessageRecord>(`SELECT ${MESSAGE_COLS} FROM messages WHERE message_id = ?`, [it.messageId])
+            if (!existing || existing.client_id !== it.clientId) out.push({error: new MqError('E_MESSAGE_ID_TAKEN', `message_id ${it.messageId} belongs to another client.`, {details: {status: 409}})})
+            else out.push({created: false, record: existing})
+          }
+        }
+        return out
+      }),
+    )
+  }
+
+  async get(messageId: string): Promise<MessageRecord | undefined> {
+    return this.guard(async () => {
+      const r = await this.sql.get<Record<string, unknown>>(`SELECT ${MESSAGE_COLS} FROM messages WHERE message_id = ?`, [messageId])
+      return r ? toRecord(r) : undefined
+    })
+  }
+
+  /** Decrypts a message's payload (for delivery, and for audited admin views). */
+  async payload(messageId: string): Promise<{record: MessageRecord; payload: MessagePayload} | undefined> {
+    const row = await this.guard(() => this.sql.get<Record<string, unknown>>(`SELECT ${MESSAGE_COLS}, body_enc FROM messages WHERE message_id = ?`, [messageId]))
+    if (!row) return undefined
+    const plain = this.keyring.open({data: Buffer.from(row.body_enc as Uint8Array), keyVersion: Number(row.key_version)}, messageId)
+    const {body_enc: _, ...rest} = row
+    return {payload: JSON.parse(plain.toString('utf8')) as MessagePayload, record: toRecord(rest)}
+  }
+
+  /** Marks delivered unless it already is; `changed` is false for a repeat. */
+  async markDelivered(messageId: string, attempts?: number): Promise<{record: MessageRecord; changed: boolean}> {
+    return this.guard(async () => {
+      const t = now()
+      const r = await this.sql.run(
+        `UPDATE messages SET status = 'delivered', delivered_at = ?, last_attempt_at = ?, updated_at = ?, attempts = ${attempts === undefined ? 'attempts + 1' : '?'}, last_error = NULL WHERE message_id = ? AND status <> 'delivered'`,
+        attempts === undefined ? [t, t, t, messageId] : [t, t, t, attempts, messageId],
+      )
+      const record = await this.get(messageId)
+      if (!record) throw new MqError('E_NOT_FOUND', `No message ${messageId}.`, {details: {status: 404}})
+      return {changed: r.changes > 0, record}
+    })
+  }
+
+  /** Marks many delivered in one transaction; per item, whether it changed (false = already delivered). */
+  async markDeliveredMany(items: {messageId: string; attempts?: number}[]): Promise<{changed: boolean; at: string}[]> {
+    return this.guard(() =>
+      this.sql.transaction(async (tx) => {
+        const t = now()
+        const out: {changed: boolean; at: string}[] = []
+        for (const it of items) {
+          const r = await tx.run(
+            `UPDATE messages SET status = 'delivered', delivered_at = ?, last_attempt_at = ?, updated_at = ?, attempts = ${it.attempts === undefined ? 'attempts + 1' : '?'}, last_error = NULL WHERE message_id = ? AND status <> 'delivered'`,
+            it.attempts === undefined ? [t, t, t, it.messageId] : [t, t, t, it.attempts, it.messageId],
+          )
+          out.push({at: t, changed: r.changes > 0})
+        }
+        return out
+      }),
+    )
+  }
+
+  /** Payloads of many messages in one query (missing ids are absent from the map). */
+  async payloads(ids: string[]): Promise<Map<string, {record: MessageRecord; payload: MessagePayload}>> {
+    const out = new Map<string, {record: MessageRecord; payload: MessagePayload}>()
+    for (let i = 0; i < ids.length; i += 500) {
+      const chunk = ids.slice(i, i + 500)
+      const rows = await this.guard(() => this.sql.all<Record<string, unknown>>(`SELECT ${MESSAGE_COLS}, body_enc FROM messages WHERE message_id IN (${chunk.map(() => '?').join(', ')})`, chunk))
+      for (const row of rows) {
+        const id = String(row.message_id)
+        const plain = this.keyring.open({data: Buffer.from(row.body_enc as Uint8Array), keyVersion: Number(row.key_version)}, id)
+        const {body_enc: _, ...rest} = row
+        out.set(id, {payload: JSON.parse(plain.toString('utf8')) as MessagePayload, record: toRecord(rest)})
+      }
+    }
+    return out
+  }
+
+  /** Status changes from workers (retrying, failed). A delivered message stays delivered. */
+  async setStatus(messageId: string, status: Exclude<MessageStatus, 'delivered'>, opts: {attempts?: number; error?: string | null} = {}): Promise<{record: MessageRecord; changed: boolean}> {
+    return this.guard(async () => {
+      const t = now()
+      const sets = ['status = ?', 'updated_at = ?']
+      const params: (string | number | null)[] = [status, t]
+      if (opts.attempts !== undefined) sets.push('attempts = ?', 'last_attempt_at = ?'), params.push(opts.attempts, t)
+      if (opts.error !== undefined) sets.push('last_error = ?'), params.push(opts.error === null ? null : opts.error.slice(0, 1000))
+      const r = await this.sql.run(`UPDATE messages SET ${sets.join(', ')} WHERE message_id = ? AND status <> 'delivered'`, [...params, messageId])
+      const record = await this.get(messageId)
+      if (!record) throw new MqError('E_NOT_FOUND', `No message ${messageId}.`, {details: {status: 404}})
+      return {changed: r.changes > 0, record}
+    })
+  }
+
+  async list(opts: {client?: string; status?: string; limit?: number; before?: string} = {}): Promise<MessageRecord[]> {
+    const where: string[] = []
+    const params: string[] = []
+    if (opts.client) where.push('client_id = ?'), params.push(opts.client)
+    if (opts.status) where.push('status = ?'), params.push(opts.status)
+    if (opts.before) where.push('queued_at < ?'), params.push(opts.before)
+    const limit = Math.max(1, Math.min(10_000, Math.trunc(opts.limit ?? 50)))
+    // LIMIT is an inlined integer: MySQL prepared statements reject a bound LIMIT on some versions.
+    const sql = `SELECT ${MESSAGE_COLS} FROM messages ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY queued_at DESC, id DESC LIMIT ${limit}`
+    return this.guard(async () => (await this.sql.all<Record<string, unknown>>(sql, params)).map(toRecord))
+  }
+
+  async stats(at = Date.now()): Promise<RecordsStats> {
+    return this.guard(async () => {
+      const byStatus = await this.sql.all<{status: string; n: number}>('SELECT status, COUNT(*) AS n FROM messages GROUP BY status')
+      const count = async (sql: string, params: string[] = []) => Number((await this.sql.get<{n: number}>(sql, params))?.n ?? 0)
+      const m = {delivered: 0, failed: 0, last_24h: 0, last_7d: 0, processing: 0, queued: 0, total: 0}
+      for (const r of byStatus) {
+        const n = Number(r.n)
+        m.total += n
+        if (r.status in m) m[r.status as MessageStatus] = n
+      }
+      m.last_24h = await count('SELECT COUNT(*) AS n FROM messages WHERE queued_at >= ?', [new Date(at - 86_400_000).toISOString()])
+      m.last_7d = await count('SELECT COUNT(*) AS n FROM messages WHERE queued_at >= ?', [new Date(at - 7 * 86_400_000).toISOString()])
+      const c = {active: 0, expired: 0, revoked: 0, total: 0}
+      for (const r of await this.sql.all<{status: string; n: number}>('SELECT status, COUNT(*) AS n FROM clients GROUP BY status')) {
+        c.total += Number(r.n)
+        if (r.status in c) c[r.status as ClientStatus] = Number(r.n)
+      }
+      return {clients: c, messages: m, users: {total: await count('SELECT COUNT(*) AS n FROM users')}}
+    })
+  }
+
+  // ---- clients -------------------------------------------------------------------------------
+
+  /** Inserts or refreshes a client certificate row (by serial). */
+  async upsertClient(c: Omit<ClientRecord, 'last_seen_at'> & {last_seen_at?: string | null}): Promise<void> {
+    await this.guard(() =>
+      this.sql.transaction(async (tx) => {
+        const serial = c.serial.toLowerCase()
+        const found = await tx.get('SELECT id FROM clients WHERE serial = ?', [serial])
+        if (found) {
+          await tx.run('UPDATE clients SET identity = ?, fingerprint = ?, status = ?, issued_at = ?, expires_at = ?, revoked_at = ?, reason = ? WHERE serial = ?', [
+            c.identity, c.fingerprint, c.status, c.issued_at, c.expires_at, c.revoked_at, c.reason, serial,
+          ])
+        } else {
+          await tx.run(`INSERT INTO clients (${CLIENT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, [
+            c.identity, serial, c.fingerprint, c.status, c.issued_at, c.expires_at, c.revoked_at, c.reason, c.last_seen_at ?? null,
+          ])
+        }
+      }),
+    )
+  }
+
+  /** Notes that a client was seen (by serial when known), creating a minimal row for unknown certificates. */
+  async touchClient(identity: string, serial?: string): Promise<void> {
+    if (!serial) return
+    await this.guard(async () => {
+      const r = await this.sql.run('UPDATE clients SET last_seen_at = ? WHERE serial = ?', [now(), serial.toLowerCase()])
+      if (r.changes === 0) {
+        try {
+          await this.sql.run(`INSERT INTO clients (identity, serial, status, last_seen_at) VALUES (?, ?, 'active', ?)`, [identity, serial.toLowerCase(), now()])
+        } catch (error) {
+          if (!isUniqueViolation(error)) throw error
+        }
+      }
+    })
+  }
+
+  async listClients(opts: {status?: string; identity?: string} = {}): Promise<ClientRecord[]> {
+    const where: string[] = []
+    const params: string[] = []
+    if (opts.status) where.push('status = ?'), params.push(opts.status)
+    if (opts.identity) where.push('identity = ?'), params.push(opts.identity)
+    return this.guard(() => this.sql.all<ClientRecord>(`SELECT ${CLIENT_COLS} FROM clients ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY identity, issued_at`, params))
+  }
+
+  async markClientRevoked(serial: string, reason: string | null, at = now()): Promise<number> {
+    return this.guard(async () => (await this.sql.run(`UPDATE clients SET status = 'revoked', revoked_at = ?, reason = ? WHERE serial = ?`, [at, reason, serial.toLowerCase()])).changes)
+  }
+
+  // ---- users (operator API / portal) ------------------------------------------------------------
+
+  async createUser(email: string, password: string, role: UserRole): Promise<{email: string; role: UserRole; created_at: string}> {
+    if (!/^[^\s@]+@[^\s@]+$/.test(email)) throw new DataError('E_USER_EMAIL', `${JSON.stringify(email)} is not an email address.`)
+    if (password.length < 8) throw new DataError('E_USER_PASSWORD', 'The password is shorter than 8 characters.', {hint: 'Try this: choose a password of 8 or more characters.'})
+    const t = now()
+    await this.guard(async () => {
+      try {
+        await this.sql.run('INSERT INTO users (email, password_hash, role, active, created_at) VALUES (?, ?, ?, 1, ?)', [email.toLowerCase(), hashPassword(password), role, t])
+      } catch (error) {
+        if (isUniqueViolation(error)) throw new DataError('E_USER_EXISTS', `A user ${email} already exists.`, {hint: 'Try this: mq user list'})
+        throw error
+      }
+    })
+    return {created_at: t, email: email.toLowerCase(), role}
+  }
+
+  async listUsers(): Promise<{email: string; role: string; active: boolean; created_at: string; last_login_at: string | null}[]> {
+    const rows = await this.guard(() => this.sql.all<Record<string, unknown>>('SELECT email, role, active, created_at, last_login_at FROM users ORDER BY email'))
+    return rows.map((r) => ({active: Number(r.active) === 1, created_at: String(r.created_at), email: String(r.email), last_login_at: (r.last_login_at as string) ?? null, role: String(r.role)}))
+  }
+
+  async deleteUser(email: string): Promise<boolean> {
+    return this.guard(async () => (await this.sql.run('DELETE FROM users WHERE email = ?', [email.toLowerCase()])).changes > 0)
+  }
+
+  async verifyUser(email: string, password: string): Promise<{email: string; role: string} | undefined> {
+    const r = await this.guard(() => this.sql.get<{email: string; role: string; password_hash: string; active: number}>('SELECT email, role, password_hash, active FROM users WHERE email = ?', [email.toLowerCase()]))
+    if (!r || Number(r.active) !== 1 || !verifyPassword(password, r.password_hash)) return undefined
+    await this.guard(() => this.sql.run('UPDATE users SET last_login_at = ? WHERE email = ?', [now(), r.email]))
+    return {email: r.email, role: r.role}
+  }
+
+  // ---- audit ---------------------------------------------------------------------------------
+
+  async audit(e: AuditEvent): Promise<void> {
+    await this.guard(() =>
+      this.sql.run('INSERT INTO audit_log (event_type, actor, identity, ip, event_data, severity, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)', [
+        e.event_type, e.actor ?? null, e.identity ?? null, e.ip ?? null, e.data ? JSON.stringify(e.data) : null, e.severity ?? 'info', now(),
+      ]),
+    )
+  }
+
+  async auditLog(limit = 100): Promise<Record<string, unknown>[]> {
+    const n = Math.max(1, Math.min(10_000, Math.trunc(limit)))
+    return this.guard(() => this.sql.all(`SELECT event_type, actor, identity, ip, event_data, severity, created_at FROM audit_log ORDER BY id DESC LIMIT ${n}`))
+  }
+}
+
+/** scrypt$N$r$p$salt$hash (base64), verified in constant time. */
+export function hashPassword(password: string): string {
+  const salt = randomBytes(16)
+  const h = scryptSync(password, salt, 32, {N: 16_384, p: 1, r: 8})
+  return `scrypt$16384$8$1$${salt.toString('base64')}$${h.toString('base64')}`
+}
+
+export function verifyPassword(password: string, stored: string): boolean {
+  const p = stored.split('$')
+  if (p.length !== 6 || p[0] !== 'scrypt') return false
+  const want = Buffer.from(p[5], 'base64')
+  const got = scryptSync(password, Buffer.from(p[4], 'base64'), want.length, {N: Number(p[1]), p: Number(p[3]), r: Number(p[2])})
+  return got.length === want.length && timingSafeEqual(got, want)
+}

@@ -1,0 +1,103 @@
+import assert from 'node:assert/strict'
+import {after, before, describe, it} from 'node:test'
+
+import {MqHome} from '../../../src/lib/config/home.js'
+import {RecordsStore} from '../../../src/lib/records/store.js'
+import {migrate} from '../../../src/lib/store/sql.js'
+import {RECORDS_MIGRATIONS, RECORDS_MIGRATIONS_TABLE} from '../../../src/lib/records/migrations.js'
+import {tempHome} from '../../helpers/home.js'
+import {tempMysqlDatabase} from '../../helpers/services.js'
+
+const backends: {name: string; url: () => Promise<{url: string; drop: () => Promise<void>}>}[] = [
+  {name: 'sqlite', url: async () => ({drop: async () => {}, url: 'sqlite'})},
+  {name: 'mysql', url: async () => tempMysqlDatabase()},
+]
+
+for (const backend of backends) {
+  describe(`records store on ${backend.name}`, () => {
+    const h = tempHome()
+    const home = new MqHome(h.dir)
+    let db: {url: string; drop: () => Promise<void>}
+    let store: RecordsStore
+
+    before(async () => {
+      db = await backend.url()
+      store = await RecordsStore.open({config: {store: {url: db.url}}, home, url: db.url})
+    })
+    after(async () => {
+      await store?.close()
+      await db?.drop()
+      h.cleanup()
+    })
+
+    it('migrations are versioned and re-running them is a no-op', async () => {
+      assert.deepEqual(await migrate(store.sql, RECORDS_MIGRATIONS_TABLE, RECORDS_MIGRATIONS), [])
+      const rows = await store.sql.all<{id: number}>(`SELECT id FROM ${RECORDS_MIGRATIONS_TABLE}`)
+      assert.deepEqual(rows.map((r) => Number(r.id)), RECORDS_MIGRATIONS.map((m) => m.id))
+    })
+
+    it('registers idempotently, seals the body and hashes the number', async () => {
+      const payload = {message_body: 'Top secret body 4711', metadata: {order: 'abc-123'}, sender_number: '+4915212345678'}
+      const a = await store.register({clientId: 'alice', messageId: 'msg-1', payload})
+      assert.equal(a.created, true)
+      assert.equal(a.record.status, 'queued')
+      assert.equal(a.record.sender_masked, '+4915****5678')
+      assert.equal(a.record.sender_hash, store.hasher.hash('+4915212345678'))
+      const again = await store.register({clientId: 'alice', messageId: 'msg-1', payload})
+      assert.equal(again.created, false)
+      await assert.rejects(store.register({clientId: 'mallory', messageId: 'msg-1', payload}), (e: Error & {code?: string}) => e.code === 'E_MESSAGE_ID_TAKEN')
+      const raw = await store.sql.all<Record<string, unknown>>('SELECT * FROM messages')
+      assert.equal(raw.length, 1)
+      const dump = JSON.stringify(raw, (_k, v) => (v && v.type === 'Buffer' ? Buffer.from(v.data).toString('latin1') : v))
+      for (const secret of ['Top secret', '4711', '+4915212345678', '15212345678', 'abc-123']) assert.equal(dump.includes(secret), false, `${secret} leaked`)
+      assert.deepEqual((await store.payload('msg-1'))!.payload, payload)
+    })
+
+    it('tracks status: retrying, delivered once, delivered stays delivered', async () => {
+      await store.register({clientId: 'alice', messageId: 'msg-2', payload: {message_body: 'b', sender_number: '+4915200000000'}})
+      const p = await store.setStatus('msg-2', 'processing', {attempts: 3, error: 'broker down'})
+      assert.equal(p.record.status, 'processing')
+      assert.equal(p.record.attempts, 3)
+      assert.equal(p.record.last_error, 'broker down')
+      const d = await store.markDelivered('msg-2', 4)
+      assert.equal(d.changed, true)
+      assert.equal(d.record.status, 'delivered')
+      assert.ok(d.record.delivered_at)
+      assert.equal((await store.markDelivered('msg-2', 5)).changed, false)
+      assert.equal((await store.setStatus('msg-2', 'failed', {error: 'late'})).changed, false)
+      assert.equal((await store.get('msg-2'))!.status, 'delivered')
+      await assert.rejects(store.markDelivered('nope'), (e: Error & {code?: string}) => e.code === 'E_NOT_FOUND')
+    })
+
+    it('lists, filters and counts the seed figures', async () => {
+      await store.register({clientId: 'bob', messageId: 'msg-3', payload: {message_body: 'c', sender_number: '+4915200000000'}})
+      await store.setStatus('msg-3', 'failed', {attempts: 10, error: 'gave up'})
+      await store.register({clientId: 'bob', messageId: 'msg-old', payload: {message_body: 'd', sender_number: '+4915200000000'}, queuedAt: new Date(Date.now() - 3 * 86_400_000).toISOString()})
+      assert.deepEqual((await store.list({client: 'bob'})).map((m) => m.message_id), ['msg-3', 'msg-old'])
+      assert.deepEqual((await store.list({status: 'failed'})).map((m) => m.message_id), ['msg-3'])
+      assert.equal((await store.list({limit: 1})).length, 1)
+      await store.upsertClient({expires_at: null, fingerprint: 'ab'.repeat(32), identity: 'alice', issued_at: new Date().toISOString(), reason: null, revoked_at: null, serial: 'A1', status: 'active'})
+      await store.upsertClient({expires_at: null, fingerprint: 'cd'.repeat(32), identity: 'bob', issued_at: new Date().toISOString(), reason: null, revoked_at: null, serial: 'b2', status: 'active'})
+      assert.equal(await store.markClientRevoked('b2', 'keyCompromise'), 1)
+      await store.touchClient('carol', 'c3')
+      await store.createUser('admin@example.com', 'longenough', 'admin')
+      const s = await store.stats()
+      assert.deepEqual(s.messages, {delivered: 1, failed: 1, last_24h: 3, last_7d: 4, processing: 0, queued: 2, total: 4})
+      assert.deepEqual(s.clients, {active: 2, expired: 0, revoked: 1, total: 3})
+      assert.deepEqual(s.users, {total: 1})
+      const revoked = await store.listClients({status: 'revoked'})
+      assert.equal(revoked[0].identity, 'bob')
+      assert.equal(revoked[0].reason, 'keyCompromise')
+    })
+
+    it('users and audit log', async () => {
+      await assert.rejects(store.createUser('admin@example.com', 'longenough', 'admin'), (e: Error & {code?: string}) => e.code === 'E_USER_EXISTS')
+      assert.deepEqual(await store.verifyUser('admin@example.com', 'longenough'), {email: 'admin@example.com', role: 'admin'})
+      assert.equal(await store.verifyUser('admin@example.com', 'wrong-password'), undefined)
+      await store.audit({actor: 'admin', data: {message_id: 'msg-1'}, event_type: 'message.decrypt', ip: '127.0.0.1', severity: 'warning'})
+      const log = await store.auditLog(5)
+      assert.equal(log[0].event_type, 'message.decrypt')
+      assert.equal(log[0].severity, 'warning')
+    })
+  })
+}
