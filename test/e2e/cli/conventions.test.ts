@@ -142,6 +142,7 @@ describe('CLI conventions', () => {
   test('help: every topic has its own description and paragraphs wrap to the terminal', async () => {
     const top = await runCli(['--help'])
     assert.match(top.stdout, /^ {2}keys +Publish and fetch end-to-end identities/m)
+    assert.match(top.stdout, /^ {2}user +Operator and portal users/m)
     // a wide terminal shows a paragraph on one line: no hard line breaks inside sentences
     const r = await runCli(['relay', 'start', '--help'], {env: {OCLIF_COLUMNS: '400'}})
     assert.match(r.stdout, /Users and undelivered messages live in the store/)
