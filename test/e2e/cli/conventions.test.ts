@@ -115,6 +115,10 @@ describe('CLI conventions', () => {
     assert.match(rflag.stderr, /--relay holds "zz", not HOST:PORT/)
     const renv = await runCli(['relay', 'users'], {env: {MQ_RELAY: 'zz'}, home: fresh.dir})
     assert.equal(renv.code, 78, renv.stderr)
+    // the operator commands' --api: a typo is a usage error, not "internal error: Invalid URL" (70)
+    const api = await runCli(['message', 'list', '--api', 'bogus', '--json'], {home: withCa.dir})
+    assert.equal(api.code, 2, api.stdout)
+    assert.equal(JSON.parse(api.stdout).error.code, 'E_BAD_URL')
   })
 
   test('empty lists print nothing on stdout (a note on stderr)', async () => {
