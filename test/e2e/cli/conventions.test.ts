@@ -11,7 +11,8 @@ import {tempHome} from '../../helpers/home.js'
 import {testPki} from '../../helpers/pki.js'
 import {freePort} from '../../helpers/services.js'
 
-describe('CLI conventions', () => {
+// the tests are independent (read-only homes, their own ports): run them side by side to keep the suite fast
+describe('CLI conventions', {concurrency: 3}, () => {
   const withCa = tempHome('mq-qa-ca-')
   const fresh = tempHome('mq-qa-fresh-')
   before(async () => {
