@@ -8,8 +8,7 @@ export default class Keygen extends MqCommand<typeof Keygen> {
   static args = {name: Args.string({description: 'identity name (who messages are encrypted to and signed by)', required: true})}
   static description = `Create an end-to-end identity: an RSA-OAEP decryption key and an RSA-PSS signing key, both certified by the CA
 
-Files: $MQ_HOME/keys/NAME.key, NAME.pub, NAME.crt (encryption) and NAME.sign.key, NAME.sign.crt (signing). Private keys are 0600.
-Senders check these certificates against the CA and CRL before encrypting, so no server can substitute a key.`
+Files: $MQ_HOME/keys/NAME.key, NAME.pub, NAME.crt (encryption) and NAME.sign.key, NAME.sign.crt (signing). Private keys are 0600. Senders check these certificates against the CA and CRL before encrypting, so no server can substitute a key.`
   static examples = ['<%= config.bin %> keygen alice', '<%= config.bin %> keygen alice --force --json']
   static flags = {
     ...passphraseFlag,

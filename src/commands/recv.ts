@@ -1,10 +1,13 @@
 import {Flags} from '@oclif/core'
-import {closeSync, fsyncSync, openSync, writeSync} from 'node:fs'
+import {generateKeyPairSync} from 'node:crypto'
+import {closeSync, existsSync, fsyncSync, openSync, writeSync} from 'node:fs'
+import {join} from 'node:path'
 
 import type {Delivery} from '../lib/broker/client.js'
 import {connectBroker} from '../lib/broker/connect.js'
 import {brokerFlags} from '../lib/broker/flags.js'
 import {MqCommand} from '../lib/cli/base-command.js'
+import {durationFlag} from '../lib/cli/duration-flag.js'
 import {
   IdentityResolver,
   MessageReceiver,
@@ -15,11 +18,11 @@ import {
   jsonRecord,
   loadOwnIdentity,
   outRecord,
-  parseDuration,
   reasonOf,
   receiveLoop,
 } from '../lib/crypto/index.js'
 import {DataError, MqError, TempFailError, UsageError} from '../lib/errors.js'
+import {formatDuration} from '../lib/util/duration.js'
 
 export default class Recv extends MqCommand<typeof Recv> {
   static description = `Receive messages from a queue, decrypt and verify them
@@ -42,7 +45,7 @@ Exit status: 0 when done; 75 when a message could not be checked now (it stays q
     queue: Flags.string({char: 'q', description: 'queue to consume', required: true}),
     count: Flags.integer({char: 'n', description: 'exit after this many messages [default: 1]', min: 1, exclusive: ['follow']}),
     follow: Flags.boolean({description: 'keep receiving until SIGINT/SIGTERM (then finish the message in hand, ack it, exit 0)'}),
-    timeout: Flags.string({description: 'give up after this long without a message, e.g. 500ms, 10s, 2m (exit 75 if nothing arrived)'}),
+    timeout: durationFlag({description: 'give up after this long without a message: 500ms, 10s, 2m or bare milliseconds (exit 75 if nothing arrived)'}),
     out: Flags.string({char: 'o', description: 'append {message_id, message, timestamp} JSON lines to this file (the CipherMQ Receiver format) instead of printing payloads'}),
     lines: Flags.boolean({description: 'raw mode: print a newline after each payload'}),
     as: Flags.string({description: 'end-to-end identity that decrypts [default: --identity]'}),
@@ -53,11 +56,15 @@ Exit status: 0 when done; 75 when a message could not be checked now (it stays q
   async run(): Promise<void> {
     const config = this.mqConfig()
     const f = this.flags
-    const idleTimeoutMs = f.timeout === undefined ? undefined : parseDuration(f.timeout)
+    const idleTimeoutMs = f.timeout
     const count = f.follow ? undefined : (f.count ?? 1)
     const tlsIdentity = f.identity ?? process.env.MQ_IDENTITY ?? config.client.identity
-    const me = loadOwnIdentity(this.home, checkIdentityName(f.as ?? tlsIdentity), '--as')
     const accept = f.accept ?? config.e2e.accept
+    const meName = checkIdentityName(f.as ?? tlsIdentity)
+    // plaintext only (--accept plain): nothing is decrypted, so no end-to-end identity is needed;
+    // the opener still wants a key, so it gets a throwaway one that never opens anything
+    const plainOnly = accept.every((a) => a === 'plain') && !existsSync(join(this.home.keys, `${meName}.key`))
+    const me = plainOnly ? {encPrivateKey: generateKeyPairSync('ec', {namedCurve: 'P-256'}).privateKey, name: meName} : loadOwnIdentity(this.home, meName, '--as')
     if (f.lines && (this.jsonEnabled() || f.out)) throw new UsageError('E_FLAGS', '--lines applies to raw output only.', {hint: 'Try this: drop --lines with --json or --out.'})
 
     const sink = new OutputSink(this.jsonEnabled() ? 'json' : f.out ? 'none' : 'raw', f.lines, f.out)
@@ -94,7 +101,7 @@ Exit status: 0 when done; 75 when a message could not be checked now (it stays q
         }
         if (result.stoppedBy === 'timeout' && result.accepted === 0) {
           if (result.rejected > 0) throw new DataError('E_RECV_REJECTED', `Only rejected messages arrived on ${f.queue} (${result.rejected}).`, {hint: "Try this: see the reasons above; the messages went to the queue's dead-letter queue, if it has one."})
-          throw new TempFailError('E_RECV_TIMEOUT', `No message arrived on ${f.queue} within ${f.timeout}.`, {hint: 'Try this: a longer --timeout, or check that senders publish to this queue.'})
+          throw new TempFailError('E_RECV_TIMEOUT', `No message arrived on ${f.queue} within ${formatDuration(f.timeout ?? 0)}.`, {hint: 'Try this: a longer --timeout, or check that senders publish to this queue.'})
         }
         if (count !== undefined && result.accepted < count) {
           throw new TempFailError('E_RECV_INCOMPLETE', `Received ${result.accepted} of ${count} message(s) from ${f.queue} before ${result.stoppedBy === 'signal' ? 'being interrupted' : 'the timeout'}.`, {

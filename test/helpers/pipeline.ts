@@ -26,7 +26,7 @@ export async function pluginServer(home: MqHome, plugins: ApiPlugin[], port?: nu
       const u = new URL(req.url ?? '/', 'https://x')
       if (u.pathname === '/health') {
         res.writeHead(200, {'content-type': 'application/json'})
-        return res.end('{"status":"healthy"}')
+        return res.end('{"status":"ok"}')
       }
       const roles = who ? ['proxy', 'worker', 'admin'].filter((r) => who.cn.startsWith(r)) : []
       for (const pl of plugins) {

@@ -44,6 +44,11 @@ On first start with no CA in $MQ_HOME it creates a development CA, a "broker" se
     }
     const logger = this.logger.child('broker')
     const broker = await startBroker(this.home, config, logger)
+    // handlers before "broker ready": a supervisor that signals as soon as it reads that line gets a clean shutdown
+    const signalled = new Promise<string>((resolve) => {
+      process.once('SIGINT', () => resolve('SIGINT'))
+      process.once('SIGTERM', () => resolve('SIGTERM'))
+    })
     const b = config.broker
     logger.info('broker ready', {
       api: `https://${b.api_host}:${broker.ports.api}`,
@@ -51,16 +56,8 @@ On first start with no CA in $MQ_HOME it creates a development CA, a "broker" se
       data: broker.store.file,
       messaging: `${b.host}:${broker.ports.messaging}`,
     })
-    await new Promise<void>((resolve) => {
-      const stop = (sig: string) => {
-        logger.info('shutting down', {signal: sig})
-        broker
-          .close()
-          .catch((error) => logger.error('shutdown failed', {error}))
-          .finally(resolve)
-      }
-      process.once('SIGINT', () => stop('SIGINT'))
-      process.once('SIGTERM', () => stop('SIGTERM'))
-    })
+    const sig = await signalled
+    logger.info('shutting down', {signal: sig})
+    await broker.close().catch((error) => logger.error('shutdown failed', {error}))
   }
 }

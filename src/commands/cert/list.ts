@@ -18,7 +18,9 @@ export default class CertList extends MqCommand<typeof CertList> {
     const certs = openCa(this.home, config)
       .list()
       .filter((c) => (!this.flags.status || c.status === this.flags.status) && (!this.flags.type || c.type === this.flags.type))
-    if (!this.jsonEnabled()) this.out(table(certs.map((c) => ({name: c.name, type: c.type, serial: c.serial, 'not-after': c.notAfter.slice(0, 10), status: c.status}))))
+    // stdout carries data only: an empty list prints nothing there
+    if (!this.jsonEnabled() && certs.length === 0) this.note('no certificates')
+    else if (!this.jsonEnabled()) this.out(table(certs.map((c) => ({name: c.name, type: c.type, serial: c.serial, 'not-after': c.notAfter.slice(0, 10), status: c.status}))))
     return certs
   }
 }

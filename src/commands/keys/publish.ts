@@ -3,7 +3,8 @@ import {Args} from '@oclif/core'
 import {connectBroker} from '../../lib/broker/connect.js'
 import {brokerFlags} from '../../lib/broker/flags.js'
 import {MqCommand} from '../../lib/cli/base-command.js'
-import {publishIdentity} from '../../lib/crypto/index.js'
+import {checkIdentityName, publishIdentity} from '../../lib/crypto/index.js'
+import {loadIdentity} from '../../lib/pki/index.js'
 
 export default class KeysPublish extends MqCommand<typeof KeysPublish> {
   static args = {name: Args.string({description: 'identity made here with mq keygen', required: true})}
@@ -16,6 +17,8 @@ Senders anywhere can then encrypt to NAME with mq send --to NAME. Only the CA-si
 
   async run(): Promise<{name: string; fingerprint: string}> {
     const config = this.mqConfig()
+    // a missing or untrusted local identity is reported before any connection is made
+    loadIdentity(this.home, checkIdentityName(this.args.name))
     const client = await connectBroker(this.home, config, {broker: this.flags.broker, identity: this.flags.identity, timeoutMs: this.flags.timeout})
     try {
       const id = await publishIdentity(this.home, client, this.args.name)

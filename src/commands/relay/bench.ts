@@ -7,8 +7,7 @@ import {parseAddress} from '../../lib/relay/service.js'
 export default class RelayBench extends MqCommand<typeof RelayBench> {
   static description = `Measure the relay: text messages/s through register/send/pull and file MiB/s up and down
 
-Runs a relay in-process on a temporary SQLite home unless --relay names one (it then registers
-two bench-* users there). Prints a plain loopback-TCP baseline from the same run and the ratios.`
+Runs a relay in-process on a temporary SQLite home unless --relay names one (it then registers two bench-* users there). Prints a plain loopback-TCP baseline from the same run and the ratios.`
 
   static examples = ['<%= config.bin %> relay bench', '<%= config.bin %> relay bench --messages 5000 --file-mib 128 --json']
   static flags = {

@@ -7,9 +7,7 @@ import type {FetchedMessage} from '../../lib/relay/service.js'
 export default class RelayFetch extends MqCommand<typeof RelayFetch> {
   static description = `Fetch your waiting messages (the relay deletes them once delivered)
 
-Texts print as MessageU does (From:, Content:, the text, -----<EOM>-----); with --json each
-message is one JSON line. Files are decrypted into --out and their paths printed; a symmetric
-key received is kept for that sender.`
+Texts print as MessageU does (From:, Content:, the text, -----<EOM>-----); with --json each message is one JSON line. Files are decrypted into --out and their paths printed; a symmetric key received is kept for that sender.`
 
   static examples = ['<%= config.bin %> relay fetch', '<%= config.bin %> relay fetch --out ./inbox --json']
   static flags = {

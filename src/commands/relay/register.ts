@@ -7,9 +7,7 @@ export default class RelayRegister extends MqCommand<typeof RelayRegister> {
   static args = {name: Args.string({description: 'user name: 1-254 printable ASCII characters', required: true})}
   static description = `Register NAME on the relay: makes a key pair, sends the public key, keeps the client id and private key under $MQ_HOME/relay/ (0600)
 
-Default crypto is strong (RSA-2048, RSA-OAEP-SHA-256, AES-256-GCM; protocol v3). --compat messageu
-uses MessageU's weak crypto (RSA-1024, OAEP-SHA-1, AES-128-CBC with a zero IV) over protocol v2,
-only to talk to existing MessageU clients.`
+Default crypto is strong (RSA-2048, RSA-OAEP-SHA-256, AES-256-GCM; protocol v3). --compat messageu uses MessageU's weak crypto (RSA-1024, OAEP-SHA-1, AES-128-CBC with a zero IV) over protocol v2, only to talk to existing MessageU clients.`
 
   static examples = ['<%= config.bin %> relay register alice --relay 127.0.0.1:1357', '<%= config.bin %> relay register bob --compat messageu']
 

@@ -10,10 +10,7 @@ import {RelayStore} from '../../lib/relay/store.js'
 export default class RelayStart extends MqCommand<typeof RelayStart> {
   static description = `Run the relay: a MessageU-compatible store-and-forward server for end-to-end encrypted messages and files
 
-Speaks protocol versions 1 and 2 (MessageU, exact or 1024-padded framing) and mq's version 3.
-Port: --port, else relay.port, else ./myport.info, else 1357. Users and undelivered messages
-live in the store (store.url: SQLite $MQ_HOME/data/relay.db by default, or MySQL); file
-contents stream to $MQ_HOME/data/relay-files/. The relay never sees plaintext.`
+Speaks protocol versions 1 and 2 (MessageU, exact or 1024-padded framing) and mq's version 3. Port: --port, else relay.port, else ./myport.info, else 1357. Users and undelivered messages live in the store (store.url: SQLite $MQ_HOME/data/relay.db by default, or MySQL); file contents stream to $MQ_HOME/data/relay-files/. The relay never sees plaintext.`
 
   static examples = ['<%= config.bin %> relay start', '<%= config.bin %> relay start --port 1357 --host 0.0.0.0']
 
@@ -63,13 +60,14 @@ contents stream to $MQ_HOME/data/relay-files/. The relay never sees plaintext.`
       crlWatcher.on('change', () => server.updateTls(pki.serverTlsOptions(this.home, cfg.relay.tls.identity)))
       crlWatcher.start()
     }
+    // handlers before "relay listening": a supervisor that signals as soon as it reads that line gets a clean shutdown
+    const stopped = new Promise<void>((resolve) => {
+      process.once('SIGINT', () => resolve())
+      process.once('SIGTERM', () => resolve())
+    })
     const counts = await store.counts()
     log.info('relay listening', {host: this.flags.host ?? cfg.relay.host, messages: counts.messages, port: server.port, port_source: source, store: store.label, tls_port: tlsOptions ? server.tlsPort : undefined, users: counts.users})
-    await new Promise<void>((resolve) => {
-      const stop = () => resolve()
-      process.once('SIGINT', stop)
-      process.once('SIGTERM', stop)
-    })
+    await stopped
     log.info('relay stopping')
     crlWatcher?.stop()
     await server.stop()

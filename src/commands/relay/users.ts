@@ -11,7 +11,9 @@ export default class RelayUsers extends MqCommand<typeof RelayUsers> {
     const client = await relayClientFor(this.home, this.mqConfig(), this.flags, this.logger)
     try {
       const users = await client.users()
-      if (!this.jsonEnabled()) this.out(table(users, ['name', 'id']))
+      // stdout carries data only: an empty list prints nothing there
+      if (!this.jsonEnabled() && users.length === 0) this.note('no other users on the relay')
+      else if (!this.jsonEnabled()) this.out(table(users, ['name', 'id']))
       return {users}
     } finally {
       client.close()

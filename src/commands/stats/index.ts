@@ -1,8 +1,13 @@
+import {apiFlags, withAdminApi} from '../../lib/admin/client.js'
 import {withBroker} from '../../lib/broker/connect.js'
 import type {BrokerStats} from '../../lib/broker/client.js'
 import {brokerFlags} from '../../lib/broker/flags.js'
 import {MqCommand} from '../../lib/cli/base-command.js'
 import {table} from '../../lib/cli/table.js'
+import {errorText} from '../../lib/errors.js'
+import type {RecordsStats} from '../../lib/records/store.js'
+
+const n = (x: number) => x.toLocaleString('en-US')
 
 function duration(ms: number): string {
   const s = Math.floor(ms / 1000)
@@ -13,12 +18,22 @@ function duration(ms: number): string {
 }
 
 export default class Stats extends MqCommand<typeof Stats> {
-  static description = 'Broker statistics: queues (depth, unacked, consumers, rates), exchanges, bindings, connections, message statuses, uptime'
+  static description = `Broker statistics: queues (depth, unacked, consumers, rates), exchanges, bindings, connections, message statuses, uptime;
+plus the records store's figures (messages total/queued/delivered/failed, last 24 h and 7 days; clients) when the broker's records API answers
+(--json: under "records", null when it does not answer)`
   static examples = ['<%= config.bin %> stats', '<%= config.bin %> stats --json']
-  static flags = {...brokerFlags}
+  static flags = {...brokerFlags, api: apiFlags.api}
 
-  async run(): Promise<BrokerStats> {
-    const st = await withBroker(this.home, this.mqConfig(), this.flags, (c) => c.stats())
+  async run(): Promise<BrokerStats & {records: RecordsStats | null}> {
+    const config = this.mqConfig()
+    // the engine figures come over the native protocol, the records figures over the HTTPS API (admin role)
+    const [st, records] = await Promise.all([
+      withBroker(this.home, config, this.flags, (c) => c.stats()),
+      withAdminApi(this.home, config, this.flags, (a) => a.stats()).catch((error) => {
+        this.logger.debug('records figures unavailable', {error: errorText(error)})
+        return null
+      }),
+    ])
     if (!this.jsonEnabled()) {
       const statuses = Object.entries(st.statuses).map(([k, v]) => `${k}=${v}`).join(' ') || 'none'
       this.out(
@@ -32,9 +47,16 @@ export default class Stats extends MqCommand<typeof Stats> {
             st.queues.map((q) => ({...q, durable: q.durable ? 'yes' : 'no'})),
             ['name', 'durable', 'messages', 'unacked', 'consumers', 'publishRate', 'deliverRate', 'ackRate'],
           ),
+          ...(records
+            ? ['', [
+                `records messages total ${n(records.messages.total)}  queued ${n(records.messages.queued + records.messages.processing)}  delivered ${n(records.messages.delivered)}  failed ${n(records.messages.failed)}  last 24h ${n(records.messages.last_24h)}  last 7d ${n(records.messages.last_7d)}`,
+                `records clients total ${n(records.clients.total)}  active ${n(records.clients.active)}  revoked ${n(records.clients.revoked)}`,
+              ].join('\n')]
+            : []),
         ].join('\n'),
       )
+      if (!records) this.note("records figures unavailable (the broker's HTTPS API did not answer); try: mq stats records")
     }
-    return st
+    return {...st, records}
   }
 }

@@ -5,6 +5,8 @@
  */
 import type {IncomingHttpHeaders} from 'node:http'
 
+import type {HealthComponent} from './health.js'
+
 export interface ApiContext {
   /** CN of the verified client certificate; null on routes that allow anonymous access (e.g. /health) */
   identity: string | null
@@ -55,8 +57,10 @@ export interface BrokerPublisher {
 export interface ApiPlugin {
   name: string
   routes: ApiRoute[]
-  /** merged into GET /health under components[name] */
+  /** merged into GET /health under components[name] (ok false counts as "failing") */
   health?(): Promise<{ok: boolean; [k: string]: unknown}>
+  /** merged into GET /health as top-level components (e.g. the records plugin's "store", "redis") */
+  components?(): Promise<Record<string, HealthComponent>>
   /** extra Prometheus text appended to GET /metrics */
   metrics?(): Promise<string>
   close?(): Promise<void>

@@ -7,14 +7,18 @@ import https from 'node:https'
 import type {IncomingMessage, ServerResponse} from 'node:http'
 import type tls from 'node:tls'
 
-import {Gauge, Registry, collectDefaultMetrics} from 'prom-client'
+import {Counter, Gauge, Registry, collectDefaultMetrics} from 'prom-client'
 
 import {errorText, isMqError} from '../errors.js'
+import type {MqHome} from '../config/home.js'
 import type {Logger} from '../log.js'
 import {peerIdentity} from '../pki/index.js'
 import type {ApiContext, ApiPlugin, ApiRequest, ApiResponse, ApiRoute} from './api-types.js'
 import type {Engine} from './engine.js'
+import {type HealthComponent, type HealthReport, crlHealth, healthHttpStatus, worst} from './health.js'
 import type {ResolvedPermissions} from './permissions.js'
+
+const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'])
 
 interface CompiledRoute {
   route: ApiRoute
@@ -45,12 +49,15 @@ export interface ApiServerOptions {
   maxBody: number
   connections: () => number
   isRevoked?: (serial: string) => boolean
+  /** for the CRL freshness component of /health (pki/crl.pem); absent in tests without a home */
+  home?: MqHome
 }
 
 export class ApiServer {
   readonly server: https.Server
   private readonly routes: CompiledRoute[] = []
   readonly registry = new Registry()
+  private requests!: Counter<'route' | 'method' | 'status'>
 
   constructor(private readonly opts: ApiServerOptions) {
     // /health may be called without a certificate, so the handshake requests one but does not require it
@@ -93,6 +100,8 @@ export class ApiServer {
     const {engine, connections} = this.opts
     const reg = this.registry
     collectDefaultMetrics({prefix: 'mq_broker_', register: reg})
+    // every API request (builtin and plugin routes), by route pattern: one family for the concept
+    this.requests = new Counter({help: 'HTTPS API requests, by route pattern, method and status', labelNames: ['route', 'method', 'status'], name: 'mq_api_requests_total', registers: [reg]})
     const perQueue = (name: string, help: string, pick: (q: ReturnType<Engine['listQueues']>[number]) => number) =>
       new Gauge({
         collect(this: Gauge) {
@@ -141,20 +150,8 @@ export class ApiServer {
       compile(
         {
           handler: async () => {
-            const components: Record<string, unknown> = {engine: {ok: true, queues: engine.queues.size}}
-            let ok = true
-            for (const p of this.opts.plugins) {
-              if (!p.health) continue
-              try {
-                const h = await p.health()
-                components[p.name] = h
-                ok &&= h.ok
-              } catch (error) {
-                components[p.name] = {error: errorText(error), ok: false}
-                ok = false
-              }
-            }
-            return json({components, connections: this.opts.connections(), status: ok ? 'ok' : 'degraded', uptimeMs: engine.stats().uptimeMs}, ok ? 200 : 503)
+            const h = await this.health()
+            return json(h, healthHttpStatus(h.status))
           },
           method: 'GET',
           path: '/health',
@@ -190,6 +187,28 @@ export class ApiServer {
     this.routes.push(compile({handler: async (req) => json({messages: engine.purgeQueue(req.params.name)}), method: 'POST', path: '/api/queues/:name/purge', roles: ['admin']}))
   }
 
+  /** The components of GET /health: engine, CRL freshness, and what plugins report (store, redis). */
+  async health(now = Date.now()): Promise<HealthReport> {
+    const {engine} = this.opts
+    const components: Record<string, HealthComponent> = {engine: {queues: engine.queues.size, status: 'ok'}}
+    if (this.opts.home) components.crl = crlHealth(this.opts.home, now)
+    await Promise.all(
+      this.opts.plugins.map(async (p) => {
+        try {
+          if (p.components) Object.assign(components, await p.components())
+          if (p.health) {
+            const h = await p.health()
+            components[p.name] = {...h, status: h.ok ? 'ok' : 'failing'}
+          }
+        } catch (error) {
+          components[p.name] = {error: errorText(error), ok: false, status: 'failing'}
+        }
+      }),
+    )
+    const status = worst(Object.values(components).map((c) => c.status))
+    return {components, connections: this.opts.connections(), status, timestamp: new Date(now).toISOString(), uptimeMs: engine.stats().uptimeMs}
+  }
+
   private reply(res: ServerResponse, r: ApiResponse): void {
     let body: Buffer
     const headers: Record<string, string> = {...r.headers}
@@ -208,6 +227,10 @@ export class ApiServer {
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    let route = 'other'
+    // labels stay bounded whatever a client sends: unknown paths are "other", odd methods too
+    const m = req.method ?? 'GET'
+    res.once('finish', () => this.requests.inc({method: KNOWN_METHODS.has(m) ? m : 'other', route, status: String(res.statusCode)}))
     const url = new URL(req.url ?? '/', 'https://broker')
     const method = req.method ?? 'GET'
     let match: {c: CompiledRoute; params: Record<string, string>} | undefined
@@ -226,6 +249,7 @@ export class ApiServer {
         }
       })
       match = {c, params}
+      route = c.route.path
       break
     }
     const err = (status: number, code: string, message: string, hint?: string) => this.reply(res, {body: {error: {code, message, ...(hint ? {hint} : {})}}, status})

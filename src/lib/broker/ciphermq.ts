@@ -14,7 +14,10 @@ import {ALLOW_ALL, type DeliveryOut, type Engine, type Permissions, type Session
 export interface CipherMqOptions {
   engine: Engine
   logger: Logger
+  /** longest command line, in UTF-16 code units (broker.ciphermq.max_line) */
   maxLine: number
+  /** connections beyond this are refused (broker.ciphermq.max_connections; default 256) */
+  maxConnections?: number
   /** rights of every CipherMQ client (they are unauthenticated): broker.permissions for identity "ciphermq" */
   perms?: Permissions
   /** called after a durable publish so the ACK follows the commit */
@@ -36,6 +39,8 @@ function envelopeLine(d: DeliveryOut): string {
 export class CipherMqListener {
   readonly server: net.Server
   private readonly socks = new Set<net.Socket>()
+  private refused = 0
+  private refusedLoggedAt = 0
 
   constructor(private readonly opts: CipherMqOptions) {
     this.server = net.createServer((s) => this.accept(s))
@@ -60,9 +65,23 @@ export class CipherMqListener {
 
   private accept(sock: net.Socket): void {
     const {engine} = this.opts
+    sock.on('error', () => {})
+    const max = this.opts.maxConnections ?? 256
+    if (this.socks.size >= max) {
+      // unauthenticated: refused before any buffer or session exists; logged at most once a second
+      this.refused++
+      const now = Date.now()
+      if (now - this.refusedLoggedAt >= 1000) {
+        this.refusedLoggedAt = now
+        this.opts.logger.warn('CipherMQ connection refused: broker.ciphermq.max_connections reached', {max_connections: max, refused: this.refused})
+        this.refused = 0
+      }
+      sock.end('Error: too many connections\n')
+      setTimeout(() => sock.destroy(), 1000).unref()
+      return
+    }
     this.socks.add(sock)
     sock.setNoDelay(true)
-    sock.on('error', () => {})
     const write = (line: string) => {
       if (!sock.destroyed) sock.write(line + '\n')
     }
@@ -107,15 +126,16 @@ export class CipherMqListener {
     sock.setEncoding('utf8')
     sock.on('data', (chunk: string) => {
       buf += chunk
-      if (buf.length > this.opts.maxLine && !buf.includes('\n')) {
-        send('Error: line too long')
-        sock.destroy()
-        return
-      }
+      let start = 0
       let nl: number
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl).replace(/\r$/, '')
-        buf = buf.slice(nl + 1)
+      while ((nl = buf.indexOf('\n', start)) >= 0) {
+        let line = buf.slice(start, nl)
+        start = nl + 1
+        if (line.endsWith('\r')) line = line.slice(0, -1)
+        if (line.length > this.opts.maxLine) {
+          tooLong()
+          return
+        }
         if (line.trim() === '') continue
         try {
           this.command(line, session, send, later, byId)
@@ -123,7 +143,16 @@ export class CipherMqListener {
           send(`Error: ${errorText(error)}`)
         }
       }
+      buf = start === 0 ? buf : buf.slice(start)
+      // the unfinished line is all we keep: past max_line it can never become a valid command
+      if (buf.length > this.opts.maxLine) tooLong()
     })
+    const tooLong = () => {
+      buf = ''
+      sock.pause()
+      if (!sock.destroyed) sock.end(`Error: line too long (more than ${this.opts.maxLine} characters; broker.ciphermq.max_line)\n`)
+      setTimeout(() => sock.destroy(), 1000).unref()
+    }
   }
 
   private command(line: string, s: Session, send: (l: string) => void, later: (durable: boolean, lines: () => string[]) => void, byId: Map<string, number>): void {

@@ -1,6 +1,6 @@
 import type {MqHome} from '../config/home.js'
 import type {MqConfig} from '../config/schema.js'
-import {UsageError} from '../errors.js'
+import {ConfigError, MqError, UsageError} from '../errors.js'
 import {clientTlsOptions} from '../pki/index.js'
 import {BrokerClient} from './client.js'
 
@@ -35,7 +35,17 @@ export function parseHostPort(value: string, defaultPort = 5700): {host: string;
  * The broker is trusted through our CA alone (its certificate's name is not matched against HOST).
  */
 export async function connectBroker(home: MqHome, config: MqConfig, opts: {broker?: string; identity?: string; timeoutMs?: number; batchConfirms?: boolean} = {}): Promise<BrokerClient> {
-  const {host, port} = parseHostPort(opts.broker ?? process.env.MQ_BROKER ?? config.client.broker)
+  let addr: {host: string; port: number}
+  try {
+    addr = parseHostPort(opts.broker ?? process.env.MQ_BROKER ?? config.client.broker)
+  } catch (error) {
+    // --broker is a usage error (2); MQ_BROKER / client.broker is a config error (78)
+    // (oclif fills --broker from MQ_BROKER, so a value equal to the env var came from it)
+    if ((opts.broker !== undefined && opts.broker !== process.env.MQ_BROKER) || !(error instanceof MqError)) throw error
+    const where = process.env.MQ_BROKER === undefined ? 'client.broker' : 'MQ_BROKER'
+    throw new ConfigError(error.code, `${where}: ${error.message}`, {hint: where === 'MQ_BROKER' ? 'Try this: export MQ_BROKER=127.0.0.1:5700' : 'Try this: client.broker: 127.0.0.1:5700 in the config file'})
+  }
+  const {host, port} = addr
   const identity = opts.identity ?? process.env.MQ_IDENTITY ?? config.client.identity
   return BrokerClient.connect({batchConfirms: opts.batchConfirms, host, port, timeoutMs: opts.timeoutMs ?? config.client.timeout_ms, tls: {...clientTlsOptions(home, identity), checkServerIdentity: () => undefined}})
 }

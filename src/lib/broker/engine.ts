@@ -475,8 +475,9 @@ export class Engine {
     }
     if (targets.length === 0) {
       this.totals.unroutable++
-      throw new MqError('E_UNROUTABLE', `no queue is bound to exchange ${JSON.stringify(exchange)} with routing key ${JSON.stringify(routingKey)}: the message was not accepted`, {
-        hint: `Try this: mq queue bind QUEUE --exchange ${exchange || '""'} --routing-key ${routingKey || '""'}`,
+      // the default exchange routes by queue name: the fix there is a queue, not a binding
+      throw new MqError('E_UNROUTABLE', exchange === '' ? `no queue named ${JSON.stringify(routingKey)}: the message was not accepted` : `no queue is bound to exchange ${JSON.stringify(exchange)} with routing key ${JSON.stringify(routingKey)}: the message was not accepted`, {
+        hint: exchange === '' ? `Try this: mq queue declare ${routingKey || 'NAME'}` : `Try this: mq queue bind QUEUE --exchange ${exchange} --routing-key ${routingKey || '""'}`,
       })
     }
     if (opts.messageId !== undefined && (opts.messageId.length === 0 || opts.messageId.length > 200)) {

@@ -119,15 +119,21 @@ export function headerArgs(headers: Record<string, string> | undefined, into: Re
   }
 }
 
+/** Bodies up to this size get their whole buffer at once; bigger ones start here and grow as bytes arrive. */
+const BODY_START = 64 * 1024
+
 /**
  * Incremental decoder. The body length is checked against maxPayload as soon as the header line
- * arrives, before a single body byte is buffered; bodies are copied into one preallocated buffer.
+ * arrives, before a single body byte is buffered. A big body's buffer starts small and doubles
+ * (capped at the announced length) as bytes arrive: memory follows the bytes actually received,
+ * never the length a client merely claims, and a completed body is handed over without a copy.
  */
 export class FrameParser {
   private head: Buffer = EMPTY
-  private body: Buffer | null = null
+  private body: Buffer = EMPTY
+  private bodyLen = 0
   private bodyFill = 0
-  private pending: Omit<Frame, 'body'> | null = null
+  private pending: Frame | null = null
   /** a non-fatal error of the pending frame, reported once its body has been skipped */
   private pendingError: FrameError | null = null
   /** true while a frame has started but not completed (for slow-drip detection) */
@@ -142,7 +148,12 @@ export class FrameParser {
 
   /** length of the body being received (0 = none) */
   get bodyPending(): number {
-    return this.body ? this.body.length : 0
+    return this.pending ? this.bodyLen : 0
+  }
+
+  /** bytes currently allocated for the pending body */
+  get bodyAllocated(): number {
+    return this.body.length
   }
 
   /** counts bodies started, so a watchdog can tell one long body from many short ones */
@@ -155,18 +166,22 @@ export class FrameParser {
     let off = 0
     while (off < chunk.length) {
       if (this.pending) {
-        const need = this.body!.length - this.bodyFill
-        const n = Math.min(need, chunk.length - off)
-        chunk.copy(this.body!, this.bodyFill, off, off + n)
+        const n = Math.min(this.bodyLen - this.bodyFill, chunk.length - off)
+        if (this.bodyFill + n > this.body.length) {
+          const grown = Buffer.allocUnsafe(Math.min(this.bodyLen, Math.max(this.bodyFill + n, this.body.length * 2)))
+          this.body.copy(grown, 0, 0, this.bodyFill)
+          this.body = grown
+        }
+        chunk.copy(this.body, this.bodyFill, off, off + n)
         this.bodyFill += n
         off += n
-        if (this.bodyFill === this.body!.length) {
-          const f = this.pending as Frame
-          f.body = this.body!
+        if (this.bodyFill === this.bodyLen) {
+          const f = this.pending
+          f.body = this.body
           const err = this.pendingError
           this.pending = null
           this.pendingError = null
-          this.body = null
+          this.body = EMPTY
           if (err) onError(err)
           else onFrame(f)
         }
@@ -180,31 +195,42 @@ export class FrameParser {
         this.head = this.head.length ? Buffer.concat([this.head, chunk.subarray(off)]) : Buffer.from(chunk.subarray(off))
         return
       }
-      let lineBuf = chunk.subarray(off, nl)
+      let line: string
       if (this.head.length) {
-        lineBuf = Buffer.concat([this.head, lineBuf])
+        const lineBuf = Buffer.concat([this.head, chunk.subarray(off, nl)])
         this.head = EMPTY
+        if (lineBuf.length > MAX_HEADER_LINE) throw new FrameError('E_FRAME_MALFORMED', `header line longer than ${MAX_HEADER_LINE} bytes`, true)
+        line = lineBuf.toString('utf8')
+      } else {
+        if (nl - off > MAX_HEADER_LINE) throw new FrameError('E_FRAME_MALFORMED', `header line longer than ${MAX_HEADER_LINE} bytes`, true)
+        // decoded straight from the chunk: no Buffer view per frame
+        line = chunk.toString('utf8', off, nl)
       }
       off = nl + 1
-      if (lineBuf.length > MAX_HEADER_LINE) throw new FrameError('E_FRAME_MALFORMED', `header line longer than ${MAX_HEADER_LINE} bytes`, true)
-      let line = lineBuf.toString('utf8')
       if (line.endsWith('\r')) line = line.slice(0, -1)
       if (line.trim() === '') continue // blank lines are allowed between frames (hand typing)
-      const parsed = this.parseHeader(line)
-      if (parsed.len === 0) {
-        if (parsed.error) onError(parsed.error)
-        else onFrame({...parsed.frame, body: EMPTY})
+      const frame = this.parseHeader(line)
+      const len = this.parsedLen
+      if (len === 0) {
+        if (this.parsedError) onError(this.parsedError)
+        else onFrame(frame)
         continue
       }
-      this.pending = parsed.frame
-      this.pendingError = parsed.error
+      this.pending = frame
+      this.pendingError = this.parsedError
       this.bodySeq++
-      this.body = Buffer.allocUnsafe(parsed.len)
+      this.bodyLen = len
       this.bodyFill = 0
+      this.body = Buffer.allocUnsafe(Math.min(len, BODY_START))
     }
   }
 
-  private parseHeader(line: string): {frame: Omit<Frame, 'body'>; len: number; error: FrameError | null} {
+  /** body length and non-fatal error of the frame parseHeader just returned (fields, not a result object per frame) */
+  private parsedLen = 0
+  private parsedError: FrameError | null = null
+
+  /** Parses a header line into a frame with an empty body; sets parsedLen and parsedError. */
+  private parseHeader(line: string): Frame {
     // hand-rolled single pass: this runs once per frame on both ends, so no split/regex/arrays here
     const n = line.length
     let p = 0
@@ -260,7 +286,9 @@ export class FrameParser {
       }
       p = q
     }
-    return {error, frame: {args, id, verb}, len}
+    this.parsedLen = len
+    this.parsedError = error
+    return {args, body: EMPTY, id, verb}
   }
 }
 

@@ -83,7 +83,7 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
     engine,
     isRevoked,
     keys: keyDirectory(home, store),
-    limits: {handshakeTimeoutMs: b.handshake_timeout_ms, heartbeatMs: b.heartbeat_ms, maxPayload: b.max_payload, maxUnconfirmed: b.max_unconfirmed},
+    limits: {handshakeTimeoutMs: b.handshake_timeout_ms, heartbeatMs: b.heartbeat_ms, maxConnections: b.max_connections, maxPayload: b.max_payload, maxUnconfirmed: b.max_unconfirmed},
     logger: logger.child('server'),
     peer: peerIdentity,
     permissionsFor,
@@ -94,6 +94,7 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
   const api = new ApiServer({
     connections: () => server.connections.size,
     engine,
+    home,
     isRevoked,
     logger: logger.child('api'),
     maxBody: b.max_payload,
@@ -121,7 +122,7 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
     ports.messaging = await server.listen(opts.port ?? b.port, opts.host ?? b.host)
     ports.api = await api.listen(opts.apiPort ?? b.api_port, opts.apiHost ?? b.api_host)
     if (b.ciphermq.enabled) {
-      ciphermq = new CipherMqListener({afterCommit: (cb) => store.afterCommit(cb), engine, logger: logger.child('ciphermq'), maxLine: b.max_payload, perms: permissionsFor('ciphermq')})
+      ciphermq = new CipherMqListener({afterCommit: (cb) => store.afterCommit(cb), engine, logger: logger.child('ciphermq'), maxConnections: b.ciphermq.max_connections, maxLine: b.ciphermq.max_line, perms: permissionsFor('ciphermq')})
       ports.ciphermq = await ciphermq.listen(b.ciphermq.port, b.ciphermq.host)
     }
   } catch (error) {

@@ -11,13 +11,15 @@ import {MqError, PermissionError, UsageError, errorText, isMqError} from '../err
 import type {Logger} from '../log.js'
 import {type DeliveryOut, type Engine, type ExchangeType, type Session} from './engine.js'
 import {type ResolvedPermissions} from './permissions.js'
-import {BIG_BODY, type Frame, FrameError, FrameParser, NEWLINE, PROTOCOL_VERSION, encodeFrame, encodeHead, encodeLine, encodeValue, frameHeaders, headerArgs, isHeaderName} from './protocol.js'
+import {BIG_BODY, type Frame, FrameError, FrameParser, NEWLINE, PROTOCOL_VERSION, encodeFrame, encodeHead, encodeValue, frameHeaders, headerArgs, isHeaderName} from './protocol.js'
 
 export interface ServerLimits {
   maxPayload: number
   heartbeatMs: number
   handshakeTimeoutMs: number
   maxUnconfirmed: number
+  /** sessions beyond this are refused with E_TOO_MANY_CONNECTIONS (default 1024) */
+  maxConnections?: number
 }
 
 export interface KeyDirectory {
@@ -39,15 +41,24 @@ export interface BrokerServerOptions {
   peer?: (sock: tls.TLSSocket) => {cn: string; serial: string} | null
 }
 
+/** One output arena; a tick's small frames usually fit, and a frame that does not gets its own. */
+const ARENA_SIZE = 64 * 1024
+const EMPTY_ARENA = Buffer.alloc(0)
 /** Output bytes beyond which we stop pushing deliveries and stop reading requests. */
 const OUT_HIGH_WATER = 1024 * 1024
+/** Raw sockets (TLS handshakes in flight) allowed beyond maxConnections before the kernel-level cap drops them silently. */
+const HANDSHAKE_SLACK = 64
 
 export class BrokerServer {
   readonly server: net.Server
   readonly connections = new Set<Connection>()
   private connSeq = 1
+  private readonly maxConnections: number
+  private refused = 0
+  private refusedLoggedAt = 0
 
   constructor(readonly opts: BrokerServerOptions) {
+    this.maxConnections = opts.limits.maxConnections ?? 1024
     if (opts.tls) {
       // noDelay on the raw TCP socket: small confirms must not wait for Nagle + delayed ACKs
       this.server = tls.createServer({...opts.tls, handshakeTimeout: opts.limits.handshakeTimeoutMs || 120_000, noDelay: true}, (s) => this.accept(s))
@@ -58,7 +69,21 @@ export class BrokerServer {
     } else {
       this.server = net.createServer({noDelay: true}, (s) => this.accept(s))
     }
+    // a hard cap on raw sockets, so handshakes cannot pile up either; past maxConnections but within the
+    // slack a client still completes TLS and is told why it is refused
+    this.server.maxConnections = this.maxConnections + HANDSHAKE_SLACK
+    this.server.on('drop', () => this.noteRefused())
     this.server.on('error', (err) => opts.logger.error('server error', {error: err}))
+  }
+
+  /** Logs refusals at most once a second, with how many there were, so a flood cannot flood the log. */
+  private noteRefused(): void {
+    this.refused++
+    const now = Date.now()
+    if (now - this.refusedLoggedAt < 1000) return
+    this.refusedLoggedAt = now
+    this.opts.logger.warn('connection refused: broker.max_connections reached', {max_connections: this.maxConnections, refused: this.refused})
+    this.refused = 0
   }
 
   listen(port: number, host: string): Promise<number> {
@@ -109,6 +134,12 @@ export class BrokerServer {
         return
       }
     }
+    if (this.connections.size >= this.maxConnections) {
+      this.noteRefused()
+      sock.end(encodeFrame('ERR', 0, {code: 'E_TOO_MANY_CONNECTIONS', hint: 'Try this: retry later, close idle connections, or raise broker.max_connections', message: `the broker already has ${this.connections.size} connections (broker.max_connections)`}))
+      setTimeout(() => sock.destroy(), 1000).unref()
+      return
+    }
     const c = new Connection(this, sock, this.connSeq++, identity, serial, !this.opts.tls)
     this.connections.add(c)
     sock.on('close', () => {
@@ -151,8 +182,18 @@ class Connection {
   private bodySince = 0
   private bodySeqSeen = 0
   private timer?: NodeJS.Timeout
-  private out: Buffer[] = []
-  private outLen = 0
+  /**
+   * Small frames are written straight into an output arena and leave as one slice per tick; a
+   * flushed region is never written again (the socket may still hold it), so no per-frame buffer
+   * and no concatenation copy.
+   */
+  private arena: Buffer = EMPTY_ARENA
+  private arenaStart = 0
+  private arenaFill = 0
+  /** bytes in the arena not yet handed to the socket */
+  private get outLen(): number {
+    return this.arenaFill - this.arenaStart
+  }
   private flushScheduled = false
   private dead = false
   private heartbeatMs: number
@@ -199,6 +240,11 @@ class Connection {
 
   private onTick(): void {
     const now = Date.now()
+    // an idle connection gives its output arena back
+    if (this.arenaFill === this.arenaStart && this.arena !== EMPTY_ARENA && now - this.lastOut > 1000) {
+      this.arena = EMPTY_ARENA
+      this.arenaStart = this.arenaFill = 0
+    }
     const {limits} = this.srv.opts
     const t = limits.handshakeTimeoutMs
     if (t > 0 && !this.session && now - this.connectedAt > t) {
@@ -272,8 +318,38 @@ class Connection {
       this.sock.write(buf)
       return
     }
-    this.out.push(buf)
-    this.outLen += buf.length
+    this.reserve(buf.length)
+    buf.copy(this.arena, this.arenaFill)
+    this.arenaFill += buf.length
+  }
+
+  /** A small frame built in place: header line, LEN, body and newline copied once, into the arena. */
+  private writeLine(line: string, body: Buffer): void {
+    if (this.dead) return
+    this.lastOut = Date.now()
+    const len = body.length
+    if (len > 0) line += ' ' + len
+    line += '\n'
+    // at most 3 bytes per UTF-16 unit; lines are ASCII in practice (values are percent-encoded)
+    this.reserve(line.length * 3 + len + 1)
+    const a = this.arena
+    let at = this.arenaFill + a.write(line, this.arenaFill, 'utf8')
+    if (len > 0) {
+      body.copy(a, at)
+      at += len
+      a[at++] = 0x0a
+    }
+    this.arenaFill = at
+  }
+
+  /** Makes room for n more bytes in the arena and schedules the flush of this tick. */
+  private reserve(n: number): void {
+    if (this.arenaFill + n > this.arena.length) {
+      this.flush()
+      this.arena = Buffer.allocUnsafeSlow(Math.max(ARENA_SIZE, n))
+      this.arenaStart = 0
+      this.arenaFill = 0
+    }
     if (!this.flushScheduled) {
       this.flushScheduled = true
       process.nextTick(this.flush)
@@ -294,10 +370,9 @@ class Connection {
 
   private readonly flush = (): void => {
     this.flushScheduled = false
-    if (this.out.length === 0 || this.sock.destroyed) return
-    this.sock.write(this.out.length === 1 ? this.out[0] : Buffer.concat(this.out, this.outLen))
-    this.out = []
-    this.outLen = 0
+    if (this.arenaFill === this.arenaStart || this.sock.destroyed) return
+    this.sock.write(this.arena.subarray(this.arenaStart, this.arenaFill))
+    this.arenaStart = this.arenaFill
   }
 
   send(verb: string, id: number, args?: Args, body?: Buffer): void {
@@ -347,7 +422,7 @@ class Connection {
     // a name a frame cannot carry is left out rather than thrown on: one bad message must not stop a queue
     for (const k in m.headers) if (isHeaderName(k)) line += ' h.' + encodeValue(k) + '=' + encodeValue(m.headers[k])
     if (m.body.length >= BIG_BODY) this.writeParts(encodeHead(line, m.body.length), m.body)
-    else this.write(encodeLine(line, m.body))
+    else this.writeLine(line, m.body)
   }
 
   /** Reports an error; fatal ones close the connection after flushing the ERR frame. */

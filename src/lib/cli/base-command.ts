@@ -76,11 +76,23 @@ export abstract class MqCommand<T extends typeof Command> extends Command {
   protected async catch(err: Error & {exitCode?: number; oclif?: {exit?: number}}): Promise<unknown> {
     if (err instanceof Errors.ExitError) throw err
     let mqErr: MqError | undefined
-    if (isMqError(err)) mqErr = err
-    else if (err instanceof Errors.CLIError || (err.oclif && typeof err.oclif.exit === 'number')) {
+    if (isMqError(err)) mqErr = cleanParseMessage(err.message) === err.message ? err : new MqError(err.code, cleanParseMessage(err.message), {details: err.details, exit: err.exit, hint: err.hint})
+    else if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE' || (err as NodeJS.ErrnoException).code === 'EADDRNOTAVAIL') {
+      // a server's listen(): name the address, not "internal error"
+      const e = err as NodeJS.ErrnoException & {address?: string; port?: number}
+      const where = e.address === undefined ? '' : ` ${e.address}:${e.port}`
+      const why = e.code === 'EADDRINUSE' ? 'that address is already in use' : 'that address is not on this machine'
+      mqErr = new MqError('E_LISTEN', `Cannot listen on${where}: ${why}.`, {
+        exit: ExitCode.UNAVAILABLE,
+        hint: e.code === 'EADDRINUSE' ? 'Try this: choose another --port (see --help for the other listeners), or stop whatever uses it.' : 'Try this: --host 127.0.0.1, or an address of this machine (ip addr).',
+      })
+    } else if (err instanceof Errors.CLIError || (err.oclif && typeof err.oclif.exit === 'number')) {
       // oclif's own parse errors: exit 2 for usage
       const exit = (err.oclif?.exit ?? ExitCode.USAGE) as MqError['exit']
-      const text = err.message.replace(/^Error: /, '').replace(/^The following errors? occurred:\s*/, '').replace(/\s*See more help with --help\s*$/, '')
+      let text = cleanParseMessage(err.message.replace(/^Error: /, '').replace(/^The following errors? occurred:\s*/, ''))
+      // oclif adds a note about every multi-value flag a command has, even ones not given: keep it only when relevant
+      const note = /\n\nNote: ((?:--[\w-]+(?:, )?)+) allows? multiple values[\s\S]*$/.exec(text)
+      if (note && !note[1].split(', ').some((flag) => this.argv.some((a) => a === flag || a.startsWith(flag + '=')))) text = text.slice(0, note.index)
       mqErr = new MqError('E_USAGE', text.trim(), {exit, hint: `Try this: mq ${this.id?.replaceAll(':', ' ') ?? ''} --help`.trimEnd()})
     } else if ((err as NodeJS.ErrnoException).code === 'EACCES' || (err as NodeJS.ErrnoException).code === 'EPERM') {
       mqErr = new MqError('E_PERMISSION', err.message, {exit: ExitCode.NOPERM, hint: 'Try this: check the ownership and mode of that path, or use another --home.'})
@@ -96,4 +108,12 @@ export abstract class MqCommand<T extends typeof Command> extends Command {
     }
     this.exit(mqErr.exit)
   }
+}
+
+/** oclif wraps flag errors as "Parsing --x \n\t<why>\nSee more help with --help": one line naming the flag instead. */
+function cleanParseMessage(message: string): string {
+  return message
+    .replace(/\s*See more help with --help\s*$/, '')
+    .replace(/^Parsing (--[\w-]+)\s*\n\t(?:\1\b:?\s*)?/, '$1: ')
+    .trim()
 }

@@ -56,6 +56,8 @@ export const configSchema = z
         heartbeat_ms: ms.default(30_000),
         handshake_timeout_ms: ms.default(10_000),
         max_unconfirmed: z.number().int().min(1).default(10_000),
+        // native connections (mutual TLS) beyond this are refused with E_TOO_MANY_CONNECTIONS: bounds memory per broker
+        max_connections: z.number().int().min(1).default(1024),
         max_unacked: z.number().int().min(1).default(10_000),
         delivery_limit: z.number().int().min(1).default(20),
         default_prefetch: z.number().int().min(1).default(100),
@@ -67,6 +69,9 @@ export const configSchema = z
             enabled: z.boolean().default(false),
             host: host.default('127.0.0.1'),
             port: port.default(5702),
+            // unauthenticated plain TCP: its own small line limit and connection cap, not max_payload
+            max_line: z.number().int().min(1024).max(128 * 1024 * 1024).default(1024 * 1024),
+            max_connections: z.number().int().min(1).default(256),
           })
           .strict()
           .default({}),

@@ -16,7 +16,7 @@ import {existsSync, readFileSync} from 'node:fs'
 import {join} from 'node:path'
 
 import type {MqHome} from '../config/home.js'
-import {MqError, TempFailError, UnavailableError, UsageError} from '../errors.js'
+import {ExitCode, MqError, TempFailError, UnavailableError, UsageError} from '../errors.js'
 import {type E2eIdentity, identityFiles, loadIdentity, verifyIdentityCerts} from '../pki/index.js'
 import {ensureDir, writeFileAtomic} from '../util/fs.js'
 import {type SenderResolver, spkiSha256} from './envelope.js'
@@ -165,7 +165,7 @@ export async function publishIdentity(home: MqHome, directory: KeyDirectory, nam
   checkIdentityName(name)
   const f = identityFiles(home, name)
   if (!existsSync(f.encCert) || !existsSync(f.signCert)) {
-    throw new MqError('E_IDENTITY_NOT_FOUND', `No end-to-end identity named ${name} in ${home.keys}.`, {hint: `Try this: mq keygen ${name}`})
+    throw new MqError('E_IDENTITY_NOT_FOUND', `No end-to-end identity named ${JSON.stringify(name)} in ${home.keys}.`, {exit: ExitCode.NOPERM, hint: `Try this: mq keygen ${name}`})
   }
   const id = verifyIdentityCerts(home, name, readFileSync(f.encCert, 'utf8'), readFileSync(f.signCert, 'utf8'))
   await directory.putKey(name, id.encCertPem, id.signCertPem)
@@ -178,7 +178,7 @@ export function loadOwnIdentity(home: MqHome, name: string, flag: string): E2eId
     return loadIdentity(home, name, {withPrivate: true}) as E2eIdentity & {encPrivateKey: KeyObject; signPrivateKey: KeyObject}
   } catch (error) {
     if (error instanceof MqError && error.code === 'E_IDENTITY_NOT_FOUND') {
-      throw new MqError(error.code, error.message, {hint: `Try this: pass ${flag} NAME for an identity you hold (mq keygen NAME), or --identity NAME when it is also your TLS identity.`})
+      throw new MqError(error.code, error.message, {exit: ExitCode.NOPERM, hint: `Try this: pass ${flag} NAME for an identity you hold (mq keygen NAME), or --identity NAME when it is also your TLS identity.`})
     }
     throw error
   }

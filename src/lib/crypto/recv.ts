@@ -6,7 +6,7 @@
 import type {KeyObject} from 'node:crypto'
 import {TextDecoder} from 'node:util'
 
-import {MqError, PermissionError, UnavailableError, UsageError} from '../errors.js'
+import {MqError, PermissionError, UnavailableError} from '../errors.js'
 import {decryptCipherMq, isCipherMqBody} from './ciphermq.js'
 import {EnvelopeOpener, type SenderResolver, isNativeEnvelope} from './envelope.js'
 import type {ReplayEntry, ReplayGuard} from './replay.js'
@@ -149,14 +149,8 @@ export function outRecord(r: Received, receivedAt = new Date()): Record<string, 
   return {message_id: r.message_id, message: p.text, timestamp: receivedAt.toISOString(), ...(p.encoding === 'base64' ? {encoding: 'base64'} : {})}
 }
 
-/** "500ms", "10s", "2m", "1h", "1.5s" or a bare number of seconds -> ms. */
-export function parseDuration(text: string): number {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(text)
-  if (!m) throw new UsageError('E_DURATION', `"${text}" is not a duration.`, {hint: 'Try this: 500ms, 10s, 2m or 1h.'})
-  const n = Number(m[1])
-  const unit = m[2] ?? 's'
-  return Math.round(n * (unit === 'ms' ? 1 : unit === 's' ? 1000 : unit === 'm' ? 60_000 : 3_600_000))
-}
+/** Durations follow the CLI's one rule (bare numbers are milliseconds); kept here for existing importers. */
+export {parseDuration} from '../util/duration.js'
 
 /**
  * Codes that are a verdict on the message itself: only these reject it (to the dead-letter queue).

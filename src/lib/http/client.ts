@@ -24,6 +24,10 @@ export class ApiClient {
     private readonly timeoutMs = 10_000,
     maxSockets = 64,
   ) {
+    // a mistyped --api / MQ_API / client.api is the user's input, not an internal error
+    if (!URL.canParse(baseUrl) || !/^https:$/.test(new URL(baseUrl).protocol)) {
+      throw new MqError('E_BAD_URL', `${JSON.stringify(baseUrl)} is not an https:// URL.`, {exit: 2, hint: 'Try this: --api https://127.0.0.1:5701'})
+    }
     this.base = new URL(baseUrl)
     // Our CA signs every server; the host name is not what we trust, the CA is.
     this.agent = new Agent({...tls, checkServerIdentity: () => undefined, keepAlive: true, maxSockets} as never)
@@ -86,6 +90,9 @@ export function responseError(r: JsonResponse): MqError {
 }
 
 function unavailable(base: URL, e: Error): UnavailableError {
+  if (/CRL has expired/i.test(e.message)) {
+    return new UnavailableError('E_CRL_EXPIRED', `TLS with ${base.host} failed: ${e.message}`, {cause: e, hint: 'Try this: mq cert crl (republishes pki/crl.pem); until then TLS clients and servers refuse handshakes.'})
+  }
   const tlsRefused = /certificate|alert|handshake|SSL/i.test(e.message)
   if (tlsRefused) {
     return new PermissionError('E_TLS', `${base.host} refused our TLS client certificate or we refused its: ${e.message}`, {

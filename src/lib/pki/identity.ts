@@ -3,7 +3,7 @@ import {existsSync, readFileSync} from 'node:fs'
 import {join} from 'node:path'
 
 import type {MqHome} from '../config/home.js'
-import {MqError, PermissionError} from '../errors.js'
+import {ExitCode, MqError, PermissionError} from '../errors.js'
 import {assertPrivateFile} from '../util/fs.js'
 import {OU_OF, normSerial, subjectCN, subjectOU} from './certs.js'
 import {IndexStore} from './index-store.js'
@@ -40,7 +40,7 @@ export function keyFingerprint(key: KeyObject): string {
 export function loadIdentity(home: MqHome, name: string, opts: {withPrivate?: boolean} = {}): E2eIdentity {
   const f = identityFiles(home, name)
   if (!existsSync(f.encCert) || !existsSync(f.signCert)) {
-    throw new MqError('E_IDENTITY_NOT_FOUND', `No end-to-end identity named ${JSON.stringify(name)} in ${home.keys}.`, {hint: `Try this: mq keygen ${name}`})
+    throw new MqError('E_IDENTITY_NOT_FOUND', `No end-to-end identity named ${JSON.stringify(name)} in ${home.keys}.`, {exit: ExitCode.NOPERM, hint: `Try this: mq keygen ${name}`})
   }
   const encCertPem = readFileSync(f.encCert, 'utf8')
   const signCertPem = readFileSync(f.signCert, 'utf8')

@@ -1,24 +1,55 @@
 import {X509Certificate, createVerify} from 'node:crypto'
 import {EventEmitter} from 'node:events'
-import {existsSync, readFileSync, statSync} from 'node:fs'
+import {existsSync, readFileSync, readdirSync, statSync} from 'node:fs'
+import {join} from 'node:path'
 import type {ConnectionOptions, TLSSocket, TlsOptions} from 'node:tls'
 
 import * as x509 from '@peculiar/x509'
 
 import type {MqHome} from '../config/home.js'
-import {MqError} from '../errors.js'
+import {ExitCode, MqError} from '../errors.js'
 import {assertPrivateFile} from '../util/fs.js'
 import {normSerial} from './certs.js'
 
 function readMaterial(home: MqHome, name: string, kind: 'server' | 'client'): {cert: Buffer; key: Buffer; ca: Buffer} {
   const certFile = home.issuedCert(name)
   const keyFile = home.issuedKey(name)
-  if (!existsSync(home.caCert)) throw new MqError('E_CA_MISSING', `No CA certificate at ${home.caCert}.`, {hint: 'Try this: mq cert ca init'})
+  if (!existsSync(home.caCert)) {
+    // a client without a CA usually means a fresh home: say how to get one instead of creating a second CA
+    const hint =
+      kind === 'client'
+        ? `Try this: start a broker on this machine (mq broker start creates a development CA and the admin identity in ${home.pki}), or copy the broker's pki/ca.crt and your client certificate into it (or pass --home).`
+        : 'Try this: mq cert ca init'
+    throw new MqError('E_CA_MISSING', `No CA certificate at ${home.caCert}.`, {exit: kind === 'client' ? ExitCode.NOPERM : ExitCode.CONFIG, hint})
+  }
   if (!existsSync(certFile) || !existsSync(keyFile)) {
-    throw new MqError('E_CERT_NOT_FOUND', `No ${kind} certificate named ${name} in ${home.issued}.`, {hint: `Try this: mq cert issue ${name} --type ${kind}`})
+    const have = kind === 'client' ? clientNames(home) : []
+    const choose = have.length > 0 ? ` (client certificates in this home: ${have.join(', ')})` : ''
+    throw new MqError('E_CERT_NOT_FOUND', `No ${kind} certificate named ${JSON.stringify(name)} in ${home.issued}${choose}.`, {
+      exit: kind === 'client' ? ExitCode.NOPERM : ExitCode.CONFIG,
+      hint: kind === 'client' ? `Try this: --identity NAME for one of those, or mq cert issue ${name} --type client` : `Try this: mq cert issue ${name} --type server`,
+    })
   }
   assertPrivateFile(keyFile)
   return {ca: readFileSync(home.caCert), cert: readFileSync(certFile), key: readFileSync(keyFile)}
+}
+
+/** Names in pki/issued with a client certificate and key, for "did you mean" hints. */
+function clientNames(home: MqHome): string[] {
+  if (!existsSync(home.issued)) return []
+  return readdirSync(home.issued)
+    .filter((f) => f.endsWith('.crt') && existsSync(join(home.issued, f.slice(0, -4) + '.key')))
+    .filter((f) => {
+      try {
+        // node's keyUsage holds the extended key usage OIDs: clientAuth without serverAuth
+        const eku = new X509Certificate(readFileSync(join(home.issued, f))).keyUsage ?? []
+        return eku.includes('1.3.6.1.5.5.7.3.2') && !eku.includes('1.3.6.1.5.5.7.3.1')
+      } catch {
+        return false
+      }
+    })
+    .map((f) => f.slice(0, -4))
+    .sort()
 }
 
 /**

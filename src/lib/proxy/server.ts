@@ -7,6 +7,7 @@ import type {SecureContextOptions, TLSSocket} from 'node:tls'
 import type {Redis} from 'ioredis'
 import {Counter, Histogram, Registry} from 'prom-client'
 
+import {type HealthComponent, type HealthStatus, healthHttpStatus, worst} from '../broker/health.js'
 import type {MqConfig} from '../config/schema.js'
 import {MqError} from '../errors.js'
 import type {ApiClient} from '../http/client.js'
@@ -132,7 +133,7 @@ export class ProxyServer {
         sendJson(res, 202, r)
       } else if (path === '/api/v1/health' && req.method === 'GET') {
         const h = await this.health()
-        sendJson(res, h.status === 'healthy' ? 200 : 503, h)
+        sendJson(res, healthHttpStatus(h.status), h)
       } else if (path === '/metrics' && req.method === 'GET') {
         res.writeHead(200, {'content-type': this.registry.contentType})
         res.end(await this.registry.metrics())
@@ -217,24 +218,45 @@ export class ProxyServer {
     }
   }
 
-  async health(): Promise<{status: 'healthy' | 'degraded'; timestamp: string; components: Record<string, unknown>}> {
-    const components: Record<string, unknown> = {}
-    try {
+  /**
+   * The proxy's own health: it accepts messages only while Redis and the broker both answer, so
+   * either being unreachable is "failing" (503); a broker that reports itself degraded makes the
+   * proxy "degraded" (200). Same vocabulary as the broker's GET /health.
+   */
+  async health(): Promise<HealthReportLite> {
+    const redisCheck = async (): Promise<HealthComponent> => {
       const t = Date.now()
-      await this.o.redis.ping()
-      components.redis = {latency_ms: Date.now() - t, status: 'healthy'}
-    } catch (error) {
-      components.redis = {error: (error as Error).message, status: 'unhealthy'}
+      try {
+        await this.o.redis.ping()
+        return {latency_ms: Date.now() - t, reachable: true, status: 'ok'}
+      } catch (error) {
+        return {error: (error as Error).message, hint: 'Try this: start Redis or fix redis.url (MQ_REDIS_URL).', reachable: false, status: 'failing'}
+      }
     }
-    try {
-      const r = await this.o.broker.request('GET', '/health')
-      components.broker = {status: r.status === 200 ? 'healthy' : 'unhealthy', http: r.status}
-    } catch (error) {
-      components.broker = {error: (error as Error).message, status: 'unhealthy'}
+    const brokerCheck = async (): Promise<HealthComponent> => {
+      const t = Date.now()
+      try {
+        const r = await this.o.broker.request<{status?: string}>('GET', '/health')
+        const reported = typeof r.body?.status === 'string' ? r.body.status : undefined
+        const status: HealthStatus = r.status !== 200 || reported === 'failing' ? 'failing' : reported === 'degraded' ? 'degraded' : 'ok'
+        return {
+          broker_status: reported ?? null, http: r.status, latency_ms: Date.now() - t, reachable: true, status,
+          ...(status === 'ok' ? {} : {hint: "Try this: mq broker health (shows which of the broker's components is not ok)."}),
+        }
+      } catch (error) {
+        return {error: (error as Error).message, hint: 'Try this: start the broker (mq broker start) or fix proxy.broker_api.', reachable: false, status: 'failing'}
+      }
     }
-    const ok = Object.values(components).every((c) => (c as {status: string}).status === 'healthy')
-    return {components, status: ok ? 'healthy' : 'degraded', timestamp: new Date().toISOString()}
+    const [redis, broker] = await Promise.all([redisCheck(), brokerCheck()])
+    const components = {broker, redis}
+    return {components, status: worst([redis.status, broker.status]), timestamp: new Date().toISOString()}
   }
+}
+
+export interface HealthReportLite {
+  status: HealthStatus
+  timestamp: string
+  components: Record<string, HealthComponent>
 }
 
 function uuidFrom(h: Buffer): string {

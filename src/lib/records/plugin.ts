@@ -1,6 +1,8 @@
+import type {Redis} from 'ioredis'
 import {Counter, Histogram, Registry} from 'prom-client'
 
 import type {ApiContext, ApiPlugin, ApiRequest, ApiResponse, ApiRoute, BrokerPublisher} from '../broker/api-types.js'
+import type {HealthComponent} from '../broker/health.js'
 import type {MqHome} from '../config/home.js'
 import type {MqConfig} from '../config/schema.js'
 import {MqError, PermissionError} from '../errors.js'
@@ -8,6 +10,7 @@ import {HttpError, errorBody, parseJsonObject, statusOf} from '../http/errors.js
 import {type Logger, silentLogger} from '../log.js'
 import {CertificateAuthority} from '../pki/index.js'
 import {PHONE_RE} from './crypto.js'
+import {connectRedis, redisReady} from '../worker/keys.js'
 import {CLIENT_STATUSES, MESSAGE_ID_RE, MESSAGE_STATUSES, type MessagePayload, type MessageRecord, RecordsStore, USER_ROLES} from './store.js'
 
 /** The slice of the PKI's CertificateAuthority this plugin uses (structurally compatible). */
@@ -82,7 +85,6 @@ export async function createRecordsPlugin(opts: RecordsPluginOptions): Promise<A
     delivered: new Counter({help: 'Messages delivered into the exchange, by client', labelNames: ['client_id'], name: 'mq_records_messages_delivered_total', registers: [registry]}),
     failed: new Counter({help: 'Messages marked failed, by client', labelNames: ['client_id'], name: 'mq_records_messages_failed_total', registers: [registry]}),
     registered: new Counter({help: 'Messages registered by proxies, by client', labelNames: ['client_id'], name: 'mq_records_messages_registered_total', registers: [registry]}),
-    requests: new Counter({help: 'Records API requests', labelNames: ['route', 'status'], name: 'mq_records_requests_total', registers: [registry]}),
     storeSeconds: new Histogram({buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5], help: 'Records store operation latency', labelNames: ['op'], name: 'mq_records_store_seconds', registers: [registry]}),
   }
   const timed = async <T>(op: string, fn: () => Promise<T>): Promise<T> => {
@@ -383,6 +385,27 @@ export async function createRecordsPlugin(opts: RecordsPluginOptions): Promise<A
     },
   ]
 
+  // The broker itself never needs Redis; the ingest pipeline (proxy -> Redis -> worker) does. Once
+  // a proxy or worker has called the internal API, /health also pings redis.url, as "degraded"
+  // when it is down: the broker keeps serving, but ingest stalls (the proxy answers 503).
+  let pipelineSeen = false
+  let redis: Redis | undefined
+  const redisHealth = async (): Promise<HealthComponent> => {
+    redis ??= connectRedis(opts.config.redis.url, {commandTimeoutMs: 1000})
+    const t = Date.now()
+    try {
+      await redisReady(redis, 1000)
+      await redis.ping()
+      return {latency_ms: Date.now() - t, status: 'ok'}
+    } catch (error) {
+      return {
+        error: (error as Error).message,
+        hint: 'Try this: start Redis or fix redis.url (MQ_REDIS_URL); proxies answer 503 and workers wait until it is back.',
+        status: 'degraded',
+      }
+    }
+  }
+
   // Every handler answers errors in the one JSON shape and is counted.
   const wrapped = routes.map((r) => ({
     ...r,
@@ -396,7 +419,9 @@ export async function createRecordsPlugin(opts: RecordsPluginOptions): Promise<A
         if (status >= 500) log.warn('records request failed', {error, path: req.path})
         res = {body: errorBody(error), status}
       }
-      m.requests.inc({route: `${r.method} ${r.path}`, status: String(res.status)})
+      // requests are counted by the broker's API (mq_api_requests_total); here we only note that
+      // the Redis pipeline is in use, so /health starts reporting Redis
+      if (!pipelineSeen && res.status < 400 && r.path.startsWith('/internal/')) pipelineSeen = true
       return res
     },
   }))
@@ -405,16 +430,27 @@ export async function createRecordsPlugin(opts: RecordsPluginOptions): Promise<A
     async close() {
       // let deliveries in progress record their outcome before the store goes away
       await Promise.allSettled([...inFlight.values()])
+      redis?.disconnect()
       await store.close()
     },
-    async health() {
+    async components() {
+      const out: Record<string, HealthComponent> = {}
       const t = Date.now()
-      try {
-        await store.sql.ping()
-        return {latency_ms: Date.now() - t, ok: true, store: store.sql.label}
-      } catch (error) {
-        return {error: (error as Error).message, ok: false, store: store.sql.label}
-      }
+      // a database that does not answer within 2 s is as good as down for a health check
+      let timer: NodeJS.Timeout | undefined
+      const sqlPing = Promise.race([
+        timed('ping', () => store.sql.ping()),
+        new Promise<never>((_r, reject) => {
+          timer = setTimeout(() => reject(new Error('no answer within 2000 ms')), 2000)
+        }),
+      ]).finally(() => clearTimeout(timer))
+      const [sqlResult, redisResult] = await Promise.allSettled([sqlPing, pipelineSeen ? redisHealth() : Promise.resolve(undefined)])
+      out.store =
+        sqlResult.status === 'fulfilled'
+          ? {backend: store.sql.label, latency_ms: Date.now() - t, status: 'ok'}
+          : {backend: store.sql.label, error: (sqlResult.reason as Error).message, hint: 'Try this: check that the database runs and store.url (MQ_STORE_URL) is right; registrations and deliveries fail until it is back.', status: 'failing'}
+      if (redisResult.status === 'fulfilled' && redisResult.value) out.redis = redisResult.value
+      return out
     },
     async metrics() {
       return registry.metrics()

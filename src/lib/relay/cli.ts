@@ -1,5 +1,6 @@
 import {Flags} from '@oclif/core'
 
+import {durationFlag} from '../cli/duration-flag.js'
 import type {MqHome} from '../config/home.js'
 import type {MqConfig} from '../config/schema.js'
 import {UsageError} from '../errors.js'
@@ -14,7 +15,9 @@ export const COMPAT_HELP =
 /** Flags shared by the relay client commands. */
 export const relayClientFlags = {
   compat: Flags.option({description: COMPAT_HELP, options: ['messageu'] as const})(),
-  tls: Flags.boolean({description: 'connect with mutual TLS (the relay\'s relay.tls listener) using client.identity\'s certificate from $MQ_HOME/pki'}),
+  tls: Flags.boolean({description: 'connect with mutual TLS (the relay\'s relay.tls listener) using the --identity certificate from $MQ_HOME/pki'}),
+  identity: Flags.string({description: 'TLS client identity for --tls: uses $MQ_HOME/pki/issued/NAME.crt|.key [default: client.identity, admin]', env: 'MQ_IDENTITY'}),
+  timeout: durationFlag({description: 'how long to wait for the relay: 500ms, 10s, 2m or bare milliseconds [default: client.timeout_ms, 10s]'}),
   relay: Flags.string({description: 'relay HOST:PORT [default: MQ_RELAY, client.relay, ./server.info, the address used at register, 127.0.0.1:1357]'}),
 }
 
@@ -23,9 +26,10 @@ export function suiteFromFlag(compat: string | undefined): Suite {
 }
 
 /** A relay client for a command: address from the flag/env/config/server.info, else the one registered with. */
-export async function relayClientFor(home: MqHome, cfg: MqConfig, flags: {relay?: string; compat?: string; tls?: boolean}, logger: Logger, opts: {register?: boolean} = {}): Promise<RelayClient> {
+export async function relayClientFor(home: MqHome, cfg: MqConfig, flags: {relay?: string; compat?: string; tls?: boolean; identity?: string; timeout?: number}, logger: Logger, opts: {register?: boolean} = {}): Promise<RelayClient> {
   const keyring = new RelayKeyring(home)
   let useTls = flags.tls
+  let identity = flags.identity ?? cfg.client.identity
   let {address, source} = resolveRelayAddress(flags.relay, cfg.client.relay)
   if (!opts.register && keyring.exists()) {
     const me = keyring.identity()
@@ -34,11 +38,13 @@ export async function relayClientFor(home: MqHome, cfg: MqConfig, flags: {relay?
         hint: 'Try this: drop --compat (the identity decides), or use another --home registered with --compat messageu.',
       })
     }
+    // --identity / MQ_IDENTITY win; else the certificate this identity registered with
+    if (flags.identity === undefined && process.env.MQ_IDENTITY === undefined && me.tlsIdentity) identity = me.tlsIdentity
     if (source === 'default' && me.relay) {
       address = parseAddress(me.relay, 'relay/me.json')
       useTls ??= me.tls
     }
   }
   logger.debug('relay address', {host: address.host, port: address.port, source})
-  return new RelayClient(home, address, {logger, timeoutMs: cfg.client.timeout_ms, tls: useTls ? (await import('../pki/index.js')).clientTlsOptions(home, cfg.client.identity) : undefined})
+  return new RelayClient(home, address, {logger, timeoutMs: flags.timeout ?? cfg.client.timeout_ms, tls: useTls ? (await import('../pki/index.js')).clientTlsOptions(home, identity) : undefined, tlsIdentity: identity})
 }

@@ -22,6 +22,8 @@ export interface RelayIdentity {
   relay: string
   /** registered through the relay's TLS listener */
   tls?: boolean
+  /** the TLS client certificate (pki/issued/NAME) it registered with: later commands default to it */
+  tlsIdentity?: string
 }
 
 export interface Peer {
@@ -38,6 +40,7 @@ interface MeFile {
   public_key: string
   relay: string
   tls?: boolean
+  tls_identity?: string
   registered_at: string
 }
 
@@ -80,6 +83,7 @@ export class RelayKeyring {
       relay: me.relay,
       suite: me.suite,
       tls: me.tls === true,
+      tlsIdentity: me.tls_identity,
     }
   }
 
@@ -93,6 +97,7 @@ export class RelayKeyring {
       relay: id.relay,
       suite: id.suite,
       tls: id.tls === true,
+      ...(id.tlsIdentity ? {tls_identity: id.tlsIdentity} : {}),
     }
     writeSecretFile(this.file('me.json'), JSON.stringify(me, null, 2) + '\n')
   }

@@ -40,7 +40,9 @@ export function parseAddress(text: string, source: string): RelayAddress {
   const m = /^\s*(?:\[([^\]]+)\]|([^:\s]+)):(\d{1,5})\s*$/.exec(text)
   const port = m ? Number(m[3]) : 0
   if (!m || port < 1 || port > 65_535) {
-    throw new ConfigError('E_RELAY_ADDRESS', `${source} holds ${JSON.stringify(text.trim())}, not HOST:PORT.`, {hint: 'Try this: --relay 127.0.0.1:1357'})
+    // a flag value is a usage error (2), like --broker; a config, env or server.info value is a config error (78)
+    const E = source === '--relay' ? UsageError : ConfigError
+    throw new E('E_RELAY_ADDRESS', `${source} holds ${JSON.stringify(text.trim())}, not HOST:PORT.`, {hint: 'Try this: --relay 127.0.0.1:1357'})
   }
   return {host: m[1] ?? m[2], port}
 }
@@ -93,7 +95,7 @@ export class RelayClient {
   constructor(
     home: MqHome,
     readonly address: RelayAddress,
-    private readonly opts: {timeoutMs?: number; logger?: Logger; tls?: import('node:tls').ConnectionOptions} = {},
+    private readonly opts: {timeoutMs?: number; logger?: Logger; tls?: import('node:tls').ConnectionOptions; tlsIdentity?: string} = {},
   ) {
     this.keyring = new RelayKeyring(home)
   }
@@ -134,7 +136,7 @@ export class RelayClient {
       throw error
     }
     if (id.length !== 16) throw new MqError('E_RELAY_PROTOCOL', `The relay returned a ${id.length}-byte client id.`, {hint: 'Try this: check the relay.'})
-    this.keyring.saveIdentity({clientId: id, name, privateKey, publicKeyDer, relay: `${this.address.host}:${this.address.port}`, suite, tls: this.opts.tls !== undefined})
+    this.keyring.saveIdentity({clientId: id, name, privateKey, publicKeyDer, relay: `${this.address.host}:${this.address.port}`, suite, tls: this.opts.tls !== undefined, tlsIdentity: this.opts.tls === undefined ? undefined : this.opts.tlsIdentity})
     return {clientId: id.toString('hex'), fingerprint: keyFingerprint(publicKeyDer), name, protocol: version, suite}
   }
 

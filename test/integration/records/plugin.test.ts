@@ -193,9 +193,14 @@ describe('records API plugin', () => {
   })
 
   it('health and metrics', async () => {
-    assert.equal((await plugin.health!()).ok, true)
+    const c = await plugin.components!()
+    assert.equal(c.store.status, 'ok')
+    assert.equal(typeof c.store.latency_ms, 'number')
+    // the proxy and worker routes above were used, so the broker also reports Redis (the shared test Redis)
+    assert.equal(c.redis?.status, 'ok', JSON.stringify(c.redis))
     const text = await plugin.metrics!()
     assert.match(text, /mq_records_messages_registered_total\{client_id="alice"\} 3/)
     assert.match(text, /mq_records_messages_delivered_total\{client_id="alice"\} 2/)
+    assert.match(text, /mq_records_store_seconds_count\{op="ping"\} 1/)
   })
 })

@@ -47,3 +47,28 @@ test('garbage is a fatal malformed frame; bad percent-encoding is not', () => {
   assert.equal(frames.length, 1)
   assert.equal(frames[0].verb, 'PING')
 })
+
+test('a claimed body is buffered as its bytes arrive, not at the claimed size, and reassembles exactly', () => {
+  const p = new FrameParser(16 * 1024 * 1024)
+  const body = Buffer.alloc(3 * 1024 * 1024 + 17)
+  for (let i = 0; i < body.length; i++) body[i] = (i * 31) & 0xff
+  const wire = encodeFrame('PUBLISH', 7, {key: 'k'}, body)
+  const head = wire.indexOf(0x0a) + 1
+  const frames: Frame[] = []
+  // header plus ten body bytes: far less than the announced 3 MiB is allocated
+  p.push(wire.subarray(0, head + 10), (f) => frames.push(f), (e) => assert.fail(e))
+  assert.equal(p.bodyPending, body.length)
+  assert.ok(p.bodyAllocated <= 64 * 1024, `allocated ${p.bodyAllocated}`)
+  // the rest in uneven chunks: the buffer grows, at most twice what has arrived
+  let off = head + 10
+  for (const n of [1, 4095, 70_000, 1 << 20, 5, 333_333]) {
+    p.push(wire.subarray(off, off + n), (f) => frames.push(f), (e) => assert.fail(e))
+    off += n
+    assert.ok(p.bodyAllocated <= Math.max(64 * 1024, 2 * (off - head)), `allocated ${p.bodyAllocated} after ${off - head} bytes`)
+  }
+  p.push(wire.subarray(off), (f) => frames.push(f), (e) => assert.fail(e))
+  assert.equal(frames.length, 1)
+  assert.equal(frames[0].verb, 'PUBLISH')
+  assert.ok(frames[0].body.equals(body))
+  assert.equal(p.partial, false)
+})
