@@ -1,24 +1,13 @@
 import {type ChildProcess, spawn} from 'node:child_process'
 import {mkdtempSync, rmSync} from 'node:fs'
-import net from 'node:net'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {fileURLToPath} from 'node:url'
 
 import {UnavailableError} from '../errors.js'
+import {freePort} from '../util/net.js'
 
 const BIN = fileURLToPath(new URL('../../../../bin/run.js', import.meta.url))
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer()
-    s.on('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address()
-      s.close(() => (typeof a === 'object' && a ? resolve(a.port) : reject(new Error('no port'))))
-    })
-  })
-}
 
 /** A throwaway broker in a temp MQ_HOME on free loopback ports (for `mq bench` without a running broker). */
 export async function spawnPrivateBroker(): Promise<{home: string; port: number; proc: ChildProcess; stop(): Promise<void>}> {

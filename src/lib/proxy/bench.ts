@@ -1,9 +1,9 @@
 import {type ChildProcess, spawn} from 'node:child_process'
 import {mkdtempSync, rmSync} from 'node:fs'
 import {Agent, createServer, request} from 'node:https'
-import net from 'node:net'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
+import type {AddressInfo} from 'node:net'
 import {fileURLToPath} from 'node:url'
 
 import {Redis} from 'ioredis'
@@ -11,20 +11,10 @@ import {Redis} from 'ioredis'
 import {MqHome} from '../config/home.js'
 import {defaultConfig} from '../config/load.js'
 import {UnavailableError} from '../errors.js'
+import {freePort} from '../util/net.js'
 import {CertificateAuthority, clientTlsOptions, serverTlsOptions} from '../pki/index.js'
 
 const BIN = fileURLToPath(new URL('../../../../bin/run.js', import.meta.url))
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer()
-    s.on('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address()
-      s.close(() => (typeof a === 'object' && a ? resolve(a.port) : reject(new Error('no port'))))
-    })
-  })
-}
 
 function spawnMq(args: string[], env: NodeJS.ProcessEnv, ready: string): Promise<ChildProcess> {
   const proc = spawn(process.execPath, [BIN, ...args], {env: {...process.env, ...env}, stdio: ['ignore', 'ignore', 'pipe']})
@@ -145,7 +135,7 @@ export async function benchPipeline(opts: {seconds: number; connections: number;
     })
     // it runs in this process, like the load generator: a conservative baseline
     await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r))
-    const bport = (srv.address() as net.AddressInfo).port
+    const bport = (srv.address() as AddressInfo).port
     const baseline = await loadTest(`https://127.0.0.1:${bport}/`, tls, {body, connections: opts.connections, expect: 202, seconds: opts.seconds})
     srv.close()
     srv.closeAllConnections()
