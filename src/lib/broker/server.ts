@@ -73,7 +73,10 @@ export class BrokerServer {
     // slack a client still completes TLS and is told why it is refused
     this.server.maxConnections = this.maxConnections + HANDSHAKE_SLACK
     this.server.on('drop', () => this.noteRefused())
-    this.server.on('error', (err) => opts.logger.error('server error', {error: err}))
+    // a failed listen() rejects and becomes the command's E_LISTEN error: log only what happens later
+    this.server.on('error', (err) => {
+      if (this.server.listening) opts.logger.error('server error', {error: err})
+    })
   }
 
   /** Logs refusals at most once a second, with how many there were, so a flood cannot flood the log. */
