@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import net from 'node:net'
 import {after, before, test} from 'node:test'
 
 import {type BrokerProcess, spawnBroker} from '../../helpers/broker.js'
@@ -7,7 +8,7 @@ import {runCli} from '../../helpers/cli.js'
 let broker: BrokerProcess
 
 before(async () => {
-  broker = await spawnBroker()
+  broker = await spawnBroker({ciphermq: true})
 })
 
 after(async () => {
@@ -47,4 +48,24 @@ test('re-declaring a queue with different settings fails with E_QUEUE_MISMATCH n
   const q = JSON.parse(r.stdout).find((x: {name: string}) => x.name === 'orders')
   assert.equal(q.durable, true)
   assert.equal(q.deadLetter, 'orders.dlq')
+})
+
+test("a CipherMQ declare_queue (no settings) of an existing queue still answers exactly 'Queue declared'", async () => {
+  const r = await mq(['queue', 'declare', 'legacy', '--durable', '--max-length', '10'])
+  assert.equal(r.code, 0, r.stderr)
+  const s = net.connect({host: '127.0.0.1', port: broker.ciphermqPort!})
+  try {
+    s.setEncoding('utf8')
+    let buf = ''
+    const line = new Promise<string>((resolve) =>
+      s.on('data', (d: string) => {
+        buf += d
+        if (buf.includes('\n')) resolve(buf.slice(0, buf.indexOf('\n')))
+      }),
+    )
+    s.write('declare_queue legacy\n')
+    assert.equal(await line, 'Queue declared')
+  } finally {
+    s.destroy()
+  }
 })
