@@ -10,7 +10,9 @@ export default class ExchangeList extends MqCommand<typeof ExchangeList> {
 
   async run(): Promise<Awaited<ReturnType<import('../../lib/broker/client.js').BrokerClient['listExchanges']>>> {
     const r = await withBroker(this.home, this.mqConfig(), this.flags, (c) => c.listExchanges())
-    if (!this.jsonEnabled()) {
+    // stdout carries data only: an empty list prints nothing there
+    if (!this.jsonEnabled() && r.exchanges.length === 0) this.note('no exchanges')
+    else if (!this.jsonEnabled()) {
       this.out(table(r.exchanges.map((e) => ({...e, durable: e.durable ? 'yes' : 'no'})), ['name', 'type', 'durable', 'bindings']))
       if (r.bindings.length > 0) this.out('\n' + table(r.bindings, ['exchange', 'routingKey', 'queue']))
     }

@@ -1,6 +1,7 @@
 import {Args, Flags} from '@oclif/core'
 
 import {MqCommand} from '../../lib/cli/base-command.js'
+import {durationFlag} from '../../lib/cli/duration-flag.js'
 import {UsageError} from '../../lib/errors.js'
 import {ApiClient} from '../../lib/http/client.js'
 import {clientTlsOptions} from '../../lib/pki/index.js'
@@ -22,6 +23,7 @@ Prints the proxy's answer: message id, status "queued", client id, queue time an
     metadata: Flags.string({description: 'JSON object attached to the message'}),
     'idempotency-key': Flags.string({description: 'makes retries of this send safe: the same key gives the same message'}),
     identity: Flags.string({description: 'client identity: $MQ_HOME/pki/issued/NAME.crt|.key [default: client.identity]', env: 'MQ_IDENTITY'}),
+    timeout: durationFlag({description: 'how long to wait for the proxy: 500ms, 10s, 2m or bare milliseconds [default: client.timeout_ms, 10s]'}),
   }
 
   async run(): Promise<Accepted> {
@@ -43,7 +45,7 @@ Prints the proxy's answer: message id, status "queued", client id, queue time an
         throw new UsageError('E_BAD_METADATA', '--metadata is not valid JSON.', {hint: `Try this: --metadata '{"ref":"abc"}'`})
       }
     }
-    const client = new ApiClient(url, clientTlsOptions(this.home, f.identity ?? config.client.identity), config.client.timeout_ms)
+    const client = new ApiClient(url, clientTlsOptions(this.home, f.identity ?? config.client.identity), f.timeout ?? config.client.timeout_ms)
     try {
       const r = await client.call<Accepted>('POST', '/api/v1/messages', {message_body: text, sender_number: f.sender, ...(metadata === undefined ? {} : {metadata})}, f['idempotency-key'] ? {'idempotency-key': f['idempotency-key']} : {})
       if (!this.jsonEnabled()) this.out(`${r.message_id}  ${r.status}  client ${r.client_id}  position ${r.position}  at ${r.queued_at}`)

@@ -13,6 +13,7 @@ POST /api/v1/messages validates a message, rate limits per client identity (toke
   static examples = [
     '<%= config.bin %> proxy start',
     '<%= config.bin %> proxy start --port 8001 --rate 50 --burst 100',
+    '<%= config.bin %> proxy start --api https://127.0.0.1:8443',
     "curl --cert alice.crt --key alice.key --cacert ca.crt -H 'Content-Type: application/json' -d '{\"sender_number\":\"+4915200000000\",\"message_body\":\"hi\"}' https://127.0.0.1:8001/api/v1/messages",
   ]
   static flags = {
@@ -20,7 +21,8 @@ POST /api/v1/messages validates a message, rate limits per client identity (toke
     port: Flags.integer({description: 'listen port [default: proxy.port, 8001]', max: 65535, min: 0}),
     rate: Flags.integer({description: 'messages per second per client identity, 0 = unlimited [default: proxy.rate_per_sec]', min: 0}),
     burst: Flags.integer({description: 'token bucket size per client identity [default: proxy.rate_burst]', min: 1}),
-    broker: Flags.string({description: "the broker's HTTPS API [default: proxy.broker_api, else client.api]"}),
+    // --api, as on every other command (--broker is the messaging HOST:PORT elsewhere); --broker stays as a deprecated alias
+    api: Flags.string({aliases: ['broker'], deprecateAliases: true, description: "the broker's HTTPS API URL [default: proxy.broker_api, else client.api]"}),
     redis: Flags.string({description: 'Redis URL [default: redis.url]'}),
     processes: Flags.integer({default: 1, description: 'proxy processes sharing the port (node:cluster), e.g. one per core', max: 64, min: 1}),
   }
@@ -33,7 +35,7 @@ POST /api/v1/messages validates a message, rate limits per client identity (toke
         ...(f.port === undefined ? {} : {port: f.port}),
         ...(f.rate === undefined ? {} : {rate_per_sec: f.rate}),
         ...(f.burst === undefined ? {} : {rate_burst: f.burst}),
-        ...(f.broker ? {broker_api: f.broker} : {}),
+        ...(f.api ? {broker_api: f.api} : {}),
       },
       ...(f.redis ? {redis: {url: f.redis}} : {}),
     })

@@ -6,7 +6,7 @@ import {MqCommand} from '../../lib/cli/base-command.js'
 
 export default class QueueDeclare extends MqCommand<typeof QueueDeclare> {
   static args = {name: Args.string({description: 'queue name', required: true})}
-  static description = 'Declare a queue (idempotent): durable queues keep their messages on disk across restarts'
+  static description = 'Declare a queue (idempotent for the same settings; different settings for an existing queue fail with E_QUEUE_MISMATCH): durable queues keep their messages on disk across restarts'
   static examples = ['<%= config.bin %> queue declare orders --durable --dead-letter orders.dlq', '<%= config.bin %> queue declare cache --ttl 60000 --max-length 10000']
   static flags = {
     ...brokerFlags,
@@ -18,7 +18,7 @@ export default class QueueDeclare extends MqCommand<typeof QueueDeclare> {
 
   async run(): Promise<{queue: string; durable: boolean}> {
     const f = this.flags
-    await withBroker(this.home, this.mqConfig(), f, (c) => c.declareQueue(this.args.name, {deadLetter: f['dead-letter'], durable: f.durable || undefined, maxLength: f['max-length'], ttlMs: f.ttl}))
+    await withBroker(this.home, this.mqConfig(), f, (c) => c.declareQueue(this.args.name, {deadLetter: f['dead-letter'], durable: f.durable, exact: true, maxLength: f['max-length'], ttlMs: f.ttl}))
     if (!this.jsonEnabled()) this.out(`queue ${this.args.name} declared${f.durable ? ' (durable)' : ''}`)
     return {durable: f.durable, queue: this.args.name}
   }

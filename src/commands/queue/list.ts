@@ -11,7 +11,9 @@ export default class QueueList extends MqCommand<typeof QueueList> {
 
   async run(): Promise<QueueStats[]> {
     const queues = await withBroker(this.home, this.mqConfig(), this.flags, (c) => c.listQueues())
-    if (!this.jsonEnabled()) {
+    // stdout carries data only: an empty list prints nothing there
+    if (!this.jsonEnabled() && queues.length === 0) this.note('no queues')
+    else if (!this.jsonEnabled()) {
       this.out(table(queues.map((q) => ({...q, durable: q.durable ? 'yes' : 'no', deadLetter: q.deadLetter ?? ''})), ['name', 'durable', 'messages', 'unacked', 'consumers', 'deadLetter']))
     }
     return queues

@@ -42,11 +42,13 @@ plus the records store's figures (messages total/queued/delivered/failed, last 2
           `rates/s publish ${st.rates.publish}  deliver ${st.rates.deliver}  ack ${st.rates.ack}`,
           `totals published ${st.totals.published}  delivered ${st.totals.delivered}  acknowledged ${st.totals.acknowledged}  dead-lettered ${st.totals.deadLettered}  unroutable ${st.totals.unroutable}`,
           `statuses ${statuses}`,
-          '',
-          table(
-            st.queues.map((q) => ({...q, durable: q.durable ? 'yes' : 'no'})),
-            ['name', 'durable', 'messages', 'unacked', 'consumers', 'publishRate', 'deliverRate', 'ackRate'],
-          ),
+          // no queues: no table (and no "(none)") on stdout, a note on stderr below
+          ...(st.queues.length > 0
+            ? ['', table(
+                st.queues.map((q) => ({...q, durable: q.durable ? 'yes' : 'no'})),
+                ['name', 'durable', 'messages', 'unacked', 'consumers', 'publishRate', 'deliverRate', 'ackRate'],
+              )]
+            : []),
           ...(records
             ? ['', [
                 `records messages total ${n(records.messages.total)}  queued ${n(records.messages.queued + records.messages.processing)}  delivered ${n(records.messages.delivered)}  failed ${n(records.messages.failed)}  last 24h ${n(records.messages.last_24h)}  last 7d ${n(records.messages.last_7d)}`,
@@ -55,6 +57,7 @@ plus the records store's figures (messages total/queued/delivered/failed, last 2
             : []),
         ].join('\n'),
       )
+      if (st.queues.length === 0) this.note('no queues')
       if (!records) this.note("records figures unavailable (the broker's HTTPS API did not answer); try: mq stats records")
     }
     return {...st, records}

@@ -18,7 +18,8 @@ crashed worker are reclaimed. SIGTERM finishes the messages in hand. Prometheus 
     'routing-key': Flags.string({description: 'routing key [default: worker.routing_key]'}),
     name: Flags.string({description: 'consumer name in the group [default: HOST-PID]'}),
     'metrics-port': Flags.integer({description: 'port of /metrics, 0 = off [default: worker.metrics_port, 9100]', max: 65535, min: 0}),
-    broker: Flags.string({description: "the broker's HTTPS API [default: worker.broker_api, else client.api]"}),
+    // --api, as on every other command (--broker is the messaging HOST:PORT elsewhere); --broker stays as a deprecated alias
+    api: Flags.string({aliases: ['broker'], deprecateAliases: true, description: "the broker's HTTPS API URL [default: worker.broker_api, else client.api]"}),
     redis: Flags.string({description: 'Redis URL [default: redis.url]'}),
   }
 
@@ -32,7 +33,7 @@ crashed worker are reclaimed. SIGTERM finishes the messages in hand. Prometheus 
         ...(f.exchange ? {exchange: f.exchange} : {}),
         ...(f['routing-key'] ? {routing_key: f['routing-key']} : {}),
         ...(f['metrics-port'] === undefined ? {} : {metrics_port: f['metrics-port']}),
-        ...(f.broker ? {broker_api: f.broker} : {}),
+        ...(f.api ? {broker_api: f.api} : {}),
       },
       ...(f.redis ? {redis: {url: f.redis}} : {}),
     })

@@ -44,7 +44,10 @@ export class CipherMqListener {
 
   constructor(private readonly opts: CipherMqOptions) {
     this.server = net.createServer((s) => this.accept(s))
-    this.server.on('error', (e) => opts.logger.error('CipherMQ listener error', {error: e}))
+    // a failed listen() rejects (E_LISTEN): log only errors of a listening server
+    this.server.on('error', (e) => {
+      if (this.server.listening) opts.logger.error('CipherMQ listener error', {error: e})
+    })
   }
 
   listen(port: number, host: string): Promise<number> {

@@ -374,8 +374,8 @@ export class BrokerClient extends EventEmitter {
 
   // ---- API ---------------------------------------------------------------------------------
 
-  async declareQueue(name: string, opts: {durable?: boolean; deadLetter?: string; ttlMs?: number; maxLength?: number} = {}): Promise<void> {
-    await this.request('DECLARE_QUEUE', {dead_letter: opts.deadLetter, durable: opts.durable, max_length: opts.maxLength, name, ttl: opts.ttlMs})
+  async declareQueue(name: string, opts: {durable?: boolean; deadLetter?: string; ttlMs?: number; maxLength?: number; exact?: boolean} = {}): Promise<void> {
+    await this.request('DECLARE_QUEUE', {dead_letter: opts.deadLetter, durable: opts.durable, exact: opts.exact || undefined, max_length: opts.maxLength, name, ttl: opts.ttlMs})
   }
 
   async declareExchange(name: string, type: 'direct' | 'fanout' | 'topic', opts: {durable?: boolean} = {}): Promise<void> {

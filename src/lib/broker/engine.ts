@@ -26,6 +26,9 @@ export interface QueueOptions {
   deadLetter?: string
   ttlMs?: number
   maxLength?: number
+  /** the options are the queue's full settings (absent = default), as `mq queue declare` means them;
+   * otherwise an absent option means "whatever exists" (CipherMQ, mq send) */
+  exact?: boolean
 }
 
 export interface Message {
@@ -377,14 +380,29 @@ export class Engine {
     checkName('queue', name)
     const existing = this.queues.get(name)
     if (existing) {
-      // idempotent, but a redeclaration must not silently differ from what exists
+      // idempotent, but a redeclaration must not silently differ from what exists (RabbitMQ's PRECONDITION_FAILED)
+      const show = (v: unknown) => (v === undefined ? 'none' : String(v))
       const diff: string[] = []
-      if (opts.durable !== undefined && opts.durable !== existing.durable) diff.push(`durable=${existing.durable}`)
-      if (opts.deadLetter !== undefined && opts.deadLetter !== existing.deadLetter) diff.push(`dead-letter=${existing.deadLetter ?? 'none'}`)
-      if (opts.ttlMs !== undefined && opts.ttlMs !== existing.ttlMs) diff.push(`ttl=${existing.ttlMs ?? 'none'}`)
-      if (opts.maxLength !== undefined && opts.maxLength !== existing.maxLength) diff.push(`max-length=${existing.maxLength ?? 'none'}`)
+      const check = (label: string, want: unknown, have: unknown, dflt: unknown) => {
+        const w = want === undefined && opts.exact ? dflt : want
+        if (w !== undefined && w !== have) diff.push(`${label}: existing ${show(have)}, requested ${show(w)}`)
+      }
+      check('durable', opts.durable, existing.durable, false)
+      check('dead-letter', opts.deadLetter, existing.deadLetter, undefined)
+      check('ttl', opts.ttlMs, existing.ttlMs, undefined)
+      check('max-length', opts.maxLength, existing.maxLength, undefined)
+      if (opts.exact) {
+        // an exact "none" must match an existing "none" too
+        if (opts.deadLetter === undefined && existing.deadLetter !== undefined) diff.push(`dead-letter: existing ${existing.deadLetter}, requested none`)
+        if (opts.ttlMs === undefined && existing.ttlMs !== undefined) diff.push(`ttl: existing ${existing.ttlMs}, requested none`)
+        if (opts.maxLength === undefined && existing.maxLength !== undefined) diff.push(`max-length: existing ${existing.maxLength}, requested none`)
+      }
       if (diff.length > 0) {
-        throw new MqError('E_EXISTS', `queue ${JSON.stringify(name)} already exists with ${diff.join(', ')}`, {hint: `Try this: declare it with the same options, or mq queue delete ${name} first`})
+        const flags = [existing.durable ? '--durable' : '', existing.deadLetter ? `--dead-letter ${existing.deadLetter}` : '', existing.ttlMs ? `--ttl ${existing.ttlMs}` : '', existing.maxLength ? `--max-length ${existing.maxLength}` : ''].filter(Boolean).join(' ')
+        throw new MqError('E_QUEUE_MISMATCH', `queue ${JSON.stringify(name)} already exists with different settings (${diff.join('; ')})`, {
+          details: {queue: name, existing: {durable: existing.durable, deadLetter: existing.deadLetter ?? null, ttlMs: existing.ttlMs ?? null, maxLength: existing.maxLength ?? null}},
+          hint: `Try this: declare it with the same settings (mq queue declare ${name}${flags ? ' ' + flags : ''}), or delete it first (mq queue delete ${name}) and declare it again`,
+        })
       }
       return existing
     }

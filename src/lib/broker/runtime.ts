@@ -13,6 +13,7 @@ import {ApiServer} from './api.js'
 import type {BrokerPublisher} from './api-types.js'
 import {CipherMqListener} from './ciphermq.js'
 import {Engine} from './engine.js'
+import {lockDataDir} from './lock.js'
 import {loadApiPlugins} from './plugins.js'
 import {type ResolvedPermissions, resolvePermissions} from './permissions.js'
 import {BrokerServer, type KeyDirectory} from './server.js'
@@ -66,8 +67,16 @@ function keyDirectory(home: MqHome, store: DurableStore): KeyDirectory {
 
 export async function startBroker(home: MqHome, config: MqConfig, logger: Logger, opts: {host?: string; port?: number; apiHost?: string; apiPort?: number} = {}): Promise<RunningBroker> {
   const b = config.broker
-  // message bodies and headers are sealed at rest under secrets/broker.key (created on first start)
-  const store = new DurableStore(home.data, b.commit_interval_ms, {keyFile: join(home.secrets, STORE_KEY_FILE), logger: logger.child('store')})
+  // one broker per data directory, taken before the store opens
+  const lock = lockDataDir(home.data)
+  let store: DurableStore
+  try {
+    // message bodies and headers are sealed at rest under secrets/broker.key (created on first start)
+    store = new DurableStore(home.data, b.commit_interval_ms, {keyFile: join(home.secrets, STORE_KEY_FILE), logger: logger.child('store')})
+  } catch (error) {
+    lock.release()
+    throw error
+  }
   const engine = new Engine({deliveryLimit: b.delivery_limit, maxUnacked: b.max_unacked, store})
   engine.start()
   const permsCache = new Map<string, ResolvedPermissions>()
@@ -131,6 +140,7 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
     await server.close().catch(() => {})
     await api.close().catch(() => {})
     await store.close()
+    lock.release()
     throw error
   }
   let closed = false
@@ -143,6 +153,7 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
       engine.stop()
       await Promise.all([server.close(), api.close(), ciphermq?.close()])
       await store.close()
+      lock.release()
     },
     ciphermq,
     engine,

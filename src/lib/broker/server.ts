@@ -73,7 +73,10 @@ export class BrokerServer {
     // slack a client still completes TLS and is told why it is refused
     this.server.maxConnections = this.maxConnections + HANDSHAKE_SLACK
     this.server.on('drop', () => this.noteRefused())
-    this.server.on('error', (err) => opts.logger.error('server error', {error: err}))
+    // a failed listen() rejects and becomes the command's E_LISTEN error: log only what happens later
+    this.server.on('error', (err) => {
+      if (this.server.listening) opts.logger.error('server error', {error: err})
+    })
   }
 
   /** Logs refusals at most once a second, with how many there were, so a flood cannot flood the log. */
@@ -607,7 +610,7 @@ class Connection {
         // a dead-letter queue receives (and may be created for) this queue's messages: it must be ours too
         const dlq = f.args.dead_letter
         if (dlq && !this.perms.canConsume(dlq) && !this.perms.admin) throw new PermissionError('E_FORBIDDEN', `${this.identity} may not use ${dlq} as a dead-letter queue`, {hint: 'Try this: pick a dead-letter queue you may consume (broker.permissions[].consume)'})
-        const q = engine.declareQueue(name, {deadLetter: f.args.dead_letter || undefined, durable: this.bool(f, 'durable'), maxLength: this.int(f, 'max_length'), ttlMs: this.int(f, 'ttl')})
+        const q = engine.declareQueue(name, {deadLetter: f.args.dead_letter || undefined, durable: this.bool(f, 'durable'), maxLength: this.int(f, 'max_length'), ttlMs: this.int(f, 'ttl'), exact: this.bool(f, 'exact')})
         this.okDurable(f.id, {durable: q.durable, messages: q.ready.length, name: q.name})
         return
       }

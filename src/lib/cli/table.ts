@@ -5,5 +5,7 @@ export function table(rows: Record<string, unknown>[], columns?: string[]): stri
   const cell = (v: unknown) => (v === undefined || v === null ? '' : typeof v === 'object' ? JSON.stringify(v) : String(v))
   const widths = cols.map((c) => Math.max(c.length, ...rows.map((r) => cell(r[c]).length)))
   const line = (vals: string[]) => vals.map((v, i) => v.padEnd(widths[i])).join('  ').trimEnd()
-  return [line(cols.map((c) => c.toUpperCase())), ...rows.map((r) => line(cols.map((c) => cell(r[c]))))].join('\n')
+  // camelCase keys read as words: routingKey -> ROUTING-KEY
+  const header = (c: string) => c.replace(/([a-z0-9])([A-Z])/g, '$1-$2').toUpperCase()
+  return [line(cols.map(header)), ...rows.map((r) => line(cols.map((c) => cell(r[c]))))].join('\n')
 }

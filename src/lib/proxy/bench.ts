@@ -146,7 +146,7 @@ export async function benchPipeline(opts: {seconds: number; connections: number;
     procs.push(await spawnMq(['broker', 'start', '--port', String(bp), '--api-port', String(ap)], {...env, MQ_LOG_LEVEL: 'info'}, 'broker ready'))
     const pp = await freePort()
     log('starting the proxy')
-    procs.push(await spawnMq(['proxy', 'start', '--port', String(pp), '--rate', '0', '--processes', String(opts.processes ?? 1), '--broker', `https://127.0.0.1:${ap}`], {...env, MQ_LOG_LEVEL: 'info'}, 'proxy ready'))
+    procs.push(await spawnMq(['proxy', 'start', '--port', String(pp), '--rate', '0', '--processes', String(opts.processes ?? 1), '--api', `https://127.0.0.1:${ap}`], {...env, MQ_LOG_LEVEL: 'info'}, 'proxy ready'))
     log(`proxy ingest: ${opts.connections} keep-alive connections for ${opts.seconds} s`)
     const proxy = await loadTest(`https://127.0.0.1:${pp}/api/v1/messages`, tls, {body, connections: opts.connections, expect: 202, seconds: opts.seconds})
     await stop(procs.pop())
@@ -154,7 +154,7 @@ export async function benchPipeline(opts: {seconds: number; connections: number;
     const stream = `${prefix}ingest`
     const total = await redis.xlen(stream)
     log(`worker delivery of ${total} messages, concurrency ${opts.concurrency}`)
-    procs.push(await spawnMq(['worker', 'start', '--metrics-port', '0', '--concurrency', String(opts.concurrency), '--broker', `https://127.0.0.1:${ap}`], {...env, MQ_LOG_LEVEL: 'info'}, 'worker ready'))
+    procs.push(await spawnMq(['worker', 'start', '--metrics-port', '0', '--concurrency', String(opts.concurrency), '--api', `https://127.0.0.1:${ap}`], {...env, MQ_LOG_LEVEL: 'info'}, 'worker ready'))
     // timed from "worker ready": what it delivered during its own start-up is not counted
     const t0 = Date.now()
     const atStart = await redis.xlen(stream)

@@ -161,5 +161,5 @@ test('bad names and types are usage errors', () => {
   assert.throws(() => e.bind('nope', 'x', ''), {code: 'E_NOT_FOUND'})
   e.declareQueue('d', {durable: true})
   assert.equal(e.declareQueue('d').durable, true)
-  assert.throws(() => e.declareQueue('d', {durable: false}), {code: 'E_EXISTS'})
+  assert.throws(() => e.declareQueue('d', {durable: false}), {code: 'E_QUEUE_MISMATCH'})
 })
