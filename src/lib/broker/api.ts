@@ -9,6 +9,7 @@ import type tls from 'node:tls'
 
 import {Counter, Gauge, Registry, collectDefaultMetrics} from 'prom-client'
 
+import {listenOn} from '../util/net.js'
 import {errorText, isMqError} from '../errors.js'
 import type {MqHome} from '../config/home.js'
 import type {Logger} from '../log.js'
@@ -80,14 +81,7 @@ export class ApiServer {
   }
 
   listen(port: number, host: string): Promise<number> {
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject)
-      this.server.listen(port, host, () => {
-        this.server.off('error', reject)
-        const a = this.server.address()
-        resolve(typeof a === 'object' && a ? a.port : port)
-      })
-    })
+    return listenOn(this.server, port, host)
   }
 
   async close(): Promise<void> {

@@ -6,6 +6,7 @@
 import {randomUUID} from 'node:crypto'
 import net from 'node:net'
 
+import {listenOn} from '../util/net.js'
 import {errorText} from '../errors.js'
 import type {Logger} from '../log.js'
 import {PermissionError} from '../errors.js'
@@ -51,14 +52,7 @@ export class CipherMqListener {
   }
 
   listen(port: number, host: string): Promise<number> {
-    return new Promise((resolve, reject) => {
-      this.server.once('error', reject)
-      this.server.listen(port, host, () => {
-        this.server.off('error', reject)
-        const a = this.server.address()
-        resolve(typeof a === 'object' && a ? a.port : port)
-      })
-    })
+    return listenOn(this.server, port, host)
   }
 
   async close(): Promise<void> {

@@ -7,6 +7,7 @@
 import net from 'node:net'
 import tls from 'node:tls'
 
+import {listenOn} from '../util/net.js'
 import {MqError, PermissionError, UsageError, errorText, isMqError} from '../errors.js'
 import type {Logger} from '../log.js'
 import {type DeliveryOut, type Engine, type ExchangeType, type Session} from './engine.js'
@@ -90,15 +91,7 @@ export class BrokerServer {
   }
 
   listen(port: number, host: string): Promise<number> {
-    return new Promise((resolve, reject) => {
-      const onErr = (e: Error) => reject(e)
-      this.server.once('error', onErr)
-      this.server.listen(port, host, () => {
-        this.server.off('error', onErr)
-        const a = this.server.address()
-        resolve(typeof a === 'object' && a ? a.port : port)
-      })
-    })
+    return listenOn(this.server, port, host)
   }
 
   setSecureContext(options: tls.TlsOptions): void {

@@ -12,3 +12,15 @@ export function freePort(): Promise<number> {
     })
   })
 }
+
+/** Starts listening and resolves with the bound port (the real one when asked for port 0); rejects on EADDRINUSE and the like. */
+export function listenOn(server: net.Server, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(port, host, () => {
+      server.off('error', reject)
+      const a = server.address()
+      resolve(typeof a === 'object' && a ? a.port : port)
+    })
+  })
+}
