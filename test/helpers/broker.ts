@@ -1,6 +1,10 @@
 import {type ChildProcess, spawn} from 'node:child_process'
 
 import {BrokerClient} from '../../src/lib/broker/client.js'
+import {Engine} from '../../src/lib/broker/engine.js'
+import type {ResolvedPermissions} from '../../src/lib/broker/permissions.js'
+import {BrokerServer} from '../../src/lib/broker/server.js'
+import {type Logger, silentLogger} from '../../src/lib/log.js'
 import {MqHome} from '../../src/lib/config/home.js'
 import {clientTlsOptions} from '../../src/lib/pki/index.js'
 import {BIN, ROOT} from './cli.js'
@@ -95,4 +99,30 @@ export async function spawnBroker(opts: {home?: string; env?: NodeJS.ProcessEnv;
     },
   }
   return b
+}
+
+/** An in-process broker server over plain TCP (no TLS), for tests of the protocol and permissions. */
+export async function startPlainServer(opts: {
+  permissionsFor: (identity: string) => ResolvedPermissions
+  logger?: Logger
+  limits?: Partial<ConstructorParameters<typeof BrokerServer>[0]['limits']>
+}): Promise<{engine: Engine; server: BrokerServer; port: number; stop: () => Promise<void>}> {
+  const engine = new Engine()
+  const server = new BrokerServer({
+    engine,
+    keys: {get: () => null, put: () => {}},
+    limits: {handshakeTimeoutMs: 5000, heartbeatMs: 0, maxPayload: 1 << 20, maxUnconfirmed: 100, ...opts.limits},
+    logger: opts.logger ?? silentLogger,
+    permissionsFor: opts.permissionsFor,
+  })
+  const port = await server.listen(0, '127.0.0.1')
+  return {
+    engine,
+    port,
+    server,
+    async stop() {
+      await server.close()
+      engine.stop()
+    },
+  }
 }

@@ -2,10 +2,9 @@ import assert from 'node:assert/strict'
 import {after, before, describe, test} from 'node:test'
 
 import {BrokerClient} from '../../../src/lib/broker/client.js'
-import {Engine} from '../../../src/lib/broker/engine.js'
+import type {Engine} from '../../../src/lib/broker/engine.js'
 import {type PermissionRule, resolvePermissions} from '../../../src/lib/broker/permissions.js'
-import {BrokerServer} from '../../../src/lib/broker/server.js'
-import {silentLogger} from '../../../src/lib/log.js'
+import {startPlainServer} from '../../helpers/broker.js'
 
 const rules: PermissionRule[] = [
   {admin: true, consume: ['*'], identity: 'admin', publish: ['*'], roles: ['admin']},
@@ -14,27 +13,20 @@ const rules: PermissionRule[] = [
 
 /** A queue's dead-letter queue receives messages: naming one must need the right to that queue. */
 describe('dead-letter queues and permissions', () => {
-  const engine = new Engine()
-  let server: BrokerServer
+  let srv: Awaited<ReturnType<typeof startPlainServer>>
+  let engine: Engine
   let port: number
   const connect = (identity: string) => BrokerClient.connect({host: '127.0.0.1', identity, plain: true, port, tls: {}})
 
   before(async () => {
-    server = new BrokerServer({
-      engine,
-      keys: {get: () => null, put: () => {}},
-      limits: {handshakeTimeoutMs: 5000, heartbeatMs: 0, maxPayload: 1 << 20, maxUnconfirmed: 100},
-      logger: silentLogger,
-      permissionsFor: (id) => resolvePermissions(rules, id),
-    })
-    port = await server.listen(0, '127.0.0.1')
+    srv = await startPlainServer({permissionsFor: (id) => resolvePermissions(rules, id)})
+    ;({engine, port} = srv)
     const admin = await connect('admin')
     await admin.declareQueue('payments')
     await admin.close()
   })
   after(async () => {
-    await server.close()
-    engine.stop()
+    await srv.stop()
   })
 
   test('a tenant cannot route its rejected messages into a queue it has no rights to', async () => {

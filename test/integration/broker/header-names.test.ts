@@ -3,9 +3,8 @@ import net from 'node:net'
 import {after, before, describe, test} from 'node:test'
 
 import {BrokerClient} from '../../../src/lib/broker/client.js'
-import {ALLOW_ALL, Engine} from '../../../src/lib/broker/engine.js'
-import {BrokerServer} from '../../../src/lib/broker/server.js'
-import {silentLogger} from '../../../src/lib/log.js'
+import {ALLOW_ALL, type Engine} from '../../../src/lib/broker/engine.js'
+import {startPlainServer} from '../../helpers/broker.js'
 
 /** Sends raw protocol text and collects what comes back until `until` matches. */
 function raw(port: number, text: string, until: RegExp): Promise<string> {
@@ -35,24 +34,17 @@ function raw(port: number, text: string, until: RegExp): Promise<string> {
  * (and again after every restart, for a durable queue).
  */
 describe('message header names', () => {
-  const engine = new Engine()
-  let server: BrokerServer
+  let srv: Awaited<ReturnType<typeof startPlainServer>>
+  let engine: Engine
   let port: number
 
   before(async () => {
-    server = new BrokerServer({
-      engine,
-      keys: {get: () => null, put: () => {}},
-      limits: {handshakeTimeoutMs: 5000, heartbeatMs: 0, maxPayload: 1 << 20, maxUnconfirmed: 100},
-      logger: silentLogger,
-      permissionsFor: (identity) => ({...ALLOW_ALL, identity, roles: []}),
-    })
-    port = await server.listen(0, '127.0.0.1')
+    srv = await startPlainServer({permissionsFor: (identity) => ({...ALLOW_ALL, identity, roles: []})})
+    ;({engine, port} = srv)
     engine.declareQueue('q')
   })
   after(async () => {
-    await server.close()
-    engine.stop()
+    await srv.stop()
   })
 
   test('a publish with a header name a delivery cannot carry is refused, and the broker keeps serving', async () => {

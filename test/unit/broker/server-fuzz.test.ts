@@ -4,22 +4,18 @@ import net from 'node:net'
 import {test} from 'node:test'
 
 import {BrokerClient} from '../../../src/lib/broker/client.js'
-import {Engine} from '../../../src/lib/broker/engine.js'
 import {resolvePermissions} from '../../../src/lib/broker/permissions.js'
-import {BrokerServer} from '../../../src/lib/broker/server.js'
 import {Logger} from '../../../src/lib/log.js'
+import {startPlainServer} from '../../helpers/broker.js'
 
 test('random and half-valid frames never crash the server (plain TCP, in process); it keeps serving', async () => {
   const errors: string[] = []
-  const engine = new Engine()
-  const srv = new BrokerServer({
-    engine,
-    keys: {get: () => null, put: () => {}},
-    limits: {handshakeTimeoutMs: 2000, heartbeatMs: 0, maxPayload: 4096, maxUnconfirmed: 100},
+  const srv = await startPlainServer({
+    limits: {handshakeTimeoutMs: 2000, maxPayload: 4096},
     logger: new Logger('error', '', (l) => errors.push(l)),
     permissionsFor: (id) => resolvePermissions([{admin: true, consume: ['*'], identity: '*', publish: ['*'], roles: []}], id),
   })
-  const port = await srv.listen(0, '127.0.0.1')
+  const {port} = srv
   const verbs = ['HELLO', 'PUBLISH', 'CONSUME', 'GET', 'ACK', 'NACK', 'REJECT', 'DECLARE_QUEUE', 'DECLARE_EXCHANGE', 'BIND', 'DELETE_QUEUE', 'PURGE_QUEUE', 'STATUS', 'STATS', 'LIST_QUEUES', 'CANCEL', 'PUT_KEY', 'GET_KEY', 'PING', 'QUIT']
   const keys = ['name', 'queue', 'exchange', 'key', 'tag', 'prefetch', 'no_ack', 'durable', 'dead_letter', 'ttl', 'max_length', 'type', 'consumer', 'requeue', 'reason', 'message_id', 'h.x']
   const vals = ['0', '1', '3', 'q0', 'q1', '', 'x%zz', '-1', '99999999999999999', 'topic', 'fanout', 'a.#', '%20']
@@ -50,7 +46,6 @@ test('random and half-valid frames never crash the server (plain TCP, in process
     await c.close()
     assert.deepEqual(errors.filter((l) => l.includes('ERROR')), [], 'no internal errors')
   } finally {
-    engine.stop()
-    await srv.close()
+    await srv.stop()
   }
 })
