@@ -19,6 +19,7 @@ import {Worker} from 'node:worker_threads'
 import {ConfigError, DataError, UnavailableError} from '../errors.js'
 import type {Logger} from '../log.js'
 import {assertPrivateFile, ensurePrivateDir, writeSecretFile} from '../util/fs.js'
+import type {DedupeLog} from './dedupe.js'
 import type {ExchangeType, Message} from './engine.js'
 
 // ---- encryption at rest -------------------------------------------------------------------------
@@ -180,6 +181,8 @@ export type WireOp =
   | ['k', string, string, string]
   /** reseal a legacy plaintext row: seq, queue, message_id, exchange, routing_key, headers, body */
   | ['R', number, string, string, string, string, string | null, Uint8Array]
+  /** published ids (dedupe.ts): [seq, message_id, queues, at]... flat, then seqs to forget */
+  | ['u', (string | number)[], number[]]
 
 /** Record kinds in a packed message run (see packMessages / store-worker.ts). */
 export const REC_INSERT = 1
@@ -264,14 +267,19 @@ CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY, queue TEXT NOT NUL
 DROP INDEX IF EXISTS messages_queue;
 
 CREATE TABLE IF NOT EXISTS keys (name TEXT PRIMARY KEY, enc_cert TEXT NOT NULL, sign_cert TEXT NOT NULL, updated_at INTEGER NOT NULL);
+-- ids of deduplicated publishes not yet settled by their publisher (dedupe.ts); queues comma-separated
+CREATE TABLE IF NOT EXISTS published_ids (seq INTEGER PRIMARY KEY, message_id TEXT NOT NULL, queues TEXT NOT NULL, at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
 `
 
-export class DurableStore {
+export class DurableStore implements DedupeLog {
   /** read connection (startup recovery, key look-ups); all writes go through the writer thread */
   readonly db: Database.Database
   readonly file: string
   private ops: Op[] = []
+  /** published-id writes (dedupe.ts), kept apart from `ops` so they never split a packed message run */
+  private published: (string | number)[] = []
+  private forgotten: number[] = []
   private waiters: CommitCallback[] = []
   private timer?: NodeJS.Timeout | NodeJS.Immediate
   private lazy?: NodeJS.Timeout
@@ -332,7 +340,7 @@ export class DurableStore {
       for (const w of done) w(err)
       // whatever arrived during that commit forms the next group right away
       if (this.waiters.length > 0) this.post()
-      else if (this.ops.length > 0) this.armLazy()
+      else if (this.ops.length > 0 || this.dedupePending()) this.armLazy()
     })
     this.worker.on('error', (err) => {
       this.failure = err
@@ -350,11 +358,15 @@ export class DurableStore {
       clearTimeout(this.lazy)
       this.lazy = undefined
     }
-    if (this.inflight || (this.ops.length === 0 && this.waiters.length === 0)) return
+    if (this.inflight || (this.ops.length === 0 && this.waiters.length === 0 && !this.dedupePending())) return
     const ops = this.ops
     const waiters = this.waiters
+    const published = this.published
+    const forgotten = this.forgotten
     this.ops = []
     this.waiters = []
+    this.published = []
+    this.forgotten = []
     if (this.failure) {
       for (const w of waiters) w(new UnavailableError('E_STORE_WRITE', `the broker store's writer failed: ${this.failure.message}`, {hint: 'Try this: restart the broker'}))
       return
@@ -392,6 +404,8 @@ export class DurableStore {
       }
     }
     flushRun()
+    // in the same transaction as the message rows of the same publishes
+    if (published.length > 0 || forgotten.length > 0) wire.push(['u', published, forgotten])
     const id = this.batchSeq++
     this.inflight = {id, waiters}
     this.worker.postMessage({id, ops: wire}, transfer)
@@ -435,6 +449,29 @@ export class DurableStore {
   /** Resolves once everything queued so far is committed. */
   flush(): Promise<void> {
     return new Promise((resolve, reject) => this.afterCommit((err) => (err ? reject(err) : resolve())))
+  }
+
+  private dedupePending(): boolean {
+    return this.published.length > 0 || this.forgotten.length > 0
+  }
+
+  /** A deduplicated publish's id: committed with the message rows queued before it (see dedupe.ts). */
+  rememberPublished(seq: number, messageId: string, queues: string[], at: number): void {
+    if (this.closed) return
+    this.published.push(seq, messageId, queues.join(','), at)
+    this.armLazy()
+  }
+
+  /** A settled or expired published id: a lazy write, riding along with the next commit. */
+  forgetPublished(seq: number): void {
+    if (this.closed) return
+    this.forgotten.push(seq)
+    this.armLazy()
+  }
+
+  *loadPublished(): Generator<{seq: number; messageId: string; queues: string[]; at: number}> {
+    const rows = this.db.prepare('SELECT seq, message_id, queues, at FROM published_ids ORDER BY seq').iterate() as Iterable<{seq: number; message_id: string; queues: string; at: number}>
+    for (const r of rows) yield {at: r.at, messageId: r.message_id, queues: r.queues === '' ? [] : r.queues.split(','), seq: r.seq}
   }
 
   insertMessage(queue: string, m: Message): void {
