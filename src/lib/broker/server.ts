@@ -163,6 +163,8 @@ class Connection {
   perms!: ResolvedPermissions
   private unconfirmed = 0
   private pausedForConfirms = false
+  /** paused by the engine's flow control until a lagging queue's consumers catch up */
+  private pausedForFlow = false
   /** negotiated in HELLO (confirms=batch): CONFIRM upto=N frames instead of one OK per publish */
   private batchConfirms = false
   private durablePending = 0
@@ -298,6 +300,7 @@ class Connection {
   private maybeResume(): void {
     if (this.dead) return
     if (this.pausedForConfirms && this.unconfirmed > this.srv.opts.limits.maxUnconfirmed / 2) return
+    if (this.pausedForFlow) return
     this.pausedForConfirms = false
     if (this.sock.writableLength <= OUT_HIGH_WATER && this.sock.isPaused()) this.sock.resume()
   }
@@ -505,6 +508,15 @@ class Connection {
         const key = f.args.key ?? ''
         const headers = frameHeaders(f.args)
         const r = engine.publish(exchange, key, f.body, {headers, messageId: f.args.message_id}, this.perms)
+        // never on a connection that also consumes: its acks are what drains the queue
+        if (r.flow !== undefined && !this.pausedForFlow && s.consumers.size === 0) {
+          this.pausedForFlow = true
+          this.sock.pause()
+          engine.whenFlowing(r.flow, () => {
+            this.pausedForFlow = false
+            this.maybeResume()
+          })
+        }
         if (f.id === 0) return
         if (this.batchConfirms) {
           // a publish is confirmed in order: behind this connection's durable publishes still committing

@@ -60,6 +60,7 @@ export const configSchema = z
         max_connections: z.number().int().min(1).default(1024),
         max_unacked: z.number().int().min(1).default(10_000),
         delivery_limit: z.number().int().min(1).default(20),
+        flow_high: z.number().int().min(2).default(5_000),
         default_prefetch: z.number().int().min(1).default(100),
         // extra wait before a group commit when the store is idle; under load the next group forms while one commits
         commit_interval_ms: ms.default(0),
