@@ -246,6 +246,18 @@ function packMessages(run: Op[]): Uint8Array {
   return new Uint8Array(buf.buffer, 0, p)
 }
 
+/**
+ * Group commits are pipelined: up to MAX_INFLIGHT groups are posted to the writer thread at once
+ * (it commits them one after the other, in order), and a group closes after GROUP_WAITERS confirms.
+ * With one group of everything, a publisher's whole window went into one commit and waited for it,
+ * then the next window arrived while the writer sat idle: the two moved in lockstep. Measured with
+ * `mq bench --mode durable` (window 500): one unbounded group 35k msg/s, 128 x 4 in flight 53k.
+ * An fsync costs ~0.2 ms here, so the extra commits are cheap; on slow disks groups grow on their own
+ * (everything that arrives while MAX_INFLIGHT groups commit waits for the next ones).
+ */
+const MAX_INFLIGHT = 4
+const GROUP_WAITERS = 128
+
 /** how long writes nobody waits for may stay in memory before they are committed anyway */
 const LAZY_COMMIT_MS = 50
 
@@ -273,9 +285,12 @@ export class DurableStore {
   readonly file: string
   private ops: Op[] = []
   private waiters: CommitCallback[] = []
+  /** this.ops.length when each waiter arrived: a group can end right after a waiter's writes */
+  private waiterMarks: number[] = []
   private timer?: NodeJS.Timeout | NodeJS.Immediate
   private lazy?: NodeJS.Timeout
-  private inflight: {id: number; waiters: CommitCallback[]} | null = null
+  /** batches posted to the writer and not yet committed, oldest first (the writer commits in order) */
+  private inflight: {id: number; waiters: CommitCallback[]}[] = []
   private batchSeq = 1
   private closed = false
   private readonly worker: Worker
@@ -324,9 +339,8 @@ export class DurableStore {
     this.checkpointer.unref()
     this.checkpointer.on('error', () => {}) // the writer's fallback checkpoints keep the WAL bounded
     this.worker.on('message', (m: {id?: number; error?: string; closed?: boolean}) => {
-      if (m.id === undefined || !this.inflight || this.inflight.id !== m.id) return
-      const done = this.inflight.waiters
-      this.inflight = null
+      if (m.id === undefined || this.inflight.length === 0 || this.inflight[0].id !== m.id) return
+      const done = this.inflight.shift()!.waiters
       this.commits++
       const err = m.error ? new UnavailableError('E_STORE_WRITE', `the broker store could not commit: ${m.error}`, {hint: 'Try this: check free disk space and permissions of $MQ_HOME/data'}) : undefined
       for (const w of done) w(err)
@@ -336,25 +350,43 @@ export class DurableStore {
     })
     this.worker.on('error', (err) => {
       this.failure = err
-      const done = this.inflight?.waiters ?? []
-      this.inflight = null
+      const done = this.inflight.flatMap((b) => b.waiters)
+      this.inflight = []
       const e = new UnavailableError('E_STORE_WRITE', `the broker store's writer failed: ${err.message}`, {hint: 'Try this: restart the broker; check $MQ_HOME/data'})
       for (const w of [...done, ...this.waiters]) w(e)
       this.waiters = []
+      this.waiterMarks = []
     })
   }
 
   private post = (): void => {
     this.timer = undefined
+    do this.postGroup()
+    while (this.waiters.length > 0 && this.inflight.length < MAX_INFLIGHT && !this.failure)
+  }
+
+  private postGroup(): void {
     if (this.lazy) {
       clearTimeout(this.lazy)
       this.lazy = undefined
     }
-    if (this.inflight || (this.ops.length === 0 && this.waiters.length === 0)) return
-    const ops = this.ops
-    const waiters = this.waiters
-    this.ops = []
-    this.waiters = []
+    if (this.inflight.length >= MAX_INFLIGHT || (this.ops.length === 0 && this.waiters.length === 0)) return
+    // a group closes after GROUP_WAITERS waiters: the next one is already being gathered (and can be
+    // posted) while this one commits, so a publisher's window flows instead of moving in lockstep
+    let ops = this.ops
+    let waiters = this.waiters
+    if (waiters.length > GROUP_WAITERS) {
+      const cut = this.waiterMarks[GROUP_WAITERS - 1]
+      ops = this.ops.slice(0, cut)
+      this.ops = this.ops.slice(cut)
+      waiters = this.waiters.slice(0, GROUP_WAITERS)
+      this.waiters = this.waiters.slice(GROUP_WAITERS)
+      this.waiterMarks = this.waiterMarks.slice(GROUP_WAITERS).map((m) => m - cut)
+    } else {
+      this.ops = []
+      this.waiters = []
+      this.waiterMarks = []
+    }
     if (this.failure) {
       for (const w of waiters) w(new UnavailableError('E_STORE_WRITE', `the broker store's writer failed: ${this.failure.message}`, {hint: 'Try this: restart the broker'}))
       return
@@ -393,7 +425,7 @@ export class DurableStore {
     }
     flushRun()
     const id = this.batchSeq++
-    this.inflight = {id, waiters}
+    this.inflight.push({id, waiters})
     this.worker.postMessage({id, ops: wire}, transfer)
   }
 
@@ -409,12 +441,12 @@ export class DurableStore {
   }
 
   private armLazy(): void {
-    if (this.timer || this.inflight || this.lazy) return
+    if (this.timer || this.inflight.length > 0 || this.lazy) return
     this.lazy = setTimeout(this.post, LAZY_COMMIT_MS)
   }
 
   private arm(): void {
-    if (this.timer || this.inflight) return
+    if (this.timer || this.inflight.length >= MAX_INFLIGHT) return
     if (this.lazy) {
       clearTimeout(this.lazy)
       this.lazy = undefined
@@ -429,6 +461,7 @@ export class DurableStore {
       return
     }
     this.waiters.push(cb)
+    this.waiterMarks.push(this.ops.length)
     this.arm()
   }
 

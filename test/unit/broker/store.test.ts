@@ -148,3 +148,29 @@ test('the store key: a looser mode is refused; a missing key is not silently rep
     h.cleanup()
   }
 })
+
+test('group commits are pipelined: many confirms are split over several commits, answered in order, and every message is on disk', async () => {
+  const h = tempHome()
+  try {
+    const store = new DurableStore(join(h.dir, 'data'), 0, {keyFile: join(h.dir, 'secrets', 'broker.key')})
+    const e = new Engine({store})
+    e.declareQueue('pipe', {durable: true})
+    const order: number[] = []
+    const before = store.commits
+    const all: Promise<void>[] = []
+    for (let i = 0; i < 1000; i++) {
+      e.publish('', 'pipe', Buffer.from(`m${i}`), {messageId: `p-${i}`})
+      all.push(new Promise((resolve, reject) => store.afterCommit((err) => (err ? reject(err) : resolve(void order.push(i))))))
+    }
+    await Promise.all(all)
+    assert.deepEqual(order, [...Array(1000).keys()], 'confirms come back in publish order')
+    assert.ok(store.commits - before >= 1000 / 128, `1000 confirms took ${store.commits - before} commits (groups of at most 128)`)
+    await store.close()
+    const store2 = new DurableStore(join(h.dir, 'data'), 0, {keyFile: join(h.dir, 'secrets', 'broker.key')})
+    const e2 = new Engine({store: store2})
+    assert.equal(e2.queues.get('pipe')!.ready.length, 1000)
+    await store2.close()
+  } finally {
+    h.cleanup()
+  }
+})
