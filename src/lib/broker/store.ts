@@ -126,6 +126,70 @@ export function openRecord(key: Uint8Array, aad: Uint8Array, sealed: Buffer): {h
   return {body: plain.subarray(4 + hl), headers: plain.toString('utf8', 4, 4 + hl)}
 }
 
+/**
+ * Sealed groups. Sealing each row on its own cost ~6 us per message (a cipher context per row): the
+ * largest item of the writer thread at 50k durable msg/s. The writer instead seals the small messages
+ * one commit inserts as one group: nonce(12) | AES-256-GCM(records) | tag(16), where the records are
+ * the packed insert records of packMessages (seq, queue, message id, exchange, routing key, headers,
+ * ts, delivery count, expiry, body). The associated data binds the key id and the group id, and
+ * recovery checks each row's columns against its sealed record, so rows and groups cannot be swapped.
+ * Bodies of GROUP_BODY_MAX bytes or more are sealed per row as before, so a group stays small.
+ */
+export const GROUP_BODY_MAX = 64 * 1024
+/** plaintext bytes after which the writer closes a group and starts the next */
+export const GROUP_BYTES_MAX = 1024 * 1024
+
+function groupAad(keyId: number, groupId: number): Buffer {
+  const b = Buffer.allocUnsafe(8 + 4 + 8)
+  b.write('mqgroup1', 0, 'latin1')
+  b.writeUInt32LE(keyId, 8)
+  b.writeDoubleLE(groupId, 12)
+  return b
+}
+
+export function sealGroup(key: Uint8Array, keyId: number, groupId: number, plain: Buffer): Buffer {
+  const nonce = randomBytes(NONCE_BYTES)
+  const c = createCipheriv('aes-256-gcm', key, nonce, {authTagLength: TAG_BYTES})
+  c.setAAD(groupAad(keyId, groupId))
+  const body = c.update(plain)
+  c.final()
+  return Buffer.concat([nonce, body, c.getAuthTag()])
+}
+
+export function openGroup(key: Uint8Array, keyId: number, groupId: number, sealed: Buffer): Buffer {
+  if (sealed.length < NONCE_BYTES + TAG_BYTES) throw new Error(`sealed group too short (${sealed.length} bytes)`)
+  const d = createDecipheriv('aes-256-gcm', key, sealed.subarray(0, NONCE_BYTES), {authTagLength: TAG_BYTES})
+  d.setAAD(groupAad(keyId, groupId))
+  d.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES))
+  return Buffer.concat([d.update(sealed.subarray(NONCE_BYTES, sealed.length - TAG_BYTES)), d.final()])
+}
+
+/** Reads the packed insert record at p (kind byte included); returns the message and where the next record starts. */
+export function readInsertRecord(buf: Buffer, p: number): {m: StoredMessage; headers: string; next: number} {
+  if (buf[p] !== REC_INSERT) throw new Error(`not an insert record (kind ${buf[p]})`)
+  const seq = buf.readDoubleLE(p + 1)
+  p += 9
+  const str = () => {
+    const n = buf.readUInt32LE(p)
+    const v = buf.toString('utf8', p + 4, p + 4 + n)
+    p += 4 + n
+    return v
+  }
+  const queue = str()
+  const messageId = str()
+  const exchange = str()
+  const routingKey = str()
+  const headers = str()
+  const timestamp = buf.readDoubleLE(p)
+  const deliveryCount = buf.readUInt32LE(p + 8)
+  const expiresAt = buf.readDoubleLE(p + 12)
+  const len = buf.readUInt32LE(p + 20)
+  p += 24
+  if (p + len > buf.length) throw new Error('truncated insert record')
+  const body = buf.subarray(p, p + len)
+  return {headers, m: {body, deliveryCount, exchange, expiresAt, headers: {}, messageId, queue, routingKey, seq, timestamp}, next: p + len}
+}
+
 /** A stored message that recovery could not decrypt: skipped (not delivered), left in broker.db. */
 export interface UnreadableMessage {
   seq: number
@@ -277,6 +341,9 @@ DROP INDEX IF EXISTS messages_queue;
 
 CREATE TABLE IF NOT EXISTS keys (name TEXT PRIMARY KEY, enc_cert TEXT NOT NULL, sign_cert TEXT NOT NULL, updated_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
+-- sealed groups: the messages one commit inserted, sealed together (see sealGroup); a row with a
+-- group_id keeps its headers and body there (body column empty), and a group goes when its last row does
+CREATE TABLE IF NOT EXISTS sealed_groups (id INTEGER PRIMARY KEY, key_id INTEGER NOT NULL, data BLOB NOT NULL);
 `
 
 export class DurableStore {
@@ -320,6 +387,7 @@ export class DurableStore {
       // stores from before encryption at rest: add the column; their rows stay readable as legacy plaintext
       const cols = this.db.prepare('PRAGMA table_info(messages)').all() as {name: string}[]
       if (!cols.some((c) => c.name === 'key_id')) this.db.exec('ALTER TABLE messages ADD COLUMN key_id INTEGER')
+      if (!cols.some((c) => c.name === 'group_id')) this.db.exec('ALTER TABLE messages ADD COLUMN group_id INTEGER')
     } catch (error) {
       throw new UnavailableError('E_STORE_OPEN', `cannot open the broker store ${this.file}: ${(error as Error).message}`, {hint: 'Try this: check the permissions of $MQ_HOME/data', cause: error})
     }
@@ -518,7 +586,7 @@ export class DurableStore {
   *loadMessages(): Generator<StoredMessage> {
     this.unreadable = []
     this.legacyPlaintext = 0
-    const rows = this.db.prepare('SELECT seq, queue, message_id, exchange, routing_key, headers, body, ts, delivery_count, expires_at, key_id FROM messages ORDER BY seq').iterate() as Iterable<{
+    const rows = this.db.prepare('SELECT seq, queue, message_id, exchange, routing_key, headers, body, ts, delivery_count, expires_at, key_id, group_id FROM messages ORDER BY seq').iterate() as Iterable<{
       seq: number
       queue: string
       message_id: string
@@ -530,7 +598,11 @@ export class DurableStore {
       delivery_count: number
       expires_at: number
       key_id: number | null
+      group_id: number | null
     }>
+    // opened groups by id: their sealed records by seq, or why they cannot be opened
+    const groups = new Map<number, Map<number, {m: StoredMessage; headers: string}> | string>()
+    const getGroup = this.db.prepare('SELECT key_id, data FROM sealed_groups WHERE id = ?')
     for (const r of rows) {
       let body = r.body
       let headers = r.headers
@@ -542,7 +614,21 @@ export class DurableStore {
       else {
         let reason: string | undefined
         if (r.key_id !== this.keyId) reason = `sealed under key id ${r.key_id}, but secrets/${STORE_KEY_FILE} has key id ${this.keyId}`
-        else {
+        else if (r.group_id !== null) {
+          let g = groups.get(r.group_id)
+          if (g === undefined) {
+            g = this.openGroupRecords(getGroup.get(r.group_id) as {key_id: number; data: Buffer} | undefined, r.group_id)
+            groups.set(r.group_id, g)
+          }
+          const rec = typeof g === 'string' ? undefined : g.get(r.seq)
+          if (typeof g === 'string') reason = g
+          else if (!rec) reason = `its sealed group ${r.group_id} has no record of it (altered or moved)`
+          else if (rec.m.queue !== r.queue || rec.m.messageId !== r.message_id || rec.m.exchange !== r.exchange || rec.m.routingKey !== r.routing_key) reason = 'its columns differ from its sealed record (altered)'
+          else {
+            body = Buffer.from(rec.m.body) // a copy: a slice would pin the whole group in memory
+            headers = rec.headers || null
+          }
+        } else {
           try {
             const o = openRecord(this.key, rowAad(r.key_id, r.message_id, r.queue, r.exchange, r.routing_key), r.body)
             body = o.body
@@ -578,6 +664,23 @@ export class DurableStore {
     }
     if (this.legacyPlaintext > 0) {
       this.logger?.warn(`${this.legacyPlaintext} message(s) stored before encryption at rest were plaintext in broker.db; resealing them now`)
+    }
+  }
+
+  private openGroupRecords(row: {key_id: number; data: Buffer} | undefined, id: number): Map<number, {m: StoredMessage; headers: string}> | string {
+    if (!row) return `its sealed group ${id} is missing`
+    if (row.key_id !== this.keyId) return `its group is sealed under key id ${row.key_id}, but secrets/${STORE_KEY_FILE} has key id ${this.keyId}`
+    try {
+      const plain = openGroup(this.key, row.key_id, id, row.data)
+      const out = new Map<number, {m: StoredMessage; headers: string}>()
+      for (let p = 0; p < plain.length; ) {
+        const rec = readInsertRecord(plain, p)
+        out.set(rec.m.seq, rec)
+        p = rec.next
+      }
+      return out
+    } catch (error) {
+      return `authentication of its sealed group ${id} failed, it was altered or moved (${(error as Error).message})`
     }
   }
 
