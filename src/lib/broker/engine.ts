@@ -520,7 +520,7 @@ export class Engine {
     for (const qn of targets) {
       const q = this.queues.get(qn)!
       const msg: Message = {seq: this.seq++, messageId, exchange, routingKey, body, headers, timestamp, deliveryCount: 0, redelivered: false, expiresAt: q.ttlMs ? timestamp + q.ttlMs : 0}
-      this.setStatus(messageId, 'sent', qn)
+      this.setStatus(messageId, 'sent', q.name)
       if (this.enqueue(q, msg)) durable = true
       // a queue without consumers is a buffer and takes what comes; one with consumers that lag pushes back
       if (q.consumers.length > 0 && q.ready.length >= this.flowHigh) flow = qn

@@ -104,6 +104,15 @@ export function frameHeaders(args: Record<string, string>): Record<string, strin
   return h
 }
 
+/** No headers: one shared, frozen object instead of a new one per message (the broker never changes a message's headers in place). */
+export const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({})
+
+/** frameHeaders, or NO_HEADERS when the frame has none (the broker's publish path). */
+export function frameHeadersOrNone(args: Record<string, string>): Record<string, string> {
+  for (const k in args) if (k.startsWith('h.')) return frameHeaders(args)
+  return NO_HEADERS as Record<string, string>
+}
+
 const HEADER_NAME = /^[A-Za-z0-9_.:-]{1,128}$/
 
 /** Message header names a frame can carry (h.NAME); others are refused at publish. */
