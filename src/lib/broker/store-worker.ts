@@ -8,7 +8,7 @@
 import Database from 'better-sqlite3'
 import {parentPort, workerData} from 'node:worker_threads'
 
-import {GROUP_BODY_MAX, GROUP_BYTES_MAX, REC_COUNT, REC_DELETE, REC_INSERT, type WireOp, rowAad, sealGroup, sealRecord} from './store.js'
+import {GROUP_BODY_MAX, GROUP_BYTES_MAX, REC_COUNT, REC_DELETE, REC_INSERT, type WireOp, readInsertRecord, rowAad, sealGroup, sealRecord} from './store.js'
 
 const {file, synchronous, role, key: sealKey, keyId: sealKeyId} = workerData as {file: string; synchronous: 'FULL' | 'NORMAL'; role: 'writer' | 'checkpointer'; key?: Uint8Array; keyId?: number}
 const db = new Database(file)
@@ -128,46 +128,27 @@ function startWriter(): void {
   function applyPacked(view: Uint8Array): void {
     const buf = Buffer.from(view.buffer, view.byteOffset, view.byteLength)
     let p = 0
-    const str = () => {
-      const n = buf.readUInt32LE(p)
-      const v = buf.toString('utf8', p + 4, p + 4 + n)
-      p += 4 + n
-      return v
-    }
-    const bytes = () => {
-      const n = buf.readUInt32LE(p)
-      const v = buf.subarray(p + 4, p + 4 + n)
-      p += 4 + n
-      return v
-    }
     while (p < buf.length) {
-      const start = p
-      const kind = buf[p++]
-      const seq = buf.readDoubleLE(p)
-      p += 8
-      // a delete or count may refer to a row still waiting in the group
-      if (kind !== REC_INSERT) flushGroup()
+      const kind = buf[p]
       if (kind === REC_INSERT) {
-        const queueName = str()
-        const messageId = str()
-        const exchange = str()
-        const routingKey = str()
-        const headers = bytes()
-        const ts = buf.readDoubleLE(p)
-        const count = buf.readUInt32LE(p + 8)
-        const expires = buf.readDoubleLE(p + 12)
-        const len = buf.readUInt32LE(p + 20)
-        p += 24
-        if (len >= GROUP_BODY_MAX) ins.run(seq, queueName, messageId, exchange, routingKey, headers, buf.subarray(p, p + len), ts, count, expires)
+        const start = p
+        const {m, headers, next} = readInsertRecord(buf, p)
+        p = next
+        if (m.body.length >= GROUP_BODY_MAX) ins.run(m.seq, m.queue, m.messageId, m.exchange, m.routingKey, headers || null, m.body, m.timestamp, m.deliveryCount, m.expiresAt)
         else {
           // the packed record itself is the group's plaintext record
-          pendingParts.push(buf.subarray(start, p + len))
-          pendingBytes += p + len - start
-          pendingRows.push([seq, queueName, messageId, exchange, routingKey, ts, count, expires])
+          pendingParts.push(buf.subarray(start, next))
+          pendingBytes += next - start
+          pendingRows.push([m.seq, m.queue, m.messageId, m.exchange, m.routingKey, m.timestamp, m.deliveryCount, m.expiresAt])
           if (pendingBytes >= GROUP_BYTES_MAX) flushGroup()
         }
-        p += len
-      } else if (kind === REC_DELETE) {
+        continue
+      }
+      // a delete or count may refer to a row still waiting in the group
+      flushGroup()
+      const seq = buf.readDoubleLE(p + 1)
+      p += 9
+      if (kind === REC_DELETE) {
         del.run(seq)
       } else if (kind === REC_COUNT) {
         cnt.run(buf.readUInt32LE(p), seq)
