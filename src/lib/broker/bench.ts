@@ -124,7 +124,7 @@ export async function runBench(target: BenchTarget, params: TargetParams, spec: 
   const args = [BIN, 'bench', '--role', 'consumer', '--target', params.target, '--url', params.url, '--dest', dest, '--messages', String(total), '--window', String(spec.window), '--mode', spec.mode === 'durable' ? 'durable' : 'memory']
   if (params.home) args.push('--home', params.home)
   if (params.identity) args.push('--identity', params.identity)
-  const child = spawn(process.execPath, args, {stdio: ['ignore', 'pipe', 'pipe']})
+  const child = spawn(process.execPath, [...process.execArgv, ...args], {stdio: ['ignore', 'pipe', 'pipe']})
   let stderr = ''
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
   const lines = createInterface({input: child.stdout})

@@ -10,11 +10,11 @@ import {MqError, PermissionError, TempFailError, UsageError} from '../errors.js'
 import {DEFAULT_DEDUPE_MAX, DEFAULT_DEDUPE_WINDOW_MS, DedupeWindow} from './dedupe.js'
 import {isHeaderName} from './protocol.js'
 import type {DurableStore, StoredMessage} from './store.js'
+import {type MessageStatus, STATUS_CODE, STATUS_NAMES, StatusJournal} from './statuses.js'
+
+export type {MessageStatus} from './statuses.js'
 
 export type ExchangeType = 'direct' | 'fanout' | 'topic'
-export type MessageStatus = 'sent' | 'delivered' | 'acknowledged' | 'dead-lettered' | 'expired' | 'dropped' | 'purged'
-const STATUS_NAMES: MessageStatus[] = ['sent', 'delivered', 'acknowledged', 'dead-lettered', 'expired', 'dropped', 'purged']
-const STATUS_CODE = Object.fromEntries(STATUS_NAMES.map((n, i) => [n, i])) as Record<MessageStatus, number>
 
 export const DEFAULT_EXCHANGE = 'default_exchange'
 export const DEFAULT_QUEUE = 'default_queue'
@@ -48,11 +48,16 @@ export interface Message {
 export interface EngineOptions {
   deliveryLimit?: number
   maxUnacked?: number
-  /** cap on remembered message statuses (oldest forgotten first; default 100 000) */
+  /** status changes remembered for STATUS queries (oldest forgotten first; default 300 000, about 100 000 messages) */
   statusCapacity?: number
   /** publish deduplication (see dedupe.ts): how long and how many unsettled ids are remembered */
   dedupeWindowMs?: number
   dedupeMax?: number
+  /**
+   * ready messages in a queue that has consumers beyond which publishers are paused (default 5 000):
+   * consumers that fall behind slow publishers down instead of letting a backlog grow in memory
+   */
+  flowHigh?: number
   store?: DurableStore
   now?: () => number
 }
@@ -119,6 +124,8 @@ export class Queue {
   delivered = 0
   acked = 0
   dispatchScheduled = false
+  /** publishers paused by flow control, woken when the backlog is worked down (see Engine.publish) */
+  flowWaiters: (() => void)[] = []
   constructor(
     readonly name: string,
     readonly durable: boolean,
@@ -255,6 +262,11 @@ export interface PublishResult {
   durable: boolean
   /** a deduplicated publish whose id was already published: nothing was stored this time */
   duplicate?: boolean
+  /**
+   * set when a target queue with consumers has a backlog of flowHigh ready messages: the publisher
+   * should stop reading until Engine.whenFlowing calls back (credit flow, as RabbitMQ's "flow" state)
+   */
+  flow?: string
 }
 
 export interface PublishOptions {
@@ -297,16 +309,10 @@ export class Engine {
   readonly exchanges = new Map<string, Exchange>()
   readonly queues = new Map<string, Queue>()
   readonly sessions = new Set<Session>()
-  /**
-   * message id -> status code + 16 * queue id: small integers, no object per message, because this
-   * map outlives most messages and per-entry objects would make every message an old-space object
-   */
-  private statuses = new Map<string, number>()
-  private statusCounts = new Array<number>(STATUS_NAMES.length).fill(0)
-  private queueIds = new Map<string, number>()
-  private queueNames: string[] = ['']
-  private statusRing: (string | undefined)[] = []
-  private statusPos = 0
+  /** the latest status per message id, for STATUS (bounded: the most recent statusCapacity changes) */
+  private readonly statuses: StatusJournal
+  /** status changes since start, by status code (stats: terminal statuses) */
+  private readonly statusEvents = new Float64Array(STATUS_NAMES.length)
   private readonly idPrefix = randomUUID().slice(0, 24)
   private idSeq = 0
   private seq = 1
@@ -314,7 +320,7 @@ export class Engine {
   private readonly started: number
   readonly deliveryLimit: number
   readonly maxUnacked: number
-  private readonly statusCapacity: number
+  readonly flowHigh: number
   readonly store?: DurableStore
   readonly dedupe: DedupeWindow
   private readonly now: () => number
@@ -326,7 +332,8 @@ export class Engine {
   constructor(opts: EngineOptions = {}) {
     this.deliveryLimit = opts.deliveryLimit ?? 20
     this.maxUnacked = opts.maxUnacked ?? 10_000
-    this.statusCapacity = opts.statusCapacity ?? 100_000
+    this.statuses = new StatusJournal(opts.statusCapacity ?? 300_000)
+    this.flowHigh = Math.max(2, opts.flowHigh ?? 5_000)
     this.store = opts.store
     this.now = opts.now ?? Date.now
     this.started = this.now()
@@ -461,6 +468,7 @@ export class Engine {
     // messages still unacked by sessions are dropped when acked/returned (queue no longer registered)
     this.queues.delete(name)
     if (q.durable) this.store?.deleteQueue(name)
+    this.releaseFlow(q, true)
     return n
   }
 
@@ -472,6 +480,7 @@ export class Engine {
       this.setStatus(m.messageId, 'purged', name)
       if (q.durable) this.store?.deleteMessage(m.seq)
     }
+    this.releaseFlow(q)
     return msgs.length
   }
 
@@ -530,16 +539,19 @@ export class Engine {
     // a name a DELIVER frame cannot carry would throw later, inside dispatch, and kill the broker
     for (const k in headers) if (!isHeaderName(k)) throw new UsageError('E_BAD_HEADER', `header name ${JSON.stringify(k.slice(0, 40))} is not allowed (1-128 letters, digits, _ . : -)`, {hint: 'Try this: rename the header'})
     let durable = false
+    let flow: string | undefined
     for (const qn of targets) {
       const q = this.queues.get(qn)!
       const msg: Message = {seq: this.seq++, messageId, exchange, routingKey, body, headers, timestamp, deliveryCount: 0, redelivered: false, expiresAt: q.ttlMs ? timestamp + q.ttlMs : 0}
-      this.setStatus(messageId, 'sent', qn)
+      this.setStatus(messageId, 'sent', q.name)
       if (this.enqueue(q, msg)) durable = true
+      // a queue without consumers is a buffer and takes what comes; one with consumers that lag pushes back
+      if (q.consumers.length > 0 && q.ready.length >= this.flowHigh) flow = qn
     }
     this.totals.published++
     // remembered in the same group commit as the message rows just queued
     if (opts.dedupe && opts.messageId !== undefined) this.dedupe.add(messageId, targets, durable)
-    return {messageId, queues: targets, durable}
+    return {messageId, queues: targets, durable, flow}
   }
 
   /** The publisher recorded a deduplicated publish itself: its id need not be remembered any more. */
@@ -613,6 +625,7 @@ export class Engine {
     s.consumers.delete(consumerTag)
     const i = c.queue.consumers.indexOf(c)
     if (i >= 0) c.queue.consumers.splice(i, 1)
+    this.releaseFlow(c.queue)
     for (const u of s.unacked.values()) if (u.consumer === c) u.consumer = undefined
   }
 
@@ -675,8 +688,34 @@ export class Engine {
   }
 
   /** Push ready messages round-robin to consumers with room in their prefetch window. */
+  /** Calls back once the queue's backlog is down to half of flowHigh, it has no consumers, or it is gone. */
+  whenFlowing(queue: string, cb: () => void): void {
+    const q = this.queues.get(queue)
+    if (!q || q.consumers.length === 0 || q.ready.length <= this.flowHigh / 2) {
+      cb()
+      return
+    }
+    q.flowWaiters.push(cb)
+  }
+
+  private releaseFlow(q: Queue, force = false): void {
+    if (q.flowWaiters.length === 0) return
+    if (!force && q.consumers.length > 0 && q.ready.length > this.flowHigh / 2) return
+    const waiters = q.flowWaiters
+    q.flowWaiters = []
+    for (const w of waiters) w()
+  }
+
   dispatch(q: Queue): void {
-    if (!this.queues.has(q.name)) return
+    if (!this.queues.has(q.name)) {
+      this.releaseFlow(q, true)
+      return
+    }
+    this.dispatchLoop(q)
+    if (q.flowWaiters.length > 0) this.releaseFlow(q)
+  }
+
+  private dispatchLoop(q: Queue): void {
     while (q.ready.length > 0 && q.consumers.length > 0) {
       let chosen: Consumer | undefined
       const n = q.consumers.length
@@ -759,39 +798,12 @@ export class Engine {
   // ---- statuses and stats ------------------------------------------------------------------
 
   private setStatus(id: string, status: MessageStatus, queue?: string): void {
-    let qid = 0
-    if (queue !== undefined) {
-      qid = this.queueIds.get(queue) ?? 0
-      if (qid === 0) {
-        qid = this.queueNames.push(queue) - 1
-        this.queueIds.set(queue, qid)
-      }
-    }
-    const code = STATUS_CODE[status] + 16 * qid
-    const prev = this.statuses.get(id)
-    if (prev === undefined) {
-      // forgotten in first-publish order through a ring of ids (Map iteration from the front
-      // would crawl over deleted slots)
-      const oldest = this.statusRing[this.statusPos]
-      if (oldest !== undefined) {
-        const old = this.statuses.get(oldest)
-        if (old !== undefined) {
-          this.statusCounts[old % 16]--
-          this.statuses.delete(oldest)
-        }
-      }
-      this.statusRing[this.statusPos] = id
-      this.statusPos = (this.statusPos + 1) % this.statusCapacity
-    } else this.statusCounts[prev % 16]--
-    this.statuses.set(id, code)
-    this.statusCounts[code % 16]++
+    this.statuses.set(id, status, queue)
+    this.statusEvents[STATUS_CODE[status]]++
   }
 
   messageStatus(id: string): {messageId: string; status: MessageStatus; queue?: string} | null {
-    const code = this.statuses.get(id)
-    if (code === undefined) return null
-    const qid = Math.floor(code / 16)
-    return {messageId: id, status: STATUS_NAMES[code % 16], ...(qid > 0 ? {queue: this.queueNames[qid]} : {})}
+    return this.statuses.get(id)
   }
 
   private sampleRates(): void {
@@ -850,10 +862,20 @@ export class Engine {
 
   stats(connections = this.sessions.size): BrokerStats {
     const exchanges = this.listExchanges()
+    // live statuses from the queues themselves, final ones as counts since start
     const statuses: Record<string, number> = {}
-    this.statusCounts.forEach((v, i) => {
-      if (v > 0) statuses[STATUS_NAMES[i]] = v
-    })
+    let ready = 0
+    let unacked = 0
+    for (const q of this.queues.values()) {
+      ready += q.ready.length
+      unacked += q.unacked
+    }
+    if (ready > 0) statuses.sent = ready
+    if (unacked > 0) statuses.delivered = unacked
+    for (const name of STATUS_NAMES) {
+      const v = this.statusEvents[STATUS_CODE[name]]
+      if (name !== 'sent' && name !== 'delivered' && v > 0) statuses[name] = v
+    }
     return {
       bindingCount: exchanges.reduce((n, e) => n + e.bindings, 0),
       connections,

@@ -104,6 +104,15 @@ export function frameHeaders(args: Record<string, string>): Record<string, strin
   return h
 }
 
+/** No headers: one shared, frozen object instead of a new one per message (the broker never changes a message's headers in place). */
+export const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({})
+
+/** frameHeaders, or NO_HEADERS when the frame has none (the broker's publish path). */
+export function frameHeadersOrNone(args: Record<string, string>): Record<string, string> {
+  for (const k in args) if (k.startsWith('h.')) return frameHeaders(args)
+  return NO_HEADERS as Record<string, string>
+}
+
 const HEADER_NAME = /^[A-Za-z0-9_.:-]{1,128}$/
 
 /** Message header names a frame can carry (h.NAME); others are refused at publish. */
@@ -273,7 +282,7 @@ export class FrameParser {
           throw new FrameError('E_FRAME_MALFORMED', `bad token ${JSON.stringify(t.slice(0, 40))} in ${verb}: arguments are key=value and the body length comes last`, true, id)
         }
       } else {
-        const key = line.slice(p, eq)
+        const key = knownKey(line, p, eq) ?? line.slice(p, eq)
         const raw = line.slice(eq + 1, q)
         if (raw.indexOf('%') < 0) args[key] = raw
         else {
@@ -290,6 +299,21 @@ export class FrameParser {
     this.parsedError = error
     return {args, body: EMPTY, id, verb}
   }
+}
+
+/**
+ * The argument names of the hot frames (PUBLISH, DELIVER, CONFIRM, OK, ACK), by length. A key taken as
+ * a slice of the line is a fresh string that V8 must look up in its string table before it can be a
+ * property name, once per argument per frame; a match returns the literal, already internalized.
+ */
+const KNOWN_KEYS: (string[] | undefined)[] = []
+for (const k of ['tag', 'tags', 'consumer', 'queue', 'queues', 'exchange', 'key', 'message_id', 'redelivered', 'count', 'ts', 'upto', 'id', 'code', 'message', 'hint', 'type', 'empty']) (KNOWN_KEYS[k.length] ??= []).push(k)
+
+function knownKey(line: string, from: number, to: number): string | undefined {
+  const list = KNOWN_KEYS[to - from]
+  if (list === undefined) return undefined
+  for (let i = 0; i < list.length; i++) if (line.startsWith(list[i], from)) return list[i]
+  return undefined
 }
 
 function isVerb(v: string): boolean {

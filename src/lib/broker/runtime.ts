@@ -80,7 +80,7 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
     lock.release()
     throw error
   }
-  const engine = new Engine({dedupeMax: b.dedupe_max, dedupeWindowMs: b.dedupe_window_ms, deliveryLimit: b.delivery_limit, maxUnacked: b.max_unacked, store})
+  const engine = new Engine({dedupeMax: b.dedupe_max, dedupeWindowMs: b.dedupe_window_ms, deliveryLimit: b.delivery_limit, flowHigh: b.flow_high, maxUnacked: b.max_unacked, store})
   engine.start()
   const permsCache = new Map<string, ResolvedPermissions>()
   const permissionsFor = (identity: string) => {

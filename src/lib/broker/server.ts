@@ -12,7 +12,7 @@ import {MqError, PermissionError, UsageError, errorText, isMqError} from '../err
 import type {Logger} from '../log.js'
 import {type DeliveryOut, type Engine, type ExchangeType, type Session} from './engine.js'
 import {type ResolvedPermissions} from './permissions.js'
-import {BIG_BODY, type Frame, FrameError, FrameParser, NEWLINE, PROTOCOL_VERSION, encodeFrame, encodeHead, encodeValue, frameHeaders, headerArgs, isHeaderName} from './protocol.js'
+import {BIG_BODY, type Frame, FrameError, FrameParser, NEWLINE, PROTOCOL_VERSION, encodeFrame, encodeHead, encodeValue, frameHeadersOrNone, headerArgs, isHeaderName} from './protocol.js'
 
 export interface ServerLimits {
   maxPayload: number
@@ -163,6 +163,10 @@ class Connection {
   perms!: ResolvedPermissions
   private unconfirmed = 0
   private pausedForConfirms = false
+  /** paused by the engine's flow control until a lagging queue's consumers catch up */
+  private pausedForFlow = false
+  private lastConsumer = ''
+  private lastConsumerArg = ''
   /** negotiated in HELLO (confirms=batch): CONFIRM upto=N frames instead of one OK per publish */
   private batchConfirms = false
   private durablePending = 0
@@ -298,6 +302,7 @@ class Connection {
   private maybeResume(): void {
     if (this.dead) return
     if (this.pausedForConfirms && this.unconfirmed > this.srv.opts.limits.maxUnconfirmed / 2) return
+    if (this.pausedForFlow) return
     this.pausedForConfirms = false
     if (this.sock.writableLength <= OUT_HIGH_WATER && this.sock.isPaused()) this.sock.resume()
   }
@@ -409,7 +414,14 @@ class Connection {
     // built by hand: this is the hottest encoder. count=1 and redelivered=0 are the documented
     // defaults and left out; the queue is implied by the consumer tag; an empty exchange is the default
     let line = 'DELIVER 0 tag=' + d.deliveryTag
-    line += d.consumerTag ? ' consumer=' + encodeValue(d.consumerTag) : ' queue=' + encodeValue(d.queue)
+    if (d.consumerTag) {
+      // a connection's deliveries mostly go to one consumer: its encoded argument is kept
+      if (d.consumerTag !== this.lastConsumer) {
+        this.lastConsumer = d.consumerTag
+        this.lastConsumerArg = ' consumer=' + encodeValue(d.consumerTag)
+      }
+      line += this.lastConsumerArg
+    } else line += ' queue=' + encodeValue(d.queue)
     if (m.exchange) line += ' exchange=' + encodeValue(m.exchange)
     line += ' key=' + encodeValue(m.routingKey) + ' message_id=' + encodeValue(m.messageId)
     if (m.redelivered) line += ' redelivered=1'
@@ -503,8 +515,17 @@ class Connection {
       case 'PUBLISH': {
         const exchange = f.args.exchange ?? ''
         const key = f.args.key ?? ''
-        const headers = frameHeaders(f.args)
+        const headers = frameHeadersOrNone(f.args)
         const r = engine.publish(exchange, key, f.body, {headers, messageId: f.args.message_id}, this.perms)
+        // never on a connection that also consumes: its acks are what drains the queue
+        if (r.flow !== undefined && !this.pausedForFlow && s.consumers.size === 0) {
+          this.pausedForFlow = true
+          this.sock.pause()
+          engine.whenFlowing(r.flow, () => {
+            this.pausedForFlow = false
+            this.maybeResume()
+          })
+        }
         if (f.id === 0) return
         if (this.batchConfirms) {
           // a publish is confirmed in order: behind this connection's durable publishes still committing

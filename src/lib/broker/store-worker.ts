@@ -8,7 +8,7 @@
 import Database from 'better-sqlite3'
 import {parentPort, workerData} from 'node:worker_threads'
 
-import {REC_COUNT, REC_DELETE, REC_INSERT, type WireOp, rowAad, sealRecord} from './store.js'
+import {GROUP_BODY_MAX, GROUP_BYTES_MAX, REC_COUNT, REC_DELETE, REC_INSERT, type WireOp, readInsertRecord, rowAad, sealGroup, sealRecord} from './store.js'
 
 const {file, synchronous, role, key: sealKey, keyId: sealKeyId} = workerData as {file: string; synchronous: 'FULL' | 'NORMAL'; role: 'writer' | 'checkpointer'; key?: Uint8Array; keyId?: number}
 const db = new Database(file)
@@ -50,7 +50,73 @@ function startWriter(): void {
       insRow.run(seq, queueName, messageId, exchange, routingKey, sealed, ts, count, expires, storeKeyId)
     },
   }
-  const del = db.prepare('DELETE FROM messages WHERE seq = ?')
+  const delRow = db.prepare('DELETE FROM messages WHERE seq = ?')
+
+  // ---- sealed groups (see sealGroup in store.ts) ----
+  const insGrouped = db.prepare("INSERT INTO messages (seq, queue, message_id, exchange, routing_key, headers, body, ts, delivery_count, expires_at, key_id, group_id) VALUES (?,?,?,?,?,NULL,x'',?,?,?,?,?)")
+  const insGroup = db.prepare('INSERT INTO sealed_groups (id, key_id, data) VALUES (?,?,?)')
+  const delGroup = db.prepare('DELETE FROM sealed_groups WHERE id = ?')
+  const queueGroupRows = db.prepare('SELECT seq FROM messages WHERE queue = ? AND group_id IS NOT NULL')
+  /** group of each grouped row, and how many rows each group still has: a group goes with its last row */
+  const groupOf = new Map<number, number>()
+  const live = new Map<number, number>()
+  const groupRows = db.prepare('SELECT seq, group_id FROM messages WHERE group_id IS NOT NULL')
+  /** from the database: at start, and after a failed (rolled back) commit */
+  function loadGroups(): void {
+    groupOf.clear()
+    live.clear()
+    pendingParts = []
+    pendingRows = []
+    pendingBytes = 0
+    for (const r of groupRows.iterate() as Iterable<{seq: number; group_id: number}>) {
+      groupOf.set(r.seq, r.group_id)
+      live.set(r.group_id, (live.get(r.group_id) ?? 0) + 1)
+    }
+  }
+  // rows and their group come and go in one transaction; this only sweeps up groups left without rows
+  // (by hand edits of broker.db, say), which nothing would ever delete otherwise
+  db.prepare('DELETE FROM sealed_groups WHERE id NOT IN (SELECT group_id FROM messages WHERE group_id IS NOT NULL)').run()
+  const maxGroup = db.prepare('SELECT MAX(id) AS m FROM sealed_groups')
+  let nextGroup = 1
+  let pendingParts: Uint8Array[] = []
+  let pendingRows: [number, string, string, string, string, number, number, number][] = []
+  let pendingBytes = 0
+  loadGroups()
+  nextGroup = ((maxGroup.get() as {m: number | null}).m ?? 0) + 1
+
+  function flushGroup(): void {
+    if (pendingRows.length === 0) return
+    const id = nextGroup++
+    insGroup.run(id, storeKeyId, sealGroup(storeKey, storeKeyId, id, Buffer.concat(pendingParts, pendingBytes)))
+    for (const r of pendingRows) {
+      insGrouped.run(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], storeKeyId, id)
+      groupOf.set(r[0], id)
+    }
+    live.set(id, pendingRows.length)
+    pendingParts = []
+    pendingRows = []
+    pendingBytes = 0
+  }
+
+  /** a row went: its group goes with its last row */
+  function rowGone(seq: number): void {
+    const g = groupOf.get(seq)
+    if (g === undefined) return
+    groupOf.delete(seq)
+    const n = (live.get(g) ?? 1) - 1
+    if (n > 0) live.set(g, n)
+    else {
+      live.delete(g)
+      delGroup.run(g)
+    }
+  }
+
+  const del = {
+    run(seq: number) {
+      delRow.run(seq)
+      rowGone(seq)
+    },
+  }
   const cnt = db.prepare('UPDATE messages SET delivery_count = ? WHERE seq = ?')
   const exch = db.prepare('INSERT OR REPLACE INTO exchanges (name, type) VALUES (?, ?)')
   const queue = db.prepare('INSERT OR REPLACE INTO queues (name, dead_letter, ttl_ms, max_length) VALUES (?,?,?,?)')
@@ -64,42 +130,34 @@ function startWriter(): void {
   function applyPacked(view: Uint8Array): void {
     const buf = Buffer.from(view.buffer, view.byteOffset, view.byteLength)
     let p = 0
-    const str = () => {
-      const n = buf.readUInt32LE(p)
-      const v = buf.toString('utf8', p + 4, p + 4 + n)
-      p += 4 + n
-      return v
-    }
-    const bytes = () => {
-      const n = buf.readUInt32LE(p)
-      const v = buf.subarray(p + 4, p + 4 + n)
-      p += 4 + n
-      return v
-    }
     while (p < buf.length) {
-      const kind = buf[p++]
-      const seq = buf.readDoubleLE(p)
-      p += 8
+      const kind = buf[p]
       if (kind === REC_INSERT) {
-        const queueName = str()
-        const messageId = str()
-        const exchange = str()
-        const routingKey = str()
-        const headers = bytes()
-        const ts = buf.readDoubleLE(p)
-        const count = buf.readUInt32LE(p + 8)
-        const expires = buf.readDoubleLE(p + 12)
-        const len = buf.readUInt32LE(p + 20)
-        p += 24
-        ins.run(seq, queueName, messageId, exchange, routingKey, headers, buf.subarray(p, p + len), ts, count, expires)
-        p += len
-      } else if (kind === REC_DELETE) {
+        const start = p
+        const {m, headers, next} = readInsertRecord(buf, p)
+        p = next
+        if (m.body.length >= GROUP_BODY_MAX) ins.run(m.seq, m.queue, m.messageId, m.exchange, m.routingKey, headers || null, m.body, m.timestamp, m.deliveryCount, m.expiresAt)
+        else {
+          // the packed record itself is the group's plaintext record
+          pendingParts.push(buf.subarray(start, next))
+          pendingBytes += next - start
+          pendingRows.push([m.seq, m.queue, m.messageId, m.exchange, m.routingKey, m.timestamp, m.deliveryCount, m.expiresAt])
+          if (pendingBytes >= GROUP_BYTES_MAX) flushGroup()
+        }
+        continue
+      }
+      // a delete or count may refer to a row still waiting in the group
+      flushGroup()
+      const seq = buf.readDoubleLE(p + 1)
+      p += 9
+      if (kind === REC_DELETE) {
         del.run(seq)
       } else if (kind === REC_COUNT) {
         cnt.run(buf.readUInt32LE(p), seq)
         p += 4
       } else throw new Error(`corrupt batch: record kind ${kind}`)
     }
+    flushGroup()
   }
 
   const apply = db.transaction((ops: (WireOp | Uint8Array)[]) => {
@@ -128,6 +186,7 @@ function startWriter(): void {
           bind.run(op[1], op[2], op[3])
           break
         case 'D':
+          for (const r of queueGroupRows.all(op[1]) as {seq: number}[]) rowGone(r.seq)
           for (const s of dq) s.run(op[1])
           break
         case 'k':
@@ -162,6 +221,9 @@ function startWriter(): void {
       apply(msg.ops)
       parentPort!.postMessage({id: msg.id})
     } catch (error) {
+      // the transaction rolled back: the group bookkeeping must follow the database again
+      loadGroups()
+      nextGroup = ((maxGroup.get() as {m: number | null}).m ?? 0) + 1
       parentPort!.postMessage({error: (error as Error).message, id: msg.id})
     } finally {
       if (scrub) db.pragma('secure_delete = OFF')

@@ -127,6 +127,70 @@ export function openRecord(key: Uint8Array, aad: Uint8Array, sealed: Buffer): {h
   return {body: plain.subarray(4 + hl), headers: plain.toString('utf8', 4, 4 + hl)}
 }
 
+/**
+ * Sealed groups. Sealing each row on its own cost ~6 us per message (a cipher context per row): the
+ * largest item of the writer thread at 50k durable msg/s. The writer instead seals the small messages
+ * one commit inserts as one group: nonce(12) | AES-256-GCM(records) | tag(16), where the records are
+ * the packed insert records of packMessages (seq, queue, message id, exchange, routing key, headers,
+ * ts, delivery count, expiry, body). The associated data binds the key id and the group id, and
+ * recovery checks each row's columns against its sealed record, so rows and groups cannot be swapped.
+ * Bodies of GROUP_BODY_MAX bytes or more are sealed per row as before, so a group stays small.
+ */
+export const GROUP_BODY_MAX = 64 * 1024
+/** plaintext bytes after which the writer closes a group and starts the next */
+export const GROUP_BYTES_MAX = 1024 * 1024
+
+function groupAad(keyId: number, groupId: number): Buffer {
+  const b = Buffer.allocUnsafe(8 + 4 + 8)
+  b.write('mqgroup1', 0, 'latin1')
+  b.writeUInt32LE(keyId, 8)
+  b.writeDoubleLE(groupId, 12)
+  return b
+}
+
+export function sealGroup(key: Uint8Array, keyId: number, groupId: number, plain: Buffer): Buffer {
+  const nonce = randomBytes(NONCE_BYTES)
+  const c = createCipheriv('aes-256-gcm', key, nonce, {authTagLength: TAG_BYTES})
+  c.setAAD(groupAad(keyId, groupId))
+  const body = c.update(plain)
+  c.final()
+  return Buffer.concat([nonce, body, c.getAuthTag()])
+}
+
+export function openGroup(key: Uint8Array, keyId: number, groupId: number, sealed: Buffer): Buffer {
+  if (sealed.length < NONCE_BYTES + TAG_BYTES) throw new Error(`sealed group too short (${sealed.length} bytes)`)
+  const d = createDecipheriv('aes-256-gcm', key, sealed.subarray(0, NONCE_BYTES), {authTagLength: TAG_BYTES})
+  d.setAAD(groupAad(keyId, groupId))
+  d.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES))
+  return Buffer.concat([d.update(sealed.subarray(NONCE_BYTES, sealed.length - TAG_BYTES)), d.final()])
+}
+
+/** Reads the packed insert record at p (kind byte included); returns the message and where the next record starts. */
+export function readInsertRecord(buf: Buffer, p: number): {m: StoredMessage; headers: string; next: number} {
+  if (buf[p] !== REC_INSERT) throw new Error(`not an insert record (kind ${buf[p]})`)
+  const seq = buf.readDoubleLE(p + 1)
+  p += 9
+  const str = () => {
+    const n = buf.readUInt32LE(p)
+    const v = buf.toString('utf8', p + 4, p + 4 + n)
+    p += 4 + n
+    return v
+  }
+  const queue = str()
+  const messageId = str()
+  const exchange = str()
+  const routingKey = str()
+  const headers = str()
+  const timestamp = buf.readDoubleLE(p)
+  const deliveryCount = buf.readUInt32LE(p + 8)
+  const expiresAt = buf.readDoubleLE(p + 12)
+  const len = buf.readUInt32LE(p + 20)
+  p += 24
+  if (p + len > buf.length) throw new Error('truncated insert record')
+  const body = buf.subarray(p, p + len)
+  return {headers, m: {body, deliveryCount, exchange, expiresAt, headers: {}, messageId, queue, routingKey, seq, timestamp}, next: p + len}
+}
+
 /** A stored message that recovery could not decrypt: skipped (not delivered), left in broker.db. */
 export interface UnreadableMessage {
   seq: number
@@ -168,6 +232,9 @@ type Op =
   | {t: 'del'; seq: number}
   | {t: 'cnt'; seq: number; n: number}
   | {t: 'wire'; op: WireOp}
+  /** published ids (dedupe.ts): ops like the others, so a group cut never parts one from its message rows */
+  | {t: 'pub'; seq: number; id: string; queues: string; at: number}
+  | {t: 'fgt'; seq: number}
 
 /** What crosses to the writer thread (store-worker.ts): compact tuples, cheap to clone. */
 export type WireOp =
@@ -249,6 +316,18 @@ function packMessages(run: Op[]): Uint8Array {
   return new Uint8Array(buf.buffer, 0, p)
 }
 
+/**
+ * Group commits are pipelined: up to MAX_INFLIGHT groups are posted to the writer thread at once
+ * (it commits them one after the other, in order), and a group closes after GROUP_WAITERS confirms.
+ * With one group of everything, a publisher's whole window went into one commit and waited for it,
+ * then the next window arrived while the writer sat idle: the two moved in lockstep. Measured with
+ * `mq bench --mode durable` (window 500): one unbounded group 35k msg/s, 128 x 4 in flight 53k.
+ * An fsync costs ~0.2 ms here, so the extra commits are cheap; on slow disks groups grow on their own
+ * (everything that arrives while MAX_INFLIGHT groups commit waits for the next ones).
+ */
+const MAX_INFLIGHT = 4
+const GROUP_WAITERS = 128
+
 /** how long writes nobody waits for may stay in memory before they are committed anyway */
 const LAZY_COMMIT_MS = 50
 
@@ -270,6 +349,9 @@ CREATE TABLE IF NOT EXISTS keys (name TEXT PRIMARY KEY, enc_cert TEXT NOT NULL, 
 -- ids of deduplicated publishes not yet settled by their publisher (dedupe.ts); queues comma-separated
 CREATE TABLE IF NOT EXISTS published_ids (seq INTEGER PRIMARY KEY, message_id TEXT NOT NULL, queues TEXT NOT NULL, at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
+-- sealed groups: the messages one commit inserted, sealed together (see sealGroup); a row with a
+-- group_id keeps its headers and body there (body column empty), and a group goes when its last row does
+CREATE TABLE IF NOT EXISTS sealed_groups (id INTEGER PRIMARY KEY, key_id INTEGER NOT NULL, data BLOB NOT NULL);
 `
 
 export class DurableStore implements DedupeLog {
@@ -277,13 +359,13 @@ export class DurableStore implements DedupeLog {
   readonly db: Database.Database
   readonly file: string
   private ops: Op[] = []
-  /** published-id writes (dedupe.ts), kept apart from `ops` so they never split a packed message run */
-  private published: (string | number)[] = []
-  private forgotten: number[] = []
   private waiters: CommitCallback[] = []
+  /** this.ops.length when each waiter arrived: a group can end right after a waiter's writes */
+  private waiterMarks: number[] = []
   private timer?: NodeJS.Timeout | NodeJS.Immediate
   private lazy?: NodeJS.Timeout
-  private inflight: {id: number; waiters: CommitCallback[]} | null = null
+  /** batches posted to the writer and not yet committed, oldest first (the writer commits in order) */
+  private inflight: {id: number; waiters: CommitCallback[]}[] = []
   private batchSeq = 1
   private closed = false
   private readonly worker: Worker
@@ -313,6 +395,7 @@ export class DurableStore implements DedupeLog {
       // stores from before encryption at rest: add the column; their rows stay readable as legacy plaintext
       const cols = this.db.prepare('PRAGMA table_info(messages)').all() as {name: string}[]
       if (!cols.some((c) => c.name === 'key_id')) this.db.exec('ALTER TABLE messages ADD COLUMN key_id INTEGER')
+      if (!cols.some((c) => c.name === 'group_id')) this.db.exec('ALTER TABLE messages ADD COLUMN group_id INTEGER')
     } catch (error) {
       throw new UnavailableError('E_STORE_OPEN', `cannot open the broker store ${this.file}: ${(error as Error).message}`, {hint: 'Try this: check the permissions of $MQ_HOME/data', cause: error})
     }
@@ -332,41 +415,54 @@ export class DurableStore implements DedupeLog {
     this.checkpointer.unref()
     this.checkpointer.on('error', () => {}) // the writer's fallback checkpoints keep the WAL bounded
     this.worker.on('message', (m: {id?: number; error?: string; closed?: boolean}) => {
-      if (m.id === undefined || !this.inflight || this.inflight.id !== m.id) return
-      const done = this.inflight.waiters
-      this.inflight = null
+      if (m.id === undefined || this.inflight.length === 0 || this.inflight[0].id !== m.id) return
+      const done = this.inflight.shift()!.waiters
       this.commits++
       const err = m.error ? new UnavailableError('E_STORE_WRITE', `the broker store could not commit: ${m.error}`, {hint: 'Try this: check free disk space and permissions of $MQ_HOME/data'}) : undefined
       for (const w of done) w(err)
       // whatever arrived during that commit forms the next group right away
       if (this.waiters.length > 0) this.post()
-      else if (this.ops.length > 0 || this.dedupePending()) this.armLazy()
+      else if (this.ops.length > 0) this.armLazy()
     })
     this.worker.on('error', (err) => {
       this.failure = err
-      const done = this.inflight?.waiters ?? []
-      this.inflight = null
+      const done = this.inflight.flatMap((b) => b.waiters)
+      this.inflight = []
       const e = new UnavailableError('E_STORE_WRITE', `the broker store's writer failed: ${err.message}`, {hint: 'Try this: restart the broker; check $MQ_HOME/data'})
       for (const w of [...done, ...this.waiters]) w(e)
       this.waiters = []
+      this.waiterMarks = []
     })
   }
 
   private post = (): void => {
     this.timer = undefined
+    do this.postGroup()
+    while (this.waiters.length > 0 && this.inflight.length < MAX_INFLIGHT && !this.failure)
+  }
+
+  private postGroup(): void {
     if (this.lazy) {
       clearTimeout(this.lazy)
       this.lazy = undefined
     }
-    if (this.inflight || (this.ops.length === 0 && this.waiters.length === 0 && !this.dedupePending())) return
-    const ops = this.ops
-    const waiters = this.waiters
-    const published = this.published
-    const forgotten = this.forgotten
-    this.ops = []
-    this.waiters = []
-    this.published = []
-    this.forgotten = []
+    if (this.inflight.length >= MAX_INFLIGHT || (this.ops.length === 0 && this.waiters.length === 0)) return
+    // a group closes after GROUP_WAITERS waiters: the next one is already being gathered (and can be
+    // posted) while this one commits, so a publisher's window flows instead of moving in lockstep
+    let ops = this.ops
+    let waiters = this.waiters
+    if (waiters.length > GROUP_WAITERS) {
+      const cut = this.waiterMarks[GROUP_WAITERS - 1]
+      ops = this.ops.slice(0, cut)
+      this.ops = this.ops.slice(cut)
+      waiters = this.waiters.slice(0, GROUP_WAITERS)
+      this.waiters = this.waiters.slice(GROUP_WAITERS)
+      this.waiterMarks = this.waiterMarks.slice(GROUP_WAITERS).map((m) => m - cut)
+    } else {
+      this.ops = []
+      this.waiters = []
+      this.waiterMarks = []
+    }
     if (this.failure) {
       for (const w of waiters) w(new UnavailableError('E_STORE_WRITE', `the broker store's writer failed: ${this.failure.message}`, {hint: 'Try this: restart the broker'}))
       return
@@ -391,6 +487,8 @@ export class DurableStore implements DedupeLog {
       transfer.push(buf.buffer as ArrayBuffer)
       run = []
     }
+    const published: (string | number)[] = []
+    const forgotten: number[] = []
     for (const op of ops) {
       if (op.t === 'ins') {
         if (!deleted.has(op.m.seq)) run.push(op)
@@ -398,16 +496,22 @@ export class DurableStore implements DedupeLog {
         if (!inserted.has(op.seq)) run.push(op)
       } else if (op.t === 'cnt') {
         if (!deleted.has(op.seq) && !inserted.has(op.seq)) run.push(op)
+      } else if (op.t === 'pub') {
+        published.push(op.seq, op.id, op.queues, op.at)
+      } else if (op.t === 'fgt') {
+        forgotten.push(op.seq)
       } else {
         flushRun()
         wire.push(op.op)
       }
     }
     flushRun()
+    // in the same transaction as the message rows of the same publishes (order within it is free)
+    if (published.length > 0 || forgotten.length > 0) wire.push(['u', published, forgotten])
     // in the same transaction as the message rows of the same publishes
     if (published.length > 0 || forgotten.length > 0) wire.push(['u', published, forgotten])
     const id = this.batchSeq++
-    this.inflight = {id, waiters}
+    this.inflight.push({id, waiters})
     this.worker.postMessage({id, ops: wire}, transfer)
   }
 
@@ -423,12 +527,12 @@ export class DurableStore implements DedupeLog {
   }
 
   private armLazy(): void {
-    if (this.timer || this.inflight || this.lazy) return
+    if (this.timer || this.inflight.length > 0 || this.lazy) return
     this.lazy = setTimeout(this.post, LAZY_COMMIT_MS)
   }
 
   private arm(): void {
-    if (this.timer || this.inflight) return
+    if (this.timer || this.inflight.length >= MAX_INFLIGHT) return
     if (this.lazy) {
       clearTimeout(this.lazy)
       this.lazy = undefined
@@ -443,6 +547,7 @@ export class DurableStore implements DedupeLog {
       return
     }
     this.waiters.push(cb)
+    this.waiterMarks.push(this.ops.length)
     this.arm()
   }
 
@@ -451,22 +556,14 @@ export class DurableStore implements DedupeLog {
     return new Promise((resolve, reject) => this.afterCommit((err) => (err ? reject(err) : resolve())))
   }
 
-  private dedupePending(): boolean {
-    return this.published.length > 0 || this.forgotten.length > 0
-  }
-
-  /** A deduplicated publish's id: committed with the message rows queued before it (see dedupe.ts). */
+  /** A deduplicated publish's id: committed in the group of the message rows queued just before it (see dedupe.ts). */
   rememberPublished(seq: number, messageId: string, queues: string[], at: number): void {
-    if (this.closed) return
-    this.published.push(seq, messageId, queues.join(','), at)
-    this.armLazy()
+    this.enqueue({at, id: messageId, queues: queues.join(','), seq, t: 'pub'})
   }
 
   /** A settled or expired published id: a lazy write, riding along with the next commit. */
   forgetPublished(seq: number): void {
-    if (this.closed) return
-    this.forgotten.push(seq)
-    this.armLazy()
+    this.enqueue({seq, t: 'fgt'})
   }
 
   *loadPublished(): Generator<{seq: number; messageId: string; queues: string[]; at: number}> {
@@ -522,7 +619,7 @@ export class DurableStore implements DedupeLog {
   *loadMessages(): Generator<StoredMessage> {
     this.unreadable = []
     this.legacyPlaintext = 0
-    const rows = this.db.prepare('SELECT seq, queue, message_id, exchange, routing_key, headers, body, ts, delivery_count, expires_at, key_id FROM messages ORDER BY seq').iterate() as Iterable<{
+    const rows = this.db.prepare('SELECT seq, queue, message_id, exchange, routing_key, headers, body, ts, delivery_count, expires_at, key_id, group_id FROM messages ORDER BY seq').iterate() as Iterable<{
       seq: number
       queue: string
       message_id: string
@@ -534,7 +631,11 @@ export class DurableStore implements DedupeLog {
       delivery_count: number
       expires_at: number
       key_id: number | null
+      group_id: number | null
     }>
+    // opened groups by id: their sealed records by seq, or why they cannot be opened
+    const groups = new Map<number, Map<number, {m: StoredMessage; headers: string}> | string>()
+    const getGroup = this.db.prepare('SELECT key_id, data FROM sealed_groups WHERE id = ?')
     for (const r of rows) {
       let body = r.body
       let headers = r.headers
@@ -546,7 +647,21 @@ export class DurableStore implements DedupeLog {
       else {
         let reason: string | undefined
         if (r.key_id !== this.keyId) reason = `sealed under key id ${r.key_id}, but secrets/${STORE_KEY_FILE} has key id ${this.keyId}`
-        else {
+        else if (r.group_id !== null) {
+          let g = groups.get(r.group_id)
+          if (g === undefined) {
+            g = this.openGroupRecords(getGroup.get(r.group_id) as {key_id: number; data: Buffer} | undefined, r.group_id)
+            groups.set(r.group_id, g)
+          }
+          const rec = typeof g === 'string' ? undefined : g.get(r.seq)
+          if (typeof g === 'string') reason = g
+          else if (!rec) reason = `its sealed group ${r.group_id} has no record of it (altered or moved)`
+          else if (rec.m.queue !== r.queue || rec.m.messageId !== r.message_id || rec.m.exchange !== r.exchange || rec.m.routingKey !== r.routing_key) reason = 'its columns differ from its sealed record (altered)'
+          else {
+            body = Buffer.from(rec.m.body) // a copy: a slice would pin the whole group in memory
+            headers = rec.headers || null
+          }
+        } else {
           try {
             const o = openRecord(this.key, rowAad(r.key_id, r.message_id, r.queue, r.exchange, r.routing_key), r.body)
             body = o.body
@@ -582,6 +697,23 @@ export class DurableStore implements DedupeLog {
     }
     if (this.legacyPlaintext > 0) {
       this.logger?.warn(`${this.legacyPlaintext} message(s) stored before encryption at rest were plaintext in broker.db; resealing them now`)
+    }
+  }
+
+  private openGroupRecords(row: {key_id: number; data: Buffer} | undefined, id: number): Map<number, {m: StoredMessage; headers: string}> | string {
+    if (!row) return `its sealed group ${id} is missing`
+    if (row.key_id !== this.keyId) return `its group is sealed under key id ${row.key_id}, but secrets/${STORE_KEY_FILE} has key id ${this.keyId}`
+    try {
+      const plain = openGroup(this.key, row.key_id, id, row.data)
+      const out = new Map<number, {m: StoredMessage; headers: string}>()
+      for (let p = 0; p < plain.length; ) {
+        const rec = readInsertRecord(plain, p)
+        out.set(rec.m.seq, rec)
+        p = rec.next
+      }
+      return out
+    } catch (error) {
+      return `authentication of its sealed group ${id} failed, it was altered or moved (${(error as Error).message})`
     }
   }
 

@@ -58,13 +58,17 @@ test('durable message bodies and headers are encrypted at rest, survive a restar
   assert.ok(stopped.includes('client-msg-1'))
   for (const m of [bodyMarker, headerMarker, cliMarker]) assert.ok(!stopped.includes(m), `${m} found in plaintext after shutdown`)
 
-  // tamper with one row's ciphertext (one flipped bit in the middle) while the broker is down
+  // tamper with one message's ciphertext (one flipped bit in the middle) while the broker is down; each
+  // publish above was confirmed before the next, so each small message sits in a sealed group of its own
   const db = new Database(join(home, 'data', 'broker.db'))
-  const row = db.prepare('SELECT seq, body, key_id FROM messages WHERE message_id = ?').get('tamper-me-1') as {seq: number; body: Buffer; key_id: number | null}
+  const row = db.prepare('SELECT seq, body, key_id, group_id FROM messages WHERE message_id = ?').get('tamper-me-1') as {seq: number; body: Buffer; key_id: number | null; group_id: number | null}
   assert.notEqual(row.key_id, null, 'rows carry a key id')
-  const flipped = Buffer.from(row.body)
+  assert.notEqual(row.group_id, null, 'a small message is sealed in its commit group')
+  assert.equal(row.body.length, 0, 'a grouped row keeps no body of its own')
+  const group = db.prepare('SELECT data FROM sealed_groups WHERE id = ?').get(row.group_id) as {data: Buffer}
+  const flipped = Buffer.from(group.data)
   flipped[flipped.length >> 1]! ^= 0x01
-  db.prepare('UPDATE messages SET body = ? WHERE seq = ?').run(flipped, row.seq)
+  db.prepare('UPDATE sealed_groups SET data = ? WHERE id = ?').run(flipped, row.group_id)
   db.close()
 
   await broker.restart()

@@ -163,3 +163,34 @@ test('bad names and types are usage errors', () => {
   assert.equal(e.declareQueue('d').durable, true)
   assert.throws(() => e.declareQueue('d', {durable: false}), {code: 'E_QUEUE_MISMATCH'})
 })
+
+test('flow control: a queue whose consumers lag pushes back on publishers, and lets them go once worked down', async () => {
+  const e = new Engine({flowHigh: 10})
+  e.declareQueue('slow')
+  e.declareQueue('buffer')
+  // a queue without consumers is a buffer: it takes everything and never pushes back
+  for (let i = 0; i < 50; i++) assert.equal(e.publish('', 'buffer', body(`b${i}`)).flow, undefined)
+  let writable = false
+  const out: DeliveryOut[] = []
+  const s = e.openSession('c', {deliver: (d) => void out.push(d), writable: () => writable})
+  e.consume(s, 'slow', {noAck: true})
+  const flows = []
+  for (let i = 0; i < 12; i++) flows.push(e.publish('', 'slow', body(`m${i}`)).flow)
+  assert.deepEqual(flows.slice(0, 9), Array(9).fill(undefined))
+  assert.equal(flows[9], 'slow', 'the 10th ready message reaches flowHigh')
+  let released = 0
+  e.whenFlowing('slow', () => released++)
+  await tick()
+  assert.equal(released, 0, 'still backed up while the consumer cannot take more')
+  writable = true
+  e.kick(s)
+  await tick()
+  assert.equal(released, 1, 'released once the consumer worked the backlog down')
+  assert.equal(out.length, 12, 'nothing was lost')
+  // the last consumer leaving turns the queue back into a buffer and frees anyone waiting
+  writable = false
+  for (let i = 0; i < 12; i++) e.publish('', 'slow', body(`n${i}`))
+  e.whenFlowing('slow', () => released++)
+  e.closeSession(s)
+  assert.equal(released, 2)
+})

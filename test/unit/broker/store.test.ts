@@ -148,3 +148,91 @@ test('the store key: a looser mode is refused; a missing key is not silently rep
     h.cleanup()
   }
 })
+
+test('group commits are pipelined: many confirms are split over several commits, answered in order, and every message is on disk', async () => {
+  const h = tempHome()
+  try {
+    const store = new DurableStore(join(h.dir, 'data'), 0, {keyFile: join(h.dir, 'secrets', 'broker.key')})
+    const e = new Engine({store})
+    e.declareQueue('pipe', {durable: true})
+    const order: number[] = []
+    const before = store.commits
+    const all: Promise<void>[] = []
+    for (let i = 0; i < 1000; i++) {
+      e.publish('', 'pipe', Buffer.from(`m${i}`), {messageId: `p-${i}`})
+      all.push(new Promise((resolve, reject) => store.afterCommit((err) => (err ? reject(err) : resolve(void order.push(i))))))
+    }
+    await Promise.all(all)
+    assert.deepEqual(order, [...Array(1000).keys()], 'confirms come back in publish order')
+    assert.ok(store.commits - before >= 1000 / 128, `1000 confirms took ${store.commits - before} commits (groups of at most 128)`)
+    await store.close()
+    const store2 = new DurableStore(join(h.dir, 'data'), 0, {keyFile: join(h.dir, 'secrets', 'broker.key')})
+    const e2 = new Engine({store: store2})
+    assert.equal(e2.queues.get('pipe')!.ready.length, 1000)
+    await store2.close()
+  } finally {
+    h.cleanup()
+  }
+})
+
+test('sealed groups: one commit seals its small messages together; a group goes with its last message; big bodies are sealed per row; altered rows are refused', async () => {
+  const h = tempHome()
+  const dir = join(h.dir, 'data')
+  const keyFile = join(h.dir, 'secrets', 'broker.key')
+  try {
+    const store = new DurableStore(dir, 0, {keyFile})
+    const e = new Engine({store})
+    e.declareQueue('g', {durable: true})
+    e.declareQueue('gone', {durable: true})
+    for (let i = 0; i < 5; i++) e.publish('', 'g', Buffer.from(`small ${i}`), {headers: {n: String(i)}, messageId: `s-${i}`})
+    const big = Buffer.alloc(100 * 1024, 7)
+    e.publish('', 'g', big, {messageId: 'big-1'})
+    e.publish('', 'gone', Buffer.from('dropped with its queue'), {messageId: 'q-1'})
+    await store.flush()
+    const rows = () => store.db.prepare('SELECT message_id AS id, group_id AS g, length(body) AS n FROM messages ORDER BY seq').all() as {id: string; g: number | null; n: number}[]
+    const groups = () => (store.db.prepare('SELECT COUNT(*) AS n FROM sealed_groups').get() as {n: number}).n
+    const r1 = rows()
+    const small = r1.filter((r) => r.id.startsWith('s-'))
+    assert.equal(new Set(small.map((r) => r.g)).size, 1, 'the five small messages of one commit share one group')
+    assert.ok(small.every((r) => r.g !== null && r.n === 0))
+    const bigRow = r1.find((r) => r.id === 'big-1')!
+    assert.equal(bigRow.g, null, 'a 100 KiB body is sealed in its own row')
+    assert.ok(bigRow.n > big.length)
+    assert.equal(groups(), 1)
+
+    // ack four of the five: the group stays for the fifth; deleting the queue 'gone' takes nothing of 'g'
+    const s = e.openSession('c', {deliver: () => {}, writable: () => true})
+    for (let i = 0; i < 4; i++) e.ack(s, e.get(s, 'g')!.deliveryTag)
+    e.deleteQueue('gone')
+    await store.flush()
+    assert.equal(groups(), 1)
+    await store.close()
+
+    const store2 = new DurableStore(dir, 0, {keyFile})
+    const e2 = new Engine({store: store2})
+    const q = [...e2.queues.get('g')!.ready]
+    assert.deepEqual(q.map((m) => m.messageId), ['s-4', 'big-1'])
+    assert.equal(q[0].body.toString(), 'small 4')
+    assert.deepEqual(q[0].headers, {n: '4'})
+    assert.deepEqual(q[1].body, big)
+    const s2 = e2.openSession('c', {deliver: () => {}, writable: () => true})
+    e2.ack(s2, e2.get(s2, 'g')!.deliveryTag)
+    await store2.flush()
+    assert.equal((store2.db.prepare('SELECT COUNT(*) AS n FROM sealed_groups').get() as {n: number}).n, 0, 'the group went with its last message')
+
+    // an altered row (its queue column changed) is refused, not delivered from the wrong queue
+    e2.declareQueue('other', {durable: true})
+    e2.publish('', 'g', Buffer.from('moved?'), {messageId: 'm-1'})
+    await store2.close()
+    const db = new Database(join(dir, 'broker.db'))
+    db.prepare("UPDATE messages SET queue = 'other' WHERE message_id = 'm-1'").run()
+    db.close()
+    const store3 = new DurableStore(dir, 0, {keyFile})
+    const e3 = new Engine({store: store3})
+    assert.equal(e3.queues.get('other')!.ready.length, 0)
+    assert.deepEqual(store3.unreadable.map((u) => [u.messageId, /differ from its sealed record/.test(u.reason)]), [['m-1', true]])
+    await store3.close()
+  } finally {
+    h.cleanup()
+  }
+})

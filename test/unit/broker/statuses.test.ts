@@ -1,0 +1,27 @@
+import assert from 'node:assert/strict'
+import {test} from 'node:test'
+
+import {StatusJournal} from '../../../src/lib/broker/statuses.js'
+
+test('the latest status of a message wins and keeps its queue', () => {
+  const j = new StatusJournal(10)
+  j.set('m1', 'sent', 'orders')
+  j.set('m2', 'sent', 'orders')
+  assert.deepEqual(j.get('m1'), {messageId: 'm1', queue: 'orders', status: 'sent'})
+  j.set('m1', 'delivered', 'orders')
+  j.set('m1', 'dead-lettered', 'orders.dlq')
+  assert.deepEqual(j.get('m1'), {messageId: 'm1', queue: 'orders.dlq', status: 'dead-lettered'})
+  assert.deepEqual(j.get('m2'), {messageId: 'm2', queue: 'orders', status: 'sent'})
+  assert.equal(j.get('unknown'), null)
+})
+
+test('remembers the most recent status changes and forgets older ones, across wrap-around', () => {
+  const j = new StatusJournal(100)
+  for (let i = 0; i < 1050; i++) j.set(`m${i}`, 'sent', 'q')
+  for (let i = 950; i < 1050; i++) assert.equal(j.get(`m${i}`)?.status, 'sent', `m${i} is among the newest 100`)
+  assert.equal(j.get('m949'), null)
+  assert.equal(j.get('m0'), null)
+  j.set('m1000', 'acknowledged', 'q')
+  assert.equal(j.get('m1000')?.status, 'acknowledged')
+  assert.equal(j.get('m950'), null, 'the newest change pushed out the oldest')
+})
