@@ -132,3 +132,62 @@ export class DedupeWindow {
     }
   }
 }
+
+/**
+ * How the durable store keeps published ids: one row (a block) per group commit holding all the ids
+ * that group published, instead of a row per id, so deduplication adds no per-message statement to a
+ * commit. Ids of one block have increasing seqs; a block's row is deleted once all its ids are forgotten.
+ * (A crash may bring back ids of a partly forgotten block: they are then remembered again until the
+ * window drops them, which costs memory, never a lost publish.)
+ */
+export class DedupeBlocks {
+  private firsts: number[] = []
+  private lasts: number[] = []
+  private left: number[] = []
+  private head = 0
+  /** emptied blocks at or after the head */
+  private empty = 0
+
+  /** A block of `count` ids with seqs first..last (in one row keyed by `first`). */
+  add(first: number, last: number, count: number): void {
+    this.firsts.push(first)
+    this.lasts.push(last)
+    this.left.push(count)
+  }
+
+  /** One id of a block forgotten; returns the block's key when that was its last id (delete the row). */
+  forget(seq: number): number | undefined {
+    let lo = this.head
+    let hi = this.firsts.length - 1
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1
+      if (this.lasts[mid] < seq) lo = mid + 1
+      else if (this.firsts[mid] > seq) hi = mid - 1
+      else {
+        if (this.left[mid] <= 0 || --this.left[mid] > 0) return undefined
+        const key = this.firsts[mid]
+        this.empty++
+        while (this.head < this.firsts.length && this.left[this.head] <= 0) {
+          this.head++
+          this.empty--
+        }
+        // empty blocks behind a long-lived one (or at the head): drop them, keeping the order
+        if (this.head + this.empty > 1024 && 2 * (this.head + this.empty) > this.firsts.length) {
+          const keep = (_: number, i: number) => i >= this.head && this.left[i] > 0
+          this.firsts = this.firsts.filter(keep)
+          this.lasts = this.lasts.filter(keep)
+          this.left = this.left.filter((n) => n > 0)
+          this.head = 0
+          this.empty = 0
+        }
+        return key
+      }
+    }
+    return undefined
+  }
+
+  /** blocks with ids not yet forgotten */
+  get size(): number {
+    return this.firsts.length - this.head - this.empty
+  }
+}

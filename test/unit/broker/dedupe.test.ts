@@ -4,7 +4,7 @@ import {test} from 'node:test'
 
 import Database from 'better-sqlite3'
 
-import {DedupeWindow} from '../../../src/lib/broker/dedupe.js'
+import {DedupeBlocks, DedupeWindow} from '../../../src/lib/broker/dedupe.js'
 import {Engine} from '../../../src/lib/broker/engine.js'
 import {DurableStore} from '../../../src/lib/broker/store.js'
 import {tempHome} from '../../helpers/home.js'
@@ -23,7 +23,8 @@ const closeAll = async () => {
 const publishedRows = (dir: string) => {
   const db = new Database(join(dir, 'data', 'broker.db'), {readonly: true})
   try {
-    return (db.prepare('SELECT message_id FROM published_ids ORDER BY seq').all() as {message_id: string}[]).map((r) => r.message_id)
+    const blocks = db.prepare('SELECT ids FROM published_blocks ORDER BY first').all() as {ids: string}[]
+    return blocks.flatMap((b) => (JSON.parse(b.ids) as [number, string][]).map((x) => x[1]))
   } finally {
     db.close()
   }
@@ -66,6 +67,35 @@ test('the window is bounded: the oldest ids beyond dedupe_max, and ids older tha
   assert.ok(w.get('x7'))
 })
 
+test('a block row goes once all its ids are forgotten, in any order', () => {
+  const b = new DedupeBlocks()
+  b.add(1, 3, 3)
+  b.add(5, 5, 1) // seq 4 was a memory-only publish: no id in any block
+  b.add(6, 9, 4)
+  assert.equal(b.forget(7), undefined)
+  assert.equal(b.forget(4), undefined)
+  assert.equal(b.forget(5), 5)
+  assert.equal(b.forget(5), undefined, 'a block is deleted once')
+  for (const seq of [3, 1]) assert.equal(b.forget(seq), undefined)
+  assert.equal(b.forget(2), 1)
+  for (const seq of [6, 8]) assert.equal(b.forget(seq), undefined)
+  assert.equal(b.forget(9), 6)
+  assert.equal(b.size, 0)
+  for (let i = 0; i < 5000; i++) b.add(100 + 2 * i, 101 + 2 * i, 2)
+  for (let i = 4999; i >= 0; i--) {
+    assert.equal(b.forget(101 + 2 * i), undefined)
+    assert.equal(b.forget(100 + 2 * i), 100 + 2 * i)
+  }
+  assert.equal(b.size, 0)
+  // one long-lived id at the head: the emptied blocks behind it are dropped, lookups stay right
+  b.add(20_000, 20_000, 1)
+  for (let i = 1; i <= 3000; i++) b.add(20_000 + i, 20_000 + i, 1)
+  for (let i = 1; i <= 3000; i++) assert.equal(b.forget(20_000 + i), 20_000 + i)
+  assert.equal(b.size, 1)
+  assert.equal(b.forget(20_000), 20_000)
+  assert.equal(b.size, 0)
+})
+
 test('after a crash between a durable publish and the publisher\'s record, the retried publish is recognised, even once the message was consumed', async () => {
   const h = tempHome()
   try {
@@ -73,10 +103,15 @@ test('after a crash between a durable publish and the publisher\'s record, the r
     const e = new Engine({store})
     e.declareQueue('dq', {durable: true})
     e.declareQueue('mq')
+    // each group commit writes its ids as one block row
     const r = e.publish('', 'dq', body('durable'), {dedupe: true, messageId: 'd-1'})
     assert.equal(r.durable, true)
+    await store.flush()
     e.publish('', 'dq', body('settled'), {dedupe: true, messageId: 'd-2'})
     e.publish('', 'mq', body('memory only'), {dedupe: true, messageId: 'm-1'})
+    await store.flush()
+    e.publish('', 'dq', body('three'), {dedupe: true, messageId: 'd-3'})
+    e.publish('', 'dq', body('four'), {dedupe: true, messageId: 'd-4'})
     // consumed and acknowledged before the crash: the message row is gone, the id must not be
     const s = e.openSession('c', {deliver: () => {}, writable: () => true})
     const got = e.get(s, 'dq')!
@@ -85,21 +120,21 @@ test('after a crash between a durable publish and the publisher\'s record, the r
     await store.flush()
     e.settlePublished('d-2')
     await store.flush()
-    assert.deepEqual(publishedRows(h.dir), ['d-1'])
+    assert.deepEqual(publishedRows(h.dir), ['d-1', 'd-3', 'd-4'])
     // "kill -9": the first store is never closed; a new broker opens the same files
     const store2 = openStore(h.dir)
     const e2 = new Engine({store: store2})
     const dup = e2.publish('', 'dq', body('durable'), {dedupe: true, messageId: 'd-1'})
     assert.deepEqual([dup.duplicate, dup.queues, dup.durable], [true, ['dq'], true])
     const q = e2.queues.get('dq')!
-    assert.deepEqual([...q.ready].map((m) => m.messageId), ['d-2'])
+    assert.deepEqual([...q.ready].map((m) => m.messageId), ['d-2', 'd-3', 'd-4'])
+    assert.equal(e2.publish('', 'dq', body('four'), {dedupe: true, messageId: 'd-4'}).duplicate, true)
     // memory-only publishes are remembered in memory only: that copy died with the broker
     e2.declareQueue('mq')
     assert.equal(e2.publish('', 'mq', body('memory only'), {dedupe: true, messageId: 'm-1'}).duplicate, undefined)
     // the settled id was forgotten on disk too
     assert.equal(e2.publish('', 'dq', body('settled'), {dedupe: true, messageId: 'd-2'}).duplicate, undefined)
-    e2.settlePublished('d-1')
-    e2.settlePublished('d-2')
+    for (const id of ['d-1', 'd-2', 'd-3', 'd-4']) e2.settlePublished(id)
     await store2.close()
     await store.close()
     assert.deepEqual(publishedRows(h.dir), [])
@@ -117,6 +152,7 @@ test('ids older than the window are dropped from broker.db at the next start', a
     const e = new Engine({dedupeWindowMs: 10_000, now: () => now, store})
     e.declareQueue('dq', {durable: true})
     e.publish('', 'dq', body('old'), {dedupe: true, messageId: 'old'})
+    await store.flush()
     now += 5000
     e.publish('', 'dq', body('new'), {dedupe: true, messageId: 'new'})
     await store.close()
