@@ -51,7 +51,13 @@ export interface BrokerPublisher {
    * Routes a message through an exchange, resolving once it is stored (durably, for durable
    * queues). Rejects with an MqError (E_UNROUTABLE, E_NOT_FOUND, ...) when it cannot be routed.
    */
-  publish(exchange: string, routingKey: string, body: Buffer, opts?: {messageId?: string; headers?: Record<string, string>}): Promise<{messageId: string; queues: string[]}>
+  publish(exchange: string, routingKey: string, body: Buffer, opts?: {messageId?: string; headers?: Record<string, string>; dedupe?: boolean}): Promise<{messageId: string; queues: string[]; duplicate?: boolean}>
+  /**
+   * With `dedupe: true` (and a messageId) the broker remembers the id, durably with the message, and
+   * answers a repeat as `duplicate` without storing it again, until the publisher calls settle(id)
+   * (it has recorded the delivery itself) or the id leaves the window (broker.dedupe_window_ms / dedupe_max).
+   */
+  settle?(messageId: string): void
 }
 
 export interface ApiPlugin {

@@ -7,6 +7,7 @@
 import {randomUUID} from 'node:crypto'
 
 import {MqError, PermissionError, TempFailError, UsageError} from '../errors.js'
+import {DEFAULT_DEDUPE_MAX, DEFAULT_DEDUPE_WINDOW_MS, DedupeWindow} from './dedupe.js'
 import {isHeaderName} from './protocol.js'
 import type {DurableStore, StoredMessage} from './store.js'
 import {type MessageStatus, STATUS_CODE, STATUS_NAMES, StatusJournal} from './statuses.js'
@@ -49,6 +50,9 @@ export interface EngineOptions {
   maxUnacked?: number
   /** status changes remembered for STATUS queries (oldest forgotten first; default 300 000, about 100 000 messages) */
   statusCapacity?: number
+  /** publish deduplication (see dedupe.ts): how long and how many unsettled ids are remembered */
+  dedupeWindowMs?: number
+  dedupeMax?: number
   /**
    * ready messages in a queue that has consumers beyond which publishers are paused (default 5 000):
    * consumers that fall behind slow publishers down instead of letting a backlog grow in memory
@@ -256,11 +260,20 @@ export interface PublishResult {
   queues: string[]
   /** true when a durable queue took the message: confirm after the next commit */
   durable: boolean
+  /** a deduplicated publish whose id was already published: nothing was stored this time */
+  duplicate?: boolean
   /**
    * set when a target queue with consumers has a backlog of flowHigh ready messages: the publisher
    * should stop reading until Engine.whenFlowing calls back (credit flow, as RabbitMQ's "flow" state)
    */
   flow?: string
+}
+
+export interface PublishOptions {
+  messageId?: string
+  headers?: Record<string, string>
+  /** with messageId: an id already published (and not settled, see DedupeWindow) is not stored again */
+  dedupe?: boolean
 }
 
 export interface QueueStats {
@@ -309,6 +322,7 @@ export class Engine {
   readonly maxUnacked: number
   readonly flowHigh: number
   readonly store?: DurableStore
+  readonly dedupe: DedupeWindow
   private readonly now: () => number
   totals = {published: 0, delivered: 0, acknowledged: 0, deadLettered: 0, unroutable: 0}
   private rateSample = {t: 0, published: 0, delivered: 0, acknowledged: 0, perQueue: new Map<string, [number, number, number]>()}
@@ -325,7 +339,11 @@ export class Engine {
     this.started = this.now()
     this.rateSample.t = this.started
     this.exchanges.set('', new Exchange('', 'direct', true))
-    if (this.store) this.restore(this.store)
+    this.dedupe = new DedupeWindow({log: this.store, max: opts.dedupeMax ?? DEFAULT_DEDUPE_MAX, now: this.now, windowMs: opts.dedupeWindowMs ?? DEFAULT_DEDUPE_WINDOW_MS})
+    if (this.store) {
+      this.restore(this.store)
+      this.dedupe.restore()
+    }
     if (!this.exchanges.has(DEFAULT_EXCHANGE)) {
       this.declareExchange(DEFAULT_EXCHANGE, 'direct', {durable: true})
       this.declareQueue(DEFAULT_QUEUE, {durable: true})
@@ -490,8 +508,13 @@ export class Engine {
 
   // ---- publish -----------------------------------------------------------------------------
 
-  publish(exchange: string, routingKey: string, body: Buffer, opts: {messageId?: string; headers?: Record<string, string>} = {}, perms: Permissions = ALLOW_ALL): PublishResult {
+  publish(exchange: string, routingKey: string, body: Buffer, opts: PublishOptions = {}, perms: Permissions = ALLOW_ALL): PublishResult {
     if (!perms.canPublish(exchange)) throw new PermissionError('E_FORBIDDEN', `not allowed to publish to exchange ${JSON.stringify(exchange)}`, {hint: 'Try this: ask an admin to add it to broker.permissions[].publish'})
+    if (opts.dedupe && opts.messageId !== undefined) {
+      // durable as the first copy was: the answer waits for that copy's commit if it is still pending
+      const seen = this.dedupe.get(opts.messageId)
+      if (seen) return {duplicate: true, durable: seen.durable, messageId: opts.messageId, queues: seen.queues}
+    }
     let targets: string[]
     if (exchange === '') {
       targets = this.queues.has(routingKey) ? [routingKey] : []
@@ -526,7 +549,14 @@ export class Engine {
       if (q.consumers.length > 0 && q.ready.length >= this.flowHigh) flow = qn
     }
     this.totals.published++
+    // remembered in the same group commit as the message rows just queued
+    if (opts.dedupe && opts.messageId !== undefined) this.dedupe.add(messageId, targets, durable)
     return {messageId, queues: targets, durable, flow}
+  }
+
+  /** The publisher recorded a deduplicated publish itself: its id need not be remembered any more. */
+  settlePublished(messageId: string): boolean {
+    return this.dedupe.settle(messageId)
   }
 
   /** UUID-shaped and unique: a random per-start prefix and a counter (randomUUID per message is costly) */

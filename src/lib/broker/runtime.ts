@@ -37,13 +37,16 @@ export function enginePublisher(engine: Engine): BrokerPublisher {
       return new Promise((resolve, reject) => {
         try {
           const r = engine.publish(exchange, routingKey, body, opts)
-          const done = (err?: Error) => (err ? reject(err) : resolve({messageId: r.messageId, queues: r.queues}))
+          const done = (err?: Error) => (err ? reject(err) : resolve({messageId: r.messageId, queues: r.queues, ...(r.duplicate ? {duplicate: true} : {})}))
           if (r.durable && engine.store) engine.store.afterCommit(done)
           else done()
         } catch (error) {
           reject(error)
         }
       })
+    },
+    settle(messageId) {
+      engine.settlePublished(messageId)
     },
   }
 }
@@ -77,7 +80,7 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
     lock.release()
     throw error
   }
-  const engine = new Engine({deliveryLimit: b.delivery_limit, flowHigh: b.flow_high, maxUnacked: b.max_unacked, store})
+  const engine = new Engine({dedupeMax: b.dedupe_max, dedupeWindowMs: b.dedupe_window_ms, deliveryLimit: b.delivery_limit, flowHigh: b.flow_high, maxUnacked: b.max_unacked, store})
   engine.start()
   const permsCache = new Map<string, ResolvedPermissions>()
   const permissionsFor = (identity: string) => {

@@ -123,6 +123,8 @@ function startWriter(): void {
   const bind = db.prepare('INSERT OR IGNORE INTO bindings (exchange, queue, routing_key) VALUES (?,?,?)')
   const dq = [db.prepare('DELETE FROM queues WHERE name = ?'), db.prepare('DELETE FROM bindings WHERE queue = ?'), db.prepare('DELETE FROM messages WHERE queue = ?')]
   const key = db.prepare('INSERT OR REPLACE INTO keys (name, enc_cert, sign_cert, updated_at) VALUES (?,?,?,?)')
+  const blockIns = db.prepare('INSERT OR REPLACE INTO published_blocks (first, last, ids) VALUES (?,?,?)')
+  const blockDel = db.prepare('DELETE FROM published_blocks WHERE first = ?')
   const resealRow = db.prepare('UPDATE messages SET headers = NULL, body = ?, key_id = ? WHERE seq = ? AND key_id IS NULL')
 
   function applyPacked(view: Uint8Array): void {
@@ -189,6 +191,10 @@ function startWriter(): void {
           break
         case 'k':
           key.run(op[1], op[2], op[3], Date.now())
+          break
+        case 'u':
+          if (op[1]) blockIns.run(op[1][0], op[1][1], op[1][2])
+          for (const first of op[2]) blockDel.run(first)
           break
         case 'R': {
           const h = op[6] ? Buffer.from(op[6], 'utf8') : empty

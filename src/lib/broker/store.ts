@@ -19,6 +19,7 @@ import {Worker} from 'node:worker_threads'
 import {ConfigError, DataError, UnavailableError} from '../errors.js'
 import type {Logger} from '../log.js'
 import {assertPrivateFile, ensurePrivateDir, writeSecretFile} from '../util/fs.js'
+import {DedupeBlocks, type DedupeLog} from './dedupe.js'
 import type {ExchangeType, Message} from './engine.js'
 
 // ---- encryption at rest -------------------------------------------------------------------------
@@ -231,6 +232,9 @@ type Op =
   | {t: 'del'; seq: number}
   | {t: 'cnt'; seq: number; n: number}
   | {t: 'wire'; op: WireOp}
+  /** published ids (dedupe.ts): ops like the others, so a group cut never parts one from its message rows */
+  | {t: 'pub'; seq: number; id: string; queues: string[]; at: number}
+  | {t: 'fgt'; seq: number}
 
 /** What crosses to the writer thread (store-worker.ts): compact tuples, cheap to clone. */
 export type WireOp =
@@ -244,6 +248,8 @@ export type WireOp =
   | ['k', string, string, string]
   /** reseal a legacy plaintext row: seq, queue, message_id, exchange, routing_key, headers, body */
   | ['R', number, string, string, string, string, string | null, Uint8Array]
+  /** published ids (dedupe.ts): a new block [first, last, ids JSON] or none, then keys of blocks to delete */
+  | ['u', [number, number, string] | null, number[]]
 
 /** Record kinds in a packed message run (see packMessages / store-worker.ts). */
 export const REC_INSERT = 1
@@ -340,17 +346,22 @@ CREATE TABLE IF NOT EXISTS messages (seq INTEGER PRIMARY KEY, queue TEXT NOT NUL
 DROP INDEX IF EXISTS messages_queue;
 
 CREATE TABLE IF NOT EXISTS keys (name TEXT PRIMARY KEY, enc_cert TEXT NOT NULL, sign_cert TEXT NOT NULL, updated_at INTEGER NOT NULL);
+-- ids of deduplicated publishes not yet settled by their publisher (dedupe.ts): one row per group commit,
+-- ids = JSON [[seq, message_id, [queues], at], ...] with seqs first..last
+CREATE TABLE IF NOT EXISTS published_blocks (first INTEGER PRIMARY KEY, last INTEGER NOT NULL, ids TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
 -- sealed groups: the messages one commit inserted, sealed together (see sealGroup); a row with a
 -- group_id keeps its headers and body there (body column empty), and a group goes when its last row does
 CREATE TABLE IF NOT EXISTS sealed_groups (id INTEGER PRIMARY KEY, key_id INTEGER NOT NULL, data BLOB NOT NULL);
 `
 
-export class DurableStore {
+export class DurableStore implements DedupeLog {
   /** read connection (startup recovery, key look-ups); all writes go through the writer thread */
   readonly db: Database.Database
   readonly file: string
   private ops: Op[] = []
+  /** which published-id block holds which ids, to delete a block's row once all are forgotten */
+  private readonly blocks = new DedupeBlocks()
   private waiters: CommitCallback[] = []
   /** this.ops.length when each waiter arrived: a group can end right after a waiter's writes */
   private waiterMarks: number[] = []
@@ -479,6 +490,8 @@ export class DurableStore {
       transfer.push(buf.buffer as ArrayBuffer)
       run = []
     }
+    const published: [number, string, string[], number][] = []
+    const forgotten: number[] = []
     for (const op of ops) {
       if (op.t === 'ins') {
         if (!deleted.has(op.m.seq)) run.push(op)
@@ -486,12 +499,32 @@ export class DurableStore {
         if (!inserted.has(op.seq)) run.push(op)
       } else if (op.t === 'cnt') {
         if (!deleted.has(op.seq) && !inserted.has(op.seq)) run.push(op)
+      } else if (op.t === 'pub') {
+        published.push([op.seq, op.id, op.queues, op.at])
+      } else if (op.t === 'fgt') {
+        forgotten.push(op.seq)
       } else {
         flushRun()
         wire.push(op.op)
       }
     }
     flushRun()
+    // this group's ids as one block row, in the same transaction as the message rows of their publishes
+    if (published.length > 0 || forgotten.length > 0) {
+      let block: [number, number, string] | null = null
+      if (published.length > 0) {
+        block = [published[0][0], published[published.length - 1][0], JSON.stringify(published)]
+        this.blocks.add(block[0], block[1], published.length)
+      }
+      const drop: number[] = []
+      for (const seq of forgotten) {
+        const key = this.blocks.forget(seq)
+        if (key === undefined) continue
+        if (block && key === block[0]) block = null // all forgotten before it was even written
+        else drop.push(key)
+      }
+      if (block || drop.length > 0) wire.push(['u', block, drop])
+    }
     const id = this.batchSeq++
     this.inflight.push({id, waiters})
     this.worker.postMessage({id, ops: wire}, transfer)
@@ -536,6 +569,25 @@ export class DurableStore {
   /** Resolves once everything queued so far is committed. */
   flush(): Promise<void> {
     return new Promise((resolve, reject) => this.afterCommit((err) => (err ? reject(err) : resolve())))
+  }
+
+  /** A deduplicated publish's id: committed in the group of the message rows queued just before it (see dedupe.ts). */
+  rememberPublished(seq: number, messageId: string, queues: string[], at: number): void {
+    this.enqueue({at, id: messageId, queues, seq, t: 'pub'})
+  }
+
+  /** A settled or expired published id: a lazy write, riding along with the next commit. */
+  forgetPublished(seq: number): void {
+    this.enqueue({seq, t: 'fgt'})
+  }
+
+  *loadPublished(): Generator<{seq: number; messageId: string; queues: string[]; at: number}> {
+    const rows = this.db.prepare('SELECT first, last, ids FROM published_blocks ORDER BY first').all() as {first: number; last: number; ids: string}[]
+    for (const r of rows) {
+      const ids = JSON.parse(r.ids) as [number, string, string[], number][]
+      this.blocks.add(r.first, r.last, ids.length)
+      for (const [seq, messageId, queues, at] of ids) yield {at, messageId, queues, seq}
+    }
   }
 
   insertMessage(queue: string, m: Message): void {

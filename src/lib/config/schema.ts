@@ -60,6 +60,10 @@ export const configSchema = z
         max_connections: z.number().int().min(1).default(1024),
         max_unacked: z.number().int().min(1).default(10_000),
         delivery_limit: z.number().int().min(1).default(20),
+        // deduplicated publishes (the pipeline's deliveries): ids remembered until the publisher has
+        // recorded them, at most this long and this many (oldest first); see docs/pipeline.md
+        dedupe_window_ms: z.number().int().min(1000).default(24 * 3600 * 1000),
+        dedupe_max: z.number().int().min(1).default(100_000),
         flow_high: z.number().int().min(2).default(5_000),
         default_prefetch: z.number().int().min(1).default(100),
         // extra wait before a group commit when the store is idle; under load the next group forms while one commits

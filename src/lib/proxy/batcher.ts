@@ -1,4 +1,4 @@
-import {MqError} from '../errors.js'
+import {MqError, UnavailableError} from '../errors.js'
 import type {ApiClient} from '../http/client.js'
 import {HttpError} from '../http/errors.js'
 
@@ -23,6 +23,8 @@ interface Waiter {
   item: Registration
   resolve: (r: Registered) => void
   reject: (e: Error) => void
+  timer?: NodeJS.Timeout
+  done?: boolean
 }
 
 /**
@@ -30,6 +32,11 @@ interface Waiter {
  * store transaction for many messages). A batch leaves on the next turn of the event loop, so a
  * lone request waits for nothing; under load, requests that arrive while batches are in flight
  * ride in the next one.
+ *
+ * Each registration has a deadline (deadlineMs from its arrival): a client of the proxy gets its 503
+ * within it even when the broker hangs and batches queue up behind those in flight. One still waiting
+ * for a slot at its deadline is never sent; one in flight may still be registered by the broker,
+ * as with any timeout (a retry with the same Idempotency-Key finds it).
  */
 export class RegisterBatcher {
   private queue: Waiter[] = []
@@ -40,11 +47,34 @@ export class RegisterBatcher {
     private readonly broker: ApiClient,
     private readonly maxBatch = 500,
     private readonly maxInflight = 4,
+    private readonly deadlineMs = 0,
   ) {}
 
   register(item: Registration): Promise<Registered> {
     return new Promise((resolve, reject) => {
-      this.queue.push({item, reject, resolve})
+      const w: Waiter = {
+        item,
+        reject: (e) => {
+          if (w.done) return
+          w.done = true
+          clearTimeout(w.timer)
+          reject(e)
+        },
+        resolve: (r) => {
+          if (w.done) return
+          w.done = true
+          clearTimeout(w.timer)
+          resolve(r)
+        },
+      }
+      if (this.deadlineMs > 0) {
+        w.timer = setTimeout(() => {
+          const i = this.queue.indexOf(w)
+          if (i >= 0) this.queue.splice(i, 1)
+          w.reject(new UnavailableError('E_API_UNAVAILABLE', `The broker did not record the message within ${this.deadlineMs} ms.`, {hint: 'Try this: retry in a moment.'}))
+        }, this.deadlineMs)
+      }
+      this.queue.push(w)
       this.schedule()
     })
   }

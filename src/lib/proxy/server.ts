@@ -29,6 +29,8 @@ export interface ProxyOptions {
   logger?: Logger
   /** serials revoked by the current CRL, for connections opened before a CRL update */
   revoked?: () => Set<string>
+  /** longest wait for the broker to record a message before answering 503 (default 900 ms) */
+  registerDeadlineMs?: number
 }
 
 export interface Accepted {
@@ -66,7 +68,8 @@ export class ProxyServer {
     this.log = (o.logger ?? silentLogger).child('proxy')
     this.keys = pipelineKeys(o.config)
     this.limiter = new RateLimiter(o.redis, o.config.proxy.rate_per_sec, o.config.proxy.rate_burst)
-    this.batcher = new RegisterBatcher(o.broker)
+    // the promise: 503 within one second when the broker does not answer
+    this.batcher = new RegisterBatcher(o.broker, 500, 4, o.registerDeadlineMs ?? 900)
     if (!o.redis.enqueue) o.redis.defineCommand('enqueue', {lua: ENQUEUE, numberOfKeys: 1})
     this.m = {
       accepted: new Counter({help: 'Messages accepted (202), by client', labelNames: ['client_id'], name: 'mq_proxy_messages_accepted_total', registers: [this.registry]}),

@@ -83,6 +83,7 @@ export async function createRecordsPlugin(opts: RecordsPluginOptions): Promise<A
   const registry = new Registry()
   const m = {
     delivered: new Counter({help: 'Messages delivered into the exchange, by client', labelNames: ['client_id'], name: 'mq_records_messages_delivered_total', registers: [registry]}),
+    duplicates: new Counter({help: 'Deliveries the broker recognised as already published (e.g. retried after a crash before the record was marked)', name: 'mq_records_publish_duplicates_total', registers: [registry]}),
     failed: new Counter({help: 'Messages marked failed, by client', labelNames: ['client_id'], name: 'mq_records_messages_failed_total', registers: [registry]}),
     registered: new Counter({help: 'Messages registered by proxies, by client', labelNames: ['client_id'], name: 'mq_records_messages_registered_total', registers: [registry]}),
     storeSeconds: new Histogram({buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5], help: 'Records store operation latency', labelNames: ['op'], name: 'mq_records_store_seconds', registers: [registry]}),
@@ -98,7 +99,9 @@ export async function createRecordsPlugin(opts: RecordsPluginOptions): Promise<A
 
   // One delivery per message at a time (a reclaimed entry can race its slow first owner), and a
   // memory of messages already published whose "delivered" mark did not reach the store yet, so
-  // a retry during a database outage records the delivery instead of publishing it twice.
+  // a retry during a database outage records the delivery instead of publishing it twice. Across a
+  // broker crash the broker's own publish deduplication (dedupe: true, see broker/dedupe.ts) does
+  // that: the id is committed with the message, and settled once the mark is recorded.
   const inFlight = new Map<string, Promise<ApiResponse>>()
   const publishedUnrecorded = new Map<string, {queues: string[]}>()
 
@@ -121,19 +124,30 @@ export async function createRecordsPlugin(opts: RecordsPluginOptions): Promise<A
   const deliverOne = async (id: string, found: Found, exchange: string, routingKey: string, attempts: number | undefined): Promise<ApiResponse> => {
     if (!found) throw new HttpError(404, 'E_NOT_FOUND', `No message ${id} is registered.`)
     const {payload, record} = found
-    if (record.status === 'delivered') return json(200, {delivered_at: record.delivered_at, duplicate: true, message_id: id, status: 'delivered'})
+    if (record.status === 'delivered') {
+      // recorded, so the broker need not remember the id (it may still, after a crash right after the mark)
+      opts.publisher.settle?.(id)
+      return json(200, {delivered_at: record.delivered_at, duplicate: true, message_id: id, status: 'delivered'})
+    }
     if (record.status === 'failed') throw new HttpError(409, 'E_MESSAGE_FAILED', `Message ${id} was marked failed and dead-lettered; it is not delivered again.`)
     let queues = publishedUnrecorded.get(id)?.queues
+    let alreadyPublished = false
     if (!queues) {
       const out: DeliveredMessage = {client_id: record.client_id, message_body: payload.message_body, message_id: id, metadata: payload.metadata ?? {}, queued_at: record.queued_at, sender_number: payload.sender_number}
-      const r = await opts.publisher.publish(exchange, routingKey, Buffer.from(JSON.stringify(out)), {headers: {'content-type': 'application/json', 'x-client-id': record.client_id}, messageId: id})
+      const r = await opts.publisher.publish(exchange, routingKey, Buffer.from(JSON.stringify(out)), {dedupe: true, headers: {'content-type': 'application/json', 'x-client-id': record.client_id}, messageId: id})
       queues = r.queues
+      if (r.duplicate) {
+        alreadyPublished = true
+        m.duplicates.inc()
+        log.info('delivery already published (retried after the broker restarted before recording it): recording it, not publishing again', {message_id: id})
+      }
       publishedUnrecorded.set(id, {queues})
     }
     const done = await markDelivered(id, attempts)
     publishedUnrecorded.delete(id)
+    opts.publisher.settle?.(id)
     if (done.changed) m.delivered.inc({client_id: record.client_id})
-    return json(200, {delivered_at: done.changed ? done.at : record.delivered_at ?? done.at, duplicate: !done.changed, message_id: id, queues, status: 'delivered'})
+    return json(200, {delivered_at: done.changed ? done.at : record.delivered_at ?? done.at, duplicate: alreadyPublished || !done.changed, message_id: id, queues, status: 'delivered'})
   }
 
   /** Delivers several messages (one payload query), each at most once at a time. */

@@ -178,7 +178,8 @@ describe('mq proxy (mutual TLS ingest into Redis)', () => {
   it('answers 503 fast when the broker is down, enqueuing nothing', async () => {
     const keys = pipelineKeys(config)
     const before = await redis.xlen(keys.stream)
-    const bob = clientTlsOptions(home, 'bob') as {cert: Buffer; key: Buffer; ca: Buffer}
+    // its own identity: bob's bucket (burst 5 at 1/s) is nearly spent by the tests above
+    const bob = clientTlsOptions(home, 'dave') as {cert: Buffer; key: Buffer; ca: Buffer}
     const up = await post(port, bob, '', {}, '/api/v1/health', 'GET')
     assert.equal(up.status, 200)
     assert.equal(up.body.status, 'ok')
@@ -197,6 +198,43 @@ describe('mq proxy (mutual TLS ingest into Redis)', () => {
     assert.equal(health.body.status, 'failing')
     api = await pluginServer(home, [plugin], api.port)
     assert.equal((await post(port, bob, msg)).status, 202)
+  })
+
+  it('a hung broker: every request gets its 503 by the register deadline; those queued behind hung batches are never sent', async () => {
+    const {createServer} = await import('node:https')
+    let registers = 0
+    const hung = createServer(serverTlsOptions(home, 'broker'), (req) => {
+      if (req.url === '/internal/messages/register') registers++
+      req.resume() // and never answer
+    })
+    const hungPort = await freePort()
+    await new Promise<void>((r) => hung.listen(hungPort, '127.0.0.1', r))
+    // a client timeout far beyond the deadline: only the deadline can answer in time
+    const p3 = new ProxyServer({broker: new ApiClient(`https://127.0.0.1:${hungPort}`, clientTlsOptions(home, 'proxy'), 60_000), config: configSchema.parse({proxy: {rate_per_sec: 0}, redis: {key_prefix: prefix}}), redis, tls: serverTlsOptions(home, 'proxy-server')})
+    const port3 = (await p3.listen(0, '127.0.0.1')).port
+    const keys = pipelineKeys(config)
+    const before = await redis.xlen(keys.stream)
+    const dave = clientTlsOptions(home, 'dave') as {cert: Buffer; key: Buffer; ca: Buffer}
+    try {
+      const {waitFor} = await import('../../helpers/services.js')
+      // four batches go out and hang (the most the proxy has in flight), two more queue behind them
+      const answers: Promise<Res>[] = []
+      for (let i = 0; i < 4; i++) {
+        answers.push(post(port3, dave, msg))
+        await waitFor(() => registers === i + 1, 10_000, 5)
+      }
+      answers.push(post(port3, dave, msg), post(port3, dave, msg))
+      const got = await Promise.all(answers)
+      assert.deepEqual(got.map((r) => [r.status, r.body.error?.code]), Array.from({length: 6}, () => [503, 'E_BROKER_UNAVAILABLE']))
+      assert.equal(registers, 4, 'a registration past its deadline was still sent to the broker')
+      assert.equal(await redis.xlen(keys.stream), before)
+    } finally {
+      await p3.close()
+      await new Promise<void>((r) => {
+        hung.close(() => r())
+        hung.closeAllConnections()
+      })
+    }
   })
 
   it('answers 503 fast when Redis is down, and recovers', async () => {
