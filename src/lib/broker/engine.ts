@@ -4,11 +4,11 @@
  * and tests all drive it through Sessions. Durable queues write through a DurableStore whose
  * group commit decides when a publish may be confirmed.
  */
-import {randomUUID} from 'node:crypto'
 
 import {MqError, PermissionError, TempFailError, UsageError} from '../errors.js'
+import {MessageIds} from './ids.js'
 import {DEFAULT_DEDUPE_MAX, DEFAULT_DEDUPE_WINDOW_MS, DedupeWindow} from './dedupe.js'
-import {isHeaderName} from './protocol.js'
+import {NO_HEADERS, isHeaderName} from './protocol.js'
 import type {DurableStore, StoredMessage} from './store.js'
 import {type MessageStatus, STATUS_CODE, STATUS_NAMES, StatusJournal} from './statuses.js'
 
@@ -313,8 +313,7 @@ export class Engine {
   private readonly statuses: StatusJournal
   /** status changes since start, by status code (stats: terminal statuses) */
   private readonly statusEvents = new Float64Array(STATUS_NAMES.length)
-  private readonly idPrefix = randomUUID().slice(0, 24)
-  private idSeq = 0
+  private readonly ids = new MessageIds()
   private seq = 1
   private ctagSeq = 1
   private readonly started: number
@@ -515,21 +514,7 @@ export class Engine {
       const seen = this.dedupe.get(opts.messageId)
       if (seen) return {duplicate: true, durable: seen.durable, messageId: opts.messageId, queues: seen.queues}
     }
-    let targets: string[]
-    if (exchange === '') {
-      targets = this.queues.has(routingKey) ? [routingKey] : []
-    } else {
-      const ex = this.exchanges.get(exchange)
-      if (!ex) throw new NotFoundError('exchange', exchange)
-      targets = ex.route(routingKey)
-    }
-    if (targets.length === 0) {
-      this.totals.unroutable++
-      // the default exchange routes by queue name: the fix there is a queue, not a binding
-      throw new MqError('E_UNROUTABLE', exchange === '' ? `no queue named ${JSON.stringify(routingKey)}: the message was not accepted` : `no queue is bound to exchange ${JSON.stringify(exchange)} with routing key ${JSON.stringify(routingKey)}: the message was not accepted`, {
-        hint: exchange === '' ? `Try this: mq queue declare ${routingKey || 'NAME'}` : `Try this: mq queue bind QUEUE --exchange ${exchange} --routing-key ${routingKey || '""'}`,
-      })
-    }
+    const targets = this.route(exchange, routingKey)
     if (opts.messageId !== undefined && (opts.messageId.length === 0 || opts.messageId.length > 200)) {
       throw new UsageError('E_BAD_MESSAGE_ID', 'message id must be 1-200 characters', {hint: 'Try this: omit it to get a UUID'})
     }
@@ -554,14 +539,64 @@ export class Engine {
     return {messageId, queues: targets, durable, flow}
   }
 
+  /**
+   * A PUBLISH_BATCH: many bodies to one exchange and routing key, routed and permission-checked once.
+   * Everything is checked before the first message is queued, so a batch is taken whole or not at all.
+   * No headers (a message with headers travels as its own PUBLISH).
+   */
+  publishMany(exchange: string, routingKey: string, bodies: Buffer[], ids: (string | undefined)[], perms: Permissions = ALLOW_ALL): PublishResult {
+    if (!perms.canPublish(exchange)) throw new PermissionError('E_FORBIDDEN', `not allowed to publish to exchange ${JSON.stringify(exchange)}`, {hint: 'Try this: ask an admin to add it to broker.permissions[].publish'})
+    const targets = this.route(exchange, routingKey)
+    for (const id of ids) {
+      if (id !== undefined && (id.length === 0 || id.length > 200)) throw new UsageError('E_BAD_MESSAGE_ID', 'message id must be 1-200 characters', {hint: 'Try this: omit it to get a UUID'})
+    }
+    const timestamp = this.now()
+    let durable = false
+    let flow: string | undefined
+    let lastId = ''
+    for (let i = 0; i < bodies.length; i++) {
+      const messageId = ids[i] ?? this.newId()
+      lastId = messageId
+      for (const qn of targets) {
+        const q = this.queues.get(qn)!
+        const msg: Message = {seq: this.seq++, messageId, exchange, routingKey, body: bodies[i], headers: NO_HEADERS as Record<string, string>, timestamp, deliveryCount: 0, redelivered: false, expiresAt: q.ttlMs ? timestamp + q.ttlMs : 0}
+        this.setStatus(messageId, 'sent', q.name)
+        if (this.enqueue(q, msg)) durable = true
+        if (q.consumers.length > 0 && q.ready.length >= this.flowHigh) flow = qn
+      }
+    }
+    this.totals.published += bodies.length
+    return {messageId: lastId, queues: targets, durable, flow}
+  }
+
+  /** The queues a publish to exchange/routingKey reaches; unroutable is an error, not a silent drop. */
+  private route(exchange: string, routingKey: string): string[] {
+    let targets: string[]
+    if (exchange === '') {
+      targets = this.queues.has(routingKey) ? [routingKey] : []
+    } else {
+      const ex = this.exchanges.get(exchange)
+      if (!ex) throw new NotFoundError('exchange', exchange)
+      targets = ex.route(routingKey)
+    }
+    if (targets.length === 0) {
+      this.totals.unroutable++
+      // the default exchange routes by queue name: the fix there is a queue, not a binding
+      throw new MqError('E_UNROUTABLE', exchange === '' ? `no queue named ${JSON.stringify(routingKey)}: the message was not accepted` : `no queue is bound to exchange ${JSON.stringify(exchange)} with routing key ${JSON.stringify(routingKey)}: the message was not accepted`, {
+        hint: exchange === '' ? `Try this: mq queue declare ${routingKey || 'NAME'}` : `Try this: mq queue bind QUEUE --exchange ${exchange} --routing-key ${routingKey || '""'}`,
+      })
+    }
+    return targets
+  }
+
   /** The publisher recorded a deduplicated publish itself: its id need not be remembered any more. */
   settlePublished(messageId: string): boolean {
     return this.dedupe.settle(messageId)
   }
 
-  /** UUID-shaped and unique: a random per-start prefix and a counter (randomUUID per message is costly) */
+  /** see MessageIds */
   private newId(): string {
-    return this.idPrefix + (++this.idSeq).toString(16).padStart(12, '0')
+    return this.ids.next()
   }
 
   /** Appends to a queue (persisting it for durable queues); returns true if it was a durable write. */

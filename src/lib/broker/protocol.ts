@@ -18,7 +18,7 @@ export interface Frame {
 
 export class FrameError extends Error {
   constructor(
-    readonly code: 'E_FRAME_MALFORMED' | 'E_FRAME_TOO_LARGE',
+    readonly code: 'E_FRAME_MALFORMED' | 'E_FRAME_TOO_LARGE' | 'E_FRAME_BODY',
     message: string,
     /** true when the byte stream can no longer be trusted and the connection must close */
     readonly fatal: boolean,
@@ -332,4 +332,228 @@ function isDigits(v: string, max: number): boolean {
     if (c < 48 || c > 57) return false
   }
   return true
+}
+
+// ---- batch frames (docs/protocol.md, "Batches") ------------------------------------------------
+// PUBLISH_BATCH and DELIVERS carry many messages in one frame body of length-prefixed records
+// (big-endian): one header line, one parse and one routing decision for dozens of small messages.
+
+/** a batch is closed once its body reaches this size (bigger batches save little and hold more memory) */
+export const BATCH_BYTES = 16 * 1024
+/** a batch never holds more records than this */
+export const BATCH_MAX_COUNT = 4096
+const U16_MAX = 0xffff
+
+/**
+ * Appends records to one growing buffer that leaves room in front for the frame's header line, so a
+ * closed batch is one contiguous frame without a copy. open() starts a batch, finish() closes it.
+ */
+class RecordBuffer {
+  protected buf: Buffer = EMPTY
+  protected fill = 0
+  private head = 0
+  count = 0
+
+  /** bytes of records so far */
+  get bytes(): number {
+    return this.fill - this.head
+  }
+
+  /** Starts a batch whose header line will be at most headRoom bytes. */
+  protected open(headRoom: number): void {
+    this.head = headRoom
+    this.fill = headRoom
+    this.count = 0
+    if (this.buf.length < headRoom + BATCH_BYTES + 1024) this.buf = Buffer.allocUnsafe(headRoom + BATCH_BYTES + 1024)
+  }
+
+  protected room(n: number): void {
+    // +1: the newline after the body
+    if (this.fill + n + 1 <= this.buf.length) return
+    const grown = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.fill + n + 1))
+    this.buf.copy(grown, 0, 0, this.fill)
+    this.buf = grown
+  }
+
+  protected str16(s: string): void {
+    const at = this.fill
+    const n = this.buf.write(s, at + 2, 'utf8')
+    this.buf.writeUInt16BE(n, at)
+    this.fill = at + 2 + n
+  }
+
+  protected body32(b: Buffer): void {
+    this.buf.writeUInt32BE(b.length, this.fill)
+    b.copy(this.buf, this.fill + 4)
+    this.fill += 4 + b.length
+  }
+
+  /** the records of the open batch (a view) */
+  records(): Buffer {
+    return this.buf.subarray(this.head, this.fill)
+  }
+
+  /**
+   * Closes the batch: `line` (VERB ID args, without LEN) goes in front, LEN and the trailing
+   * newline around the records. The buffer is not reused: the socket may still hold it.
+   */
+  finish(line: string): Buffer {
+    line += ' ' + (this.fill - this.head) + '\n'
+    const start = this.head - Buffer.byteLength(line)
+    if (start < 0) throw new Error('batch header line longer than the room kept for it')
+    this.buf.write(line, start, 'utf8')
+    this.buf[this.fill] = NL
+    const out = this.buf.subarray(start, this.fill + 1)
+    this.buf = EMPTY
+    this.fill = this.head = 0
+    this.count = 0
+    return out
+  }
+
+  /** drops the open batch */
+  reset(): void {
+    this.buf = EMPTY
+    this.fill = this.head = 0
+    this.count = 0
+  }
+}
+
+/** room for a header line's numbers: id (15 digits), count (4), LEN (10) and their separators */
+const NUMBERS_ROOM = 40
+
+/** Body of a PUBLISH_BATCH: per message `u16 idLen, id (UTF-8, 0 = the broker names it), u32 len, body`. */
+export class PublishBatchWriter extends RecordBuffer {
+  /** the header line up to the id, and after it (values encoded) */
+  private exArgs = ''
+
+  /** Starts a batch to one exchange and routing key. */
+  start(exchange: string, routingKey: string): void {
+    this.exArgs = ' exchange=' + enc(exchange) + ' key=' + enc(routingKey) + ' count='
+    this.open('PUBLISH_BATCH '.length + Buffer.byteLength(this.exArgs) + NUMBERS_ROOM)
+  }
+
+  /** The whole PUBLISH_BATCH frame with request id `id`. */
+  frame(id: number): Buffer {
+    return this.finish('PUBLISH_BATCH ' + id + this.exArgs + this.count)
+  }
+
+  /** false when this message cannot go in a batch record (an id too long for u16) */
+  add(messageId: string | undefined, body: Buffer): boolean {
+    const id = messageId ?? ''
+    if (id.length * 3 > U16_MAX) return false
+    this.room(2 + id.length * 3 + 4 + body.length)
+    if (id) this.str16(id)
+    else {
+      this.buf.writeUInt16BE(0, this.fill)
+      this.fill += 2
+    }
+    this.body32(body)
+    this.count++
+    return true
+  }
+}
+
+/** Decodes a PUBLISH_BATCH body; bodies are views of it (no copy). Throws a non-fatal FrameError: LEN kept the stream in step. */
+export function parsePublishBatch(body: Buffer, count: number, id: number): {ids: (string | undefined)[]; bodies: Buffer[]} {
+  const ids: (string | undefined)[] = new Array(count)
+  const bodies: Buffer[] = new Array(count)
+  let p = 0
+  const bad = (what: string) => new FrameError('E_FRAME_BODY', `PUBLISH_BATCH body is malformed: ${what}`, false, id)
+  for (let i = 0; i < count; i++) {
+    if (p + 2 > body.length) throw bad(`record ${i + 1} of ${count} is missing`)
+    const idLen = body.readUInt16BE(p)
+    p += 2
+    if (p + idLen + 4 > body.length) throw bad(`record ${i + 1} is cut short`)
+    ids[i] = idLen === 0 ? undefined : body.toString('utf8', p, p + idLen)
+    p += idLen
+    const len = body.readUInt32BE(p)
+    p += 4
+    if (p + len > body.length) throw bad(`record ${i + 1} claims ${len} bytes, more than the frame holds`)
+    bodies[i] = body.subarray(p, p + len)
+    p += len
+  }
+  if (p !== body.length) throw bad(`${body.length - p} bytes after the ${count} records that count= announces`)
+  return {bodies, ids}
+}
+
+export interface BatchDelivery {
+  tag: number
+  redelivered: boolean
+  count: number
+  ts: number
+  exchange: string
+  key: string
+  messageId: string
+  body: Buffer
+}
+
+/**
+ * Body of a DELIVERS frame: per message `u48 tag, u8 flags (1 = redelivered), u32 delivery count,
+ * u48 timestamp ms, u16+exchange, u16+routing key, u16+message id, u32+body`.
+ */
+export class DeliveryBatchWriter extends RecordBuffer {
+  private prefix = ''
+
+  /** Starts a batch of deliveries to one consumer. */
+  start(consumerTag: string): void {
+    this.prefix = 'DELIVERS 0 consumer=' + enc(consumerTag) + ' count='
+    this.open(Buffer.byteLength(this.prefix) + NUMBERS_ROOM)
+  }
+
+  /** The whole DELIVERS frame. */
+  frame(): Buffer {
+    return this.finish(this.prefix + this.count)
+  }
+
+  /** false when the message cannot go in a record (a routing key too long for u16): send it as DELIVER */
+  add(tag: number, redelivered: boolean, count: number, ts: number, exchange: string, key: string, messageId: string, body: Buffer): boolean {
+    if ((exchange.length + key.length + messageId.length) * 3 > U16_MAX || key.length * 3 > U16_MAX) return false
+    this.room(6 + 1 + 4 + 6 + 6 + (exchange.length + key.length + messageId.length) * 3 + 4 + body.length)
+    const b = this.buf
+    let at = this.fill
+    b.writeUIntBE(tag, at, 6)
+    b[at + 6] = redelivered ? 1 : 0
+    b.writeUInt32BE(count, at + 7)
+    b.writeUIntBE(ts, at + 11, 6)
+    this.fill = at + 17
+    this.str16(exchange)
+    this.str16(key)
+    this.str16(messageId)
+    this.body32(body)
+    this.count++
+    return true
+  }
+}
+
+/** Decodes a DELIVERS body record by record; throws FrameError on a body that does not add up. */
+export function parseDeliveries(body: Buffer, count: number, each: (d: BatchDelivery) => void): void {
+  let p = 0
+  const bad = (what: string) => new FrameError('E_FRAME_BODY', `DELIVERS body is malformed: ${what}`, false)
+  const str = (): string => {
+    if (p + 2 > body.length) throw bad('a record is cut short')
+    const n = body.readUInt16BE(p)
+    p += 2
+    if (p + n > body.length) throw bad('a record is cut short')
+    const s = n === 0 ? '' : body.toString('utf8', p, p + n)
+    p += n
+    return s
+  }
+  for (let i = 0; i < count; i++) {
+    if (p + 17 > body.length) throw bad(`record ${i + 1} of ${count} is missing`)
+    const tag = body.readUIntBE(p, 6)
+    const redelivered = (body[p + 6] & 1) === 1
+    const n = body.readUInt32BE(p + 7)
+    const ts = body.readUIntBE(p + 11, 6)
+    p += 17
+    const exchange = str()
+    const key = str()
+    const messageId = str()
+    if (p + 4 > body.length) throw bad('a record is cut short')
+    const len = body.readUInt32BE(p)
+    p += 4
+    if (p + len > body.length) throw bad(`record ${i + 1} claims ${len} bytes, more than the frame holds`)
+    each({body: body.subarray(p, p + len), count: n, exchange, key, messageId, redelivered, tag, ts})
+    p += len
+  }
+  if (p !== body.length) throw bad(`${body.length - p} bytes after the ${count} records that count= announces`)
 }

@@ -10,9 +10,9 @@ import tls from 'node:tls'
 import {listenOn} from '../util/net.js'
 import {MqError, PermissionError, UsageError, errorText, isMqError} from '../errors.js'
 import type {Logger} from '../log.js'
-import {type DeliveryOut, type Engine, type ExchangeType, type Session} from './engine.js'
+import {type DeliveryOut, type Engine, type ExchangeType, type PublishResult, type Session} from './engine.js'
 import {type ResolvedPermissions} from './permissions.js'
-import {BIG_BODY, type Frame, FrameError, FrameParser, NEWLINE, PROTOCOL_VERSION, encodeFrame, encodeHead, encodeValue, frameHeadersOrNone, headerArgs, isHeaderName} from './protocol.js'
+import {BATCH_BYTES, BATCH_MAX_COUNT, BIG_BODY, DeliveryBatchWriter, type Frame, FrameError, FrameParser, NEWLINE, PROTOCOL_VERSION, encodeFrame, encodeHead, encodeValue, frameHeadersOrNone, isHeaderName, parsePublishBatch} from './protocol.js'
 
 export interface ServerLimits {
   maxPayload: number
@@ -157,6 +157,11 @@ function outHeaders(headers: Record<string, string>, args: Args): void {
   for (const k in headers) if (isHeaderName(k)) args[`h.${k}`] = headers[k]
 }
 
+function hasHeaders(h: Record<string, string>): boolean {
+  for (const _ in h) return true
+  return false
+}
+
 class Connection {
   readonly parser: FrameParser
   session?: Session
@@ -169,6 +174,10 @@ class Connection {
   private lastConsumerArg = ''
   /** negotiated in HELLO (confirms=batch): CONFIRM upto=N frames instead of one OK per publish */
   private batchConfirms = false
+  /** negotiated in HELLO (batch=1): a tick's deliveries to one consumer leave as one DELIVERS frame */
+  private batchDeliveries = false
+  private readonly dbatch = new DeliveryBatchWriter()
+  private dbatchTag = ''
   private durablePending = 0
   private confirmUpTo = 0
   private confirmScheduled = false
@@ -227,7 +236,7 @@ class Connection {
     const sink = {
       cancelled: (tag: string) => this.send('CANCELLED', 0, {consumer: tag}),
       deliver: (d: DeliveryOut) => this.deliver(d),
-      writable: () => !this.dead && this.sock.writableLength + this.outLen < OUT_HIGH_WATER,
+      writable: () => !this.dead && this.sock.writableLength + this.outLen + this.dbatch.bytes < OUT_HIGH_WATER,
     }
     this.session = this.srv.opts.engine.openSession(identity, sink, this.perms)
   }
@@ -313,6 +322,7 @@ class Connection {
    */
   private write(buf: Buffer): void {
     if (this.dead) return
+    if (this.dbatch.count > 0) this.closeDeliveries()
     this.lastOut = Date.now()
     if (buf.length >= 64 * 1024) {
       this.flush()
@@ -327,6 +337,7 @@ class Connection {
   /** A small frame built in place: header line, LEN, body and newline copied once, into the arena. */
   private writeLine(line: string, body: Buffer): void {
     if (this.dead) return
+    if (this.dbatch.count > 0) this.closeDeliveries()
     this.lastOut = Date.now()
     const len = body.length
     if (len > 0) line += ' ' + len
@@ -360,6 +371,7 @@ class Connection {
   /** A big frame: header, body and newline go out as they are (no copy of the body). */
   private writeParts(head: Buffer, body: Buffer): void {
     if (this.dead) return
+    if (this.dbatch.count > 0) this.closeDeliveries()
     this.lastOut = Date.now()
     this.flush()
     this.sock.cork()
@@ -371,9 +383,15 @@ class Connection {
 
   private readonly flush = (): void => {
     this.flushScheduled = false
-    if (this.arenaFill === this.arenaStart || this.sock.destroyed) return
-    this.sock.write(this.arena.subarray(this.arenaStart, this.arenaFill))
-    this.arenaStart = this.arenaFill
+    if (this.dbatch.count > 0) this.closeDeliveries()
+    if (this.arenaFill !== this.arenaStart && !this.sock.destroyed) {
+      this.sock.write(this.arena.subarray(this.arenaStart, this.arenaFill))
+      this.arenaStart = this.arenaFill
+    }
+    if (this.corked) {
+      this.corked = false
+      this.sock.uncork()
+    }
   }
 
   send(verb: string, id: number, args?: Args, body?: Buffer): void {
@@ -409,8 +427,49 @@ class Connection {
     this.ok(id, {type: 'json'}, Buffer.from(JSON.stringify(value)))
   }
 
+  /** Writes the open DELIVERS batch as one frame. */
+  private closeDeliveries(): void {
+    const frame = this.dbatch.frame()
+    if (frame.length < BATCH_BYTES) {
+      this.write(frame)
+      return
+    }
+    // a full batch is written as it is, behind this tick's arena; the socket stays corked until the
+    // tick's flush so the TLS layer still gets one write for all of them
+    if (!this.corked) {
+      this.corked = true
+      this.sock.cork()
+    }
+    if (this.arenaFill > this.arenaStart) {
+      this.sock.write(this.arena.subarray(this.arenaStart, this.arenaFill))
+      this.arenaStart = this.arenaFill
+    }
+    this.sock.write(frame)
+    if (!this.flushScheduled) {
+      this.flushScheduled = true
+      process.nextTick(this.flush)
+    }
+  }
+
+  private corked = false
+
   private deliver(d: DeliveryOut): void {
     const m = d.msg
+    if (this.batchDeliveries && d.consumerTag && m.body.length < BIG_BODY && !hasHeaders(m.headers)) {
+      if (this.dbatch.count > 0 && (d.consumerTag !== this.dbatchTag || this.dbatch.bytes >= BATCH_BYTES || this.dbatch.count >= BATCH_MAX_COUNT)) this.closeDeliveries()
+      if (this.dbatch.count === 0) {
+        this.dbatchTag = d.consumerTag
+        this.dbatch.start(d.consumerTag)
+      }
+      if (this.dbatch.add(d.deliveryTag, m.redelivered, m.deliveryCount, m.timestamp, m.exchange, m.routingKey, m.messageId, m.body)) {
+        this.lastOut = Date.now()
+        if (!this.flushScheduled) {
+          this.flushScheduled = true
+          process.nextTick(this.flush)
+        }
+        return
+      }
+    }
     // built by hand: this is the hottest encoder. count=1 and redelivered=0 are the documented
     // defaults and left out; the queue is implied by the consumer tag; an empty exchange is the default
     let line = 'DELIVER 0 tag=' + d.deliveryTag
@@ -483,6 +542,43 @@ class Connection {
     if (!this.perms.admin) throw new PermissionError('E_FORBIDDEN', `${this.identity} may not ${what}: it needs admin in broker.permissions`, {hint: 'Try this: run it as an admin identity (--identity admin)'})
   }
 
+  /** Flow control and the confirm of a PUBLISH or PUBLISH_BATCH (of `count` messages) the engine took. */
+  private published(id: number, r: PublishResult, count: number): void {
+    const engine = this.srv.opts.engine
+    // never on a connection that also consumes: its acks are what drains the queue
+    if (r.flow !== undefined && !this.pausedForFlow && this.session!.consumers.size === 0) {
+      this.pausedForFlow = true
+      this.sock.pause()
+      engine.whenFlowing(r.flow, () => {
+        this.pausedForFlow = false
+        this.maybeResume()
+      })
+    }
+    if (id === 0) return
+    const store = engine.store
+    const reply = () => (count === 1 ? this.ok(id, {message_id: r.messageId, queues: r.queues.join(',')}) : this.ok(id, {count, queues: r.queues.join(',')}))
+    // with batch confirms a publish is confirmed in order: behind this connection's durable publishes still committing
+    if (!store || !(r.durable || (this.batchConfirms && this.durablePending > 0))) {
+      if (this.batchConfirms) this.confirm(id)
+      else reply()
+      return
+    }
+    this.durablePending++
+    this.unconfirmed += count
+    if (this.unconfirmed >= this.srv.opts.limits.maxUnconfirmed && !this.pausedForConfirms) {
+      this.pausedForConfirms = true
+      this.sock.pause()
+    }
+    store.afterCommit((err) => {
+      this.durablePending--
+      this.unconfirmed -= count
+      if (err) this.fail(err, false, id)
+      else if (this.batchConfirms) this.confirm(id)
+      else reply()
+      if (this.pausedForConfirms) this.maybeResume()
+    })
+  }
+
   private dispatch(f: Frame): void {
     const engine = this.srv.opts.engine
     if (!this.session) {
@@ -494,6 +590,7 @@ class Connection {
     switch (f.verb) {
       case 'HELLO': {
         if (f.args.confirms === 'batch') this.batchConfirms = true
+        if (f.args.batch === '1') this.batchDeliveries = true
         const hb = this.int(f, 'heartbeat')
         if (hb !== undefined && hb > 0) this.heartbeatMs = this.heartbeatMs > 0 ? Math.max(1000, Math.min(hb, this.heartbeatMs)) : Math.max(1000, hb)
         this.ok(f.id, {
@@ -501,6 +598,8 @@ class Connection {
           identity: this.identity,
           max_payload: this.srv.opts.limits.maxPayload,
           confirms: this.batchConfirms ? 'batch' : undefined,
+          // PUBLISH_BATCH is understood (DELIVERS are sent only to a client that sent batch=1)
+          batch: 1,
           max_unconfirmed: this.srv.opts.limits.maxUnconfirmed,
           server: 'mq',
           version: PROTOCOL_VERSION,
@@ -513,54 +612,16 @@ class Connection {
       case 'PONG':
         return
       case 'PUBLISH': {
-        const exchange = f.args.exchange ?? ''
-        const key = f.args.key ?? ''
-        const headers = frameHeadersOrNone(f.args)
-        const r = engine.publish(exchange, key, f.body, {headers, messageId: f.args.message_id}, this.perms)
-        // never on a connection that also consumes: its acks are what drains the queue
-        if (r.flow !== undefined && !this.pausedForFlow && s.consumers.size === 0) {
-          this.pausedForFlow = true
-          this.sock.pause()
-          engine.whenFlowing(r.flow, () => {
-            this.pausedForFlow = false
-            this.maybeResume()
-          })
-        }
-        if (f.id === 0) return
-        if (this.batchConfirms) {
-          // a publish is confirmed in order: behind this connection's durable publishes still committing
-          if (!((r.durable || this.durablePending > 0) && engine.store)) {
-            this.confirm(f.id)
-            return
-          }
-          this.durablePending++
-          this.unconfirmed++
-          if (this.unconfirmed >= this.srv.opts.limits.maxUnconfirmed && !this.pausedForConfirms) {
-            this.pausedForConfirms = true
-            this.sock.pause()
-          }
-          engine.store.afterCommit((err) => {
-            this.durablePending--
-            this.unconfirmed--
-            if (err) this.fail(err, false, f.id)
-            else this.confirm(f.id)
-            if (this.pausedForConfirms) this.maybeResume()
-          })
-          return
-        }
-        if (r.durable && engine.store) {
-          this.unconfirmed++
-          if (this.unconfirmed >= this.srv.opts.limits.maxUnconfirmed && !this.pausedForConfirms) {
-            this.pausedForConfirms = true
-            this.sock.pause()
-          }
-          engine.store.afterCommit((err) => {
-            this.unconfirmed--
-            if (err) this.fail(err, false, f.id)
-            else this.ok(f.id, {message_id: r.messageId, queues: r.queues.join(',')})
-            if (this.pausedForConfirms) this.maybeResume()
-          })
-        } else this.ok(f.id, {message_id: r.messageId, queues: r.queues.join(',')})
+        const r = engine.publish(f.args.exchange ?? '', f.args.key ?? '', f.body, {headers: frameHeadersOrNone(f.args), messageId: f.args.message_id}, this.perms)
+        this.published(f.id, r, 1)
+        return
+      }
+      case 'PUBLISH_BATCH': {
+        const count = this.int(f, 'count') ?? 0
+        if (count < 1 || count > BATCH_MAX_COUNT) throw new UsageError('E_FRAME_ARG', `PUBLISH_BATCH count=${count} must be 1..${BATCH_MAX_COUNT}`, {hint: 'Try this: see docs/protocol.md, "Batches"'})
+        const {bodies, ids} = parsePublishBatch(f.body, count, f.id)
+        const r = engine.publishMany(f.args.exchange ?? '', f.args.key ?? '', bodies, ids, this.perms)
+        this.published(f.id, r, count)
         return
       }
       case 'ACK': {

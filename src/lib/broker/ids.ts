@@ -1,0 +1,21 @@
+import {randomUUID} from 'node:crypto'
+
+/** 3 hex digits per number below 4096: the low part of an id comes from here instead of toString/padStart */
+const HEX3 = Array.from({length: 4096}, (_, i) => i.toString(16).padStart(3, '0'))
+
+/**
+ * Message ids when the publisher names none: UUID-shaped and unique, a random prefix per instance and
+ * a 48-bit counter in hex (randomUUID per message is costly, and so is formatting the counter anew).
+ */
+export class MessageIds {
+  private readonly prefix = randomUUID().slice(0, 24)
+  private seq = 0
+  private high = ''
+
+  next(): string {
+    const n = ++this.seq
+    const low = n & 0xfff
+    if (low === 0 || this.high === '') this.high = this.prefix + Math.floor(n / 4096).toString(16).padStart(9, '0')
+    return this.high + HEX3[low]
+  }
+}
