@@ -54,6 +54,12 @@ function startWriter(): void {
 
   // ---- sealed groups (see sealGroup in store.ts) ----
   const insGrouped = db.prepare("INSERT INTO messages (seq, queue, message_id, exchange, routing_key, headers, body, ts, delivery_count, expires_at, key_id, group_id) VALUES (?,?,?,?,?,NULL,x'',?,?,?,?,?)")
+  const INSERT_CHUNK = 32
+  const insGroupedChunk = db.prepare(
+    'INSERT INTO messages (seq, queue, message_id, exchange, routing_key, headers, body, ts, delivery_count, expires_at, key_id, group_id) VALUES ' +
+      Array.from({length: INSERT_CHUNK}, () => "(?,?,?,?,?,NULL,x'',?,?,?,?,?)").join(','),
+  )
+  const chunkArgs: unknown[] = new Array(INSERT_CHUNK * 10)
   const insGroup = db.prepare('INSERT INTO sealed_groups (id, key_id, data) VALUES (?,?,?)')
   const delGroup = db.prepare('DELETE FROM sealed_groups WHERE id = ?')
   const queueGroupRows = db.prepare('SELECT seq FROM messages WHERE queue = ? AND group_id IS NOT NULL')
@@ -68,6 +74,7 @@ function startWriter(): void {
     pendingParts = []
     pendingRows = []
     pendingBytes = 0
+    pendingSeqs.clear()
     for (const r of groupRows.iterate() as Iterable<{seq: number; group_id: number}>) {
       groupOf.set(r.seq, r.group_id)
       live.set(r.group_id, (live.get(r.group_id) ?? 0) + 1)
@@ -81,6 +88,7 @@ function startWriter(): void {
   let pendingParts: Uint8Array[] = []
   let pendingRows: [number, string, string, string, string, number, number, number][] = []
   let pendingBytes = 0
+  const pendingSeqs = new Set<number>()
   loadGroups()
   nextGroup = ((maxGroup.get() as {m: number | null}).m ?? 0) + 1
 
@@ -88,13 +96,35 @@ function startWriter(): void {
     if (pendingRows.length === 0) return
     const id = nextGroup++
     insGroup.run(id, storeKeyId, sealGroup(storeKey, storeKeyId, id, Buffer.concat(pendingParts, pendingBytes)))
-    for (const r of pendingRows) {
-      insGrouped.run(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], storeKeyId, id)
-      groupOf.set(r[0], id)
+    const rows = pendingRows
+    let i = 0
+    // INSERT_CHUNK rows per statement: a statement's fixed cost (bind, step, reset) was half of an insert
+    for (; i + INSERT_CHUNK <= rows.length; i += INSERT_CHUNK) {
+      let k = 0
+      for (let j = i; j < i + INSERT_CHUNK; j++) {
+        const r = rows[j]
+        chunkArgs[k++] = r[0]
+        chunkArgs[k++] = r[1]
+        chunkArgs[k++] = r[2]
+        chunkArgs[k++] = r[3]
+        chunkArgs[k++] = r[4]
+        chunkArgs[k++] = r[5]
+        chunkArgs[k++] = r[6]
+        chunkArgs[k++] = r[7]
+        chunkArgs[k++] = storeKeyId
+        chunkArgs[k++] = id
+      }
+      insGroupedChunk.run(chunkArgs)
     }
+    for (; i < rows.length; i++) {
+      const r = rows[i]
+      insGrouped.run(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], storeKeyId, id)
+    }
+    for (const r of rows) groupOf.set(r[0], id)
     live.set(id, pendingRows.length)
     pendingParts = []
     pendingRows = []
+    pendingSeqs.clear()
     pendingBytes = 0
   }
 
@@ -142,13 +172,15 @@ function startWriter(): void {
           pendingParts.push(buf.subarray(start, next))
           pendingBytes += next - start
           pendingRows.push([m.seq, m.queue, m.messageId, m.exchange, m.routingKey, m.timestamp, m.deliveryCount, m.expiresAt])
+          pendingSeqs.add(m.seq)
           if (pendingBytes >= GROUP_BYTES_MAX) flushGroup()
         }
         continue
       }
-      // a delete or count may refer to a row still waiting in the group
-      flushGroup()
       const seq = buf.readDoubleLE(p + 1)
+      // only a delete or count of a row still waiting in the group closes it: closing it on every
+      // delete made a group (and a nonce, a cipher and a row) per message when publishes and acks interleave
+      if (pendingSeqs.has(seq)) flushGroup()
       p += 9
       if (kind === REC_DELETE) {
         del.run(seq)

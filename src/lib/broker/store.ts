@@ -92,6 +92,17 @@ let noncePos = noncePool.length
  * Seals a row's headers and body: nonce(12) | AES-256-GCM(u32 headers length, headers JSON, body) | tag(16).
  * Headers live inside the ciphertext too; the headers column stays NULL for sealed rows.
  */
+/** a fresh random 96-bit nonce from the pool (copied out: the pool is refilled in place) */
+function nextNonce(): Buffer {
+  if (noncePos === noncePool.length) {
+    randomFillSync(noncePool)
+    noncePos = 0
+  }
+  const n = Buffer.from(noncePool.subarray(noncePos, noncePos + NONCE_BYTES))
+  noncePos += NONCE_BYTES
+  return n
+}
+
 export function sealRecord(key: Uint8Array, aad: Uint8Array, headers: Uint8Array, body: Uint8Array): Buffer {
   if (noncePos === noncePool.length) {
     randomFillSync(noncePool)
@@ -149,7 +160,7 @@ function groupAad(keyId: number, groupId: number): Buffer {
 }
 
 export function sealGroup(key: Uint8Array, keyId: number, groupId: number, plain: Buffer): Buffer {
-  const nonce = randomBytes(NONCE_BYTES)
+  const nonce = nextNonce()
   const c = createCipheriv('aes-256-gcm', key, nonce, {authTagLength: TAG_BYTES})
   c.setAAD(groupAad(keyId, groupId))
   const body = c.update(plain)

@@ -236,3 +236,38 @@ test('sealed groups: one commit seals its small messages together; a group goes 
     h.cleanup()
   }
 })
+
+test('publishes and acks interleaved in one commit still share one sealed group; the acked ones are gone after a reopen', async () => {
+  const h = tempHome()
+  const dir = join(h.dir, 'data')
+  const keyFile = join(h.dir, 'secrets', 'broker.key')
+  const open: DurableStore[] = []
+  try {
+    const store = new DurableStore(dir, 0, {keyFile})
+    open.push(store)
+    const e = new Engine({store})
+    e.declareQueue('mix', {durable: true})
+    for (let i = 0; i < 10; i++) e.publish('', 'mix', Buffer.from(`old ${i}`), {messageId: `old-${i}`})
+    await store.flush()
+    const s = e.openSession('c', {deliver: () => {}, writable: () => true})
+    // what a busy broker's commit holds: each new message's insert next to an ack of an older one
+    for (let i = 0; i < 10; i++) {
+      e.publish('', 'mix', Buffer.from(`new ${i}`), {messageId: `new-${i}`})
+      e.ack(s, e.get(s, 'mix')!.deliveryTag)
+    }
+    await store.flush()
+    const groupsOfNew = store.db.prepare("SELECT COUNT(DISTINCT group_id) AS n FROM messages WHERE message_id LIKE 'new-%'").get() as {n: number}
+    assert.equal(groupsOfNew.n, 1, 'the ten new messages of one commit are sealed as one group, not one group each')
+    assert.equal((store.db.prepare('SELECT COUNT(*) AS n FROM sealed_groups').get() as {n: number}).n, 1, "the old group went with its last ack")
+    await store.close()
+    const store2 = new DurableStore(dir, 0, {keyFile})
+    open.push(store2)
+    const e2 = new Engine({store: store2})
+    assert.deepEqual([...e2.queues.get('mix')!.ready].map((m) => m.body.toString()), Array.from({length: 10}, (_, i) => `new ${i}`))
+    await store2.close()
+  } finally {
+    // a failed assertion must not leave a writer thread behind to hang the test file
+    for (const st of open) await st.close().catch(() => {})
+    h.cleanup()
+  }
+})
