@@ -37,6 +37,7 @@ Without a reachable broker it starts a private one in a temp home.`
     'rabbitmq-url': Flags.string({default: 'amqp://guest:guest@127.0.0.1:5672', description: 'RabbitMQ for --compare'}),
     nats: Flags.string({default: '127.0.0.1:4222', description: 'NATS server for --compare'}),
     spawn: Flags.boolean({description: 'always benchmark a private broker started for this run'}),
+    warmup: Flags.integer({default: 20_000, description: 'messages of an untimed run of each unpaced workload before the timed one, on every target (JIT, caches, connections)', min: 0}),
     // internal: the consumer process
     role: Flags.option({hidden: true, options: ['producer', 'consumer'] as const})(),
     target: Flags.option({hidden: true, options: ['mq', 'rabbitmq', 'nats'] as const})(),
@@ -88,7 +89,7 @@ Without a reachable broker it starts a private one in a temp home.`
       if (f.mode !== 'durable') specs.push({messages: f.messages, mode: 'memory', size, window: f.window})
       if (f.mode !== 'memory') specs.push({messages: f.messages, mode: 'durable', size, window: f.window})
       if (f.mode !== 'memory' && f['latency-rate'] > 0) {
-        specs.push({messages: Math.min(f.messages, f['latency-rate'] * 3), mode: 'durable', rate: f['latency-rate'], size, window: f.window})
+        specs.push({messages: Math.min(f.messages, f['latency-rate'] * 10), mode: 'durable', rate: f['latency-rate'], size, window: f.window})
       }
     }
     const label = (s: BenchSpec) => `${s.mode} ${s.size} B${s.rate ? ` @${s.rate}/s` : ''}`
@@ -101,6 +102,8 @@ Without a reachable broker it starts a private one in a temp home.`
     }
     const once = async (p: TargetParams, s: BenchSpec): Promise<BenchResult | undefined> => {
       try {
+        // the same warm-up for every target: a JIT-compiled broker is not measured cold against Go and Erlang ones
+        if (f.warmup > 0 && !s.rate) await runBench(this.targetFor(p), p, {...s, messages: f.warmup}, bar(`${p.target} (warm-up)`, s))
         const r = await runBench(this.targetFor(p), p, s, bar(p.target, s))
         if (tty) process.stderr.write('\r\x1b[K')
         this.note(`${p.target.padEnd(8)} ${label(s).padEnd(22)} ${String(r.msgsPerSec).padStart(8)} msg/s  e2e p50 ${r.latencyMs.p50} ms p99 ${r.latencyMs.p99} ms${r.confirmMs ? `  confirm p50 ${r.confirmMs.p50} ms p99 ${r.confirmMs.p99} ms` : ''}`)

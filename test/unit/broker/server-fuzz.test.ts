@@ -16,8 +16,8 @@ test('random and half-valid frames never crash the server (plain TCP, in process
     permissionsFor: (id) => resolvePermissions([{admin: true, consume: ['*'], identity: '*', publish: ['*'], roles: []}], id),
   })
   const {port} = srv
-  const verbs = ['HELLO', 'PUBLISH', 'CONSUME', 'GET', 'ACK', 'NACK', 'REJECT', 'DECLARE_QUEUE', 'DECLARE_EXCHANGE', 'BIND', 'DELETE_QUEUE', 'PURGE_QUEUE', 'STATUS', 'STATS', 'LIST_QUEUES', 'CANCEL', 'PUT_KEY', 'GET_KEY', 'PING', 'QUIT']
-  const keys = ['name', 'queue', 'exchange', 'key', 'tag', 'prefetch', 'no_ack', 'durable', 'dead_letter', 'ttl', 'max_length', 'type', 'consumer', 'requeue', 'reason', 'message_id', 'h.x']
+  const verbs = ['HELLO', 'PUBLISH', 'PUBLISH_BATCH', 'CONSUME', 'GET', 'ACK', 'NACK', 'REJECT', 'DECLARE_QUEUE', 'DECLARE_EXCHANGE', 'BIND', 'DELETE_QUEUE', 'PURGE_QUEUE', 'STATUS', 'STATS', 'LIST_QUEUES', 'CANCEL', 'PUT_KEY', 'GET_KEY', 'PING', 'QUIT']
+  const keys = ['name', 'count', 'batch', 'queue', 'exchange', 'key', 'tag', 'prefetch', 'no_ack', 'durable', 'dead_letter', 'ttl', 'max_length', 'type', 'consumer', 'requeue', 'reason', 'message_id', 'h.x']
   const vals = ['0', '1', '3', 'q0', 'q1', '', 'x%zz', '-1', '99999999999999999', 'topic', 'fanout', 'a.#', '%20']
   try {
     for (let round = 0; round < 100; round++) {
