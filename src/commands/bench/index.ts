@@ -1,6 +1,6 @@
 import {Flags} from '@oclif/core'
 
-import {type BenchResult, type BenchSpec, type BenchTarget, type TargetParams, mqTarget, natsTarget, rabbitTarget, runBench, runConsumer} from '../../lib/broker/bench.js'
+import {type BenchResult, type BenchSpec, type BenchTarget, type TargetParams, medianRun, mqTarget, natsTarget, rabbitTarget, runBench, runConsumer} from '../../lib/broker/bench.js'
 import {connectBroker} from '../../lib/broker/connect.js'
 import {brokerFlags} from '../../lib/broker/flags.js'
 import {spawnPrivateBroker} from '../../lib/broker/spawn.js'
@@ -25,7 +25,7 @@ Modes: memory (non-durable queue, unconfirmed publishes, auto-ack) and durable (
 manual acks), plus a durable run paced at --latency-rate msg/s for confirm and end-to-end latency. With --compare the
 same workload runs through amqplib against RabbitMQ and through nats.js against NATS core, and the ratios are printed.
 Without a reachable broker it starts a private one in a temp home.`
-  static examples = ['<%= config.bin %> bench', '<%= config.bin %> bench --compare --json', '<%= config.bin %> bench --mode durable --size 256 --size 65536 --messages 5000']
+  static examples = ['<%= config.bin %> bench', '<%= config.bin %> bench --compare --json', '<%= config.bin %> bench --compare --messages 300000 --repeat 5', '<%= config.bin %> bench --mode durable --size 256 --size 65536 --messages 5000']
   static flags = {
     ...brokerFlags,
     mode: Flags.option({default: 'all' as const, description: 'which workloads', options: ['memory', 'durable', 'all'] as const})(),
@@ -37,6 +37,7 @@ Without a reachable broker it starts a private one in a temp home.`
     'rabbitmq-url': Flags.string({default: 'amqp://guest:guest@127.0.0.1:5672', description: 'RabbitMQ for --compare'}),
     nats: Flags.string({default: '127.0.0.1:4222', description: 'NATS server for --compare'}),
     spawn: Flags.boolean({description: 'always benchmark a private broker started for this run'}),
+    repeat: Flags.integer({default: 1, description: 'timed runs of each workload on every target, interleaved; the median run is reported and used for the ratios', min: 1, max: 25}),
     warmup: Flags.integer({default: 20_000, description: 'messages of an untimed run of each unpaced workload before the timed one, on every target (JIT, caches, connections)', min: 0}),
     // internal: the consumer process
     role: Flags.option({hidden: true, options: ['producer', 'consumer'] as const})(),
@@ -100,14 +101,16 @@ Without a reachable broker it starts a private one in a temp home.`
       const n = Math.round((done / total) * w)
       process.stderr.write(`\r[${'='.repeat(n)}${' '.repeat(w - n)}] ${String(Math.round((done / total) * 100)).padStart(3)}% ${name} ${label(s)}   `)
     }
-    const once = async (p: TargetParams, s: BenchSpec): Promise<BenchResult | undefined> => {
+    const runs: BenchResult[] = []
+    const once = async (p: TargetParams, s: BenchSpec, round: number): Promise<BenchResult | undefined> => {
       try {
         // the same warm-up for every target: a JIT-compiled broker is not measured cold against Go and Erlang ones
-        if (f.warmup > 0 && !s.rate) await runBench(this.targetFor(p), p, {...s, messages: f.warmup}, bar(`${p.target} (warm-up)`, s))
+        if (round === 0 && f.warmup > 0 && !s.rate) await runBench(this.targetFor(p), p, {...s, messages: f.warmup}, bar(`${p.target} (warm-up)`, s))
         const r = await runBench(this.targetFor(p), p, s, bar(p.target, s))
         if (tty) process.stderr.write('\r\x1b[K')
-        this.note(`${p.target.padEnd(8)} ${label(s).padEnd(22)} ${String(r.msgsPerSec).padStart(8)} msg/s  e2e p50 ${r.latencyMs.p50} ms p99 ${r.latencyMs.p99} ms${r.confirmMs ? `  confirm p50 ${r.confirmMs.p50} ms p99 ${r.confirmMs.p99} ms` : ''}`)
-        results.push({...r, rate: s.rate})
+        const of = f.repeat > 1 ? ` (run ${round + 1}/${f.repeat})` : ''
+        this.note(`${p.target.padEnd(8)} ${label(s).padEnd(22)} ${String(r.msgsPerSec).padStart(8)} msg/s  e2e p50 ${r.latencyMs.p50} ms p99 ${r.latencyMs.p99} ms${r.confirmMs ? `  confirm p50 ${r.confirmMs.p50} ms p99 ${r.confirmMs.p99} ms` : ''}${of}`)
+        runs.push({...r, rate: s.rate})
         return r
       } catch (error) {
         if (tty) process.stderr.write('\r\x1b[K')
@@ -117,9 +120,25 @@ Without a reachable broker it starts a private one in a temp home.`
     }
     try {
       for (const s of specs) {
-        const mine = await once(mqParams, s)
+        // rounds interleave the targets so that whatever else the machine does weighs on all of them
+        const mineRuns: BenchResult[] = []
+        const rabbitRuns: BenchResult[] = []
+        const natsRuns: BenchResult[] = []
+        for (let round = 0; round < f.repeat; round++) {
+          const m = await once(mqParams, s, round)
+          if (m) mineRuns.push(m)
+          if (!f.compare) continue
+          const r = await once({target: 'rabbitmq', url: f['rabbitmq-url']}, s, round)
+          if (r) rabbitRuns.push(r)
+          if (s.mode !== 'memory') continue
+          const n = await once({target: 'nats', url: f.nats}, s, round)
+          if (n) natsRuns.push(n)
+        }
+        const mine = medianRun(mineRuns)
+        if (mine) results.push(mine)
         if (!f.compare) continue
         const cmp = (other: BenchResult | undefined) => {
+          if (other) results.push(other)
           if (!mine || !other) return
           const mode = label(s)
           if (s.rate) {
@@ -131,8 +150,8 @@ Without a reachable broker it starts a private one in a temp home.`
             ratios.push({against: other.target, metric: 'msg/s (ratio mq/other)', mode, mq: mine.msgsPerSec, other: other.msgsPerSec, ratio: Math.round((mine.msgsPerSec / Math.max(other.msgsPerSec, 1)) * 100) / 100, size: s.size})
           }
         }
-        cmp(await once({target: 'rabbitmq', url: f['rabbitmq-url']}, s))
-        if (s.mode === 'memory') cmp(await once({target: 'nats', url: f.nats}, s))
+        cmp(medianRun(rabbitRuns))
+        if (s.mode === 'memory') cmp(medianRun(natsRuns))
       }
     } finally {
       await priv?.stop()
@@ -155,6 +174,6 @@ Without a reachable broker it starts a private one in a temp home.`
       )
       if (ratios.length > 0) this.out('\n' + table(ratios.map((r) => ({...r})), ['mode', 'against', 'metric', 'mq', 'other', 'ratio']))
     }
-    return {broker: priv ? `private (${brokerAddr})` : brokerAddr, ratios, results}
+    return {broker: priv ? `private (${brokerAddr})` : brokerAddr, ratios, results, ...(f.repeat > 1 ? {runs} : {})}
   }
 }

@@ -77,6 +77,18 @@ function pct(sorted: Float64Array, p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]
 }
 
+/**
+ * The median of repeated runs of one workload on one target: by throughput, or for a paced run
+ * (equal throughput by construction) by p99 confirm latency. A median rather than a best run: one
+ * lucky scheduling of three processes on two cores says little.
+ */
+export function medianRun(runs: BenchResult[]): BenchResult | undefined {
+  if (runs.length === 0) return undefined
+  const key = (r: BenchResult) => (r.rate ? -(r.confirmMs?.p99 ?? r.latencyMs.p99) : r.msgsPerSec)
+  const sorted = [...runs].sort((a, b) => key(a) - key(b))
+  return sorted[Math.floor((sorted.length - 1) / 2)]
+}
+
 const round = (n: number, d = 3) => Math.round(n * 10 ** d) / 10 ** d
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 /** wall-clock ms with sub-ms precision, comparable across processes on one machine */

@@ -430,6 +430,7 @@ class Connection {
   /** Writes the open DELIVERS batch as one frame. */
   private closeDeliveries(): void {
     const frame = this.dbatch.frame()
+    this.lastOut = Date.now()
     if (frame.length < BATCH_BYTES) {
       this.write(frame)
       return
@@ -462,7 +463,7 @@ class Connection {
         this.dbatch.start(d.consumerTag)
       }
       if (this.dbatch.add(d.deliveryTag, m.redelivered, m.deliveryCount, m.timestamp, m.exchange, m.routingKey, m.messageId, m.body)) {
-        this.lastOut = Date.now()
+        // lastOut is set when the batch is written (closeDeliveries), not per record
         if (!this.flushScheduled) {
           this.flushScheduled = true
           process.nextTick(this.flush)

@@ -45,6 +45,32 @@ test('PUBLISH_BATCH and DELIVERS bodies round-trip binary bodies, ids and flags;
   assert.throws(() => parseDeliveries(df[0].body.subarray(0, 30), 2, () => {}), (e: FrameError) => e.code === 'E_FRAME_BODY')
 })
 
+test('DELIVERS records that share, nearly share or differ in exchange and key decode each to its own names', () => {
+  const long = 'x'.repeat(70)
+  const names: [string, string][] = [
+    ['orders', 'eu.1'],
+    ['orders', 'eu.1'],
+    ['orderz', 'eu.2'], // same lengths, different bytes
+    ['orders', 'eu.1'],
+    ['', ''],
+    ['ключ', 'é.1'], // non-ASCII takes the encoder
+    ['ключ', 'é.1'],
+    [long, long + 'y'],
+    [long, long + 'z'],
+  ]
+  const d = new DeliveryBatchWriter()
+  d.start('c')
+  names.forEach(([ex, key], i) => assert.ok(d.add(i + 1, false, 1, 1, ex, key, `id-${i}-é`, Buffer.from([i]))))
+  const f: Frame[] = []
+  new FrameParser(1 << 20).push(d.frame(), (x) => f.push(x), (e) => assert.fail(e.message))
+  const got: [string, string, string][] = []
+  parseDeliveries(f[0].body, names.length, (r) => got.push([r.exchange, r.key, r.messageId]))
+  assert.deepEqual(
+    got,
+    names.map(([ex, key], i) => [ex, key, `id-${i}-é`]),
+  )
+})
+
 /** A hand-typed session on a raw socket: what `openssl s_client` would show. */
 async function raw(port: number) {
   const s = net.connect({host: '127.0.0.1', port})
