@@ -253,6 +253,7 @@ class Connection {
     if (this.arenaFill === this.arenaStart && this.arena !== EMPTY_ARENA && now - this.lastOut > 1000) {
       this.arena = EMPTY_ARENA
       this.arenaStart = this.arenaFill = 0
+      this.dbatch.release()
     }
     const {limits} = this.srv.opts
     const t = limits.handshakeTimeoutMs

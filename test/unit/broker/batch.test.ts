@@ -71,6 +71,31 @@ test('DELIVERS records that share, nearly share or differ in exchange and key de
   )
 })
 
+test('batches cut from one writer stay intact: later batches, a dropped batch and one outgrowing its slab never touch a frame handed out', () => {
+  const w = new PublishBatchWriter()
+  const frames: {frame: Buffer; copy: Buffer; bodies: Buffer[]}[] = []
+  const sizes = [1, 3, 200, 1, 40_000, 2, 70_000, 5]
+  sizes.forEach((n, i) => {
+    w.start('ex', `k${i}`)
+    const bodies = [Buffer.alloc(n, i + 1), Buffer.from(`second ${i}`)]
+    for (const b of bodies) assert.ok(w.add(`id-${i}`, b))
+    if (i === 3) {
+      // dropped: its bytes are reused by the next batch
+      w.reset()
+      return
+    }
+    const frame = w.frame(i + 1)
+    frames.push({bodies, copy: Buffer.from(frame), frame})
+  })
+  for (const {frame, copy, bodies} of frames) {
+    assert.ok(frame.equals(copy), 'a frame changed after it was handed out')
+    const got: Frame[] = []
+    new FrameParser(1 << 20).push(frame, (x) => got.push(x), (e) => assert.fail(e.message))
+    assert.deepEqual(parsePublishBatch(got[0].body, 2, got[0].id).bodies, bodies)
+  }
+  assert.equal(frames.length, sizes.length - 1)
+})
+
 /** A hand-typed session on a raw socket: what `openssl s_client` would show. */
 async function raw(port: number) {
   const s = net.connect({host: '127.0.0.1', port})
