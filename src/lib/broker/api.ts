@@ -69,6 +69,8 @@ export class ApiServer {
       })
     })
     this.server.on('tlsClientError', () => {})
+    // the identity is read once per connection (peerIdentity): a renegotiation must not change it
+    this.server.on('secureConnection', (s: tls.TLSSocket) => s.disableRenegotiation())
     this.server.headersTimeout = 10_000
     this.server.requestTimeout = 30_000
     this.builtins()

@@ -64,6 +64,7 @@ export class BrokerServer {
       // noDelay on the raw TCP socket: small confirms must not wait for Nagle + delayed ACKs
       this.server = tls.createServer({...opts.tls, handshakeTimeout: opts.limits.handshakeTimeoutMs || 120_000, noDelay: true}, (s) => this.accept(s))
       this.server.on('connection', (raw: net.Socket) => raw.setNoDelay(true))
+      this.server.on('secureConnection', (s: tls.TLSSocket) => s.disableRenegotiation())
       this.server.on('tlsClientError', (err, sock) => {
         opts.logger.debug('TLS handshake refused', {error: err.message, remote: sock.remoteAddress})
       })

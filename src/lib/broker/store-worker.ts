@@ -8,34 +8,20 @@
 import Database from 'better-sqlite3'
 import {parentPort, workerData} from 'node:worker_threads'
 
+import {FALLBACK_AUTOCHECKPOINT_PAGES} from '../store/checkpointer.js'
+
 import {GROUP_BODY_MAX, GROUP_BYTES_MAX, REC_COUNT, REC_DELETE, REC_INSERT, type WireOp, readInsertRecord, rowAad, sealGroup, sealRecord} from './store.js'
 
-const {file, synchronous, role, key: sealKey, keyId: sealKeyId} = workerData as {file: string; synchronous: 'FULL' | 'NORMAL'; role: 'writer' | 'checkpointer'; key?: Uint8Array; keyId?: number}
+const {file, synchronous, key: sealKey, keyId: sealKeyId} = workerData as {file: string; synchronous: 'FULL' | 'NORMAL'; key?: Uint8Array; keyId?: number}
 const db = new Database(file)
 db.pragma('journal_mode = WAL')
 db.pragma(`synchronous = ${synchronous}`)
 
-if (role === 'checkpointer') {
-  // Checkpoints (copying the WAL into the database file, with its fsync) run on their own thread and
-  // connection, concurrently with the writer: a commit never waits behind one, which keeps the tail
-  // latency of confirms down. PASSIVE never blocks the writer.
-  const timer = setInterval(() => {
-    try {
-      db.pragma('wal_checkpoint(PASSIVE)')
-    } catch {
-      // busy or closing: the next round (or the writer's fallback) catches up
-    }
-  }, 250)
-  parentPort!.on('message', () => {
-    clearInterval(timer)
-    db.close()
-    parentPort!.postMessage({closed: true})
-  })
-} else startWriter()
+startWriter()
 
 function startWriter(): void {
   // the checkpointer thread does the work; this is only a fallback if it falls far behind (64 MiB)
-  db.pragma('wal_autocheckpoint = 16000')
+  db.pragma(`wal_autocheckpoint = ${FALLBACK_AUTOCHECKPOINT_PAGES}`)
 
   if (!sealKey || sealKeyId === undefined) throw new Error('the store writer needs the store key')
   const storeKey = sealKey

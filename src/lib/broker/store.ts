@@ -18,6 +18,7 @@ import {Worker} from 'node:worker_threads'
 
 import {ConfigError, DataError, UnavailableError} from '../errors.js'
 import type {Logger} from '../log.js'
+import {Checkpointer} from '../store/checkpointer.js'
 import {assertPrivateFile, ensurePrivateDir, writeSecretFile} from '../util/fs.js'
 import {DedupeBlocks, type DedupeLog} from './dedupe.js'
 import type {ExchangeType, Message} from './engine.js'
@@ -383,7 +384,7 @@ export class DurableStore implements DedupeLog {
   private batchSeq = 1
   private closed = false
   private readonly worker: Worker
-  private readonly checkpointer: Worker
+  private readonly checkpointer: Checkpointer
   private failure?: Error
   private readonly key: Buffer
   readonly keyId: number
@@ -423,11 +424,9 @@ export class DurableStore implements DedupeLog {
     }
     this.keyId = storeKeyId(this.key)
     const sync = opts.synchronous ?? 'FULL'
-    this.worker = new Worker(new URL('./store-worker.js', import.meta.url), {workerData: {file: this.file, key: this.key, keyId: this.keyId, role: 'writer', synchronous: sync}})
+    this.worker = new Worker(new URL('./store-worker.js', import.meta.url), {workerData: {file: this.file, key: this.key, keyId: this.keyId, synchronous: sync}})
     this.worker.unref()
-    this.checkpointer = new Worker(new URL('./store-worker.js', import.meta.url), {workerData: {file: this.file, role: 'checkpointer', synchronous: sync}})
-    this.checkpointer.unref()
-    this.checkpointer.on('error', () => {}) // the writer's fallback checkpoints keep the WAL bounded
+    this.checkpointer = new Checkpointer(this.file, {synchronous: sync})
     this.worker.on('message', (m: {id?: number; error?: string; closed?: boolean}) => {
       if (m.id === undefined || this.inflight.length === 0 || this.inflight[0].id !== m.id) return
       const done = this.inflight.shift()!.waiters
@@ -779,15 +778,7 @@ export class DurableStore implements DedupeLog {
       this.worker.postMessage({close: true})
     })
     await this.worker.terminate()
-    await new Promise<void>((resolve) => {
-      const t = setTimeout(resolve, 2000)
-      this.checkpointer.once('message', () => {
-        clearTimeout(t)
-        resolve()
-      })
-      this.checkpointer.postMessage({close: true})
-    })
-    await this.checkpointer.terminate()
+    await this.checkpointer.close()
     this.db.close()
   }
 }

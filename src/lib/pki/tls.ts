@@ -76,14 +76,23 @@ export function clientTlsOptions(home: MqHome, identity: string): ConnectionOpti
   return {...m, ...(existsSync(home.crl) ? {crl: readFileSync(home.crl)} : {}), minVersion: 'TLSv1.2', rejectUnauthorized: true}
 }
 
+/**
+ * A connection's certificate never changes (renegotiation is refused): it is read once per
+ * connection, not per request (getPeerCertificate builds a whole object; it was 5% of the broker's
+ * CPU under proxy load). Revocation is still checked by the callers, per request, by serial.
+ */
+const identities = new WeakMap<TLSSocket, {cn: string; serial: string} | null>()
+
 /** The verified peer's CN and serial, or null when the peer presented no valid certificate. */
 export function peerIdentity(sock: TLSSocket): {cn: string; serial: string} | null {
   if (!sock.authorized) return null
+  let who = identities.get(sock)
+  if (who !== undefined) return who
   const cert = sock.getPeerCertificate()
-  if (!cert || !cert.subject) return null
-  const cn = Array.isArray(cert.subject.CN) ? cert.subject.CN[0] : cert.subject.CN
-  if (!cn) return null
-  return {cn, serial: normSerial(cert.serialNumber)}
+  const cn = cert?.subject ? (Array.isArray(cert.subject.CN) ? cert.subject.CN[0] : cert.subject.CN) : undefined
+  who = cn ? {cn, serial: normSerial(cert.serialNumber)} : null
+  identities.set(sock, who)
+  return who
 }
 
 /** Serials in pki/crl.pem after checking its signature against the CA; undefined if there is none. */

@@ -1,10 +1,9 @@
 import {type ChildProcess, spawn} from 'node:child_process'
 import {mkdtempSync, rmSync} from 'node:fs'
-import {Agent, createServer, request} from 'node:https'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
-import type {AddressInfo} from 'node:net'
 import {fileURLToPath} from 'node:url'
+import {Worker} from 'node:worker_threads'
 
 import {Redis} from 'ioredis'
 
@@ -12,7 +11,10 @@ import {MqHome} from '../config/home.js'
 import {defaultConfig} from '../config/load.js'
 import {UnavailableError} from '../errors.js'
 import {freePort} from '../util/net.js'
-import {CertificateAuthority, clientTlsOptions, serverTlsOptions} from '../pki/index.js'
+import {CertificateAuthority, clientTlsOptions} from '../pki/index.js'
+import {type LoadResult, loadTest} from './load.js'
+
+export type {LoadResult} from './load.js'
 
 const BIN = fileURLToPath(new URL('../../../../bin/run.js', import.meta.url))
 
@@ -42,62 +44,6 @@ const stop = (p?: ChildProcess) =>
     p.kill('SIGTERM')
   })
 
-export interface LoadResult {
-  requests: number
-  accepted: number
-  errors: number
-  seconds: number
-  perSecond: number
-  p50ms: number
-  p99ms: number
-}
-
-/** Closed-loop load over `connections` keep-alive mutual-TLS connections for `seconds`. */
-export async function loadTest(url: string, tls: object, opts: {connections: number; seconds: number; body: (i: number) => Buffer; expect: number}): Promise<LoadResult> {
-  const agent = new Agent({...tls, checkServerIdentity: () => undefined, keepAlive: true, maxSockets: opts.connections} as never)
-  const u = new URL(url)
-  const lat: number[] = []
-  let accepted = 0
-  let errors = 0
-  let i = 0
-  const one = () =>
-    new Promise<void>((resolve) => {
-      const body = opts.body(i++)
-      const t0 = process.hrtime.bigint()
-      const req = request({agent, headers: {'content-length': String(body.length), 'content-type': 'application/json'}, host: u.hostname, method: 'POST', path: u.pathname, port: u.port}, (res) => {
-        res.resume()
-        res.on('end', () => {
-          lat.push(Number(process.hrtime.bigint() - t0) / 1e6)
-          if (res.statusCode === opts.expect) accepted++
-          else errors++
-          resolve()
-        })
-      })
-      req.on('error', () => {
-        errors++
-        resolve()
-      })
-      req.end(body)
-    })
-  // warm up the connections first, outside the measurement
-  await Promise.all(Array.from({length: opts.connections}, one))
-  lat.length = 0
-  accepted = 0
-  errors = 0
-  const end = Date.now() + opts.seconds * 1000
-  const t0 = Date.now()
-  await Promise.all(
-    Array.from({length: opts.connections}, async () => {
-      while (Date.now() < end) await one()
-    }),
-  )
-  const seconds = (Date.now() - t0) / 1000
-  agent.destroy()
-  lat.sort((a, b) => a - b)
-  const q = (p: number) => (lat.length ? Math.round(lat[Math.min(lat.length - 1, Math.floor(p * lat.length))] * 100) / 100 : 0)
-  return {accepted, errors, p50ms: q(0.5), p99ms: q(0.99), perSecond: Math.round(accepted / seconds), requests: lat.length, seconds: Math.round(seconds * 10) / 10}
-}
-
 export interface PipelineBenchResult {
   baseline: LoadResult & {name: string}
   proxy: LoadResult & {processes: number}
@@ -124,21 +70,20 @@ export async function benchPipeline(opts: {seconds: number; connections: number;
     const tls = clientTlsOptions(home, 'bench')
     const body = (i: number) => Buffer.from(JSON.stringify({message_body: `benchmark message ${i}`, sender_number: '+4915200000000'}))
 
-    // baseline: same TLS and HTTP stack, no work
+    // baseline: same TLS and HTTP stack, no work, on its own thread (the proxy has its own process)
     log('baseline: bare mutual-TLS HTTPS server')
-    const srv = createServer(serverTlsOptions(home, 'baseline'), (req, res) => {
-      req.resume()
-      req.on('end', () => {
-        res.writeHead(202, {'content-type': 'application/json'})
-        res.end('{"status":"queued"}')
+    const baselineServer = new Worker(new URL('./baseline-worker.js', import.meta.url), {workerData: {home: dir}})
+    let baseline: LoadResult
+    try {
+      const bport = await new Promise<number>((resolve, reject) => {
+        baselineServer.once('message', (m: {port: number}) => resolve(m.port))
+        baselineServer.once('error', reject)
       })
-    })
-    // it runs in this process, like the load generator: a conservative baseline
-    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r))
-    const bport = (srv.address() as AddressInfo).port
-    const baseline = await loadTest(`https://127.0.0.1:${bport}/`, tls, {body, connections: opts.connections, expect: 202, seconds: opts.seconds})
-    srv.close()
-    srv.closeAllConnections()
+      baseline = await loadTest(`https://127.0.0.1:${bport}/`, tls, {body, connections: opts.connections, expect: 202, seconds: opts.seconds})
+    } finally {
+      baselineServer.postMessage('close')
+      await new Promise((r) => baselineServer.once('exit', r))
+    }
 
     const bp = await freePort()
     const ap = await freePort()
@@ -166,7 +111,7 @@ export async function benchPipeline(opts: {seconds: number; connections: number;
     }
     const wsec = (Date.now() - t0) / 1000
     return {
-      baseline: {...baseline, name: 'bare keep-alive mutual-TLS HTTPS server answering 202 (same TLS/HTTP stack, no work)'},
+      baseline: {...baseline, name: 'bare keep-alive mutual-TLS HTTPS server answering 202 on its own thread (same TLS/HTTP stack, no work)'},
       proxy: {...proxy, processes: opts.processes ?? 1},
       ratio: Math.round((proxy.perSecond / Math.max(1, baseline.perSecond)) * 100) / 100,
       store: opts.storeUrl ? opts.storeUrl.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@') : 'sqlite',

@@ -79,6 +79,8 @@ export class ProxyServer {
     this.server = createServer({...o.tls, minVersion: 'TLSv1.2', rejectUnauthorized: true, requestCert: true}, (req, res) => {
       void this.handle(req, res)
     })
+    // the identity is read once per connection (peerIdentity): a renegotiation must not change it
+    this.server.on('secureConnection', (s: TLSSocket) => s.disableRenegotiation())
     this.server.keepAliveTimeout = 65_000
     this.server.headersTimeout = 20_000
     this.server.requestTimeout = 30_000
@@ -86,14 +88,6 @@ export class ProxyServer {
     this.server.on('clientError', (_e, sock) => sock.destroy())
   }
 
-  // The certificate of a connection never changes: read it once per connection, not per request
-  // (getPeerCertificate is costly). Revocation is still checked per request, by serial.
-  private readonly identities = new WeakMap<TLSSocket, {cn: string; serial: string} | null>()
-  private identityOf(sock: TLSSocket): {cn: string; serial: string} | null {
-    let who = this.identities.get(sock)
-    if (who === undefined) this.identities.set(sock, (who = peerIdentity(sock)))
-    return who
-  }
 
   /** Swaps in a new CRL (or certificate) for new handshakes. */
   updateTls(tls: SecureContextOptions): void {
@@ -124,7 +118,7 @@ export class ProxyServer {
     const route = `${req.method} ${path === '/api/v1/messages' || path === '/api/v1/health' || path === '/metrics' ? path : 'other'}`
     const end = this.m.seconds.startTimer()
     try {
-      const who = this.identityOf(req.socket as TLSSocket)
+      const who = peerIdentity(req.socket as TLSSocket)
       if (!who) throw new HttpError(401, 'E_NO_IDENTITY', 'A verified client certificate is required.', {hint: 'Try this: curl --cert client.crt --key client.key --cacert ca.crt ...'})
       if (this.o.revoked?.().has(who.serial)) {
         res.setHeader('connection', 'close')
