@@ -583,19 +583,29 @@ export function parseDeliveries(body: Buffer, count: number, each: (d: BatchDeli
     p += n
     return s
   }
-  // a batch's records mostly share their exchange and routing key: the previous record's string is
-  // reused when the bytes match, instead of decoding (and allocating) the same string again
-  let exAt = -1
-  let exLen = 0
-  let exStr = ''
-  let keyAt = -1
-  let keyLen = 0
-  let keyStr = ''
-  const same = (at: number, prevAt: number, n: number): boolean => {
-    if (prevAt < 0 || n > SHORT_ASCII) return false
-    for (let i = 0; i < n; i++) if (body[at + i] !== body[prevAt + i]) return false
-    return true
+  // a batch's records mostly share their exchange and routing key: each field's reader reuses the
+  // previous record's string when the bytes match, instead of decoding (and allocating) it again
+  const repeated = (): (() => string) => {
+    let prevAt = -1
+    let prevLen = 0
+    let prev = ''
+    return () => {
+      if (prevAt >= 0 && prevLen <= SHORT_ASCII && p + 2 + prevLen <= body.length && body.readUInt16BE(p) === prevLen) {
+        let i = 0
+        while (i < prevLen && body[p + 2 + i] === body[prevAt + i]) i++
+        if (i === prevLen) {
+          p += 2 + prevLen
+          return prev
+        }
+      }
+      prevAt = p + 2
+      prev = str()
+      prevLen = p - prevAt
+      return prev
+    }
   }
+  const exchangeField = repeated()
+  const keyField = repeated()
   for (let i = 0; i < count; i++) {
     if (p + 17 > body.length) throw bad(`record ${i + 1} of ${count} is missing`)
     const tag = body.readUIntBE(p, 6)
@@ -603,24 +613,8 @@ export function parseDeliveries(body: Buffer, count: number, each: (d: BatchDeli
     const n = body.readUInt32BE(p + 7)
     const ts = body.readUIntBE(p + 11, 6)
     p += 17
-    let exchange: string
-    if (p + 2 <= body.length && body.readUInt16BE(p) === exLen && p + 2 + exLen <= body.length && same(p + 2, exAt, exLen)) {
-      exchange = exStr
-      p += 2 + exLen
-    } else {
-      exAt = p + 2
-      exchange = exStr = str()
-      exLen = p - exAt
-    }
-    let key: string
-    if (p + 2 <= body.length && body.readUInt16BE(p) === keyLen && p + 2 + keyLen <= body.length && same(p + 2, keyAt, keyLen)) {
-      key = keyStr
-      p += 2 + keyLen
-    } else {
-      keyAt = p + 2
-      key = keyStr = str()
-      keyLen = p - keyAt
-    }
+    const exchange = exchangeField()
+    const key = keyField()
     const messageId = str()
     if (p + 4 > body.length) throw bad('a record is cut short')
     const len = body.readUInt32BE(p)
