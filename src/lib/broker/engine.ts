@@ -238,9 +238,17 @@ export interface Permissions {
   canPublish(exchange: string): boolean
   canConsume(queue: string): boolean
   admin: boolean
+  /** may list queues, read statuses, stats and metrics */
+  monitor: boolean
+  /** the refusal of a consume, naming the rule to add (default: a generic E_FORBIDDEN) */
+  forbidConsume?(queue: string): MqError
 }
 
-export const ALLOW_ALL: Permissions = {admin: true, canConsume: () => true, canPublish: () => true}
+export const ALLOW_ALL: Permissions = {admin: true, canConsume: () => true, canPublish: () => true, monitor: true}
+
+function consumeRefused(perms: Permissions, queue: string): MqError {
+  return perms.forbidConsume?.(queue) ?? new PermissionError('E_FORBIDDEN', `not allowed to consume from queue ${JSON.stringify(queue)}`, {hint: 'Try this: ask an admin to add it to broker.permissions[].consume'})
+}
 
 export class Session {
   nextTag = 1
@@ -644,7 +652,7 @@ export class Engine {
   consume(s: Session, queue: string, opts: {prefetch?: number; noAck?: boolean} = {}): string {
     const q = this.queues.get(queue)
     if (!q) throw new NotFoundError('queue', queue)
-    if (!s.perms.canConsume(queue)) throw new PermissionError('E_FORBIDDEN', `not allowed to consume from queue ${JSON.stringify(queue)}`, {hint: 'Try this: ask an admin to add it to broker.permissions[].consume'})
+    if (!s.perms.canConsume(queue)) throw consumeRefused(s.perms, queue)
     const prefetch = opts.prefetch ?? 100
     if (!Number.isInteger(prefetch) || prefetch < 1 || prefetch > 65_535) throw new UsageError('E_BAD_PREFETCH', `prefetch ${prefetch} must be 1..65535`, {hint: 'Try this: --prefetch 100'})
     const c: Consumer = {inflight: 0, noAck: opts.noAck ?? false, prefetch, queue: q, session: s, tag: `ctag-${this.ctagSeq++}`}
@@ -668,7 +676,7 @@ export class Engine {
   get(s: Session, queue: string, opts: {noAck?: boolean} = {}): DeliveryOut | null {
     const q = this.queues.get(queue)
     if (!q) throw new NotFoundError('queue', queue)
-    if (!s.perms.canConsume(queue)) throw new PermissionError('E_FORBIDDEN', `not allowed to consume from queue ${JSON.stringify(queue)}`, {hint: 'Try this: ask an admin to add it to broker.permissions[].consume'})
+    if (!s.perms.canConsume(queue)) throw consumeRefused(s.perms, queue)
     if (!opts.noAck && s.unacked.size >= this.maxUnacked) throw new TempFailError('E_TOO_MANY_UNACKED', `this connection holds ${s.unacked.size} unacknowledged messages (limit ${this.maxUnacked})`, {hint: 'Try this: ack messages before getting more'})
     const msg = this.takeReady(q)
     if (!msg) return null

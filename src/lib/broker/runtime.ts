@@ -15,7 +15,7 @@ import {CipherMqListener} from './ciphermq.js'
 import {Engine} from './engine.js'
 import {lockDataDir} from './lock.js'
 import {loadApiPlugins} from './plugins.js'
-import {type ResolvedPermissions, resolvePermissions} from './permissions.js'
+import {type ResolvedPermissions, cipherMqPermissions, cipherMqReach, resolvePermissions} from './permissions.js'
 import {BrokerServer, type KeyDirectory} from './server.js'
 import {DurableStore, STORE_KEY_FILE} from './store.js'
 
@@ -83,9 +83,10 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
   const engine = new Engine({dedupeMax: b.dedupe_max, dedupeWindowMs: b.dedupe_window_ms, deliveryLimit: b.delivery_limit, flowHigh: b.flow_high, maxUnacked: b.max_unacked, store})
   engine.start()
   const permsCache = new Map<string, ResolvedPermissions>()
+  const delivery = {queue: config.worker.delivery_queue, readers: config.worker.readers}
   const permissionsFor = (identity: string) => {
     let p = permsCache.get(identity)
-    if (!p) permsCache.set(identity, (p = resolvePermissions(b.permissions, identity)))
+    if (!p) permsCache.set(identity, (p = resolvePermissions(b.permissions, identity, delivery)))
     return p
   }
   const crl = new CrlWatcher(home, b.crl_check_interval_ms)
@@ -134,8 +135,11 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
     ports.messaging = await server.listen(opts.port ?? b.port, opts.host ?? b.host)
     ports.api = await api.listen(opts.apiPort ?? b.api_port, opts.apiHost ?? b.api_host)
     if (b.ciphermq.enabled) {
-      ciphermq = new CipherMqListener({afterCommit: (cb) => store.afterCommit(cb), engine, logger: logger.child('ciphermq'), maxConnections: b.ciphermq.max_connections, maxLine: b.ciphermq.max_line, perms: permissionsFor('ciphermq')})
+      const perms = cipherMqPermissions(b.permissions, b.ciphermq, delivery)
+      ciphermq = new CipherMqListener({afterCommit: (cb) => store.afterCommit(cb), engine, logger: logger.child('ciphermq'), maxConnections: b.ciphermq.max_connections, maxLine: b.ciphermq.max_line, perms})
       ports.ciphermq = await ciphermq.listen(b.ciphermq.port, b.ciphermq.host)
+      // an unauthenticated door: say at every start what it opens onto
+      logger.warn(cipherMqReach(b.permissions, b.ciphermq, `${b.ciphermq.host}:${ports.ciphermq}`))
     }
   } catch (error) {
     crl.stop()
