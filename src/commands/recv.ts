@@ -3,9 +3,9 @@ import {generateKeyPairSync} from 'node:crypto'
 import {closeSync, existsSync, fsyncSync, openSync, writeSync} from 'node:fs'
 import {join} from 'node:path'
 
-import type {Delivery} from '../lib/broker/client.js'
-import {connectBroker} from '../lib/broker/connect.js'
-import {brokerFlags} from '../lib/broker/flags.js'
+import type {Delivery} from '../lib/client/client.js'
+import {connectBroker} from '../lib/client/connect.js'
+import {brokerFlags} from '../lib/client/flags.js'
 import {MqCommand} from '../lib/cli/base-command.js'
 import {durationFlag} from '../lib/cli/duration-flag.js'
 import {

@@ -1,8 +1,8 @@
 import {Args, Flags} from '@oclif/core'
 import {readFileSync} from 'node:fs'
 
-import {connectBroker} from '../lib/broker/connect.js'
-import {brokerFlags} from '../lib/broker/flags.js'
+import {connectBroker} from '../lib/client/connect.js'
+import {brokerFlags} from '../lib/client/flags.js'
 import {MqCommand} from '../lib/cli/base-command.js'
 import {IdentityResolver, MessageSender, type SendFormat, type SendResult, checkIdentityName, loadOwnIdentity, parseHeaders, splitLines} from '../lib/crypto/index.js'
 import {DataError, MqError, UsageError, errorText} from '../lib/errors.js'
