@@ -9,7 +9,7 @@ import {writeFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {after, before, describe, test} from 'node:test'
 
-import type {BrokerClient} from '../../../src/lib/broker/client.js'
+import type {BrokerClient} from '../../../src/lib/client/client.js'
 import {MqHome} from '../../../src/lib/config/home.js'
 import {defaultConfig} from '../../../src/lib/config/load.js'
 import {CertificateAuthority, clientTlsOptions} from '../../../src/lib/pki/index.js'
