@@ -16,7 +16,7 @@ import type {Logger} from '../log.js'
 import {peerIdentity} from '../pki/index.js'
 import type {ApiContext, ApiPlugin, ApiRequest, ApiResponse, ApiRoute} from './api-types.js'
 import type {Engine} from './engine.js'
-import {type HealthComponent, type HealthReport, crlHealth, healthHttpStatus, worst} from '../health/index.js'
+import {type HealthComponent, type HealthReport, crlHealth, healthHttpStatus, publicHealth, worst} from '../health/index.js'
 import {type ResolvedPermissions, monitorForbidden} from './permissions.js'
 
 /** queue names, client ids, statuses and figures: the monitor right (admins have it) */
@@ -148,9 +148,10 @@ export class ApiServer {
     this.routes.push(
       compile(
         {
-          handler: async () => {
+          handler: async (_req, ctx) => {
             const h = await this.health()
-            return json(h, healthHttpStatus(h.status))
+            // details (latencies, backends, error texts, files) only for monitors; anyone else sees the verdicts
+            return json(ctx.roles.includes('monitor') ? h : publicHealth(h), healthHttpStatus(h.status))
           },
           method: 'GET',
           path: '/health',
@@ -264,7 +265,7 @@ export class ApiServer {
       req.resume()
       return err(401, 'E_CERT_REVOKED', `certificate serial ${peer.serial} is revoked`)
     }
-    const ctx: ApiContext = {identity: peer?.cn ?? null, remote: sock.remoteAddress ?? '', roles: []}
+    const ctx: ApiContext = {identity: peer?.cn ?? null, remote: sock.remoteAddress ?? '', roles: peer ? this.opts.permissionsFor(peer.cn).roles : []}
     if (!match.c.anonymous) {
       if (!peer) {
         req.resume()

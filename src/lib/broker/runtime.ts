@@ -8,7 +8,7 @@ import type {MqHome} from '../config/home.js'
 import type {MqConfig} from '../config/schema.js'
 import {PermissionError, UsageError} from '../errors.js'
 import type {Logger} from '../log.js'
-import {CrlWatcher, peerIdentity, serverTlsOptions, verifyIdentityCerts} from '../pki/index.js'
+import {CrlWatcher, ensureCrlAtStart, peerIdentity, serverTlsOptions, verifyIdentityCerts} from '../pki/index.js'
 import {ApiServer} from './api.js'
 import type {ApiPluginFactory, BrokerPublisher} from './api-types.js'
 import {CipherMqListener} from './ciphermq.js'
@@ -78,6 +78,8 @@ export interface StartOptions {
 
 export async function startBroker(home: MqHome, config: MqConfig, logger: Logger, opts: StartOptions = {}): Promise<RunningBroker> {
   const b = config.broker
+  // without pki/crl.pem every certificate the local CA revoked would be admitted
+  await ensureCrlAtStart(home, config.pki, logger)
   // one broker per data directory, taken before the store opens
   const lock = lockDataDir(home.data)
   let store: DurableStore

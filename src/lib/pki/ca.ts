@@ -3,7 +3,8 @@ import {existsSync, readFileSync, rmSync} from 'node:fs'
 
 import type {MqConfig} from '../config/schema.js'
 import type {MqHome} from '../config/home.js'
-import {DataError, MqError, PermissionError, UsageError} from '../errors.js'
+import type {Logger} from '../log.js'
+import {ConfigError, DataError, MqError, PermissionError, UsageError} from '../errors.js'
 import {assertPrivateFile, ensureDir, ensurePrivateDir, writeFileAtomic, writeSecretFile} from '../util/fs.js'
 import {assertName, buildCert, buildCrl, fingerprintOf, generateRsa, loadPrivateKey, normSerial, parseSans, randomSerial, toPlainPem} from './certs.js'
 import {type CertType, type IndexEntry, IndexStore, REVOCATION_REASONS, type RevocationReason} from './index-store.js'
@@ -221,6 +222,33 @@ export class CertificateAuthority {
     })
   }
 
+  /**
+   * Servers call this at start: without pki/crl.pem they would admit every certificate this CA
+   * revoked (pki/index.json still lists them). With the CA key at hand the CRL is rebuilt from the
+   * index; without it, a home whose index lists revocations refuses to start (E_CRL_MISSING).
+   */
+  async ensureCrl(): Promise<{rebuilt: false} | {rebuilt: true; revoked: number}> {
+    if (existsSync(this.home.crl)) return {rebuilt: false}
+    const indexFile = this.index.file
+    if (this.exists()) {
+      try {
+        const r = await this.publishCrl()
+        return {rebuilt: true, revoked: r.revoked}
+      } catch (error) {
+        throw new ConfigError('E_CRL_MISSING', `${this.home.crl} is missing and could not be rebuilt from ${indexFile}: ${(error as Error).message}`, {
+          hint: 'Try this: mq cert crl (with MQ_CA_PASSPHRASE set when the CA key is encrypted), then start again.',
+        })
+      }
+    }
+    const revoked = existsSync(indexFile) ? this.index.read().certs.filter((c) => c.revoked).length : 0
+    if (revoked > 0) {
+      throw new ConfigError('E_CRL_MISSING', `${this.home.crl} is missing: ${indexFile} lists ${revoked} revoked certificate(s) that would be admitted, and there is no CA key here to rebuild the CRL.`, {
+        hint: 'Try this: copy the current crl.pem from the CA host into pki/ (or run mq cert crl there).',
+      })
+    }
+    return {rebuilt: false}
+  }
+
   async publishCrl(days?: number): Promise<{path: string; number: number; revoked: number; nextUpdate: string}> {
     checkDays(days, '--days')
     this.loadCa()
@@ -265,7 +293,8 @@ export class CertificateAuthority {
   /** Dev bootstrap: a CA and any missing certificates. Returns what it created ("ca", names). */
   async ensureDevelopment(opts: {servers?: string[]; clients?: string[]}): Promise<string[]> {
     const created: string[] = []
-    if (!this.exists()) {
+    // a CA certificate without its key here is a CA kept elsewhere: never replace it with a new one
+    if (!existsSync(this.home.caCert)) {
       await this.init()
       created.push('ca')
     }
@@ -314,4 +343,10 @@ export class CertificateAuthority {
       return loadIdentity(this.home, name, {withPrivate: true})
     })
   }
+}
+
+/** What a server (broker, proxy, relay) runs before loading its TLS material: see ensureCrl. */
+export async function ensureCrlAtStart(home: MqHome, cfg: MqConfig['pki'], logger: Pick<Logger, 'warn'>): Promise<void> {
+  const r = await CertificateAuthority.open(home, cfg).ensureCrl()
+  if (r.rebuilt) logger.warn('pki/crl.pem was missing: rebuilt it from pki/index.json', {revoked: r.revoked})
 }

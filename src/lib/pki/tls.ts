@@ -121,6 +121,15 @@ function derTlv(buf: Buffer, off: number): {start: number; end: number} {
   return {end: start + len, start}
 }
 
+/** Whether the CA certificate in `caCertFile` signed this CRL (false when the file is unreadable). */
+export function crlSignedBy(crl: x509.X509Crl, caCertFile: string): boolean {
+  try {
+    return verifyCrlSignature(crl, new X509Certificate(readFileSync(caCertFile)))
+  } catch {
+    return false
+  }
+}
+
 function verifyCrlSignature(crl: x509.X509Crl, ca: X509Certificate): boolean {
   // Node's crypto verifies only certificates: check the CRL's tbsCertList signature directly.
   if (crl.signatureAlgorithm.hash?.name !== 'SHA-256' && crl.signatureAlgorithm.hash?.name !== 'SHA-384' && crl.signatureAlgorithm.hash?.name !== 'SHA-512') return false
