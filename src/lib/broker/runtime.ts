@@ -6,8 +6,9 @@ import {join} from 'node:path'
 
 import type {MqHome} from '../config/home.js'
 import type {MqConfig} from '../config/schema.js'
-import {PermissionError, UsageError} from '../errors.js'
+import {PermissionError} from '../errors.js'
 import type {Logger} from '../log.js'
+import {checkName} from '../util/names.js'
 import {CrlWatcher, ensureCrlAtStart, peerIdentity, serverTlsOptions, verifyIdentityCerts} from '../pki/index.js'
 import {ApiServer} from './api.js'
 import type {ApiPluginFactory, BrokerPublisher} from './api-types.js'
@@ -50,13 +51,11 @@ export function enginePublisher(engine: Engine): BrokerPublisher {
   }
 }
 
-const KEY_NAME = /^[A-Za-z0-9_.@-]{1,128}$/
-
 function keyDirectory(home: MqHome, store: DurableStore): KeyDirectory {
   return {
-    get: (name) => store.getKey(name),
+    get: (name) => store.getKey(checkName(name)),
     put(name: string, encCertPem: string, signCertPem: string, by: ResolvedPermissions) {
-      if (!KEY_NAME.test(name)) throw new UsageError('E_BAD_NAME', `identity name ${JSON.stringify(name)} is not valid`, {hint: 'Try this: letters, digits, _ . @ -'})
+      checkName(name)
       if (by.identity !== name && !by.admin) {
         throw new PermissionError('E_FORBIDDEN', `${by.identity} may not publish the key of ${name}`, {hint: `Try this: connect as ${name} (--identity ${name}) or as an admin`})
       }

@@ -16,9 +16,10 @@ import {existsSync, readFileSync} from 'node:fs'
 import {join} from 'node:path'
 
 import type {MqHome} from '../config/home.js'
-import {ExitCode, MqError, TempFailError, UnavailableError, UsageError} from '../errors.js'
+import {ExitCode, MqError, TempFailError, UnavailableError} from '../errors.js'
 import {type E2eIdentity, identityFiles, loadIdentity, verifyIdentityCerts} from '../pki/index.js'
 import {ensureDir, writeFileAtomic} from '../util/fs.js'
+import {checkName} from '../util/names.js'
 import {type SenderResolver, spkiSha256} from './envelope.js'
 
 /** The part of BrokerClient that is the key directory. */
@@ -33,11 +34,9 @@ export interface ResolvedIdentity extends E2eIdentity {
   source: KeySourceName
 }
 
-const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/
-
+/** Identity and recipient names: the one check of src/lib/util/names.ts. */
 export function checkIdentityName(name: string): string {
-  if (!NAME.test(name)) throw new UsageError('E_IDENTITY_NAME', `${JSON.stringify(name)} is not an identity name (letters, digits, . _ -).`, {hint: 'Try this: use the name given to mq keygen.'})
-  return name
+  return checkName(name)
 }
 
 export function keyCacheDir(home: MqHome): string {
@@ -45,7 +44,7 @@ export function keyCacheDir(home: MqHome): string {
 }
 
 export function cachedCertFiles(home: MqHome, name: string): {encCert: string; signCert: string} {
-  return {encCert: join(keyCacheDir(home), `${name}.crt`), signCert: join(keyCacheDir(home), `${name}.sign.crt`)}
+  return {encCert: join(keyCacheDir(home), `${checkName(name)}.crt`), signCert: join(keyCacheDir(home), `${name}.sign.crt`)}
 }
 
 /** Errors that mean "this copy is no good, but a fresher one might be" (a rotated key). */

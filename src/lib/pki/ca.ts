@@ -5,8 +5,9 @@ import type {MqConfig} from '../config/schema.js'
 import type {MqHome} from '../config/home.js'
 import type {Logger} from '../log.js'
 import {ConfigError, DataError, MqError, PermissionError, UsageError} from '../errors.js'
+import {checkName} from '../util/names.js'
 import {assertPrivateFile, ensureDir, ensurePrivateDir, writeFileAtomic, writeSecretFile} from '../util/fs.js'
-import {assertName, buildCert, buildCrl, fingerprintOf, generateRsa, loadPrivateKey, normSerial, parseSans, randomSerial, toPlainPem} from './certs.js'
+import {buildCert, buildCrl, fingerprintOf, generateRsa, loadPrivateKey, normSerial, parseSans, randomSerial, toPlainPem} from './certs.js'
 import {type CertType, type IndexEntry, IndexStore, REVOCATION_REASONS, type RevocationReason} from './index-store.js'
 import {type E2eIdentity, identityFiles, loadIdentity} from './identity.js'
 
@@ -170,7 +171,7 @@ export class CertificateAuthority {
   }
 
   async issue(name: string, opts: IssueOptions): Promise<CertRecord> {
-    assertName(name)
+    checkName(name)
     checkDays(opts.days, '--days')
     if (opts.type !== 'server' && opts.type !== 'client') throw new UsageError('E_BAD_TYPE', `--type must be server or client, got ${JSON.stringify(opts.type)}.`, {hint: 'Try this: --type client'})
     if (opts.type === 'client' && opts.sans && opts.sans.length > 0) throw new UsageError('E_BAD_SAN', '--san applies to server certificates only.', {hint: 'Try this: drop --san, or use --type server.'})
@@ -316,7 +317,7 @@ export class CertificateAuthority {
 
   /** An end-to-end identity: RSA-OAEP decryption key and RSA-PSS signing key, each certified by the CA. */
   async keygen(name: string, opts: {force?: boolean} = {}): Promise<E2eIdentity> {
-    assertName(name)
+    checkName(name)
     this.loadCa()
     return this.index.withLock(async () => {
       const files = identityFiles(this.home, name)

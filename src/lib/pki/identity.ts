@@ -5,6 +5,7 @@ import {join} from 'node:path'
 import type {MqHome} from '../config/home.js'
 import {ExitCode, MqError, PermissionError} from '../errors.js'
 import {assertPrivateFile} from '../util/fs.js'
+import {checkName} from '../util/names.js'
 import {OU_OF, normSerial, subjectCN, subjectOU} from './certs.js'
 import {IndexStore} from './index-store.js'
 import {readCrlSync} from './tls.js'
@@ -23,7 +24,7 @@ export interface E2eIdentity {
 
 export function identityFiles(home: MqHome, name: string) {
   return {
-    encCert: join(home.keys, `${name}.crt`),
+    encCert: join(home.keys, `${checkName(name)}.crt`),
     encKey: join(home.keys, `${name}.key`),
     encPub: join(home.keys, `${name}.pub`),
     signCert: join(home.keys, `${name}.sign.crt`),
