@@ -9,7 +9,7 @@ import {MqError, PermissionError} from '../errors.js'
 import {HttpError, errorBody, parseJsonObject, statusOf} from '../http/errors.js'
 import {type Logger, silentLogger} from '../log.js'
 import {CertificateAuthority} from '../pki/index.js'
-import {PHONE_RE} from './crypto.js'
+import {PHONE_RE, assertBodyLength} from './crypto.js'
 import {connectRedis, redisReady} from '../worker/keys.js'
 import {CLIENT_STATUSES, MESSAGE_ID_RE, MESSAGE_STATUSES, type MessagePayload, type MessageRecord, RecordsStore, USER_ROLES} from './store.js'
 
@@ -195,7 +195,8 @@ export async function createRecordsPlugin(opts: RecordsPluginOptions): Promise<A
     const clientId = str(b, 'client_id', {max: 255, required: true})!
     const sender = str(b, 'sender_number', {required: true})!
     if (!PHONE_RE.test(sender)) throw new HttpError(422, 'E_SENDER_NUMBER', 'sender_number must be an E.164 number like +4915200000000.')
-    const body = str(b, 'message_body', {max: opts.config.proxy.max_body_chars, required: true})!
+    const body = str(b, 'message_body', {required: true})!
+    assertBodyLength(body, opts.config.proxy.max_body_chars)
     if (body.trim() === '') throw new HttpError(422, 'E_BODY_BLANK', 'message_body is blank.')
     const metadata = b.metadata ?? undefined
     if (metadata !== undefined && (typeof metadata !== 'object' || Array.isArray(metadata))) throw new HttpError(422, 'E_FIELD_TYPE', 'metadata must be a JSON object.')
