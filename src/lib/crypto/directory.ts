@@ -185,7 +185,7 @@ export function loadOwnIdentity(home: MqHome, name: string, flag: string, opts: 
       try {
         verifyIdentityCerts(home, name, id.encCertPem, id.signCertPem)
       } catch (error) {
-        if (!(error instanceof MqError)) throw error
+        if (!(error instanceof MqError) || error.code === 'E_BAD_PEM') throw error
         throw new MqError(error.code, `Refusing to sign as ${name}: ${error.message}`, {exit: error.exit, hint: `Try this: send as an identity in good standing (${flag} NAME), or issue ${name} a new key (mq keygen ${name} --force).`})
       }
     }
