@@ -37,6 +37,9 @@ export interface DeliveredMessage extends MessagePayload {
   queued_at: string
 }
 
+/** broker statuses after delivery that a records view shows instead of "delivered" */
+const BROKER_FINAL = new Set(['dead-lettered', 'expired', 'dropped', 'purged'])
+
 const PROXY = ['proxy']
 const WORKER = ['worker']
 const ADMIN = ['admin']
@@ -172,10 +175,20 @@ export async function createRecordsPlugin(opts: RecordsPluginOptions): Promise<A
     )
   }
 
-  const view = (r: MessageRecord) => ({
-    attempts: r.attempts, client_id: r.client_id, delivered_at: r.delivered_at, key_version: r.key_version, last_attempt_at: r.last_attempt_at,
-    last_error: r.last_error, message_id: r.message_id, queued_at: r.queued_at, sender: r.sender_masked, sender_hash: r.sender_hash, status: r.status,
-  })
+  /**
+   * A record's status as the operator should see it: once delivered into the broker, a message the
+   * consumer rejected is dead-lettered (expired, dropped, purged) there, and `mq message list` must
+   * say so as `mq message status` and `mq stats` do, not "delivered". broker_status is the broker's
+   * latest status of the id (null when it no longer knows it).
+   */
+  const view = (r: MessageRecord) => {
+    const b = r.status === 'delivered' ? (opts.publisher.status?.(r.message_id) ?? null) : null
+    const gone = b !== null && BROKER_FINAL.has(b.status)
+    return {
+      attempts: r.attempts, broker_status: b?.status ?? null, client_id: r.client_id, delivered_at: r.delivered_at, key_version: r.key_version, last_attempt_at: r.last_attempt_at,
+      last_error: r.last_error, message_id: r.message_id, queued_at: r.queued_at, ...(gone && b.queue ? {queue: b.queue} : {}), sender: r.sender_masked, sender_hash: r.sender_hash, status: gone ? b.status : r.status,
+    }
+  }
 
   const syncClients = async () => {
     const c = await getCa()
