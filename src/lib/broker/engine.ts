@@ -394,6 +394,7 @@ export class Engine {
       }
       check('durable', opts.durable, existing.durable, false)
       check('dead-letter', opts.deadLetter, existing.deadLetter, dflt)
+      if (opts.deadLetter === undefined && opts.exact && dflt !== undefined && diff.length > 0 && diff.at(-1)!.startsWith('dead-letter:')) diff[diff.length - 1] += ' (the default)'
       check('ttl', opts.ttlMs, existing.ttlMs, undefined)
       check('max-length', opts.maxLength, existing.maxLength, undefined)
       if (opts.exact) {
