@@ -48,6 +48,10 @@ export function enginePublisher(engine: Engine): BrokerPublisher {
     settle(messageId) {
       engine.settlePublished(messageId)
     },
+    status(messageId) {
+      const st = engine.messageStatus(messageId)
+      return st ? {status: st.status, ...(st.queue ? {queue: st.queue} : {})} : null
+    },
   }
 }
 

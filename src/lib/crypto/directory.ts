@@ -171,10 +171,24 @@ export async function publishIdentity(home: MqHome, directory: KeyDirectory, nam
   return id
 }
 
-/** One of our own identities with its private keys, for signing (send) or decrypting (recv). */
-export function loadOwnIdentity(home: MqHome, name: string, flag: string): E2eIdentity & {encPrivateKey: KeyObject; signPrivateKey: KeyObject} {
+/**
+ * One of our own identities with its private keys, for signing (send) or decrypting (recv). With
+ * `forSigning`, its certificates are first checked against the CA, the CRL and the local index
+ * like any sender's: a revoked, expired or foreign identity must not sign (receivers would refuse
+ * the message later; refusing now tells the sender and publishes nothing).
+ */
+export function loadOwnIdentity(home: MqHome, name: string, flag: string, opts: {forSigning?: boolean} = {}): E2eIdentity & {encPrivateKey: KeyObject; signPrivateKey: KeyObject} {
   try {
-    return loadIdentity(home, name, {withPrivate: true}) as E2eIdentity & {encPrivateKey: KeyObject; signPrivateKey: KeyObject}
+    const id = loadIdentity(home, name, {withPrivate: true}) as E2eIdentity & {encPrivateKey: KeyObject; signPrivateKey: KeyObject}
+    if (opts.forSigning) {
+      try {
+        verifyIdentityCerts(home, name, id.encCertPem, id.signCertPem)
+      } catch (error) {
+        if (!(error instanceof MqError) || error.code === 'E_BAD_PEM') throw error
+        throw new MqError(error.code, `Refusing to sign as ${name}: ${error.message}`, {exit: error.exit, hint: `Try this: send as an identity in good standing (${flag} NAME), or issue ${name} a new key (mq keygen ${name} --force).`})
+      }
+    }
+    return id
   } catch (error) {
     if (error instanceof MqError && error.code === 'E_IDENTITY_NOT_FOUND') {
       throw new MqError(error.code, error.message, {exit: ExitCode.NOPERM, hint: `Try this: pass ${flag} NAME for an identity you hold (mq keygen NAME), or --identity NAME when it is also your TLS identity.`})

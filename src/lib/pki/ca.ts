@@ -10,6 +10,7 @@ import {assertPrivateFile, ensureDir, ensurePrivateDir, writeFileAtomic, writeSe
 import {buildCert, buildCrl, fingerprintOf, generateRsa, loadPrivateKey, normSerial, parseSans, randomSerial, toPlainPem} from './certs.js'
 import {type CertType, type IndexEntry, IndexStore, REVOCATION_REASONS, type RevocationReason} from './index-store.js'
 import {type E2eIdentity, identityFiles, loadIdentity} from './identity.js'
+import {encryptPrivateKey} from './key-encryption.js'
 
 export interface CertRecord {
   name: string
@@ -96,7 +97,8 @@ export class CertificateAuthority {
         serial,
         type: 'ca',
       })
-      const keyPem = this.passphrase ? (createPrivateKey(kp.privatePem).export({cipher: 'aes-256-cbc', format: 'pem', passphrase: this.passphrase, type: 'pkcs8'}) as string) : kp.privatePem
+      // scrypt, not Node's export({cipher}) (PBKDF2 at 2,048 iterations): see key-encryption.ts
+      const keyPem = this.passphrase ? encryptPrivateKey(createPrivateKey(kp.privatePem), this.passphrase) : kp.privatePem
       if (opts.force) {
         // a new CA invalidates everything the old one issued
         rmSync(this.home.issued, {force: true, recursive: true})
