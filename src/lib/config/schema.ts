@@ -69,6 +69,10 @@ export const configSchema = z
         // extra wait before a group commit when the store is idle; under load the next group forms while one commits
         commit_interval_ms: ms.default(0),
         crl_check_interval_ms: ms.default(2_000),
+        // plain-HTTP /metrics on 127.0.0.1 for Prometheus (monitoring/prometheus.yml uses 9101); 0 = off
+        metrics_port: z.number().int().min(0).max(65535).default(0),
+        // resident memory the broker should stay under: exported as mq_broker_memory_watermark_bytes for the alert
+        memory_watermark_bytes: z.number().int().min(1).default(1024 * 1024 * 1024),
         ciphermq: z
           .object({
             enabled: z.boolean().default(false),
@@ -121,6 +125,8 @@ export const configSchema = z
         rate_per_sec: z.number().min(0).default(100),
         rate_burst: z.number().int().min(1).default(200),
         stream: z.string().default('ingest'),
+        // plain-HTTP /metrics on 127.0.0.1 for Prometheus (monitoring/prometheus.yml uses 9102); 0 = off
+        metrics_port: z.number().int().min(0).max(65535).default(0),
       })
       .strict()
       .default({}),
