@@ -7,7 +7,9 @@ import {portalCa} from '../../src/lib/portal/ca.js'
 import {TokenService, loadSigningKey} from '../../src/lib/portal/tokens.js'
 import {CertificateAuthority} from '../../src/lib/pki/index.js'
 import {RecordsStore} from '../../src/lib/records/store.js'
+import {spawnUntilReady} from './cli.js'
 import {tempHome} from './home.js'
+import {freePort} from './services.js'
 import {testPki} from './pki.js'
 
 export const PASSWORD = 'correct horse battery'
@@ -94,36 +96,7 @@ export interface PortalProcess {
 
 /** Spawns `mq portal start` on a free port for a home (the broker's API at apiPort) and waits for "portal ready". */
 export async function spawnPortal(opts: {home: string; apiPort: number; env?: NodeJS.ProcessEnv; args?: string[]}): Promise<PortalProcess> {
-  const {spawn} = await import('node:child_process')
-  const {BIN, ROOT} = await import('./cli.js')
-  const {freePort} = await import('./services.js')
   const port = await freePort()
-  const args = [BIN, 'portal', 'start', '--home', opts.home, '--port', String(port), '--api', `https://127.0.0.1:${opts.apiPort}`, ...(opts.args ?? [])]
-  const proc = spawn(process.execPath, args, {cwd: ROOT, env: {...process.env, NO_COLOR: '1', ...opts.env}, stdio: ['ignore', 'ignore', 'pipe']})
-  let stderr = ''
-  await new Promise<void>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`portal did not start within 60 s:\n${stderr}`)), 60_000)
-    proc.stderr!.on('data', (d: Buffer) => {
-      stderr += d.toString()
-      if (stderr.includes('portal ready')) {
-        clearTimeout(t)
-        resolve()
-      }
-    })
-    proc.once('exit', (code) => {
-      clearTimeout(t)
-      reject(new Error(`portal exited with ${code}:\n${stderr}`))
-    })
-  })
-  return {
-    log: () => stderr,
-    port,
-    async stop() {
-      if (proc.exitCode !== null || proc.signalCode !== null) return
-      const exited = new Promise((r) => proc.once('exit', r))
-      proc.kill('SIGTERM')
-      await exited
-    },
-    url: `https://127.0.0.1:${port}`,
-  }
+  const p = await spawnUntilReady(['portal', 'start', '--home', opts.home, '--port', String(port), '--api', `https://127.0.0.1:${opts.apiPort}`, ...(opts.args ?? [])], opts.env ?? {}, 'portal ready')
+  return {log: p.log, port, stop: p.stop, url: `https://127.0.0.1:${port}`}
 }

@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict'
-import {type ChildProcess, execFileSync, spawn} from 'node:child_process'
+import {execFileSync} from 'node:child_process'
 import {readFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {after, before, describe, it} from 'node:test'
 
 import {startMetricsListener} from '../../../src/lib/http/metrics-listener.js'
 import {type BrokerProcess, spawnBroker} from '../../helpers/broker.js'
-import {BIN, ROOT} from '../../helpers/cli.js'
+import {ROOT, spawnUntilReady} from '../../helpers/cli.js'
 import {type PortalProcess, spawnPortal} from '../../helpers/portal.js'
 import {freePort, uniqueName} from '../../helpers/services.js'
 
@@ -33,47 +33,25 @@ describe('monitoring kit: promtool accepts the config and the rules', {skip: pro
   })
 })
 
-/** Spawns an mq server and waits for its ready line. */
-async function spawnReady(args: string[], env: NodeJS.ProcessEnv, ready: string): Promise<ChildProcess> {
-  const proc = spawn(process.execPath, [BIN, ...args], {cwd: ROOT, env: {...process.env, NO_COLOR: '1', ...env}, stdio: ['ignore', 'ignore', 'pipe']})
-  let err = ''
-  await new Promise<void>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`${args[0]} did not start:\n${err}`)), 60_000)
-    proc.stderr!.on('data', (d: Buffer) => {
-      err += d.toString()
-      if (err.includes(ready)) clearTimeout(t), resolve()
-    })
-    proc.once('exit', (code) => (clearTimeout(t), reject(new Error(`${args[0]} exited ${code}:\n${err}`))))
-  })
-  return proc
-}
-
-const stop = async (p?: ChildProcess) => {
-  if (!p || p.exitCode !== null || p.signalCode !== null) return
-  const done = new Promise((r) => p.once('exit', r))
-  p.kill('SIGTERM')
-  await done
-}
-
 /** Metric family names of a /metrics text (from its # TYPE lines). */
 const families = (text: string) => [...text.matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1])
 
 describe('monitoring kit: every metric a rule or a dashboard panel uses is served by broker, proxy, worker or portal', () => {
   let broker: BrokerProcess
   let portal: PortalProcess
-  let proxy: ChildProcess | undefined
-  let worker: ChildProcess | undefined
+  let proxy: Awaited<ReturnType<typeof spawnUntilReady>> | undefined
+  let worker: Awaited<ReturnType<typeof spawnUntilReady>> | undefined
   const ports: Record<string, number> = {}
   before(async () => {
     for (const k of ['broker', 'proxy', 'worker', 'portal']) ports[k] = await freePort()
     broker = await spawnBroker({env: {MQ_BROKER_METRICS_PORT: String(ports.broker)}})
     const env = {MQ_API: `https://127.0.0.1:${broker.apiPort}`, MQ_HOME: broker.home, MQ_REDIS_KEY_PREFIX: `${uniqueName('mqmon')}:`}
-    proxy = await spawnReady(['proxy', 'start', '--port', String(await freePort())], {...env, MQ_PROXY_METRICS_PORT: String(ports.proxy)}, 'proxy ready')
-    worker = await spawnReady(['worker', 'start', '--metrics-port', String(ports.worker)], env, 'worker ready')
+    proxy = await spawnUntilReady(['proxy', 'start', '--port', String(await freePort())], {...env, MQ_PROXY_METRICS_PORT: String(ports.proxy)}, 'proxy ready')
+    worker = await spawnUntilReady(['worker', 'start', '--metrics-port', String(ports.worker)], env, 'worker ready')
     portal = await spawnPortal({apiPort: broker.apiPort, args: ['--metrics-port', String(ports.portal)], home: broker.home})
   })
   after(async () => {
-    await Promise.all([stop(proxy), stop(worker), portal?.stop()])
+    await Promise.all([proxy?.stop(), worker?.stop(), portal?.stop()])
     await broker?.cleanup()
   })
 
