@@ -367,7 +367,9 @@ export class RecordsStore {
     if (opts.to) where.push('queued_at < ?'), params.push(opts.to)
     if (opts.cursor) {
       const c = decodeCursor(opts.cursor)
-      where.push('(queued_at < ? OR (queued_at = ? AND id < ?))'), params.push(c.at, c.at, c.id)
+      // `queued_at <= ?` first: a plain range the (client_id|status, queued_at) indexes seek to; the
+      // OR only settles ties within one timestamp
+      where.push('queued_at <= ? AND (queued_at < ? OR id < ?)'), params.push(c.at, c.at, c.id)
     }
     const limit = Math.max(1, Math.min(500, Math.trunc(opts.limit ?? 50)))
     const sql = `SELECT id, ${MESSAGE_COLS} FROM messages ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY queued_at DESC, id DESC LIMIT ${limit + 1}`
