@@ -372,7 +372,11 @@ export class RecordsStore {
       where.push('queued_at <= ? AND (queued_at < ? OR id < ?)'), params.push(c.at, c.at, c.id)
     }
     const limit = Math.max(1, Math.min(500, Math.trunc(opts.limit ?? 50)))
-    const sql = `SELECT id, ${MESSAGE_COLS} FROM messages ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY queued_at DESC, id DESC LIMIT ${limit + 1}`
+    // MariaDB/MySQL misjudge the keyset predicate and scan (0.5 s at 1M rows instead of a few ms):
+    // name the index whose order is the page order
+    const index = opts.client !== undefined ? (opts.status ? 'messages_client_status' : 'messages_client') : opts.status ? 'messages_status' : 'messages_queued'
+    const hint = this.sql.dialect === 'mysql' ? ` FORCE INDEX (${index})` : ''
+    const sql = `SELECT id, ${MESSAGE_COLS} FROM messages${hint} ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY queued_at DESC, id DESC LIMIT ${limit + 1}`
     const rows = await this.guard(() => this.sql.all<Record<string, unknown>>(sql, params))
     const more = rows.length > limit
     const pageRows = rows.slice(0, limit)
