@@ -9,10 +9,10 @@ import {runCli} from '../../helpers/cli.js'
 import {type PortalProcess, spawnPortal} from '../../helpers/portal.js'
 
 /** A real HTTPS call that trusts only our CA. */
-function https(url: string, ca: Buffer, opts: {method?: string; body?: unknown; token?: string} = {}): Promise<{status: number; headers: Record<string, unknown>; json: any; text: string}> {
+function https(url: string, ca: Buffer, opts: {method?: string; body?: unknown; token?: string; cert?: string; key?: string} = {}): Promise<{status: number; headers: Record<string, unknown>; json: any; text: string}> {
   return new Promise((resolve, reject) => {
     const data = opts.body === undefined ? undefined : JSON.stringify(opts.body)
-    const req = request(url, {ca, headers: {...(data ? {'content-type': 'application/json'} : {}), ...(opts.token ? {authorization: `Bearer ${opts.token}`} : {})}, method: opts.method ?? 'GET'}, (res) => {
+    const req = request(url, {agent: false, ca, cert: opts.cert, key: opts.key, headers: {...(data ? {'content-type': 'application/json'} : {}), ...(opts.token ? {authorization: `Bearer ${opts.token}`} : {})}, method: opts.method ?? 'GET'}, (res) => {
       const chunks: Buffer[] = []
       res.on('data', (c: Buffer) => chunks.push(c))
       res.on('end', () => {
@@ -82,5 +82,26 @@ describe('mq portal start, mq user create/password/delete, mq audit list (real b
     const human = await runCli(['audit', 'list', '--type', 'user.create'], {env})
     assert.match(human.stdout, /EVENT_TYPE/)
     assert.match(human.stdout, /user\.create/)
+  })
+
+  it('a certificate issued in the portal works against the broker; revoked in the portal, the broker refuses it once it reloads the CRL', async () => {
+    const env = {...broker.cliEnv(), MQ_API: `https://127.0.0.1:${broker.apiPort}`}
+    assert.equal((await runCli(['user', 'create', 'certs@example.com', '--role', 'admin'], {env, input: 'admin password 2'})).code, 0)
+    const login = await https(`${portal.url}/portal/auth/login`, ca, {body: {email: 'certs@example.com', password: 'admin password 2'}, method: 'POST'})
+    const token = login.json.access_token
+    const bundle = await https(`${portal.url}/admin/certificates/generate`, ca, {body: {name: 'dora'}, method: 'POST', token})
+    assert.equal(bundle.status, 201, bundle.text)
+    const asDora = () => https(`https://127.0.0.1:${broker.apiPort}/api/queues`, ca, {cert: bundle.json.cert_pem, key: bundle.json.key_pem})
+    assert.equal((await asDora()).status, 200)
+    const revoked = await https(`${portal.url}/admin/certificates/revoke`, ca, {body: {name: 'dora', reason: 'key-compromise'}, method: 'POST', token})
+    assert.equal(revoked.status, 200, revoked.text)
+    // the broker checks pki/crl.pem every broker.crl_check_interval_ms (2 s) and reloads it
+    const deadline = Date.now() + 15_000
+    let refused = false
+    while (!refused && Date.now() < deadline) {
+      refused = await asDora().then((r) => r.status === 401 || r.status === 403, () => true)
+      if (!refused) await new Promise((r) => setTimeout(r, 250))
+    }
+    assert.ok(refused, 'the broker still accepts the revoked certificate')
   })
 })
