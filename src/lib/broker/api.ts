@@ -16,6 +16,7 @@ import type {Logger} from '../log.js'
 import {peerIdentity} from '../pki/index.js'
 import type {ApiContext, ApiPlugin, ApiRequest, ApiResponse, ApiRoute} from './api-types.js'
 import type {Engine} from './engine.js'
+import {registerCrlMetrics} from '../health/crl-metrics.js'
 import {type HealthComponent, type HealthReport, crlHealth, healthHttpStatus, publicHealth, worst} from '../health/index.js'
 import {type ResolvedPermissions, monitorForbidden} from './permissions.js'
 
@@ -55,6 +56,7 @@ export interface ApiServerOptions {
   isRevoked?: (serial: string) => boolean
   /** for the CRL freshness component of /health (pki/crl.pem); absent in tests without a home */
   home?: MqHome
+  memoryWatermarkBytes?: number
 }
 
 export class ApiServer {
@@ -95,10 +97,29 @@ export class ApiServer {
     for (const p of this.opts.plugins) await p.close?.()
   }
 
+  /** The broker's and its plugins' metrics in the Prometheus text format (mTLS /metrics and the loopback listener). */
+  async metricsText(): Promise<string> {
+    let text = await this.registry.metrics()
+    for (const p of this.opts.plugins) if (p.metrics) text += (await p.metrics()) + '\n'
+    return text
+  }
+
   private metrics(): void {
     const {engine, connections} = this.opts
     const reg = this.registry
     collectDefaultMetrics({prefix: 'mq_broker_', register: reg})
+    if (this.opts.home) registerCrlMetrics(this.opts.home, reg)
+    if (this.opts.memoryWatermarkBytes) {
+      const bytes = this.opts.memoryWatermarkBytes
+      new Gauge({
+        collect(this: Gauge) {
+          this.set(bytes)
+        },
+        help: 'broker.memory_watermark_bytes: resident memory above this is alerted on (monitoring/alerts.yml)',
+        name: 'mq_broker_memory_watermark_bytes',
+        registers: [reg],
+      })
+    }
     // every API request (builtin and plugin routes), by route pattern: one family for the concept
     this.requests = new Counter({help: 'HTTPS API requests, by route pattern, method and status', labelNames: ['route', 'method', 'status'], name: 'mq_api_requests_total', registers: [reg]})
     const perQueue = (name: string, help: string, pick: (q: ReturnType<Engine['listQueues']>[number]) => number) =>
@@ -161,11 +182,7 @@ export class ApiServer {
     )
     this.routes.push(
       compile({
-        handler: async () => {
-          let text = await this.registry.metrics()
-          for (const p of this.opts.plugins) if (p.metrics) text += (await p.metrics()) + '\n'
-          return {body: text, headers: {'content-type': this.registry.contentType}, status: 200}
-        },
+        handler: async () => ({body: await this.metricsText(), headers: {'content-type': this.registry.contentType}, status: 200}),
         method: 'GET',
         path: '/metrics',
         roles: MONITOR,

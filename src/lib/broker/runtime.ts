@@ -8,8 +8,9 @@ import type {MqHome} from '../config/home.js'
 import type {MqConfig} from '../config/schema.js'
 import {PermissionError} from '../errors.js'
 import type {Logger} from '../log.js'
-import {checkName} from '../util/names.js'
+import {type MetricsListener, startMetricsListener} from '../http/metrics-listener.js'
 import {CrlWatcher, ensureCrlAtStart, peerIdentity, serverTlsOptions, verifyIdentityCerts} from '../pki/index.js'
+import {checkName} from '../util/names.js'
 import {ApiServer} from './api.js'
 import type {ApiPluginFactory, BrokerPublisher} from './api-types.js'
 import {CipherMqListener} from './ciphermq.js'
@@ -26,6 +27,8 @@ export interface RunningBroker {
   api: ApiServer
   ciphermq?: CipherMqListener
   ports: {messaging: number; api: number; ciphermq?: number}
+  /** the loopback plain-HTTP /metrics (broker.metrics_port), when on */
+  metricsUrl?: string
   publisher: BrokerPublisher
   close(): Promise<void>
 }
@@ -126,6 +129,7 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
     isRevoked,
     logger: logger.child('api'),
     maxBody: b.max_payload,
+    memoryWatermarkBytes: b.memory_watermark_bytes,
     permissionsFor,
     plugins,
     tls: tlsOpts,
@@ -146,6 +150,7 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
 
   const ports: RunningBroker['ports'] = {api: 0, messaging: 0}
   let ciphermq: CipherMqListener | undefined
+  let metrics: MetricsListener | undefined
   try {
     ports.messaging = await server.listen(opts.port ?? b.port, opts.host ?? b.host)
     ports.api = await api.listen(opts.apiPort ?? b.api_port, opts.apiHost ?? b.api_host)
@@ -156,8 +161,10 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
       // an unauthenticated door: say at every start what it opens onto
       logger.warn(cipherMqReach(b.permissions, b.ciphermq, `${b.ciphermq.host}:${ports.ciphermq}`))
     }
+    if (b.metrics_port > 0) metrics = await startMetricsListener({flag: 'broker.metrics_port (MQ_BROKER_METRICS_PORT)', port: b.metrics_port, text: () => api.metricsText()})
   } catch (error) {
     crl.stop()
+    await ciphermq?.close().catch(() => {})
     engine.stop()
     await server.close().catch(() => {})
     await api.close().catch(() => {})
@@ -173,12 +180,13 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
       closed = true
       crl.stop()
       engine.stop()
-      await Promise.all([server.close(), api.close(), ciphermq?.close()])
+      await Promise.all([server.close(), api.close(), ciphermq?.close(), metrics?.close()])
       await store.close()
       lock.release()
     },
     ciphermq,
     engine,
+    metricsUrl: metrics?.url,
     ports,
     publisher,
     server,

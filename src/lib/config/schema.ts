@@ -75,6 +75,10 @@ export const configSchema = z
         // extra wait before a group commit when the store is idle; under load the next group forms while one commits
         commit_interval_ms: ms.default(0),
         crl_check_interval_ms: ms.default(2_000),
+        // plain-HTTP /metrics on 127.0.0.1 for Prometheus (monitoring/prometheus.yml uses 9101); 0 = off
+        metrics_port: z.number().int().min(0).max(65535).default(0),
+        // resident memory the broker should stay under: exported as mq_broker_memory_watermark_bytes for the alert
+        memory_watermark_bytes: z.number().int().min(1).default(1024 * 1024 * 1024),
         ciphermq: z
           .object({
             enabled: z.boolean().default(false),
@@ -96,6 +100,8 @@ export const configSchema = z
             {identity: 'admin', publish: ['*'], consume: ['*'], admin: true, monitor: true, roles: ['admin']},
             {identity: 'proxy*', publish: ['*'], admin: false, monitor: false, roles: ['proxy']},
             {identity: 'worker*', publish: ['*'], admin: false, monitor: false, roles: ['worker']},
+            // the operators' portal reads broker statistics for its live overview (admin role on the HTTPS API only)
+            {identity: 'portal', publish: [], consume: [], admin: false, monitor: true, roles: ['admin']},
             {identity: '*', publish: ['*'], admin: false, monitor: false, roles: []},
           ]),
       })
@@ -129,6 +135,8 @@ export const configSchema = z
         rate_per_sec: z.number().min(0).default(100),
         rate_burst: z.number().int().min(1).default(200),
         stream: z.string().default('ingest'),
+        // plain-HTTP /metrics on 127.0.0.1 for Prometheus (monitoring/prometheus.yml uses 9102); 0 = off
+        metrics_port: z.number().int().min(0).max(65535).default(0),
       })
       .strict()
       .default({}),
@@ -152,6 +160,31 @@ export const configSchema = z
         readers: z.array(z.string()).default([]),
         // the broker's HTTPS API for deliver/status calls; defaults to client.api
         broker_api: z.string().optional(),
+      })
+      .strict()
+      .default({}),
+    // the operators' portal (mq portal start, src/lib/portal): web UI, portal and admin APIs over HTTPS
+    portal: z
+      .object({
+        host: host.default('127.0.0.1'),
+        port: port.default(8080),
+        // server certificate of the portal's HTTPS listener (created from our CA on first start)
+        server_identity: z.string().default('portal-server'),
+        // client certificate the portal presents to the broker's API (for the live overview)
+        identity: z.string().default('portal'),
+        // the broker's HTTPS API; defaults to client.api
+        broker_api: z.string().optional(),
+        // access tokens (JWT, EdDSA) live this long; refresh tokens rotate on every use
+        access_ttl_s: z.number().int().min(1).max(86_400).default(900),
+        refresh_ttl_s: z.number().int().min(60).default(30 * 86_400),
+        // failed logins allowed per account and per source address within login_window_s, then 429
+        login_max_per_account: z.number().int().min(1).default(5),
+        login_max_per_address: z.number().int().min(1).default(20),
+        login_window_s: z.number().int().min(1).default(900),
+        // trust X-Forwarded-For from a load balancer (the client address in audit logs and rate limits)
+        trust_proxy: z.boolean().default(false),
+        // plain-HTTP Prometheus listener on loopback (no client certificate); 0 = none
+        metrics_port: z.number().int().min(0).max(65535).default(0),
       })
       .strict()
       .default({}),

@@ -32,6 +32,8 @@ export interface IssueOptions {
   sans?: string[]
   days?: number
   force?: boolean
+  /** hand the private key back (keyPem) instead of keeping it under pki/issued: it is shown once */
+  returnKey?: boolean
   /** for tests and migrations: explicit validity */
   notBefore?: Date
   notAfter?: Date
@@ -172,7 +174,7 @@ export class CertificateAuthority {
     }
   }
 
-  async issue(name: string, opts: IssueOptions): Promise<CertRecord> {
+  async issue(name: string, opts: IssueOptions): Promise<CertRecord & {keyPem?: string}> {
     checkName(name)
     checkDays(opts.days, '--days')
     if (opts.type !== 'server' && opts.type !== 'client') throw new UsageError('E_BAD_TYPE', `--type must be server or client, got ${JSON.stringify(opts.type)}.`, {hint: 'Try this: --type client'})
@@ -188,15 +190,16 @@ export class CertificateAuthority {
       const kp = generateRsa(this.cfg.key_bits)
       const {certPem, entry} = this.signLeaf(name, opts.type, kp.publicPem, opts)
       ensureDir(this.home.issued, 0o755)
-      writeSecretFile(this.home.issuedKey(name), kp.privatePem)
+      if (opts.returnKey) rmSync(this.home.issuedKey(name), {force: true})
+      else writeSecretFile(this.home.issuedKey(name), kp.privatePem)
       writeFileAtomic(this.home.issuedCert(name), certPem, 0o644)
       const now = new Date().toISOString()
       for (const c of current) Object.assign(c, {reason: 'superseded', revoked: true, revokedAt: now})
-      const full: IndexEntry = {...entry, certPath: this.home.issuedCert(name), keyPath: this.home.issuedKey(name)}
+      const full: IndexEntry = {...entry, certPath: this.home.issuedCert(name), ...(opts.returnKey ? {} : {keyPath: this.home.issuedKey(name)})}
       index.certs.push(full)
       this.index.write(index)
       if (current.length > 0) await this.writeCrlLocked()
-      return toRecord(full)
+      return opts.returnKey ? {...toRecord(full), keyPem: kp.privatePem} : toRecord(full)
     })
   }
 

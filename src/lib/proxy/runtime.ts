@@ -1,7 +1,10 @@
+import cluster from 'node:cluster'
+
 import type {MqHome} from '../config/home.js'
 import type {MqConfig} from '../config/schema.js'
 import {ConfigError} from '../errors.js'
 import {ApiClient} from '../http/client.js'
+import {type MetricsListener, startMetricsListener} from '../http/metrics-listener.js'
 import type {Logger} from '../log.js'
 import {CertificateAuthority, CrlWatcher, clientTlsOptions, ensureCrlAtStart, serverTlsOptions} from '../pki/index.js'
 import {connectRedis, redisReady} from '../worker/keys.js'
@@ -9,6 +12,7 @@ import {ProxyServer} from './server.js'
 
 export interface RunningProxy {
   url: string
+  metricsUrl?: string
   server: ProxyServer
   close(): Promise<void>
 }
@@ -54,12 +58,26 @@ export async function startProxy(home: MqHome, config: MqConfig, logger: Logger)
     redis.disconnect()
     throw listenError(error, p.host, p.port, '--port')
   }
-  return {
-    async close() {
+  // with --processes N only the first proxy process serves the loopback metrics (one port, one listener)
+  let metrics: MetricsListener | undefined
+  if (p.metrics_port > 0 && (!cluster.isWorker || cluster.worker?.id === 1)) {
+    try {
+      metrics = await startMetricsListener({flag: 'proxy.metrics_port (MQ_PROXY_METRICS_PORT)', port: p.metrics_port, text: () => server.registry.metrics()})
+    } catch (error) {
       crl.stop()
       await server.close()
       redis.disconnect()
+      throw error
+    }
+  }
+  return {
+    async close() {
+      crl.stop()
+      await metrics?.close()
+      await server.close()
+      redis.disconnect()
     },
+    metricsUrl: metrics?.url,
     server,
     url: `https://${p.host}:${addr.port}`,
   }
