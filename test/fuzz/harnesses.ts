@@ -12,7 +12,7 @@ import {Duplex} from 'node:stream'
 
 import {CipherMqListener} from '../../src/lib/broker/ciphermq.js'
 import {Engine} from '../../src/lib/broker/engine.js'
-import {BATCH_MAX_COUNT, DeliveryBatchWriter, FrameError, FrameParser, PublishBatchWriter, encodeFrame, parseDeliveries, parsePublishBatch} from '../../src/lib/broker/protocol.js'
+import {BATCH_MAX_COUNT, DeliveryBatchWriter, FrameError, FrameParser, PublishBatchWriter, encodeFrame, parseDeliveries, parsePublishBatch} from '../../src/lib/wire/protocol.js'
 import {parseYamlSource, resolveSources} from '../../src/lib/config/load.js'
 import {MqHome} from '../../src/lib/config/home.js'
 import {defaultConfig} from '../../src/lib/config/load.js'
