@@ -534,7 +534,7 @@ async function randomBytesAll(scale: number): Promise<LedgerLine> {
       notes.push(`died: ${dead.map(([x]) => x).join(', ')}`)
       extraFail = true
     }
-    notes.push(`${per} connections to each of ${listeners.map(([x]) => x).join(', ')}`)
+    notes.push(`${per} connections to each of ${listeners.map(([x]) => x).join(', ')}; here sent = listeners hit, confirmed/received = normal requests served afterwards`)
   } finally {
     await stack.close()
   }
