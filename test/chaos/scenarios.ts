@@ -43,6 +43,7 @@ async function brokerKill9(scale: number): Promise<LedgerLine> {
     const total = n(50_000, scale, 300)
     const marks = [0.25, 0.5, 0.75].map((f) => Math.floor(total * f))
     let kills = 0
+    let killError: Error | undefined
     let killing: Promise<void> | undefined
     const pub = publishAll(conn, 'k9', ids('k9', total), tally, {
       onConfirm: (m) => {
@@ -51,14 +52,16 @@ async function brokerKill9(scale: number): Promise<LedgerLine> {
           killing = (async () => {
             await b.kill9()
             await b.restart()
-          })().finally(() => (killing = undefined))
+          })()
+            .catch((error: Error) => void (killError ??= error))
+            .finally(() => (killing = undefined))
         }
       },
       payload: (id) => payloadFor(id, 64),
       sameId: true,
       window: 64,
     })
-    const {retries} = await pub
+    const {retries} = await Promise.race([pub, new Promise<never>((_, reject) => setInterval(() => killError && reject(killError), 500).unref())])
     await killing
     notes.push(`${kills} kills, ${retries} publishes retried`)
     await drain(conn, 'k9', tally)
@@ -81,13 +84,14 @@ async function brokerSigterm(scale: number): Promise<LedgerLine> {
     await (await conn.get()).declareQueue('term', {durable: true})
     const total = n(20_000, scale, 300)
     let stopping: Promise<void> | undefined
+    let stopError: Error | undefined
     const {retries} = await publishAll(conn, 'term', ids('term', total), tally, {
       onConfirm: (m) => {
         if (!stopping && m >= total / 2) {
           stopping = (async () => {
             await b.stop()
             await b.restart()
-          })()
+          })().catch((error: Error) => void (stopError ??= error))
         }
       },
       payload: (id) => payloadFor(id, 64),
@@ -95,6 +99,7 @@ async function brokerSigterm(scale: number): Promise<LedgerLine> {
       window: 128,
     })
     await stopping
+    if (stopError) throw stopError
     notes.push(`${retries} publishes unconfirmed at the stop were retried`)
     await drain(conn, 'term', tally)
     await conn.close()

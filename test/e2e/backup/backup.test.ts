@@ -121,6 +121,24 @@ describe('mq backup', () => {
     }
   })
 
+  test('with a MySQL records store: the records key is in the archive and the mysqldump line is printed', async () => {
+    const home = tempHome('mq-backup-mysql-')
+    try {
+      mkdirSync(join(home.dir, 'secrets'), {mode: 0o700})
+      writeFileSync(join(home.dir, 'secrets', 'records.key'), 'k'.repeat(44), {mode: 0o600})
+      const env = {MQ_BACKUP_PASSPHRASE: PASS, MQ_STORE_URL: 'mysql://mq:s3cret@127.0.0.1:3306/mqrecords'}
+      const r = await runCli(['backup', 'create', join(work.dir, 'mysql.mqb'), '--json'], {env, home: home.dir})
+      assert.equal(r.code, 0, r.stderr)
+      assert.match(r.stderr, /mysqldump --single-transaction .*--user mq -p mqrecords/)
+      assert.doesNotMatch(r.stderr + r.stdout, /s3cret/)
+      const j = JSON.parse(r.stdout) as {mysql: {records_key_included: boolean; command: string}}
+      assert.equal(j.mysql.records_key_included, true)
+      assert.match(j.mysql.command, /^mysqldump --single-transaction/)
+    } finally {
+      home.cleanup()
+    }
+  })
+
   test('a wrong passphrase exits 77, an altered archive 65, a non-empty home without --force is refused', async () => {
     const wrong = await runCli(['backup', 'verify', archive, '--json'], {env: {MQ_BACKUP_PASSPHRASE: 'not the passphrase'}})
     assert.equal(wrong.code, 77, wrong.stdout)
