@@ -11,13 +11,13 @@ import {type HealthComponent, type HealthStatus, healthHttpStatus, worst} from '
 import type {MqConfig} from '../config/schema.js'
 import {MqError} from '../errors.js'
 import type {ApiClient} from '../http/client.js'
-import {HttpError, parseJsonObject, readBody, sendError, sendJson, statusOf} from '../http/errors.js'
+import {HttpError, readBody, sendError, sendJson, statusOf} from '../http/errors.js'
 import {type Logger, silentLogger} from '../log.js'
 import {peerIdentity} from '../pki/index.js'
-import {PHONE_RE, assertBodyLength} from '../records/crypto.js'
 import {type PipelineKeys, pipelineKeys} from '../worker/keys.js'
 import {RegisterBatcher} from './batcher.js'
 import {RateLimiter} from './rate-limit.js'
+import {validateIngest} from './validate.js'
 
 export interface ProxyOptions {
   config: MqConfig
@@ -47,7 +47,6 @@ redis.call('XADD', KEYS[1], '*', 'id', ARGV[1], 'client', ARGV[2], 'attempts', '
 return redis.call('XLEN', KEYS[1])
 `
 
-const IDEM_RE = /^[\x21-\x7e]{1,255}$/
 const IDEM_TTL_S = 24 * 3600
 
 /**
@@ -153,21 +152,7 @@ export class ProxyServer {
       req.resume()
       throw new HttpError(415, 'E_CONTENT_TYPE', `Content-Type must be application/json, not ${JSON.stringify(ctype ?? '')}.`, {hint: "Try this: add -H 'Content-Type: application/json'."})
     }
-    const body = parseJsonObject(await readBody(req, cfg.max_request_bytes), ctype)
-    const sender = body.sender_number
-    const text = body.message_body
-    const metadata = body.metadata
-    if (typeof sender !== 'string' || !PHONE_RE.test(sender)) {
-      throw new HttpError(422, 'E_SENDER_NUMBER', 'sender_number must be an E.164 number: "+", a non-zero digit, then 1-14 digits (e.g. +4915200000000).', {extra: {field: 'sender_number'}})
-    }
-    if (typeof text !== 'string' || text.trim() === '') throw new HttpError(422, 'E_BODY_BLANK', 'message_body must be a non-blank string.', {extra: {field: 'message_body'}})
-    assertBodyLength(text, cfg.max_body_chars)
-    if (metadata !== undefined && metadata !== null && (typeof metadata !== 'object' || Array.isArray(metadata))) {
-      throw new HttpError(422, 'E_METADATA', 'metadata must be a JSON object.', {extra: {field: 'metadata'}})
-    }
-    const idemHeader = req.headers['idempotency-key']
-    const idem = Array.isArray(idemHeader) ? idemHeader[0] : idemHeader
-    if (idem !== undefined && !IDEM_RE.test(idem)) throw new HttpError(400, 'E_IDEMPOTENCY_KEY', 'Idempotency-Key must be 1-255 printable ASCII characters without spaces.')
+    const {idem, metadata, sender, text} = validateIngest(await readBody(req, cfg.max_request_bytes), ctype, req.headers['idempotency-key'], cfg.max_body_chars)
 
     const redis = this.o.redis
     const rate = await this.redisCall(() => this.limiter.take(this.keys.rate(who.cn)))
