@@ -11,7 +11,7 @@ import {join} from 'node:path'
 import {Duplex} from 'node:stream'
 
 import {CipherMqListener} from '../../src/lib/broker/ciphermq.js'
-import {Engine} from '../../src/lib/broker/engine.js'
+import {ALLOW_ALL, Engine} from '../../src/lib/broker/engine.js'
 import {BATCH_MAX_COUNT, DeliveryBatchWriter, FrameError, FrameParser, PublishBatchWriter, encodeFrame, parseDeliveries, parsePublishBatch} from '../../src/lib/wire/protocol.js'
 import {parseYamlSource, resolveSources} from '../../src/lib/config/load.js'
 import {MqHome} from '../../src/lib/config/home.js'
@@ -175,7 +175,7 @@ const ciphermq: Harness<CipherCtx> = {
   async setup() {
     const bugs: string[] = []
     const engine = new Engine()
-    const listener = new CipherMqListener({engine, logger: new Logger('error', '', (l) => bugs.push(l)), maxConnections: 1 << 30, maxLine: 4096})
+    const listener = new CipherMqListener({engine, logger: new Logger('error', '', (l) => bugs.push(l)), maxConnections: 1 << 30, maxLine: 4096, perms: ALLOW_ALL})
     // every thrown error becomes an "Error: ..." reply; the harness wants to see which kind it was
     const l = listener as unknown as {command: (...a: unknown[]) => void}
     const orig = l.command.bind(listener)

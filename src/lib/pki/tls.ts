@@ -10,7 +10,7 @@ import type {MqHome} from '../config/home.js'
 import {ExitCode, MqError} from '../errors.js'
 import {assertPrivateFile} from '../util/fs.js'
 import {normSerial} from './certs.js'
-import {badPem, parseCertPem, parseKeyPem, readCertFile} from './pem.js'
+import {badPem, parseCertPem, parseKeyPem} from './pem.js'
 
 function readMaterial(home: MqHome, name: string, kind: 'server' | 'client'): {cert: Buffer; key: Buffer; ca: Buffer} {
   const certFile = home.issuedCert(name)
