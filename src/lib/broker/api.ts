@@ -9,6 +9,7 @@ import type tls from 'node:tls'
 
 import {Counter, Gauge, Registry, collectDefaultMetrics} from 'prom-client'
 
+import {type PendingLimits, guardHandshakes} from '../net/pending.js'
 import {listenOn} from '../util/net.js'
 import {errorText, isMqError} from '../errors.js'
 import type {MqHome} from '../config/home.js'
@@ -52,6 +53,8 @@ export interface ApiServerOptions {
   isRevoked?: (serial: string) => boolean
   /** for the CRL freshness component of /health (pki/crl.pem); absent in tests without a home */
   home?: MqHome
+  /** hard handshake deadline and caps on sockets still in the handshake (broker.handshake_timeout_ms, max_handshakes...) */
+  handshakes?: PendingLimits
 }
 
 export class ApiServer {
@@ -69,6 +72,7 @@ export class ApiServer {
       })
     })
     this.server.on('tlsClientError', () => {})
+    if (opts.handshakes) guardHandshakes(this.server, opts.handshakes, opts.logger, 'API')
     // the identity is read once per connection (peerIdentity): a renegotiation must not change it
     this.server.on('secureConnection', (s: tls.TLSSocket) => s.disableRenegotiation())
     this.server.headersTimeout = 10_000

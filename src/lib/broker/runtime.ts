@@ -13,6 +13,7 @@ import {ApiServer} from './api.js'
 import type {BrokerPublisher} from './api-types.js'
 import {CipherMqListener} from './ciphermq.js'
 import {Engine} from './engine.js'
+import {handshakeLimits} from '../net/pending.js'
 import {lockDataDir} from './lock.js'
 import {loadApiPlugins} from './plugins.js'
 import {type ResolvedPermissions, resolvePermissions} from './permissions.js'
@@ -95,7 +96,7 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
     engine,
     isRevoked,
     keys: keyDirectory(home, store),
-    limits: {handshakeTimeoutMs: b.handshake_timeout_ms, heartbeatMs: b.heartbeat_ms, maxConnections: b.max_connections, maxPayload: b.max_payload, maxUnconfirmed: b.max_unconfirmed},
+    limits: {handshakeTimeoutMs: b.handshake_timeout_ms, heartbeatMs: b.heartbeat_ms, maxConnections: b.max_connections, maxHandshakes: b.max_handshakes, maxHandshakesPerSource: b.max_handshakes_per_source, maxPayload: b.max_payload, maxUnconfirmed: b.max_unconfirmed},
     logger: logger.child('server'),
     peer: peerIdentity,
     permissionsFor,
@@ -106,6 +107,7 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
   const api = new ApiServer({
     connections: () => server.connections.size,
     engine,
+    handshakes: handshakeLimits(b),
     home,
     isRevoked,
     logger: logger.child('api'),
@@ -134,7 +136,7 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
     ports.messaging = await server.listen(opts.port ?? b.port, opts.host ?? b.host)
     ports.api = await api.listen(opts.apiPort ?? b.api_port, opts.apiHost ?? b.api_host)
     if (b.ciphermq.enabled) {
-      ciphermq = new CipherMqListener({afterCommit: (cb) => store.afterCommit(cb), engine, logger: logger.child('ciphermq'), maxConnections: b.ciphermq.max_connections, maxLine: b.ciphermq.max_line, perms: permissionsFor('ciphermq')})
+      ciphermq = new CipherMqListener({afterCommit: (cb) => store.afterCommit(cb), engine, logger: logger.child('ciphermq'), idleTimeoutMs: b.ciphermq.idle_timeout_ms, lineTimeoutMs: b.ciphermq.line_timeout_ms, maxConnections: b.ciphermq.max_connections, maxLine: b.ciphermq.max_line, perms: permissionsFor('ciphermq')})
       ports.ciphermq = await ciphermq.listen(b.ciphermq.port, b.ciphermq.host)
     }
   } catch (error) {

@@ -8,6 +8,12 @@ import {z} from 'zod'
 const port = z.number().int().min(1).max(65535)
 const host = z.string().min(1)
 const ms = z.number().int().min(0)
+/** Every TLS listener: a hard handshake deadline from accept, and caps on sockets still in the handshake (src/lib/net/pending.ts). */
+const handshakeKeys = (timeoutMs: number) => ({
+  handshake_timeout_ms: ms.default(timeoutMs),
+  max_handshakes: z.number().int().min(1).default(256),
+  max_handshakes_per_source: z.number().int().min(1).default(64),
+})
 
 export const LOG_LEVELS = ['error', 'warn', 'info', 'debug'] as const
 
@@ -54,7 +60,8 @@ export const configSchema = z
         identity: z.string().default('broker'),
         max_payload: z.number().int().min(1024).max(128 * 1024 * 1024).default(16 * 1024 * 1024),
         heartbeat_ms: ms.default(30_000),
-        handshake_timeout_ms: ms.default(10_000),
+        // native port and HTTPS API port; the native port also wants HELLO within handshake_timeout_ms
+        ...handshakeKeys(10_000),
         max_unconfirmed: z.number().int().min(1).default(10_000),
         // native connections (mutual TLS) beyond this are refused with E_TOO_MANY_CONNECTIONS: bounds memory per broker
         max_connections: z.number().int().min(1).default(1024),
@@ -77,6 +84,10 @@ export const configSchema = z
             // unauthenticated plain TCP: its own small line limit and connection cap, not max_payload
             max_line: z.number().int().min(1024).max(128 * 1024 * 1024).default(1024 * 1024),
             max_connections: z.number().int().min(1).default(256),
+            // a command line, once started, must end within line_timeout_ms; a connection with no
+            // consumer that completes no command for idle_timeout_ms is closed (slow-drip defence)
+            line_timeout_ms: ms.default(10_000),
+            idle_timeout_ms: ms.default(300_000),
           })
           .strict()
           .default({}),
@@ -119,6 +130,7 @@ export const configSchema = z
         rate_per_sec: z.number().min(0).default(100),
         rate_burst: z.number().int().min(1).default(200),
         stream: z.string().default('ingest'),
+        ...handshakeKeys(10_000),
       })
       .strict()
       .default({}),
@@ -167,6 +179,7 @@ export const configSchema = z
             port: port.default(1358),
             // server certificate pki/issued/<identity>.crt (created on first start if missing)
             identity: z.string().min(1).default('relay'),
+            ...handshakeKeys(10_000),
           })
           .strict()
           .default({}),

@@ -13,6 +13,7 @@ import {MqError} from '../errors.js'
 import type {ApiClient} from '../http/client.js'
 import {HttpError, parseJsonObject, readBody, sendError, sendJson, statusOf} from '../http/errors.js'
 import {type Logger, silentLogger} from '../log.js'
+import {guardHandshakes, handshakeLimits} from '../net/pending.js'
 import {peerIdentity} from '../pki/index.js'
 import {PHONE_RE} from '../records/crypto.js'
 import {type PipelineKeys, pipelineKeys} from '../worker/keys.js'
@@ -86,6 +87,8 @@ export class ProxyServer {
     this.server.requestTimeout = 30_000
     this.server.on('tlsClientError', (e) => this.log.debug('TLS handshake refused', {error: e}))
     this.server.on('clientError', (_e, sock) => sock.destroy())
+    // a hard handshake deadline from accept and caps on sockets still in the handshake
+    guardHandshakes(this.server, handshakeLimits(o.config.proxy), this.log, 'proxy')
   }
 
 
