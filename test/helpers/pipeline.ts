@@ -75,13 +75,14 @@ export function memoryPublisher(): BrokerPublisher & {published: {exchange: stri
   return self
 }
 
-/** A private redis-server on a free port, so tests may stop and restart it. */
-export async function privateRedis(): Promise<{url: string; port: number; stop: () => Promise<void>; start: () => Promise<void>; kill: () => Promise<void>; destroy: () => Promise<void>}> {
+/** A private redis-server on a free port, so tests may stop and restart it; `persistence: false` = neither AOF nor RDB (a restart loses everything). */
+export async function privateRedis(opts: {persistence?: boolean} = {}): Promise<{url: string; port: number; stop: () => Promise<void>; start: () => Promise<void>; kill: () => Promise<void>; destroy: () => Promise<void>}> {
   const port = await freePort()
   const dir = mkdtempSync(join(tmpdir(), 'mq-redis-'))
   let child: ChildProcess | undefined
   const start = async () => {
-    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'yes', '--appendfsync', 'always', '--protected-mode', 'yes'], {stdio: 'ignore'})
+    const aof = opts.persistence === false ? ['--appendonly', 'no'] : ['--appendonly', 'yes', '--appendfsync', 'always']
+    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', ...aof, '--protected-mode', 'yes'], {stdio: 'ignore'})
     const {Redis} = await import('ioredis')
     await waitFor(async () => {
       const r = new Redis({lazyConnect: true, port, retryStrategy: () => null})

@@ -148,6 +148,8 @@ export const configSchema = z
         // 0 = no metrics listener
         metrics_port: z.number().int().min(0).max(65535).default(9100),
         claim_idle_ms: ms.default(60_000),
+        // on SIGTERM, how long to finish the messages in hand before exiting anyway (they are reclaimed)
+        stop_timeout_ms: ms.default(30_000),
         // the broker's HTTPS API for deliver/status calls; defaults to client.api
         broker_api: z.string().optional(),
       })
