@@ -1,28 +1,25 @@
 import {Flags} from '@oclif/core'
 import {generateKeyPairSync} from 'node:crypto'
-import {closeSync, existsSync, fsyncSync, openSync, writeSync} from 'node:fs'
+import {existsSync} from 'node:fs'
 import {join} from 'node:path'
 
-import type {Delivery} from '../lib/broker/client.js'
-import {connectBroker} from '../lib/broker/connect.js'
-import {brokerFlags} from '../lib/broker/flags.js'
+import type {Delivery} from '../lib/client/client.js'
+import {connectBroker} from '../lib/client/connect.js'
+import {brokerFlags} from '../lib/client/flags.js'
 import {MqCommand} from '../lib/cli/base-command.js'
 import {durationFlag} from '../lib/cli/duration-flag.js'
 import {
   IdentityResolver,
   MessageReceiver,
-  type ReceiveSink,
-  type Received,
+  OutputSink,
   ReplayGuard,
   checkIdentityName,
-  jsonRecord,
   loadOwnIdentity,
-  outRecord,
   reasonOf,
   receiveLoop,
+  recvOutcome,
 } from '../lib/crypto/index.js'
-import {DataError, MqError, TempFailError, UsageError} from '../lib/errors.js'
-import {formatDuration} from '../lib/util/duration.js'
+import {MqError, UsageError} from '../lib/errors.js'
 
 export default class Recv extends MqCommand<typeof Recv> {
   static description = `Receive messages from a queue, decrypt and verify them
@@ -93,21 +90,7 @@ Exit status: 0 when done; 75 when a message could not be checked now (it stays q
           queue: f.queue,
           signal: ac.signal,
         })
-        if (result.rejected > 0) this.note(`mq recv: ${result.accepted} message(s) accepted, ${result.rejected} rejected (dead-lettered)`)
-        if (result.deferred > 0) {
-          throw new TempFailError('E_RECV_TEMPFAIL', `${result.deferred} message(s) could not be checked now and went back to ${f.queue} (requeued, not rejected); ${result.accepted} accepted.`, {
-            hint: 'Try this: fix the cause reported above and run mq recv again; the messages are still queued.',
-          })
-        }
-        if (result.stoppedBy === 'timeout' && result.accepted === 0) {
-          if (result.rejected > 0) throw new DataError('E_RECV_REJECTED', `Only rejected messages arrived on ${f.queue} (${result.rejected}).`, {hint: "Try this: see the reasons above; the messages went to the queue's dead-letter queue, if it has one."})
-          throw new TempFailError('E_RECV_TIMEOUT', `No message arrived on ${f.queue} within ${formatDuration(f.timeout ?? 0)}.`, {hint: 'Try this: a longer --timeout, or check that senders publish to this queue.'})
-        }
-        if (count !== undefined && result.accepted < count) {
-          throw new TempFailError('E_RECV_INCOMPLETE', `Received ${result.accepted} of ${count} message(s) from ${f.queue} before ${result.stoppedBy === 'signal' ? 'being interrupted' : 'the timeout'}.`, {
-            hint: 'Try this: run mq recv again for the rest; nothing unacked was lost.',
-          })
-        }
+        recvOutcome(result, {count, queue: f.queue, timeoutMs: f.timeout}, (line) => this.note(line))
       } finally {
         await client.close().catch(() => {})
       }
@@ -128,61 +111,5 @@ Exit status: 0 when done; 75 when a message could not be checked now (it stays q
     } else {
       this.note(`mq recv: could not check message ${d.messageId} now, it goes back to ${d.queue}: ${reasonOf(err)}`)
     }
-  }
-}
-
-/** stdout (raw or JSON lines) and/or an --out file; flush() waits for stdout and fsyncs the file. */
-class OutputSink implements ReceiveSink<Delivery> {
-  private fd?: number
-  private error?: Error
-  private readonly onError = (e: Error): void => {
-    this.error ??= e
-  }
-
-  constructor(
-    private readonly mode: 'raw' | 'json' | 'none',
-    private readonly lines: boolean,
-    file?: string,
-  ) {
-    if (file) {
-      try {
-        this.fd = openSync(file, 'a', 0o600)
-      } catch (error) {
-        throw new UsageError('E_OUT_FILE', `Cannot open --out ${file}: ${(error as Error).message}`, {hint: 'Try this: check the directory exists and is writable.'})
-      }
-    }
-    process.stdout.on('error', this.onError)
-  }
-
-  write(r: Received, d: Delivery): void {
-    if (this.fd !== undefined) writeSync(this.fd, JSON.stringify(outRecord(r)) + '\n')
-    if (this.mode === 'json') process.stdout.write(JSON.stringify(jsonRecord(r, {queue: d.queue, redelivered: d.redelivered})) + '\n')
-    else if (this.mode === 'raw') {
-      process.stdout.write(r.payload)
-      if (this.lines) process.stdout.write('\n')
-    }
-  }
-
-  async flush(): Promise<void> {
-    if (this.fd !== undefined) fsyncSync(this.fd)
-    if (this.mode !== 'none') {
-      await new Promise<void>((resolve) => {
-        process.stdout.write('', (err) => {
-          if (err) this.error ??= err
-          resolve()
-        })
-      })
-    }
-    if (this.error) {
-      const closed = (this.error as NodeJS.ErrnoException).code === 'EPIPE'
-      throw new MqError(closed ? 'E_OUTPUT_CLOSED' : 'E_OUTPUT', closed ? 'The output was closed before the messages were written.' : `Cannot write the output: ${this.error.message}`, {
-        hint: 'Try this: nothing was lost: the messages not written were returned to the queue.',
-      })
-    }
-  }
-
-  close(): void {
-    process.stdout.off('error', this.onError)
-    if (this.fd !== undefined) closeSync(this.fd)
   }
 }

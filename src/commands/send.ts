@@ -1,10 +1,10 @@
 import {Args, Flags} from '@oclif/core'
 import {readFileSync} from 'node:fs'
 
-import {connectBroker} from '../lib/broker/connect.js'
-import {brokerFlags} from '../lib/broker/flags.js'
+import {connectBroker} from '../lib/client/connect.js'
+import {brokerFlags} from '../lib/client/flags.js'
 import {MqCommand} from '../lib/cli/base-command.js'
-import {IdentityResolver, MessageSender, type SendFormat, type SendResult, checkIdentityName, loadOwnIdentity, parseHeaders, splitLines} from '../lib/crypto/index.js'
+import {IdentityResolver, MessageSender, type SendFormat, checkIdentityName, loadOwnIdentity, parseHeaders, publishInOrder, sendFailure, splitLines} from '../lib/crypto/index.js'
 import {DataError, MqError, UsageError, errorText} from '../lib/errors.js'
 
 export default class Send extends MqCommand<typeof Send> {
@@ -82,48 +82,12 @@ The payload comes from the argument, --file, or standard input. For every --to N
         sender: sender ? {name: sender.name, signPrivateKey: sender.signPrivateKey} : undefined,
         window: config.e2e.publish_window,
       })
-      const pending: Promise<SendResult>[] = []
-      let failed: unknown
-      let confirmed = 0
-      // report confirms in input order as they arrive
-      let chain = Promise.resolve()
-      const report = (messageId: string, p: Promise<SendResult>): void => {
-        chain = chain.then(async () => {
-          try {
-            const r = await p
-            confirmed++
-            if (this.jsonEnabled()) this.out(JSON.stringify(r))
-            else this.out(r.message_id)
-          } catch (error) {
-            failed ??= error
-            // scripts learn which message was not confirmed; stdout keeps one line per message
-            if (this.jsonEnabled()) this.out(JSON.stringify({error: error instanceof MqError ? error.toJSON() : {code: 'E_SEND_FAILED', message: errorText(error)}, message_id: messageId}))
-          }
-        })
-      }
-      for (const payload of payloads) {
-        if (failed) break
-        const {done, messageId} = await messenger.enqueue(payload)
-        done.catch(() => {})
-        pending.push(done)
-        report(messageId, done)
-      }
-      await Promise.allSettled(pending)
-      await chain
-      if (failed) {
-        const e = failed instanceof MqError ? failed : undefined
-        const hint =
-          e?.code === 'E_UNROUTABLE' && f.queue
-            ? `Try this: create the queue first (mq queue declare ${f.queue}).`
-            : e?.code === 'E_FRAME_TOO_LARGE'
-              ? 'Try this: split the payload (an envelope adds about 1.2 KB), or raise broker.max_payload on the broker.'
-              : e?.hint
-        throw new MqError(e?.code ?? 'E_SEND_FAILED', `${confirmed} of ${payloads.length} message(s) confirmed; the first failure: ${errorText(failed)}`, {
-          cause: failed,
-          exit: e?.exit ?? 1,
-          hint: hint ?? 'Try this: check the broker and resend the unconfirmed messages.',
-        })
-      }
+      const {confirmed, failed, total} = await publishInOrder(messenger, payloads, (o) => {
+        if ('result' in o) this.out(this.jsonEnabled() ? JSON.stringify(o.result) : o.result.message_id)
+        // scripts learn which message was not confirmed; stdout keeps one line per message
+        else if (this.jsonEnabled()) this.out(JSON.stringify({error: o.error instanceof MqError ? o.error.toJSON() : {code: 'E_SEND_FAILED', message: errorText(o.error)}, message_id: o.messageId}))
+      })
+      if (failed) throw sendFailure(failed, confirmed, total, f.queue)
       if (!this.jsonEnabled()) {
         const what = format === 'plain' ? 'unencrypted' : `encrypted for ${recipients.join(', ')}${format === 'ciphermq' ? ' (CipherMQ format)' : ''}`
         this.note(`sent ${confirmed} message(s) ${what}`)

@@ -1,6 +1,6 @@
 import {type ChildProcess, spawn} from 'node:child_process'
 
-import {BrokerClient} from '../../src/lib/broker/client.js'
+import {BrokerClient} from '../../src/lib/client/client.js'
 import {Engine} from '../../src/lib/broker/engine.js'
 import type {ResolvedPermissions} from '../../src/lib/broker/permissions.js'
 import {BrokerServer} from '../../src/lib/broker/server.js'

@@ -1,8 +1,8 @@
 import {Flags} from '@oclif/core'
 
-import {connectBroker} from '../../lib/broker/connect.js'
-import {brokerFlags} from '../../lib/broker/flags.js'
-import {spawnPrivateBroker} from '../../lib/broker/spawn.js'
+import {connectBroker} from '../../lib/client/connect.js'
+import {brokerFlags} from '../../lib/client/flags.js'
+import {spawnPrivateBroker} from '../../lib/client/spawn.js'
 import {MqCommand} from '../../lib/cli/base-command.js'
 import {MqHome} from '../../lib/config/home.js'
 import {type ThroughputResult, benchEnvelope, benchThroughput} from '../../lib/crypto/index.js'

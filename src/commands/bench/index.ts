@@ -1,9 +1,9 @@
 import {Flags} from '@oclif/core'
 
-import {type BenchResult, type BenchSpec, type BenchTarget, type TargetParams, medianRun, mqTarget, natsTarget, rabbitTarget, runBench, runConsumer} from '../../lib/broker/bench.js'
-import {connectBroker} from '../../lib/broker/connect.js'
-import {brokerFlags} from '../../lib/broker/flags.js'
-import {spawnPrivateBroker} from '../../lib/broker/spawn.js'
+import {type BenchResult, type BenchSpec, type BenchTarget, type TargetParams, medianRun, mqTarget, natsTarget, rabbitTarget, runBench, runConsumer} from '../../lib/client/bench.js'
+import {connectBroker} from '../../lib/client/connect.js'
+import {brokerFlags} from '../../lib/client/flags.js'
+import {spawnPrivateBroker} from '../../lib/client/spawn.js'
 import {MqCommand} from '../../lib/cli/base-command.js'
 import {table} from '../../lib/cli/table.js'
 import {MqHome} from '../../lib/config/home.js'

@@ -1,5 +1,6 @@
 import {apiFlags} from '../../lib/admin/client.js'
-import {type HealthReport, fetchBrokerHealth} from '../../lib/broker/health.js'
+import {fetchBrokerHealth} from '../../lib/client/health.js'
+import type {HealthReport} from '../../lib/health/index.js'
 import {MqCommand} from '../../lib/cli/base-command.js'
 import {ExitCode} from '../../lib/errors.js'
 

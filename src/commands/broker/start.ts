@@ -2,7 +2,7 @@ import {existsSync} from 'node:fs'
 
 import {Flags} from '@oclif/core'
 
-import {startBroker} from '../../lib/broker/runtime.js'
+import {startFullBroker} from '../../lib/app/broker.js'
 import {MqCommand} from '../../lib/cli/base-command.js'
 import {CertificateAuthority} from '../../lib/pki/index.js'
 
@@ -43,7 +43,7 @@ On first start with no CA in $MQ_HOME it creates a development CA, a "broker" se
       }
     }
     const logger = this.logger.child('broker')
-    const broker = await startBroker(this.home, config, logger)
+    const broker = await startFullBroker(this.home, config, logger)
     // handlers before "broker ready": a supervisor that signals as soon as it reads that line gets a clean shutdown
     const signalled = new Promise<string>((resolve) => {
       process.once('SIGINT', () => resolve('SIGINT'))

@@ -1,5 +1,5 @@
-import {withBroker} from '../../lib/broker/connect.js'
-import {brokerFlags} from '../../lib/broker/flags.js'
+import {withBroker} from '../../lib/client/connect.js'
+import {brokerFlags} from '../../lib/client/flags.js'
 import {MqCommand} from '../../lib/cli/base-command.js'
 import {table} from '../../lib/cli/table.js'
 
@@ -8,7 +8,7 @@ export default class ExchangeList extends MqCommand<typeof ExchangeList> {
   static examples = ['<%= config.bin %> exchange list', '<%= config.bin %> exchange list --json']
   static flags = {...brokerFlags}
 
-  async run(): Promise<Awaited<ReturnType<import('../../lib/broker/client.js').BrokerClient['listExchanges']>>> {
+  async run(): Promise<Awaited<ReturnType<import('../../lib/client/client.js').BrokerClient['listExchanges']>>> {
     const r = await withBroker(this.home, this.mqConfig(), this.flags, (c) => c.listExchanges())
     // stdout carries data only: an empty list prints nothing there
     if (!this.jsonEnabled() && r.exchanges.length === 0) this.note('no exchanges')

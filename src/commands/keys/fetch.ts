@@ -1,7 +1,7 @@
 import {Args} from '@oclif/core'
 
-import {connectBroker} from '../../lib/broker/connect.js'
-import {brokerFlags} from '../../lib/broker/flags.js'
+import {connectBroker} from '../../lib/client/connect.js'
+import {brokerFlags} from '../../lib/client/flags.js'
 import {MqCommand} from '../../lib/cli/base-command.js'
 import {IdentityResolver, cachedCertFiles} from '../../lib/crypto/index.js'
 

@@ -1,8 +1,8 @@
 import {Args} from '@oclif/core'
 
-import {withBroker} from '../../lib/broker/connect.js'
-import type {MessageStatusInfo} from '../../lib/broker/client.js'
-import {brokerFlags} from '../../lib/broker/flags.js'
+import {withBroker} from '../../lib/client/connect.js'
+import type {MessageStatusInfo} from '../../lib/client/client.js'
+import {brokerFlags} from '../../lib/client/flags.js'
 import {MqCommand} from '../../lib/cli/base-command.js'
 import {MqError} from '../../lib/errors.js'
 

@@ -1,7 +1,7 @@
 import {Args, Flags} from '@oclif/core'
 
-import {withBroker} from '../../lib/broker/connect.js'
-import {brokerFlags} from '../../lib/broker/flags.js'
+import {withBroker} from '../../lib/client/connect.js'
+import {brokerFlags} from '../../lib/client/flags.js'
 import {MqCommand} from '../../lib/cli/base-command.js'
 
 export default class QueueBind extends MqCommand<typeof QueueBind> {

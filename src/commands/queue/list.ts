@@ -1,6 +1,6 @@
-import {withBroker} from '../../lib/broker/connect.js'
-import type {QueueStats} from '../../lib/broker/client.js'
-import {brokerFlags} from '../../lib/broker/flags.js'
+import {withBroker} from '../../lib/client/connect.js'
+import type {QueueStats} from '../../lib/client/client.js'
+import {brokerFlags} from '../../lib/client/flags.js'
 import {MqCommand} from '../../lib/cli/base-command.js'
 import {table} from '../../lib/cli/table.js'
 

@@ -5,7 +5,10 @@
  */
 import type {IncomingHttpHeaders} from 'node:http'
 
-import type {HealthComponent} from './health.js'
+import type {MqHome} from '../config/home.js'
+import type {MqConfig} from '../config/schema.js'
+import type {HealthComponent} from '../health/index.js'
+import type {Logger} from '../log.js'
 
 export interface ApiContext {
   /** CN of the verified client certificate; null on routes that allow anonymous access (e.g. /health) */
@@ -71,3 +74,17 @@ export interface ApiPlugin {
   metrics?(): Promise<string>
   close?(): Promise<void>
 }
+
+/** What a plugin factory gets from the broker that mounts it. */
+export interface ApiPluginContext {
+  config: MqConfig
+  home: MqHome
+  publisher: BrokerPublisher
+  logger: Logger
+}
+
+/**
+ * Builds one plugin of the broker's HTTPS API. The broker knows no plugin by name: whoever starts
+ * it (src/lib/app) passes the factories, so the broker core stays free of the areas that plug in.
+ */
+export type ApiPluginFactory = (ctx: ApiPluginContext) => Promise<ApiPlugin>

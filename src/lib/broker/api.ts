@@ -17,7 +17,7 @@ import type {Logger} from '../log.js'
 import {peerIdentity} from '../pki/index.js'
 import type {ApiContext, ApiPlugin, ApiRequest, ApiResponse, ApiRoute} from './api-types.js'
 import type {Engine} from './engine.js'
-import {type HealthComponent, type HealthReport, crlHealth, healthHttpStatus, worst} from './health.js'
+import {type HealthComponent, type HealthReport, crlHealth, healthHttpStatus, worst} from '../health/index.js'
 import type {ResolvedPermissions} from './permissions.js'
 
 const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'])

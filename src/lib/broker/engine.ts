@@ -6,15 +6,16 @@
  */
 
 import {MqError, PermissionError, TempFailError, UsageError} from '../errors.js'
-import {MessageIds} from './ids.js'
+import {MessageIds} from '../wire/ids.js'
+import {NO_HEADERS, isHeaderName} from '../wire/protocol.js'
+import type {BrokerStats, ExchangeType, QueueStats} from '../wire/types.js'
 import {DEFAULT_DEDUPE_MAX, DEFAULT_DEDUPE_WINDOW_MS, DedupeWindow} from './dedupe.js'
-import {NO_HEADERS, isHeaderName} from './protocol.js'
-import type {DurableStore, StoredMessage} from './store.js'
+import type {Message} from './message.js'
 import {type MessageStatus, STATUS_CODE, STATUS_NAMES, StatusJournal} from './statuses.js'
+import type {DurableStore, StoredMessage} from './store.js'
 
-export type {MessageStatus} from './statuses.js'
-
-export type ExchangeType = 'direct' | 'fanout' | 'topic'
+export type {BrokerStats, ExchangeType, MessageStatus, QueueStats} from '../wire/types.js'
+export type {Message} from './message.js'
 
 export const DEFAULT_EXCHANGE = 'default_exchange'
 export const DEFAULT_QUEUE = 'default_queue'
@@ -30,19 +31,6 @@ export interface QueueOptions {
   /** the options are the queue's full settings (absent = default), as `mq queue declare` means them;
    * otherwise an absent option means "whatever exists" (CipherMQ, mq send) */
   exact?: boolean
-}
-
-export interface Message {
-  seq: number
-  messageId: string
-  exchange: string
-  routingKey: string
-  body: Buffer
-  headers: Record<string, string>
-  timestamp: number
-  deliveryCount: number
-  redelivered: boolean
-  expiresAt: number
 }
 
 export interface EngineOptions {
@@ -274,35 +262,6 @@ export interface PublishOptions {
   headers?: Record<string, string>
   /** with messageId: an id already published (and not settled, see DedupeWindow) is not stored again */
   dedupe?: boolean
-}
-
-export interface QueueStats {
-  name: string
-  durable: boolean
-  messages: number
-  unacked: number
-  consumers: number
-  deadLetter?: string
-  ttlMs?: number
-  maxLength?: number
-  published: number
-  delivered: number
-  acked: number
-  publishRate: number
-  deliverRate: number
-  ackRate: number
-}
-
-export interface BrokerStats {
-  uptimeMs: number
-  connections: number
-  queues: QueueStats[]
-  exchanges: {name: string; type: ExchangeType; durable: boolean; bindings: number}[]
-  exchangeCount: number
-  bindingCount: number
-  statuses: Record<string, number>
-  totals: {published: number; delivered: number; acknowledged: number; deadLettered: number; unroutable: number}
-  rates: {publish: number; deliver: number; ack: number}
 }
 
 export class Engine {

@@ -1,6 +1,6 @@
 /**
  * Assembles a running broker: durable store, engine, the native mutual-TLS server, the HTTPS API
- * with its plugins, the optional CipherMQ listener and CRL hot reload.
+ * with the plugins its caller passes, the optional CipherMQ listener and CRL hot reload.
  */
 import {join} from 'node:path'
 
@@ -10,12 +10,11 @@ import {PermissionError, UsageError} from '../errors.js'
 import type {Logger} from '../log.js'
 import {CrlWatcher, peerIdentity, serverTlsOptions, verifyIdentityCerts} from '../pki/index.js'
 import {ApiServer} from './api.js'
-import type {BrokerPublisher} from './api-types.js'
+import type {ApiPluginFactory, BrokerPublisher} from './api-types.js'
 import {CipherMqListener} from './ciphermq.js'
 import {Engine} from './engine.js'
 import {handshakeLimits} from '../net/pending.js'
 import {lockDataDir} from './lock.js'
-import {loadApiPlugins} from './plugins.js'
 import {type ResolvedPermissions, resolvePermissions} from './permissions.js'
 import {BrokerServer, type KeyDirectory} from './server.js'
 import {DurableStore, STORE_KEY_FILE} from './store.js'
@@ -69,7 +68,16 @@ function keyDirectory(home: MqHome, store: DurableStore): KeyDirectory {
   }
 }
 
-export async function startBroker(home: MqHome, config: MqConfig, logger: Logger, opts: {host?: string; port?: number; apiHost?: string; apiPort?: number} = {}): Promise<RunningBroker> {
+export interface StartOptions {
+  host?: string
+  port?: number
+  apiHost?: string
+  apiPort?: number
+  /** the HTTPS API's plugins (e.g. the records API), built once the engine runs */
+  plugins?: ApiPluginFactory[]
+}
+
+export async function startBroker(home: MqHome, config: MqConfig, logger: Logger, opts: StartOptions = {}): Promise<RunningBroker> {
   const b = config.broker
   // one broker per data directory, taken before the store opens
   const lock = lockDataDir(home.data)
@@ -103,7 +111,9 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
     tls: tlsOpts,
   })
   const publisher = enginePublisher(engine)
-  const plugins = await loadApiPlugins({config, home, logger: logger.child('api'), publisher})
+  const pluginCtx = {config, home, logger: logger.child('api'), publisher}
+  const plugins = []
+  for (const make of opts.plugins ?? []) plugins.push(await make(pluginCtx))
   const api = new ApiServer({
     connections: () => server.connections.size,
     engine,

@@ -13,7 +13,7 @@ import {MqError, PermissionError, UsageError, errorText, isMqError} from '../err
 import type {Logger} from '../log.js'
 import {type DeliveryOut, type Engine, type ExchangeType, type PublishResult, type Session} from './engine.js'
 import {type ResolvedPermissions} from './permissions.js'
-import {BATCH_BYTES, BATCH_MAX_COUNT, BIG_BODY, DeliveryBatchWriter, type Frame, FrameError, FrameParser, NEWLINE, PROTOCOL_VERSION, encodeFrame, encodeHead, encodeValue, frameHeadersOrNone, isHeaderName, parsePublishBatch} from './protocol.js'
+import {BATCH_BYTES, BATCH_MAX_COUNT, BIG_BODY, DeliveryBatchWriter, type Frame, FrameError, FrameParser, NEWLINE, PROTOCOL_VERSION, encodeFrame, encodeHead, encodeValue, frameHeadersOrNone, isHeaderName, parsePublishBatch} from '../wire/protocol.js'
 
 export interface ServerLimits {
   maxPayload: number

@@ -8,8 +8,9 @@
  * a large table, constant growth and eviction); a ring of (id, code) pairs costs two array writes,
  * and a query scans it backwards (a few milliseconds at the default capacity).
  */
-export const STATUS_NAMES = ['sent', 'delivered', 'acknowledged', 'dead-lettered', 'expired', 'dropped', 'purged'] as const
-export type MessageStatus = (typeof STATUS_NAMES)[number]
+import {type MessageStatus, STATUS_NAMES} from '../wire/types.js'
+
+export {type MessageStatus, STATUS_NAMES} from '../wire/types.js'
 export const STATUS_CODE: Record<MessageStatus, number> = Object.fromEntries(STATUS_NAMES.map((s, i) => [s, i])) as Record<MessageStatus, number>
 
 /** codes pack status + 16 * queue index */

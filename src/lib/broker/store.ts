@@ -20,8 +20,9 @@ import {ConfigError, DataError, UnavailableError} from '../errors.js'
 import type {Logger} from '../log.js'
 import {Checkpointer} from '../store/checkpointer.js'
 import {assertPrivateFile, ensurePrivateDir, writeSecretFile} from '../util/fs.js'
+import type {ExchangeType} from '../wire/types.js'
 import {DedupeBlocks, type DedupeLog} from './dedupe.js'
-import type {ExchangeType, Message} from './engine.js'
+import type {Message} from './message.js'
 
 // ---- encryption at rest -------------------------------------------------------------------------
 

@@ -6,7 +6,8 @@
 import type {KeyObject} from 'node:crypto'
 import {TextDecoder} from 'node:util'
 
-import {MqError, PermissionError, UnavailableError} from '../errors.js'
+import {DataError, MqError, PermissionError, TempFailError, UnavailableError} from '../errors.js'
+import {formatDuration} from '../util/duration.js'
 import {decryptCipherMq, isCipherMqBody} from './ciphermq.js'
 import {EnvelopeOpener, type SenderResolver, isNativeEnvelope} from './envelope.js'
 import type {ReplayEntry, ReplayGuard} from './replay.js'
@@ -347,4 +348,27 @@ export async function receiveLoop<D extends LoopDelivery>(client: ConsumerClient
     for (const d of [...held, ...buf.splice(0)]) if (!closed) client.nack(d.deliveryTag, true)
   }
   return {accepted, deferred: held.length, rejected, stoppedBy}
+}
+
+/**
+ * What `mq recv` makes of a finished loop: a note on stderr for rejected messages, then the exit
+ * it owes the caller (75 for deferred, timed-out or incomplete, 65 when only rejects arrived).
+ */
+export function recvOutcome(result: LoopResult, opts: {queue: string; count?: number; timeoutMs?: number}, note: (line: string) => void): void {
+  const {queue, count} = opts
+  if (result.rejected > 0) note(`mq recv: ${result.accepted} message(s) accepted, ${result.rejected} rejected (dead-lettered)`)
+  if (result.deferred > 0) {
+    throw new TempFailError('E_RECV_TEMPFAIL', `${result.deferred} message(s) could not be checked now and went back to ${queue} (requeued, not rejected); ${result.accepted} accepted.`, {
+      hint: 'Try this: fix the cause reported above and run mq recv again; the messages are still queued.',
+    })
+  }
+  if (result.stoppedBy === 'timeout' && result.accepted === 0) {
+    if (result.rejected > 0) throw new DataError('E_RECV_REJECTED', `Only rejected messages arrived on ${queue} (${result.rejected}).`, {hint: "Try this: see the reasons above; the messages went to the queue's dead-letter queue, if it has one."})
+    throw new TempFailError('E_RECV_TIMEOUT', `No message arrived on ${queue} within ${formatDuration(opts.timeoutMs ?? 0)}.`, {hint: 'Try this: a longer --timeout, or check that senders publish to this queue.'})
+  }
+  if (count !== undefined && result.accepted < count) {
+    throw new TempFailError('E_RECV_INCOMPLETE', `Received ${result.accepted} of ${count} message(s) from ${queue} before ${result.stoppedBy === 'signal' ? 'being interrupted' : 'the timeout'}.`, {
+      hint: 'Try this: run mq recv again for the rest; nothing unacked was lost.',
+    })
+  }
 }

@@ -6,7 +6,7 @@
 import type {KeyObject} from 'node:crypto'
 import {randomUUID} from 'node:crypto'
 
-import {UsageError} from '../errors.js'
+import {MqError, UsageError, errorText} from '../errors.js'
 import {encryptCipherMq} from './ciphermq.js'
 import {EnvelopeSealer, type Recipient, type Signer} from './envelope.js'
 
@@ -142,4 +142,56 @@ export function parseHeaders(values: string[] = []): Record<string, string> {
     out[k] = v.slice(i + 1).trim()
   }
   return out
+}
+
+/** One payload's outcome, reported in input order. */
+export type SendOutcome = {messageId: string; result: SendResult} | {messageId: string; error: unknown}
+
+/**
+ * Publishes every payload through the sender's window and reports each confirm (or failure) in
+ * input order as it arrives. Stops enqueuing after the first failure; resolves once every
+ * published payload has settled and been reported.
+ */
+export async function publishInOrder(messenger: MessageSender, payloads: Iterable<Buffer>, report: (o: SendOutcome) => void): Promise<{confirmed: number; total: number; failed?: unknown}> {
+  const pending: Promise<SendResult>[] = []
+  let failed: unknown
+  let confirmed = 0
+  let total = 0
+  let chain = Promise.resolve()
+  for (const payload of payloads) {
+    total++
+    if (failed) continue
+    const {done, messageId} = await messenger.enqueue(payload)
+    done.catch(() => {})
+    pending.push(done)
+    chain = chain.then(async () => {
+      try {
+        const result = await done
+        confirmed++
+        report({messageId, result})
+      } catch (error) {
+        failed ??= error
+        report({error, messageId})
+      }
+    })
+  }
+  await Promise.allSettled(pending)
+  await chain
+  return {confirmed, failed, total}
+}
+
+/** The error `mq send` exits with when a message was not confirmed, with a hint for the common causes. */
+export function sendFailure(failed: unknown, confirmed: number, total: number, queue?: string): MqError {
+  const e = failed instanceof MqError ? failed : undefined
+  const hint =
+    e?.code === 'E_UNROUTABLE' && queue
+      ? `Try this: create the queue first (mq queue declare ${queue}).`
+      : e?.code === 'E_FRAME_TOO_LARGE'
+        ? 'Try this: split the payload (an envelope adds about 1.2 KB), or raise broker.max_payload on the broker.'
+        : e?.hint
+  return new MqError(e?.code ?? 'E_SEND_FAILED', `${confirmed} of ${total} message(s) confirmed; the first failure: ${errorText(failed)}`, {
+    cause: failed,
+    exit: e?.exit ?? 1,
+    hint: hint ?? 'Try this: check the broker and resend the unconfirmed messages.',
+  })
 }

@@ -7,7 +7,7 @@ import type {SecureContextOptions, TLSSocket} from 'node:tls'
 import type {Redis} from 'ioredis'
 import {Counter, Histogram, Registry} from 'prom-client'
 
-import {type HealthComponent, type HealthStatus, healthHttpStatus, worst} from '../broker/health.js'
+import {type HealthComponent, type HealthStatus, healthHttpStatus, worst} from '../health/index.js'
 import type {MqConfig} from '../config/schema.js'
 import {MqError} from '../errors.js'
 import type {ApiClient} from '../http/client.js'

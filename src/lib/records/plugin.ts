@@ -2,7 +2,7 @@ import type {Redis} from 'ioredis'
 import {Counter, Histogram, Registry} from 'prom-client'
 
 import type {ApiContext, ApiPlugin, ApiRequest, ApiResponse, ApiRoute, BrokerPublisher} from '../broker/api-types.js'
-import type {HealthComponent} from '../broker/health.js'
+import type {HealthComponent} from '../health/index.js'
 import type {MqHome} from '../config/home.js'
 import type {MqConfig} from '../config/schema.js'
 import {MqError, PermissionError} from '../errors.js'

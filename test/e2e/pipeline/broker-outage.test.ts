@@ -10,7 +10,7 @@ import {after, before, describe, it} from 'node:test'
 
 import {Redis} from 'ioredis'
 
-import type {BrokerClient, Delivery} from '../../../src/lib/broker/client.js'
+import type {BrokerClient, Delivery} from '../../../src/lib/client/client.js'
 import {MqHome} from '../../../src/lib/config/home.js'
 import {defaultConfig} from '../../../src/lib/config/load.js'
 import {ApiClient} from '../../../src/lib/http/client.js'

@@ -5,7 +5,7 @@ import {promisify} from 'node:util'
 
 import {Redis} from 'ioredis'
 
-import type {BrokerClient, Delivery} from '../../../src/lib/broker/client.js'
+import type {BrokerClient, Delivery} from '../../../src/lib/client/client.js'
 import {MqHome} from '../../../src/lib/config/home.js'
 import {defaultConfig} from '../../../src/lib/config/load.js'
 import {CertificateAuthority} from '../../../src/lib/pki/index.js'

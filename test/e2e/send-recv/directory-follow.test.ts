@@ -4,7 +4,7 @@ import {cpSync, existsSync, mkdirSync, readFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {after, before, describe, it} from 'node:test'
 
-import type {BrokerClient} from '../../../src/lib/broker/client.js'
+import type {BrokerClient} from '../../../src/lib/client/client.js'
 import {MqHome} from '../../../src/lib/config/home.js'
 import {BIN, ROOT, runCli} from '../../helpers/cli.js'
 import {tempHome} from '../../helpers/home.js'

@@ -1,7 +1,7 @@
 import {type ChildProcess, spawn} from 'node:child_process'
 
-import type {BrokerClient} from '../../../src/lib/broker/client.js'
-import {connectBroker} from '../../../src/lib/broker/connect.js'
+import type {BrokerClient} from '../../../src/lib/client/client.js'
+import {connectBroker} from '../../../src/lib/client/connect.js'
 import {MqHome} from '../../../src/lib/config/home.js'
 import {defaultConfig} from '../../../src/lib/config/load.js'
 import {CertificateAuthority} from '../../../src/lib/pki/index.js'

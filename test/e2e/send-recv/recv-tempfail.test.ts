@@ -13,7 +13,7 @@ import {chmodSync, chownSync, cpSync, mkdirSync, readdirSync, rmSync, statSync, 
 import {join} from 'node:path'
 import {after, before, describe, it} from 'node:test'
 
-import type {BrokerClient, Delivery} from '../../../src/lib/broker/client.js'
+import type {BrokerClient, Delivery} from '../../../src/lib/client/client.js'
 import {MqHome} from '../../../src/lib/config/home.js'
 import {IdentityResolver, MessageReceiver, type ReceiveSink, type Received, receiveLoop} from '../../../src/lib/crypto/index.js'
 import {MqError} from '../../../src/lib/errors.js'

@@ -5,7 +5,7 @@ import net from 'node:net'
 import {join} from 'node:path'
 import {after, before, describe, it} from 'node:test'
 
-import type {BrokerClient} from '../../../src/lib/broker/client.js'
+import type {BrokerClient} from '../../../src/lib/client/client.js'
 import {loadIdentity} from '../../../src/lib/pki/index.js'
 import {runCli} from '../../helpers/cli.js'
 import {type TestBroker, startTestBroker} from './harness.js'

@@ -4,7 +4,7 @@ import net from 'node:net'
 import tls from 'node:tls'
 import {after, before, describe, test} from 'node:test'
 
-import type {BrokerClient, Delivery} from '../../../src/lib/broker/client.js'
+import type {BrokerClient, Delivery} from '../../../src/lib/client/client.js'
 import {MqHome} from '../../../src/lib/config/home.js'
 import {loadConfig} from '../../../src/lib/config/load.js'
 import {CertificateAuthority, clientTlsOptions} from '../../../src/lib/pki/index.js'
@@ -174,7 +174,7 @@ describe('delivery', () => {
     for (let i = 0; i < 3; i++) await admin.publish('', q, Buffer.from(`job${i}`))
     // a separate consumer process that takes the messages and never acks, then gets SIGKILLed
     const script = `
-      import {BrokerClient} from ${JSON.stringify(new URL('../../../src/lib/broker/client.js', import.meta.url).href)}
+      import {BrokerClient} from ${JSON.stringify(new URL('../../../src/lib/client/client.js', import.meta.url).href)}
       import {clientTlsOptions} from ${JSON.stringify(new URL('../../../src/lib/pki/index.js', import.meta.url).href)}
       import {MqHome} from ${JSON.stringify(new URL('../../../src/lib/config/home.js', import.meta.url).href)}
       const c = await BrokerClient.connect({host: '127.0.0.1', port: ${broker.port}, tls: {...clientTlsOptions(new MqHome(${JSON.stringify(broker.home)}), 'admin'), checkServerIdentity: () => undefined}})

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import {after, before, describe, test} from 'node:test'
 
-import {BrokerClient} from '../../../src/lib/broker/client.js'
+import {BrokerClient} from '../../../src/lib/client/client.js'
 import type {Engine} from '../../../src/lib/broker/engine.js'
 import {type PermissionRule, resolvePermissions} from '../../../src/lib/broker/permissions.js'
 import {startPlainServer} from '../../helpers/broker.js'

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import net from 'node:net'
 import {after, before, describe, test} from 'node:test'
 
-import {BrokerClient} from '../../../src/lib/broker/client.js'
+import {BrokerClient} from '../../../src/lib/client/client.js'
 import {ALLOW_ALL, type Engine} from '../../../src/lib/broker/engine.js'
 import {startPlainServer} from '../../helpers/broker.js'
 

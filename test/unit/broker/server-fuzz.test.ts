@@ -3,7 +3,7 @@ import {randomBytes, randomInt} from 'node:crypto'
 import net from 'node:net'
 import {test} from 'node:test'
 
-import {BrokerClient} from '../../../src/lib/broker/client.js'
+import {BrokerClient} from '../../../src/lib/client/client.js'
 import {resolvePermissions} from '../../../src/lib/broker/permissions.js'
 import {Logger} from '../../../src/lib/log.js'
 import {startPlainServer} from '../../helpers/broker.js'

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import {test} from 'node:test'
 
-import {type BenchResult, medianRun} from '../../../src/lib/broker/bench.js'
+import {type BenchResult, medianRun} from '../../../src/lib/client/bench.js'
 
 const run = (msgsPerSec: number, confirmP99?: number, rate?: number): BenchResult => ({
   confirmMs: confirmP99 === undefined ? undefined : {p50: 0, p99: confirmP99},

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import {rmSync, writeFileSync} from 'node:fs'
 import {after, before, describe, it} from 'node:test'
 
-import {crlHealth, healthHttpStatus, worst} from '../../../src/lib/broker/health.js'
+import {crlHealth, healthHttpStatus, worst} from '../../../src/lib/health/index.js'
 import type {MqHome} from '../../../src/lib/config/home.js'
 import type {CertificateAuthority} from '../../../src/lib/pki/index.js'
 import {tempHome} from '../../helpers/home.js'

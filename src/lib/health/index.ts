@@ -1,17 +1,13 @@
 /**
- * Health of the broker's components as `GET /health` reports them: each component is "ok",
+ * Health as every server's `GET /health` reports it (broker, proxy, worker): each component is "ok",
  * "degraded" (still serving, needs attention) or "failing" (something operators rely on is
  * broken); the overall status is the worst of them, and only "failing" answers HTTP 503.
  */
 import {existsSync, readFileSync} from 'node:fs'
-import type {ConnectionOptions} from 'node:tls'
 
 import * as x509 from '@peculiar/x509'
 
 import type {MqHome} from '../config/home.js'
-import type {MqConfig} from '../config/schema.js'
-import {ConfigError, UnavailableError} from '../errors.js'
-import {ApiClient} from '../http/client.js'
 
 export const HEALTH_STATUSES = ['ok', 'degraded', 'failing'] as const
 export type HealthStatus = (typeof HEALTH_STATUSES)[number]
@@ -76,30 +72,4 @@ export function crlHealth(home: MqHome, now = Date.now()): HealthComponent {
     return {...out, hint: `${republish} The CRL expires at ${out.next_update}; after that TLS clients and servers refuse handshakes.`, status: 'degraded'}
   }
   return {...out, status: 'ok'}
-}
-
-/**
- * GET /health of a broker's HTTPS API, as `mq broker health` reads it. The route is anonymous and
- * read-only, so no client certificate is presented and the broker is checked against our CA
- * without the CRL: the health check must still work when an expired CRL makes every mutual-TLS
- * handshake fail, since that is one of the things it reports. Throws UnavailableError (exit 69)
- * when the broker does not answer.
- */
-export async function fetchBrokerHealth(home: MqHome, config: MqConfig, flags: {api?: string} = {}): Promise<{url: string; http: number; report: HealthReport}> {
-  const url = flags.api ?? config.client.api
-  if (!existsSync(home.caCert)) {
-    throw new ConfigError('E_NO_CA', `There is no CA certificate at ${home.caCert} to check the broker against.`, {hint: "Try this: mq broker start (creates a development CA) or --home the broker's MQ_HOME."})
-  }
-  const tlsOpts: ConnectionOptions = {ca: readFileSync(home.caCert)}
-  const client = new ApiClient(url, tlsOpts, config.client.timeout_ms, 1)
-  try {
-    const r = await client.request<HealthReport>('GET', '/health')
-    const body = r.body
-    if (typeof body !== 'object' || body === null || !HEALTH_STATUSES.includes(body.status)) {
-      throw new UnavailableError('E_HEALTH_ANSWER', `${url}/health answered HTTP ${r.status} without a health report.`, {hint: 'Try this: check that --api (MQ_API) points at the broker\'s HTTPS API port (default 5701).'})
-    }
-    return {http: r.status, report: body, url}
-  } finally {
-    client.close()
-  }
 }

@@ -2,9 +2,9 @@ import assert from 'node:assert/strict'
 import net from 'node:net'
 import {test} from 'node:test'
 
-import {BrokerClient, type Delivery} from '../../../src/lib/broker/client.js'
+import {BrokerClient, type Delivery} from '../../../src/lib/client/client.js'
 import {resolvePermissions} from '../../../src/lib/broker/permissions.js'
-import {type BatchDelivery, DeliveryBatchWriter, FrameError, FrameParser, type Frame, PublishBatchWriter, parseDeliveries, parsePublishBatch} from '../../../src/lib/broker/protocol.js'
+import {type BatchDelivery, DeliveryBatchWriter, FrameError, FrameParser, type Frame, PublishBatchWriter, parseDeliveries, parsePublishBatch} from '../../../src/lib/wire/protocol.js'
 import {startPlainServer} from '../../helpers/broker.js'
 
 const allowAll = (id: string) => resolvePermissions([{admin: true, consume: ['*'], identity: '*', publish: ['*'], roles: []}], id)

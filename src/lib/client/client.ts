@@ -9,32 +9,11 @@ import net from 'node:net'
 import tls from 'node:tls'
 
 import {MqError, PermissionError, TempFailError, UnavailableError, UsageError} from '../errors.js'
-import {MessageIds} from './ids.js'
-import type {BrokerStats, QueueStats} from './engine.js'
-import {BATCH_BYTES, BATCH_MAX_COUNT, BIG_BODY, type Frame, FrameError, FrameParser, NEWLINE, PublishBatchWriter, encodeFrame, encodeHead, encodeLine, encodeValue, frameHeaders, parseDeliveries} from './protocol.js'
+import {MessageIds} from '../wire/ids.js'
+import type {BrokerStats, Delivery, MessageStatusInfo, QueueStats} from '../wire/types.js'
+import {BATCH_BYTES, BATCH_MAX_COUNT, BIG_BODY, type Frame, FrameError, FrameParser, NEWLINE, PublishBatchWriter, encodeFrame, encodeHead, encodeLine, encodeValue, frameHeaders, parseDeliveries} from '../wire/protocol.js'
 
-export type {BrokerStats, QueueStats} from './engine.js'
-
-export interface Delivery {
-  deliveryTag: number
-  messageId: string
-  exchange: string
-  routingKey: string
-  queue: string
-  body: Buffer
-  headers: Record<string, string>
-  redelivered: boolean
-  deliveryCount: number
-  timestamp: number
-}
-
-export type MessageStatusName = 'sent' | 'delivered' | 'acknowledged' | 'dead-lettered' | 'expired' | 'dropped' | 'purged'
-
-export interface MessageStatusInfo {
-  messageId: string
-  status: MessageStatusName
-  queue?: string
-}
+export type {BrokerStats, Delivery, MessageStatus, MessageStatusInfo, QueueStats} from '../wire/types.js'
 
 export interface ConnectOptions {
   host: string

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import {test} from 'node:test'
 
-import {type Frame, FrameError, FrameParser, encodeFrame} from '../../../src/lib/broker/protocol.js'
+import {type Frame, FrameError, FrameParser, encodeFrame} from '../../../src/lib/wire/protocol.js'
 
 function parseAll(p: FrameParser, chunks: Buffer[]): {frames: Frame[]; errors: FrameError[]} {
   const frames: Frame[] = []

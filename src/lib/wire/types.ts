@@ -1,0 +1,60 @@
+/**
+ * What the broker and its clients exchange beyond frames: the shapes of STATS, LIST_QUEUES,
+ * STATUS and deliveries. Both sides import these; neither side's internals appear here.
+ */
+
+export type ExchangeType = 'direct' | 'fanout' | 'topic'
+
+/** A message's last known status, as `STATUS` and `mq message status` report it. */
+export const STATUS_NAMES = ['sent', 'delivered', 'acknowledged', 'dead-lettered', 'expired', 'dropped', 'purged'] as const
+export type MessageStatus = (typeof STATUS_NAMES)[number]
+
+export interface MessageStatusInfo {
+  messageId: string
+  status: MessageStatus
+  queue?: string
+}
+
+/** One message handed to a consumer. */
+export interface Delivery {
+  deliveryTag: number
+  messageId: string
+  exchange: string
+  routingKey: string
+  queue: string
+  body: Buffer
+  headers: Record<string, string>
+  redelivered: boolean
+  deliveryCount: number
+  timestamp: number
+}
+
+export interface QueueStats {
+  name: string
+  durable: boolean
+  messages: number
+  unacked: number
+  consumers: number
+  deadLetter?: string
+  ttlMs?: number
+  maxLength?: number
+  published: number
+  delivered: number
+  acked: number
+  publishRate: number
+  deliverRate: number
+  ackRate: number
+}
+
+export interface BrokerStats {
+  uptimeMs: number
+  connections: number
+  queues: QueueStats[]
+  exchanges: {name: string; type: ExchangeType; durable: boolean; bindings: number}[]
+  exchangeCount: number
+  bindingCount: number
+  statuses: Record<string, number>
+  totals: {published: number; delivered: number; acknowledged: number; deadLettered: number; unroutable: number}
+  rates: {publish: number; deliver: number; ack: number}
+}
+
