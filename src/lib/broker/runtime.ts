@@ -165,8 +165,10 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
       if (closed) return
       closed = true
       crl.stop()
+      // native connections first and gracefully: in-flight publishes are committed and confirmed
+      await server.close(b.stop_timeout_ms)
       engine.stop()
-      await Promise.all([server.close(), api.close(), ciphermq?.close()])
+      await Promise.all([api.close(), ciphermq?.close()])
       await store.close()
       lock.release()
     },

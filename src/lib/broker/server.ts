@@ -152,9 +152,33 @@ export class BrokerServer {
     })
   }
 
-  async close(): Promise<void> {
+  /** set by close(): connections read nothing more, so what was taken in can be committed and confirmed */
+  draining = false
+
+  /**
+   * A graceful stop: stop accepting, stop reading, let the store commit the open group so every
+   * publish taken in gets its confirm, write those confirms, then close; at `deadlineMs` whatever is
+   * left is destroyed. A publish still unread at that point was never written: the client's retry
+   * is not a duplicate.
+   */
+  async close(deadlineMs = 0): Promise<void> {
+    this.draining = true
+    const listening = new Promise<void>((r) => this.server.close(() => r()))
+    const store = this.opts.engine.store
+    if (deadlineMs > 0 && this.connections.size > 0) {
+      for (const c of this.connections) c.sock.pause()
+      let timer: NodeJS.Timeout | undefined
+      const deadline = new Promise<void>((r) => (timer = setTimeout(r, deadlineMs)))
+      const graceful = (async () => {
+        // afterCommit callbacks run in order: once this one has, every earlier publish has its confirm queued
+        if (store) await store.flush().catch(() => {})
+        await Promise.all([...this.connections].map((c) => c.finish()))
+      })()
+      await Promise.race([graceful, deadline])
+      clearTimeout(timer)
+    }
     for (const c of this.connections) c.sock.destroy()
-    await new Promise<void>((r) => this.server.close(() => r()))
+    await listening
   }
 }
 
@@ -317,8 +341,19 @@ class Connection {
     if (this.sock.writableLength > OUT_HIGH_WATER && !this.sock.isPaused()) this.sock.pause()
   }
 
+  /** Sends what is queued (confirms included), ends the connection and resolves once the socket closed. */
+  finish(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      if (this.sock.destroyed) return resolve()
+      this.sock.once('close', () => resolve())
+      this.flush()
+      this.dead = true
+      this.sock.end()
+    })
+  }
+
   private maybeResume(): void {
-    if (this.dead) return
+    if (this.dead || this.srv.draining) return
     if (this.pausedForConfirms && this.unconfirmed > this.srv.opts.limits.maxUnconfirmed / 2) return
     if (this.pausedForFlow) return
     this.pausedForConfirms = false

@@ -76,6 +76,8 @@ export const configSchema = z
         // extra wait before a group commit when the store is idle; under load the next group forms while one commits
         commit_interval_ms: ms.default(0),
         crl_check_interval_ms: ms.default(2_000),
+        // graceful stop (SIGTERM): commit and confirm what was taken in, close connections; then force
+        stop_timeout_ms: ms.default(10_000),
         ciphermq: z
           .object({
             enabled: z.boolean().default(false),
