@@ -17,7 +17,7 @@ import type {Logger} from '../log.js'
 import {peerIdentity} from '../pki/index.js'
 import type {ApiContext, ApiPlugin, ApiRequest, ApiResponse, ApiRoute} from './api-types.js'
 import type {Engine} from './engine.js'
-import {type HealthComponent, type HealthReport, crlHealth, healthHttpStatus, worst} from '../health/index.js'
+import {type HealthComponent, type HealthReport, certificateHealth, crlHealth, healthHttpStatus, worst} from '../health/index.js'
 import type {ResolvedPermissions} from './permissions.js'
 
 const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'])
@@ -55,6 +55,8 @@ export interface ApiServerOptions {
   home?: MqHome
   /** hard handshake deadline and caps on sockets still in the handshake (broker.handshake_timeout_ms, max_handshakes...) */
   handshakes?: PendingLimits
+  /** the broker's own certificate (pki/issued/<identity>.crt), reported revoked/expired in /health */
+  identity?: string
 }
 
 export class ApiServer {
@@ -192,6 +194,7 @@ export class ApiServer {
     const {engine} = this.opts
     const components: Record<string, HealthComponent> = {engine: {queues: engine.queues.size, status: 'ok'}}
     if (this.opts.home) components.crl = crlHealth(this.opts.home, now)
+    if (this.opts.home && this.opts.identity) components.certificate = certificateHealth(this.opts.home, [this.opts.identity], now)
     await Promise.all(
       this.opts.plugins.map(async (p) => {
         try {

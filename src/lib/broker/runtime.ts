@@ -7,13 +7,14 @@ import {join} from 'node:path'
 import type {MqHome} from '../config/home.js'
 import type {MqConfig} from '../config/schema.js'
 import {PermissionError, UsageError} from '../errors.js'
+import {checkOwnCertificates} from '../health/index.js'
 import type {Logger} from '../log.js'
+import {handshakeLimits} from '../net/pending.js'
 import {CrlWatcher, peerIdentity, serverTlsOptions, verifyIdentityCerts} from '../pki/index.js'
 import {ApiServer} from './api.js'
 import type {ApiPluginFactory, BrokerPublisher} from './api-types.js'
 import {CipherMqListener} from './ciphermq.js'
 import {Engine} from './engine.js'
-import {handshakeLimits} from '../net/pending.js'
 import {lockDataDir} from './lock.js'
 import {type ResolvedPermissions, resolvePermissions} from './permissions.js'
 import {BrokerServer, type KeyDirectory} from './server.js'
@@ -100,6 +101,7 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
   const crl = new CrlWatcher(home, b.crl_check_interval_ms)
   const isRevoked = (serial: string) => crl.revoked().has(serial)
   const tlsOpts = serverTlsOptions(home, b.identity)
+  checkOwnCertificates(home, [b.identity], logger)
   const server = new BrokerServer({
     engine,
     isRevoked,
@@ -119,6 +121,7 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
     engine,
     handshakes: handshakeLimits(b),
     home,
+    identity: b.identity,
     isRevoked,
     logger: logger.child('api'),
     maxBody: b.max_payload,

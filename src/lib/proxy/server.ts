@@ -30,6 +30,8 @@ export interface ProxyOptions {
   logger?: Logger
   /** serials revoked by the current CRL, for connections opened before a CRL update */
   revoked?: () => Set<string>
+  /** the proxy's own certificates (server and client), for /api/v1/health: revoked or expired is failing */
+  certificates?: () => HealthComponent
   /** longest wait for the broker to record a message before answering 503 (default 900 ms) */
   registerDeadlineMs?: number
 }
@@ -248,8 +250,9 @@ export class ProxyServer {
       }
     }
     const [redis, broker] = await Promise.all([redisCheck(), brokerCheck()])
-    const components = {broker, redis}
-    return {components, status: worst([redis.status, broker.status]), timestamp: new Date().toISOString()}
+    const certificate = this.o.certificates?.()
+    const components: Record<string, HealthComponent> = {broker, redis, ...(certificate ? {certificate} : {})}
+    return {components, status: worst([redis.status, broker.status, certificate?.status ?? 'ok']), timestamp: new Date().toISOString()}
   }
 }
 

@@ -247,10 +247,26 @@ export class Worker {
     await Promise.all(entries.filter((e) => failures.has(e.entryId)).map((e) => this.failed(e, failures.get(e.entryId)!)))
   }
 
+  private failLoggedAt = 0
+  private failSuppressed = 0
+
+  /** Every failed attempt is logged with its reason, at most one line a second (with how many were not). */
+  private noteFailure(e: StreamEntry, attempts: number, failure: string): void {
+    const now = Date.now()
+    if (now - this.failLoggedAt < 1000) {
+      this.failSuppressed++
+      return
+    }
+    this.log.warn('delivery attempt failed', {attempts, error: failure, message_id: e.id, more_failures: this.failSuppressed || undefined})
+    this.failLoggedAt = now
+    this.failSuppressed = 0
+  }
+
   /** A failed attempt: park it for a retry, or dead-letter it after max_attempts. */
   private async failed(e: StreamEntry, failure: string): Promise<void> {
     const attempts = e.attempts + 1
     this.m.attempts.inc({outcome: 'failed'})
+    if (attempts < this.cfg.max_attempts) this.noteFailure(e, attempts, failure)
     try {
       if (attempts >= this.cfg.max_attempts) {
         this.log.warn('giving up: dead-lettering', {attempts, error: failure, message_id: e.id})
