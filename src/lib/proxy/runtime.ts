@@ -5,7 +5,7 @@ import {ApiClient} from '../http/client.js'
 import {certificateHealth, checkOwnCertificates} from '../health/index.js'
 import type {Logger} from '../log.js'
 import {CertificateAuthority, CrlWatcher, clientTlsOptions, serverTlsOptions} from '../pki/index.js'
-import {connectRedis, redisReady} from '../worker/keys.js'
+import {connectRedis, redisReady, warnIfRedisVolatile} from '../worker/keys.js'
 import {ProxyServer} from './server.js'
 
 export interface RunningProxy {
@@ -37,6 +37,7 @@ export async function startProxy(home: MqHome, config: MqConfig, logger: Logger)
     redis.disconnect()
     throw error
   }
+  await warnIfRedisVolatile(redis, logger)
   const crl = new CrlWatcher(home, config.broker.crl_check_interval_ms)
   // register calls must fail fast enough for a 503 within one second
   const broker = new ApiClient(p.broker_api ?? config.client.api, clientTlsOptions(home, p.identity), 900, 256)

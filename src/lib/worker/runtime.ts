@@ -8,7 +8,7 @@ import {certificateHealth, checkOwnCertificates, healthHttpStatus} from '../heal
 import type {Logger} from '../log.js'
 import {clientTlsOptions} from '../pki/index.js'
 import {ensurePipelineCerts, listenError} from '../proxy/runtime.js'
-import {connectRedis, redisReady} from './keys.js'
+import {connectRedis, redisReady, warnIfRedisVolatile} from './keys.js'
 import {Worker} from './worker.js'
 
 export interface RunningWorker {
@@ -33,6 +33,7 @@ export async function startWorker(home: MqHome, config: MqConfig, logger: Logger
     blocking.disconnect()
     throw error
   }
+  await warnIfRedisVolatile(redis, logger)
   const broker = new ApiClient(w.broker_api ?? config.client.api, tls, 10_000, Math.max(8, (opts.concurrency ?? w.concurrency) * 2))
   const worker = new Worker({blocking, broker, concurrency: opts.concurrency, config, consumer: opts.name, logger, redis})
   // Prometheus scrape endpoint; plain HTTP on loopback by default, as scrapers expect
