@@ -4,7 +4,7 @@ import {ConfigError} from '../errors.js'
 import {ApiClient} from '../http/client.js'
 import {certificateHealth, checkOwnCertificates} from '../health/index.js'
 import type {Logger} from '../log.js'
-import {CertificateAuthority, CrlWatcher, clientTlsOptions, serverTlsOptions} from '../pki/index.js'
+import {CertificateAuthority, CrlWatcher, clientTlsOptions, ensureCrlAtStart, serverTlsOptions} from '../pki/index.js'
 import {connectRedis, redisReady, warnIfRedisVolatile} from '../worker/keys.js'
 import {ProxyServer} from './server.js'
 
@@ -28,6 +28,7 @@ export async function startProxy(home: MqHome, config: MqConfig, logger: Logger)
   const p = config.proxy
   const created = await ensurePipelineCerts(home, config, {clients: [p.identity], servers: [p.server_identity]})
   if (created.length) logger.info('issued development certificates', {created: created.join(',')})
+  await ensureCrlAtStart(home, config.pki, logger)
   const tls = serverTlsOptions(home, p.server_identity)
   checkOwnCertificates(home, [p.server_identity, p.identity], logger)
   const redis = connectRedis(config.redis.url, {autoPipeline: true})

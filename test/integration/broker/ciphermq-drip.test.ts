@@ -8,13 +8,13 @@ import net from 'node:net'
 import {test} from 'node:test'
 
 import {CipherMqListener} from '../../../src/lib/broker/ciphermq.js'
-import {Engine} from '../../../src/lib/broker/engine.js'
+import {ALLOW_ALL, Engine} from '../../../src/lib/broker/engine.js'
 import {silentLogger} from '../../../src/lib/log.js'
 import {waitFor} from '../../helpers/services.js'
 
 async function listener(opts: {lineTimeoutMs: number; idleTimeoutMs: number}): Promise<{port: number; stop: () => Promise<void>}> {
   const engine = new Engine()
-  const l = new CipherMqListener({engine, logger: silentLogger, maxConnections: 256, maxLine: 4096, ...opts})
+  const l = new CipherMqListener({engine, logger: silentLogger, maxConnections: 256, maxLine: 4096, perms: ALLOW_ALL, ...opts})
   const port = await l.listen(0, '127.0.0.1')
   return {
     port,
