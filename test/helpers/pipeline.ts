@@ -75,14 +75,14 @@ export function memoryPublisher(): BrokerPublisher & {published: {exchange: stri
   return self
 }
 
-/** A private redis-server on a free port, so tests may stop and restart it. */
-export async function privateRedis(opts: {aof?: boolean} = {}): Promise<{url: string; port: number; stop: () => Promise<void>; start: () => Promise<void>; kill: () => Promise<void>; destroy: () => Promise<void>}> {
+/** A private redis-server on a free port, so tests may stop and restart it; `persistence: false` (or `aof: false`) = neither AOF nor RDB (a restart loses everything). */
+export async function privateRedis(opts: {persistence?: boolean; aof?: boolean} = {}): Promise<{url: string; port: number; stop: () => Promise<void>; start: () => Promise<void>; kill: () => Promise<void>; destroy: () => Promise<void>}> {
   const port = await freePort()
   const dir = mkdtempSync(join(tmpdir(), 'mq-redis-'))
   let child: ChildProcess | undefined
   const start = async () => {
-    // aof: false = no persistence at all (no AOF, no RDB snapshots), the setting that loses a backlog on a crash
-    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', opts.aof === false ? 'no' : 'yes', '--appendfsync', 'always', '--protected-mode', 'yes'], {stdio: 'ignore'})
+    const aof = opts.persistence === false || opts.aof === false ? ['--appendonly', 'no'] : ['--appendonly', 'yes', '--appendfsync', 'always']
+    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', ...aof, '--protected-mode', 'yes'], {stdio: 'ignore'})
     const {Redis} = await import('ioredis')
     await waitFor(async () => {
       const r = new Redis({lazyConnect: true, port, retryStrategy: () => null})

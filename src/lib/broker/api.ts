@@ -9,6 +9,7 @@ import type tls from 'node:tls'
 
 import {Counter, Gauge, Registry, collectDefaultMetrics} from 'prom-client'
 
+import {type PendingLimits, guardHandshakes} from '../net/pending.js'
 import {listenOn} from '../util/net.js'
 import {errorText, isMqError} from '../errors.js'
 import type {MqHome} from '../config/home.js'
@@ -17,7 +18,7 @@ import {peerIdentity} from '../pki/index.js'
 import type {ApiContext, ApiPlugin, ApiRequest, ApiResponse, ApiRoute} from './api-types.js'
 import type {Engine} from './engine.js'
 import {registerCrlMetrics} from '../health/crl-metrics.js'
-import {type HealthComponent, type HealthReport, crlHealth, healthHttpStatus, publicHealth, worst} from '../health/index.js'
+import {type HealthComponent, type HealthReport, certificateHealth, crlHealth, healthHttpStatus, publicHealth, worst} from '../health/index.js'
 import {type ResolvedPermissions, monitorForbidden} from './permissions.js'
 
 /** queue names, client ids, statuses and figures: the monitor right (admins have it) */
@@ -57,6 +58,10 @@ export interface ApiServerOptions {
   /** for the CRL freshness component of /health (pki/crl.pem); absent in tests without a home */
   home?: MqHome
   memoryWatermarkBytes?: number
+  /** hard handshake deadline and caps on sockets still in the handshake (broker.handshake_timeout_ms, max_handshakes...) */
+  handshakes?: PendingLimits
+  /** the broker's own certificate (pki/issued/<identity>.crt), reported revoked/expired in /health */
+  identity?: string
 }
 
 export class ApiServer {
@@ -74,6 +79,7 @@ export class ApiServer {
       })
     })
     this.server.on('tlsClientError', () => {})
+    if (opts.handshakes) guardHandshakes(this.server, opts.handshakes, opts.logger, 'API')
     // the identity is read once per connection (peerIdentity): a renegotiation must not change it
     this.server.on('secureConnection', (s: tls.TLSSocket) => s.disableRenegotiation())
     this.server.headersTimeout = 10_000
@@ -211,6 +217,7 @@ export class ApiServer {
     const {engine} = this.opts
     const components: Record<string, HealthComponent> = {engine: {queues: engine.queues.size, status: 'ok'}}
     if (this.opts.home) components.crl = crlHealth(this.opts.home, now)
+    if (this.opts.home && this.opts.identity) components.certificate = certificateHealth(this.opts.home, [this.opts.identity], now)
     await Promise.all(
       this.opts.plugins.map(async (p) => {
         try {

@@ -8,6 +8,12 @@ import {z} from 'zod'
 const port = z.number().int().min(1).max(65535)
 const host = z.string().min(1)
 const ms = z.number().int().min(0)
+/** Every TLS listener: a hard handshake deadline from accept, and caps on sockets still in the handshake (src/lib/net/pending.ts). */
+const handshakeKeys = (timeoutMs: number) => ({
+  handshake_timeout_ms: ms.default(timeoutMs),
+  max_handshakes: z.number().int().min(1).default(256),
+  max_handshakes_per_source: z.number().int().min(1).default(64),
+})
 
 export const LOG_LEVELS = ['error', 'warn', 'info', 'debug'] as const
 
@@ -60,7 +66,8 @@ export const configSchema = z
         identity: z.string().default('broker'),
         max_payload: z.number().int().min(1024).max(128 * 1024 * 1024).default(16 * 1024 * 1024),
         heartbeat_ms: ms.default(30_000),
-        handshake_timeout_ms: ms.default(10_000),
+        // native port and HTTPS API port; the native port also wants HELLO within handshake_timeout_ms
+        ...handshakeKeys(10_000),
         max_unconfirmed: z.number().int().min(1).default(10_000),
         // native connections (mutual TLS) beyond this are refused with E_TOO_MANY_CONNECTIONS: bounds memory per broker
         max_connections: z.number().int().min(1).default(1024),
@@ -79,6 +86,8 @@ export const configSchema = z
         metrics_port: z.number().int().min(0).max(65535).default(0),
         // resident memory the broker should stay under: exported as mq_broker_memory_watermark_bytes for the alert
         memory_watermark_bytes: z.number().int().min(1).default(1024 * 1024 * 1024),
+        // graceful stop (SIGTERM): commit and confirm what was taken in, close connections; then force
+        stop_timeout_ms: ms.default(10_000),
         ciphermq: z
           .object({
             enabled: z.boolean().default(false),
@@ -87,6 +96,10 @@ export const configSchema = z
             // unauthenticated plain TCP: its own small line limit and connection cap, not max_payload
             max_line: z.number().int().min(1024).max(128 * 1024 * 1024).default(1024 * 1024),
             max_connections: z.number().int().min(1).default(256),
+            // a command line, once started, must end within line_timeout_ms; a connection with no
+            // consumer that completes no command for idle_timeout_ms is closed (slow-drip defence)
+            line_timeout_ms: ms.default(10_000),
+            idle_timeout_ms: ms.default(300_000),
             // its clients are unauthenticated: they reach only what these globs name (nothing by default)
             queues: z.array(z.string()).default([]),
             exchanges: z.array(z.string()).default([]),
@@ -137,6 +150,7 @@ export const configSchema = z
         stream: z.string().default('ingest'),
         // plain-HTTP /metrics on 127.0.0.1 for Prometheus (monitoring/prometheus.yml uses 9102); 0 = off
         metrics_port: z.number().int().min(0).max(65535).default(0),
+        ...handshakeKeys(10_000),
       })
       .strict()
       .default({}),
@@ -154,6 +168,8 @@ export const configSchema = z
         // 0 = no metrics listener
         metrics_port: z.number().int().min(0).max(65535).default(9100),
         claim_idle_ms: ms.default(60_000),
+        // on SIGTERM, how long to finish the messages in hand before exiting anyway (they are reclaimed)
+        stop_timeout_ms: ms.default(30_000),
         // the queue the pipeline delivers into (sender numbers and bodies in clear) and the only
         // identities besides admins that may consume it
         delivery_queue: z.string().default('default_queue'),
@@ -214,6 +230,7 @@ export const configSchema = z
             port: port.default(1358),
             // server certificate pki/issued/<identity>.crt (created on first start if missing)
             identity: z.string().min(1).default('relay'),
+            ...handshakeKeys(10_000),
           })
           .strict()
           .default({}),

@@ -5,9 +5,10 @@ import type {MqConfig} from '../config/schema.js'
 import {ConfigError} from '../errors.js'
 import {ApiClient} from '../http/client.js'
 import {type MetricsListener, startMetricsListener} from '../http/metrics-listener.js'
+import {certificateHealth, checkOwnCertificates} from '../health/index.js'
 import type {Logger} from '../log.js'
 import {CertificateAuthority, CrlWatcher, clientTlsOptions, ensureCrlAtStart, serverTlsOptions} from '../pki/index.js'
-import {connectRedis, redisReady} from '../worker/keys.js'
+import {connectRedis, redisReady, warnIfRedisVolatile} from '../worker/keys.js'
 import {ProxyServer} from './server.js'
 
 export interface RunningProxy {
@@ -33,6 +34,7 @@ export async function startProxy(home: MqHome, config: MqConfig, logger: Logger)
   if (created.length) logger.info('issued development certificates', {created: created.join(',')})
   await ensureCrlAtStart(home, config.pki, logger)
   const tls = serverTlsOptions(home, p.server_identity)
+  checkOwnCertificates(home, [p.server_identity, p.identity], logger)
   const redis = connectRedis(config.redis.url, {autoPipeline: true})
   try {
     await redisReady(redis)
@@ -40,10 +42,11 @@ export async function startProxy(home: MqHome, config: MqConfig, logger: Logger)
     redis.disconnect()
     throw error
   }
+  await warnIfRedisVolatile(redis, logger)
   const crl = new CrlWatcher(home, config.broker.crl_check_interval_ms)
   // register calls must fail fast enough for a 503 within one second
   const broker = new ApiClient(p.broker_api ?? config.client.api, clientTlsOptions(home, p.identity), 900, 256)
-  const server = new ProxyServer({broker, config, logger, redis, revoked: () => crl.revoked(), tls})
+  const server = new ProxyServer({broker, certificates: () => certificateHealth(home, [p.server_identity, p.identity]), config, logger, redis, revoked: () => crl.revoked(), tls})
   crl.on('change', (pem: Buffer, revoked: Set<string>) => {
     server.updateTls({crl: pem})
     logger.info('CRL reloaded', {revoked: revoked.size})

@@ -13,6 +13,7 @@ import {MqError} from '../errors.js'
 import type {ApiClient} from '../http/client.js'
 import {HttpError, readBody, sendError, sendJson, statusOf} from '../http/errors.js'
 import {type Logger, silentLogger} from '../log.js'
+import {guardHandshakes, handshakeLimits} from '../net/pending.js'
 import {peerIdentity} from '../pki/index.js'
 import {type PipelineKeys, pipelineKeys} from '../worker/keys.js'
 import {RegisterBatcher} from './batcher.js'
@@ -29,6 +30,8 @@ export interface ProxyOptions {
   logger?: Logger
   /** serials revoked by the current CRL, for connections opened before a CRL update */
   revoked?: () => Set<string>
+  /** the proxy's own certificates (server and client), for /api/v1/health: revoked or expired is failing */
+  certificates?: () => HealthComponent
   /** longest wait for the broker to record a message before answering 503 (default 900 ms) */
   registerDeadlineMs?: number
 }
@@ -85,6 +88,8 @@ export class ProxyServer {
     this.server.requestTimeout = 30_000
     this.server.on('tlsClientError', (e) => this.log.debug('TLS handshake refused', {error: e}))
     this.server.on('clientError', (_e, sock) => sock.destroy())
+    // a hard handshake deadline from accept and caps on sockets still in the handshake
+    guardHandshakes(this.server, handshakeLimits(o.config.proxy), this.log, 'proxy')
   }
 
 
@@ -228,8 +233,9 @@ export class ProxyServer {
       }
     }
     const [redis, broker] = await Promise.all([redisCheck(), brokerCheck()])
-    const components = {broker, redis}
-    return {components, status: worst([redis.status, broker.status]), timestamp: new Date().toISOString()}
+    const certificate = this.o.certificates?.()
+    const components: Record<string, HealthComponent> = {broker, redis, ...(certificate ? {certificate} : {})}
+    return {components, status: worst([redis.status, broker.status, certificate?.status ?? 'ok']), timestamp: new Date().toISOString()}
   }
 }
 
