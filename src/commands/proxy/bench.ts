@@ -14,6 +14,9 @@ The baseline in the same run is a bare mutual-TLS HTTPS server that answers 202 
     concurrency: Flags.integer({default: 32, description: 'worker concurrency for the delivery phase', min: 1}),
     store: Flags.string({description: 'records store of the private broker [default: sqlite in the temp home]'}),
     redis: Flags.string({description: 'Redis URL [default: redis.url]'}),
+    port: Flags.integer({default: 0, description: 'port of the private proxy (0 = a free port)', max: 65_535, min: 0}),
+    'broker-port': Flags.integer({default: 0, description: 'messaging port of the private broker (0 = a free port)', max: 65_535, min: 0}),
+    'api-port': Flags.integer({default: 0, description: 'API port of the private broker (0 = a free port)', max: 65_535, min: 0}),
     processes: Flags.integer({default: 1, description: 'proxy processes (mq proxy start --processes)', min: 1}),
   }
 
@@ -23,6 +26,7 @@ The baseline in the same run is a bare mutual-TLS HTTPS server that answers 202 
       concurrency: this.flags.concurrency,
       connections: this.flags.connections,
       log: (s) => this.note(s),
+      ports: {api: this.flags['api-port'], broker: this.flags['broker-port'], proxy: this.flags.port},
       processes: this.flags.processes,
       redisUrl: this.flags.redis ?? config.redis.url,
       seconds: this.flags.seconds,
