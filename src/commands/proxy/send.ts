@@ -23,7 +23,7 @@ Prints the proxy's answer: message id, status "queued", client id, queue time an
     metadata: Flags.string({description: 'JSON object attached to the message'}),
     'idempotency-key': Flags.string({description: 'makes retries of this send safe: the same key gives the same message'}),
     identity: Flags.string({description: 'client identity: $MQ_HOME/pki/issued/NAME.crt|.key [default: client.identity]', env: 'MQ_IDENTITY'}),
-    timeout: durationFlag({description: 'how long to wait for the proxy: 500ms, 10s, 2m or bare milliseconds [default: client.timeout_ms, 10s]'}),
+    timeout: durationFlag({description: 'how long to wait for the proxy: 500ms, 10s or 2m [default: client.timeout_ms, 10s]'}),
   }
 
   async run(): Promise<Accepted> {

@@ -1,4 +1,5 @@
 import {Args, Flags} from '@oclif/core'
+import {durationFlag} from '../../lib/cli/duration-flag.js'
 
 import {withBroker} from '../../lib/client/connect.js'
 import {brokerFlags} from '../../lib/client/flags.js'
@@ -7,12 +8,12 @@ import {MqCommand} from '../../lib/cli/base-command.js'
 export default class QueueDeclare extends MqCommand<typeof QueueDeclare> {
   static args = {name: Args.string({description: 'queue name', required: true})}
   static description = 'Declare a queue (idempotent for the same settings; different settings for an existing queue fail with E_QUEUE_MISMATCH): durable queues keep their messages on disk across restarts'
-  static examples = ['<%= config.bin %> queue declare orders --durable --dead-letter orders.dlq', '<%= config.bin %> queue declare cache --ttl 60000 --max-length 10000']
+  static examples = ['<%= config.bin %> queue declare orders --durable --dead-letter orders.dlq', '<%= config.bin %> queue declare cache --ttl 60s --max-length 10000']
   static flags = {
     ...brokerFlags,
     durable: Flags.boolean({description: 'store the queue and its messages in $MQ_HOME/data (survives kill -9)'}),
     'dead-letter': Flags.string({description: 'queue that receives rejected, expired and over-delivered messages (created if missing)'}),
-    ttl: Flags.integer({description: 'message time-to-live in ms', min: 1}),
+    ttl: durationFlag({description: 'message time-to-live: 500ms, 60s, 1h'}),
     'max-length': Flags.integer({description: 'maximum ready messages; the oldest is dropped (or dead-lettered) beyond it', min: 1}),
   }
 

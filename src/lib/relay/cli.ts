@@ -17,7 +17,7 @@ export const relayClientFlags = {
   compat: Flags.option({description: COMPAT_HELP, options: ['messageu'] as const})(),
   tls: Flags.boolean({description: 'connect with mutual TLS (the relay\'s relay.tls listener) using the --identity certificate from $MQ_HOME/pki'}),
   identity: Flags.string({description: 'TLS client identity for --tls: uses $MQ_HOME/pki/issued/NAME.crt|.key [default: client.identity, admin]', env: 'MQ_IDENTITY'}),
-  timeout: durationFlag({description: 'how long to wait for the relay: 500ms, 10s, 2m or bare milliseconds [default: client.timeout_ms, 10s]'}),
+  timeout: durationFlag({description: 'how long to wait for the relay: 500ms, 10s or 2m [default: client.timeout_ms, 10s]'}),
   relay: Flags.string({description: 'relay HOST:PORT [default: MQ_RELAY, client.relay, ./server.info, the address used at register, relay.host with relay.port (relay.tls.port with --tls), 127.0.0.1:1357]'}),
 }
 

@@ -18,9 +18,9 @@ after(async () => {
 const mq = (args: string[]) => runCli(args, {env: broker.cliEnv()})
 
 test('re-declaring a queue with the same settings is idempotent', async () => {
-  let r = await mq(['queue', 'declare', 'same', '--durable', '--ttl', '60000'])
+  let r = await mq(['queue', 'declare', 'same', '--durable', '--ttl', '60s'])
   assert.equal(r.code, 0, r.stderr)
-  r = await mq(['queue', 'declare', 'same', '--durable', '--ttl', '60000'])
+  r = await mq(['queue', 'declare', 'same', '--durable', '--ttl', '60s'])
   assert.equal(r.code, 0, r.stderr)
   assert.match(r.stdout, /queue same declared \(durable\)/)
 })
