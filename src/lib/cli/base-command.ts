@@ -8,6 +8,7 @@ import {type ValueOrigin, loadConfig} from '../config/load.js'
 import {setClientLogger} from '../client/connect.js'
 import {ExitCode, MqError, isMqError} from '../errors.js'
 import {Logger} from '../log.js'
+import {snakeKeys} from '../util/case.js'
 
 export type MqFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof MqCommand)['baseFlags'] & T['flags']>
 export type MqArgs<T extends typeof Command> = Interfaces.InferredArgs<T['args']>
@@ -60,6 +61,11 @@ export abstract class MqCommand<T extends typeof Command> extends Command {
     this.logger.setLevel(config.log_level)
     if (!overrides) this.loaded = config
     return config
+  }
+
+  /** The --json contract: snake_case keys on every command (docs/json.md). */
+  protected toSuccessJson(result: unknown): unknown {
+    return snakeKeys(result)
   }
 
   /** Data for scripts goes to stdout. */

@@ -23,7 +23,7 @@ export interface HealthReport {
   status: HealthStatus
   components: Record<string, HealthComponent>
   connections: number
-  uptimeMs: number
+  uptime_ms: number
   timestamp: string
 }
 

@@ -47,7 +47,7 @@ test('re-declaring a queue with different settings fails with E_QUEUE_MISMATCH n
   r = await mq(['queue', 'list', '--json'])
   const q = JSON.parse(r.stdout).find((x: {name: string}) => x.name === 'orders')
   assert.equal(q.durable, true)
-  assert.equal(q.deadLetter, 'orders.dlq')
+  assert.equal(q.dead_letter, 'orders.dlq')
 })
 
 test("a CipherMQ declare_queue (no settings) of an existing queue still answers exactly 'Queue declared'", async () => {
