@@ -110,7 +110,7 @@ describe('CLI conventions', {concurrency: 3}, () => {
     assert.equal(flag.code, 2, flag.stderr)
     const env = await runCli(['queue', 'list', '--json'], {env: {MQ_BROKER: 'xx:yy'}, home: withCa.dir})
     assert.equal(env.code, 78, env.stdout)
-    assert.deepEqual(JSON.parse(env.stdout).error, {code: 'E_BAD_ADDRESS', exit: 78, hint: 'Try this: export MQ_BROKER=127.0.0.1:5700', message: 'MQ_BROKER: broker address "xx:yy" is not HOST:PORT'})
+    assert.deepEqual(JSON.parse(env.stdout).error, {code: 'E_BAD_ADDRESS', exit: 78, hint: 'Try this: export MQ_BROKER=127.0.0.1:5700', message: 'MQ_BROKER: broker address "xx:yy" is not HOST, HOST:PORT or mqs://HOST:PORT'})
     const rflag = await runCli(['relay', 'users', '--relay', 'zz'], {home: fresh.dir})
     assert.equal(rflag.code, 2, rflag.stderr)
     assert.match(rflag.stderr, /--relay holds "zz", not HOST:PORT/)

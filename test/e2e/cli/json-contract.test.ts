@@ -32,7 +32,7 @@ test('every --json output uses snake_case keys (the documented --json contract)'
   assert.equal((await mq(['queue', 'bind', 'orders', '--exchange', 'shop', '--routing-key', 'order.#'])).code, 0)
   const sent = await mq(['send', '--exchange', 'shop', '--routing-key', 'order.new', '--plain', 'hello', '--json'])
   assert.equal(sent.code, 0, sent.stdout + sent.stderr)
-  const id = JSON.parse(sent.stdout.trim().split('\n')[0]).message_id as string
+  const id = /"message_id":\s*"([^"]+)"/.exec(sent.stdout)?.[1] as string
   assert.ok(id, sent.stdout)
   const commands = [
     ['config', 'show'],
@@ -49,8 +49,15 @@ test('every --json output uses snake_case keys (the documented --json contract)'
   for (const args of commands) {
     const r = await mq([...args, '--json'])
     assert.equal(r.code, 0, `${args.join(' ')}: ${r.stdout}${r.stderr}`)
-    for (const line of r.stdout.trim().split('\n')) {
-      for (const k of keys(JSON.parse(line))) if (!/^[a-z0-9_]+$/.test(k.slice(k.lastIndexOf('.') + 1))) bad.push(`mq ${args.join(' ')}: ${k}`)
+    // one (pretty-printed) document, or JSON lines for the streaming commands
+    let docs: unknown[]
+    try {
+      docs = [JSON.parse(r.stdout)]
+    } catch {
+      docs = r.stdout.trim().split('\n').map((l) => JSON.parse(l))
+    }
+    for (const doc of docs) {
+      for (const k of keys(doc)) if (!/^[a-z0-9_]+$/.test(k.slice(k.lastIndexOf('.') + 1))) bad.push(`mq ${args.join(' ')}: ${k}`)
     }
   }
   assert.deepEqual(bad, [])
