@@ -5,6 +5,7 @@ import {MqError} from '../../lib/errors.js'
 import {type PipelineBenchResult, benchPipeline} from '../../lib/proxy/bench.js'
 
 export default class ProxyBench extends MqCommand<typeof ProxyBench> {
+  static summary = 'Benchmark the ingest pipeline (proxy ingest and worker delivery) against a bare mutual-TLS baseline.'
   static description = `Benchmark the ingest pipeline on this machine: spawns a private broker, proxy and worker (temp home, free ports,
 unique Redis key prefix), measures proxy ingest requests/s with p50/p99 over keep-alive mutual TLS, then worker delivery messages/s.
 The baseline in the same run is a bare mutual-TLS HTTPS server that answers 202 without work.`

@@ -12,7 +12,7 @@ export default class ProxySend extends MqCommand<typeof ProxySend> {
     url: Args.string({description: 'proxy URL, e.g. https://127.0.0.1:8001 ("-" = proxy.host:proxy.port from config)', required: true}),
     text: Args.string({description: 'message body (read from stdin when omitted)'}),
   }
-  static description = `Send one message through the ingest proxy with your client certificate, like the seed's send_message.py.
+  static description = `Send one message through the ingest proxy with your client certificate, like a send_message.py client script.
 Prints the proxy's answer: message id, status "queued", client id, queue time and position.`
   static examples = [
     '<%= config.bin %> proxy send https://127.0.0.1:8001 --sender +4915200000000 "Test message" --identity alice',

@@ -5,6 +5,7 @@ import {MqCommand} from '../../lib/cli/base-command.js'
 import {startWorker} from '../../lib/worker/runtime.js'
 
 export default class WorkerStart extends MqCommand<typeof WorkerStart> {
+  static summary = 'Run an ingest worker: deliver messages from the Redis stream into the broker.'
   static description = `Run an ingest worker in the foreground: reads the Redis stream in a consumer group and delivers each message
 through the broker's internal API (mutual TLS, "worker" identity) into the configured exchange. Failed attempts are retried after a
 delay (fixed, or exponential with jitter) up to max attempts, then marked failed and moved to the dead-letter stream. Entries of a
