@@ -29,13 +29,13 @@ test('re-declaring a queue with different settings fails with E_QUEUE_MISMATCH n
   let r = await mq(['queue', 'declare', 'orders', '--durable', '--dead-letter', 'orders.dlq'])
   assert.equal(r.code, 0, r.stderr)
 
-  r = await mq(['queue', 'declare', 'orders'])
+  r = await mq(['queue', 'declare', 'orders', '--transient'])
   assert.notEqual(r.code, 0)
   assert.equal(r.stdout, '', 'nothing claims it was declared')
   assert.match(r.stderr, /queue "orders" already exists with different settings/)
   assert.match(r.stderr, /durable: existing true, requested false/)
   assert.match(r.stderr, /dead-letter: existing orders\.dlq, requested none/)
-  assert.match(r.stderr, /Try this: .*mq queue declare orders --durable --dead-letter orders\.dlq.*mq queue delete orders/)
+  assert.match(r.stderr, /Try this: .*mq queue declare orders --dead-letter orders\.dlq\).*mq queue delete orders/)
 
   r = await mq(['queue', 'declare', 'orders', '--durable', '--dead-letter', 'orders.dlq', '--max-length', '5', '--json'])
   assert.notEqual(r.code, 0)
