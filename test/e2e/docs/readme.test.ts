@@ -51,7 +51,10 @@ describe('README, followed literally', () => {
     for (const line of shBlock('## Broker')) {
       if (line.startsWith('mq broker start')) continue // running already, on free ports
       // the walk-through survives a restart: queues, exchanges and bindings declared from the CLI are durable
-      if (line.startsWith('mq queue list')) await broker.restart()
+      if (line.startsWith('mq queue list')) {
+        await broker.stop()
+        await broker.restart()
+      }
       const r = sh(line.replace('<message-id>', "$(mq send --plain --exchange shop --routing-key order.created '{}')"))
       assert.equal(r.status, 0, `${line}\n${r.stdout}${r.stderr}`)
       if (line.startsWith('mq message status')) assert.match(r.stdout, /sent|delivered/)
