@@ -35,7 +35,7 @@ On first start with no CA in $MQ_HOME it creates a development CA, a "broker" se
     })
     const ca = CertificateAuthority.open(this.home, config.pki, {passphrase: process.env.MQ_CA_PASSPHRASE})
     const identity = config.broker.identity
-    const firstRun = !ca.exists()
+    const firstRun = !existsSync(this.home.caCert)
     if (firstRun || !existsSync(this.home.issuedCert(identity))) {
       // RSA key generation takes seconds: say what is happening meanwhile (on a TTY)
       const spin = this.spinner(firstRun ? 'Creating a development CA, the broker certificate and the admin identity' : `Issuing the "${identity}" server certificate`).start()
