@@ -18,6 +18,7 @@ function duration(ms: number): string {
 }
 
 export default class Stats extends MqCommand<typeof Stats> {
+  static summary = 'Broker statistics: queues, exchanges, connections, statuses, uptime, and the records figures.'
   static description = `Broker statistics: queues (depth, unacked, consumers, rates), exchanges, bindings, connections, message statuses, uptime;
 plus the records store's figures (messages total/queued/delivered/failed, last 24 h and 7 days; clients) when the broker's records API answers
 (--json: under "records", null when it does not answer)`

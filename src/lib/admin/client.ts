@@ -8,7 +8,7 @@ import type {AuditRecord, ClientRecord, RecordsStats, UserRecord} from '../recor
 
 /** Flags of operator commands that talk to the broker's HTTPS API. */
 export const apiFlags = {
-  api: Flags.string({description: "the broker's HTTPS API [default: client.api, https://127.0.0.1:5701]", env: 'MQ_API', helpGroup: 'API'}),
+  api: Flags.string({description: "the broker's HTTPS API [default: client.api, else https://broker.api_host:broker.api_port of this home]", env: 'MQ_API', helpGroup: 'API'}),
   identity: Flags.string({description: 'admin identity: uses $MQ_HOME/pki/issued/NAME.crt|.key [default: client.identity, admin]', env: 'MQ_IDENTITY', helpGroup: 'API'}),
 }
 

@@ -412,7 +412,7 @@ export class Engine {
         if (opts.maxLength === undefined && existing.maxLength !== undefined) diff.push(`max-length: existing ${existing.maxLength}, requested none`)
       }
       if (diff.length > 0) {
-        const flags = [existing.durable ? '--durable' : '', existing.deadLetter ? `--dead-letter ${existing.deadLetter}` : '', existing.ttlMs ? `--ttl ${existing.ttlMs}` : '', existing.maxLength ? `--max-length ${existing.maxLength}` : ''].filter(Boolean).join(' ')
+        const flags = [existing.durable ? '' : '--transient', existing.deadLetter ? `--dead-letter ${existing.deadLetter}` : '', existing.ttlMs ? `--ttl ${existing.ttlMs}ms` : '', existing.maxLength ? `--max-length ${existing.maxLength}` : ''].filter(Boolean).join(' ')
         throw new MqError('E_QUEUE_MISMATCH', `queue ${JSON.stringify(name)} already exists with different settings (${diff.join('; ')})`, {
           details: {queue: name, existing: {durable: existing.durable, deadLetter: existing.deadLetter ?? null, ttlMs: existing.ttlMs ?? null, maxLength: existing.maxLength ?? null}},
           hint: `Try this: declare it with the same settings (mq queue declare ${name}${flags ? ' ' + flags : ''}), or delete it first (mq queue delete ${name}) and declare it again`,

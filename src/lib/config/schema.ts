@@ -38,8 +38,10 @@ export const configSchema = z
     log_level: z.enum(LOG_LEVELS).default('info'),
     client: z
       .object({
-        broker: z.string().default('127.0.0.1:5700'),
-        api: z.string().default('https://127.0.0.1:5701'),
+        // unset: the servers of this same home (broker.host:broker.port, https://broker.api_host:broker.api_port),
+        // so moving a home to other ports is one key per port
+        broker: z.string().optional(),
+        api: z.string().optional(),
         identity: z.string().default('admin'),
         timeout_ms: ms.default(10_000),
         relay: z.string().optional(),
@@ -166,7 +168,8 @@ export const configSchema = z
         routing_key: z.string().default('default_key'),
         group: z.string().default('workers'),
         // 0 = no metrics listener
-        metrics_port: z.number().int().min(0).max(65535).default(9100),
+        // not 9100 (node_exporter's port) nor any other well-known one: next to the broker's ports
+        metrics_port: z.number().int().min(0).max(65535).default(5709),
         claim_idle_ms: ms.default(60_000),
         // on SIGTERM, how long to finish the messages in hand before exiting anyway (they are reclaimed)
         stop_timeout_ms: ms.default(30_000),
@@ -239,6 +242,23 @@ export const configSchema = z
       .default({}),
   })
   .strict()
+  .transform((c) => ({...c, client: {...c.client, api: c.client.api ?? defaultApiUrl(c.broker), broker: c.client.broker ?? defaultBrokerAddress(c.broker)}}))
+
+/** A server listening on every address is reached on loopback by a client of the same home. */
+export function clientHost(host: string): string {
+  if (host === '0.0.0.0' || host === '::' || host === '[::]') return '127.0.0.1'
+  return host.includes(':') ? `[${host}]` : host
+}
+
+/** client.broker when unset: the messaging port of this home's broker. */
+export function defaultBrokerAddress(b: {host: string; port: number}): string {
+  return `${clientHost(b.host)}:${b.port}`
+}
+
+/** client.api when unset: the HTTPS API of this home's broker. */
+export function defaultApiUrl(b: {api_host: string; api_port: number}): string {
+  return `https://${clientHost(b.api_host)}:${b.api_port}`
+}
 
 export type MqConfig = z.infer<typeof configSchema>
 /** A deep partial, as found in a config file, the environment or flags. */

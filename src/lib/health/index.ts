@@ -26,7 +26,7 @@ export interface HealthReport {
   status: HealthStatus
   components: Record<string, HealthComponent>
   connections: number
-  uptimeMs: number
+  uptime_ms: number
   timestamp: string
 }
 
@@ -41,7 +41,7 @@ export function worst(statuses: HealthStatus[]): HealthStatus {
  * What GET /health tells a caller without the monitor right (load balancers, anyone on the network):
  * each component's verdict and its fixed "Try this" hint, nothing about files, hosts, backends or errors.
  */
-export function publicHealth(r: HealthReport): Omit<HealthReport, 'connections' | 'uptimeMs'> {
+export function publicHealth(r: HealthReport): Omit<HealthReport, 'connections' | 'uptime_ms'> {
   const components: Record<string, HealthComponent> = {}
   for (const [name, c] of Object.entries(r.components)) components[name] = {status: c.status, ...(c.hint ? {hint: c.hint} : {})}
   return {components, status: r.status, timestamp: r.timestamp}
