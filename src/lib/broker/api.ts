@@ -110,11 +110,30 @@ export class ApiServer {
         registers: [reg],
       })
     perQueue('mq_queue_messages', 'messages ready in the queue', (q) => q.messages)
+    perQueue('mq_queue_memory_messages', 'ready messages held in memory (a durable queue keeps a window, the rest on disk)', (q) => q.memoryMessages ?? q.messages)
+    perQueue('mq_queue_memory_bytes', 'body bytes of the ready messages held in memory', (q) => q.memoryBytes ?? 0)
+    perQueue('mq_queue_disk_bytes', 'body bytes of the ready messages held only on disk (paged out)', (q) => q.diskBytes ?? 0)
     perQueue('mq_queue_unacked', 'messages delivered and not yet acknowledged', (q) => q.unacked)
     perQueue('mq_queue_consumers', 'consumers of the queue', (q) => q.consumers)
     perQueue('mq_queue_published_total', 'messages enqueued since start', (q) => q.published)
     perQueue('mq_queue_delivered_total', 'deliveries since start', (q) => q.delivered)
     perQueue('mq_queue_acked_total', 'acknowledgements since start', (q) => q.acked)
+    new Gauge({
+      collect(this: Gauge) {
+        this.set(engine.memory.alarm ? 1 : 0)
+      },
+      help: '1 while the broker is above broker.memory_high_watermark and publishers are paused',
+      name: 'mq_memory_alarm',
+      registers: [reg],
+    })
+    new Gauge({
+      collect(this: Gauge) {
+        this.set(engine.memory.highWatermark)
+      },
+      help: 'broker.memory_high_watermark in bytes (0 = none)',
+      name: 'mq_memory_high_watermark_bytes',
+      registers: [reg],
+    })
     new Gauge({
       collect(this: Gauge) {
         this.set(connections())
@@ -186,7 +205,14 @@ export class ApiServer {
   /** The components of GET /health: engine, CRL freshness, and what plugins report (store, redis). */
   async health(now = Date.now()): Promise<HealthReport> {
     const {engine} = this.opts
-    const components: Record<string, HealthComponent> = {engine: {queues: engine.queues.size, status: 'ok'}}
+    const mem = engine.memory.state()
+    const components: Record<string, HealthComponent> = {
+      engine: {queues: engine.queues.size, status: 'ok'},
+      // above the watermark the broker still serves consumers, but publishers wait: degraded, with why
+      memory: mem.alarm
+        ? {alarm: true, high_watermark: mem.highWatermark, hint: 'Try this: start consumers to drain the queues, or raise broker.memory_high_watermark', reason: `memory use ${mem.rss} bytes is above the high watermark ${mem.highWatermark} bytes: publishers are paused`, rss: mem.rss, status: 'degraded'}
+        : {alarm: false, high_watermark: mem.highWatermark, rss: mem.rss, status: 'ok'},
+    }
     if (this.opts.home) components.crl = crlHealth(this.opts.home, now)
     await Promise.all(
       this.opts.plugins.map(async (p) => {
