@@ -206,12 +206,12 @@ export class ApiServer {
   async health(now = Date.now()): Promise<HealthReport> {
     const {engine} = this.opts
     const mem = engine.memory.state()
+    const memory = {alarm: mem.alarm, high_watermark: mem.highWatermark, rss: mem.rss}
     const components: Record<string, HealthComponent> = {
-      engine: {queues: engine.queues.size, status: 'ok'},
-      // above the watermark the broker still serves consumers, but publishers wait: degraded, with why
-      memory: mem.alarm
-        ? {alarm: true, high_watermark: mem.highWatermark, hint: 'Try this: start consumers to drain the queues, or raise broker.memory_high_watermark', reason: `memory use ${mem.rss} bytes is above the high watermark ${mem.highWatermark} bytes: publishers are paused`, rss: mem.rss, status: 'degraded'}
-        : {alarm: false, high_watermark: mem.highWatermark, rss: mem.rss, status: 'ok'},
+      // above the memory watermark the broker still serves consumers, but publishers wait: degraded, with why
+      engine: mem.alarm
+        ? {hint: 'Try this: start consumers to drain the queues, or raise broker.memory_high_watermark', memory, queues: engine.queues.size, reason: `memory use ${mem.rss} bytes is above the high watermark of ${mem.highWatermark} bytes: publishers are paused`, status: 'degraded'}
+        : {memory, queues: engine.queues.size, status: 'ok'},
     }
     if (this.opts.home) components.crl = crlHealth(this.opts.home, now)
     await Promise.all(
