@@ -70,13 +70,14 @@ is not restarted).`
             emptyQueue: r.emptyQueue.rate,
             messages: r.messages,
             publish: r.publish.rate,
+            restartEmptyMs: r.restartEmptyMs ?? '-',
             restartMs: r.restartMs ?? '-',
             rssAfterRestartMiB: mib(r.rssAfterRestart),
             rssDrainMiB: mib(r.drain.rssPeak),
             rssPublishMiB: mib(r.publish.rssPeak),
             target: r.target,
           })),
-          ['target', 'messages', 'emptyQueue', 'publish', 'drain', 'drainRatio', 'restartMs', 'rssPublishMiB', 'rssAfterRestartMiB', 'rssDrainMiB'],
+          ['target', 'messages', 'emptyQueue', 'publish', 'drain', 'drainRatio', 'restartEmptyMs', 'restartMs', 'rssPublishMiB', 'rssAfterRestartMiB', 'rssDrainMiB'],
         ),
       )
     }

@@ -27,6 +27,8 @@ export interface BacklogResult {
   publish: BacklogPhase
   /** between publish and drain: time from starting the broker process to its "ready" (mq only) */
   restartMs?: number
+  /** the same with an empty store, before the publish: the baseline for restartMs */
+  restartEmptyMs?: number
   rssAfterRestart?: number
   drain: BacklogPhase
   /** drain rate / empty-queue rate */
@@ -153,6 +155,8 @@ export async function runBacklog(target: BenchTarget, o: BacklogOptions): Promis
   await target.cleanup(base)
   log(`${target.name}: empty queue ${emptyQueue.rate} msg/s`)
 
+  const restartEmptyMs = o.restart ? await o.restart() : undefined
+  if (restartEmptyMs !== undefined) log(`${target.name}: restarted with an empty store in ${restartEmptyMs} ms`)
   const dest = await target.prepare(spec)
   s = rssSampler(o.pid)
   t0 = performance.now()
@@ -176,5 +180,5 @@ export async function runBacklog(target: BenchTarget, o: BacklogOptions): Promis
   if (outOfOrder > 0) log(`${target.name}: ${outOfOrder} messages arrived out of order`)
   log(`${target.name}: drained in ${drain.seconds} s (${drain.rate} msg/s), RSS peak ${Math.round(drain.rssPeak / 1048576)} MiB`)
   await target.cleanup(dest)
-  return {drain, drainRatio: Math.round((drain.rate / emptyQueue.rate) * 100) / 100, emptyQueue, messages: o.messages, publish, restartMs, rssAfterRestart, size: o.size, target: target.name}
+  return {drain, drainRatio: Math.round((drain.rate / emptyQueue.rate) * 100) / 100, emptyQueue, messages: o.messages, publish, restartEmptyMs, restartMs, rssAfterRestart, size: o.size, target: target.name}
 }
