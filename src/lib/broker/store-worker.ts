@@ -38,7 +38,7 @@ function startWriter(): void {
     },
   }
   // RETURNING gives the queue and size of the row that went, for the per-queue index (queue_stats)
-  const delRow = db.prepare('DELETE FROM messages WHERE seq = ? RETURNING queue, COALESCE(size, length(body)) AS size')
+  const delRow = db.prepare('DELETE FROM messages WHERE seq = ? RETURNING queue, COALESCE(size, length(body)) AS size, group_id')
 
   // ---- the per-queue index (queue_stats): what a restart reads instead of the messages ----
   /** message and byte deltas per queue of the transaction being applied, written once at its end */
@@ -65,29 +65,34 @@ function startWriter(): void {
       Array.from({length: INSERT_CHUNK}, () => "(?,?,?,?,?,NULL,x'',?,?,?,?,?,?)").join(','),
   )
   const chunkArgs: unknown[] = new Array(INSERT_CHUNK * 11)
-  const insGroup = db.prepare('INSERT INTO sealed_groups (id, key_id, data) VALUES (?,?,?)')
+  const insGroup = db.prepare('INSERT INTO sealed_groups (id, key_id, data, live) VALUES (?,?,?,?)')
   const delGroup = db.prepare('DELETE FROM sealed_groups WHERE id = ?')
-  const queueGroupRows = db.prepare('SELECT seq FROM messages WHERE queue = ? AND group_id IS NOT NULL')
-  /** group of each grouped row, and how many rows each group still has: a group goes with its last row */
-  const groupOf = new Map<number, number>()
+  const queueGroupRows = db.prepare('SELECT group_id FROM messages WHERE queue = ? AND group_id IS NOT NULL')
+  /**
+   * How many rows each group still has (sealed_groups.live): a group goes with its last row. Read from
+   * the table when a group is first touched and written back at the end of each transaction, so the
+   * writer holds one number per touched group, not an entry per stored row: a backlog of a million
+   * messages costs neither memory here nor a scan at start (the row's group comes back from its DELETE).
+   */
   const live = new Map<number, number>()
-  const groupRows = db.prepare('SELECT seq, group_id FROM messages WHERE group_id IS NOT NULL')
-  /** from the database: at start, and after a failed (rolled back) commit */
+  const dirty = new Set<number>()
+  const groupLive = db.prepare('SELECT live FROM sealed_groups WHERE id = ?')
+  const setLive = db.prepare('UPDATE sealed_groups SET live = ? WHERE id = ?')
+  /** at start, and after a failed (rolled back) commit: forget what the database will tell again */
   function loadGroups(): void {
-    groupOf.clear()
     live.clear()
+    dirty.clear()
     pendingParts = []
     pendingRows = []
     pendingBytes = 0
     pendingSeqs.clear()
-    for (const r of groupRows.iterate() as Iterable<{seq: number; group_id: number}>) {
-      groupOf.set(r.seq, r.group_id)
-      live.set(r.group_id, (live.get(r.group_id) ?? 0) + 1)
-    }
+  }
+  function writeLive(): void {
+    for (const g of dirty) setLive.run(live.get(g), g)
+    dirty.clear()
   }
   // rows and their group come and go in one transaction; this only sweeps up groups left without rows
-  // (by hand edits of broker.db, say), which nothing would ever delete otherwise
-  db.prepare('DELETE FROM sealed_groups WHERE id NOT IN (SELECT group_id FROM messages WHERE group_id IS NOT NULL)').run()
+  db.prepare('DELETE FROM sealed_groups WHERE live <= 0').run()
   const maxGroup = db.prepare('SELECT MAX(id) AS m FROM sealed_groups')
   let nextGroup = 1
   let pendingParts: Uint8Array[] = []
@@ -100,7 +105,7 @@ function startWriter(): void {
   function flushGroup(): void {
     if (pendingRows.length === 0) return
     const id = nextGroup++
-    insGroup.run(id, storeKeyId, sealGroup(storeKey, storeKeyId, id, Buffer.concat(pendingParts, pendingBytes)))
+    insGroup.run(id, storeKeyId, sealGroup(storeKey, storeKeyId, id, Buffer.concat(pendingParts, pendingBytes)), pendingRows.length)
     const rows = pendingRows
     let i = 0
     // INSERT_CHUNK rows per statement: a statement's fixed cost (bind, step, reset) was half of an insert
@@ -126,10 +131,7 @@ function startWriter(): void {
       const r = rows[i]
       insGrouped.run(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], storeKeyId, id, r[8])
     }
-    for (const r of rows) {
-      groupOf.set(r[0], id)
-      counted(r[1], 1, r[8])
-    }
+    for (const r of rows) counted(r[1], 1, r[8])
     live.set(id, pendingRows.length)
     pendingParts = []
     pendingRows = []
@@ -137,24 +139,28 @@ function startWriter(): void {
     pendingBytes = 0
   }
 
-  /** a row went: its group goes with its last row */
-  function rowGone(seq: number): void {
-    const g = groupOf.get(seq)
-    if (g === undefined) return
-    groupOf.delete(seq)
-    const n = (live.get(g) ?? 1) - 1
-    if (n > 0) live.set(g, n)
-    else {
+  /** a row of group g went: the group goes with its last row */
+  function rowGone(g: number | null): void {
+    if (g === null) return
+    let n = live.get(g)
+    if (n === undefined) n = (groupLive.get(g) as {live: number | null} | undefined)?.live ?? 1
+    n--
+    if (n > 0) {
+      live.set(g, n)
+      dirty.add(g)
+    } else {
       live.delete(g)
+      dirty.delete(g)
       delGroup.run(g)
     }
   }
 
   const del = {
     run(seq: number) {
-      const r = delRow.get(seq) as {queue: string; size: number | null} | undefined
-      if (r) counted(r.queue, -1, -(r.size ?? 0))
-      rowGone(seq)
+      const r = delRow.get(seq) as {queue: string; size: number | null; group_id: number | null} | undefined
+      if (!r) return
+      counted(r.queue, -1, -(r.size ?? 0))
+      rowGone(r.group_id)
     },
   }
   const cnt = db.prepare('UPDATE messages SET delivery_count = ? WHERE seq = ?')
@@ -230,7 +236,7 @@ function startWriter(): void {
           bind.run(op[1], op[2], op[3])
           break
         case 'D':
-          for (const r of queueGroupRows.all(op[1]) as {seq: number}[]) rowGone(r.seq)
+          for (const r of queueGroupRows.all(op[1]) as {group_id: number}[]) rowGone(r.group_id)
           for (const s of dq) s.run(op[1])
           deltas.delete(op[1])
           statsDrop.run(op[1])
@@ -254,6 +260,7 @@ function startWriter(): void {
       }
     }
     writeDeltas()
+    writeLive()
   })
 
   parentPort!.on('message', (msg: {id: number; ops: (WireOp | Uint8Array)[]} | {close: true}) => {

@@ -384,7 +384,7 @@ CREATE TABLE IF NOT EXISTS published_blocks (first INTEGER PRIMARY KEY, last INT
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
 -- sealed groups: the messages one commit inserted, sealed together (see sealGroup); a row with a
 -- group_id keeps its headers and body there (body column empty), and a group goes when its last row does
-CREATE TABLE IF NOT EXISTS sealed_groups (id INTEGER PRIMARY KEY, key_id INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS sealed_groups (id INTEGER PRIMARY KEY, key_id INTEGER NOT NULL, data BLOB NOT NULL, live INTEGER);
 -- the per-queue index a restart reads instead of the messages (kept by the writer in each commit):
 -- a restart costs a row per queue, not a row per message
 CREATE TABLE IF NOT EXISTS queue_stats (queue TEXT PRIMARY KEY, messages INTEGER NOT NULL, bytes INTEGER NOT NULL);
@@ -441,6 +441,17 @@ export class DurableStore implements DedupeLog {
       if (!cols.some((c) => c.name === 'group_id')) this.db.exec('ALTER TABLE messages ADD COLUMN group_id INTEGER')
       // size: the body's length (grouped rows keep their body in the group), for bytes on disk per queue
       if (!cols.some((c) => c.name === 'size')) this.db.exec('ALTER TABLE messages ADD COLUMN size INTEGER')
+      // live rows per sealed group (the writer keeps it; before, it scanned every row at start)
+      const gcols = this.db.prepare('PRAGMA table_info(sealed_groups)').all() as {name: string}[]
+      if (!gcols.some((c) => c.name === 'live')) {
+        this.db.transaction(() => {
+          this.db.exec('ALTER TABLE sealed_groups ADD COLUMN live INTEGER')
+          this.db.exec('CREATE TEMP TABLE group_live (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)')
+          this.db.exec('INSERT INTO group_live SELECT group_id, COUNT(*) FROM messages WHERE group_id IS NOT NULL GROUP BY group_id')
+          this.db.exec('UPDATE sealed_groups SET live = COALESCE((SELECT n FROM group_live WHERE group_live.id = sealed_groups.id), 0)')
+          this.db.exec('DROP TABLE group_live')
+        })()
+      }
       // a store from before the index: built once from the rows (one scan), then kept by the writer
       if (!this.db.prepare("SELECT 1 FROM meta WHERE k = 'queue_stats'").get()) {
         this.db.transaction(() => {
