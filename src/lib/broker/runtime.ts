@@ -15,12 +15,8 @@ import type {ApiPluginFactory, BrokerPublisher} from './api-types.js'
 import {CipherMqListener} from './ciphermq.js'
 import {Engine} from './engine.js'
 import {lockDataDir} from './lock.js'
-<<<<<<< HEAD
 import {resolveWatermark} from './memory.js'
-import {type ResolvedPermissions, resolvePermissions} from './permissions.js'
-=======
 import {type ResolvedPermissions, cipherMqPermissions, cipherMqReach, resolvePermissions} from './permissions.js'
->>>>>>> main
 import {BrokerServer, type KeyDirectory} from './server.js'
 import {DurableStore, STORE_KEY_FILE} from './store.js'
 
