@@ -9,6 +9,7 @@ import type tls from 'node:tls'
 
 import {Counter, Gauge, Registry, collectDefaultMetrics} from 'prom-client'
 
+import {type PendingLimits, guardHandshakes} from '../net/pending.js'
 import {listenOn} from '../util/net.js'
 import {errorText, isMqError} from '../errors.js'
 import type {MqHome} from '../config/home.js'
@@ -16,7 +17,8 @@ import type {Logger} from '../log.js'
 import {peerIdentity} from '../pki/index.js'
 import type {ApiContext, ApiPlugin, ApiRequest, ApiResponse, ApiRoute} from './api-types.js'
 import type {Engine} from './engine.js'
-import {type HealthComponent, type HealthReport, crlHealth, healthHttpStatus, publicHealth, worst} from '../health/index.js'
+import {registerCrlMetrics} from '../health/crl-metrics.js'
+import {type HealthComponent, type HealthReport, certificateHealth, crlHealth, healthHttpStatus, publicHealth, worst} from '../health/index.js'
 import {type ResolvedPermissions, monitorForbidden} from './permissions.js'
 
 /** queue names, client ids, statuses and figures: the monitor right (admins have it) */
@@ -55,6 +57,11 @@ export interface ApiServerOptions {
   isRevoked?: (serial: string) => boolean
   /** for the CRL freshness component of /health (pki/crl.pem); absent in tests without a home */
   home?: MqHome
+  memoryWatermarkBytes?: number
+  /** hard handshake deadline and caps on sockets still in the handshake (broker.handshake_timeout_ms, max_handshakes...) */
+  handshakes?: PendingLimits
+  /** the broker's own certificate (pki/issued/<identity>.crt), reported revoked/expired in /health */
+  identity?: string
 }
 
 export class ApiServer {
@@ -72,6 +79,7 @@ export class ApiServer {
       })
     })
     this.server.on('tlsClientError', () => {})
+    if (opts.handshakes) guardHandshakes(this.server, opts.handshakes, opts.logger, 'API')
     // the identity is read once per connection (peerIdentity): a renegotiation must not change it
     this.server.on('secureConnection', (s: tls.TLSSocket) => s.disableRenegotiation())
     this.server.headersTimeout = 10_000
@@ -95,10 +103,29 @@ export class ApiServer {
     for (const p of this.opts.plugins) await p.close?.()
   }
 
+  /** The broker's and its plugins' metrics in the Prometheus text format (mTLS /metrics and the loopback listener). */
+  async metricsText(): Promise<string> {
+    let text = await this.registry.metrics()
+    for (const p of this.opts.plugins) if (p.metrics) text += (await p.metrics()) + '\n'
+    return text
+  }
+
   private metrics(): void {
     const {engine, connections} = this.opts
     const reg = this.registry
     collectDefaultMetrics({prefix: 'mq_broker_', register: reg})
+    if (this.opts.home) registerCrlMetrics(this.opts.home, reg)
+    if (this.opts.memoryWatermarkBytes) {
+      const bytes = this.opts.memoryWatermarkBytes
+      new Gauge({
+        collect(this: Gauge) {
+          this.set(bytes)
+        },
+        help: 'broker.memory_watermark_bytes: resident memory above this is alerted on (monitoring/alerts.yml)',
+        name: 'mq_broker_memory_watermark_bytes',
+        registers: [reg],
+      })
+    }
     // every API request (builtin and plugin routes), by route pattern: one family for the concept
     this.requests = new Counter({help: 'HTTPS API requests, by route pattern, method and status', labelNames: ['route', 'method', 'status'], name: 'mq_api_requests_total', registers: [reg]})
     const perQueue = (name: string, help: string, pick: (q: ReturnType<Engine['listQueues']>[number]) => number) =>
@@ -180,11 +207,7 @@ export class ApiServer {
     )
     this.routes.push(
       compile({
-        handler: async () => {
-          let text = await this.registry.metrics()
-          for (const p of this.opts.plugins) if (p.metrics) text += (await p.metrics()) + '\n'
-          return {body: text, headers: {'content-type': this.registry.contentType}, status: 200}
-        },
+        handler: async () => ({body: await this.metricsText(), headers: {'content-type': this.registry.contentType}, status: 200}),
         method: 'GET',
         path: '/metrics',
         roles: MONITOR,
@@ -220,6 +243,7 @@ export class ApiServer {
         : {memory, queues: engine.queues.size, status: 'ok'},
     }
     if (this.opts.home) components.crl = crlHealth(this.opts.home, now)
+    if (this.opts.home && this.opts.identity) components.certificate = certificateHealth(this.opts.home, [this.opts.identity], now)
     await Promise.all(
       this.opts.plugins.map(async (p) => {
         try {

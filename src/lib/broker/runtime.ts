@@ -7,7 +7,10 @@ import {join} from 'node:path'
 import type {MqHome} from '../config/home.js'
 import type {MqConfig} from '../config/schema.js'
 import {PermissionError} from '../errors.js'
+import {checkOwnCertificates} from '../health/index.js'
 import type {Logger} from '../log.js'
+import {type MetricsListener, startMetricsListener} from '../http/metrics-listener.js'
+import {handshakeLimits} from '../net/pending.js'
 import {checkName} from '../util/names.js'
 import {CrlWatcher, ensureCrlAtStart, peerIdentity, serverTlsOptions, verifyIdentityCerts} from '../pki/index.js'
 import {ApiServer} from './api.js'
@@ -27,6 +30,8 @@ export interface RunningBroker {
   api: ApiServer
   ciphermq?: CipherMqListener
   ports: {messaging: number; api: number; ciphermq?: number}
+  /** the loopback plain-HTTP /metrics (broker.metrics_port), when on */
+  metricsUrl?: string
   publisher: BrokerPublisher
   close(): Promise<void>
 }
@@ -122,11 +127,12 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
   const crl = new CrlWatcher(home, b.crl_check_interval_ms)
   const isRevoked = (serial: string) => crl.revoked().has(serial)
   const tlsOpts = serverTlsOptions(home, b.identity)
+  checkOwnCertificates(home, [b.identity], logger)
   const server = new BrokerServer({
     engine,
     isRevoked,
     keys: keyDirectory(home, store),
-    limits: {handshakeTimeoutMs: b.handshake_timeout_ms, heartbeatMs: b.heartbeat_ms, maxConnections: b.max_connections, maxPayload: b.max_payload, maxUnconfirmed: b.max_unconfirmed},
+    limits: {handshakeTimeoutMs: b.handshake_timeout_ms, heartbeatMs: b.heartbeat_ms, maxConnections: b.max_connections, maxHandshakes: b.max_handshakes, maxHandshakesPerSource: b.max_handshakes_per_source, maxPayload: b.max_payload, maxUnconfirmed: b.max_unconfirmed},
     logger: logger.child('server'),
     peer: peerIdentity,
     permissionsFor,
@@ -139,10 +145,13 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
   const api = new ApiServer({
     connections: () => server.connections.size,
     engine,
+    handshakes: handshakeLimits(b),
     home,
+    identity: b.identity,
     isRevoked,
     logger: logger.child('api'),
     maxBody: b.max_payload,
+    memoryWatermarkBytes: b.memory_watermark_bytes,
     permissionsFor,
     plugins,
     tls: tlsOpts,
@@ -163,18 +172,21 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
 
   const ports: RunningBroker['ports'] = {api: 0, messaging: 0}
   let ciphermq: CipherMqListener | undefined
+  let metrics: MetricsListener | undefined
   try {
     ports.messaging = await server.listen(opts.port ?? b.port, opts.host ?? b.host)
     ports.api = await api.listen(opts.apiPort ?? b.api_port, opts.apiHost ?? b.api_host)
     if (b.ciphermq.enabled) {
       const perms = cipherMqPermissions(b.permissions, b.ciphermq, delivery)
-      ciphermq = new CipherMqListener({afterCommit: (cb) => store.afterCommit(cb), engine, logger: logger.child('ciphermq'), maxConnections: b.ciphermq.max_connections, maxLine: b.ciphermq.max_line, perms})
+      ciphermq = new CipherMqListener({afterCommit: (cb) => store.afterCommit(cb), engine, idleTimeoutMs: b.ciphermq.idle_timeout_ms, lineTimeoutMs: b.ciphermq.line_timeout_ms, logger: logger.child('ciphermq'), maxConnections: b.ciphermq.max_connections, maxLine: b.ciphermq.max_line, perms})
       ports.ciphermq = await ciphermq.listen(b.ciphermq.port, b.ciphermq.host)
       // an unauthenticated door: say at every start what it opens onto
       logger.warn(cipherMqReach(b.permissions, b.ciphermq, `${b.ciphermq.host}:${ports.ciphermq}`))
     }
+    if (b.metrics_port > 0) metrics = await startMetricsListener({flag: 'broker.metrics_port (MQ_BROKER_METRICS_PORT)', port: b.metrics_port, text: () => api.metricsText()})
   } catch (error) {
     crl.stop()
+    await ciphermq?.close().catch(() => {})
     engine.stop()
     await server.close().catch(() => {})
     await api.close().catch(() => {})
@@ -189,13 +201,16 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
       if (closed) return
       closed = true
       crl.stop()
+      // native connections first and gracefully: in-flight publishes are committed and confirmed
+      await server.close(b.stop_timeout_ms)
       engine.stop()
-      await Promise.all([server.close(), api.close(), ciphermq?.close()])
+      await Promise.all([api.close(), ciphermq?.close(), metrics?.close()])
       await store.close()
       lock.release()
     },
     ciphermq,
     engine,
+    metricsUrl: metrics?.url,
     ports,
     publisher,
     server,

@@ -27,7 +27,7 @@ export interface LoadedConfig {
   files: string[]
 }
 
-interface Source {
+export interface Source {
   label: string
   values: Record<string, unknown>
   locate?: (path: (string | number)[]) => string | undefined
@@ -61,6 +61,11 @@ function readYaml(file: string): Source {
   } catch (error) {
     throw new ConfigError('E_CONFIG_READ', `Cannot read config file ${file}: ${(error as Error).message}`, {hint: 'Try this: check the path given to --config, or remove it to use the defaults.'})
   }
+  return parseYamlSource(text, file)
+}
+
+/** Parses config text (YAML) named `file` in messages; every bad input is a ConfigError. */
+export function parseYamlSource(text: string, file: string): Source {
   const lc = new LineCounter()
   const doc = parseDocument(text, {lineCounter: lc, prettyErrors: false})
   if (doc.errors.length > 0) {
@@ -68,7 +73,13 @@ function readYaml(file: string): Source {
     const pos = lc.linePos(e.pos[0])
     throw new ConfigError('E_CONFIG_SYNTAX', `${file}:${pos.line}: YAML syntax error: ${e.message.split('\n')[0]}`, {hint: 'Try this: fix the YAML at that line (indentation with spaces, "key: value").'})
   }
-  const values = (doc.toJS() ?? {}) as unknown
+  let values: unknown
+  try {
+    values = doc.toJS() ?? {}
+  } catch (error) {
+    // found by the fuzzer: an alias with no anchor (or an alias bomb past maxAliasCount) throws here
+    throw new ConfigError('E_CONFIG_SYNTAX', `${file}: YAML error: ${(error as Error).message.split('\n')[0]}`, {hint: 'Try this: define each &anchor before its *alias, or write the value out.'})
+  }
   if (!isObj(values)) {
     throw new ConfigError('E_CONFIG_SYNTAX', `${file}:1: the config must be a mapping of keys to values.`, {hint: 'Try this: start from config/mq.yaml.'})
   }
@@ -104,7 +115,11 @@ export function loadConfig(opts: LoadOptions): LoadedConfig {
   const env = readEnv(opts.env ?? process.env)
   sources.push({label: 'environment', values: env.values, locate: (p) => env.origins.get(p.join('.')) && `environment variable ${env.origins.get(p.join('.'))}`})
   if (opts.flags) sources.push({label: 'command-line flags', values: opts.flags as Obj, locate: () => 'command-line flag'})
+  return {config: resolveSources(sources), files}
+}
 
+/** Merges sources (lowest precedence first) and validates the result against the schema. */
+export function resolveSources(sources: Source[]): MqConfig {
   let merged: Obj = {}
   for (const s of sources) merged = merge(merged, s.values)
   const parsed = configSchema.safeParse(merged)
@@ -125,7 +140,7 @@ export function loadConfig(opts: LoadOptions): LoadedConfig {
       details: {key, source: where},
     })
   }
-  return {config: parsed.data, files}
+  return parsed.data
 }
 
 /** Built-in defaults alone (no files, no env). */

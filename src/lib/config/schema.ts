@@ -8,6 +8,12 @@ import {z} from 'zod'
 const port = z.number().int().min(1).max(65535)
 const host = z.string().min(1)
 const ms = z.number().int().min(0)
+/** Every TLS listener: a hard handshake deadline from accept, and caps on sockets still in the handshake (src/lib/net/pending.ts). */
+const handshakeKeys = (timeoutMs: number) => ({
+  handshake_timeout_ms: ms.default(timeoutMs),
+  max_handshakes: z.number().int().min(1).default(256),
+  max_handshakes_per_source: z.number().int().min(1).default(64),
+})
 
 export const LOG_LEVELS = ['error', 'warn', 'info', 'debug'] as const
 
@@ -60,7 +66,8 @@ export const configSchema = z
         identity: z.string().default('broker'),
         max_payload: z.number().int().min(1024).max(128 * 1024 * 1024).default(16 * 1024 * 1024),
         heartbeat_ms: ms.default(30_000),
-        handshake_timeout_ms: ms.default(10_000),
+        // native port and HTTPS API port; the native port also wants HELLO within handshake_timeout_ms
+        ...handshakeKeys(10_000),
         max_unconfirmed: z.number().int().min(1).default(10_000),
         // native connections (mutual TLS) beyond this are refused with E_TOO_MANY_CONNECTIONS: bounds memory per broker
         max_connections: z.number().int().min(1).default(1024),
@@ -83,6 +90,12 @@ export const configSchema = z
         // extra wait before a group commit when the store is idle; under load the next group forms while one commits
         commit_interval_ms: ms.default(0),
         crl_check_interval_ms: ms.default(2_000),
+        // plain-HTTP /metrics on 127.0.0.1 for Prometheus (monitoring/prometheus.yml uses 9101); 0 = off
+        metrics_port: z.number().int().min(0).max(65535).default(0),
+        // resident memory the broker should stay under: exported as mq_broker_memory_watermark_bytes for the alert
+        memory_watermark_bytes: z.number().int().min(1).default(1024 * 1024 * 1024),
+        // graceful stop (SIGTERM): commit and confirm what was taken in, close connections; then force
+        stop_timeout_ms: ms.default(10_000),
         ciphermq: z
           .object({
             enabled: z.boolean().default(false),
@@ -91,6 +104,10 @@ export const configSchema = z
             // unauthenticated plain TCP: its own small line limit and connection cap, not max_payload
             max_line: z.number().int().min(1024).max(128 * 1024 * 1024).default(1024 * 1024),
             max_connections: z.number().int().min(1).default(256),
+            // a command line, once started, must end within line_timeout_ms; a connection with no
+            // consumer that completes no command for idle_timeout_ms is closed (slow-drip defence)
+            line_timeout_ms: ms.default(10_000),
+            idle_timeout_ms: ms.default(300_000),
             // its clients are unauthenticated: they reach only what these globs name (nothing by default)
             queues: z.array(z.string()).default([]),
             exchanges: z.array(z.string()).default([]),
@@ -104,6 +121,8 @@ export const configSchema = z
             {identity: 'admin', publish: ['*'], consume: ['*'], admin: true, monitor: true, roles: ['admin']},
             {identity: 'proxy*', publish: ['*'], admin: false, monitor: false, roles: ['proxy']},
             {identity: 'worker*', publish: ['*'], admin: false, monitor: false, roles: ['worker']},
+            // the operators' portal reads broker statistics for its live overview (admin role on the HTTPS API only)
+            {identity: 'portal', publish: [], consume: [], admin: false, monitor: true, roles: ['admin']},
             {identity: '*', publish: ['*'], admin: false, monitor: false, roles: []},
           ]),
       })
@@ -137,6 +156,9 @@ export const configSchema = z
         rate_per_sec: z.number().min(0).default(100),
         rate_burst: z.number().int().min(1).default(200),
         stream: z.string().default('ingest'),
+        // plain-HTTP /metrics on 127.0.0.1 for Prometheus (monitoring/prometheus.yml uses 9102); 0 = off
+        metrics_port: z.number().int().min(0).max(65535).default(0),
+        ...handshakeKeys(10_000),
       })
       .strict()
       .default({}),
@@ -154,12 +176,39 @@ export const configSchema = z
         // 0 = no metrics listener
         metrics_port: z.number().int().min(0).max(65535).default(9100),
         claim_idle_ms: ms.default(60_000),
+        // on SIGTERM, how long to finish the messages in hand before exiting anyway (they are reclaimed)
+        stop_timeout_ms: ms.default(30_000),
         // the queue the pipeline delivers into (sender numbers and bodies in clear) and the only
         // identities besides admins that may consume it
         delivery_queue: z.string().default('default_queue'),
         readers: z.array(z.string()).default([]),
         // the broker's HTTPS API for deliver/status calls; defaults to client.api
         broker_api: z.string().optional(),
+      })
+      .strict()
+      .default({}),
+    // the operators' portal (mq portal start, src/lib/portal): web UI, portal and admin APIs over HTTPS
+    portal: z
+      .object({
+        host: host.default('127.0.0.1'),
+        port: port.default(8080),
+        // server certificate of the portal's HTTPS listener (created from our CA on first start)
+        server_identity: z.string().default('portal-server'),
+        // client certificate the portal presents to the broker's API (for the live overview)
+        identity: z.string().default('portal'),
+        // the broker's HTTPS API; defaults to client.api
+        broker_api: z.string().optional(),
+        // access tokens (JWT, EdDSA) live this long; refresh tokens rotate on every use
+        access_ttl_s: z.number().int().min(1).max(86_400).default(900),
+        refresh_ttl_s: z.number().int().min(60).default(30 * 86_400),
+        // failed logins allowed per account and per source address within login_window_s, then 429
+        login_max_per_account: z.number().int().min(1).default(5),
+        login_max_per_address: z.number().int().min(1).default(20),
+        login_window_s: z.number().int().min(1).default(900),
+        // trust X-Forwarded-For from a load balancer (the client address in audit logs and rate limits)
+        trust_proxy: z.boolean().default(false),
+        // plain-HTTP Prometheus listener on loopback (no client certificate); 0 = none
+        metrics_port: z.number().int().min(0).max(65535).default(0),
       })
       .strict()
       .default({}),
@@ -189,6 +238,7 @@ export const configSchema = z
             port: port.default(1358),
             // server certificate pki/issued/<identity>.crt (created on first start if missing)
             identity: z.string().min(1).default('relay'),
+            ...handshakeKeys(10_000),
           })
           .strict()
           .default({}),
