@@ -258,7 +258,7 @@ export class ApiServer {
       }),
     )
     const status = worst(Object.values(components).map((c) => c.status))
-    return {components, connections: this.opts.connections(), status, timestamp: new Date(now).toISOString(), uptime_ms: engine.stats().uptimeMs}
+    return {components, connections: this.opts.connections(), status, timestamp: new Date(now).toISOString(), uptimeMs: engine.stats().uptimeMs}
   }
 
   private reply(res: ServerResponse, r: ApiResponse): void {
