@@ -3,7 +3,7 @@ import {writeFileSync} from 'node:fs'
 import {join} from 'node:path'
 
 import {BrokerClient} from '../../src/lib/client/client.js'
-import {Engine} from '../../src/lib/broker/engine.js'
+import {Engine, type EngineOptions} from '../../src/lib/broker/engine.js'
 import type {ResolvedPermissions} from '../../src/lib/broker/permissions.js'
 import {BrokerServer} from '../../src/lib/broker/server.js'
 import {type Logger, silentLogger} from '../../src/lib/log.js'
@@ -110,8 +110,11 @@ export async function startPlainServer(opts: {
   permissionsFor: (identity: string) => ResolvedPermissions
   logger?: Logger
   limits?: Partial<ConstructorParameters<typeof BrokerServer>[0]['limits']>
+  /** engine options; with any given, the engine's timers (TTL sweep, memory watermark) run too */
+  engine?: EngineOptions
 }): Promise<{engine: Engine; server: BrokerServer; port: number; stop: () => Promise<void>}> {
-  const engine = new Engine()
+  const engine = new Engine(opts.engine)
+  if (opts.engine) engine.start()
   const server = new BrokerServer({
     engine,
     keys: {get: () => null, put: () => {}},

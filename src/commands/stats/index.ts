@@ -8,6 +8,7 @@ import {errorText} from '../../lib/errors.js'
 import type {RecordsStats} from '../../lib/records/store.js'
 
 const n = (x: number) => x.toLocaleString('en-US')
+const mib = (b: number) => (b ? `${(b / 1048576).toFixed(1)} MiB` : 'none')
 
 function duration(ms: number): string {
   const s = Math.floor(ms / 1000)
@@ -43,11 +44,12 @@ plus the records store's figures (messages total/queued/delivered/failed, last 2
           `rates/s publish ${st.rates.publish}  deliver ${st.rates.deliver}  ack ${st.rates.ack}`,
           `totals published ${st.totals.published}  delivered ${st.totals.delivered}  acknowledged ${st.totals.acknowledged}  dead-lettered ${st.totals.deadLettered}  unroutable ${st.totals.unroutable}`,
           `statuses ${statuses}`,
+          ...(st.memory ? [`memory rss ${mib(st.memory.rss)}  high watermark ${mib(st.memory.highWatermark)}${st.memory.alarm ? '  ALARM: above the high watermark, publishers are paused until memory use falls below it' : ''}`] : []),
           // no queues: no table (and no "(none)") on stdout, a note on stderr below
           ...(st.queues.length > 0
             ? ['', table(
-                st.queues.map((q) => ({...q, durable: q.durable ? 'yes' : 'no'})),
-                ['name', 'durable', 'messages', 'unacked', 'consumers', 'publishRate', 'deliverRate', 'ackRate'],
+                st.queues.map((q) => ({...q, diskBytes: q.diskBytes ?? 0, durable: q.durable ? 'yes' : 'no', memoryBytes: q.memoryBytes ?? 0})),
+                ['name', 'durable', 'messages', 'memoryBytes', 'diskBytes', 'unacked', 'consumers', 'publishRate', 'deliverRate', 'ackRate'],
               )]
             : []),
           ...(records

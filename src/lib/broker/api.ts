@@ -140,11 +140,30 @@ export class ApiServer {
         registers: [reg],
       })
     perQueue('mq_queue_messages', 'messages ready in the queue', (q) => q.messages)
+    perQueue('mq_queue_memory_messages', 'ready messages held in memory (a durable queue keeps a window, the rest on disk)', (q) => q.memoryMessages ?? q.messages)
+    perQueue('mq_queue_memory_bytes', 'body bytes of the ready messages held in memory', (q) => q.memoryBytes ?? 0)
+    perQueue('mq_queue_disk_bytes', 'body bytes of the ready messages held only on disk (paged out)', (q) => q.diskBytes ?? 0)
     perQueue('mq_queue_unacked', 'messages delivered and not yet acknowledged', (q) => q.unacked)
     perQueue('mq_queue_consumers', 'consumers of the queue', (q) => q.consumers)
     perQueue('mq_queue_published_total', 'messages enqueued since start', (q) => q.published)
     perQueue('mq_queue_delivered_total', 'deliveries since start', (q) => q.delivered)
     perQueue('mq_queue_acked_total', 'acknowledgements since start', (q) => q.acked)
+    new Gauge({
+      collect(this: Gauge) {
+        this.set(engine.memory.alarm ? 1 : 0)
+      },
+      help: '1 while the broker is above broker.memory_high_watermark and publishers are paused',
+      name: 'mq_memory_alarm',
+      registers: [reg],
+    })
+    new Gauge({
+      collect(this: Gauge) {
+        this.set(engine.memory.highWatermark)
+      },
+      help: 'broker.memory_high_watermark in bytes (0 = none)',
+      name: 'mq_memory_high_watermark_bytes',
+      registers: [reg],
+    })
     new Gauge({
       collect(this: Gauge) {
         this.set(connections())
@@ -215,7 +234,14 @@ export class ApiServer {
   /** The components of GET /health: engine, CRL freshness, and what plugins report (store, redis). */
   async health(now = Date.now()): Promise<HealthReport> {
     const {engine} = this.opts
-    const components: Record<string, HealthComponent> = {engine: {queues: engine.queues.size, status: 'ok'}}
+    const mem = engine.memory.state()
+    const memory = {alarm: mem.alarm, high_watermark: mem.highWatermark, rss: mem.rss}
+    const components: Record<string, HealthComponent> = {
+      // above the memory watermark the broker still serves consumers, but publishers wait: degraded, with why
+      engine: mem.alarm
+        ? {hint: 'Try this: start consumers to drain the queues, or raise broker.memory_high_watermark', memory, queues: engine.queues.size, reason: `memory use ${mem.rss} bytes is above the high watermark of ${mem.highWatermark} bytes: publishers are paused`, status: 'degraded'}
+        : {memory, queues: engine.queues.size, status: 'ok'},
+    }
     if (this.opts.home) components.crl = crlHealth(this.opts.home, now)
     if (this.opts.home && this.opts.identity) components.certificate = certificateHealth(this.opts.home, [this.opts.identity], now)
     await Promise.all(

@@ -18,6 +18,7 @@ import type {ApiPluginFactory, BrokerPublisher} from './api-types.js'
 import {CipherMqListener} from './ciphermq.js'
 import {Engine} from './engine.js'
 import {lockDataDir} from './lock.js'
+import {resolveWatermark} from './memory.js'
 import {type ResolvedPermissions, cipherMqPermissions, cipherMqReach, resolvePermissions} from './permissions.js'
 import {BrokerServer, type KeyDirectory} from './server.js'
 import {DurableStore, STORE_KEY_FILE} from './store.js'
@@ -98,7 +99,23 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
     lock.release()
     throw error
   }
-  const engine = new Engine({dedupeMax: b.dedupe_max, dedupeWindowMs: b.dedupe_window_ms, deliveryLimit: b.delivery_limit, flowHigh: b.flow_high, maxUnacked: b.max_unacked, store})
+  const engine = new Engine({
+    dedupeMax: b.dedupe_max,
+    dedupeWindowMs: b.dedupe_window_ms,
+    deliveryLimit: b.delivery_limit,
+    flowHigh: b.flow_high,
+    maxUnacked: b.max_unacked,
+    memoryHighWatermark: resolveWatermark(b.memory_high_watermark),
+    store,
+    transientMaxBytes: b.transient_queue_max_bytes,
+    transientOverflow: b.transient_overflow,
+    windowBytes: b.queue_window_bytes,
+    windowMessages: b.queue_window_messages,
+  })
+  engine.memory.onChange = (m) => {
+    if (m.alarm) logger.warn('memory high watermark reached: publishers are paused until memory use falls below it', {high_watermark: m.highWatermark, rss: m.rss})
+    else logger.info('memory back under the high watermark: publishers resume', {high_watermark: m.highWatermark, rss: m.rss})
+  }
   engine.start()
   const permsCache = new Map<string, ResolvedPermissions>()
   const delivery = {queue: config.worker.delivery_queue, readers: config.worker.readers}

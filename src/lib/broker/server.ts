@@ -202,6 +202,8 @@ class Connection {
   private pausedForConfirms = false
   /** paused by the engine's flow control until a lagging queue's consumers catch up */
   private pausedForFlow = false
+  /** paused while the broker-wide memory alarm is on (see memory.ts) */
+  private pausedForMemory = false
   private lastConsumer = ''
   private lastConsumerArg = ''
   /** negotiated in HELLO (confirms=batch): CONFIRM upto=N frames instead of one OK per publish */
@@ -355,7 +357,7 @@ class Connection {
   private maybeResume(): void {
     if (this.dead || this.srv.draining) return
     if (this.pausedForConfirms && this.unconfirmed > this.srv.opts.limits.maxUnconfirmed / 2) return
-    if (this.pausedForFlow) return
+    if (this.pausedForFlow || this.pausedForMemory) return
     this.pausedForConfirms = false
     if (this.sock.writableLength <= OUT_HIGH_WATER && this.sock.isPaused()) this.sock.resume()
   }
@@ -600,6 +602,16 @@ class Connection {
       this.sock.pause()
       engine.whenFlowing(r.flow, () => {
         this.pausedForFlow = false
+        this.maybeResume()
+      })
+    }
+    // the memory alarm: publishers stop being read until the broker is back under its watermark
+    // (a connection that consumes keeps going: its acks are what frees memory)
+    if (engine.memory.alarm && !this.pausedForMemory && this.session!.consumers.size === 0) {
+      this.pausedForMemory = true
+      this.sock.pause()
+      engine.memory.whenBelow(() => {
+        this.pausedForMemory = false
         this.maybeResume()
       })
     }
