@@ -181,6 +181,7 @@ export {parseDuration} from '../util/duration.js'
  */
 const DEFINITIVE = new Set([
   'E_FORMAT_REFUSED', // a format the receiver does not accept
+  'E_BAD_NAME', // a sender or recipient name in the message that no identity can have
   'E_REPLAY', // already accepted once
   'E_REPLAY_WINDOW', // authenticated timestamp older than e2e.replay_window_ms
   'E_SENDER_KEY_MISMATCH', // signed with a key that is not the sender's certified one

@@ -42,6 +42,7 @@ export async function relayClientFor(home: MqHome, cfg: MqConfig, flags: {relay?
     if (flags.identity === undefined && process.env.MQ_IDENTITY === undefined && me.tlsIdentity) identity = me.tlsIdentity
     if (source === 'default' && me.relay) {
       address = parseAddress(me.relay, 'relay/me.json')
+      source = 'relay/me.json'
       useTls ??= me.tls
     }
   }

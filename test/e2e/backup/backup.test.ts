@@ -82,7 +82,7 @@ describe('mq backup', () => {
       // the CA still signs: a certificate issued from the restored home is accepted by the restored broker
       assert.equal((await runCli(['cert', 'issue', 'bob', '--type', 'client'], {home: target.dir})).code, 0)
       const bob = await b2.connect('bob')
-      await bob.listQueues()
+      await bob.declareQueue('bob.inbox', {durable: true})
       await bob.close()
       const alice = await b2.connect('alice')
       await alice.close()

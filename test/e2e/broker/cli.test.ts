@@ -97,5 +97,5 @@ test('mq bench runs a producer and a consumer process and reports throughput and
     assert.ok(x.msgs_per_sec > 0)
     assert.ok(x.latency_ms.p99 >= x.latency_ms.p50)
   }
-  assert.ok(out.results[1].confirmMs.p99 > 0)
+  assert.ok(out.results[1].confirm_ms.p99 > 0)
 })

@@ -54,7 +54,7 @@ describe('broker health, metrics and stats', () => {
     const r = await api('admin').request<Record<string, any>>('GET', '/health')
     assert.equal(r.status, 200)
     assert.equal(r.body.status, 'ok')
-    assert.deepEqual(Object.keys(r.body.components).sort(), ['crl', 'engine', 'store'])
+    assert.deepEqual(Object.keys(r.body.components).sort(), ['certificate', 'crl', 'engine', 'store'])
     assert.equal(r.body.components.store.status, 'ok')
     assert.equal(typeof r.body.components.store.latency_ms, 'number')
     assert.match(r.body.components.store.backend, /^sqlite/)

@@ -46,7 +46,7 @@ describe('ingest pipeline end to end: curl -> proxy -> Redis -> worker -> broker
     }
   }
   const startWorker = (extra: string[] = [], retryDelay = 200) =>
-    spawnMq(['worker', 'start', '--home', h.dir, '--metrics-port', '0', '--retry-delay', String(retryDelay), '--routing-key', 'pipeline', ...extra], env, 'worker ready')
+    spawnMq(['worker', 'start', '--home', h.dir, '--metrics-port', '0', '--retry-delay', `${retryDelay}ms`, '--routing-key', 'pipeline', ...extra], env, 'worker ready')
   const onDelivery = (d: Delivery) => {
     received.push({body: JSON.parse(d.body.toString()), id: d.messageId, redelivered: d.redelivered})
     consumer.ack(d.deliveryTag)

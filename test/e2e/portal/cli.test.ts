@@ -91,7 +91,7 @@ describe('mq portal start, mq user create/password/delete, mq audit list (real b
     const token = login.json.access_token
     const bundle = await https(`${portal.url}/admin/certificates/generate`, ca, {body: {name: 'dora'}, method: 'POST', token})
     assert.equal(bundle.status, 201, bundle.text)
-    const asDora = () => https(`https://127.0.0.1:${broker.apiPort}/api/queues`, ca, {cert: bundle.json.cert_pem, key: bundle.json.key_pem})
+    const asDora = () => https(`https://127.0.0.1:${broker.apiPort}/health`, ca, {cert: bundle.json.cert_pem, key: bundle.json.key_pem})
     assert.equal((await asDora()).status, 200)
     const revoked = await https(`${portal.url}/admin/certificates/revoke`, ca, {body: {name: 'dora', reason: 'key-compromise'}, method: 'POST', token})
     assert.equal(revoked.status, 200, revoked.text)

@@ -1,4 +1,5 @@
 import {type ChildProcess, spawn} from 'node:child_process'
+import {writeFileSync} from 'node:fs'
 
 import type {BrokerClient} from '../../../src/lib/client/client.js'
 import {connectBroker} from '../../../src/lib/client/connect.js'
@@ -28,7 +29,11 @@ export async function startTestBroker(identities: string[], opts: {ciphermq?: bo
   const apiPort = await freePort()
   const ciphermqPort = await freePort()
   const args = [BIN, 'broker', 'start', '--port', String(port), '--api-port', String(apiPort)]
-  if (opts.ciphermq) args.push('--ciphermq', '--ciphermq-port', String(ciphermqPort))
+  if (opts.ciphermq) {
+    args.push('--ciphermq', '--ciphermq-port', String(ciphermqPort))
+    // the listener's clients reach nothing until granted: the legacy queue and exchange of the tests
+    writeFileSync(`${t.dir}/config.yaml`, 'broker:\n  ciphermq:\n    queues: [legacy]\n    exchanges: [legacy_ex]\n')
+  }
   const child: ChildProcess = spawn(process.execPath, args, {cwd: ROOT, env: {...process.env, MQ_HOME: t.dir, NO_COLOR: '1'}, stdio: ['ignore', 'ignore', 'pipe']})
   let log = ''
   await new Promise<void>((resolve, reject) => {

@@ -129,15 +129,19 @@ describe('mq send / mq recv through a broker', () => {
   })
 
   it('refuses to encrypt to a revoked identity and publishes nothing', async () => {
+    // signed by eve while her certificate was still good; the receiver refuses it once she is revoked
+    assert.equal((await cli(['send', '--queue', 'inbox', '--from', 'eve', '--to', 'bob', 'from eve, before'])).code, 0)
     await b.ca.revoke('eve', 'key-compromise')
     const before = await depth('inbox')
     const s = await cli(['send', '--queue', 'inbox', '--from', 'alice', '--to', 'bob', '--to', 'eve', 'not for eve'])
     assert.equal(s.code, 77, s.stderr)
     assert.match(s.stderr, /revoked/)
     assert.equal(await depth('inbox'), before)
-    // a revoked sender is refused by the receiver too
+    // a revoked sender is refused before signing...
     const forged = await cli(['send', '--queue', 'inbox', '--from', 'eve', '--to', 'bob', 'from eve'])
-    assert.equal(forged.code, 0, 'eve still holds her private key and can publish')
+    assert.equal(forged.code, 77, 'mq send refuses to sign as a revoked identity')
+    assert.equal(await depth('inbox'), before)
+    // ... and by the receiver, for what was signed before the revocation
     const r = await cli(['recv', '--queue', 'inbox', '--as', 'bob', '--timeout', '1s'])
     assert.equal(r.code, 65)
     assert.match(r.stderr, /E_IDENTITY_REVOKED/)

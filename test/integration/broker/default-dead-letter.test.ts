@@ -15,7 +15,7 @@ interface QueueRow {
   name: string
   messages: number
   unacked: number
-  deadLetter?: string
+  dead_letter?: string
 }
 
 describe('default dead-letter queues (real broker, real CLI)', () => {
@@ -38,16 +38,16 @@ describe('default dead-letter queues (real broker, real CLI)', () => {
     assert.equal((await mq(['queue', 'declare', 'inbox'])).code, 0)
     assert.equal((await mq(['queue', 'declare', 'inbox'])).code, 0, 'declaring it again the same way is a no-op')
     const q = await queues()
-    assert.equal(q.get('inbox')?.deadLetter, 'inbox.dlq')
+    assert.equal(q.get('inbox')?.dead_letter, 'inbox.dlq')
     assert.ok(q.has('inbox.dlq'))
-    assert.equal(q.get('inbox.dlq')?.deadLetter, undefined)
-    assert.equal(q.get('default_queue')?.deadLetter, 'default_queue.dlq')
+    assert.equal(q.get('inbox.dlq')?.dead_letter, undefined)
+    assert.equal(q.get('default_queue')?.dead_letter, 'default_queue.dlq')
     assert.ok(![...q.keys()].some((n) => n.endsWith('.dlq.dlq')))
     // an explicit dead-letter queue is respected and gets none of its own either
     assert.equal((await mq(['queue', 'declare', 'orders', '--dead-letter', 'graveyard'])).code, 0)
     const q2 = await queues()
-    assert.equal(q2.get('orders')?.deadLetter, 'graveyard')
-    assert.equal(q2.get('graveyard')?.deadLetter, undefined)
+    assert.equal(q2.get('orders')?.dead_letter, 'graveyard')
+    assert.equal(q2.get('graveyard')?.dead_letter, undefined)
     assert.ok(!q2.has('orders.dlq'))
   })
 
@@ -66,7 +66,7 @@ describe('default dead-letter queues (real broker, real CLI)', () => {
     assert.equal(st.status, 'dead-lettered')
     assert.equal(st.queue, 'inbox.dlq')
     const stats = JSON.parse((await mq(['stats', '--json'])).stdout)
-    assert.equal(stats.totals.deadLettered, 1, JSON.stringify(stats.totals))
+    assert.equal(stats.totals.dead_lettered, 1, JSON.stringify(stats.totals))
     // still readable, with the reason, by whoever accepts it
     const again = await mq(['recv', '--queue', 'inbox.dlq', '--accept', 'plain', '--json', '--timeout', '5s'])
     assert.equal(again.code, 0, again.stderr)
@@ -97,7 +97,7 @@ describe('default dead-letter queues (real broker, real CLI)', () => {
     db.close()
     await broker.restart()
     const q = await queues()
-    assert.equal(q.get('legacy')?.deadLetter, 'legacy.dlq')
+    assert.equal(q.get('legacy')?.dead_letter, 'legacy.dlq')
     assert.ok(q.has('legacy.dlq'))
     const sent = await mq(['send', '--queue', 'legacy', '--plain', 'old queue'])
     assert.equal(sent.code, 0, sent.stderr)
