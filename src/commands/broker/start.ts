@@ -53,17 +53,17 @@ On first start with no CA in $MQ_HOME it creates a development CA, a "broker" se
       process.once('SIGTERM', () => resolve('SIGTERM'))
     })
     const b = config.broker
+    if (firstRun) {
+      // what a client shell needs to reach this broker (ports from flags too); before "broker ready", which supervisors wait for
+      const client = (h: string) => clientHost(h)
+      this.note(`Clients in another shell:\n  export MQ_HOME=${this.home.root} MQ_BROKER=${client(b.host)}:${broker.ports.messaging} MQ_API=https://${client(b.api_host)}:${broker.ports.api}`)
+    }
     logger.info('broker ready', {
       api: `https://${b.api_host}:${broker.ports.api}`,
       ciphermq: broker.ports.ciphermq === undefined ? undefined : `${b.ciphermq.host}:${broker.ports.ciphermq}`,
       data: broker.store.file,
       messaging: `${b.host}:${broker.ports.messaging}`,
     })
-    if (firstRun) {
-      // what a client shell needs to reach this broker, even when its ports came from flags
-      const client = (h: string) => clientHost(h)
-      this.note(`Clients in another shell:\n  export MQ_HOME=${this.home.root} MQ_BROKER=${client(b.host)}:${broker.ports.messaging} MQ_API=https://${client(b.api_host)}:${broker.ports.api}`)
-    }
     const sig = await signalled
     logger.info('shutting down', {signal: sig})
     await broker.close().catch((error) => logger.error('shutdown failed', {error}))

@@ -137,7 +137,7 @@ describe('ingest pipeline end to end: curl -> proxy -> Redis -> worker -> broker
   it('a pipeline message mq recv refuses (default --accept native) is kept in the dead-letter queue, and message status, message list and stats agree', async () => {
     await consumer.declareQueue('strict', {durable: true})
     await consumer.bind('strict', 'default_exchange', 'pipeline')
-    const before = JSON.parse((await runCli(['stats', '--json'], {env: {...env, ...broker.cliEnv()}})).stdout).totals.deadLettered
+    const before = JSON.parse((await runCli(['stats', '--json'], {env: {...env, ...broker.cliEnv()}})).stdout).totals.dead_lettered
     const r = await curl(JSON.stringify({message_body: 'refused by a strict receiver', sender_number: '+4915200000000'}))
     assert.equal(r.status, 202)
     const id = r.body.message_id as string
@@ -150,7 +150,7 @@ describe('ingest pipeline end to end: curl -> proxy -> Redis -> worker -> broker
     const row = list.find((m) => m.message_id === id)!
     assert.deepEqual([row.status, row.broker_status, row.queue], ['dead-lettered', 'dead-lettered', 'strict.dlq'])
     const stats = JSON.parse((await runCli(['stats', '--json'], {env: {...env, ...broker.cliEnv()}})).stdout)
-    assert.equal(stats.totals.deadLettered, before + 1)
+    assert.equal(stats.totals.dead_lettered, before + 1)
     assert.equal(stats.queues.find((q: {name: string}) => q.name === 'strict.dlq').messages, 1)
     await consumer.deleteQueue('strict')
   })

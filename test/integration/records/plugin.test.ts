@@ -82,7 +82,7 @@ describe('records API plugin', () => {
       [{...msg, message_id: 'bad id!'}, 422, 'E_MESSAGE_ID'],
       [{...msg, sender_number: '0151'}, 422, 'E_SENDER_NUMBER'],
       [{...msg, message_body: '   '}, 422, 'E_BODY_BLANK'],
-      [{...msg, message_body: 'x'.repeat(1001)}, 422, 'E_FIELD_TOO_LONG'],
+      [{...msg, message_body: 'x'.repeat(1001)}, 422, 'E_BODY_TOO_LONG'],
       [{...msg, metadata: [1]}, 422, 'E_FIELD_TYPE'],
       [Buffer.from('{nope'), 400, 'E_BAD_JSON'],
       [{...msg, client_id: 'mallory'}, 409, 'E_MESSAGE_ID_TAKEN'],
