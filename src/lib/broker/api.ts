@@ -15,7 +15,7 @@ import type {MqHome} from '../config/home.js'
 import type {Logger} from '../log.js'
 import {peerIdentity} from '../pki/index.js'
 import type {ApiContext, ApiPlugin, ApiRequest, ApiResponse, ApiRoute} from './api-types.js'
-import type {Engine} from './engine.js'
+import type {BrokerEngine} from './backend.js'
 import {type HealthComponent, type HealthReport, crlHealth, healthHttpStatus, worst} from '../health/index.js'
 import type {ResolvedPermissions} from './permissions.js'
 
@@ -42,7 +42,7 @@ function compile(route: ApiRoute, anonymous = false): CompiledRoute {
 }
 
 export interface ApiServerOptions {
-  engine: Engine
+  engine: BrokerEngine
   logger: Logger
   tls: tls.TlsOptions
   plugins: ApiPlugin[]
@@ -98,7 +98,7 @@ export class ApiServer {
     collectDefaultMetrics({prefix: 'mq_broker_', register: reg})
     // every API request (builtin and plugin routes), by route pattern: one family for the concept
     this.requests = new Counter({help: 'HTTPS API requests, by route pattern, method and status', labelNames: ['route', 'method', 'status'], name: 'mq_api_requests_total', registers: [reg]})
-    const perQueue = (name: string, help: string, pick: (q: ReturnType<Engine['listQueues']>[number]) => number) =>
+    const perQueue = (name: string, help: string, pick: (q: ReturnType<BrokerEngine['listQueues']>[number]) => number) =>
       new Gauge({
         collect(this: Gauge) {
           this.reset()
@@ -172,15 +172,15 @@ export class ApiServer {
     this.routes.push(
       compile({
         handler: async (req) => {
-          const st = engine.messageStatus(req.params.id)
+          const st = await engine.messageStatus(req.params.id)
           return st ? json(st) : json({error: {code: 'E_NOT_FOUND', message: `no status for message ${req.params.id}`}}, 404)
         },
         method: 'GET',
         path: '/api/messages/:id',
       }),
     )
-    this.routes.push(compile({handler: async (req) => json({messages: engine.deleteQueue(req.params.name)}), method: 'DELETE', path: '/api/queues/:name', roles: ['admin']}))
-    this.routes.push(compile({handler: async (req) => json({messages: engine.purgeQueue(req.params.name)}), method: 'POST', path: '/api/queues/:name/purge', roles: ['admin']}))
+    this.routes.push(compile({handler: async (req) => json({messages: await engine.deleteQueue(req.params.name)}), method: 'DELETE', path: '/api/queues/:name', roles: ['admin']}))
+    this.routes.push(compile({handler: async (req) => json({messages: await engine.purgeQueue(req.params.name)}), method: 'POST', path: '/api/queues/:name/purge', roles: ['admin']}))
   }
 
   /** The components of GET /health: engine, CRL freshness, and what plugins report (store, redis). */

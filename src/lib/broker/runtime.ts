@@ -11,7 +11,9 @@ import type {Logger} from '../log.js'
 import {CrlWatcher, peerIdentity, serverTlsOptions, verifyIdentityCerts} from '../pki/index.js'
 import {ApiServer} from './api.js'
 import type {ApiPluginFactory, BrokerPublisher} from './api-types.js'
+import type {BrokerEngine} from './backend.js'
 import {CipherMqListener} from './ciphermq.js'
+import {ClusterEngine} from './cluster/engine.js'
 import {Engine} from './engine.js'
 import {lockDataDir} from './lock.js'
 import {type ResolvedPermissions, resolvePermissions} from './permissions.js'
@@ -19,8 +21,11 @@ import {BrokerServer, type KeyDirectory} from './server.js'
 import {DurableStore, STORE_KEY_FILE} from './store.js'
 
 export interface RunningBroker {
-  engine: Engine
-  store: DurableStore
+  engine: BrokerEngine
+  /** standalone mode: the SQLite store */
+  store?: DurableStore
+  /** cluster mode: the Redis-backed queues */
+  cluster?: ClusterEngine
   server: BrokerServer
   api: ApiServer
   ciphermq?: CipherMqListener
@@ -30,7 +35,7 @@ export interface RunningBroker {
 }
 
 /** An in-process publisher on the engine: resolves once the message is stored (durably when needed). */
-export function enginePublisher(engine: Engine): BrokerPublisher {
+export function enginePublisher(engine: BrokerEngine): BrokerPublisher {
   return {
     publish(exchange, routingKey, body, opts) {
       return new Promise((resolve, reject) => {
@@ -52,7 +57,12 @@ export function enginePublisher(engine: Engine): BrokerPublisher {
 
 const KEY_NAME = /^[A-Za-z0-9_.@-]{1,128}$/
 
-function keyDirectory(home: MqHome, store: DurableStore): KeyDirectory {
+interface KeyStore {
+  getKey(name: string): {encCertPem: string; signCertPem: string} | null
+  putKey(name: string, encCertPem: string, signCertPem: string): Promise<void>
+}
+
+function keyDirectory(home: MqHome, store: KeyStore): KeyDirectory {
   return {
     get: (name) => store.getKey(name),
     put(name: string, encCertPem: string, signCertPem: string, by: ResolvedPermissions) {
@@ -80,16 +90,38 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
   const b = config.broker
   // one broker per data directory, taken before the store opens
   const lock = lockDataDir(home.data)
-  let store: DurableStore
+  let store: DurableStore | undefined
+  let cluster: ClusterEngine | undefined
+  let engine: BrokerEngine
+  // filled in once the listeners are up: what this node tells the rest of the cluster
+  const nodeInfo: Record<string, unknown> = {}
+  let connectionCount = () => 0
   try {
-    // message bodies and headers are sealed at rest under secrets/broker.key (created on first start)
-    store = new DurableStore(home.data, b.commit_interval_ms, {keyFile: join(home.secrets, STORE_KEY_FILE), logger: logger.child('store')})
+    if (b.cluster.url) {
+      cluster = await ClusterEngine.connect({
+        claimMs: b.cluster.claim_ms,
+        dedupeMax: b.dedupe_max,
+        dedupeWindowMs: b.dedupe_window_ms,
+        deliveryLimit: b.delivery_limit,
+        durability: b.cluster.durability,
+        info: () => ({...nodeInfo, connections: connectionCount()}),
+        logger: logger.child('cluster'),
+        maxUnacked: b.max_unacked,
+        name: b.cluster.name,
+        url: b.cluster.url,
+      })
+      engine = cluster
+    } else {
+      // message bodies and headers are sealed at rest under secrets/broker.key (created on first start)
+      store = new DurableStore(home.data, b.commit_interval_ms, {keyFile: join(home.secrets, STORE_KEY_FILE), logger: logger.child('store')})
+      engine = new Engine({dedupeMax: b.dedupe_max, dedupeWindowMs: b.dedupe_window_ms, deliveryLimit: b.delivery_limit, flowHigh: b.flow_high, maxUnacked: b.max_unacked, store})
+    }
   } catch (error) {
     lock.release()
     throw error
   }
-  const engine = new Engine({dedupeMax: b.dedupe_max, dedupeWindowMs: b.dedupe_window_ms, deliveryLimit: b.delivery_limit, flowHigh: b.flow_high, maxUnacked: b.max_unacked, store})
   engine.start()
+  const keys: KeyStore = cluster ?? store!
   const permsCache = new Map<string, ResolvedPermissions>()
   const permissionsFor = (identity: string) => {
     let p = permsCache.get(identity)
@@ -102,13 +134,14 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
   const server = new BrokerServer({
     engine,
     isRevoked,
-    keys: keyDirectory(home, store),
+    keys: keyDirectory(home, keys),
     limits: {handshakeTimeoutMs: b.handshake_timeout_ms, heartbeatMs: b.heartbeat_ms, maxConnections: b.max_connections, maxPayload: b.max_payload, maxUnconfirmed: b.max_unconfirmed},
     logger: logger.child('server'),
     peer: peerIdentity,
     permissionsFor,
     tls: tlsOpts,
   })
+  connectionCount = () => server.connections.size
   const publisher = enginePublisher(engine)
   const pluginCtx = {config, home, logger: logger.child('api'), publisher}
   const plugins = []
@@ -143,8 +176,9 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
   try {
     ports.messaging = await server.listen(opts.port ?? b.port, opts.host ?? b.host)
     ports.api = await api.listen(opts.apiPort ?? b.api_port, opts.apiHost ?? b.api_host)
+    Object.assign(nodeInfo, {api: `${opts.apiHost ?? b.api_host}:${ports.api}`, messaging: `${opts.host ?? b.host}:${ports.messaging}`})
     if (b.ciphermq.enabled) {
-      ciphermq = new CipherMqListener({afterCommit: (cb) => store.afterCommit(cb), engine, logger: logger.child('ciphermq'), maxConnections: b.ciphermq.max_connections, maxLine: b.ciphermq.max_line, perms: permissionsFor('ciphermq')})
+      ciphermq = new CipherMqListener({afterCommit: (cb) => engine.store!.afterCommit(cb), engine, logger: logger.child('ciphermq'), maxConnections: b.ciphermq.max_connections, maxLine: b.ciphermq.max_line, perms: permissionsFor('ciphermq')})
       ports.ciphermq = await ciphermq.listen(b.ciphermq.port, b.ciphermq.host)
     }
   } catch (error) {
@@ -152,7 +186,8 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
     engine.stop()
     await server.close().catch(() => {})
     await api.close().catch(() => {})
-    await store.close()
+    await store?.close()
+    await cluster?.close()
     lock.release()
     throw error
   }
@@ -165,10 +200,12 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
       crl.stop()
       engine.stop()
       await Promise.all([server.close(), api.close(), ciphermq?.close()])
-      await store.close()
+      await store?.close()
+      await cluster?.close()
       lock.release()
     },
     ciphermq,
+    cluster,
     engine,
     ports,
     publisher,

@@ -10,7 +10,8 @@ import tls from 'node:tls'
 import {listenOn} from '../util/net.js'
 import {MqError, PermissionError, UsageError, errorText, isMqError} from '../errors.js'
 import type {Logger} from '../log.js'
-import {type DeliveryOut, type Engine, type ExchangeType, type PublishResult, type Session} from './engine.js'
+import {type BrokerEngine, whenReady} from './backend.js'
+import {type DeliveryOut, type ExchangeType, type PublishResult, type Session} from './engine.js'
 import {type ResolvedPermissions} from './permissions.js'
 import {BATCH_BYTES, BATCH_MAX_COUNT, BIG_BODY, DeliveryBatchWriter, type Frame, FrameError, FrameParser, NEWLINE, PROTOCOL_VERSION, encodeFrame, encodeHead, encodeValue, frameHeadersOrNone, isHeaderName, parsePublishBatch} from '../wire/protocol.js'
 
@@ -29,7 +30,7 @@ export interface KeyDirectory {
 }
 
 export interface BrokerServerOptions {
-  engine: Engine
+  engine: BrokerEngine
   logger: Logger
   limits: ServerLimits
   /** TLS options (mutual TLS); undefined = plain TCP, for unit tests only */
@@ -671,15 +672,21 @@ class Connection {
         this.ok(f.id)
         return
       case 'GET': {
-        const d = engine.get(s, this.need(f, 'queue'), {noAck: this.bool(f, 'no_ack')})
-        if (!d) {
-          this.ok(f.id, {empty: 1})
-          return
-        }
-        const m = d.msg
-        const args: Args = {count: m.deliveryCount, exchange: m.exchange, key: m.routingKey, message_id: m.messageId, queue: d.queue, redelivered: m.redelivered, tag: d.deliveryTag, ts: m.timestamp}
-        outHeaders(m.headers, args)
-        this.ok(f.id, args, m.body)
+        // a cluster node reads the message from Redis: the answer may come later
+        whenReady(
+          engine.get(s, this.need(f, 'queue'), {noAck: this.bool(f, 'no_ack')}),
+          (d) => {
+            if (!d) {
+              this.ok(f.id, {empty: 1})
+              return
+            }
+            const m = d.msg
+            const args: Args = {count: m.deliveryCount, exchange: m.exchange, key: m.routingKey, message_id: m.messageId, queue: d.queue, redelivered: m.redelivered, tag: d.deliveryTag, ts: m.timestamp}
+            outHeaders(m.headers, args)
+            this.ok(f.id, args, m.body)
+          },
+          (error) => this.fail(error, false, f.id),
+        )
         return
       }
       case 'DECLARE_QUEUE': {
@@ -711,12 +718,12 @@ class Connection {
       }
       case 'DELETE_QUEUE': {
         this.requireAdmin('delete queues')
-        this.okDurable(f.id, {messages: engine.deleteQueue(this.need(f, 'name'))})
+        whenReady(engine.deleteQueue(this.need(f, 'name')), (n) => this.okDurable(f.id, {messages: n}), (error) => this.fail(error, false, f.id))
         return
       }
       case 'PURGE_QUEUE': {
         this.requireAdmin('purge queues')
-        this.okDurable(f.id, {messages: engine.purgeQueue(this.need(f, 'name'))})
+        whenReady(engine.purgeQueue(this.need(f, 'name')), (n) => this.okDurable(f.id, {messages: n}), (error) => this.fail(error, false, f.id))
         return
       }
       case 'LIST_QUEUES':
@@ -730,8 +737,7 @@ class Connection {
         this.okJson(f.id, engine.stats(this.srv.connections.size))
         return
       case 'STATUS': {
-        const st = engine.messageStatus(this.need(f, 'message_id'))
-        this.okJson(f.id, st)
+        whenReady(engine.messageStatus(this.need(f, 'message_id')), (st) => this.okJson(f.id, st), (error) => this.fail(error, false, f.id))
         return
       }
       case 'PUT_KEY': {
