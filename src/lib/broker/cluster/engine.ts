@@ -731,8 +731,6 @@ export class ClusterEngine implements BrokerEngine {
     q.delivered++
     this.totals.delivered++
     if (noAck) {
-      q.acked++
-      this.totals.acknowledged++
       this.settle([e], 'acknowledged')
     } else {
       this.unacked.get(s)!.set(tag, {consumer: c, entry: e})
@@ -756,9 +754,6 @@ export class ClusterEngine implements BrokerEngine {
 
   ack(s: Session, tag: number): void {
     const u = this.take(s, tag)
-    const q = this.local(u.entry.queue)
-    q.acked++
-    this.totals.acknowledged++
     this.settle([u.entry], 'acknowledged')
     if (u.consumer) this.dispatch(u.consumer.queue)
   }
@@ -786,6 +781,11 @@ export class ClusterEngine implements BrokerEngine {
       for (const e of es) args.push(e.sid, e.msg.messageId, e.owner)
       const res = (await runScript(this.redis, 'mqSettle', [k.stream, k.ids, k.done, k.doneLog], args)) as number[]
       const refused = res.filter((x) => x === 0).length
+      // counted once Redis took it: an ack refused by the fencing is not an ack
+      if (status === 'acknowledged') {
+        this.local(queue).acked += res.length - refused
+        this.totals.acknowledged += res.length - refused
+      }
       if (refused > 0) {
         this.counters.fencedSettles += refused
         this.opts.logger.info('settle refused: the message was claimed by another node meanwhile (it was redelivered there)', {queue, refused, status})
@@ -852,7 +852,7 @@ export class ClusterEngine implements BrokerEngine {
     }
     const claimMs = this.opts.claimMs
     every(Math.max(50, Math.floor(claimMs / 5)), () => this.heartbeat())
-    every(Math.max(100, Math.floor(claimMs / 2)), () => this.claimDead())
+    every(Math.max(100, Math.floor(claimMs / 4)), () => this.claimDead())
     every(1000, () => {
       this.sampleRates()
       return Promise.all([this.refresh(), this.expire()])
