@@ -1,6 +1,7 @@
 import {Flags} from '@oclif/core'
 
 import {MqCommand} from '../../lib/cli/base-command.js'
+import {MqError} from '../../lib/errors.js'
 import {type PipelineBenchResult, benchPipeline} from '../../lib/proxy/bench.js'
 
 export default class ProxyBench extends MqCommand<typeof ProxyBench> {
@@ -31,11 +32,17 @@ The baseline in the same run is a bare mutual-TLS HTTPS server that answers 202 
     if (!this.jsonEnabled()) {
       this.out(
         [
-          `baseline (${r.baseline.name}): ${r.baseline.perSecond} req/s, p50 ${r.baseline.p50ms} ms, p99 ${r.baseline.p99ms} ms`,
-          `proxy ingest (${r.proxy.processes} process${r.proxy.processes > 1 ? 'es' : ''}, ${r.store}): ${r.proxy.perSecond} accepted/s, p50 ${r.proxy.p50ms} ms, p99 ${r.proxy.p99ms} ms, errors ${r.proxy.errors}  = ${r.ratio} x baseline`,
+          `baseline (${r.baseline.name}): ${r.baseline.perSecond} req/s, p50 ${r.baseline.p50ms} ms, p99 ${r.baseline.p99ms} ms, errors ${r.baseline.errors}`,
+          `proxy ingest (${r.proxy.processes} process${r.proxy.processes > 1 ? 'es' : ''}, ${r.store}): ${r.proxy.perSecond} accepted/s, p50 ${r.proxy.p50ms} ms, p99 ${r.proxy.p99ms} ms, errors ${r.proxy.errors}  = ${r.ratio === null ? 'no ratio (errors)' : `${r.ratio} x baseline`}`,
           `worker delivery: ${r.worker.messages} messages in ${r.worker.seconds} s = ${r.worker.perSecond} msg/s (concurrency ${r.worker.concurrency})`,
         ].join('\n'),
       )
+    }
+    if (r.ratio === null) {
+      if (this.jsonEnabled()) this.out(JSON.stringify(r))
+      throw new MqError('E_BENCH_ERRORS', `No ratio: the baseline had ${r.baseline.errors} error(s) and the proxy ${r.proxy.errors}; a ratio counts only when both finish with 0 errors.`, {
+        hint: 'Try this: look at the server logs above, lower --connections, and run the bench again.',
+      })
     }
     return r
   }

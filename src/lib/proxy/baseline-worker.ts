@@ -11,11 +11,13 @@ import {MqHome} from '../config/home.js'
 import {serverTlsOptions} from '../pki/index.js'
 
 const {home} = workerData as {home: string}
+const QUEUED = Buffer.from('{"status":"queued"}')
 const srv = createServer({...serverTlsOptions(new MqHome(home), 'baseline'), minVersion: 'TLSv1.2', rejectUnauthorized: true, requestCert: true}, (req, res) => {
   req.resume()
   req.on('end', () => {
-    res.writeHead(202, {'content-type': 'application/json'})
-    res.end('{"status":"queued"}')
+    // framed like the proxy's answers (content-length, not chunked)
+    res.writeHead(202, {'content-length': QUEUED.length, 'content-type': 'application/json'})
+    res.end(QUEUED)
   })
 })
 srv.keepAliveTimeout = 65_000

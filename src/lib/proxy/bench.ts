@@ -47,7 +47,8 @@ const stop = (p?: ChildProcess) =>
 export interface PipelineBenchResult {
   baseline: LoadResult & {name: string}
   proxy: LoadResult & {processes: number}
-  ratio: number
+  /** null when the baseline or the proxy had errors: a ratio counts only when both finished clean */
+  ratio: number | null
   worker: {messages: number; seconds: number; perSecond: number; concurrency: number}
   store: string
 }
@@ -113,7 +114,7 @@ export async function benchPipeline(opts: {seconds: number; connections: number;
     return {
       baseline: {...baseline, name: 'bare keep-alive mutual-TLS HTTPS server answering 202 on its own thread (same TLS/HTTP stack, no work)'},
       proxy: {...proxy, processes: opts.processes ?? 1},
-      ratio: Math.round((proxy.perSecond / Math.max(1, baseline.perSecond)) * 100) / 100,
+      ratio: baseline.errors === 0 && proxy.errors === 0 ? Math.round((proxy.perSecond / Math.max(1, baseline.perSecond)) * 100) / 100 : null,
       store: opts.storeUrl ? opts.storeUrl.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@') : 'sqlite',
       worker: {concurrency: opts.concurrency, messages: atStart, perSecond: Math.round(atStart / wsec), seconds: Math.round(wsec * 10) / 10},
     }

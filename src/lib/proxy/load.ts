@@ -3,7 +3,9 @@
  * one request in flight per connection, written as raw bytes and read with a minimal response
  * parser. node:https's client cost the generator more CPU than the server it measured, and on a
  * 2-core machine every cycle the generator spends is taken from the proxy (wrk and autocannon exist
- * for the same reason). It reads responses framed by content-length, as every mq server sends them.
+ * for the same reason). ResponseFramer reads any HTTP/1.1 response framing (content-length,
+ * chunked, bodiless statuses, read-until-close), so a baseline server framed differently from the
+ * proxy is measured, not miscounted.
  */
 import {type ConnectionOptions, connect} from 'node:tls'
 
@@ -26,13 +28,101 @@ export interface LoadOptions {
   expect: number
 }
 
+const CRLF = Buffer.from('\r\n')
 const CRLF2 = Buffer.from('\r\n\r\n')
+/** response heads larger than this are a protocol error, not a reason to buffer forever */
+const MAX_HEAD = 64 * 1024
+
+/**
+ * Splits a byte stream into HTTP/1.1 responses (RFC 9112 section 6.3): 1xx, 204 and 304 have no
+ * body; chunked transfer-coding wins over content-length; otherwise content-length; otherwise the
+ * body runs to the end of the connection. push() returns the status of each complete final response
+ * (1xx interim responses are skipped), -1 for a stream that is not HTTP/1.1 (the caller drops the
+ * connection).
+ */
+export class ResponseFramer {
+  private buf: Buffer = Buffer.alloc(0)
+  private state: 'head' | 'length' | 'chunk-size' | 'chunk-data' | 'trailer' | 'close' = 'head'
+  private status = 0
+  private left = 0
+
+  push(d: Buffer): number[] {
+    this.buf = this.buf.length === 0 ? d : Buffer.concat([this.buf, d])
+    const out: number[] = []
+    for (;;) {
+      if (this.state === 'head') {
+        const end = this.buf.indexOf(CRLF2)
+        if (end < 0) {
+          if (this.buf.length > MAX_HEAD) return [...out, -1]
+          return out
+        }
+        const head = this.buf.toString('latin1', 0, end)
+        this.buf = this.buf.subarray(end + 4)
+        const m = /^HTTP\/1\.[01] (\d{3})/.exec(head)
+        if (!m) return [...out, -1]
+        this.status = Number(m[1])
+        if (this.status < 200) continue
+        if (this.status === 204 || this.status === 304) {
+          out.push(this.status)
+          continue
+        }
+        if (/\r\ntransfer-encoding:[^\r]*chunked/i.test(head)) this.state = 'chunk-size'
+        else {
+          const cl = /\r\ncontent-length:\s*(\d+)/i.exec(head)
+          if (cl) {
+            this.state = 'length'
+            this.left = Number(cl[1])
+          } else this.state = 'close'
+        }
+      } else if (this.state === 'length') {
+        if (this.buf.length < this.left) return out
+        this.buf = this.buf.subarray(this.left)
+        this.state = 'head'
+        out.push(this.status)
+      } else if (this.state === 'chunk-size') {
+        const eol = this.buf.indexOf(CRLF)
+        if (eol < 0) return this.buf.length > MAX_HEAD ? [...out, -1] : out
+        // chunk extensions (";name=value") follow the size and are ignored
+        const size = Number.parseInt(this.buf.toString('latin1', 0, eol).split(';')[0].trim(), 16)
+        if (!Number.isFinite(size) || size < 0) return [...out, -1]
+        this.buf = this.buf.subarray(eol + 2)
+        if (size === 0) this.state = 'trailer'
+        else {
+          this.left = size + 2
+          this.state = 'chunk-data'
+        }
+      } else if (this.state === 'chunk-data') {
+        if (this.buf.length < this.left) return out
+        this.buf = this.buf.subarray(this.left)
+        this.state = 'chunk-size'
+      } else if (this.state === 'trailer') {
+        // trailer fields, each ending in CRLF, then an empty line
+        const eol = this.buf.indexOf(CRLF)
+        if (eol < 0) return this.buf.length > MAX_HEAD ? [...out, -1] : out
+        this.buf = this.buf.subarray(eol + 2)
+        if (eol === 0) {
+          this.state = 'head'
+          out.push(this.status)
+        }
+      } else {
+        // read-until-close: the connection's end completes the response (see end())
+        this.buf = Buffer.alloc(0)
+        return out
+      }
+    }
+  }
+
+  /** The connection ended: the status of a read-until-close response it completes, else undefined. */
+  end(): number | undefined {
+    if (this.state !== 'close') return undefined
+    this.state = 'head'
+    return this.status
+  }
+}
 
 /** One keep-alive connection's closed loop: request, whole response, next request. */
 class LoadConnection {
-  private buf: Buffer = Buffer.alloc(0)
-  private want = -1
-  private status = 0
+  private readonly framer = new ResponseFramer()
   private started = 0n
   private onDone?: (status: number, ms: number) => void
 
@@ -43,7 +133,7 @@ class LoadConnection {
     sock.on('error', () => this.finish(0))
     sock.on('close', () => {
       this.closed = true
-      this.finish(0)
+      this.finish(this.framer.end() ?? 0)
     })
   }
 
@@ -74,19 +164,14 @@ class LoadConnection {
   }
 
   private onData(d: Buffer): void {
-    this.buf = this.buf.length === 0 ? d : Buffer.concat([this.buf, d])
-    if (this.want < 0) {
-      const end = this.buf.indexOf(CRLF2)
-      if (end < 0) return
-      const head = this.buf.toString('latin1', 0, end)
-      this.status = Number(head.slice(9, 12))
-      const m = /\r\ncontent-length:\s*(\d+)/i.exec(head)
-      this.want = end + 4 + (m ? Number(m[1]) : 0)
+    for (const status of this.framer.push(d)) {
+      if (status < 0) {
+        this.finish(0)
+        this.sock.destroy()
+        return
+      }
+      this.finish(status)
     }
-    if (this.buf.length < this.want) return
-    this.buf = this.buf.subarray(this.want)
-    this.want = -1
-    this.finish(this.status)
   }
 
   close(): void {
