@@ -42,6 +42,7 @@ plus the records store's figures (messages total/queued/delivered/failed, last 2
           `rates/s publish ${st.rates.publish}  deliver ${st.rates.deliver}  ack ${st.rates.ack}`,
           `totals published ${st.totals.published}  delivered ${st.totals.delivered}  acknowledged ${st.totals.acknowledged}  dead-lettered ${st.totals.deadLettered}  unroutable ${st.totals.unroutable}`,
           `statuses ${statuses}`,
+          ...(st.cluster ? [`cluster ${st.cluster.name}   nodes alive ${st.cluster.nodes.filter((x) => x.alive).length}/${st.cluster.nodes.length}   (figures are cluster-wide; mq cluster status lists the nodes)`] : []),
           // no queues: no table (and no "(none)") on stdout, a note on stderr below
           ...(st.queues.length > 0
             ? ['', table(

@@ -123,6 +123,18 @@ export class ApiServer {
       name: 'mq_connections',
       registers: [reg],
     })
+    // cluster mode: the nodes as this one sees them (every node answers for the whole cluster)
+    new Gauge({
+      collect(this: Gauge) {
+        this.reset()
+        const cl = engine.stats().cluster
+        for (const n of cl?.nodes ?? []) this.set({node: n.consumer}, n.alive ? n.lastHeartbeatMsAgo / 1000 : -1)
+      },
+      help: 'cluster mode: seconds since each node\'s last heartbeat (-1: dead, its unacked messages are claimed)',
+      labelNames: ['node'],
+      name: 'mq_cluster_node_heartbeat_age_seconds',
+      registers: [reg],
+    })
     new Gauge({
       collect(this: Gauge) {
         const t = engine.totals
