@@ -151,3 +151,32 @@ test('a Redis without appendfsync always is reported at start', async () => {
     await other.destroy()
   }
 })
+
+test('Redis restarted (AOF): the nodes reconnect and every confirmed message is still there', async () => {
+  const name = uniqueName('c')
+  const a = await node(name)
+  const b = await node(name)
+  a.declareQueue('keep', {durable: true})
+  await committed(a)
+  for (let i = 0; i < 200; i++) a.publish('', 'keep', Buffer.from(`k${i}`), {messageId: `k${i}`})
+  await committed(a)
+  await redis.kill()
+  await redis.start()
+  // publishes made once Redis is back are confirmed too (the nodes reconnect on their own)
+  await waitFor(async () => {
+    try {
+      b.publish('', 'keep', Buffer.from('after'), {messageId: 'after'})
+      await committed(b)
+      return true
+    } catch {
+      return false
+    }
+  }, 15_000, 200)
+  await waitFor(() => b.queues.has('keep'))
+  const sb = session(b)
+  b.consume(sb.s, 'keep', {noAck: true, prefetch: 100})
+  await waitFor(() => sb.got.length >= 201, 15_000)
+  const ids = new Set(sb.got.map((d) => d.msg.messageId))
+  assert.equal(ids.size, 201)
+  assert.ok(ids.has('k0') && ids.has('k199') && ids.has('after'))
+})
