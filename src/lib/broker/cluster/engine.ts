@@ -151,7 +151,7 @@ export function clusterClient(url: string): RedisClient {
   })
   const password = m[3] ? decodeURIComponent(m[3].split(':').pop() ?? '') : undefined
   const tls = m[2] ? {} : undefined
-  if (m[1] === 'cluster') return new Cluster(hosts, {enableAutoPipelining: true, redisOptions: {maxRetriesPerRequest: null, password, tls}})
+  if (m[1] === 'cluster') return new Cluster(hosts, {redisOptions: {maxRetriesPerRequest: null, password, tls}})
   return new Redis({...opts, name: m[5] || 'mymaster', password, sentinels: hosts, tls})
 }
 
