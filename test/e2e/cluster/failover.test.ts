@@ -160,7 +160,8 @@ test(`kill -9 of the node holding consumers during ${MESSAGES} confirmed publish
     }
   })
   assert.ok(killedAt > 0, 'the kill happened during the publishes')
-  await waitFor(() => [...confirmed].every((id) => ledger.ids().has(id)), 60_000)
+  // the ledger is printed even when something is missing
+  await waitFor(() => [...confirmed].every((id) => ledger.ids().has(id)), 60_000).catch(() => {})
   const received = ledger.ids()
   const lost = [...confirmed].filter((id) => !received.has(id))
   const firstRedelivery = ledger.deliveries.find((d) => d.by === 'B' && d.redelivered)
