@@ -63,7 +63,7 @@ The payload comes from the argument, --file, or standard input. For every --to N
     const tlsIdentity = f.identity ?? process.env.MQ_IDENTITY ?? config.client.identity
     const senderName = f.from ?? tlsIdentity
     // the signing key is needed before anything is published
-    const sender = format === 'native' ? loadOwnIdentity(this.home, checkIdentityName(senderName), '--from') : undefined
+    const sender = format === 'native' ? loadOwnIdentity(this.home, checkIdentityName(senderName), '--from', {forSigning: true}) : undefined
     const client = await connectBroker(this.home, config, {broker: f.broker, identity: tlsIdentity, timeoutMs: f.timeout})
     try {
       const resolver = new IdentityResolver(this.home, client)

@@ -29,7 +29,9 @@ Redis (once the ingest pipeline uses the broker), CRL freshness. Exit 0 when ok 
       }
       return report
     }
-    const lines = [`broker ${url}: ${report.status}   connections ${report.connections}   uptime ${Math.round(report.uptimeMs / 1000)} s`]
+    // without the monitor right the broker answers the verdicts only (no connections, uptime or details)
+    const figures = report.uptimeMs === undefined ? '' : `   connections ${report.connections}   uptime ${Math.round(report.uptimeMs / 1000)} s`
+    const lines = [`broker ${url}: ${report.status}${figures}`]
     const width = Math.max(...Object.keys(report.components).map((k) => k.length))
     for (const [name, c] of Object.entries(report.components)) {
       lines.push(`  ${name.padEnd(width)}  ${c.status.padEnd(8)}  ${detail(c)}`.trimEnd())

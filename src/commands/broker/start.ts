@@ -37,8 +37,8 @@ On first start with no CA in $MQ_HOME it creates a development CA, a "broker" se
     })
     const ca = CertificateAuthority.open(this.home, config.pki, {passphrase: process.env.MQ_CA_PASSPHRASE})
     const identity = config.broker.identity
-    if (!ca.exists() || !existsSync(this.home.issuedCert(identity))) {
-      const firstRun = !ca.exists()
+    if (!existsSync(this.home.caCert) || !existsSync(this.home.issuedCert(identity))) {
+      const firstRun = !existsSync(this.home.caCert)
       const created = await ca.ensureDevelopment({clients: firstRun ? ['admin'] : [], servers: [identity]})
       if (created.length > 0) {
         this.note(`Created ${created.map((c) => (c === 'ca' ? 'a development CA' : c === identity ? `the "${c}" server certificate` : `the "${c}" client identity`)).join(', ')} in ${this.home.pki}.`)

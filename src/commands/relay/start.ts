@@ -32,6 +32,7 @@ Speaks protocol versions 1 and 2 (MessageU, exact or 1024-padded framing) and mq
     if (pki) {
       const created = await pki.CertificateAuthority.open(this.home, cfg.pki).ensureDevelopment({servers: [cfg.relay.tls.identity]})
       if (created.length > 0) log.info('created TLS material', {created: created.join(',')})
+      await pki.ensureCrlAtStart(this.home, cfg.pki, log)
     }
     const tlsOptions = pki ? pki.serverTlsOptions(this.home, cfg.relay.tls.identity) : undefined
     const store = await RelayStore.open({dataDir: this.home.data, url: cfg.store.url})

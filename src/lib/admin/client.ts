@@ -17,7 +17,12 @@ export interface MessageView {
   client_id: string
   sender: string
   sender_hash: string
+  /** queued, processing, delivered, failed; or the broker's dead-lettered, expired, dropped, purged once it left the queue it was delivered to */
   status: string
+  /** the broker's latest status of a delivered message (null: not delivered, or no longer known) */
+  broker_status?: string | null
+  /** where a dead-lettered message is now */
+  queue?: string
   attempts: number
   last_error: string | null
   key_version: number

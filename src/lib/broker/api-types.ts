@@ -61,6 +61,8 @@ export interface BrokerPublisher {
    * (it has recorded the delivery itself) or the id leaves the window (broker.dedupe_window_ms / dedupe_max).
    */
   settle?(messageId: string): void
+  /** The broker's latest status of a message id (as `mq message status` shows it); null when it is not known. */
+  status?(messageId: string): {status: string; queue?: string} | null
 }
 
 export interface ApiPlugin {

@@ -16,8 +16,11 @@ import type {Logger} from '../log.js'
 import {peerIdentity} from '../pki/index.js'
 import type {ApiContext, ApiPlugin, ApiRequest, ApiResponse, ApiRoute} from './api-types.js'
 import type {BrokerEngine} from './backend.js'
-import {type HealthComponent, type HealthReport, crlHealth, healthHttpStatus, worst} from '../health/index.js'
-import type {ResolvedPermissions} from './permissions.js'
+import {type HealthComponent, type HealthReport, crlHealth, healthHttpStatus, publicHealth, worst} from '../health/index.js'
+import {type ResolvedPermissions, monitorForbidden} from './permissions.js'
+
+/** queue names, client ids, statuses and figures: the monitor right (admins have it) */
+const MONITOR = ['monitor']
 
 const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'])
 
@@ -157,9 +160,10 @@ export class ApiServer {
     this.routes.push(
       compile(
         {
-          handler: async () => {
+          handler: async (_req, ctx) => {
             const h = await this.health()
-            return json(h, healthHttpStatus(h.status))
+            // details (latencies, backends, error texts, files) only for monitors; anyone else sees the verdicts
+            return json(ctx.roles.includes('monitor') ? h : publicHealth(h), healthHttpStatus(h.status))
           },
           method: 'GET',
           path: '/health',
@@ -176,11 +180,12 @@ export class ApiServer {
         },
         method: 'GET',
         path: '/metrics',
+        roles: MONITOR,
       }),
     )
-    this.routes.push(compile({handler: async () => json(engine.stats(this.opts.connections())), method: 'GET', path: '/api/stats', roles: ['admin']}))
-    this.routes.push(compile({handler: async () => json(engine.listQueues()), method: 'GET', path: '/api/queues'}))
-    this.routes.push(compile({handler: async () => json({bindings: engine.listBindings(), exchanges: engine.listExchanges()}), method: 'GET', path: '/api/exchanges'}))
+    this.routes.push(compile({handler: async () => json(engine.stats(this.opts.connections())), method: 'GET', path: '/api/stats', roles: MONITOR}))
+    this.routes.push(compile({handler: async () => json(engine.listQueues()), method: 'GET', path: '/api/queues', roles: MONITOR}))
+    this.routes.push(compile({handler: async () => json({bindings: engine.listBindings(), exchanges: engine.listExchanges()}), method: 'GET', path: '/api/exchanges', roles: MONITOR}))
     this.routes.push(
       compile({
         handler: async (req) => {
@@ -189,6 +194,7 @@ export class ApiServer {
         },
         method: 'GET',
         path: '/api/messages/:id',
+        roles: MONITOR,
       }),
     )
     this.routes.push(compile({handler: async (req) => json({messages: await engine.deleteQueue(req.params.name)}), method: 'DELETE', path: '/api/queues/:name', roles: ['admin']}))
@@ -271,7 +277,7 @@ export class ApiServer {
       req.resume()
       return err(401, 'E_CERT_REVOKED', `certificate serial ${peer.serial} is revoked`)
     }
-    const ctx: ApiContext = {identity: peer?.cn ?? null, remote: sock.remoteAddress ?? '', roles: []}
+    const ctx: ApiContext = {identity: peer?.cn ?? null, remote: sock.remoteAddress ?? '', roles: peer ? this.opts.permissionsFor(peer.cn).roles : []}
     if (!match.c.anonymous) {
       if (!peer) {
         req.resume()
@@ -282,6 +288,10 @@ export class ApiServer {
       const need = match.c.route.roles ?? []
       if (need.length > 0 && !need.some((r) => perms.roles.includes(r))) {
         req.resume()
+        if (need.length === 1 && need[0] === 'monitor') {
+          const e = monitorForbidden(peer.cn, `${method} ${url.pathname}`)
+          return err(403, e.code, e.message, e.hint)
+        }
         return err(403, 'E_FORBIDDEN', `${peer.cn} lacks a role among ${need.join(', ')}`, 'Try this: grant the role in broker.permissions')
       }
     }

@@ -11,7 +11,7 @@ import {errorText} from '../errors.js'
 import type {Logger} from '../log.js'
 import {PermissionError} from '../errors.js'
 import {type BrokerEngine, whenReady} from './backend.js'
-import {ALLOW_ALL, type DeliveryOut, type Permissions, type Session} from './engine.js'
+import {type DeliveryOut, type Permissions, type Session} from './engine.js'
 
 export interface CipherMqOptions {
   engine: BrokerEngine
@@ -20,13 +20,14 @@ export interface CipherMqOptions {
   maxLine: number
   /** connections beyond this are refused (broker.ciphermq.max_connections; default 256) */
   maxConnections?: number
-  /** rights of every CipherMQ client (they are unauthenticated): broker.permissions for identity "ciphermq" */
-  perms?: Permissions
+  /** rights of every CipherMQ client (they are unauthenticated): cipherMqPermissions(), nothing by default */
+  perms: Permissions
   /** called after a durable publish so the ACK follows the commit */
   afterCommit?: (cb: (err?: Error) => void) => void
 }
 
-const forbidden = (what: string) => new PermissionError('E_FORBIDDEN', `not allowed to ${what} (CipherMQ clients have the rights of the identity "ciphermq" in broker.permissions)`)
+const forbidden = (what: string) =>
+  new PermissionError('E_FORBIDDEN', `not allowed to ${what} (CipherMQ clients reach only broker.ciphermq.queues and broker.ciphermq.exchanges)`, {hint: 'Try this: list the queues and exchanges in broker.ciphermq.queues / broker.ciphermq.exchanges'})
 
 function envelopeLine(d: DeliveryOut): string {
   const text = d.msg.body.toString('utf8')
@@ -80,21 +81,25 @@ export class CipherMqListener {
     }
     this.socks.add(sock)
     sock.setNoDelay(true)
-    const write = (line: string) => {
-      if (!sock.destroyed) sock.write(line + '\n')
+    // every reply leaves in ONE write, however many lines it has: CipherMQ's Sender does a single
+    // read(4096) after publish_batch and retries the batch when an ACK line is missing from it
+    const write = (lines: string[]) => {
+      if (!sock.destroyed && lines.length > 0) sock.write(lines.join('\n') + '\n')
     }
     // replies leave in command order even when a durable publish waits for its commit
     const outbox: {ready: boolean; lines: string[]}[] = []
     const flush = () => {
-      while (outbox.length > 0 && outbox[0].ready) for (const l of outbox.shift()!.lines) write(l)
+      const out: string[] = []
+      while (outbox.length > 0 && outbox[0].ready) out.push(...outbox.shift()!.lines)
+      write(out)
     }
-    const send = (line: string) => {
-      if (outbox.length === 0) write(line)
-      else outbox.push({lines: [line], ready: true})
+    const send = (...lines: string[]) => {
+      if (outbox.length === 0) write(lines)
+      else outbox.push({lines, ready: true})
     }
     const later = (durable: boolean, lines: () => string[]) => {
       if (!durable || !this.opts.afterCommit) {
-        for (const l of lines()) send(l)
+        send(...lines())
         return
       }
       const slot = {lines: [] as string[], ready: false}
@@ -107,11 +112,11 @@ export class CipherMqListener {
     }
     /** message id -> delivery tag, for `ack <message_id>` */
     const byId = new Map<string, number>()
-    const perms = this.opts.perms ?? ALLOW_ALL
+    const perms = this.opts.perms
     const session: Session = engine.openSession('ciphermq', {
       deliver: (d) => {
         byId.set(d.msg.messageId, d.deliveryTag)
-        write(`Message: ${d.msg.messageId} ${envelopeLine(d)}`)
+        write([`Message: ${d.msg.messageId} ${envelopeLine(d)}`])
       },
       writable: () => sock.writableLength < 1024 * 1024,
     }, perms)
@@ -153,7 +158,7 @@ export class CipherMqListener {
     }
   }
 
-  private command(line: string, s: Session, send: (l: string) => void, later: (durable: boolean, lines: () => string[]) => void, byId: Map<string, number>): void {
+  private command(line: string, s: Session, send: (...l: string[]) => void, later: (durable: boolean, lines: () => string[]) => void, byId: Map<string, number>): void {
     const {engine} = this.opts
     const parts = line.trim().split(/\s+/)
     const cmd = parts[0]
@@ -193,6 +198,7 @@ export class CipherMqListener {
         if (parts.length < 4) throw new Error('usage: publish <exchange> <routing_key> <json>')
         const json = rest(3)
         const env = this.envelope(json)
+        this.refuseDuplicate(env.message_id)
         const r = engine.publish(parts[1], parts[2], Buffer.from(json), {messageId: env.message_id}, s.perms)
         later(r.durable, () => [`ACK ${r.messageId}`])
         return
@@ -212,6 +218,7 @@ export class CipherMqListener {
           const text = JSON.stringify(el)
           try {
             const id = el && typeof el === 'object' && typeof (el as {message_id?: unknown}).message_id === 'string' ? (el as {message_id: string}).message_id : undefined
+            if (id !== undefined) this.refuseDuplicate(id)
             const r = engine.publish(parts[1], parts[2], Buffer.from(text), {messageId: id}, s.perms)
             durable ||= r.durable
             lines.push(`ACK ${r.messageId}`)
@@ -225,7 +232,7 @@ export class CipherMqListener {
       case 'consume':
         if (!parts[1]) throw new Error('usage: consume <queue>')
         if (!engine.queues.has(parts[1])) throw new Error(`queue ${parts[1]} does not exist`)
-        if (!s.perms.canConsume(parts[1])) throw forbidden(`consume from queue ${parts[1]}`)
+        if (!s.perms.canConsume(parts[1])) throw s.perms.forbidConsume?.(parts[1]) ?? forbidden(`consume from queue ${parts[1]}`)
         send('Subscribed to queue')
         engine.consume(s, parts[1], {prefetch: 1000})
         return
@@ -255,6 +262,7 @@ export class CipherMqListener {
         return
       }
       case 'stats':
+        if (!s.perms.monitor) throw forbidden('read stats')
         send(`Stats: ${JSON.stringify(engine.stats())}`)
         return
       default:
@@ -262,7 +270,17 @@ export class CipherMqListener {
     }
   }
 
-  private envelope(json: string): {message_id?: string} {
+  /**
+   * CipherMQ stores a message id once: a publish of an id the broker already holds (a Sender
+   * retrying a batch it thinks failed) is dropped with CipherMQ's "Duplicate message <id> ignored".
+   */
+  private refuseDuplicate(id: string): void {
+    if (this.opts.engine.messageStatus(id) === null) return
+    this.opts.logger.warn('duplicate CipherMQ publish ignored', {message_id: id})
+    throw new Error(`Duplicate message ${id} ignored`)
+  }
+
+  private envelope(json: string): {message_id: string} {
     let v: unknown
     try {
       v = JSON.parse(json)

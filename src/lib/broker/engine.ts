@@ -31,6 +31,23 @@ export interface QueueOptions {
   /** the options are the queue's full settings (absent = default), as `mq queue declare` means them;
    * otherwise an absent option means "whatever exists" (CipherMQ, mq send) */
   exact?: boolean
+  /** declared as another queue's dead-letter queue: it gets no dead-letter queue of its own */
+  asDeadLetter?: boolean
+}
+
+/**
+ * Nothing accepted is destroyed by default: every queue gets a dead-letter queue NAME.dlq, declared
+ * with it, where rejected messages and those past broker.delivery_limit go. A dead-letter queue
+ * (a name ending in .dlq, or one named as another queue's) has none: a message rejected there stays
+ * in it (held by the rejecting connection until it closes), so there is no chain of .dlq.dlq queues.
+ */
+export function defaultDeadLetter(name: string): string | undefined {
+  if (isDeadLetterName(name)) return undefined
+  return `${name.slice(0, 251)}.dlq`
+}
+
+export function isDeadLetterName(name: string): boolean {
+  return name.endsWith('.dlq')
 }
 
 export interface EngineOptions {
@@ -114,10 +131,12 @@ export class Queue {
   dispatchScheduled = false
   /** publishers paused by flow control, woken when the backlog is worked down (see Engine.publish) */
   flowWaiters: (() => void)[] = []
+  /** the dead-letter queue is the default NAME.dlq (not named by the operator): TTL and max-length drop instead of filling it */
+  defaultDeadLetter = false
   constructor(
     readonly name: string,
     readonly durable: boolean,
-    readonly deadLetter: string | undefined,
+    public deadLetter: string | undefined,
     readonly ttlMs: number | undefined,
     readonly maxLength: number | undefined,
   ) {}
@@ -226,9 +245,17 @@ export interface Permissions {
   canPublish(exchange: string): boolean
   canConsume(queue: string): boolean
   admin: boolean
+  /** may list queues, read statuses, stats and metrics */
+  monitor: boolean
+  /** the refusal of a consume, naming the rule to add (default: a generic E_FORBIDDEN) */
+  forbidConsume?(queue: string): MqError
 }
 
-export const ALLOW_ALL: Permissions = {admin: true, canConsume: () => true, canPublish: () => true}
+export const ALLOW_ALL: Permissions = {admin: true, canConsume: () => true, canPublish: () => true, monitor: true}
+
+function consumeRefused(perms: Permissions, queue: string): MqError {
+  return perms.forbidConsume?.(queue) ?? new PermissionError('E_FORBIDDEN', `not allowed to consume from queue ${JSON.stringify(queue)}`, {hint: 'Try this: ask an admin to add it to broker.permissions[].consume'})
+}
 
 export class Session {
   nextTag = 1
@@ -300,6 +327,7 @@ export class Engine {
     this.dedupe = new DedupeWindow({log: this.store, max: opts.dedupeMax ?? DEFAULT_DEDUPE_MAX, now: this.now, windowMs: opts.dedupeWindowMs ?? DEFAULT_DEDUPE_WINDOW_MS})
     if (this.store) {
       this.restore(this.store)
+      this.addMissingDeadLetters()
       this.dedupe.restore()
     }
     if (!this.exchanges.has(DEFAULT_EXCHANGE)) {
@@ -361,6 +389,8 @@ export class Engine {
 
   declareQueue(name: string, opts: QueueOptions = {}): Queue {
     checkName('queue', name)
+    // a queue named as some queue's dead-letter destination gets none of its own (no .dlq.dlq chains)
+    const dflt = opts.asDeadLetter || this.isDeadLetterTarget(name) ? undefined : defaultDeadLetter(name)
     const existing = this.queues.get(name)
     if (existing) {
       // idempotent, but a redeclaration must not silently differ from what exists (RabbitMQ's PRECONDITION_FAILED)
@@ -371,12 +401,13 @@ export class Engine {
         if (w !== undefined && w !== have) diff.push(`${label}: existing ${show(have)}, requested ${show(w)}`)
       }
       check('durable', opts.durable, existing.durable, false)
-      check('dead-letter', opts.deadLetter, existing.deadLetter, undefined)
+      check('dead-letter', opts.deadLetter, existing.deadLetter, dflt)
+      if (opts.deadLetter === undefined && opts.exact && dflt !== undefined && diff.length > 0 && diff.at(-1)!.startsWith('dead-letter:')) diff[diff.length - 1] += ' (the default)'
       check('ttl', opts.ttlMs, existing.ttlMs, undefined)
       check('max-length', opts.maxLength, existing.maxLength, undefined)
       if (opts.exact) {
         // an exact "none" must match an existing "none" too
-        if (opts.deadLetter === undefined && existing.deadLetter !== undefined) diff.push(`dead-letter: existing ${existing.deadLetter}, requested none`)
+        if (opts.deadLetter === undefined && dflt === undefined && existing.deadLetter !== undefined) diff.push(`dead-letter: existing ${existing.deadLetter}, requested none`)
         if (opts.ttlMs === undefined && existing.ttlMs !== undefined) diff.push(`ttl: existing ${existing.ttlMs}, requested none`)
         if (opts.maxLength === undefined && existing.maxLength !== undefined) diff.push(`max-length: existing ${existing.maxLength}, requested none`)
       }
@@ -389,17 +420,43 @@ export class Engine {
       }
       return existing
     }
-    if (opts.deadLetter !== undefined) {
-      checkName('dead-letter queue', opts.deadLetter)
-      if (opts.deadLetter === name) throw new UsageError('E_BAD_DEAD_LETTER', 'a queue cannot be its own dead-letter queue', {hint: `Try this: --dead-letter ${name}.dlq`})
-      if (!this.queues.has(opts.deadLetter)) this.declareQueue(opts.deadLetter, {durable: opts.durable})
+    const deadLetter = opts.deadLetter ?? dflt
+    if (deadLetter !== undefined) {
+      checkName('dead-letter queue', deadLetter)
+      if (deadLetter === name) throw new UsageError('E_BAD_DEAD_LETTER', 'a queue cannot be its own dead-letter queue', {hint: `Try this: --dead-letter ${name}.dlq`})
     }
     if (opts.ttlMs !== undefined && (!Number.isInteger(opts.ttlMs) || opts.ttlMs < 1)) throw new UsageError('E_BAD_TTL', `ttl ${opts.ttlMs} must be a positive integer (ms)`, {hint: 'Try this: --ttl 60000'})
     if (opts.maxLength !== undefined && (!Number.isInteger(opts.maxLength) || opts.maxLength < 1)) throw new UsageError('E_BAD_MAX_LENGTH', `max length ${opts.maxLength} must be a positive integer`, {hint: 'Try this: --max-length 10000'})
-    const q = new Queue(name, opts.durable ?? false, opts.deadLetter, opts.ttlMs, opts.maxLength)
+    // the dead-letter queue first (after the checks above, so a refused declaration creates nothing)
+    if (deadLetter !== undefined && !this.queues.has(deadLetter)) this.declareQueue(deadLetter, {asDeadLetter: true, durable: opts.durable})
+    const q = new Queue(name, opts.durable ?? false, deadLetter, opts.ttlMs, opts.maxLength)
+    q.defaultDeadLetter = opts.deadLetter === undefined && deadLetter !== undefined
     this.queues.set(name, q)
-    if (q.durable) this.store?.saveQueue({name, deadLetter: q.deadLetter ?? null, ttlMs: q.ttlMs ?? null, maxLength: q.maxLength ?? null})
+    // a default dead-letter queue is stored as none (NULL) and worked out again on restore, like those of queues from before defaults
+    if (q.durable) this.store?.saveQueue({name, deadLetter: q.defaultDeadLetter ? null : (q.deadLetter ?? null), ttlMs: q.ttlMs ?? null, maxLength: q.maxLength ?? null})
     return q
+  }
+
+  /** True when some queue names NAME as its dead-letter queue. */
+  private isDeadLetterTarget(name: string): boolean {
+    for (const q of this.queues.values()) if (q.deadLetter === name) return true
+    return false
+  }
+
+  /**
+   * On restore: durable queues stored without a dead-letter queue (declared with the default, or
+   * before every queue had one: the upgrade path) get the default one, so a reject is kept, not dropped.
+   */
+  private addMissingDeadLetters(): void {
+    const targets = new Set([...this.queues.values()].map((q) => q.deadLetter).filter((d) => d !== undefined))
+    for (const q of [...this.queues.values()]) {
+      if (q.deadLetter !== undefined || targets.has(q.name)) continue
+      const dl = defaultDeadLetter(q.name)
+      if (dl === undefined) continue
+      if (!this.queues.has(dl)) this.declareQueue(dl, {asDeadLetter: true, durable: q.durable})
+      q.deadLetter = dl
+      q.defaultDeadLetter = true
+    }
   }
 
   bind(queue: string, exchange: string, key: string): void {
@@ -580,7 +637,8 @@ export class Engine {
   /** Moves a message to its queue's dead-letter queue, or drops it when there is none. */
   private deadLetter(q: Queue, msg: Message, reason: string, statusIfDropped: MessageStatus): void {
     if (q.durable) this.store?.deleteMessage(msg.seq)
-    const dlq = q.deadLetter ? this.queues.get(q.deadLetter) : undefined
+    // expiry and max-length are bounds the operator set: they fill only a dead-letter queue the operator named
+    const dlq = statusIfDropped === 'dead-lettered' || !q.defaultDeadLetter ? this.deadLetterQueueOf(q) : undefined
     if (!dlq) {
       this.setStatus(msg.messageId, statusIfDropped, q.name)
       return
@@ -603,7 +661,7 @@ export class Engine {
   consume(s: Session, queue: string, opts: {prefetch?: number; noAck?: boolean} = {}): string {
     const q = this.queues.get(queue)
     if (!q) throw new NotFoundError('queue', queue)
-    if (!s.perms.canConsume(queue)) throw new PermissionError('E_FORBIDDEN', `not allowed to consume from queue ${JSON.stringify(queue)}`, {hint: 'Try this: ask an admin to add it to broker.permissions[].consume'})
+    if (!s.perms.canConsume(queue)) throw consumeRefused(s.perms, queue)
     const prefetch = opts.prefetch ?? 100
     if (!Number.isInteger(prefetch) || prefetch < 1 || prefetch > 65_535) throw new UsageError('E_BAD_PREFETCH', `prefetch ${prefetch} must be 1..65535`, {hint: 'Try this: --prefetch 100'})
     const c: Consumer = {inflight: 0, noAck: opts.noAck ?? false, prefetch, queue: q, session: s, tag: `ctag-${this.ctagSeq++}`}
@@ -627,7 +685,7 @@ export class Engine {
   get(s: Session, queue: string, opts: {noAck?: boolean} = {}): DeliveryOut | null {
     const q = this.queues.get(queue)
     if (!q) throw new NotFoundError('queue', queue)
-    if (!s.perms.canConsume(queue)) throw new PermissionError('E_FORBIDDEN', `not allowed to consume from queue ${JSON.stringify(queue)}`, {hint: 'Try this: ask an admin to add it to broker.permissions[].consume'})
+    if (!s.perms.canConsume(queue)) throw consumeRefused(s.perms, queue)
     if (!opts.noAck && s.unacked.size >= this.maxUnacked) throw new TempFailError('E_TOO_MANY_UNACKED', `this connection holds ${s.unacked.size} unacknowledged messages (limit ${this.maxUnacked})`, {hint: 'Try this: ack messages before getting more'})
     const msg = this.takeReady(q)
     if (!msg) return null
@@ -753,22 +811,35 @@ export class Engine {
   }
 
   nack(s: Session, tag: number, requeue = true): void {
+    if (!requeue) return this.reject(s, tag)
     const u = this.settle(s, tag)
-    if (requeue) this.requeue(u.queue, u.msg)
-    else this.deadLetter(u.queue, u.msg, 'rejected', 'dead-lettered')
+    this.requeue(u.queue, u.msg)
     this.schedule(u.queue)
   }
 
+  /**
+   * To the dead-letter queue with the reason. On a queue without one (a dead-letter queue itself)
+   * the message is not dropped: it stays unacknowledged on this connection, out of its way, and
+   * returns to the queue when the connection closes.
+   */
   reject(s: Session, tag: number, reason = 'rejected'): void {
-    const u = this.settle(s, tag)
-    this.deadLetter(u.queue, u.msg, reason.slice(0, 200) || 'rejected', 'dead-lettered')
-    this.schedule(u.queue)
+    const u = s.unacked.get(tag)
+    if (u && !this.deadLetterQueueOf(u.queue)) return
+    this.settle(s, tag)
+    this.deadLetter(u!.queue, u!.msg, reason.slice(0, 200) || 'rejected', 'dead-lettered')
+    this.schedule(u!.queue)
   }
 
-  /** Back to the head of its queue, or to the dead-letter queue once the delivery limit is reached. */
+  /** The queue's dead-letter queue, declared again if an operator deleted it; undefined when it has none. */
+  private deadLetterQueueOf(q: Queue): Queue | undefined {
+    if (q.deadLetter === undefined) return undefined
+    return this.queues.get(q.deadLetter) ?? this.declareQueue(q.deadLetter, {asDeadLetter: true, durable: q.durable})
+  }
+
+  /** Back to the head of its queue, or to the dead-letter queue once the delivery limit is reached (a queue without one keeps it). */
   private requeue(q: Queue, msg: Message): void {
     if (this.queues.get(q.name) !== q) return // queue was deleted meanwhile
-    if (msg.deliveryCount >= this.deliveryLimit) {
+    if (msg.deliveryCount >= this.deliveryLimit && this.deadLetterQueueOf(q)) {
       this.deadLetter(q, msg, 'delivery-limit', 'dead-lettered')
       return
     }

@@ -6,9 +6,10 @@ import {join} from 'node:path'
 
 import type {MqHome} from '../config/home.js'
 import type {MqConfig} from '../config/schema.js'
-import {PermissionError, UsageError} from '../errors.js'
+import {PermissionError} from '../errors.js'
 import type {Logger} from '../log.js'
-import {CrlWatcher, peerIdentity, serverTlsOptions, verifyIdentityCerts} from '../pki/index.js'
+import {checkName} from '../util/names.js'
+import {CrlWatcher, ensureCrlAtStart, peerIdentity, serverTlsOptions, verifyIdentityCerts} from '../pki/index.js'
 import {ApiServer} from './api.js'
 import type {ApiPluginFactory, BrokerPublisher} from './api-types.js'
 import type {BrokerEngine} from './backend.js'
@@ -16,7 +17,7 @@ import {CipherMqListener} from './ciphermq.js'
 import {ClusterEngine} from './cluster/engine.js'
 import {Engine} from './engine.js'
 import {lockDataDir} from './lock.js'
-import {type ResolvedPermissions, resolvePermissions} from './permissions.js'
+import {type ResolvedPermissions, cipherMqPermissions, cipherMqReach, resolvePermissions} from './permissions.js'
 import {BrokerServer, type KeyDirectory} from './server.js'
 import {DurableStore, STORE_KEY_FILE} from './store.js'
 
@@ -52,10 +53,14 @@ export function enginePublisher(engine: BrokerEngine): BrokerPublisher {
     settle(messageId) {
       engine.settlePublished(messageId)
     },
+    status(messageId) {
+      const st = engine.messageStatus(messageId)
+      // cluster mode answers from Redis, asynchronously: this synchronous view goes without it
+      if (st instanceof Promise) return null
+      return st ? {status: st.status, ...(st.queue ? {queue: st.queue} : {})} : null
+    },
   }
 }
-
-const KEY_NAME = /^[A-Za-z0-9_.@-]{1,128}$/
 
 interface KeyStore {
   getKey(name: string): {encCertPem: string; signCertPem: string} | null
@@ -64,9 +69,9 @@ interface KeyStore {
 
 function keyDirectory(home: MqHome, store: KeyStore): KeyDirectory {
   return {
-    get: (name) => store.getKey(name),
+    get: (name) => store.getKey(checkName(name)),
     put(name: string, encCertPem: string, signCertPem: string, by: ResolvedPermissions) {
-      if (!KEY_NAME.test(name)) throw new UsageError('E_BAD_NAME', `identity name ${JSON.stringify(name)} is not valid`, {hint: 'Try this: letters, digits, _ . @ -'})
+      checkName(name)
       if (by.identity !== name && !by.admin) {
         throw new PermissionError('E_FORBIDDEN', `${by.identity} may not publish the key of ${name}`, {hint: `Try this: connect as ${name} (--identity ${name}) or as an admin`})
       }
@@ -88,6 +93,8 @@ export interface StartOptions {
 
 export async function startBroker(home: MqHome, config: MqConfig, logger: Logger, opts: StartOptions = {}): Promise<RunningBroker> {
   const b = config.broker
+  // without pki/crl.pem every certificate the local CA revoked would be admitted
+  await ensureCrlAtStart(home, config.pki, logger)
   // one broker per data directory, taken before the store opens
   const lock = lockDataDir(home.data)
   let store: DurableStore | undefined
@@ -123,9 +130,10 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
   engine.start()
   const keys: KeyStore = cluster ?? store!
   const permsCache = new Map<string, ResolvedPermissions>()
+  const delivery = {queue: config.worker.delivery_queue, readers: config.worker.readers}
   const permissionsFor = (identity: string) => {
     let p = permsCache.get(identity)
-    if (!p) permsCache.set(identity, (p = resolvePermissions(b.permissions, identity)))
+    if (!p) permsCache.set(identity, (p = resolvePermissions(b.permissions, identity, delivery)))
     return p
   }
   const crl = new CrlWatcher(home, b.crl_check_interval_ms)
@@ -178,8 +186,11 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
     ports.api = await api.listen(opts.apiPort ?? b.api_port, opts.apiHost ?? b.api_host)
     Object.assign(nodeInfo, {api: `${opts.apiHost ?? b.api_host}:${ports.api}`, messaging: `${opts.host ?? b.host}:${ports.messaging}`})
     if (b.ciphermq.enabled) {
-      ciphermq = new CipherMqListener({afterCommit: (cb) => engine.store!.afterCommit(cb), engine, logger: logger.child('ciphermq'), maxConnections: b.ciphermq.max_connections, maxLine: b.ciphermq.max_line, perms: permissionsFor('ciphermq')})
+      const perms = cipherMqPermissions(b.permissions, b.ciphermq, delivery)
+      ciphermq = new CipherMqListener({afterCommit: (cb) => engine.store!.afterCommit(cb), engine, logger: logger.child('ciphermq'), maxConnections: b.ciphermq.max_connections, maxLine: b.ciphermq.max_line, perms})
       ports.ciphermq = await ciphermq.listen(b.ciphermq.port, b.ciphermq.host)
+      // an unauthenticated door: say at every start what it opens onto
+      logger.warn(cipherMqReach(b.permissions, b.ciphermq, `${b.ciphermq.host}:${ports.ciphermq}`))
     }
   } catch (error) {
     crl.stop()

@@ -12,7 +12,7 @@ import {MqError, PermissionError, UsageError, errorText, isMqError} from '../err
 import type {Logger} from '../log.js'
 import {type BrokerEngine, whenReady} from './backend.js'
 import {type DeliveryOut, type ExchangeType, type PublishResult, type Session} from './engine.js'
-import {type ResolvedPermissions} from './permissions.js'
+import {type ResolvedPermissions, monitorForbidden} from './permissions.js'
 import {BATCH_BYTES, BATCH_MAX_COUNT, BIG_BODY, DeliveryBatchWriter, type Frame, FrameError, FrameParser, NEWLINE, PROTOCOL_VERSION, encodeFrame, encodeHead, encodeValue, frameHeadersOrNone, isHeaderName, parsePublishBatch} from '../wire/protocol.js'
 
 export interface ServerLimits {
@@ -546,6 +546,10 @@ class Connection {
     if (!this.perms.admin) throw new PermissionError('E_FORBIDDEN', `${this.identity} may not ${what}: it needs admin in broker.permissions`, {hint: 'Try this: run it as an admin identity (--identity admin)'})
   }
 
+  private requireMonitor(what: string): void {
+    if (!this.perms.monitor) throw monitorForbidden(this.identity, what)
+  }
+
   /** Flow control and the confirm of a PUBLISH or PUBLISH_BATCH (of `count` messages) the engine took. */
   private published(id: number, r: PublishResult, count: number): void {
     const engine = this.srv.opts.engine
@@ -691,7 +695,9 @@ class Connection {
       }
       case 'DECLARE_QUEUE': {
         const name = this.need(f, 'name')
-        if (!this.perms.canConsume(name) && !this.perms.admin) throw new PermissionError('E_FORBIDDEN', `${this.identity} may not declare queue ${name}`, {hint: 'Try this: ask an admin to add it to broker.permissions[].consume'})
+        if (!this.perms.canConsume(name) && !this.perms.admin) {
+          throw new PermissionError('E_FORBIDDEN', `${this.identity} may not declare queue ${name}: declaring needs the right to consume it (own queues: ${this.identity}, ${this.identity}.*)`, {hint: this.perms.forbidConsume?.(name).hint})
+        }
         // a dead-letter queue receives (and may be created for) this queue's messages: it must be ours too
         const dlq = f.args.dead_letter
         if (dlq && !this.perms.canConsume(dlq) && !this.perms.admin) throw new PermissionError('E_FORBIDDEN', `${this.identity} may not use ${dlq} as a dead-letter queue`, {hint: 'Try this: pick a dead-letter queue you may consume (broker.permissions[].consume)'})
@@ -727,16 +733,19 @@ class Connection {
         return
       }
       case 'LIST_QUEUES':
+        this.requireMonitor('list queues')
         this.okJson(f.id, engine.listQueues())
         return
       case 'LIST_EXCHANGES':
+        this.requireMonitor('list exchanges and bindings')
         this.okJson(f.id, {bindings: engine.listBindings(), exchanges: engine.listExchanges()})
         return
       case 'STATS':
-        this.requireAdmin('read broker stats')
+        this.requireMonitor('read broker stats')
         this.okJson(f.id, engine.stats(this.srv.connections.size))
         return
       case 'STATUS': {
+        this.requireMonitor('read message statuses')
         whenReady(engine.messageStatus(this.need(f, 'message_id')), (st) => this.okJson(f.id, st), (error) => this.fail(error, false, f.id))
         return
       }

@@ -9,8 +9,8 @@ import {ApiClient} from '../http/client.js'
 
 /**
  * GET /health of a broker's HTTPS API, as `mq broker health` reads it. The route is anonymous and
- * read-only, so no client certificate is presented and the broker is checked against our CA
- * without the CRL: the health check must still work when an expired CRL makes every mutual-TLS
+ * read-only; the client certificate is presented only to get the details, and the broker is checked
+ * against our CA without the CRL: the health check must still work when an expired CRL makes every mutual-TLS
  * handshake fail, since that is one of the things it reports. Throws UnavailableError (exit 69)
  * when the broker does not answer.
  */
@@ -20,6 +20,10 @@ export async function fetchBrokerHealth(home: MqHome, config: MqConfig, flags: {
     throw new ConfigError('E_NO_CA', `There is no CA certificate at ${home.caCert} to check the broker against.`, {hint: "Try this: mq broker start (creates a development CA) or --home the broker's MQ_HOME."})
   }
   const tlsOpts: ConnectionOptions = {ca: readFileSync(home.caCert)}
+  // the details (latencies, files, errors) are for monitors: present the client identity when this
+  // home has it; without one (or when the broker cannot verify it) the answer is the verdicts alone
+  const identity = process.env.MQ_IDENTITY ?? config.client.identity
+  if (existsSync(home.issuedCert(identity)) && existsSync(home.issuedKey(identity))) Object.assign(tlsOpts, {cert: readFileSync(home.issuedCert(identity)), key: readFileSync(home.issuedKey(identity))})
   const client = new ApiClient(url, tlsOpts, config.client.timeout_ms, 1)
   try {
     const r = await client.request<HealthReport>('GET', '/health')

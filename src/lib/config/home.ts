@@ -1,6 +1,8 @@
 import {homedir} from 'node:os'
 import {join, resolve} from 'node:path'
 
+import {checkName} from '../util/names.js'
+
 /**
  * Where mq keeps everything. Scripts rely on this layout; docs/home.md documents it.
  *   config.yaml
@@ -46,11 +48,11 @@ export class MqHome {
   }
 
   issuedCert(name: string): string {
-    return join(this.issued, `${name}.crt`)
+    return join(this.issued, `${checkName(name)}.crt`)
   }
 
   issuedKey(name: string): string {
-    return join(this.issued, `${name}.key`)
+    return join(this.issued, `${checkName(name)}.key`)
   }
 
   get keys(): string {

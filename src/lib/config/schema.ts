@@ -11,13 +11,19 @@ const ms = z.number().int().min(0)
 
 export const LOG_LEVELS = ['error', 'warn', 'info', 'debug'] as const
 
-const permission = z
+/**
+ * One broker.permissions rule. publish absent = every exchange (except for the CipherMQ identity);
+ * consume absent = only the identity's own queues (IDENTITY and IDENTITY.*); monitor = list queues,
+ * statuses, stats and /metrics; admin = everything (monitor included).
+ */
+export const permissionRule = z
   .object({
     identity: z.string().min(1),
-    publish: z.array(z.string()).default(['*']),
-    consume: z.array(z.string()).default(['*']),
+    publish: z.array(z.string()).optional(),
+    consume: z.array(z.string()).optional(),
     admin: z.boolean().default(false),
-    roles: z.array(z.enum(['proxy', 'worker', 'admin'])).default([]),
+    monitor: z.boolean().default(false),
+    roles: z.array(z.enum(['proxy', 'worker', 'admin', 'monitor'])).default([]),
   })
   .strict()
 
@@ -90,16 +96,20 @@ export const configSchema = z
             // unauthenticated plain TCP: its own small line limit and connection cap, not max_payload
             max_line: z.number().int().min(1024).max(128 * 1024 * 1024).default(1024 * 1024),
             max_connections: z.number().int().min(1).default(256),
+            // its clients are unauthenticated: they reach only what these globs name (nothing by default)
+            queues: z.array(z.string()).default([]),
+            exchanges: z.array(z.string()).default([]),
           })
           .strict()
           .default({}),
         permissions: z
-          .array(permission)
+          .array(permissionRule)
+          // least privilege: everyone publishes, consumes only its own queues (IDENTITY, IDENTITY.*)
           .default([
-            {identity: 'admin', publish: ['*'], consume: ['*'], admin: true, roles: ['admin']},
-            {identity: 'proxy*', publish: ['*'], consume: ['*'], admin: false, roles: ['proxy']},
-            {identity: 'worker*', publish: ['*'], consume: ['*'], admin: false, roles: ['worker']},
-            {identity: '*', publish: ['*'], consume: ['*'], admin: false, roles: []},
+            {identity: 'admin', publish: ['*'], consume: ['*'], admin: true, monitor: true, roles: ['admin']},
+            {identity: 'proxy*', publish: ['*'], admin: false, monitor: false, roles: ['proxy']},
+            {identity: 'worker*', publish: ['*'], admin: false, monitor: false, roles: ['worker']},
+            {identity: '*', publish: ['*'], admin: false, monitor: false, roles: []},
           ]),
       })
       .strict()
@@ -149,6 +159,10 @@ export const configSchema = z
         // 0 = no metrics listener
         metrics_port: z.number().int().min(0).max(65535).default(9100),
         claim_idle_ms: ms.default(60_000),
+        // the queue the pipeline delivers into (sender numbers and bodies in clear) and the only
+        // identities besides admins that may consume it
+        delivery_queue: z.string().default('default_queue'),
+        readers: z.array(z.string()).default([]),
         // the broker's HTTPS API for deliver/status calls; defaults to client.api
         broker_api: z.string().optional(),
       })

@@ -16,9 +16,10 @@ import {existsSync, readFileSync} from 'node:fs'
 import {join} from 'node:path'
 
 import type {MqHome} from '../config/home.js'
-import {ExitCode, MqError, TempFailError, UnavailableError, UsageError} from '../errors.js'
+import {ExitCode, MqError, TempFailError, UnavailableError} from '../errors.js'
 import {type E2eIdentity, identityFiles, loadIdentity, verifyIdentityCerts} from '../pki/index.js'
 import {ensureDir, writeFileAtomic} from '../util/fs.js'
+import {checkName} from '../util/names.js'
 import {type SenderResolver, spkiSha256} from './envelope.js'
 
 /** The part of BrokerClient that is the key directory. */
@@ -33,11 +34,9 @@ export interface ResolvedIdentity extends E2eIdentity {
   source: KeySourceName
 }
 
-const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/
-
+/** Identity and recipient names: the one check of src/lib/util/names.ts. */
 export function checkIdentityName(name: string): string {
-  if (!NAME.test(name)) throw new UsageError('E_IDENTITY_NAME', `${JSON.stringify(name)} is not an identity name (letters, digits, . _ -).`, {hint: 'Try this: use the name given to mq keygen.'})
-  return name
+  return checkName(name)
 }
 
 export function keyCacheDir(home: MqHome): string {
@@ -45,7 +44,7 @@ export function keyCacheDir(home: MqHome): string {
 }
 
 export function cachedCertFiles(home: MqHome, name: string): {encCert: string; signCert: string} {
-  return {encCert: join(keyCacheDir(home), `${name}.crt`), signCert: join(keyCacheDir(home), `${name}.sign.crt`)}
+  return {encCert: join(keyCacheDir(home), `${checkName(name)}.crt`), signCert: join(keyCacheDir(home), `${name}.sign.crt`)}
 }
 
 /** Errors that mean "this copy is no good, but a fresher one might be" (a rotated key). */
@@ -172,10 +171,24 @@ export async function publishIdentity(home: MqHome, directory: KeyDirectory, nam
   return id
 }
 
-/** One of our own identities with its private keys, for signing (send) or decrypting (recv). */
-export function loadOwnIdentity(home: MqHome, name: string, flag: string): E2eIdentity & {encPrivateKey: KeyObject; signPrivateKey: KeyObject} {
+/**
+ * One of our own identities with its private keys, for signing (send) or decrypting (recv). With
+ * `forSigning`, its certificates are first checked against the CA, the CRL and the local index
+ * like any sender's: a revoked, expired or foreign identity must not sign (receivers would refuse
+ * the message later; refusing now tells the sender and publishes nothing).
+ */
+export function loadOwnIdentity(home: MqHome, name: string, flag: string, opts: {forSigning?: boolean} = {}): E2eIdentity & {encPrivateKey: KeyObject; signPrivateKey: KeyObject} {
   try {
-    return loadIdentity(home, name, {withPrivate: true}) as E2eIdentity & {encPrivateKey: KeyObject; signPrivateKey: KeyObject}
+    const id = loadIdentity(home, name, {withPrivate: true}) as E2eIdentity & {encPrivateKey: KeyObject; signPrivateKey: KeyObject}
+    if (opts.forSigning) {
+      try {
+        verifyIdentityCerts(home, name, id.encCertPem, id.signCertPem)
+      } catch (error) {
+        if (!(error instanceof MqError) || error.code === 'E_BAD_PEM') throw error
+        throw new MqError(error.code, `Refusing to sign as ${name}: ${error.message}`, {exit: error.exit, hint: `Try this: send as an identity in good standing (${flag} NAME), or issue ${name} a new key (mq keygen ${name} --force).`})
+      }
+    }
+    return id
   } catch (error) {
     if (error instanceof MqError && error.code === 'E_IDENTITY_NOT_FOUND') {
       throw new MqError(error.code, error.message, {exit: ExitCode.NOPERM, hint: `Try this: pass ${flag} NAME for an identity you hold (mq keygen NAME), or --identity NAME when it is also your TLS identity.`})

@@ -10,7 +10,7 @@ import {DataError, MqError, PermissionError, TempFailError, UnavailableError} fr
 import {formatDuration} from '../util/duration.js'
 import {decryptCipherMq, isCipherMqBody} from './ciphermq.js'
 import {EnvelopeOpener, type SenderResolver, isNativeEnvelope} from './envelope.js'
-import type {ReplayEntry, ReplayGuard} from './replay.js'
+import type {IntentEntry, PriorAcceptance, ReplayGuard} from './replay.js'
 import {FORMAT_HEADER, type SendFormat} from './send.js'
 
 /** The part of a broker Delivery a receiver reads. */
@@ -32,6 +32,8 @@ export interface Received {
   content_type: string | null
   headers: Record<string, string>
   payload: Buffer
+  /** set when this delivery is a broker redelivery of an id this receiver took before (see replay.ts) */
+  prior?: PriorAcceptance
 }
 
 export interface ReceiverOptions {
@@ -46,7 +48,7 @@ export class MessageReceiver {
   readonly opener: EnvelopeOpener
   private readonly accept: Set<SendFormat>
   /** accepted in this batch but not yet recorded: a duplicate inside one batch is a replay too */
-  private readonly pending = new Map<string, ReplayEntry>()
+  private readonly pending = new Map<string, IntentEntry>()
 
   constructor(private readonly opts: ReceiverOptions) {
     this.opener = new EnvelopeOpener({cacheSize: opts.cacheSize, identity: opts.identity, resolveSender: opts.resolveSender})
@@ -61,7 +63,7 @@ export class MessageReceiver {
   }
 
   /** Opens and verifies one delivery; throws an MqError (its code is the dead-letter reason). */
-  async open(d: Inbound): Promise<Received> {
+  async open(d: Inbound & {queue?: string; redelivered?: boolean}): Promise<Received> {
     const format = MessageReceiver.detect(d)
     if (!this.accept.has(format)) {
       throw new PermissionError('E_FORMAT_REFUSED', `Refused a ${format === 'plain' ? 'plaintext (or unrecognised)' : format} message: only ${[...this.accept].join(', ')} accepted.`, {
@@ -86,7 +88,11 @@ export class MessageReceiver {
         hint: 'Try this: if such old messages are expected (a queue left unread), raise e2e.replay_window_ms; otherwise treat it as a replay.',
       })
     }
-    if (this.pending.has(replayKey(r)) || (this.opts.replay && (await this.opts.replay.seen(r.message_id, r.sender)))) {
+    const prior = this.pending.has(replayKey(r)) ? undefined : await this.opts.replay?.lookup(r.message_id, r.sender)
+    // the broker handing back the very delivery this receiver took (its consumer stopped before the
+    // ack): not a replay. Only the broker sets the redelivered flag; a republished copy has a new id.
+    if (prior && d.redelivered && prior.delivery !== null && prior.delivery === deliveryKey(d)) return {...r, prior}
+    if (this.pending.has(replayKey(r)) || prior) {
       throw new PermissionError('E_REPLAY', `Refused message ${r.message_id}${r.sender ? ` from ${r.sender}` : ''}: ${this.opts.identity.name} already accepted it (replay).`, {
         hint: 'Try this: nothing; a replayed message is dead-lettered, the original was delivered before.',
       })
@@ -94,20 +100,32 @@ export class MessageReceiver {
     return r
   }
 
-  /** Call once the message is written out; commit() then persists it, before the acks. */
-  accepted(r: Received): void {
-    this.pending.set(replayKey(r), {messageId: r.message_id, sender: r.sender, timestamp: r.verified ? r.timestamp : undefined})
+  /** Call for each message of the batch about to be written; begin() records them before the writes, commit() after the flush. */
+  accepted(r: Received, d: {queue?: string; messageId: string}): void {
+    this.pending.set(replayKey(r), {delivery: deliveryKey(d), messageId: r.message_id, sender: r.sender, timestamp: r.verified ? r.timestamp : undefined})
   }
 
-  /** Persists every accepted id of this batch in one transaction. */
+  /** Records the batch's ids as being written (intent), with where the output stands, before anything is written. */
+  async begin(out?: {path?: string; offset?: number}): Promise<void> {
+    if (this.pending.size > 0 && this.opts.replay) await this.opts.replay.begin([...this.pending.values()], out)
+  }
+
+  /** Marks every id of this batch written, in one transaction, before the acks. */
   async commit(): Promise<void> {
     if (this.pending.size === 0) return
-    if (this.opts.replay) await this.opts.replay.recordMany([...this.pending.values()])
+    if (this.opts.replay) await this.opts.replay.markWritten([...this.pending.values()])
+    this.pending.clear()
+  }
+
+  /** Forgets the batch (its writes failed; the deliveries go back to the queue). Their intents stay: a later delivery finds them in doubt. */
+  discard(): void {
     this.pending.clear()
   }
 }
 
 const replayKey = (r: Received): string => `${r.sender ?? ''}\u0000${r.message_id}`
+/** A broker delivery: its queue and the broker's message id (kept across redeliveries, new on every publish). */
+const deliveryKey = (d: {queue?: string; messageId: string}): string => `${d.queue ?? ''}\u0000${d.messageId}`
 
 function stripMq(h: Record<string, string>): Record<string, string> {
   const out: Record<string, string> = {}
@@ -205,6 +223,14 @@ export interface ConsumerClient<D extends LoopDelivery> {
 export interface ReceiveSink<D extends LoopDelivery> {
   write(r: Received, d: D): void
   flush(): Promise<void>
+  /** where the output stands before a batch (an --out file and its size), recorded with the intents */
+  position?(): {path?: string; offset?: number}
+  /**
+   * A message whose earlier write was interrupted (intent recorded, not marked written): is it in the
+   * output? 'written', 'absent' (write it now; a torn last line has been cut off), or 'unknown'
+   * (stdout: the bytes are gone from our reach).
+   */
+  recover?(r: Received, prior: PriorAcceptance): 'written' | 'absent' | 'unknown'
 }
 
 export interface LoopOptions<D extends LoopDelivery> {
@@ -225,6 +251,8 @@ export interface LoopOptions<D extends LoopDelivery> {
 export interface LoopResult {
   accepted: number
   rejected: number
+  /** redeliveries of messages this receiver had already written: acked, not written again */
+  duplicates: number
   /** deliveries returned to the queue after a temporary failure */
   deferred: number
   stoppedBy: 'count' | 'timeout' | 'signal' | 'tempfail'
@@ -268,6 +296,7 @@ export async function receiveLoop<D extends LoopDelivery>(client: ConsumerClient
   })
   let accepted = 0
   let rejected = 0
+  let duplicates = 0
   const held: D[] = []
   let stoppedBy: LoopResult['stoppedBy'] = 'count'
   const batch = Math.max(1, opts.batch ?? 256)
@@ -305,7 +334,13 @@ export async function receiveLoop<D extends LoopDelivery>(client: ConsumerClient
       }
       const want = opts.count === undefined ? batch : Math.min(batch, opts.count - accepted)
       const take = buf.splice(0, Math.min(want, buf.length))
-      const good: D[] = []
+      const toWrite: [Received, D][] = []
+      const dups: D[] = []
+      const refuse = (d: D, error: unknown): void => {
+        client.reject(d.deliveryTag, reasonOf(error).slice(0, 500))
+        rejected++
+        opts.onReject?.(d, error)
+      }
       for (const d of take) {
         let r: Received
         try {
@@ -316,24 +351,41 @@ export async function receiveLoop<D extends LoopDelivery>(client: ConsumerClient
             opts.onDefer?.(d, error)
             continue
           }
-          client.reject(d.deliveryTag, reasonOf(error).slice(0, 500))
-          rejected++
-          opts.onReject?.(d, error)
+          refuse(d, error)
           continue
         }
-        sink.write(r, d)
-        receiver.accepted(r)
-        good.push(d)
+        if (r.prior) {
+          // a redelivery of a message this receiver took: written already, or its write was interrupted
+          const found = r.prior.state === 1 ? 'written' : (sink.recover?.(r, r.prior) ?? 'unknown')
+          if (found === 'written') {
+            receiver.accepted(r, d)
+            dups.push(d)
+            continue
+          }
+          if (found === 'unknown') {
+            refuse(d, new MqError('E_RECV_IN_DOUBT', `Message ${r.message_id} was being written to stdout when an earlier mq recv stopped; it may or may not have been written, so it is set aside rather than written twice.`, {hint: "Try this: check the earlier output for this message id; the message is in the queue's dead-letter queue."}))
+            continue
+          }
+        }
+        receiver.accepted(r, d)
+        toWrite.push([r, d])
       }
+      // intent first: a crash between here and commit() leaves ids in doubt, never written twice unnoticed
+      await receiver.begin(sink.position?.())
       try {
+        for (const [r, d] of toWrite) sink.write(r, d)
         await sink.flush()
       } catch (error) {
-        for (const d of good) client.nack(d.deliveryTag, true)
+        receiver.discard()
+        for (const [, d] of toWrite) client.nack(d.deliveryTag, true)
+        for (const d of dups) client.nack(d.deliveryTag, true)
         throw error
       }
       await receiver.commit()
-      for (const d of good) client.ack(d.deliveryTag)
-      accepted += good.length
+      for (const [, d] of toWrite) client.ack(d.deliveryTag)
+      for (const d of dups) client.ack(d.deliveryTag)
+      accepted += toWrite.length
+      duplicates += dups.length
       if (held.length > 0) {
         stoppedBy = 'tempfail'
         break
@@ -347,7 +399,7 @@ export async function receiveLoop<D extends LoopDelivery>(client: ConsumerClient
     // (a closed connection returns its unacked deliveries to the queue by itself)
     for (const d of [...held, ...buf.splice(0)]) if (!closed) client.nack(d.deliveryTag, true)
   }
-  return {accepted, deferred: held.length, rejected, stoppedBy}
+  return {accepted, deferred: held.length, duplicates, rejected, stoppedBy}
 }
 
 /**
@@ -357,6 +409,7 @@ export async function receiveLoop<D extends LoopDelivery>(client: ConsumerClient
 export function recvOutcome(result: LoopResult, opts: {queue: string; count?: number; timeoutMs?: number}, note: (line: string) => void): void {
   const {queue, count} = opts
   if (result.rejected > 0) note(`mq recv: ${result.accepted} message(s) accepted, ${result.rejected} rejected (dead-lettered)`)
+  if (result.duplicates > 0) note(`mq recv: ${result.duplicates} redelivered message(s) had been written by an earlier run and were acked, not written again`)
   if (result.deferred > 0) {
     throw new TempFailError('E_RECV_TEMPFAIL', `${result.deferred} message(s) could not be checked now and went back to ${queue} (requeued, not rejected); ${result.accepted} accepted.`, {
       hint: 'Try this: fix the cause reported above and run mq recv again; the messages are still queued.',

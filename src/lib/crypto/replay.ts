@@ -12,9 +12,13 @@
  * ids are kept with the time they were accepted and pruned the same way, which makes the guard a
  * de-duplication within the window for them (anyone can write such a message anyway).
  *
- * The order used by `mq recv` is: seen()? -> write output -> record -> ack. A crash after the
- * write and before the record may deliver a message twice to the output (at-least-once); recording
- * first could lose one, which is worse.
+ * The order used by `mq recv` is: lookup() -> begin() (intent: state 0, with the broker delivery
+ * and where the output stood) -> write and flush the output -> markWritten() (state 1) -> ack.
+ * A redelivery (broker flag, same queue and broker message id) of an id in state 1 was written:
+ * it is a duplicate to ack quietly. One in state 0 crashed while being written: the --out file
+ * tells whether its line is there (then it is a duplicate too) or not (then it is written now);
+ * stdout cannot tell, so it goes to the dead-letter queue (E_RECV_IN_DOUBT) rather than be written
+ * twice or lost. The same id in another delivery is a replay, refused as before.
  */
 import Database from 'better-sqlite3'
 import {createHash} from 'node:crypto'
@@ -33,6 +37,22 @@ export interface ReplayEntry {
   sender?: string | null
   /** ms since the epoch: the message's authenticated timestamp; omitted (unsigned formats) = now */
   timestamp?: number
+}
+
+/** What this receiver recorded for an id (see lookup()). */
+export interface PriorAcceptance {
+  /** `queue NUL broker message id` of the delivery that carried it; null for ids from older versions */
+  delivery: string | null
+  /** 0: being written when the receiver stopped (in doubt); 1: written */
+  state: 0 | 1
+  /** the --out file and its size before the batch was written (state 0 recovery) */
+  outPath: string | null
+  outOffset: number | null
+}
+
+/** An accepted message about to be written: its id, and the delivery and output position that record it. */
+export interface IntentEntry extends ReplayEntry {
+  delivery: string
 }
 
 export const DEFAULT_REPLAY_WINDOW_MS = 30 * 86_400_000
@@ -55,6 +75,9 @@ export class ReplayGuard {
   private readonly insertStmt: Database.Statement
   private readonly pruneStmt: Database.Statement
   private readonly insertMany: (entries: ReplayEntry[], now: number) => void
+  private readonly lookupStmt: Database.Statement
+  private readonly beginMany: (entries: IntentEntry[], out: {path?: string; offset?: number}, now: number) => void
+  private readonly markMany: (entries: IntentEntry[], now: number) => void
 
   private constructor(
     private readonly db: Database.Database,
@@ -69,6 +92,21 @@ export class ReplayGuard {
     this.pruneStmt = db.prepare('DELETE FROM accepted_ids WHERE ts < ?')
     this.insertMany = db.transaction((entries: ReplayEntry[], now: number) => {
       for (const e of entries) this.insertStmt.run(key(e.messageId, e.sender), e.sender ?? null, now, e.timestamp ?? now)
+    })
+    this.lookupStmt = db.prepare('SELECT delivery, state, out_path AS outPath, out_offset AS outOffset FROM accepted_ids WHERE message_key = ?')
+    const beginStmt = db.prepare(
+      'INSERT INTO accepted_ids (message_key, sender, accepted_at, ts, delivery, state, out_path, out_offset) VALUES (?, ?, ?, ?, ?, 0, ?, ?) ' +
+        'ON CONFLICT (message_key) DO UPDATE SET state = 0, delivery = excluded.delivery, out_path = excluded.out_path, out_offset = excluded.out_offset, ts = MAX(ts, excluded.ts)',
+    )
+    this.beginMany = db.transaction((entries: IntentEntry[], out: {path?: string; offset?: number}, now: number) => {
+      for (const e of entries) beginStmt.run(key(e.messageId, e.sender), e.sender ?? null, now, e.timestamp ?? now, e.delivery, out.path ?? null, out.offset ?? null)
+    })
+    // an upsert, so a batch marked without begin() (callers outside the receive loop) is recorded too
+    const markStmt = db.prepare(
+      'INSERT INTO accepted_ids (message_key, sender, accepted_at, ts, delivery, state) VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (message_key) DO UPDATE SET state = 1, ts = MAX(ts, excluded.ts)',
+    )
+    this.markMany = db.transaction((entries: IntentEntry[], now: number) => {
+      for (const e of entries) markStmt.run(key(e.messageId, e.sender), e.sender ?? null, now, e.timestamp ?? now, e.delivery)
     })
   }
 
@@ -85,6 +123,13 @@ export class ReplayGuard {
       db.exec('ALTER TABLE accepted_ids ADD COLUMN ts INTEGER')
     }
     db.exec('UPDATE accepted_ids SET ts = accepted_at WHERE ts IS NULL')
+    // files from before intents: every recorded id was written (state 1), by an unknown delivery
+    if (!cols.some((c) => c.name === 'state')) {
+      db.exec('ALTER TABLE accepted_ids ADD COLUMN delivery TEXT')
+      db.exec('ALTER TABLE accepted_ids ADD COLUMN state INTEGER NOT NULL DEFAULT 1')
+      db.exec('ALTER TABLE accepted_ids ADD COLUMN out_path TEXT')
+      db.exec('ALTER TABLE accepted_ids ADD COLUMN out_offset INTEGER')
+    }
     db.exec('CREATE INDEX IF NOT EXISTS accepted_ids_ts ON accepted_ids (ts)')
     const g = new ReplayGuard(db, identity, opts)
     await g.prune()
@@ -99,6 +144,24 @@ export class ReplayGuard {
   /** True when this identity already accepted a message with this id from this sender (null: unsigned formats). */
   async seen(messageId: string, sender?: string | null): Promise<boolean> {
     return this.seenStmt.get(key(messageId, sender)) !== undefined
+  }
+
+  /** What this identity recorded for an id from a sender, if anything. */
+  async lookup(messageId: string, sender?: string | null): Promise<PriorAcceptance | undefined> {
+    const row = this.lookupStmt.get(key(messageId, sender)) as {delivery: string | null; state: number; outPath: string | null; outOffset: number | null} | undefined
+    return row ? {...row, state: row.state === 0 ? 0 : 1} : undefined
+  }
+
+  /** Before writing: records the batch's ids as being written (state 0), with their deliveries and where the output stood. */
+  async begin(entries: IntentEntry[], out: {path?: string; offset?: number} = {}): Promise<void> {
+    if (entries.length > 0) this.beginMany(entries, out, this.now())
+  }
+
+  /** After the output was flushed: the batch's ids are written (state 1); prunes now and then. */
+  async markWritten(entries: IntentEntry[]): Promise<void> {
+    if (entries.length === 0) return
+    this.markMany(entries, this.now())
+    if (this.now() - this.lastPrune >= PRUNE_EVERY_MS) await this.prune()
   }
 
   /** Records an accepted id; false when it was already there. */

@@ -8,6 +8,7 @@ import {existsSync, readFileSync} from 'node:fs'
 import * as x509 from '@peculiar/x509'
 
 import type {MqHome} from '../config/home.js'
+import {crlSignedBy} from '../pki/tls.js'
 
 export const HEALTH_STATUSES = ['ok', 'degraded', 'failing'] as const
 export type HealthStatus = (typeof HEALTH_STATUSES)[number]
@@ -34,6 +35,16 @@ export function worst(statuses: HealthStatus[]): HealthStatus {
   return HEALTH_STATUSES[i]
 }
 
+/**
+ * What GET /health tells a caller without the monitor right (load balancers, anyone on the network):
+ * each component's verdict and its fixed "Try this" hint, nothing about files, hosts, backends or errors.
+ */
+export function publicHealth(r: HealthReport): Omit<HealthReport, 'connections' | 'uptimeMs'> {
+  const components: Record<string, HealthComponent> = {}
+  for (const [name, c] of Object.entries(r.components)) components[name] = {status: c.status, ...(c.hint ? {hint: c.hint} : {})}
+  return {components, status: r.status, timestamp: r.timestamp}
+}
+
 /** HTTP status for a health report: a degraded broker still serves, a failing one does not. */
 export const healthHttpStatus = (s: HealthStatus): number => (s === 'failing' ? 503 : 200)
 
@@ -57,6 +68,10 @@ export function crlHealth(home: MqHome, now = Date.now()): HealthComponent {
     crl = new x509.X509Crl(readFileSync(home.crl, 'utf8').replace(/X509 CRL/g, 'CRL'))
   } catch (error) {
     return {error: `cannot parse the CRL: ${(error as Error).message}`, file: CRL_FILE, hint: republish, status: 'failing'}
+  }
+  // a CRL our CA did not sign is ignored by the servers: the revocations it claims are not in force
+  if (!crlSignedBy(crl, home.caCert)) {
+    return {error: 'the CRL is not signed by our CA (pki/ca.crt): servers ignore it', file: CRL_FILE, hint: 'Try this: mq cert crl (republishes pki/crl.pem signed by this CA).', status: 'failing'}
   }
   const thisUpdate = crl.thisUpdate.getTime()
   const base = {file: CRL_FILE, revoked: crl.entries.length, this_update: crl.thisUpdate.toISOString()}

@@ -3,11 +3,14 @@ import {existsSync, readFileSync, rmSync} from 'node:fs'
 
 import type {MqConfig} from '../config/schema.js'
 import type {MqHome} from '../config/home.js'
-import {DataError, MqError, PermissionError, UsageError} from '../errors.js'
+import type {Logger} from '../log.js'
+import {ConfigError, DataError, MqError, PermissionError, UsageError} from '../errors.js'
+import {checkName} from '../util/names.js'
 import {assertPrivateFile, ensureDir, ensurePrivateDir, writeFileAtomic, writeSecretFile} from '../util/fs.js'
-import {assertName, buildCert, buildCrl, fingerprintOf, generateRsa, loadPrivateKey, normSerial, parseSans, randomSerial, toPlainPem} from './certs.js'
+import {buildCert, buildCrl, fingerprintOf, generateRsa, loadPrivateKey, normSerial, parseSans, randomSerial, toPlainPem} from './certs.js'
 import {type CertType, type IndexEntry, IndexStore, REVOCATION_REASONS, type RevocationReason} from './index-store.js'
 import {type E2eIdentity, identityFiles, loadIdentity} from './identity.js'
+import {encryptPrivateKey} from './key-encryption.js'
 
 export interface CertRecord {
   name: string
@@ -94,7 +97,8 @@ export class CertificateAuthority {
         serial,
         type: 'ca',
       })
-      const keyPem = this.passphrase ? (createPrivateKey(kp.privatePem).export({cipher: 'aes-256-cbc', format: 'pem', passphrase: this.passphrase, type: 'pkcs8'}) as string) : kp.privatePem
+      // scrypt, not Node's export({cipher}) (PBKDF2 at 2,048 iterations): see key-encryption.ts
+      const keyPem = this.passphrase ? encryptPrivateKey(createPrivateKey(kp.privatePem), this.passphrase) : kp.privatePem
       if (opts.force) {
         // a new CA invalidates everything the old one issued
         rmSync(this.home.issued, {force: true, recursive: true})
@@ -169,7 +173,7 @@ export class CertificateAuthority {
   }
 
   async issue(name: string, opts: IssueOptions): Promise<CertRecord> {
-    assertName(name)
+    checkName(name)
     checkDays(opts.days, '--days')
     if (opts.type !== 'server' && opts.type !== 'client') throw new UsageError('E_BAD_TYPE', `--type must be server or client, got ${JSON.stringify(opts.type)}.`, {hint: 'Try this: --type client'})
     if (opts.type === 'client' && opts.sans && opts.sans.length > 0) throw new UsageError('E_BAD_SAN', '--san applies to server certificates only.', {hint: 'Try this: drop --san, or use --type server.'})
@@ -221,6 +225,33 @@ export class CertificateAuthority {
     })
   }
 
+  /**
+   * Servers call this at start: without pki/crl.pem they would admit every certificate this CA
+   * revoked (pki/index.json still lists them). With the CA key at hand the CRL is rebuilt from the
+   * index; without it, a home whose index lists revocations refuses to start (E_CRL_MISSING).
+   */
+  async ensureCrl(): Promise<{rebuilt: false} | {rebuilt: true; revoked: number}> {
+    if (existsSync(this.home.crl)) return {rebuilt: false}
+    const indexFile = this.index.file
+    if (this.exists()) {
+      try {
+        const r = await this.publishCrl()
+        return {rebuilt: true, revoked: r.revoked}
+      } catch (error) {
+        throw new ConfigError('E_CRL_MISSING', `${this.home.crl} is missing and could not be rebuilt from ${indexFile}: ${(error as Error).message}`, {
+          hint: 'Try this: mq cert crl (with MQ_CA_PASSPHRASE set when the CA key is encrypted), then start again.',
+        })
+      }
+    }
+    const revoked = existsSync(indexFile) ? this.index.read().certs.filter((c) => c.revoked).length : 0
+    if (revoked > 0) {
+      throw new ConfigError('E_CRL_MISSING', `${this.home.crl} is missing: ${indexFile} lists ${revoked} revoked certificate(s) that would be admitted, and there is no CA key here to rebuild the CRL.`, {
+        hint: 'Try this: copy the current crl.pem from the CA host into pki/ (or run mq cert crl there).',
+      })
+    }
+    return {rebuilt: false}
+  }
+
   async publishCrl(days?: number): Promise<{path: string; number: number; revoked: number; nextUpdate: string}> {
     checkDays(days, '--days')
     this.loadCa()
@@ -265,7 +296,8 @@ export class CertificateAuthority {
   /** Dev bootstrap: a CA and any missing certificates. Returns what it created ("ca", names). */
   async ensureDevelopment(opts: {servers?: string[]; clients?: string[]}): Promise<string[]> {
     const created: string[] = []
-    if (!this.exists()) {
+    // a CA certificate without its key here is a CA kept elsewhere: never replace it with a new one
+    if (!existsSync(this.home.caCert)) {
       await this.init()
       created.push('ca')
     }
@@ -287,7 +319,7 @@ export class CertificateAuthority {
 
   /** An end-to-end identity: RSA-OAEP decryption key and RSA-PSS signing key, each certified by the CA. */
   async keygen(name: string, opts: {force?: boolean} = {}): Promise<E2eIdentity> {
-    assertName(name)
+    checkName(name)
     this.loadCa()
     return this.index.withLock(async () => {
       const files = identityFiles(this.home, name)
@@ -314,4 +346,10 @@ export class CertificateAuthority {
       return loadIdentity(this.home, name, {withPrivate: true})
     })
   }
+}
+
+/** What a server (broker, proxy, relay) runs before loading its TLS material: see ensureCrl. */
+export async function ensureCrlAtStart(home: MqHome, cfg: MqConfig['pki'], logger: Pick<Logger, 'warn'>): Promise<void> {
+  const r = await CertificateAuthority.open(home, cfg).ensureCrl()
+  if (r.rebuilt) logger.warn('pki/crl.pem was missing: rebuilt it from pki/index.json', {revoked: r.revoked})
 }

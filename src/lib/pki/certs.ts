@@ -39,12 +39,6 @@ export function fingerprintOf(pem: string): string {
   return new X509Certificate(pem).fingerprint256.replaceAll(':', '').toLowerCase()
 }
 
-const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
-export function assertName(name: string, what = 'name'): void {
-  if (!NAME_RE.test(name)) {
-    throw new DataError('E_BAD_NAME', `Invalid ${what} ${JSON.stringify(name)}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit.`, {hint: 'Try this: a name like "alice" or "broker-1".'})
-  }
-}
 
 const DNS_RE = /^(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/
 export interface AltName {

@@ -1,12 +1,14 @@
-import {X509Certificate, createHash, createPrivateKey, type KeyObject} from 'node:crypto'
+import {X509Certificate, createHash, type KeyObject} from 'node:crypto'
 import {existsSync, readFileSync} from 'node:fs'
 import {join} from 'node:path'
 
 import type {MqHome} from '../config/home.js'
 import {ExitCode, MqError, PermissionError} from '../errors.js'
 import {assertPrivateFile} from '../util/fs.js'
+import {checkName} from '../util/names.js'
 import {OU_OF, normSerial, subjectCN, subjectOU} from './certs.js'
 import {IndexStore} from './index-store.js'
+import {parseCertPem, parseKeyPem, readCertFile} from './pem.js'
 import {readCrlSync} from './tls.js'
 
 export interface E2eIdentity {
@@ -23,7 +25,7 @@ export interface E2eIdentity {
 
 export function identityFiles(home: MqHome, name: string) {
   return {
-    encCert: join(home.keys, `${name}.crt`),
+    encCert: join(home.keys, `${checkName(name)}.crt`),
     encKey: join(home.keys, `${name}.key`),
     encPub: join(home.keys, `${name}.pub`),
     signCert: join(home.keys, `${name}.sign.crt`),
@@ -44,16 +46,16 @@ export function loadIdentity(home: MqHome, name: string, opts: {withPrivate?: bo
   }
   const encCertPem = readFileSync(f.encCert, 'utf8')
   const signCertPem = readFileSync(f.signCert, 'utf8')
-  const enc = new X509Certificate(encCertPem)
-  const sign = new X509Certificate(signCertPem)
+  const enc = parseCertPem(f.encCert, encCertPem)
+  const sign = parseCertPem(f.signCert, signCertPem)
   const id: E2eIdentity = {encCertPem, encPublicKey: enc.publicKey, fingerprint: keyFingerprint(enc.publicKey), name, signCertPem, signPublicKey: sign.publicKey}
   if (opts.withPrivate) {
     for (const k of [f.encKey, f.signKey]) {
       if (!existsSync(k)) throw new MqError('E_IDENTITY_NO_PRIVATE_KEY', `${k} is missing: ${name} is not an identity you hold.`, {hint: `Try this: use an identity created here with mq keygen ${name}`})
       assertPrivateFile(k)
     }
-    id.encPrivateKey = createPrivateKey(readFileSync(f.encKey))
-    id.signPrivateKey = createPrivateKey(readFileSync(f.signKey))
+    id.encPrivateKey = parseKeyPem(f.encKey, readFileSync(f.encKey))
+    id.signPrivateKey = parseKeyPem(f.signKey, readFileSync(f.signKey))
   }
   return id
 }
@@ -87,7 +89,7 @@ function checkOne(home: MqHome, ca: X509Certificate, revoked: Set<string>, name:
  */
 export function verifyIdentityCerts(home: MqHome, name: string, encCertPem: string, signCertPem: string): E2eIdentity {
   if (!existsSync(home.caCert)) throw new MqError('E_CA_MISSING', `No CA certificate at ${home.caCert} to check ${name}'s key against.`, {hint: 'Try this: copy the CA certificate (pki/ca.crt) into place, or mq cert ca init.'})
-  const ca = new X509Certificate(readFileSync(home.caCert))
+  const ca = readCertFile(home.caCert)
   const revoked = new Set(readCrlSync(home)?.serials ?? [])
   // the local index knows revocations before a CRL copy reaches other machines
   try {

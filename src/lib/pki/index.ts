@@ -1,4 +1,4 @@
-export {CertificateAuthority, type CertRecord, type IssueOptions} from './ca.js'
+export {CertificateAuthority, type CertRecord, type IssueOptions, ensureCrlAtStart} from './ca.js'
 export {fingerprintOf, normSerial, readCrl} from './certs.js'
 export {type E2eIdentity, identityFiles, keyFingerprint, loadIdentity, verifyIdentityCerts} from './identity.js'
 export {type CertType, REVOCATION_REASONS, type RevocationReason} from './index-store.js'

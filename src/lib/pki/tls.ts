@@ -10,6 +10,7 @@ import type {MqHome} from '../config/home.js'
 import {ExitCode, MqError} from '../errors.js'
 import {assertPrivateFile} from '../util/fs.js'
 import {normSerial} from './certs.js'
+import {badPem, parseCertPem, parseKeyPem, readCertFile} from './pem.js'
 
 function readMaterial(home: MqHome, name: string, kind: 'server' | 'client'): {cert: Buffer; key: Buffer; ca: Buffer} {
   const certFile = home.issuedCert(name)
@@ -31,7 +32,12 @@ function readMaterial(home: MqHome, name: string, kind: 'server' | 'client'): {c
     })
   }
   assertPrivateFile(keyFile)
-  return {ca: readFileSync(home.caCert), cert: readFileSync(certFile), key: readFileSync(keyFile)}
+  const m = {ca: readFileSync(home.caCert), cert: readFileSync(certFile), key: readFileSync(keyFile)}
+  // parsed here so a damaged file is named (exit 65), not an OpenSSL error from inside the handshake
+  parseCertPem(home.caCert, m.ca)
+  parseCertPem(certFile, m.cert)
+  parseKeyPem(keyFile, m.key)
+  return m
 }
 
 /** Names in pki/issued with a client certificate and key, for "did you mean" hints. */
@@ -60,7 +66,7 @@ export function serverTlsOptions(home: MqHome, name: string): TlsOptions {
   const m = readMaterial(home, name, 'server')
   return {
     ...m,
-    ...(existsSync(home.crl) ? {crl: readFileSync(home.crl)} : {}),
+    ...crlOption(home),
     minVersion: 'TLSv1.2',
     rejectUnauthorized: true,
     requestCert: true,
@@ -73,7 +79,23 @@ export function serverTlsOptions(home: MqHome, name: string): TlsOptions {
  */
 export function clientTlsOptions(home: MqHome, identity: string): ConnectionOptions {
   const m = readMaterial(home, identity, 'client')
-  return {...m, ...(existsSync(home.crl) ? {crl: readFileSync(home.crl)} : {}), minVersion: 'TLSv1.2', rejectUnauthorized: true}
+  return {...m, ...crlOption(home), minVersion: 'TLSv1.2', rejectUnauthorized: true}
+}
+
+/** pki/crl.pem for a TLS context, parsed first so a damaged file is named (exit 65) rather than failing inside OpenSSL. */
+function crlOption(home: MqHome): {crl?: Buffer} {
+  if (!existsSync(home.crl)) return {}
+  const crl = readFileSync(home.crl)
+  parseCrlPem(home.crl, crl)
+  return {crl}
+}
+
+function parseCrlPem(path: string, pem: Buffer): x509.X509Crl {
+  try {
+    return new x509.X509Crl(pem.toString().replace(/X509 CRL/g, 'CRL'))
+  } catch (error) {
+    throw badPem(path, pem, 'CRL', error)
+  }
 }
 
 /**
@@ -99,9 +121,9 @@ export function peerIdentity(sock: TLSSocket): {cn: string; serial: string} | nu
 export function readCrlSync(home: MqHome): {pem: Buffer; serials: Set<string>} | undefined {
   if (!existsSync(home.crl)) return undefined
   const pem = readFileSync(home.crl)
-  const crl = new x509.X509Crl(pem.toString().replace(/X509 CRL/g, 'CRL'))
+  const crl = parseCrlPem(home.crl, pem)
   // signature check with node:crypto (synchronous): the CRL's tbs is signed by the CA key
-  const ca = new X509Certificate(readFileSync(home.caCert))
+  const ca = readCertFile(home.caCert)
   const ok = verifyCrlSignature(crl, ca)
   if (!ok) throw new MqError('E_CRL_UNTRUSTED', `${home.crl} is not signed by our CA.`, {hint: 'Try this: mq cert crl'})
   return {pem, serials: new Set(crl.entries.map((e) => normSerial(e.serialNumber)))}
@@ -119,6 +141,15 @@ function derTlv(buf: Buffer, off: number): {start: number; end: number} {
   }
   if (start + len > buf.length) throw new Error('truncated DER')
   return {end: start + len, start}
+}
+
+/** Whether the CA certificate in `caCertFile` signed this CRL (false when the file is unreadable). */
+export function crlSignedBy(crl: x509.X509Crl, caCertFile: string): boolean {
+  try {
+    return verifyCrlSignature(crl, new X509Certificate(readFileSync(caCertFile)))
+  } catch {
+    return false
+  }
 }
 
 function verifyCrlSignature(crl: x509.X509Crl, ca: X509Certificate): boolean {

@@ -3,7 +3,7 @@ import type {MqConfig} from '../config/schema.js'
 import {ConfigError} from '../errors.js'
 import {ApiClient} from '../http/client.js'
 import type {Logger} from '../log.js'
-import {CertificateAuthority, CrlWatcher, clientTlsOptions, serverTlsOptions} from '../pki/index.js'
+import {CertificateAuthority, CrlWatcher, clientTlsOptions, ensureCrlAtStart, serverTlsOptions} from '../pki/index.js'
 import {connectRedis, redisReady} from '../worker/keys.js'
 import {ProxyServer} from './server.js'
 
@@ -27,6 +27,7 @@ export async function startProxy(home: MqHome, config: MqConfig, logger: Logger)
   const p = config.proxy
   const created = await ensurePipelineCerts(home, config, {clients: [p.identity], servers: [p.server_identity]})
   if (created.length) logger.info('issued development certificates', {created: created.join(',')})
+  await ensureCrlAtStart(home, config.pki, logger)
   const tls = serverTlsOptions(home, p.server_identity)
   const redis = connectRedis(config.redis.url, {autoPipeline: true})
   try {

@@ -14,7 +14,7 @@ import type {ApiClient} from '../http/client.js'
 import {HttpError, parseJsonObject, readBody, sendError, sendJson, statusOf} from '../http/errors.js'
 import {type Logger, silentLogger} from '../log.js'
 import {peerIdentity} from '../pki/index.js'
-import {PHONE_RE} from '../records/crypto.js'
+import {PHONE_RE, assertBodyLength} from '../records/crypto.js'
 import {type PipelineKeys, pipelineKeys} from '../worker/keys.js'
 import {RegisterBatcher} from './batcher.js'
 import {RateLimiter} from './rate-limit.js'
@@ -161,9 +161,7 @@ export class ProxyServer {
       throw new HttpError(422, 'E_SENDER_NUMBER', 'sender_number must be an E.164 number: "+", a non-zero digit, then 1-14 digits (e.g. +4915200000000).', {extra: {field: 'sender_number'}})
     }
     if (typeof text !== 'string' || text.trim() === '') throw new HttpError(422, 'E_BODY_BLANK', 'message_body must be a non-blank string.', {extra: {field: 'message_body'}})
-    if ([...text].length > cfg.max_body_chars) {
-      throw new HttpError(422, 'E_BODY_TOO_LONG', `message_body has ${[...text].length} characters; the limit is ${cfg.max_body_chars}.`, {extra: {field: 'message_body'}, hint: 'Try this: split the text into several messages.'})
-    }
+    assertBodyLength(text, cfg.max_body_chars)
     if (metadata !== undefined && metadata !== null && (typeof metadata !== 'object' || Array.isArray(metadata))) {
       throw new HttpError(422, 'E_METADATA', 'metadata must be a JSON object.', {extra: {field: 'metadata'}})
     }

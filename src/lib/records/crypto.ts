@@ -4,6 +4,7 @@ import {join} from 'node:path'
 
 import type {MqHome} from '../config/home.js'
 import {DataError, PermissionError} from '../errors.js'
+import {HttpError} from '../http/errors.js'
 import {assertPrivateFile, writeSecretFile} from '../util/fs.js'
 
 /**
@@ -86,6 +87,17 @@ export class RecordsKeyring {
 }
 
 export const PHONE_RE = /^\+[1-9]\d{1,14}$/
+
+/**
+ * message_body is limited in Unicode code points, as the seed's pydantic model counts a str (an
+ * emoji is one character, not its two UTF-16 units); the proxy and the broker's register check
+ * both use this, so what one accepts the other accepts too.
+ */
+export function assertBodyLength(text: string, max: number): void {
+  let n = 0
+  for (const _ of text) n++
+  if (n > max) throw new HttpError(422, 'E_BODY_TOO_LONG', `message_body has ${n} characters; the limit is ${max}.`, {extra: {field: 'message_body'}, hint: 'Try this: split the text into several messages.'})
+}
 
 /** HMAC-SHA-256 of phone numbers under $MQ_HOME/secrets/phone.pepper (created on first use). */
 export class PhoneHasher {

@@ -9,7 +9,7 @@ import {MqError, PermissionError} from '../errors.js'
 import {HttpError, errorBody, parseJsonObject, statusOf} from '../http/errors.js'
 import {type Logger, silentLogger} from '../log.js'
 import {CertificateAuthority} from '../pki/index.js'
-import {PHONE_RE} from './crypto.js'
+import {PHONE_RE, assertBodyLength} from './crypto.js'
 import {connectRedis, redisReady} from '../worker/keys.js'
 import {CLIENT_STATUSES, MESSAGE_ID_RE, MESSAGE_STATUSES, type MessagePayload, type MessageRecord, RecordsStore, USER_ROLES} from './store.js'
 
@@ -36,6 +36,9 @@ export interface DeliveredMessage extends MessagePayload {
   client_id: string
   queued_at: string
 }
+
+/** broker statuses after delivery that a records view shows instead of "delivered" */
+const BROKER_FINAL = new Set(['dead-lettered', 'expired', 'dropped', 'purged'])
 
 const PROXY = ['proxy']
 const WORKER = ['worker']
@@ -172,10 +175,20 @@ export async function createRecordsPlugin(opts: RecordsPluginOptions): Promise<A
     )
   }
 
-  const view = (r: MessageRecord) => ({
-    attempts: r.attempts, client_id: r.client_id, delivered_at: r.delivered_at, key_version: r.key_version, last_attempt_at: r.last_attempt_at,
-    last_error: r.last_error, message_id: r.message_id, queued_at: r.queued_at, sender: r.sender_masked, sender_hash: r.sender_hash, status: r.status,
-  })
+  /**
+   * A record's status as the operator should see it: once delivered into the broker, a message the
+   * consumer rejected is dead-lettered (expired, dropped, purged) there, and `mq message list` must
+   * say so as `mq message status` and `mq stats` do, not "delivered". broker_status is the broker's
+   * latest status of the id (null when it no longer knows it).
+   */
+  const view = (r: MessageRecord) => {
+    const b = r.status === 'delivered' ? (opts.publisher.status?.(r.message_id) ?? null) : null
+    const gone = b !== null && BROKER_FINAL.has(b.status)
+    return {
+      attempts: r.attempts, broker_status: b?.status ?? null, client_id: r.client_id, delivered_at: r.delivered_at, key_version: r.key_version, last_attempt_at: r.last_attempt_at,
+      last_error: r.last_error, message_id: r.message_id, queued_at: r.queued_at, ...(gone && b.queue ? {queue: b.queue} : {}), sender: r.sender_masked, sender_hash: r.sender_hash, status: gone ? b.status : r.status,
+    }
+  }
 
   const syncClients = async () => {
     const c = await getCa()
@@ -195,7 +208,8 @@ export async function createRecordsPlugin(opts: RecordsPluginOptions): Promise<A
     const clientId = str(b, 'client_id', {max: 255, required: true})!
     const sender = str(b, 'sender_number', {required: true})!
     if (!PHONE_RE.test(sender)) throw new HttpError(422, 'E_SENDER_NUMBER', 'sender_number must be an E.164 number like +4915200000000.')
-    const body = str(b, 'message_body', {max: opts.config.proxy.max_body_chars, required: true})!
+    const body = str(b, 'message_body', {required: true})!
+    assertBodyLength(body, opts.config.proxy.max_body_chars)
     if (body.trim() === '') throw new HttpError(422, 'E_BODY_BLANK', 'message_body is blank.')
     const metadata = b.metadata ?? undefined
     if (metadata !== undefined && (typeof metadata !== 'object' || Array.isArray(metadata))) throw new HttpError(422, 'E_FIELD_TYPE', 'metadata must be a JSON object.')

@@ -383,7 +383,12 @@ export class RecordsStore {
   async verifyUser(email: string, password: string): Promise<{email: string; role: string} | undefined> {
     const r = await this.guard(() => this.sql.get<{email: string; role: string; password_hash: string; active: number}>('SELECT email, role, password_hash, active FROM users WHERE email = ?', [email.toLowerCase()]))
     if (!r || Number(r.active) !== 1 || !verifyPassword(password, r.password_hash)) return undefined
-    await this.guard(() => this.sql.run('UPDATE users SET last_login_at = ? WHERE email = ?', [now(), r.email]))
+    // a login is the one moment the password is at hand: upgrade an older, cheaper hash then
+    if (needsRehash(r.password_hash)) {
+      await this.guard(() => this.sql.run('UPDATE users SET password_hash = ?, last_login_at = ? WHERE email = ? AND password_hash = ?', [hashPassword(password), now(), r.email, r.password_hash]))
+    } else {
+      await this.guard(() => this.sql.run('UPDATE users SET last_login_at = ? WHERE email = ?', [now(), r.email]))
+    }
     return {email: r.email, role: r.role}
   }
 
@@ -403,17 +408,44 @@ export class RecordsStore {
   }
 }
 
-/** scrypt$N$r$p$salt$hash (base64), verified in constant time. */
+/**
+ * Password hashes: scrypt$N$r$p$salt$hash (base64), verified in constant time. New hashes use
+ * OWASP's scrypt minimum, N=2^17 r=8 p=1 (128 MiB, about 0.3 s here). The parameters of a stored
+ * row are read back, so verification accepts only a bounded range: a row with an absurd N, r or p
+ * (a tampered or foreign row) is refused instead of tying up CPU and memory on every login.
+ */
+export const PASSWORD_SCRYPT = {N: 131_072, p: 1, r: 8} as const
+const VERIFY_BOUNDS = {maxMem: 256 * 1024 * 1024, maxN: 1 << 20, maxP: 4, maxR: 16, minN: 1 << 14}
+
 export function hashPassword(password: string): string {
+  const {N, p, r} = PASSWORD_SCRYPT
   const salt = randomBytes(16)
-  const h = scryptSync(password, salt, 32, {N: 16_384, p: 1, r: 8})
-  return `scrypt$16384$8$1$${salt.toString('base64')}$${h.toString('base64')}`
+  const h = scryptSync(password, salt, 32, {N, maxmem: 128 * N * r * p + (1 << 20), p, r})
+  return `scrypt$${N}$${r}$${p}$${salt.toString('base64')}$${h.toString('base64')}`
+}
+
+/** N, r, p, salt and hash of a stored row, or undefined when the row is malformed or out of bounds. */
+function parseHash(stored: string): {N: number; r: number; p: number; salt: Buffer; hash: Buffer} | undefined {
+  const f = stored.split('$')
+  if (f.length !== 6 || f[0] !== 'scrypt' || ![f[1], f[2], f[3]].every((x) => /^[1-9]\d{0,7}$/.test(x))) return undefined
+  const [N, r, p] = [Number(f[1]), Number(f[2]), Number(f[3])]
+  const b = VERIFY_BOUNDS
+  if (N < b.minN || N > b.maxN || (N & (N - 1)) !== 0 || r > b.maxR || p > b.maxP || 128 * N * r * p > b.maxMem) return undefined
+  const salt = Buffer.from(f[4], 'base64')
+  const hash = Buffer.from(f[5], 'base64')
+  if (salt.length < 8 || salt.length > 64 || hash.length < 16 || hash.length > 64) return undefined
+  return {N, hash, p, r, salt}
 }
 
 export function verifyPassword(password: string, stored: string): boolean {
-  const p = stored.split('$')
-  if (p.length !== 6 || p[0] !== 'scrypt') return false
-  const want = Buffer.from(p[5], 'base64')
-  const got = scryptSync(password, Buffer.from(p[4], 'base64'), want.length, {N: Number(p[1]), p: Number(p[3]), r: Number(p[2])})
-  return got.length === want.length && timingSafeEqual(got, want)
+  const h = parseHash(stored)
+  if (!h) return false
+  const got = scryptSync(password, h.salt, h.hash.length, {N: h.N, maxmem: 128 * h.N * h.r * h.p + (1 << 20), p: h.p, r: h.r})
+  return timingSafeEqual(got, h.hash)
+}
+
+/** True when a (verified) stored hash is weaker than what hashPassword writes today. */
+export function needsRehash(stored: string): boolean {
+  const h = parseHash(stored)
+  return !h || h.N < PASSWORD_SCRYPT.N || h.r < PASSWORD_SCRYPT.r || h.hash.length < 32
 }

@@ -192,9 +192,13 @@ export class RelayServer {
     const conn: Conn = {midReply: false, padded: false, peer, reader: new SocketReader(sock, this.opts.idleTimeoutMs, 128 * 1024), requests: 0, sock}
     this.conns.add(conn)
     this.log.debug('connection', {peer})
+    // true while waiting for the next request: every earlier answer was written in full
+    let between = true
     try {
       for (;;) {
+        between = true
         if (!(await conn.reader.fill(1))) break
+        between = false
         const keep = await this.handle(conn)
         conn.requests++
         if (!keep) break
@@ -202,7 +206,12 @@ export class RelayServer {
     } catch (error) {
       if (error instanceof StallTimeout) this.log.info('closing idle, stalled or too slow connection', {peer, reason: error.message})
       else if (error instanceof EndOfStream) this.log.warn('truncated request: peer closed mid-request', {peer})
-      else {
+      else if (isPeerReset(error) && between) {
+        // some clients (rdar-lab's) close with a reset after reading their answer: a normal end
+        this.log.debug('peer reset the connection after its answer', {peer, requests: conn.requests})
+      } else if (isPeerReset(error)) {
+        this.log.warn(conn.midReply ? 'peer reset the connection before reading all of its answer' : 'truncated request: peer reset mid-request', {peer})
+      } else {
         // A store or file-system failure: the client still gets its 9000, then the connection closes.
         this.log.error('request failed', {error, peer})
         if (!sock.destroyed && !conn.midReply) await this.refuseAndClose(conn, undefined)
@@ -506,4 +515,10 @@ export function checkStrongKey(der: Buffer): string | undefined {
   } catch {
     return 'public key is not a DER SubjectPublicKeyInfo'
   }
+}
+
+/** The peer went away abruptly (TCP reset, or a write after it closed): the peer's doing, not a server failure. */
+function isPeerReset(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException)?.code
+  return code === 'ECONNRESET' || code === 'EPIPE' || code === 'ECONNABORTED'
 }

@@ -26,7 +26,7 @@ test('re-declaring a queue with the same settings is idempotent', async () => {
 })
 
 test('re-declaring a queue with different settings fails with E_QUEUE_MISMATCH naming the existing values', async () => {
-  let r = await mq(['queue', 'declare', 'orders', '--durable', '--dead-letter', 'orders.dlq'])
+  let r = await mq(['queue', 'declare', 'orders', '--durable', '--dead-letter', 'graveyard'])
   assert.equal(r.code, 0, r.stderr)
 
   r = await mq(['queue', 'declare', 'orders'])
@@ -34,10 +34,10 @@ test('re-declaring a queue with different settings fails with E_QUEUE_MISMATCH n
   assert.equal(r.stdout, '', 'nothing claims it was declared')
   assert.match(r.stderr, /queue "orders" already exists with different settings/)
   assert.match(r.stderr, /durable: existing true, requested false/)
-  assert.match(r.stderr, /dead-letter: existing orders\.dlq, requested none/)
-  assert.match(r.stderr, /Try this: .*mq queue declare orders --durable --dead-letter orders\.dlq.*mq queue delete orders/)
+  assert.match(r.stderr, /dead-letter: existing graveyard, requested orders\.dlq \(the default\)/)
+  assert.match(r.stderr, /Try this: .*mq queue declare orders --durable --dead-letter graveyard.*mq queue delete orders/)
 
-  r = await mq(['queue', 'declare', 'orders', '--durable', '--dead-letter', 'orders.dlq', '--max-length', '5', '--json'])
+  r = await mq(['queue', 'declare', 'orders', '--durable', '--dead-letter', 'graveyard', '--max-length', '5', '--json'])
   assert.notEqual(r.code, 0)
   const err = JSON.parse(r.stdout).error
   assert.equal(err.code, 'E_QUEUE_MISMATCH')
@@ -47,7 +47,7 @@ test('re-declaring a queue with different settings fails with E_QUEUE_MISMATCH n
   r = await mq(['queue', 'list', '--json'])
   const q = JSON.parse(r.stdout).find((x: {name: string}) => x.name === 'orders')
   assert.equal(q.durable, true)
-  assert.equal(q.deadLetter, 'orders.dlq')
+  assert.equal(q.deadLetter, 'graveyard')
 })
 
 test("a CipherMQ declare_queue (no settings) of an existing queue still answers exactly 'Queue declared'", async () => {

@@ -134,6 +134,27 @@ describe('ingest pipeline end to end: curl -> proxy -> Redis -> worker -> broker
     await consumer.deleteQueue('recvq')
   })
 
+  it('a pipeline message mq recv refuses (default --accept native) is kept in the dead-letter queue, and message status, message list and stats agree', async () => {
+    await consumer.declareQueue('strict', {durable: true})
+    await consumer.bind('strict', 'default_exchange', 'pipeline')
+    const before = JSON.parse((await runCli(['stats', '--json'], {env: {...env, ...broker.cliEnv()}})).stdout).totals.deadLettered
+    const r = await curl(JSON.stringify({message_body: 'refused by a strict receiver', sender_number: '+4915200000000'}))
+    assert.equal(r.status, 202)
+    const id = r.body.message_id as string
+    await waitFor(() => received.some((m) => m.id === id), 20_000)
+    const got = await runCli(['recv', '-q', 'strict', '--timeout', '3s'], {env: {...env, ...broker.cliEnv()}})
+    assert.equal(got.code, 65, got.stderr)
+    const st = JSON.parse((await runCli(['message', 'status', id, '--json'], {env: {...env, ...broker.cliEnv()}})).stdout)
+    assert.deepEqual([st.status, st.queue], ['dead-lettered', 'strict.dlq'])
+    const list = JSON.parse((await runCli(['message', 'list', '--client', 'alice', '--json'], {env})).stdout) as {message_id: string; status: string; broker_status: string; queue?: string}[]
+    const row = list.find((m) => m.message_id === id)!
+    assert.deepEqual([row.status, row.broker_status, row.queue], ['dead-lettered', 'dead-lettered', 'strict.dlq'])
+    const stats = JSON.parse((await runCli(['stats', '--json'], {env: {...env, ...broker.cliEnv()}})).stdout)
+    assert.equal(stats.totals.deadLettered, before + 1)
+    assert.equal(stats.queues.find((q: {name: string}) => q.name === 'strict.dlq').messages, 1)
+    await consumer.deleteQueue('strict')
+  })
+
   it('operator commands see the record, decrypt it with an audit entry, and count it', async () => {
     const cli = (args: string[]) => runCli([...args, '--json'], {env})
     const list = await cli(['message', 'list', '--client', 'alice', '--status', 'delivered'])

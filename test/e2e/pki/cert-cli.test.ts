@@ -119,6 +119,12 @@ describe('mq cert and mq keygen from the CLI', () => {
     }
   })
 
+  test('mq cert ca init --help says how the key passphrase is stretched', async () => {
+    const r = await cli(['cert', 'ca', 'init', '--help'])
+    assert.equal(r.code, 0)
+    assert.match(r.stdout.replaceAll(/\s+/g, ' '), /scrypt \(N=2\^14, r=8, p=5/)
+  })
+
   test('missing CA: a clear error naming the fix', async () => {
     const empty = tempHome()
     try {

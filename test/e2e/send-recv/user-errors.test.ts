@@ -57,4 +57,17 @@ describe('send/recv user errors', () => {
     assert.equal(t.stdout, '')
     assert.match(t.stderr, /within 1\.5s/)
   })
+
+  test('send --from an identity that was revoked: exit 77 before anything is signed or published', async () => {
+    for (const n of ['dave', 'erin']) assert.equal((await mq(['keygen', n])).code, 0)
+    assert.equal((await mq(['queue', 'declare', 'erin.inbox'])).code, 0)
+    const ok = await mq(['send', '--queue', 'erin.inbox', '--from', 'dave', '--to', 'erin', 'before'])
+    assert.equal(ok.code, 0, ok.stderr)
+    assert.equal((await mq(['cert', 'revoke', 'dave', '--reason', 'key-compromise'])).code, 0)
+    const r = await mq(['send', '--queue', 'erin.inbox', '--from', 'dave', '--to', 'erin', 'after'])
+    assert.equal(r.code, 77, r.stderr)
+    assert.match(r.stderr, /Refusing to sign as dave: The key of dave \(serial [0-9a-f]+\) has been revoked/)
+    const list = JSON.parse((await mq(['queue', 'list', '--json'])).stdout) as {name: string; messages: number}[]
+    assert.equal(list.find((q) => q.name === 'erin.inbox')?.messages, 1, 'only the message sent before the revocation is queued')
+  })
 })

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import {execFileSync, spawnSync} from 'node:child_process'
+import {createPrivateKey} from 'node:crypto'
 import {readFileSync, statSync, writeFileSync} from 'node:fs'
 import {after, before, describe, test} from 'node:test'
 import tls from 'node:tls'
@@ -185,6 +186,28 @@ describe('certificate authority', () => {
       assert.equal(rec.status, 'active')
     } finally {
       h3.cleanup()
+    }
+  })
+
+  test('the CA key passphrase is stretched with scrypt (not PBKDF2 at 2,048 iterations); old PBKDF2 keys still load', async () => {
+    const h5 = tempHome()
+    try {
+      const home5 = new MqHome(h5.dir)
+      await CertificateAuthority.open(home5, cfg, {passphrase: 's3cret'}).init()
+      // read the key file's algorithm with openssl itself, as an auditor would
+      const parsed = execFileSync('openssl', ['asn1parse', '-in', home5.caKey], {encoding: 'utf8'})
+      assert.match(parsed, /:scrypt/)
+      assert.doesNotMatch(parsed, /PBKDF2/)
+      assert.match(parsed, /INTEGER +:4000\n.*INTEGER +:08\n.*INTEGER +:05/)
+      // a key written the old way (Node's export: PBKDF2, 2,048 iterations) is still read
+      const plain = createPrivateKey({key: readFileSync(home5.caKey, 'utf8'), passphrase: 's3cret'})
+      const old = plain.export({cipher: 'aes-256-cbc', format: 'pem', passphrase: 's3cret', type: 'pkcs8'}) as string
+      assert.match(execFileSync('openssl', ['asn1parse'], {encoding: 'utf8', input: old}), /PBKDF2/)
+      writeFileSync(home5.caKey, old, {mode: 0o600})
+      const rec = await CertificateAuthority.open(home5, cfg, {passphrase: 's3cret'}).issue('y', {type: 'client'})
+      assert.equal(rec.status, 'active')
+    } finally {
+      h5.cleanup()
     }
   })
 

@@ -135,6 +135,24 @@ describe('mq proxy (mutual TLS ingest into Redis)', () => {
     assert.equal(await redis.xlen(keys.stream), before + 1)
   })
 
+  it('counts message_body in code points on the proxy and at the broker register: 1000 emoji in, 1001 out with E_BODY_TOO_LONG', async () => {
+    const carol = clientTlsOptions(home, 'carol') as never
+    const emoji = (n: number) => JSON.stringify({message_body: '\u{1F600}'.repeat(n), sender_number: '+4915200000000'})
+    const ok = await post(port, carol, emoji(1000))
+    assert.equal(ok.status, 202, JSON.stringify(ok.body))
+    // the register step (the proxy batches it to the broker's records API) stored it
+    const rec = await plugin.store.payload(ok.body.message_id)
+    assert.equal([...rec!.payload.message_body].length, 1000)
+    const tooLong = await post(port, carol, emoji(1001))
+    assert.equal(tooLong.status, 422)
+    assert.equal(tooLong.body.error.code, 'E_BODY_TOO_LONG')
+    // the broker's own check, called directly as a proxy would
+    const direct = await new ApiClient(api.url, clientTlsOptions(home, 'proxy'), 5000).request('POST', '/internal/messages/register', {messages: [1000, 1001].map((n, i) => ({client_id: 'carol', message_body: '\u{1F600}'.repeat(n), message_id: `emoji-${i}-${Date.now()}`, sender_number: '+4915200000000'}))})
+    const results = (direct.body as {results: {status: string | number; error?: {code: string}}[]}).results
+    assert.equal(results[0].status, 'queued', JSON.stringify(results[0]))
+    assert.equal(results[1].error?.code, 'E_BODY_TOO_LONG', JSON.stringify(results[1]))
+  })
+
   it('refuses no certificate, another CA, and a revoked certificate', async () => {
     await assert.rejects(post(port, {ca: alice.ca}, msg))
     const foreign = await testPki(other.dir, {clients: ['alice']})

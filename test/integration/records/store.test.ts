@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import {randomBytes, scryptSync} from 'node:crypto'
 import {after, before, describe, it} from 'node:test'
 
 import {MqHome} from '../../../src/lib/config/home.js'
@@ -98,6 +99,28 @@ for (const backend of backends) {
       const log = await store.auditLog(5)
       assert.equal(log[0].event_type, 'message.decrypt')
       assert.equal(log[0].severity, 'warning')
+    })
+
+    it('passwords: scrypt N >= 2^17; old N=2^14 rows still log in and are rehashed; absurd stored parameters are refused fast', async () => {
+      const hashOf = async (email: string) => (await store.sql.get<{password_hash: string}>('SELECT password_hash FROM users WHERE email = ?', [email]))!.password_hash
+      const stored = await hashOf('admin@example.com')
+      assert.ok(Number(stored.split('$')[1]) >= 131_072, stored)
+      // a row written by an older version: N=2^14
+      const salt = randomBytes(16)
+      const old = `scrypt$16384$8$1$${salt.toString('base64')}$${scryptSync('old-password', salt, 32, {N: 16_384, p: 1, r: 8}).toString('base64')}`
+      await store.sql.run('INSERT INTO users (email, password_hash, role, active, created_at) VALUES (?, ?, ?, 1, ?)', ['old@example.com', old, 'user', new Date().toISOString()])
+      assert.deepEqual(await store.verifyUser('old@example.com', 'old-password'), {email: 'old@example.com', role: 'user'})
+      const upgraded = await hashOf('old@example.com')
+      assert.notEqual(upgraded, old)
+      assert.equal(upgraded.split('$').slice(1, 4).join('$'), '131072$8$1')
+      assert.deepEqual(await store.verifyUser('old@example.com', 'old-password'), {email: 'old@example.com', role: 'user'})
+      // a tampered row asking for p=200 (seconds of CPU per attempt) or N=2^24 (16 GiB)
+      for (const [n, p] of [[16_384, 200], [16_777_216, 1]]) {
+        await store.sql.run('UPDATE users SET password_hash = ? WHERE email = ?', [`scrypt$${n}$8$${p}$${salt.toString('base64')}$${Buffer.alloc(32).toString('base64')}`, 'old@example.com'])
+        const t0 = Date.now()
+        assert.equal(await store.verifyUser('old@example.com', 'old-password'), undefined)
+        assert.ok(Date.now() - t0 < 500, `refused in ${Date.now() - t0} ms`)
+      }
     })
   })
 }

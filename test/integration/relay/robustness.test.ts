@@ -43,6 +43,19 @@ describe('relay server: malformed requests', () => {
     }
   }
 
+  test('a client that resets the connection after reading its complete answer is not logged as an error', async () => {
+    const from = log.lines.length
+    for (let i = 0; i < 5; i++) {
+      const c = await RawClient.connect(relay.port)
+      c.write(req(2, alice, Op.send, Buffer.concat([encodeSendHeader(bob, 3, 2), Buffer.from('hi')])))
+      assert.equal((await c.response()).code, 2103)
+      c.sock.resetAndDestroy() // what the rdar-lab client does after every send: RST, not FIN
+    }
+    await new Promise((r) => setTimeout(r, 300))
+    const logged = log.lines.slice(from)
+    assert.deepEqual(logged.filter((l) => /ERROR|request failed|WARN/i.test(l)), [], logged.join('\n'))
+  })
+
   test('refusals that keep the connection: duplicate name, unknown id, no NUL, wrong key length, bad type, size mismatch, over-limit text', async () => {
     const dup = Buffer.alloc(255)
     dup.write('alice')

@@ -12,16 +12,25 @@ test('globs: * and ? only, everything else literal', () => {
   assert.ok(globToRegExp('(x)+').test('(x)+'))
 })
 
-test('default permissions: everyone publishes and consumes, only admin administers', () => {
+test('default permissions: everyone publishes, consumes only its own queues; only admin administers and monitors', () => {
   const rules = configSchema.parse({}).broker.permissions
   const admin = resolvePermissions(rules, 'admin')
   const alice = resolvePermissions(rules, 'alice')
   const worker = resolvePermissions(rules, 'worker-1')
   assert.equal(admin.admin, true)
-  assert.deepEqual(admin.roles, ['admin'])
+  assert.deepEqual(admin.roles.sort(), ['admin', 'monitor'])
   assert.equal(alice.admin, false)
-  assert.ok(alice.canPublish('anything') && alice.canConsume('orders'))
+  assert.ok(alice.canPublish('anything'))
+  assert.ok(alice.canConsume('alice') && alice.canConsume('alice.inbox'))
+  assert.ok(!alice.canConsume('orders') && !alice.canConsume('bob.inbox') && !alice.canConsume('alicex') && !alice.canConsume('alice.'))
+  assert.equal(alice.monitor, false)
+  assert.equal(admin.monitor, true)
+  assert.ok(admin.canConsume('bob.inbox'))
   assert.deepEqual(worker.roles, ['worker'])
+  assert.equal(worker.canConsume('default_queue'), false)
+  // the CipherMQ identity is never matched by the catch-all rule
+  const cmq = resolvePermissions(rules, 'ciphermq')
+  assert.ok(!cmq.canPublish('x') && !cmq.canConsume('ciphermq') && !cmq.monitor)
 })
 
 test('first matching rule wins; no rule means no rights', () => {

@@ -34,7 +34,7 @@ test('durable queues, bindings and messages (headers, binary, unicode, delivery 
 
     const store2 = new DurableStore(join(h.dir, 'data'), 0, {keyFile: join(h.dir, 'secrets', 'broker.key')})
     const e2 = new Engine({store: store2})
-    assert.deepEqual(e2.listQueues().map((q) => q.name), ['default_queue', 'q.dlq', 'q.u'])
+    assert.deepEqual(e2.listQueues().map((q) => q.name), ['default_queue', 'default_queue.dlq', 'q.dlq', 'q.u'])
     const q = e2.queues.get('q.u')!
     assert.equal(q.deadLetter, 'q.dlq')
     assert.equal(q.maxLength, 100)

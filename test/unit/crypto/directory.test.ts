@@ -78,7 +78,7 @@ describe('identity resolution and the key directory', () => {
       other.cleanup()
     }
     await assert.rejects(new IdentityResolver(homeB, dir).resolve('nobody'), (e: MqError) => e.code === 'E_RECIPIENT_UNKNOWN')
-    await assert.rejects(new IdentityResolver(homeB, dir).resolve('../x'), (e: MqError) => e.code === 'E_IDENTITY_NAME')
+    await assert.rejects(new IdentityResolver(homeB, dir).resolve('../x'), (e: MqError) => e.code === 'E_BAD_NAME' && e.exit === 65)
   })
 
   it('refuses a revoked identity, from local keys and from the cache', async () => {

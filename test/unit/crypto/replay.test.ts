@@ -85,7 +85,7 @@ describe('replay window: bounded replay guard', () => {
     const msg = sealAt(t0, 'once')
     const rx = receiver(g)
     const first = await rx.open(msg)
-    rx.accepted(first)
+    rx.accepted(first, msg)
     await rx.commit()
     // an id recorded with an old signed timestamp, and an unsigned one recorded at acceptance time
     await g.recordMany([{messageId: 'older', sender: 'alice', timestamp: t0 - 20 * DAY}, {messageId: 'plain-1', sender: null}])

@@ -70,7 +70,7 @@ describe('send and recv helpers', () => {
     const m = await rx.open(d)
     assert.equal(m.payload.toString(), 'one')
     assert.deepEqual(m.headers, {k: 'v'})
-    rx.accepted(m)
+    rx.accepted(m, d)
     await assert.rejects(rx.open(d), (e: MqError) => e.code === 'E_REPLAY')
     await rx.commit()
     await assert.rejects(make(['native']).open(d), (e: MqError) => e.code === 'E_REPLAY')
