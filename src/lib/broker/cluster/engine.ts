@@ -210,6 +210,7 @@ export class ClusterEngine implements BrokerEngine {
   private stopped = false
   private timers: NodeJS.Timeout[] = []
   private hbBusy = false
+  private readonly readers = new Set<RedisClient>()
   private claimBusy = false
   private readonly started = Date.now()
   private depth = new Map<string, {ready: number; pending: number}>()
@@ -325,8 +326,10 @@ export class ClusterEngine implements BrokerEngine {
     const defs = new Engine({statusCapacity: 1})
     for (const [name, type] of Object.entries(ex)) defs.exchanges.set(name, new Exchange(name, type as ExchangeType, true))
     for (const [name, json] of Object.entries(qs)) {
-      const d = JSON.parse(json) as {durable?: boolean; deadLetter?: string; ttlMs?: number; maxLength?: number}
-      defs.queues.set(name, new Queue(name, d.durable ?? false, d.deadLetter, d.ttlMs, d.maxLength))
+      const d = JSON.parse(json) as {durable?: boolean; deadLetter?: string; defaultDeadLetter?: boolean; ttlMs?: number; maxLength?: number}
+      const q = new Queue(name, d.durable ?? false, d.deadLetter, d.ttlMs, d.maxLength)
+      q.defaultDeadLetter = d.defaultDeadLetter ?? false
+      defs.queues.set(name, q)
     }
     for (const b of binds) {
       const [e, q, key] = JSON.parse(b) as [string, string, string]
@@ -374,7 +377,7 @@ export class ClusterEngine implements BrokerEngine {
       this.commits.track(
         (async () => {
           for (const c of created) {
-            await this.redis.hsetnx(this.keys.queues, c.name, JSON.stringify({deadLetter: c.deadLetter, durable: c.durable, maxLength: c.maxLength, ttlMs: c.ttlMs}))
+            await this.redis.hsetnx(this.keys.queues, c.name, JSON.stringify({deadLetter: c.deadLetter, defaultDeadLetter: c.defaultDeadLetter, durable: c.durable, maxLength: c.maxLength, ttlMs: c.ttlMs}))
             await this.createGroup(c.name)
           }
           await this.announce()
@@ -651,6 +654,7 @@ export class ClusterEngine implements BrokerEngine {
     q.reading = true
     const conn = this.redis.duplicate()
     conn.on('error', () => {})
+    this.readers.add(conn)
     const stream = this.keys.queue(q.name).stream
     try {
       while (!this.stopped && q.consumers.length > 0 && this.cqueues.get(q.name) === q) {
@@ -681,6 +685,7 @@ export class ClusterEngine implements BrokerEngine {
       }
     } finally {
       q.reading = false
+      this.readers.delete(conn)
       conn.disconnect()
       if (q.consumers.length > 0 && !this.stopped && this.cqueues.get(q.name) === q) void this.readLoop(q)
       else if (q.buffer.length > 0) {
@@ -823,7 +828,8 @@ export class ClusterEngine implements BrokerEngine {
   /** To the queue's dead-letter queue (written there before it leaves this one), or dropped when it has none. */
   private deadLetter(e: Entry, reason: string, statusIfDropped: MessageStatus): void {
     const q = this.defs.queues.get(e.queue)
-    const dlq = q?.deadLetter ? this.defs.queues.get(q.deadLetter) : undefined
+    // as the engine: TTL and max-length drop rather than fill the default NAME.dlq
+    const dlq = q?.deadLetter && (statusIfDropped === 'dead-lettered' || !q.defaultDeadLetter) ? this.defs.queues.get(q.deadLetter) : undefined
     if (!dlq) {
       void this.settle([e], statusIfDropped)
       return
@@ -1052,12 +1058,17 @@ export class ClusterEngine implements BrokerEngine {
     this.stop()
     this.stopped = true
     for (const q of this.cqueues.values()) q.wake?.()
-    await Promise.allSettled([...this.commits.inflight])
-    await sleep(50)
-    await Promise.allSettled([...this.commits.inflight])
-    // a clean leave: the others need not wait claim_ms for what this node still held
-    await this.redis.hdel(this.keys.heartbeats, this.consumerName).catch(() => {})
+    // writes in flight (requeues of closed connections) get a bounded wait: Redis may be gone
+    const settled = async () => {
+      await Promise.allSettled([...this.commits.inflight])
+      await sleep(50)
+      await Promise.allSettled([...this.commits.inflight])
+      // a clean leave: the others need not wait claim_ms for what this node still held
+      await this.redis.hdel(this.keys.heartbeats, this.consumerName)
+    }
+    await Promise.race([settled().catch(() => {}), sleep(3000)])
+    for (const r of this.readers) r.disconnect()
     this.sub.disconnect()
-    await this.redis.quit().catch(() => this.redis.disconnect())
+    this.redis.disconnect()
   }
 }
