@@ -20,6 +20,7 @@ import {
   recvOutcome,
 } from '../lib/crypto/index.js'
 import {MqError, UsageError} from '../lib/errors.js'
+import {formatDuration} from '../lib/util/duration.js'
 
 export default class Recv extends MqCommand<typeof Recv> {
   static description = `Receive messages from a queue, decrypt and verify them
@@ -42,7 +43,7 @@ Exit status: 0 when done; 75 when a message could not be checked now (it stays q
     queue: Flags.string({char: 'q', description: 'queue to consume', required: true}),
     count: Flags.integer({char: 'n', description: 'exit after this many messages [default: 1]', min: 1, exclusive: ['follow']}),
     follow: Flags.boolean({description: 'keep receiving until SIGINT/SIGTERM (then finish the message in hand, ack it, exit 0)'}),
-    timeout: durationFlag({description: 'give up after this long without a message: 500ms, 10s, 2m or bare milliseconds (exit 75 if nothing arrived)'}),
+    timeout: durationFlag({description: 'give up after this long without a message: 500ms, 10s or 2m (exit 75 if nothing arrived)'}),
     out: Flags.string({char: 'o', description: 'append {message_id, message, timestamp} JSON lines to this file (the CipherMQ Receiver format) instead of printing payloads'}),
     lines: Flags.boolean({description: 'raw mode: print a newline after each payload'}),
     as: Flags.string({description: 'end-to-end identity that decrypts [default: --identity]'}),
@@ -81,6 +82,8 @@ Exit status: 0 when done; 75 when a message could not be checked now (it stays q
           replay,
           resolveSender: new IdentityResolver(this.home, client, (m) => this.logger.warn(m)).senderResolver(),
         })
+        // a person at a terminal otherwise sees nothing at all until a message arrives
+        if (process.stderr.isTTY) this.note(`waiting for messages on ${f.queue}${idleTimeoutMs === undefined ? '' : ` for up to ${formatDuration(idleTimeoutMs)} each`} (Ctrl-C to stop)`)
         const result = await receiveLoop<Delivery>(client, receiver, sink, {
           count,
           idleTimeoutMs,

@@ -1,7 +1,9 @@
 import {type ChildProcess, spawn} from 'node:child_process'
+import {writeFileSync} from 'node:fs'
+import {join} from 'node:path'
 
 import {BrokerClient} from '../../src/lib/client/client.js'
-import {Engine} from '../../src/lib/broker/engine.js'
+import {Engine, type EngineOptions} from '../../src/lib/broker/engine.js'
 import type {ResolvedPermissions} from '../../src/lib/broker/permissions.js'
 import {BrokerServer} from '../../src/lib/broker/server.js'
 import {type Logger, silentLogger} from '../../src/lib/log.js'
@@ -37,7 +39,7 @@ export interface BrokerProcess {
  * Spawns `node bin/run.js broker start` on free ports with a temp MQ_HOME (dev CA on first start)
  * and waits for its "broker ready" log line. `env` adds MQ_* config overrides.
  */
-export async function spawnBroker(opts: {home?: string; env?: NodeJS.ProcessEnv; ciphermq?: boolean} = {}): Promise<BrokerProcess> {
+export async function spawnBroker(opts: {home?: string; env?: NodeJS.ProcessEnv; ciphermq?: boolean; portsInConfig?: boolean; extraConfig?: string} = {}): Promise<BrokerProcess> {
   const own = opts.home ? undefined : tempHome('mq-broker-')
   const home = opts.home ?? own!.dir
   const port = await freePort()
@@ -45,8 +47,10 @@ export async function spawnBroker(opts: {home?: string; env?: NodeJS.ProcessEnv;
   const ciphermqPort = opts.ciphermq ? await freePort() : undefined
   let stderr = ''
   let proc!: ChildProcess
+  // portsInConfig: the ports go in $MQ_HOME/config.yaml, as a user moving a home would do, and clients follow them
+  if (opts.portsInConfig) writeFileSync(join(home, 'config.yaml'), `broker:\n  port: ${port}\n  api_port: ${apiPort}\n${opts.extraConfig ?? ''}`)
   const start = async () => {
-    const args = [BIN, 'broker', 'start', '--home', home, '--port', String(port), '--api-port', String(apiPort)]
+    const args = [BIN, 'broker', 'start', '--home', home, ...(opts.portsInConfig ? [] : ['--port', String(port), '--api-port', String(apiPort)])]
     if (ciphermqPort) args.push('--ciphermq', '--ciphermq-port', String(ciphermqPort))
     proc = spawn(process.execPath, args, {cwd: ROOT, env: {...process.env, NO_COLOR: '1', ...opts.env}, stdio: ['ignore', 'ignore', 'pipe']})
     const p = proc
@@ -106,8 +110,11 @@ export async function startPlainServer(opts: {
   permissionsFor: (identity: string) => ResolvedPermissions
   logger?: Logger
   limits?: Partial<ConstructorParameters<typeof BrokerServer>[0]['limits']>
+  /** engine options; with any given, the engine's timers (TTL sweep, memory watermark) run too */
+  engine?: EngineOptions
 }): Promise<{engine: Engine; server: BrokerServer; port: number; stop: () => Promise<void>}> {
-  const engine = new Engine()
+  const engine = new Engine(opts.engine)
+  if (opts.engine) engine.start()
   const server = new BrokerServer({
     engine,
     keys: {get: () => null, put: () => {}},

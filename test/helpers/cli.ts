@@ -41,3 +41,26 @@ export function runCli(args: string[], opts: CliOptions = {}): Promise<CliResult
     else child.stdin.end()
   })
 }
+
+/** Spawns a long-running mq server (bin/run.js ARGS) and resolves once its stderr shows `ready`. */
+export async function spawnUntilReady(args: string[], env: NodeJS.ProcessEnv, ready: string, timeoutMs = 60_000): Promise<{proc: import('node:child_process').ChildProcess; log: () => string; stop: () => Promise<void>}> {
+  const proc = spawn(process.execPath, [BIN, ...args], {cwd: ROOT, env: {...process.env, NO_COLOR: '1', ...env}, stdio: ['ignore', 'ignore', 'pipe']})
+  let err = ''
+  proc.stderr!.on('data', (d: Buffer) => (err += d.toString()))
+  await new Promise<void>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`${args.slice(0, 2).join(' ')} did not start within ${timeoutMs} ms:\n${err}`)), timeoutMs)
+    const check = () => err.includes(ready) && (clearTimeout(t), resolve())
+    proc.stderr!.on('data', check)
+    proc.once('exit', (code) => (clearTimeout(t), reject(new Error(`${args.slice(0, 2).join(' ')} exited ${code}:\n${err}`))))
+  })
+  return {
+    log: () => err,
+    proc,
+    async stop() {
+      if (proc.exitCode !== null || proc.signalCode !== null) return
+      const done = new Promise((r) => proc.once('exit', r))
+      proc.kill('SIGTERM')
+      await done
+    },
+  }
+}

@@ -75,13 +75,14 @@ export function memoryPublisher(): BrokerPublisher & {published: {exchange: stri
   return self
 }
 
-/** A private redis-server on a free port, so tests may stop and restart it. */
-export async function privateRedis(): Promise<{url: string; port: number; stop: () => Promise<void>; start: () => Promise<void>; kill: () => Promise<void>; destroy: () => Promise<void>}> {
+/** A private redis-server on a free port, so tests may stop and restart it; `persistence: false` (or `aof: false`) = neither AOF nor RDB (a restart loses everything). */
+export async function privateRedis(opts: {persistence?: boolean; aof?: boolean} = {}): Promise<{url: string; port: number; stop: () => Promise<void>; start: () => Promise<void>; kill: () => Promise<void>; destroy: () => Promise<void>}> {
   const port = await freePort()
   const dir = mkdtempSync(join(tmpdir(), 'mq-redis-'))
   let child: ChildProcess | undefined
   const start = async () => {
-    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'yes', '--appendfsync', 'always', '--protected-mode', 'yes'], {stdio: 'ignore'})
+    const aof = opts.persistence === false || opts.aof === false ? ['--appendonly', 'no'] : ['--appendonly', 'yes', '--appendfsync', 'always']
+    child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', ...aof, '--protected-mode', 'yes'], {stdio: 'ignore'})
     const {Redis} = await import('ioredis')
     await waitFor(async () => {
       const r = new Redis({lazyConnect: true, port, retryStrategy: () => null})
@@ -122,7 +123,7 @@ export async function privateRedis(): Promise<{url: string; port: number; stop: 
 }
 
 /** A private MariaDB server (own datadir, free port) that a test may stop and restart. */
-export async function privateMariadb(): Promise<{url: string; port: number; stop: () => Promise<void>; start: () => Promise<void>; destroy: () => Promise<void>}> {
+export async function privateMariadb(): Promise<{url: string; port: number; stop: () => Promise<void>; start: () => Promise<void>; destroy: () => Promise<void>; signal: (sig: NodeJS.Signals) => void}> {
   const port = await freePort()
   const dir = mkdtempSync(join(tmpdir(), 'mq-mariadb-'))
   const {execFileSync} = await import('node:child_process')
@@ -158,6 +159,8 @@ export async function privateMariadb(): Promise<{url: string; port: number; stop
       rmSync(dir, {force: true, recursive: true})
     },
     port,
+    /** SIGSTOP / SIGCONT: a hung server that keeps its connections open */
+    signal: (sig: NodeJS.Signals) => void child?.kill(sig),
     start,
     stop: halt,
     url: `mysql://root@127.0.0.1:${port}/mq`,

@@ -14,6 +14,7 @@ function detail(c: Record<string, unknown>): string {
 }
 
 export default class BrokerHealth extends MqCommand<typeof BrokerHealth> {
+  static summary = 'Health of a running broker: engine, records store, Redis and CRL, from its /health.'
   static description = `Health of a running broker (GET /health of its HTTPS API): engine, records store (SQL ping and latency),
 Redis (once the ingest pipeline uses the broker), CRL freshness. Exit 0 when ok or degraded (a warning on stderr), 69 when failing or unreachable.`
   static examples = ['<%= config.bin %> broker health', '<%= config.bin %> broker health --json', '<%= config.bin %> broker health --api https://10.0.0.5:5701']
@@ -30,7 +31,7 @@ Redis (once the ingest pipeline uses the broker), CRL freshness. Exit 0 when ok 
       return report
     }
     // without the monitor right the broker answers the verdicts only (no connections, uptime or details)
-    const figures = report.uptimeMs === undefined ? '' : `   connections ${report.connections}   uptime ${Math.round(report.uptimeMs / 1000)} s`
+    const figures = report.uptime_ms === undefined ? '' : `   connections ${report.connections}   uptime ${Math.round(report.uptime_ms / 1000)} s`
     const lines = [`broker ${url}: ${report.status}${figures}`]
     const width = Math.max(...Object.keys(report.components).map((k) => k.length))
     for (const [name, c] of Object.entries(report.components)) {

@@ -4,6 +4,7 @@ import {Flags} from '@oclif/core'
 
 import {startFullBroker} from '../../lib/app/broker.js'
 import {MqCommand} from '../../lib/cli/base-command.js'
+import {clientHost} from '../../lib/config/schema.js'
 import {CertificateAuthority} from '../../lib/pki/index.js'
 
 export default class BrokerStart extends MqCommand<typeof BrokerStart> {
@@ -12,8 +13,8 @@ On first start with no CA in $MQ_HOME it creates a development CA, a "broker" se
   static examples = ['<%= config.bin %> broker start', '<%= config.bin %> broker start --port 5800 --api-port 5801', '<%= config.bin %> broker start --ciphermq --ciphermq-port 5702', '<%= config.bin %> broker start --cluster redis://127.0.0.1:6379']
   static flags = {
     host: Flags.string({description: 'messaging listen address [default: broker.host, 127.0.0.1]'}),
-    port: Flags.integer({description: 'messaging port [default: broker.port, 5700]', max: 65535, min: 0}),
-    'api-port': Flags.integer({description: 'HTTPS API port [default: broker.api_port, 5701]', max: 65535, min: 0}),
+    port: Flags.integer({description: 'messaging port [default: broker.port, 5700; clients of this home follow it]', max: 65535, min: 0}),
+    'api-port': Flags.integer({description: 'HTTPS API port [default: broker.api_port, 5701; clients of this home follow it]', max: 65535, min: 0}),
     'api-host': Flags.string({description: 'HTTPS API listen address [default: broker.api_host]'}),
     ciphermq: Flags.boolean({description: 'also serve the CipherMQ v1.0 text protocol (plain TCP) [default: broker.ciphermq.enabled]', allowNo: true}),
     'ciphermq-port': Flags.integer({description: 'CipherMQ listener port [default: broker.ciphermq.port, 5702]', max: 65535, min: 0}),
@@ -37,9 +38,11 @@ On first start with no CA in $MQ_HOME it creates a development CA, a "broker" se
     })
     const ca = CertificateAuthority.open(this.home, config.pki, {passphrase: process.env.MQ_CA_PASSPHRASE})
     const identity = config.broker.identity
-    if (!existsSync(this.home.caCert) || !existsSync(this.home.issuedCert(identity))) {
-      const firstRun = !existsSync(this.home.caCert)
-      const created = await ca.ensureDevelopment({clients: firstRun ? ['admin'] : [], servers: [identity]})
+    const firstRun = !existsSync(this.home.caCert)
+    if (firstRun || !existsSync(this.home.issuedCert(identity))) {
+      // RSA key generation takes seconds: say what is happening meanwhile (on a TTY)
+      const spin = this.spinner(firstRun ? 'Creating a development CA, the broker certificate and the admin identity' : `Issuing the "${identity}" server certificate`).start()
+      const created = await ca.ensureDevelopment({clients: firstRun ? ['admin'] : [], servers: [identity]}).finally(() => spin.stop())
       if (created.length > 0) {
         this.note(`Created ${created.map((c) => (c === 'ca' ? 'a development CA' : c === identity ? `the "${c}" server certificate` : `the "${c}" client identity`)).join(', ')} in ${this.home.pki}.`)
         if (firstRun) this.note(`Clients authenticate with ${this.home.issuedCert('admin')} (mq commands use it by default: --identity admin).`)
@@ -60,6 +63,11 @@ On first start with no CA in $MQ_HOME it creates a development CA, a "broker" se
       data: broker.store?.file,
       messaging: `${b.host}:${broker.ports.messaging}`,
     })
+    if (firstRun) {
+      // what a client shell needs to reach this broker, even when its ports came from flags
+      const client = (h: string) => clientHost(h)
+      this.note(`Clients in another shell:\n  export MQ_HOME=${this.home.root} MQ_BROKER=${client(b.host)}:${broker.ports.messaging} MQ_API=https://${client(b.api_host)}:${broker.ports.api}`)
+    }
     const sig = await signalled
     logger.info('shutting down', {signal: sig})
     await broker.close().catch((error) => logger.error('shutdown failed', {error}))

@@ -7,7 +7,11 @@ import {type CertRecord, REVOCATION_REASONS} from '../../lib/pki/index.js'
 
 export default class CertRevoke extends MqCommand<typeof CertRevoke> {
   static args = {target: Args.string({description: 'certificate name (revokes all its active certificates, TLS and end-to-end) or serial', required: true})}
-  static description = 'Revoke certificates and republish the CRL (servers pick it up without a restart)'
+  static description = `Revoke certificates and republish the CRL (servers pick it up without a restart)
+
+Use this on the machine holding the CA (pki/ca.key), for any certificate: servers, clients, by name or serial.
+For a client of a running broker from another machine, use mq client revoke: it goes through the broker's API
+(admin certificate), revokes with the broker's CA and also marks the client revoked in the records and the audit log.`
   static examples = ['<%= config.bin %> cert revoke alice --reason key-compromise', '<%= config.bin %> cert revoke 4f1c0d2e9a7b6c5d4e3f2a1b0c9d8e7f']
   static flags = {
     ...passphraseFlag,

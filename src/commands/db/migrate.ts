@@ -8,15 +8,15 @@ import {migrate, openStore, redact} from '../../lib/store/sql.js'
 export default class DbMigrate extends MqCommand<typeof DbMigrate> {
   static description = `Apply pending migrations of the records store (messages, clients, users, audit_log) on SQLite or MySQL.
 The broker also applies them at start; this command is for deployments that migrate ahead of a rollout.`
-  static examples = ['<%= config.bin %> db migrate', '<%= config.bin %> db migrate --url mysql://mq:secret@127.0.0.1:3306/mq', '<%= config.bin %> db migrate --status --json']
+  static examples = ['<%= config.bin %> db migrate', '<%= config.bin %> db migrate --store mysql://mq:secret@127.0.0.1:3306/mq', '<%= config.bin %> db migrate --status --json']
   static flags = {
-    url: Flags.string({description: 'store URL [default: store.url (MQ_STORE_URL), sqlite]'}),
+    store: Flags.string({aliases: ['url'], deprecateAliases: true, description: 'store URL [default: store.url (MQ_STORE_URL), sqlite]'}),
     status: Flags.boolean({description: 'only show applied and pending migrations'}),
   }
 
   async run(): Promise<{store: string; applied: number[]; pending: number[]; current: number}> {
-    const config = this.mqConfig(this.flags.url ? {store: {url: this.flags.url}} : undefined)
-    const url = this.flags.url ?? config.store.url
+    const config = this.mqConfig(this.flags.store ? {store: {url: this.flags.store}} : undefined)
+    const url = this.flags.store ?? config.store.url
     const store = await openStore({dataDir: this.home.data, file: 'records.db', url})
     try {
       let applied: number[] = []

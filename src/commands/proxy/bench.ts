@@ -5,6 +5,7 @@ import {MqError} from '../../lib/errors.js'
 import {type PipelineBenchResult, benchPipeline} from '../../lib/proxy/bench.js'
 
 export default class ProxyBench extends MqCommand<typeof ProxyBench> {
+  static summary = 'Benchmark the ingest pipeline (proxy ingest and worker delivery) against a bare mutual-TLS baseline.'
   static description = `Benchmark the ingest pipeline on this machine: spawns a private broker, proxy and worker (temp home, free ports,
 unique Redis key prefix), measures proxy ingest requests/s with p50/p99 over keep-alive mutual TLS, then worker delivery messages/s.
 The baseline in the same run is a bare mutual-TLS HTTPS server that answers 202 without work.`
@@ -15,6 +16,9 @@ The baseline in the same run is a bare mutual-TLS HTTPS server that answers 202 
     concurrency: Flags.integer({default: 32, description: 'worker concurrency for the delivery phase', min: 1}),
     store: Flags.string({description: 'records store of the private broker [default: sqlite in the temp home]'}),
     redis: Flags.string({description: 'Redis URL [default: redis.url]'}),
+    port: Flags.integer({default: 0, description: 'port of the private proxy (0 = a free port)', max: 65_535, min: 0}),
+    'broker-port': Flags.integer({default: 0, description: 'messaging port of the private broker (0 = a free port)', max: 65_535, min: 0}),
+    'api-port': Flags.integer({default: 0, description: 'API port of the private broker (0 = a free port)', max: 65_535, min: 0}),
     processes: Flags.integer({default: 1, description: 'proxy processes (mq proxy start --processes)', min: 1}),
   }
 
@@ -24,6 +28,7 @@ The baseline in the same run is a bare mutual-TLS HTTPS server that answers 202 
       concurrency: this.flags.concurrency,
       connections: this.flags.connections,
       log: (s) => this.note(s),
+      ports: {api: this.flags['api-port'], broker: this.flags['broker-port'], proxy: this.flags.port},
       processes: this.flags.processes,
       redisUrl: this.flags.redis ?? config.redis.url,
       seconds: this.flags.seconds,

@@ -12,7 +12,7 @@ export default class ProxySend extends MqCommand<typeof ProxySend> {
     url: Args.string({description: 'proxy URL, e.g. https://127.0.0.1:8001 ("-" = proxy.host:proxy.port from config)', required: true}),
     text: Args.string({description: 'message body (read from stdin when omitted)'}),
   }
-  static description = `Send one message through the ingest proxy with your client certificate, like the seed's send_message.py.
+  static description = `Send one message through the ingest proxy with your client certificate, like a send_message.py client script.
 Prints the proxy's answer: message id, status "queued", client id, queue time and position.`
   static examples = [
     '<%= config.bin %> proxy send https://127.0.0.1:8001 --sender +4915200000000 "Test message" --identity alice',
@@ -23,7 +23,7 @@ Prints the proxy's answer: message id, status "queued", client id, queue time an
     metadata: Flags.string({description: 'JSON object attached to the message'}),
     'idempotency-key': Flags.string({description: 'makes retries of this send safe: the same key gives the same message'}),
     identity: Flags.string({description: 'client identity: $MQ_HOME/pki/issued/NAME.crt|.key [default: client.identity]', env: 'MQ_IDENTITY'}),
-    timeout: durationFlag({description: 'how long to wait for the proxy: 500ms, 10s, 2m or bare milliseconds [default: client.timeout_ms, 10s]'}),
+    timeout: durationFlag({description: 'how long to wait for the proxy: 500ms, 10s or 2m [default: client.timeout_ms, 10s]'}),
   }
 
   async run(): Promise<Accepted> {

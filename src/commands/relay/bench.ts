@@ -14,8 +14,9 @@ Runs a relay in-process on a temporary SQLite home unless --relay names one (it 
     connections: Flags.integer({default: 1, description: 'parallel sender connections for the texts', max: 256, min: 1}),
     'file-mib': Flags.integer({default: 64, description: 'size of the file sent once', max: 1024, min: 1}),
     messages: Flags.integer({default: 2000, description: 'text messages to send and pull', max: 1_000_000, min: 1}),
+    port: Flags.integer({default: 0, description: 'port of the in-process relay (0 = a free port)', max: 65_535, min: 0}),
     relay: Flags.string({description: 'bench an existing relay at HOST:PORT instead of an in-process one'}),
-    'store-url': Flags.string({description: 'store for the in-process relay [default: a temporary SQLite file]'}),
+    store: Flags.string({aliases: ['store-url'], deprecateAliases: true, description: 'store URL for the in-process relay [default: a temporary SQLite file]'}),
     'text-bytes': Flags.integer({default: 100, description: 'plaintext bytes per text', max: 1024 * 1024, min: 0}),
   }
 
@@ -27,7 +28,8 @@ Runs a relay in-process on a temporary SQLite home unless --relay names one (it 
         connections: this.flags.connections,
         fileMiB: this.flags['file-mib'],
         messages: this.flags.messages,
-        storeUrl: this.flags['store-url'],
+        port: this.flags.port,
+        storeUrl: this.flags.store,
         textBytes: this.flags['text-bytes'],
       },
       (line) => this.logger.info(line),

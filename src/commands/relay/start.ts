@@ -3,6 +3,7 @@ import {join} from 'node:path'
 
 import {MqCommand} from '../../lib/cli/base-command.js'
 import {UnavailableError} from '../../lib/errors.js'
+import {handshakeLimits} from '../../lib/net/pending.js'
 import {RelayServer} from '../../lib/relay/server.js'
 import {resolveRelayPort} from '../../lib/relay/service.js'
 import {RelayStore} from '../../lib/relay/store.js'
@@ -45,7 +46,7 @@ Speaks protocol versions 1 and 2 (MessageU, exact or 1024-padded framing) and mq
       maxTextBytes: cfg.relay.max_text_bytes,
       port,
       store,
-      tls: tlsOptions ? {options: tlsOptions, port: cfg.relay.tls.port} : undefined,
+      tls: tlsOptions ? {handshakes: handshakeLimits(cfg.relay.tls), options: tlsOptions, port: cfg.relay.tls.port} : undefined,
     })
     try {
       await server.start()

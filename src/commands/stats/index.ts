@@ -8,6 +8,7 @@ import {errorText} from '../../lib/errors.js'
 import type {RecordsStats} from '../../lib/records/store.js'
 
 const n = (x: number) => x.toLocaleString('en-US')
+const mib = (b: number) => (b ? `${(b / 1048576).toFixed(1)} MiB` : 'none')
 
 function duration(ms: number): string {
   const s = Math.floor(ms / 1000)
@@ -18,6 +19,7 @@ function duration(ms: number): string {
 }
 
 export default class Stats extends MqCommand<typeof Stats> {
+  static summary = 'Broker statistics: queues, exchanges, connections, statuses, uptime, and the records figures.'
   static description = `Broker statistics: queues (depth, unacked, consumers, rates), exchanges, bindings, connections, message statuses, uptime;
 plus the records store's figures (messages total/queued/delivered/failed, last 24 h and 7 days; clients) when the broker's records API answers
 (--json: under "records", null when it does not answer)`
@@ -43,11 +45,12 @@ plus the records store's figures (messages total/queued/delivered/failed, last 2
           `totals published ${st.totals.published}  delivered ${st.totals.delivered}  acknowledged ${st.totals.acknowledged}  dead-lettered ${st.totals.deadLettered}  unroutable ${st.totals.unroutable}`,
           `statuses ${statuses}`,
           ...(st.cluster ? [`cluster ${st.cluster.name}   nodes alive ${st.cluster.nodes.filter((x) => x.alive).length}/${st.cluster.nodes.length}   (figures are cluster-wide; mq cluster status lists the nodes)`] : []),
+          ...(st.memory ? [`memory rss ${mib(st.memory.rss)}  high watermark ${mib(st.memory.highWatermark)}${st.memory.alarm ? '  ALARM: above the high watermark, publishers are paused until memory use falls below it' : ''}`] : []),
           // no queues: no table (and no "(none)") on stdout, a note on stderr below
           ...(st.queues.length > 0
             ? ['', table(
-                st.queues.map((q) => ({...q, durable: q.durable ? 'yes' : 'no'})),
-                ['name', 'durable', 'messages', 'unacked', 'consumers', 'publishRate', 'deliverRate', 'ackRate'],
+                st.queues.map((q) => ({...q, diskBytes: q.diskBytes ?? 0, durable: q.durable ? 'yes' : 'no', memoryBytes: q.memoryBytes ?? 0})),
+                ['name', 'durable', 'messages', 'memoryBytes', 'diskBytes', 'unacked', 'consumers', 'publishRate', 'deliverRate', 'ackRate'],
               )]
             : []),
           ...(records

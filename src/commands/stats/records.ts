@@ -5,7 +5,7 @@ import type {RecordsStats} from '../../lib/records/store.js'
 const n = (x: number) => x.toLocaleString('en-US')
 
 export default class StatsRecords extends MqCommand<typeof StatsRecords> {
-  static description = "Ingest pipeline figures from the records store (the seed's admin statistics): messages total/queued/delivered/failed, last 24 h and 7 days; clients; users"
+  static description = "Ingest pipeline figures from the records store (the admin statistics): messages total/queued/delivered/failed, last 24 h and 7 days; clients; users"
   static examples = ['<%= config.bin %> stats records', '<%= config.bin %> stats records --json']
   static flags = {...apiFlags}
 

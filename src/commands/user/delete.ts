@@ -5,7 +5,7 @@ import {MqCommand} from '../../lib/cli/base-command.js'
 
 export default class UserDelete extends MqCommand<typeof UserDelete> {
   static args = {email: Args.string({description: 'the user e-mail address', required: true})}
-  static description = 'Delete an operator/portal user'
+  static description = "Delete an operator/portal user; the user's portal sessions end"
   static examples = ['<%= config.bin %> user delete old@example.com']
   static flags = {...apiFlags}
 

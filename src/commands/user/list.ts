@@ -9,7 +9,7 @@ export default class UserList extends MqCommand<typeof UserList> {
 
   async run(): Promise<unknown[]> {
     const users = await withAdminApi(this.home, this.mqConfig(), this.flags, (a) => a.users())
-    if (!this.jsonEnabled()) this.out(table(users, ['email', 'role', 'active', 'created_at', 'last_login_at']))
+    if (!this.jsonEnabled()) this.out(table(users, ['id', 'email', 'role', 'client_id', 'active', 'created_at', 'last_login_at']))
     return users
   }
 }

@@ -4,11 +4,11 @@ import type {MqHome} from '../config/home.js'
 import type {MqConfig} from '../config/schema.js'
 import {ApiClient} from '../http/client.js'
 import {clientTlsOptions} from '../pki/index.js'
-import type {ClientRecord, RecordsStats} from '../records/store.js'
+import type {AuditRecord, ClientRecord, RecordsStats, UserRecord} from '../records/store.js'
 
 /** Flags of operator commands that talk to the broker's HTTPS API. */
 export const apiFlags = {
-  api: Flags.string({description: "the broker's HTTPS API [default: client.api, https://127.0.0.1:5701]", env: 'MQ_API', helpGroup: 'API'}),
+  api: Flags.string({description: "the broker's HTTPS API [default: client.api, else https://broker.api_host:broker.api_port of this home]", env: 'MQ_API', helpGroup: 'API'}),
   identity: Flags.string({description: 'admin identity: uses $MQ_HOME/pki/issued/NAME.crt|.key [default: client.identity, admin]', env: 'MQ_IDENTITY', helpGroup: 'API'}),
 }
 
@@ -73,12 +73,24 @@ export class AdminApi {
     return this.client.call('GET', '/admin/records/stats')
   }
 
-  async users(): Promise<{email: string; role: string; active: boolean; created_at: string; last_login_at: string | null}[]> {
-    return (await this.client.call<{users: never[]}>('GET', '/admin/users')).users
+  async users(): Promise<UserRecord[]> {
+    return (await this.client.call<{users: UserRecord[]}>('GET', '/admin/users')).users
   }
 
-  createUser(email: string, password: string, role: string): Promise<{email: string; role: string; created_at: string}> {
-    return this.client.call('POST', '/admin/users', {email, password, role})
+  createUser(email: string, password: string, role: string, client?: string): Promise<UserRecord> {
+    return this.client.call('POST', '/admin/users', {email, password, role, ...(client ? {client} : {})})
+  }
+
+  setPassword(email: string, password: string): Promise<{email: string; password_changed: boolean}> {
+    return this.client.call('POST', `/admin/users/${encodeURIComponent(email)}/password`, {password})
+  }
+
+  async audit(q: {limit?: number; type?: string; actor?: string} = {}): Promise<AuditRecord[]> {
+    const p = new URLSearchParams()
+    if (q.limit) p.set('limit', String(q.limit))
+    if (q.type) p.set('type', q.type)
+    if (q.actor) p.set('actor', q.actor)
+    return (await this.client.call<{events: AuditRecord[]}>('GET', `/admin/audit?${p}`)).events
   }
 
   deleteUser(email: string): Promise<{deleted: string}> {

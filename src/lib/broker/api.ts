@@ -9,6 +9,7 @@ import type tls from 'node:tls'
 
 import {Counter, Gauge, Registry, collectDefaultMetrics} from 'prom-client'
 
+import {type PendingLimits, guardHandshakes} from '../net/pending.js'
 import {listenOn} from '../util/net.js'
 import {errorText, isMqError} from '../errors.js'
 import type {MqHome} from '../config/home.js'
@@ -16,7 +17,8 @@ import type {Logger} from '../log.js'
 import {peerIdentity} from '../pki/index.js'
 import type {ApiContext, ApiPlugin, ApiRequest, ApiResponse, ApiRoute} from './api-types.js'
 import type {BrokerEngine} from './backend.js'
-import {type HealthComponent, type HealthReport, crlHealth, healthHttpStatus, publicHealth, worst} from '../health/index.js'
+import {registerCrlMetrics} from '../health/crl-metrics.js'
+import {type HealthComponent, type HealthReport, certificateHealth, crlHealth, healthHttpStatus, publicHealth, worst} from '../health/index.js'
 import {type ResolvedPermissions, monitorForbidden} from './permissions.js'
 
 /** queue names, client ids, statuses and figures: the monitor right (admins have it) */
@@ -55,6 +57,11 @@ export interface ApiServerOptions {
   isRevoked?: (serial: string) => boolean
   /** for the CRL freshness component of /health (pki/crl.pem); absent in tests without a home */
   home?: MqHome
+  memoryWatermarkBytes?: number
+  /** hard handshake deadline and caps on sockets still in the handshake (broker.handshake_timeout_ms, max_handshakes...) */
+  handshakes?: PendingLimits
+  /** the broker's own certificate (pki/issued/<identity>.crt), reported revoked/expired in /health */
+  identity?: string
 }
 
 export class ApiServer {
@@ -72,6 +79,7 @@ export class ApiServer {
       })
     })
     this.server.on('tlsClientError', () => {})
+    if (opts.handshakes) guardHandshakes(this.server, opts.handshakes, opts.logger, 'API')
     // the identity is read once per connection (peerIdentity): a renegotiation must not change it
     this.server.on('secureConnection', (s: tls.TLSSocket) => s.disableRenegotiation())
     this.server.headersTimeout = 10_000
@@ -95,10 +103,29 @@ export class ApiServer {
     for (const p of this.opts.plugins) await p.close?.()
   }
 
+  /** The broker's and its plugins' metrics in the Prometheus text format (mTLS /metrics and the loopback listener). */
+  async metricsText(): Promise<string> {
+    let text = await this.registry.metrics()
+    for (const p of this.opts.plugins) if (p.metrics) text += (await p.metrics()) + '\n'
+    return text
+  }
+
   private metrics(): void {
     const {engine, connections} = this.opts
     const reg = this.registry
     collectDefaultMetrics({prefix: 'mq_broker_', register: reg})
+    if (this.opts.home) registerCrlMetrics(this.opts.home, reg)
+    if (this.opts.memoryWatermarkBytes) {
+      const bytes = this.opts.memoryWatermarkBytes
+      new Gauge({
+        collect(this: Gauge) {
+          this.set(bytes)
+        },
+        help: 'broker.memory_watermark_bytes: resident memory above this is alerted on (monitoring/alerts.yml)',
+        name: 'mq_broker_memory_watermark_bytes',
+        registers: [reg],
+      })
+    }
     // every API request (builtin and plugin routes), by route pattern: one family for the concept
     this.requests = new Counter({help: 'HTTPS API requests, by route pattern, method and status', labelNames: ['route', 'method', 'status'], name: 'mq_api_requests_total', registers: [reg]})
     const perQueue = (name: string, help: string, pick: (q: ReturnType<BrokerEngine['listQueues']>[number]) => number) =>
@@ -113,11 +140,30 @@ export class ApiServer {
         registers: [reg],
       })
     perQueue('mq_queue_messages', 'messages ready in the queue', (q) => q.messages)
+    perQueue('mq_queue_memory_messages', 'ready messages held in memory (a durable queue keeps a window, the rest on disk)', (q) => q.memoryMessages ?? q.messages)
+    perQueue('mq_queue_memory_bytes', 'body bytes of the ready messages held in memory', (q) => q.memoryBytes ?? 0)
+    perQueue('mq_queue_disk_bytes', 'body bytes of the ready messages held only on disk (paged out)', (q) => q.diskBytes ?? 0)
     perQueue('mq_queue_unacked', 'messages delivered and not yet acknowledged', (q) => q.unacked)
     perQueue('mq_queue_consumers', 'consumers of the queue', (q) => q.consumers)
     perQueue('mq_queue_published_total', 'messages enqueued since start', (q) => q.published)
     perQueue('mq_queue_delivered_total', 'deliveries since start', (q) => q.delivered)
     perQueue('mq_queue_acked_total', 'acknowledgements since start', (q) => q.acked)
+    new Gauge({
+      collect(this: Gauge) {
+        this.set(engine.memory.alarm ? 1 : 0)
+      },
+      help: '1 while the broker is above broker.memory_high_watermark and publishers are paused',
+      name: 'mq_memory_alarm',
+      registers: [reg],
+    })
+    new Gauge({
+      collect(this: Gauge) {
+        this.set(engine.memory.highWatermark)
+      },
+      help: 'broker.memory_high_watermark in bytes (0 = none)',
+      name: 'mq_memory_high_watermark_bytes',
+      registers: [reg],
+    })
     new Gauge({
       collect(this: Gauge) {
         this.set(connections())
@@ -173,11 +219,7 @@ export class ApiServer {
     )
     this.routes.push(
       compile({
-        handler: async () => {
-          let text = await this.registry.metrics()
-          for (const p of this.opts.plugins) if (p.metrics) text += (await p.metrics()) + '\n'
-          return {body: text, headers: {'content-type': this.registry.contentType}, status: 200}
-        },
+        handler: async () => ({body: await this.metricsText(), headers: {'content-type': this.registry.contentType}, status: 200}),
         method: 'GET',
         path: '/metrics',
         roles: MONITOR,
@@ -204,8 +246,16 @@ export class ApiServer {
   /** The components of GET /health: engine, CRL freshness, and what plugins report (store, redis). */
   async health(now = Date.now()): Promise<HealthReport> {
     const {engine} = this.opts
-    const components: Record<string, HealthComponent> = {engine: {queues: engine.queues.size, status: 'ok'}}
+    const mem = engine.memory.state()
+    const memory = {alarm: mem.alarm, high_watermark: mem.highWatermark, rss: mem.rss}
+    const components: Record<string, HealthComponent> = {
+      // above the memory watermark the broker still serves consumers, but publishers wait: degraded, with why
+      engine: mem.alarm
+        ? {hint: 'Try this: start consumers to drain the queues, or raise broker.memory_high_watermark', memory, queues: engine.queues.size, reason: `memory use ${mem.rss} bytes is above the high watermark of ${mem.highWatermark} bytes: publishers are paused`, status: 'degraded'}
+        : {memory, queues: engine.queues.size, status: 'ok'},
+    }
     if (this.opts.home) components.crl = crlHealth(this.opts.home, now)
+    if (this.opts.home && this.opts.identity) components.certificate = certificateHealth(this.opts.home, [this.opts.identity], now)
     await Promise.all(
       this.opts.plugins.map(async (p) => {
         try {
@@ -220,7 +270,7 @@ export class ApiServer {
       }),
     )
     const status = worst(Object.values(components).map((c) => c.status))
-    return {components, connections: this.opts.connections(), status, timestamp: new Date(now).toISOString(), uptimeMs: engine.stats().uptimeMs}
+    return {components, connections: this.opts.connections(), status, timestamp: new Date(now).toISOString(), uptime_ms: engine.stats().uptimeMs}
   }
 
   private reply(res: ServerResponse, r: ApiResponse): void {

@@ -5,6 +5,7 @@
  * promises (`Sync<T>`); the transports await them when they are.
  */
 import type {BrokerStats, ExchangeType, MessageStatusInfo, QueueStats} from '../wire/types.js'
+import type {MemoryWatermark} from './memory.js'
 import type {DeliveryOut, Permissions, PublishOptions, PublishResult, QueueOptions, Session, SessionSink} from './engine.js'
 
 export type Sync<T> = T | Promise<T>
@@ -18,10 +19,14 @@ export function whenReady<T>(v: Sync<T>, fn: (x: T) => void, onError: (e: unknow
 export interface CommitTracker {
   /** calls back once every write issued so far is durable (err when one of them failed) */
   afterCommit(cb: (err?: Error) => void): void
+  /** resolves once every write issued so far has committed (graceful stop) */
+  flush(): Promise<void>
 }
 
 export interface BrokerEngine {
   readonly store?: CommitTracker
+  /** the broker-wide memory high watermark (publishers pause above it) */
+  readonly memory: MemoryWatermark
   readonly queues: {has(name: string): boolean; readonly size: number}
   readonly totals: BrokerStats['totals']
   start(): void

@@ -6,6 +6,7 @@
 import {randomUUID} from 'node:crypto'
 import net from 'node:net'
 
+import {PendingGate} from '../net/pending.js'
 import {listenOn} from '../util/net.js'
 import {errorText} from '../errors.js'
 import type {Logger} from '../log.js'
@@ -20,6 +21,10 @@ export interface CipherMqOptions {
   maxLine: number
   /** connections beyond this are refused (broker.ciphermq.max_connections; default 256) */
   maxConnections?: number
+  /** a started command line must end within this, ms (broker.ciphermq.line_timeout_ms; default 10 s; 0 = none) */
+  lineTimeoutMs?: number
+  /** a connection without a consumer that completes no command this long is closed (broker.ciphermq.idle_timeout_ms; default 5 min; 0 = none) */
+  idleTimeoutMs?: number
   /** rights of every CipherMQ client (they are unauthenticated): cipherMqPermissions(), nothing by default */
   perms: Permissions
   /** called after a durable publish so the ACK follows the commit */
@@ -44,8 +49,24 @@ export class CipherMqListener {
   private readonly socks = new Set<net.Socket>()
   private refused = 0
   private refusedLoggedAt = 0
+  /** connections that have not completed a command yet: the first line is due within line_timeout_ms */
+  private readonly unproven: PendingGate
+  private readonly lineTimeoutMs: number
+  private readonly idleTimeoutMs: number
 
   constructor(private readonly opts: CipherMqOptions) {
+    const max = opts.maxConnections ?? 256
+    this.lineTimeoutMs = opts.lineTimeoutMs ?? 10_000
+    this.idleTimeoutMs = opts.idleTimeoutMs ?? 300_000
+    this.unproven = new PendingGate({deadlineMs: this.lineTimeoutMs, graceMs: Math.min(1000, this.lineTimeoutMs / 2 || 1000), maxPending: max, maxPendingPerSource: max}, {
+      logger: opts.logger,
+      onClose: (sock, why) => {
+        // it no longer holds a slot, though its close event comes later
+        this.socks.delete(sock)
+        if (why === 'expired' && !sock.destroyed) sock.write(`Error: no complete command within ${this.lineTimeoutMs} ms (broker.ciphermq.line_timeout_ms)\n`)
+      },
+      what: 'CipherMQ',
+    })
     this.server = net.createServer((s) => this.accept(s))
     // a failed listen() rejects (E_LISTEN): log only errors of a listening server
     this.server.on('error', (e) => {
@@ -59,6 +80,7 @@ export class CipherMqListener {
 
   async close(): Promise<void> {
     for (const s of this.socks) s.destroy()
+    this.unproven.close()
     await new Promise<void>((r) => this.server.close(() => r()))
   }
 
@@ -66,7 +88,8 @@ export class CipherMqListener {
     const {engine} = this.opts
     sock.on('error', () => {})
     const max = this.opts.maxConnections ?? 256
-    if (this.socks.size >= max) {
+    // full: a connection that has sent no complete command for a while (a drip) makes room first
+    if (this.socks.size >= max && !this.unproven.evictOldest()) {
       // unauthenticated: refused before any buffer or session exists; logged at most once a second
       this.refused++
       const now = Date.now()
@@ -79,6 +102,7 @@ export class CipherMqListener {
       setTimeout(() => sock.destroy(), 1000).unref()
       return
     }
+    if (!this.unproven.admit(sock)) return
     this.socks.add(sock)
     sock.setNoDelay(true)
     // every reply leaves in ONE write, however many lines it has: CipherMQ's Sender does a single
@@ -121,7 +145,30 @@ export class CipherMqListener {
       writable: () => sock.writableLength < 1024 * 1024,
     }, perms)
     sock.on('drain', () => engine.kick(session))
+    // slow-drip defence: a started line must end within line_timeout_ms; a connection that
+    // consumes nothing and completes no command for idle_timeout_ms is closed
+    let lineSince = 0
+    let lastCommand = Date.now()
+    const check = () => {
+      const now = Date.now()
+      if (this.lineTimeoutMs > 0 && lineSince > 0 && now - lineSince > this.lineTimeoutMs) {
+        closeWith(`Error: command line not completed within ${this.lineTimeoutMs} ms (broker.ciphermq.line_timeout_ms)`)
+      } else if (this.idleTimeoutMs > 0 && session.consumers.size === 0 && now - lastCommand > this.idleTimeoutMs) {
+        closeWith(`Error: idle for ${this.idleTimeoutMs} ms (broker.ciphermq.idle_timeout_ms)`)
+      }
+    }
+    const every = Math.max(50, Math.min(1000, Math.min(this.lineTimeoutMs || 1000, this.idleTimeoutMs || 1000) / 4))
+    const ticker = setInterval(check, every)
+    ticker.unref()
+    const closeWith = (line: string) => {
+      clearInterval(ticker)
+      buf = ''
+      sock.pause()
+      if (!sock.destroyed) sock.end(line + '\n')
+      setTimeout(() => sock.destroy(), 1000).unref()
+    }
     sock.on('close', () => {
+      clearInterval(ticker)
       this.socks.delete(sock)
       engine.closeSession(session)
     })
@@ -129,6 +176,7 @@ export class CipherMqListener {
     sock.setEncoding('utf8')
     sock.on('data', (chunk: string) => {
       buf += chunk
+      if (lineSince === 0) lineSince = Date.now()
       let start = 0
       let nl: number
       while ((nl = buf.indexOf('\n', start)) >= 0) {
@@ -139,7 +187,10 @@ export class CipherMqListener {
           tooLong()
           return
         }
+        // blank lines prove nothing (a drip of newlines must not keep a connection alive)
         if (line.trim() === '') continue
+        lastCommand = Date.now()
+        this.unproven.settle(sock)
         try {
           this.command(line, session, send, later, byId)
         } catch (error) {
@@ -147,15 +198,12 @@ export class CipherMqListener {
         }
       }
       buf = start === 0 ? buf : buf.slice(start)
+      // the deadline runs from the first byte of the line still unfinished
+      if (start > 0) lineSince = buf.length > 0 ? Date.now() : 0
       // the unfinished line is all we keep: past max_line it can never become a valid command
       if (buf.length > this.opts.maxLine) tooLong()
     })
-    const tooLong = () => {
-      buf = ''
-      sock.pause()
-      if (!sock.destroyed) sock.end(`Error: line too long (more than ${this.opts.maxLine} characters; broker.ciphermq.max_line)\n`)
-      setTimeout(() => sock.destroy(), 1000).unref()
-    }
+    const tooLong = () => closeWith(`Error: line too long (more than ${this.opts.maxLine} characters; broker.ciphermq.max_line)`)
   }
 
   private command(line: string, s: Session, send: (...l: string[]) => void, later: (durable: boolean, lines: () => string[]) => void, byId: Map<string, number>): void {

@@ -11,6 +11,7 @@ import {NO_HEADERS, isHeaderName} from '../wire/protocol.js'
 import type {BrokerStats, ExchangeType, QueueStats} from '../wire/types.js'
 import {DEFAULT_DEDUPE_MAX, DEFAULT_DEDUPE_WINDOW_MS, DedupeWindow} from './dedupe.js'
 import type {Message} from './message.js'
+import {MemoryWatermark} from './memory.js'
 import {type MessageStatus, STATUS_CODE, STATUS_NAMES, StatusJournal} from './statuses.js'
 import type {DurableStore, StoredMessage} from './store.js'
 
@@ -63,9 +64,26 @@ export interface EngineOptions {
    * consumers that fall behind slow publishers down instead of letting a backlog grow in memory
    */
   flowHigh?: number
+  /**
+   * the in-memory window of a durable queue (see Queue.paged): beyond this many messages or body
+   * bytes, new messages of the queue live only in the store until consumers drain the window
+   */
+  windowMessages?: number
+  windowBytes?: number
+  /** hard limit of body bytes ready in a non-durable queue, and what happens beyond it */
+  transientMaxBytes?: number
+  transientOverflow?: TransientOverflow
+  /** broker-wide memory high watermark in bytes (0 = none): above it publishers are paused */
+  memoryHighWatermark?: number
   store?: DurableStore
   now?: () => number
 }
+
+/** reject-publish: the publish fails with E_QUEUE_FULL; drop-head: the oldest messages go to the dead-letter queue (or are dropped) */
+export type TransientOverflow = 'reject-publish' | 'drop-head'
+
+/** at most this many messages are read from the store per refill: a refill runs on the event loop */
+const PAGE_CHUNK = 1024
 
 export class NotFoundError extends MqError {
   constructor(what: string, name: string) {
@@ -120,8 +138,42 @@ class Deque<T> {
   }
 }
 
+/** The in-memory messages of a queue, with their body bytes. */
+class MessageDeque extends Deque<Message> {
+  bytes = 0
+  override push(m: Message): void {
+    this.bytes += m.body.length
+    super.push(m)
+  }
+  override unshift(m: Message): void {
+    this.bytes += m.body.length
+    super.unshift(m)
+  }
+  override shift(): Message | undefined {
+    const m = super.shift()
+    if (m) this.bytes -= m.body.length
+    return m
+  }
+  override clear(): Message[] {
+    this.bytes = 0
+    return super.clear()
+  }
+}
+
 export class Queue {
-  readonly ready = new Deque<Message>()
+  /** the head of the queue, in memory (for a durable queue with a backlog: its window) */
+  readonly ready = new MessageDeque()
+  /**
+   * Paging (durable queues with a store): messages of the queue that are not in `ready` but only in
+   * the store: the queue's tail, in seq order, read back by Engine.refill as consumers drain the
+   * window. While paged > 0, new messages join the tail on disk (never the window), so order holds,
+   * and every message of this queue in memory or unacked has seq <= pageCursor.
+   */
+  paged = 0
+  pagedBytes = 0
+  pageCursor = 0
+  /** paged messages whose insert is not committed yet (the store cannot read them back): kept until it is */
+  readonly uncommitted = new Deque<Message>()
   unacked = 0
   readonly consumers: Consumer[] = []
   rr = 0
@@ -140,6 +192,11 @@ export class Queue {
     readonly ttlMs: number | undefined,
     readonly maxLength: number | undefined,
   ) {}
+
+  /** ready messages, in memory and paged out */
+  get messages(): number {
+    return this.ready.length + this.paged
+  }
 }
 
 export class Exchange {
@@ -306,6 +363,11 @@ export class Engine {
   readonly deliveryLimit: number
   readonly maxUnacked: number
   readonly flowHigh: number
+  readonly windowMessages: number
+  readonly windowBytes: number
+  readonly transientMaxBytes: number
+  readonly transientOverflow: TransientOverflow
+  readonly memory: MemoryWatermark
   readonly store?: DurableStore
   readonly dedupe: DedupeWindow
   private readonly now: () => number
@@ -313,12 +375,18 @@ export class Engine {
   private rateSample = {t: 0, published: 0, delivered: 0, acknowledged: 0, perQueue: new Map<string, [number, number, number]>()}
   private rates = {publish: 0, deliver: 0, ack: 0, perQueue: new Map<string, [number, number, number]>()}
   private sweepTimer?: NodeJS.Timeout
+  private memoryTimer?: NodeJS.Timeout
 
   constructor(opts: EngineOptions = {}) {
     this.deliveryLimit = opts.deliveryLimit ?? 20
     this.maxUnacked = opts.maxUnacked ?? 10_000
     this.statuses = new StatusJournal(opts.statusCapacity ?? 300_000)
     this.flowHigh = Math.max(2, opts.flowHigh ?? 5_000)
+    this.windowMessages = Math.max(1, opts.windowMessages ?? 10_000)
+    this.windowBytes = Math.max(1, opts.windowBytes ?? 16 * 1024 * 1024)
+    this.transientMaxBytes = opts.transientMaxBytes ?? 64 * 1024 * 1024
+    this.transientOverflow = opts.transientOverflow ?? 'reject-publish'
+    this.memory = new MemoryWatermark(opts.memoryHighWatermark ?? 0)
     this.store = opts.store
     this.now = opts.now ?? Date.now
     this.started = this.now()
@@ -341,13 +409,21 @@ export class Engine {
   start(): void {
     this.sweepTimer = setInterval(() => {
       this.sampleRates()
-      for (const q of this.queues.values()) if (q.ttlMs !== undefined) this.expireHead(q)
+      for (const q of this.queues.values()) {
+        if (q.ttlMs !== undefined) this.expireHead(q)
+        if (q.uncommitted.length > 0) this.trimUncommitted(q)
+      }
     }, 1000)
     this.sweepTimer.unref()
+    // a few times a second, not per message: process.memoryUsage.rss() is a syscall
+    this.memoryTimer = setInterval(() => this.memory.check(), 250)
+    this.memoryTimer.unref()
+    this.memory.check()
   }
 
   stop(): void {
     if (this.sweepTimer) clearInterval(this.sweepTimer)
+    if (this.memoryTimer) clearInterval(this.memoryTimer)
   }
 
   private restore(store: DurableStore): void {
@@ -355,16 +431,16 @@ export class Engine {
     for (const e of defs.exchanges) this.exchanges.set(e.name, new Exchange(e.name, e.type, true))
     for (const q of defs.queues) this.queues.set(q.name, new Queue(q.name, true, q.deadLetter ?? undefined, q.ttlMs ?? undefined, q.maxLength ?? undefined))
     for (const b of defs.bindings) this.exchanges.get(b.exchange)?.bind(b.queue, b.key)
-    let max = 0
-    for (const m of store.loadMessages()) {
-      const q = this.queues.get(m.queue)
+    // definitions and the per-queue index only: every stored message starts paged out and is read
+    // back by refill when a consumer (or a get) asks, so a restart costs a row per queue, not per message
+    for (const [name, i] of store.queueIndex()) {
+      const q = this.queues.get(name)
       if (!q) continue
-      max = Math.max(max, m.seq)
-      const msg: Message = {...m, redelivered: m.deliveryCount > 0}
-      q.ready.push(msg)
-      this.setStatus(m.messageId, m.deliveryCount > 0 ? 'delivered' : 'sent', q.name)
+      q.paged = i.messages
+      q.pagedBytes = i.bytes
+      q.pageCursor = 0
     }
-    this.seq = Math.max(max, store.maxSeq()) + 1
+    this.seq = store.maxSeq() + 1
   }
 
   // ---- definitions -------------------------------------------------------------------------
@@ -412,7 +488,7 @@ export class Engine {
         if (opts.maxLength === undefined && existing.maxLength !== undefined) diff.push(`max-length: existing ${existing.maxLength}, requested none`)
       }
       if (diff.length > 0) {
-        const flags = [existing.durable ? '--durable' : '', existing.deadLetter ? `--dead-letter ${existing.deadLetter}` : '', existing.ttlMs ? `--ttl ${existing.ttlMs}` : '', existing.maxLength ? `--max-length ${existing.maxLength}` : ''].filter(Boolean).join(' ')
+        const flags = [existing.durable ? '' : '--transient', existing.deadLetter ? `--dead-letter ${existing.deadLetter}` : '', existing.ttlMs ? `--ttl ${existing.ttlMs}ms` : '', existing.maxLength ? `--max-length ${existing.maxLength}` : ''].filter(Boolean).join(' ')
         throw new MqError('E_QUEUE_MISMATCH', `queue ${JSON.stringify(name)} already exists with different settings (${diff.join('; ')})`, {
           details: {queue: name, existing: {durable: existing.durable, deadLetter: existing.deadLetter ?? null, ttlMs: existing.ttlMs ?? null, maxLength: existing.maxLength ?? null}},
           hint: `Try this: declare it with the same settings (mq queue declare ${name}${flags ? ' ' + flags : ''}), or delete it first (mq queue delete ${name}) and declare it again`,
@@ -478,8 +554,10 @@ export class Engine {
       c.session.sink.cancelled?.(c.tag)
     }
     for (const ex of this.exchanges.values()) ex.unbindQueue(name)
-    const n = q.ready.length
+    const n = q.messages
     for (const m of q.ready.clear()) this.setStatus(m.messageId, 'purged', name)
+    for (const m of q.uncommitted.clear()) this.setStatus(m.messageId, 'purged', name)
+    q.paged = q.pagedBytes = 0
     // messages still unacked by sessions are dropped when acked/returned (queue no longer registered)
     this.queues.delete(name)
     if (q.durable) this.store?.deleteQueue(name)
@@ -495,8 +573,16 @@ export class Engine {
       this.setStatus(m.messageId, 'purged', name)
       if (q.durable) this.store?.deleteMessage(m.seq)
     }
+    const n = msgs.length + q.paged
+    if (q.paged > 0) {
+      // the paged-out tail goes in the writer, in order after the inserts still queued; the statuses
+      // of messages only on disk are not rewritten (that would read them all)
+      for (const m of q.uncommitted.clear()) this.setStatus(m.messageId, 'purged', name)
+      this.store?.purgeAfter(q.name, q.pageCursor)
+      q.paged = q.pagedBytes = 0
+    }
     this.releaseFlow(q)
-    return msgs.length
+    return n
   }
 
   // ---- sessions ----------------------------------------------------------------------------
@@ -539,6 +625,7 @@ export class Engine {
     const headers = opts.headers ?? {}
     // a name a DELIVER frame cannot carry would throw later, inside dispatch, and kill the broker
     for (const k in headers) if (!isHeaderName(k)) throw new UsageError('E_BAD_HEADER', `header name ${JSON.stringify(k.slice(0, 40))} is not allowed (1-128 letters, digits, _ . : -)`, {hint: 'Try this: rename the header'})
+    this.checkRoom(targets, body.length)
     let durable = false
     let flow: string | undefined
     for (const qn of targets) {
@@ -547,7 +634,7 @@ export class Engine {
       this.setStatus(messageId, 'sent', q.name)
       if (this.enqueue(q, msg)) durable = true
       // a queue without consumers is a buffer and takes what comes; one with consumers that lag pushes back
-      if (q.consumers.length > 0 && q.ready.length >= this.flowHigh) flow = qn
+      if (q.consumers.length > 0 && q.messages >= this.flowHigh) flow = qn
     }
     this.totals.published++
     // remembered in the same group commit as the message rows just queued
@@ -566,6 +653,9 @@ export class Engine {
     for (const id of ids) {
       if (id !== undefined && (id.length === 0 || id.length > 200)) throw new UsageError('E_BAD_MESSAGE_ID', 'message id must be 1-200 characters', {hint: 'Try this: omit it to get a UUID'})
     }
+    let total = 0
+    for (const b of bodies) total += b.length
+    this.checkRoom(targets, total)
     const timestamp = this.now()
     let durable = false
     let flow: string | undefined
@@ -578,7 +668,7 @@ export class Engine {
         const msg: Message = {seq: this.seq++, messageId, exchange, routingKey, body: bodies[i], headers: NO_HEADERS as Record<string, string>, timestamp, deliveryCount: 0, redelivered: false, expiresAt: q.ttlMs ? timestamp + q.ttlMs : 0}
         this.setStatus(messageId, 'sent', q.name)
         if (this.enqueue(q, msg)) durable = true
-        if (q.consumers.length > 0 && q.ready.length >= this.flowHigh) flow = qn
+        if (q.consumers.length > 0 && q.messages >= this.flowHigh) flow = qn
       }
     }
     this.totals.published += bodies.length
@@ -615,23 +705,116 @@ export class Engine {
     return this.ids.next()
   }
 
+  /**
+   * reject-publish: a non-durable queue at its byte limit refuses the whole publish (checked for
+   * every target before anything is queued, so a publish is taken whole or not at all).
+   */
+  private checkRoom(targets: string[], bytes: number): void {
+    if (this.transientOverflow !== 'reject-publish') return
+    for (const qn of targets) {
+      const q = this.queues.get(qn)!
+      if (q.durable || q.ready.bytes + bytes <= this.transientMaxBytes) continue
+      throw new TempFailError('E_QUEUE_FULL', `queue ${JSON.stringify(qn)} is full: ${q.ready.bytes} bytes ready, limit ${this.transientMaxBytes} (broker.transient_queue_max_bytes); the message was not accepted`, {
+        details: {limit: this.transientMaxBytes, queue: qn, ready_bytes: q.ready.bytes},
+        hint: `Try this: consume from ${qn}, retry later, or declare it --durable (durable queues page to disk instead)`,
+      })
+    }
+  }
+
   /** Appends to a queue (persisting it for durable queues); returns true if it was a durable write. */
   private enqueue(q: Queue, msg: Message): boolean {
     if (q.maxLength !== undefined) {
-      while (q.ready.length >= q.maxLength) {
-        const old = q.ready.shift()!
+      while (q.messages >= q.maxLength) {
+        const old = this.takeHead(q)
+        if (!old) break
         this.deadLetter(q, old, 'maxlen', 'dropped')
       }
     }
-    q.ready.push(msg)
     q.published++
-    let durable = false
-    if (q.durable && this.store) {
-      this.store.insertMessage(q.name, msg)
-      durable = true
+    const store = q.durable ? this.store : undefined
+    if (!store) {
+      // drop-head: the oldest ready messages make room (into the dead-letter queue, or dropped)
+      if (!q.durable && this.transientOverflow === 'drop-head') {
+        while (q.ready.length > 0 && q.ready.bytes + msg.body.length > this.transientMaxBytes) this.deadLetter(q, q.ready.shift()!, 'overflow', 'dropped')
+      }
+      q.ready.push(msg)
+      this.schedule(q)
+      return false
     }
+    store.insertMessage(q.name, msg)
+    // Hot path (issue 17): while the window has room and nothing is paged out, a message stays in
+    // memory and is delivered from there, exactly as without paging: no disk read. Only a backlog
+    // beyond the window goes to the tail on disk.
+    if (q.paged === 0 && q.ready.length < this.windowMessages && q.ready.bytes < this.windowBytes) {
+      q.ready.push(msg)
+      this.schedule(q)
+      return true
+    }
+    if (q.paged === 0) q.pageCursor = msg.seq - 1
+    q.paged++
+    q.pagedBytes += msg.body.length
+    q.uncommitted.push(msg)
+    if (q.uncommitted.length > 64) this.trimUncommitted(q)
     this.schedule(q)
-    return durable
+    return true
+  }
+
+  /** Forgets paged messages whose insert is committed: the store reads them back from now on. */
+  private trimUncommitted(q: Queue): void {
+    const committed = this.store?.committedSeq ?? 0
+    while (q.uncommitted.length > 0 && q.uncommitted.peek()!.seq <= committed) q.uncommitted.shift()
+  }
+
+  /**
+   * Reads the next paged messages of a queue back into its window, in order: committed ones from the
+   * store, then (once those run out) the uncommitted ones kept in memory. At most PAGE_CHUNK messages
+   * per call, and up to the window's byte limit.
+   *
+   * Hot-path notes (issue 17): the read is synchronous on the event loop (better-sqlite3), from half a
+   * window on, so a draining consumer finds messages in memory; a 1024-message chunk of 1 KiB bodies
+   * costs a few ms (one range scan, one AES-GCM open per ~1 MiB group). Moving it to a reader thread
+   * (prefetching the next chunk while the window drains) is the next step if drains must go faster.
+   * Publishes to a queue with a backlog cost one more branch and a push to `uncommitted` (no copy).
+   */
+  private refill(q: Queue): void {
+    const store = this.store
+    if (q.paged === 0 || !store) return
+    this.trimUncommitted(q)
+    let room = Math.max(1, this.windowMessages - q.ready.length)
+    const onDisk = q.paged - q.uncommitted.length
+    if (onDisk > 0) {
+      const r = store.readQueue(q.name, q.pageCursor, store.committedSeq, Math.min(room, onDisk, PAGE_CHUNK), Math.max(1, this.windowBytes - q.ready.bytes))
+      for (const m of r.messages) {
+        q.ready.push({body: m.body, deliveryCount: m.deliveryCount, exchange: m.exchange, expiresAt: m.expiresAt, headers: m.headers, messageId: m.messageId, redelivered: m.deliveryCount > 0, routingKey: m.routingKey, seq: m.seq, timestamp: m.timestamp})
+        q.pagedBytes -= m.body.length
+      }
+      q.paged -= r.messages.length + r.skipped
+      q.pagedBytes -= r.skippedBytes
+      if (r.lastSeq > q.pageCursor) q.pageCursor = r.lastSeq
+      room -= r.messages.length
+      if (r.messages.length + r.skipped === 0) {
+        // the index counted rows that are not there (a commit that failed, a hand-edited broker.db):
+        // the rows win, or the queue would wait for them forever
+        q.paged = q.uncommitted.length
+        q.pagedBytes = 0
+        for (const m of q.uncommitted) q.pagedBytes += m.body.length
+      }
+    }
+    while (room > 0 && q.paged === q.uncommitted.length && q.uncommitted.length > 0) {
+      const m = q.uncommitted.shift()!
+      q.ready.push(m)
+      q.paged--
+      q.pagedBytes -= m.body.length
+      q.pageCursor = m.seq
+      room--
+    }
+    if (q.paged === 0) q.pagedBytes = 0
+  }
+
+  /** The head of a queue, paging it in when the window is empty. */
+  private takeHead(q: Queue): Message | undefined {
+    if (q.ready.length === 0 && q.paged > 0) this.refill(q)
+    return q.ready.shift()
   }
 
   /** Moves a message to its queue's dead-letter queue, or drops it when there is none. */
@@ -694,6 +877,8 @@ export class Engine {
 
   private takeReady(q: Queue): Message | undefined {
     for (;;) {
+      // refill at half a window, so consumers rarely find the window empty
+      if (q.paged > 0 && (q.ready.length === 0 || (q.ready.length * 2 <= this.windowMessages && q.ready.bytes * 2 <= this.windowBytes))) this.refill(q)
       const m = q.ready.shift()
       if (!m) return undefined
       if (m.expiresAt && m.expiresAt <= this.now()) {
@@ -726,7 +911,7 @@ export class Engine {
   }
 
   private schedule(q: Queue): void {
-    if (q.dispatchScheduled || q.consumers.length === 0 || q.ready.length === 0) return
+    if (q.dispatchScheduled || q.consumers.length === 0 || q.messages === 0) return
     q.dispatchScheduled = true
     queueMicrotask(() => {
       q.dispatchScheduled = false
@@ -743,7 +928,7 @@ export class Engine {
   /** Calls back once the queue's backlog is down to half of flowHigh, it has no consumers, or it is gone. */
   whenFlowing(queue: string, cb: () => void): void {
     const q = this.queues.get(queue)
-    if (!q || q.consumers.length === 0 || q.ready.length <= this.flowHigh / 2) {
+    if (!q || q.consumers.length === 0 || q.messages <= this.flowHigh / 2) {
       cb()
       return
     }
@@ -752,7 +937,7 @@ export class Engine {
 
   private releaseFlow(q: Queue, force = false): void {
     if (q.flowWaiters.length === 0) return
-    if (!force && q.consumers.length > 0 && q.ready.length > this.flowHigh / 2) return
+    if (!force && q.consumers.length > 0 && q.messages > this.flowHigh / 2) return
     const waiters = q.flowWaiters
     q.flowWaiters = []
     for (const w of waiters) w()
@@ -768,7 +953,7 @@ export class Engine {
   }
 
   private dispatchLoop(q: Queue): void {
-    while (q.ready.length > 0 && q.consumers.length > 0) {
+    while (q.messages > 0 && q.consumers.length > 0) {
       let chosen: Consumer | undefined
       const n = q.consumers.length
       for (let i = 0; i < n; i++) {
@@ -807,7 +992,7 @@ export class Engine {
     if (u.queue.durable) this.store?.deleteMessage(u.msg.seq)
     this.setStatus(u.msg.messageId, 'acknowledged', u.queue.name)
     // synchronously, so the freed prefetch slot is filled before any later reply on this connection
-    if (u.consumer && u.queue.ready.length > 0) this.dispatch(u.queue)
+    if (u.consumer && u.queue.messages > 0) this.dispatch(u.queue)
   }
 
   nack(s: Session, tag: number, requeue = true): void {
@@ -852,7 +1037,9 @@ export class Engine {
 
   private expireHead(q: Queue): void {
     const now = this.now()
-    for (;;) {
+    // a bounded amount per sweep: an expired backlog on disk is worked off over several sweeps
+    for (let n = 0; n < 20 * PAGE_CHUNK; n++) {
+      if (q.ready.length === 0 && q.paged > 0) this.refill(q)
       const m = q.ready.peek()
       if (!m || !m.expiresAt || m.expiresAt > now) return
       q.ready.shift()
@@ -901,7 +1088,10 @@ export class Engine {
           delivered: q.delivered,
           durable: q.durable,
           maxLength: q.maxLength,
-          messages: q.ready.length,
+          messages: q.messages,
+          memoryMessages: q.ready.length,
+          memoryBytes: q.ready.bytes,
+          diskBytes: q.pagedBytes,
           name: q.name,
           publishRate: r1(r[0]),
           published: q.published,
@@ -932,7 +1122,7 @@ export class Engine {
     let ready = 0
     let unacked = 0
     for (const q of this.queues.values()) {
-      ready += q.ready.length
+      ready += q.messages
       unacked += q.unacked
     }
     if (ready > 0) statuses.sent = ready
@@ -950,6 +1140,7 @@ export class Engine {
       rates: {ack: Math.round(this.rates.ack), deliver: Math.round(this.rates.deliver), publish: Math.round(this.rates.publish)},
       statuses,
       totals: {...this.totals},
+      memory: this.memory.state(),
       uptimeMs: this.now() - this.started,
     }
   }

@@ -1,7 +1,8 @@
 /**
  * Exclusive lock on a broker's data directory: two brokers on one store would deliver the same
  * durable messages twice. The lock file holds the owner's pid; it is created with O_EXCL, a lock
- * whose pid is no longer alive (a kill -9'd broker) is taken over, and it is removed on clean shutdown.
+ * whose pid is no longer alive (a kill -9'd broker, also one not yet reaped: a zombie) is taken
+ * over, and it is removed on clean shutdown.
  */
 import {closeSync, openSync, readFileSync, statSync, unlinkSync, writeSync} from 'node:fs'
 import {join} from 'node:path'
@@ -11,13 +12,28 @@ import {ensurePrivateDir} from '../util/fs.js'
 
 export const LOCK_FILE = 'broker.lock'
 
-function alive(pid: number): boolean {
+/**
+ * A process that can still hold the lock. A kill -9'd broker its parent has not reaped yet is a
+ * zombie: kill(pid, 0) still succeeds, but it holds nothing, so /proc/PID/stat state Z (or X,
+ * dead) counts as gone.
+ */
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0)
-    return true
   } catch (error) {
     // EPERM: the process exists but belongs to someone else
-    return (error as NodeJS.ErrnoException).code === 'EPERM'
+    if ((error as NodeJS.ErrnoException).code !== 'EPERM') return false
+  }
+  return !['Z', 'X'].includes(procState(pid) ?? '')
+}
+
+/** The state letter of /proc/PID/stat (after the parenthesised command, which may hold spaces); undefined off Linux. */
+function procState(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3)
+  } catch {
+    return undefined
   }
 }
 

@@ -7,7 +7,10 @@ import {join} from 'node:path'
 import type {MqHome} from '../config/home.js'
 import type {MqConfig} from '../config/schema.js'
 import {PermissionError} from '../errors.js'
+import {checkOwnCertificates} from '../health/index.js'
 import type {Logger} from '../log.js'
+import {type MetricsListener, startMetricsListener} from '../http/metrics-listener.js'
+import {handshakeLimits} from '../net/pending.js'
 import {checkName} from '../util/names.js'
 import {CrlWatcher, ensureCrlAtStart, peerIdentity, serverTlsOptions, verifyIdentityCerts} from '../pki/index.js'
 import {ApiServer} from './api.js'
@@ -17,6 +20,7 @@ import {CipherMqListener} from './ciphermq.js'
 import {ClusterEngine} from './cluster/engine.js'
 import {Engine} from './engine.js'
 import {lockDataDir} from './lock.js'
+import {resolveWatermark} from './memory.js'
 import {type ResolvedPermissions, cipherMqPermissions, cipherMqReach, resolvePermissions} from './permissions.js'
 import {BrokerServer, type KeyDirectory} from './server.js'
 import {DurableStore, STORE_KEY_FILE} from './store.js'
@@ -31,6 +35,8 @@ export interface RunningBroker {
   api: ApiServer
   ciphermq?: CipherMqListener
   ports: {messaging: number; api: number; ciphermq?: number}
+  /** the loopback plain-HTTP /metrics (broker.metrics_port), when on */
+  metricsUrl?: string
   publisher: BrokerPublisher
   close(): Promise<void>
 }
@@ -121,11 +127,30 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
     } else {
       // message bodies and headers are sealed at rest under secrets/broker.key (created on first start)
       store = new DurableStore(home.data, b.commit_interval_ms, {keyFile: join(home.secrets, STORE_KEY_FILE), logger: logger.child('store')})
-      engine = new Engine({dedupeMax: b.dedupe_max, dedupeWindowMs: b.dedupe_window_ms, deliveryLimit: b.delivery_limit, flowHigh: b.flow_high, maxUnacked: b.max_unacked, store})
+      engine = new Engine({
+        dedupeMax: b.dedupe_max,
+        dedupeWindowMs: b.dedupe_window_ms,
+        deliveryLimit: b.delivery_limit,
+        flowHigh: b.flow_high,
+        maxUnacked: b.max_unacked,
+        memoryHighWatermark: resolveWatermark(b.memory_high_watermark),
+        store,
+        transientMaxBytes: b.transient_queue_max_bytes,
+        transientOverflow: b.transient_overflow,
+        windowBytes: b.queue_window_bytes,
+        windowMessages: b.queue_window_messages,
+      })
     }
   } catch (error) {
     lock.release()
     throw error
+  }
+  if (engine instanceof Engine) {
+    const e = engine
+    e.memory.onChange = (m) => {
+      if (m.alarm) logger.warn('memory high watermark reached: publishers are paused until memory use falls below it', {high_watermark: m.highWatermark, rss: m.rss})
+      else logger.info('memory back under the high watermark: publishers resume', {high_watermark: m.highWatermark, rss: m.rss})
+    }
   }
   engine.start()
   const keys: KeyStore = cluster ?? store!
@@ -139,11 +164,12 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
   const crl = new CrlWatcher(home, b.crl_check_interval_ms)
   const isRevoked = (serial: string) => crl.revoked().has(serial)
   const tlsOpts = serverTlsOptions(home, b.identity)
+  checkOwnCertificates(home, [b.identity], logger)
   const server = new BrokerServer({
     engine,
     isRevoked,
     keys: keyDirectory(home, keys),
-    limits: {handshakeTimeoutMs: b.handshake_timeout_ms, heartbeatMs: b.heartbeat_ms, maxConnections: b.max_connections, maxPayload: b.max_payload, maxUnconfirmed: b.max_unconfirmed},
+    limits: {handshakeTimeoutMs: b.handshake_timeout_ms, heartbeatMs: b.heartbeat_ms, maxConnections: b.max_connections, maxHandshakes: b.max_handshakes, maxHandshakesPerSource: b.max_handshakes_per_source, maxPayload: b.max_payload, maxUnconfirmed: b.max_unconfirmed},
     logger: logger.child('server'),
     peer: peerIdentity,
     permissionsFor,
@@ -157,10 +183,13 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
   const api = new ApiServer({
     connections: () => server.connections.size,
     engine,
+    handshakes: handshakeLimits(b),
     home,
+    identity: b.identity,
     isRevoked,
     logger: logger.child('api'),
     maxBody: b.max_payload,
+    memoryWatermarkBytes: b.memory_watermark_bytes,
     permissionsFor,
     plugins,
     tls: tlsOpts,
@@ -181,19 +210,22 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
 
   const ports: RunningBroker['ports'] = {api: 0, messaging: 0}
   let ciphermq: CipherMqListener | undefined
+  let metrics: MetricsListener | undefined
   try {
     ports.messaging = await server.listen(opts.port ?? b.port, opts.host ?? b.host)
     ports.api = await api.listen(opts.apiPort ?? b.api_port, opts.apiHost ?? b.api_host)
     Object.assign(nodeInfo, {api: `${opts.apiHost ?? b.api_host}:${ports.api}`, messaging: `${opts.host ?? b.host}:${ports.messaging}`})
     if (b.ciphermq.enabled) {
       const perms = cipherMqPermissions(b.permissions, b.ciphermq, delivery)
-      ciphermq = new CipherMqListener({afterCommit: (cb) => engine.store!.afterCommit(cb), engine, logger: logger.child('ciphermq'), maxConnections: b.ciphermq.max_connections, maxLine: b.ciphermq.max_line, perms})
+      ciphermq = new CipherMqListener({afterCommit: (cb) => engine.store!.afterCommit(cb), engine, idleTimeoutMs: b.ciphermq.idle_timeout_ms, lineTimeoutMs: b.ciphermq.line_timeout_ms, logger: logger.child('ciphermq'), maxConnections: b.ciphermq.max_connections, maxLine: b.ciphermq.max_line, perms})
       ports.ciphermq = await ciphermq.listen(b.ciphermq.port, b.ciphermq.host)
       // an unauthenticated door: say at every start what it opens onto
       logger.warn(cipherMqReach(b.permissions, b.ciphermq, `${b.ciphermq.host}:${ports.ciphermq}`))
     }
+    if (b.metrics_port > 0) metrics = await startMetricsListener({flag: 'broker.metrics_port (MQ_BROKER_METRICS_PORT)', port: b.metrics_port, text: () => api.metricsText()})
   } catch (error) {
     crl.stop()
+    await ciphermq?.close().catch(() => {})
     engine.stop()
     await server.close().catch(() => {})
     await api.close().catch(() => {})
@@ -209,8 +241,10 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
       if (closed) return
       closed = true
       crl.stop()
+      // native connections first and gracefully: in-flight publishes are committed and confirmed
+      await server.close(b.stop_timeout_ms)
       engine.stop()
-      await Promise.all([server.close(), api.close(), ciphermq?.close()])
+      await Promise.all([api.close(), ciphermq?.close(), metrics?.close()])
       await store?.close()
       await cluster?.close()
       lock.release()
@@ -218,6 +252,7 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
     ciphermq,
     cluster,
     engine,
+    metricsUrl: metrics?.url,
     ports,
     publisher,
     server,

@@ -7,6 +7,7 @@
 import net from 'node:net'
 import tls from 'node:tls'
 
+import {type PendingGate, guardHandshakes} from '../net/pending.js'
 import {listenOn} from '../util/net.js'
 import {MqError, PermissionError, UsageError, errorText, isMqError} from '../errors.js'
 import type {Logger} from '../log.js'
@@ -22,6 +23,9 @@ export interface ServerLimits {
   maxUnconfirmed: number
   /** sessions beyond this are refused with E_TOO_MANY_CONNECTIONS (default 1024) */
   maxConnections?: number
+  /** TLS sockets still in the handshake, in total and per source address (defaults 256 and 64) */
+  maxHandshakes?: number
+  maxHandshakesPerSource?: number
 }
 
 export interface KeyDirectory {
@@ -48,12 +52,12 @@ const ARENA_SIZE = 64 * 1024
 const EMPTY_ARENA = Buffer.alloc(0)
 /** Output bytes beyond which we stop pushing deliveries and stop reading requests. */
 const OUT_HIGH_WATER = 1024 * 1024
-/** Raw sockets (TLS handshakes in flight) allowed beyond maxConnections before the kernel-level cap drops them silently. */
-const HANDSHAKE_SLACK = 64
 
 export class BrokerServer {
   readonly server: net.Server
   readonly connections = new Set<Connection>()
+  /** TLS sockets still in the handshake (absent over plain TCP) */
+  readonly handshakes?: PendingGate
   private connSeq = 1
   private readonly maxConnections: number
   private refused = 0
@@ -61,6 +65,7 @@ export class BrokerServer {
 
   constructor(readonly opts: BrokerServerOptions) {
     this.maxConnections = opts.limits.maxConnections ?? 1024
+    const maxHandshakes = opts.limits.maxHandshakes ?? 256
     if (opts.tls) {
       // noDelay on the raw TCP socket: small confirms must not wait for Nagle + delayed ACKs
       this.server = tls.createServer({...opts.tls, handshakeTimeout: opts.limits.handshakeTimeoutMs || 120_000, noDelay: true}, (s) => this.accept(s))
@@ -69,12 +74,14 @@ export class BrokerServer {
       this.server.on('tlsClientError', (err, sock) => {
         opts.logger.debug('TLS handshake refused', {error: err.message, remote: sock.remoteAddress})
       })
+      // a hard handshake deadline from accept and a cap on unauthenticated sockets (Node's own timeout is reset by each byte)
+      this.handshakes = guardHandshakes(this.server as tls.Server, {deadlineMs: opts.limits.handshakeTimeoutMs, maxPending: maxHandshakes, maxPendingPerSource: opts.limits.maxHandshakesPerSource ?? 64}, opts.logger, 'broker')
     } else {
       this.server = net.createServer({noDelay: true}, (s) => this.accept(s))
     }
-    // a hard cap on raw sockets, so handshakes cannot pile up either; past maxConnections but within the
-    // slack a client still completes TLS and is told why it is refused
-    this.server.maxConnections = this.maxConnections + HANDSHAKE_SLACK
+    // a hard cap on raw sockets: sessions plus handshakes (which the guard caps on its own); past
+    // maxConnections a client still completes TLS and is told why it is refused
+    this.server.maxConnections = this.maxConnections + maxHandshakes
     this.server.on('drop', () => this.noteRefused())
     // a failed listen() rejects and becomes the command's E_LISTEN error: log only what happens later
     this.server.on('error', (err) => {
@@ -146,9 +153,33 @@ export class BrokerServer {
     })
   }
 
-  async close(): Promise<void> {
+  /** set by close(): connections read nothing more, so what was taken in can be committed and confirmed */
+  draining = false
+
+  /**
+   * A graceful stop: stop accepting, stop reading, let the store commit the open group so every
+   * publish taken in gets its confirm, write those confirms, then close; at `deadlineMs` whatever is
+   * left is destroyed. A publish still unread at that point was never written: the client's retry
+   * is not a duplicate.
+   */
+  async close(deadlineMs = 0): Promise<void> {
+    this.draining = true
+    const listening = new Promise<void>((r) => this.server.close(() => r()))
+    const store = this.opts.engine.store
+    if (deadlineMs > 0 && this.connections.size > 0) {
+      for (const c of this.connections) c.sock.pause()
+      let timer: NodeJS.Timeout | undefined
+      const deadline = new Promise<void>((r) => (timer = setTimeout(r, deadlineMs)))
+      const graceful = (async () => {
+        // afterCommit callbacks run in order: once this one has, every earlier publish has its confirm queued
+        if (store) await store.flush().catch(() => {})
+        await Promise.all([...this.connections].map((c) => c.finish()))
+      })()
+      await Promise.race([graceful, deadline])
+      clearTimeout(timer)
+    }
     for (const c of this.connections) c.sock.destroy()
-    await new Promise<void>((r) => this.server.close(() => r()))
+    await listening
   }
 }
 
@@ -172,6 +203,8 @@ class Connection {
   private pausedForConfirms = false
   /** paused by the engine's flow control until a lagging queue's consumers catch up */
   private pausedForFlow = false
+  /** paused while the broker-wide memory alarm is on (see memory.ts) */
+  private pausedForMemory = false
   private lastConsumer = ''
   private lastConsumerArg = ''
   /** negotiated in HELLO (confirms=batch): CONFIRM upto=N frames instead of one OK per publish */
@@ -311,10 +344,21 @@ class Connection {
     if (this.sock.writableLength > OUT_HIGH_WATER && !this.sock.isPaused()) this.sock.pause()
   }
 
+  /** Sends what is queued (confirms included), ends the connection and resolves once the socket closed. */
+  finish(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      if (this.sock.destroyed) return resolve()
+      this.sock.once('close', () => resolve())
+      this.flush()
+      this.dead = true
+      this.sock.end()
+    })
+  }
+
   private maybeResume(): void {
-    if (this.dead) return
+    if (this.dead || this.srv.draining) return
     if (this.pausedForConfirms && this.unconfirmed > this.srv.opts.limits.maxUnconfirmed / 2) return
-    if (this.pausedForFlow) return
+    if (this.pausedForFlow || this.pausedForMemory) return
     this.pausedForConfirms = false
     if (this.sock.writableLength <= OUT_HIGH_WATER && this.sock.isPaused()) this.sock.resume()
   }
@@ -559,6 +603,16 @@ class Connection {
       this.sock.pause()
       engine.whenFlowing(r.flow, () => {
         this.pausedForFlow = false
+        this.maybeResume()
+      })
+    }
+    // the memory alarm: publishers stop being read until the broker is back under its watermark
+    // (a connection that consumes keeps going: its acks are what frees memory)
+    if (engine.memory.alarm && !this.pausedForMemory && this.session!.consumers.size === 0) {
+      this.pausedForMemory = true
+      this.sock.pause()
+      engine.memory.whenBelow(() => {
+        this.pausedForMemory = false
         this.maybeResume()
       })
     }

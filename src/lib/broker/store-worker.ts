@@ -26,53 +26,77 @@ function startWriter(): void {
   if (!sealKey || sealKeyId === undefined) throw new Error('the store writer needs the store key')
   const storeKey = sealKey
   const storeKeyId = sealKeyId
-  const insRow = db.prepare('INSERT INTO messages (seq, queue, message_id, exchange, routing_key, headers, body, ts, delivery_count, expires_at, key_id) VALUES (?,?,?,?,?,NULL,?,?,?,?,?)')
+  const insRow = db.prepare('INSERT INTO messages (seq, queue, message_id, exchange, routing_key, headers, body, ts, delivery_count, expires_at, key_id, size) VALUES (?,?,?,?,?,NULL,?,?,?,?,?,?)')
   const empty = new Uint8Array(0)
   /** every message row is sealed here: headers and body only ever reach the database encrypted */
   const ins = {
     run(seq: number, queueName: string, messageId: string, exchange: string, routingKey: string, headers: Uint8Array | string | null, body: Uint8Array, ts: number, count: number, expires: number) {
       const h = typeof headers === 'string' ? Buffer.from(headers, 'utf8') : (headers ?? empty)
       const sealed = sealRecord(storeKey, rowAad(storeKeyId, messageId, queueName, exchange, routingKey), h, body)
-      insRow.run(seq, queueName, messageId, exchange, routingKey, sealed, ts, count, expires, storeKeyId)
+      insRow.run(seq, queueName, messageId, exchange, routingKey, sealed, ts, count, expires, storeKeyId, body.length)
+      counted(queueName, 1, body.length)
     },
   }
-  const delRow = db.prepare('DELETE FROM messages WHERE seq = ?')
+  // RETURNING gives the queue and size of the row that went, for the per-queue index (queue_stats)
+  const delRow = db.prepare('DELETE FROM messages WHERE seq = ? RETURNING queue, COALESCE(size, length(body)) AS size, group_id')
+
+  // ---- the per-queue index (queue_stats): what a restart reads instead of the messages ----
+  /** message and byte deltas per queue of the transaction being applied, written once at its end */
+  const deltas = new Map<string, [number, number]>()
+  function counted(queueName: string, n: number, bytes: number): void {
+    const d = deltas.get(queueName)
+    if (d) {
+      d[0] += n
+      d[1] += bytes
+    } else deltas.set(queueName, [n, bytes])
+  }
+  const statsUpsert = db.prepare('INSERT INTO queue_stats (queue, messages, bytes) VALUES (?,?,?) ON CONFLICT(queue) DO UPDATE SET messages = messages + excluded.messages, bytes = bytes + excluded.bytes')
+  const statsDrop = db.prepare('DELETE FROM queue_stats WHERE queue = ?')
+  function writeDeltas(): void {
+    for (const [q, [n, bytes]] of deltas) if (n !== 0 || bytes !== 0) statsUpsert.run(q, n, bytes)
+    deltas.clear()
+  }
 
   // ---- sealed groups (see sealGroup in store.ts) ----
-  const insGrouped = db.prepare("INSERT INTO messages (seq, queue, message_id, exchange, routing_key, headers, body, ts, delivery_count, expires_at, key_id, group_id) VALUES (?,?,?,?,?,NULL,x'',?,?,?,?,?)")
+  const insGrouped = db.prepare("INSERT INTO messages (seq, queue, message_id, exchange, routing_key, headers, body, ts, delivery_count, expires_at, key_id, group_id, size) VALUES (?,?,?,?,?,NULL,x'',?,?,?,?,?,?)")
   const INSERT_CHUNK = 32
   const insGroupedChunk = db.prepare(
-    'INSERT INTO messages (seq, queue, message_id, exchange, routing_key, headers, body, ts, delivery_count, expires_at, key_id, group_id) VALUES ' +
-      Array.from({length: INSERT_CHUNK}, () => "(?,?,?,?,?,NULL,x'',?,?,?,?,?)").join(','),
+    'INSERT INTO messages (seq, queue, message_id, exchange, routing_key, headers, body, ts, delivery_count, expires_at, key_id, group_id, size) VALUES ' +
+      Array.from({length: INSERT_CHUNK}, () => "(?,?,?,?,?,NULL,x'',?,?,?,?,?,?)").join(','),
   )
-  const chunkArgs: unknown[] = new Array(INSERT_CHUNK * 10)
-  const insGroup = db.prepare('INSERT INTO sealed_groups (id, key_id, data) VALUES (?,?,?)')
+  const chunkArgs: unknown[] = new Array(INSERT_CHUNK * 11)
+  const insGroup = db.prepare('INSERT INTO sealed_groups (id, key_id, data, live) VALUES (?,?,?,?)')
   const delGroup = db.prepare('DELETE FROM sealed_groups WHERE id = ?')
-  const queueGroupRows = db.prepare('SELECT seq FROM messages WHERE queue = ? AND group_id IS NOT NULL')
-  /** group of each grouped row, and how many rows each group still has: a group goes with its last row */
-  const groupOf = new Map<number, number>()
+  const queueGroupRows = db.prepare('SELECT group_id FROM messages WHERE queue = ? AND group_id IS NOT NULL')
+  /**
+   * How many rows each group still has (sealed_groups.live): a group goes with its last row. Read from
+   * the table when a group is first touched and written back at the end of each transaction, so the
+   * writer holds one number per touched group, not an entry per stored row: a backlog of a million
+   * messages costs neither memory here nor a scan at start (the row's group comes back from its DELETE).
+   */
   const live = new Map<number, number>()
-  const groupRows = db.prepare('SELECT seq, group_id FROM messages WHERE group_id IS NOT NULL')
-  /** from the database: at start, and after a failed (rolled back) commit */
+  const dirty = new Set<number>()
+  const groupLive = db.prepare('SELECT live FROM sealed_groups WHERE id = ?')
+  const setLive = db.prepare('UPDATE sealed_groups SET live = ? WHERE id = ?')
+  /** at start, and after a failed (rolled back) commit: forget what the database will tell again */
   function loadGroups(): void {
-    groupOf.clear()
     live.clear()
+    dirty.clear()
     pendingParts = []
     pendingRows = []
     pendingBytes = 0
     pendingSeqs.clear()
-    for (const r of groupRows.iterate() as Iterable<{seq: number; group_id: number}>) {
-      groupOf.set(r.seq, r.group_id)
-      live.set(r.group_id, (live.get(r.group_id) ?? 0) + 1)
-    }
+  }
+  function writeLive(): void {
+    for (const g of dirty) setLive.run(live.get(g), g)
+    dirty.clear()
   }
   // rows and their group come and go in one transaction; this only sweeps up groups left without rows
-  // (by hand edits of broker.db, say), which nothing would ever delete otherwise
-  db.prepare('DELETE FROM sealed_groups WHERE id NOT IN (SELECT group_id FROM messages WHERE group_id IS NOT NULL)').run()
+  db.prepare('DELETE FROM sealed_groups WHERE live <= 0').run()
   const maxGroup = db.prepare('SELECT MAX(id) AS m FROM sealed_groups')
   let nextGroup = 1
   let pendingParts: Uint8Array[] = []
-  let pendingRows: [number, string, string, string, string, number, number, number][] = []
+  let pendingRows: [number, string, string, string, string, number, number, number, number][] = []
   let pendingBytes = 0
   const pendingSeqs = new Set<number>()
   loadGroups()
@@ -81,7 +105,7 @@ function startWriter(): void {
   function flushGroup(): void {
     if (pendingRows.length === 0) return
     const id = nextGroup++
-    insGroup.run(id, storeKeyId, sealGroup(storeKey, storeKeyId, id, Buffer.concat(pendingParts, pendingBytes)))
+    insGroup.run(id, storeKeyId, sealGroup(storeKey, storeKeyId, id, Buffer.concat(pendingParts, pendingBytes)), pendingRows.length)
     const rows = pendingRows
     let i = 0
     // INSERT_CHUNK rows per statement: a statement's fixed cost (bind, step, reset) was half of an insert
@@ -99,14 +123,15 @@ function startWriter(): void {
         chunkArgs[k++] = r[7]
         chunkArgs[k++] = storeKeyId
         chunkArgs[k++] = id
+        chunkArgs[k++] = r[8]
       }
       insGroupedChunk.run(chunkArgs)
     }
     for (; i < rows.length; i++) {
       const r = rows[i]
-      insGrouped.run(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], storeKeyId, id)
+      insGrouped.run(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], storeKeyId, id, r[8])
     }
-    for (const r of rows) groupOf.set(r[0], id)
+    for (const r of rows) counted(r[1], 1, r[8])
     live.set(id, pendingRows.length)
     pendingParts = []
     pendingRows = []
@@ -114,23 +139,28 @@ function startWriter(): void {
     pendingBytes = 0
   }
 
-  /** a row went: its group goes with its last row */
-  function rowGone(seq: number): void {
-    const g = groupOf.get(seq)
-    if (g === undefined) return
-    groupOf.delete(seq)
-    const n = (live.get(g) ?? 1) - 1
-    if (n > 0) live.set(g, n)
-    else {
+  /** a row of group g went: the group goes with its last row */
+  function rowGone(g: number | null): void {
+    if (g === null) return
+    let n = live.get(g)
+    if (n === undefined) n = (groupLive.get(g) as {live: number | null} | undefined)?.live ?? 1
+    n--
+    if (n > 0) {
+      live.set(g, n)
+      dirty.add(g)
+    } else {
       live.delete(g)
+      dirty.delete(g)
       delGroup.run(g)
     }
   }
 
   const del = {
     run(seq: number) {
-      delRow.run(seq)
-      rowGone(seq)
+      const r = delRow.get(seq) as {queue: string; size: number | null; group_id: number | null} | undefined
+      if (!r) return
+      counted(r.queue, -1, -(r.size ?? 0))
+      rowGone(r.group_id)
     },
   }
   const cnt = db.prepare('UPDATE messages SET delivery_count = ? WHERE seq = ?')
@@ -141,7 +171,7 @@ function startWriter(): void {
   const key = db.prepare('INSERT OR REPLACE INTO keys (name, enc_cert, sign_cert, updated_at) VALUES (?,?,?,?)')
   const blockIns = db.prepare('INSERT OR REPLACE INTO published_blocks (first, last, ids) VALUES (?,?,?)')
   const blockDel = db.prepare('DELETE FROM published_blocks WHERE first = ?')
-  const resealRow = db.prepare('UPDATE messages SET headers = NULL, body = ?, key_id = ? WHERE seq = ? AND key_id IS NULL')
+  const resealRow = db.prepare('UPDATE messages SET headers = NULL, body = ?, key_id = ?, size = ? WHERE seq = ? AND key_id IS NULL')
 
   function applyPacked(view: Uint8Array): void {
     const buf = Buffer.from(view.buffer, view.byteOffset, view.byteLength)
@@ -157,7 +187,7 @@ function startWriter(): void {
           // the packed record itself is the group's plaintext record
           pendingParts.push(buf.subarray(start, next))
           pendingBytes += next - start
-          pendingRows.push([m.seq, m.queue, m.messageId, m.exchange, m.routingKey, m.timestamp, m.deliveryCount, m.expiresAt])
+          pendingRows.push([m.seq, m.queue, m.messageId, m.exchange, m.routingKey, m.timestamp, m.deliveryCount, m.expiresAt, m.body.length])
           pendingSeqs.add(m.seq)
           if (pendingBytes >= GROUP_BYTES_MAX) flushGroup()
         }
@@ -178,7 +208,9 @@ function startWriter(): void {
     flushGroup()
   }
 
+  const queueRowsAfter = db.prepare('SELECT seq FROM messages WHERE queue = ? AND seq > ?')
   const apply = db.transaction((ops: (WireOp | Uint8Array)[]) => {
+    deltas.clear()
     for (const op of ops) {
       if (op instanceof Uint8Array) {
         applyPacked(op)
@@ -204,8 +236,14 @@ function startWriter(): void {
           bind.run(op[1], op[2], op[3])
           break
         case 'D':
-          for (const r of queueGroupRows.all(op[1]) as {seq: number}[]) rowGone(r.seq)
+          for (const r of queueGroupRows.all(op[1]) as {group_id: number}[]) rowGone(r.group_id)
           for (const s of dq) s.run(op[1])
+          deltas.delete(op[1])
+          statsDrop.run(op[1])
+          break
+        case 'P':
+          // a purge: the queue's rows after the last one the engine held in memory (those it deletes itself)
+          for (const r of queueRowsAfter.all(op[1], op[2]) as {seq: number}[]) del.run(r.seq)
           break
         case 'k':
           key.run(op[1], op[2], op[3], Date.now())
@@ -216,11 +254,13 @@ function startWriter(): void {
           break
         case 'R': {
           const h = op[6] ? Buffer.from(op[6], 'utf8') : empty
-          resealRow.run(sealRecord(storeKey, rowAad(storeKeyId, op[3], op[2], op[4], op[5]), h, op[7]), storeKeyId, op[1])
+          resealRow.run(sealRecord(storeKey, rowAad(storeKeyId, op[3], op[2], op[4], op[5]), h, op[7]), storeKeyId, op[7].length, op[1])
           break
         }
       }
     }
+    writeDeltas()
+    writeLive()
   })
 
   parentPort!.on('message', (msg: {id: number; ops: (WireOp | Uint8Array)[]} | {close: true}) => {

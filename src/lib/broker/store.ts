@@ -233,6 +233,23 @@ export interface StoredMessage {
   expiresAt: number
 }
 
+/** a messages row as readQueue selects it */
+interface StoredRow {
+  seq: number
+  queue: string
+  message_id: string
+  exchange: string
+  routing_key: string
+  headers: string | null
+  body: Buffer
+  ts: number
+  delivery_count: number
+  expires_at: number
+  key_id: number | null
+  group_id: number | null
+  size: number | null
+}
+
 export interface StoredQueue {
   name: string
   deadLetter: string | null
@@ -263,6 +280,8 @@ export type WireOp =
   | ['R', number, string, string, string, string, string | null, Uint8Array]
   /** published ids (dedupe.ts): a new block [first, last, ids JSON] or none, then keys of blocks to delete */
   | ['u', [number, number, string] | null, number[]]
+  /** purge: a queue's rows with a seq above the given one (the part of it only on disk) */
+  | ['P', string, number]
 
 /** Record kinds in a packed message run (see packMessages / store-worker.ts). */
 export const REC_INSERT = 1
@@ -365,7 +384,10 @@ CREATE TABLE IF NOT EXISTS published_blocks (first INTEGER PRIMARY KEY, last INT
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
 -- sealed groups: the messages one commit inserted, sealed together (see sealGroup); a row with a
 -- group_id keeps its headers and body there (body column empty), and a group goes when its last row does
-CREATE TABLE IF NOT EXISTS sealed_groups (id INTEGER PRIMARY KEY, key_id INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS sealed_groups (id INTEGER PRIMARY KEY, key_id INTEGER NOT NULL, data BLOB NOT NULL, live INTEGER);
+-- the per-queue index a restart reads instead of the messages (kept by the writer in each commit):
+-- a restart costs a row per queue, not a row per message
+CREATE TABLE IF NOT EXISTS queue_stats (queue TEXT PRIMARY KEY, messages INTEGER NOT NULL, bytes INTEGER NOT NULL);
 `
 
 export class DurableStore implements DedupeLog {
@@ -381,7 +403,12 @@ export class DurableStore implements DedupeLog {
   private timer?: NodeJS.Timeout | NodeJS.Immediate
   private lazy?: NodeJS.Timeout
   /** batches posted to the writer and not yet committed, oldest first (the writer commits in order) */
-  private inflight: {id: number; waiters: CommitCallback[]}[] = []
+  private inflight: {id: number; waiters: CommitCallback[]; maxSeq: number}[] = []
+  /**
+   * Every message inserted with a seq up to this is committed (readable by readQueue). Paging reads
+   * only up to it: newer rows of a queue stay in the engine's memory until their commit.
+   */
+  committedSeq = 0
   private batchSeq = 1
   private closed = false
   private readonly worker: Worker
@@ -390,9 +417,9 @@ export class DurableStore implements DedupeLog {
   private readonly key: Buffer
   readonly keyId: number
   private readonly logger?: Logger
-  /** rows the last loadMessages() could not decrypt (also logged) */
+  /** rows readQueue() could not decrypt since the store opened (also logged) */
   unreadable: UnreadableMessage[] = []
-  /** legacy plaintext rows the last loadMessages() found (written before encryption at rest; resealed) */
+  /** legacy plaintext rows readQueue() found (written before encryption at rest; resealed as read) */
   legacyPlaintext = 0
   commits = 0
 
@@ -412,6 +439,27 @@ export class DurableStore implements DedupeLog {
       const cols = this.db.prepare('PRAGMA table_info(messages)').all() as {name: string}[]
       if (!cols.some((c) => c.name === 'key_id')) this.db.exec('ALTER TABLE messages ADD COLUMN key_id INTEGER')
       if (!cols.some((c) => c.name === 'group_id')) this.db.exec('ALTER TABLE messages ADD COLUMN group_id INTEGER')
+      // size: the body's length (grouped rows keep their body in the group), for bytes on disk per queue
+      if (!cols.some((c) => c.name === 'size')) this.db.exec('ALTER TABLE messages ADD COLUMN size INTEGER')
+      // live rows per sealed group (the writer keeps it; before, it scanned every row at start)
+      const gcols = this.db.prepare('PRAGMA table_info(sealed_groups)').all() as {name: string}[]
+      if (!gcols.some((c) => c.name === 'live')) {
+        this.db.transaction(() => {
+          this.db.exec('ALTER TABLE sealed_groups ADD COLUMN live INTEGER')
+          this.db.exec('CREATE TEMP TABLE group_live (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)')
+          this.db.exec('INSERT INTO group_live SELECT group_id, COUNT(*) FROM messages WHERE group_id IS NOT NULL GROUP BY group_id')
+          this.db.exec('UPDATE sealed_groups SET live = COALESCE((SELECT n FROM group_live WHERE group_live.id = sealed_groups.id), 0)')
+          this.db.exec('DROP TABLE group_live')
+        })()
+      }
+      // a store from before the index: built once from the rows (one scan), then kept by the writer
+      if (!this.db.prepare("SELECT 1 FROM meta WHERE k = 'queue_stats'").get()) {
+        this.db.transaction(() => {
+          this.db.exec('DELETE FROM queue_stats')
+          this.db.exec('INSERT INTO queue_stats (queue, messages, bytes) SELECT queue, COUNT(*), SUM(COALESCE(size, length(body))) FROM messages GROUP BY queue')
+          this.db.exec("INSERT INTO meta (k, v) VALUES ('queue_stats', '1')")
+        })()
+      }
     } catch (error) {
       throw new UnavailableError('E_STORE_OPEN', `cannot open the broker store ${this.file}: ${(error as Error).message}`, {hint: 'Try this: check the permissions of $MQ_HOME/data', cause: error})
     }
@@ -424,13 +472,17 @@ export class DurableStore implements DedupeLog {
       throw error
     }
     this.keyId = storeKeyId(this.key)
+    // everything already in broker.db is committed
+    this.committedSeq = this.maxSeq()
     const sync = opts.synchronous ?? 'FULL'
     this.worker = new Worker(new URL('./store-worker.js', import.meta.url), {workerData: {file: this.file, key: this.key, keyId: this.keyId, synchronous: sync}})
     this.worker.unref()
     this.checkpointer = new Checkpointer(this.file, {synchronous: sync})
     this.worker.on('message', (m: {id?: number; error?: string; closed?: boolean}) => {
       if (m.id === undefined || this.inflight.length === 0 || this.inflight[0].id !== m.id) return
-      const done = this.inflight.shift()!.waiters
+      const batch = this.inflight.shift()!
+      const done = batch.waiters
+      if (!m.error && batch.maxSeq > this.committedSeq) this.committedSeq = batch.maxSeq
       this.commits++
       const err = m.error ? new UnavailableError('E_STORE_WRITE', `the broker store could not commit: ${m.error}`, {hint: 'Try this: check free disk space and permissions of $MQ_HOME/data'}) : undefined
       for (const w of done) w(err)
@@ -485,9 +537,12 @@ export class DurableStore implements DedupeLog {
     // commits) never touches the disk at all
     const inserted = new Set<number>()
     const deleted = new Set<number>()
+    let maxSeq = 0
     for (const op of ops) {
-      if (op.t === 'ins') inserted.add(op.m.seq)
-      else if (op.t === 'del') deleted.add(op.seq)
+      if (op.t === 'ins') {
+        inserted.add(op.m.seq)
+        if (op.m.seq > maxSeq) maxSeq = op.m.seq
+      } else if (op.t === 'del') deleted.add(op.seq)
     }
     // message records are packed into one transferable buffer per run of message ops (cheaper than
     // structured-cloning thousands of small arrays); definition ops stay tuples, in order
@@ -537,7 +592,7 @@ export class DurableStore implements DedupeLog {
       if (block || drop.length > 0) wire.push(['u', block, drop])
     }
     const id = this.batchSeq++
-    this.inflight.push({id, waiters})
+    this.inflight.push({id, maxSeq, waiters})
     this.worker.postMessage({id, ops: wire}, transfer)
   }
 
@@ -629,6 +684,11 @@ export class DurableStore implements DedupeLog {
     this.enqueue({op: ['D', name], t: 'wire'})
   }
 
+  /** Deletes a queue's rows with a seq above afterSeq (the part of a purged queue that was only on disk). */
+  purgeAfter(name: string, afterSeq: number): void {
+    this.enqueue({op: ['P', name, afterSeq], t: 'wire'})
+  }
+
   loadDefinitions(): {exchanges: {name: string; type: ExchangeType}[]; queues: StoredQueue[]; bindings: {exchange: string; queue: string; key: string}[]} {
     const exchanges = this.db.prepare('SELECT name, type FROM exchanges').all() as {name: string; type: ExchangeType}[]
     const queues = (this.db.prepare('SELECT name, dead_letter, ttl_ms, max_length FROM queues').all() as {name: string; dead_letter: string | null; ttl_ms: number | null; max_length: number | null}[]).map((r) => ({
@@ -642,91 +702,115 @@ export class DurableStore implements DedupeLog {
   }
 
   /**
-   * Recovery: every stored message, decrypted. A row that cannot be decrypted (altered, or sealed under
-   * another key) is skipped: logged with its message id and queue, recorded in `unreadable`, never
-   * delivered, and left in broker.db untouched so restoring the right key brings it back.
+   * The per-queue index (messages and body bytes stored), as of the last commit: what a restart reads
+   * instead of the messages themselves.
    */
-  *loadMessages(): Generator<StoredMessage> {
-    this.unreadable = []
-    this.legacyPlaintext = 0
-    const rows = this.db.prepare('SELECT seq, queue, message_id, exchange, routing_key, headers, body, ts, delivery_count, expires_at, key_id, group_id FROM messages ORDER BY seq').iterate() as Iterable<{
-      seq: number
-      queue: string
-      message_id: string
-      exchange: string
-      routing_key: string
-      headers: string | null
-      body: Buffer
-      ts: number
-      delivery_count: number
-      expires_at: number
-      key_id: number | null
-      group_id: number | null
-    }>
-    // opened groups by id: their sealed records by seq, or why they cannot be opened
-    const groups = new Map<number, Map<number, {m: StoredMessage; headers: string}> | string>()
-    const getGroup = this.db.prepare('SELECT key_id, data FROM sealed_groups WHERE id = ?')
-    for (const r of rows) {
-      let body = r.body
-      let headers = r.headers
-      if (r.key_id === null) {
-        // a row from before encryption at rest: delivered as is, and resealed in place by the writer
-        this.legacyPlaintext++
-        this.enqueue({op: ['R', r.seq, r.queue, r.message_id, r.exchange, r.routing_key, r.headers, r.body], t: 'wire'})
+  queueIndex(): Map<string, {messages: number; bytes: number}> {
+    const out = new Map<string, {messages: number; bytes: number}>()
+    for (const r of this.db.prepare('SELECT queue, messages, bytes FROM queue_stats').all() as {queue: string; messages: number; bytes: number}[]) {
+      if (r.messages > 0) out.set(r.queue, {bytes: r.bytes, messages: r.messages})
+    }
+    return out
+  }
+
+  /**
+   * Paging: up to `limit` messages of a queue with afterSeq < seq <= uptoSeq, in order, decrypted,
+   * stopping once `maxBytes` of bodies are read. A row that cannot be decrypted (altered, or sealed
+   * under another key) is skipped: logged with its message id and queue, recorded in `unreadable`,
+   * never delivered, and left in broker.db untouched so restoring the right key brings it back.
+   * `lastSeq` is the last row looked at (read or skipped), `skipped`/`skippedBytes` what was skipped.
+   *
+   * Hot-path note (issue 17): this runs synchronously on the event loop, one indexed range scan on
+   * the rowid (seq) filtered by queue; there is deliberately no (queue, seq) index, which would cost
+   * every insert and delete. Queues whose rows interleave with another queue's big backlog scan past
+   * those rows. A group (~1 MiB, up to ~1000 small messages) is opened once and kept in a small cache.
+   */
+  readQueue(queue: string, afterSeq: number, uptoSeq: number, limit: number, maxBytes: number): {messages: StoredMessage[]; lastSeq: number; skipped: number; skippedBytes: number} {
+    this.pageStmt ??= this.db.prepare(
+      'SELECT seq, queue, message_id, exchange, routing_key, headers, body, ts, delivery_count, expires_at, key_id, group_id, COALESCE(size, length(body)) AS size FROM messages WHERE seq > ? AND seq <= ? AND queue = ? ORDER BY seq LIMIT ?',
+    )
+    const messages: StoredMessage[] = []
+    let lastSeq = afterSeq
+    let bytes = 0
+    let skipped = 0
+    let skippedBytes = 0
+    for (const r of this.pageStmt.iterate(afterSeq, uptoSeq, queue, limit) as Iterable<StoredRow>) {
+      lastSeq = r.seq
+      const m = this.decodeRow(r)
+      if (m) {
+        messages.push(m)
+        bytes += m.body.length
+      } else {
+        skipped++
+        skippedBytes += r.size ?? 0
       }
-      else {
-        let reason: string | undefined
-        if (r.key_id !== this.keyId) reason = `sealed under key id ${r.key_id}, but secrets/${STORE_KEY_FILE} has key id ${this.keyId}`
-        else if (r.group_id !== null) {
-          let g = groups.get(r.group_id)
-          if (g === undefined) {
-            g = this.openGroupRecords(getGroup.get(r.group_id) as {key_id: number; data: Buffer} | undefined, r.group_id)
-            groups.set(r.group_id, g)
-          }
-          const rec = typeof g === 'string' ? undefined : g.get(r.seq)
-          if (typeof g === 'string') reason = g
-          else if (!rec) reason = `its sealed group ${r.group_id} has no record of it (altered or moved)`
-          else if (rec.m.queue !== r.queue || rec.m.messageId !== r.message_id || rec.m.exchange !== r.exchange || rec.m.routingKey !== r.routing_key) reason = 'its columns differ from its sealed record (altered)'
-          else {
-            body = Buffer.from(rec.m.body) // a copy: a slice would pin the whole group in memory
-            headers = rec.headers || null
-          }
-        } else {
-          try {
-            const o = openRecord(this.key, rowAad(r.key_id, r.message_id, r.queue, r.exchange, r.routing_key), r.body)
-            body = o.body
-            headers = o.headers
-          } catch (error) {
-            reason = `authentication failed, the row was altered or moved (${(error as Error).message})`
-          }
+      if (bytes >= maxBytes) break
+    }
+    return {lastSeq, messages, skipped, skippedBytes}
+  }
+
+  /** the last few opened groups (paging reads a queue's rows in seq order, so mostly the same group) */
+  private readonly groupCache = new Map<number, Map<number, {m: StoredMessage; headers: string}> | string>()
+  private pageStmt?: Database.Statement
+  private groupStmt?: Database.Statement
+
+  private decodeRow(r: StoredRow): StoredMessage | undefined {
+    let body = r.body
+    let headers = r.headers
+    if (r.key_id === null) {
+      // a row from before encryption at rest: delivered as is, and resealed in place by the writer
+      this.legacyPlaintext++
+      if (this.legacyPlaintext === 1) this.logger?.warn('message(s) stored before encryption at rest are plaintext in broker.db; resealing them as they are read')
+      this.enqueue({op: ['R', r.seq, r.queue, r.message_id, r.exchange, r.routing_key, r.headers, r.body], t: 'wire'})
+    } else {
+      let reason: string | undefined
+      if (r.key_id !== this.keyId) reason = `sealed under key id ${r.key_id}, but secrets/${STORE_KEY_FILE} has key id ${this.keyId}`
+      else if (r.group_id !== null) {
+        let g = this.groupCache.get(r.group_id)
+        if (g === undefined) {
+          this.groupStmt ??= this.db.prepare('SELECT key_id, data FROM sealed_groups WHERE id = ?')
+          g = this.openGroupRecords(this.groupStmt.get(r.group_id) as {key_id: number; data: Buffer} | undefined, r.group_id)
+          this.groupCache.set(r.group_id, g)
+          if (this.groupCache.size > 4) this.groupCache.delete(this.groupCache.keys().next().value!)
         }
-        if (reason !== undefined) {
-          const u = {messageId: r.message_id, queue: r.queue, reason, seq: r.seq}
-          this.unreadable.push(u)
-          this.logger?.error('stored message cannot be decrypted: skipped, not delivered (left in broker.db)', {...u})
-          continue
+        const rec = typeof g === 'string' ? undefined : g.get(r.seq)
+        if (typeof g === 'string') reason = g
+        else if (!rec) reason = `its sealed group ${r.group_id} has no record of it (altered or moved)`
+        else if (rec.m.queue !== r.queue || rec.m.messageId !== r.message_id || rec.m.exchange !== r.exchange || rec.m.routingKey !== r.routing_key) reason = 'its columns differ from its sealed record (altered)'
+        else {
+          body = Buffer.from(rec.m.body) // a copy: a slice would pin the whole group in memory
+          headers = rec.headers || null
+        }
+      } else {
+        try {
+          const o = openRecord(this.key, rowAad(r.key_id, r.message_id, r.queue, r.exchange, r.routing_key), r.body)
+          body = o.body
+          headers = o.headers
+        } catch (error) {
+          reason = `authentication failed, the row was altered or moved (${(error as Error).message})`
         }
       }
-      yield {
-        body,
-        deliveryCount: r.delivery_count,
-        exchange: r.exchange,
-        expiresAt: r.expires_at,
-        headers: headers ? JSON.parse(headers) : {},
-        messageId: r.message_id,
-        queue: r.queue,
-        routingKey: r.routing_key,
-        seq: r.seq,
-        timestamp: r.ts,
+      if (reason !== undefined) {
+        const u = {messageId: r.message_id, queue: r.queue, reason, seq: r.seq}
+        this.unreadable.push(u)
+        this.logger?.error('stored message cannot be decrypted: skipped, not delivered (left in broker.db)', {
+          ...u,
+          hint: `Try this: if secrets/${STORE_KEY_FILE} was replaced, restore the original and restart; otherwise delete the queue to drop it`,
+        })
+        return undefined
       }
     }
-    if (this.unreadable.length > 0) {
-      this.logger?.error(`${this.unreadable.length} stored message(s) could not be decrypted and were skipped`, {
-        hint: `Try this: if secrets/${STORE_KEY_FILE} was replaced, restore the original and restart; otherwise delete the queue to drop them`,
-      })
-    }
-    if (this.legacyPlaintext > 0) {
-      this.logger?.warn(`${this.legacyPlaintext} message(s) stored before encryption at rest were plaintext in broker.db; resealing them now`)
+    return {
+      body,
+      deliveryCount: r.delivery_count,
+      exchange: r.exchange,
+      expiresAt: r.expires_at,
+      headers: headers ? JSON.parse(headers) : {},
+      messageId: r.message_id,
+      queue: r.queue,
+      routingKey: r.routing_key,
+      seq: r.seq,
+      timestamp: r.ts,
     }
   }
 

@@ -4,9 +4,11 @@ import ora, {type Ora} from 'ora'
 
 import {type ConfigInput, LOG_LEVELS, type MqConfig} from '../config/schema.js'
 import {MqHome} from '../config/home.js'
-import {loadConfig} from '../config/load.js'
+import {type ValueOrigin, loadConfig} from '../config/load.js'
+import {setClientLogger} from '../client/connect.js'
 import {ExitCode, MqError, isMqError} from '../errors.js'
 import {Logger} from '../log.js'
+import {snakeKeys} from '../util/case.js'
 
 export type MqFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof MqCommand)['baseFlags'] & T['flags']>
 export type MqArgs<T extends typeof Command> = Interfaces.InferredArgs<T['args']>
@@ -30,6 +32,8 @@ export abstract class MqCommand<T extends typeof Command> extends Command {
   protected home!: MqHome
   protected logger!: Logger
   private loaded?: MqConfig
+  /** where each value of the last loaded config came from */
+  protected configOrigins: Record<string, ValueOrigin> = {}
 
   public async init(): Promise<void> {
     await super.init()
@@ -44,6 +48,7 @@ export abstract class MqCommand<T extends typeof Command> extends Command {
     this.args = args as MqArgs<T>
     this.home = MqHome.resolve(this.flags.home)
     this.logger = new Logger((this.flags['log-level'] as Logger['level'] | undefined) ?? 'info')
+    setClientLogger(this.logger.child('client'))
   }
 
   /** The effective config; `overrides` come from this command's own flags and win over everything. */
@@ -51,10 +56,16 @@ export abstract class MqCommand<T extends typeof Command> extends Command {
     if (this.loaded && !overrides) return this.loaded
     const logLevel = this.flags['log-level'] as MqConfig['log_level'] | undefined
     const flags: ConfigInput = {...overrides, ...(logLevel ? {log_level: logLevel} : {})}
-    const {config} = loadConfig({file: this.flags.config, flags, home: this.home.root})
+    const {config, origins} = loadConfig({file: this.flags.config, flags, home: this.home.root})
+    this.configOrigins = origins
     this.logger.setLevel(config.log_level)
     if (!overrides) this.loaded = config
     return config
+  }
+
+  /** The --json contract: snake_case keys on every command (docs/json.md). */
+  protected toSuccessJson(result: unknown): unknown {
+    return snakeKeys(result)
   }
 
   /** Data for scripts goes to stdout. */
@@ -69,7 +80,8 @@ export abstract class MqCommand<T extends typeof Command> extends Command {
 
   /** A spinner on stderr; silent when stderr is not a TTY or --json is on. */
   protected spinner(text: string): Ora {
-    const tty = process.stderr.isTTY === true
+    // a terminal of unknown width (a pty nobody sized) makes ora clear "infinitely many" lines, forever
+    const tty = process.stderr.isTTY === true && (process.stderr.columns ?? 0) > 0
     return ora({isEnabled: tty, isSilent: !tty, stream: process.stderr, text})
   }
 

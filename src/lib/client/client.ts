@@ -68,6 +68,8 @@ const ERROR_CLASSES: Record<string, new (code: string, message: string, opts?: {
   E_FORBIDDEN: PermissionError,
   E_TLS_CLIENT_CERT: PermissionError,
   E_TOO_MANY_UNACKED: TempFailError,
+  // the broker is full (broker.max_connections): retrying later may work
+  E_TOO_MANY_CONNECTIONS: TempFailError,
   E_BAD_NAME: UsageError,
 }
 
@@ -138,6 +140,8 @@ export class BrokerClient extends EventEmitter {
   private readonly batchFirstOf = new Map<number, number>()
   private closing = false
   private isClosed = false
+  /** false until the first bytes from the server arrived */
+  private answered = false
   private lastIn = Date.now()
   private timer: NodeJS.Timeout
   /** what the broker said in its HELLO reply */
@@ -180,7 +184,10 @@ export class BrokerClient extends EventEmitter {
       })
       s.once('error', (err: NodeJS.ErrnoException) => {
         clearTimeout(t)
-        if (err.code === 'ECONNREFUSED') {
+        if (/wrong version number|packet length too long|unknown protocol|http request/i.test(err.message)) {
+          // a TLS client at a port that does not speak TLS: connectBroker names what is there
+          reject(new UnavailableError('E_WRONG_SERVICE', `${where} does not speak TLS, so it is not the broker's messaging port`, {details: {port: opts.port, seen: 'plain'}, hint: 'Try this: --broker HOST:PORT with the broker\'s messaging port (broker.port)'}))
+        } else if (err.code === 'ECONNREFUSED') {
           reject(new UnavailableError('E_BROKER_UNREACHABLE', `cannot connect to the broker at ${where}: connection refused`, {hint: 'Try this: mq broker start (or set --broker HOST:PORT / MQ_BROKER)'}))
         } else if (/certificate|self.signed|unable to verify|alert|handshake|SSL/i.test(err.message)) {
           reject(new PermissionError('E_TLS', `TLS with the broker at ${where} failed: ${err.message}`, {hint: 'Try this: check that the broker and your identity use the same CA (mq cert list) and your certificate is not revoked'}))
@@ -222,6 +229,14 @@ export class BrokerClient extends EventEmitter {
 
   private onData(d: Buffer): void {
     this.lastIn = Date.now()
+    if (!this.answered) {
+      this.answered = true
+      // an HTTP server (the broker's API port, the proxy) answers our first line with an HTTP status line
+      if (d.subarray(0, 5).toString('latin1') === 'HTTP/') {
+        this.shutdown(new UnavailableError('E_WRONG_SERVICE', 'that port answered HTTP, so it is not the broker\'s messaging port', {details: {port: this.sock.remotePort, seen: 'http'}, hint: 'Try this: --broker HOST:PORT with the broker\'s messaging port (broker.port)'}))
+        return
+      }
+    }
     try {
       this.parser.push(
         d,
@@ -229,6 +244,11 @@ export class BrokerClient extends EventEmitter {
         (e) => this.emitError(new MqError(e.code, e.message)),
       )
     } catch (error) {
+      if (error instanceof FrameError && Object.keys(this.server).length === 0) {
+        // garbage before the HELLO answer: something else listens there
+        this.shutdown(new UnavailableError('E_WRONG_SERVICE', `that port does not speak the mq protocol (${error.message})`, {details: {port: this.sock.remotePort, seen: 'other'}, hint: 'Try this: --broker HOST:PORT with the broker\'s messaging port (broker.port)'}))
+        return
+      }
       this.shutdown(error instanceof FrameError ? new MqError(error.code, `bad frame from the broker: ${error.message}`) : (error as Error))
     }
   }
@@ -270,7 +290,9 @@ export class BrokerClient extends EventEmitter {
         }
         const p = this.pending.get(f.id)
         if (!p) {
-          if (f.verb === 'ERR') this.emitError(brokerError(f))
+          // ERR 0 is about the connection itself (full, revoked, no certificate): it closes next
+          if (f.verb === 'ERR' && f.id === 0) this.shutdown(brokerError(f))
+          else if (f.verb === 'ERR') this.emitError(brokerError(f))
           return
         }
         this.pending.delete(f.id)

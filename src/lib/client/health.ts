@@ -3,7 +3,8 @@ import type {ConnectionOptions} from 'node:tls'
 
 import type {MqHome} from '../config/home.js'
 import type {MqConfig} from '../config/schema.js'
-import {ConfigError, UnavailableError} from '../errors.js'
+import {wrongServiceError} from '../config/ports.js'
+import {ConfigError, MqError, UnavailableError} from '../errors.js'
 import {HEALTH_STATUSES, type HealthReport} from '../health/index.js'
 import {ApiClient} from '../http/client.js'
 
@@ -26,10 +27,20 @@ export async function fetchBrokerHealth(home: MqHome, config: MqConfig, flags: {
   if (existsSync(home.issuedCert(identity)) && existsSync(home.issuedKey(identity))) Object.assign(tlsOpts, {cert: readFileSync(home.issuedCert(identity)), key: readFileSync(home.issuedKey(identity))})
   const client = new ApiClient(url, tlsOpts, config.client.timeout_ms, 1)
   try {
-    const r = await client.request<HealthReport>('GET', '/health')
+    let r
+    try {
+      r = await client.request<HealthReport>('GET', '/health')
+    } catch (error) {
+      // /health needs no client certificate: a server that demands one, or speaks no TLS or HTTP, is another service
+      const u = new URL(url)
+      const port = Number(u.port || 443)
+      const wrong = error instanceof MqError && (error.code === 'E_WRONG_SERVICE' || (/certificate required/i.test(error.message) && port !== config.broker.api_port))
+      if (wrong) throw wrongServiceError(config, u.hostname, port, 'api', error.message)
+      throw error
+    }
     const body = r.body
     if (typeof body !== 'object' || body === null || !HEALTH_STATUSES.includes(body.status)) {
-      throw new UnavailableError('E_HEALTH_ANSWER', `${url}/health answered HTTP ${r.status} without a health report.`, {hint: 'Try this: check that --api (MQ_API) points at the broker\'s HTTPS API port (default 5701).'})
+      throw new UnavailableError('E_HEALTH_ANSWER', `${url}/health answered HTTP ${r.status} without a health report.`, {hint: `Try this: check that --api (MQ_API) points at the broker's HTTPS API port (broker.api_port: ${config.broker.api_port}).`})
     }
     return {http: r.status, report: body, url}
   } finally {

@@ -9,13 +9,18 @@ import {freePort} from '../util/net.js'
 
 const BIN = fileURLToPath(new URL('../../../../bin/run.js', import.meta.url))
 
-/** A throwaway broker in a temp MQ_HOME on free loopback ports (for `mq bench` without a running broker). */
-export async function spawnPrivateBroker(): Promise<{home: string; port: number; proc: ChildProcess; stop(): Promise<void>}> {
-  const home = mkdtempSync(join(tmpdir(), 'mq-bench-'))
+/**
+ * A throwaway broker in a temp MQ_HOME on free loopback ports (for `mq bench` without a running broker).
+ * With `home`, a broker on that home (a restart; stop(true) keeps the home). `readyMs`: from starting
+ * the process to its "broker ready" line.
+ */
+export async function spawnPrivateBroker(opts: {home?: string; env?: NodeJS.ProcessEnv} = {}): Promise<{home: string; port: number; proc: ChildProcess; readyMs: number; stop(keepHome?: boolean): Promise<void>}> {
+  const home = opts.home ?? mkdtempSync(join(tmpdir(), 'mq-bench-'))
   const port = await freePort()
   const apiPort = await freePort()
+  const t0 = performance.now()
   const proc = spawn(process.execPath, [BIN, 'broker', 'start', '--home', home, '--port', String(port), '--api-port', String(apiPort)], {
-    env: {...process.env, MQ_LOG_LEVEL: 'info'},
+    env: {...process.env, MQ_LOG_LEVEL: 'info', ...opts.env},
     stdio: ['ignore', 'ignore', 'pipe'],
   })
   let log = ''
@@ -33,18 +38,20 @@ export async function spawnPrivateBroker(): Promise<{home: string; port: number;
       reject(new UnavailableError('E_BENCH_BROKER', `the private broker exited (${code}):\n${log}`, {hint: 'Try this: mq broker start, then mq bench --broker HOST:PORT'}))
     })
   })
+  const readyMs = Math.round(performance.now() - t0)
   proc.stderr!.resume()
   return {
     home,
     port,
     proc,
-    async stop() {
+    readyMs,
+    async stop(keepHome = false) {
       if (proc.exitCode === null && proc.signalCode === null) {
         const gone = new Promise((r) => proc.once('exit', r))
         proc.kill('SIGTERM')
         await gone
       }
-      rmSync(home, {force: true, recursive: true})
+      if (!keepHome) rmSync(home, {force: true, recursive: true})
     },
   }
 }

@@ -3,7 +3,7 @@ import {fileURLToPath} from 'node:url'
 import {LineCounter, parseDocument} from 'yaml'
 
 import {ConfigError} from '../errors.js'
-import {readEnv} from './env.js'
+import {CONFIG_LEAVES, readEnv} from './env.js'
 import {type ConfigInput, type MqConfig, configSchema} from './schema.js'
 
 /** The documented example shipped with mq; it sits between built-in defaults and the user's file. */
@@ -21,13 +21,29 @@ export interface LoadOptions {
   shipped?: boolean
 }
 
+/** Where a value of the effective config came from (`mq config show --origins`). */
+export interface ValueOrigin {
+  source: 'default' | 'file' | 'env' | 'flag'
+  /** file:line, the environment variable, or what a derived default follows */
+  where?: string
+}
+
 export interface LoadedConfig {
   config: MqConfig
   /** files that were read, lowest precedence first */
   files: string[]
+  /** dotted key -> where its value came from, for every leaf key */
+  origins: Record<string, ValueOrigin>
 }
 
-interface Source {
+/** Defaults that follow other keys: a client of a home talks to the servers of the same home. */
+const DERIVED: Record<string, string> = {
+  'client.api': 'broker.api_host, broker.api_port',
+  'client.broker': 'broker.host, broker.port',
+}
+
+export interface Source {
+  kind: ValueOrigin['source']
   label: string
   values: Record<string, unknown>
   locate?: (path: (string | number)[]) => string | undefined
@@ -54,13 +70,18 @@ function has(values: Obj, path: (string | number)[]): boolean {
   return true
 }
 
-function readYaml(file: string): Source {
+function readYaml(file: string, kind: ValueOrigin['source'] = 'file'): Source {
   let text: string
   try {
     text = readFileSync(file, 'utf8')
   } catch (error) {
     throw new ConfigError('E_CONFIG_READ', `Cannot read config file ${file}: ${(error as Error).message}`, {hint: 'Try this: check the path given to --config, or remove it to use the defaults.'})
   }
+  return parseYamlSource(text, file, kind)
+}
+
+/** Parses config text (YAML) named `file` in messages; every bad input is a ConfigError. */
+export function parseYamlSource(text: string, file: string, kind: ValueOrigin['source'] = 'file'): Source {
   const lc = new LineCounter()
   const doc = parseDocument(text, {lineCounter: lc, prettyErrors: false})
   if (doc.errors.length > 0) {
@@ -68,11 +89,18 @@ function readYaml(file: string): Source {
     const pos = lc.linePos(e.pos[0])
     throw new ConfigError('E_CONFIG_SYNTAX', `${file}:${pos.line}: YAML syntax error: ${e.message.split('\n')[0]}`, {hint: 'Try this: fix the YAML at that line (indentation with spaces, "key: value").'})
   }
-  const values = (doc.toJS() ?? {}) as unknown
+  let values: unknown
+  try {
+    values = doc.toJS() ?? {}
+  } catch (error) {
+    // found by the fuzzer: an alias with no anchor (or an alias bomb past maxAliasCount) throws here
+    throw new ConfigError('E_CONFIG_SYNTAX', `${file}: YAML error: ${(error as Error).message.split('\n')[0]}`, {hint: 'Try this: define each &anchor before its *alias, or write the value out.'})
+  }
   if (!isObj(values)) {
     throw new ConfigError('E_CONFIG_SYNTAX', `${file}:1: the config must be a mapping of keys to values.`, {hint: 'Try this: start from config/mq.yaml.'})
   }
   return {
+    kind,
     label: file,
     values,
     locate(path) {
@@ -90,7 +118,8 @@ export function loadConfig(opts: LoadOptions): LoadedConfig {
   const sources: Source[] = []
   const files: string[] = []
   if (opts.shipped !== false && existsSync(SHIPPED_CONFIG)) {
-    sources.push(readYaml(SHIPPED_CONFIG))
+    // the shipped example documents the defaults: its values count as defaults
+    sources.push(readYaml(SHIPPED_CONFIG, 'default'))
     files.push(SHIPPED_CONFIG)
   }
   const userFile = opts.file ?? `${opts.home}/config.yaml`
@@ -102,9 +131,13 @@ export function loadConfig(opts: LoadOptions): LoadedConfig {
     files.push(userFile)
   }
   const env = readEnv(opts.env ?? process.env)
-  sources.push({label: 'environment', values: env.values, locate: (p) => env.origins.get(p.join('.')) && `environment variable ${env.origins.get(p.join('.'))}`})
-  if (opts.flags) sources.push({label: 'command-line flags', values: opts.flags as Obj, locate: () => 'command-line flag'})
+  sources.push({kind: 'env', label: 'environment', values: env.values, locate: (p) => env.origins.get(p.join('.')) && `environment variable ${env.origins.get(p.join('.'))}`})
+  if (opts.flags) sources.push({kind: 'flag', label: 'command-line flags', values: opts.flags as Obj, locate: () => 'command-line flag'})
+  return {config: resolveSources(sources), files, origins: originsOf(sources)}
+}
 
+/** Merges sources (lowest precedence first) and validates the result against the schema. */
+export function resolveSources(sources: Source[]): MqConfig {
   let merged: Obj = {}
   for (const s of sources) merged = merge(merged, s.values)
   const parsed = configSchema.safeParse(merged)
@@ -125,7 +158,20 @@ export function loadConfig(opts: LoadOptions): LoadedConfig {
       details: {key, source: where},
     })
   }
-  return {config: parsed.data, files}
+  return parsed.data
+}
+
+function originsOf(sources: Source[]): Record<string, ValueOrigin> {
+  const origins: Record<string, ValueOrigin> = {}
+  for (const leaf of CONFIG_LEAVES) {
+    const key = leaf.path.join('.')
+    const from = [...sources].reverse().find((s) => has(s.values, leaf.path))
+    if (from) {
+      const where = from.kind === 'env' ? from.locate?.(leaf.path)?.replace(/^environment variable /, '') : from.kind === 'flag' ? undefined : from.locate?.(leaf.path)
+      origins[key] = {source: from.kind, ...(where ? {where} : {})}
+    } else origins[key] = {source: 'default', ...(DERIVED[key] ? {where: `follows ${DERIVED[key]}`} : {})}
+  }
+  return origins
 }
 
 /** Built-in defaults alone (no files, no env). */

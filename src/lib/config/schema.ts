@@ -8,6 +8,12 @@ import {z} from 'zod'
 const port = z.number().int().min(1).max(65535)
 const host = z.string().min(1)
 const ms = z.number().int().min(0)
+/** Every TLS listener: a hard handshake deadline from accept, and caps on sockets still in the handshake (src/lib/net/pending.ts). */
+const handshakeKeys = (timeoutMs: number) => ({
+  handshake_timeout_ms: ms.default(timeoutMs),
+  max_handshakes: z.number().int().min(1).default(256),
+  max_handshakes_per_source: z.number().int().min(1).default(64),
+})
 
 export const LOG_LEVELS = ['error', 'warn', 'info', 'debug'] as const
 
@@ -32,8 +38,10 @@ export const configSchema = z
     log_level: z.enum(LOG_LEVELS).default('info'),
     client: z
       .object({
-        broker: z.string().default('127.0.0.1:5700'),
-        api: z.string().default('https://127.0.0.1:5701'),
+        // unset: the servers of this same home (broker.host:broker.port, https://broker.api_host:broker.api_port),
+        // so moving a home to other ports is one key per port
+        broker: z.string().optional(),
+        api: z.string().optional(),
         identity: z.string().default('admin'),
         timeout_ms: ms.default(10_000),
         relay: z.string().optional(),
@@ -60,7 +68,8 @@ export const configSchema = z
         identity: z.string().default('broker'),
         max_payload: z.number().int().min(1024).max(128 * 1024 * 1024).default(16 * 1024 * 1024),
         heartbeat_ms: ms.default(30_000),
-        handshake_timeout_ms: ms.default(10_000),
+        // native port and HTTPS API port; the native port also wants HELLO within handshake_timeout_ms
+        ...handshakeKeys(10_000),
         max_unconfirmed: z.number().int().min(1).default(10_000),
         // native connections (mutual TLS) beyond this are refused with E_TOO_MANY_CONNECTIONS: bounds memory per broker
         max_connections: z.number().int().min(1).default(1024),
@@ -71,6 +80,14 @@ export const configSchema = z
         dedupe_window_ms: z.number().int().min(1000).default(24 * 3600 * 1000),
         dedupe_max: z.number().int().min(1).default(100_000),
         flow_high: z.number().int().min(2).default(5_000),
+        // paging: a durable queue keeps at most this many messages / body bytes in memory, the rest on disk
+        queue_window_messages: z.number().int().min(1).default(10_000),
+        queue_window_bytes: z.number().int().min(1024).default(16 * 1024 * 1024),
+        // non-durable queues: a hard limit of ready body bytes, and what a full queue does
+        transient_queue_max_bytes: z.number().int().min(1024).default(64 * 1024 * 1024),
+        transient_overflow: z.enum(['reject-publish', 'drop-head']).default('reject-publish'),
+        // a fraction (0 < x <= 1) of the machine's (or cgroup's) memory, or bytes (> 1): above it publishers are paused
+        memory_high_watermark: z.number().positive().default(0.4),
         default_prefetch: z.number().int().min(1).default(100),
         // extra wait before a group commit when the store is idle; under load the next group forms while one commits
         commit_interval_ms: ms.default(0),
@@ -88,6 +105,12 @@ export const configSchema = z
           })
           .strict()
           .default({}),
+        // plain-HTTP /metrics on 127.0.0.1 for Prometheus (monitoring/prometheus.yml uses 9101); 0 = off
+        metrics_port: z.number().int().min(0).max(65535).default(0),
+        // resident memory the broker should stay under: exported as mq_broker_memory_watermark_bytes for the alert
+        memory_watermark_bytes: z.number().int().min(1).default(1024 * 1024 * 1024),
+        // graceful stop (SIGTERM): commit and confirm what was taken in, close connections; then force
+        stop_timeout_ms: ms.default(10_000),
         ciphermq: z
           .object({
             enabled: z.boolean().default(false),
@@ -96,6 +119,10 @@ export const configSchema = z
             // unauthenticated plain TCP: its own small line limit and connection cap, not max_payload
             max_line: z.number().int().min(1024).max(128 * 1024 * 1024).default(1024 * 1024),
             max_connections: z.number().int().min(1).default(256),
+            // a command line, once started, must end within line_timeout_ms; a connection with no
+            // consumer that completes no command for idle_timeout_ms is closed (slow-drip defence)
+            line_timeout_ms: ms.default(10_000),
+            idle_timeout_ms: ms.default(300_000),
             // its clients are unauthenticated: they reach only what these globs name (nothing by default)
             queues: z.array(z.string()).default([]),
             exchanges: z.array(z.string()).default([]),
@@ -109,6 +136,8 @@ export const configSchema = z
             {identity: 'admin', publish: ['*'], consume: ['*'], admin: true, monitor: true, roles: ['admin']},
             {identity: 'proxy*', publish: ['*'], admin: false, monitor: false, roles: ['proxy']},
             {identity: 'worker*', publish: ['*'], admin: false, monitor: false, roles: ['worker']},
+            // the operators' portal reads broker statistics for its live overview (admin role on the HTTPS API only)
+            {identity: 'portal', publish: [], consume: [], admin: false, monitor: true, roles: ['admin']},
             {identity: '*', publish: ['*'], admin: false, monitor: false, roles: []},
           ]),
       })
@@ -142,6 +171,9 @@ export const configSchema = z
         rate_per_sec: z.number().min(0).default(100),
         rate_burst: z.number().int().min(1).default(200),
         stream: z.string().default('ingest'),
+        // plain-HTTP /metrics on 127.0.0.1 for Prometheus (monitoring/prometheus.yml uses 9102); 0 = off
+        metrics_port: z.number().int().min(0).max(65535).default(0),
+        ...handshakeKeys(10_000),
       })
       .strict()
       .default({}),
@@ -157,14 +189,42 @@ export const configSchema = z
         routing_key: z.string().default('default_key'),
         group: z.string().default('workers'),
         // 0 = no metrics listener
-        metrics_port: z.number().int().min(0).max(65535).default(9100),
+        // not 9100 (node_exporter's port) nor any other well-known one: next to the broker's ports
+        metrics_port: z.number().int().min(0).max(65535).default(5709),
         claim_idle_ms: ms.default(60_000),
+        // on SIGTERM, how long to finish the messages in hand before exiting anyway (they are reclaimed)
+        stop_timeout_ms: ms.default(30_000),
         // the queue the pipeline delivers into (sender numbers and bodies in clear) and the only
         // identities besides admins that may consume it
         delivery_queue: z.string().default('default_queue'),
         readers: z.array(z.string()).default([]),
         // the broker's HTTPS API for deliver/status calls; defaults to client.api
         broker_api: z.string().optional(),
+      })
+      .strict()
+      .default({}),
+    // the operators' portal (mq portal start, src/lib/portal): web UI, portal and admin APIs over HTTPS
+    portal: z
+      .object({
+        host: host.default('127.0.0.1'),
+        port: port.default(8080),
+        // server certificate of the portal's HTTPS listener (created from our CA on first start)
+        server_identity: z.string().default('portal-server'),
+        // client certificate the portal presents to the broker's API (for the live overview)
+        identity: z.string().default('portal'),
+        // the broker's HTTPS API; defaults to client.api
+        broker_api: z.string().optional(),
+        // access tokens (JWT, EdDSA) live this long; refresh tokens rotate on every use
+        access_ttl_s: z.number().int().min(1).max(86_400).default(900),
+        refresh_ttl_s: z.number().int().min(60).default(30 * 86_400),
+        // failed logins allowed per account and per source address within login_window_s, then 429
+        login_max_per_account: z.number().int().min(1).default(5),
+        login_max_per_address: z.number().int().min(1).default(20),
+        login_window_s: z.number().int().min(1).default(900),
+        // trust X-Forwarded-For from a load balancer (the client address in audit logs and rate limits)
+        trust_proxy: z.boolean().default(false),
+        // plain-HTTP Prometheus listener on loopback (no client certificate); 0 = none
+        metrics_port: z.number().int().min(0).max(65535).default(0),
       })
       .strict()
       .default({}),
@@ -194,6 +254,7 @@ export const configSchema = z
             port: port.default(1358),
             // server certificate pki/issued/<identity>.crt (created on first start if missing)
             identity: z.string().min(1).default('relay'),
+            ...handshakeKeys(10_000),
           })
           .strict()
           .default({}),
@@ -202,6 +263,23 @@ export const configSchema = z
       .default({}),
   })
   .strict()
+  .transform((c) => ({...c, client: {...c.client, api: c.client.api ?? defaultApiUrl(c.broker), broker: c.client.broker ?? defaultBrokerAddress(c.broker)}}))
+
+/** A server listening on every address is reached on loopback by a client of the same home. */
+export function clientHost(host: string): string {
+  if (host === '0.0.0.0' || host === '::' || host === '[::]') return '127.0.0.1'
+  return host.includes(':') ? `[${host}]` : host
+}
+
+/** client.broker when unset: the messaging port of this home's broker. */
+export function defaultBrokerAddress(b: {host: string; port: number}): string {
+  return `${clientHost(b.host)}:${b.port}`
+}
+
+/** client.api when unset: the HTTPS API of this home's broker. */
+export function defaultApiUrl(b: {api_host: string; api_port: number}): string {
+  return `https://${clientHost(b.api_host)}:${b.api_port}`
+}
 
 export type MqConfig = z.infer<typeof configSchema>
 /** A deep partial, as found in a config file, the environment or flags. */

@@ -168,7 +168,7 @@ export function outRecord(r: Received, receivedAt = new Date()): Record<string, 
   return {message_id: r.message_id, message: p.text, timestamp: receivedAt.toISOString(), ...(p.encoding === 'base64' ? {encoding: 'base64'} : {})}
 }
 
-/** Durations follow the CLI's one rule (bare numbers are milliseconds); kept here for existing importers. */
+/** Durations follow the CLI's one rule (a bare number is refused); kept here for existing importers. */
 export {parseDuration} from '../util/duration.js'
 
 /**

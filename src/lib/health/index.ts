@@ -3,11 +3,13 @@
  * "degraded" (still serving, needs attention) or "failing" (something operators rely on is
  * broken); the overall status is the worst of them, and only "failing" answers HTTP 503.
  */
+import {X509Certificate} from 'node:crypto'
 import {existsSync, readFileSync} from 'node:fs'
 
 import * as x509 from '@peculiar/x509'
 
 import type {MqHome} from '../config/home.js'
+import {normSerial} from '../pki/certs.js'
 import {crlSignedBy} from '../pki/tls.js'
 
 export const HEALTH_STATUSES = ['ok', 'degraded', 'failing'] as const
@@ -24,7 +26,7 @@ export interface HealthReport {
   status: HealthStatus
   components: Record<string, HealthComponent>
   connections: number
-  uptimeMs: number
+  uptime_ms: number
   timestamp: string
 }
 
@@ -39,7 +41,7 @@ export function worst(statuses: HealthStatus[]): HealthStatus {
  * What GET /health tells a caller without the monitor right (load balancers, anyone on the network):
  * each component's verdict and its fixed "Try this" hint, nothing about files, hosts, backends or errors.
  */
-export function publicHealth(r: HealthReport): Omit<HealthReport, 'connections' | 'uptimeMs'> {
+export function publicHealth(r: HealthReport): Omit<HealthReport, 'connections' | 'uptime_ms'> {
   const components: Record<string, HealthComponent> = {}
   for (const [name, c] of Object.entries(r.components)) components[name] = {status: c.status, ...(c.hint ? {hint: c.hint} : {})}
   return {components, status: r.status, timestamp: r.timestamp}
@@ -87,4 +89,40 @@ export function crlHealth(home: MqHome, now = Date.now()): HealthComponent {
     return {...out, hint: `${republish} The CRL expires at ${out.next_update}; after that TLS clients and servers refuse handshakes.`, status: 'degraded'}
   }
   return {...out, status: 'ok'}
+}
+
+/**
+ * A server's own certificates (pki/issued/NAME.crt) against the CRL and their validity: a server
+ * whose certificate was revoked (e.g. replaced by a concurrent re-issue) or expired is refused by
+ * every peer, so it says so at start and in its /health as "failing".
+ */
+export function certificateHealth(home: MqHome, names: string[], now = Date.now()): HealthComponent {
+  let revoked = new Set<string>()
+  try {
+    if (existsSync(home.crl)) revoked = new Set(new x509.X509Crl(readFileSync(home.crl, 'utf8').replace(/X509 CRL/g, 'CRL')).entries.map((e) => normSerial(e.serialNumber)))
+  } catch {
+    // an unreadable CRL is the crl component's business
+  }
+  const problems: string[] = []
+  const certs = names.map((name) => {
+    try {
+      const c = new X509Certificate(readFileSync(home.issuedCert(name)))
+      const serial = normSerial(c.serialNumber)
+      const state = revoked.has(serial) ? 'revoked' : Date.parse(c.validTo) < now ? 'expired' : 'ok'
+      if (state !== 'ok') problems.push(`the certificate of ${name} (serial ${serial}) is ${state}: peers refuse it`)
+      return {name, serial, status: state}
+    } catch (error) {
+      problems.push(`cannot read the certificate of ${name}: ${(error as Error).message}`)
+      return {name, status: 'unreadable'}
+    }
+  })
+  if (problems.length === 0) return {certificates: certs, status: 'ok'}
+  return {certificates: certs, error: problems.join('; '), hint: `Try this: mq cert issue ${names[0]} --type <server|client> --force for each one named, then restart this server.`, status: 'failing'}
+}
+
+/** At start: a server whose own certificate is revoked or expired says so (peers will refuse it). */
+export function checkOwnCertificates(home: MqHome, names: string[], logger: {error: (msg: string, fields?: Record<string, unknown>) => void}): HealthComponent {
+  const c = certificateHealth(home, names)
+  if (c.status !== 'ok') logger.error('this server\'s own certificate is not usable: peers will refuse it', {error: c.error, hint: c.hint})
+  return c
 }

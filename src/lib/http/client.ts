@@ -26,7 +26,7 @@ export class ApiClient {
   ) {
     // a mistyped --api / MQ_API / client.api is the user's input, not an internal error
     if (!URL.canParse(baseUrl) || !/^https:$/.test(new URL(baseUrl).protocol)) {
-      throw new MqError('E_BAD_URL', `${JSON.stringify(baseUrl)} is not an https:// URL.`, {exit: 2, hint: 'Try this: --api https://127.0.0.1:5701'})
+      throw new MqError('E_BAD_URL', `${JSON.stringify(baseUrl)} is not an https:// URL.`, {exit: 2, hint: "Try this: --api https://HOST:PORT with the broker's API port (mq config show: client.api)"})
     }
     this.base = new URL(baseUrl)
     // Our CA signs every server; the host name is not what we trust, the CA is.
@@ -92,6 +92,14 @@ export function responseError(r: JsonResponse): MqError {
 function unavailable(base: URL, e: Error): UnavailableError {
   if (/CRL has expired/i.test(e.message)) {
     return new UnavailableError('E_CRL_EXPIRED', `TLS with ${base.host} failed: ${e.message}`, {cause: e, hint: 'Try this: mq cert crl (republishes pki/crl.pem); until then TLS clients and servers refuse handshakes.'})
+  }
+  // pointed at a service that is not an HTTPS API (the broker's messaging port, a plain TCP port):
+  // E_WRONG_SERVICE, which callers that know the config rephrase as "that port is ..."
+  if (/wrong version number|packet length too long|unknown protocol/i.test(e.message)) {
+    return new UnavailableError('E_WRONG_SERVICE', `${base.host} does not speak TLS, so it is not an HTTPS API`, {cause: e, details: {port: Number(base.port || 443), seen: 'plain'}, hint: 'Try this: --api https://HOST:PORT with the broker\'s API port (broker.api_port)'})
+  }
+  if (/^HPE_/.test(String((e as NodeJS.ErrnoException).code)) || /Parse Error/i.test(e.message)) {
+    return new UnavailableError('E_WRONG_SERVICE', `${base.host} did not answer HTTP, so it is not an HTTPS API`, {cause: e, details: {port: Number(base.port || 443), seen: 'other'}, hint: 'Try this: --api https://HOST:PORT with the broker\'s API port (broker.api_port)'})
   }
   const tlsRefused = /certificate|alert|handshake|SSL/i.test(e.message)
   if (tlsRefused) {

@@ -32,6 +32,13 @@ export interface IssueOptions {
   sans?: string[]
   days?: number
   force?: boolean
+  /** hand the private key back (keyPem) instead of keeping it under pki/issued: it is shown once */
+  returnKey?: boolean
+  /**
+   * An active, unexpired certificate of NAME and this type whose files exist is returned as it is
+   * (decided under the index lock, so concurrent first starts issue once and never revoke each other).
+   */
+  reuse?: boolean
   /** for tests and migrations: explicit validity */
   notBefore?: Date
   notAfter?: Date
@@ -172,7 +179,7 @@ export class CertificateAuthority {
     }
   }
 
-  async issue(name: string, opts: IssueOptions): Promise<CertRecord> {
+  async issue(name: string, opts: IssueOptions): Promise<CertRecord & {keyPem?: string; reused?: boolean}> {
     checkName(name)
     checkDays(opts.days, '--days')
     if (opts.type !== 'server' && opts.type !== 'client') throw new UsageError('E_BAD_TYPE', `--type must be server or client, got ${JSON.stringify(opts.type)}.`, {hint: 'Try this: --type client'})
@@ -182,21 +189,26 @@ export class CertificateAuthority {
     return this.index.withLock(async () => {
       const index = this.index.read()
       const current = index.certs.filter((c) => c.name === name && (c.type === 'server' || c.type === 'client') && !c.revoked)
+      if (opts.reuse) {
+        const valid = current.find((c) => c.type === opts.type && Date.parse(c.notAfter) > Date.now() && existsSync(c.certPath) && (c.keyPath === undefined || existsSync(c.keyPath)))
+        if (valid) return {...toRecord(valid), reused: true}
+      }
       if (current.length > 0 && !opts.force) {
         throw new MqError('E_CERT_EXISTS', `A certificate named ${name} already exists (serial ${current[0].serial}).`, {hint: `Try this: mq cert issue ${name} --type ${opts.type} --force (re-issues it and revokes the old one as superseded).`})
       }
       const kp = generateRsa(this.cfg.key_bits)
       const {certPem, entry} = this.signLeaf(name, opts.type, kp.publicPem, opts)
       ensureDir(this.home.issued, 0o755)
-      writeSecretFile(this.home.issuedKey(name), kp.privatePem)
+      if (opts.returnKey) rmSync(this.home.issuedKey(name), {force: true})
+      else writeSecretFile(this.home.issuedKey(name), kp.privatePem)
       writeFileAtomic(this.home.issuedCert(name), certPem, 0o644)
       const now = new Date().toISOString()
       for (const c of current) Object.assign(c, {reason: 'superseded', revoked: true, revokedAt: now})
-      const full: IndexEntry = {...entry, certPath: this.home.issuedCert(name), keyPath: this.home.issuedKey(name)}
+      const full: IndexEntry = {...entry, certPath: this.home.issuedCert(name), ...(opts.returnKey ? {} : {keyPath: this.home.issuedKey(name)})}
       index.certs.push(full)
       this.index.write(index)
       if (current.length > 0) await this.writeCrlLocked()
-      return toRecord(full)
+      return opts.returnKey ? {...toRecord(full), keyPem: kp.privatePem} : toRecord(full)
     })
   }
 
@@ -298,21 +310,21 @@ export class CertificateAuthority {
     const created: string[] = []
     // a CA certificate without its key here is a CA kept elsewhere: never replace it with a new one
     if (!existsSync(this.home.caCert)) {
-      await this.init()
-      created.push('ca')
+      try {
+        await this.init()
+        created.push('ca')
+      } catch (error) {
+        // another process created it first (concurrent first starts): use theirs
+        if (!(error instanceof MqError && error.code === 'E_CA_EXISTS')) throw error
+      }
     }
+    // decided under the index lock: a valid certificate another process just issued is reused, not replaced
+    // (what is already there needs no CA key: a passphrase-protected CA is not unlocked for nothing)
     const have = new Set(this.list().filter((c) => c.status === 'active' && existsSync(c.certPath) && (c.keyPath === undefined || existsSync(c.keyPath))).map((c) => `${c.type}:${c.name}`))
-    for (const name of opts.servers ?? []) {
-      if (!have.has(`server:${name}`)) {
-        await this.issue(name, {force: true, type: 'server'})
-        created.push(name)
-      }
-    }
-    for (const name of opts.clients ?? []) {
-      if (!have.has(`client:${name}`)) {
-        await this.issue(name, {force: true, type: 'client'})
-        created.push(name)
-      }
+    const wanted = [...(opts.servers ?? []).map((name) => ({name, type: 'server' as const})), ...(opts.clients ?? []).map((name) => ({name, type: 'client' as const}))]
+    for (const {name, type} of wanted.filter((w) => !have.has(`${w.type}:${w.name}`))) {
+      const r = await this.issue(name, {force: true, reuse: true, type})
+      if (!r.reused) created.push(name)
     }
     return created
   }

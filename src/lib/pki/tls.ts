@@ -10,7 +10,7 @@ import type {MqHome} from '../config/home.js'
 import {ExitCode, MqError} from '../errors.js'
 import {assertPrivateFile} from '../util/fs.js'
 import {normSerial} from './certs.js'
-import {badPem, parseCertPem, parseKeyPem, readCertFile} from './pem.js'
+import {badPem, parseCertPem, parseKeyPem} from './pem.js'
 
 function readMaterial(home: MqHome, name: string, kind: 'server' | 'client'): {cert: Buffer; key: Buffer; ca: Buffer} {
   const certFile = home.issuedCert(name)
@@ -121,12 +121,20 @@ export function peerIdentity(sock: TLSSocket): {cn: string; serial: string} | nu
 export function readCrlSync(home: MqHome): {pem: Buffer; serials: Set<string>} | undefined {
   if (!existsSync(home.crl)) return undefined
   const pem = readFileSync(home.crl)
-  const crl = parseCrlPem(home.crl, pem)
+  return {pem, serials: crlSerials(pem, new X509Certificate(readFileSync(home.caCert)), home.crl)}
+}
+
+/** Serials of a PEM CRL signed by `ca`; anything else (garbage, another CA's CRL) is an MqError. */
+export function crlSerials(pem: Buffer, ca: X509Certificate, label = 'the CRL'): Set<string> {
+  let crl: x509.X509Crl
+  try {
+    crl = new x509.X509Crl(pem.toString().replace(/X509 CRL/g, 'CRL'))
+  } catch (error) {
+    throw new MqError('E_CRL_CORRUPT', `${label} cannot be parsed: ${(error as Error).message}`, {exit: ExitCode.DATAERR, hint: 'Try this: mq cert crl (republishes it).'})
+  }
   // signature check with node:crypto (synchronous): the CRL's tbs is signed by the CA key
-  const ca = readCertFile(home.caCert)
-  const ok = verifyCrlSignature(crl, ca)
-  if (!ok) throw new MqError('E_CRL_UNTRUSTED', `${home.crl} is not signed by our CA.`, {hint: 'Try this: mq cert crl'})
-  return {pem, serials: new Set(crl.entries.map((e) => normSerial(e.serialNumber)))}
+  if (!verifyCrlSignature(crl, ca)) throw new MqError('E_CRL_UNTRUSTED', `${label} is not signed by our CA.`, {hint: 'Try this: mq cert crl'})
+  return new Set(crl.entries.map((e) => normSerial(e.serialNumber)))
 }
 
 /** Reads one DER TLV header at `off`: returns where the value starts and ends. */

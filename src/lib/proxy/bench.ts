@@ -58,7 +58,7 @@ export interface PipelineBenchResult {
  * measures proxy ingest, then worker delivery of everything ingested; and, as the baseline in the
  * same run, a bare keep-alive mutual-TLS HTTPS server that answers 202 without doing anything.
  */
-export async function benchPipeline(opts: {seconds: number; connections: number; concurrency: number; redisUrl: string; storeUrl?: string; processes?: number; log?: (s: string) => void}): Promise<PipelineBenchResult> {
+export async function benchPipeline(opts: {seconds: number; connections: number; concurrency: number; redisUrl: string; storeUrl?: string; processes?: number; log?: (s: string) => void; ports?: {broker?: number; api?: number; proxy?: number}}): Promise<PipelineBenchResult> {
   const log = opts.log ?? (() => {})
   const dir = mkdtempSync(join(tmpdir(), 'mq-pbench-'))
   const home = new MqHome(dir)
@@ -86,11 +86,11 @@ export async function benchPipeline(opts: {seconds: number; connections: number;
       await new Promise((r) => baselineServer.once('exit', r))
     }
 
-    const bp = await freePort()
-    const ap = await freePort()
+    const bp = opts.ports?.broker || (await freePort())
+    const ap = opts.ports?.api || (await freePort())
     log('starting a private broker')
     procs.push(await spawnMq(['broker', 'start', '--port', String(bp), '--api-port', String(ap)], {...env, MQ_LOG_LEVEL: 'info'}, 'broker ready'))
-    const pp = await freePort()
+    const pp = opts.ports?.proxy || (await freePort())
     log('starting the proxy')
     procs.push(await spawnMq(['proxy', 'start', '--port', String(pp), '--rate', '0', '--processes', String(opts.processes ?? 1), '--api', `https://127.0.0.1:${ap}`], {...env, MQ_LOG_LEVEL: 'info'}, 'proxy ready'))
     log(`proxy ingest: ${opts.connections} keep-alive connections for ${opts.seconds} s`)

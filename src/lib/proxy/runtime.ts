@@ -1,14 +1,19 @@
+import cluster from 'node:cluster'
+
 import type {MqHome} from '../config/home.js'
 import type {MqConfig} from '../config/schema.js'
 import {ConfigError} from '../errors.js'
 import {ApiClient} from '../http/client.js'
+import {type MetricsListener, startMetricsListener} from '../http/metrics-listener.js'
+import {certificateHealth, checkOwnCertificates} from '../health/index.js'
 import type {Logger} from '../log.js'
 import {CertificateAuthority, CrlWatcher, clientTlsOptions, ensureCrlAtStart, serverTlsOptions} from '../pki/index.js'
-import {connectRedis, redisReady} from '../worker/keys.js'
+import {connectRedis, redisReady, warnIfRedisVolatile} from '../worker/keys.js'
 import {ProxyServer} from './server.js'
 
 export interface RunningProxy {
   url: string
+  metricsUrl?: string
   server: ProxyServer
   close(): Promise<void>
 }
@@ -29,6 +34,7 @@ export async function startProxy(home: MqHome, config: MqConfig, logger: Logger)
   if (created.length) logger.info('issued development certificates', {created: created.join(',')})
   await ensureCrlAtStart(home, config.pki, logger)
   const tls = serverTlsOptions(home, p.server_identity)
+  checkOwnCertificates(home, [p.server_identity, p.identity], logger)
   const redis = connectRedis(config.redis.url, {autoPipeline: true})
   try {
     await redisReady(redis)
@@ -36,10 +42,11 @@ export async function startProxy(home: MqHome, config: MqConfig, logger: Logger)
     redis.disconnect()
     throw error
   }
+  await warnIfRedisVolatile(redis, logger)
   const crl = new CrlWatcher(home, config.broker.crl_check_interval_ms)
   // register calls must fail fast enough for a 503 within one second
   const broker = new ApiClient(p.broker_api ?? config.client.api, clientTlsOptions(home, p.identity), 900, 256)
-  const server = new ProxyServer({broker, config, logger, redis, revoked: () => crl.revoked(), tls})
+  const server = new ProxyServer({broker, certificates: () => certificateHealth(home, [p.server_identity, p.identity]), config, logger, redis, revoked: () => crl.revoked(), tls})
   crl.on('change', (pem: Buffer, revoked: Set<string>) => {
     server.updateTls({crl: pem})
     logger.info('CRL reloaded', {revoked: revoked.size})
@@ -54,12 +61,26 @@ export async function startProxy(home: MqHome, config: MqConfig, logger: Logger)
     redis.disconnect()
     throw listenError(error, p.host, p.port, '--port')
   }
-  return {
-    async close() {
+  // with --processes N only the first proxy process serves the loopback metrics (one port, one listener)
+  let metrics: MetricsListener | undefined
+  if (p.metrics_port > 0 && (!cluster.isWorker || cluster.worker?.id === 1)) {
+    try {
+      metrics = await startMetricsListener({flag: 'proxy.metrics_port (MQ_PROXY_METRICS_PORT)', port: p.metrics_port, text: () => server.registry.metrics()})
+    } catch (error) {
       crl.stop()
       await server.close()
       redis.disconnect()
+      throw error
+    }
+  }
+  return {
+    async close() {
+      crl.stop()
+      await metrics?.close()
+      await server.close()
+      redis.disconnect()
     },
+    metricsUrl: metrics?.url,
     server,
     url: `https://${p.host}:${addr.port}`,
   }

@@ -11,13 +11,14 @@ import {type HealthComponent, type HealthStatus, healthHttpStatus, worst} from '
 import type {MqConfig} from '../config/schema.js'
 import {MqError} from '../errors.js'
 import type {ApiClient} from '../http/client.js'
-import {HttpError, parseJsonObject, readBody, sendError, sendJson, statusOf} from '../http/errors.js'
+import {HttpError, readBody, sendError, sendJson, statusOf} from '../http/errors.js'
 import {type Logger, silentLogger} from '../log.js'
+import {guardHandshakes, handshakeLimits} from '../net/pending.js'
 import {peerIdentity} from '../pki/index.js'
-import {PHONE_RE, assertBodyLength} from '../records/crypto.js'
 import {type PipelineKeys, pipelineKeys} from '../worker/keys.js'
 import {RegisterBatcher} from './batcher.js'
 import {RateLimiter} from './rate-limit.js'
+import {validateIngest} from './validate.js'
 
 export interface ProxyOptions {
   config: MqConfig
@@ -29,6 +30,8 @@ export interface ProxyOptions {
   logger?: Logger
   /** serials revoked by the current CRL, for connections opened before a CRL update */
   revoked?: () => Set<string>
+  /** the proxy's own certificates (server and client), for /api/v1/health: revoked or expired is failing */
+  certificates?: () => HealthComponent
   /** longest wait for the broker to record a message before answering 503 (default 900 ms) */
   registerDeadlineMs?: number
 }
@@ -47,7 +50,6 @@ redis.call('XADD', KEYS[1], '*', 'id', ARGV[1], 'client', ARGV[2], 'attempts', '
 return redis.call('XLEN', KEYS[1])
 `
 
-const IDEM_RE = /^[\x21-\x7e]{1,255}$/
 const IDEM_TTL_S = 24 * 3600
 
 /**
@@ -86,6 +88,8 @@ export class ProxyServer {
     this.server.requestTimeout = 30_000
     this.server.on('tlsClientError', (e) => this.log.debug('TLS handshake refused', {error: e}))
     this.server.on('clientError', (_e, sock) => sock.destroy())
+    // a hard handshake deadline from accept and caps on sockets still in the handshake
+    guardHandshakes(this.server, handshakeLimits(o.config.proxy), this.log, 'proxy')
   }
 
 
@@ -153,21 +157,7 @@ export class ProxyServer {
       req.resume()
       throw new HttpError(415, 'E_CONTENT_TYPE', `Content-Type must be application/json, not ${JSON.stringify(ctype ?? '')}.`, {hint: "Try this: add -H 'Content-Type: application/json'."})
     }
-    const body = parseJsonObject(await readBody(req, cfg.max_request_bytes), ctype)
-    const sender = body.sender_number
-    const text = body.message_body
-    const metadata = body.metadata
-    if (typeof sender !== 'string' || !PHONE_RE.test(sender)) {
-      throw new HttpError(422, 'E_SENDER_NUMBER', 'sender_number must be an E.164 number: "+", a non-zero digit, then 1-14 digits (e.g. +4915200000000).', {extra: {field: 'sender_number'}})
-    }
-    if (typeof text !== 'string' || text.trim() === '') throw new HttpError(422, 'E_BODY_BLANK', 'message_body must be a non-blank string.', {extra: {field: 'message_body'}})
-    assertBodyLength(text, cfg.max_body_chars)
-    if (metadata !== undefined && metadata !== null && (typeof metadata !== 'object' || Array.isArray(metadata))) {
-      throw new HttpError(422, 'E_METADATA', 'metadata must be a JSON object.', {extra: {field: 'metadata'}})
-    }
-    const idemHeader = req.headers['idempotency-key']
-    const idem = Array.isArray(idemHeader) ? idemHeader[0] : idemHeader
-    if (idem !== undefined && !IDEM_RE.test(idem)) throw new HttpError(400, 'E_IDEMPOTENCY_KEY', 'Idempotency-Key must be 1-255 printable ASCII characters without spaces.')
+    const {idem, metadata, sender, text} = validateIngest(await readBody(req, cfg.max_request_bytes), ctype, req.headers['idempotency-key'], cfg.max_body_chars)
 
     const redis = this.o.redis
     const rate = await this.redisCall(() => this.limiter.take(this.keys.rate(who.cn)))
@@ -243,8 +233,9 @@ export class ProxyServer {
       }
     }
     const [redis, broker] = await Promise.all([redisCheck(), brokerCheck()])
-    const components = {broker, redis}
-    return {components, status: worst([redis.status, broker.status]), timestamp: new Date().toISOString()}
+    const certificate = this.o.certificates?.()
+    const components: Record<string, HealthComponent> = {broker, redis, ...(certificate ? {certificate} : {})}
+    return {components, status: worst([redis.status, broker.status, certificate?.status ?? 'ok']), timestamp: new Date().toISOString()}
   }
 }
 

@@ -121,4 +121,54 @@ export const RECORDS_MIGRATIONS: Migration[] = [
       ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4`,
     ],
   },
+  {
+    id: 2,
+    name: 'portal: user client and roles, sessions and refresh tokens, keyset and audit indexes',
+    sqlite: [
+      'ALTER TABLE users ADD COLUMN client_id VARCHAR(255)',
+      `CREATE TABLE portal_sessions (
+        id CHAR(32) PRIMARY KEY,
+        user_id INTEGER NOT NULL,
+        ip VARCHAR(64),
+        created_at CHAR(24) NOT NULL,
+        revoked_at CHAR(24),
+        revoked_reason VARCHAR(64)
+      )`,
+      'CREATE INDEX portal_sessions_user ON portal_sessions (user_id)',
+      `CREATE TABLE portal_refresh_tokens (
+        token_hash CHAR(64) PRIMARY KEY,
+        session_id CHAR(32) NOT NULL,
+        created_at CHAR(24) NOT NULL,
+        expires_at CHAR(24) NOT NULL,
+        used_at CHAR(24)
+      )`,
+      'CREATE INDEX portal_refresh_session ON portal_refresh_tokens (session_id)',
+      'CREATE INDEX messages_client_status ON messages (client_id, status, queued_at)',
+      'CREATE INDEX audit_type_actor ON audit_log (event_type, actor, created_at)',
+      'CREATE INDEX audit_type_ip ON audit_log (event_type, ip, created_at)',
+    ],
+    mysql: [
+      'ALTER TABLE users ADD COLUMN client_id VARCHAR(255) NULL',
+      `CREATE TABLE portal_sessions (
+        id CHAR(32) NOT NULL PRIMARY KEY,
+        user_id BIGINT NOT NULL,
+        ip VARCHAR(64),
+        created_at CHAR(24) NOT NULL,
+        revoked_at CHAR(24),
+        revoked_reason VARCHAR(64),
+        KEY portal_sessions_user (user_id)
+      ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4`,
+      `CREATE TABLE portal_refresh_tokens (
+        token_hash CHAR(64) NOT NULL PRIMARY KEY,
+        session_id CHAR(32) NOT NULL,
+        created_at CHAR(24) NOT NULL,
+        expires_at CHAR(24) NOT NULL,
+        used_at CHAR(24),
+        KEY portal_refresh_session (session_id)
+      ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4`,
+      'CREATE INDEX messages_client_status ON messages (client_id, status, queued_at)',
+      'CREATE INDEX audit_type_actor ON audit_log (event_type, actor, created_at)',
+      'CREATE INDEX audit_type_ip ON audit_log (event_type, ip, created_at)',
+    ],
+  },
 ]

@@ -392,8 +392,9 @@ export async function createRecordsPlugin(opts: RecordsPluginOptions): Promise<A
         const b = parseJsonObject(req.body, req.headers['content-type'], false)
         const role = str(b, 'role') ?? 'user'
         if (!(USER_ROLES as readonly string[]).includes(role)) throw new HttpError(422, 'E_ROLE', `role must be one of ${USER_ROLES.join(', ')}.`)
-        const u = await store.createUser(str(b, 'email', {max: 255, required: true})!, str(b, 'password', {max: 1024, required: true})!, role as 'admin' | 'user')
-        await store.audit({actor: ctx.identity, data: {email: u.email, role}, event_type: 'user.create', ip: ctx.remote})
+        const client = str(b, 'client', {max: 255}) ?? null
+        const u = await store.createUser(str(b, 'email', {max: 255, required: true})!, str(b, 'password', {max: 1024, required: true})!, role as 'admin' | 'user', client)
+        await store.audit({actor: ctx.identity, data: {client, email: u.email, role}, event_type: 'user.create', identity: client, ip: ctx.remote})
         return json(201, u)
       },
     },
@@ -406,9 +407,21 @@ export async function createRecordsPlugin(opts: RecordsPluginOptions): Promise<A
       },
     },
     {
+      method: 'POST', path: '/admin/users/:email/password', roles: ADMIN,
+      async handler(req, ctx) {
+        const b = parseJsonObject(req.body, req.headers['content-type'], false)
+        const u = await store.setPassword(req.params.email, str(b, 'password', {max: 1024, required: true})!)
+        if (!u) throw new HttpError(404, 'E_NOT_FOUND', `No user ${req.params.email}.`)
+        await store.audit({actor: ctx.identity, data: {email: u.email}, event_type: 'user.password', ip: ctx.remote, severity: 'warning'})
+        return json(200, {email: u.email, password_changed: true})
+      },
+    },
+    {
       method: 'GET', path: '/admin/audit', roles: ADMIN,
       async handler(req) {
-        return json(200, {events: await store.auditLog(Number(req.query.get('limit') ?? 100) || 100)})
+        const before = req.query.get('before')
+        const events = await store.auditLog({actor: req.query.get('actor') ?? undefined, before: before ? Number(before) : undefined, limit: Number(req.query.get('limit') ?? 100) || 100, type: req.query.get('type') ?? undefined})
+        return json(200, {events})
       },
     },
   ]

@@ -21,6 +21,8 @@ export interface RelayBenchOptions {
   textBytes: number
   fileMiB: number
   storeUrl?: string
+  /** port of the in-process relay; 0 = a free one */
+  port?: number
 }
 
 export interface RelayBenchResult {
@@ -124,7 +126,7 @@ export async function runRelayBench(opts: RelayBenchOptions, progress: (line: st
         idleTimeoutMs: 60_000,
         maxFileBytes: Math.max(opts.fileMiB * MiB + 1024, MiB),
         maxTextBytes: 16 * MiB,
-        port: 0,
+        port: opts.port ?? 0,
         store,
       })
       await server.start()

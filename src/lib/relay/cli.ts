@@ -2,7 +2,7 @@ import {Flags} from '@oclif/core'
 
 import {durationFlag} from '../cli/duration-flag.js'
 import type {MqHome} from '../config/home.js'
-import type {MqConfig} from '../config/schema.js'
+import {type MqConfig, clientHost} from '../config/schema.js'
 import {UsageError} from '../errors.js'
 import type {Logger} from '../log.js'
 import type {Suite} from './crypto.js'
@@ -17,8 +17,8 @@ export const relayClientFlags = {
   compat: Flags.option({description: COMPAT_HELP, options: ['messageu'] as const})(),
   tls: Flags.boolean({description: 'connect with mutual TLS (the relay\'s relay.tls listener) using the --identity certificate from $MQ_HOME/pki'}),
   identity: Flags.string({description: 'TLS client identity for --tls: uses $MQ_HOME/pki/issued/NAME.crt|.key [default: client.identity, admin]', env: 'MQ_IDENTITY'}),
-  timeout: durationFlag({description: 'how long to wait for the relay: 500ms, 10s, 2m or bare milliseconds [default: client.timeout_ms, 10s]'}),
-  relay: Flags.string({description: 'relay HOST:PORT [default: MQ_RELAY, client.relay, ./server.info, the address used at register, 127.0.0.1:1357]'}),
+  timeout: durationFlag({description: 'how long to wait for the relay: 500ms, 10s or 2m [default: client.timeout_ms, 10s]'}),
+  relay: Flags.string({description: 'relay HOST:PORT [default: MQ_RELAY, client.relay, ./server.info, the address used at register, relay.host with relay.port (relay.tls.port with --tls), 127.0.0.1:1357]'}),
 }
 
 export function suiteFromFlag(compat: string | undefined): Suite {
@@ -43,6 +43,15 @@ export async function relayClientFor(home: MqHome, cfg: MqConfig, flags: {relay?
     if (source === 'default' && me.relay) {
       address = parseAddress(me.relay, 'relay/me.json')
       useTls ??= me.tls
+    }
+  }
+  if (source === 'default') {
+    // no --relay, client.relay, server.info or registered address: the relay of this same home,
+    // on its TLS port for --tls (the plain port would answer a TLS client with "wrong version number")
+    const port = useTls ? cfg.relay.tls.port : cfg.relay.port
+    if (port !== undefined) {
+      address = {host: clientHost(cfg.relay.host).replace(/^\[|\]$/g, ''), port}
+      source = useTls ? 'relay.tls.port' : 'relay.port'
     }
   }
   logger.debug('relay address', {host: address.host, port: address.port, source})

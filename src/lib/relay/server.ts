@@ -6,6 +6,7 @@ import {join} from 'node:path'
 import * as tls from 'node:tls'
 
 import {type Logger, silentLogger} from '../log.js'
+import {type PendingLimits, guardHandshakes} from '../net/pending.js'
 import {
   CLIENT_ID_BYTES,
   ERROR_CODE,
@@ -59,7 +60,8 @@ export interface RelayServerOptions {
    */
   paddingGraceMs?: number
   maxConnections?: number
-  tls?: {port: number; options: tls.TlsOptions}
+  /** handshakes: hard deadline and caps on sockets still in the handshake (relay.tls.handshake_timeout_ms, max_handshakes...) */
+  tls?: {port: number; options: tls.TlsOptions; handshakes?: PendingLimits}
 }
 
 interface Conn {
@@ -140,6 +142,7 @@ export class RelayServer {
         this.accept(sock as unknown as Socket)
       })
       secure.on('tlsClientError', (error, sock) => this.log.warn('TLS handshake failed', {error, peer: sock.remoteAddress}))
+      guardHandshakes(secure, this.opts.tls.handshakes ?? {deadlineMs: 10_000, maxPending: 256, maxPendingPerSource: 64}, this.log, 'relay')
       this.secure = secure
       this.boundTlsPort = await this.listen(secure, this.opts.tls.port)
     }

@@ -32,7 +32,13 @@ export interface Delivery {
 export interface QueueStats {
   name: string
   durable: boolean
+  /** ready messages (in memory and paged out to disk) */
   messages: number
+  /** of those, held in memory (a durable queue's window) and their body bytes */
+  memoryMessages?: number
+  memoryBytes?: number
+  /** body bytes of the ready messages held only on disk (paged out) */
+  diskBytes?: number
   unacked: number
   consumers: number
   deadLetter?: string
@@ -58,6 +64,8 @@ export interface BrokerStats {
   rates: {publish: number; deliver: number; ack: number}
   /** cluster mode only: the cluster as this node sees it */
   cluster?: ClusterStatus
+  /** the broker-wide memory high watermark: while alarm is true, publishers are paused */
+  memory?: {rss: number; highWatermark: number; alarm: boolean}
 }
 
 /** One broker node of a cluster (cluster mode), as `mq cluster status` lists it. */

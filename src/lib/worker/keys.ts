@@ -61,3 +61,27 @@ export async function redisReady(r: Redis, timeoutMs = 5000): Promise<void> {
     r.once('ready', ok)
   })
 }
+
+/**
+ * Whether Redis keeps the stream across a restart: AOF (appendonly yes) or RDB snapshots (a
+ * non-empty `save`). CONFIG may be renamed away on managed Redis; then INFO persistence tells AOF
+ * and RDB stays unknown (undefined).
+ */
+export async function redisPersistence(r: Redis): Promise<{aof: boolean; rdb: boolean | undefined}> {
+  try {
+    const aof = (await r.config('GET', 'appendonly')) as string[]
+    const save = (await r.config('GET', 'save')) as string[]
+    return {aof: aof[1] === 'yes', rdb: (save[1] ?? '').trim() !== ''}
+  } catch {
+    const info = await r.info('persistence')
+    return {aof: /^aof_enabled:1/m.test(info), rdb: undefined}
+  }
+}
+
+/** At start: a loud warning when Redis would lose accepted messages on a restart (see docs/pipeline.md). */
+export async function warnIfRedisVolatile(r: Redis, logger: {warn: (msg: string, fields?: Record<string, unknown>) => void}): Promise<boolean> {
+  const p = await redisPersistence(r).catch(() => undefined)
+  if (!p || p.aof || p.rdb !== false) return false
+  logger.warn('REDIS HAS NO PERSISTENCE (neither AOF nor RDB): a Redis restart loses every queued stream entry; messages accepted (202) then wait in the records store as "queued" until re-enqueued. Turn on appendonly yes (see docs/pipeline.md).', {appendonly: 'no', save: ''})
+  return true
+}

@@ -4,10 +4,11 @@ import type {AddressInfo} from 'node:net'
 import type {MqHome} from '../config/home.js'
 import type {MqConfig} from '../config/schema.js'
 import {ApiClient} from '../http/client.js'
+import {certificateHealth, checkOwnCertificates, healthHttpStatus} from '../health/index.js'
 import type {Logger} from '../log.js'
 import {clientTlsOptions} from '../pki/index.js'
 import {ensurePipelineCerts, listenError} from '../proxy/runtime.js'
-import {connectRedis, redisReady} from './keys.js'
+import {connectRedis, redisReady, warnIfRedisVolatile} from './keys.js'
 import {Worker} from './worker.js'
 
 export interface RunningWorker {
@@ -22,6 +23,7 @@ export async function startWorker(home: MqHome, config: MqConfig, logger: Logger
   const created = await ensurePipelineCerts(home, config, {clients: [w.identity]})
   if (created.length) logger.info('issued development certificates', {created: created.join(',')})
   const tls = clientTlsOptions(home, w.identity)
+  checkOwnCertificates(home, [w.identity], logger)
   const redis = connectRedis(config.redis.url)
   const blocking = connectRedis(config.redis.url, {blocking: true})
   try {
@@ -31,6 +33,7 @@ export async function startWorker(home: MqHome, config: MqConfig, logger: Logger
     blocking.disconnect()
     throw error
   }
+  await warnIfRedisVolatile(redis, logger)
   const broker = new ApiClient(w.broker_api ?? config.client.api, tls, 10_000, Math.max(8, (opts.concurrency ?? w.concurrency) * 2))
   const worker = new Worker({blocking, broker, concurrency: opts.concurrency, config, consumer: opts.name, logger, redis})
   // Prometheus scrape endpoint; plain HTTP on loopback by default, as scrapers expect
@@ -44,8 +47,10 @@ export async function startWorker(home: MqHome, config: MqConfig, logger: Logger
         })
         .catch(() => res.writeHead(500).end())
     } else if (req.url === '/health') {
-      res.writeHead(200, {'content-type': 'application/json'})
-      res.end(JSON.stringify({busy: worker.busy, consumer: worker.consumer, status: 'ok'}))
+      // a revoked or expired worker certificate fails every delivery: failing, not ok
+      const certificate = certificateHealth(home, [w.identity])
+      res.writeHead(healthHttpStatus(certificate.status), {'content-type': 'application/json'})
+      res.end(JSON.stringify({busy: worker.busy, components: {certificate}, consumer: worker.consumer, status: certificate.status}))
     } else res.writeHead(404).end()
   })
   let metricsUrl: string | undefined

@@ -112,12 +112,20 @@ export class Worker {
     return this.inHand.size
   }
 
-  async start(): Promise<void> {
+  /** The consumer group (and the stream), created if missing: at start, and after Redis lost them (a restart without persistence). */
+  private async ensureGroup(): Promise<void> {
     try {
       await this.o.redis.xgroup('CREATE', this.keys.stream, this.cfg.group, '0', 'MKSTREAM')
     } catch (error) {
       if (!/BUSYGROUP/.test(errorText(error))) throw error
     }
+  }
+
+  /** Starts the one read loop and its timers; a second call while running does nothing. */
+  async start(): Promise<void> {
+    if (this.running) return
+    await this.ensureGroup()
+    if (this.running) return
     this.running = true
     const pump = Math.max(20, Math.min(1000, Math.floor(this.cfg.retry_delay_ms / 4) || 20))
     this.timers.push(setInterval(() => void this.moveDue(), pump))
@@ -126,15 +134,28 @@ export class Worker {
     this.loopDone = this.loop()
   }
 
-  /** Stops reading, finishes what is in hand, then returns. */
-  async stop(): Promise<void> {
+  /**
+   * Stops reading, finishes what is in hand, then returns; after `deadlineMs` it returns anyway
+   * (entries still in hand stay pending in the stream and another worker reclaims them; delivery
+   * is idempotent). Resolves true when everything in hand was settled.
+   */
+  async stop(deadlineMs = this.cfg.stop_timeout_ms): Promise<boolean> {
     this.running = false
     for (const t of this.timers) clearInterval(t)
     this.timers = []
     this.slotFreed?.()
     // XREADGROUP BLOCK on the blocking connection returns within its timeout
-    await this.loopDone
-    await Promise.allSettled([...this.inHand.values()])
+    let timer: NodeJS.Timeout | undefined
+    const finished = (async () => {
+      await this.loopDone
+      await Promise.allSettled([...this.inHand.values()])
+      return true
+    })()
+    const late = new Promise<false>((r) => (timer = setTimeout(() => r(false), deadlineMs)))
+    const done = await Promise.race([finished, late])
+    clearTimeout(timer)
+    if (!done) this.log.warn('stop deadline reached; entries still in hand stay pending and will be reclaimed', {in_hand: this.inHand.size, stop_timeout_ms: deadlineMs})
+    return done
   }
 
   private async loop(): Promise<void> {
@@ -150,7 +171,8 @@ export class Worker {
       try {
         res = (await this.o.blocking.xreadgroup('GROUP', this.cfg.group, this.consumer, 'COUNT', free, 'BLOCK', 1000, 'STREAMS', this.keys.stream, cursor)) as unknown as typeof res
       } catch (error) {
-        if (/NOGROUP/.test(errorText(error))) await this.start().catch(() => {})
+        // Redis lost the group (restarted without persistence): recreate it; this loop goes on, no second one
+        if (/NOGROUP/.test(errorText(error))) await this.ensureGroup().catch(() => {})
         this.log.warn('reading the stream failed; retrying', {error})
         await sleep(500)
         continue
@@ -225,10 +247,26 @@ export class Worker {
     await Promise.all(entries.filter((e) => failures.has(e.entryId)).map((e) => this.failed(e, failures.get(e.entryId)!)))
   }
 
+  private failLoggedAt = 0
+  private failSuppressed = 0
+
+  /** Every failed attempt is logged with its reason, at most one line a second (with how many were not). */
+  private noteFailure(e: StreamEntry, attempts: number, failure: string): void {
+    const now = Date.now()
+    if (now - this.failLoggedAt < 1000) {
+      this.failSuppressed++
+      return
+    }
+    this.log.warn('delivery attempt failed', {attempts, error: failure, message_id: e.id, more_failures: this.failSuppressed || undefined})
+    this.failLoggedAt = now
+    this.failSuppressed = 0
+  }
+
   /** A failed attempt: park it for a retry, or dead-letter it after max_attempts. */
   private async failed(e: StreamEntry, failure: string): Promise<void> {
     const attempts = e.attempts + 1
     this.m.attempts.inc({outcome: 'failed'})
+    if (attempts < this.cfg.max_attempts) this.noteFailure(e, attempts, failure)
     try {
       if (attempts >= this.cfg.max_attempts) {
         this.log.warn('giving up: dead-lettering', {attempts, error: failure, message_id: e.id})

@@ -38,23 +38,23 @@ test('queue and exchange administration, message status and stats through the CL
   const orders = JSON.parse(r.stdout).find((q: {name: string}) => q.name === 'orders')
   assert.equal(orders.messages, 1)
   assert.equal(orders.durable, true)
-  assert.equal(orders.deadLetter, 'orders.dlq')
+  assert.equal(orders.dead_letter, 'orders.dlq')
 
   r = await mq(['exchange', 'list', '--json'])
   const ex = JSON.parse(r.stdout)
   assert.ok(ex.exchanges.some((e: {name: string; type: string}) => e.name === 'shop' && e.type === 'topic'))
-  assert.ok(ex.bindings.some((b: {queue: string; routingKey: string}) => b.queue === 'orders' && b.routingKey === 'order.#'))
+  assert.ok(ex.bindings.some((b: {queue: string; routing_key: string}) => b.queue === 'orders' && b.routing_key === 'order.#'))
 
   r = await mq(['message', 'status', messageId, '--json'])
   assert.equal(r.code, 0, r.stderr)
-  assert.deepEqual(JSON.parse(r.stdout), {messageId, queue: 'orders', status: 'sent'})
+  assert.deepEqual(JSON.parse(r.stdout), {message_id: messageId, queue: 'orders', status: 'sent'})
 
   r = await mq(['stats', '--json'])
   assert.equal(r.code, 0, r.stderr)
   const st = JSON.parse(r.stdout)
   assert.equal(st.totals.published, 1)
   assert.ok(st.queues.some((q: {name: string}) => q.name === 'orders'))
-  assert.equal(typeof st.uptimeMs, 'number')
+  assert.equal(typeof st.uptime_ms, 'number')
   r = await mq(['stats'])
   assert.match(r.stdout, /uptime .*connections/)
   assert.match(r.stdout, /orders/)
@@ -94,8 +94,8 @@ test('mq bench runs a producer and a consumer process and reports throughput and
   )
   for (const x of out.results) {
     assert.equal(x.messages, 300)
-    assert.ok(x.msgsPerSec > 0)
-    assert.ok(x.latencyMs.p99 >= x.latencyMs.p50)
+    assert.ok(x.msgs_per_sec > 0)
+    assert.ok(x.latency_ms.p99 >= x.latency_ms.p50)
   }
   assert.ok(out.results[1].confirmMs.p99 > 0)
 })

@@ -107,7 +107,7 @@ describe('broker health, metrics and stats', () => {
     assert.equal(j.code, 0, j.stderr)
     const s = JSON.parse(j.stdout)
     assert.ok(Array.isArray(s.queues), 'the engine figures are still there')
-    assert.equal(typeof s.uptimeMs, 'number')
+    assert.equal(typeof s.uptime_ms, 'number')
     assert.equal(s.records.messages.total, 2)
     assert.equal(s.records.messages.delivered, 1)
     assert.equal(s.records.messages.failed, 1)

@@ -18,9 +18,9 @@ after(async () => {
 const mq = (args: string[]) => runCli(args, {env: broker.cliEnv()})
 
 test('re-declaring a queue with the same settings is idempotent', async () => {
-  let r = await mq(['queue', 'declare', 'same', '--durable', '--ttl', '60000'])
+  let r = await mq(['queue', 'declare', 'same', '--durable', '--ttl', '60s'])
   assert.equal(r.code, 0, r.stderr)
-  r = await mq(['queue', 'declare', 'same', '--durable', '--ttl', '60000'])
+  r = await mq(['queue', 'declare', 'same', '--durable', '--ttl', '60s'])
   assert.equal(r.code, 0, r.stderr)
   assert.match(r.stdout, /queue same declared \(durable\)/)
 })
@@ -29,13 +29,13 @@ test('re-declaring a queue with different settings fails with E_QUEUE_MISMATCH n
   let r = await mq(['queue', 'declare', 'orders', '--durable', '--dead-letter', 'graveyard'])
   assert.equal(r.code, 0, r.stderr)
 
-  r = await mq(['queue', 'declare', 'orders'])
+  r = await mq(['queue', 'declare', 'orders', '--transient'])
   assert.notEqual(r.code, 0)
   assert.equal(r.stdout, '', 'nothing claims it was declared')
   assert.match(r.stderr, /queue "orders" already exists with different settings/)
   assert.match(r.stderr, /durable: existing true, requested false/)
   assert.match(r.stderr, /dead-letter: existing graveyard, requested orders\.dlq \(the default\)/)
-  assert.match(r.stderr, /Try this: .*mq queue declare orders --durable --dead-letter graveyard.*mq queue delete orders/)
+  assert.match(r.stderr, /Try this: .*mq queue declare orders --dead-letter graveyard\).*mq queue delete orders/)
 
   r = await mq(['queue', 'declare', 'orders', '--durable', '--dead-letter', 'graveyard', '--max-length', '5', '--json'])
   assert.notEqual(r.code, 0)
@@ -47,7 +47,7 @@ test('re-declaring a queue with different settings fails with E_QUEUE_MISMATCH n
   r = await mq(['queue', 'list', '--json'])
   const q = JSON.parse(r.stdout).find((x: {name: string}) => x.name === 'orders')
   assert.equal(q.durable, true)
-  assert.equal(q.deadLetter, 'graveyard')
+  assert.equal(q.dead_letter, 'graveyard')
 })
 
 test("a CipherMQ declare_queue (no settings) of an existing queue still answers exactly 'Queue declared'", async () => {

@@ -29,7 +29,8 @@ describe('README, followed literally', () => {
   let broker: BrokerProcess
   const work = tempHome('mq-qa-readme-cwd-')
   before(async () => {
-    broker = await spawnBroker()
+    // non-default ports in the home's config.yaml, as a user moving a home would set them: clients follow with no flag
+    broker = await spawnBroker({portsInConfig: true})
     writeFileSync(join(work.dir, 'big.bin'), Buffer.from(Array.from({length: 3000}, (_, i) => (i * 7) % 256)))
     writeFileSync(join(work.dir, 'log.txt'), 'first line\nsecond line\n')
   })
@@ -42,13 +43,18 @@ describe('README, followed literally', () => {
     spawnSync('bash', ['-c', `mq() { "${process.execPath}" "${BIN}" "$@"; }\n${line}`], {
       cwd: work.dir,
       encoding: 'utf8',
-      env: {...process.env, ...broker.cliEnv(), NO_COLOR: '1'},
+      env: {...process.env, MQ_API: undefined, MQ_BROKER: undefined, MQ_HOME: broker.home, NO_COLOR: '1'},
       timeout: 120_000,
     })
 
-  test('Broker: the quick-start block', () => {
+  test('Broker: the quick-start block, with a broker restart after the declarations', async () => {
     for (const line of shBlock('## Broker')) {
       if (line.startsWith('mq broker start')) continue // running already, on free ports
+      // the walk-through survives a restart: queues, exchanges and bindings declared from the CLI are durable
+      if (line.startsWith('mq queue list')) {
+        await broker.stop()
+        await broker.restart()
+      }
       const r = sh(line.replace('<message-id>', "$(mq send --plain --exchange shop --routing-key order.created '{}')"))
       assert.equal(r.status, 0, `${line}\n${r.stdout}${r.stderr}`)
       if (line.startsWith('mq message status')) assert.match(r.stdout, /sent|delivered/)
@@ -72,7 +78,7 @@ describe('README, followed literally', () => {
       }
     }
     // the --follow line as a user runs it, stopped with Ctrl-C once big.bin arrived
-    const child = spawn(process.execPath, [BIN, ...follow.replace(/^mq /, '').split(/\s+/)], {cwd: work.dir, env: {...process.env, ...broker.cliEnv()}, stdio: ['ignore', 'pipe', 'pipe']})
+    const child = spawn(process.execPath, [BIN, ...follow.replace(/^mq /, '').split(/\s+/)], {cwd: work.dir, env: {...process.env, MQ_API: undefined, MQ_BROKER: undefined, MQ_HOME: broker.home}, stdio: ['ignore', 'pipe', 'pipe']})
     let stderr = ''
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
     const out = join(work.dir, 'received_messages.json')

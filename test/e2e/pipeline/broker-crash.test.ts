@@ -73,7 +73,7 @@ describe('ingest pipeline: a broker killed between publishing a delivery and rec
       await locker.beginTransaction()
       await locker.query('SELECT message_id FROM messages WHERE message_id = ? FOR UPDATE', [id])
       // the worker starts only now, so its first delivery meets the lock
-      procs.push(await spawnMq(['worker', 'start', '--metrics-port', '0', '--retry-delay', '200', '--routing-key', 'crash'], env, 'worker ready'))
+      procs.push(await spawnMq(['worker', 'start', '--metrics-port', '0', '--retry-delay', '200ms', '--routing-key', 'crash'], env, 'worker ready'))
       // the broker's "delivered" UPDATE, stuck behind our lock (MariaDB lists the statement, not always the waiting trx)
       const markWaiting = async () => {
         const [rows] = (await conn.query("SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE DB = ? AND INFO LIKE 'UPDATE messages SET status = ''delivered''%'", [db.name])) as [{n: number}[], unknown]

@@ -50,7 +50,7 @@ describe('ingest pipeline: the broker stopped for 30 s while messages flow loses
     const env = {...brokerEnv, MQ_CLIENT_API: `https://127.0.0.1:${broker.apiPort}`, MQ_HOME: h.dir}
     const proxyPort = await freePort()
     procs.push(await spawnMq(['proxy', 'start', '--port', String(proxyPort), '--rate', '0'], env, 'proxy ready'))
-    procs.push(await spawnMq(['worker', 'start', '--metrics-port', '0', '--retry-delay', '200', '--routing-key', 'bout'], env, 'worker ready'))
+    procs.push(await spawnMq(['worker', 'start', '--metrics-port', '0', '--retry-delay', '200ms', '--routing-key', 'bout'], env, 'worker ready'))
     const c = await broker.connect('admin')
     await c.declareQueue('bout', {durable: true})
     await c.bind('bout', 'default_exchange', 'bout')

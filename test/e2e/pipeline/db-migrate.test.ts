@@ -19,15 +19,15 @@ describe('mq db migrate', () => {
   for (const backend of ['sqlite', 'mysql']) {
     it(`applies pending migrations once on ${backend}, then reports up to date`, async () => {
       const url = backend === 'sqlite' ? 'sqlite' : db.url
-      const st0 = await runCli(['db', 'migrate', '--url', url, '--status', '--json'], {home: h.dir})
+      const st0 = await runCli(['db', 'migrate', '--store', url, '--status', '--json'], {home: h.dir})
       assert.equal(st0.code, 0, st0.stderr)
-      assert.deepEqual(JSON.parse(st0.stdout).pending, [1])
-      const a = await runCli(['db', 'migrate', '--url', url, '--json'], {home: h.dir})
+      assert.deepEqual(JSON.parse(st0.stdout).pending, [1, 2])
+      const a = await runCli(['db', 'migrate', '--store', url, '--json'], {home: h.dir})
       assert.equal(a.code, 0, a.stderr)
-      assert.deepEqual(JSON.parse(a.stdout).applied, [1])
-      const b = await runCli(['db', 'migrate', '--url', url], {home: h.dir})
+      assert.deepEqual(JSON.parse(a.stdout).applied, [1, 2])
+      const b = await runCli(['db', 'migrate', '--store', url], {home: h.dir})
       assert.equal(b.code, 0, b.stderr)
-      assert.match(b.stdout, /up to date at version 1/)
+      assert.match(b.stdout, /up to date at version 2/)
     })
   }
 

@@ -40,7 +40,7 @@ describe('ingest pipeline: MySQL stopped for 30 s while messages flow loses none
     const penv = {...env, MQ_CLIENT_API: `https://127.0.0.1:${broker.apiPort}`, MQ_HOME: h.dir}
     const proxyPort = await freePort()
     procs.push(await spawnMq(['proxy', 'start', '--port', String(proxyPort), '--rate', '0'], penv, 'proxy ready'))
-    procs.push(await spawnMq(['worker', 'start', '--metrics-port', '0', '--retry-delay', '200', '--routing-key', 'dbout'], penv, 'worker ready'))
+    procs.push(await spawnMq(['worker', 'start', '--metrics-port', '0', '--retry-delay', '200ms', '--routing-key', 'dbout'], penv, 'worker ready'))
     consumer = await broker.connect('admin')
     await consumer.declareQueue('dbout', {durable: true})
     await consumer.bind('dbout', 'default_exchange', 'dbout')

@@ -38,8 +38,8 @@ describe('mq cert and mq keygen from the CLI', () => {
     assert.equal(c.code, 0, c.stderr)
     const alice = JSON.parse(c.stdout)
     assert.equal(alice.status, 'active')
-    assert.equal(statSync(alice.keyPath).mode & 0o777, 0o600)
-    const text = execFileSync('openssl', ['x509', '-in', JSON.parse(s.stdout).certPath, '-noout', '-ext', 'subjectAltName'], {encoding: 'utf8'})
+    assert.equal(statSync(alice.key_path).mode & 0o777, 0o600)
+    const text = execFileSync('openssl', ['x509', '-in', JSON.parse(s.stdout).cert_path, '-noout', '-ext', 'subjectAltName'], {encoding: 'utf8'})
     assert.match(text, /DNS:mq\.internal, IP Address:10\.1\.2\.3/)
 
     const list = JSON.parse((await cli(['cert', 'list', '--json'])).stdout)
@@ -55,7 +55,7 @@ describe('mq cert and mq keygen from the CLI', () => {
     assert.deepEqual(revokedList.map((x: {serial: string}) => x.serial), [alice.serial])
     const v = (() => {
       try {
-        execFileSync('openssl', ['verify', '-crl_check', '-CAfile', 'pki/ca.crt', '-CRLfile', 'pki/crl.pem', alice.certPath], {cwd: h.dir, encoding: 'utf8', stdio: 'pipe'})
+        execFileSync('openssl', ['verify', '-crl_check', '-CAfile', 'pki/ca.crt', '-CRLfile', 'pki/crl.pem', alice.cert_path], {cwd: h.dir, encoding: 'utf8', stdio: 'pipe'})
         return 'ok'
       } catch (error) {
         return String((error as {stdout: string}).stdout) + String((error as {stderr: string}).stderr)

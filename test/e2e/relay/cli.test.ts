@@ -51,7 +51,7 @@ describe('mq relay: two users end to end through the CLI', () => {
 
     const users = await mq(a.dir, ['users', '--json'])
     assert.equal(users.code, 0, users.stderr)
-    assert.deepEqual(JSON.parse(users.stdout).users, [{id: bob.clientId, name: 'bob'}])
+    assert.deepEqual(JSON.parse(users.stdout).users, [{id: bob.client_id, name: 'bob'}])
 
     const key = await mq(a.dir, ['key', 'bob', '--json'])
     assert.equal(key.code, 0, key.stderr)

@@ -52,7 +52,7 @@ describe('send/recv user errors', () => {
       hint: 'Try this: a longer --timeout, or check that senders publish to this queue.',
       message: 'No message arrived on empty within 300ms.',
     })
-    const t = await mq(['recv', '--queue', 'empty', '--accept', 'plain', '--timeout', '1500'])
+    const t = await mq(['recv', '--queue', 'empty', '--accept', 'plain', '--timeout', '1500ms'])
     assert.equal(t.code, 75)
     assert.equal(t.stdout, '')
     assert.match(t.stderr, /within 1\.5s/)

@@ -72,9 +72,6 @@ test('durable message bodies and headers are encrypted at rest, survive a restar
   db.close()
 
   await broker.restart()
-  assert.match(broker.log(), /cannot be decrypted.*skipped/)
-  assert.match(broker.log(), /tamper-me-1/)
-  assert.match(broker.log(), /vault/)
   const c = await broker.connect()
   const d1 = await c.get('vault')
   assert.equal(d1?.messageId, 'client-msg-1')
@@ -84,6 +81,10 @@ test('durable message bodies and headers are encrypted at rest, survive a restar
   assert.equal(d2?.messageId, cliId, 'the tampered message is skipped, the next one is delivered')
   assert.equal(d2.body.toString(), cliMarker)
   assert.equal(await c.get('vault'), null, 'the tampered message is never delivered')
+  // reported when the queue is read back (a restart reads no message: see paging in docs/protocol.md)
+  assert.match(broker.log(), /cannot be decrypted.*skipped/)
+  assert.match(broker.log(), /tamper-me-1/)
+  assert.match(broker.log(), /vault/)
   // the broker keeps working after the skip
   assert.deepEqual((await c.publish('', 'vault', Buffer.from('after'))).queues, ['vault'])
   await c.close()

@@ -93,7 +93,10 @@ for (const backend of backends) {
 
     it('users and audit log', async () => {
       await assert.rejects(store.createUser('admin@example.com', 'longenough', 'admin'), (e: Error & {code?: string}) => e.code === 'E_USER_EXISTS')
-      assert.deepEqual(await store.verifyUser('admin@example.com', 'longenough'), {email: 'admin@example.com', role: 'admin'})
+      const u = await store.verifyUser('admin@example.com', 'longenough')
+      assert.deepEqual([u?.email, u?.role, u?.client_id], ['admin@example.com', 'admin', null])
+      assert.ok(u?.last_login_at)
+      assert.equal(await store.verifyUser('nobody@example.com', 'longenough'), undefined)
       assert.equal(await store.verifyUser('admin@example.com', 'wrong-password'), undefined)
       await store.audit({actor: 'admin', data: {message_id: 'msg-1'}, event_type: 'message.decrypt', ip: '127.0.0.1', severity: 'warning'})
       const log = await store.auditLog(5)

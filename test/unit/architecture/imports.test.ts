@@ -16,7 +16,7 @@ interface Rule {
   why: string
 }
 
-const ALL_AREAS = ['admin', 'app', 'broker', 'cli', 'client', 'config', 'crypto', 'health', 'http', 'pki', 'proxy', 'records', 'relay', 'store', 'util', 'wire', 'worker']
+const ALL_AREAS = ['admin', 'app', 'backup', 'broker', 'cli', 'client', 'config', 'crypto', 'health', 'http', 'pki', 'proxy', 'records', 'relay', 'store', 'util', 'wire', 'worker']
 
 export const RULES: Rule[] = [
   {forbidden: ['commands'], from: '*', why: 'the library never reaches back into the CLI'},

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import {writeFileSync} from 'node:fs'
+import {readFileSync, writeFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {test} from 'node:test'
 
@@ -72,6 +72,23 @@ test('YAML syntax errors give the line', () => {
   try {
     writeFileSync(join(h.dir, 'config.yaml'), 'broker:\n  port: 1\n bad: [\n')
     assert.throws(() => loadConfig({env: {}, home: h.dir}), (err: unknown) => err instanceof ConfigError && err.code === 'E_CONFIG_SYNTAX' && /config\.yaml:\d+:/.test(err.message))
+  } finally {
+    h.cleanup()
+  }
+})
+
+// found by npm run fuzz (config-yaml): these threw a bare ReferenceError, so mq exited 70 "internal error"
+test('an alias without its anchor, or an alias bomb, is a config error (78), not an internal error', () => {
+  const h = tempHome()
+  try {
+    const bomb = 'a: &a ["x","x","x","x","x","x","x","x","x"]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: [*d,*d,*d,*d,*d,*d,*d,*d,*d]\n'
+    for (const text of ['broker:\n  port: *a\n', bomb, readFileSync(new URL('../../../../test/fuzz/corpus/config-yaml/unresolved-alias.yaml', import.meta.url), 'utf8')]) {
+      writeFileSync(join(h.dir, 'config.yaml'), text)
+      assert.throws(
+        () => loadConfig({env: {}, home: h.dir}),
+        (err: unknown) => err instanceof ConfigError && err.code === 'E_CONFIG_SYNTAX' && err.exit === 78 && /config\.yaml: YAML error/.test(err.message),
+      )
+    }
   } finally {
     h.cleanup()
   }

@@ -38,7 +38,7 @@ describe('send and recv helpers', () => {
     assert.equal(parseDuration('500ms'), 500)
     assert.equal(parseDuration('1.5s'), 1500)
     assert.equal(parseDuration('2m'), 120_000)
-    assert.equal(parseDuration('3'), 3) // bare numbers are milliseconds, as for every --timeout
+    assert.throws(() => parseDuration('3'), (e: MqError) => e.code === 'E_DURATION' && /3s .*3ms/.test(e.hint ?? '')) // a bare number has no unit: refused
     assert.throws(() => parseDuration('soon'), (e: MqError) => e.code === 'E_DURATION')
   })
 

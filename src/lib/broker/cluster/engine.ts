@@ -27,6 +27,7 @@ import {type BrokerStats, type ClusterNode, type ClusterStatus, type ExchangeTyp
 import type {BrokerEngine, CommitTracker} from '../backend.js'
 import {ALLOW_ALL, DEFAULT_QUEUE, type DeliveryOut, Engine, Exchange, NotFoundError, type Permissions, type PublishOptions, type PublishResult, Queue, type QueueOptions, Session, type SessionSink} from '../engine.js'
 import type {Message} from '../message.js'
+import {MemoryWatermark} from '../memory.js'
 import {ClusterKeys, GROUP} from './keys.js'
 import {type RedisClient, defineScripts, runScript} from './scripts.js'
 
@@ -171,6 +172,10 @@ class Commits implements CommitTracker {
     return p
   }
 
+  flush(): Promise<void> {
+    return new Promise((resolve) => this.afterCommit(() => resolve()))
+  }
+
   afterCommit(cb: (err?: Error) => void): void {
     const group = Promise.allSettled(this.open)
     this.open = []
@@ -204,6 +209,11 @@ export class ClusterEngine implements BrokerEngine {
   private readonly unacked = new WeakMap<Session, Map<number, CUnacked>>()
   readonly sessions = new Set<Session>()
   private readonly commits = new Commits()
+  /** local definition changes (generation) and their Redis writes still in flight */
+  private defsGen = 0
+  private defWrites = 0
+  /** the backlog lives in Redis: no watermark of this process's memory pauses publishers (0 = none) */
+  readonly memory = new MemoryWatermark(0)
   private readonly ids = new MessageIds()
   private ctagSeq = 1
   private leaseUntil = 0
@@ -322,7 +332,13 @@ export class ClusterEngine implements BrokerEngine {
   /** Rebuilds the routing table from Redis; local consumers of a queue that is gone are cancelled. */
   async reloadDefs(): Promise<void> {
     const k = this.keys
+    const gen = this.defsGen
     const [ex, qs, binds] = await Promise.all([this.redis.hgetall(k.exchanges), this.redis.hgetall(k.queues), this.redis.smembers(k.bindings)])
+    // a local declaration whose writes were not all in Redis when this read ran: read again once they are
+    if (gen !== this.defsGen || this.defWrites > 0) {
+      setTimeout(() => void this.reloadDefs().catch(() => {}), 50).unref()
+      return
+    }
     const defs = new Engine({statusCapacity: 1})
     for (const [name, type] of Object.entries(ex)) defs.exchanges.set(name, new Exchange(name, type as ExchangeType, true))
     for (const [name, json] of Object.entries(qs)) {
@@ -358,6 +374,17 @@ export class ClusterEngine implements BrokerEngine {
     }, 5)
   }
 
+  /** a definition write: tracked for the confirm, and no reload replaces the routing table while it is in flight */
+  private defWrite(p: Promise<unknown>): void {
+    this.defsGen++
+    this.defWrites++
+    const done = () => {
+      this.defWrites--
+    }
+    p.then(done, done)
+    this.commits.track(p)
+  }
+
   private announce(): Promise<unknown> {
     return this.redis.publish(this.keys.events, JSON.stringify({by: this.consumerName, t: 'defs'}))
   }
@@ -365,7 +392,7 @@ export class ClusterEngine implements BrokerEngine {
   declareExchange(name: string, type: ExchangeType, opts: {durable?: boolean} = {}): Exchange {
     const had = this.defs.exchanges.has(name)
     const ex = this.defs.declareExchange(name, type, opts)
-    if (!had) this.commits.track(this.redis.hsetnx(this.keys.exchanges, name, type).then(() => this.announce()))
+    if (!had) this.defWrite(this.redis.hsetnx(this.keys.exchanges, name, type).then(() => this.announce()))
     return ex
   }
 
@@ -374,7 +401,7 @@ export class ClusterEngine implements BrokerEngine {
     const q = this.defs.declareQueue(name, opts)
     const created = [...this.defs.queues.values()].filter((x) => !before.has(x.name))
     if (created.length > 0) {
-      this.commits.track(
+      this.defWrite(
         (async () => {
           for (const c of created) {
             await this.redis.hsetnx(this.keys.queues, c.name, JSON.stringify({deadLetter: c.deadLetter, defaultDeadLetter: c.defaultDeadLetter, durable: c.durable, maxLength: c.maxLength, ttlMs: c.ttlMs}))
@@ -392,7 +419,7 @@ export class ClusterEngine implements BrokerEngine {
   bind(queue: string, exchange: string, key: string): void {
     this.defs.bind(queue, exchange, key)
     const ex = this.defs.exchanges.get(exchange)!
-    this.commits.track(this.redis.sadd(this.keys.bindings, JSON.stringify([exchange, queue, ex.type === 'fanout' ? '' : key])).then(() => this.announce()))
+    this.defWrite(this.redis.sadd(this.keys.bindings, JSON.stringify([exchange, queue, ex.type === 'fanout' ? '' : key])).then(() => this.announce()))
   }
 
   async deleteQueue(name: string): Promise<number> {
@@ -963,7 +990,8 @@ export class ClusterEngine implements BrokerEngine {
         const p = (await this.redis.xpending(k.stream, GROUP, sid, sid, 1)) as unknown[]
         return {messageId: id, queue, status: p.length > 0 ? 'delivered' : 'sent'}
       }
-      if (done !== null && final === null) final = {messageId: id, queue, status: STATUS_NAMES[Number(done)]}
+      // dead-lettered means it moved on: what happened in the dead-letter queue is the later news
+      if (done !== null && (final === null || final.status === 'dead-lettered')) final = {messageId: id, queue, status: STATUS_NAMES[Number(done)]}
     }
     return final
   }

@@ -1,0 +1,71 @@
+/**
+ * The broker-wide memory high watermark (RabbitMQ's vm_memory_high_watermark): above it the broker
+ * raises an alarm, publishers are paused by TCP back-pressure (their sockets stop being read, as the
+ * per-queue flow control does) and /health and `mq stats` say why; below it they resume. Consumers,
+ * acks and commits keep going, so the broker works its way back under the mark instead of running
+ * out of memory.
+ */
+import {readFileSync} from 'node:fs'
+import {totalmem} from 'node:os'
+
+/** The memory a watermark fraction is taken of: the cgroup's limit when there is one, else the machine's. */
+export function memoryLimit(): number {
+  let limit = totalmem()
+  try {
+    const v = readFileSync('/sys/fs/cgroup/memory.max', 'utf8').trim()
+    if (/^\d+$/.test(v)) limit = Math.min(limit, Number(v))
+  } catch {
+    // no cgroup v2 limit
+  }
+  return limit
+}
+
+/** broker.memory_high_watermark: a fraction (0 < x <= 1) of memoryLimit(), or an absolute number of bytes (> 1). */
+export function resolveWatermark(setting: number): number {
+  return setting <= 1 ? Math.floor(memoryLimit() * setting) : Math.floor(setting)
+}
+
+export interface MemoryState {
+  /** resident set size of the broker process, bytes, at the last check */
+  rss: number
+  highWatermark: number
+  alarm: boolean
+}
+
+export class MemoryWatermark {
+  alarm = false
+  rss = 0
+  private waiters: (() => void)[] = []
+  constructor(
+    /** bytes; 0 = no watermark */
+    public highWatermark: number,
+    public onChange?: (s: MemoryState) => void,
+  ) {}
+
+  /**
+   * Samples the process's RSS (what an out-of-memory kill looks at). Cheap (one syscall): the engine
+   * calls it a few times a second, not per message.
+   */
+  check(): void {
+    this.rss = process.memoryUsage.rss()
+    const over = this.highWatermark > 0 && this.rss > this.highWatermark
+    if (over === this.alarm) return
+    this.alarm = over
+    this.onChange?.(this.state())
+    if (!over) {
+      const w = this.waiters
+      this.waiters = []
+      for (const cb of w) cb()
+    }
+  }
+
+  /** Calls back once the alarm is clear (right away when it is). */
+  whenBelow(cb: () => void): void {
+    if (!this.alarm) cb()
+    else this.waiters.push(cb)
+  }
+
+  state(): MemoryState {
+    return {alarm: this.alarm, highWatermark: this.highWatermark, rss: this.rss}
+  }
+}

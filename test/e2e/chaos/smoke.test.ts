@@ -1,0 +1,15 @@
+import assert from 'node:assert/strict'
+import {test} from 'node:test'
+
+import {SCENARIOS} from '../../chaos/scenarios.js'
+
+// npm run chaos runs the whole battery for many minutes; the suite runs one scenario small
+test('chaos smoke: broker SIGKILL x3 during 500 confirmed publishes loses, duplicates and corrupts nothing', async (t) => {
+  const s = SCENARIOS.find((x) => x.name === 'broker-kill9-x3')!
+  const l = await s.run(0.01)
+  t.diagnostic(JSON.stringify(l))
+  assert.equal(l.confirmed, l.sent)
+  assert.equal(l.received, l.confirmed)
+  assert.deepEqual({corrupt: l.corrupt, duplicated: l.duplicated, lost: l.lost, verdict: l.verdict}, {corrupt: 0, duplicated: 0, lost: 0, verdict: 'PASS'})
+  assert.match(l.notes.join(' '), /3 kills/)
+})

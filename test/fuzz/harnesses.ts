@@ -1,0 +1,382 @@
+/**
+ * One fuzz harness per parser that reads bytes from outside. A harness runs one input and returns a
+ * short outcome signature (new signatures grow the corpus); it throws FuzzBug when the parser fails
+ * in a way its contract forbids: anything but its typed error (a TypeError, RangeError, a stack
+ * overflow, an error-level log from a server, a reply that breaks the protocol).
+ */
+import {existsSync, mkdtempSync, readFileSync, readdirSync, rmSync} from 'node:fs'
+import {X509Certificate, generateKeyPairSync} from 'node:crypto'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+import {Duplex} from 'node:stream'
+
+import {CipherMqListener} from '../../src/lib/broker/ciphermq.js'
+import {ALLOW_ALL, Engine} from '../../src/lib/broker/engine.js'
+import {BATCH_MAX_COUNT, DeliveryBatchWriter, FrameError, FrameParser, PublishBatchWriter, encodeFrame, parseDeliveries, parsePublishBatch} from '../../src/lib/wire/protocol.js'
+import {parseYamlSource, resolveSources} from '../../src/lib/config/load.js'
+import {MqHome} from '../../src/lib/config/home.js'
+import {defaultConfig} from '../../src/lib/config/load.js'
+import {MqError} from '../../src/lib/errors.js'
+import {Logger} from '../../src/lib/log.js'
+import {CertificateAuthority} from '../../src/lib/pki/index.js'
+import {verifyIdentityCerts} from '../../src/lib/pki/identity.js'
+import {crlSerials} from '../../src/lib/pki/tls.js'
+import {validateIngest} from '../../src/lib/proxy/validate.js'
+import {Op, type ProtocolVersion, encodeRegisterPayload, encodeRequest, encodeSendHeader, padFrame} from '../../src/lib/relay/protocol.js'
+import {RelayServer} from '../../src/lib/relay/server.js'
+import {RelayStore} from '../../src/lib/relay/store.js'
+
+/** The parser broke its contract on this input. */
+export class FuzzBug extends Error {
+  constructor(
+    message: string,
+    readonly original?: unknown,
+  ) {
+    super(message)
+  }
+}
+
+export interface Harness<C = unknown> {
+  name: string
+  what: string
+  maxLen: number
+  dict: string[]
+  setup(): Promise<C>
+  seeds(ctx: C): Buffer[]
+  run(input: Buffer, ctx: C): string | Promise<string>
+  teardown?(ctx: C): Promise<void>
+}
+
+const describe = (e: unknown) => (e instanceof Error ? `${e.name}: ${e.message}`.slice(0, 300) + (e.stack ? `\n${e.stack.split('\n').slice(1, 6).join('\n')}` : '') : String(e))
+
+/** Runs fn; a typed error is an outcome, anything else is a bug. */
+function typed(fn: () => unknown, ok: (e: unknown) => string | undefined): string {
+  try {
+    fn()
+    return 'ok'
+  } catch (error) {
+    const code = ok(error)
+    if (code === undefined) throw new FuzzBug(describe(error), error)
+    return code
+  }
+}
+
+const NATIVE = [TypeError, RangeError, ReferenceError, EvalError, URIError]
+
+const mqCode = (e: unknown) => (e instanceof MqError ? e.code : undefined)
+
+/** Cuts an input into 1-3 chunks at points taken from its own bytes, so chunk boundaries get fuzzed too. */
+function chunks(input: Buffer): Buffer[] {
+  if (input.length < 4) return [input]
+  const a = input[0] % 3
+  if (a === 0) return [input]
+  const i = 1 + ((input[1] * 131 + input[2]) % (input.length - 1))
+  if (a === 1) return [input.subarray(0, i), input.subarray(i)]
+  const j = i + ((input[3] * 7) % (input.length - i))
+  return [input.subarray(0, i), input.subarray(i, j), input.subarray(j)]
+}
+
+const seedsDir = (name: string) => new URL(`../../../test/fuzz/corpus/${name}/`, import.meta.url)
+
+/** Files kept in test/fuzz/corpus/<name>/ (hand-made seeds and past findings), read from the source tree. */
+export function corpusFiles(name: string): Buffer[] {
+  const dir = seedsDir(name)
+  if (!existsSync(dir)) return []
+  return readdirSync(dir)
+    .sort()
+    .map((f) => readFileSync(new URL(f, dir)))
+}
+
+// --- broker frames: the native protocol's frame parser, PUBLISH_BATCH and DELIVERS bodies -----------
+
+const brokerFrames: Harness<null> = {
+  async setup() {
+    return null
+  },
+  dict: ['PUBLISH ', 'PUBLISH_BATCH ', 'DELIVERS ', 'DELIVER ', 'HELLO ', 'CONSUME ', 'ACK ', ' count=', ' exchange=', ' key=', ' message_id=', ' h.', ' id=', '%', '%2', '%zz', '\n', '\r\n', ' ', '=', ' 4096', ' 65536', ' 0'],
+  maxLen: 70_000,
+  name: 'broker-frames',
+  run(input) {
+    const sig: string[] = []
+    const parser = new FrameParser(64 * 1024)
+    const onFrame = (f: {verb: string; id: number; args: Record<string, string>; body: Buffer}) => {
+      sig.push(f.verb)
+      if (f.verb === 'PUBLISH_BATCH') {
+        // as the server does: count checked first (server.ts), then the body
+        const v = f.args.count
+        const count = v !== undefined && /^\d{1,15}$/.test(v) ? Number(v) : 0
+        if (count >= 1 && count <= BATCH_MAX_COUNT) sig.push(typed(() => parsePublishBatch(f.body, count, f.id), (e) => (e instanceof FrameError ? e.code : undefined)))
+      } else if (f.verb === 'DELIVERS') {
+        // as the client does (client.ts): count as given
+        sig.push(typed(() => parseDeliveries(f.body, Number(f.args.count ?? 0), () => {}), (e) => (e instanceof FrameError ? e.code : undefined)))
+      }
+    }
+    try {
+      for (const c of chunks(input)) parser.push(c, onFrame, (e) => sig.push(e.code))
+    } catch (error) {
+      if (!(error instanceof FrameError) || !error.fatal) throw new FuzzBug(describe(error), error)
+      sig.push(`fatal:${error.code}`)
+    }
+    return sig.slice(0, 6).join(',')
+  },
+  seeds() {
+    const pb = new PublishBatchWriter()
+    pb.start('ex', 'rk')
+    pb.add('id-1', Buffer.from('hello'))
+    pb.add(undefined, Buffer.alloc(300, 1))
+    const db = new DeliveryBatchWriter()
+    db.start('c1')
+    db.add(1, false, 1, Date.now(), 'ex', 'rk', 'm1', Buffer.from('body'))
+    db.add(2, true, 3, Date.now(), 'ex', 'rk', 'm2', Buffer.from('{"a":1}'))
+    return [
+      encodeFrame('HELLO', 1, {identity: 'fuzz', version: 1}),
+      encodeFrame('PUBLISH', 2, {'exchange': '', 'h.x-trace': 'a b', 'key': 'q1', 'message_id': 'm%1'}, Buffer.from('payload')),
+      encodeFrame('DECLARE_QUEUE', 3, {dead_letter: 'dlq', durable: true, name: 'q1', ttl: 1000}),
+      Buffer.concat([encodeFrame('ACK', 0, {tags: '1-40,42'}), encodeFrame('PING', 9)]),
+      pb.frame(1),
+      db.frame(),
+    ]
+  },
+  what: 'FrameParser.push over 1-3 chunks; PUBLISH_BATCH bodies (parsePublishBatch) and DELIVERS bodies (parseDeliveries)',
+}
+
+// --- CipherMQ text protocol ------------------------------------------------------------------------
+
+class FakeSocket extends Duplex {
+  out = 0
+  replies: string[] = []
+  remoteAddress = '127.0.0.1'
+  remotePort = 40000
+  override _read(): void {}
+  override _write(chunk: Buffer | string, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
+    this.out += chunk.length
+    if (this.replies.length < 64) this.replies.push(chunk.toString())
+    cb()
+  }
+  setNoDelay(): this {
+    return this
+  }
+  setKeepAlive(): this {
+    return this
+  }
+  setTimeout(): this {
+    return this
+  }
+}
+
+interface CipherCtx {
+  engine: Engine
+  listener: CipherMqListener
+  bugs: string[]
+  inputs: number
+}
+
+const ciphermq: Harness<CipherCtx> = {
+  async setup() {
+    const bugs: string[] = []
+    const engine = new Engine()
+    const listener = new CipherMqListener({engine, logger: new Logger('error', '', (l) => bugs.push(l)), maxConnections: 1 << 30, maxLine: 4096, perms: ALLOW_ALL})
+    // every thrown error becomes an "Error: ..." reply; the harness wants to see which kind it was
+    const l = listener as unknown as {command: (...a: unknown[]) => void}
+    const orig = l.command.bind(listener)
+    l.command = (...a: unknown[]) => {
+      try {
+        orig(...a)
+      } catch (error) {
+        // the listener reports usage mistakes as plain Errors ("usage: ..."); a TypeError or RangeError is a bug
+        if (!(error instanceof Error) || NATIVE.some((c) => error instanceof c)) bugs.push(describe(error))
+        throw error
+      }
+    }
+    return {bugs, engine, inputs: 0, listener}
+  },
+  dict: ['declare_queue ', 'declare_exchange ', 'bind ', 'publish ', 'publish_batch ', 'consume ', 'fetch ', 'ack ', 'stats', '\n', ' ', '{"message_id":"m1","ciphertext":"AA=="}', '[{"message_id":"x"}]', '{}', '[]', '"', 'null', '\r\n', 'default_exchange', 'default_queue'],
+  maxLen: 8192,
+  name: 'ciphermq',
+  run(input, ctx) {
+    // a fresh engine now and then keeps memory bounded (queues and messages the inputs created)
+    if (++ctx.inputs % 2000 === 0) {
+      ctx.engine.stop()
+      ctx.engine = new Engine()
+      ;(ctx.listener as unknown as {opts: {engine: Engine}}).opts.engine = ctx.engine
+    }
+    const sock = new FakeSocket()
+    ;(ctx.listener as unknown as {accept: (s: unknown) => void}).accept(sock)
+    for (const c of chunks(input)) sock.emit('data', c.toString('utf8'))
+    sock.emit('close')
+    if (ctx.bugs.length > 0) {
+      const b = ctx.bugs.splice(0)
+      throw new FuzzBug(b.join('\n'))
+    }
+    const first = sock.replies[0] ?? ''
+    return first.slice(0, first.indexOf(' ') + 1 || 12)
+  },
+  seeds() {
+    return [
+      'declare_queue q1\ndeclare_exchange ex\nbind q1 ex rk\npublish ex rk {"message_id":"m1","ciphertext":"AA=="}\nfetch q1\nack m1\n',
+      'publish_batch ex rk [{"message_id":"a"},{"message_id":"b"}]\nstats\n',
+      'consume default_queue\npublish default_exchange default_key {"message_id":"x","data":"y"}\nack x\n',
+      'declare_queue\nbind\nack\nfetch nope\n',
+    ].map((s) => Buffer.from(s))
+  },
+  async teardown(ctx) {
+    ctx.engine.stop()
+  },
+  what: 'CipherMqListener: line splitting and every command, over an in-process socket and a real Engine',
+}
+
+// --- relay requests, v1/v2/v3, exact and 1024-padded framing -----------------------------------------
+
+interface RelayCtx {
+  dir: string
+  store: RelayStore
+  server: RelayServer
+  bugs: string[]
+  keys: {v2: Buffer; v3: Buffer}
+}
+
+const relay: Harness<RelayCtx> = {
+  async setup() {
+    const dir = mkdtempSync(join(tmpdir(), 'mq-fuzz-relay-'))
+    const store = await RelayStore.open({dataDir: join(dir, 'data'), url: 'sqlite'})
+    const bugs: string[] = []
+    const server = new RelayServer({
+      filesDir: join(dir, 'data', 'relay-files'),
+      host: '127.0.0.1',
+      idleTimeoutMs: 500,
+      logger: new Logger('error', '', (l) => bugs.push(l)),
+      maxFileBytes: 1 << 20,
+      maxTextBytes: 64 * 1024,
+      paddingGraceMs: 1,
+      port: 0,
+      store,
+    })
+    const rsa = (bits: number) => generateKeyPairSync('rsa', {modulusLength: bits}).publicKey.export({format: 'der', type: 'spki'}) as Buffer
+    const v2 = Buffer.alloc(160)
+    rsa(1024).copy(v2)
+    return {bugs, dir, keys: {v2, v3: rsa(2048)}, server, store}
+  },
+  dict: [],
+  maxLen: 16 * 1024,
+  name: 'relay',
+  async run(input, ctx) {
+    const sock = new FakeSocket()
+    const serving = (ctx.server as unknown as {serve: (s: unknown) => Promise<void>}).serve(sock)
+    for (const c of chunks(input)) sock.push(c)
+    sock.push(null)
+    await serving
+    if (ctx.bugs.length > 0) {
+      const b = ctx.bugs.splice(0)
+      throw new FuzzBug(b.join('\n'))
+    }
+    const r = sock.replies.join('')
+    return `${sock.replies.length}:${r.length > 3 ? Buffer.from(r, 'latin1').readUInt16LE(1) : -1}`
+  },
+  seeds(ctx) {
+    const id = Buffer.alloc(16, 7)
+    const out: Buffer[] = []
+    for (const v of [1, 2, 3] as ProtocolVersion[]) {
+      const key = v === 3 ? ctx.keys.v3 : ctx.keys.v2
+      const reqs = [
+        encodeRequest(v, Buffer.alloc(16), Op.register, encodeRegisterPayload(v, `user${v}`, key)),
+        encodeRequest(v, id, Op.list),
+        encodeRequest(v, id, Op.publicKey, id),
+        encodeRequest(v, id, Op.send, Buffer.concat([encodeSendHeader(id, 3, 5), Buffer.from('hello')])),
+        encodeRequest(v, id, Op.pull),
+      ]
+      out.push(...reqs, Buffer.concat(reqs), Buffer.concat(reqs.map((r) => padFrame(r))))
+    }
+    return out
+  },
+  async teardown(ctx) {
+    await ctx.server.stop()
+    await ctx.store.close()
+    rmSync(ctx.dir, {force: true, recursive: true})
+  },
+  what: 'RelayServer request handling (headers, register/list/key/send/pull payloads, framing detection) over an in-process socket and a SQLite store',
+}
+
+// --- the proxy's JSON body -------------------------------------------------------------------------
+
+const proxyJson: Harness<null> = {
+  async setup() {
+    return null
+  },
+  dict: ['"sender_number"', '"message_body"', '"metadata"', '"+4915200000000"', '{', '}', '[', ']', ':', ',', 'null', 'true', '1e999', '"\\u0000"', '"\\ud800"', '"__proto__"', '"constructor"'],
+  maxLen: 16 * 1024,
+  name: 'proxy-json',
+  run(input) {
+    // the first byte picks an Idempotency-Key shape so that header is fuzzed too
+    const idem = input.length > 0 && input[0] < 32 ? input.subarray(1, 1 + (input[0] % 8) * 40).toString('latin1') : undefined
+    return typed(() => validateIngest(input, 'application/json', idem, 1000), mqCode)
+  },
+  seeds() {
+    return [
+      {message_body: 'hello', sender_number: '+4915200000000'},
+      {message_body: 'héllo 👋', metadata: {a: [1, 2, {b: null}]}, sender_number: '+12025550123'},
+      {message_body: ' ', sender_number: '0049'},
+      {message_body: 'x'.repeat(1001), sender_number: '+1'},
+    ].map((o) => Buffer.from(JSON.stringify(o)))
+  },
+  what: 'validateIngest: JSON body and Idempotency-Key of POST /api/v1/messages',
+}
+
+// --- config YAML -----------------------------------------------------------------------------------
+
+const configYaml: Harness<null> = {
+  async setup() {
+    return null
+  },
+  dict: ['broker:\n', '  port: ', 'store:\n  url: ', 'redis:\n', 'proxy:\n', '  - ', ': ', '\n', '&a ', '*a', '<<: *a\n', '!!binary ', '!!str ', '{', '}', '[', ']', '"', "'", '#', '---\n', '...\n', '? ', '|\n', '>\n', '~', 'null', '1e309', '0x10', '__proto__: '],
+  maxLen: 8192,
+  name: 'config-yaml',
+  run(input) {
+    return typed(() => resolveSources([parseYamlSource(input.toString('utf8'), 'fuzz.yaml')]), mqCode)
+  },
+  seeds() {
+    const shipped = new URL('../../../config/mq.yaml', import.meta.url)
+    return [readFileSync(shipped), Buffer.from('broker:\n  port: 5700\n  api_port: 5701\nstore:\n  url: sqlite\n'), Buffer.from('log_level: debug\nbroker:\n  permissions:\n    - identity: "*"\n      publish: ["*"]\n')]
+  },
+  what: 'parseYamlSource + resolveSources: YAML syntax, anchors and aliases, schema validation with file:line blame',
+}
+
+// --- PEM / CRL loading -----------------------------------------------------------------------------
+
+interface PemCtx {
+  dir: string
+  home: MqHome
+  ca: X509Certificate
+  signPem: string
+}
+
+const pemCrl: Harness<PemCtx> = {
+  async setup() {
+    const dir = mkdtempSync(join(tmpdir(), 'mq-fuzz-pem-'))
+    const home = new MqHome(dir)
+    const ca = CertificateAuthority.open(home, {...defaultConfig().pki, key_bits: 2048})
+    await ca.ensureDevelopment({clients: ['alice'], servers: []})
+    await ca.keygen('bob')
+    await ca.revoke('alice')
+    await ca.publishCrl()
+    return {ca: new X509Certificate(readFileSync(home.caCert)), dir, home, signPem: readFileSync(join(home.keys, 'bob.sign.crt'), 'utf8')}
+  },
+  dict: ['-----BEGIN X509 CRL-----\n', '-----END X509 CRL-----\n', '-----BEGIN CERTIFICATE-----\n', '-----END CERTIFICATE-----\n', '\n', '=', 'MII', 'AA', '\u0000'],
+  maxLen: 16 * 1024,
+  name: 'pem-crl',
+  run(input, ctx) {
+    // the first byte picks the loader: the CRL, or a certificate fetched from the key directory
+    if ((input[0] ?? 0) & 1) return typed(() => crlSerials(input, ctx.ca), mqCode)
+    return typed(() => verifyIdentityCerts(ctx.home, 'bob', input.toString('utf8'), ctx.signPem), mqCode)
+  },
+  seeds(ctx) {
+    const crl = readFileSync(ctx.home.crl)
+    const enc = readFileSync(join(ctx.home.keys, 'bob.crt'))
+    return [Buffer.concat([Buffer.from([1]), crl]), crl, enc, Buffer.concat([Buffer.from([0]), enc]), readFileSync(ctx.home.caCert)]
+  },
+  async teardown(ctx) {
+    rmSync(ctx.dir, {force: true, recursive: true})
+  },
+  what: 'crlSerials (pki/crl.pem, signature against the CA) and verifyIdentityCerts (certificates from the key directory)',
+}
+
+export const HARNESSES: Harness<any>[] = [brokerFrames, ciphermq, relay, proxyJson, configYaml, pemCrl]
