@@ -10,7 +10,7 @@ import {CertificateAuthority} from '../../lib/pki/index.js'
 export default class BrokerStart extends MqCommand<typeof BrokerStart> {
   static description = `Run the broker in the foreground: native protocol over mutual TLS, HTTPS API, optional CipherMQ listener.
 On first start with no CA in $MQ_HOME it creates a development CA, a "broker" server certificate and an "admin" client identity.`
-  static examples = ['<%= config.bin %> broker start', '<%= config.bin %> broker start --port 5800 --api-port 5801', '<%= config.bin %> broker start --ciphermq --ciphermq-port 5702']
+  static examples = ['<%= config.bin %> broker start', '<%= config.bin %> broker start --port 5800 --api-port 5801', '<%= config.bin %> broker start --ciphermq --ciphermq-port 5702', '<%= config.bin %> broker start --cluster redis://127.0.0.1:6379']
   static flags = {
     host: Flags.string({description: 'messaging listen address [default: broker.host, 127.0.0.1]'}),
     port: Flags.integer({description: 'messaging port [default: broker.port, 5700; clients of this home follow it]', max: 65535, min: 0}),
@@ -18,6 +18,8 @@ On first start with no CA in $MQ_HOME it creates a development CA, a "broker" se
     'api-host': Flags.string({description: 'HTTPS API listen address [default: broker.api_host]'}),
     ciphermq: Flags.boolean({description: 'also serve the CipherMQ v1.0 text protocol (plain TCP) [default: broker.ciphermq.enabled]', allowNo: true}),
     'ciphermq-port': Flags.integer({description: 'CipherMQ listener port [default: broker.ciphermq.port, 5702]', max: 65535, min: 0}),
+    cluster: Flags.string({description: 'join a cluster whose queues live on this Redis (redis://HOST:PORT) [default: broker.cluster.url; empty = standalone]'}),
+    'cluster-name': Flags.string({description: 'the cluster to join on that Redis [default: broker.cluster.name]'}),
   }
 
   async run(): Promise<void> {
@@ -28,6 +30,7 @@ On first start with no CA in $MQ_HOME it creates a development CA, a "broker" se
         ...(f.port === undefined ? {} : {port: f.port}),
         ...(f['api-port'] === undefined ? {} : {api_port: f['api-port']}),
         ...(f['api-host'] ? {api_host: f['api-host']} : {}),
+        ...(f.cluster === undefined && f['cluster-name'] === undefined ? {} : {cluster: {...(f.cluster === undefined ? {} : {url: f.cluster}), ...(f['cluster-name'] === undefined ? {} : {name: f['cluster-name']})}}),
         ...(f.ciphermq === undefined && f['ciphermq-port'] === undefined
           ? {}
           : {ciphermq: {...(f.ciphermq === undefined ? {} : {enabled: f.ciphermq}), ...(f['ciphermq-port'] === undefined ? {} : {port: f['ciphermq-port']})}}),
@@ -61,7 +64,8 @@ On first start with no CA in $MQ_HOME it creates a development CA, a "broker" se
     logger.info('broker ready', {
       api: `https://${b.api_host}:${broker.ports.api}`,
       ciphermq: broker.ports.ciphermq === undefined ? undefined : `${b.ciphermq.host}:${broker.ports.ciphermq}`,
-      data: broker.store.file,
+      cluster: broker.cluster ? `${b.cluster.name} on ${b.cluster.url.replace(/\/\/[^@/]*@/, '//***@')} as ${broker.cluster.nodeId}` : undefined,
+      data: broker.store?.file,
       messaging: `${b.host}:${broker.ports.messaging}`,
     })
     const sig = await signalled

@@ -44,6 +44,7 @@ plus the records store's figures (messages total/queued/delivered/failed, last 2
           `rates/s publish ${st.rates.publish}  deliver ${st.rates.deliver}  ack ${st.rates.ack}`,
           `totals published ${st.totals.published}  delivered ${st.totals.delivered}  acknowledged ${st.totals.acknowledged}  dead-lettered ${st.totals.deadLettered}  unroutable ${st.totals.unroutable}`,
           `statuses ${statuses}`,
+          ...(st.cluster ? [`cluster ${st.cluster.name}   nodes alive ${st.cluster.nodes.filter((x) => x.alive).length}/${st.cluster.nodes.length}   (figures are cluster-wide; mq cluster status lists the nodes)`] : []),
           ...(st.memory ? [`memory rss ${mib(st.memory.rss)}  high watermark ${mib(st.memory.highWatermark)}${st.memory.alarm ? '  ALARM: above the high watermark, publishers are paused until memory use falls below it' : ''}`] : []),
           // no queues: no table (and no "(none)") on stdout, a note on stderr below
           ...(st.queues.length > 0

@@ -16,7 +16,7 @@ import type {MqHome} from '../config/home.js'
 import type {Logger} from '../log.js'
 import {peerIdentity} from '../pki/index.js'
 import type {ApiContext, ApiPlugin, ApiRequest, ApiResponse, ApiRoute} from './api-types.js'
-import type {Engine} from './engine.js'
+import type {BrokerEngine} from './backend.js'
 import {registerCrlMetrics} from '../health/crl-metrics.js'
 import {type HealthComponent, type HealthReport, certificateHealth, crlHealth, healthHttpStatus, publicHealth, worst} from '../health/index.js'
 import {type ResolvedPermissions, monitorForbidden} from './permissions.js'
@@ -47,7 +47,7 @@ function compile(route: ApiRoute, anonymous = false): CompiledRoute {
 }
 
 export interface ApiServerOptions {
-  engine: Engine
+  engine: BrokerEngine
   logger: Logger
   tls: tls.TlsOptions
   plugins: ApiPlugin[]
@@ -128,7 +128,7 @@ export class ApiServer {
     }
     // every API request (builtin and plugin routes), by route pattern: one family for the concept
     this.requests = new Counter({help: 'HTTPS API requests, by route pattern, method and status', labelNames: ['route', 'method', 'status'], name: 'mq_api_requests_total', registers: [reg]})
-    const perQueue = (name: string, help: string, pick: (q: ReturnType<Engine['listQueues']>[number]) => number) =>
+    const perQueue = (name: string, help: string, pick: (q: ReturnType<BrokerEngine['listQueues']>[number]) => number) =>
       new Gauge({
         collect(this: Gauge) {
           this.reset()
@@ -170,6 +170,18 @@ export class ApiServer {
       },
       help: 'open client connections',
       name: 'mq_connections',
+      registers: [reg],
+    })
+    // cluster mode: the nodes as this one sees them (every node answers for the whole cluster)
+    new Gauge({
+      collect(this: Gauge) {
+        this.reset()
+        const cl = engine.stats().cluster
+        for (const n of cl?.nodes ?? []) this.set({node: n.consumer}, n.alive ? n.lastHeartbeatMsAgo / 1000 : -1)
+      },
+      help: 'cluster mode: seconds since each node\'s last heartbeat (-1: dead, its unacked messages are claimed)',
+      labelNames: ['node'],
+      name: 'mq_cluster_node_heartbeat_age_seconds',
       registers: [reg],
     })
     new Gauge({
@@ -219,7 +231,7 @@ export class ApiServer {
     this.routes.push(
       compile({
         handler: async (req) => {
-          const st = engine.messageStatus(req.params.id)
+          const st = await engine.messageStatus(req.params.id)
           return st ? json(st) : json({error: {code: 'E_NOT_FOUND', message: `no status for message ${req.params.id}`}}, 404)
         },
         method: 'GET',
@@ -227,8 +239,8 @@ export class ApiServer {
         roles: MONITOR,
       }),
     )
-    this.routes.push(compile({handler: async (req) => json({messages: engine.deleteQueue(req.params.name)}), method: 'DELETE', path: '/api/queues/:name', roles: ['admin']}))
-    this.routes.push(compile({handler: async (req) => json({messages: engine.purgeQueue(req.params.name)}), method: 'POST', path: '/api/queues/:name/purge', roles: ['admin']}))
+    this.routes.push(compile({handler: async (req) => json({messages: await engine.deleteQueue(req.params.name)}), method: 'DELETE', path: '/api/queues/:name', roles: ['admin']}))
+    this.routes.push(compile({handler: async (req) => json({messages: await engine.purgeQueue(req.params.name)}), method: 'POST', path: '/api/queues/:name/purge', roles: ['admin']}))
   }
 
   /** The components of GET /health: engine, CRL freshness, and what plugins report (store, redis). */

@@ -11,10 +11,11 @@ import {listenOn} from '../util/net.js'
 import {errorText} from '../errors.js'
 import type {Logger} from '../log.js'
 import {PermissionError} from '../errors.js'
-import {type DeliveryOut, type Engine, type Permissions, type Session} from './engine.js'
+import {type BrokerEngine, whenReady} from './backend.js'
+import {type DeliveryOut, type Permissions, type Session} from './engine.js'
 
 export interface CipherMqOptions {
-  engine: Engine
+  engine: BrokerEngine
   logger: Logger
   /** longest command line, in UTF-16 code units (broker.ciphermq.max_line) */
   maxLine: number
@@ -285,13 +286,18 @@ export class CipherMqListener {
         return
       case 'fetch': {
         if (!parts[1]) throw new Error('usage: fetch <queue>')
-        const d = engine.get(s, parts[1])
-        if (!d) {
-          send('No messages')
-          return
-        }
-        byId.set(d.msg.messageId, d.deliveryTag)
-        send(`Message: ${d.msg.messageId} ${envelopeLine(d)}`)
+        whenReady(
+          engine.get(s, parts[1]),
+          (d) => {
+            if (!d) {
+              send('No messages')
+              return
+            }
+            byId.set(d.msg.messageId, d.deliveryTag)
+            send(`Message: ${d.msg.messageId} ${envelopeLine(d)}`)
+          },
+          (error) => send(`Error: ${errorText(error)}`),
+        )
         return
       }
       case 'ack': {

@@ -15,7 +15,9 @@ import {checkName} from '../util/names.js'
 import {CrlWatcher, ensureCrlAtStart, peerIdentity, serverTlsOptions, verifyIdentityCerts} from '../pki/index.js'
 import {ApiServer} from './api.js'
 import type {ApiPluginFactory, BrokerPublisher} from './api-types.js'
+import type {BrokerEngine} from './backend.js'
 import {CipherMqListener} from './ciphermq.js'
+import {ClusterEngine} from './cluster/engine.js'
 import {Engine} from './engine.js'
 import {lockDataDir} from './lock.js'
 import {resolveWatermark} from './memory.js'
@@ -24,8 +26,11 @@ import {BrokerServer, type KeyDirectory} from './server.js'
 import {DurableStore, STORE_KEY_FILE} from './store.js'
 
 export interface RunningBroker {
-  engine: Engine
-  store: DurableStore
+  engine: BrokerEngine
+  /** standalone mode: the SQLite store */
+  store?: DurableStore
+  /** cluster mode: the Redis-backed queues */
+  cluster?: ClusterEngine
   server: BrokerServer
   api: ApiServer
   ciphermq?: CipherMqListener
@@ -37,7 +42,7 @@ export interface RunningBroker {
 }
 
 /** An in-process publisher on the engine: resolves once the message is stored (durably when needed). */
-export function enginePublisher(engine: Engine): BrokerPublisher {
+export function enginePublisher(engine: BrokerEngine): BrokerPublisher {
   return {
     publish(exchange, routingKey, body, opts) {
       return new Promise((resolve, reject) => {
@@ -56,12 +61,19 @@ export function enginePublisher(engine: Engine): BrokerPublisher {
     },
     status(messageId) {
       const st = engine.messageStatus(messageId)
+      // cluster mode answers from Redis, asynchronously: this synchronous view goes without it
+      if (st instanceof Promise) return null
       return st ? {status: st.status, ...(st.queue ? {queue: st.queue} : {})} : null
     },
   }
 }
 
-function keyDirectory(home: MqHome, store: DurableStore): KeyDirectory {
+interface KeyStore {
+  getKey(name: string): {encCertPem: string; signCertPem: string} | null
+  putKey(name: string, encCertPem: string, signCertPem: string): Promise<void>
+}
+
+function keyDirectory(home: MqHome, store: KeyStore): KeyDirectory {
   return {
     get: (name) => store.getKey(checkName(name)),
     put(name: string, encCertPem: string, signCertPem: string, by: ResolvedPermissions) {
@@ -91,32 +103,57 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
   await ensureCrlAtStart(home, config.pki, logger)
   // one broker per data directory, taken before the store opens
   const lock = lockDataDir(home.data)
-  let store: DurableStore
+  let store: DurableStore | undefined
+  let cluster: ClusterEngine | undefined
+  let engine: BrokerEngine
+  // filled in once the listeners are up: what this node tells the rest of the cluster
+  const nodeInfo: Record<string, unknown> = {}
+  let connectionCount = () => 0
   try {
-    // message bodies and headers are sealed at rest under secrets/broker.key (created on first start)
-    store = new DurableStore(home.data, b.commit_interval_ms, {keyFile: join(home.secrets, STORE_KEY_FILE), logger: logger.child('store')})
+    if (b.cluster.url) {
+      cluster = await ClusterEngine.connect({
+        claimMs: b.cluster.claim_ms,
+        dedupeMax: b.dedupe_max,
+        dedupeWindowMs: b.dedupe_window_ms,
+        deliveryLimit: b.delivery_limit,
+        durability: b.cluster.durability,
+        info: () => ({...nodeInfo, connections: connectionCount()}),
+        logger: logger.child('cluster'),
+        maxUnacked: b.max_unacked,
+        name: b.cluster.name,
+        url: b.cluster.url,
+      })
+      engine = cluster
+    } else {
+      // message bodies and headers are sealed at rest under secrets/broker.key (created on first start)
+      store = new DurableStore(home.data, b.commit_interval_ms, {keyFile: join(home.secrets, STORE_KEY_FILE), logger: logger.child('store')})
+      engine = new Engine({
+        dedupeMax: b.dedupe_max,
+        dedupeWindowMs: b.dedupe_window_ms,
+        deliveryLimit: b.delivery_limit,
+        flowHigh: b.flow_high,
+        maxUnacked: b.max_unacked,
+        memoryHighWatermark: resolveWatermark(b.memory_high_watermark),
+        store,
+        transientMaxBytes: b.transient_queue_max_bytes,
+        transientOverflow: b.transient_overflow,
+        windowBytes: b.queue_window_bytes,
+        windowMessages: b.queue_window_messages,
+      })
+    }
   } catch (error) {
     lock.release()
     throw error
   }
-  const engine = new Engine({
-    dedupeMax: b.dedupe_max,
-    dedupeWindowMs: b.dedupe_window_ms,
-    deliveryLimit: b.delivery_limit,
-    flowHigh: b.flow_high,
-    maxUnacked: b.max_unacked,
-    memoryHighWatermark: resolveWatermark(b.memory_high_watermark),
-    store,
-    transientMaxBytes: b.transient_queue_max_bytes,
-    transientOverflow: b.transient_overflow,
-    windowBytes: b.queue_window_bytes,
-    windowMessages: b.queue_window_messages,
-  })
-  engine.memory.onChange = (m) => {
-    if (m.alarm) logger.warn('memory high watermark reached: publishers are paused until memory use falls below it', {high_watermark: m.highWatermark, rss: m.rss})
-    else logger.info('memory back under the high watermark: publishers resume', {high_watermark: m.highWatermark, rss: m.rss})
+  if (engine instanceof Engine) {
+    const e = engine
+    e.memory.onChange = (m) => {
+      if (m.alarm) logger.warn('memory high watermark reached: publishers are paused until memory use falls below it', {high_watermark: m.highWatermark, rss: m.rss})
+      else logger.info('memory back under the high watermark: publishers resume', {high_watermark: m.highWatermark, rss: m.rss})
+    }
   }
   engine.start()
+  const keys: KeyStore = cluster ?? store!
   const permsCache = new Map<string, ResolvedPermissions>()
   const delivery = {queue: config.worker.delivery_queue, readers: config.worker.readers}
   const permissionsFor = (identity: string) => {
@@ -131,13 +168,14 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
   const server = new BrokerServer({
     engine,
     isRevoked,
-    keys: keyDirectory(home, store),
+    keys: keyDirectory(home, keys),
     limits: {handshakeTimeoutMs: b.handshake_timeout_ms, heartbeatMs: b.heartbeat_ms, maxConnections: b.max_connections, maxHandshakes: b.max_handshakes, maxHandshakesPerSource: b.max_handshakes_per_source, maxPayload: b.max_payload, maxUnconfirmed: b.max_unconfirmed},
     logger: logger.child('server'),
     peer: peerIdentity,
     permissionsFor,
     tls: tlsOpts,
   })
+  connectionCount = () => server.connections.size
   const publisher = enginePublisher(engine)
   const pluginCtx = {config, home, logger: logger.child('api'), publisher}
   const plugins = []
@@ -176,9 +214,10 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
   try {
     ports.messaging = await server.listen(opts.port ?? b.port, opts.host ?? b.host)
     ports.api = await api.listen(opts.apiPort ?? b.api_port, opts.apiHost ?? b.api_host)
+    Object.assign(nodeInfo, {api: `${opts.apiHost ?? b.api_host}:${ports.api}`, messaging: `${opts.host ?? b.host}:${ports.messaging}`})
     if (b.ciphermq.enabled) {
       const perms = cipherMqPermissions(b.permissions, b.ciphermq, delivery)
-      ciphermq = new CipherMqListener({afterCommit: (cb) => store.afterCommit(cb), engine, idleTimeoutMs: b.ciphermq.idle_timeout_ms, lineTimeoutMs: b.ciphermq.line_timeout_ms, logger: logger.child('ciphermq'), maxConnections: b.ciphermq.max_connections, maxLine: b.ciphermq.max_line, perms})
+      ciphermq = new CipherMqListener({afterCommit: (cb) => engine.store!.afterCommit(cb), engine, idleTimeoutMs: b.ciphermq.idle_timeout_ms, lineTimeoutMs: b.ciphermq.line_timeout_ms, logger: logger.child('ciphermq'), maxConnections: b.ciphermq.max_connections, maxLine: b.ciphermq.max_line, perms})
       ports.ciphermq = await ciphermq.listen(b.ciphermq.port, b.ciphermq.host)
       // an unauthenticated door: say at every start what it opens onto
       logger.warn(cipherMqReach(b.permissions, b.ciphermq, `${b.ciphermq.host}:${ports.ciphermq}`))
@@ -190,7 +229,8 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
     engine.stop()
     await server.close().catch(() => {})
     await api.close().catch(() => {})
-    await store.close()
+    await store?.close()
+    await cluster?.close()
     lock.release()
     throw error
   }
@@ -205,10 +245,12 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
       await server.close(b.stop_timeout_ms)
       engine.stop()
       await Promise.all([api.close(), ciphermq?.close(), metrics?.close()])
-      await store.close()
+      await store?.close()
+      await cluster?.close()
       lock.release()
     },
     ciphermq,
+    cluster,
     engine,
     metricsUrl: metrics?.url,
     ports,

@@ -11,7 +11,8 @@ import {type PendingGate, guardHandshakes} from '../net/pending.js'
 import {listenOn} from '../util/net.js'
 import {MqError, PermissionError, UsageError, errorText, isMqError} from '../errors.js'
 import type {Logger} from '../log.js'
-import {type DeliveryOut, type Engine, type ExchangeType, type PublishResult, type Session} from './engine.js'
+import {type BrokerEngine, whenReady} from './backend.js'
+import {type DeliveryOut, type ExchangeType, type PublishResult, type Session} from './engine.js'
 import {type ResolvedPermissions, monitorForbidden} from './permissions.js'
 import {BATCH_BYTES, BATCH_MAX_COUNT, BIG_BODY, DeliveryBatchWriter, type Frame, FrameError, FrameParser, NEWLINE, PROTOCOL_VERSION, encodeFrame, encodeHead, encodeValue, frameHeadersOrNone, isHeaderName, parsePublishBatch} from '../wire/protocol.js'
 
@@ -33,7 +34,7 @@ export interface KeyDirectory {
 }
 
 export interface BrokerServerOptions {
-  engine: Engine
+  engine: BrokerEngine
   logger: Logger
   limits: ServerLimits
   /** TLS options (mutual TLS); undefined = plain TCP, for unit tests only */
@@ -729,15 +730,21 @@ class Connection {
         this.ok(f.id)
         return
       case 'GET': {
-        const d = engine.get(s, this.need(f, 'queue'), {noAck: this.bool(f, 'no_ack')})
-        if (!d) {
-          this.ok(f.id, {empty: 1})
-          return
-        }
-        const m = d.msg
-        const args: Args = {count: m.deliveryCount, exchange: m.exchange, key: m.routingKey, message_id: m.messageId, queue: d.queue, redelivered: m.redelivered, tag: d.deliveryTag, ts: m.timestamp}
-        outHeaders(m.headers, args)
-        this.ok(f.id, args, m.body)
+        // a cluster node reads the message from Redis: the answer may come later
+        whenReady(
+          engine.get(s, this.need(f, 'queue'), {noAck: this.bool(f, 'no_ack')}),
+          (d) => {
+            if (!d) {
+              this.ok(f.id, {empty: 1})
+              return
+            }
+            const m = d.msg
+            const args: Args = {count: m.deliveryCount, exchange: m.exchange, key: m.routingKey, message_id: m.messageId, queue: d.queue, redelivered: m.redelivered, tag: d.deliveryTag, ts: m.timestamp}
+            outHeaders(m.headers, args)
+            this.ok(f.id, args, m.body)
+          },
+          (error) => this.fail(error, false, f.id),
+        )
         return
       }
       case 'DECLARE_QUEUE': {
@@ -771,12 +778,12 @@ class Connection {
       }
       case 'DELETE_QUEUE': {
         this.requireAdmin('delete queues')
-        this.okDurable(f.id, {messages: engine.deleteQueue(this.need(f, 'name'))})
+        whenReady(engine.deleteQueue(this.need(f, 'name')), (n) => this.okDurable(f.id, {messages: n}), (error) => this.fail(error, false, f.id))
         return
       }
       case 'PURGE_QUEUE': {
         this.requireAdmin('purge queues')
-        this.okDurable(f.id, {messages: engine.purgeQueue(this.need(f, 'name'))})
+        whenReady(engine.purgeQueue(this.need(f, 'name')), (n) => this.okDurable(f.id, {messages: n}), (error) => this.fail(error, false, f.id))
         return
       }
       case 'LIST_QUEUES':
@@ -793,8 +800,7 @@ class Connection {
         return
       case 'STATUS': {
         this.requireMonitor('read message statuses')
-        const st = engine.messageStatus(this.need(f, 'message_id'))
-        this.okJson(f.id, st)
+        whenReady(engine.messageStatus(this.need(f, 'message_id')), (st) => this.okJson(f.id, st), (error) => this.fail(error, false, f.id))
         return
       }
       case 'PUT_KEY': {

@@ -92,6 +92,19 @@ export const configSchema = z
         // extra wait before a group commit when the store is idle; under load the next group forms while one commits
         commit_interval_ms: ms.default(0),
         crl_check_interval_ms: ms.default(2_000),
+        // cluster mode (docs/cluster.md): queues and definitions live in Redis, shared by every node of the cluster
+        cluster: z
+          .object({
+            // empty = standalone (SQLite); redis://, rediss://, redis-cluster://h:p,h:p, redis-sentinel://h:p,h:p/master
+            url: z.string().default(''),
+            name: z.string().default('default'),
+            // fsync: a confirm needs Redis's AOF on disk (checked at start, warned when Redis cannot promise it); write: in Redis's memory
+            durability: z.enum(['fsync', 'write']).default('fsync'),
+            // a node silent this long is dead: its unacked messages are redelivered by the others
+            claim_ms: z.number().int().min(200).default(5_000),
+          })
+          .strict()
+          .default({}),
         // plain-HTTP /metrics on 127.0.0.1 for Prometheus (monitoring/prometheus.yml uses 9101); 0 = off
         metrics_port: z.number().int().min(0).max(65535).default(0),
         // resident memory the broker should stay under: exported as mq_broker_memory_watermark_bytes for the alert

@@ -62,7 +62,37 @@ export interface BrokerStats {
   statuses: Record<string, number>
   totals: {published: number; delivered: number; acknowledged: number; deadLettered: number; unroutable: number}
   rates: {publish: number; deliver: number; ack: number}
+  /** cluster mode only: the cluster as this node sees it */
+  cluster?: ClusterStatus
   /** the broker-wide memory high watermark: while alarm is true, publishers are paused */
   memory?: {rss: number; highWatermark: number; alarm: boolean}
+}
+
+/** One broker node of a cluster (cluster mode), as `mq cluster status` lists it. */
+export interface ClusterNode {
+  /** the consumer name the node reads under: node id and epoch */
+  consumer: string
+  node: string
+  epoch: number
+  alive: boolean
+  /** the node that answered */
+  self: boolean
+  lastHeartbeatMsAgo: number
+  info: Record<string, unknown>
+}
+
+export interface ClusterStatus {
+  name: string
+  /** the answering node's consumer name */
+  node: string
+  claimMs: number
+  durability: {mode: 'fsync' | 'write'; promised: boolean; detail: string}
+  nodes: ClusterNode[]
+  /** acks and requeues refused because another node had claimed the message meanwhile */
+  fencedSettles: number
+  /** times the answering node lost its lease and started a new epoch */
+  fences: number
+  /** unacked messages of dead nodes the answering node put back */
+  claimed: number
 }
 

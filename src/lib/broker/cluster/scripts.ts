@@ -1,0 +1,272 @@
+/**
+ * The Lua scripts of cluster mode. Each touches the keys of one queue only (one hash tag, so one
+ * Redis Cluster slot) and runs atomically, which is what makes claims and fencing safe: an entry
+ * is moved, acknowledged or dead-lettered only by the consumer that still owns it in the group's
+ * pending entries list.
+ *
+ * Stream entry fields: m message id, e exchange, k routing key, h headers JSON (absent: none),
+ * b body, t timestamp, x expiry (absent: none), d deliveries before this entry was written
+ * (absent: 0), r redelivered (absent: no).
+ */
+import type {Cluster, Redis} from 'ioredis'
+
+/** pending entry of `sid` when `owner` still holds it: {sid, consumer, idle, times} or false */
+const OWNED = `
+local function owned(s, sid, owner)
+  local p = redis.call('XPENDING', s, 'g', sid, sid, 1)
+  if p[1] and p[1][2] == owner then return p[1] end
+  return false
+end
+`
+
+const SETTLE_ONE = `
+local function settle(s, ids, done, log, sid, mid, code, cap)
+  redis.call('XACK', s, 'g', sid)
+  redis.call('XDEL', s, sid)
+  if redis.call('HGET', ids, mid) == sid then redis.call('HDEL', ids, mid) end
+  redis.call('HSET', done, mid, code)
+  redis.call('RPUSH', log, mid)
+  if redis.call('LLEN', log) > cap then
+    local old = redis.call('LPOP', log)
+    if old then redis.call('HDEL', done, old) end
+  end
+end
+`
+
+/**
+ * KEYS stream, ids, dedupe. ARGV dedupe(0|1), now, dedupe window ms, dedupe max, max length (0 none),
+ * consumer, n, then per message: message id, field count, fields...
+ * Returns {per-message 1 stored / 0 duplicate, entries over max length now pending for `consumer`}.
+ */
+export const PUBLISH = `
+local s, ids, dd = KEYS[1], KEYS[2], KEYS[3]
+local dedupe = ARGV[1] == '1'
+local now = tonumber(ARGV[2])
+local maxlen = tonumber(ARGV[5])
+local n = tonumber(ARGV[7])
+local i = 8
+local out = {}
+for j = 1, n do
+  local mid = ARGV[i]
+  local nf = tonumber(ARGV[i + 1])
+  local f = {}
+  for k = 1, nf do f[k] = ARGV[i + 1 + k] end
+  i = i + 2 + nf
+  if dedupe and redis.call('ZSCORE', dd, mid) then
+    out[j] = 0
+  else
+    local id = redis.call('XADD', s, '*', unpack(f))
+    redis.call('HSET', ids, mid, id)
+    if dedupe then redis.call('ZADD', dd, now, mid) end
+    out[j] = 1
+  end
+end
+if dedupe then
+  redis.call('ZREMRANGEBYSCORE', dd, '-inf', now - tonumber(ARGV[3]))
+  redis.call('ZREMRANGEBYRANK', dd, 0, -tonumber(ARGV[4]) - 1)
+end
+local trimmed = {}
+if maxlen > 0 then
+  local ready = redis.call('XLEN', s) - redis.call('XPENDING', s, 'g')[1]
+  if ready > maxlen then
+    local r = redis.call('XREADGROUP', 'GROUP', 'g', ARGV[6], 'COUNT', ready - maxlen, 'STREAMS', s, '>')
+    if r then trimmed = r[1][2] end
+  end
+end
+return {out, trimmed}
+`
+
+/**
+ * KEYS stream, ids, done, doneLog. ARGV status code, done capacity, then triples (entry id, message id, owner).
+ * Acknowledges each entry its owner still holds; returns 1/0 per triple (0: claimed elsewhere meanwhile).
+ */
+export const SETTLE =
+  OWNED +
+  SETTLE_ONE +
+  `
+local s = KEYS[1]
+local code, cap = ARGV[1], tonumber(ARGV[2])
+local out = {}
+for i = 3, #ARGV, 3 do
+  if owned(s, ARGV[i], ARGV[i + 2]) then
+    settle(s, KEYS[2], KEYS[3], KEYS[4], ARGV[i], ARGV[i + 1], code, cap)
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+`
+
+/**
+ * Puts pending entries back at the tail of their queue as new entries, delivery count kept and
+ * flagged redelivered: a nack, a closed connection, or the entries of dead consumers (claim).
+ * KEYS stream, ids. ARGV mode (ids|dead), me, delivery limit, min idle ms, delivered (1: the
+ * deliveries count; 0: read but never handed out), then for ids: pairs (entry id, owner); for
+ * dead: the live consumer names.
+ * An entry at the delivery limit is not requeued but claimed by `me` and returned, for the node to
+ * dead-letter. Returns {moved, {{entry id, deliveries, fields}...}}.
+ */
+export const MOVE =
+  OWNED +
+  `
+local s, ids = KEYS[1], KEYS[2]
+local mode, me, limit, minIdle, delivered = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] == '1'
+local moved = 0
+local dead = {}
+local function move(sid, times)
+  local e = redis.call('XRANGE', s, sid, sid)[1]
+  if not e then
+    redis.call('XACK', s, 'g', sid)
+    return
+  end
+  local f = e[2]
+  local nf = {}
+  local d = 0
+  local r = '0'
+  local mid = ''
+  for k = 1, #f, 2 do
+    local name = f[k]
+    if name == 'd' then d = tonumber(f[k + 1])
+    elseif name == 'r' then r = f[k + 1]
+    else
+      nf[#nf + 1] = name
+      nf[#nf + 1] = f[k + 1]
+      if name == 'm' then mid = f[k + 1] end
+    end
+  end
+  local add = times
+  if not delivered then add = times - 1 end
+  d = d + add
+  if add > 0 then r = '1' end
+  if limit > 0 and d >= limit then
+    redis.call('XCLAIM', s, 'g', me, 0, sid, 'JUSTID')
+    dead[#dead + 1] = {sid, d, f}
+    return
+  end
+  redis.call('XACK', s, 'g', sid)
+  redis.call('XDEL', s, sid)
+  if d > 0 then
+    nf[#nf + 1] = 'd'
+    nf[#nf + 1] = tostring(d)
+  end
+  if r == '1' then
+    nf[#nf + 1] = 'r'
+    nf[#nf + 1] = '1'
+  end
+  local nid = redis.call('XADD', s, '*', unpack(nf))
+  if mid ~= '' and redis.call('HGET', ids, mid) == sid then redis.call('HSET', ids, mid, nid) end
+  moved = moved + 1
+end
+if mode == 'ids' then
+  for i = 6, #ARGV, 2 do
+    local p = owned(s, ARGV[i], ARGV[i + 1])
+    if p then move(ARGV[i], tonumber(p[4])) end
+  end
+else
+  local live = {}
+  for i = 6, #ARGV do live[ARGV[i]] = true end
+  local ok, consumers = pcall(redis.call, 'XINFO', 'CONSUMERS', s, 'g')
+  if not ok then return {0, {}} end
+  for _, c in ipairs(consumers) do
+    local info = {}
+    for k = 1, #c, 2 do info[c[k]] = c[k + 1] end
+    local name = info['name']
+    if not live[name] and name ~= me and tonumber(info['idle']) >= minIdle then
+      local p = redis.call('XPENDING', s, 'g', 'IDLE', minIdle, '-', '+', 1000, name)
+      for _, x in ipairs(p) do move(x[1], tonumber(x[4])) end
+      if #redis.call('XPENDING', s, 'g', '-', '+', 1, name) == 0 then redis.call('XGROUP', 'DELCONSUMER', s, 'g', name) end
+    end
+  end
+end
+return {moved, dead}
+`
+
+/**
+ * Takes the expired entries at the head of a queue's ready part (pending for `me`, for the node to
+ * dead-letter). KEYS stream. ARGV now, me, max. Returns the entries.
+ */
+export const EXPIRE = `
+local s = KEYS[1]
+local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', s)
+if not ok then return {} end
+local last = nil
+for _, g in ipairs(groups) do
+  local info = {}
+  for k = 1, #g, 2 do info[g[k]] = g[k + 1] end
+  if info['name'] == 'g' then last = info['last-delivered-id'] end
+end
+if not last then return {} end
+local now = tonumber(ARGV[1])
+local head = redis.call('XRANGE', s, '(' .. last, '+', 'COUNT', tonumber(ARGV[3]))
+local n = 0
+for _, e in ipairs(head) do
+  local x = nil
+  for k = 1, #e[2], 2 do if e[2][k] == 'x' then x = tonumber(e[2][k + 1]) end end
+  if not x or x > now then break end
+  n = n + 1
+end
+if n == 0 then return {} end
+local r = redis.call('XREADGROUP', 'GROUP', 'g', ARGV[2], 'COUNT', n, 'STREAMS', s, '>')
+if r then return r[1][2] end
+return {}
+`
+
+/** KEYS stream, ids, done, doneLog. ARGV me, status code, done capacity, max. Settles up to max ready entries; returns how many. */
+export const PURGE =
+  SETTLE_ONE +
+  `
+local s = KEYS[1]
+local r = redis.call('XREADGROUP', 'GROUP', 'g', ARGV[1], 'COUNT', tonumber(ARGV[4]), 'STREAMS', s, '>')
+if not r then return 0 end
+local n = 0
+for _, e in ipairs(r[1][2]) do
+  local mid = ''
+  for k = 1, #e[2], 2 do if e[2][k] == 'm' then mid = e[2][k + 1] end end
+  settle(s, KEYS[2], KEYS[3], KEYS[4], e[1], mid, ARGV[2], tonumber(ARGV[3]))
+  n = n + 1
+end
+return n
+`
+
+/** KEYS heartbeats, nodes. ARGV consumer, info JSON. Stamps the consumer with Redis's clock; returns that time (ms). */
+export const HEARTBEAT = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], ARGV[1], now)
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return now
+`
+
+/** KEYS heartbeats, nodes. ARGV forget-after ms. Returns {Redis time ms, flat heartbeats}; forgets consumers silent for longer. */
+export const NODES = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local hb = redis.call('HGETALL', KEYS[1])
+local keep = {}
+for i = 1, #hb, 2 do
+  if now - tonumber(hb[i + 1]) > tonumber(ARGV[1]) then
+    redis.call('HDEL', KEYS[1], hb[i])
+    redis.call('HDEL', KEYS[2], hb[i])
+  else
+    keep[#keep + 1] = hb[i]
+    keep[#keep + 1] = hb[i + 1]
+  end
+end
+return {now, keep}
+`
+
+export const SCRIPTS = {mqExpire: [1, EXPIRE], mqHeartbeat: [2, HEARTBEAT], mqMove: [2, MOVE], mqNodes: [2, NODES], mqPublish: [3, PUBLISH], mqPurge: [4, PURGE], mqSettle: [4, SETTLE]} as const
+export type ScriptName = keyof typeof SCRIPTS
+
+export type RedisClient = Redis | Cluster
+
+export function defineScripts(r: RedisClient): void {
+  for (const [name, [numberOfKeys, lua]] of Object.entries(SCRIPTS)) r.defineCommand(name, {lua, numberOfKeys})
+}
+
+/** Runs a script; replies keep bulk strings as Buffers (bodies are binary). */
+export function runScript(r: RedisClient, name: ScriptName, keys: string[], args: (string | number | Buffer)[]): Promise<unknown> {
+  const fn = (r as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[`${name}Buffer`]
+  return fn.call(r, ...keys, ...args)
+}

@@ -1,0 +1,182 @@
+import assert from 'node:assert/strict'
+import {after, before, test} from 'node:test'
+
+import {ClusterEngine} from '../../../src/lib/broker/cluster/engine.js'
+import type {DeliveryOut, Session} from '../../../src/lib/broker/engine.js'
+import {Logger} from '../../../src/lib/log.js'
+import {privateRedis} from '../../helpers/pipeline.js'
+import {uniqueName, waitFor} from '../../helpers/services.js'
+
+// two nodes of one cluster in this process, on a private redis-server with AOF
+let redis: Awaited<ReturnType<typeof privateRedis>>
+const engines: ClusterEngine[] = []
+const logs: string[] = []
+const logger = new Logger('info', 'test', (line) => void logs.push(line))
+
+async function node(name: string, over: Partial<Parameters<typeof ClusterEngine.connect>[0]> = {}): Promise<ClusterEngine> {
+  const e = await ClusterEngine.connect({claimMs: 1000, deliveryLimit: 3, durability: 'fsync', logger, name, url: redis.url, ...over})
+  e.start()
+  engines.push(e)
+  return e
+}
+
+function session(e: ClusterEngine): {s: Session; got: DeliveryOut[]} {
+  const got: DeliveryOut[] = []
+  const s = e.openSession('t', {deliver: (d) => void got.push(d), writable: () => true})
+  return {got, s}
+}
+
+const committed = (e: ClusterEngine) => new Promise<void>((resolve, reject) => e.store.afterCommit((err) => (err ? reject(err) : resolve())))
+
+before(async () => {
+  redis = await privateRedis()
+})
+
+after(async () => {
+  for (const e of engines) await e.close()
+  await redis.destroy()
+})
+
+test('nack requeues with the delivery count kept (redelivered, on another node), dead-lettered at the delivery limit', async () => {
+  const name = uniqueName('c')
+  const a = await node(name)
+  const b = await node(name)
+  a.declareQueue('jobs', {deadLetter: 'jobs.dlq', durable: true})
+  await committed(a)
+  a.publish('', 'jobs', Buffer.from('j1'), {messageId: 'j1'})
+  await committed(a)
+  await waitFor(() => b.queues.has('jobs'))
+  const sa = session(a)
+  const sb = session(b)
+  let d: DeliveryOut | null | undefined = await a.get(sa.s, 'jobs')
+  assert.equal(d?.msg.deliveryCount, 1)
+  assert.equal(d?.msg.redelivered, false)
+  a.nack(sa.s, d!.deliveryTag, true)
+  await committed(a)
+  d = await b.get(sb.s, 'jobs')
+  assert.equal(d?.msg.messageId, 'j1')
+  assert.equal(d?.msg.deliveryCount, 2, 'the count travels with the message')
+  assert.equal(d?.msg.redelivered, true)
+  b.nack(sb.s, d!.deliveryTag, true)
+  await committed(b)
+  d = await a.get(sa.s, 'jobs')
+  assert.equal(d?.msg.deliveryCount, 3)
+  a.nack(sa.s, d!.deliveryTag, true)
+  await committed(a)
+  await waitFor(async () => (await b.get(sb.s, 'jobs.dlq', {noAck: true}).then((x) => (d = x ?? undefined))) !== undefined, 5000)
+  assert.equal(d?.msg.messageId, 'j1')
+  assert.equal(d?.msg.headers['x-death-reason'], 'delivery-limit')
+  assert.equal(d?.msg.headers['x-death-count'], '3')
+  assert.equal(await b.get(sb.s, 'jobs'), null, 'gone from the queue')
+})
+
+test('reject dead-letters; TTL expires; max-length drops the oldest; status and dedupe are cluster-wide', async () => {
+  const name = uniqueName('c')
+  const a = await node(name)
+  const b = await node(name)
+  a.declareQueue('r', {deadLetter: 'r.dlq', durable: true})
+  a.declareQueue('t', {deadLetter: 't.dlq', durable: true, ttlMs: 300})
+  a.declareQueue('m', {durable: true, maxLength: 2})
+  await committed(a)
+  await waitFor(() => b.queues.has('m'))
+  const sb = session(b)
+  b.publish('', 'r', Buffer.from('r1'), {messageId: 'r1'})
+  await committed(b)
+  const d = await b.get(sb.s, 'r')
+  b.reject(sb.s, d!.deliveryTag, 'bad input')
+  await committed(b)
+  const dl = await a.get(session(a).s, 'r.dlq', {noAck: true})
+  assert.equal(dl?.msg.headers['x-death-reason'], 'bad input')
+  assert.deepEqual(await a.messageStatus('r1'), {messageId: 'r1', queue: 'r.dlq', status: 'acknowledged'})
+
+  a.publish('', 't', Buffer.from('t1'), {messageId: 't1'})
+  await committed(a)
+  // nobody consumes: the sweep of either node moves it once it is older than the TTL
+  await waitFor(async () => (await b.messageStatus('t1'))?.queue === 't.dlq', 5000)
+  const t = await b.get(sb.s, 't.dlq', {noAck: true})
+  assert.equal(t?.msg.headers['x-death-reason'], 'expired')
+
+  for (const id of ['m1', 'm2', 'm3']) a.publish('', 'm', Buffer.from(id), {messageId: id})
+  await committed(a)
+  await waitFor(async () => (await b.messageStatus('m1'))?.status === 'dropped', 5000)
+  const left = [(await b.get(sb.s, 'm', {noAck: true}))?.msg.messageId, (await b.get(sb.s, 'm', {noAck: true}))?.msg.messageId, await b.get(sb.s, 'm', {noAck: true})]
+  assert.deepEqual(left, ['m2', 'm3', null])
+
+  // a deduplicated publish repeated on another node is recognised there
+  a.declareQueue('d', {durable: true})
+  await committed(a)
+  await waitFor(() => b.queues.has('d'))
+  const r1 = a.publish('', 'd', Buffer.from('x'), {dedupe: true, messageId: 'dup-1'})
+  await committed(a)
+  const r2 = b.publish('', 'd', Buffer.from('x'), {dedupe: true, messageId: 'dup-1'})
+  await committed(b)
+  assert.equal(r1.duplicate, undefined)
+  assert.equal(r2.duplicate, true)
+  b.settlePublished('dup-1')
+  await new Promise((r) => setTimeout(r, 100))
+  const r3 = b.publish('', 'd', Buffer.from('x'), {dedupe: true, messageId: 'dup-1'})
+  await committed(b)
+  assert.equal(r3.duplicate, undefined, 'settled: remembered no more')
+})
+
+test('prefetch bounds what a consumer holds; acks free the window', async () => {
+  const name = uniqueName('c')
+  const a = await node(name)
+  a.declareQueue('p', {durable: true})
+  for (let i = 0; i < 20; i++) a.publish('', 'p', Buffer.from(`p${i}`), {messageId: `p${i}`})
+  await committed(a)
+  const sa = session(a)
+  a.consume(sa.s, 'p', {prefetch: 5})
+  await waitFor(() => sa.got.length === 5)
+  await new Promise((r) => setTimeout(r, 300))
+  assert.equal(sa.got.length, 5, 'no more than the prefetch')
+  for (const d of sa.got.slice(0, 3)) a.ack(sa.s, d.deliveryTag)
+  await waitFor(() => sa.got.length === 8)
+  assert.deepEqual(sa.got.map((d) => d.msg.messageId), Array.from({length: 8}, (_, i) => `p${i}`), 'in order')
+})
+
+test('a Redis without appendfsync always is reported at start', async () => {
+  logs.length = 0
+  const other = await privateRedis()
+  try {
+    const {Redis} = await import('ioredis')
+    const r = new Redis(other.url)
+    await r.config('SET', 'appendfsync', 'everysec')
+    r.disconnect()
+    const e = await ClusterEngine.connect({claimMs: 1000, durability: 'fsync', logger, name: 'x', url: other.url})
+    await e.close()
+    assert.match(logs.join('\n'), /cluster durability: Redis fsyncs its append-only file "everysec", not "always"/)
+    assert.equal(e.clusterStatus().durability.promised, false)
+  } finally {
+    await other.destroy()
+  }
+})
+
+test('Redis restarted (AOF): the nodes reconnect and every confirmed message is still there', async () => {
+  const name = uniqueName('c')
+  const a = await node(name)
+  const b = await node(name)
+  a.declareQueue('keep', {durable: true})
+  await committed(a)
+  for (let i = 0; i < 200; i++) a.publish('', 'keep', Buffer.from(`k${i}`), {messageId: `k${i}`})
+  await committed(a)
+  await redis.kill()
+  await redis.start()
+  // publishes made once Redis is back are confirmed too (the nodes reconnect on their own)
+  await waitFor(async () => {
+    try {
+      b.publish('', 'keep', Buffer.from('after'), {messageId: 'after'})
+      await committed(b)
+      return true
+    } catch {
+      return false
+    }
+  }, 15_000, 200)
+  await waitFor(() => b.queues.has('keep'))
+  const sb = session(b)
+  b.consume(sb.s, 'keep', {noAck: true, prefetch: 100})
+  await waitFor(() => sb.got.length >= 201, 15_000)
+  const ids = new Set(sb.got.map((d) => d.msg.messageId))
+  assert.equal(ids.size, 201)
+  assert.ok(ids.has('k0') && ids.has('k199') && ids.has('after'))
+})
