@@ -137,11 +137,12 @@ test(`kill -9 of the node holding consumers during ${MESSAGES} confirmed publish
   onC.on('error', () => {})
   await onC.consume('crash', {prefetch: 50}, (d) => {
     ledger.add(d, 'C')
+    // C is slow on purpose so that it always holds a full prefetch unacked when it is killed
     setTimeout(() => {
       try {
         onC.ack(d.deliveryTag)
       } catch {}
-    }, 5)
+    }, 250)
   })
   const pub = await a.connect('admin', {batchConfirms: true})
   let killedAt = 0
@@ -161,7 +162,9 @@ test(`kill -9 of the node holding consumers during ${MESSAGES} confirmed publish
   })
   assert.ok(killedAt > 0, 'the kill happened during the publishes')
   // the ledger is printed even when something is missing
-  await waitFor(() => [...confirmed].every((id) => ledger.ids().has(id)), 60_000).catch(() => {})
+  // C's unacked deliveries are already in the ledger, so wait for B's redelivery of them as well
+  const redeliveredByB = () => ledger.deliveries.some((d) => d.by === 'B' && d.redelivered)
+  await waitFor(() => [...confirmed].every((id) => ledger.ids().has(id)) && redeliveredByB(), 60_000).catch(() => {})
   const received = ledger.ids()
   const lost = [...confirmed].filter((id) => !received.has(id))
   const firstRedelivery = ledger.deliveries.find((d) => d.by === 'B' && d.redelivered)
