@@ -68,6 +68,9 @@ function messageId(v: string | undefined): string {
 
 const json = (status: number, body: unknown): ApiResponse => ({body, status})
 
+/** A registration is late this long before the proxy's own deadline: the answer still has to reach it. */
+const LATE_MARGIN_MS = 50
+
 /**
  * The broker's records API: internal endpoints for the ingest pipeline (roles proxy and worker)
  * and operator endpoints (role admin). Mounted on the broker's mutual-TLS HTTPS API.
@@ -232,11 +235,37 @@ export async function createRecordsPlugin(opts: RecordsPluginOptions): Promise<A
     }
   }
 
+  /**
+   * The proxy sends how long it will still wait (deadline_ms) and answers 503 when that passes. A
+   * registration the store commits after that moment (MySQL hung, then resumed) was not accepted:
+   * it is answered as an error here too, and a record it created ends failed (NOT_ACCEPTED), never
+   * queued for a delivery nobody was promised. A margin covers the answer's way back to the proxy.
+   */
+  const deadlineOf = (b: Record<string, unknown>, receivedAt: number): number | undefined => {
+    const d = b.deadline_ms
+    if (d === undefined || d === null) return undefined
+    if (typeof d !== 'number' || !Number.isFinite(d) || d < 0) throw new HttpError(422, 'E_FIELD_TYPE', 'deadline_ms must be a non-negative number.')
+    return receivedAt + d - LATE_MARGIN_MS
+  }
+  const lateError = () => new HttpError(503, 'E_REGISTER_LATE', 'The records store recorded the message after the proxy had stopped waiting; it was not accepted.', {hint: 'Try this: retry; with the same Idempotency-Key it is the same message.'})
+  /** After the commit: registrations that finished late (the commit itself hung) are failed now. */
+  const failLate = async (ids: string[]) => {
+    if (!ids.length) return
+    try {
+      await store.markNotAccepted(ids, 'the records store answered after the proxy had answered 503')
+    } catch (error) {
+      // left queued: the worker's reconciler would deliver them (docs/pipeline.md, "Records of refused requests")
+      log.warn('could not mark late registrations failed', {count: ids.length, error})
+    }
+  }
+
   const routes: ApiRoute[] = [
     {
       method: 'POST', path: '/internal/messages/register', roles: PROXY,
       async handler(req) {
+        const receivedAt = Date.now()
         const b = parseJsonObject(req.body, req.headers['content-type'], false)
+        const deadline = deadlineOf(b, receivedAt)
         // a batch {"messages": [...]} (what proxies send under load) or one message
         if (Array.isArray(b.messages)) {
           if (b.messages.length > 2000) throw new HttpError(413, 'E_BATCH_TOO_LARGE', 'At most 2000 messages per batch.')
@@ -249,12 +278,17 @@ export async function createRecordsPlugin(opts: RecordsPluginOptions): Promise<A
             }
           })
           const ok = parsed.filter((p): p is Registration => !(p instanceof Error))
-          const stored = await timed('register_batch', () => store.registerMany(ok))
+          const stored = await timed('register_batch', () => store.registerMany(ok, {deadline}))
+          if (deadline !== undefined && Date.now() > deadline) {
+            await failLate(stored.flatMap((r) => ('record' in r && r.created && !r.late ? [r.record.message_id] : [])))
+            for (const r of stored) if ('record' in r) r.late = true
+          }
           let k = 0
           const results = parsed.map((p) => {
             if (p instanceof Error) return errorResult(p)
             const r = stored[k++]
             if ('error' in r) return errorResult(r.error)
+            if (r.late) return errorResult(lateError())
             if (r.created) m.registered.inc({client_id: r.record.client_id})
             return {client_id: r.record.client_id, created: r.created, message_id: r.record.message_id, queued_at: r.record.queued_at, status: r.record.status}
           })
@@ -263,6 +297,10 @@ export async function createRecordsPlugin(opts: RecordsPluginOptions): Promise<A
         }
         const reg = parseRegistration(b)
         const r = await timed('register', () => store.register(reg))
+        if (deadline !== undefined && Date.now() > deadline) {
+          if (r.created) await failLate([reg.messageId])
+          throw lateError()
+        }
         if (r.created) {
           m.registered.inc({client_id: reg.clientId})
           noteClients([reg])
@@ -300,6 +338,27 @@ export async function createRecordsPlugin(opts: RecordsPluginOptions): Promise<A
         const id = messageId(str(b, 'message_id', {required: true}))
         const [r] = await deliverMany([{attempts: int(b.attempts, 'attempts'), id}], exchange, routingKey)
         return r
+      },
+    },
+    {
+      // the worker's reconciler: records still waiting for delivery, queued before now - older_than_ms
+      method: 'GET', path: '/internal/messages/undelivered', roles: WORKER,
+      async handler(req) {
+        const older = Number(req.query.get('older_than_ms') ?? NaN)
+        if (!Number.isInteger(older) || older < 0) throw new HttpError(422, 'E_FIELD_TYPE', 'older_than_ms must be a non-negative integer.')
+        const limit = Number(req.query.get('limit') ?? 1000)
+        if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) throw new HttpError(422, 'E_LIMIT', 'limit must be an integer 1..10000.')
+        const cursor = req.query.get('after')
+        let after: {at: string; id: number} | undefined
+        if (cursor) {
+          const mm = /^([0-9T:.Z-]{24})\|([0-9]{1,18})$/.exec(Buffer.from(cursor, 'base64url').toString('utf8'))
+          if (!mm) throw new HttpError(400, 'E_CURSOR', 'after is not a cursor this endpoint handed out.')
+          after = {at: mm[1], id: Number(mm[2])}
+        }
+        const {messages} = await timed('undelivered', () => store.undelivered({after, before: new Date(Date.now() - older).toISOString(), limit}))
+        const last = messages.at(-1)
+        const next = messages.length === limit && last ? Buffer.from(`${last.queued_at}|${last.id}`).toString('base64url') : null
+        return json(200, {messages: messages.map(({id: _id, ...x}) => x), next})
       },
     },
     {
