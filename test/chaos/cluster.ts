@@ -151,7 +151,8 @@ export async function pipeline(stack: Stack, opts: {aof?: boolean; mariadb?: boo
   const redis = stack.add(await privateRedis({aof: opts.aof}), (r) => r.destroy())
   const mariadb = opts.mariadb ? stack.add(await privateMariadb(), (m) => m.destroy()) : undefined
   const h = stack.add(tempHome('mq-chaos-pipe-'), (x) => x.cleanup())
-  const env: NodeJS.ProcessEnv = {MQ_REDIS_KEY_PREFIX: 'chaos:', MQ_REDIS_URL: redis.url, ...(mariadb ? {MQ_STORE_URL: mariadb.url} : {})}
+  // the reconciler sooner than its 2 min default, so a scenario that loses Redis's data ends in seconds
+  const env: NodeJS.ProcessEnv = {MQ_REDIS_KEY_PREFIX: 'chaos:', MQ_REDIS_URL: redis.url, MQ_WORKER_RECONCILE_AFTER: '5s', MQ_WORKER_RECONCILE_INTERVAL: '1s', ...(mariadb ? {MQ_STORE_URL: mariadb.url} : {})}
   const b = await broker(stack, {env, home: h.dir})
   const home = new MqHome(h.dir)
   // the client identity only; proxy and worker certificates are issued by the processes themselves on first start
