@@ -165,7 +165,7 @@ export async function pipeline(stack: Stack, opts: {aof?: boolean; mariadb?: boo
   await c.bind(queue, 'default_exchange', queue)
   await c.close()
   const startProxy = () => spawnMq(['proxy', 'start', '--port', String(proxyPort), '--rate', '0', '--processes', String(opts.processes ?? 1)], penv, 'proxy ready', 180_000)
-  const startWorker = () => spawnMq(['worker', 'start', '--metrics-port', '0', '--retry-delay', String(opts.retryDelayMs ?? 200), '--routing-key', queue], penv, 'worker ready', 180_000)
+  const startWorker = () => spawnMq(['worker', 'start', '--metrics-port', '0', '--retry-delay', `${opts.retryDelayMs ?? 200}ms`, '--routing-key', queue], penv, 'worker ready', 180_000)
   let proxy: Proc
   const workers: Proc[] = []
   if (opts.concurrentStart) {
