@@ -250,13 +250,18 @@ export class RecordsStore {
     let page = ''
     if (opts.after) page = ' AND (queued_at > ? OR (queued_at = ? AND id > ?))', params.push(opts.after.at, opts.after.at, opts.after.id)
     const limit = Math.max(1, Math.min(10_000, Math.trunc(opts.limit)))
-    // one range of the (status, queued_at) index per status
-    const rows = await this.guard(() =>
-      this.sql.all<Record<string, unknown>>(
-        `SELECT id, message_id, client_id, status, attempts, queued_at FROM messages WHERE status IN ('queued', 'processing') AND queued_at < ?${page} ORDER BY queued_at, id LIMIT ${limit}`,
-        params,
-      ),
-    )
+    // one query per status, each read in the order of the (status, queued_at) index (the id rides in it),
+    // so a large backlog is never sorted; merged here
+    const rows: Record<string, unknown>[] = []
+    for (const status of ['queued', 'processing']) {
+      rows.push(
+        ...(await this.guard(() =>
+          this.sql.all<Record<string, unknown>>(`SELECT id, message_id, client_id, status, attempts, queued_at FROM messages WHERE status = ? AND queued_at < ?${page} ORDER BY queued_at, id LIMIT ${limit}`, [status, ...params]),
+        )),
+      )
+    }
+    rows.sort((a, b) => (String(a.queued_at) < String(b.queued_at) ? -1 : String(a.queued_at) > String(b.queued_at) ? 1 : Number(a.id) - Number(b.id)))
+    rows.splice(limit)
     return {messages: rows.map((r) => ({attempts: Number(r.attempts), client_id: String(r.client_id), id: Number(r.id), message_id: String(r.message_id), queued_at: String(r.queued_at), status: String(r.status)}))}
   }
 

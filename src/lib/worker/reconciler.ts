@@ -23,8 +23,12 @@ return 0
 /** Records asked from the broker per call, and Redis entries read per call while looking for ids. */
 const PAGE = 1000
 const SCAN = 5000
-/** A pass re-enqueues at most this many; the next pass goes on (a lost backlog of millions is not one burst). */
-const MAX_PER_PASS = 50_000
+/**
+ * A pass reads at most this many pages of records; the next pass goes on from there. A legitimate
+ * backlog older than reconcile_after (slow consumers) thus costs a bounded number of calls per pass,
+ * and a lost backlog of millions is put back in steps, not in one burst.
+ */
+const PAGES_PER_PASS = 10
 
 export interface ReconcilerOptions {
   config: MqConfig
@@ -83,6 +87,8 @@ export class Reconciler {
   private timer?: NodeJS.Timeout
   private leader = false
   private passing?: Promise<unknown>
+  /** where the previous pass stopped (null: start from the oldest record) */
+  private cursor: string | null = null
   private stopped = true
   private readonly m
 
@@ -172,14 +178,18 @@ export class Reconciler {
   /** One pass: re-enqueues undelivered records older than reconcile_after that Redis does not hold. Returns how many. */
   async pass(): Promise<number> {
     if (this.afterMs === undefined) return 0
-    let after: string | null = null
+    let after = this.cursor
     let present: Set<string> | undefined
     let requeued = 0
+    let pages = 0
     do {
       const q = new URLSearchParams({limit: String(PAGE), older_than_ms: String(this.afterMs)})
       if (after) q.set('after', after)
       const page: {messages: Undelivered[]; next: string | null} = await this.o.broker.call('GET', `/internal/messages/undelivered?${q}`)
-      if (page.messages.length === 0) break
+      if (page.messages.length === 0) {
+        after = null
+        break
+      }
       // read Redis once per pass, only when there is something to compare (most passes find nothing)
       present ??= await this.idsInRedis()
       const lost = page.messages.filter((m) => !present!.has(m.message_id))
@@ -194,7 +204,8 @@ export class Reconciler {
         this.m.requeued.inc(lost.length)
       }
       after = page.next
-    } while (after && requeued < MAX_PER_PASS && !this.stopped)
+    } while (after && ++pages < PAGES_PER_PASS && !this.stopped)
+    this.cursor = after
     if (requeued > 0) this.log.warn('re-enqueued records that Redis had lost (a restart without persistence?)', {count: requeued, older_than_ms: this.afterMs})
     return requeued
   }
