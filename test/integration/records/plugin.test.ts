@@ -221,4 +221,41 @@ describe('records API plugin', () => {
     assert.match(text, /mq_records_messages_delivered_total\{client_id="alice"\} 2/)
     assert.match(text, /mq_records_store_seconds_count\{op="ping"\} 1/)
   })
+
+  it('schemas answer our codes: ids, required and typed fields, enums, limits, bodies', async () => {
+    const code = async (method: string, url: string, body: unknown, ctx: ApiContext, headers?: Record<string, string>) => {
+      const r = await call(method, url, body, ctx, headers)
+      const e = (r.body as {error: {code: string; message: string}}).error
+      return [r.status, e?.code, e?.message]
+    }
+    assert.deepEqual(await code('PUT', '/internal/messages/bad%20id!/status', {status: 'queued'}, worker), [422, 'E_MESSAGE_ID', 'message_id must be 1-64 characters of [A-Za-z0-9._:-].'])
+    assert.deepEqual(await code('PUT', '/internal/messages/m-2/status', {}, worker), [422, 'E_FIELD_MISSING', 'Field status is required.'])
+    assert.deepEqual(await code('PUT', '/internal/messages/m-2/status', {status: null}, worker), [422, 'E_FIELD_MISSING', 'Field status is required.'])
+    assert.deepEqual(await code('PUT', '/internal/messages/m-2/status', {status: 7}, worker), [422, 'E_FIELD_TYPE', 'Field status must be a string.'])
+    for (const attempts of [-1, '3', 1.5]) assert.deepEqual(await code('PUT', '/internal/messages/m-2/status', {attempts, status: 'queued'}, worker), [422, 'E_FIELD_TYPE', 'Field attempts must be a non-negative integer.'])
+    assert.deepEqual(await code('PUT', '/internal/messages/m-2/status', {error: 'e'.repeat(10_001), status: 'queued'}, worker), [422, 'E_FIELD_TOO_LONG', 'Field error is longer than 10000 characters.'])
+    assert.deepEqual(await code('POST', '/internal/messages/deliver', {exchange: 5, message_id: 'm-1'}, worker), [422, 'E_FIELD_TYPE', 'Field exchange must be a string.'])
+    assert.deepEqual(await code('POST', '/internal/messages/register', Buffer.alloc(0), proxy), [400, 'E_BAD_JSON', 'The request body is not valid JSON.'])
+    assert.deepEqual(await code('POST', '/internal/messages/register', [1], proxy), [400, 'E_BAD_JSON', 'The request body must be a JSON object.'])
+    // proxies need not say application/json: the body is JSON whatever the header
+    assert.equal((await call('POST', '/internal/messages/register', {...msg, message_id: 'no-ct'}, proxy, {})).status, 201)
+    for (const limit of ['0', 'abc', '10001']) assert.deepEqual(await code('GET', `/admin/messages?limit=${limit}`, undefined, admin), [422, 'E_LIMIT', 'limit must be an integer 1..10000.'])
+    assert.equal((await code('GET', '/admin/messages?status=bogus', undefined, admin))[1], 'E_STATUS')
+    assert.equal((await code('GET', '/admin/clients?status=bogus', undefined, admin))[1], 'E_STATUS')
+    assert.equal((await code('GET', '/admin/messages/bad%20id', undefined, admin))[1], 'E_MESSAGE_ID')
+    assert.deepEqual(await code('POST', '/admin/users', {email: 'x@example.org', password: 'long enough', role: 'root'}, admin), [422, 'E_ROLE', 'role must be one of admin, user.'])
+    assert.deepEqual(await code('POST', '/admin/users', {password: 'long enough'}, admin), [422, 'E_FIELD_MISSING', 'Field email is required.'])
+    assert.deepEqual(await code('POST', '/admin/users', {email: 12, password: 'long enough'}, admin), [422, 'E_FIELD_TYPE', 'Field email must be a string.'])
+    // revoke takes no body at all (reason "unspecified"): the CA answers, not the body check
+    assert.deepEqual((await code('POST', '/admin/clients/nobody/revoke', undefined, admin, {})).slice(0, 2), [404, 'E_CERT_NOT_FOUND'])
+    assert.deepEqual(await code('GET', '/internal/messages/register', undefined, proxy), [405, 'E_METHOD', 'GET is not allowed on /internal/messages/register'])
+    // the broker's limit on bodies applies to plugin routes, before they parse anything
+    const small = apiApp([plugin.routes], 64)
+    try {
+      const r = await small.inject({headers: {'content-type': 'application/json', 'x-test-identity': 'proxy'}, method: 'POST', payload: JSON.stringify(msg), url: '/internal/messages/register'})
+      assert.deepEqual([r.statusCode, r.json()], [413, {error: {code: 'E_TOO_LARGE', message: 'request body over 64 bytes'}}])
+    } finally {
+      await small.close()
+    }
+  })
 })
