@@ -143,7 +143,9 @@ export function buildApiApp(opts: ApiAppOptions): FastifyInstance {
     const onAnswer = opts.onAnswer
     // labels stay bounded whatever a client sends: unknown paths are "other", odd methods too
     app.addHook('onResponse', (req, reply, done) => {
-      const route = req.is404 || req.routeOptions.config.methodNotAllowed ? 'other' : (req.routeOptions.url ?? 'other')
+      // a route's config carries its pattern (routeOptions would build a whole object per call)
+      const cfg = req.is404 ? undefined : (req.routeOptions.config as {url?: string; methodNotAllowed?: boolean})
+      const route = !cfg || cfg.methodNotAllowed ? 'other' : (cfg.url ?? 'other')
       onAnswer(route, KNOWN_METHODS.has(req.method) ? req.method : 'other', reply.statusCode)
       done()
     })
