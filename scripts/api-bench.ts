@@ -4,7 +4,9 @@
 //   node dist/scripts/api-bench.js [--seconds 3] [--connections 16] [--rounds 3] [--base ROOT]
 // --base ROOT: another built checkout (a directory with bin/run.js and dist/, e.g. main) measured
 // in turn with this one, round by round (A B A B ...), so machine noise hits both alike; prints
-// the medians and this/base ratios. Every request must answer 2xx: any error fails the run.
+// the medians and this/base ratios. Besides requests/s and latency (which depend on whatever else
+// the machine runs) it reports the broker's own CPU time per request, the steadier figure on a
+// shared machine. Every request must answer 2xx: any error fails the run.
 import {type ChildProcess, spawn} from 'node:child_process'
 import {mkdtempSync, readFileSync, rmSync} from 'node:fs'
 import {Agent, request} from 'node:https'
@@ -26,6 +28,8 @@ const CONNECTIONS = Number(arg('connections', '16'))
 const ROUNDS = Number(arg('rounds', process.argv.includes('--base') ? '3' : '1'))
 const HERE = resolve(fileURLToPath(new URL('../..', import.meta.url)))
 const BASE = process.argv.includes('--base') ? resolve(arg('base', '')) : undefined
+// --only REGEX: just the routes whose name matches (e.g. --only register)
+const ONLY = new RegExp(arg('only', '.'))
 
 const freePort = () =>
   new Promise<number>((res, rej) => {
@@ -37,10 +41,18 @@ const freePort = () =>
     })
   })
 
-async function startBroker(root: string, home: string): Promise<{api: number; stop: () => Promise<void>}> {
+/** CPU time the broker process has used so far, in microseconds (utime + stime of /proc/PID/stat, 100 ticks/s) */
+function cpuMicros(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
+  return (Number(f[11]) + Number(f[12])) * 10_000
+}
+
+async function startBroker(root: string, home: string): Promise<{api: number; cpu: () => number; stop: () => Promise<void>}> {
   const [port, api] = [await freePort(), await freePort()]
   const env = {...process.env, NO_COLOR: '1'}
-  const proc: ChildProcess = spawn(process.execPath, [join(root, 'bin/run.js'), 'broker', 'start', '--home', home, '--port', String(port), '--api-port', String(api)], {cwd: root, env, stdio: ['ignore', 'ignore', 'pipe']})
+  // MQ_BENCH_NODE_ARGS: node flags for the broker, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" to see where its time goes
+  const nodeArgs = (process.env.MQ_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean)
+  const proc: ChildProcess = spawn(process.execPath, [...nodeArgs, join(root, 'bin/run.js'), 'broker', 'start', '--home', home, '--port', String(port), '--api-port', String(api)], {cwd: root, env, stdio: ['ignore', 'ignore', 'pipe']})
   let log = ''
   await new Promise<void>((ok, fail) => {
     const t = setTimeout(() => fail(new Error(`broker did not start:\n${log}`)), 60_000)
@@ -55,6 +67,7 @@ async function startBroker(root: string, home: string): Promise<{api: number; st
   })
   return {
     api,
+    cpu: () => cpuMicros(proc.pid!),
     stop: () =>
       new Promise<void>((ok) => {
         if (proc.exitCode !== null) return ok()
@@ -74,6 +87,8 @@ interface Target {
 
 interface Result {
   rps: number
+  /** the broker's CPU time per request, µs: what the server spends, whatever else runs on the machine */
+  cpuUs: number
   p50: number
   p99: number
   errors: number
@@ -83,7 +98,7 @@ function agentFor(home: MqHome, identity: string): Agent {
   return new Agent({ca: readFileSync(home.caCert), cert: readFileSync(home.issuedCert(identity)), checkServerIdentity: () => undefined, keepAlive: true, key: readFileSync(home.issuedKey(identity)), maxSockets: CONNECTIONS} as never)
 }
 
-async function measure(port: number, agent: Agent, t: Target, tag: string): Promise<Result> {
+async function measure(port: number, cpu: () => number, agent: Agent, t: Target): Promise<Result> {
   let seq = 0
   let errors = 0
   let firstError = ''
@@ -121,15 +136,27 @@ async function measure(port: number, agent: Agent, t: Target, tag: string): Prom
       }),
     )
   }
-  void tag
   await run(500) // warm-up: connections, JIT
   const lat: number[] = []
   const started = performance.now()
+  const cpu0 = cpu()
   await run(SECONDS * 1000, lat)
+  const cpuUs = (cpu() - cpu0) / lat.length
   const secs = (performance.now() - started) / 1000
   lat.sort((a, b) => a - b)
   if (errors) console.error(`  ${t.name}: ${errors} errors, first: ${firstError}`)
-  return {errors, p50: lat[Math.floor(lat.length * 0.5)], p99: lat[Math.min(lat.length - 1, Math.floor(lat.length * 0.99))], rps: lat.length / secs}
+  return {cpuUs, errors, p50: lat[Math.floor(lat.length * 0.5)], p99: lat[Math.min(lat.length - 1, Math.floor(lat.length * 0.99))], rps: lat.length / secs}
+}
+
+function measureOnce(port: number, agent: Agent, method: string, path: string, body: string): Promise<number> {
+  return new Promise((ok, fail) => {
+    const req = request({agent, headers: {'content-length': String(Buffer.byteLength(body)), 'content-type': 'application/json'}, host: '127.0.0.1', method, path, port}, (res) => {
+      res.resume()
+      res.on('end', () => ok(res.statusCode ?? 0))
+    })
+    req.on('error', fail)
+    req.end(body)
+  })
 }
 
 const median = (xs: number[]) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)]
@@ -155,12 +182,16 @@ async function main() {
             {identity: 'admin', method: 'GET', name: 'GET /health', path: () => '/health'},
             {identity: 'admin', method: 'GET', name: 'GET /api/queues', path: () => '/api/queues'},
             {body: (i) => JSON.stringify({client_id: 'alice', message_body: 'bench message', message_id: `${id}-${i}`, sender_number: '+4915200000000'}), identity: 'proxy', method: 'POST', name: 'POST /internal/messages/register', path: () => '/internal/messages/register'},
-            {identity: 'admin', method: 'GET', name: 'GET /admin/messages/:id', path: (i) => `/admin/messages/${id}-${i % 100}`},
+            {identity: 'admin', method: 'GET', name: 'GET /admin/messages/:id', path: (i) => `/admin/messages/${id}-seed-${i % 100}`},
           ]
-          for (const t of targets) {
-            const r = await measure(broker.api, agents[t.identity as 'admin' | 'proxy'], t, id)
+          // the messages GET /admin/messages/:id reads, whichever routes run
+          const seed = JSON.stringify({messages: Array.from({length: 100}, (_, i) => ({client_id: 'alice', message_body: 'bench message', message_id: `${id}-seed-${i}`, sender_number: '+4915200000000'}))})
+          const seeded = await measureOnce(broker.api, agents.proxy, 'POST', '/internal/messages/register', seed)
+          if (seeded !== 200) throw new Error(`seeding the records failed: HTTP ${seeded}`)
+          for (const t of targets.filter((x) => ONLY.test(x.name))) {
+            const r = await measure(broker.api, broker.cpu, agents[t.identity as 'admin' | 'proxy'], t)
             ;((results[t.name] ??= {})[name] ??= []).push(r)
-            console.error(`  round ${round} ${name.padEnd(4)} ${t.name.padEnd(34)} ${Math.round(r.rps)} req/s  p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms  errors ${r.errors}`)
+            console.error(`  round ${round} ${name.padEnd(4)} ${t.name.padEnd(34)} ${Math.round(r.rps)} req/s  p50 ${r.p50.toFixed(2)} ms  p99 ${r.p99.toFixed(2)} ms  cpu ${Math.round(r.cpuUs)} µs/req  errors ${r.errors}`)
           }
         } finally {
           for (const a of Object.values(agents)) a.destroy()
@@ -176,13 +207,13 @@ async function main() {
       const m = (v: string) => {
         const rs = byVariant[v]
         failed ||= rs.some((r) => r.errors > 0)
-        return {errors: rs.reduce((s, r) => s + r.errors, 0), p99: median(rs.map((r) => r.p99)), rps: median(rs.map((r) => r.rps))}
+        return {cpuUs: median(rs.map((r) => r.cpuUs)), errors: rs.reduce((s, r) => s + r.errors, 0), p99: median(rs.map((r) => r.p99)), rps: median(rs.map((r) => r.rps))}
       }
       const a = m('this')
-      let line = `  ${route.padEnd(34)} ${String(Math.round(a.rps)).padStart(6)} req/s  p99 ${a.p99.toFixed(2).padStart(6)} ms  errors ${a.errors}`
+      let line = `  ${route.padEnd(34)} ${String(Math.round(a.rps)).padStart(6)} req/s  p99 ${a.p99.toFixed(2).padStart(6)} ms  cpu ${String(Math.round(a.cpuUs)).padStart(4)} µs/req  errors ${a.errors}`
       if (BASE) {
         const b = m('base')
-        line += `  | base ${String(Math.round(b.rps)).padStart(6)} req/s  p99 ${b.p99.toFixed(2).padStart(6)} ms  errors ${b.errors}  | req/s x${(a.rps / b.rps).toFixed(2)}  p99 x${(a.p99 / b.p99).toFixed(2)}`
+        line += `  | base ${String(Math.round(b.rps)).padStart(6)} req/s  p99 ${b.p99.toFixed(2).padStart(6)} ms  cpu ${String(Math.round(b.cpuUs)).padStart(4)} µs/req  errors ${b.errors}  | req/s x${(a.rps / b.rps).toFixed(2)}  p99 x${(a.p99 / b.p99).toFixed(2)}  cpu/req x${(a.cpuUs / b.cpuUs).toFixed(2)}`
       }
       console.log(line)
     }
