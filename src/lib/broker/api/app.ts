@@ -6,6 +6,7 @@
  * the handshake) is ours and is handed to fastify through serverFactory.
  */
 import type {IncomingMessage} from 'node:http'
+import type {Duplex} from 'node:stream'
 import type {TLSSocket} from 'node:tls'
 
 import Fastify, {type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerFactory} from 'fastify'
@@ -99,10 +100,26 @@ function bodyReader(limit: number) {
   }
 }
 
+/**
+ * Requests that never became requests (unparsable HTTP, headers too large, too slow): answered in
+ * our error shape, then the socket is closed, as Node itself would (fastify's own answer has another shape).
+ */
+function clientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return
+  const [status, text, code, message] =
+    err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'Request Timeout', 'E_TIMEOUT', 'the request did not arrive in time']
+    : err.code === 'HPE_HEADER_OVERFLOW' ? [431, 'Request Header Fields Too Large', 'E_HEADERS_TOO_LARGE', 'the request headers are too large']
+    : [400, 'Bad Request', 'E_BAD_REQUEST', 'the request is not valid HTTP']
+  const body = JSON.stringify(errorJson(code, message))
+  if (socket.writable) socket.write(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json\r\n\r\n${body}`)
+  socket.destroy()
+}
+
 export function buildApiApp(opts: ApiAppOptions): FastifyInstance {
   const peerOf = opts.peer ?? ((req: IncomingMessage) => peerIdentity(req.socket as TLSSocket))
   const app = Fastify({
     ajv: {customOptions: API_AJV_OPTIONS},
+    clientErrorHandler: clientError,
     exposeHeadRoutes: false,
     logger: false,
     // route params are names and message ids; their own schemas bound them
