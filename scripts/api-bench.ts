@@ -2,7 +2,9 @@
 // keep-alive, against `mq broker start` run as a user runs it (its own process). Usage (after
 // npm run build):
 //   node dist/scripts/api-bench.js [--seconds 3] [--connections 16] [--rounds 3] [--base ROOT]
-// --base ROOT: another built checkout (a directory with bin/run.js and dist/, e.g. main) measured
+// --base ROOT: another built checkout (a directory with bin/run.js, dist/, package.json,
+// oclif.manifest.json and node_modules, e.g. `git worktree add /tmp/mq-base main`, node_modules
+// linked from this checkout, `npm run build` there) measured
 // in turn with this one, round by round (A B A B ...), so machine noise hits both alike; prints
 // the medians and this/base ratios. Besides requests/s and latency (which depend on whatever else
 // the machine runs) it reports the broker's own CPU time per request, the steadier figure on a
