@@ -393,17 +393,12 @@ describe('API plugins', () => {
           health: async () => ({ok: true, rows: 3}),
           metrics: async () => 'records_total 3',
           name: 'records',
-          routes: [
-            {
-              handler: async (req, ctx) => {
-                seen.push({body: req.body.toString(), id: req.params.id, identity: ctx.identity, roles: ctx.roles})
-                return {body: {ok: true}, status: 201}
-              },
-              method: 'POST',
-              path: '/internal/messages/:id/status',
-              roles: ['admin', 'worker'],
-            },
-          ],
+          async routes(app) {
+            app.post<{Params: {id: string}; Body: Buffer}>('/internal/messages/:id/status', {config: {roles: ['admin', 'worker']}}, async (req, reply) => {
+              seen.push({body: req.body.toString(), id: req.params.id, identity: req.caller.identity, roles: req.caller.roles})
+              return reply.code(201).send({ok: true})
+            })
+          },
         },
       ],
       tls: serverTlsOptions(home, 'broker'),
