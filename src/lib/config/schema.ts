@@ -152,8 +152,8 @@ export const configSchema = z
             {identity: 'admin', publish: ['*'], consume: ['*'], admin: true, monitor: true, roles: ['admin']},
             {identity: 'proxy*', publish: ['*'], admin: false, monitor: false, roles: ['proxy']},
             {identity: 'worker*', publish: ['*'], admin: false, monitor: false, roles: ['worker']},
-            // the operators' portal reads broker statistics for its live overview (admin role on the HTTPS API only)
-            {identity: 'portal', publish: [], consume: [], admin: false, monitor: true, roles: ['admin']},
+            // the operators' portal reads /api/stats for its live overview: monitoring, nothing else
+            {identity: 'portal', publish: [], consume: [], admin: false, monitor: true, roles: []},
             {identity: '*', publish: ['*'], admin: false, monitor: false, roles: []},
           ]),
       })
