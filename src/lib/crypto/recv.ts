@@ -254,11 +254,6 @@ export interface LoopResult {
   rejected: number
   /** redeliveries of messages this receiver had already written: acked, not written again */
   duplicates: number
-  /**
-   * of the accepted: redeliveries whose earlier write to stdout was interrupted (it cannot be read
-   * back), written again so that none is lost; they may appear twice in the output
-   */
-  rewritten: number
   /** deliveries returned to the queue after a temporary failure */
   deferred: number
   stoppedBy: 'count' | 'timeout' | 'signal' | 'tempfail'
@@ -303,7 +298,6 @@ export async function receiveLoop<D extends LoopDelivery>(client: ConsumerClient
   let accepted = 0
   let rejected = 0
   let duplicates = 0
-  let rewritten = 0
   const held: D[] = []
   let stoppedBy: LoopResult['stoppedBy'] = 'count'
   const batch = Math.max(1, opts.batch ?? 256)
@@ -343,7 +337,6 @@ export async function receiveLoop<D extends LoopDelivery>(client: ConsumerClient
       const take = buf.splice(0, Math.min(want, buf.length))
       const toWrite: [Received, D][] = []
       const dups: D[] = []
-      const inDoubt = new Set<D>()
       const refuse = (d: D, error: unknown): void => {
         client.reject(d.deliveryTag, reasonOf(error).slice(0, 500))
         rejected++
@@ -370,9 +363,10 @@ export async function receiveLoop<D extends LoopDelivery>(client: ConsumerClient
             dups.push(d)
             continue
           }
-          // stdout cannot be read back: the earlier run may have printed it or not. Printing it
-          // again (at least once) beats setting aside a message that may never have been printed.
-          if (found === 'unknown') inDoubt.add(d)
+          if (found === 'unknown') {
+            refuse(d, new MqError('E_RECV_IN_DOUBT', `Message ${r.message_id} was being written to stdout when an earlier mq recv stopped; it may or may not have been written, so it is set aside rather than written twice.`, {hint: "Try this: check the earlier output for this message id; the message is in the queue's dead-letter queue."}))
+            continue
+          }
         }
         receiver.accepted(r, d)
         toWrite.push([r, d])
@@ -392,7 +386,6 @@ export async function receiveLoop<D extends LoopDelivery>(client: ConsumerClient
       for (const [, d] of toWrite) client.ack(d.deliveryTag)
       for (const d of dups) client.ack(d.deliveryTag)
       accepted += toWrite.length
-      rewritten += inDoubt.size
       duplicates += dups.length
       if (held.length > 0) {
         stoppedBy = 'tempfail'
@@ -407,7 +400,7 @@ export async function receiveLoop<D extends LoopDelivery>(client: ConsumerClient
     // (a closed connection returns its unacked deliveries to the queue by itself)
     for (const d of [...held, ...buf.splice(0)]) if (!closed) client.nack(d.deliveryTag, true)
   }
-  return {accepted, deferred: held.length, duplicates, rejected, rewritten, stoppedBy}
+  return {accepted, deferred: held.length, duplicates, rejected, stoppedBy}
 }
 
 /**
@@ -418,7 +411,6 @@ export function recvOutcome(result: LoopResult, opts: {queue: string; count?: nu
   const {queue, count} = opts
   if (result.rejected > 0) note(`mq recv: ${result.accepted} message(s) accepted, ${result.rejected} rejected (dead-lettered)`)
   if (result.duplicates > 0) note(`mq recv: ${result.duplicates} redelivered message(s) had been written by an earlier run and were acked, not written again`)
-  if (result.rewritten > 0) note(`mq recv: ${result.rewritten} redelivered message(s) were being printed when an earlier run stopped; printed again, so they may appear twice`)
   if (result.deferred > 0) {
     throw new TempFailError('E_RECV_TEMPFAIL', `${result.deferred} message(s) could not be checked now and went back to ${queue} (requeued, not rejected); ${result.accepted} accepted.`, {
       hint: 'Try this: fix the cause reported above and run mq recv again; the messages are still queued.',

@@ -17,8 +17,8 @@
  * A redelivery (broker flag, same queue and broker message id) of an id in state 1 was written:
  * it is a duplicate to ack quietly. One in state 0 crashed while being written: the --out file
  * tells whether its line is there (then it is a duplicate too) or not (then it is written now);
- * stdout cannot tell, so it is written again: at least once, never lost, possibly twice (only the
- * batch that was being printed when the receiver stopped). The same id in another delivery is a replay, refused as before.
+ * stdout cannot tell, so it goes to the dead-letter queue (E_RECV_IN_DOUBT) rather than be written
+ * twice or lost. The same id in another delivery is a replay, refused as before.
  */
 import Database from 'better-sqlite3'
 import {createHash} from 'node:crypto'

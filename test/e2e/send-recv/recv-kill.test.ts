@@ -1,8 +1,9 @@
 /**
- * `mq recv` printing to stdout, killed with SIGKILL in the middle of a stream, then run again: every
- * message is printed at least once, none is lost or set aside, and the queue ends empty. The kill is
- * made to land where it hurts most: the reader stops draining the pipe, so recv blocks inside a
- * batch it has recorded as "being written", some of its lines out and the rest not yet.
+ * `mq recv` printing to stdout, killed with SIGKILL in the middle of a stream, then run again: no
+ * message is printed twice and none is lost: each is printed once, or (only those of the batch being
+ * printed when recv died, which stdout cannot tell apart) set aside in the dead-letter queue as
+ * E_RECV_IN_DOUBT, said on stderr. The kill is made to land where it hurts most: the reader stops
+ * draining the pipe, so recv blocks inside a batch it has recorded as "being written".
  */
 import assert from 'node:assert/strict'
 import {spawn} from 'node:child_process'
@@ -28,7 +29,7 @@ describe('mq recv on stdout killed with kill -9 mid-stream', () => {
 
   const depth = async (q: string): Promise<number> => (await admin.listQueues()).find((x) => x.name === q)?.messages ?? -1
 
-  it('after a restart every message was printed at least once; nothing lost, nothing dead-lettered', async () => {
+  it('after a restart no message was printed twice; the rest were printed once or set aside in the dead-letter queue, none lost', async () => {
     const N = 1500
     // ~1 KB lines: one batch of recv (up to 256) is far more than a pipe holds
     const sent = Array.from({length: N}, (_, i) => `${String(i).padStart(5, '0')} ${'x'.repeat(1000)}`)
@@ -71,17 +72,16 @@ describe('mq recv on stdout killed with kill -9 mid-stream', () => {
     assert.equal(second.code, 0, second.stderr)
     const again = second.stdout.split('\n').filter(Boolean)
 
-    const printed = new Set([...first, ...again])
-    const missing = sent.filter((l) => !printed.has(l))
-    assert.deepEqual(missing.map((l) => l.slice(0, 5)), [], 'every message printed at least once')
-    assert.ok([...printed].every((l) => sent.includes(l)), 'no torn or foreign line')
-    // only what was in hand when recv died may appear twice
-    const twice = first.length + again.length - N
-    assert.ok(twice >= 0 && twice <= 256, `${twice} printed twice`)
-    assert.doesNotMatch(second.stderr, /rejected|E_RECV_IN_DOUBT/)
-    // the batch recv was printing when it died is printed again, and said so
-    assert.match(second.stderr, /mq recv: \d+ redelivered message\(s\) were being printed when an earlier run stopped; printed again, so they may appear twice/)
+    const printed = [...first, ...again]
+    assert.equal(new Set(printed).size, printed.length, 'no message printed twice')
+    assert.ok(printed.every((l) => sent.includes(l)), 'no torn or foreign line')
+    // what was in doubt is in the dead-letter queue, whole: printed + set aside = sent
+    const dlq = await depth('bob.stream.dlq')
+    assert.ok(dlq <= 256, `${dlq} set aside: at most the batch in hand`)
+    // a set-aside message may also have been printed (that is why it is in doubt): none is missing unless set aside
+    const missing = sent.filter((l) => !printed.includes(l)).length
+    assert.ok(missing <= dlq, `${missing} not printed, ${dlq} set aside`)
+    if (dlq > 0) assert.match(second.stderr, /rejected \(dead-lettered\)/)
     assert.equal(await depth('bob.stream'), 0)
-    assert.equal(await depth('bob.stream.dlq'), 0)
   })
 })
