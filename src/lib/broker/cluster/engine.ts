@@ -23,7 +23,7 @@ import {MqError, PermissionError, TempFailError, UsageError, errorText} from '..
 import type {Logger} from '../../log.js'
 import {MessageIds} from '../../wire/ids.js'
 import {NO_HEADERS, isHeaderName} from '../../wire/protocol.js'
-import {type BrokerStats, type ClusterNode, type ClusterStatus, type ExchangeType, type MessageStatus, type MessageStatusInfo, type QueueStats, STATUS_NAMES} from '../../wire/types.js'
+import {type BrokerDefinitions, type BrokerStats, type ClusterNode, type ClusterStatus, type ExchangeType, type MessageStatus, type MessageStatusInfo, type QueueStats, STATUS_NAMES} from '../../wire/types.js'
 import type {BrokerEngine, CommitTracker} from '../backend.js'
 import {ALLOW_ALL, DEFAULT_QUEUE, type DeliveryOut, Engine, Exchange, NotFoundError, type Permissions, type PublishOptions, type PublishResult, Queue, type QueueOptions, Session, type SessionSink} from '../engine.js'
 import type {Message} from '../message.js'
@@ -420,6 +420,31 @@ export class ClusterEngine implements BrokerEngine {
     this.defs.bind(queue, exchange, key)
     const ex = this.defs.exchanges.get(exchange)!
     this.defWrite(this.redis.sadd(this.keys.bindings, JSON.stringify([exchange, queue, ex.type === 'fanout' ? '' : key])).then(() => this.announce()))
+  }
+
+  unbind(queue: string, exchange: string, key: string): void {
+    const ex = this.defs.exchanges.get(exchange)
+    this.defs.unbind(queue, exchange, key)
+    this.defWrite(this.redis.srem(this.keys.bindings, JSON.stringify([exchange, queue, ex!.type === 'fanout' ? '' : key])).then(() => this.announce()))
+  }
+
+  async deleteExchange(name: string, opts: {ifUnused?: boolean} = {}): Promise<number> {
+    const bindings = this.defs.listBindings().filter((b) => b.exchange === name)
+    const n = this.defs.deleteExchange(name, opts)
+    await this.redis.hdel(this.keys.exchanges, name)
+    for (const b of bindings) await this.redis.srem(this.keys.bindings, JSON.stringify([b.exchange, b.queue, b.routingKey]))
+    await this.announce()
+    return n
+  }
+
+  /** The queues live in Redis streams shared by the nodes: a look that takes nothing is not built for them yet. */
+  peek(queue: string, _count: number): {messages: Message[]; ready: number} {
+    if (!this.defs.queues.has(queue)) throw new NotFoundError('queue', queue)
+    throw new MqError('E_UNSUPPORTED', 'peek is not available in cluster mode yet', {hint: `Try this: mq queue list for the depth, or consume and nack with requeue`})
+  }
+
+  definitions(): BrokerDefinitions {
+    return this.defs.definitions()
   }
 
   async deleteQueue(name: string): Promise<number> {
