@@ -12,8 +12,10 @@ export default class QueueRedrive extends MqCommand<typeof QueueRedrive> {
 --to QUEUE. Each is republished with its message id, body and headers (the death headers become x-redriven-from,
 x-redriven-reason, x-original-exchange, x-original-routing-key) straight to the queue, and removed from the dead-letter
 queue only after the broker confirmed the republish: a crash in between loses nothing but may move a message twice.
-A dead letter that was delivered before (for example by a redrive that was interrupted) is moved, flagged with the
-header x-redrive-possible-duplicate=1 and listed as a possible duplicate. Dead letters without a destination, or
+A dead letter that was taken from the dead-letter queue before without being removed (a redrive that was interrupted,
+a consumer that did not ack, or one an earlier redrive left in place) is moved, flagged with the header
+x-redrive-possible-duplicate=1 and listed as a possible duplicate: the flag errs on the side of caution.
+mq message status of a moved message names the queue it was moved to. Dead letters without a destination, or
 whose queue no longer exists, stay where they are and are listed. Needs consume on the dead-letter queue and publish
 on the default exchange.`
   static examples = ['<%= config.bin %> queue redrive orders.dlq', '<%= config.bin %> queue redrive orders.dlq --count 100', '<%= config.bin %> queue redrive payments.failed --to payments-retry --json']

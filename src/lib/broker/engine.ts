@@ -718,6 +718,7 @@ export class Engine {
       if (q.consumers.length > 0 && q.messages >= this.flowHigh) flow = qn
     }
     this.totals.published++
+    if (headers !== NO_HEADERS && headers['x-redriven-from'] !== undefined) this.noteRedriven(messageId, headers['x-redriven-from'])
     // remembered in the same group commit as the message rows just queued
     if (opts.dedupe && opts.messageId !== undefined) this.dedupe.add(messageId, targets, durable)
     return {messageId, queues: targets, durable, flow}
@@ -774,6 +775,19 @@ export class Engine {
       })
     }
     return targets
+  }
+
+  /**
+   * `mq queue redrive` republishes a dead letter (same id, header x-redriven-from = its dead-letter
+   * queue) and only then acks it there: that ack must not make `STATUS` say "acknowledged" for a
+   * message now waiting in the queue it was redriven to. Bounded: an id whose ack never comes (a
+   * redrive that died) is forgotten oldest first.
+   */
+  private readonly redriven = new Map<string, string>()
+
+  private noteRedriven(messageId: string, from: string): void {
+    if (this.redriven.size >= 10_000) this.redriven.delete(this.redriven.keys().next().value!)
+    this.redriven.set(messageId, from)
   }
 
   /** The publisher recorded a deduplicated publish itself: its id need not be remembered any more. */
@@ -1071,7 +1085,9 @@ export class Engine {
     u.queue.acked++
     this.totals.acknowledged++
     if (u.queue.durable) this.store?.deleteMessage(u.msg.seq)
-    this.setStatus(u.msg.messageId, 'acknowledged', u.queue.name)
+    // a redriven dead letter lives on in the queue it was republished to (see noteRedriven): that status stands
+    if (this.redriven.size > 0 && this.redriven.get(u.msg.messageId) === u.queue.name) this.redriven.delete(u.msg.messageId)
+    else this.setStatus(u.msg.messageId, 'acknowledged', u.queue.name)
     // synchronously, so the freed prefetch slot is filled before any later reply on this connection
     if (u.consumer && u.queue.messages > 0) this.dispatch(u.queue)
   }

@@ -61,6 +61,9 @@ test('mq queue redrive moves each dead letter back to the queue it died in, repo
 
   assert.equal(await depth('graveyard'), 1)
   assert.equal(await depth('orders'), 3)
+  // the status follows the message to where it waits now, not the ack of its dead letter
+  r = await mq(['message', 'status', ids.o2, '--json'])
+  assert.deepEqual(JSON.parse(r.stdout), {message_id: ids.o2, queue: 'orders', status: 'sent'})
   assert.equal(await depth('payments'), 2)
   const v = await broker.connect()
   const back = await v.get('orders')

@@ -259,3 +259,20 @@ test('definitions: sorted, a default NAME.dlq as null, a named dead-letter queue
   assert.deepEqual(d.exchanges, [{durable: true, name: 'default_exchange', type: 'direct'}, {durable: false, name: 'z', type: 'fanout'}])
   assert.deepEqual(d.bindings, [{exchange: 'default_exchange', queue: 'default_queue', routingKey: 'default_key'}, {exchange: 'z', queue: 'b', routingKey: ''}])
 })
+
+test('a redriven dead letter: the ack of its dead-letter copy leaves the status of the republished message', () => {
+  const e = new Engine()
+  e.declareQueue('q', {deadLetter: 'dead'})
+  const id = e.publish('', 'q', body('x')).messageId
+  const s = e.openSession('c', sink())
+  e.reject(s, e.get(s, 'q')!.deliveryTag)
+  assert.equal(e.messageStatus(id)?.status, 'dead-lettered')
+  const d = e.get(s, 'dead')!
+  e.publish('', 'q', d.msg.body, {headers: {'x-redriven-from': 'dead'}, messageId: id})
+  e.ack(s, d.deliveryTag)
+  assert.deepEqual(e.messageStatus(id), {messageId: id, queue: 'q', status: 'sent'})
+  // an ordinary ack on the dead-letter queue still says acknowledged
+  const id2 = e.publish('', 'dead', body('y')).messageId
+  e.ack(s, e.get(s, 'dead')!.deliveryTag)
+  assert.deepEqual(e.messageStatus(id2), {messageId: id2, queue: 'dead', status: 'acknowledged'})
+})
