@@ -50,7 +50,8 @@ export abstract class MqCommand<T extends typeof Command> extends Command {
     })
     this.flags = flags as MqFlags<T>
     this.args = args as MqArgs<T>
-    this.context = selectContext(this.flags.context)
+    // the context commands manage the contexts: a current context that went missing must not lock them out
+    this.context = this.id?.startsWith('context:') ? undefined : selectContext(this.flags.context)
     // --home and MQ_HOME beat the context's home, as flags and env beat it for every other value
     this.home = MqHome.resolve(this.flags.home ?? process.env.MQ_HOME ?? (this.context?.context.home ? absoluteHome(this.context.context.home) : undefined))
     this.logger = new Logger((this.flags['log-level'] as Logger['level'] | undefined) ?? 'info')

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import {existsSync, readFileSync, statSync} from 'node:fs'
+import {existsSync, readFileSync, statSync, writeFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {after, before, test} from 'node:test'
 
@@ -122,4 +122,12 @@ test('mq context add/use/list/remove: a context picks the home, broker and ident
   r = await mq(['config', 'show', '--json'])
   assert.equal(JSON.parse(r.stdout).home, join(elsewhere.dir, '.mq'))
   assert.ok(existsSync(file))
+
+  // a current context edited out of the file by hand: commands say so (78), the context commands still work
+  writeFileSync(file, 'current: ghost\ncontexts:\n  prod: {home: /tmp}\n')
+  r = await mq(['queue', 'list'])
+  assert.equal(r.code, 78)
+  assert.match(r.stderr, /current context "ghost" is not defined/)
+  r = await mq(['context', 'use', 'prod'])
+  assert.equal(r.code, 0, r.stderr)
 })
