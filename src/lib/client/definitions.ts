@@ -7,6 +7,7 @@ import {readFileSync} from 'node:fs'
 
 import {z} from 'zod'
 
+import {permissionRule} from '../config/schema.js'
 import {DataError, MqError} from '../errors.js'
 import type {BrokerDefinitions} from '../wire/types.js'
 import type {BrokerClient} from './client.js'
@@ -71,7 +72,16 @@ export function readDefinitions(file: string): DefinitionsFile {
     const issue = r.error.issues[0]
     throw new DataError('E_BAD_DEFINITIONS', `${file}: ${issue.path.join('.') || '(top level)'}: ${issue.message}`, {hint: 'Try this: use a file written by mq definitions export (format "mq_definitions": 1)'})
   }
-  return r.data
+  // permission rules as the broker's config reads them (defaults filled in), so equal rules compare equal
+  const permissions = r.data.permissions.map((rule, i) => {
+    const p = permissionRule.safeParse(rule)
+    if (!p.success) {
+      const issue = p.error.issues[0]
+      throw new DataError('E_BAD_DEFINITIONS', `${file}: permissions.${i}${issue.path.length > 0 ? '.' + issue.path.join('.') : ''}: ${issue.message}`, {hint: 'Try this: rules as in broker.permissions (identity, publish, consume, admin, monitor, roles)'})
+    }
+    return p.data as Record<string, unknown>
+  })
+  return {...r.data, permissions}
 }
 
 const canon = (v: unknown) => JSON.stringify(v)

@@ -122,7 +122,24 @@ test('mq definitions import: conflicts are all reported and nothing is changed; 
   assert.equal(r.code, 0, r.stderr)
   assert.equal(JSON.parse(r.stdout).permissions_match, false)
   assert.match(r.stderr, /differ from the broker's broker.permissions/)
-  assert.match(r.stderr, /broker:\n {2}permissions:\n {4}- identity: ops\n {6}monitor: true/)
+  assert.match(r.stderr, /broker:\n {2}permissions:\n {4}- identity: ops\n {6}admin: false\n {6}monitor: true/)
+
+  // the broker's own rules written by hand, defaults left out and keys in another order: they match
+  const same = join(files.dir, 'same.json')
+  writeFileSync(same, JSON.stringify({mq_definitions: 1, permissions: [
+    {admin: true, consume: ['*'], identity: 'admin', monitor: true, publish: ['*'], roles: ['admin']},
+    {identity: 'proxy*', publish: ['*'], roles: ['proxy']},
+    {identity: 'worker*', publish: ['*'], roles: ['worker']},
+    {consume: [], identity: 'portal', monitor: true, publish: [], roles: ['admin']},
+    {identity: '*', publish: ['*']},
+  ]}))
+  r = await dst(['definitions', 'import', same, '--json'])
+  assert.equal(r.code, 0, r.stderr)
+  assert.equal(JSON.parse(r.stdout).permissions_match, true, r.stderr)
+  writeFileSync(same, JSON.stringify({mq_definitions: 1, permissions: [{identity: 'x', admn: true}]}))
+  r = await dst(['definitions', 'import', same])
+  assert.equal(r.code, 65)
+  assert.match(r.stderr, /permissions\.0: Unrecognized key\(s\) in object: 'admn'/)
 })
 
 test('mq definitions export and import are admin only', async () => {
