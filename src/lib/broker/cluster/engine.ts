@@ -437,10 +437,34 @@ export class ClusterEngine implements BrokerEngine {
     return n
   }
 
-  /** The queues live in Redis streams shared by the nodes: a look that takes nothing is not built for them yet. */
-  peek(queue: string, _count: number): {messages: Message[]; ready: number} {
+  /**
+   * The ready entries of a queue's stream are those after its group's last-delivered id (read and acked
+   * ones are deleted, read and unacked ones are pending): XRANGE from there reads them without the group,
+   * so nothing is claimed, counted or flagged. Entries a node has read but not yet handed out are not shown.
+   */
+  async peek(queue: string, count: number): Promise<{messages: Message[]; ready: number}> {
     if (!this.defs.queues.has(queue)) throw new NotFoundError('queue', queue)
-    throw new MqError('E_UNSUPPORTED', 'peek is not available in cluster mode yet', {hint: `Try this: mq queue list for the depth, or consume and nack with requeue`})
+    const stream = this.keys.queue(queue).stream
+    const groups = (await this.redis.xinfo('GROUPS', stream).catch(() => [])) as unknown[][]
+    let last = '0-0'
+    for (const g of groups) {
+      const info: Record<string, unknown> = {}
+      for (let i = 0; i + 1 < g.length; i += 2) info[String(g[i])] = g[i + 1]
+      if (String(info.name) === GROUP) last = String(info['last-delivered-id'] ?? '0-0')
+    }
+    const now = Date.now()
+    const out: Message[] = []
+    let from = `(${last}`
+    while (out.length < count) {
+      const raws = (await (this.redis as unknown as {xrangeBuffer: (...a: unknown[]) => Promise<Raw[]>}).xrangeBuffer(stream, from, '+', 'COUNT', Math.max(16, count - out.length))) ?? []
+      if (raws.length === 0) break
+      for (const raw of raws) {
+        const e = parseEntry(raw, queue, '')
+        if (!(e.msg.expiresAt && e.msg.expiresAt <= now) && out.length < count) out.push(e.msg)
+      }
+      from = `(${raws[raws.length - 1][0].toString()}`
+    }
+    return {messages: out, ready: await this.readyCount(queue)}
   }
 
   definitions(): BrokerDefinitions {
