@@ -13,7 +13,8 @@ Unlike rabbitmqadmin get ackmode=ack_requeue_true, nothing about the messages ch
 are not counted as delivered, are not flagged redelivered, and their status stays "sent". Messages a consumer holds
 unacknowledged are not ready and not shown. Needs the right to consume the queue or the monitor right
 (the pipeline's delivery queue: its readers and admins only). Bodies are shown as text when they are UTF-8
-(mq send bodies are encrypted envelopes), else as base64; --json always gives base64 in "body".`
+(mq send bodies are encrypted envelopes), else as base64; --json always gives base64 in "body" and the size in "size".
+One answer carries at most 8 MiB of bodies: fewer messages are shown then, and a single bigger body is cut ("truncated").`
   static examples = ['<%= config.bin %> queue peek orders', '<%= config.bin %> queue peek orders.dlq --count 10', '<%= config.bin %> queue peek orders --count 5 --json']
   static flags = {
     ...brokerFlags,
@@ -28,7 +29,7 @@ unacknowledged are not ready and not shown. Needs the right to consume the queue
       for (const m of view.messages) {
         const headers = Object.entries(m.headers).map(([k, v]) => `${k}=${v}`).join(' ')
         this.out(`--- ${m.messageId}  exchange=${JSON.stringify(m.exchange)} key=${JSON.stringify(m.routingKey)} at=${new Date(m.timestamp).toISOString()}${m.redelivered ? ` redelivered (${m.deliveryCount} deliveries)` : ''}${headers ? `  ${headers}` : ''}`)
-        this.out(m.text ?? `(binary, ${m.bytes} bytes, base64) ${m.body}`)
+        this.out(m.text ?? `(${m.truncated ? `first ${Buffer.from(m.body, 'base64').length} of ` : 'binary, '}${m.size} bytes, base64) ${m.body}`)
       }
       this.note(`${view.messages.length} of ${view.ready} ready message${view.ready === 1 ? '' : 's'} shown; the queue is unchanged`)
     }

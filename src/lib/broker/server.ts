@@ -49,8 +49,9 @@ export interface BrokerServerOptions {
   permissionRules?: Record<string, unknown>[]
 }
 
-/** PEEK shows at most this many messages per request */
+/** PEEK shows at most this many messages per request, and at most this many body bytes */
 export const PEEK_MAX = 1000
+export const PEEK_BYTES = 8 * 1024 * 1024
 
 /** One output arena; a tick's small frames usually fit, and a frame that does not gets its own. */
 const ARENA_SIZE = 64 * 1024
@@ -804,7 +805,18 @@ class Connection {
         if (count < 1 || count > PEEK_MAX) throw new UsageError('E_FRAME_ARG', `PEEK count=${count} must be 1..${PEEK_MAX}`, {hint: `Try this: --count ${PEEK_MAX}`})
         whenReady(
           engine.peek(queue, count),
-          (r) => this.okJson(f.id, {messages: r.messages.map((m) => ({body: m.body.toString('base64'), deliveryCount: m.deliveryCount, exchange: m.exchange, headers: m.headers, messageId: m.messageId, redelivered: m.redelivered, routingKey: m.routingKey, timestamp: m.timestamp})), queue, ready: r.ready}),
+          (r) => {
+            // one reply stays bounded whatever the bodies: those that do not fit are left out (a first one too big is cut)
+            let budget = PEEK_BYTES
+            const messages = []
+            for (const m of r.messages) {
+              if (m.body.length > budget && messages.length > 0) break
+              const body = m.body.length > budget ? m.body.subarray(0, budget) : m.body
+              budget -= body.length
+              messages.push({body: body.toString('base64'), deliveryCount: m.deliveryCount, exchange: m.exchange, headers: m.headers, messageId: m.messageId, redelivered: m.redelivered, routingKey: m.routingKey, size: m.body.length, timestamp: m.timestamp, ...(body.length < m.body.length ? {truncated: true} : {})})
+            }
+            this.okJson(f.id, {messages, queue, ready: r.ready})
+          },
           (error) => this.fail(error, false, f.id),
         )
         return

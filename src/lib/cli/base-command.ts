@@ -76,6 +76,13 @@ export abstract class MqCommand<T extends typeof Command> extends Command {
     return snakeKeys(result)
   }
 
+  /** oclif colours --json output with a regex that overflows the stack on multi-megabyte strings (peeked bodies): those print plain. */
+  logJson(json: unknown): void {
+    const text = JSON.stringify(json, null, 2)
+    if (text !== undefined && text.length > 1024 * 1024) process.stdout.write(text + '\n')
+    else super.logJson(json)
+  }
+
   /** Data for scripts goes to stdout. */
   protected out(text: string): void {
     process.stdout.write(text.endsWith('\n') ? text : text + '\n')

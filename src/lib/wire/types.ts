@@ -115,8 +115,12 @@ export interface PeekedMessage {
   exchange: string
   routingKey: string
   headers: Record<string, string>
-  /** base64 of the body */
+  /** base64 of the body (of its first bytes when truncated) */
   body: string
+  /** the body's size in bytes */
+  size: number
+  /** set when the body was cut to keep the reply within 8 MiB of bodies */
+  truncated?: boolean
   timestamp: number
   redelivered: boolean
   deliveryCount: number
