@@ -172,6 +172,7 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
     limits: {handshakeTimeoutMs: b.handshake_timeout_ms, heartbeatMs: b.heartbeat_ms, maxConnections: b.max_connections, maxHandshakes: b.max_handshakes, maxHandshakesPerSource: b.max_handshakes_per_source, maxPayload: b.max_payload, maxUnconfirmed: b.max_unconfirmed},
     logger: logger.child('server'),
     peer: peerIdentity,
+    permissionRules: b.permissions,
     permissionsFor,
     tls: tlsOpts,
   })

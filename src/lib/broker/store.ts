@@ -275,6 +275,10 @@ export type WireOp =
   | ['q', string, string | null, number | null, number | null]
   | ['b', string, string, string]
   | ['D', string]
+  /** an exchange and its bindings deleted */
+  | ['X', string]
+  /** one binding removed: exchange, queue, routing key */
+  | ['B', string, string, string]
   | ['k', string, string, string]
   /** reseal a legacy plaintext row: seq, queue, message_id, exchange, routing_key, headers, body */
   | ['R', number, string, string, string, string, string | null, Uint8Array]
@@ -682,6 +686,14 @@ export class DurableStore implements DedupeLog {
 
   deleteQueue(name: string): void {
     this.enqueue({op: ['D', name], t: 'wire'})
+  }
+
+  deleteExchange(name: string): void {
+    this.enqueue({op: ['X', name], t: 'wire'})
+  }
+
+  deleteBinding(exchange: string, queue: string, key: string): void {
+    this.enqueue({op: ['B', exchange, queue, key], t: 'wire'})
   }
 
   /** Deletes a queue's rows with a seq above afterSeq (the part of a purged queue that was only on disk). */

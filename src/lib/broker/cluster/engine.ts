@@ -23,7 +23,7 @@ import {MqError, PermissionError, TempFailError, UsageError, errorText} from '..
 import type {Logger} from '../../log.js'
 import {MessageIds} from '../../wire/ids.js'
 import {NO_HEADERS, isHeaderName} from '../../wire/protocol.js'
-import {type BrokerStats, type ClusterNode, type ClusterStatus, type ExchangeType, type MessageStatus, type MessageStatusInfo, type QueueStats, STATUS_NAMES} from '../../wire/types.js'
+import {type BrokerDefinitions, type BrokerStats, type ClusterNode, type ClusterStatus, type ExchangeType, type MessageStatus, type MessageStatusInfo, type QueueStats, STATUS_NAMES} from '../../wire/types.js'
 import type {BrokerEngine, CommitTracker} from '../backend.js'
 import {ALLOW_ALL, DEFAULT_QUEUE, type DeliveryOut, Engine, Exchange, NotFoundError, type Permissions, type PublishOptions, type PublishResult, Queue, type QueueOptions, Session, type SessionSink} from '../engine.js'
 import type {Message} from '../message.js'
@@ -420,6 +420,55 @@ export class ClusterEngine implements BrokerEngine {
     this.defs.bind(queue, exchange, key)
     const ex = this.defs.exchanges.get(exchange)!
     this.defWrite(this.redis.sadd(this.keys.bindings, JSON.stringify([exchange, queue, ex.type === 'fanout' ? '' : key])).then(() => this.announce()))
+  }
+
+  unbind(queue: string, exchange: string, key: string): void {
+    const ex = this.defs.exchanges.get(exchange)
+    this.defs.unbind(queue, exchange, key)
+    this.defWrite(this.redis.srem(this.keys.bindings, JSON.stringify([exchange, queue, ex!.type === 'fanout' ? '' : key])).then(() => this.announce()))
+  }
+
+  async deleteExchange(name: string, opts: {ifUnused?: boolean} = {}): Promise<number> {
+    const bindings = this.defs.listBindings().filter((b) => b.exchange === name)
+    const n = this.defs.deleteExchange(name, opts)
+    await this.redis.hdel(this.keys.exchanges, name)
+    for (const b of bindings) await this.redis.srem(this.keys.bindings, JSON.stringify([b.exchange, b.queue, b.routingKey]))
+    await this.announce()
+    return n
+  }
+
+  /**
+   * The ready entries of a queue's stream are those after its group's last-delivered id (read and acked
+   * ones are deleted, read and unacked ones are pending): XRANGE from there reads them without the group,
+   * so nothing is claimed, counted or flagged. Entries a node has read but not yet handed out are not shown.
+   */
+  async peek(queue: string, count: number): Promise<{messages: Message[]; ready: number}> {
+    if (!this.defs.queues.has(queue)) throw new NotFoundError('queue', queue)
+    const stream = this.keys.queue(queue).stream
+    const groups = (await this.redis.xinfo('GROUPS', stream).catch(() => [])) as unknown[][]
+    let last = '0-0'
+    for (const g of groups) {
+      const info: Record<string, unknown> = {}
+      for (let i = 0; i + 1 < g.length; i += 2) info[String(g[i])] = g[i + 1]
+      if (String(info.name) === GROUP) last = String(info['last-delivered-id'] ?? '0-0')
+    }
+    const now = Date.now()
+    const out: Message[] = []
+    let from = `(${last}`
+    while (out.length < count) {
+      const raws = (await (this.redis as unknown as {xrangeBuffer: (...a: unknown[]) => Promise<Raw[]>}).xrangeBuffer(stream, from, '+', 'COUNT', Math.max(16, count - out.length))) ?? []
+      if (raws.length === 0) break
+      for (const raw of raws) {
+        const e = parseEntry(raw, queue, '')
+        if (!(e.msg.expiresAt && e.msg.expiresAt <= now) && out.length < count) out.push(e.msg)
+      }
+      from = `(${raws[raws.length - 1][0].toString()}`
+    }
+    return {messages: out, ready: await this.readyCount(queue)}
+  }
+
+  definitions(): BrokerDefinitions {
+    return this.defs.definitions()
   }
 
   async deleteQueue(name: string): Promise<number> {
