@@ -25,7 +25,7 @@ import {MessageIds} from '../../wire/ids.js'
 import {NO_HEADERS, isHeaderName} from '../../wire/protocol.js'
 import {type BrokerStats, type ClusterNode, type ClusterStatus, type ExchangeType, type MessageStatus, type MessageStatusInfo, type QueueStats, STATUS_NAMES} from '../../wire/types.js'
 import type {BrokerEngine, CommitTracker} from '../backend.js'
-import {ALLOW_ALL, DEFAULT_QUEUE, type DeliveryOut, Engine, Exchange, NotFoundError, type Permissions, type PublishOptions, type PublishResult, Queue, type QueueOptions, Session, type SessionSink} from '../engine.js'
+import {ALLOW_ALL, DEFAULT_QUEUE, type DeliveryOut, Engine, Exchange, NotFoundError, type Permissions, type PublishOptions, type PublishResult, Queue, type QueueOptions, Session, type SessionSink, nextConsumer} from '../engine.js'
 import type {Message} from '../message.js'
 import {MemoryWatermark} from '../memory.js'
 import {ClusterKeys, GROUP} from './keys.js'
@@ -734,16 +734,7 @@ export class ClusterEngine implements BrokerEngine {
         this.fence('the lease ran out before delivery')
         return
       }
-      let chosen: CConsumer | undefined
-      const n = q.consumers.length
-      for (let i = 0; i < n; i++) {
-        const c = q.consumers[(q.rr + i) % n]
-        if (c.session.closed || !c.session.sink.writable()) continue
-        if (!c.noAck && (c.inflight >= c.prefetch || c.session.unacked.size >= this.maxUnacked)) continue
-        chosen = c
-        q.rr = (q.rr + i + 1) % n
-        break
-      }
+      const chosen = nextConsumer(q, this.maxUnacked)
       if (!chosen) return
       const e = q.buffer.shift()!
       if (e.msg.expiresAt && e.msg.expiresAt <= Date.now()) {
