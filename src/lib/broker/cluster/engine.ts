@@ -48,6 +48,8 @@ export interface ClusterEngineOptions {
   statusCapacity?: number
   /** what this node tells the others about itself (addresses, connections) */
   info?: () => Record<string, unknown>
+  /** a node shared a newer CRL: the runtime checks it against its CA and enforces it */
+  onCrl?: (pem: Buffer) => void
 }
 
 const STATUS_CODE = Object.fromEntries(STATUS_NAMES.map((s, i) => [s, i])) as Record<MessageStatus, number>
@@ -366,6 +368,12 @@ export class ClusterEngine implements BrokerEngine {
       this.keyCache.set(ev.name, ev.v)
       return
     }
+    if (ev.t === 'crl') {
+      this.sharedCrl()
+        .then((crl) => crl && this.opts.onCrl?.(crl.pem))
+        .catch((error) => this.opts.logger.warn('reading the cluster CRL failed', {error: errorText(error)}))
+      return
+    }
     // coalesce a burst of declarations into one reload
     if (this.reloadTimer) return
     this.reloadTimer = setTimeout(() => {
@@ -383,6 +391,23 @@ export class ClusterEngine implements BrokerEngine {
     }
     p.then(done, done)
     this.commits.track(p)
+  }
+
+  /**
+   * Offers this node's CRL to the cluster: kept only when newer (by `order`, see crlOrder) than the
+   * one Redis holds, then announced, so a revocation made on any node's home reaches every node.
+   */
+  async shareCrl(pem: Buffer, order: number): Promise<boolean> {
+    const replaced = Number(await runScript(this.redis, 'mqShareCrl', [this.keys.crl], [pem.toString(), order]))
+    if (replaced !== 1) return false
+    await this.redis.publish(this.keys.events, JSON.stringify({by: this.consumerName, t: 'crl'}))
+    return true
+  }
+
+  /** the newest CRL shared in the cluster, if any */
+  async sharedCrl(): Promise<{pem: Buffer; order: number} | undefined> {
+    const [pem, t] = await this.redis.hmget(this.keys.crl, 'pem', 'order')
+    return pem && t ? {pem: Buffer.from(pem), order: Number(t)} : undefined
   }
 
   private announce(): Promise<unknown> {
