@@ -286,6 +286,31 @@ export interface Consumer {
   inflight: number
 }
 
+/** What round-robin dispatch looks at in a consumer (the standalone and the cluster engine share it). */
+export interface Dispatchable {
+  session: Session
+  prefetch: number
+  noAck: boolean
+  inflight: number
+}
+
+/**
+ * The next consumer of `q` in round-robin order that can take a message now: its connection is open
+ * and writable, and (unless it is no-ack) it is under its prefetch and its session under maxUnacked.
+ * Advances q.rr past the one chosen.
+ */
+export function nextConsumer<C extends Dispatchable>(q: {consumers: C[]; rr: number}, maxUnacked: number): C | undefined {
+  const n = q.consumers.length
+  for (let i = 0; i < n; i++) {
+    const c = q.consumers[(q.rr + i) % n]
+    if (c.session.closed || !c.session.sink.writable()) continue
+    if (!c.noAck && (c.inflight >= c.prefetch || c.session.unacked.size >= maxUnacked)) continue
+    q.rr = (q.rr + i + 1) % n
+    return c
+  }
+  return undefined
+}
+
 interface Unacked {
   queue: Queue
   msg: Message
@@ -1049,16 +1074,7 @@ export class Engine {
 
   private dispatchLoop(q: Queue): void {
     while (q.messages > 0 && q.consumers.length > 0) {
-      let chosen: Consumer | undefined
-      const n = q.consumers.length
-      for (let i = 0; i < n; i++) {
-        const c = q.consumers[(q.rr + i) % n]
-        if (c.session.closed || !c.session.sink.writable()) continue
-        if (!c.noAck && (c.inflight >= c.prefetch || c.session.unacked.size >= this.maxUnacked)) continue
-        chosen = c
-        q.rr = (q.rr + i + 1) % n
-        break
-      }
+      const chosen = nextConsumer(q, this.maxUnacked)
       if (!chosen) return
       const msg = this.takeReady(q)
       if (!msg) return

@@ -10,12 +10,14 @@ import {parentPort, workerData} from 'node:worker_threads'
 
 import {FALLBACK_AUTOCHECKPOINT_PAGES} from '../store/checkpointer.js'
 
-import {GROUP_BODY_MAX, GROUP_BYTES_MAX, REC_COUNT, REC_DELETE, REC_INSERT, type WireOp, readInsertRecord, rowAad, sealGroup, sealRecord} from './store.js'
+import {GROUP_BODY_MAX, GROUP_BYTES_MAX, REC_COUNT, REC_DELETE, REC_INSERT, STORE_CACHE_KIB, type WireOp, readInsertRecord, rowAad, sealGroup, sealRecord} from './store.js'
 
 const {file, synchronous, key: sealKey, keyId: sealKeyId} = workerData as {file: string; synchronous: 'FULL' | 'NORMAL'; key?: Uint8Array; keyId?: number}
 const db = new Database(file)
 db.pragma('journal_mode = WAL')
 db.pragma(`synchronous = ${synchronous}`)
+// the writer appends and deletes by seq: it needs no more cache than the reader (see store.ts)
+db.pragma(`cache_size = ${STORE_CACHE_KIB}`)
 
 startWriter()
 

@@ -233,6 +233,9 @@ export interface StoredMessage {
   expiresAt: number
 }
 
+/** SQLite page cache per connection (negative: KiB) */
+export const STORE_CACHE_KIB = -2048
+
 /** a messages row as readQueue selects it */
 interface StoredRow {
   seq: number
@@ -438,6 +441,9 @@ export class DurableStore implements DedupeLog {
     try {
       this.db = new Database(this.file)
       this.db.pragma('journal_mode = WAL')
+      // better-sqlite3's default page cache is 16 MB per connection: paging reads a queue's tail
+      // once, in order, so a small cache costs nothing and keeps the broker's RSS off the backlog
+      this.db.pragma(`cache_size = ${STORE_CACHE_KIB}`)
       this.db.exec(SCHEMA)
       // stores from before encryption at rest: add the column; their rows stay readable as legacy plaintext
       const cols = this.db.prepare('PRAGMA table_info(messages)').all() as {name: string}[]

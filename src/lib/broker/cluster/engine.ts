@@ -25,7 +25,7 @@ import {MessageIds} from '../../wire/ids.js'
 import {NO_HEADERS, isHeaderName} from '../../wire/protocol.js'
 import {type BrokerDefinitions, type BrokerStats, type ClusterNode, type ClusterStatus, type ExchangeType, type MessageStatus, type MessageStatusInfo, type QueueStats, STATUS_NAMES} from '../../wire/types.js'
 import type {BrokerEngine, CommitTracker} from '../backend.js'
-import {ALLOW_ALL, DEFAULT_QUEUE, type DeliveryOut, Engine, Exchange, NotFoundError, type Permissions, type PublishOptions, type PublishResult, Queue, type QueueOptions, Session, type SessionSink} from '../engine.js'
+import {ALLOW_ALL, DEFAULT_QUEUE, type DeliveryOut, Engine, Exchange, NotFoundError, type Permissions, type PublishOptions, type PublishResult, Queue, type QueueOptions, Session, type SessionSink, nextConsumer} from '../engine.js'
 import type {Message} from '../message.js'
 import {MemoryWatermark} from '../memory.js'
 import {ClusterKeys, GROUP} from './keys.js'
@@ -48,6 +48,8 @@ export interface ClusterEngineOptions {
   statusCapacity?: number
   /** what this node tells the others about itself (addresses, connections) */
   info?: () => Record<string, unknown>
+  /** a node shared a newer CRL: the runtime checks it against its CA and enforces it */
+  onCrl?: (pem: Buffer) => void
 }
 
 const STATUS_CODE = Object.fromEntries(STATUS_NAMES.map((s, i) => [s, i])) as Record<MessageStatus, number>
@@ -366,6 +368,12 @@ export class ClusterEngine implements BrokerEngine {
       this.keyCache.set(ev.name, ev.v)
       return
     }
+    if (ev.t === 'crl') {
+      this.sharedCrl()
+        .then((crl) => crl && this.opts.onCrl?.(crl.pem))
+        .catch((error) => this.opts.logger.warn('reading the cluster CRL failed', {error: errorText(error)}))
+      return
+    }
     // coalesce a burst of declarations into one reload
     if (this.reloadTimer) return
     this.reloadTimer = setTimeout(() => {
@@ -383,6 +391,23 @@ export class ClusterEngine implements BrokerEngine {
     }
     p.then(done, done)
     this.commits.track(p)
+  }
+
+  /**
+   * Offers this node's CRL to the cluster: kept only when newer (by `order`, see crlOrder) than the
+   * one Redis holds, then announced, so a revocation made on any node's home reaches every node.
+   */
+  async shareCrl(pem: Buffer, order: number): Promise<boolean> {
+    const replaced = Number(await runScript(this.redis, 'mqShareCrl', [this.keys.crl], [pem.toString(), order]))
+    if (replaced !== 1) return false
+    await this.redis.publish(this.keys.events, JSON.stringify({by: this.consumerName, t: 'crl'}))
+    return true
+  }
+
+  /** the newest CRL shared in the cluster, if any */
+  async sharedCrl(): Promise<{pem: Buffer; order: number} | undefined> {
+    const [pem, t] = await this.redis.hmget(this.keys.crl, 'pem', 'order')
+    return pem && t ? {pem: Buffer.from(pem), order: Number(t)} : undefined
   }
 
   private announce(): Promise<unknown> {
@@ -783,16 +808,7 @@ export class ClusterEngine implements BrokerEngine {
         this.fence('the lease ran out before delivery')
         return
       }
-      let chosen: CConsumer | undefined
-      const n = q.consumers.length
-      for (let i = 0; i < n; i++) {
-        const c = q.consumers[(q.rr + i) % n]
-        if (c.session.closed || !c.session.sink.writable()) continue
-        if (!c.noAck && (c.inflight >= c.prefetch || c.session.unacked.size >= this.maxUnacked)) continue
-        chosen = c
-        q.rr = (q.rr + i + 1) % n
-        break
-      }
+      const chosen = nextConsumer(q, this.maxUnacked)
       if (!chosen) return
       const e = q.buffer.shift()!
       if (e.msg.expiresAt && e.msg.expiresAt <= Date.now()) {
