@@ -12,8 +12,9 @@
  * ids are kept with the time they were accepted and pruned the same way, which makes the guard a
  * de-duplication within the window for them (anyone can write such a message anyway).
  *
- * The order used by `mq recv` is: lookup() -> begin() (intent: state 0, with the broker delivery
- * and where the output stood) -> write and flush the output -> markWritten() (state 1) -> ack.
+ * The order used by `mq recv` is: lookup() -> begin() (intent: state 0, with the broker delivery,
+ * where the output stood and a batch number) -> write and flush the output -> markWritten() (the
+ * batch's number into written_batches: state 1 for all its ids in one row) -> ack.
  * A redelivery (broker flag, same queue and broker message id) of an id in state 1 was written:
  * it is a duplicate to ack quietly. One in state 0 crashed while being written: the --out file
  * tells whether its line is there (then it is a duplicate too) or not (then it is written now);
@@ -76,8 +77,13 @@ export class ReplayGuard {
   private readonly pruneStmt: Database.Statement
   private readonly insertMany: (entries: ReplayEntry[], now: number) => void
   private readonly lookupStmt: Database.Statement
-  private readonly beginMany: (entries: IntentEntry[], out: {path?: string; offset?: number}, now: number) => void
+  private readonly beginMany: (entries: IntentEntry[], out: {path?: string; offset?: number}, now: number, batch: number) => void
   private readonly markMany: (entries: IntentEntry[], now: number) => void
+  private readonly markBatchStmt: Database.Statement
+  private readonly pruneBatchesStmt: Database.Statement
+  /** the batch begin() recorded last and markWritten() has not closed yet */
+  private openBatch?: {id: number; entries: IntentEntry[]}
+  private nextBatch: number
 
   private constructor(
     private readonly db: Database.Database,
@@ -93,14 +99,23 @@ export class ReplayGuard {
     this.insertMany = db.transaction((entries: ReplayEntry[], now: number) => {
       for (const e of entries) this.insertStmt.run(key(e.messageId, e.sender), e.sender ?? null, now, e.timestamp ?? now)
     })
-    this.lookupStmt = db.prepare('SELECT delivery, state, out_path AS outPath, out_offset AS outOffset FROM accepted_ids WHERE message_key = ?')
-    const beginStmt = db.prepare(
-      'INSERT INTO accepted_ids (message_key, sender, accepted_at, ts, delivery, state, out_path, out_offset) VALUES (?, ?, ?, ?, ?, 0, ?, ?) ' +
-        'ON CONFLICT (message_key) DO UPDATE SET state = 0, delivery = excluded.delivery, out_path = excluded.out_path, out_offset = excluded.out_offset, ts = MAX(ts, excluded.ts)',
+    this.lookupStmt = db.prepare(
+      'SELECT a.delivery, CASE WHEN a.state = 1 OR w.batch IS NOT NULL THEN 1 ELSE 0 END AS state, a.out_path AS outPath, a.out_offset AS outOffset ' +
+        'FROM accepted_ids a LEFT JOIN written_batches w ON w.batch = a.batch WHERE a.message_key = ?',
     )
-    this.beginMany = db.transaction((entries: IntentEntry[], out: {path?: string; offset?: number}, now: number) => {
-      for (const e of entries) beginStmt.run(key(e.messageId, e.sender), e.sender ?? null, now, e.timestamp ?? now, e.delivery, out.path ?? null, out.offset ?? null)
+    // state 0 with the batch's number: the batch is written once its number is in written_batches,
+    // so marking a batch written is one row, not one update per message
+    const beginStmt = db.prepare(
+      'INSERT INTO accepted_ids (message_key, sender, accepted_at, ts, delivery, state, out_path, out_offset, batch) VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?) ' +
+        'ON CONFLICT (message_key) DO UPDATE SET state = 0, delivery = excluded.delivery, out_path = excluded.out_path, out_offset = excluded.out_offset, batch = excluded.batch, ts = MAX(ts, excluded.ts)',
+    )
+    this.beginMany = db.transaction((entries: IntentEntry[], out: {path?: string; offset?: number}, now: number, batch: number) => {
+      for (const e of entries) beginStmt.run(key(e.messageId, e.sender), e.sender ?? null, now, e.timestamp ?? now, e.delivery, out.path ?? null, out.offset ?? null, batch)
     })
+    this.markBatchStmt = db.prepare('INSERT OR IGNORE INTO written_batches (batch) VALUES (?)')
+    // a batch's row is needed only while some id of it is kept
+    this.pruneBatchesStmt = db.prepare('DELETE FROM written_batches WHERE batch < (SELECT COALESCE(MIN(batch), 9e18) FROM accepted_ids WHERE batch IS NOT NULL)')
+    this.nextBatch = Number(db.prepare('SELECT MAX(b) FROM (SELECT MAX(batch) AS b FROM accepted_ids UNION ALL SELECT MAX(batch) FROM written_batches)').pluck().get() ?? 0) + 1
     // an upsert, so a batch marked without begin() (callers outside the receive loop) is recorded too
     const markStmt = db.prepare(
       'INSERT INTO accepted_ids (message_key, sender, accepted_at, ts, delivery, state) VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (message_key) DO UPDATE SET state = 1, ts = MAX(ts, excluded.ts)',
@@ -130,6 +145,8 @@ export class ReplayGuard {
       db.exec('ALTER TABLE accepted_ids ADD COLUMN out_path TEXT')
       db.exec('ALTER TABLE accepted_ids ADD COLUMN out_offset INTEGER')
     }
+    if (!cols.some((c) => c.name === 'batch')) db.exec('ALTER TABLE accepted_ids ADD COLUMN batch INTEGER')
+    db.exec('CREATE TABLE IF NOT EXISTS written_batches (batch INTEGER PRIMARY KEY)')
     db.exec('CREATE INDEX IF NOT EXISTS accepted_ids_ts ON accepted_ids (ts)')
     const g = new ReplayGuard(db, identity, opts)
     await g.prune()
@@ -154,13 +171,19 @@ export class ReplayGuard {
 
   /** Before writing: records the batch's ids as being written (state 0), with their deliveries and where the output stood. */
   async begin(entries: IntentEntry[], out: {path?: string; offset?: number} = {}): Promise<void> {
-    if (entries.length > 0) this.beginMany(entries, out, this.now())
+    if (entries.length === 0) return
+    const id = this.nextBatch++
+    this.beginMany(entries, out, this.now(), id)
+    this.openBatch = {entries, id}
   }
 
   /** After the output was flushed: the batch's ids are written (state 1); prunes now and then. */
   async markWritten(entries: IntentEntry[]): Promise<void> {
     if (entries.length === 0) return
-    this.markMany(entries, this.now())
+    const open = this.openBatch
+    this.openBatch = undefined
+    if (open && sameEntries(open.entries, entries)) this.markBatchStmt.run(open.id)
+    else this.markMany(entries, this.now())
     if (this.now() - this.lastPrune >= PRUNE_EVERY_MS) await this.prune()
   }
 
@@ -187,7 +210,9 @@ export class ReplayGuard {
   async prune(): Promise<number> {
     const now = this.now()
     this.lastPrune = now
-    return this.pruneStmt.run(now - this.windowMs).changes
+    const n = this.pruneStmt.run(now - this.windowMs).changes
+    this.pruneBatchesStmt.run()
+    return n
   }
 
   async count(): Promise<number> {
@@ -197,6 +222,13 @@ export class ReplayGuard {
   async close(): Promise<void> {
     if (this.db.open) this.db.close()
   }
+}
+
+function sameEntries(a: IntentEntry[], b: IntentEntry[]): boolean {
+  if (a === b) return true
+  if (a.length !== b.length) return false
+  for (let i = 0; i < a.length; i++) if (a[i].messageId !== b[i].messageId || a[i].sender !== b[i].sender) return false
+  return true
 }
 
 /** Ids are chosen by senders, so scope them by sender: one sender cannot burn another's ids. */

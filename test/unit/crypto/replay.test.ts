@@ -33,6 +33,27 @@ describe('replay guard', () => {
     await carol.close()
   })
 
+  it('a batch begun and marked written is state 1 after reopen; one begun and not marked is in doubt (state 0); a later batch of the same id takes over', async () => {
+    const g = await ReplayGuard.open(home, 'dora')
+    const e = (id: string) => ({delivery: `q\u0000${id}`, messageId: id, sender: 'alice'})
+    await g.begin([e('a1'), e('a2')], {offset: 10, path: '/tmp/out'})
+    assert.equal((await g.lookup('a1', 'alice'))?.state, 0, 'being written')
+    await g.markWritten([e('a1'), e('a2')])
+    await g.begin([e('b1')])
+    await g.close()
+    const again = await ReplayGuard.open(home, 'dora')
+    assert.deepEqual(await again.lookup('a2', 'alice'), {delivery: 'q\u0000a2', outOffset: 10, outPath: '/tmp/out', state: 1})
+    assert.equal((await again.lookup('b1', 'alice'))?.state, 0, 'crashed while being written')
+    // the redelivery of b1 is written in a new batch: its mark must cover b1 (batch numbers go on after a reopen)
+    await again.begin([e('b1')])
+    await again.markWritten([e('b1')])
+    assert.equal((await again.lookup('b1', 'alice'))?.state, 1)
+    // marked without begin (callers outside the receive loop): recorded as written too
+    await again.markWritten([e('c1')])
+    assert.equal((await again.lookup('c1', 'alice'))?.state, 1)
+    await again.close()
+  })
+
   it('maps odd identity names to a safe file name', () => {
     assert.equal(replayFileName('bob'), 'replay-bob.db')
     assert.match(replayFileName('../etc/passwd'), /^replay-[0-9a-f]{32}\.db$/)
