@@ -68,7 +68,9 @@ Both runs go through a running broker with the same code paths as mq send and mq
         this.out(`rounds (plaintext/encrypted msg/s): ${r.rounds.map((x) => `${x.plain}/${x.encrypted}`).join(', ')}`)
         this.out(`plaintext: ${r.plain.perSec} msg/s (${r.plain.mbPerSec} MB/s, ${r.plain.seconds} s)`)
         this.out(`encrypted: ${r.encrypted.perSec} msg/s (${r.encrypted.mbPerSec} MB/s, ${r.encrypted.seconds} s; ${r.keysCreated} data key(s), ${r.unwraps} RSA unwrap(s))`)
-        this.out(`ratio encrypted/plaintext: ${r.ratio} (target >= 0.5) ${r.ratio >= 0.5 ? 'OK' : 'BELOW TARGET'}`)
+        // the envelope should cost little once a data key is shared: 0.8x of plaintext for small messages, 0.9x from 64 KiB
+        const target = f.size >= 64 * 1024 ? 0.9 : 0.8
+        this.out(`ratio encrypted/plaintext: ${r.ratio} (target >= ${target}) ${r.ratio >= target ? 'OK' : 'BELOW TARGET'}`)
       }
       return r
     } finally {
