@@ -180,3 +180,39 @@ test('Redis restarted (AOF): the nodes reconnect and every confirmed message is 
   assert.equal(ids.size, 201)
   assert.ok(ids.has('k0') && ids.has('k199') && ids.has('after'))
 })
+
+test('the publishes and acks of one turn reach Redis as one script run per queue: in order, a repeated id in the same turn is a duplicate', async () => {
+  const name = uniqueName('c')
+  const a = await node(name)
+  a.declareQueue('turn', {durable: true})
+  await committed(a)
+  const {Redis} = await import('ioredis')
+  const r = new Redis(redis.url)
+  // script runs so far, every node of this file (heartbeats, sweeps) included
+  const scriptRuns = async () => Number(/cmdstat_evalsha:calls=(\d+)/.exec(await r.info('commandstats'))?.[1] ?? 0)
+  try {
+    let before = await scriptRuns()
+    for (let i = 0; i < 300; i++) a.publish('', 'turn', Buffer.from(`t${i}`), {messageId: `t${i}`})
+    const first = a.publish('', 'turn', Buffer.from('once'), {dedupe: true, messageId: 'same'})
+    const again = a.publish('', 'turn', Buffer.from('twice'), {dedupe: true, messageId: 'same'})
+    await committed(a)
+    // one run for the 301 stored messages; the rest are the housekeeping of the nodes meanwhile
+    assert.ok((await scriptRuns()) - before < 20, 'one script run per queue and turn, not one per message')
+    assert.equal(first.duplicate, undefined)
+    assert.equal(again.duplicate, true, 'the second publish of the same id in the same turn is recognised')
+
+    const sa = session(a)
+    a.consume(sa.s, 'turn', {prefetch: 1000})
+    await waitFor(() => sa.got.length === 301)
+    assert.deepEqual(sa.got.map((d) => d.msg.messageId), [...Array.from({length: 300}, (_, i) => `t${i}`), 'same'], 'in publish order')
+    assert.equal(sa.got[300].msg.body.toString(), 'once')
+    before = await scriptRuns()
+    for (const d of sa.got) a.ack(sa.s, d.deliveryTag)
+    await committed(a)
+    assert.ok((await scriptRuns()) - before < 20, 'one settle run for the acks of one turn')
+    assert.deepEqual(await a.messageStatus('t299'), {messageId: 't299', queue: 'turn', status: 'acknowledged'})
+    assert.equal((await a.listQueues()).find((q) => q.name === 'turn')?.acked, 301)
+  } finally {
+    r.disconnect()
+  }
+})

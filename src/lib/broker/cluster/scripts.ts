@@ -34,24 +34,28 @@ end
 `
 
 /**
- * KEYS stream, ids, dedupe. ARGV dedupe(0|1), now, dedupe window ms, dedupe max, max length (0 none),
- * consumer, n, then per message: message id, field count, fields...
+ * One run takes every publish a node had for one queue in one event-loop turn, in arrival order, so
+ * Redis fsyncs them as one AOF write and a duplicate id later in the batch sees the earlier one.
+ * KEYS stream, ids, dedupe. ARGV now, dedupe window ms, dedupe max, max length (0 none), consumer, n,
+ * then per message: message id, dedupe (0|1), field count, fields...
  * Returns {per-message 1 stored / 0 duplicate, entries over max length now pending for `consumer`}.
  */
 export const PUBLISH = `
 local s, ids, dd = KEYS[1], KEYS[2], KEYS[3]
-local dedupe = ARGV[1] == '1'
-local now = tonumber(ARGV[2])
-local maxlen = tonumber(ARGV[5])
-local n = tonumber(ARGV[7])
-local i = 8
+local now = tonumber(ARGV[1])
+local maxlen = tonumber(ARGV[4])
+local n = tonumber(ARGV[6])
+local i = 7
 local out = {}
+local deduped = false
 for j = 1, n do
   local mid = ARGV[i]
-  local nf = tonumber(ARGV[i + 1])
+  local dedupe = ARGV[i + 1] == '1'
+  local nf = tonumber(ARGV[i + 2])
   local f = {}
-  for k = 1, nf do f[k] = ARGV[i + 1 + k] end
-  i = i + 2 + nf
+  for k = 1, nf do f[k] = ARGV[i + 2 + k] end
+  i = i + 3 + nf
+  if dedupe then deduped = true end
   if dedupe and redis.call('ZSCORE', dd, mid) then
     out[j] = 0
   else
@@ -61,15 +65,15 @@ for j = 1, n do
     out[j] = 1
   end
 end
-if dedupe then
-  redis.call('ZREMRANGEBYSCORE', dd, '-inf', now - tonumber(ARGV[3]))
-  redis.call('ZREMRANGEBYRANK', dd, 0, -tonumber(ARGV[4]) - 1)
+if deduped then
+  redis.call('ZREMRANGEBYSCORE', dd, '-inf', now - tonumber(ARGV[2]))
+  redis.call('ZREMRANGEBYRANK', dd, 0, -tonumber(ARGV[3]) - 1)
 end
 local trimmed = {}
 if maxlen > 0 then
   local ready = redis.call('XLEN', s) - redis.call('XPENDING', s, 'g')[1]
   if ready > maxlen then
-    local r = redis.call('XREADGROUP', 'GROUP', 'g', ARGV[6], 'COUNT', ready - maxlen, 'STREAMS', s, '>')
+    local r = redis.call('XREADGROUP', 'GROUP', 'g', ARGV[5], 'COUNT', ready - maxlen, 'STREAMS', s, '>')
     if r then trimmed = r[1][2] end
   end
 end
