@@ -8,6 +8,7 @@ import {type ValueOrigin, loadConfig} from '../config/load.js'
 import {setClientLogger} from '../client/connect.js'
 import {ExitCode, MqError, isMqError} from '../errors.js'
 import {Logger} from '../log.js'
+import {suggestFlag} from './suggest.js'
 import {snakeKeys} from '../util/case.js'
 
 export type MqFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof MqCommand)['baseFlags'] & T['flags']>
@@ -85,6 +86,17 @@ export abstract class MqCommand<T extends typeof Command> extends Command {
     return ora({isEnabled: tty, isSilent: !tty, stream: process.stderr, text})
   }
 
+  /** "Did you mean --queue?" for a mistyped flag (oclif's NonExistentFlagsError carries the typed names). */
+  private flagHint(err: Error): string | undefined {
+    const typed = (err as {flags?: unknown}).flags
+    if (!Array.isArray(typed) || typed.length === 0 || !/^Nonexistent flag/.test(err.message)) return undefined
+    const known = Object.keys({...this.ctor.flags, ...(this.ctor as unknown as typeof MqCommand).baseFlags, ...(this.ctor.enableJsonFlag ? {json: true} : {}), help: true})
+    const fixes = typed.map((t) => [String(t), suggestFlag(String(t), known)] as const).filter(([, s]) => s !== undefined)
+    if (fixes.length === 0) return undefined
+    const meant = fixes.map(([t, s]) => `--${s} (not ${t.split('=')[0]})`).join(', ')
+    return `Did you mean ${meant}? Try this: mq ${this.id?.replaceAll(':', ' ') ?? ''} --help`
+  }
+
   protected async catch(err: Error & {exitCode?: number; oclif?: {exit?: number}}): Promise<unknown> {
     if (err instanceof Errors.ExitError) throw err
     let mqErr: MqError | undefined
@@ -105,7 +117,7 @@ export abstract class MqCommand<T extends typeof Command> extends Command {
       // oclif adds a note about every multi-value flag a command has, even ones not given: keep it only when relevant
       const note = /\n\nNote: ((?:--[\w-]+(?:, )?)+) allows? multiple values[\s\S]*$/.exec(text)
       if (note && !note[1].split(', ').some((flag) => this.argv.some((a) => a === flag || a.startsWith(flag + '=')))) text = text.slice(0, note.index)
-      mqErr = new MqError('E_USAGE', text.trim(), {exit, hint: `Try this: mq ${this.id?.replaceAll(':', ' ') ?? ''} --help`.trimEnd()})
+      mqErr = new MqError('E_USAGE', text.trim(), {exit, hint: this.flagHint(err) ?? `Try this: mq ${this.id?.replaceAll(':', ' ') ?? ''} --help`.trimEnd()})
     } else if ((err as NodeJS.ErrnoException).code === 'EACCES' || (err as NodeJS.ErrnoException).code === 'EPERM') {
       mqErr = new MqError('E_PERMISSION', err.message, {exit: ExitCode.NOPERM, hint: 'Try this: check the ownership and mode of that path, or use another --home.'})
     } else {
