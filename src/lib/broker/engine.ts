@@ -5,7 +5,7 @@
  * group commit decides when a publish may be confirmed.
  */
 
-import {MqError, PermissionError, TempFailError, UsageError} from '../errors.js'
+import {MqError, NotFoundError as AbsentError, PermissionError, TempFailError, UsageError} from '../errors.js'
 import {MessageIds} from '../wire/ids.js'
 import {NO_HEADERS, isHeaderName} from '../wire/protocol.js'
 import type {BrokerStats, ExchangeType, QueueStats} from '../wire/types.js'
@@ -85,10 +85,10 @@ export type TransientOverflow = 'reject-publish' | 'drop-head'
 /** at most this many messages are read from the store per refill: a refill runs on the event loop */
 const PAGE_CHUNK = 1024
 
-export class NotFoundError extends MqError {
+/** a queue or exchange that does not exist: exit 66 like every other "not found" */
+export class NotFoundError extends AbsentError {
   constructor(what: string, name: string) {
     super('E_NOT_FOUND', `${what} ${JSON.stringify(name)} does not exist`, {
-      exit: 1,
       hint: what === 'queue' ? `Try this: mq queue declare ${name || 'NAME'}` : `Try this: mq exchange declare ${name || 'NAME'} --type direct`,
     })
   }

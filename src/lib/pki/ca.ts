@@ -4,7 +4,7 @@ import {existsSync, readFileSync, rmSync} from 'node:fs'
 import type {MqConfig} from '../config/schema.js'
 import type {MqHome} from '../config/home.js'
 import type {Logger} from '../log.js'
-import {ConfigError, DataError, MqError, PermissionError, UsageError} from '../errors.js'
+import {ConfigError, DataError, MqError, NotFoundError, PermissionError, UsageError} from '../errors.js'
 import {checkName} from '../util/names.js'
 import {assertPrivateFile, ensureDir, ensurePrivateDir, writeFileAtomic, writeSecretFile} from '../util/fs.js'
 import {buildCert, buildCrl, fingerprintOf, generateRsa, loadPrivateKey, normSerial, parseSans, randomSerial, toPlainPem} from './certs.js'
@@ -135,7 +135,7 @@ export class CertificateAuthority {
   /** The CA certificate and its private key; errors say how to create or unlock them. */
   private loadCa(): {certPem: string; key: KeyObject} {
     if (!this.exists()) {
-      throw new MqError('E_CA_MISSING', `No certificate authority in ${this.home.pki}.`, {hint: 'Try this: mq cert ca init'})
+      throw new PermissionError('E_CA_MISSING', `No certificate authority in ${this.home.pki}.`, {hint: 'Try this: mq cert ca init'})
     }
     const certPem = readFileSync(this.home.caCert, 'utf8')
     try {
@@ -223,7 +223,7 @@ export class CertificateAuthority {
       const bySerial = /^[0-9a-fA-F]{8,}$/.test(nameOrSerial) ? index.certs.filter((c) => normSerial(c.serial) === normSerial(nameOrSerial)) : []
       const matches = bySerial.length > 0 ? bySerial : index.certs.filter((c) => c.name === nameOrSerial)
       if (matches.length === 0) {
-        throw new MqError('E_CERT_NOT_FOUND', `No certificate with name or serial ${JSON.stringify(nameOrSerial)}.`, {hint: 'Try this: mq cert list'})
+        throw new NotFoundError('E_NOT_FOUND', `No certificate with name or serial ${JSON.stringify(nameOrSerial)}.`, {hint: 'Try this: mq cert list'})
       }
       const active = matches.filter((c) => !c.revoked)
       if (active.length === 0) {
@@ -301,7 +301,7 @@ export class CertificateAuthority {
     const all = this.list().filter((c) => c.name === name)
     const rank = (c: CertRecord) => (c.status === 'active' ? 0 : 1) + (c.type === 'server' || c.type === 'client' ? 0 : 2)
     const best = all.sort((a, b) => rank(a) - rank(b) || b.notBefore.localeCompare(a.notBefore))[0]
-    if (!best) throw new MqError('E_CERT_NOT_FOUND', `No certificate named ${JSON.stringify(name)}.`, {hint: 'Try this: mq cert list'})
+    if (!best) throw new NotFoundError('E_NOT_FOUND', `No certificate named ${JSON.stringify(name)}.`, {hint: 'Try this: mq cert list'})
     return best
   }
 

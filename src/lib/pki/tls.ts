@@ -21,7 +21,7 @@ function readMaterial(home: MqHome, name: string, kind: 'server' | 'client'): {c
       kind === 'client'
         ? `Try this: start a broker on this machine (mq broker start creates a development CA and the admin identity in ${home.pki}), or copy the broker's pki/ca.crt and your client certificate into it (or pass --home).`
         : 'Try this: mq cert ca init'
-    throw new MqError('E_CA_MISSING', `No CA certificate at ${home.caCert}.`, {exit: kind === 'client' ? ExitCode.NOPERM : ExitCode.CONFIG, hint})
+    throw new MqError('E_CA_MISSING', `No CA certificate at ${home.caCert}.`, {exit: ExitCode.NOPERM, hint})
   }
   if (!existsSync(certFile) || !existsSync(keyFile)) {
     const have = kind === 'client' ? clientNames(home) : []
