@@ -2,12 +2,11 @@ import {Command, Errors, Flags, Interfaces} from '@oclif/core'
 import {chalkStderr} from 'chalk'
 import ora, {type Ora} from 'ora'
 
-import {type ConfigInput, LOG_LEVELS, type MqConfig} from '../config/schema.js'
+import {type ConfigInput, LOG_FORMATS, LOG_LEVELS, type MqConfig} from '../config/schema.js'
 import {MqHome} from '../config/home.js'
 import {type ValueOrigin, loadConfig} from '../config/load.js'
-import {setClientLogger} from '../client/connect.js'
 import {ExitCode, MqError, isMqError} from '../errors.js'
-import {Logger} from '../log.js'
+import {Logger, setClientLogger} from '../log.js'
 import {suggestFlag} from './suggest.js'
 import {snakeKeys} from '../util/case.js'
 
@@ -25,7 +24,8 @@ export abstract class MqCommand<T extends typeof Command> extends Command {
   static baseFlags = {
     config: Flags.string({description: 'config file to read instead of $MQ_HOME/config.yaml', env: 'MQ_CONFIG', helpGroup: 'GLOBAL'}),
     home: Flags.string({description: 'mq home directory [default: $MQ_HOME or ~/.mq]', helpGroup: 'GLOBAL'}),
-    'log-level': Flags.option({description: 'log verbosity on stderr', helpGroup: 'GLOBAL', options: LOG_LEVELS})(),
+    'log-level': Flags.option({description: 'log verbosity on stderr [default: log_level, info]', helpGroup: 'GLOBAL', options: LOG_LEVELS})(),
+    'log-format': Flags.option({description: 'log lines on stderr as text or JSON objects [default: log_format, text]', helpGroup: 'GLOBAL', options: LOG_FORMATS})(),
   }
 
   protected flags!: MqFlags<T>
@@ -48,7 +48,7 @@ export abstract class MqCommand<T extends typeof Command> extends Command {
     this.flags = flags as MqFlags<T>
     this.args = args as MqArgs<T>
     this.home = MqHome.resolve(this.flags.home)
-    this.logger = new Logger((this.flags['log-level'] as Logger['level'] | undefined) ?? 'info')
+    this.logger = new Logger((this.flags['log-level'] as Logger['level'] | undefined) ?? 'info', '', undefined, (this.flags['log-format'] as Logger['format'] | undefined) ?? 'text')
     setClientLogger(this.logger.child('client'))
   }
 
@@ -56,10 +56,12 @@ export abstract class MqCommand<T extends typeof Command> extends Command {
   protected mqConfig(overrides?: ConfigInput): MqConfig {
     if (this.loaded && !overrides) return this.loaded
     const logLevel = this.flags['log-level'] as MqConfig['log_level'] | undefined
-    const flags: ConfigInput = {...overrides, ...(logLevel ? {log_level: logLevel} : {})}
+    const logFormat = this.flags['log-format'] as MqConfig['log_format'] | undefined
+    const flags: ConfigInput = {...overrides, ...(logLevel ? {log_level: logLevel} : {}), ...(logFormat ? {log_format: logFormat} : {})}
     const {config, origins} = loadConfig({file: this.flags.config, flags, home: this.home.root})
     this.configOrigins = origins
     this.logger.setLevel(config.log_level)
+    this.logger.setFormat(config.log_format)
     if (!overrides) this.loaded = config
     return config
   }
@@ -74,15 +76,21 @@ export abstract class MqCommand<T extends typeof Command> extends Command {
     process.stdout.write(text.endsWith('\n') ? text : text + '\n')
   }
 
-  /** Progress and notes go to stderr, never stdout. */
+  /** Progress and notes go to stderr, never stdout; with --log-format json as log lines, so stderr stays JSON. */
   protected note(text: string): void {
-    process.stderr.write(text + '\n')
+    if (this.logger?.format === 'json') this.commandLogger().info(text)
+    else process.stderr.write(text + '\n')
+  }
+
+  /** the logger of this command's own lines: its topic is the component (broker, relay, send, ...) */
+  private commandLogger(): Logger {
+    return this.logger.child(this.id?.split(':')[0] ?? 'mq')
   }
 
   /** A spinner on stderr; silent when stderr is not a TTY or --json is on. */
   protected spinner(text: string): Ora {
     // a terminal of unknown width (a pty nobody sized) makes ora clear "infinitely many" lines, forever
-    const tty = process.stderr.isTTY === true && (process.stderr.columns ?? 0) > 0
+    const tty = process.stderr.isTTY === true && (process.stderr.columns ?? 0) > 0 && this.logger?.format !== 'json'
     return ora({isEnabled: tty, isSilent: !tty, stream: process.stderr, text})
   }
 
@@ -126,6 +134,9 @@ export abstract class MqCommand<T extends typeof Command> extends Command {
     }
     if (this.jsonEnabled()) {
       process.stdout.write(JSON.stringify({error: mqErr.toJSON()}) + '\n')
+    } else if (this.logger?.format === 'json') {
+      // --log-format json: stderr holds JSON lines only, the error too
+      this.commandLogger().error(mqErr.message, {code: mqErr.code, exit: mqErr.exit, hint: mqErr.hint})
     } else {
       process.stderr.write(`${chalkStderr.red('Error:')} ${mqErr.message}\n`)
       if (mqErr.hint) process.stderr.write(`${chalkStderr.dim(mqErr.hint)}\n`)

@@ -2,6 +2,7 @@ import {Agent, request} from 'node:https'
 import type {ConnectionOptions} from 'node:tls'
 
 import {MqError, NotFoundError, PermissionError, TempFailError, UnavailableError} from '../errors.js'
+import {clientLogger} from '../log.js'
 
 export interface JsonResponse<T = unknown> {
   status: number
@@ -17,6 +18,8 @@ export interface JsonResponse<T = unknown> {
 export class ApiClient {
   private readonly agent: Agent
   private readonly base: URL
+  /** the first request says where it goes (at debug level), not every one */
+  private announced = false
 
   constructor(
     baseUrl: string,
@@ -36,7 +39,18 @@ export class ApiClient {
   request<T = unknown>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<JsonResponse<T>> {
     const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body))
     const url = new URL(path, this.base)
+    const log = clientLogger()
+    if (!this.announced) {
+      this.announced = true
+      log?.debug('connecting to the API', {timeout_ms: this.timeoutMs, url: this.base.origin})
+    }
+    const failed = (e: Error) => {
+      const err = unavailable(this.base, e)
+      log?.debug('API request failed', {code: err.code, method, reason: err.message, url: url.href})
+      return err
+    }
     return new Promise((resolve, reject) => {
+      const fail = (e: Error) => reject(failed(e))
       const req = request(
         url,
         {
@@ -48,7 +62,7 @@ export class ApiClient {
         (res) => {
           const chunks: Buffer[] = []
           res.on('data', (c: Buffer) => chunks.push(c))
-          res.on('error', (e) => reject(unavailable(this.base, e)))
+          res.on('error', fail)
           res.on('end', () => {
             const text = Buffer.concat(chunks).toString('utf8')
             let parsed: unknown = text
@@ -62,7 +76,7 @@ export class ApiClient {
         },
       )
       req.on('timeout', () => req.destroy(Object.assign(new Error(`no answer within ${this.timeoutMs} ms`), {code: 'E_API_TIMEOUT'})))
-      req.on('error', (e) => reject(unavailable(this.base, e)))
+      req.on('error', fail)
       req.end(data)
     })
   }
