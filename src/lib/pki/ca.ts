@@ -306,7 +306,7 @@ export class CertificateAuthority {
   }
 
   /** Dev bootstrap: a CA and any missing certificates. Returns what it created ("ca", names). */
-  async ensureDevelopment(opts: {servers?: string[]; clients?: string[]}): Promise<string[]> {
+  async ensureDevelopment(opts: {servers?: string[]; clients?: string[]; e2e?: string[]}): Promise<string[]> {
     const created: string[] = []
     // a CA certificate without its key here is a CA kept elsewhere: never replace it with a new one
     if (!existsSync(this.home.caCert)) {
@@ -325,6 +325,17 @@ export class CertificateAuthority {
     for (const {name, type} of wanted.filter((w) => !have.has(`${w.type}:${w.name}`))) {
       const r = await this.issue(name, {force: true, reuse: true, type})
       if (!r.reused) created.push(name)
+    }
+    // end-to-end identities, so the first `mq send --to bob` works without --from; one that exists (keys or
+    // certificates, made by another process meanwhile) is kept
+    for (const name of opts.e2e ?? []) {
+      if (have.has(`e2e-enc:${name}`) || existsSync(identityFiles(this.home, name).encKey)) continue
+      try {
+        await this.keygen(name)
+        created.push(`e2e:${name}`)
+      } catch (error) {
+        if (!(error instanceof MqError && error.code === 'E_KEY_EXISTS')) throw error
+      }
     }
     return created
   }

@@ -133,8 +133,6 @@ describe('exit codes follow the README table on every command', {concurrency: 3}
   })
 
   test('mq recv --json: a rejected message is a typed line on stderr; stdout holds messages and the final error only', async () => {
-    const env = broker.cliEnv()
-    if (!existsSync(join(broker.home, 'keys', 'admin.key'))) assert.equal((await runCli(['keygen', 'admin'], {env, home: broker.home})).code, 0)
     assert.equal((await cli(['queue', 'declare', 'rq'])).code, 0)
     assert.equal((await cli(['send', '--queue', 'rq', '--plain', 'not encrypted'])).code, 0)
     const r = await cli(['recv', '--queue', 'rq', '--count', '1', '--timeout', '3s'])
