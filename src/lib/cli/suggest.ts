@@ -50,6 +50,8 @@ export function suggestCommand(id: string, commandIds: readonly string[]): Comma
 /** The closest flag (without dashes) to a mistyped `--flag`, or undefined when none is near. */
 export function suggestFlag(typed: string, flagNames: readonly string[]): string | undefined {
   const name = typed.replace(/^-+/, '').split('=')[0]
+  // a one- or two-letter flag is within two edits of every short name: any guess would be noise
+  if (name.length < 3) return undefined
   let best: {d: number; name: string} | undefined
   for (const candidate of flagNames) {
     if (candidate.length < 2) continue

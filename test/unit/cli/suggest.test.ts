@@ -31,4 +31,5 @@ test('a mistyped flag gets the nearest flag name', () => {
   assert.equal(suggestFlag('--quue=orders', flags), 'queue')
   assert.equal(suggestFlag('--timout', flags), 'timeout')
   assert.equal(suggestFlag('--wholly-unrelated', flags), undefined)
+  assert.equal(suggestFlag('-x', flags), undefined)
 })
