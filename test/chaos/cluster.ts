@@ -151,7 +151,8 @@ export async function pipeline(stack: Stack, opts: {aof?: boolean; mariadb?: boo
   const redis = stack.add(await privateRedis({aof: opts.aof}), (r) => r.destroy())
   const mariadb = opts.mariadb ? stack.add(await privateMariadb(), (m) => m.destroy()) : undefined
   const h = stack.add(tempHome('mq-chaos-pipe-'), (x) => x.cleanup())
-  const env: NodeJS.ProcessEnv = {MQ_REDIS_KEY_PREFIX: 'chaos:', MQ_REDIS_URL: redis.url, ...(mariadb ? {MQ_STORE_URL: mariadb.url} : {})}
+  // the reconciler sooner than its 2 min default, so a scenario that loses Redis's data ends in seconds
+  const env: NodeJS.ProcessEnv = {MQ_REDIS_KEY_PREFIX: 'chaos:', MQ_REDIS_URL: redis.url, MQ_WORKER_RECONCILE_AFTER: '5s', MQ_WORKER_RECONCILE_INTERVAL: '1s', ...(mariadb ? {MQ_STORE_URL: mariadb.url} : {})}
   const b = await broker(stack, {env, home: h.dir})
   const home = new MqHome(h.dir)
   // the client identity only; proxy and worker certificates are issued by the processes themselves on first start
@@ -164,7 +165,7 @@ export async function pipeline(stack: Stack, opts: {aof?: boolean; mariadb?: boo
   await c.bind(queue, 'default_exchange', queue)
   await c.close()
   const startProxy = () => spawnMq(['proxy', 'start', '--port', String(proxyPort), '--rate', '0', '--processes', String(opts.processes ?? 1)], penv, 'proxy ready', 180_000)
-  const startWorker = () => spawnMq(['worker', 'start', '--metrics-port', '0', '--retry-delay', String(opts.retryDelayMs ?? 200), '--routing-key', queue], penv, 'worker ready', 180_000)
+  const startWorker = () => spawnMq(['worker', 'start', '--metrics-port', '0', '--retry-delay', `${opts.retryDelayMs ?? 200}ms`, '--routing-key', queue], penv, 'worker ready', 180_000)
   let proxy: Proc
   const workers: Proc[] = []
   if (opts.concurrentStart) {

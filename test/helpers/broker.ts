@@ -9,7 +9,7 @@ import {BrokerServer} from '../../src/lib/broker/server.js'
 import {type Logger, silentLogger} from '../../src/lib/log.js'
 import {MqHome} from '../../src/lib/config/home.js'
 import {clientTlsOptions} from '../../src/lib/pki/index.js'
-import {BIN, ROOT} from './cli.js'
+import {BIN, NO_CONTEXTS, ROOT} from './cli.js'
 import {tempHome} from './home.js'
 import {freePort} from './services.js'
 
@@ -52,7 +52,7 @@ export async function spawnBroker(opts: {home?: string; env?: NodeJS.ProcessEnv;
   const start = async () => {
     const args = [BIN, 'broker', 'start', '--home', home, ...(opts.portsInConfig ? [] : ['--port', String(port), '--api-port', String(apiPort)])]
     if (ciphermqPort) args.push('--ciphermq', '--ciphermq-port', String(ciphermqPort))
-    proc = spawn(process.execPath, args, {cwd: ROOT, env: {...process.env, NO_COLOR: '1', ...opts.env}, stdio: ['ignore', 'ignore', 'pipe']})
+    proc = spawn(process.execPath, args, {cwd: ROOT, env: {...process.env, NO_COLOR: '1', ...NO_CONTEXTS, ...opts.env}, stdio: ['ignore', 'ignore', 'pipe']})
     const p = proc
     await new Promise<void>((resolve, reject) => {
       const t = setTimeout(() => reject(new Error(`broker did not start within 90 s:\n${stderr}`)), 90_000)

@@ -1,8 +1,16 @@
 import {spawn} from 'node:child_process'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
 import {fileURLToPath} from 'node:url'
 
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url))
 export const BIN = fileURLToPath(new URL('../../../bin/run.js', import.meta.url))
+
+/**
+ * Tests never see the contexts of whoever runs them (~/.config/mq/contexts.yaml would pick a broker):
+ * XDG_CONFIG_HOME points at a directory that holds none, unless a test gives its own.
+ */
+export const NO_CONTEXTS = {XDG_CONFIG_HOME: join(tmpdir(), 'mq-test-no-contexts')}
 
 export interface CliResult {
   code: number
@@ -22,7 +30,7 @@ export interface CliOptions {
 /** Runs the built CLI (bin/run.js) as a subprocess, as a user or a script would. */
 export function runCli(args: string[], opts: CliOptions = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const env: NodeJS.ProcessEnv = {...process.env, NO_COLOR: '1', ...opts.env}
+    const env: NodeJS.ProcessEnv = {...process.env, NO_COLOR: '1', ...NO_CONTEXTS, ...opts.env}
     if (opts.home) env.MQ_HOME = opts.home
     const child = spawn(process.execPath, [BIN, ...args], {cwd: opts.cwd ?? ROOT, env, stdio: ['pipe', 'pipe', 'pipe']})
     const out: Buffer[] = []
@@ -44,7 +52,7 @@ export function runCli(args: string[], opts: CliOptions = {}): Promise<CliResult
 
 /** Spawns a long-running mq server (bin/run.js ARGS) and resolves once its stderr shows `ready`. */
 export async function spawnUntilReady(args: string[], env: NodeJS.ProcessEnv, ready: string, timeoutMs = 60_000): Promise<{proc: import('node:child_process').ChildProcess; log: () => string; stop: () => Promise<void>}> {
-  const proc = spawn(process.execPath, [BIN, ...args], {cwd: ROOT, env: {...process.env, NO_COLOR: '1', ...env}, stdio: ['ignore', 'ignore', 'pipe']})
+  const proc = spawn(process.execPath, [BIN, ...args], {cwd: ROOT, env: {...process.env, NO_COLOR: '1', ...NO_CONTEXTS, ...env}, stdio: ['ignore', 'ignore', 'pipe']})
   let err = ''
   proc.stderr!.on('data', (d: Buffer) => (err += d.toString()))
   await new Promise<void>((resolve, reject) => {

@@ -3,50 +3,37 @@ import {mkdtempSync, rmSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {createServer, type Server} from 'node:https'
-import type {TLSSocket} from 'node:tls'
 
 import type {ApiPlugin, BrokerPublisher} from '../../src/lib/broker/api-types.js'
+import {buildApiApp} from '../../src/lib/broker/api/app.js'
+import type {ResolvedPermissions} from '../../src/lib/broker/permissions.js'
 import type {MqHome} from '../../src/lib/config/home.js'
 import {MqError} from '../../src/lib/errors.js'
-import {errorBody} from '../../src/lib/http/errors.js'
-import {peerIdentity, serverTlsOptions} from '../../src/lib/pki/index.js'
+import {silentLogger} from '../../src/lib/log.js'
+import {serverTlsOptions} from '../../src/lib/pki/index.js'
 import {freePort, waitFor} from './services.js'
 
 /**
- * A stand-in for the broker's HTTPS API that mounts ApiPlugins the same way (mutual TLS, CN
- * identity, roles by name), for pipeline tests that do not need the whole broker.
+ * A stand-in for the broker's HTTPS API that mounts ApiPlugins the same way (the API's fastify
+ * app: mutual TLS, CN identity, roles), with roles by name (proxy*, worker*, admin*) and a
+ * /health that always says ok, for pipeline tests that do not need the whole broker.
  */
 export async function pluginServer(home: MqHome, plugins: ApiPlugin[], port?: number): Promise<{url: string; port: number; server: Server; close: () => Promise<void>}> {
   const p = port ?? (await freePort())
-  const server = createServer(serverTlsOptions(home, 'broker'), (req, res) => {
-    const chunks: Buffer[] = []
-    req.on('data', (c: Buffer) => chunks.push(c))
-    req.on('end', async () => {
-      const who = peerIdentity(req.socket as TLSSocket)
-      const u = new URL(req.url ?? '/', 'https://x')
-      if (u.pathname === '/health') {
-        res.writeHead(200, {'content-type': 'application/json'})
-        return res.end('{"status":"ok"}')
-      }
-      const roles = who ? ['proxy', 'worker', 'admin'].filter((r) => who.cn.startsWith(r)) : []
-      for (const pl of plugins) {
-        for (const r of pl.routes) {
-          if (r.method !== req.method) continue
-          const names: string[] = []
-          const re = new RegExp('^' + r.path.replace(/:([a-z]+)/g, (_m, n) => (names.push(n), '([^/]+)')) + '$')
-          const mm = re.exec(u.pathname)
-          if (!mm) continue
-          const params = Object.fromEntries(names.map((n, i) => [n, decodeURIComponent(mm[i + 1])]))
-          const out = await r.handler({body: Buffer.concat(chunks), headers: req.headers, method: req.method!, params, path: u.pathname, query: u.searchParams}, {identity: who?.cn ?? null, remote: req.socket.remoteAddress ?? '', roles})
-          const data = JSON.stringify(out.body ?? null)
-          res.writeHead(out.status, {'content-type': 'application/json', ...out.headers})
-          return res.end(data)
-        }
-      }
-      res.writeHead(404, {'content-type': 'application/json'})
-      res.end(JSON.stringify(errorBody(new Error('x'))))
-    })
+  const server = createServer({...serverTlsOptions(home, 'broker'), rejectUnauthorized: false, requestCert: true})
+  const app = buildApiApp({
+    logger: silentLogger,
+    maxBody: 1024 * 1024,
+    permissionsFor: (cn) => ({roles: ['proxy', 'worker', 'admin'].filter((r) => cn.startsWith(r))}) as ResolvedPermissions,
+    routes: [
+      async (a) => {
+        a.get('/health', {config: {anonymous: true}}, async () => ({status: 'ok'}))
+      },
+      ...plugins.map((pl) => pl.routes),
+    ],
+    serverFactory: (handler) => server.on('request', handler),
   })
+  await app.ready()
   await new Promise<void>((r) => server.listen(p, '127.0.0.1', r))
   return {
     async close() {
@@ -54,6 +41,7 @@ export async function pluginServer(home: MqHome, plugins: ApiPlugin[], port?: nu
         server.close(() => r())
         server.closeAllConnections()
       })
+      await app.close()
     },
     port: p,
     server,

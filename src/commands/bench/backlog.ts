@@ -72,12 +72,12 @@ is not restarted).`
             publish: r.publish.rate,
             restartEmptyMs: r.restartEmptyMs ?? '-',
             restartMs: r.restartMs ?? '-',
-            rssAfterRestartMiB: mib(r.rssAfterRestart),
-            rssDrainMiB: mib(r.drain.rssPeak),
-            rssPublishMiB: mib(r.publish.rssPeak),
+            rssAfterRestartMib: mib(r.rssAfterRestart),
+            rssDrainMib: mib(r.drain.rssPeak),
+            rssPublishMib: mib(r.publish.rssPeak),
             target: r.target,
           })),
-          ['target', 'messages', 'emptyQueue', 'publish', 'drain', 'drainRatio', 'restartEmptyMs', 'restartMs', 'rssPublishMiB', 'rssAfterRestartMiB', 'rssDrainMiB'],
+          ['target', 'messages', 'emptyQueue', 'publish', 'drain', 'drainRatio', 'restartEmptyMs', 'restartMs', 'rssPublishMib', 'rssAfterRestartMib', 'rssDrainMib'],
         ),
       )
     }

@@ -1,6 +1,7 @@
 import {Flags} from '@oclif/core'
 
-import {type BenchResult, type BenchSpec, type BenchTarget, type TargetParams, medianRun, mqTarget, natsTarget, rabbitTarget, runBench, runConsumer} from '../../lib/client/bench.js'
+import {type BenchResult, type BenchSpec, type BenchTarget, type TargetParams, jetstreamTarget, medianRun, mqTarget, natsTarget, rabbitTarget, runBench, runConsumer} from '../../lib/client/bench.js'
+import {type ClusterRun, runClusterBench} from '../../lib/client/cluster-bench.js'
 import {connectBroker} from '../../lib/client/connect.js'
 import {brokerFlags} from '../../lib/client/flags.js'
 import {spawnPrivateBroker} from '../../lib/client/spawn.js'
@@ -37,18 +38,21 @@ Without a reachable broker it starts a private one in a temp home.`
     'rabbitmq-url': Flags.string({default: 'amqp://guest:guest@127.0.0.1:5672', description: 'RabbitMQ for --compare'}),
     nats: Flags.string({default: '127.0.0.1:4222', description: 'NATS server for --compare'}),
     spawn: Flags.boolean({description: 'always benchmark a private broker started for this run'}),
+    cluster: Flags.boolean({description: 'cluster mode: durable runs on 1 and on 3 private brokers sharing a private redis-server (AOF always); with --compare, RabbitMQ quorum queues and NATS JetStream'}),
     repeat: Flags.integer({default: 1, description: 'timed runs of each workload on every target, interleaved; the median run is reported and used for the ratios', min: 1, max: 25}),
     warmup: Flags.integer({default: 20_000, description: 'messages of an untimed run of each unpaced workload before the timed one, on every target (JIT, caches, connections)', min: 0}),
     // internal: the consumer process
     role: Flags.option({hidden: true, options: ['producer', 'consumer'] as const})(),
-    target: Flags.option({hidden: true, options: ['mq', 'rabbitmq', 'nats'] as const})(),
+    target: Flags.option({hidden: true, options: ['mq', 'rabbitmq', 'rabbitmq-quorum', 'nats', 'nats-js'] as const})(),
     url: Flags.string({hidden: true}),
     dest: Flags.string({hidden: true}),
   }
 
   private targetFor(p: TargetParams): BenchTarget {
     if (p.target === 'rabbitmq') return rabbitTarget(p.url)
+    if (p.target === 'rabbitmq-quorum') return rabbitTarget(p.url, {quorum: true})
     if (p.target === 'nats') return natsTarget(p.url)
+    if (p.target === 'nats-js') return jetstreamTarget(p.url)
     const config = this.mqConfig()
     const home = p.home ? new MqHome(p.home) : this.home
     return mqTarget(() => connectBroker(home, config, {batchConfirms: true, broker: p.url, identity: p.identity, timeoutMs: this.flags.timeout}))
@@ -68,7 +72,9 @@ Without a reachable broker it starts a private one in a temp home.`
     let brokerAddr = f.broker ?? process.env.MQ_BROKER ?? config.client.broker
     let identity = f.identity
     let priv: Awaited<ReturnType<typeof spawnPrivateBroker>> | undefined
-    if (!f.spawn) {
+    if (f.cluster) {
+      // the cluster run starts its own brokers and Redis
+    } else if (!f.spawn) {
       try {
         await (await connectBroker(home, config, {broker: brokerAddr, identity, timeoutMs: f.timeout})).close()
       } catch (error) {
@@ -102,21 +108,44 @@ Without a reachable broker it starts a private one in a temp home.`
       process.stderr.write(`\r[${'='.repeat(n)}${' '.repeat(w - n)}] ${String(Math.round((done / total) * 100)).padStart(3)}% ${name} ${label(s)}   `)
     }
     const runs: BenchResult[] = []
-    const once = async (p: TargetParams, s: BenchSpec, round: number): Promise<BenchResult | undefined> => {
+    const once = async (p: TargetParams, s: BenchSpec, round: number, name: string = p.target): Promise<BenchResult | undefined> => {
       try {
         // the same warm-up for every target: a JIT-compiled broker is not measured cold against Go and Erlang ones
-        if (round === 0 && f.warmup > 0 && !s.rate) await runBench(this.targetFor(p), p, {...s, messages: f.warmup}, bar(`${p.target} (warm-up)`, s))
-        const r = await runBench(this.targetFor(p), p, s, bar(p.target, s))
+        if (round === 0 && f.warmup > 0 && !s.rate) await runBench(this.targetFor(p), p, {...s, messages: f.warmup}, bar(`${name} (warm-up)`, s))
+        const r = await runBench(this.targetFor(p), p, s, bar(name, s))
         if (tty) process.stderr.write('\r\x1b[K')
         const of = f.repeat > 1 ? ` (run ${round + 1}/${f.repeat})` : ''
-        this.note(`${p.target.padEnd(8)} ${label(s).padEnd(22)} ${String(r.msgsPerSec).padStart(8)} msg/s  e2e p50 ${r.latencyMs.p50} ms p99 ${r.latencyMs.p99} ms${r.confirmMs ? `  confirm p50 ${r.confirmMs.p50} ms p99 ${r.confirmMs.p99} ms` : ''}${of}`)
+        this.note(`${name.padEnd(8)} ${label(s).padEnd(22)} ${String(r.msgsPerSec).padStart(8)} msg/s  e2e p50 ${r.latencyMs.p50} ms p99 ${r.latencyMs.p99} ms${r.confirmMs ? `  confirm p50 ${r.confirmMs.p50} ms p99 ${r.confirmMs.p99} ms` : ''}${of}`)
         runs.push({...r, rate: s.rate})
         return r
       } catch (error) {
         if (tty) process.stderr.write('\r\x1b[K')
-        this.note(`${p.target}: ${label(s)} failed: ${errorText(error)}`)
+        this.note(`${name}: ${label(s)} failed: ${errorText(error)}`)
         return undefined
       }
+    }
+    if (f.cluster) {
+      const durable = specs.filter((s) => s.mode === 'durable')
+      const {ratios: cr, runs: cruns} = await runClusterBench({compare: f.compare, log: (l) => this.note(l), nats: f.nats, rabbitUrl: f['rabbitmq-url'], runOnce: (p, s, setup) => once(p, s, 0, setup), specs: durable})
+      if (!this.jsonEnabled()) {
+        this.out(
+          table(
+            cruns.map((r: ClusterRun) => ({
+              confirm_p99_ms: r.confirmMs?.p99 ?? '',
+              cores_mq: r.cpu?.mq ?? '',
+              cores_redis: r.cpu?.redis ?? '',
+              e2e_p99_ms: r.latencyMs.p99,
+              mode: r.mode + (r.rate ? ` @${r.rate}/s` : ''),
+              msg_s: r.msgsPerSec,
+              setup: r.setup,
+              size: r.size,
+            })),
+            ['setup', 'mode', 'size', 'msg_s', 'e2e_p99_ms', 'confirm_p99_ms', 'cores_mq', 'cores_redis'],
+          ),
+        )
+        if (cr.length > 0) this.out('\n' + table(cr.map((r) => ({...r})), ['setup', 'mode', 'against', 'metric', 'mq', 'other', 'ratio']))
+      }
+      return {ratios: cr, results: cruns}
     }
     try {
       for (const s of specs) {

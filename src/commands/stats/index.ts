@@ -1,5 +1,9 @@
 import {apiFlags, withAdminApi} from '../../lib/admin/client.js'
-import {withBroker} from '../../lib/client/connect.js'
+import {Flags} from '@oclif/core'
+
+import {connectBroker, withBroker} from '../../lib/client/connect.js'
+import {watchStats} from '../../lib/client/stats-watch.js'
+import {durationFlag} from '../../lib/cli/duration-flag.js'
 import type {BrokerStats} from '../../lib/client/client.js'
 import {brokerFlags} from '../../lib/client/flags.js'
 import {MqCommand} from '../../lib/cli/base-command.js'
@@ -22,12 +26,22 @@ export default class Stats extends MqCommand<typeof Stats> {
   static summary = 'Broker statistics: queues, exchanges, connections, statuses, uptime, and the records figures.'
   static description = `Broker statistics: queues (depth, unacked, consumers, rates), exchanges, bindings, connections, message statuses, uptime;
 plus the records store's figures (messages total/queued/delivered/failed, last 24 h and 7 days; clients) when the broker's records API answers
-(--json: under "records", null when it does not answer)`
-  static examples = ['<%= config.bin %> stats', '<%= config.bin %> stats --json']
-  static flags = {...brokerFlags, api: apiFlags.api}
+(--json: under "records", null when it does not answer).
+
+--watch: a live view of the broker's figures every --interval, like nats top (the records figures are left out).
+On a terminal the screen is redrawn in place, busiest queues first; otherwise one line per interval is written,
+or with --json one JSON object per line (the --json figures plus "time"). Ctrl-C stops it, exit 0.`
+  static examples = ['<%= config.bin %> stats', '<%= config.bin %> stats --json', '<%= config.bin %> stats --watch', '<%= config.bin %> stats --watch --interval 5s --json >> stats.jsonl']
+  static flags = {
+    ...brokerFlags,
+    api: apiFlags.api,
+    watch: Flags.boolean({char: 'w', description: 'keep showing the figures every --interval until Ctrl-C'}),
+    interval: durationFlag({default: 2000, description: 'how often --watch reads the figures: 500ms, 2s, 1m', helpValue: '<duration>'}),
+  }
 
   async run(): Promise<BrokerStats & {records: RecordsStats | null}> {
     const config = this.mqConfig()
+    if (this.flags.watch) return this.watch(config)
     // the engine figures come over the native protocol, the records figures over the HTTPS API (admin role)
     const [st, records] = await Promise.all([
       withBroker(this.home, config, this.flags, (c) => c.stats()),
@@ -65,5 +79,30 @@ plus the records store's figures (messages total/queued/delivered/failed, last 2
       if (!records) this.note("records figures unavailable (the broker's HTTPS API did not answer); try: mq stats records")
     }
     return {...st, records}
+  }
+
+  private async watch(config: ReturnType<Stats['mqConfig']>): Promise<never> {
+    const f = this.flags
+    if (f.interval < 100) this.error('--interval must be at least 100ms', {exit: 2})
+    const c = await connectBroker(this.home, config, {broker: f.broker, identity: f.identity, timeoutMs: f.timeout})
+    const tty = process.stdout.isTTY === true && !this.jsonEnabled()
+    let stop!: () => void
+    const stopped = new Promise<void>((r) => (stop = r))
+    // Ctrl-C ends the watch, not the process mid-write: exit 0 once the connection is closed
+    process.once('SIGINT', stop)
+    process.once('SIGTERM', stop)
+    try {
+      await watchStats(c, {
+        intervalMs: f.interval,
+        mode: tty ? 'screen' : this.jsonEnabled() ? 'json' : 'lines',
+        size: () => ({columns: process.stdout.columns ?? 120, rows: process.stdout.rows ?? 40}),
+        stop: stopped,
+        target: f.broker ?? process.env.MQ_BROKER ?? config.client.broker,
+        write: (t) => process.stdout.write(t),
+      })
+    } finally {
+      await c.close()
+    }
+    this.exit(0)
   }
 }

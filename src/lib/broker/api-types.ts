@@ -1,52 +1,43 @@
 /**
- * The plugin boundary of the broker's HTTPS API (fastify-style): the broker owns the server,
- * mutual TLS, identity and roles; areas such as the records store mount their routes here
- * without importing the broker's internals.
+ * The plugin boundary of the broker's HTTPS API: the broker owns the server (fastify on our own
+ * HTTPS server), mutual TLS, identity and roles; areas such as the records store register their
+ * route modules here without importing the broker's internals.
  */
-import type {IncomingHttpHeaders} from 'node:http'
+import type {FastifyInstance} from 'fastify'
 
 import type {MqHome} from '../config/home.js'
 import type {MqConfig} from '../config/schema.js'
 import type {HealthComponent} from '../health/index.js'
 import type {Logger} from '../log.js'
 
+/** Who is calling, as the broker established it before any route runs (request.caller). */
 export interface ApiContext {
   /** CN of the verified client certificate; null on routes that allow anonymous access (e.g. /health) */
   identity: string | null
-  /** roles granted to the identity by broker.permissions ("admin", "proxy", "worker") */
+  /** roles granted to the identity by broker.permissions ("admin", "proxy", "worker", "monitor") */
   roles: string[]
   /** remote address, for audit logs */
   remote: string
 }
 
-export interface ApiRequest {
-  method: string
-  /** path without query string */
-  path: string
-  /** values of the route's :params */
-  params: Record<string, string>
-  query: URLSearchParams
-  headers: IncomingHttpHeaders
-  body: Buffer
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** set by the broker's API before the route's hooks and handler run */
+    caller: ApiContext
+  }
+  interface FastifyContextConfig {
+    /** the caller needs at least one of these roles; empty or absent = any authenticated client */
+    roles?: string[]
+    /** no client certificate needed (GET /health) */
+    anonymous?: boolean
+  }
 }
 
-export interface ApiResponse {
-  status: number
-  /** serialised as JSON unless it is a string or Buffer */
-  body?: unknown
-  headers?: Record<string, string>
-}
-
-export type ApiHandler = (req: ApiRequest, ctx: ApiContext) => Promise<ApiResponse>
-
-export interface ApiRoute {
-  method: 'GET' | 'POST' | 'PUT' | 'DELETE'
-  /** e.g. "/internal/messages/:id/status" */
-  path: string
-  /** the caller needs at least one of these roles; empty or absent = any authenticated client */
-  roles?: string[]
-  handler: ApiHandler
-}
+/**
+ * A route module: a fastify plugin that registers routes with `config.roles` (and JSON schemas).
+ * It runs in its own encapsulated context, so it may set its own error handler and hooks.
+ */
+export type ApiRoutes = (app: FastifyInstance) => Promise<void>
 
 /** What the broker offers to plugins in-process. */
 export interface BrokerPublisher {
@@ -67,7 +58,8 @@ export interface BrokerPublisher {
 
 export interface ApiPlugin {
   name: string
-  routes: ApiRoute[]
+  /** registered on the API's fastify instance; request bodies arrive as a Buffer (at most broker.max_payload bytes) */
+  routes: ApiRoutes
   /** merged into GET /health under components[name] (ok false counts as "failing") */
   health?(): Promise<{ok: boolean; [k: string]: unknown}>
   /** merged into GET /health as top-level components (e.g. the records plugin's "store", "redis") */

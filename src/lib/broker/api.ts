@@ -1,50 +1,33 @@
 /**
  * The broker's HTTPS API (mutual TLS). GET /health answers without a client certificate (load
  * balancers, `curl -k`); every other route needs a certificate from our CA, and its CN's roles
- * (broker.permissions) decide what it may call. ApiPlugins mount their routes here.
+ * (broker.permissions) decide what it may call. The routes are fastify route modules (./api/),
+ * the broker's own and the ones ApiPlugins bring; the HTTPS server under them is ours, with the
+ * hard handshake deadline and caps on unauthenticated sockets of net/pending.
  */
 import https from 'node:https'
-import type {IncomingMessage, ServerResponse} from 'node:http'
 import type tls from 'node:tls'
 
+import type {FastifyInstance} from 'fastify'
 import {Counter, Gauge, Registry, collectDefaultMetrics} from 'prom-client'
 
 import {type PendingLimits, guardHandshakes} from '../net/pending.js'
 import {listenOn} from '../util/net.js'
-import {errorText, isMqError} from '../errors.js'
+import {errorText} from '../errors.js'
 import type {MqHome} from '../config/home.js'
 import type {Logger} from '../log.js'
-import {peerIdentity} from '../pki/index.js'
-import type {ApiContext, ApiPlugin, ApiRequest, ApiResponse, ApiRoute} from './api-types.js'
+import type {ApiPlugin} from './api-types.js'
+import {type PeerCert, buildApiApp} from './api/app.js'
+import {exchangeRoutes} from './api/routes/exchanges.js'
+import {healthRoutes} from './api/routes/health.js'
+import {messageRoutes} from './api/routes/messages.js'
+import {metricsRoutes} from './api/routes/metrics.js'
+import {queueRoutes} from './api/routes/queues.js'
+import {statsRoutes} from './api/routes/stats.js'
 import type {BrokerEngine} from './backend.js'
 import {registerCrlMetrics} from '../health/crl-metrics.js'
-import {type HealthComponent, type HealthReport, certificateHealth, crlHealth, healthHttpStatus, publicHealth, worst} from '../health/index.js'
-import {type ResolvedPermissions, monitorForbidden} from './permissions.js'
-
-/** queue names, client ids, statuses and figures: the monitor right (admins have it) */
-const MONITOR = ['monitor']
-
-const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'])
-
-interface CompiledRoute {
-  route: ApiRoute
-  re: RegExp
-  names: string[]
-  anonymous?: boolean
-}
-
-function compile(route: ApiRoute, anonymous = false): CompiledRoute {
-  const names: string[] = []
-  const re = new RegExp(
-    '^' +
-      route.path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&').replace(/:([A-Za-z_][A-Za-z0-9_]*)/g, (_m, n: string) => {
-        names.push(n)
-        return '([^/]+)'
-      }) +
-      '/?$',
-  )
-  return {anonymous, names, re, route}
-}
+import {type HealthComponent, type HealthReport, certificateHealth, crlHealth, worst} from '../health/index.js'
+import type {ResolvedPermissions} from './permissions.js'
 
 export interface ApiServerOptions {
   engine: BrokerEngine
@@ -66,40 +49,66 @@ export interface ApiServerOptions {
 
 export class ApiServer {
   readonly server: https.Server
-  private readonly routes: CompiledRoute[] = []
+  /** the fastify application on the server (inject() in tests) */
+  readonly app: FastifyInstance
   readonly registry = new Registry()
   private requests!: Counter<'route' | 'method' | 'status'>
+  private ready?: PromiseLike<unknown>
 
-  constructor(private readonly opts: ApiServerOptions) {
+  constructor(
+    private readonly opts: ApiServerOptions,
+    /** tests only: who is calling, for inject() requests that have no TLS socket */
+    peer?: (req: import('node:http').IncomingMessage) => PeerCert | null,
+  ) {
     // /health may be called without a certificate, so the handshake requests one but does not require it
-    this.server = https.createServer({...opts.tls, rejectUnauthorized: false, requestCert: true}, (req, res) => {
-      this.handle(req, res).catch((error) => {
-        opts.logger.error('API handler failed', {error: errorText(error)})
-        if (!res.headersSent) this.reply(res, {body: {error: {code: 'E_INTERNAL', message: 'internal error'}}, status: 500})
-      })
-    })
-    this.server.on('tlsClientError', () => {})
-    if (opts.handshakes) guardHandshakes(this.server, opts.handshakes, opts.logger, 'API')
+    const server = https.createServer({...opts.tls, rejectUnauthorized: false, requestCert: true})
+    this.server = server
+    server.on('tlsClientError', () => {})
+    if (opts.handshakes) guardHandshakes(server, opts.handshakes, opts.logger, 'API')
     // the identity is read once per connection (peerIdentity): a renegotiation must not change it
-    this.server.on('secureConnection', (s: tls.TLSSocket) => s.disableRenegotiation())
-    this.server.headersTimeout = 10_000
-    this.server.requestTimeout = 30_000
-    this.builtins()
-    for (const p of opts.plugins) for (const r of p.routes) this.routes.push(compile(r))
+    server.on('secureConnection', (s: tls.TLSSocket) => s.disableRenegotiation())
+    server.headersTimeout = 10_000
+    server.requestTimeout = 30_000
     this.metrics()
+    const {engine} = opts
+    this.app = buildApiApp({
+      isRevoked: opts.isRevoked,
+      logger: opts.logger,
+      maxBody: opts.maxBody,
+      onAnswer: (route, method, status) => this.requests.inc({method, route, status: String(status)}),
+      peer,
+      permissionsFor: opts.permissionsFor,
+      routes: [
+        healthRoutes(() => this.health()),
+        metricsRoutes(() => this.metricsText(), this.registry.contentType),
+        statsRoutes(engine, opts.connections),
+        queueRoutes(engine),
+        exchangeRoutes(engine),
+        messageRoutes(engine),
+        ...opts.plugins.map((p) => p.routes),
+      ],
+      serverFactory: (handler) => {
+        server.on('request', handler)
+        return server
+      },
+    })
   }
 
   setSecureContext(options: tls.TlsOptions): void {
     this.server.setSecureContext(options)
   }
 
-  listen(port: number, host: string): Promise<number> {
+  async listen(port: number, host: string): Promise<number> {
+    // every route module is registered before the first connection is accepted
+    this.ready ??= this.app.ready().then(() => undefined)
+    await this.ready
     return listenOn(this.server, port, host)
   }
 
   async close(): Promise<void> {
     this.server.closeAllConnections()
     await new Promise<void>((r) => this.server.close(() => r()))
+    await this.app.close().catch((error) => this.opts.logger.warn('API close failed', {error: errorText(error)}))
     for (const p of this.opts.plugins) await p.close?.()
   }
 
@@ -200,49 +209,6 @@ export class ApiServer {
     })
   }
 
-  private builtins(): void {
-    const {engine} = this.opts
-    const json = (body: unknown, status = 200): ApiResponse => ({body, status})
-    this.routes.push(
-      compile(
-        {
-          handler: async (_req, ctx) => {
-            const h = await this.health()
-            // details (latencies, backends, error texts, files) only for monitors; anyone else sees the verdicts
-            return json(ctx.roles.includes('monitor') ? h : publicHealth(h), healthHttpStatus(h.status))
-          },
-          method: 'GET',
-          path: '/health',
-        },
-        true,
-      ),
-    )
-    this.routes.push(
-      compile({
-        handler: async () => ({body: await this.metricsText(), headers: {'content-type': this.registry.contentType}, status: 200}),
-        method: 'GET',
-        path: '/metrics',
-        roles: MONITOR,
-      }),
-    )
-    this.routes.push(compile({handler: async () => json(engine.stats(this.opts.connections())), method: 'GET', path: '/api/stats', roles: MONITOR}))
-    this.routes.push(compile({handler: async () => json(engine.listQueues()), method: 'GET', path: '/api/queues', roles: MONITOR}))
-    this.routes.push(compile({handler: async () => json({bindings: engine.listBindings(), exchanges: engine.listExchanges()}), method: 'GET', path: '/api/exchanges', roles: MONITOR}))
-    this.routes.push(
-      compile({
-        handler: async (req) => {
-          const st = await engine.messageStatus(req.params.id)
-          return st ? json(st) : json({error: {code: 'E_NOT_FOUND', message: `no status for message ${req.params.id}`}}, 404)
-        },
-        method: 'GET',
-        path: '/api/messages/:id',
-        roles: MONITOR,
-      }),
-    )
-    this.routes.push(compile({handler: async (req) => json({messages: await engine.deleteQueue(req.params.name)}), method: 'DELETE', path: '/api/queues/:name', roles: ['admin']}))
-    this.routes.push(compile({handler: async (req) => json({messages: await engine.purgeQueue(req.params.name)}), method: 'POST', path: '/api/queues/:name/purge', roles: ['admin']}))
-  }
-
   /** The components of GET /health: engine, CRL freshness, and what plugins report (store, redis). */
   async health(now = Date.now()): Promise<HealthReport> {
     const {engine} = this.opts
@@ -271,96 +237,5 @@ export class ApiServer {
     )
     const status = worst(Object.values(components).map((c) => c.status))
     return {components, connections: this.opts.connections(), status, timestamp: new Date(now).toISOString(), uptime_ms: engine.stats().uptimeMs}
-  }
-
-  private reply(res: ServerResponse, r: ApiResponse): void {
-    let body: Buffer
-    const headers: Record<string, string> = {...r.headers}
-    if (r.body === undefined) body = Buffer.alloc(0)
-    else if (Buffer.isBuffer(r.body)) body = r.body
-    else if (typeof r.body === 'string') {
-      body = Buffer.from(r.body)
-      headers['content-type'] ??= 'text/plain; charset=utf-8'
-    } else {
-      body = Buffer.from(JSON.stringify(r.body))
-      headers['content-type'] ??= 'application/json'
-    }
-    headers['content-length'] = String(body.length)
-    res.writeHead(r.status, headers)
-    res.end(body)
-  }
-
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    let route = 'other'
-    // labels stay bounded whatever a client sends: unknown paths are "other", odd methods too
-    const m = req.method ?? 'GET'
-    res.once('finish', () => this.requests.inc({method: KNOWN_METHODS.has(m) ? m : 'other', route, status: String(res.statusCode)}))
-    const url = new URL(req.url ?? '/', 'https://broker')
-    const method = req.method ?? 'GET'
-    let match: {c: CompiledRoute; params: Record<string, string>} | undefined
-    let pathMatched = false
-    for (const c of this.routes) {
-      const m = c.re.exec(url.pathname)
-      if (!m) continue
-      pathMatched = true
-      if (c.route.method !== method) continue
-      const params: Record<string, string> = {}
-      c.names.forEach((n, i) => {
-        try {
-          params[n] = decodeURIComponent(m[i + 1])
-        } catch {
-          params[n] = m[i + 1]
-        }
-      })
-      match = {c, params}
-      route = c.route.path
-      break
-    }
-    const err = (status: number, code: string, message: string, hint?: string) => this.reply(res, {body: {error: {code, message, ...(hint ? {hint} : {})}}, status})
-    if (!match) {
-      req.resume()
-      return pathMatched ? err(405, 'E_METHOD', `${method} is not allowed on ${url.pathname}`) : err(404, 'E_NOT_FOUND', `no route ${method} ${url.pathname}`, 'Try this: GET /health, /metrics, /api/stats, /api/queues')
-    }
-    const sock = req.socket as tls.TLSSocket
-    const peer = peerIdentity(sock)
-    if (peer && this.opts.isRevoked?.(peer.serial)) {
-      req.resume()
-      return err(401, 'E_CERT_REVOKED', `certificate serial ${peer.serial} is revoked`)
-    }
-    const ctx: ApiContext = {identity: peer?.cn ?? null, remote: sock.remoteAddress ?? '', roles: peer ? this.opts.permissionsFor(peer.cn).roles : []}
-    if (!match.c.anonymous) {
-      if (!peer) {
-        req.resume()
-        return err(401, 'E_TLS_CLIENT_CERT', 'this route needs a client certificate from the broker\'s CA', 'Try this: curl --cert pki/issued/admin.crt --key pki/issued/admin.key --cacert pki/ca.crt ...')
-      }
-      const perms = this.opts.permissionsFor(peer.cn)
-      ctx.roles = perms.roles
-      const need = match.c.route.roles ?? []
-      if (need.length > 0 && !need.some((r) => perms.roles.includes(r))) {
-        req.resume()
-        if (need.length === 1 && need[0] === 'monitor') {
-          const e = monitorForbidden(peer.cn, `${method} ${url.pathname}`)
-          return err(403, e.code, e.message, e.hint)
-        }
-        return err(403, 'E_FORBIDDEN', `${peer.cn} lacks a role among ${need.join(', ')}`, 'Try this: grant the role in broker.permissions')
-      }
-    }
-    const chunks: Buffer[] = []
-    let size = 0
-    for await (const c of req) {
-      size += (c as Buffer).length
-      if (size > this.opts.maxBody) return err(413, 'E_TOO_LARGE', `request body over ${this.opts.maxBody} bytes`)
-      chunks.push(c as Buffer)
-    }
-    const apiReq: ApiRequest = {body: Buffer.concat(chunks), headers: req.headers, method, params: match.params, path: url.pathname, query: url.searchParams}
-    try {
-      this.reply(res, await match.c.route.handler(apiReq, ctx))
-    } catch (error) {
-      if (isMqError(error)) {
-        const status = error.code === 'E_NOT_FOUND' ? 404 : error.exit === 77 ? 403 : error.exit === 2 || error.exit === 65 ? 400 : error.exit === 75 || error.exit === 69 ? 503 : 409
-        return err(status, error.code, error.message, error.hint)
-      }
-      throw error
-    }
   }
 }

@@ -4,7 +4,8 @@
  * Redis, cluster/engine.ts) both satisfy it. Answers that a cluster must fetch from Redis may be
  * promises (`Sync<T>`); the transports await them when they are.
  */
-import type {BrokerStats, ExchangeType, MessageStatusInfo, QueueStats} from '../wire/types.js'
+import type {BrokerDefinitions, BrokerStats, ExchangeType, MessageStatusInfo, QueueStats} from '../wire/types.js'
+import type {Message} from './message.js'
 import type {MemoryWatermark} from './memory.js'
 import type {DeliveryOut, Permissions, PublishOptions, PublishResult, QueueOptions, Session, SessionSink} from './engine.js'
 
@@ -37,6 +38,12 @@ export interface BrokerEngine {
   declareExchange(name: string, type: ExchangeType, opts?: {durable?: boolean}): {name: string; type: ExchangeType}
   declareQueue(name: string, opts?: QueueOptions): {name: string; durable: boolean; ready: {readonly length: number}}
   bind(queue: string, exchange: string, key: string): void
+  unbind(queue: string, exchange: string, key: string): void
+  /** returns how many bindings went with it */
+  deleteExchange(name: string, opts?: {ifUnused?: boolean}): Sync<number>
+  /** the head of a queue, left as it is (see Engine.peek) */
+  peek(queue: string, count: number): Sync<{messages: Message[]; ready: number}>
+  definitions(): BrokerDefinitions
   deleteQueue(name: string): Sync<number>
   purgeQueue(name: string): Sync<number>
   publish(exchange: string, routingKey: string, body: Buffer, opts?: PublishOptions, perms?: Permissions): PublishResult

@@ -8,7 +8,7 @@
 import {MqError, NotFoundError as AbsentError, PermissionError, TempFailError, UsageError} from '../errors.js'
 import {MessageIds} from '../wire/ids.js'
 import {NO_HEADERS, isHeaderName} from '../wire/protocol.js'
-import type {BrokerStats, ExchangeType, QueueStats} from '../wire/types.js'
+import type {BrokerDefinitions, BrokerStats, ExchangeType, QueueStats} from '../wire/types.js'
 import {DEFAULT_DEDUPE_MAX, DEFAULT_DEDUPE_WINDOW_MS, DedupeWindow} from './dedupe.js'
 import type {Message} from './message.js'
 import {MemoryWatermark} from './memory.js'
@@ -219,6 +219,16 @@ export class Exchange {
     return !had
   }
 
+  /** Removes one binding; false when there was none. */
+  unbind(queue: string, key: string): boolean {
+    const k = this.type === 'fanout' ? '' : key
+    const s = this.bindings.get(k)
+    if (!s || !s.delete(queue)) return false
+    if (s.size === 0) this.bindings.delete(k)
+    this.topicCache.clear()
+    return true
+  }
+
   unbindQueue(queue: string): void {
     for (const [k, s] of this.bindings) {
       s.delete(queue)
@@ -274,6 +284,31 @@ export interface Consumer {
   prefetch: number
   noAck: boolean
   inflight: number
+}
+
+/** What round-robin dispatch looks at in a consumer (the standalone and the cluster engine share it). */
+export interface Dispatchable {
+  session: Session
+  prefetch: number
+  noAck: boolean
+  inflight: number
+}
+
+/**
+ * The next consumer of `q` in round-robin order that can take a message now: its connection is open
+ * and writable, and (unless it is no-ack) it is under its prefetch and its session under maxUnacked.
+ * Advances q.rr past the one chosen.
+ */
+export function nextConsumer<C extends Dispatchable>(q: {consumers: C[]; rr: number}, maxUnacked: number): C | undefined {
+  const n = q.consumers.length
+  for (let i = 0; i < n; i++) {
+    const c = q.consumers[(q.rr + i) % n]
+    if (c.session.closed || !c.session.sink.writable()) continue
+    if (!c.noAck && (c.inflight >= c.prefetch || c.session.unacked.size >= maxUnacked)) continue
+    q.rr = (q.rr + i + 1) % n
+    return c
+  }
+  return undefined
 }
 
 interface Unacked {
@@ -545,6 +580,77 @@ export class Engine {
     if (ex.bind(queue, key) && ex.durable && q.durable) this.store?.saveBinding(exchange, queue, ex.type === 'fanout' ? '' : key)
   }
 
+  /** Removes one binding; E_NOT_FOUND when the queue, the exchange or the binding does not exist. */
+  unbind(queue: string, exchange: string, key: string): void {
+    const q = this.queues.get(queue)
+    if (!q) throw new NotFoundError('queue', queue)
+    if (exchange === '') throw new UsageError('E_RESERVED', 'the default exchange "" routes by queue name and has no bindings to remove', {hint: 'Try this: unbind from a named exchange'})
+    const ex = this.exchanges.get(exchange)
+    if (!ex) throw new NotFoundError('exchange', exchange)
+    if (!ex.unbind(queue, key)) {
+      const keys = this.listBindings().filter((b) => b.exchange === exchange && b.queue === queue).map((b) => JSON.stringify(b.routingKey))
+      throw new AbsentError('E_NOT_FOUND', `queue ${JSON.stringify(queue)} is not bound to exchange ${JSON.stringify(exchange)} with key ${JSON.stringify(ex.type === 'fanout' ? '' : key)}`, {
+        hint: keys.length > 0 ? `Try this: --key ${keys[0]} (its bindings to ${exchange}: ${keys.join(', ')})` : `Try this: mq exchange list (it has no binding of ${queue} to ${exchange})`,
+      })
+    }
+    if (ex.durable && q.durable) this.store?.deleteBinding(exchange, queue, ex.type === 'fanout' ? '' : key)
+  }
+
+  /**
+   * Deletes an exchange and its bindings (the queues stay). ifUnused: refused while it has bindings,
+   * as RabbitMQ's if-unused (our exchanges have no publishers to count, bindings are their use).
+   */
+  deleteExchange(name: string, opts: {ifUnused?: boolean} = {}): number {
+    if (name === '') throw new UsageError('E_RESERVED', 'the default exchange "" is built in and cannot be deleted', {hint: 'Try this: delete a named exchange'})
+    const ex = this.exchanges.get(name)
+    if (!ex) throw new NotFoundError('exchange', name)
+    if (name === DEFAULT_EXCHANGE) throw new UsageError('E_RESERVED', `${DEFAULT_EXCHANGE} is built in and cannot be deleted`, {hint: `Try this: mq queue unbind ${DEFAULT_QUEUE} ${DEFAULT_EXCHANGE} --key ${DEFAULT_KEY}`})
+    const bindings = ex.bindingCount()
+    if (opts.ifUnused && bindings > 0) {
+      throw new MqError('E_IN_USE', `exchange ${JSON.stringify(name)} still has ${bindings} binding${bindings === 1 ? '' : 's'}: not deleted (--if-unused)`, {
+        details: {bindings, exchange: name},
+        hint: `Try this: mq exchange list to see them, mq queue unbind QUEUE ${name} --key KEY, or drop --if-unused`,
+      })
+    }
+    this.exchanges.delete(name)
+    if (ex.durable) this.store?.deleteExchange(name)
+    return bindings
+  }
+
+  /**
+   * Up to `count` ready messages from the head of a queue, in order, left exactly as they are: not
+   * taken, not counted as delivered, not flagged redelivered, statuses unchanged. Messages held
+   * unacked by consumers are not ready and not shown; expired ones are skipped (the sweep takes them).
+   */
+  peek(queue: string, count: number): {messages: Message[]; ready: number} {
+    const q = this.queues.get(queue)
+    if (!q) throw new NotFoundError('queue', queue)
+    // a durable queue's window may be shorter than asked while its tail is on disk: read it in first
+    if (q.ready.length < count && q.paged > 0) this.refill(q)
+    const now = this.now()
+    const out: Message[] = []
+    for (const m of q.ready) {
+      if (out.length >= count) break
+      if (m.expiresAt && m.expiresAt <= now) continue
+      out.push(m)
+    }
+    return {messages: out, ready: q.messages}
+  }
+
+  /**
+   * The definitions (exchanges, queues with their settings, bindings), sorted, as `mq definitions export`
+   * writes them. A queue's dead-letter queue is listed only when the operator named it: the default
+   * NAME.dlq is worked out again on import, with its default behaviour (TTL and max-length drop).
+   */
+  definitions(): BrokerDefinitions {
+    const byName = <T extends {name: string}>(a: T, b: T) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)
+    const exchanges = [...this.exchanges.values()].filter((e) => e.name !== '').map((e) => ({durable: e.durable, name: e.name, type: e.type})).sort(byName)
+    const queues = [...this.queues.values()].map((q) => ({deadLetter: q.defaultDeadLetter ? null : (q.deadLetter ?? null), durable: q.durable, maxLength: q.maxLength ?? null, name: q.name, ttlMs: q.ttlMs ?? null})).sort(byName)
+    const key = (b: {exchange: string; queue: string; routingKey: string}) => `${b.exchange}\u0000${b.queue}\u0000${b.routingKey}`
+    const bindings = this.listBindings().sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0))
+    return {bindings, exchanges, queues}
+  }
+
   deleteQueue(name: string): number {
     const q = this.queues.get(name)
     if (!q) throw new NotFoundError('queue', name)
@@ -637,6 +743,7 @@ export class Engine {
       if (q.consumers.length > 0 && q.messages >= this.flowHigh) flow = qn
     }
     this.totals.published++
+    if (headers !== NO_HEADERS && headers['x-redriven-from'] !== undefined) this.noteRedriven(messageId, headers['x-redriven-from'])
     // remembered in the same group commit as the message rows just queued
     if (opts.dedupe && opts.messageId !== undefined) this.dedupe.add(messageId, targets, durable)
     return {messageId, queues: targets, durable, flow}
@@ -693,6 +800,19 @@ export class Engine {
       })
     }
     return targets
+  }
+
+  /**
+   * `mq queue redrive` republishes a dead letter (same id, header x-redriven-from = its dead-letter
+   * queue) and only then acks it there: that ack must not make `STATUS` say "acknowledged" for a
+   * message now waiting in the queue it was redriven to. Bounded: an id whose ack never comes (a
+   * redrive that died) is forgotten oldest first.
+   */
+  private readonly redriven = new Map<string, string>()
+
+  private noteRedriven(messageId: string, from: string): void {
+    if (this.redriven.size >= 10_000) this.redriven.delete(this.redriven.keys().next().value!)
+    this.redriven.set(messageId, from)
   }
 
   /** The publisher recorded a deduplicated publish itself: its id need not be remembered any more. */
@@ -954,16 +1074,7 @@ export class Engine {
 
   private dispatchLoop(q: Queue): void {
     while (q.messages > 0 && q.consumers.length > 0) {
-      let chosen: Consumer | undefined
-      const n = q.consumers.length
-      for (let i = 0; i < n; i++) {
-        const c = q.consumers[(q.rr + i) % n]
-        if (c.session.closed || !c.session.sink.writable()) continue
-        if (!c.noAck && (c.inflight >= c.prefetch || c.session.unacked.size >= this.maxUnacked)) continue
-        chosen = c
-        q.rr = (q.rr + i + 1) % n
-        break
-      }
+      const chosen = nextConsumer(q, this.maxUnacked)
       if (!chosen) return
       const msg = this.takeReady(q)
       if (!msg) return
@@ -990,7 +1101,9 @@ export class Engine {
     u.queue.acked++
     this.totals.acknowledged++
     if (u.queue.durable) this.store?.deleteMessage(u.msg.seq)
-    this.setStatus(u.msg.messageId, 'acknowledged', u.queue.name)
+    // a redriven dead letter lives on in the queue it was republished to (see noteRedriven): that status stands
+    if (this.redriven.size > 0 && this.redriven.get(u.msg.messageId) === u.queue.name) this.redriven.delete(u.msg.messageId)
+    else this.setStatus(u.msg.messageId, 'acknowledged', u.queue.name)
     // synchronously, so the freed prefetch slot is filled before any later reply on this connection
     if (u.consumer && u.queue.messages > 0) this.dispatch(u.queue)
   }

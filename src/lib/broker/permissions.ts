@@ -21,6 +21,11 @@ export function globToRegExp(glob: string): RegExp {
 export interface ResolvedPermissions extends Permissions {
   identity: string
   roles: string[]
+  /**
+   * May look at a queue's messages without taking them (PEEK): whoever may consume it, or the
+   * monitor right, except on the pipeline's delivery queue (bodies in clear: its readers and admins only).
+   */
+  canPeek?(queue: string): boolean
 }
 
 /**
@@ -57,6 +62,13 @@ export function consumeForbidden(identity: string, queue: string, delivery?: Del
   })
 }
 
+/** The refusal of a PEEK, naming both ways in. */
+export function peekForbidden(identity: string, queue: string): PermissionError {
+  return new PermissionError('E_FORBIDDEN', `${identity} may not look at queue ${JSON.stringify(queue)}: peeking needs the right to consume it or the monitor right`, {
+    hint: `Try this: add a rule before the catch-all one: broker.permissions: [{identity: ${identity}, monitor: true}, ...] (or consume: [${queue}]), or use an admin identity`,
+  })
+}
+
 /** The refusal of a monitoring call (queue lists, statuses, stats, metrics), naming the rule to add. */
 export function monitorForbidden(identity: string, what: string): PermissionError {
   return new PermissionError('E_FORBIDDEN', `${identity} may not ${what}: it needs the monitor right`, {
@@ -73,19 +85,21 @@ export function monitorForbidden(identity: string, what: string): PermissionErro
  */
 export function resolvePermissions(rules: PermissionRule[], identity: string, delivery?: DeliveryQueue): ResolvedPermissions {
   const rule = identity === CIPHERMQ_IDENTITY ? rules.find((r) => r.identity === identity) : rules.find((r) => globToRegExp(r.identity).test(identity))
-  if (!rule) return {admin: false, canConsume: () => false, canPublish: () => false, forbidConsume: (q) => consumeForbidden(identity, q, delivery), identity, monitor: false, roles: []}
+  if (!rule) return {admin: false, canConsume: () => false, canPeek: () => false, canPublish: () => false, forbidConsume: (q) => consumeForbidden(identity, q, delivery), identity, monitor: false, roles: []}
   const admin = rule.admin ?? false
   const pub = (rule.publish ?? (identity === CIPHERMQ_IDENTITY ? [] : ['*'])).map(globToRegExp)
   const con = (rule.consume ?? []).map(globToRegExp)
   const monitor = admin || (rule.monitor ?? false)
   const roles = [...new Set([...(rule.roles ?? []), ...(admin ? ['admin'] : []), ...(monitor ? ['monitor'] : [])])]
   const reader = admin || (delivery?.readers.includes(identity) ?? false)
+  const canConsume = (q: string) => {
+    if (delivery && q === delivery.queue) return reader
+    return ownsQueue(identity, q) || con.some((r) => r.test(q))
+  }
   return {
     admin,
-    canConsume(q) {
-      if (delivery && q === delivery.queue) return reader
-      return ownsQueue(identity, q) || con.some((r) => r.test(q))
-    },
+    canConsume,
+    canPeek: (q) => canConsume(q) || (monitor && !(delivery && q === delivery.queue)),
     canPublish: (e) => pub.some((r) => r.test(e)),
     forbidConsume: (q) => consumeForbidden(identity, q, delivery),
     identity,

@@ -12,7 +12,7 @@ import type {Logger} from '../log.js'
 import {type MetricsListener, startMetricsListener} from '../http/metrics-listener.js'
 import {handshakeLimits} from '../net/pending.js'
 import {checkName} from '../util/names.js'
-import {CrlWatcher, ensureCrlAtStart, peerIdentity, serverTlsOptions, verifyIdentityCerts} from '../pki/index.js'
+import {CrlWatcher, adoptCrl, crlOrder, ensureCrlAtStart, peerIdentity, serverTlsOptions, verifyIdentityCerts} from '../pki/index.js'
 import {ApiServer} from './api.js'
 import type {ApiPluginFactory, BrokerPublisher} from './api-types.js'
 import type {BrokerEngine} from './backend.js'
@@ -103,6 +103,8 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
   await ensureCrlAtStart(home, config.pki, logger)
   // one broker per data directory, taken before the store opens
   const lock = lockDataDir(home.data)
+  // before the cluster connects: a CRL shared by another node may arrive at once
+  const crl = new CrlWatcher(home, b.crl_check_interval_ms)
   let store: DurableStore | undefined
   let cluster: ClusterEngine | undefined
   let engine: BrokerEngine
@@ -121,6 +123,7 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
         logger: logger.child('cluster'),
         maxUnacked: b.max_unacked,
         name: b.cluster.name,
+        onCrl: (pem) => takeClusterCrl(pem),
         url: b.cluster.url,
       })
       engine = cluster
@@ -161,7 +164,26 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
     if (!p) permsCache.set(identity, (p = resolvePermissions(b.permissions, identity, delivery)))
     return p
   }
-  const crl = new CrlWatcher(home, b.crl_check_interval_ms)
+  // cluster mode: a CRL published on any node's home reaches every node, newest wins
+  function takeClusterCrl(pem: Buffer): void {
+    try {
+      if (adoptCrl(home, pem)) {
+        logger.info('took a newer CRL from the cluster')
+        crl.poll()
+      }
+    } catch (error) {
+      logger.warn('ignoring a CRL shared in the cluster: it is not a valid CRL of our CA', {error: (error as Error).message})
+    }
+  }
+  const shareCrl = (pem: Buffer | undefined) => {
+    if (!cluster || !pem) return
+    cluster.shareCrl(pem, crlOrder(pem)).catch((error) => logger.warn('sharing the CRL with the cluster failed', {error: (error as Error).message}))
+  }
+  if (cluster) {
+    const shared = await cluster.sharedCrl().catch(() => undefined)
+    if (shared) takeClusterCrl(shared.pem)
+    shareCrl(crl.current())
+  }
   const isRevoked = (serial: string) => crl.revoked().has(serial)
   const tlsOpts = serverTlsOptions(home, b.identity)
   checkOwnCertificates(home, [b.identity], logger)
@@ -172,6 +194,7 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
     limits: {handshakeTimeoutMs: b.handshake_timeout_ms, heartbeatMs: b.heartbeat_ms, maxConnections: b.max_connections, maxHandshakes: b.max_handshakes, maxHandshakesPerSource: b.max_handshakes_per_source, maxPayload: b.max_payload, maxUnconfirmed: b.max_unconfirmed},
     logger: logger.child('server'),
     peer: peerIdentity,
+    permissionRules: b.permissions,
     permissionsFor,
     tls: tlsOpts,
   })
@@ -201,6 +224,7 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
       api.setSecureContext(next)
       const dropped = server.dropRevoked(revoked)
       logger.info('CRL reloaded', {dropped, revoked: revoked.size})
+      shareCrl(_pem)
     } catch (error) {
       logger.error('CRL reload failed; the previous TLS context stays in force', {error})
     }

@@ -13,7 +13,7 @@ import {MqError, PermissionError, UsageError, errorText, isMqError} from '../err
 import type {Logger} from '../log.js'
 import {type BrokerEngine, whenReady} from './backend.js'
 import {type DeliveryOut, type ExchangeType, type PublishResult, type Session} from './engine.js'
-import {type ResolvedPermissions, monitorForbidden} from './permissions.js'
+import {type ResolvedPermissions, monitorForbidden, peekForbidden} from './permissions.js'
 import {BATCH_BYTES, BATCH_MAX_COUNT, BIG_BODY, DeliveryBatchWriter, type Frame, FrameError, FrameParser, NEWLINE, PROTOCOL_VERSION, encodeFrame, encodeHead, encodeValue, frameHeadersOrNone, isHeaderName, parsePublishBatch} from '../wire/protocol.js'
 
 export interface ServerLimits {
@@ -45,7 +45,13 @@ export interface BrokerServerOptions {
   /** reports whether a (lowercase hex) serial is revoked */
   isRevoked?: (serial: string) => boolean
   peer?: (sock: tls.TLSSocket) => {cn: string; serial: string} | null
+  /** broker.permissions as configured, for DEFINITIONS */
+  permissionRules?: Record<string, unknown>[]
 }
+
+/** PEEK shows at most this many messages per request, and at most this many body bytes */
+export const PEEK_MAX = 1000
+export const PEEK_BYTES = 8 * 1024 * 1024
 
 /** One output arena; a tick's small frames usually fit, and a frame that does not gets its own. */
 const ARENA_SIZE = 64 * 1024
@@ -776,6 +782,49 @@ class Connection {
         this.okDurable(f.id)
         return
       }
+      case 'UNBIND': {
+        const queue = this.need(f, 'queue')
+        const exchange = this.need(f, 'exchange')
+        // the same right as binding: who may bind a queue to an exchange may also undo it
+        if (!this.perms.admin && !(this.perms.canConsume(queue) && this.perms.canPublish(exchange))) {
+          throw new PermissionError('E_FORBIDDEN', `${this.identity} may not unbind ${queue} from ${exchange}`, {hint: 'Try this: run it as an admin identity'})
+        }
+        engine.unbind(queue, exchange, f.args.key ?? '')
+        this.okDurable(f.id)
+        return
+      }
+      case 'DELETE_EXCHANGE': {
+        this.requireAdmin('delete exchanges')
+        whenReady(engine.deleteExchange(this.need(f, 'name'), {ifUnused: this.bool(f, 'if_unused')}), (n) => this.okDurable(f.id, {bindings: n}), (error) => this.fail(error, false, f.id))
+        return
+      }
+      case 'PEEK': {
+        const queue = this.need(f, 'queue')
+        if (!(this.perms.canPeek?.(queue) ?? (this.perms.canConsume(queue) || this.perms.monitor))) throw peekForbidden(this.identity, queue)
+        const count = this.int(f, 'count') ?? 1
+        if (count < 1 || count > PEEK_MAX) throw new UsageError('E_FRAME_ARG', `PEEK count=${count} must be 1..${PEEK_MAX}`, {hint: `Try this: --count ${PEEK_MAX}`})
+        whenReady(
+          engine.peek(queue, count),
+          (r) => {
+            // one reply stays bounded whatever the bodies: those that do not fit are left out (a first one too big is cut)
+            let budget = PEEK_BYTES
+            const messages = []
+            for (const m of r.messages) {
+              if (m.body.length > budget && messages.length > 0) break
+              const body = m.body.length > budget ? m.body.subarray(0, budget) : m.body
+              budget -= body.length
+              messages.push({body: body.toString('base64'), deliveryCount: m.deliveryCount, exchange: m.exchange, headers: m.headers, messageId: m.messageId, redelivered: m.redelivered, routingKey: m.routingKey, size: m.body.length, timestamp: m.timestamp, ...(body.length < m.body.length ? {truncated: true} : {})})
+            }
+            this.okJson(f.id, {messages, queue, ready: r.ready})
+          },
+          (error) => this.fail(error, false, f.id),
+        )
+        return
+      }
+      case 'DEFINITIONS':
+        this.requireAdmin('export definitions')
+        this.okJson(f.id, {...engine.definitions(), permissions: this.srv.opts.permissionRules ?? []})
+        return
       case 'DELETE_QUEUE': {
         this.requireAdmin('delete queues')
         whenReady(engine.deleteQueue(this.need(f, 'name')), (n) => this.okDurable(f.id, {messages: n}), (error) => this.fail(error, false, f.id))

@@ -10,12 +10,14 @@ import {parentPort, workerData} from 'node:worker_threads'
 
 import {FALLBACK_AUTOCHECKPOINT_PAGES} from '../store/checkpointer.js'
 
-import {GROUP_BODY_MAX, GROUP_BYTES_MAX, REC_COUNT, REC_DELETE, REC_INSERT, type WireOp, readInsertRecord, rowAad, sealGroup, sealRecord} from './store.js'
+import {GROUP_BODY_MAX, GROUP_BYTES_MAX, REC_COUNT, REC_DELETE, REC_INSERT, STORE_CACHE_KIB, type WireOp, readInsertRecord, rowAad, sealGroup, sealRecord} from './store.js'
 
 const {file, synchronous, key: sealKey, keyId: sealKeyId} = workerData as {file: string; synchronous: 'FULL' | 'NORMAL'; key?: Uint8Array; keyId?: number}
 const db = new Database(file)
 db.pragma('journal_mode = WAL')
 db.pragma(`synchronous = ${synchronous}`)
+// the writer appends and deletes by seq: it needs no more cache than the reader (see store.ts)
+db.pragma(`cache_size = ${STORE_CACHE_KIB}`)
 
 startWriter()
 
@@ -168,6 +170,8 @@ function startWriter(): void {
   const queue = db.prepare('INSERT OR REPLACE INTO queues (name, dead_letter, ttl_ms, max_length) VALUES (?,?,?,?)')
   const bind = db.prepare('INSERT OR IGNORE INTO bindings (exchange, queue, routing_key) VALUES (?,?,?)')
   const dq = [db.prepare('DELETE FROM queues WHERE name = ?'), db.prepare('DELETE FROM bindings WHERE queue = ?'), db.prepare('DELETE FROM messages WHERE queue = ?')]
+  const dx = [db.prepare('DELETE FROM exchanges WHERE name = ?'), db.prepare('DELETE FROM bindings WHERE exchange = ?')]
+  const unbind = db.prepare('DELETE FROM bindings WHERE exchange = ? AND queue = ? AND routing_key = ?')
   const key = db.prepare('INSERT OR REPLACE INTO keys (name, enc_cert, sign_cert, updated_at) VALUES (?,?,?,?)')
   const blockIns = db.prepare('INSERT OR REPLACE INTO published_blocks (first, last, ids) VALUES (?,?,?)')
   const blockDel = db.prepare('DELETE FROM published_blocks WHERE first = ?')
@@ -240,6 +244,12 @@ function startWriter(): void {
           for (const s of dq) s.run(op[1])
           deltas.delete(op[1])
           statsDrop.run(op[1])
+          break
+        case 'X':
+          for (const s of dx) s.run(op[1])
+          break
+        case 'B':
+          unbind.run(op[1], op[2], op[3])
           break
         case 'P':
           // a purge: the queue's rows after the last one the engine held in memory (those it deletes itself)

@@ -233,6 +233,9 @@ export interface StoredMessage {
   expiresAt: number
 }
 
+/** SQLite page cache per connection (negative: KiB) */
+export const STORE_CACHE_KIB = -2048
+
 /** a messages row as readQueue selects it */
 interface StoredRow {
   seq: number
@@ -275,6 +278,10 @@ export type WireOp =
   | ['q', string, string | null, number | null, number | null]
   | ['b', string, string, string]
   | ['D', string]
+  /** an exchange and its bindings deleted */
+  | ['X', string]
+  /** one binding removed: exchange, queue, routing key */
+  | ['B', string, string, string]
   | ['k', string, string, string]
   /** reseal a legacy plaintext row: seq, queue, message_id, exchange, routing_key, headers, body */
   | ['R', number, string, string, string, string, string | null, Uint8Array]
@@ -434,6 +441,9 @@ export class DurableStore implements DedupeLog {
     try {
       this.db = new Database(this.file)
       this.db.pragma('journal_mode = WAL')
+      // better-sqlite3's default page cache is 16 MB per connection: paging reads a queue's tail
+      // once, in order, so a small cache costs nothing and keeps the broker's RSS off the backlog
+      this.db.pragma(`cache_size = ${STORE_CACHE_KIB}`)
       this.db.exec(SCHEMA)
       // stores from before encryption at rest: add the column; their rows stay readable as legacy plaintext
       const cols = this.db.prepare('PRAGMA table_info(messages)').all() as {name: string}[]
@@ -682,6 +692,14 @@ export class DurableStore implements DedupeLog {
 
   deleteQueue(name: string): void {
     this.enqueue({op: ['D', name], t: 'wire'})
+  }
+
+  deleteExchange(name: string): void {
+    this.enqueue({op: ['X', name], t: 'wire'})
+  }
+
+  deleteBinding(exchange: string, queue: string, key: string): void {
+    this.enqueue({op: ['B', exchange, queue, key], t: 'wire'})
   }
 
   /** Deletes a queue's rows with a seq above afterSeq (the part of a purged queue that was only on disk). */

@@ -5,6 +5,7 @@ import ora, {type Ora} from 'ora'
 import {type ConfigInput, LOG_FORMATS, LOG_LEVELS, type MqConfig} from '../config/schema.js'
 import {MqHome} from '../config/home.js'
 import {type ValueOrigin, loadConfig} from '../config/load.js'
+import {type SelectedContext, absoluteHome, contextConfig, selectContext} from '../config/contexts.js'
 import {ExitCode, MqError, isMqError} from '../errors.js'
 import {Logger, setClientLogger} from '../log.js'
 import {suggestFlag} from './suggest.js'
@@ -23,7 +24,8 @@ export abstract class MqCommand<T extends typeof Command> extends Command {
 
   static baseFlags = {
     config: Flags.string({description: 'config file to read instead of $MQ_HOME/config.yaml', env: 'MQ_CONFIG', helpGroup: 'GLOBAL'}),
-    home: Flags.string({description: 'mq home directory [default: $MQ_HOME or ~/.mq]', helpGroup: 'GLOBAL'}),
+    home: Flags.string({description: "mq home directory [default: $MQ_HOME, the context's home, or ~/.mq]", helpGroup: 'GLOBAL'}),
+    context: Flags.string({description: 'use this named context: broker, API, identity, home (mq context list) [default: MQ_CONTEXT, the current one]', env: 'MQ_CONTEXT', helpGroup: 'GLOBAL'}),
     'log-level': Flags.option({description: 'log verbosity on stderr [default: log_level, info]', helpGroup: 'GLOBAL', options: LOG_LEVELS})(),
     'log-format': Flags.option({description: 'log lines on stderr as text or JSON objects [default: log_format, text]', helpGroup: 'GLOBAL', options: LOG_FORMATS})(),
   }
@@ -33,6 +35,8 @@ export abstract class MqCommand<T extends typeof Command> extends Command {
   protected home!: MqHome
   protected logger!: Logger
   private loaded?: MqConfig
+  /** the named context in effect (--context, MQ_CONTEXT or the current one), if any */
+  protected context?: SelectedContext
   /** where each value of the last loaded config came from */
   protected configOrigins: Record<string, ValueOrigin> = {}
 
@@ -47,7 +51,10 @@ export abstract class MqCommand<T extends typeof Command> extends Command {
     })
     this.flags = flags as MqFlags<T>
     this.args = args as MqArgs<T>
-    this.home = MqHome.resolve(this.flags.home)
+    // the context commands manage the contexts: a current context that went missing must not lock them out
+    this.context = this.id?.startsWith('context:') ? undefined : selectContext(this.flags.context)
+    // --home and MQ_HOME beat the context's home, as flags and env beat it for every other value
+    this.home = MqHome.resolve(this.flags.home ?? process.env.MQ_HOME ?? (this.context?.context.home ? absoluteHome(this.context.context.home) : undefined))
     this.logger = new Logger((this.flags['log-level'] as Logger['level'] | undefined) ?? 'info', '', undefined, (this.flags['log-format'] as Logger['format'] | undefined) ?? 'text')
     setClientLogger(this.logger.child('client'))
   }
@@ -58,7 +65,8 @@ export abstract class MqCommand<T extends typeof Command> extends Command {
     const logLevel = this.flags['log-level'] as MqConfig['log_level'] | undefined
     const logFormat = this.flags['log-format'] as MqConfig['log_format'] | undefined
     const flags: ConfigInput = {...overrides, ...(logLevel ? {log_level: logLevel} : {}), ...(logFormat ? {log_format: logFormat} : {})}
-    const {config, origins} = loadConfig({file: this.flags.config, flags, home: this.home.root})
+    const ctx = this.context ? {file: this.context.file, name: this.context.name, values: contextConfig(this.context.context) as ConfigInput} : undefined
+    const {config, origins} = loadConfig({context: ctx, file: this.flags.config, flags, home: this.home.root})
     this.configOrigins = origins
     this.logger.setLevel(config.log_level)
     this.logger.setFormat(config.log_format)
@@ -69,6 +77,13 @@ export abstract class MqCommand<T extends typeof Command> extends Command {
   /** The --json contract: snake_case keys on every command (docs/json.md). */
   protected toSuccessJson(result: unknown): unknown {
     return snakeKeys(result)
+  }
+
+  /** oclif colours --json output with a regex that overflows the stack on multi-megabyte strings (peeked bodies): those print plain. */
+  logJson(json: unknown): void {
+    const text = JSON.stringify(json, null, 2)
+    if (text !== undefined && text.length > 1024 * 1024) process.stdout.write(text + '\n')
+    else super.logJson(json)
   }
 
   /** Data for scripts goes to stdout. */

@@ -14,7 +14,7 @@ import {fileURLToPath} from 'node:url'
 import type {BrokerClient} from './client.js'
 
 export type BenchMode = 'memory' | 'durable'
-export type BenchTargetName = 'mq' | 'rabbitmq' | 'nats'
+export type BenchTargetName = 'mq' | 'rabbitmq' | 'rabbitmq-quorum' | 'nats' | 'nats-js'
 
 export interface BenchSpec {
   mode: BenchMode
@@ -70,6 +70,8 @@ export interface TargetParams {
   url: string
   home?: string
   identity?: string
+  /** mq: the consumer's broker when it is not `url` (cluster mode: publish on one node, consume on another) */
+  consumerUrl?: string
 }
 
 function pct(sorted: Float64Array, p: number): number {
@@ -133,7 +135,7 @@ const BIN = fileURLToPath(new URL('../../../../bin/run.js', import.meta.url))
 export async function runBench(target: BenchTarget, params: TargetParams, spec: BenchSpec, progress?: (done: number, total: number) => void): Promise<BenchResult> {
   const total = spec.messages
   const dest = await target.prepare(spec)
-  const args = [BIN, 'bench', '--role', 'consumer', '--target', params.target, '--url', params.url, '--dest', dest, '--messages', String(total), '--window', String(spec.window), '--mode', spec.mode === 'durable' ? 'durable' : 'memory']
+  const args = [BIN, 'bench', '--role', 'consumer', '--target', params.target, '--url', params.consumerUrl ?? params.url, '--dest', dest, '--messages', String(total), '--window', String(spec.window), '--mode', spec.mode === 'durable' ? 'durable' : 'memory']
   if (params.home) args.push('--home', params.home)
   if (params.identity) args.push('--identity', params.identity)
   const child = spawn(process.execPath, [...process.execArgv, ...args], {stdio: ['ignore', 'pipe', 'pipe']})
@@ -257,8 +259,11 @@ export function mqTarget(connect: () => Promise<BrokerClient>): BenchTarget {
   }
 }
 
-/** RabbitMQ through amqplib: durable = durable queue, persistent messages, confirm channel, manual acks. */
-export function rabbitTarget(url: string): BenchTarget {
+/**
+ * RabbitMQ through amqplib: durable = durable queue, persistent messages, confirm channel, manual acks.
+ * `quorum`: a quorum queue (Raft-replicated, RabbitMQ's answer to losing a node), always durable.
+ */
+export function rabbitTarget(url: string, opts: {quorum?: boolean} = {}): BenchTarget {
   const withChannel = async <T>(fn: (ch: import('amqplib').Channel) => Promise<T>): Promise<T> => {
     const amqp = await import('amqplib')
     const conn = await amqp.connect(url)
@@ -282,10 +287,11 @@ export function rabbitTarget(url: string): BenchTarget {
         },
       }
     },
-    name: 'rabbitmq',
+    name: opts.quorum ? 'rabbitmq-quorum' : 'rabbitmq',
     async prepare(spec) {
       const dest = `mq-bench.${spec.mode}.${randomBytes(4).toString('hex')}`
-      await withChannel((ch) => ch.assertQueue(dest, {autoDelete: false, durable: spec.mode === 'durable'}))
+      if (opts.quorum) await withChannel((ch) => ch.assertQueue(dest, {arguments: {'x-queue-type': 'quorum'}, autoDelete: false, durable: true}))
+      else await withChannel((ch) => ch.assertQueue(dest, {autoDelete: false, durable: spec.mode === 'durable'}))
       return dest
     },
     async producer(spec, dest) {
@@ -336,6 +342,74 @@ export function natsTarget(servers: string): BenchTarget {
           return ++sent % 1000 !== 0
         },
         publishConfirmed: () => Promise.reject(new Error('NATS core has no confirms')),
+      }
+    },
+  }
+}
+
+/**
+ * NATS JetStream: a file-stored stream per run, publishes awaited for their PubAck, a durable
+ * consumer with explicit acks and `window` messages outstanding. (JetStream acknowledges once the
+ * message is written, and fsyncs on its own interval, not per message.)
+ */
+export function jetstreamTarget(servers: string): BenchTarget {
+  const open = async () => (await import('nats')).connect({servers})
+  const stream = (dest: string) => dest.replaceAll('.', '_')
+  return {
+    async cleanup(dest) {
+      const nc = await open()
+      try {
+        await (await nc.jetstreamManager()).streams.delete(stream(dest))
+      } finally {
+        await nc.close()
+      }
+    },
+    async consumer(spec, dest) {
+      const nc = await open()
+      const js = nc.jetstream()
+      const c = await js.consumers.get(stream(dest), 'bench')
+      let msgs: Awaited<ReturnType<typeof c.consume>> | undefined
+      return {
+        async close() {
+          // the pull loop's timers keep the process alive until it is stopped
+          msgs?.stop()
+          await nc.close()
+        },
+        async start(onMessage) {
+          const it = await c.consume({max_messages: spec.window})
+          msgs = it
+          void (async () => {
+            for await (const m of it) onMessage(Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength), () => m.ack())
+          })()
+        },
+      }
+    },
+    name: 'nats-js',
+    async prepare(spec) {
+      const dest = `mq.bench.js.${spec.mode}.${randomBytes(4).toString('hex')}`
+      const {AckPolicy, StorageType} = await import('nats')
+      const nc = await open()
+      try {
+        const jsm = await nc.jetstreamManager()
+        await jsm.streams.add({name: stream(dest), storage: StorageType.File, subjects: [dest]})
+        await jsm.consumers.add(stream(dest), {ack_policy: AckPolicy.Explicit, durable_name: 'bench', max_ack_pending: spec.window})
+      } finally {
+        await nc.close()
+      }
+      return dest
+    },
+    async producer(_spec, dest) {
+      const nc = await open()
+      const js = nc.jetstream()
+      return {
+        close: () => nc.close(),
+        drained: () => nc.flush(),
+        publish: () => {
+          throw new Error('the JetStream target measures confirmed publishes only')
+        },
+        publishConfirmed: async (body) => {
+          await js.publish(dest, body)
+        },
       }
     },
   }

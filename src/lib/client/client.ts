@@ -10,10 +10,10 @@ import tls from 'node:tls'
 
 import {DataError, MqError, NotFoundError, PermissionError, TempFailError, UnavailableError, UsageError} from '../errors.js'
 import {MessageIds} from '../wire/ids.js'
-import type {BrokerStats, Delivery, MessageStatusInfo, QueueStats} from '../wire/types.js'
+import type {BrokerDefinitions, BrokerStats, Delivery, MessageStatusInfo, PeekedMessage, QueueStats} from '../wire/types.js'
 import {BATCH_BYTES, BATCH_MAX_COUNT, BIG_BODY, type Frame, FrameError, FrameParser, NEWLINE, PublishBatchWriter, encodeFrame, encodeHead, encodeLine, encodeValue, frameHeaders, parseDeliveries} from '../wire/protocol.js'
 
-export type {BrokerStats, Delivery, MessageStatus, MessageStatusInfo, QueueStats} from '../wire/types.js'
+export type {BrokerDefinitions, BrokerStats, Delivery, MessageStatus, MessageStatusInfo, PeekedMessage, QueueStats} from '../wire/types.js'
 
 export interface ConnectOptions {
   host: string
@@ -490,6 +490,26 @@ export class BrokerClient extends EventEmitter {
     await this.request('BIND', {exchange, key: routingKey, queue})
   }
 
+  async unbind(queue: string, exchange: string, routingKey: string): Promise<void> {
+    await this.request('UNBIND', {exchange, key: routingKey, queue})
+  }
+
+  /** Deletes an exchange and its bindings; ifUnused: refused (E_IN_USE) while it has bindings. */
+  async deleteExchange(name: string, opts: {ifUnused?: boolean} = {}): Promise<{bindings: number}> {
+    const f = await this.request('DELETE_EXCHANGE', {if_unused: opts.ifUnused || undefined, name})
+    return {bindings: Number(f.args.bindings ?? 0)}
+  }
+
+  /** Up to `count` messages from the head of a queue, left as they are (docs/protocol.md, PEEK). */
+  async peek(queue: string, count = 1): Promise<{queue: string; ready: number; messages: PeekedMessage[]}> {
+    return this.json('PEEK', {count, queue})
+  }
+
+  /** Exchanges, queues with their settings, bindings and the broker's permission rules (admin). */
+  definitions(): Promise<BrokerDefinitions> {
+    return this.json('DEFINITIONS')
+  }
+
   async deleteQueue(name: string): Promise<{messages: number}> {
     const f = await this.request('DELETE_QUEUE', {name})
     return {messages: Number(f.args.messages ?? 0)}
@@ -582,6 +602,12 @@ export class BrokerClient extends EventEmitter {
       i = j + 1
     }
     this.writeFrame(Buffer.from(`ACK 0 tags=${ranges}\n`))
+  }
+
+  /** An ack the broker answers: resolves once it has settled the delivery (redrive: nothing acked before it is sure). */
+  async ackConfirmed(deliveryTag: number): Promise<void> {
+    this.flushAcks()
+    await this.request('ACK', {tag: deliveryTag})
   }
 
   nack(deliveryTag: number, requeue = true): void {

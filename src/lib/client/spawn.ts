@@ -1,5 +1,5 @@
 import {type ChildProcess, spawn} from 'node:child_process'
-import {mkdtempSync, rmSync} from 'node:fs'
+import {cpSync, mkdtempSync, readFileSync, rmSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {fileURLToPath} from 'node:url'
@@ -53,5 +53,80 @@ export async function spawnPrivateBroker(opts: {home?: string; env?: NodeJS.Proc
       }
       if (!keepHome) rmSync(home, {force: true, recursive: true})
     },
+  }
+}
+
+/**
+ * A throwaway redis-server on a free loopback port, with the append-only file fsynced on every write
+ * (what cluster mode's default durability asks of Redis), in a temp directory removed by stop().
+ */
+export async function spawnPrivateRedis(): Promise<{url: string; port: number; proc: ChildProcess; stop(): Promise<void>}> {
+  const port = await freePort()
+  const dir = mkdtempSync(join(tmpdir(), 'mq-redis-'))
+  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'yes', '--appendfsync', 'always', '--protected-mode', 'yes'], {stdio: ['ignore', 'pipe', 'pipe']})
+  let log = ''
+  await new Promise<void>((resolve, reject) => {
+    const t = setTimeout(() => reject(new UnavailableError('E_BENCH_REDIS', `redis-server did not start:\n${log}`, {hint: 'Try this: apt-get install redis-server'})), 15_000)
+    const onData = (d: Buffer) => {
+      log += d.toString()
+      if (log.includes('Ready to accept connections')) {
+        clearTimeout(t)
+        resolve()
+      }
+    }
+    proc.stdout!.on('data', onData)
+    proc.stderr!.on('data', onData)
+    proc.once('error', (error) => {
+      clearTimeout(t)
+      reject(new UnavailableError('E_BENCH_REDIS', `cannot run redis-server: ${error.message}`, {hint: 'Try this: apt-get install redis-server'}))
+    })
+  })
+  proc.stdout!.resume()
+  proc.stderr!.resume()
+  return {
+    port,
+    proc,
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) {
+        const gone = new Promise((r) => proc.once('exit', r))
+        proc.kill('SIGKILL')
+        await gone
+      }
+      rmSync(dir, {force: true, recursive: true})
+    },
+    url: `redis://127.0.0.1:${port}`,
+  }
+}
+
+/**
+ * `count` private brokers in cluster mode on one Redis, with certificates of one CA: the first node
+ * creates it, the others start on copies of its pki directory.
+ */
+export async function spawnClusterNodes(count: number, redisUrl: string, name: string): Promise<Awaited<ReturnType<typeof spawnPrivateBroker>>[]> {
+  const env = {MQ_BROKER_CLUSTER_NAME: name, MQ_BROKER_CLUSTER_URL: redisUrl}
+  const nodes = [await spawnPrivateBroker({env})]
+  try {
+    for (let i = 1; i < count; i++) {
+      const home = mkdtempSync(join(tmpdir(), 'mq-bench-'))
+      cpSync(join(nodes[0].home, 'pki'), join(home, 'pki'), {recursive: true})
+      nodes.push(await spawnPrivateBroker({env, home}))
+    }
+  } catch (error) {
+    for (const n of nodes) await n.stop().catch(() => {})
+    throw error
+  }
+  return nodes
+}
+
+/** CPU seconds a process has used so far (user + system), from /proc; 0 when it cannot be read. */
+export function cpuSecondsOf(pid: number | undefined): number {
+  if (!pid) return 0
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    // fields after the parenthesised command name: utime is the 12th, stime the 13th
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return (Number(f[11]) + Number(f[12])) / 100
+  } catch {
+    return 0
   }
 }

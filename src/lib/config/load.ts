@@ -19,11 +19,13 @@ export interface LoadOptions {
   flags?: ConfigInput
   /** read the shipped config/mq.yaml (default true) */
   shipped?: boolean
+  /** the selected context's values: above the config file, below the environment */
+  context?: {name: string; file: string; values: ConfigInput}
 }
 
 /** Where a value of the effective config came from (`mq config show --origins`). */
 export interface ValueOrigin {
-  source: 'default' | 'file' | 'env' | 'flag'
+  source: 'default' | 'file' | 'context' | 'env' | 'flag'
   /** file:line, the environment variable, or what a derived default follows */
   where?: string
 }
@@ -130,6 +132,10 @@ export function loadConfig(opts: LoadOptions): LoadedConfig {
     sources.push(readYaml(userFile))
     files.push(userFile)
   }
+  if (opts.context) {
+    const ctx = opts.context
+    sources.push({kind: 'context', label: `context ${ctx.name} (${ctx.file})`, values: ctx.values as Obj, locate: (p) => `context ${ctx.name}: ${p.at(-1)}`})
+  }
   const env = readEnv(opts.env ?? process.env)
   sources.push({kind: 'env', label: 'environment', values: env.values, locate: (p) => env.origins.get(p.join('.')) && `environment variable ${env.origins.get(p.join('.'))}`})
   if (opts.flags) sources.push({kind: 'flag', label: 'command-line flags', values: opts.flags as Obj, locate: () => 'command-line flag'})
@@ -167,7 +173,7 @@ function originsOf(sources: Source[]): Record<string, ValueOrigin> {
     const key = leaf.path.join('.')
     const from = [...sources].reverse().find((s) => has(s.values, leaf.path))
     if (from) {
-      const where = from.kind === 'env' ? from.locate?.(leaf.path)?.replace(/^environment variable /, '') : from.kind === 'flag' ? undefined : from.locate?.(leaf.path)
+      const where = from.kind === 'env' ? from.locate?.(leaf.path)?.replace(/^environment variable /, '') : from.kind === 'flag' ? undefined : from.kind === 'context' ? from.label.replace(/^context /, '') : from.locate?.(leaf.path)
       origins[key] = {source: from.kind, ...(where ? {where} : {})}
     } else origins[key] = {source: 'default', ...(DERIVED[key] ? {where: `follows ${DERIVED[key]}`} : {})}
   }

@@ -1,5 +1,7 @@
 import {z} from 'zod'
 
+import {parseDuration} from '../util/duration.js'
+
 /**
  * The one configuration schema for every part of mq. Keys are snake_case; each leaf can be
  * overridden from the environment as MQ_<PATH_JOINED_BY_UNDERSCORE> (see env.ts), e.g.
@@ -8,6 +10,20 @@ import {z} from 'zod'
 const port = z.number().int().min(1).max(65535)
 const host = z.string().min(1)
 const ms = z.number().int().min(0)
+/** A duration with its unit ("500ms", "30s", "5m", "1h"), as the CLI's duration flags take it; "off" where allowed. */
+const duration = (opts: {off?: boolean} = {}) =>
+  z.string().refine(
+    (v) => {
+      if (opts.off && v === 'off') return true
+      try {
+        parseDuration(v)
+        return true
+      } catch {
+        return false
+      }
+    },
+    {message: `a duration with a unit: 500ms, 30s, 5m or 1h${opts.off ? ', or off' : ''}`},
+  )
 /** Every TLS listener: a hard handshake deadline from accept, and caps on sockets still in the handshake (src/lib/net/pending.ts). */
 const handshakeKeys = (timeoutMs: number) => ({
   handshake_timeout_ms: ms.default(timeoutMs),
@@ -139,8 +155,8 @@ export const configSchema = z
             {identity: 'admin', publish: ['*'], consume: ['*'], admin: true, monitor: true, roles: ['admin']},
             {identity: 'proxy*', publish: ['*'], admin: false, monitor: false, roles: ['proxy']},
             {identity: 'worker*', publish: ['*'], admin: false, monitor: false, roles: ['worker']},
-            // the operators' portal reads broker statistics for its live overview (admin role on the HTTPS API only)
-            {identity: 'portal', publish: [], consume: [], admin: false, monitor: true, roles: ['admin']},
+            // the operators' portal reads /api/stats for its live overview: monitoring, nothing else
+            {identity: 'portal', publish: [], consume: [], admin: false, monitor: true, roles: []},
             {identity: '*', publish: ['*'], admin: false, monitor: false, roles: []},
           ]),
       })
@@ -203,6 +219,12 @@ export const configSchema = z
         readers: z.array(z.string()).default([]),
         // the broker's HTTPS API for deliver/status calls; defaults to client.api
         broker_api: z.string().optional(),
+        // the reconciler (one worker at a time, by a lease in Redis): records still queued this long after
+        // they were accepted and absent from Redis (lost with a Redis restart) are put back in the stream;
+        // "off" turns it off. See docs/pipeline.md.
+        reconcile_after: duration({off: true}).default('2m'),
+        // how often the reconciler looks (and the lease is renewed; it lasts three of these)
+        reconcile_interval: duration().default('30s'),
       })
       .strict()
       .default({}),

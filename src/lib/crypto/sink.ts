@@ -10,6 +10,8 @@ import type {Delivery} from '../wire/types.js'
 import {type ReceiveSink, type Received, jsonRecord, outRecord} from './recv.js'
 import type {PriorAcceptance} from './replay.js'
 
+const NEWLINE = Buffer.from('\n')
+
 /** stdout (raw or JSON lines) and/or an --out file; flush() waits for stdout and fsyncs the file. */
 export class OutputSink implements ReceiveSink<Delivery> {
   private fd?: number
@@ -38,10 +40,8 @@ export class OutputSink implements ReceiveSink<Delivery> {
   write(r: Received, d: Delivery): void {
     if (this.fd !== undefined) writeSync(this.fd, JSON.stringify(outRecord(r)) + '\n')
     if (this.mode === 'json') process.stdout.write(JSON.stringify(jsonRecord(r, {queue: d.queue, redelivered: d.redelivered})) + '\n')
-    else if (this.mode === 'raw') {
-      process.stdout.write(r.payload)
-      if (this.lines) process.stdout.write('\n')
-    }
+    // one write per message: a crash between two writes would leave a line without its newline
+    else if (this.mode === 'raw') process.stdout.write(this.lines ? Buffer.concat([r.payload, NEWLINE]) : r.payload)
   }
 
   position(): {path?: string; offset?: number} {

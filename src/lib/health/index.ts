@@ -4,7 +4,7 @@
  * broken); the overall status is the worst of them, and only "failing" answers HTTP 503.
  */
 import {X509Certificate} from 'node:crypto'
-import {existsSync, readFileSync} from 'node:fs'
+import {existsSync, readFileSync, statSync} from 'node:fs'
 
 import * as x509 from '@peculiar/x509'
 
@@ -60,19 +60,46 @@ const CRL_FILE = 'pki/crl.pem'
  * expired"): so an expired CRL is "failing", and one near expiry (the last quarter of its
  * validity, at most 24 h) is "degraded".
  */
+/**
+ * Parsing the CRL and checking its signature cost ~2 ms of CPU, and /health is polled: parsed
+ * files are kept until their stamp (mtime, size, inode) changes.
+ */
+const parsed = new Map<string, {stamp: string; value: unknown}>()
+function cachedParse<T>(files: string[], key: string, parse: () => T): T {
+  const stamp = files
+    .map((f) => {
+      const st = statSync(f, {throwIfNoEntry: false})
+      return st ? `${st.mtimeMs}:${st.size}:${st.ino}` : '-'
+    })
+    .join('|')
+  const hit = parsed.get(key)
+  if (hit && hit.stamp === stamp) return hit.value as T
+  const value = parse()
+  parsed.set(key, {stamp, value})
+  return value
+}
+
+function parseCrl(home: MqHome): {crl: x509.X509Crl; signed: boolean} | {error: Error} {
+  return cachedParse([home.crl, home.caCert], `crl:${home.crl}`, () => {
+    try {
+      const crl = new x509.X509Crl(readFileSync(home.crl, 'utf8').replace(/X509 CRL/g, 'CRL'))
+      return {crl, signed: crlSignedBy(crl, home.caCert)}
+    } catch (error) {
+      return {error: error as Error}
+    }
+  })
+}
+
 export function crlHealth(home: MqHome, now = Date.now()): HealthComponent {
   const republish = 'Try this: mq cert crl (republishes pki/crl.pem; servers reload it without a restart).'
   if (!existsSync(home.crl)) {
     return {file: CRL_FILE, hint: `Try this: mq cert crl; without ${CRL_FILE} revoked certificates are not refused.`, status: 'degraded'}
   }
-  let crl: x509.X509Crl
-  try {
-    crl = new x509.X509Crl(readFileSync(home.crl, 'utf8').replace(/X509 CRL/g, 'CRL'))
-  } catch (error) {
-    return {error: `cannot parse the CRL: ${(error as Error).message}`, file: CRL_FILE, hint: republish, status: 'failing'}
-  }
+  const p = parseCrl(home)
+  if ('error' in p) return {error: `cannot parse the CRL: ${p.error.message}`, file: CRL_FILE, hint: republish, status: 'failing'}
+  const crl = p.crl
   // a CRL our CA did not sign is ignored by the servers: the revocations it claims are not in force
-  if (!crlSignedBy(crl, home.caCert)) {
+  if (!p.signed) {
     return {error: 'the CRL is not signed by our CA (pki/ca.crt): servers ignore it', file: CRL_FILE, hint: 'Try this: mq cert crl (republishes pki/crl.pem signed by this CA).', status: 'failing'}
   }
   const thisUpdate = crl.thisUpdate.getTime()
@@ -99,14 +126,18 @@ export function crlHealth(home: MqHome, now = Date.now()): HealthComponent {
 export function certificateHealth(home: MqHome, names: string[], now = Date.now()): HealthComponent {
   let revoked = new Set<string>()
   try {
-    if (existsSync(home.crl)) revoked = new Set(new x509.X509Crl(readFileSync(home.crl, 'utf8').replace(/X509 CRL/g, 'CRL')).entries.map((e) => normSerial(e.serialNumber)))
+    if (existsSync(home.crl)) {
+      const p = parseCrl(home)
+      if ('crl' in p) revoked = new Set(p.crl.entries.map((e) => normSerial(e.serialNumber)))
+    }
   } catch {
     // an unreadable CRL is the crl component's business
   }
   const problems: string[] = []
   const certs = names.map((name) => {
     try {
-      const c = new X509Certificate(readFileSync(home.issuedCert(name)))
+      const file = home.issuedCert(name)
+      const c = cachedParse([file], `cert:${file}`, () => new X509Certificate(readFileSync(file)))
       const serial = normSerial(c.serialNumber)
       const state = revoked.has(serial) ? 'revoked' : Date.parse(c.validTo) < now ? 'expired' : 'ok'
       if (state !== 'ok') problems.push(`the certificate of ${name} (serial ${serial}) is ${state}: peers refuse it`)

@@ -1,4 +1,5 @@
 import {X509Certificate, createPrivateKey, createPublicKey, type KeyObject} from 'node:crypto'
+import * as x509 from '@peculiar/x509'
 import {existsSync, readFileSync, rmSync} from 'node:fs'
 
 import type {MqConfig} from '../config/schema.js'
@@ -11,6 +12,7 @@ import {buildCert, buildCrl, fingerprintOf, generateRsa, loadPrivateKey, normSer
 import {type CertType, type IndexEntry, IndexStore, REVOCATION_REASONS, type RevocationReason} from './index-store.js'
 import {type E2eIdentity, identityFiles, loadIdentity} from './identity.js'
 import {encryptPrivateKey} from './key-encryption.js'
+import {badPem} from './pem.js'
 
 export interface CertRecord {
   name: string
@@ -212,6 +214,92 @@ export class CertificateAuthority {
     })
   }
 
+  /**
+   * A new certificate for the same name, type (key usage), public key and SANs, with a new validity.
+   * The new certificate and its index entry are written first; only then is the old one revoked as
+   * superseded and the CRL republished, all under the index lock: a crash in between leaves two valid
+   * certificates, never none. The key stays where it is (a key that never left its host stays there).
+   */
+  async renew(name: string, opts: {days?: number; type?: 'server' | 'client'; sans?: string[]} = {}): Promise<{renewed: CertRecord; superseded: CertRecord}> {
+    checkName(name)
+    checkDays(opts.days, '--days')
+    if (opts.sans) parseSans(opts.sans)
+    this.loadCa()
+    return this.index.withLock(async () => {
+      const index = this.index.read()
+      const current = index.certs.filter((c) => c.name === name && (c.type === 'server' || c.type === 'client') && !c.revoked && (opts.type === undefined || c.type === opts.type))
+      if (current.length === 0) {
+        const e2e = index.certs.some((c) => c.name === name && !c.revoked && (c.type === 'e2e-enc' || c.type === 'e2e-sign'))
+        throw new NotFoundError('E_NOT_FOUND', `No active ${opts.type ?? 'server or client'} certificate named ${JSON.stringify(name)} to renew.`, {
+          hint: e2e ? `Try this: mq keygen ${name} --force (end-to-end identities are replaced, not renewed)` : `Try this: mq cert list, or mq cert issue ${name} --type client`,
+        })
+      }
+      if (current.length > 1 && new Set(current.map((c) => c.type)).size > 1) {
+        throw new UsageError('E_AMBIGUOUS', `${name} has both a server and a client certificate.`, {hint: `Try this: mq cert renew ${name} --type server (or --type client)`})
+      }
+      const old = current.sort((a, b) => b.notBefore.localeCompare(a.notBefore))[0] as IndexEntry & {type: 'server' | 'client'}
+      let oldCert: X509Certificate
+      try {
+        oldCert = new X509Certificate(readFileSync(old.certPath))
+      } catch (error) {
+        throw new DataError('E_BAD_PEM', `${old.certPath} (the certificate to renew) cannot be read: ${(error as Error).message}.`, {hint: `Try this: restore it from a backup, or issue a new one: mq cert issue ${name} --type ${old.type} --force`})
+      }
+      const publicPem = oldCert.publicKey.export({format: 'pem', type: 'spki'}).toString()
+      const sans = opts.sans ?? (old.type === 'server' ? sansOf(oldCert) : undefined)
+      const {certPem, entry} = this.signLeaf(name, old.type, publicPem, {days: opts.days, sans})
+      writeFileAtomic(old.certPath, certPem, 0o644)
+      const full: IndexEntry = {...entry, certPath: old.certPath, ...(old.keyPath ? {keyPath: old.keyPath} : {})}
+      index.certs.push(full)
+      this.index.write(index)
+      // the new certificate is on disk and in the index: now the old one may go
+      Object.assign(old, {reason: 'superseded', revoked: true, revokedAt: new Date().toISOString()})
+      this.index.write(index)
+      await this.writeCrlLocked()
+      return {renewed: toRecord(full), superseded: toRecord(old)}
+    })
+  }
+
+  /**
+   * Issues a certificate for the key of a PKCS#10 request (PEM) whose private key stays on its host.
+   * The request's signature must verify (it proves the requester holds the key); a request for a CA
+   * (basicConstraints CA:true) is refused; the name is --name or the request's CN; server SANs are
+   * --san, else the request's, else the defaults. What is issued is ours: a server or client leaf.
+   */
+  async signRequest(csrPem: string, csrPath: string, opts: {name?: string; type: 'server' | 'client'; sans?: string[]; days?: number; force?: boolean}): Promise<CertRecord & {certPem: string}> {
+    checkDays(opts.days, '--days')
+    const req = await parseRequest(csrPem, csrPath)
+    const name = opts.name ?? req.cn
+    if (!name) throw new UsageError('E_CSR_NO_NAME', `${csrPath} has no subject CN: the certificate needs a name.`, {hint: 'Try this: --name NAME'})
+    checkName(name)
+    if (opts.type === 'client' && opts.sans && opts.sans.length > 0) throw new UsageError('E_BAD_SAN', '--san applies to server certificates only.', {hint: 'Try this: drop --san, or use --type server.'})
+    const sans = opts.type === 'server' ? (opts.sans && opts.sans.length > 0 ? opts.sans : req.sans.length > 0 ? req.sans : undefined) : undefined
+    if (sans) parseSans(sans)
+    this.loadCa()
+    return this.index.withLock(async () => {
+      const index = this.index.read()
+      const current = index.certs.filter((c) => c.name === name && (c.type === 'server' || c.type === 'client') && !c.revoked)
+      if (current.length > 0 && !opts.force) {
+        throw new MqError('E_CERT_EXISTS', `A certificate named ${name} already exists (serial ${current[0].serial}).`, {hint: `Try this: --force (issues it and revokes the old one as superseded), or mq cert renew ${name}`})
+      }
+      const {certPem, entry} = this.signLeaf(name, opts.type, req.publicPem, {days: opts.days, sans})
+      ensureDir(this.home.issued, 0o755)
+      writeFileAtomic(this.home.issuedCert(name), certPem, 0o644)
+      // a key kept here for an older certificate of this name does not belong to the new one
+      const staleKey = current.some((c) => c.keyPath !== undefined) || existsSync(this.home.issuedKey(name))
+      if (staleKey) rmSync(this.home.issuedKey(name), {force: true})
+      const full: IndexEntry = {...entry, certPath: this.home.issuedCert(name)}
+      index.certs.push(full)
+      this.index.write(index)
+      if (current.length > 0) {
+        const now = new Date().toISOString()
+        for (const c of current) Object.assign(c, {reason: 'superseded', revoked: true, revokedAt: now})
+        this.index.write(index)
+        await this.writeCrlLocked()
+      }
+      return {...toRecord(full), certPem}
+    })
+  }
+
   /** Revokes every active certificate of NAME (TLS and end-to-end), or the one with SERIAL; republishes the CRL. */
   async revoke(nameOrSerial: string, reason: RevocationReason = 'unspecified'): Promise<CertRecord[]> {
     if (!REVOCATION_REASONS.includes(reason)) {
@@ -369,6 +457,50 @@ export class CertificateAuthority {
       return loadIdentity(this.home, name, {withPrivate: true})
     })
   }
+}
+
+/** A server certificate's SANs as --san values (DNS:x, IP:y). */
+function sansOf(cert: X509Certificate): string[] {
+  const out: string[] = []
+  for (const part of (cert.subjectAltName ?? '').split(', ')) {
+    const m = /^(DNS|IP Address):(.+)$/.exec(part.trim())
+    if (m) out.push(`${m[1] === 'DNS' ? 'DNS' : 'IP'}:${m[2]}`)
+  }
+  return out
+}
+
+const OID_BASIC_CONSTRAINTS = '2.5.29.19'
+const OID_SAN = '2.5.29.17'
+
+/** Parses and checks a certificate request: PEM, signature, no CA, an RSA key of 2048 bits or more. */
+async function parseRequest(pem: string, path: string): Promise<{cn?: string; sans: string[]; publicPem: string}> {
+  let req: x509.Pkcs10CertificateRequest
+  try {
+    if (!/-----BEGIN (NEW )?CERTIFICATE REQUEST-----/.test(pem)) throw new Error('no CERTIFICATE REQUEST block')
+    req = new x509.Pkcs10CertificateRequest(pem.replace(/NEW CERTIFICATE REQUEST/g, 'CERTIFICATE REQUEST'))
+  } catch (error) {
+    throw new DataError('E_BAD_PEM', badPem(path, pem, 'certificate request', error).message, {hint: 'Try this: give the PEM request file (openssl req -new -key KEY -out REQ.csr writes one)'})
+  }
+  let valid = false
+  try {
+    valid = await req.verify()
+  } catch {}
+  if (!valid) throw new DataError('E_CSR_SIGNATURE', `${path}: the request's signature does not verify (it was altered, or not signed by the key it carries).`, {hint: 'Try this: create the request again on the host that holds the key (openssl req -new -key KEY -out REQ.csr)'})
+  const bc = req.extensions.find((e) => e.type === OID_BASIC_CONSTRAINTS) as x509.BasicConstraintsExtension | undefined
+  if (bc?.ca) throw new DataError('E_CSR_CA', `${path} asks for a CA certificate (basicConstraints CA:true): refused, this CA issues server and client certificates only.`, {hint: 'Try this: create the request without -addext basicConstraints=CA:TRUE'})
+  let key: KeyObject
+  try {
+    key = createPublicKey({format: 'der', key: Buffer.from(req.publicKey.rawData), type: 'spki'})
+  } catch (error) {
+    throw badPem(path, pem, 'certificate request', error)
+  }
+  const bits = key.asymmetricKeyDetails?.modulusLength ?? 0
+  if (key.asymmetricKeyType !== 'rsa' || bits < 2048) {
+    throw new DataError('E_CSR_KEY', `${path} holds a${key.asymmetricKeyType === 'rsa' ? ` ${bits}-bit RSA` : `n ${key.asymmetricKeyType}`} key: this CA signs RSA keys of 2048 bits or more.`, {hint: 'Try this: openssl req -new -newkey rsa:2048 -nodes -keyout KEY -out REQ.csr'})
+  }
+  const san = req.extensions.find((e) => e.type === OID_SAN) as x509.SubjectAlternativeNameExtension | undefined
+  const sans = (san?.names.toJSON() ?? []).filter((n) => n.type === 'dns' || n.type === 'ip').map((n) => `${n.type === 'dns' ? 'DNS' : 'IP'}:${n.value}`)
+  return {cn: req.subjectName.getField('CN')[0], publicPem: key.export({format: 'pem', type: 'spki'}).toString(), sans}
 }
 
 /** What a server (broker, proxy, relay) runs before loading its TLS material: see ensureCrl. */

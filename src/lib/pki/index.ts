@@ -2,4 +2,4 @@ export {CertificateAuthority, type CertRecord, type IssueOptions, ensureCrlAtSta
 export {fingerprintOf, normSerial, readCrl} from './certs.js'
 export {type E2eIdentity, identityFiles, keyFingerprint, loadIdentity, verifyIdentityCerts} from './identity.js'
 export {type CertType, REVOCATION_REASONS, type RevocationReason} from './index-store.js'
-export {CrlWatcher, clientTlsOptions, peerIdentity, readCrlSync, serverTlsOptions} from './tls.js'
+export {CrlWatcher, adoptCrl, clientTlsOptions, crlOrder, peerIdentity, readCrlSync, serverTlsOptions} from './tls.js'

@@ -7,14 +7,14 @@ import {readFileSync} from 'node:fs'
 
 import {DataError} from '../errors.js'
 
-export type PemKind = 'certificate' | 'private key' | 'CRL'
+export type PemKind = 'certificate' | 'private key' | 'CRL' | 'certificate request'
 
 /** What is wrong with a file that did not parse as KIND, in words (OpenSSL's reason kept at the end). */
 function what(buf: Buffer | string, kind: PemKind, error: unknown): string {
   const text = buf.toString()
-  const label = kind === 'certificate' ? /-----BEGIN CERTIFICATE-----/ : kind === 'CRL' ? /-----BEGIN (X509 )?CRL-----/ : /-----BEGIN (RSA |EC |ENCRYPTED )?PRIVATE KEY-----/
+  const label = kind === 'certificate request' ? /-----BEGIN (NEW )?CERTIFICATE REQUEST-----/ : kind === 'certificate' ? /-----BEGIN CERTIFICATE-----/ : kind === 'CRL' ? /-----BEGIN (X509 )?CRL-----/ : /-----BEGIN (RSA |EC |ENCRYPTED )?PRIVATE KEY-----/
   if (text.trim() === '') return 'the file is empty'
-  if (!text.includes('-----BEGIN')) return `no PEM block (expected -----BEGIN ${kind === 'CRL' ? 'X509 CRL' : kind === 'certificate' ? 'CERTIFICATE' : 'PRIVATE KEY'}-----)`
+  if (!text.includes('-----BEGIN')) return `no PEM block (expected -----BEGIN ${kind === 'CRL' ? 'X509 CRL' : kind === 'certificate' ? 'CERTIFICATE' : kind === 'certificate request' ? 'CERTIFICATE REQUEST' : 'PRIVATE KEY'}-----)`
   if (!label.test(text)) return `the PEM block is not a ${kind} (${/-----BEGIN ([A-Z0-9 ]+)-----/.exec(text)?.[1] ?? 'unknown'})`
   if (!/-----END [A-Z0-9 ]+-----/.test(text)) return 'the PEM block is cut short (no -----END line)'
   return `its contents do not decode as a ${kind} (${(error as Error)?.message ?? String(error)})`

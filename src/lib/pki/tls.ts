@@ -9,7 +9,7 @@ import * as x509 from '@peculiar/x509'
 import type {MqHome} from '../config/home.js'
 import {ExitCode, MqError} from '../errors.js'
 import {clientLogger} from '../log.js'
-import {assertPrivateFile} from '../util/fs.js'
+import {assertPrivateFile, writeFileAtomic} from '../util/fs.js'
 import {normSerial} from './certs.js'
 import {badPem, parseCertPem, parseKeyPem} from './pem.js'
 
@@ -124,6 +124,34 @@ export function readCrlSync(home: MqHome): {pem: Buffer; serials: Set<string>} |
   if (!existsSync(home.crl)) return undefined
   const pem = readFileSync(home.crl)
   return {pem, serials: crlSerials(pem, new X509Certificate(readFileSync(home.caCert)), home.crl)}
+}
+
+/**
+ * Orders the CRLs of one CA, newest highest: thisUpdate (whole seconds in X.509) first, then the
+ * CRL number, so two CRLs issued within one second still compare.
+ */
+export function crlOrder(pem: Buffer): number {
+  const crl = parseCrlPem('the CRL', pem)
+  const ext = crl.extensions.find((e) => e.type === '2.5.29.20')
+  let number = 0
+  if (ext) {
+    // DER INTEGER: tag, one length byte (CRL numbers are small), big-endian value
+    const v = Buffer.from(ext.value)
+    for (let i = 2; i < 2 + v[1] && i < v.length; i++) number = (number * 256 + v[i]) % 1_000_000
+  }
+  return Math.floor(crl.thisUpdate.getTime() / 1000) * 1_000_000 + number
+}
+
+/**
+ * Takes a CRL from elsewhere (another cluster node): checked against our CA and written over
+ * pki/crl.pem only when newer than ours. Returns whether it was written; the CrlWatcher then
+ * reloads the servers as for a local revocation.
+ */
+export function adoptCrl(home: MqHome, pem: Buffer): boolean {
+  crlSerials(pem, new X509Certificate(readFileSync(home.caCert)), 'the shared CRL')
+  if (existsSync(home.crl) && crlOrder(readFileSync(home.crl)) >= crlOrder(pem)) return false
+  writeFileAtomic(home.crl, pem, 0o644)
+  return true
 }
 
 /** Serials of a PEM CRL signed by `ca`; anything else (garbage, another CA's CRL) is an MqError. */

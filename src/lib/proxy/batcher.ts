@@ -1,3 +1,5 @@
+import {performance} from 'node:perf_hooks'
+
 import {MqError, UnavailableError} from '../errors.js'
 import type {ApiClient} from '../http/client.js'
 import {HttpError} from '../http/errors.js'
@@ -21,6 +23,8 @@ export interface Registered {
 
 interface Waiter {
   item: Registration
+  /** when register() was called (performance.now()) */
+  at: number
   resolve: (r: Registered) => void
   reject: (e: Error) => void
   timer?: NodeJS.Timeout
@@ -53,6 +57,7 @@ export class RegisterBatcher {
   register(item: Registration): Promise<Registered> {
     return new Promise((resolve, reject) => {
       const w: Waiter = {
+        at: performance.now(),
         item,
         reject: (e) => {
           if (w.done) return
@@ -98,7 +103,10 @@ export class RegisterBatcher {
   private async send(batch: Waiter[]): Promise<void> {
     let results: ({error?: {code: string; message: string; hint?: string}; status?: number} & Partial<Registered>)[]
     try {
-      const r = await this.broker.call<{results: typeof results}>('POST', '/internal/messages/register', {messages: batch.map((w) => w.item)})
+      // how long the earliest of these requests still waits for its answer: the broker fails (never
+      // queues) what its store commits after that, because that request was answered 503
+      const deadline = this.deadlineMs > 0 ? {deadline_ms: Math.max(0, Math.floor(Math.min(...batch.map((w) => w.at + this.deadlineMs)) - performance.now()))} : {}
+      const r = await this.broker.call<{results: typeof results}>('POST', '/internal/messages/register', {messages: batch.map((w) => w.item), ...deadline})
       results = r.results
       if (!Array.isArray(results) || results.length !== batch.length) throw new MqError('E_BROKER_PROTOCOL', 'The broker answered a batch with the wrong number of results.', {details: {status: 502}})
     } catch (error) {

@@ -15,6 +15,7 @@ import {HttpError, readBody, sendError, sendJson, statusOf} from '../http/errors
 import {type Logger, silentLogger} from '../log.js'
 import {guardHandshakes, handshakeLimits} from '../net/pending.js'
 import {peerIdentity} from '../pki/index.js'
+import {NOT_ACCEPTED} from '../records/not-accepted.js'
 import {type PipelineKeys, pipelineKeys} from '../worker/keys.js'
 import {RegisterBatcher} from './batcher.js'
 import {RateLimiter} from './rate-limit.js'
@@ -183,9 +184,12 @@ export class ProxyServer {
     try {
       position = await this.redisCall(() => redis.enqueue(this.keys.stream, messageId, who.cn))
     } catch (error) {
-      // Without an Idempotency-Key the client's retry makes a new message: close this record.
-      if (idem === undefined && reg.created) {
-        this.o.broker.call('PUT', `/internal/messages/${messageId}/status`, {error: 'E_REDIS_UNAVAILABLE: never enqueued; the client was told to retry', status: 'failed'}).catch(() => {})
+      // Answered 503, so not accepted: the record this request wrote ends failed, never delivered (the
+      // worker's reconciler skips failed records). A retry with the same Idempotency-Key revives it.
+      // (Two concurrent requests with one key, one enqueued and one not, could fail an accepted message;
+      // clients retry after an answer, not alongside the first request.)
+      if (reg.created) {
+        this.o.broker.call('PUT', `/internal/messages/${messageId}/status`, {error: `${NOT_ACCEPTED}: never enqueued (Redis unavailable); the client was answered 503`, status: 'failed'}).catch(() => {})
       }
       throw error
     }

@@ -6,6 +6,7 @@ import {DataError, MqError, UnavailableError} from '../errors.js'
 import {migrate, openStore, type SqlStore} from '../store/sql.js'
 import {PHONE_RE, PhoneHasher, RecordsKeyring, maskPhone} from './crypto.js'
 import {RECORDS_MIGRATIONS, RECORDS_MIGRATIONS_TABLE} from './migrations.js'
+import {NOT_ACCEPTED} from './not-accepted.js'
 
 export const MESSAGE_STATUSES = ['queued', 'processing', 'delivered', 'failed'] as const
 export type MessageStatus = (typeof MESSAGE_STATUSES)[number]
@@ -67,6 +68,8 @@ export interface RecordsStats {
 const MESSAGE_COLS = 'message_id, client_id, sender_hash, sender_masked, status, attempts, last_error, key_version, queued_at, delivered_at, last_attempt_at, updated_at'
 const CLIENT_COLS = 'identity, serial, fingerprint, status, issued_at, expires_at, revoked_at, reason, last_seen_at'
 export const MESSAGE_ID_RE = /^[A-Za-z0-9._:-]{1,64}$/
+
+export {NOT_ACCEPTED}
 
 const now = () => new Date().toISOString()
 
@@ -152,6 +155,7 @@ export class RecordsStore {
         if (!existing || existing.client_id !== clientId) {
           throw new MqError('E_MESSAGE_ID_TAKEN', `message_id ${messageId} belongs to another client.`, {details: {status: 409}})
         }
+        if (await this.revive(this.sql, existing)) return {created: true, record: (await this.get(messageId))!}
         return {created: false, record: existing}
       }
     })
@@ -161,7 +165,10 @@ export class RecordsStore {
    * Registers many messages in one transaction (the proxy batches concurrent requests). Each item
    * gets its own outcome: the record, or the error that refused it; one bad item fails no other.
    */
-  async registerMany(items: {messageId: string; clientId: string; payload: MessagePayload; queuedAt?: string}[]): Promise<({record: Pick<MessageRecord, 'message_id' | 'client_id' | 'status' | 'queued_at'>; created: boolean} | {error: MqError})[]> {
+  async registerMany(
+    items: {messageId: string; clientId: string; payload: MessagePayload; queuedAt?: string}[],
+    opts: {deadline?: number} = {},
+  ): Promise<({record: Pick<MessageRecord, 'message_id' | 'client_id' | 'status' | 'queued_at'>; created: boolean; late?: boolean} | {error: MqError})[]> {
     const sealed = items.map((it) => {
       if (!MESSAGE_ID_RE.test(it.messageId)) return new DataError('E_MESSAGE_ID', `message_id ${JSON.stringify(it.messageId)} is not 1-64 characters of [A-Za-z0-9._:-].`)
       if (!PHONE_RE.test(it.payload.sender_number)) return new DataError('E_SENDER_NUMBER', 'sender_number is not an E.164 number like +4915200000000.')
@@ -169,7 +176,7 @@ export class RecordsStore {
     })
     return this.guard(() =>
       this.sql.transaction(async (tx) => {
-        const out: ({record: Pick<MessageRecord, 'message_id' | 'client_id' | 'status' | 'queued_at'>; created: boolean} | {error: MqError})[] = []
+        const out: ({record: Pick<MessageRecord, 'message_id' | 'client_id' | 'status' | 'queued_at'>; created: boolean; late?: boolean} | {error: MqError})[] = []
         for (const [i, it] of items.entries()) {
           const s = sealed[i]
           if (s instanceof MqError) {
@@ -186,8 +193,17 @@ export class RecordsStore {
             if (!isUniqueViolation(error)) throw error
             const existing = await tx.get<MessageRecord>(`SELECT ${MESSAGE_COLS} FROM messages WHERE message_id = ?`, [it.messageId])
             if (!existing || existing.client_id !== it.clientId) out.push({error: new MqError('E_MESSAGE_ID_TAKEN', `message_id ${it.messageId} belongs to another client.`, {details: {status: 409}})})
+            else if (await this.revive(tx, existing)) out.push({created: true, record: {...existing, status: 'queued'}})
             else out.push({created: false, record: existing})
           }
+        }
+        // The caller (the proxy) answers 503 at its deadline. Rows written after it (the database hung
+        // in the middle of this transaction) belong to requests that were not accepted: they commit as
+        // failed, in this same transaction, so no crash can leave them queued.
+        if (opts.deadline !== undefined && Date.now() > opts.deadline) {
+          const created = out.flatMap((o) => ('record' in o && o.created ? [o.record.message_id] : []))
+          if (created.length) await this.markNotAccepted(created, 'the records store answered after the proxy had answered 503', tx)
+          for (const o of out) if ('record' in o) o.late = true
         }
         return out
       }),
@@ -199,6 +215,54 @@ export class RecordsStore {
       const r = await this.sql.get<Record<string, unknown>>(`SELECT ${MESSAGE_COLS} FROM messages WHERE message_id = ?`, [messageId])
       return r ? toRecord(r) : undefined
     })
+  }
+
+  /** A record failed as not accepted goes back to queued when its request is retried (same Idempotency-Key). */
+  private async revive(sql: SqlStore, existing: Pick<MessageRecord, 'message_id' | 'status' | 'last_error'>): Promise<boolean> {
+    if (existing.status !== 'failed' || !existing.last_error?.startsWith(NOT_ACCEPTED)) return false
+    const r = await sql.run(`UPDATE messages SET status = 'queued', last_error = NULL, updated_at = ? WHERE message_id = ? AND status = 'failed' AND last_error LIKE '${NOT_ACCEPTED}%'`, [now(), existing.message_id])
+    return r.changes > 0
+  }
+
+  /**
+   * Records whose requests were answered 503 end failed (never delivered): only while still queued,
+   * so a record another request got accepted and delivered meanwhile keeps its status.
+   */
+  async markNotAccepted(ids: string[], why: string, sql: SqlStore = this.sql): Promise<number> {
+    let n = 0
+    for (let i = 0; i < ids.length; i += 500) {
+      const chunk = ids.slice(i, i + 500)
+      const t = now()
+      const r = await this.guard(() =>
+        sql.run(`UPDATE messages SET status = 'failed', last_error = ?, updated_at = ? WHERE status = 'queued' AND message_id IN (${chunk.map(() => '?').join(', ')})`, [`${NOT_ACCEPTED}: ${why}`, t, ...chunk]),
+      )
+      n += r.changes
+    }
+    return n
+  }
+
+  /**
+   * Records still waiting for delivery (queued, or processing: between attempts) that were queued
+   * before `before`, oldest first, a page at a time: what the worker's reconciler compares with Redis.
+   */
+  async undelivered(opts: {before: string; after?: {at: string; id: number}; limit: number}): Promise<{messages: {id: number; message_id: string; client_id: string; status: string; attempts: number; queued_at: string}[]}> {
+    const params: (string | number)[] = [opts.before]
+    let page = ''
+    if (opts.after) page = ' AND (queued_at > ? OR (queued_at = ? AND id > ?))', params.push(opts.after.at, opts.after.at, opts.after.id)
+    const limit = Math.max(1, Math.min(10_000, Math.trunc(opts.limit)))
+    // one query per status, each read in the order of the (status, queued_at) index (the id rides in it),
+    // so a large backlog is never sorted; merged here
+    const rows: Record<string, unknown>[] = []
+    for (const status of ['queued', 'processing']) {
+      rows.push(
+        ...(await this.guard(() =>
+          this.sql.all<Record<string, unknown>>(`SELECT id, message_id, client_id, status, attempts, queued_at FROM messages WHERE status = ? AND queued_at < ?${page} ORDER BY queued_at, id LIMIT ${limit}`, [status, ...params]),
+        )),
+      )
+    }
+    rows.sort((a, b) => (String(a.queued_at) < String(b.queued_at) ? -1 : String(a.queued_at) > String(b.queued_at) ? 1 : Number(a.id) - Number(b.id)))
+    rows.splice(limit)
+    return {messages: rows.map((r) => ({attempts: Number(r.attempts), client_id: String(r.client_id), id: Number(r.id), message_id: String(r.message_id), queued_at: String(r.queued_at), status: String(r.status)}))}
   }
 
   /** Decrypts a message's payload (for delivery, and for audited admin views). */

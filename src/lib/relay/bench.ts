@@ -6,7 +6,7 @@ import {join} from 'node:path'
 import {performance} from 'node:perf_hooks'
 
 import {type RelayAddress, RelayConnection} from './client.js'
-import {contentAad, encrypt, generateIdentityKeys, newSymKey} from './crypto.js'
+import {type ContentBinding, encrypt, generateIdentityKeys, newSymKey} from './crypto.js'
 import {MessageType, Op, RESPONSE_HEADER_BYTES, encodeRegisterPayload} from './protocol.js'
 import {SocketReader, writeFlow} from './reader.js'
 import {RelayServer} from './server.js'
@@ -141,18 +141,18 @@ export async function runRelayBench(opts: RelayBenchOptions, progress: (line: st
       const idA = await a.call(Buffer.alloc(16), Op.register, encodeRegisterPayload(3, `bench-a-${tag}`, keyA), 'register')
       const idB = await b.call(Buffer.alloc(16), Op.register, encodeRegisterPayload(3, `bench-b-${tag}`, keyB), 'register')
       const sym = newSymKey('strong')
-      const aad = contentAad(MessageType.text, idA, idB)
+      const binding: ContentBinding = {recipient: idB, sender: idA, type: MessageType.text}
       const plain = Buffer.alloc(opts.textBytes, 0x61)
 
       // warm-up: JIT, SQLite statement cache
       for (let i = 0; i < 50; i++) await a.send(idA, Op.send, idB, MessageType.keyRequest, 0, Buffer.alloc(0))
       await b.pull(idB, Op.pull, async () => {})
       const conns = Math.max(1, opts.connections ?? 1)
-      const senders: {conn: RelayConnection; id: Buffer; aad: Buffer}[] = [{aad, conn: a, id: idA}]
+      const senders: {conn: RelayConnection; id: Buffer; binding: ContentBinding; counter: bigint}[] = [{binding, conn: a, counter: 0n, id: idA}]
       for (let i = 1; i < conns; i++) {
         const conn = await RelayConnection.connect(address, 3)
         const id = await conn.call(Buffer.alloc(16), Op.register, encodeRegisterPayload(3, `bench-a${i}-${tag}`, keyA), 'register')
-        senders.push({aad: contentAad(MessageType.text, id, idB), conn, id})
+        senders.push({binding: {recipient: idB, sender: id, type: MessageType.text}, conn, counter: 0n, id})
       }
       progress(`sending ${opts.messages} texts of ${opts.textBytes} bytes over ${conns} connection(s)`)
       let got = 0
@@ -162,7 +162,7 @@ export async function runRelayBench(opts: RelayBenchOptions, progress: (line: st
         senders.map(async (snd) => {
           while (next < opts.messages) {
             next++
-            const sealed = encrypt('strong', sym, snd.aad, plain)
+            const sealed = encrypt('strong', sym, snd.binding, ++snd.counter, plain)
             await snd.conn.send(snd.id, Op.send, idB, MessageType.text, sealed.length, sealed)
           }
         }),
@@ -194,7 +194,7 @@ export async function runRelayBench(opts: RelayBenchOptions, progress: (line: st
       if (down !== fileBytes) throw new Error(`pulled ${down} file bytes, sent ${fileBytes}`)
 
       progress('baseline: plain loopback TCP')
-      const frameBytes = 23 + 21 + 12 + opts.textBytes + 16
+      const frameBytes = 23 + 21 + 8 + 12 + opts.textBytes + 16
       const base = await tcpBaseline(frameBytes, Math.min(opts.messages, 5000), fileBytes)
       const sendRate = opts.messages / sendS
       return {

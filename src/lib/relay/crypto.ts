@@ -23,11 +23,13 @@ import {derLength} from './protocol.js'
  * The relay client's end-to-end crypto. The server never sees any of it.
  *
  *   strong   (default, protocol v3): RSA-2048 keys, symmetric keys wrapped with RSA-OAEP-SHA-256,
- *            texts and files sealed with AES-256-GCM: nonce 12 | ciphertext | tag 16, with the
- *            message type, sender id and recipient id as associated data. A symmetric key
- *            message is the wrapped key followed by the sender's RSA-PSS-SHA-256 signature over
- *            it and both ids: client ids are public, so without it anyone could send a key "as"
- *            a peer and then forge that peer's texts and files.
+ *            texts and files sealed with AES-256-GCM: counter 8 | nonce 12 | ciphertext | tag 16,
+ *            with the message type, sender id, recipient id and counter as associated data. A
+ *            symmetric key message is counter 8 | wrapped key | the sender's RSA-PSS-SHA-256
+ *            signature over the key, both ids and the counter: client ids are public, so without
+ *            it anyone could send a key "as" a peer and then forge that peer's texts and files.
+ *            The counter is the sender's, per recipient and increasing (see counters.ts): it is
+ *            what lets the recipient refuse a stored message the relay delivers a second time.
  *   messageu (--compat, protocol v2): MessageU's own scheme, kept only to talk to existing
  *            MessageU clients: RSA-1024 (e = 17, a 160-byte SPKI), OAEP-SHA-1, AES-128-CBC with
  *            an all-zero IV and PKCS#7 padding. It is weak: no integrity, equal plaintexts give
@@ -90,75 +92,108 @@ export function unwrapKey(suite: Suite, privateKey: KeyObject, wrapped: Buffer):
 const KEY_SIG_CONTEXT = Buffer.from('mq-relay-v3-key\0')
 const PSS = {padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST}
 
-const keySigInput = (sender: Buffer, recipient: Buffer, wrapped: Buffer) => Buffer.concat([KEY_SIG_CONTEXT, sender, recipient, wrapped])
+/** Strong-suite contents of types 2-4 start with the sender's counter: u64 little-endian. */
+export const COUNTER_BYTES = 8
+/** counter | nonce: what precedes a strong-suite ciphertext */
+const HEAD = COUNTER_BYTES + GCM_NONCE
 
-/** The content of a symmetric key message: the wrapped key, signed by its sender in the strong suite. */
-export function sealKeyMessage(suite: Suite, senderPrivateKey: KeyObject, peerPublicKey: KeyObject, symKey: Buffer, sender: Buffer, recipient: Buffer): Buffer {
+export function encodeCounter(counter: bigint): Buffer {
+  const b = Buffer.alloc(COUNTER_BYTES)
+  b.writeBigUInt64LE(counter)
+  return b
+}
+
+/** The counter at the start of a strong-suite content (not yet authenticated: the tag or signature decides). */
+export function readCounter(content: Buffer): bigint {
+  if (content.length < COUNTER_BYTES) throw new Error(`content of ${content.length} bytes has no ${COUNTER_BYTES}-byte counter`)
+  return content.readBigUInt64LE(0)
+}
+
+const keySigInput = (sender: Buffer, recipient: Buffer, counter: Buffer, wrapped: Buffer) => Buffer.concat([KEY_SIG_CONTEXT, sender, recipient, counter, wrapped])
+
+/**
+ * The content of a symmetric key message: the wrapped key; in the strong suite preceded by the
+ * sender's counter and followed by the sender's signature over both ids, the counter and the key.
+ */
+export function sealKeyMessage(suite: Suite, senderPrivateKey: KeyObject, peerPublicKey: KeyObject, symKey: Buffer, sender: Buffer, recipient: Buffer, counter: bigint): Buffer {
   const wrapped = wrapKey(suite, peerPublicKey, symKey)
   if (suite !== 'strong') return wrapped
-  return Buffer.concat([wrapped, sign('sha256', keySigInput(sender, recipient, wrapped), {key: senderPrivateKey, ...PSS})])
+  const c = encodeCounter(counter)
+  return Buffer.concat([c, wrapped, sign('sha256', keySigInput(sender, recipient, c, wrapped), {key: senderPrivateKey, ...PSS})])
 }
 
 /**
  * Unwraps a symmetric key message. In the strong suite the signature must verify with the
- * sender's public key first; `senderPublicKey` undefined means it could not be found.
+ * sender's public key first; `senderPublicKey` undefined means it could not be found. The
+ * counter (strong suite only) is authenticated once this returns.
  */
-export function openKeyMessage(suite: Suite, privateKey: KeyObject, senderPublicKey: KeyObject | undefined, content: Buffer, sender: Buffer, recipient: Buffer): Buffer {
-  if (suite !== 'strong') return unwrapKey(suite, privateKey, content)
+export function openKeyMessage(suite: Suite, privateKey: KeyObject, senderPublicKey: KeyObject | undefined, content: Buffer, sender: Buffer, recipient: Buffer): {key: Buffer; counter?: bigint} {
+  if (suite !== 'strong') return {key: unwrapKey(suite, privateKey, content)}
   const wrappedLen = (privateKey.asymmetricKeyDetails?.modulusLength ?? 0) / 8
   if (!senderPublicKey) throw new Error("the sender's public key is unknown, so the key's signature cannot be checked")
-  const wrapped = content.subarray(0, wrappedLen)
-  const sig = content.subarray(wrappedLen)
-  if (wrappedLen === 0 || sig.length === 0 || !verify('sha256', keySigInput(sender, recipient, wrapped), {key: senderPublicKey, ...PSS}, sig)) {
-    throw new Error('the key is not signed by its sender (bad signature): someone else sent it with the sender\'s id')
+  const counter = content.subarray(0, COUNTER_BYTES)
+  const wrapped = content.subarray(COUNTER_BYTES, COUNTER_BYTES + wrappedLen)
+  const sig = content.subarray(COUNTER_BYTES + wrappedLen)
+  if (wrappedLen === 0 || wrapped.length !== wrappedLen || sig.length === 0 || !verify('sha256', keySigInput(sender, recipient, counter, wrapped), {key: senderPublicKey, ...PSS}, sig)) {
+    throw new Error('the key is not signed by its sender (bad signature): someone else sent it with the sender\'s id, or it was altered')
   }
-  return unwrapKey(suite, privateKey, wrapped)
+  return {counter: counter.readBigUInt64LE(0), key: unwrapKey(suite, privateKey, wrapped)}
 }
 
-/** Associated data binding a sealed content to its type, sender and recipient. */
-export function contentAad(type: number, sender: Buffer, recipient: Buffer): Buffer {
-  return Buffer.concat([Buffer.from('mq-relay-v3'), Buffer.from([type]), sender, recipient])
+/** Associated data binding a sealed content to its type, sender, recipient and the sender's counter. */
+export function contentAad(type: number, sender: Buffer, recipient: Buffer, counter: bigint): Buffer {
+  return Buffer.concat([Buffer.from('mq-relay-v3'), Buffer.from([type]), sender, recipient, encodeCounter(counter)])
 }
 
+/** Bytes on the wire for a plaintext of plainSize: the strong suite adds counter, nonce and tag. */
 export function sealedSize(suite: Suite, plainSize: number): number {
-  return suite === 'strong' ? GCM_NONCE + plainSize + GCM_TAG : (Math.floor(plainSize / 16) + 1) * 16
+  return suite === 'strong' ? COUNTER_BYTES + GCM_NONCE + plainSize + GCM_TAG : (Math.floor(plainSize / 16) + 1) * 16
 }
 
-export function encrypt(suite: Suite, key: Buffer, aad: Buffer, plaintext: Buffer): Buffer {
-  const out: Buffer[] = []
-  const enc = new ContentEncryptor(suite, key, aad)
-  out.push(enc.start(), enc.update(plaintext), enc.final())
-  return Buffer.concat(out)
+/** What a sealed content is bound to besides its counter: its type, sender and recipient. */
+export interface ContentBinding {
+  type: number
+  sender: Buffer
+  recipient: Buffer
 }
 
-export function decrypt(suite: Suite, key: Buffer, aad: Buffer, sealed: Buffer): Buffer {
-  const dec = new ContentDecryptor(suite, key, aad, sealed.length)
+export function encrypt(suite: Suite, key: Buffer, binding: ContentBinding, counter: bigint, plaintext: Buffer): Buffer {
+  const enc = new ContentEncryptor(suite, key, binding, counter)
+  return Buffer.concat([enc.start(), enc.update(plaintext), enc.final()])
+}
+
+/** Opens a whole sealed content; in the strong suite its counter is readCounter(sealed) once this returns. */
+export function decrypt(suite: Suite, key: Buffer, binding: ContentBinding, sealed: Buffer): Buffer {
+  const dec = new ContentDecryptor(suite, key, binding, sealed.length)
   return Buffer.concat([dec.update(sealed), dec.final()])
 }
 
 /** Incremental sealing for files: start() | update()* | final(), sizes known up front. */
 export class ContentEncryptor {
   private readonly cipher: Cipher
-  private readonly nonce: Buffer
+  private readonly head: Buffer
 
   constructor(
     private readonly suite: Suite,
     key: Buffer,
-    aad: Buffer,
+    binding: ContentBinding,
+    counter: bigint,
   ) {
     if (suite === 'strong') {
-      this.nonce = randomBytes(GCM_NONCE)
-      const c = createCipheriv('aes-256-gcm', key, this.nonce)
-      c.setAAD(aad)
+      const nonce = randomBytes(GCM_NONCE)
+      const c = createCipheriv('aes-256-gcm', key, nonce)
+      c.setAAD(contentAad(binding.type, binding.sender, binding.recipient, counter))
       this.cipher = c
+      this.head = Buffer.concat([encodeCounter(counter), nonce])
     } else {
-      this.nonce = Buffer.alloc(0)
+      this.head = Buffer.alloc(0)
       this.cipher = createCipheriv('aes-128-cbc', key, ZERO_IV)
     }
   }
 
+  /** The bytes before the ciphertext: counter and nonce (strong), nothing (messageu). */
   start(): Buffer {
-    return this.nonce
+    return this.head
   }
 
   update(chunk: Buffer): Buffer {
@@ -173,8 +208,9 @@ export class ContentEncryptor {
 }
 
 /**
- * Incremental opening of a sealed content of known total size: the GCM nonce (first 12 bytes)
- * and tag (last 16) are routed aside as they pass. final() throws if the content was altered.
+ * Incremental opening of a sealed content of known total size: the counter and GCM nonce (first
+ * 8 + 12 bytes) and the tag (last 16) are routed aside as they pass. final() throws if the
+ * content, its counter or its binding was altered.
  */
 export class ContentDecryptor {
   private decipher?: Decipher
@@ -185,10 +221,10 @@ export class ContentDecryptor {
   constructor(
     private readonly suite: Suite,
     private readonly key: Buffer,
-    private readonly aad: Buffer,
+    private readonly binding: ContentBinding,
     private readonly total: number,
   ) {
-    if (suite === 'strong' && total < GCM_NONCE + GCM_TAG) throw new Error('sealed content too short')
+    if (suite === 'strong' && total < HEAD + GCM_TAG) throw new Error('sealed content too short')
     if (suite === 'messageu') {
       if (total === 0 || total % 16 !== 0) throw new Error('AES-CBC content is not a multiple of 16 bytes')
       this.decipher = createDecipheriv('aes-128-cbc', key, ZERO_IV)
@@ -199,14 +235,14 @@ export class ContentDecryptor {
     if (this.suite === 'messageu') return this.decipher!.update(chunk)
     const out: Buffer[] = []
     let c = chunk
-    if (this.seen < GCM_NONCE) {
-      const k = Math.min(GCM_NONCE - this.seen, c.length)
+    if (this.seen < HEAD) {
+      const k = Math.min(HEAD - this.seen, c.length)
       this.head = Buffer.concat([this.head, c.subarray(0, k)])
       this.seen += k
       c = c.subarray(k)
-      if (this.seen === GCM_NONCE) {
-        const d = createDecipheriv('aes-256-gcm', this.key, this.head)
-        d.setAAD(this.aad)
+      if (this.seen === HEAD) {
+        const d = createDecipheriv('aes-256-gcm', this.key, this.head.subarray(COUNTER_BYTES))
+        d.setAAD(contentAad(this.binding.type, this.binding.sender, this.binding.recipient, readCounter(this.head)))
         this.decipher = d
       }
     }

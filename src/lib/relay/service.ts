@@ -8,10 +8,11 @@ import {ConfigError, DataError, MqError, UsageError} from '../errors.js'
 import {type Logger, silentLogger} from '../log.js'
 import {type RelayAddress, RelayConnection} from './client.js'
 import {
+  COUNTER_BYTES,
+  type ContentBinding,
   ContentDecryptor,
   ContentEncryptor,
   type Suite,
-  contentAad,
   decrypt,
   encrypt,
   generateIdentityKeys,
@@ -19,9 +20,11 @@ import {
   openKeyMessage,
   parsePublicKey,
   protocolFor,
+  readCounter,
   sealKeyMessage,
   sealedSize,
 } from './crypto.js'
+import {type CounterVerdict, RECENT, RelayCounters} from './counters.js'
 import {type Peer, RelayKeyring, keyFingerprint} from './identity.js'
 import {
   MESSAGE_TYPE_NAMES,
@@ -90,6 +93,7 @@ const MAX_TEXT_IN_MEMORY = 64 * 1024 * 1024
  */
 export class RelayClient {
   readonly keyring: RelayKeyring
+  readonly counters: RelayCounters
   private conn?: RelayConnection
 
   constructor(
@@ -98,6 +102,7 @@ export class RelayClient {
     private readonly opts: {timeoutMs?: number; logger?: Logger; tls?: import('node:tls').ConnectionOptions; tlsIdentity?: string} = {},
   ) {
     this.keyring = new RelayKeyring(home)
+    this.counters = new RelayCounters(home.relay)
   }
 
   private get log(): Logger {
@@ -217,7 +222,7 @@ export class RelayClient {
       })
     }
     const sym = newSymKey(me.suite)
-    const content = sealKeyMessage(me.suite, me.privateKey, pub, sym, me.clientId, Buffer.from(peer.id, 'hex'))
+    const content = sealKeyMessage(me.suite, me.privateKey, pub, sym, me.clientId, Buffer.from(peer.id, 'hex'), await this.nextCounter(me.suite, peer))
     const id = await this.sendRaw(me.suite, me.clientId, peer, MessageType.symmetricKey, content)
     this.keyring.savePeer({id: peer.id, name, symKey: sym.toString('base64')})
     return {messageId: id, to: name}
@@ -236,7 +241,8 @@ export class RelayClient {
     const me = this.keyring.identity()
     const peer = await this.resolvePeer(name)
     const key = this.symKeyFor(name, peer)
-    const sealed = encrypt(me.suite, key, contentAad(MessageType.text, me.clientId, Buffer.from(peer.id, 'hex')), Buffer.from(text, 'utf8'))
+    const binding = {recipient: Buffer.from(peer.id, 'hex'), sender: me.clientId, type: MessageType.text}
+    const sealed = encrypt(me.suite, key, binding, await this.nextCounter(me.suite, peer), Buffer.from(text, 'utf8'))
     return {bytes: sealed.length, messageId: await this.sendRaw(me.suite, me.clientId, peer, MessageType.text, sealed), to: name}
   }
 
@@ -252,7 +258,8 @@ export class RelayClient {
     const header = me.suite === 'strong' ? Buffer.concat([Buffer.from([label.length]), label]) : Buffer.alloc(0)
     const size = sealedSize(me.suite, header.length + st.size)
     if (size > 0xffff_ffff) throw new UsageError('E_RELAY_TOO_BIG', `${path} is too big for the relay protocol (4 GiB at most).`, {hint: 'Try this: split the file.'})
-    const enc = new ContentEncryptor(me.suite, key, contentAad(MessageType.file, me.clientId, Buffer.from(peer.id, 'hex')))
+    const binding = {recipient: Buffer.from(peer.id, 'hex'), sender: me.clientId, type: MessageType.file}
+    const enc = new ContentEncryptor(me.suite, key, binding, await this.nextCounter(me.suite, peer))
     async function* sealed(): AsyncGenerator<Buffer> {
       yield enc.start()
       yield enc.update(header)
@@ -261,6 +268,16 @@ export class RelayClient {
     }
     const id = await this.sendRaw(me.suite, me.clientId, peer, MessageType.file, sealed(), size)
     return {bytes: st.size, file: path, messageId: id, to: name}
+  }
+
+  /** The strong suite's per-peer counter for the next message (MessageU's formats carry none). */
+  private async nextCounter(suite: Suite, peer: Peer): Promise<bigint> {
+    return suite === 'strong' ? this.counters.next(peer.id) : 0n
+  }
+
+  /** Records an authenticated counter; a counter seen before is a replay, refused (thrown) here. */
+  private async acceptCounter(from: string, fromId: string, counter: bigint): Promise<void> {
+    refuseReplay(from, counter, await this.counters.accept(fromId, counter))
   }
 
   private async sendRaw(suite: Suite, clientId: Buffer, peer: Peer, type: number, content: Buffer | AsyncIterable<Buffer>, size?: number): Promise<number> {
@@ -287,7 +304,7 @@ export class RelayClient {
       const m: FetchedMessage = {from, fromId, id: e.messageId, type: MESSAGE_TYPE_NAMES[e.type] ?? `unknown(${e.type})`}
       if (names.has(fromId) && !this.keyring.peer(from)) this.keyring.savePeer({id: fromId, name: from})
       const peer = this.keyring.peer(from)
-      const aad = contentAad(e.type, e.sender, me.clientId)
+      const binding: ContentBinding = {recipient: me.clientId, sender: e.sender, type: e.type}
       // Connection errors propagate; anything about one message's content is reported on it.
       let payload: Buffer | undefined
       if (e.type === MessageType.symmetricKey || e.type === MessageType.text) {
@@ -302,7 +319,9 @@ export class RelayClient {
           case MessageType.symmetricKey: {
             if (!payload) break
             const senderKey = me.suite === 'strong' ? await this.senderPublicKey(me, from, fromId) : undefined
-            const sym = openKeyMessage(me.suite, me.privateKey, senderKey, payload, e.sender, me.clientId)
+            const {counter, key: sym} = openKeyMessage(me.suite, me.privateKey, senderKey, payload, e.sender, me.clientId)
+            // a key delivered again would put back a key the sender has since replaced
+            if (counter !== undefined) await this.acceptCounter(from, fromId, counter)
             this.keyring.savePeer({id: fromId, name: from, symKey: sym.toString('base64')})
             m.text = 'symmetric key received'
             break
@@ -310,11 +329,13 @@ export class RelayClient {
           case MessageType.text: {
             if (!payload) break
             if (!peer?.symKey) throw new Error('no symmetric key for this sender')
-            m.text = decrypt(me.suite, Buffer.from(peer.symKey, 'base64'), aad, payload).toString('utf8')
+            const plain = decrypt(me.suite, Buffer.from(peer.symKey, 'base64'), binding, payload)
+            if (me.suite === 'strong') await this.acceptCounter(from, fromId, readCounter(payload))
+            m.text = plain.toString('utf8')
             break
           }
           case MessageType.file: {
-            const r = await this.receiveFile(me.suite, peer, e, aad, outDir, from, body)
+            const r = await this.receiveFile(me.suite, peer, e, binding, outDir, from, body)
             if ('error' in r) throw r.error
             m.path = r.path
             m.bytes = r.bytes
@@ -324,8 +345,13 @@ export class RelayClient {
             throw new Error(`unknown message type ${e.type}`)
         }
       } catch (error) {
-        m.error = `can't decrypt message: ${(error as Error).message}`
-        this.log.debug('message not decrypted', {error, id: e.messageId})
+        if (error instanceof ReplayRefused) {
+          m.error = error.message
+          this.log.warn('replayed message refused', {counter: error.counter.toString(), from, id: e.messageId, verdict: error.verdict})
+        } else {
+          m.error = `can't decrypt message: ${(error as Error).message}`
+          this.log.debug('message not decrypted', {error, id: e.messageId})
+        }
       }
       out.push(m)
       onMessage(m)
@@ -337,11 +363,20 @@ export class RelayClient {
     suite: Suite,
     peer: Peer | undefined,
     e: {messageId: number; size: number},
-    aad: Buffer,
+    binding: ContentBinding,
     outDir: string,
     from: string,
-    body: {stream: (sink: (c: Buffer) => void | Promise<void>) => Promise<void>},
+    body: {read: (n: number) => Promise<Buffer>; stream: (sink: (c: Buffer) => void | Promise<void>) => Promise<void>},
   ): Promise<{path: string; bytes: number} | {error: Error}> {
+    const fromId = binding.sender.toString('hex')
+    // The counter comes first: a file delivered again is refused before anything is written.
+    let head: Buffer = Buffer.alloc(0)
+    if (suite === 'strong' && peer?.symKey && e.size >= COUNTER_BYTES) {
+      head = await body.read(COUNTER_BYTES)
+      const counter = readCounter(head)
+      const v = this.counters.check(fromId, counter)
+      if (v !== 'new') return {error: new ReplayRefused(from, counter, v)}
+    }
     await mkdir(outDir, {recursive: true})
     const tmp = join(outDir, `.mq-relay-${randomBytes(6).toString('hex')}.part`)
     const fh = await open(tmp, 'wx', 0o600)
@@ -352,7 +387,7 @@ export class RelayClient {
     let labelLen = -1
     let dec: ContentDecryptor | undefined
     try {
-      if (peer?.symKey) dec = new ContentDecryptor(suite, Buffer.from(peer.symKey, 'base64'), aad, e.size)
+      if (peer?.symKey) dec = new ContentDecryptor(suite, Buffer.from(peer.symKey, 'base64'), binding, e.size)
       else failure = new Error('no symmetric key for this sender')
     } catch (error) {
       failure = error as Error
@@ -373,6 +408,7 @@ export class RelayClient {
         bytes += p.length
       }
     }
+    if (head.length > 0 && !failure) await emit(dec!.update(head))
     try {
       await body.stream(async (chunk) => {
         if (failure) return // drain the rest of this entry
@@ -395,6 +431,12 @@ export class RelayClient {
       }
     }
     await fh.close()
+    // authenticated now: record the counter (a concurrent fetch may have taken it meanwhile)
+    if (!failure && head.length > 0) {
+      const counter = readCounter(head)
+      const v = await this.counters.accept(fromId, counter)
+      if (v !== 'new') failure = new ReplayRefused(from, counter, v)
+    }
     if (failure) {
       await unlink(tmp).catch(() => {})
       return {error: failure}
@@ -404,6 +446,25 @@ export class RelayClient {
     await rename(tmp, path)
     return {bytes, path}
   }
+}
+
+/** A strong-suite message whose counter this home already accepted from that sender. */
+class ReplayRefused extends Error {
+  constructor(
+    readonly from: string,
+    readonly counter: bigint,
+    readonly verdict: CounterVerdict,
+  ) {
+    super(
+      verdict === 'replay'
+        ? `replayed message refused: ${from}'s message ${counter} was already received; the relay delivered it again`
+        : `replayed message refused: ${from}'s message ${counter} is older than the last ${RECENT} received from them (a stored message delivered again)`,
+    )
+  }
+}
+
+function refuseReplay(from: string, counter: bigint, v: CounterVerdict): void {
+  if (v !== 'new') throw new ReplayRefused(from, counter, v)
 }
 
 function safeName(name: string): string {

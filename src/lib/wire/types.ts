@@ -96,3 +96,32 @@ export interface ClusterStatus {
   claimed: number
 }
 
+
+/**
+ * The broker's definitions as `DEFINITIONS` answers and `mq definitions export` writes them (snake_case
+ * in the file). deadLetter is null for none or the default NAME.dlq (the broker works it out again).
+ */
+export interface BrokerDefinitions {
+  exchanges: {name: string; type: ExchangeType; durable: boolean}[]
+  queues: {name: string; durable: boolean; deadLetter: string | null; ttlMs: number | null; maxLength: number | null}[]
+  bindings: {exchange: string; queue: string; routingKey: string}[]
+  /** the broker's broker.permissions rules, as configured */
+  permissions?: Record<string, unknown>[]
+}
+
+/** One message `PEEK` shows: a copy, the queue is left as it was. */
+export interface PeekedMessage {
+  messageId: string
+  exchange: string
+  routingKey: string
+  headers: Record<string, string>
+  /** base64 of the body (of its first bytes when truncated) */
+  body: string
+  /** the body's size in bytes */
+  size: number
+  /** set when the body was cut to keep the reply within 8 MiB of bodies */
+  truncated?: boolean
+  timestamp: number
+  redelivered: boolean
+  deliveryCount: number
+}

@@ -8,6 +8,7 @@ import {MqError, errorText} from '../errors.js'
 import type {ApiClient} from '../http/client.js'
 import {type Logger, silentLogger} from '../log.js'
 import {type PipelineKeys, pipelineKeys} from './keys.js'
+import {Reconciler} from './reconciler.js'
 
 // Moves due retries back into the stream atomically, so two workers never both requeue one entry.
 const MOVE_DUE = `
@@ -74,6 +75,8 @@ export class Worker {
   private timers: NodeJS.Timeout[] = []
   private loopDone?: Promise<void>
   private readonly m
+  /** re-enqueues records Redis lost; runs in the one worker holding its lease */
+  readonly reconciler: Reconciler
 
   constructor(private readonly o: WorkerOptions) {
     this.cfg = o.config.worker
@@ -91,6 +94,7 @@ export class Worker {
       reclaimed: new Counter({help: 'Entries reclaimed from idle consumers', name: 'mq_worker_reclaimed_total', registers: r}),
       retries: new Counter({help: 'Retries scheduled', name: 'mq_worker_retries_scheduled_total', registers: r}),
     }
+    this.reconciler = new Reconciler({broker: o.broker, config: o.config, consumer: this.consumer, logger: o.logger ?? silentLogger, redis: o.redis, registry: this.registry})
     // depths of the shared pipeline keys, read at scrape time
     const redis = o.redis
     const keys = this.keys
@@ -132,6 +136,7 @@ export class Worker {
     const claimEvery = Math.max(100, Math.min(30_000, Math.floor(this.cfg.claim_idle_ms / 2)))
     this.timers.push(setInterval(() => void this.reclaim(), claimEvery))
     this.loopDone = this.loop()
+    this.reconciler.start()
   }
 
   /**
@@ -154,6 +159,8 @@ export class Worker {
     const late = new Promise<false>((r) => (timer = setTimeout(() => r(false), deadlineMs)))
     const done = await Promise.race([finished, late])
     clearTimeout(timer)
+    // hands the lease back, so another worker takes over without waiting for it to expire
+    await this.reconciler.stop()
     if (!done) this.log.warn('stop deadline reached; entries still in hand stay pending and will be reclaimed', {in_hand: this.inHand.size, stop_timeout_ms: deadlineMs})
     return done
   }

@@ -10,10 +10,13 @@ import {tempHome} from '../../helpers/home.js'
 
 describe('typos, -h and completion', {concurrency: 2}, () => {
   const home = tempHome('mq-clikit-')
+  // one cache per shell: the bash and zsh tests run side by side and each rebuilds its cache
   const cache = tempHome('mq-clikit-cache-')
+  const zcache = tempHome('mq-clikit-zcache-')
   after(() => {
     home.cleanup()
     cache.cleanup()
+    zcache.cleanup()
   })
 
   test('-h is --help on the root, a topic and a command', async () => {
@@ -82,12 +85,12 @@ describe('typos, -h and completion', {concurrency: 2}, () => {
   })
 
   test('zsh completion: the setup script and a completion function that knows the commands and flags', async () => {
-    const env = {XDG_CACHE_HOME: cache.dir}
+    const env = {XDG_CACHE_HOME: zcache.dir}
     const setup = await runCli(['autocomplete', 'zsh'], {env, home: home.dir})
     assert.equal(setup.code, 0, setup.stderr)
     const script = await runCli(['autocomplete', 'script', 'zsh'], {env, home: home.dir})
     assert.match(script.stdout, /MQ_AC_ZSH_SETUP_PATH=.*zsh_setup/)
-    const fn = readFileSync(join(cache.dir, 'mq', 'autocomplete', 'functions', 'zsh', '_mq'), 'utf8')
+    const fn = readFileSync(join(zcache.dir, 'mq', 'autocomplete', 'functions', 'zsh', '_mq'), 'utf8')
     assert.match(fn, /^#compdef mq/)
     assert.match(fn, /queue/)
     assert.match(fn, /--dead-letter/)

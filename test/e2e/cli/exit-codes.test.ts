@@ -43,12 +43,17 @@ describe('exit codes follow the README table on every command', {concurrency: 3}
     fresh.cleanup()
   })
 
-  test('"not found" is exit 66 and E_NOT_FOUND for a queue, exchange, message, client, certificate and user', async () => {
+  test('"not found" is exit 66 and E_NOT_FOUND for a queue, exchange, binding, message, client, certificate and user', async () => {
     assert.equal((await cli(['queue', 'declare', 'present'])).code, 0)
     const cases: [string, string[]][] = [
       ['queue delete', ['queue', 'delete', 'no-such-queue']],
       ['queue purge', ['queue', 'purge', 'no-such-queue']],
       ['exchange (bind)', ['queue', 'bind', 'present', '--exchange', 'no-such-exchange', '--routing-key', 'k']],
+      ['exchange delete', ['exchange', 'delete', 'no-such-exchange']],
+      ['queue peek', ['queue', 'peek', 'no-such-queue']],
+      ['queue redrive', ['queue', 'redrive', 'no-such-queue.dlq']],
+      ['binding (unbind)', ['queue', 'unbind', 'present', 'default_exchange', '--key', 'no-such-key']],
+      ['cert renew', ['cert', 'renew', 'no-such-cert']],
       ['message status', ['message', 'status', 'no-such-message']],
       ['message view', ['message', 'view', 'no-such-message']],
       ['client revoke', ['client', 'revoke', 'no-such-client']],

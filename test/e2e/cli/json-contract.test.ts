@@ -43,6 +43,9 @@ test('every --json output uses snake_case keys (the documented --json contract)'
     ['broker', 'health'],
     ['cert', 'list'],
     ['cert', 'show', 'admin'],
+    ['queue', 'peek', 'orders', '--count', '5'],
+    ['definitions', 'export'],
+    ['context', 'list'],
     ['recv', '--queue', 'orders', '--accept', 'plain', '--timeout', '5s'],
   ]
   const bad: string[] = []

@@ -92,3 +92,53 @@ describe('monitoring needs the monitor right', () => {
     await assert.rejects(ops.get('secret.payroll'), (e: Error & {code?: string}) => e.code === 'E_FORBIDDEN')
   })
 })
+
+/**
+ * The portal identity's default rule: its live overview reads /api/stats (monitor), so monitor is
+ * all it gets. Before, it also held the HTTPS role admin: a stolen portal certificate could purge
+ * and delete queues and read the records admin API.
+ */
+describe('default permissions: the portal identity monitors and nothing more', () => {
+  const t = tempHome('mq-monitor-portal-')
+  let broker: BrokerProcess
+  const call = (method: string, path: string, identity: string) =>
+    new Promise<{status: number; body: string}>((resolve, reject) => {
+      const req = request({...clientTlsOptions(new MqHome(t.dir), identity), checkServerIdentity: () => undefined, host: '127.0.0.1', method, path, port: broker.apiPort}, (res) => {
+        let b = ''
+        res.on('data', (d) => (b += d))
+        res.on('end', () => resolve({body: b, status: res.statusCode ?? 0}))
+      })
+      req.on('error', reject)
+      req.end()
+    })
+
+  before(async () => {
+    broker = await spawnBroker({home: t.dir})
+    await CertificateAuthority.open(new MqHome(t.dir), defaultConfig().pki).issue('portal', {type: 'client'})
+    const admin = await broker.connect('admin')
+    await admin.declareQueue('orders')
+    await admin.publish('', 'orders', Buffer.from('keep me'))
+    await admin.close()
+  })
+  after(async () => {
+    await broker?.cleanup()
+    t.cleanup()
+  })
+
+  test('portal: /api/stats answers 200; purge, delete and the records admin API answer 403 and touch nothing', async () => {
+    const stats = await call('GET', '/api/stats', 'portal')
+    assert.equal(stats.status, 200, stats.body)
+    for (const [method, path] of [
+      ['POST', '/api/queues/orders/purge'],
+      ['DELETE', '/api/queues/orders'],
+      ['GET', '/admin/messages'],
+      ['GET', '/admin/clients'],
+    ]) {
+      const r = await call(method, path, 'portal')
+      assert.equal(r.status, 403, `${method} ${path}: ${r.body}`)
+      assert.equal(JSON.parse(r.body).error.code, 'E_FORBIDDEN')
+    }
+    const queues = JSON.parse((await call('GET', '/api/queues', 'admin')).body) as {name: string; messages: number}[]
+    assert.equal(queues.find((q) => q.name === 'orders')?.messages, 1)
+  })
+})

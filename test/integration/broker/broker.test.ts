@@ -291,6 +291,19 @@ describe('hostile clients', () => {
     assert.match(out, /ERR 7 code=E_UNKNOWN_TAG/)
     s.destroy()
   })
+
+  test('key directory names over the wire go through the one name check: PUT_KEY and GET_KEY of ../x are E_BAD_NAME', async () => {
+    const s = await raw()
+    let out = ''
+    s.on('data', (d: Buffer) => (out += d.toString()))
+    const body = JSON.stringify({encCertPem: 'x', signCertPem: 'y'})
+    s.write(`HELLO 1\nPUT_KEY 2 name=../x ${Buffer.byteLength(body)}\n${body}GET_KEY 3 name=../../etc/passwd\nGET_KEY 4 name=a/b\nPING 5\n`)
+    await waitFor(() => out.includes('PONG 5'))
+    assert.match(out, /ERR 2 code=E_BAD_NAME/)
+    assert.match(out, /ERR 3 code=E_BAD_NAME/)
+    assert.match(out, /ERR 4 code=E_BAD_NAME/)
+    s.destroy()
+  })
 })
 
 describe('mutual TLS', () => {
@@ -393,17 +406,12 @@ describe('API plugins', () => {
           health: async () => ({ok: true, rows: 3}),
           metrics: async () => 'records_total 3',
           name: 'records',
-          routes: [
-            {
-              handler: async (req, ctx) => {
-                seen.push({body: req.body.toString(), id: req.params.id, identity: ctx.identity, roles: ctx.roles})
-                return {body: {ok: true}, status: 201}
-              },
-              method: 'POST',
-              path: '/internal/messages/:id/status',
-              roles: ['admin', 'worker'],
-            },
-          ],
+          async routes(app) {
+            app.post<{Params: {id: string}; Body: Buffer}>('/internal/messages/:id/status', {config: {roles: ['admin', 'worker']}}, async (req, reply) => {
+              seen.push({body: req.body.toString(), id: req.params.id, identity: req.caller.identity, roles: req.caller.roles})
+              return reply.code(201).send({ok: true})
+            })
+          },
         },
       ],
       tls: serverTlsOptions(home, 'broker'),

@@ -128,5 +128,28 @@ for (const backend of backends) {
         assert.ok(Date.now() - t0 < 500, `refused in ${Date.now() - t0} ms`)
       }
     })
+
+    it("undelivered (the reconciler's list): queued and processing records older than a time, oldest first, in pages; failed and delivered ones never", async () => {
+      const payload = {message_body: 'reconcile me', sender_number: '+4915200000000'}
+      const at = (s: number) => new Date(Date.UTC(2020, 0, 1, 0, 0, s)).toISOString()
+      for (const [i, id] of ['u-q1', 'u-p2', 'u-f3', 'u-d4', 'u-q5', 'u-p6'].entries()) await store.register({clientId: 'alice', messageId: id, payload, queuedAt: at(i)})
+      await store.setStatus('u-p2', 'processing', {attempts: 2})
+      await store.setStatus('u-p6', 'processing', {attempts: 1})
+      await store.markNotAccepted(['u-f3'], 'test')
+      await store.markDelivered('u-d4')
+      const ours = (ms: {message_id: string}[]) => ms.map((m) => m.message_id).filter((x) => x.startsWith('u-'))
+      const all = await store.undelivered({before: at(10), limit: 100})
+      assert.deepEqual(ours(all.messages), ['u-q1', 'u-p2', 'u-q5', 'u-p6'])
+      assert.deepEqual(all.messages.find((m) => m.message_id === 'u-p2'), {attempts: 2, client_id: 'alice', id: all.messages.find((m) => m.message_id === 'u-p2')!.id, message_id: 'u-p2', queued_at: at(1), status: 'processing'})
+      assert.deepEqual(ours((await store.undelivered({before: at(4), limit: 100})).messages), ['u-q1', 'u-p2'])
+      const first = (await store.undelivered({before: at(10), limit: 3})).messages
+      assert.deepEqual(ours(first), ['u-q1', 'u-p2', 'u-q5'])
+      const last = first.at(-1)!
+      assert.deepEqual(ours((await store.undelivered({after: {at: last.queued_at, id: last.id}, before: at(10), limit: 3})).messages), ['u-p6'])
+      // a refused request's record comes back when its request is retried with the same id
+      const again = await store.register({clientId: 'alice', messageId: 'u-f3', payload})
+      assert.deepEqual([again.created, again.record.status, again.record.last_error], [true, 'queued', null])
+      for (const id of ['u-q1', 'u-p2', 'u-f3', 'u-q5', 'u-p6']) await store.markDelivered(id)
+    })
   })
 }

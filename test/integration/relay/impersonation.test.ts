@@ -3,7 +3,7 @@ import {after, before, describe, test} from 'node:test'
 
 import {MqHome} from '../../../src/lib/config/home.js'
 import {RelayConnection} from '../../../src/lib/relay/client.js'
-import {contentAad, encrypt, newSymKey, parsePublicKey, wrapKey} from '../../../src/lib/relay/crypto.js'
+import {encodeCounter, encrypt, newSymKey, parsePublicKey, wrapKey} from '../../../src/lib/relay/crypto.js'
 import {MessageType, Op} from '../../../src/lib/relay/protocol.js'
 import {type FetchedMessage, RelayClient} from '../../../src/lib/relay/service.js'
 import {tempHome} from '../../helpers/home.js'
@@ -63,13 +63,15 @@ describe('relay strong suite: another client cannot pose as a peer', () => {
     try {
       // the key message as an unsigned client would send it, and one with mallory's own signature appended
       const wrapped = wrapKey('strong', bobPub, forgedKey)
-      await conn.send(aliceId, Op.send, bobId, MessageType.symmetricKey, wrapped.length, wrapped)
+      const counter = encodeCounter(BigInt(Date.now()) * 1000n + 1_000_000n)
+      const unsigned = Buffer.concat([counter, wrapped])
+      await conn.send(aliceId, Op.send, bobId, MessageType.symmetricKey, unsigned.length, unsigned)
       const malloryPriv = clients.mallory.keyring.identity().privateKey
       const {sign, constants} = await import('node:crypto')
-      const sig = sign('sha256', Buffer.concat([Buffer.from('mq-relay-v3-key\0'), aliceId, bobId, wrapped]), {key: malloryPriv, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32})
-      const signed = Buffer.concat([wrapped, sig])
+      const sig = sign('sha256', Buffer.concat([Buffer.from('mq-relay-v3-key\0'), aliceId, bobId, counter, wrapped]), {key: malloryPriv, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32})
+      const signed = Buffer.concat([counter, wrapped, sig])
       await conn.send(aliceId, Op.send, bobId, MessageType.symmetricKey, signed.length, signed)
-      const text = encrypt('strong', forgedKey, contentAad(MessageType.text, aliceId, bobId), Buffer.from('FORGED: pay mallory'))
+      const text = encrypt('strong', forgedKey, {recipient: bobId, sender: aliceId, type: MessageType.text}, BigInt(Date.now()) * 1000n + 2_000_000n, Buffer.from('FORGED: pay mallory'))
       await conn.send(aliceId, Op.send, bobId, MessageType.text, text.length, text)
     } finally {
       conn.close()

@@ -194,3 +194,85 @@ test('flow control: a queue whose consumers lag pushes back on publishers, and l
   e.closeSession(s)
   assert.equal(released, 2)
 })
+
+test('unbind removes one binding only; a binding that is not there is E_NOT_FOUND naming the keys there are', () => {
+  const e = new Engine()
+  e.declareQueue('q')
+  e.declareExchange('tx', 'topic')
+  e.bind('q', 'tx', 'a.#')
+  e.bind('q', 'tx', 'b.*')
+  e.unbind('q', 'tx', 'a.#')
+  assert.throws(() => e.publish('tx', 'a.x', body('x')), (err: Error & {code?: string}) => err.code === 'E_UNROUTABLE')
+  assert.deepEqual(e.publish('tx', 'b.x', body('x')).queues, ['q'])
+  assert.throws(() => e.unbind('q', 'tx', 'a.#'), (err: Error & {code?: string; hint?: string}) => err.code === 'E_NOT_FOUND' && /"b\.\*"/.test(err.hint ?? ''))
+  e.declareExchange('fx', 'fanout')
+  e.bind('q', 'fx', '')
+  e.unbind('q', 'fx', 'any key: fanout ignores it')
+  assert.deepEqual(e.listBindings().filter((b) => b.exchange === 'fx'), [])
+})
+
+test('deleteExchange: if-unused refuses while bound; the built-in exchanges stay; the queues stay', () => {
+  const e = new Engine()
+  e.declareQueue('q')
+  e.declareExchange('x', 'direct')
+  e.bind('q', 'x', 'k')
+  assert.throws(() => e.deleteExchange('x', {ifUnused: true}), (err: Error & {code?: string}) => err.code === 'E_IN_USE')
+  assert.equal(e.deleteExchange('x'), 1)
+  assert.ok(!e.exchanges.has('x'))
+  assert.ok(e.queues.has('q'))
+  assert.throws(() => e.deleteExchange('x'), (err: Error & {code?: string}) => err.code === 'E_NOT_FOUND')
+  assert.throws(() => e.deleteExchange('default_exchange'), (err: Error & {code?: string}) => err.code === 'E_RESERVED')
+  assert.throws(() => e.deleteExchange(''), (err: Error & {code?: string}) => err.code === 'E_RESERVED')
+})
+
+test('peek leaves a queue exactly as it was: same order, no delivery counted, no redelivered flag, status unchanged', () => {
+  let now = 1_000
+  const e = new Engine({now: () => now})
+  e.declareQueue('q', {ttlMs: 500})
+  const ids = ['a', 'b', 'c'].map((s) => e.publish('', 'q', body(s)).messageId)
+  const p = e.peek('q', 2)
+  assert.equal(p.ready, 3)
+  assert.deepEqual(p.messages.map((m) => m.body.toString()), ['a', 'b'])
+  assert.deepEqual(e.peek('q', 10).messages.map((m) => m.messageId), ids)
+  assert.equal(e.messageStatus(ids[0])?.status, 'sent')
+  const s = e.openSession('c', sink())
+  const d = e.get(s, 'q')!
+  assert.equal(d.msg.body.toString(), 'a')
+  assert.equal(d.msg.deliveryCount, 1)
+  assert.equal(d.msg.redelivered, false)
+  assert.equal(e.listQueues().find((q) => q.name === 'q')!.delivered, 1)
+  // expired messages are not shown
+  now += 1_000
+  assert.deepEqual(e.peek('q', 10).messages, [])
+})
+
+test('definitions: sorted, a default NAME.dlq as null, a named dead-letter queue by name', () => {
+  const e = new Engine()
+  e.declareQueue('b', {durable: true, maxLength: 5})
+  e.declareQueue('a', {deadLetter: 'graveyard', durable: true, ttlMs: 1000})
+  e.declareExchange('z', 'fanout', {durable: false})
+  e.bind('b', 'z', '')
+  const d = e.definitions()
+  assert.deepEqual(d.queues.map((q) => q.name), ['a', 'b', 'b.dlq', 'default_queue', 'default_queue.dlq', 'graveyard'])
+  assert.deepEqual(d.queues[0], {deadLetter: 'graveyard', durable: true, maxLength: null, name: 'a', ttlMs: 1000})
+  assert.deepEqual(d.queues[1], {deadLetter: null, durable: true, maxLength: 5, name: 'b', ttlMs: null})
+  assert.deepEqual(d.exchanges, [{durable: true, name: 'default_exchange', type: 'direct'}, {durable: false, name: 'z', type: 'fanout'}])
+  assert.deepEqual(d.bindings, [{exchange: 'default_exchange', queue: 'default_queue', routingKey: 'default_key'}, {exchange: 'z', queue: 'b', routingKey: ''}])
+})
+
+test('a redriven dead letter: the ack of its dead-letter copy leaves the status of the republished message', () => {
+  const e = new Engine()
+  e.declareQueue('q', {deadLetter: 'dead'})
+  const id = e.publish('', 'q', body('x')).messageId
+  const s = e.openSession('c', sink())
+  e.reject(s, e.get(s, 'q')!.deliveryTag)
+  assert.equal(e.messageStatus(id)?.status, 'dead-lettered')
+  const d = e.get(s, 'dead')!
+  e.publish('', 'q', d.msg.body, {headers: {'x-redriven-from': 'dead'}, messageId: id})
+  e.ack(s, d.deliveryTag)
+  assert.deepEqual(e.messageStatus(id), {messageId: id, queue: 'q', status: 'sent'})
+  // an ordinary ack on the dead-letter queue still says acknowledged
+  const id2 = e.publish('', 'dead', body('y')).messageId
+  e.ack(s, e.get(s, 'dead')!.deliveryTag)
+  assert.deepEqual(e.messageStatus(id2), {messageId: id2, queue: 'dead', status: 'acknowledged'})
+})

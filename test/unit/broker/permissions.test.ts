@@ -43,3 +43,20 @@ test('first matching rule wins; no rule means no rights', () => {
   const other = resolvePermissions(rules, 'mallory')
   assert.ok(!other.canPublish('shop') && !other.canConsume('orders.eu') && !other.admin)
 })
+
+test('canPeek: the consume right or monitor; never the delivery queue on monitor alone', () => {
+  const rules = [
+    {admin: true, consume: ['*'], identity: 'admin', monitor: true},
+    {identity: 'watch', monitor: true},
+    {identity: '*', publish: ['*']},
+  ]
+  const delivery = {queue: 'inbox', readers: ['reader']}
+  const watch = resolvePermissions(rules, 'watch', delivery)
+  assert.equal(watch.canPeek?.('orders'), true)
+  assert.equal(watch.canPeek?.('inbox'), false)
+  const bob = resolvePermissions(rules, 'bob', delivery)
+  assert.equal(bob.canPeek?.('orders'), false)
+  assert.equal(bob.canPeek?.('bob.jobs'), true)
+  assert.equal(resolvePermissions(rules, 'reader', delivery).canPeek?.('inbox'), true)
+  assert.equal(resolvePermissions(rules, 'admin', delivery).canPeek?.('inbox'), true)
+})

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import {rmSync, writeFileSync} from 'node:fs'
 import {after, before, describe, it} from 'node:test'
 
-import {crlHealth, healthHttpStatus, worst} from '../../../src/lib/health/index.js'
+import {certificateHealth, crlHealth, healthHttpStatus, worst} from '../../../src/lib/health/index.js'
 import type {MqHome} from '../../../src/lib/config/home.js'
 import type {CertificateAuthority} from '../../../src/lib/pki/index.js'
 import {tempHome} from '../../helpers/home.js'
@@ -55,5 +55,18 @@ describe('broker health', () => {
     const none = crlHealth(home)
     assert.equal(none.status, 'degraded')
     assert.match(none.hint!, /^Try this: mq cert crl/)
+  })
+
+  it('a republished CRL and a revoked certificate are seen at once (parsed files are kept only while unchanged)', async () => {
+    await ca.issue('health-srv', {type: 'server'})
+    await ca.publishCrl(7)
+    const before = crlHealth(home)
+    assert.equal(certificateHealth(home, ['health-srv']).status, 'ok')
+    await ca.revoke('health-srv', 'superseded')
+    const after = crlHealth(home)
+    assert.equal(after.revoked, (before.revoked as number) + 1)
+    const c = certificateHealth(home, ['health-srv'])
+    assert.equal(c.status, 'failing')
+    assert.match(String(c.error), /health-srv .* is revoked/)
   })
 })

@@ -5,7 +5,7 @@ import {describe, test} from 'node:test'
 import {
   ContentDecryptor,
   ContentEncryptor,
-  contentAad,
+  readCounter,
   decrypt,
   encrypt,
   generateIdentityKeys,
@@ -15,6 +15,8 @@ import {
   unwrapKey,
   wrapKey,
 } from '../../../src/lib/relay/crypto.js'
+
+const NO_BINDING = {recipient: Buffer.alloc(16), sender: Buffer.alloc(16), type: 3}
 
 describe('relay crypto', () => {
   test('MessageU keys are 160-byte RSA-1024 SPKIs (e = 17) and wrap with OAEP-SHA-1', () => {
@@ -32,10 +34,10 @@ describe('relay crypto', () => {
 
   test('AES-128-CBC with a zero IV matches the AES known answer (MessageU compat)', () => {
     // AES-128(key 0, block 0) = 66e94bd4ef8a2c3b884cfa59ca342b2e (FIPS-197 / NIST KAT)
-    const ct = encrypt('messageu', Buffer.alloc(16), Buffer.alloc(0), Buffer.alloc(16))
+    const ct = encrypt('messageu', Buffer.alloc(16), NO_BINDING, 0n, Buffer.alloc(16))
     assert.equal(ct.length, 32)
     assert.equal(ct.subarray(0, 16).toString('hex'), '66e94bd4ef8a2c3b884cfa59ca342b2e')
-    assert.deepEqual(decrypt('messageu', Buffer.alloc(16), Buffer.alloc(0), ct), Buffer.alloc(16))
+    assert.deepEqual(decrypt('messageu', Buffer.alloc(16), NO_BINDING, ct), Buffer.alloc(16))
   })
 
   test('strong suite: RSA-2048 SPKI, OAEP-SHA-256 wrap, AES-256-GCM with fresh nonces and bound AAD', () => {
@@ -47,27 +49,33 @@ describe('relay crypto', () => {
     assert.throws(() => unwrapKey('messageu', privateKey, wrapKey('strong', parsePublicKey(publicKeyDer), k)))
     const a = randomBytes(16)
     const b = randomBytes(16)
-    const aad = contentAad(3, a, b)
-    const c1 = encrypt('strong', k, aad, Buffer.from('hello'))
-    const c2 = encrypt('strong', k, aad, Buffer.from('hello'))
+    const binding = {recipient: b, sender: a, type: 3}
+    const c1 = encrypt('strong', k, binding, 7n, Buffer.from('hello'))
+    const c2 = encrypt('strong', k, binding, 7n, Buffer.from('hello'))
     assert.notDeepEqual(c1, c2)
     assert.equal(c1.length, sealedSize('strong', 5))
-    assert.equal(decrypt('strong', k, aad, c1).toString(), 'hello')
-    assert.throws(() => decrypt('strong', k, contentAad(3, b, a), c1))
+    assert.equal(readCounter(c1), 7n)
+    assert.equal(decrypt('strong', k, binding, c1).toString(), 'hello')
+    assert.throws(() => decrypt('strong', k, {recipient: a, sender: b, type: 3}, c1))
+    assert.throws(() => decrypt('strong', k, {...binding, type: 4}, c1))
     const bad = Buffer.from(c1)
-    bad[14] ^= 1
-    assert.throws(() => decrypt('strong', k, aad, bad))
+    bad[22] ^= 1
+    assert.throws(() => decrypt('strong', k, binding, bad))
+    // the counter is authenticated: a relay that renumbers a stored message breaks its tag
+    const renumbered = Buffer.from(c1)
+    renumbered.writeBigUInt64LE(8n, 0)
+    assert.throws(() => decrypt('strong', k, binding, renumbered), /authenticate/)
   })
 
   test('streaming open of a sealed file in odd-sized chunks', () => {
     for (const suite of ['strong', 'messageu'] as const) {
       const k = newSymKey(suite)
-      const aad = contentAad(4, randomBytes(16), randomBytes(16))
+      const binding = {recipient: randomBytes(16), sender: randomBytes(16), type: 4}
       const plain = randomBytes(100_003)
-      const enc = new ContentEncryptor(suite, k, aad)
+      const enc = new ContentEncryptor(suite, k, binding, 42n)
       const sealed = Buffer.concat([enc.start(), enc.update(plain.subarray(0, 777)), enc.update(plain.subarray(777)), enc.final()])
       assert.equal(sealed.length, sealedSize(suite, plain.length))
-      const dec = new ContentDecryptor(suite, k, aad, sealed.length)
+      const dec = new ContentDecryptor(suite, k, binding, sealed.length)
       const out: Buffer[] = []
       for (let i = 0; i < sealed.length; i += 5) out.push(dec.update(sealed.subarray(i, i + 5)))
       out.push(dec.final())

@@ -23,9 +23,9 @@ import {MqError, PermissionError, TempFailError, UsageError, errorText} from '..
 import type {Logger} from '../../log.js'
 import {MessageIds} from '../../wire/ids.js'
 import {NO_HEADERS, isHeaderName} from '../../wire/protocol.js'
-import {type BrokerStats, type ClusterNode, type ClusterStatus, type ExchangeType, type MessageStatus, type MessageStatusInfo, type QueueStats, STATUS_NAMES} from '../../wire/types.js'
+import {type BrokerDefinitions, type BrokerStats, type ClusterNode, type ClusterStatus, type ExchangeType, type MessageStatus, type MessageStatusInfo, type QueueStats, STATUS_NAMES} from '../../wire/types.js'
 import type {BrokerEngine, CommitTracker} from '../backend.js'
-import {ALLOW_ALL, DEFAULT_QUEUE, type DeliveryOut, Engine, Exchange, NotFoundError, type Permissions, type PublishOptions, type PublishResult, Queue, type QueueOptions, Session, type SessionSink} from '../engine.js'
+import {ALLOW_ALL, DEFAULT_QUEUE, type DeliveryOut, Engine, Exchange, NotFoundError, type Permissions, type PublishOptions, type PublishResult, Queue, type QueueOptions, Session, type SessionSink, nextConsumer} from '../engine.js'
 import type {Message} from '../message.js'
 import {MemoryWatermark} from '../memory.js'
 import {ClusterKeys, GROUP} from './keys.js'
@@ -48,6 +48,8 @@ export interface ClusterEngineOptions {
   statusCapacity?: number
   /** what this node tells the others about itself (addresses, connections) */
   info?: () => Record<string, unknown>
+  /** a node shared a newer CRL: the runtime checks it against its CA and enforces it */
+  onCrl?: (pem: Buffer) => void
 }
 
 const STATUS_CODE = Object.fromEntries(STATUS_NAMES.map((s, i) => [s, i])) as Record<MessageStatus, number>
@@ -366,6 +368,12 @@ export class ClusterEngine implements BrokerEngine {
       this.keyCache.set(ev.name, ev.v)
       return
     }
+    if (ev.t === 'crl') {
+      this.sharedCrl()
+        .then((crl) => crl && this.opts.onCrl?.(crl.pem))
+        .catch((error) => this.opts.logger.warn('reading the cluster CRL failed', {error: errorText(error)}))
+      return
+    }
     // coalesce a burst of declarations into one reload
     if (this.reloadTimer) return
     this.reloadTimer = setTimeout(() => {
@@ -383,6 +391,23 @@ export class ClusterEngine implements BrokerEngine {
     }
     p.then(done, done)
     this.commits.track(p)
+  }
+
+  /**
+   * Offers this node's CRL to the cluster: kept only when newer (by `order`, see crlOrder) than the
+   * one Redis holds, then announced, so a revocation made on any node's home reaches every node.
+   */
+  async shareCrl(pem: Buffer, order: number): Promise<boolean> {
+    const replaced = Number(await runScript(this.redis, 'mqShareCrl', [this.keys.crl], [pem.toString(), order]))
+    if (replaced !== 1) return false
+    await this.redis.publish(this.keys.events, JSON.stringify({by: this.consumerName, t: 'crl'}))
+    return true
+  }
+
+  /** the newest CRL shared in the cluster, if any */
+  async sharedCrl(): Promise<{pem: Buffer; order: number} | undefined> {
+    const [pem, t] = await this.redis.hmget(this.keys.crl, 'pem', 'order')
+    return pem && t ? {pem: Buffer.from(pem), order: Number(t)} : undefined
   }
 
   private announce(): Promise<unknown> {
@@ -420,6 +445,55 @@ export class ClusterEngine implements BrokerEngine {
     this.defs.bind(queue, exchange, key)
     const ex = this.defs.exchanges.get(exchange)!
     this.defWrite(this.redis.sadd(this.keys.bindings, JSON.stringify([exchange, queue, ex.type === 'fanout' ? '' : key])).then(() => this.announce()))
+  }
+
+  unbind(queue: string, exchange: string, key: string): void {
+    const ex = this.defs.exchanges.get(exchange)
+    this.defs.unbind(queue, exchange, key)
+    this.defWrite(this.redis.srem(this.keys.bindings, JSON.stringify([exchange, queue, ex!.type === 'fanout' ? '' : key])).then(() => this.announce()))
+  }
+
+  async deleteExchange(name: string, opts: {ifUnused?: boolean} = {}): Promise<number> {
+    const bindings = this.defs.listBindings().filter((b) => b.exchange === name)
+    const n = this.defs.deleteExchange(name, opts)
+    await this.redis.hdel(this.keys.exchanges, name)
+    for (const b of bindings) await this.redis.srem(this.keys.bindings, JSON.stringify([b.exchange, b.queue, b.routingKey]))
+    await this.announce()
+    return n
+  }
+
+  /**
+   * The ready entries of a queue's stream are those after its group's last-delivered id (read and acked
+   * ones are deleted, read and unacked ones are pending): XRANGE from there reads them without the group,
+   * so nothing is claimed, counted or flagged. Entries a node has read but not yet handed out are not shown.
+   */
+  async peek(queue: string, count: number): Promise<{messages: Message[]; ready: number}> {
+    if (!this.defs.queues.has(queue)) throw new NotFoundError('queue', queue)
+    const stream = this.keys.queue(queue).stream
+    const groups = (await this.redis.xinfo('GROUPS', stream).catch(() => [])) as unknown[][]
+    let last = '0-0'
+    for (const g of groups) {
+      const info: Record<string, unknown> = {}
+      for (let i = 0; i + 1 < g.length; i += 2) info[String(g[i])] = g[i + 1]
+      if (String(info.name) === GROUP) last = String(info['last-delivered-id'] ?? '0-0')
+    }
+    const now = Date.now()
+    const out: Message[] = []
+    let from = `(${last}`
+    while (out.length < count) {
+      const raws = (await (this.redis as unknown as {xrangeBuffer: (...a: unknown[]) => Promise<Raw[]>}).xrangeBuffer(stream, from, '+', 'COUNT', Math.max(16, count - out.length))) ?? []
+      if (raws.length === 0) break
+      for (const raw of raws) {
+        const e = parseEntry(raw, queue, '')
+        if (!(e.msg.expiresAt && e.msg.expiresAt <= now) && out.length < count) out.push(e.msg)
+      }
+      from = `(${raws[raws.length - 1][0].toString()}`
+    }
+    return {messages: out, ready: await this.readyCount(queue)}
+  }
+
+  definitions(): BrokerDefinitions {
+    return this.defs.definitions()
   }
 
   async deleteQueue(name: string): Promise<number> {
@@ -734,16 +808,7 @@ export class ClusterEngine implements BrokerEngine {
         this.fence('the lease ran out before delivery')
         return
       }
-      let chosen: CConsumer | undefined
-      const n = q.consumers.length
-      for (let i = 0; i < n; i++) {
-        const c = q.consumers[(q.rr + i) % n]
-        if (c.session.closed || !c.session.sink.writable()) continue
-        if (!c.noAck && (c.inflight >= c.prefetch || c.session.unacked.size >= this.maxUnacked)) continue
-        chosen = c
-        q.rr = (q.rr + i + 1) % n
-        break
-      }
+      const chosen = nextConsumer(q, this.maxUnacked)
       if (!chosen) return
       const e = q.buffer.shift()!
       if (e.msg.expiresAt && e.msg.expiresAt <= Date.now()) {

@@ -67,7 +67,12 @@ export class ClusterKeys {
     return `${this.base}:keys`
   }
 
-  /** pub/sub channel: definition changes and key directory updates */
+  /** hash {pem, order}: the newest CRL any node has seen, so every node enforces it */
+  get crl(): string {
+    return `${this.base}:crl`
+  }
+
+  /** pub/sub channel: definition changes, key directory and CRL updates */
   get events(): string {
     return `mq:${this.cluster}:events`
   }

@@ -256,7 +256,15 @@ end
 return {now, keep}
 `
 
-export const SCRIPTS = {mqExpire: [1, EXPIRE], mqHeartbeat: [2, HEARTBEAT], mqMove: [2, MOVE], mqNodes: [2, NODES], mqPublish: [3, PUBLISH], mqPurge: [4, PURGE], mqSettle: [4, SETTLE]} as const
+/** KEYS[1] crl hash; ARGV pem, order (crlOrder): keeps the newer CRL, returns 1 when this one replaced it */
+const SHARE_CRL = `
+local cur = tonumber(redis.call('HGET', KEYS[1], 'order') or '0')
+if tonumber(ARGV[2]) <= cur then return 0 end
+redis.call('HSET', KEYS[1], 'pem', ARGV[1], 'order', ARGV[2])
+return 1
+`
+
+export const SCRIPTS = {mqShareCrl: [1, SHARE_CRL], mqExpire: [1, EXPIRE], mqHeartbeat: [2, HEARTBEAT], mqMove: [2, MOVE], mqNodes: [2, NODES], mqPublish: [3, PUBLISH], mqPurge: [4, PURGE], mqSettle: [4, SETTLE]} as const
 export type ScriptName = keyof typeof SCRIPTS
 
 export type RedisClient = Redis | Cluster
