@@ -5,7 +5,7 @@
  * group commit decides when a publish may be confirmed.
  */
 
-import {MqError, PermissionError, TempFailError, UsageError} from '../errors.js'
+import {MqError, NotFoundError as AbsentError, PermissionError, TempFailError, UsageError} from '../errors.js'
 import {MessageIds} from '../wire/ids.js'
 import {NO_HEADERS, isHeaderName} from '../wire/protocol.js'
 import type {BrokerDefinitions, BrokerStats, ExchangeType, QueueStats} from '../wire/types.js'
@@ -85,10 +85,10 @@ export type TransientOverflow = 'reject-publish' | 'drop-head'
 /** at most this many messages are read from the store per refill: a refill runs on the event loop */
 const PAGE_CHUNK = 1024
 
-export class NotFoundError extends MqError {
+/** a queue or exchange that does not exist: exit 66 like every other "not found" */
+export class NotFoundError extends AbsentError {
   constructor(what: string, name: string) {
     super('E_NOT_FOUND', `${what} ${JSON.stringify(name)} does not exist`, {
-      exit: 1,
       hint: what === 'queue' ? `Try this: mq queue declare ${name || 'NAME'}` : `Try this: mq exchange declare ${name || 'NAME'} --type direct`,
     })
   }
@@ -589,7 +589,7 @@ export class Engine {
     if (!ex) throw new NotFoundError('exchange', exchange)
     if (!ex.unbind(queue, key)) {
       const keys = this.listBindings().filter((b) => b.exchange === exchange && b.queue === queue).map((b) => JSON.stringify(b.routingKey))
-      throw new MqError('E_NOT_FOUND', `queue ${JSON.stringify(queue)} is not bound to exchange ${JSON.stringify(exchange)} with key ${JSON.stringify(ex.type === 'fanout' ? '' : key)}`, {
+      throw new AbsentError('E_NOT_FOUND', `queue ${JSON.stringify(queue)} is not bound to exchange ${JSON.stringify(exchange)} with key ${JSON.stringify(ex.type === 'fanout' ? '' : key)}`, {
         hint: keys.length > 0 ? `Try this: --key ${keys[0]} (its bindings to ${exchange}: ${keys.join(', ')})` : `Try this: mq exchange list (it has no binding of ${queue} to ${exchange})`,
       })
     }
