@@ -275,3 +275,46 @@ test('publishes and acks interleaved in one commit still share one sealed group;
     h.cleanup()
   }
 })
+
+test('a new broker.db gets 16 KiB pages; a store created with 4 KiB pages keeps them and its messages (64 KiB bodies included)', async () => {
+  const h = tempHome()
+  const keyFile = join(h.dir, 'secrets', 'broker.key')
+  const pageSize = (file: string) => {
+    const db = new Database(file, {readonly: true})
+    try {
+      return db.pragma('page_size', {simple: true})
+    } finally {
+      db.close()
+    }
+  }
+  try {
+    const fresh = join(h.dir, 'fresh')
+    const store = new DurableStore(fresh, 0, {keyFile})
+    await store.close()
+    assert.equal(pageSize(join(fresh, 'broker.db')), 16 * 1024)
+
+    // an existing store: created by SQLite's default before this change
+    const old = join(h.dir, 'old')
+    mkdirSync(old, {mode: 0o700})
+    const pre = new Database(join(old, 'broker.db'))
+    pre.pragma('page_size = 4096')
+    pre.pragma('journal_mode = WAL')
+    pre.exec('CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT)')
+    pre.close()
+    const body = Buffer.alloc(64 * 1024)
+    for (let i = 0; i < body.length; i++) body[i] = (i * 31) & 0xff
+    const s1 = new DurableStore(old, 0, {keyFile})
+    const e1 = new Engine({store: s1})
+    e1.declareQueue('big', {durable: true})
+    e1.publish('', 'big', body, {messageId: 'b-1'})
+    await s1.close()
+    assert.equal(pageSize(join(old, 'broker.db')), 4096)
+    const s2 = new DurableStore(old, 0, {keyFile})
+    const e2 = new Engine({store: s2})
+    assert.deepEqual(peekQueue(e2, 'big').map((m) => [m.messageId, m.body.equals(body)]), [['b-1', true]])
+    await s2.close()
+    assert.equal(pageSize(join(old, 'broker.db')), 4096)
+  } finally {
+    h.cleanup()
+  }
+})
