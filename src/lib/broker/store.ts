@@ -363,15 +363,6 @@ const GROUP_WAITERS = 128
 /** how long writes nobody waits for may stay in memory before they are committed anyway */
 const LAZY_COMMIT_MS = 50
 
-/**
- * Page size of a new broker.db. With SQLite's default 4 KiB a 64 KiB body is a chain of 17 overflow
- * pages: each one a WAL frame (and its write call) at commit, a page to read and free on ack, a page
- * to copy at checkpoint. 16 KiB pages cut the writer's CPU per message (a loop of inserts, acks and
- * commits as the writer does them, CPU per message): 256 B 14 -> 8 us, 64 KiB ~120 -> ~100 us,
- * 1 MiB ~2100 -> ~1550 us. Bigger pages gave no more, and waste more of a body's last page.
- */
-export const STORE_PAGE_SIZE = 16 * 1024
-
 export type CommitCallback = (err?: Error) => void
 
 const SCHEMA = `
@@ -442,8 +433,6 @@ export class DurableStore implements DedupeLog {
     this.logger = opts.logger
     try {
       this.db = new Database(this.file)
-      // only a new, empty file takes it (an existing store keeps the page size it was created with)
-      this.db.pragma(`page_size = ${STORE_PAGE_SIZE}`)
       this.db.pragma('journal_mode = WAL')
       this.db.exec(SCHEMA)
       // stores from before encryption at rest: add the column; their rows stay readable as legacy plaintext
