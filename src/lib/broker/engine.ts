@@ -740,7 +740,7 @@ export class Engine {
       this.setStatus(messageId, 'sent', q.name)
       if (this.enqueue(q, msg)) durable = true
       // a queue without consumers is a buffer and takes what comes; one with consumers that lag pushes back
-      if (q.consumers.length > 0 && q.messages >= this.flowHigh) flow = qn
+      if (this.lagging(q)) flow = qn
     }
     this.totals.published++
     if (headers !== NO_HEADERS && headers['x-redriven-from'] !== undefined) this.noteRedriven(messageId, headers['x-redriven-from'])
@@ -775,7 +775,7 @@ export class Engine {
         const msg: Message = {seq: this.seq++, messageId, exchange, routingKey, body: bodies[i], headers: NO_HEADERS as Record<string, string>, timestamp, deliveryCount: 0, redelivered: false, expiresAt: q.ttlMs ? timestamp + q.ttlMs : 0}
         this.setStatus(messageId, 'sent', q.name)
         if (this.enqueue(q, msg)) durable = true
-        if (q.consumers.length > 0 && q.messages >= this.flowHigh) flow = qn
+        if (this.lagging(q)) flow = qn
       }
     }
     this.totals.published += bodies.length
@@ -1045,10 +1045,25 @@ export class Engine {
   }
 
   /** Push ready messages round-robin to consumers with room in their prefetch window. */
-  /** Calls back once the queue's backlog is down to half of flowHigh, it has no consumers, or it is gone. */
+  /**
+   * A queue with consumers that lag: flowHigh ready messages, or for a non-durable queue half of its
+   * byte limit (transientMaxBytes). By count alone, 64 KiB messages from an unconfirmed publisher
+   * filled the 64 MiB limit at 1,024 messages, long before flowHigh, and every publish after that
+   * was refused (E_QUEUE_FULL) instead of the publisher being paused.
+   */
+  private lagging(q: Queue): boolean {
+    return q.consumers.length > 0 && (q.messages >= this.flowHigh || (!q.durable && q.ready.bytes >= this.transientMaxBytes / 2))
+  }
+
+  /** worked down far enough to let paused publishers go again */
+  private caughtUp(q: Queue): boolean {
+    return q.messages <= this.flowHigh / 2 && (q.durable || q.ready.bytes <= this.transientMaxBytes / 4)
+  }
+
+  /** Calls back once the queue's backlog is down to half of flowHigh (and a quarter of its byte limit), it has no consumers, or it is gone. */
   whenFlowing(queue: string, cb: () => void): void {
     const q = this.queues.get(queue)
-    if (!q || q.consumers.length === 0 || q.messages <= this.flowHigh / 2) {
+    if (!q || q.consumers.length === 0 || this.caughtUp(q)) {
       cb()
       return
     }
@@ -1057,7 +1072,7 @@ export class Engine {
 
   private releaseFlow(q: Queue, force = false): void {
     if (q.flowWaiters.length === 0) return
-    if (!force && q.consumers.length > 0 && q.messages > this.flowHigh / 2) return
+    if (!force && q.consumers.length > 0 && !this.caughtUp(q)) return
     const waiters = q.flowWaiters
     q.flowWaiters = []
     for (const w of waiters) w()
