@@ -151,7 +151,8 @@ class FakeSocket extends Duplex {
   override _read(): void {}
   override _write(chunk: Buffer | string, _enc: BufferEncoding, cb: (e?: Error | null) => void): void {
     this.out += chunk.length
-    if (this.replies.length < 64) this.replies.push(chunk.toString())
+    // the harnesses read only the start of a reply: a pull's megabytes need not be kept
+    if (this.replies.length < 64) this.replies.push(typeof chunk === 'string' ? chunk.slice(0, 256) : chunk.subarray(0, 256).toString('latin1'))
     cb()
   }
   setNoDelay(): this {
