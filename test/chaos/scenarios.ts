@@ -29,7 +29,11 @@ export interface Scenario {
 const n = (full: number, scale: number, min = 1) => Math.max(min, Math.round(full * scale))
 const ids = (prefix: string, count: number) => Array.from({length: count}, (_, i) => `c-${prefix}-${i}`)
 
-/** broker SIGKILL x3 during confirmed publishes; retries keep the message id (the broker dedupes). */
+/**
+ * broker SIGKILL x3 during confirmed publishes; a publish whose confirm was lost is retried with the same
+ * message id. The native PUBLISH has no deduplication (only the records plugin's in-process publishes
+ * ask for it, broker/dedupe.ts), so a retried publish that had been committed is stored twice: counted as dup.
+ */
 async function brokerKill9(scale: number): Promise<LedgerLine> {
   const t0 = Date.now()
   const stack = new Stack()
