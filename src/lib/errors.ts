@@ -8,6 +8,7 @@ export const ExitCode = {
   FAILURE: 1,
   USAGE: 2,
   DATAERR: 65,
+  NOT_FOUND: 66,
   UNAVAILABLE: 69,
   SOFTWARE: 70,
   TEMPFAIL: 75,
@@ -47,6 +48,17 @@ export class MqError extends Error {
 export class DataError extends MqError {
   constructor(code: string, message: string, opts: Omit<MqErrorOptions, 'exit'> = {}) {
     super(code, message, {...opts, exit: ExitCode.DATAERR})
+  }
+}
+
+/**
+ * The named thing (queue, exchange, message, client, certificate, user, a recipient's keys) does not
+ * exist (66, sysexits' EX_NOINPUT): one exit code for every command, so a script can tell "absent"
+ * from "failed". The code is E_NOT_FOUND unless a caller has a more specific one.
+ */
+export class NotFoundError extends MqError {
+  constructor(code: string, message: string, opts: Omit<MqErrorOptions, 'exit'> = {}) {
+    super(code, message, {...opts, exit: ExitCode.NOT_FOUND})
   }
 }
 

@@ -198,21 +198,31 @@ export function pipelineExtract(body: Buffer): {id: string; ok: boolean} | undef
 }
 
 /** Times a normal client while something misbehaves: a fresh connection and one request, every `everyMs`. */
-export function probe(fn: () => Promise<void>, everyMs: number): {stop: () => Promise<{ok: number; failed: number; errors: string[]; p50: number; p99: number; max: number}>} {
+/** A normal client is locked out when it cannot get in for this long (a retry a second later is not a lockout). */
+export const LOCKOUT_MS = 2000
+
+export function probe(fn: () => Promise<void>, everyMs: number): {stop: () => Promise<{ok: number; failed: number; errors: string[]; p50: number; p99: number; max: number; longestOutageMs: number}>} {
   const times: number[] = []
   const errors: string[] = []
   let stopped = false
+  // a client is locked out when its attempts keep failing: the longest run of failures, first failure to next success
+  let failingSince: number | undefined
+  let longestOutageMs = 0
   const loop = (async () => {
     while (!stopped) {
       const t = performance.now()
       try {
         await fn()
         times.push(performance.now() - t)
+        if (failingSince !== undefined) longestOutageMs = Math.max(longestOutageMs, performance.now() - failingSince)
+        failingSince = undefined
       } catch (error) {
         errors.push((error as Error).message.split('\n')[0].slice(0, 120))
+        failingSince ??= t
       }
       await sleep(everyMs)
     }
+    if (failingSince !== undefined) longestOutageMs = Number.POSITIVE_INFINITY
   })()
   return {
     async stop() {
@@ -220,7 +230,7 @@ export function probe(fn: () => Promise<void>, everyMs: number): {stop: () => Pr
       await loop
       const s = [...times].sort((a, b) => a - b)
       const q = (p: number) => (s.length ? Math.round(s[Math.min(s.length - 1, Math.floor(p * s.length))]) : -1)
-      return {errors: [...new Set(errors)], failed: errors.length, max: q(1), ok: times.length, p50: q(0.5), p99: q(0.99)}
+      return {errors: [...new Set(errors)], failed: errors.length, longestOutageMs: Math.round(longestOutageMs), max: q(1), ok: times.length, p50: q(0.5), p99: q(0.99)}
     },
   }
 }

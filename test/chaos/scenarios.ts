@@ -16,7 +16,7 @@ import {type BrokerProcess} from '../helpers/broker.js'
 import {MqHome} from '../../src/lib/config/home.js'
 import {clientTlsOptions} from '../../src/lib/pki/index.js'
 import {type LedgerLine, Tally, payloadFor} from './ledger.js'
-import {Reconnecting, Stack, broker, brokerProbe, drain, drippers, ingest, pipeline, pipelineExtract, probe, publishAll, sleep, waitFor} from './cluster.js'
+import {LOCKOUT_MS, Reconnecting, Stack, broker, brokerProbe, drain, drippers, ingest, pipeline, pipelineExtract, probe, publishAll, sleep, waitFor} from './cluster.js'
 
 export interface Scenario {
   name: string
@@ -29,8 +29,13 @@ export interface Scenario {
 const n = (full: number, scale: number, min = 1) => Math.max(min, Math.round(full * scale))
 const ids = (prefix: string, count: number) => Array.from({length: count}, (_, i) => `c-${prefix}-${i}`)
 
-/** broker SIGKILL x3 during confirmed publishes; retries keep the message id (the broker dedupes). */
+/**
+ * broker SIGKILL x3 during confirmed publishes; a publish whose confirm was lost is retried with the same
+ * message id. The native PUBLISH has no deduplication (only the records plugin's in-process publishes
+ * ask for it, broker/dedupe.ts), so a retried publish that had been committed is stored twice: counted as dup.
+ */
 async function brokerKill9(scale: number): Promise<LedgerLine> {
+  let retries = 0
   const t0 = Date.now()
   const stack = new Stack()
   const tally = new Tally()
@@ -61,7 +66,8 @@ async function brokerKill9(scale: number): Promise<LedgerLine> {
       sameId: true,
       window: 64,
     })
-    const {retries} = await Promise.race([pub, new Promise<never>((_, reject) => setInterval(() => killError && reject(killError), 500).unref())])
+    const {retries: r} = await Promise.race([pub, new Promise<never>((_, reject) => setInterval(() => killError && reject(killError), 500).unref())])
+    retries = r
     await killing
     notes.push(`${kills} kills, ${retries} publishes retried`)
     await drain(conn, 'k9', tally)
@@ -69,7 +75,7 @@ async function brokerKill9(scale: number): Promise<LedgerLine> {
   } finally {
     await stack.close()
   }
-  return tally.line('broker-kill9-x3', t0, notes)
+  return tally.line('broker-kill9-x3', t0, notes, false, retries)
 }
 
 /** SIGTERM of the broker mid-publish; publishers retry unconfirmed messages with a new id, as the issue's did. */
@@ -409,7 +415,8 @@ async function handshakeDrip(scale: number): Promise<LedgerLine> {
       tally.confirm(`p${i}`)
       tally.receive(`p${i}`, true, false)
     }
-    if (r.failed > 0 || stillOpen > 0) extraFail = true
+    if (r.longestOutageMs >= LOCKOUT_MS || stillOpen > 0) extraFail = true
+    if (r.failed > 0) notes.push(`longest time the normal client was refused: ${r.longestOutageMs} ms (locked out at ${LOCKOUT_MS} ms)`)
   } finally {
     await stack.close()
   }
@@ -463,7 +470,10 @@ async function slowDrip(scale: number): Promise<LedgerLine> {
       tally.confirm(`p${i}`)
       tally.receive(`p${i}`, true, false)
     }
-    if (rn.failed + rc.failed > 0 || cmq.open() > 0 || nat.open() > 0) extraFail = true
+    // a refusal in the first second of a flood (before an unproven connection may be pushed out) is retried
+    // and gets in: only a client that stays out is locked out
+    if (rn.longestOutageMs >= LOCKOUT_MS || rc.longestOutageMs >= LOCKOUT_MS || cmq.open() > 0 || nat.open() > 0) extraFail = true
+    if (rn.failed + rc.failed > 0) notes.push(`longest time a normal client was refused: native ${rn.longestOutageMs} ms, CipherMQ ${rc.longestOutageMs} ms (locked out at ${LOCKOUT_MS} ms)`)
   } finally {
     await stack.close()
   }

@@ -28,7 +28,8 @@ export interface FuzzResult {
   corpus: number
   peak_heap_mb: number
   findings: FuzzFinding[]
-  verdict: 'PASS' | 'FAIL'
+  /** STOPPED: interrupted (--signal) before its runs, with no failure so far */
+  verdict: 'PASS' | 'FAIL' | 'STOPPED'
 }
 
 export interface FuzzOptions {
@@ -42,6 +43,8 @@ export interface FuzzOptions {
   /** where failing inputs are written (none when undefined) */
   outDir?: string
   onProgress?: (done: number, total: number) => void
+  /** stops the run early; the result counts the inputs done until then */
+  signal?: AbortSignal
 }
 
 export const PARSERS = HARNESSES.map((h) => h.name)
@@ -66,7 +69,7 @@ export async function fuzz(o: FuzzOptions): Promise<FuzzResult> {
     writeFileSync(file, input)
     return file
   }
-  while (done < o.runs) {
+  while (done < o.runs && !o.signal?.aborted) {
     const state = new SharedArrayBuffer(16)
     const inputBuf = new SharedArrayBuffer(4 + h.maxLen)
     const job: WorkerJob = {input: inputBuf, name: h.name, runs: o.runs - done, seed, state, timeoutMs}
@@ -83,8 +86,14 @@ export async function fuzz(o: FuzzOptions): Promise<FuzzResult> {
         if (finished) return
         finished = true
         clearInterval(watch)
+        o.signal?.removeEventListener('abort', stop)
         resolve()
       }
+      const stop = () => {
+        done = base + st[1]
+        void w.terminate().then(finish)
+      }
+      o.signal?.addEventListener('abort', stop)
       const watch = setInterval(() => {
         o.onProgress?.(base + st[1], o.runs)
         if (st[0] > 0 && Date.now() - st[0] > timeoutMs * 3 + 1000) {
@@ -143,6 +152,6 @@ export async function fuzz(o: FuzzOptions): Promise<FuzzResult> {
     parser: h.name,
     peak_heap_mb: peak,
     seconds: Math.round(seconds * 10) / 10,
-    verdict: crashes + hangs + memory === 0 ? 'PASS' : 'FAIL',
+    verdict: crashes + hangs + memory > 0 ? 'FAIL' : done < o.runs ? 'STOPPED' : 'PASS',
   }
 }

@@ -1,6 +1,6 @@
 import {Flags} from '@oclif/core'
 
-import {type BenchResult, type BenchSpec, type BenchTarget, type TargetParams, jetstreamTarget, medianRun, mqTarget, natsTarget, rabbitTarget, runBench, runConsumer} from '../../lib/client/bench.js'
+import {type BenchResult, type BenchSpec, type BenchTarget, RUN_BYTES, type TargetParams, WINDOW_BYTES, jetstreamTarget, medianRun, mqTarget, natsTarget, rabbitTarget, runBench, runConsumer, scaledForSize} from '../../lib/client/bench.js'
 import {type ClusterRun, runClusterBench} from '../../lib/client/cluster-bench.js'
 import {connectBroker} from '../../lib/client/connect.js'
 import {brokerFlags} from '../../lib/client/flags.js'
@@ -31,8 +31,8 @@ Without a reachable broker it starts a private one in a temp home.`
     ...brokerFlags,
     mode: Flags.option({default: 'all' as const, description: 'which workloads', options: ['memory', 'durable', 'all'] as const})(),
     size: Flags.integer({description: 'payload bytes (repeatable) [default: 256]', max: 64 * 1024 * 1024, min: 8, multiple: true}),
-    messages: Flags.integer({default: 20_000, description: 'messages per run', min: 100}),
-    window: Flags.integer({default: 500, description: 'unconfirmed publishes in flight and consumer prefetch', min: 1, max: 10_000}),
+    messages: Flags.integer({default: 20_000, description: `messages per run (at most ${RUN_BYTES / 2 ** 30} GiB of payload: fewer for big sizes)`, min: 100}),
+    window: Flags.integer({default: 500, description: `unconfirmed publishes in flight and consumer prefetch (at most ${WINDOW_BYTES / 2 ** 20} MiB of payload: smaller for big sizes)`, min: 1, max: 10_000}),
     'latency-rate': Flags.integer({default: 5000, description: 'msg/s of the paced durable latency run (0 = skip)', min: 0}),
     compare: Flags.boolean({description: 'also run RabbitMQ (amqplib) and NATS core (nats.js) and print ratios'}),
     'rabbitmq-url': Flags.string({default: 'amqp://guest:guest@127.0.0.1:5672', description: 'RabbitMQ for --compare'}),
@@ -93,10 +93,11 @@ Without a reachable broker it starts a private one in a temp home.`
     const ratios: Ratio[] = []
     const specs: BenchSpec[] = []
     for (const size of f.size ?? [256]) {
-      if (f.mode !== 'durable') specs.push({messages: f.messages, mode: 'memory', size, window: f.window})
-      if (f.mode !== 'memory') specs.push({messages: f.messages, mode: 'durable', size, window: f.window})
+      const {messages, window} = scaledForSize(size, f.messages, f.window)
+      if (f.mode !== 'durable') specs.push({messages, mode: 'memory', size, window})
+      if (f.mode !== 'memory') specs.push({messages, mode: 'durable', size, window})
       if (f.mode !== 'memory' && f['latency-rate'] > 0) {
-        specs.push({messages: Math.min(f.messages, f['latency-rate'] * 10), mode: 'durable', rate: f['latency-rate'], size, window: f.window})
+        specs.push({messages: Math.min(messages, f['latency-rate'] * 10), mode: 'durable', rate: f['latency-rate'], size, window})
       }
     }
     const label = (s: BenchSpec) => `${s.mode} ${s.size} B${s.rate ? ` @${s.rate}/s` : ''}`
@@ -111,7 +112,8 @@ Without a reachable broker it starts a private one in a temp home.`
     const once = async (p: TargetParams, s: BenchSpec, round: number, name: string = p.target): Promise<BenchResult | undefined> => {
       try {
         // the same warm-up for every target: a JIT-compiled broker is not measured cold against Go and Erlang ones
-        if (round === 0 && f.warmup > 0 && !s.rate) await runBench(this.targetFor(p), p, {...s, messages: f.warmup}, bar(`${name} (warm-up)`, s))
+        const warmup = Math.min(f.warmup, Math.max(100, Math.floor(RUN_BYTES / 4 / s.size)))
+        if (round === 0 && warmup > 0 && !s.rate) await runBench(this.targetFor(p), p, {...s, messages: warmup}, bar(`${name} (warm-up)`, s))
         const r = await runBench(this.targetFor(p), p, s, bar(name, s))
         if (tty) process.stderr.write('\r\x1b[K')
         const of = f.repeat > 1 ? ` (run ${round + 1}/${f.repeat})` : ''

@@ -12,6 +12,7 @@ import {errorText} from '../../lib/errors.js'
 const mib = (b?: number) => (b ? Math.round(b / 1048576) : '-')
 
 export default class BenchScale extends MqCommand<typeof BenchScale> {
+  static summary = 'Benchmark many objects rather than many messages: queues, idle connections, fan-out consumers'
   static description = `Many objects rather than many messages: N durable queues with bindings (declare rate, RSS, restart time),
 N idle authenticated connections (RSS per connection), and one producer fanned out to C consumers through a fanout
 exchange (deliveries per second). A private mq broker is started for the run; RabbitMQ runs the same workloads in the

@@ -9,7 +9,7 @@ import {CertificateAuthority} from '../../lib/pki/index.js'
 
 export default class BrokerStart extends MqCommand<typeof BrokerStart> {
   static description = `Run the broker in the foreground: native protocol over mutual TLS, HTTPS API, optional CipherMQ listener.
-On first start with no CA in $MQ_HOME it creates a development CA, a "broker" server certificate and an "admin" client identity.`
+On first start with no CA in $MQ_HOME it creates a development CA, a "broker" server certificate and the "admin" identity: its client certificate and its end-to-end keys (so mq send --to NAME works without --from).`
   static examples = ['<%= config.bin %> broker start', '<%= config.bin %> broker start --port 5800 --api-port 5801', '<%= config.bin %> broker start --ciphermq --ciphermq-port 5702', '<%= config.bin %> broker start --cluster redis://127.0.0.1:6379']
   static flags = {
     host: Flags.string({description: 'messaging listen address [default: broker.host, 127.0.0.1]'}),
@@ -42,9 +42,13 @@ On first start with no CA in $MQ_HOME it creates a development CA, a "broker" se
     if (firstRun || !existsSync(this.home.issuedCert(identity))) {
       // RSA key generation takes seconds: say what is happening meanwhile (on a TTY)
       const spin = this.spinner(firstRun ? 'Creating a development CA, the broker certificate and the admin identity' : `Issuing the "${identity}" server certificate`).start()
-      const created = await ca.ensureDevelopment({clients: firstRun ? ['admin'] : [], servers: [identity]}).finally(() => spin.stop())
+      const created = await ca.ensureDevelopment({clients: firstRun ? ['admin'] : [], e2e: firstRun ? ['admin'] : [], servers: [identity]}).finally(() => spin.stop())
+      const what = (c: string) => (c === 'ca' ? 'a development CA' : c === identity ? `the "${c}" server certificate` : `the "${c}" client identity`)
+      const tlsMade = created.filter((c) => !c.startsWith('e2e:'))
+      const e2eMade = created.filter((c) => c.startsWith('e2e:')).map((c) => `the "${c.slice(4)}" end-to-end identity`)
       if (created.length > 0) {
-        this.note(`Created ${created.map((c) => (c === 'ca' ? 'a development CA' : c === identity ? `the "${c}" server certificate` : `the "${c}" client identity`)).join(', ')} in ${this.home.pki}.`)
+        const parts = [...(tlsMade.length > 0 ? [`${tlsMade.map((c) => what(c)).join(', ')} in ${this.home.pki}`] : []), ...(e2eMade.length > 0 ? [`${e2eMade.join(', ')} in ${this.home.keys}`] : [])]
+        this.note(`Created ${parts.join('; ')}.`)
         if (firstRun) this.note(`Clients authenticate with ${this.home.issuedCert('admin')} (mq commands use it by default: --identity admin).`)
       }
     }

@@ -4,7 +4,7 @@ import {Flags} from '@oclif/core'
 
 import {MqCommand} from '../../lib/cli/base-command.js'
 import {describeCert, openCa, passphraseFlag} from '../../lib/cli/pki.js'
-import {MqError} from '../../lib/errors.js'
+import {MqError, NotFoundError} from '../../lib/errors.js'
 import type {CertRecord} from '../../lib/pki/index.js'
 import {writeFileAtomic} from '../../lib/util/fs.js'
 
@@ -37,7 +37,7 @@ pki/issued/NAME.crt (no key there) and to --out. A file that is not a PEM reques
     try {
       pem = readFileSync(f.csr, 'utf8')
     } catch (error) {
-      throw new MqError('E_NOT_FOUND', `cannot read --csr ${f.csr}: ${(error as Error).message}`, {hint: 'Try this: check the path of the request file'})
+      throw new NotFoundError('E_NOT_FOUND', `cannot read --csr ${f.csr}: ${(error as Error).message}`, {hint: 'Try this: check the path of the request file'})
     }
     const {certPem, ...rec} = await openCa(this.home, this.mqConfig(), f['passphrase-file']).signRequest(pem, f.csr, {days: f.days, force: f.force, name: f.name, sans: f.san, type: f.type})
     if (f.out) writeFileAtomic(f.out, certPem, 0o644)

@@ -6,6 +6,7 @@ import {REVOCATION_REASONS} from '../../lib/pki/index.js'
 
 export default class ClientRevoke extends MqCommand<typeof ClientRevoke> {
   static args = {id: Args.string({description: 'client identity (certificate name) or certificate serial', required: true})}
+  static summary = "Revoke a client's certificate through the broker's API (CRL, records and audit log)"
   static description = `Revoke a client's certificate through the broker: the CA marks it revoked, publishes a fresh CRL (servers reload it within seconds) and the revocation is recorded in the clients table and audit log
 
 Use this from any machine with an admin certificate. On the machine holding the CA, mq cert revoke does the CA part alone

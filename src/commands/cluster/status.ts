@@ -12,6 +12,7 @@ function snake(v: unknown, depth = 0): unknown {
 }
 
 export default class ClusterStatusCommand extends MqCommand<typeof ClusterStatusCommand> {
+  static summary = 'Show the cluster as the node you connect to sees it: nodes, liveness, durability, claims'
   static description = `The broker cluster as the node you connect to sees it (cluster mode, docs/cluster.md): its nodes, whether each is alive,
 its last heartbeat, connections and address; the durability Redis promises; claims and fencing counters`
   static examples = ['<%= config.bin %> cluster status', '<%= config.bin %> cluster status --json', '<%= config.bin %> cluster status --broker 10.0.0.2:5700']

@@ -5,6 +5,7 @@ import {configRows} from '../../lib/config/origins.js'
 import {redactConfig} from '../../lib/config/redact.js'
 
 export default class ConfigShow extends MqCommand<typeof ConfigShow> {
+  static summary = 'Print the effective configuration and where each value came from'
   static description = `Print the effective configuration and where each value came from: default (built in or config/mq.yaml),
 file ($MQ_HOME/config.yaml or --config, with its line), env (the MQ_* variable) or flag. Precedence, lowest first:
 defaults < config/mq.yaml < $MQ_HOME/config.yaml or --config < MQ_* env < flags. client.broker and client.api follow

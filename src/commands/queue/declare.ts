@@ -7,6 +7,7 @@ import {MqCommand} from '../../lib/cli/base-command.js'
 
 export default class QueueDeclare extends MqCommand<typeof QueueDeclare> {
   static args = {name: Args.string({description: 'queue name', required: true})}
+  static summary = 'Declare a queue (durable by default; --transient for memory only)'
   static description = 'Declare a queue (idempotent for the same settings; different settings for an existing queue fail with E_QUEUE_MISMATCH): queues are durable by default (kept with their bindings and messages on disk across restarts, like the exchanges); --transient for one that lives in memory only'
   static examples = ['<%= config.bin %> queue declare orders --dead-letter orders.dlq', '<%= config.bin %> queue declare scratch --transient', '<%= config.bin %> queue declare cache --ttl 60s --max-length 10000']
   static flags = {

@@ -5,7 +5,7 @@
  * group commit decides when a publish may be confirmed.
  */
 
-import {MqError, PermissionError, TempFailError, UsageError} from '../errors.js'
+import {MqError, NotFoundError as AbsentError, PermissionError, TempFailError, UsageError} from '../errors.js'
 import {MessageIds} from '../wire/ids.js'
 import {NO_HEADERS, isHeaderName} from '../wire/protocol.js'
 import type {BrokerDefinitions, BrokerStats, ExchangeType, QueueStats} from '../wire/types.js'
@@ -85,10 +85,10 @@ export type TransientOverflow = 'reject-publish' | 'drop-head'
 /** at most this many messages are read from the store per refill: a refill runs on the event loop */
 const PAGE_CHUNK = 1024
 
-export class NotFoundError extends MqError {
+/** a queue or exchange that does not exist: exit 66 like every other "not found" */
+export class NotFoundError extends AbsentError {
   constructor(what: string, name: string) {
     super('E_NOT_FOUND', `${what} ${JSON.stringify(name)} does not exist`, {
-      exit: 1,
       hint: what === 'queue' ? `Try this: mq queue declare ${name || 'NAME'}` : `Try this: mq exchange declare ${name || 'NAME'} --type direct`,
     })
   }
@@ -589,7 +589,7 @@ export class Engine {
     if (!ex) throw new NotFoundError('exchange', exchange)
     if (!ex.unbind(queue, key)) {
       const keys = this.listBindings().filter((b) => b.exchange === exchange && b.queue === queue).map((b) => JSON.stringify(b.routingKey))
-      throw new MqError('E_NOT_FOUND', `queue ${JSON.stringify(queue)} is not bound to exchange ${JSON.stringify(exchange)} with key ${JSON.stringify(ex.type === 'fanout' ? '' : key)}`, {
+      throw new AbsentError('E_NOT_FOUND', `queue ${JSON.stringify(queue)} is not bound to exchange ${JSON.stringify(exchange)} with key ${JSON.stringify(ex.type === 'fanout' ? '' : key)}`, {
         hint: keys.length > 0 ? `Try this: --key ${keys[0]} (its bindings to ${exchange}: ${keys.join(', ')})` : `Try this: mq exchange list (it has no binding of ${queue} to ${exchange})`,
       })
     }
@@ -740,7 +740,7 @@ export class Engine {
       this.setStatus(messageId, 'sent', q.name)
       if (this.enqueue(q, msg)) durable = true
       // a queue without consumers is a buffer and takes what comes; one with consumers that lag pushes back
-      if (q.consumers.length > 0 && q.messages >= this.flowHigh) flow = qn
+      if (this.lagging(q)) flow = qn
     }
     this.totals.published++
     if (headers !== NO_HEADERS && headers['x-redriven-from'] !== undefined) this.noteRedriven(messageId, headers['x-redriven-from'])
@@ -775,7 +775,7 @@ export class Engine {
         const msg: Message = {seq: this.seq++, messageId, exchange, routingKey, body: bodies[i], headers: NO_HEADERS as Record<string, string>, timestamp, deliveryCount: 0, redelivered: false, expiresAt: q.ttlMs ? timestamp + q.ttlMs : 0}
         this.setStatus(messageId, 'sent', q.name)
         if (this.enqueue(q, msg)) durable = true
-        if (q.consumers.length > 0 && q.messages >= this.flowHigh) flow = qn
+        if (this.lagging(q)) flow = qn
       }
     }
     this.totals.published += bodies.length
@@ -1045,10 +1045,25 @@ export class Engine {
   }
 
   /** Push ready messages round-robin to consumers with room in their prefetch window. */
-  /** Calls back once the queue's backlog is down to half of flowHigh, it has no consumers, or it is gone. */
+  /**
+   * A queue with consumers that lag: flowHigh ready messages, or for a non-durable queue half of its
+   * byte limit (transientMaxBytes). By count alone, 64 KiB messages from an unconfirmed publisher
+   * filled the 64 MiB limit at 1,024 messages, long before flowHigh, and every publish after that
+   * was refused (E_QUEUE_FULL) instead of the publisher being paused.
+   */
+  private lagging(q: Queue): boolean {
+    return q.consumers.length > 0 && (q.messages >= this.flowHigh || (!q.durable && q.ready.bytes >= this.transientMaxBytes / 2))
+  }
+
+  /** worked down far enough to let paused publishers go again */
+  private caughtUp(q: Queue): boolean {
+    return q.messages <= this.flowHigh / 2 && (q.durable || q.ready.bytes <= this.transientMaxBytes / 4)
+  }
+
+  /** Calls back once the queue's backlog is down to half of flowHigh (and a quarter of its byte limit), it has no consumers, or it is gone. */
   whenFlowing(queue: string, cb: () => void): void {
     const q = this.queues.get(queue)
-    if (!q || q.consumers.length === 0 || q.messages <= this.flowHigh / 2) {
+    if (!q || q.consumers.length === 0 || this.caughtUp(q)) {
       cb()
       return
     }
@@ -1057,7 +1072,7 @@ export class Engine {
 
   private releaseFlow(q: Queue, force = false): void {
     if (q.flowWaiters.length === 0) return
-    if (!force && q.consumers.length > 0 && q.messages > this.flowHigh / 2) return
+    if (!force && q.consumers.length > 0 && !this.caughtUp(q)) return
     const waiters = q.flowWaiters
     q.flowWaiters = []
     for (const w of waiters) w()

@@ -2,13 +2,13 @@ import {Command, Errors, Flags, Interfaces} from '@oclif/core'
 import {chalkStderr} from 'chalk'
 import ora, {type Ora} from 'ora'
 
-import {type ConfigInput, LOG_LEVELS, type MqConfig} from '../config/schema.js'
+import {type ConfigInput, LOG_FORMATS, LOG_LEVELS, type MqConfig} from '../config/schema.js'
 import {MqHome} from '../config/home.js'
 import {type ValueOrigin, loadConfig} from '../config/load.js'
 import {type SelectedContext, absoluteHome, contextConfig, selectContext} from '../config/contexts.js'
-import {setClientLogger} from '../client/connect.js'
 import {ExitCode, MqError, isMqError} from '../errors.js'
-import {Logger} from '../log.js'
+import {Logger, setClientLogger} from '../log.js'
+import {suggestFlag} from './suggest.js'
 import {snakeKeys} from '../util/case.js'
 
 export type MqFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof MqCommand)['baseFlags'] & T['flags']>
@@ -26,7 +26,8 @@ export abstract class MqCommand<T extends typeof Command> extends Command {
     config: Flags.string({description: 'config file to read instead of $MQ_HOME/config.yaml', env: 'MQ_CONFIG', helpGroup: 'GLOBAL'}),
     home: Flags.string({description: "mq home directory [default: $MQ_HOME, the context's home, or ~/.mq]", helpGroup: 'GLOBAL'}),
     context: Flags.string({description: 'use this named context: broker, API, identity, home (mq context list) [default: MQ_CONTEXT, the current one]', env: 'MQ_CONTEXT', helpGroup: 'GLOBAL'}),
-    'log-level': Flags.option({description: 'log verbosity on stderr', helpGroup: 'GLOBAL', options: LOG_LEVELS})(),
+    'log-level': Flags.option({description: 'log verbosity on stderr [default: log_level, info]', helpGroup: 'GLOBAL', options: LOG_LEVELS})(),
+    'log-format': Flags.option({description: 'log lines on stderr as text or JSON objects [default: log_format, text]', helpGroup: 'GLOBAL', options: LOG_FORMATS})(),
   }
 
   protected flags!: MqFlags<T>
@@ -54,7 +55,7 @@ export abstract class MqCommand<T extends typeof Command> extends Command {
     this.context = this.id?.startsWith('context:') ? undefined : selectContext(this.flags.context)
     // --home and MQ_HOME beat the context's home, as flags and env beat it for every other value
     this.home = MqHome.resolve(this.flags.home ?? process.env.MQ_HOME ?? (this.context?.context.home ? absoluteHome(this.context.context.home) : undefined))
-    this.logger = new Logger((this.flags['log-level'] as Logger['level'] | undefined) ?? 'info')
+    this.logger = new Logger((this.flags['log-level'] as Logger['level'] | undefined) ?? 'info', '', undefined, (this.flags['log-format'] as Logger['format'] | undefined) ?? 'text')
     setClientLogger(this.logger.child('client'))
   }
 
@@ -62,11 +63,13 @@ export abstract class MqCommand<T extends typeof Command> extends Command {
   protected mqConfig(overrides?: ConfigInput): MqConfig {
     if (this.loaded && !overrides) return this.loaded
     const logLevel = this.flags['log-level'] as MqConfig['log_level'] | undefined
-    const flags: ConfigInput = {...overrides, ...(logLevel ? {log_level: logLevel} : {})}
+    const logFormat = this.flags['log-format'] as MqConfig['log_format'] | undefined
+    const flags: ConfigInput = {...overrides, ...(logLevel ? {log_level: logLevel} : {}), ...(logFormat ? {log_format: logFormat} : {})}
     const ctx = this.context ? {file: this.context.file, name: this.context.name, values: contextConfig(this.context.context) as ConfigInput} : undefined
     const {config, origins} = loadConfig({context: ctx, file: this.flags.config, flags, home: this.home.root})
     this.configOrigins = origins
     this.logger.setLevel(config.log_level)
+    this.logger.setFormat(config.log_format)
     if (!overrides) this.loaded = config
     return config
   }
@@ -88,16 +91,33 @@ export abstract class MqCommand<T extends typeof Command> extends Command {
     process.stdout.write(text.endsWith('\n') ? text : text + '\n')
   }
 
-  /** Progress and notes go to stderr, never stdout. */
+  /** Progress and notes go to stderr, never stdout; with --log-format json as log lines, so stderr stays JSON. */
   protected note(text: string): void {
-    process.stderr.write(text + '\n')
+    if (this.logger?.format === 'json') this.commandLogger().info(text)
+    else process.stderr.write(text + '\n')
+  }
+
+  /** the logger of this command's own lines: its topic is the component (broker, relay, send, ...) */
+  private commandLogger(): Logger {
+    return this.logger.child(this.id?.split(':')[0] ?? 'mq')
   }
 
   /** A spinner on stderr; silent when stderr is not a TTY or --json is on. */
   protected spinner(text: string): Ora {
     // a terminal of unknown width (a pty nobody sized) makes ora clear "infinitely many" lines, forever
-    const tty = process.stderr.isTTY === true && (process.stderr.columns ?? 0) > 0
+    const tty = process.stderr.isTTY === true && (process.stderr.columns ?? 0) > 0 && this.logger?.format !== 'json'
     return ora({isEnabled: tty, isSilent: !tty, stream: process.stderr, text})
+  }
+
+  /** "Did you mean --queue?" for a mistyped flag (oclif's NonExistentFlagsError carries the typed names). */
+  private flagHint(err: Error): string | undefined {
+    const typed = (err as {flags?: unknown}).flags
+    if (!Array.isArray(typed) || typed.length === 0 || !/^Nonexistent flag/.test(err.message)) return undefined
+    const known = Object.keys({...this.ctor.flags, ...(this.ctor as unknown as typeof MqCommand).baseFlags, ...(this.ctor.enableJsonFlag ? {json: true} : {}), help: true})
+    const fixes = typed.map((t) => [String(t), suggestFlag(String(t), known)] as const).filter(([, s]) => s !== undefined)
+    if (fixes.length === 0) return undefined
+    const meant = fixes.map(([t, s]) => `--${s} (not ${t.split('=')[0]})`).join(', ')
+    return `Did you mean ${meant}? Try this: mq ${this.id?.replaceAll(':', ' ') ?? ''} --help`
   }
 
   protected async catch(err: Error & {exitCode?: number; oclif?: {exit?: number}}): Promise<unknown> {
@@ -120,7 +140,7 @@ export abstract class MqCommand<T extends typeof Command> extends Command {
       // oclif adds a note about every multi-value flag a command has, even ones not given: keep it only when relevant
       const note = /\n\nNote: ((?:--[\w-]+(?:, )?)+) allows? multiple values[\s\S]*$/.exec(text)
       if (note && !note[1].split(', ').some((flag) => this.argv.some((a) => a === flag || a.startsWith(flag + '=')))) text = text.slice(0, note.index)
-      mqErr = new MqError('E_USAGE', text.trim(), {exit, hint: `Try this: mq ${this.id?.replaceAll(':', ' ') ?? ''} --help`.trimEnd()})
+      mqErr = new MqError('E_USAGE', text.trim(), {exit, hint: this.flagHint(err) ?? `Try this: mq ${this.id?.replaceAll(':', ' ') ?? ''} --help`.trimEnd()})
     } else if ((err as NodeJS.ErrnoException).code === 'EACCES' || (err as NodeJS.ErrnoException).code === 'EPERM') {
       mqErr = new MqError('E_PERMISSION', err.message, {exit: ExitCode.NOPERM, hint: 'Try this: check the ownership and mode of that path, or use another --home.'})
     } else {
@@ -129,6 +149,9 @@ export abstract class MqCommand<T extends typeof Command> extends Command {
     }
     if (this.jsonEnabled()) {
       process.stdout.write(JSON.stringify({error: mqErr.toJSON()}) + '\n')
+    } else if (this.logger?.format === 'json') {
+      // --log-format json: stderr holds JSON lines only, the error too
+      this.commandLogger().error(mqErr.message, {code: mqErr.code, exit: mqErr.exit, hint: mqErr.hint})
     } else {
       process.stderr.write(`${chalkStderr.red('Error:')} ${mqErr.message}\n`)
       if (mqErr.hint) process.stderr.write(`${chalkStderr.dim(mqErr.hint)}\n`)

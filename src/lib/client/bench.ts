@@ -414,3 +414,13 @@ export function jetstreamTarget(servers: string): BenchTarget {
     },
   }
 }
+
+/** payload bytes one run moves at most: 20,000 messages of 1 MiB would take minutes on every target */
+export const RUN_BYTES = 2 ** 30
+/** payload bytes in flight at most: a window of 500 messages of 1 MiB is half a GiB in every broker */
+export const WINDOW_BYTES = 64 * 2 ** 20
+
+/** The messages and window of a run at this payload size: the same caps for every target. */
+export function scaledForSize(size: number, messages: number, window: number): {messages: number; window: number} {
+  return {messages: Math.min(messages, Math.max(100, Math.floor(RUN_BYTES / size))), window: Math.min(window, Math.max(8, Math.floor(WINDOW_BYTES / size)))}
+}

@@ -8,7 +8,7 @@ import {EventEmitter} from 'node:events'
 import net from 'node:net'
 import tls from 'node:tls'
 
-import {MqError, PermissionError, TempFailError, UnavailableError, UsageError} from '../errors.js'
+import {DataError, MqError, NotFoundError, PermissionError, TempFailError, UnavailableError, UsageError} from '../errors.js'
 import {MessageIds} from '../wire/ids.js'
 import type {BrokerDefinitions, BrokerStats, Delivery, MessageStatusInfo, PeekedMessage, QueueStats} from '../wire/types.js'
 import {BATCH_BYTES, BATCH_MAX_COUNT, BIG_BODY, type Frame, FrameError, FrameParser, NEWLINE, PublishBatchWriter, encodeFrame, encodeHead, encodeLine, encodeValue, frameHeaders, parseDeliveries} from '../wire/protocol.js'
@@ -71,6 +71,9 @@ const ERROR_CLASSES: Record<string, new (code: string, message: string, opts?: {
   // the broker is full (broker.max_connections): retrying later may work
   E_TOO_MANY_CONNECTIONS: TempFailError,
   E_BAD_NAME: UsageError,
+  // the same exit codes as the broker's own errors, whatever command meets them
+  E_NOT_FOUND: NotFoundError,
+  E_FRAME_TOO_LARGE: DataError,
 }
 
 function brokerError(f: Frame): MqError {
@@ -176,7 +179,9 @@ export class BrokerClient extends EventEmitter {
           tls.connect({...opts.tls, host: opts.host, servername: net.isIP(opts.host) ? undefined : opts.host, socket: net.connect({host: opts.host, noDelay: true, port: opts.port})})
       const t = setTimeout(() => {
         s.destroy()
-        reject(new UnavailableError('E_BROKER_TIMEOUT', `no answer from the broker at ${where} within ${timeoutMs} ms`, {hint: 'Try this: mq broker start, or check --broker HOST:PORT'}))
+        // a listener that never completes the handshake: maybe busy, maybe the wrong thing; retrying may work (75),
+        // unlike a refused connection (69)
+        reject(new TempFailError('E_BROKER_TIMEOUT', `no answer from the broker at ${where} within ${timeoutMs} ms`, {hint: 'Try this: mq broker start, or check --broker HOST:PORT'}))
       }, timeoutMs)
       s.once(opts.plain ? 'connect' : 'secureConnect', () => {
         clearTimeout(t)

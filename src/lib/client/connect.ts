@@ -2,7 +2,7 @@ import type {MqHome} from '../config/home.js'
 import type {MqConfig} from '../config/schema.js'
 import {wrongServiceError} from '../config/ports.js'
 import {ConfigError, MqError, TempFailError, UsageError} from '../errors.js'
-import type {Logger} from '../log.js'
+import {type Logger, clientLogger} from '../log.js'
 import {clientTlsOptions} from '../pki/index.js'
 import {BrokerClient} from './client.js'
 
@@ -51,12 +51,7 @@ export function configuredBrokerPort(config: MqConfig): number {
   return m ? Number(m[1]) : config.broker.port
 }
 
-let processLogger: Logger | undefined
-
-/** The CLI's logger, so `--log-level debug` shows what every client command connects to and why it fails. */
-export function setClientLogger(logger: Logger): void {
-  processLogger = logger
-}
+export {setClientLogger} from '../log.js'
 
 /**
  * What CLI commands use to reach the broker: --broker / MQ_BROKER / client.broker for the address,
@@ -76,7 +71,7 @@ export async function connectBroker(home: MqHome, config: MqConfig, opts: {broke
   }
   const {host, port} = addr
   const identity = opts.identity ?? process.env.MQ_IDENTITY ?? config.client.identity
-  const logger = opts.logger ?? processLogger
+  const logger = opts.logger ?? clientLogger()
   logger?.debug('connecting to the broker', {host, identity, port, source: opts.broker === undefined ? (process.env.MQ_BROKER === undefined ? 'client.broker' : 'MQ_BROKER') : '--broker'})
   try {
     return await BrokerClient.connect({batchConfirms: opts.batchConfirms, host, port, timeoutMs: opts.timeoutMs ?? config.client.timeout_ms, tls: {...clientTlsOptions(home, identity), checkServerIdentity: () => undefined}})

@@ -8,7 +8,7 @@ import {readFileSync} from 'node:fs'
 import {z} from 'zod'
 
 import {permissionRule} from '../config/schema.js'
-import {DataError, MqError} from '../errors.js'
+import {DataError, MqError, NotFoundError} from '../errors.js'
 import type {BrokerDefinitions} from '../wire/types.js'
 import type {BrokerClient} from './client.js'
 
@@ -59,7 +59,7 @@ export function readDefinitions(file: string): DefinitionsFile {
   try {
     text = readFileSync(file, 'utf8')
   } catch (error) {
-    throw new MqError('E_NOT_FOUND', `cannot read definitions file ${file}: ${(error as Error).message}`, {hint: 'Try this: mq definitions export FILE on the source broker first'})
+    throw new NotFoundError('E_NOT_FOUND', `cannot read definitions file ${file}: ${(error as Error).message}`, {hint: 'Try this: mq definitions export FILE on the source broker first'})
   }
   let json: unknown
   try {

@@ -4,7 +4,7 @@ import type {ConnectionOptions} from 'node:tls'
 import type {MqHome} from '../config/home.js'
 import type {MqConfig} from '../config/schema.js'
 import {wrongServiceError} from '../config/ports.js'
-import {ConfigError, MqError, UnavailableError} from '../errors.js'
+import {ConfigError, MqError, PermissionError, UnavailableError} from '../errors.js'
 import {HEALTH_STATUSES, type HealthReport} from '../health/index.js'
 import {ApiClient} from '../http/client.js'
 
@@ -18,7 +18,7 @@ import {ApiClient} from '../http/client.js'
 export async function fetchBrokerHealth(home: MqHome, config: MqConfig, flags: {api?: string} = {}): Promise<{url: string; http: number; report: HealthReport}> {
   const url = flags.api ?? config.client.api
   if (!existsSync(home.caCert)) {
-    throw new ConfigError('E_NO_CA', `There is no CA certificate at ${home.caCert} to check the broker against.`, {hint: "Try this: mq broker start (creates a development CA) or --home the broker's MQ_HOME."})
+    throw new PermissionError('E_CA_MISSING', `There is no CA certificate at ${home.caCert} to check the broker against.`, {hint: "Try this: mq broker start (creates a development CA) or --home the broker's MQ_HOME."})
   }
   const tlsOpts: ConnectionOptions = {ca: readFileSync(home.caCert)}
   // the details (latencies, files, errors) are for monitors: present the client identity when this

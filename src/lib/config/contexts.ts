@@ -12,7 +12,7 @@ import {isAbsolute, join, resolve} from 'node:path'
 import {parseDocument, stringify} from 'yaml'
 import {z} from 'zod'
 
-import {ConfigError, MqError} from '../errors.js'
+import {ConfigError, MqError, NotFoundError} from '../errors.js'
 import {ensureDir, writeFileAtomic} from '../util/fs.js'
 import {checkName} from '../util/names.js'
 
@@ -65,7 +65,7 @@ export function checkContextName(name: string): string {
 }
 
 export function unknownContext(name: string, file: string, known: string[]): MqError {
-  return new MqError('E_NOT_FOUND', `no context named ${JSON.stringify(name)} in ${file}`, {hint: known.length > 0 ? `Try this: one of ${known.join(', ')} (mq context list)` : `Try this: mq context add ${name} --broker HOST:PORT`})
+  return new NotFoundError('E_NOT_FOUND', `no context named ${JSON.stringify(name)} in ${file}`, {hint: known.length > 0 ? `Try this: one of ${known.join(', ')} (mq context list)` : `Try this: mq context add ${name} --broker HOST:PORT`})
 }
 
 export interface SelectedContext {

@@ -32,6 +32,8 @@ const handshakeKeys = (timeoutMs: number) => ({
 })
 
 export const LOG_LEVELS = ['error', 'warn', 'info', 'debug'] as const
+/** text for people (the default), json for log shippers: one object per line */
+export const LOG_FORMATS = ['text', 'json'] as const
 
 /**
  * One broker.permissions rule. publish absent = every exchange (except for the CipherMQ identity);
@@ -52,6 +54,7 @@ export const permissionRule = z
 export const configSchema = z
   .object({
     log_level: z.enum(LOG_LEVELS).default('info'),
+    log_format: z.enum(LOG_FORMATS).default('text'),
     client: z
       .object({
         // unset: the servers of this same home (broker.host:broker.port, https://broker.api_host:broker.api_port),

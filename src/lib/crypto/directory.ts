@@ -16,7 +16,7 @@ import {existsSync, readFileSync} from 'node:fs'
 import {join} from 'node:path'
 
 import type {MqHome} from '../config/home.js'
-import {ExitCode, MqError, TempFailError, UnavailableError} from '../errors.js'
+import {ExitCode, MqError, NotFoundError, TempFailError, UnavailableError} from '../errors.js'
 import {type E2eIdentity, identityFiles, loadIdentity, verifyIdentityCerts} from '../pki/index.js'
 import {ensureDir, writeFileAtomic} from '../util/fs.js'
 import {checkName} from '../util/names.js'
@@ -129,7 +129,7 @@ export class IdentityResolver {
     }
     if (!found) {
       if (firstError) throw firstError
-      throw new MqError('E_RECIPIENT_UNKNOWN', `No certified keys for ${name}: not in ${this.home.keys}, its cache, or the broker's key directory.`, {
+      throw new NotFoundError('E_RECIPIENT_UNKNOWN', `No certified keys for ${name}: not in ${this.home.keys}, its cache, or the broker's key directory.`, {
         hint: `Try this: ${name} runs mq keygen ${name} and mq keys publish ${name}.`,
       })
     }

@@ -1,7 +1,8 @@
 import {Agent, request} from 'node:https'
 import type {ConnectionOptions} from 'node:tls'
 
-import {MqError, PermissionError, UnavailableError} from '../errors.js'
+import {MqError, NotFoundError, PermissionError, TempFailError, UnavailableError} from '../errors.js'
+import {clientLogger} from '../log.js'
 
 export interface JsonResponse<T = unknown> {
   status: number
@@ -17,6 +18,8 @@ export interface JsonResponse<T = unknown> {
 export class ApiClient {
   private readonly agent: Agent
   private readonly base: URL
+  /** the first request says where it goes (at debug level), not every one */
+  private announced = false
 
   constructor(
     baseUrl: string,
@@ -36,7 +39,18 @@ export class ApiClient {
   request<T = unknown>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<JsonResponse<T>> {
     const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body))
     const url = new URL(path, this.base)
+    const log = clientLogger()
+    if (!this.announced) {
+      this.announced = true
+      log?.debug('connecting to the API', {timeout_ms: this.timeoutMs, url: this.base.origin})
+    }
+    const failed = (e: Error) => {
+      const err = unavailable(this.base, e)
+      log?.debug('API request failed', {code: err.code, method, reason: err.message, url: url.href})
+      return err
+    }
     return new Promise((resolve, reject) => {
+      const fail = (e: Error) => reject(failed(e))
       const req = request(
         url,
         {
@@ -48,7 +62,7 @@ export class ApiClient {
         (res) => {
           const chunks: Buffer[] = []
           res.on('data', (c: Buffer) => chunks.push(c))
-          res.on('error', (e) => reject(unavailable(this.base, e)))
+          res.on('error', fail)
           res.on('end', () => {
             const text = Buffer.concat(chunks).toString('utf8')
             let parsed: unknown = text
@@ -61,8 +75,8 @@ export class ApiClient {
           })
         },
       )
-      req.on('timeout', () => req.destroy(new Error(`no answer within ${this.timeoutMs} ms`)))
-      req.on('error', (e) => reject(unavailable(this.base, e)))
+      req.on('timeout', () => req.destroy(Object.assign(new Error(`no answer within ${this.timeoutMs} ms`), {code: 'E_API_TIMEOUT'})))
+      req.on('error', fail)
       req.end(data)
     })
   }
@@ -85,11 +99,18 @@ export function responseError(r: JsonResponse): MqError {
   const msg = e?.message ?? `HTTP ${r.status}`
   const opts = {details: {status: r.status}, hint: e?.hint}
   if (r.status === 401 || r.status === 403) return new PermissionError(code, msg, opts)
+  // the server's "no such message/user/client": exit 66 as for a queue or a certificate, not "bad input"
+  if (r.status === 404 && code === 'E_NOT_FOUND') return new NotFoundError(code, msg, opts)
   if (r.status >= 500 || r.status === 429) return new UnavailableError(code, msg, opts)
   return new MqError(code, msg, {...opts, exit: 65})
 }
 
-function unavailable(base: URL, e: Error): UnavailableError {
+function unavailable(base: URL, e: Error): MqError {
+  // a server that accepted the connection but did not answer in time: retrying may work (75), unlike a
+  // refused connection (69)
+  if ((e as NodeJS.ErrnoException).code === 'E_API_TIMEOUT') {
+    return new TempFailError('E_API_TIMEOUT', `No answer from ${base.origin} ${e.message.replace(/^no answer /, '')}.`, {cause: e, hint: 'Try this: check that the server at that address is an mq API and not overloaded, or retry.'})
+  }
   if (/CRL has expired/i.test(e.message)) {
     return new UnavailableError('E_CRL_EXPIRED', `TLS with ${base.host} failed: ${e.message}`, {cause: e, hint: 'Try this: mq cert crl (republishes pki/crl.pem); until then TLS clients and servers refuse handshakes.'})
   }
@@ -106,7 +127,7 @@ function unavailable(base: URL, e: Error): UnavailableError {
     return new PermissionError('E_TLS', `${base.host} refused our TLS client certificate or we refused its: ${e.message}`, {
       cause: e,
       hint: 'Try this: check that the identity certificate is issued by this CA and not revoked (mq cert list).',
-    }) as unknown as UnavailableError
+    })
   }
   return new UnavailableError('E_API_UNAVAILABLE', `Cannot reach ${base.origin}: ${e.message}`, {cause: e, hint: 'Try this: check that the server runs and the URL is right.'})
 }

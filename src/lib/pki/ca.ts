@@ -5,7 +5,7 @@ import {existsSync, readFileSync, rmSync} from 'node:fs'
 import type {MqConfig} from '../config/schema.js'
 import type {MqHome} from '../config/home.js'
 import type {Logger} from '../log.js'
-import {ConfigError, DataError, MqError, PermissionError, UsageError} from '../errors.js'
+import {ConfigError, DataError, MqError, NotFoundError, PermissionError, UsageError} from '../errors.js'
 import {checkName} from '../util/names.js'
 import {assertPrivateFile, ensureDir, ensurePrivateDir, writeFileAtomic, writeSecretFile} from '../util/fs.js'
 import {buildCert, buildCrl, fingerprintOf, generateRsa, loadPrivateKey, normSerial, parseSans, randomSerial, toPlainPem} from './certs.js'
@@ -137,7 +137,7 @@ export class CertificateAuthority {
   /** The CA certificate and its private key; errors say how to create or unlock them. */
   private loadCa(): {certPem: string; key: KeyObject} {
     if (!this.exists()) {
-      throw new MqError('E_CA_MISSING', `No certificate authority in ${this.home.pki}.`, {hint: 'Try this: mq cert ca init'})
+      throw new PermissionError('E_CA_MISSING', `No certificate authority in ${this.home.pki}.`, {hint: 'Try this: mq cert ca init'})
     }
     const certPem = readFileSync(this.home.caCert, 'utf8')
     try {
@@ -230,7 +230,7 @@ export class CertificateAuthority {
       const current = index.certs.filter((c) => c.name === name && (c.type === 'server' || c.type === 'client') && !c.revoked && (opts.type === undefined || c.type === opts.type))
       if (current.length === 0) {
         const e2e = index.certs.some((c) => c.name === name && !c.revoked && (c.type === 'e2e-enc' || c.type === 'e2e-sign'))
-        throw new MqError('E_CERT_NOT_FOUND', `No active ${opts.type ?? 'server or client'} certificate named ${JSON.stringify(name)} to renew.`, {
+        throw new NotFoundError('E_NOT_FOUND', `No active ${opts.type ?? 'server or client'} certificate named ${JSON.stringify(name)} to renew.`, {
           hint: e2e ? `Try this: mq keygen ${name} --force (end-to-end identities are replaced, not renewed)` : `Try this: mq cert list, or mq cert issue ${name} --type client`,
         })
       }
@@ -311,7 +311,7 @@ export class CertificateAuthority {
       const bySerial = /^[0-9a-fA-F]{8,}$/.test(nameOrSerial) ? index.certs.filter((c) => normSerial(c.serial) === normSerial(nameOrSerial)) : []
       const matches = bySerial.length > 0 ? bySerial : index.certs.filter((c) => c.name === nameOrSerial)
       if (matches.length === 0) {
-        throw new MqError('E_CERT_NOT_FOUND', `No certificate with name or serial ${JSON.stringify(nameOrSerial)}.`, {hint: 'Try this: mq cert list'})
+        throw new NotFoundError('E_NOT_FOUND', `No certificate with name or serial ${JSON.stringify(nameOrSerial)}.`, {hint: 'Try this: mq cert list'})
       }
       const active = matches.filter((c) => !c.revoked)
       if (active.length === 0) {
@@ -389,12 +389,12 @@ export class CertificateAuthority {
     const all = this.list().filter((c) => c.name === name)
     const rank = (c: CertRecord) => (c.status === 'active' ? 0 : 1) + (c.type === 'server' || c.type === 'client' ? 0 : 2)
     const best = all.sort((a, b) => rank(a) - rank(b) || b.notBefore.localeCompare(a.notBefore))[0]
-    if (!best) throw new MqError('E_CERT_NOT_FOUND', `No certificate named ${JSON.stringify(name)}.`, {hint: 'Try this: mq cert list'})
+    if (!best) throw new NotFoundError('E_NOT_FOUND', `No certificate named ${JSON.stringify(name)}.`, {hint: 'Try this: mq cert list'})
     return best
   }
 
   /** Dev bootstrap: a CA and any missing certificates. Returns what it created ("ca", names). */
-  async ensureDevelopment(opts: {servers?: string[]; clients?: string[]}): Promise<string[]> {
+  async ensureDevelopment(opts: {servers?: string[]; clients?: string[]; e2e?: string[]}): Promise<string[]> {
     const created: string[] = []
     // a CA certificate without its key here is a CA kept elsewhere: never replace it with a new one
     if (!existsSync(this.home.caCert)) {
@@ -413,6 +413,17 @@ export class CertificateAuthority {
     for (const {name, type} of wanted.filter((w) => !have.has(`${w.type}:${w.name}`))) {
       const r = await this.issue(name, {force: true, reuse: true, type})
       if (!r.reused) created.push(name)
+    }
+    // end-to-end identities, so the first `mq send --to bob` works without --from; one that exists (keys or
+    // certificates, made by another process meanwhile) is kept
+    for (const name of opts.e2e ?? []) {
+      if (have.has(`e2e-enc:${name}`) || existsSync(identityFiles(this.home, name).encKey)) continue
+      try {
+        await this.keygen(name)
+        created.push(`e2e:${name}`)
+      } catch (error) {
+        if (!(error instanceof MqError && error.code === 'E_KEY_EXISTS')) throw error
+      }
     }
     return created
   }

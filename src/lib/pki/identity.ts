@@ -88,7 +88,7 @@ function checkOne(home: MqHome, ca: X509Certificate, revoked: Set<string>, name:
  * directory (or a broker) cannot substitute its own key. Returns the verified public keys.
  */
 export function verifyIdentityCerts(home: MqHome, name: string, encCertPem: string, signCertPem: string): E2eIdentity {
-  if (!existsSync(home.caCert)) throw new MqError('E_CA_MISSING', `No CA certificate at ${home.caCert} to check ${name}'s key against.`, {hint: 'Try this: copy the CA certificate (pki/ca.crt) into place, or mq cert ca init.'})
+  if (!existsSync(home.caCert)) throw new PermissionError('E_CA_MISSING', `No CA certificate at ${home.caCert} to check ${name}'s key against.`, {hint: 'Try this: copy the CA certificate (pki/ca.crt) into place, or mq cert ca init.'})
   const ca = readCertFile(home.caCert)
   const revoked = new Set(readCrlSync(home)?.serials ?? [])
   // the local index knows revocations before a CRL copy reaches other machines

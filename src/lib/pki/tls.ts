@@ -8,6 +8,7 @@ import * as x509 from '@peculiar/x509'
 
 import type {MqHome} from '../config/home.js'
 import {ExitCode, MqError} from '../errors.js'
+import {clientLogger} from '../log.js'
 import {assertPrivateFile, writeFileAtomic} from '../util/fs.js'
 import {normSerial} from './certs.js'
 import {badPem, parseCertPem, parseKeyPem} from './pem.js'
@@ -21,7 +22,7 @@ function readMaterial(home: MqHome, name: string, kind: 'server' | 'client'): {c
       kind === 'client'
         ? `Try this: start a broker on this machine (mq broker start creates a development CA and the admin identity in ${home.pki}), or copy the broker's pki/ca.crt and your client certificate into it (or pass --home).`
         : 'Try this: mq cert ca init'
-    throw new MqError('E_CA_MISSING', `No CA certificate at ${home.caCert}.`, {exit: kind === 'client' ? ExitCode.NOPERM : ExitCode.CONFIG, hint})
+    throw new MqError('E_CA_MISSING', `No CA certificate at ${home.caCert}.`, {exit: ExitCode.NOPERM, hint})
   }
   if (!existsSync(certFile) || !existsSync(keyFile)) {
     const have = kind === 'client' ? clientNames(home) : []
@@ -78,6 +79,7 @@ export function serverTlsOptions(home: MqHome, name: string): TlsOptions {
  * CRL, a revoked server certificate (a stolen broker or relay key) is refused in the handshake.
  */
 export function clientTlsOptions(home: MqHome, identity: string): ConnectionOptions {
+  clientLogger()?.debug('client identity', {ca: home.caCert, cert: home.issuedCert(identity), crl: existsSync(home.crl) ? home.crl : undefined, identity, key: home.issuedKey(identity)})
   const m = readMaterial(home, identity, 'client')
   return {...m, ...crlOption(home), minVersion: 'TLSv1.2', rejectUnauthorized: true}
 }

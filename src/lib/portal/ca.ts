@@ -43,7 +43,7 @@ export const certView = (c: CertRecord, now = Date.now()): CertView => ({
 /** CA errors with the HTTP status an API client expects. */
 function httpOf(error: unknown): unknown {
   if (!(error instanceof MqError)) return error
-  const status = {E_CERT_ALREADY_REVOKED: 409, E_CERT_EXISTS: 409, E_CERT_NOT_FOUND: 404}[error.code] ?? (error.code.startsWith('E_BAD_') ? 422 : undefined)
+  const status = {E_CERT_ALREADY_REVOKED: 409, E_CERT_EXISTS: 409, E_CERT_NOT_FOUND: 404, E_NOT_FOUND: 404}[error.code] ?? (error.code.startsWith('E_BAD_') ? 422 : undefined)
   return status ? new HttpError(status, error.code, error.message, {hint: error.hint}) : error
 }
 

@@ -3,7 +3,7 @@ import {existsSync, readFileSync} from 'node:fs'
 import {join} from 'node:path'
 
 import type {MqHome} from '../config/home.js'
-import {DataError, MqError} from '../errors.js'
+import {DataError, MqError, PermissionError} from '../errors.js'
 import {assertPrivateFile, writeSecretFile} from '../util/fs.js'
 import {type Suite, loadPrivateKey} from './crypto.js'
 
@@ -65,7 +65,8 @@ export class RelayKeyring {
 
   identity(): RelayIdentity {
     if (!this.exists()) {
-      throw new MqError('E_RELAY_NOT_REGISTERED', `No relay identity in ${this.home.relay}.`, {hint: 'Try this: mq relay register NAME'})
+      // like a missing --identity: the credentials this client needs are not in this home (77)
+      throw new PermissionError('E_RELAY_NOT_REGISTERED', `No relay identity in ${this.home.relay}.`, {hint: 'Try this: mq relay register NAME'})
     }
     assertPrivateFile(this.file('me.json'))
     assertPrivateFile(this.file('me.key'))

@@ -69,7 +69,7 @@ test('queue and exchange administration, message status and stats through the CL
 
 test('errors: clear message, hint and exit code', async () => {
   let r = await mq(['queue', 'delete', 'no-such-queue'])
-  assert.equal(r.code, 1)
+  assert.equal(r.code, 66)
   assert.match(r.stderr, /queue "no-such-queue" does not exist/)
   assert.match(r.stderr, /Try this:/)
   r = await mq(['message', 'status', 'unknown-id', '--json'])

@@ -130,7 +130,7 @@ test('mq definitions import: conflicts are all reported and nothing is changed; 
     {admin: true, consume: ['*'], identity: 'admin', monitor: true, publish: ['*'], roles: ['admin']},
     {identity: 'proxy*', publish: ['*'], roles: ['proxy']},
     {identity: 'worker*', publish: ['*'], roles: ['worker']},
-    {consume: [], identity: 'portal', monitor: true, publish: [], roles: ['admin']},
+    {consume: [], identity: 'portal', monitor: true, publish: [], roles: []},
     {identity: '*', publish: ['*']},
   ]}))
   r = await dst(['definitions', 'import', same, '--json'])

@@ -45,7 +45,7 @@ test('mq exchange delete: --if-unused refuses while bound, plain delete removes 
   assert.equal(r.code, 0, r.stderr)
   assert.match(r.stdout, /exchange empty deleted \(0 bindings removed\)/)
   r = await mq(['exchange', 'delete', 'shop'])
-  assert.equal(r.code, 1)
+  assert.equal(r.code, 66)
   assert.match(r.stderr, /exchange "shop" does not exist/)
   r = await mq(['exchange', 'delete', 'default_exchange'])
   assert.equal(r.code, 1)

@@ -78,7 +78,7 @@ test('mq queue peek: the monitor right is enough, a plain identity may peek only
   assert.equal(r.stdout, '')
   assert.match(r.stderr, /queue erin.inbox has no ready messages/)
   r = await mq(['queue', 'peek', 'nope'])
-  assert.equal(r.code, 1)
+  assert.equal(r.code, 66)
   assert.match(r.stderr, /queue "nope" does not exist/)
 })
 

@@ -112,7 +112,7 @@ test('mq queue redrive: a dead letter whose queue is gone stays; an unknown queu
   assert.equal(await depth('temp.dead'), 1)
 
   r = await mq(['queue', 'redrive', 'nope.dlq'])
-  assert.equal(r.code, 1)
+  assert.equal(r.code, 66)
   assert.match(r.stderr, /queue "nope.dlq" does not exist/)
   r = await mq(['cert', 'issue', 'gina', '--type', 'client'])
   assert.equal(r.code, 0, r.stderr)

@@ -32,11 +32,11 @@ test('mq queue unbind removes one binding: publishes with that key become unrout
 
   // a binding that is not there: not found, with the keys it does have
   r = await mq(['queue', 'unbind', 'orders', 'shop', '--key', 'order.#'])
-  assert.equal(r.code, 1)
+  assert.equal(r.code, 66)
   assert.match(r.stderr, /queue "orders" is not bound to exchange "shop" with key "order.#"/)
   assert.match(r.stderr, /Try this: --key "refund\.\*"/)
   r = await mq(['queue', 'unbind', 'orders', 'nope'])
-  assert.equal(r.code, 1)
+  assert.equal(r.code, 66)
   assert.match(r.stderr, /exchange "nope" does not exist/)
 
   await broker.stop()

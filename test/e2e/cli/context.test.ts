@@ -100,11 +100,11 @@ test('mq context add/use/list/remove: a context picks the home, broker and ident
 
   // errors: unknown names, an existing one without --force, an empty context
   r = await mq(['context', 'use', 'nope'])
-  assert.equal(r.code, 1)
+  assert.equal(r.code, 66)
   assert.match(r.stderr, /no context named "nope"/)
   assert.match(r.stderr, /Try this: one of broken, hana, prod/)
   r = await mq(['queue', 'list', '--context', 'nope', '--json'])
-  assert.equal(r.code, 1)
+  assert.equal(r.code, 66)
   assert.equal(JSON.parse(r.stdout).error.code, 'E_NOT_FOUND')
   r = await mq(['context', 'add', 'prod', '--broker', 'x:1'])
   assert.equal(r.code, 1)

@@ -146,6 +146,7 @@ test(`kill -9 of the node holding consumers during ${MESSAGES} confirmed publish
   })
   const pub = await a.connect('admin', {batchConfirms: true})
   let killedAt = 0
+  let bStarted: Promise<void> | undefined
   let onB: BrokerClient | undefined
   const startB = async () => {
     onB = await b.connect()
@@ -157,19 +158,29 @@ test(`kill -9 of the node holding consumers during ${MESSAGES} confirmed publish
   const {confirmed, sent} = await publishAll(pub, 'crash', MESSAGES, 'k', (count) => {
     if (count === Math.floor(MESSAGES / 2) && killedAt === 0) {
       killedAt = Date.now()
-      void c.kill9().then(startB)
+      bStarted = c.kill9().then(startB)
     }
   })
   assert.ok(killedAt > 0, 'the kill happened during the publishes')
+  // B's consumer is part of the setup: if it could not start, that is the failure to report
+  await bStarted
   // the ledger is printed even when something is missing
   // C's unacked deliveries are already in the ledger, so wait for B's redelivery of them as well
   const redeliveredByB = () => ledger.deliveries.some((d) => d.by === 'B' && d.redelivered)
-  await waitFor(() => [...confirmed].every((id) => ledger.ids().has(id)) && redeliveredByB(), 60_000).catch(() => {})
+  // one set per poll: rebuilding it per confirmed id starved this process (and B's consumer in it) at 20,000
+  const allReceived = () => {
+    const ids = ledger.ids()
+    return [...confirmed].every((id) => ids.has(id))
+  }
+  await waitFor(() => allReceived() && redeliveredByB(), 60_000).catch(() => {})
   const received = ledger.ids()
   const lost = [...confirmed].filter((id) => !received.has(id))
   const firstRedelivery = ledger.deliveries.find((d) => d.by === 'B' && d.redelivered)
-  const ledgerLine = {confirmed: confirmed.size, duplicated: ledger.duplicates(), lost: lost.length, received: received.size, redelivered_after_ms: firstRedelivery ? firstRedelivery.at - killedAt : null, sent}
+  const byNode = (n: string) => ledger.deliveries.filter((d) => d.by === n).length
+  const ledgerLine = {confirmed: confirmed.size, delivered_by_b: byNode('B'), delivered_by_c: byNode('C'), duplicated: ledger.duplicates(), lost: lost.length, received: received.size, redelivered_after_ms: firstRedelivery ? firstRedelivery.at - killedAt : null, sent}
   console.log(`kill -9 ledger: ${JSON.stringify(ledgerLine)}`)
+  if (lost.length > 0) console.log(`queue on A: ${JSON.stringify((await admin.stats()).queues.find((q) => q.name === 'crash'))}; B consumers: ${onB ? 'started' : 'not started'}`)
+  if (lost.length > 0) for (const [name, n] of [['A', a], ['B', b]] as const) console.log(`--- node ${name} log (tail)\n${n.log().split('\n').slice(-30).join('\n')}`)
   assert.equal(lost.length, 0)
   assert.deepEqual(ledger.unflaggedDuplicates(), [], 'duplicates are only flagged redeliveries')
   assert.ok(firstRedelivery, 'what C held unacked was redelivered by B')

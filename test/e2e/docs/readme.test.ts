@@ -39,13 +39,23 @@ describe('README, followed literally', () => {
     work.cleanup()
   })
 
-  const sh = (line: string) =>
-    spawnSync('bash', ['-c', `mq() { "${process.execPath}" "${BIN}" "$@"; }\n${line}`], {
+  // the walk-through as a transcript: each command, its exit code and time (printed at the end)
+  const transcript: string[] = []
+  const started = Date.now()
+  after(() => {
+    console.log(`README walk-through on non-default ports: ${transcript.length} commands in ${((Date.now() - started) / 1000).toFixed(1)} s (a broker restart included)\n${transcript.join('\n')}`)
+  })
+  const sh = (line: string) => {
+    const t0 = Date.now()
+    const r = spawnSync('bash', ['-c', `mq() { "${process.execPath}" "${BIN}" "$@"; }\n${line}`], {
       cwd: work.dir,
       encoding: 'utf8',
       env: {...process.env, MQ_API: undefined, MQ_BROKER: undefined, MQ_HOME: broker.home, NO_COLOR: '1'},
       timeout: 120_000,
     })
+    transcript.push(`  $ ${line}   # exit ${r.status}, ${Date.now() - t0} ms`)
+    return r
+  }
 
   test('Broker: the quick-start block, with a broker restart after the declarations', async () => {
     for (const line of shBlock('## Broker')) {
@@ -54,6 +64,7 @@ describe('README, followed literally', () => {
       if (line.startsWith('mq queue list')) {
         await broker.stop()
         await broker.restart()
+        transcript.push('  (broker restarted)')
       }
       const r = sh(line.replace('<message-id>', "$(mq send --plain --exchange shop --routing-key order.created '{}')"))
       assert.equal(r.status, 0, `${line}\n${r.stdout}${r.stderr}`)

@@ -79,14 +79,14 @@ describe('mq cert and mq keygen from the CLI', () => {
     assert.equal(JSON.parse(again.stdout).error.code, 'E_KEY_EXISTS')
   })
 
-  test('documented exit codes: 1 exists/unknown, 2 usage, 65 bad data, 70 internal, 77 permission', async () => {
+  test('documented exit codes: 1 exists, 66 not found, 2 usage, 65 bad data, 70 internal, 77 permission', async () => {
     const exists = await cli(['cert', 'ca', 'init'])
     assert.equal(exists.code, 1)
     assert.match(exists.stderr, /already exists/)
     assert.match(exists.stderr, /Try this: .*--force/)
 
     const unknown = await cli(['cert', 'show', 'nobody'])
-    assert.equal(unknown.code, 1)
+    assert.equal(unknown.code, 66)
     assert.match(unknown.stderr, /No certificate named "nobody"/)
 
     const usage = await cli(['cert', 'issue', 'x'])
@@ -129,7 +129,7 @@ describe('mq cert and mq keygen from the CLI', () => {
     const empty = tempHome()
     try {
       const r = await runCli(['cert', 'issue', 'a', '--type', 'client'], {home: empty.dir})
-      assert.equal(r.code, 1)
+      assert.equal(r.code, 77)
       assert.match(r.stderr, /No certificate authority/)
       assert.match(r.stderr, /Try this: mq cert ca init/)
     } finally {

@@ -59,7 +59,7 @@ test('mq cert renew: a new serial and validity for the same name, key and type; 
   await again.close()
 
   r = await mq(['cert', 'renew', 'nobody'])
-  assert.equal(r.code, 1)
+  assert.equal(r.code, 66)
   assert.match(r.stderr, /No active server or client certificate named "nobody" to renew/)
 })
 

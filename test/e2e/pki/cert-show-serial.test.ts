@@ -20,8 +20,8 @@ test('mq cert show SERIAL shows that certificate; a name still works', async () 
     const byName = await runCli(['cert', 'show', 'admin', '--json'], {home: h.dir})
     assert.equal(JSON.parse(byName.stdout).type, 'client')
     const none = await runCli(['cert', 'show', 'deadbeefdeadbeef', '--json'], {home: h.dir})
-    assert.equal(none.code, 1)
-    assert.equal(JSON.parse(none.stdout).error.code, 'E_CERT_NOT_FOUND')
+    assert.equal(none.code, 66)
+    assert.equal(JSON.parse(none.stdout).error.code, 'E_NOT_FOUND')
   } finally {
     h.cleanup()
   }

@@ -154,7 +154,7 @@ test('an unreachable relay exits 69 with E_RELAY_UNAVAILABLE, and an unregistere
     assert.equal(r.code, 69)
     assert.equal(JSON.parse(r.stdout).error.code, 'E_RELAY_UNAVAILABLE')
     const u = await runCli(['relay', 'users'], {home: h.dir})
-    assert.equal(u.code, 1)
+    assert.equal(u.code, 77)
     assert.match(u.stderr, /Try this: mq relay register NAME/)
   } finally {
     h.cleanup()

@@ -180,3 +180,65 @@ test('Redis restarted (AOF): the nodes reconnect and every confirmed message is 
   assert.equal(ids.size, 201)
   assert.ok(ids.has('k0') && ids.has('k199') && ids.has('after'))
 })
+
+test('the publishes and acks of one turn reach Redis as one script run per queue: in order, a repeated id in the same turn is a duplicate', async () => {
+  const name = uniqueName('c')
+  const a = await node(name)
+  a.declareQueue('turn', {durable: true})
+  await committed(a)
+  const {Redis} = await import('ioredis')
+  const r = new Redis(redis.url)
+  // script runs so far, every node of this file (heartbeats, sweeps) included
+  const calls = async (cmd: string) => Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(await r.info('commandstats'))?.[1] ?? 0)
+  const scriptRuns = () => calls('evalsha')
+  try {
+    let before = await scriptRuns()
+    const hsets = await calls('hset')
+    for (let i = 0; i < 300; i++) a.publish('', 'turn', Buffer.from(`t${i}`), {messageId: `t${i}`})
+    const first = a.publish('', 'turn', Buffer.from('once'), {dedupe: true, messageId: 'same'})
+    const again = a.publish('', 'turn', Buffer.from('twice'), {dedupe: true, messageId: 'same'})
+    await committed(a)
+    // one run for the 301 stored messages; the rest are the housekeeping of the nodes meanwhile
+    assert.ok((await scriptRuns()) - before < 20, 'one script run per queue and turn, not one per message')
+    // inside the script too: the id index is written once for the batch (heartbeats write hashes meanwhile)
+    assert.ok((await calls('hset')) - hsets < 60, 'one HSET of the id index per batch')
+    assert.equal(first.duplicate, undefined)
+    assert.equal(again.duplicate, true, 'the second publish of the same id in the same turn is recognised')
+
+    const sa = session(a)
+    a.consume(sa.s, 'turn', {prefetch: 1000})
+    await waitFor(() => sa.got.length === 301)
+    assert.deepEqual(sa.got.map((d) => d.msg.messageId), [...Array.from({length: 300}, (_, i) => `t${i}`), 'same'], 'in publish order')
+    assert.equal(sa.got[300].msg.body.toString(), 'once')
+    before = await scriptRuns()
+    const xacks = await calls('xack')
+    for (const d of sa.got) a.ack(sa.s, d.deliveryTag)
+    await committed(a)
+    assert.ok((await scriptRuns()) - before < 20, 'one settle run for the acks of one turn')
+    assert.ok((await calls('xack')) - xacks < 20, 'one XACK for the batch')
+    assert.deepEqual(await a.messageStatus('t299'), {messageId: 't299', queue: 'turn', status: 'acknowledged'})
+    assert.equal((await a.listQueues()).find((q) => q.name === 'turn')?.acked, 301)
+  } finally {
+    r.disconnect()
+  }
+})
+
+test('settled statuses are remembered up to status capacity when a whole batch is settled at once', async () => {
+  const name = uniqueName('c')
+  const a = await node(name, {statusCapacity: 5})
+  a.declareQueue('cap', {durable: true})
+  await committed(a)
+  for (let i = 0; i < 20; i++) a.publish('', 'cap', Buffer.from(`c${i}`), {messageId: `c${i}`})
+  await committed(a)
+  const sa = session(a)
+  a.consume(sa.s, 'cap', {prefetch: 100})
+  await waitFor(() => sa.got.length === 20)
+  // one turn: the twenty acks go as one batch, and the oldest fifteen statuses are forgotten
+  for (const d of sa.got) a.ack(sa.s, d.deliveryTag)
+  await committed(a)
+  assert.equal(await a.messageStatus('c14'), null)
+  assert.deepEqual(await a.messageStatus('c15'), {messageId: 'c15', queue: 'cap', status: 'acknowledged'})
+  assert.deepEqual(await a.messageStatus('c19'), {messageId: 'c19', queue: 'cap', status: 'acknowledged'})
+  // a tag acked twice is refused by the session; the batch above counted each message once
+  assert.equal((await a.listQueues()).find((q) => q.name === 'cap')?.acked, 20)
+})

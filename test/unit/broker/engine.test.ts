@@ -164,6 +164,29 @@ test('bad names and types are usage errors', () => {
   assert.throws(() => e.declareQueue('d', {durable: false}), {code: 'E_QUEUE_MISMATCH'})
 })
 
+test('flow control by bytes: big messages to a lagging non-durable queue pause the publisher at half the byte limit, before any is refused', async () => {
+  const e = new Engine({flowHigh: 5000, transientMaxBytes: 1024 * 1024})
+  e.declareQueue('big')
+  let writable = false
+  const out: DeliveryOut[] = []
+  const s = e.openSession('c', {deliver: (d) => void out.push(d), writable: () => writable})
+  e.consume(s, 'big', {noAck: true})
+  const chunk = Buffer.alloc(64 * 1024, 1)
+  const flows = []
+  for (let i = 0; i < 9; i++) flows.push(e.publish('', 'big', chunk).flow)
+  assert.deepEqual(flows.slice(0, 7), Array(7).fill(undefined))
+  assert.equal(flows[7], 'big', 'the 8th 64 KiB message reaches half of the 1 MiB limit')
+  let released = 0
+  e.whenFlowing('big', () => released++)
+  await tick()
+  assert.equal(released, 0)
+  writable = true
+  e.kick(s)
+  await tick()
+  assert.equal(released, 1, 'released once the backlog is worked down')
+  assert.equal(out.length, 9, 'nothing was refused or lost')
+})
+
 test('flow control: a queue whose consumers lag pushes back on publishers, and lets them go once worked down', async () => {
   const e = new Engine({flowHigh: 10})
   e.declareQueue('slow')

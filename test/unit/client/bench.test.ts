@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict'
 import {test} from 'node:test'
 
-import {type BenchResult, medianRun} from '../../../src/lib/client/bench.js'
+import {readFileSync} from 'node:fs'
+
+import {type BenchResult, medianRun, scaledForSize} from '../../../src/lib/client/bench.js'
 
 const run = (msgsPerSec: number, confirmP99?: number, rate?: number): BenchResult => ({
   confirmMs: confirmP99 === undefined ? undefined : {p50: 0, p99: confirmP99},
@@ -23,4 +25,18 @@ test('the reported run of repeated ones is the median: by throughput, or by p99 
   assert.equal(medianRun([run(400), run(100)])?.msgsPerSec, 100)
   const paced = medianRun([run(5000, 9, 5000), run(5000, 2, 5000), run(5000, 4, 5000), run(5000, 3, 5000)])
   assert.equal(paced?.confirmMs?.p99, 4)
+})
+
+test('big payloads get fewer messages and a smaller window (at most 1 GiB a run, 64 MiB in flight); small ones keep the flags', () => {
+  assert.deepEqual(scaledForSize(256, 20_000, 500), {messages: 20_000, window: 500})
+  assert.deepEqual(scaledForSize(4096, 20_000, 500), {messages: 20_000, window: 500})
+  assert.deepEqual(scaledForSize(65_536, 20_000, 500), {messages: 16_384, window: 500})
+  assert.deepEqual(scaledForSize(1_048_576, 20_000, 500), {messages: 1024, window: 64})
+  assert.deepEqual(scaledForSize(64 * 1_048_576, 20_000, 500), {messages: 100, window: 8})
+})
+
+test('npm run bench:compare covers 256 B, 4 KiB, 64 KiB and 1 MiB', () => {
+  const pkg = JSON.parse(readFileSync(new URL('../../../../package.json', import.meta.url), 'utf8')) as {scripts: Record<string, string>}
+  const sizes = [...pkg.scripts['bench:compare'].matchAll(/--size (\d+)/g)].map((m) => Number(m[1]))
+  assert.deepEqual(sizes, [256, 4096, 65_536, 1_048_576])
 })

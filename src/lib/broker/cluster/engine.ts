@@ -65,6 +65,14 @@ interface Entry {
   msg: Message
 }
 
+interface PubItem {
+  messageId: string
+  dedupe: boolean
+  fields: (string | Buffer)[]
+  /** about what it adds to the command, to bound a batch */
+  bytes: number
+}
+
 interface CConsumer {
   tag: string
   queue: CQueue
@@ -192,6 +200,73 @@ class Commits implements CommitTracker {
   }
 }
 
+/**
+ * Gathers the writes of one event-loop turn per key (a queue, or a queue and a status) into one
+ * script run. Redis fsyncs its AOF once per turn of its own loop and reads at most 16 KB of a
+ * connection per turn, so one command per message left each fsync covering a few dozen messages;
+ * one command per batch lets it cover the whole batch. Runs go out in the order their batches were
+ * opened, on one connection, so a queue's writes keep their order.
+ */
+class Coalescer<T, R> {
+  private readonly open = new Map<string, {items: T[]; bytes: number; waiters: {from: number; n: number; resolve: (r: R[]) => void; reject: (e: unknown) => void}[]}>()
+  private scheduled = false
+
+  constructor(
+    /** one run for a batch; returns one result per item, in order */
+    private readonly run: (key: string, items: T[]) => Promise<R[]>,
+    private readonly sizeOf: (t: T) => number,
+    private readonly maxItems = 1000,
+    private readonly maxBytes = 1 << 20,
+  ) {}
+
+  add(key: string, items: T[]): Promise<R[]> {
+    let b = this.open.get(key)
+    if (b && (b.items.length + items.length > this.maxItems || b.bytes > this.maxBytes)) {
+      // a full batch goes now; later ones follow it on the same connection
+      this.open.delete(key)
+      this.flushOne(key, b)
+      b = undefined
+    }
+    if (!b) this.open.set(key, (b = {bytes: 0, items: [], waiters: []}))
+    const batch = b
+    const p = new Promise<R[]>((resolve, reject) => batch.waiters.push({from: batch.items.length, n: items.length, reject, resolve}))
+    for (const t of items) {
+      batch.items.push(t)
+      batch.bytes += this.sizeOf(t)
+    }
+    if (!this.scheduled) {
+      this.scheduled = true
+      // after the I/O callbacks of this turn: every frame the sockets had is in the batch
+      setImmediate(() => this.flush())
+    }
+    return p
+  }
+
+  flush(): void {
+    this.scheduled = false
+    const batches = [...this.open]
+    this.open.clear()
+    for (const [key, b] of batches) this.flushOne(key, b)
+  }
+
+  private flushOne(key: string, b: {items: T[]; waiters: {from: number; n: number; resolve: (r: R[]) => void; reject: (e: unknown) => void}[]}): void {
+    let p: Promise<R[]>
+    try {
+      p = this.run(key, b.items)
+    } catch (error) {
+      p = Promise.reject(error)
+    }
+    p.then(
+      (res) => {
+        for (const w of b.waiters) w.resolve(res.slice(w.from, w.from + w.n))
+      },
+      (error) => {
+        for (const w of b.waiters) w.reject(error)
+      },
+    )
+  }
+}
+
 /** XREADGROUP with binary replies (ioredis types know no Buffer variant, and its callBuffer breaks under auto-pipelining) */
 function readGroup(r: RedisClient, consumer: string, count: number, blockMs: number, stream: string): Promise<unknown> {
   const args = ['GROUP', GROUP, consumer, 'COUNT', count, ...(blockMs > 0 ? ['BLOCK', blockMs] : []), 'STREAMS', stream, '>']
@@ -211,6 +286,9 @@ export class ClusterEngine implements BrokerEngine {
   private readonly unacked = new WeakMap<Session, Map<number, CUnacked>>()
   readonly sessions = new Set<Session>()
   private readonly commits = new Commits()
+  /** publishes and settles of one turn, one script run per queue (see Coalescer) */
+  private readonly publishes = new Coalescer<PubItem, number>((queue, items) => this.runPublish(queue, items), (it) => it.bytes)
+  private readonly settles = new Coalescer<Entry, number>((key, es) => this.runSettle(key, es), (e) => e.sid.length + e.owner.length + e.msg.messageId.length + 24)
   /** local definition changes (generation) and their Redis writes still in flight */
   private defsGen = 0
   private defWrites = 0
@@ -661,28 +739,43 @@ export class ClusterEngine implements BrokerEngine {
   }
 
   private async write(targets: string[], msgs: Message[], dedupe: boolean, r: PublishResult): Promise<void> {
-    const now = Date.now()
     const stored = new Array<boolean>(msgs.length).fill(false)
     await Promise.all(
       targets.map(async (qn) => {
         const q = this.defs.queues.get(qn)
         if (!q) return
-        const k = this.keys.queue(qn)
-        const args: (string | number | Buffer)[] = [dedupe ? '1' : '0', now, this.dedupeWindowMs, this.dedupeMax, q.maxLength ?? 0, this.consumerName, msgs.length]
-        for (const m of msgs) {
-          const f = entryFields({...m, expiresAt: q.ttlMs ? m.timestamp + q.ttlMs : 0})
-          args.push(m.messageId, f.length, ...f)
-        }
-        const [flags, trimmed] = (await runScript(this.redis, 'mqPublish', [k.stream, k.ids, k.dedupe], args)) as [number[], Raw[]]
+        const items = msgs.map((m): PubItem => {
+          const fields = entryFields({...m, expiresAt: q.ttlMs ? m.timestamp + q.ttlMs : 0})
+          let bytes = m.messageId.length + 16
+          for (const f of fields) bytes += f.length + 8
+          return {bytes, dedupe, fields, messageId: m.messageId}
+        })
+        const flags = await this.publishes.add(qn, items)
         flags.forEach((f, i) => {
           if (f === 1) stored[i] = true
         })
         this.local(qn).published += msgs.length
-        for (const raw of trimmed) this.deadLetter(parseEntry(raw, qn, this.consumerName), 'maxlen', 'dropped')
       }),
     )
     this.totals.published += msgs.length
     if (dedupe && !stored.some(Boolean)) r.duplicate = true
+  }
+
+  /** One run of the publish script for the publishes of one queue gathered in one turn. */
+  private async runPublish(queue: string, items: PubItem[]): Promise<number[]> {
+    const q = this.defs.queues.get(queue)
+    // deleted since the publish was taken: nothing to store it in (as when it is gone at publish)
+    if (!q) return items.map(() => 0)
+    const k = this.keys.queue(queue)
+    const owner = this.consumerName
+    const args: (string | number | Buffer)[] = [Date.now(), this.dedupeWindowMs, this.dedupeMax, q.maxLength ?? 0, owner, items.length]
+    for (const it of items) {
+      args.push(it.messageId, it.dedupe ? '1' : '0', it.fields.length)
+      for (const f of it.fields) args.push(f)
+    }
+    const [flags, trimmed] = (await runScript(this.redis, 'mqPublish', [k.stream, k.ids, k.dedupe], args)) as [number[], Raw[]]
+    for (const raw of trimmed) this.deadLetter(parseEntry(raw, queue, owner), 'maxlen', 'dropped')
+    return flags.map(Number)
   }
 
   settlePublished(messageId: string): boolean {
@@ -873,10 +966,7 @@ export class ClusterEngine implements BrokerEngine {
     const byQueue = new Map<string, Entry[]>()
     for (const e of entries) byQueue.set(e.queue, [...(byQueue.get(e.queue) ?? []), e])
     const all = [...byQueue].map(async ([queue, es]) => {
-      const k = this.keys.queue(queue)
-      const args: (string | number)[] = [STATUS_CODE[status], this.statusCapacity]
-      for (const e of es) args.push(e.sid, e.msg.messageId, e.owner)
-      const res = (await runScript(this.redis, 'mqSettle', [k.stream, k.ids, k.done, k.doneLog], args)) as number[]
+      const res = await this.settles.add(`${STATUS_CODE[status]}:${queue}`, es)
       const refused = res.filter((x) => x === 0).length
       // counted once Redis took it: an ack refused by the fencing is not an ack
       if (status === 'acknowledged') {
@@ -891,6 +981,15 @@ export class ClusterEngine implements BrokerEngine {
     const p = Promise.all(all).then(() => {})
     this.commits.track(p).catch((error) => this.warn('settling messages in Redis failed', error))
     return p
+  }
+
+  /** One run of the settle script for the settles of one queue and status gathered in one turn; 1/0 per entry. */
+  private async runSettle(key: string, es: Entry[]): Promise<number[]> {
+    const i = key.indexOf(':')
+    const k = this.keys.queue(key.slice(i + 1))
+    const args: (string | number)[] = [key.slice(0, i), this.statusCapacity]
+    for (const e of es) args.push(e.sid, e.msg.messageId, e.owner)
+    return ((await runScript(this.redis, 'mqSettle', [k.stream, k.ids, k.done, k.doneLog], args)) as number[]).map(Number)
   }
 
   /** Back to the tail of their queues (delivered: the delivery counts), or dead-lettered at the delivery limit. */

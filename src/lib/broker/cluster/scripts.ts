@@ -19,6 +19,18 @@ local function owned(s, sid, owner)
 end
 `
 
+
+/** one command with many arguments, in chunks (Lua's unpack has a stack limit) */
+const CHUNKED = `
+local function chunked(cmd, key, head, list, step)
+  for i = 1, #list, step do
+    local part = {}
+    for j = i, math.min(i + step - 1, #list) do part[#part + 1] = list[j] end
+    if head then redis.call(cmd, key, head, unpack(part)) else redis.call(cmd, key, unpack(part)) end
+  end
+end
+`
+
 const SETTLE_ONE = `
 local function settle(s, ids, done, log, sid, mid, code, cap)
   redis.call('XACK', s, 'g', sid)
@@ -34,42 +46,57 @@ end
 `
 
 /**
- * KEYS stream, ids, dedupe. ARGV dedupe(0|1), now, dedupe window ms, dedupe max, max length (0 none),
- * consumer, n, then per message: message id, field count, fields...
+ * One run takes every publish a node had for one queue in one event-loop turn, in arrival order, so
+ * Redis fsyncs them as one AOF write and a duplicate id later in the batch sees the earlier one.
+ * KEYS stream, ids, dedupe. ARGV now, dedupe window ms, dedupe max, max length (0 none), consumer, n,
+ * then per message: message id, dedupe (0|1), field count, fields...
  * Returns {per-message 1 stored / 0 duplicate, entries over max length now pending for `consumer`}.
  */
-export const PUBLISH = `
+export const PUBLISH =
+  CHUNKED +
+  `
 local s, ids, dd = KEYS[1], KEYS[2], KEYS[3]
-local dedupe = ARGV[1] == '1'
-local now = tonumber(ARGV[2])
-local maxlen = tonumber(ARGV[5])
-local n = tonumber(ARGV[7])
-local i = 8
+local now = tonumber(ARGV[1])
+local maxlen = tonumber(ARGV[4])
+local n = tonumber(ARGV[6])
+local i = 7
 local out = {}
+local deduped = false
+-- the id index and the dedupe set are written once for the batch, after the XADDs
+local index, seen, scored = {}, {}, {}
 for j = 1, n do
   local mid = ARGV[i]
-  local nf = tonumber(ARGV[i + 1])
+  local dedupe = ARGV[i + 1] == '1'
+  local nf = tonumber(ARGV[i + 2])
   local f = {}
-  for k = 1, nf do f[k] = ARGV[i + 1 + k] end
-  i = i + 2 + nf
-  if dedupe and redis.call('ZSCORE', dd, mid) then
+  for k = 1, nf do f[k] = ARGV[i + 2 + k] end
+  i = i + 3 + nf
+  if dedupe then deduped = true end
+  if dedupe and (seen[mid] or redis.call('ZSCORE', dd, mid)) then
     out[j] = 0
   else
     local id = redis.call('XADD', s, '*', unpack(f))
-    redis.call('HSET', ids, mid, id)
-    if dedupe then redis.call('ZADD', dd, now, mid) end
+    index[#index + 1] = mid
+    index[#index + 1] = id
+    if dedupe then
+      seen[mid] = true
+      scored[#scored + 1] = now
+      scored[#scored + 1] = mid
+    end
     out[j] = 1
   end
 end
-if dedupe then
-  redis.call('ZREMRANGEBYSCORE', dd, '-inf', now - tonumber(ARGV[3]))
-  redis.call('ZREMRANGEBYRANK', dd, 0, -tonumber(ARGV[4]) - 1)
+chunked('HSET', ids, nil, index, 1000)
+if deduped then
+  chunked('ZADD', dd, nil, scored, 1000)
+  redis.call('ZREMRANGEBYSCORE', dd, '-inf', now - tonumber(ARGV[2]))
+  redis.call('ZREMRANGEBYRANK', dd, 0, -tonumber(ARGV[3]) - 1)
 end
 local trimmed = {}
 if maxlen > 0 then
   local ready = redis.call('XLEN', s) - redis.call('XPENDING', s, 'g')[1]
   if ready > maxlen then
-    local r = redis.call('XREADGROUP', 'GROUP', 'g', ARGV[6], 'COUNT', ready - maxlen, 'STREAMS', s, '>')
+    local r = redis.call('XREADGROUP', 'GROUP', 'g', ARGV[5], 'COUNT', ready - maxlen, 'STREAMS', s, '>')
     if r then trimmed = r[1][2] end
   end
 end
@@ -82,17 +109,39 @@ return {out, trimmed}
  */
 export const SETTLE =
   OWNED +
-  SETTLE_ONE +
+  CHUNKED +
   `
-local s = KEYS[1]
+local s, ids, done, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local code, cap = ARGV[1], tonumber(ARGV[2])
 local out = {}
+-- owner checks per entry; the writes once for the batch (an entry twice in one batch settles once)
+local sids, gone, codes, mids, seen = {}, {}, {}, {}, {}
 for i = 3, #ARGV, 3 do
-  if owned(s, ARGV[i], ARGV[i + 2]) then
-    settle(s, KEYS[2], KEYS[3], KEYS[4], ARGV[i], ARGV[i + 1], code, cap)
+  local sid, mid = ARGV[i], ARGV[i + 1]
+  if not seen[sid] and owned(s, sid, ARGV[i + 2]) then
+    seen[sid] = true
+    sids[#sids + 1] = sid
+    if redis.call('HGET', ids, mid) == sid then gone[#gone + 1] = mid end
+    codes[#codes + 1] = mid
+    codes[#codes + 1] = code
+    mids[#mids + 1] = mid
     out[#out + 1] = 1
   else
     out[#out + 1] = 0
+  end
+end
+if #sids > 0 then
+  chunked('XACK', s, 'g', sids, 1000)
+  chunked('XDEL', s, nil, sids, 1000)
+  chunked('HDEL', ids, nil, gone, 1000)
+  chunked('HSET', done, nil, codes, 1000)
+  chunked('RPUSH', log, nil, mids, 1000)
+  local over = redis.call('LLEN', log) - cap
+  while over > 0 do
+    local old = redis.call('LPOP', log, math.min(over, 1000))
+    if not old then break end
+    redis.call('HDEL', done, unpack(old))
+    over = over - #old
   end
 end
 return out
