@@ -1,8 +1,9 @@
-import {closeSync, existsSync, openSync, readFileSync, statSync, unlinkSync} from 'node:fs'
+import {existsSync, readFileSync} from 'node:fs'
 import {join} from 'node:path'
 
-import {DataError, TempFailError} from '../errors.js'
+import {DataError} from '../errors.js'
 import {writeFileAtomic} from '../util/fs.js'
+import {withLockFile} from '../util/lockfile.js'
 
 export type CertType = 'server' | 'client' | 'e2e-enc' | 'e2e-sign'
 export const REVOCATION_REASONS = ['unspecified', 'key-compromise', 'ca-compromise', 'affiliation-changed', 'superseded', 'cessation-of-operation'] as const
@@ -57,30 +58,8 @@ export class IndexStore {
     writeFileAtomic(this.file, JSON.stringify(index, null, 2) + '\n', 0o644)
   }
 
-  /** Runs fn holding the index lock; waits up to 15 s for another process, breaks a lock older than 2 min. */
-  async withLock<T>(fn: () => Promise<T> | T): Promise<T> {
-    const deadline = Date.now() + 15_000
-    for (;;) {
-      try {
-        closeSync(openSync(this.lock, 'wx', 0o600))
-        break
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
-        try {
-          if (Date.now() - statSync(this.lock).mtimeMs > 120_000) unlinkSync(this.lock)
-        } catch {}
-        if (Date.now() > deadline) {
-          throw new TempFailError('E_PKI_LOCKED', `Another mq process holds ${this.lock}.`, {hint: 'Try this: wait for it to finish, or remove the lock file if no mq cert command is running.'})
-        }
-        await new Promise((r) => setTimeout(r, 25 + Math.random() * 50))
-      }
-    }
-    try {
-      return await fn()
-    } finally {
-      try {
-        unlinkSync(this.lock)
-      } catch {}
-    }
+  /** Runs fn holding the index lock (see withLockFile). */
+  withLock<T>(fn: () => Promise<T> | T): Promise<T> {
+    return withLockFile(this.lock, {code: 'E_PKI_LOCKED', holder: 'mq cert'}, fn)
   }
 }

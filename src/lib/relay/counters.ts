@@ -1,8 +1,9 @@
-import {closeSync, existsSync, openSync, readFileSync, statSync, unlinkSync} from 'node:fs'
+import {existsSync, readFileSync} from 'node:fs'
 import {join} from 'node:path'
 
-import {DataError, TempFailError} from '../errors.js'
+import {DataError} from '../errors.js'
 import {assertPrivateFile, ensurePrivateDir, writeSecretFile} from '../util/fs.js'
+import {withLockFile} from '../util/lockfile.js'
 
 /**
  * The strong suite's replay defence, in $MQ_HOME/relay/counters.json (0600):
@@ -103,40 +104,16 @@ export class RelayCounters {
     return {received: Object.assign(Object.create(null), parsed.received ?? {}), sent: Object.assign(Object.create(null), parsed.sent ?? {})}
   }
 
-  private async update<T>(fn: (f: CountersFile) => T): Promise<T> {
-    await this.acquire()
-    try {
+  private update<T>(fn: (f: CountersFile) => T): Promise<T> {
+    ensurePrivateDir(this.dir)
+    return withLockFile(this.lock, {code: 'E_RELAY_LOCKED', holder: 'mq relay'}, () => {
       const f = this.read()
       const out = fn(f)
       writeSecretFile(this.file, JSON.stringify({received: f.received, sent: f.sent}) + '\n')
       return out
-    } finally {
-      try {
-        unlinkSync(this.lock)
-      } catch {}
-    }
+    })
   }
 
-  /** counters.lock by O_EXCL: waits up to 15 s for another mq process, breaks a lock older than 2 min. */
-  private async acquire(): Promise<void> {
-    ensurePrivateDir(this.dir)
-    const deadline = Date.now() + 15_000
-    for (;;) {
-      try {
-        closeSync(openSync(this.lock, 'wx', 0o600))
-        return
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
-        try {
-          if (Date.now() - statSync(this.lock).mtimeMs > 120_000) unlinkSync(this.lock)
-        } catch {}
-        if (Date.now() > deadline) {
-          throw new TempFailError('E_RELAY_LOCKED', `Another mq process holds ${this.lock}.`, {hint: 'Try this: wait for it to finish, or remove the lock file if no mq relay command is running.'})
-        }
-        await new Promise((r) => setTimeout(r, 10 + Math.random() * 30))
-      }
-    }
-  }
 }
 
 function own<T>(o: Record<string, T>, key: string): T | undefined {
