@@ -1,30 +1,21 @@
-import {existsSync, readFileSync} from 'node:fs'
+import {existsSync} from 'node:fs'
 
-import * as x509 from '@peculiar/x509'
 import {Gauge, type Registry} from 'prom-client'
 
 import type {MqHome} from '../config/home.js'
+import {readCrlFile} from './index.js'
 
 /**
  * The CRL's thisUpdate and nextUpdate as Unix times, for alerts before OpenSSL starts refusing
  * handshakes ("CRL has expired") and for the CRL age panel. Absent when there is no CRL.
  */
 export function registerCrlMetrics(home: MqHome, registry: Registry): void {
-  let cached: {key: string; thisUpdate: number; nextUpdate: number | null} | undefined
   const read = () => {
     if (!existsSync(home.crl)) return undefined
-    try {
-      // parsed again only when the file changes (by content), not on every scrape
-      const pem = readFileSync(home.crl, 'utf8')
-      const key = pem.length + pem.slice(-64)
-      if (cached?.key !== key) {
-        const crl = new x509.X509Crl(pem.replace(/X509 CRL/g, 'CRL'))
-        cached = {key, nextUpdate: crl.nextUpdate ? crl.nextUpdate.getTime() / 1000 : null, thisUpdate: crl.thisUpdate.getTime() / 1000}
-      }
-      return cached
-    } catch {
-      return undefined
-    }
+    // parsed again only when the file changes, not on every scrape (the cache /health uses)
+    const p = readCrlFile(home)
+    if ('error' in p) return undefined
+    return {nextUpdate: p.crl.nextUpdate ? p.crl.nextUpdate.getTime() / 1000 : null, thisUpdate: p.crl.thisUpdate.getTime() / 1000}
   }
   new Gauge({
     collect(this: Gauge) {

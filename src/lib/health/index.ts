@@ -9,7 +9,7 @@ import {existsSync, readFileSync, statSync} from 'node:fs'
 import * as x509 from '@peculiar/x509'
 
 import type {MqHome} from '../config/home.js'
-import {normSerial} from '../pki/certs.js'
+import {normSerial, parseCrl} from '../pki/certs.js'
 import {crlSignedBy} from '../pki/tls.js'
 
 export const HEALTH_STATUSES = ['ok', 'degraded', 'failing'] as const
@@ -55,14 +55,8 @@ const HOUR = 3_600_000
 const CRL_FILE = 'pki/crl.pem'
 
 /**
- * Freshness of pki/crl.pem. TLS peers (the broker, proxies, workers, clients) check certificates
- * against it, and OpenSSL refuses every handshake once the CRL is past its nextUpdate ("CRL has
- * expired"): so an expired CRL is "failing", and one near expiry (the last quarter of its
- * validity, at most 24 h) is "degraded".
- */
-/**
- * Parsing the CRL and checking its signature cost ~2 ms of CPU, and /health is polled: parsed
- * files are kept until their stamp (mtime, size, inode) changes.
+ * Parsing the CRL and checking its signature cost ~2 ms of CPU, and /health and /metrics are
+ * polled: parsed files are kept until their stamp (mtime, size, inode) changes.
  */
 const parsed = new Map<string, {stamp: string; value: unknown}>()
 function cachedParse<T>(files: string[], key: string, parse: () => T): T {
@@ -79,10 +73,11 @@ function cachedParse<T>(files: string[], key: string, parse: () => T): T {
   return value
 }
 
-function parseCrl(home: MqHome): {crl: x509.X509Crl; signed: boolean} | {error: Error} {
+/** pki/crl.pem parsed, and whether our CA signed it; kept until the CRL or the CA file changes. */
+export function readCrlFile(home: MqHome): {crl: x509.X509Crl; signed: boolean} | {error: Error} {
   return cachedParse([home.crl, home.caCert], `crl:${home.crl}`, () => {
     try {
-      const crl = new x509.X509Crl(readFileSync(home.crl, 'utf8').replace(/X509 CRL/g, 'CRL'))
+      const crl = parseCrl(readFileSync(home.crl))
       return {crl, signed: crlSignedBy(crl, home.caCert)}
     } catch (error) {
       return {error: error as Error}
@@ -90,12 +85,18 @@ function parseCrl(home: MqHome): {crl: x509.X509Crl; signed: boolean} | {error: 
   })
 }
 
+/**
+ * Freshness of pki/crl.pem. TLS peers (the broker, proxies, workers, clients) check certificates
+ * against it, and OpenSSL refuses every handshake once the CRL is past its nextUpdate ("CRL has
+ * expired"): so an expired CRL is "failing", and one near expiry (the last quarter of its
+ * validity, at most 24 h) is "degraded".
+ */
 export function crlHealth(home: MqHome, now = Date.now()): HealthComponent {
   const republish = 'Try this: mq cert crl (republishes pki/crl.pem; servers reload it without a restart).'
   if (!existsSync(home.crl)) {
     return {file: CRL_FILE, hint: `Try this: mq cert crl; without ${CRL_FILE} revoked certificates are not refused.`, status: 'degraded'}
   }
-  const p = parseCrl(home)
+  const p = readCrlFile(home)
   if ('error' in p) return {error: `cannot parse the CRL: ${p.error.message}`, file: CRL_FILE, hint: republish, status: 'failing'}
   const crl = p.crl
   // a CRL our CA did not sign is ignored by the servers: the revocations it claims are not in force
@@ -127,7 +128,7 @@ export function certificateHealth(home: MqHome, names: string[], now = Date.now(
   let revoked = new Set<string>()
   try {
     if (existsSync(home.crl)) {
-      const p = parseCrl(home)
+      const p = readCrlFile(home)
       if ('crl' in p) revoked = new Set(p.crl.entries.map((e) => normSerial(e.serialNumber)))
     }
   } catch {

@@ -184,11 +184,19 @@ export async function buildCrl(o: {caCertPem: string; caKey: KeyObject; number: 
   return crl.toString('pem').replace(/-----(BEGIN|END) CRL-----/g, '-----$1 X509 CRL-----') + '\n'
 }
 
+/**
+ * Parses a PEM CRL. We write the header OpenSSL writes ("X509 CRL"); @peculiar/x509 reads only
+ * "CRL", so every reader goes through here. Throws on anything that is not a CRL.
+ */
+export function parseCrl(pem: string | Buffer): x509.X509Crl {
+  return new x509.X509Crl(pem.toString().replace(/X509 CRL/g, 'CRL'))
+}
+
 /** Serials listed in a CRL, after checking its signature against the CA. Throws DataError if it is not ours. */
 export async function readCrl(crlPem: string, caCertPem: string): Promise<{serials: Set<string>; nextUpdate?: Date; thisUpdate: Date}> {
   let crl: x509.X509Crl
   try {
-    crl = new x509.X509Crl(crlPem.replace(/X509 CRL/g, 'CRL'))
+    crl = parseCrl(crlPem)
   } catch (error) {
     throw new DataError('E_CRL_CORRUPT', `The CRL cannot be parsed: ${(error as Error).message}`, {hint: 'Try this: mq cert crl (republishes it).'})
   }

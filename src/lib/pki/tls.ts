@@ -10,7 +10,7 @@ import type {MqHome} from '../config/home.js'
 import {ExitCode, MqError} from '../errors.js'
 import {clientLogger} from '../log.js'
 import {assertPrivateFile, writeFileAtomic} from '../util/fs.js'
-import {normSerial} from './certs.js'
+import {normSerial, parseCrl} from './certs.js'
 import {badPem, parseCertPem, parseKeyPem} from './pem.js'
 
 function readMaterial(home: MqHome, name: string, kind: 'server' | 'client'): {cert: Buffer; key: Buffer; ca: Buffer} {
@@ -94,7 +94,7 @@ function crlOption(home: MqHome): {crl?: Buffer} {
 
 function parseCrlPem(path: string, pem: Buffer): x509.X509Crl {
   try {
-    return new x509.X509Crl(pem.toString().replace(/X509 CRL/g, 'CRL'))
+    return parseCrl(pem)
   } catch (error) {
     throw badPem(path, pem, 'CRL', error)
   }
@@ -158,7 +158,7 @@ export function adoptCrl(home: MqHome, pem: Buffer): boolean {
 export function crlSerials(pem: Buffer, ca: X509Certificate, label = 'the CRL'): Set<string> {
   let crl: x509.X509Crl
   try {
-    crl = new x509.X509Crl(pem.toString().replace(/X509 CRL/g, 'CRL'))
+    crl = parseCrl(pem)
   } catch (error) {
     throw new MqError('E_CRL_CORRUPT', `${label} cannot be parsed: ${(error as Error).message}`, {exit: ExitCode.DATAERR, hint: 'Try this: mq cert crl (republishes it).'})
   }
