@@ -46,6 +46,15 @@ export class Tally {
     this.sent.add(id)
   }
 
+  /** A probe's successful requests count as messages sent, confirmed and received whole. */
+  served(count: number): void {
+    for (let i = 0; i < count; i++) {
+      this.send(`p${i}`)
+      this.confirm(`p${i}`)
+      this.receive(`p${i}`, true, false)
+    }
+  }
+
   confirm(id: string): void {
     this.confirmed.add(id)
   }
