@@ -17,6 +17,7 @@ import {
   verify,
 } from 'node:crypto'
 
+import {randomChunk} from '../util/random.js'
 import {derLength} from './protocol.js'
 
 /**
@@ -150,21 +151,6 @@ export function sealedSize(suite: Suite, plainSize: number): number {
   return suite === 'strong' ? COUNTER_BYTES + GCM_NONCE + plainSize + GCM_TAG : (Math.floor(plainSize / 16) + 1) * 16
 }
 
-/** Random bytes drawn in blocks: one randomBytes call per text cost about as much as its sealing. */
-const NONCE_POOL = GCM_NONCE * 1024
-let noncePool = Buffer.alloc(0)
-let nonceAt = 0
-
-/** 12 fresh random bytes; a block is never reused (a new one is drawn, the old one stays with its slices). */
-function freshNonce(): Buffer {
-  if (nonceAt + GCM_NONCE > noncePool.length) {
-    noncePool = randomBytes(NONCE_POOL)
-    nonceAt = 0
-  }
-  nonceAt += GCM_NONCE
-  return noncePool.subarray(nonceAt - GCM_NONCE, nonceAt)
-}
-
 /** What a sealed content is bound to besides its counter: its type, sender and recipient. */
 export interface ContentBinding {
   type: number
@@ -195,7 +181,7 @@ export class ContentEncryptor {
     counter: bigint,
   ) {
     if (suite === 'strong') {
-      const nonce = freshNonce()
+      const nonce = randomChunk(GCM_NONCE)
       const c = createCipheriv('aes-256-gcm', key, nonce)
       c.setAAD(contentAad(binding.type, binding.sender, binding.recipient, counter))
       this.cipher = c
