@@ -1,6 +1,7 @@
 import {Flags} from '@oclif/core'
 
 import {MqCommand} from '../../lib/cli/base-command.js'
+import {MqError} from '../../lib/errors.js'
 import {runRelayBench} from '../../lib/relay/bench.js'
 import {parseAddress} from '../../lib/relay/service.js'
 
@@ -38,14 +39,22 @@ Runs a relay in-process on a temporary SQLite home unless --relay names one (it 
       this.out(
         [
           `relay ${r.relay} (${r.store}), ${r.messages} texts of ${r.text_bytes} bytes over ${r.connections} connection(s), one ${r.file_mib} MiB file`,
-          `  send        ${r.send_msgs_per_s} msg/s   (${r.ratios.send_vs_roundtrip}x the baseline's ${r.baseline.roundtrips_per_s} round trips/s)`,
+          `  send        ${r.send_msgs_per_s} msg/s, p50 ${r.send_p50_ms} ms, p99 ${r.send_p99_ms} ms, errors ${r.send_errors}   ` +
+            (r.ratios.send_vs_roundtrip === null ? '(no ratio: sends failed)' : `(${r.ratios.send_vs_roundtrip}x the baseline's ${r.baseline.roundtrips_per_s} round trips/s; target >= ${r.targets.send_vs_roundtrip}x: ${r.ratios.send_vs_roundtrip >= r.targets.send_vs_roundtrip ? 'met' : 'not met'})`),
           `  pull        ${r.pull_msgs_per_s} msg/s`,
           `  end to end  ${r.end_to_end_msgs_per_s} msg/s`,
-          `  file up     ${r.file_upload_mib_per_s} MiB/s (${r.ratios.upload_vs_tcp}x the baseline's ${r.baseline.mib_per_s} MiB/s)`,
+          `  file up     ${r.file_upload_mib_per_s} MiB/s (${r.ratios.upload_vs_tcp}x the baseline's ${r.baseline.mib_per_s} MiB/s; target >= ${r.targets.upload_vs_tcp}x: ${r.ratios.upload_vs_tcp >= r.targets.upload_vs_tcp ? 'met' : 'not met'})`,
           `  file down   ${r.file_download_mib_per_s} MiB/s (${r.ratios.download_vs_tcp}x)`,
+          `  peak RSS    ${r.peak_rss_mib} MiB (this process: bench client and in-process relay)`,
           `  baseline: ${r.baseline.name}`,
         ].join('\n'),
       )
+    }
+    if (r.send_errors > 0) {
+      if (this.jsonEnabled()) this.out(JSON.stringify(r))
+      throw new MqError('E_BENCH_ERRORS', `No texts ratio: ${r.send_errors} of ${r.messages} sends failed; a ratio counts only when every send succeeds.`, {
+        hint: "Try this: look at the relay's log above and run the bench again.",
+      })
     }
     return r as unknown as Record<string, unknown>
   }

@@ -1,5 +1,5 @@
 import {type ChildProcess, spawn} from 'node:child_process'
-import {mkdtempSync, rmSync} from 'node:fs'
+import {mkdtempSync, readFileSync, rmSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {fileURLToPath} from 'node:url'
@@ -46,11 +46,26 @@ const stop = (p?: ChildProcess) =>
 
 export interface PipelineBenchResult {
   baseline: LoadResult & {name: string}
-  proxy: LoadResult & {processes: number}
+  /** cpu_us_per_request: CPU time of the proxy and of the broker per request of the ingest phase (Linux /proc; null elsewhere) */
+  proxy: LoadResult & {processes: number; cpu_us_per_request: {proxy: number | null; broker: number | null}}
   /** null when the baseline or the proxy had errors: a ratio counts only when both finished clean */
   ratio: number | null
-  worker: {messages: number; seconds: number; perSecond: number; concurrency: number}
+  /** issue 17: the proxy at least 0.9x the baseline; the worker delivers at least the proxy's accepted rate */
+  targets: {ratio: number; worker_vs_proxy: number}
+  worker: {messages: number; seconds: number; perSecond: number; concurrency: number; vs_proxy: number | null}
   store: string
+}
+
+/** CPU seconds (user + system) a process has used so far, from /proc; null where there is none. */
+function cpuSeconds(pid: number | undefined): number | null {
+  if (pid === undefined) return null
+  try {
+    // fields after the command name: utime and stime are the 12th and 13th, in clock ticks (100/s)
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
+    return (Number(f[11]) + Number(f[12])) / 100
+  } catch {
+    return null
+  }
 }
 
 /**
@@ -94,7 +109,11 @@ export async function benchPipeline(opts: {seconds: number; connections: number;
     log('starting the proxy')
     procs.push(await spawnMq(['proxy', 'start', '--port', String(pp), '--rate', '0', '--processes', String(opts.processes ?? 1), '--api', `https://127.0.0.1:${ap}`], {...env, MQ_LOG_LEVEL: 'info'}, 'proxy ready'))
     log(`proxy ingest: ${opts.connections} keep-alive connections for ${opts.seconds} s`)
+    const [brokerPid, proxyPid] = [procs[0].pid, procs[1].pid]
+    const cpu0 = {broker: cpuSeconds(brokerPid), proxy: (opts.processes ?? 1) === 1 ? cpuSeconds(proxyPid) : null}
     const proxy = await loadTest(`https://127.0.0.1:${pp}/api/v1/messages`, tls, {body, connections: opts.connections, expect: 202, seconds: opts.seconds})
+    const perRequest = (a: number | null, b: number | null) => (a === null || b === null || proxy.requests === 0 ? null : Math.round(((b - a) * 1e6) / proxy.requests))
+    const cpu = {broker: perRequest(cpu0.broker, cpuSeconds(brokerPid)), proxy: perRequest(cpu0.proxy, cpu0.proxy === null ? null : cpuSeconds(proxyPid))}
     await stop(procs.pop())
 
     const stream = `${prefix}ingest`
@@ -113,10 +132,11 @@ export async function benchPipeline(opts: {seconds: number; connections: number;
     const wsec = (Date.now() - t0) / 1000
     return {
       baseline: {...baseline, name: 'bare keep-alive mutual-TLS HTTPS server answering 202 on its own thread (same TLS/HTTP stack, no work)'},
-      proxy: {...proxy, processes: opts.processes ?? 1},
+      proxy: {...proxy, cpu_us_per_request: cpu, processes: opts.processes ?? 1},
       ratio: baseline.errors === 0 && proxy.errors === 0 ? Math.round((proxy.perSecond / Math.max(1, baseline.perSecond)) * 100) / 100 : null,
       store: opts.storeUrl ? opts.storeUrl.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@') : 'sqlite',
-      worker: {concurrency: opts.concurrency, messages: atStart, perSecond: Math.round(atStart / wsec), seconds: Math.round(wsec * 10) / 10},
+      targets: {ratio: 0.9, worker_vs_proxy: 1},
+      worker: {concurrency: opts.concurrency, messages: atStart, perSecond: Math.round(atStart / wsec), seconds: Math.round(wsec * 10) / 10, vs_proxy: proxy.errors === 0 && proxy.perSecond > 0 ? Math.round((atStart / wsec / proxy.perSecond) * 100) / 100 : null},
     }
   } finally {
     for (const p of procs.reverse()) await stop(p)

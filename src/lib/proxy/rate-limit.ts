@@ -55,6 +55,5 @@ declare module 'ioredis' {
   interface RedisCommander<Context> {
     rateTake(key: string, rate: number, burst: number): Result<[number, number], Context>
     moveDue(retryKey: string, streamKey: string, now: number, max: number): Result<number, Context>
-    enqueue(streamKey: string, messageId: string, clientId: string): Result<number, Context>
   }
 }

@@ -6,6 +6,7 @@ import type {MqHome} from '../config/home.js'
 import {DataError, PermissionError} from '../errors.js'
 import {HttpError} from '../http/errors.js'
 import {assertPrivateFile, writeSecretFile} from '../util/fs.js'
+import {randomChunk} from '../util/random.js'
 
 /**
  * At-rest protection of message records. Bodies are sealed with AES-256-GCM under a versioned key
@@ -64,7 +65,7 @@ export class RecordsKeyring {
 
   /** Seals `plain`; `aad` (the message id) binds the ciphertext to its row. */
   seal(plain: Buffer, aad: string): SealedBody {
-    const nonce = randomBytes(NONCE)
+    const nonce = randomChunk(NONCE)
     const c = createCipheriv('aes-256-gcm', this.keys.get(this.current)!, nonce)
     c.setAAD(Buffer.from(aad))
     const ct = Buffer.concat([c.update(plain), c.final()])
@@ -99,6 +100,8 @@ export function assertBodyLength(text: string, max: number): void {
   if (n > max) throw new HttpError(422, 'E_BODY_TOO_LONG', `message_body has ${n} characters; the limit is ${max}.`, {extra: {field: 'message_body'}, hint: 'Try this: split the text into several messages.'})
 }
 
+const RECENT_HASHES = 4096
+
 /** HMAC-SHA-256 of phone numbers under $MQ_HOME/secrets/phone.pepper (created on first use). */
 export class PhoneHasher {
   private constructor(private readonly pepper: Buffer) {}
@@ -112,8 +115,20 @@ export class PhoneHasher {
     return new PhoneHasher(pepper)
   }
 
+  /**
+   * Recent numbers' hashes: a fresh HMAC per registration was a fifth of the broker's records work
+   * under ingest load, and a proxy's traffic comes from few senders. Bounded; memory only.
+   */
+  private readonly recent = new Map<string, string>()
+
   hash(number: string): string {
-    return createHmac('sha256', this.pepper).update(number).digest('hex')
+    let h = this.recent.get(number)
+    if (h === undefined) {
+      h = createHmac('sha256', this.pepper).update(number).digest('hex')
+      if (this.recent.size >= RECENT_HASHES) this.recent.clear()
+      this.recent.set(number, h)
+    }
+    return h
   }
 
   /** Constant-time check of a number against a stored hash. */

@@ -169,10 +169,11 @@ export class RecordsStore {
     items: {messageId: string; clientId: string; payload: MessagePayload; queuedAt?: string}[],
     opts: {deadline?: number} = {},
   ): Promise<({record: Pick<MessageRecord, 'message_id' | 'client_id' | 'status' | 'queued_at'>; created: boolean; late?: boolean} | {error: MqError})[]> {
+    const t = now()
     const sealed = items.map((it) => {
       if (!MESSAGE_ID_RE.test(it.messageId)) return new DataError('E_MESSAGE_ID', `message_id ${JSON.stringify(it.messageId)} is not 1-64 characters of [A-Za-z0-9._:-].`)
       if (!PHONE_RE.test(it.payload.sender_number)) return new DataError('E_SENDER_NUMBER', 'sender_number is not an E.164 number like +4915200000000.')
-      return {hash: this.hasher.hash(it.payload.sender_number), masked: maskPhone(it.payload.sender_number), sealed: this.keyring.seal(Buffer.from(JSON.stringify(it.payload)), it.messageId), t: it.queuedAt ?? now()}
+      return {hash: this.hasher.hash(it.payload.sender_number), masked: maskPhone(it.payload.sender_number), sealed: this.keyring.seal(Buffer.from(JSON.stringify(it.payload)), it.messageId), t: it.queuedAt ?? t}
     })
     return this.guard(() =>
       this.sql.transaction(async (tx) => {

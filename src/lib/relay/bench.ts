@@ -37,8 +37,17 @@ export interface RelayBenchResult {
   file_mib: number
   file_upload_mib_per_s: number
   file_download_mib_per_s: number
+  /** per text send (one request, its acknowledgement) */
+  send_p50_ms: number
+  send_p99_ms: number
+  /** sends that failed; no ratio is given for the texts when there were any */
+  send_errors: number
+  /** this process's peak resident memory (bench client and in-process relay) */
+  peak_rss_mib: number
   baseline: {name: string; roundtrips_per_s: number; mib_per_s: number}
-  ratios: {send_vs_roundtrip: number; upload_vs_tcp: number; download_vs_tcp: number}
+  ratios: {send_vs_roundtrip: number | null; upload_vs_tcp: number; download_vs_tcp: number}
+  /** issue 17's targets for the two ratios */
+  targets: {send_vs_roundtrip: number; upload_vs_tcp: number}
 }
 
 const MiB = 1024 * 1024
@@ -158,20 +167,33 @@ export async function runRelayBench(opts: RelayBenchOptions, progress: (line: st
       let got = 0
       let t = performance.now()
       let next = 0
+      let sendErrors = 0
+      const lat: number[] = []
       await Promise.all(
         senders.map(async (snd) => {
           while (next < opts.messages) {
             next++
             const sealed = encrypt('strong', sym, snd.binding, ++snd.counter, plain)
-            await snd.conn.send(snd.id, Op.send, idB, MessageType.text, sealed.length, sealed)
+            const t0 = performance.now()
+            try {
+              await snd.conn.send(snd.id, Op.send, idB, MessageType.text, sealed.length, sealed)
+              lat.push(performance.now() - t0)
+            } catch (error) {
+              sendErrors++
+              progress(`send failed: ${(error as Error).message}`)
+              // a connection the relay closed serves no further sends
+              if (sendErrors > 100) throw error
+            }
           }
         }),
       )
+      lat.sort((x, y) => x - y)
+      const q = (p: number) => (lat.length ? Math.round(lat[Math.min(lat.length - 1, Math.floor(p * lat.length))] * 1000) / 1000 : 0)
       for (const snd of senders.slice(1)) snd.conn.close()
       const sendS = (performance.now() - t) / 1000
       progress('pulling them')
       t = performance.now()
-      while (got < opts.messages) {
+      while (got < opts.messages - sendErrors) {
         const n = await b.pull(idB, Op.pull, async () => {})
         if (n === 0) break
         got += n
@@ -196,7 +218,7 @@ export async function runRelayBench(opts: RelayBenchOptions, progress: (line: st
       progress('baseline: plain loopback TCP')
       const frameBytes = 23 + 21 + 8 + 12 + opts.textBytes + 16
       const base = await tcpBaseline(frameBytes, Math.min(opts.messages, 5000), fileBytes)
-      const sendRate = opts.messages / sendS
+      const sendRate = (opts.messages - sendErrors) / sendS
       return {
         baseline: {mib_per_s: round(base.mibPerS), name: 'loopback TCP: request/7-byte-reply round trips and a bulk stream into a discarding peer', roundtrips_per_s: round(base.roundtripsPerS)},
         end_to_end_msgs_per_s: round(opts.messages / (sendS + pullS)),
@@ -208,12 +230,17 @@ export async function runRelayBench(opts: RelayBenchOptions, progress: (line: st
         pull_msgs_per_s: round(got / pullS),
         ratios: {
           download_vs_tcp: Math.round((opts.fileMiB / downS / base.mibPerS) * 1000) / 1000,
-          send_vs_roundtrip: Math.round((sendRate / base.roundtripsPerS) * 1000) / 1000,
+          send_vs_roundtrip: sendErrors === 0 ? Math.round((sendRate / base.roundtripsPerS) * 1000) / 1000 : null,
           upload_vs_tcp: Math.round((opts.fileMiB / upS / base.mibPerS) * 1000) / 1000,
         },
         relay: `${address.host}:${address.port}`,
+        peak_rss_mib: Math.round(process.resourceUsage().maxRSS / 1024),
+        send_errors: sendErrors,
         send_msgs_per_s: round(sendRate),
+        send_p50_ms: q(0.5),
+        send_p99_ms: q(0.99),
         store: store?.label.replace(/:.*$/, '') ?? 'remote',
+        targets: {send_vs_roundtrip: 0.5, upload_vs_tcp: 0.6},
         text_bytes: opts.textBytes,
       }
     } finally {

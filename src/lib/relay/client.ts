@@ -22,6 +22,9 @@ export interface RelayAddress {
   port: number
 }
 
+/** A send whose content is at most this goes out as one write with its headers (a copy this small is cheaper than a second syscall). */
+const ONE_WRITE_MAX = 64 * 1024
+
 /** Replies other than a pull are small: refuse to buffer more than this. */
 const MAX_SMALL_REPLY = 64 * 1024 * 1024
 
@@ -113,12 +116,18 @@ export class RelayConnection {
   /** A send (603) whose content streams from `content` (exactly `size` bytes in total). */
   async send(clientId: Buffer, op: OpCode, destination: Buffer, type: number, size: number, content: AsyncIterable<Buffer> | Buffer): Promise<Buffer> {
     try {
-      await writeFlow(this.sock, Buffer.concat([encodeRequestHeader(this.version, clientId, op, SEND_HEADER_BYTES + size), encodeSendHeader(destination, type, size)]))
+      const head = [encodeRequestHeader(this.version, clientId, op, SEND_HEADER_BYTES + size), encodeSendHeader(destination, type, size)]
       let sent = 0
-      if (Buffer.isBuffer(content)) {
+      if (Buffer.isBuffer(content) && content.length <= ONE_WRITE_MAX) {
+        // one write, so one segment: a separate header write cost a syscall and a packet per text
+        await writeFlow(this.sock, Buffer.concat([...head, content]))
+        sent = content.length
+      } else if (Buffer.isBuffer(content)) {
+        await writeFlow(this.sock, Buffer.concat(head))
         await writeFlow(this.sock, content)
         sent = content.length
       } else {
+        await writeFlow(this.sock, Buffer.concat(head))
         for await (const chunk of content) {
           if (chunk.length === 0) continue
           await writeFlow(this.sock, chunk)

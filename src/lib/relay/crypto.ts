@@ -17,6 +17,7 @@ import {
   verify,
 } from 'node:crypto'
 
+import {randomChunk} from '../util/random.js'
 import {derLength} from './protocol.js'
 
 /**
@@ -180,7 +181,7 @@ export class ContentEncryptor {
     counter: bigint,
   ) {
     if (suite === 'strong') {
-      const nonce = randomBytes(GCM_NONCE)
+      const nonce = randomChunk(GCM_NONCE)
       const c = createCipheriv('aes-256-gcm', key, nonce)
       c.setAAD(contentAad(binding.type, binding.sender, binding.recipient, counter))
       this.cipher = c

@@ -40,6 +40,8 @@ export const INLINE_MAX = 64 * 1024
 /** A bad request whose remaining payload is at most this is read and dropped, keeping the connection. */
 const SKIP_MAX = 64 * 1024
 const MAX_LIST_USERS = 100_000
+/** While a file arrives, its bytes are pushed to disk every this many (not only at the end). */
+const SYNC_EVERY = 8 * 1024 * 1024
 /** Slowest accepted average upload rate (bytes/s) before a request's deadline closes it. */
 const MIN_RATE = 64 * 1024
 
@@ -94,6 +96,12 @@ class Refusal extends Error {
   ) {
     super(reason)
   }
+}
+
+/** The same promise, marked handled: it is awaited later, and a failure meanwhile must not count as unhandled. */
+function handled<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => {})
+  return p
 }
 
 const allZero = (b: Buffer) => b.every((x) => x === 0)
@@ -414,7 +422,7 @@ export class RelayServer {
     try {
       const padded = await this.settleFraming(ctx)
       const id = await o.store.addMessage({body, file, from: h.clientId, size: sh.contentSize, to: dest.id, type: sh.type})
-      this.log.debug('stored message', {from: h.clientId.toString('hex'), id, size: sh.contentSize, to: dest.name, type: sh.type})
+      if (this.log.enabled('debug')) this.log.debug('stored message', {from: h.clientId.toString('hex'), id, size: sh.contentSize, to: dest.name, type: sh.type})
       await this.ok(ctx, encodeSendAck(dest.id, id), padded)
     } catch (error) {
       if (file) {
@@ -430,16 +438,30 @@ export class RelayServer {
     const name = `${randomBytes(16).toString('hex')}.msg`
     const part = join(this.opts.filesDir, `${name}.part`)
     const fh = await open(part, 'wx', 0o600)
+    let writing: Promise<unknown> = Promise.resolve()
+    let syncing: Promise<unknown> = Promise.resolve()
     try {
-      // Coalesce socket chunks into writes of up to 1 MiB: fewer syscalls, still bounded.
+      // Coalesce socket chunks into writes of up to 1 MiB: fewer syscalls, still bounded. One
+      // write is in flight while the next MiB arrives (waiting for each write before reading on
+      // left the socket idle for the disk's time); memory stays at two batches.
       let pending: Buffer[] = []
       let pendingBytes = 0
+      let written = 0
+      let synced = 0
       const flush = async () => {
+        await writing
         if (pendingBytes === 0) return
         const parts = pending
+        written += pendingBytes
         pending = []
         pendingBytes = 0
-        await fh.writev(parts)
+        writing = handled(fh.writev(parts))
+        // start the write-back while the rest arrives, so the final fsync finds little left to do
+        if (written - synced >= SYNC_EVERY) {
+          synced = written
+          const after = writing
+          syncing = handled(syncing.then(() => after).then(() => fh.datasync()))
+        }
       }
       await reader.stream(n, async (chunk) => {
         pending.push(chunk)
@@ -447,9 +469,12 @@ export class RelayServer {
         if (pendingBytes >= 1024 * 1024) await flush()
       })
       await flush()
+      await writing
+      await syncing
       await fh.sync()
       await fh.close()
     } catch (error) {
+      await Promise.allSettled([writing, syncing])
       await fh.close().catch(() => {})
       await unlink(part).catch(() => {})
       throw error

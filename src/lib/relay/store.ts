@@ -10,7 +10,6 @@ export interface RelayUser {
   id: Buffer
   name: string
   publicKey: Buffer
-  lastSeen: string
 }
 
 export interface StoredMessage {
@@ -75,7 +74,6 @@ interface UserRow {
   id: Buffer
   name: string
   public_key: Buffer
-  last_seen: string
 }
 
 interface MessageRow {
@@ -88,7 +86,7 @@ interface MessageRow {
   file: string | null
 }
 
-const toUser = (r: UserRow): RelayUser => ({id: Buffer.from(r.id), lastSeen: r.last_seen, name: r.name, publicKey: Buffer.from(r.public_key)})
+const toUser = (r: UserRow): RelayUser => ({id: Buffer.from(r.id), name: r.name, publicKey: Buffer.from(r.public_key)})
 const toMessage = (r: MessageRow): StoredMessage => ({
   body: r.body ? Buffer.from(r.body) : null,
   file: r.file,
@@ -99,8 +97,28 @@ const toMessage = (r: MessageRow): StoredMessage => ({
   type: Number(r.type),
 })
 
+/** last_seen is kept to the second: a user's requests within one second write it once */
+const TOUCH_EVERY_MS = 1000
+/** users remembered in memory (never deleted and never changed once registered, so never stale) */
+const USER_CACHE = 10_000
+
 export class RelayStore {
+  /**
+   * Registered users by hex id. A text's send cost two statements besides its INSERT (an UPDATE of
+   * the sender's last_seen, a SELECT of the recipient), the UPDATE a write transaction of its own;
+   * users are immutable, so only the INSERT and one last_seen write per user and second are left.
+   */
+  private readonly users = new Map<string, RelayUser>()
+  /** when each user's last_seen was last written (ms) */
+  private readonly touched = new Map<string, number>()
+
   private constructor(readonly sql: SqlStore) {}
+
+  private remember(u: RelayUser): RelayUser {
+    if (this.users.size >= USER_CACHE) this.users.clear()
+    this.users.set(u.id.toString('hex'), u)
+    return u
+  }
 
   static async open(opts: {url: string; dataDir: string}): Promise<RelayStore> {
     const sql = await openStore({dataDir: opts.dataDir, file: 'relay.db', url: opts.url})
@@ -126,26 +144,41 @@ export class RelayStore {
   }
 
   async userById(id: Buffer): Promise<RelayUser | undefined> {
-    const r = await this.sql.get<UserRow>('SELECT id, name, public_key, last_seen FROM relay_clients WHERE id = ?', [id])
-    return r ? toUser(r) : undefined
+    const known = this.users.get(id.toString('hex'))
+    if (known) return known
+    const r = await this.sql.get<UserRow>('SELECT id, name, public_key FROM relay_clients WHERE id = ?', [id])
+    return r ? this.remember(toUser(r)) : undefined
   }
 
   async userByName(name: string): Promise<RelayUser | undefined> {
-    const r = await this.sql.get<UserRow>('SELECT id, name, public_key, last_seen FROM relay_clients WHERE name = ?', [name])
+    const r = await this.sql.get<UserRow>('SELECT id, name, public_key FROM relay_clients WHERE name = ?', [name])
     return r ? toUser(r) : undefined
   }
 
   /** Everyone but `except`, in registration order. */
   async listUsers(except?: Buffer): Promise<RelayUser[]> {
-    const rows = await this.sql.all<UserRow>('SELECT id, name, public_key, last_seen FROM relay_clients ORDER BY created_at, name')
+    const rows = await this.sql.all<UserRow>('SELECT id, name, public_key FROM relay_clients ORDER BY created_at, name')
     return rows.map(toUser).filter((u) => !except || !u.id.equals(except))
   }
 
-  /** Updates a user's last-seen time; true when the user exists (one statement per request). */
+  /**
+   * Updates a user's last-seen time (to the second: at most one write per user and second);
+   * true when the user exists.
+   */
   async touch(id: Buffer): Promise<boolean> {
-    const r = await this.sql.run('UPDATE relay_clients SET last_seen = ? WHERE id = ?', [new Date().toISOString(), id])
+    const key = id.toString('hex')
+    const now = Date.now()
+    const last = this.touched.get(key)
+    if (last !== undefined && now - last < TOUCH_EVERY_MS && this.users.has(key)) return true
+    const r = await this.sql.run('UPDATE relay_clients SET last_seen = ? WHERE id = ?', [new Date(now).toISOString(), id])
     // MySQL may count only changed rows: an unchanged timestamp falls back to a lookup.
-    return r.changes > 0 || (await this.userById(id)) !== undefined
+    const exists = r.changes > 0 || (await this.userById(id)) !== undefined
+    if (exists) {
+      if (this.touched.size >= USER_CACHE) this.touched.clear()
+      this.touched.set(key, now)
+      if (!this.users.has(key)) await this.userById(id)
+    }
+    return exists
   }
 
   async addMessage(m: Omit<StoredMessage, 'id'>): Promise<number> {

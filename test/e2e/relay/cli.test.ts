@@ -141,6 +141,16 @@ test('mq relay bench --json runs end to end with small sizes and reports both fi
     assert.ok(out.send_msgs_per_s > 0 && out.end_to_end_msgs_per_s > 0)
     assert.ok(out.file_upload_mib_per_s > 0 && out.file_download_mib_per_s > 0)
     assert.match(out.baseline.name, /loopback TCP/)
+    // the issue's figures: p99 and errors of the texts, the ratios against their targets, peak memory
+    assert.equal(out.send_errors, 0)
+    assert.ok(out.send_p99_ms >= out.send_p50_ms && out.send_p50_ms > 0)
+    assert.ok(out.ratios.send_vs_roundtrip > 0 && out.ratios.upload_vs_tcp > 0)
+    assert.deepEqual(out.targets, {send_vs_roundtrip: 0.5, upload_vs_tcp: 0.6})
+    assert.ok(out.peak_rss_mib > 0)
+    const text = await runCli(['relay', 'bench', '--messages', '20', '--file-mib', '1'], {home: h.dir})
+    assert.equal(text.code, 0, text.stderr)
+    assert.match(text.stdout, /send .* p99 [\d.]+ ms, errors 0 .*target >= 0\.5x: (met|not met)/)
+    assert.match(text.stdout, /file up .*target >= 0\.6x: (met|not met)/)
   } finally {
     h.cleanup()
   }

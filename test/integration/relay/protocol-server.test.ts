@@ -249,6 +249,33 @@ describe('relay server: protocol versions and framings', () => {
     }
   })
 
+  test("a burst of texts writes one row each and the sender's last-seen time once per second, not once per request", async () => {
+    const c = await RawClient.connect(relay.port)
+    const lastSeen = async (id: Buffer) => (await relay.store.sql.get<{t: string}>('SELECT last_seen AS t FROM relay_clients WHERE id = ?', [id]))!.t
+    const changes = async () => Number((await relay.store.sql.get<{n: number}>('SELECT total_changes() AS n'))!.n)
+    try {
+      const a = await registerRaw(c, 2, 'burst-a')
+      const b = await registerRaw(c, 2, 'burst-b')
+      const registered = await lastSeen(a)
+      await new Promise((r) => setTimeout(r, 5))
+      const before = await changes()
+      for (let i = 0; i < 50; i++) {
+        c.write(req(2, a, Op.send, Buffer.concat([encodeSendHeader(b, 3, 4), Buffer.from('text')])))
+        assert.equal((await c.response()).code, 2103)
+      }
+      // 50 inserts and one last_seen update (two if the burst crossed a second's boundary)
+      assert.ok((await changes()) - before <= 52, `${(await changes()) - before} rows written for 50 texts`)
+      const first = await lastSeen(a)
+      assert.ok(first > registered, 'the first request updates last_seen')
+      await new Promise((r) => setTimeout(r, 1100))
+      c.write(req(2, a, Op.pull))
+      assert.equal((await c.response()).code, 2104)
+      assert.ok((await lastSeen(a)) > first, 'a request a second later updates it again')
+    } finally {
+      c.close()
+    }
+  })
+
   test('contents above the inline limit stream to a file that is deleted after delivery', async () => {
     const c = await RawClient.connect(relay.port)
     try {
