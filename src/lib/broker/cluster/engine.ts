@@ -24,7 +24,7 @@ import type {Logger} from '../../log.js'
 import {MessageIds} from '../../wire/ids.js'
 import {NO_HEADERS, isHeaderName} from '../../wire/protocol.js'
 import {type BrokerDefinitions, type BrokerStats, type ClusterNode, type ClusterStatus, type ExchangeType, type MessageStatus, type MessageStatusInfo, type QueueStats, STATUS_NAMES} from '../../wire/types.js'
-import type {BrokerEngine, CommitTracker} from '../backend.js'
+import type {BrokerEngine, CommitTracker, Sync} from '../backend.js'
 import {ALLOW_ALL, DEFAULT_QUEUE, type DeliveryOut, Engine, Exchange, NotFoundError, type Permissions, type PublishOptions, type PublishResult, Queue, type QueueOptions, Session, type SessionSink, nextConsumer} from '../engine.js'
 import type {Message} from '../message.js'
 import {MemoryWatermark} from '../memory.js'
@@ -412,12 +412,14 @@ export class ClusterEngine implements BrokerEngine {
   /** Rebuilds the routing table from Redis; local consumers of a queue that is gone are cancelled. */
   async reloadDefs(): Promise<void> {
     const k = this.keys
-    const gen = this.defsGen
-    const [ex, qs, binds] = await Promise.all([this.redis.hgetall(k.exchanges), this.redis.hgetall(k.queues), this.redis.smembers(k.bindings)])
-    // a local declaration whose writes were not all in Redis when this read ran: read again once they are
-    if (gen !== this.defsGen || this.defWrites > 0) {
-      setTimeout(() => void this.reloadDefs().catch(() => {}), 50).unref()
-      return
+    let ex: Record<string, string>, qs: Record<string, string>, binds: string[]
+    for (;;) {
+      const gen = this.defsGen
+      ;[ex, qs, binds] = await Promise.all([this.redis.hgetall(k.exchanges), this.redis.hgetall(k.queues), this.redis.smembers(k.bindings)])
+      // a local declaration whose writes were not all in Redis when this read ran: read again once they are
+      if (gen === this.defsGen && this.defWrites === 0) break
+      if (this.stopped) return
+      await sleep(50)
     }
     const defs = new Engine({statusCapacity: 1})
     for (const [name, type] of Object.entries(ex)) defs.exchanges.set(name, new Exchange(name, type as ExchangeType, true))
@@ -791,7 +793,23 @@ export class ClusterEngine implements BrokerEngine {
     return q
   }
 
-  consume(s: Session, queue: string, opts: {prefetch?: number; noAck?: boolean} = {}): string {
+  /**
+   * Whether a queue exists. A queue declared on another node a moment ago may not have reached this
+   * node's routing table yet: the definitions are reloaded once before the answer is no.
+   */
+  hasQueue(name: string): Sync<boolean> {
+    if (this.defs.queues.has(name)) return true
+    return this.reloadDefs().then(() => this.defs.queues.has(name))
+  }
+
+  /** a queue this node does not know yet is looked up in Redis first (see hasQueue) */
+  consume(s: Session, queue: string, opts: {prefetch?: number; noAck?: boolean} = {}): Sync<string> {
+    if (this.defs.queues.has(queue)) return this.consumeKnown(s, queue, opts)
+    return this.reloadDefs().then(() => this.consumeKnown(s, queue, opts))
+  }
+
+  private consumeKnown(s: Session, queue: string, opts: {prefetch?: number; noAck?: boolean}): string {
+    if (s.closed) throw new UsageError('E_CLOSED', 'the connection closed before the consumer started')
     if (!this.defs.queues.has(queue)) throw new NotFoundError('queue', queue)
     if (!s.perms.canConsume(queue)) throw new PermissionError('E_FORBIDDEN', `not allowed to consume from queue ${JSON.stringify(queue)}`, {hint: 'Try this: ask an admin to add it to broker.permissions[].consume'})
     const prefetch = opts.prefetch ?? 100
@@ -815,7 +833,7 @@ export class ClusterEngine implements BrokerEngine {
   }
 
   async get(s: Session, queue: string, opts: {noAck?: boolean} = {}): Promise<DeliveryOut | null> {
-    if (!this.defs.queues.has(queue)) throw new NotFoundError('queue', queue)
+    if (!(await this.hasQueue(queue))) throw new NotFoundError('queue', queue)
     if (!s.perms.canConsume(queue)) throw new PermissionError('E_FORBIDDEN', `not allowed to consume from queue ${JSON.stringify(queue)}`, {hint: 'Try this: ask an admin to add it to broker.permissions[].consume'})
     if (!opts.noAck && s.unacked.size >= this.maxUnacked) throw new TempFailError('E_TOO_MANY_UNACKED', `this connection holds ${s.unacked.size} unacknowledged messages (limit ${this.maxUnacked})`, {hint: 'Try this: ack messages before getting more'})
     const q = this.local(queue)
