@@ -53,6 +53,8 @@ export interface ClusterEngineOptions {
 }
 
 const STATUS_CODE = Object.fromEntries(STATUS_NAMES.map((s, i) => [s, i])) as Record<MessageStatus, number>
+/** the settle script's status code for "remove it, record no status" */
+const NO_RECORD = -1
 const EMPTY = Buffer.alloc(0)
 const LEASE_SHARE = 0.8
 const READ_MAX = 500
@@ -669,6 +671,19 @@ export class ClusterEngine implements BrokerEngine {
 
   /** ---- publish ---- */
 
+  /**
+   * `mq queue redrive` republishes a dead letter (same id, header x-redriven-from = its dead-letter
+   * queue) and only then acks it there, on the same connection: that ack must not record
+   * "acknowledged" for a message now waiting in the queue it was redriven to. Bounded: an id whose
+   * ack never comes (a redrive that died) is forgotten oldest first.
+   */
+  private readonly redriven = new Map<string, string>()
+
+  private noteRedriven(messageId: string, from: string): void {
+    if (this.redriven.size >= 10_000) this.redriven.delete(this.redriven.keys().next().value!)
+    this.redriven.set(messageId, from)
+  }
+
   private route(exchange: string, routingKey: string): string[] {
     let targets: string[]
     if (exchange === '') targets = this.defs.queues.has(routingKey) ? [routingKey] : []
@@ -706,6 +721,7 @@ export class ClusterEngine implements BrokerEngine {
   private publishAll(exchange: string, routingKey: string, bodies: Buffer[], ids: (string | undefined)[], headers: Record<string, string>, dedupe: boolean, perms: Permissions): PublishResult {
     if (!perms.canPublish(exchange)) throw new PermissionError('E_FORBIDDEN', `not allowed to publish to exchange ${JSON.stringify(exchange)}`, {hint: 'Try this: ask an admin to add it to broker.permissions[].publish'})
     const timestamp = Date.now()
+    if (headers !== NO_HEADERS && headers['x-redriven-from'] !== undefined) for (const id of ids) if (id !== undefined) this.noteRedriven(id, headers['x-redriven-from'])
     const msgs: Message[] = bodies.map((body, i) => ({body, deliveryCount: 0, exchange, expiresAt: 0, headers, messageId: ids[i] ?? this.ids.next(), redelivered: false, routingKey, seq: 0, timestamp}))
     const r: PublishResult = {durable: true, messageId: msgs.at(-1)!.messageId, queues: []}
     let targets: string[] | undefined
@@ -962,7 +978,12 @@ export class ClusterEngine implements BrokerEngine {
 
   ack(s: Session, tag: number): void {
     const u = this.take(s, tag)
-    this.settle([u.entry], 'acknowledged')
+    const mid = u.entry.msg.messageId
+    // a redriven dead letter lives on in the queue it was republished to (see noteRedriven): that status stands
+    if (this.redriven.size > 0 && this.redriven.get(mid) === u.entry.queue) {
+      this.redriven.delete(mid)
+      this.settle([u.entry], 'acknowledged', false)
+    } else this.settle([u.entry], 'acknowledged')
     if (u.consumer) this.dispatch(u.consumer.queue)
   }
 
@@ -979,12 +1000,15 @@ export class ClusterEngine implements BrokerEngine {
     if (u.consumer) this.dispatch(u.consumer.queue)
   }
 
-  /** Removes entries their owner still holds, recording a final status; a refusal means another node claimed it. */
-  private settle(entries: Entry[], status: MessageStatus): Promise<void> {
+  /**
+   * Removes entries their owner still holds, recording a final status (unless `record` is false); a
+   * refusal means another node claimed it.
+   */
+  private settle(entries: Entry[], status: MessageStatus, record = true): Promise<void> {
     const byQueue = new Map<string, Entry[]>()
     for (const e of entries) byQueue.set(e.queue, [...(byQueue.get(e.queue) ?? []), e])
     const all = [...byQueue].map(async ([queue, es]) => {
-      const res = await this.settles.add(`${STATUS_CODE[status]}:${queue}`, es)
+      const res = await this.settles.add(`${record ? STATUS_CODE[status] : NO_RECORD}:${queue}`, es)
       const refused = res.filter((x) => x === 0).length
       // counted once Redis took it: an ack refused by the fencing is not an ack
       if (status === 'acknowledged') {
@@ -1170,7 +1194,13 @@ export class ClusterEngine implements BrokerEngine {
       const [sid, done] = await Promise.all([this.redis.hget(k.ids, id), this.redis.hget(k.done, id)])
       if (sid) {
         const p = (await this.redis.xpending(k.stream, GROUP, sid, sid, 1)) as unknown[]
-        return {messageId: id, queue, status: p.length > 0 ? 'delivered' : 'sent'}
+        if (p.length > 0) return {messageId: id, queue, status: 'delivered'}
+        // as standalone: a dead letter waiting in its dead-letter queue says dead-lettered there
+        const e = await this.redis.xrange(k.stream, sid, sid)
+        const f = e[0]?.[1] ?? []
+        const h = f.findIndex((x, i) => i % 2 === 0 && x === 'h')
+        const dead = h >= 0 && (JSON.parse(f[h + 1]) as Record<string, string>)['x-death-queue'] !== undefined
+        return {messageId: id, queue, status: dead ? 'dead-lettered' : 'sent'}
       }
       // dead-lettered means it moved on: what happened in the dead-letter queue is the later news
       if (done !== null && (final === null || final.status === 'dead-lettered')) final = {messageId: id, queue, status: STATUS_NAMES[Number(done)]}

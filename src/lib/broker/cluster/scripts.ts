@@ -104,8 +104,9 @@ return {out, trimmed}
 `
 
 /**
- * KEYS stream, ids, done, doneLog. ARGV status code, done capacity, then triples (entry id, message id, owner).
- * Acknowledges each entry its owner still holds; returns 1/0 per triple (0: claimed elsewhere meanwhile).
+ * KEYS stream, ids, done, doneLog. ARGV status code (-1: record none), done capacity, then triples
+ * (entry id, message id, owner). Acknowledges each entry its owner still holds; returns 1/0 per
+ * triple (0: claimed elsewhere meanwhile).
  */
 export const SETTLE =
   OWNED +
@@ -134,6 +135,8 @@ if #sids > 0 then
   chunked('XACK', s, 'g', sids, 1000)
   chunked('XDEL', s, nil, sids, 1000)
   chunked('HDEL', ids, nil, gone, 1000)
+end
+if #sids > 0 and code ~= '-1' then
   chunked('HSET', done, nil, codes, 1000)
   chunked('RPUSH', log, nil, mids, 1000)
   local over = redis.call('LLEN', log) - cap
