@@ -58,6 +58,11 @@ const NO_RECORD = -1
 const EMPTY = Buffer.alloc(0)
 const LEASE_SHARE = 0.8
 const READ_MAX = 500
+/**
+ * While this node publishes to a queue it has consumers of, its publish runs claim the new entries
+ * (see PUBLISH) and the queue's blocking read stays off; it resumes this long after the last run.
+ */
+const LOCAL_MS = 20
 
 interface Entry {
   sid: string
@@ -69,6 +74,8 @@ interface Entry {
 
 interface PubItem {
   messageId: string
+  /** the message as published (no expiry): delivered from here when the publish run claims it for a local consumer */
+  msg: Message
   dedupe: boolean
   fields: (string | Buffer)[]
   /** about what it adds to the command, to bound a batch */
@@ -94,6 +101,12 @@ class CQueue {
   rr = 0
   buffer: Entry[] = []
   reading = false
+  /** a blocking read of this queue is waiting in Redis: publish runs must not claim meanwhile (order) */
+  blocking = false
+  /** entries asked for by publish runs still in flight */
+  claiming = 0
+  /** when this node last sent a publish run for this queue (performance.now()) */
+  lastPublish = -Infinity
   wake?: () => void
   published = 0
   delivered = 0
@@ -766,7 +779,7 @@ export class ClusterEngine implements BrokerEngine {
           const fields = entryFields({...m, expiresAt: q.ttlMs ? m.timestamp + q.ttlMs : 0})
           let bytes = m.messageId.length + 16
           for (const f of fields) bytes += f.length + 8
-          return {bytes, dedupe, fields, messageId: m.messageId}
+          return {bytes, dedupe, fields, messageId: m.messageId, msg: m}
         })
         const flags = await this.publishes.add(qn, items)
         flags.forEach((f, i) => {
@@ -786,14 +799,52 @@ export class ClusterEngine implements BrokerEngine {
     if (!q) return items.map(() => 0)
     const k = this.keys.queue(queue)
     const owner = this.consumerName
-    const args: (string | number | Buffer)[] = [Date.now(), this.dedupeWindowMs, this.dedupeMax, q.maxLength ?? 0, owner, items.length]
+    const epoch = this.epoch
+    // local consumers with room take their entries in the same run; never while a blocking read of
+    // the queue is out (its reply and this one come on different connections: order would be lost)
+    const cq = this.cqueues.get(queue)
+    let claim = 0
+    if (cq) {
+      cq.lastPublish = performance.now()
+      if (cq.consumers.length > 0 && !cq.blocking && this.leaseValid()) claim = Math.min(READ_MAX, Math.max(0, this.room(cq) - cq.buffer.length - cq.claiming))
+      cq.claiming += claim
+    }
+    const args: (string | number | Buffer)[] = [Date.now(), this.dedupeWindowMs, this.dedupeMax, q.maxLength ?? 0, owner, claim, items.length]
     for (const it of items) {
       args.push(it.messageId, it.dedupe ? '1' : '0', it.fields.length)
       for (const f of it.fields) args.push(f)
     }
-    const [flags, trimmed] = (await runScript(this.redis, 'mqPublish', [k.stream, k.ids, k.dedupe], args)) as [number[], Raw[]]
+    let flags: number[], trimmed: Raw[], claimed: [Buffer, number, Buffer[]?][]
+    try {
+      ;[flags, trimmed, claimed] = (await runScript(this.redis, 'mqPublish', [k.stream, k.ids, k.dedupe], args)) as [number[], Raw[], [Buffer, number, Buffer[]?][]]
+    } finally {
+      if (cq) cq.claiming -= claim
+    }
+    if (claimed.length > 0) this.takeClaimed(cq!, epoch, owner, items, claimed, q.ttlMs)
     for (const raw of trimmed) this.deadLetter(parseEntry(raw, queue, owner), 'maxlen', 'dropped')
     return flags.map(Number)
+  }
+
+  /** Entries a publish run read for this node's consumers: handed out as the read loop's are. */
+  private takeClaimed(cq: CQueue, epoch: number, owner: string, items: PubItem[], claimed: [Buffer, number, Buffer[]?][], ttlMs: number | undefined): void {
+    // read under an epoch that has since been fenced: those entries belong to the claim now
+    if (epoch !== this.epoch) return
+    const entries: Entry[] = []
+    for (const [sid, j, fields] of claimed) {
+      const i = Number(j)
+      if (i > 0) {
+        const m = items[i - 1].msg
+        // a copy per queue: delivery counts and flags are the queue's own
+        entries.push({msg: {...m, expiresAt: ttlMs ? m.timestamp + ttlMs : 0}, owner, queue: cq.name, sid: sid.toString()})
+      } else entries.push(parseEntry([sid, fields!], cq.name, owner))
+    }
+    if (cq.consumers.length === 0 || this.cqueues.get(cq.name) !== cq) {
+      // nobody left to take them: back to the queue, not counted as deliveries
+      this.requeue(entries, false)
+      return
+    }
+    for (const e of entries) cq.buffer.push(e)
+    this.dispatch(cq)
   }
 
   settlePublished(messageId: string): boolean {
@@ -886,6 +937,11 @@ export class ClusterEngine implements BrokerEngine {
     const stream = this.keys.queue(q.name).stream
     try {
       while (!this.stopped && q.consumers.length > 0 && this.cqueues.get(q.name) === q) {
+        // this node's publish runs are claiming for its consumers: no blocking read meanwhile (see LOCAL_MS)
+        if (q.claiming > 0 || performance.now() - q.lastPublish < LOCAL_MS) {
+          await sleep(LOCAL_MS)
+          continue
+        }
         const room = this.room(q) - q.buffer.length
         if (room <= 0 || !this.leaseValid()) {
           await new Promise<void>((r) => {
@@ -898,14 +954,17 @@ export class ClusterEngine implements BrokerEngine {
         const epoch = this.epoch
         const owner = this.consumerName
         let res: [Buffer, Raw[]][] | null
+        q.blocking = true
         try {
           res = (await readGroup(conn, owner, Math.min(room, READ_MAX), 1000, stream)) as [Buffer, Raw[]][] | null
         } catch (error) {
+          q.blocking = false
           if (/NOGROUP/.test(errorText(error)) && this.defs.queues.has(q.name)) await this.createGroup(q.name).catch(() => {})
           else this.warn('reading a queue from Redis failed; retrying', error)
           await sleep(250)
           continue
         }
+        q.blocking = false
         // read under an epoch that has since been fenced: those entries belong to the claim now
         if (!res || epoch !== this.epoch) continue
         for (const raw of res[0][1]) q.buffer.push(parseEntry(raw, q.name, owner))
