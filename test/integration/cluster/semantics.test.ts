@@ -199,7 +199,9 @@ test('the publishes and acks of one turn reach Redis as one script run per queue
     const again = a.publish('', 'turn', Buffer.from('twice'), {dedupe: true, messageId: 'same'})
     await committed(a)
     // one run for the 301 stored messages; the rest are the housekeeping of the nodes meanwhile
-    assert.ok((await scriptRuns()) - before < 20, 'one script run per queue and turn, not one per message')
+    // the housekeeping of this file's other nodes (heartbeats, claim sweeps) runs scripts meanwhile: on a
+    // loaded machine a few dozen; one run per message would be 301
+    assert.ok((await scriptRuns()) - before < 100, 'one script run per queue and turn, not one per message')
     // inside the script too: the id index is written once for the batch (heartbeats write hashes meanwhile)
     assert.ok((await calls('hset')) - hsets < 60, 'one HSET of the id index per batch')
     assert.equal(first.duplicate, undefined)
@@ -214,7 +216,7 @@ test('the publishes and acks of one turn reach Redis as one script run per queue
     const xacks = await calls('xack')
     for (const d of sa.got) a.ack(sa.s, d.deliveryTag)
     await committed(a)
-    assert.ok((await scriptRuns()) - before < 20, 'one settle run for the acks of one turn')
+    assert.ok((await scriptRuns()) - before < 100, 'one settle run for the acks of one turn')
     assert.ok((await calls('xack')) - xacks < 20, 'one XACK for the batch')
     assert.deepEqual(await a.messageStatus('t299'), {messageId: 't299', queue: 'turn', status: 'acknowledged'})
     assert.equal((await a.listQueues()).find((q) => q.name === 'turn')?.acked, 301)
@@ -271,7 +273,9 @@ test('a node with consumers of the queue it publishes to delivers from the publi
     await committed(b)
     await waitFor(() => sa.got.length === 202)
     const out = (await sent()) - before
-    assert.ok(out < 200 * 4096 * 0.3, `Redis sent ${out} bytes for 200 messages of 4 KB published and consumed on one node: most not read back`)
+    // one read back per message would be 200 * 4 KB and more; a run that found the blocking read out (the
+    // first, or one after a pause of this process on a loaded machine) still reads its messages back
+    assert.ok(out < 200 * 4096 * 0.5, `Redis sent ${out} bytes for 200 messages of 4 KB published and consumed on one node: most not read back`)
     const ids = sa.got.map((d) => d.msg.messageId).filter((x) => x !== 'b0')
     assert.deepEqual(ids, Array.from({length: 201}, (_, j) => `n${j}`), 'in publish order, each once')
     for (const d of sa.got) {
@@ -283,7 +287,8 @@ test('a node with consumers of the queue it publishes to delivers from the publi
     for (const d of sa.got) a.ack(sa.s, d.deliveryTag)
     await committed(a)
     assert.deepEqual(await b.messageStatus('n150'), {messageId: 'n150', queue: 'near', status: 'acknowledged'})
-    assert.equal((await b.listQueues()).find((q) => q.name === 'near')?.unacked, 0)
+    // queue depths are refreshed every second
+    await waitFor(async () => (await b.listQueues()).find((q) => q.name === 'near')?.unacked === 0, 5000)
   } finally {
     r.disconnect()
   }

@@ -60,9 +60,10 @@ const LEASE_SHARE = 0.8
 const READ_MAX = 500
 /**
  * While this node publishes to a queue it has consumers of, its publish runs claim the new entries
- * (see PUBLISH) and the queue's blocking read stays off; it resumes this long after the last run.
+ * (see PUBLISH) and the queue's blocking read stays off; it resumes this long after the last run
+ * (sent or answered). The cost: a message another node publishes just then waits up to this long.
  */
-const LOCAL_MS = 20
+const LOCAL_MS = 50
 
 interface Entry {
   sid: string
@@ -105,7 +106,7 @@ class CQueue {
   blocking = false
   /** entries asked for by publish runs still in flight */
   claiming = 0
-  /** when this node last sent a publish run for this queue (performance.now()) */
+  /** when this node last sent a publish run for this queue, or had its answer (performance.now()) */
   lastPublish = -Infinity
   wake?: () => void
   published = 0
@@ -818,7 +819,10 @@ export class ClusterEngine implements BrokerEngine {
     try {
       ;[flags, trimmed, claimed] = (await runScript(this.redis, 'mqPublish', [k.stream, k.ids, k.dedupe], args)) as [number[], Raw[], [Buffer, number, Buffer[]?][]]
     } finally {
-      if (cq) cq.claiming -= claim
+      if (cq) {
+        cq.claiming -= claim
+        cq.lastPublish = performance.now()
+      }
     }
     if (claimed.length > 0) this.takeClaimed(cq!, epoch, owner, items, claimed, q.ttlMs)
     for (const raw of trimmed) this.deadLetter(parseEntry(raw, queue, owner), 'maxlen', 'dropped')
@@ -1064,24 +1068,31 @@ export class ClusterEngine implements BrokerEngine {
    * refusal means another node claimed it.
    */
   private settle(entries: Entry[], status: MessageStatus, record = true): Promise<void> {
-    const byQueue = new Map<string, Entry[]>()
-    for (const e of entries) byQueue.set(e.queue, [...(byQueue.get(e.queue) ?? []), e])
-    const all = [...byQueue].map(async ([queue, es]) => {
-      const res = await this.settles.add(`${record ? STATUS_CODE[status] : NO_RECORD}:${queue}`, es)
-      const refused = res.filter((x) => x === 0).length
-      // counted once Redis took it: an ack refused by the fencing is not an ack
-      if (status === 'acknowledged') {
-        this.local(queue).acked += res.length - refused
-        this.totals.acknowledged += res.length - refused
-      }
-      if (refused > 0) {
-        this.counters.fencedSettles += refused
-        this.opts.logger.info('settle refused: the message was claimed by another node meanwhile (it was redelivered there)', {queue, refused, status})
-      }
-    })
-    const p = Promise.all(all).then(() => {})
+    let p: Promise<void>
+    // the common case (an ack: one entry) without a grouping map and a Promise.all per call
+    if (entries.every((e) => e.queue === entries[0].queue)) p = this.settleIn(entries[0].queue, entries, status, record)
+    else {
+      const byQueue = new Map<string, Entry[]>()
+      for (const e of entries) byQueue.set(e.queue, [...(byQueue.get(e.queue) ?? []), e])
+      p = Promise.all([...byQueue].map(([queue, es]) => this.settleIn(queue, es, status, record))).then(() => {})
+    }
     this.commits.track(p).catch((error) => this.warn('settling messages in Redis failed', error))
     return p
+  }
+
+  private async settleIn(queue: string, es: Entry[], status: MessageStatus, record: boolean): Promise<void> {
+    const res = await this.settles.add(`${record ? STATUS_CODE[status] : NO_RECORD}:${queue}`, es)
+    let refused = 0
+    for (const x of res) if (x === 0) refused++
+    // counted once Redis took it: an ack refused by the fencing is not an ack
+    if (status === 'acknowledged') {
+      this.local(queue).acked += res.length - refused
+      this.totals.acknowledged += res.length - refused
+    }
+    if (refused > 0) {
+      this.counters.fencedSettles += refused
+      this.opts.logger.info('settle refused: the message was claimed by another node meanwhile (it was redelivered there)', {queue, refused, status})
+    }
   }
 
   /** One run of the settle script for the settles of one queue and status gathered in one turn; 1/0 per entry. */
