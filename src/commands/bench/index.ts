@@ -109,11 +109,12 @@ Without a reachable broker it starts a private one in a temp home.`
       process.stderr.write(`\r[${'='.repeat(n)}${' '.repeat(w - n)}] ${String(Math.round((done / total) * 100)).padStart(3)}% ${name} ${label(s)}   `)
     }
     const runs: BenchResult[] = []
+    const warmupOf = (s: BenchSpec) => (s.rate ? 0 : Math.min(f.warmup, Math.max(100, Math.floor(RUN_BYTES / 4 / s.size))))
     const once = async (p: TargetParams, s: BenchSpec, round: number, name: string = p.target): Promise<BenchResult | undefined> => {
       try {
         // the same warm-up for every target: a JIT-compiled broker is not measured cold against Go and Erlang ones
-        const warmup = Math.min(f.warmup, Math.max(100, Math.floor(RUN_BYTES / 4 / s.size)))
-        if (round === 0 && warmup > 0 && !s.rate) await runBench(this.targetFor(p), p, {...s, messages: warmup}, bar(`${name} (warm-up)`, s))
+        const warmup = warmupOf(s)
+        if (round === 0 && warmup > 0) await runBench(this.targetFor(p), p, {...s, messages: warmup}, bar(`${name} (warm-up)`, s))
         const r = await runBench(this.targetFor(p), p, s, bar(name, s))
         if (tty) process.stderr.write('\r\x1b[K')
         const of = f.repeat > 1 ? ` (run ${round + 1}/${f.repeat})` : ''
@@ -128,7 +129,7 @@ Without a reachable broker it starts a private one in a temp home.`
     }
     if (f.cluster) {
       const durable = specs.filter((s) => s.mode === 'durable')
-      const {ratios: cr, runs: cruns} = await runClusterBench({compare: f.compare, log: (l) => this.note(l), nats: f.nats, rabbitUrl: f['rabbitmq-url'], runOnce: (p, s, setup) => once(p, s, 0, setup), specs: durable})
+      const {ratios: cr, runs: cruns} = await runClusterBench({compare: f.compare, log: (l) => this.note(l), nats: f.nats, rabbitUrl: f['rabbitmq-url'], runOnce: (p, s, setup) => once(p, s, 0, setup), specs: durable, warmupOf})
       if (!this.jsonEnabled()) {
         this.out(
           table(
@@ -136,13 +137,15 @@ Without a reachable broker it starts a private one in a temp home.`
               confirm_p99_ms: r.confirmMs?.p99 ?? '',
               cores_mq: r.cpu?.mq ?? '',
               cores_redis: r.cpu?.redis ?? '',
+              cpu_us_msg_mq: r.cpu?.mqUsPerMsg ?? '',
+              cpu_us_msg_redis: r.cpu?.redisUsPerMsg ?? '',
               e2e_p99_ms: r.latencyMs.p99,
               mode: r.mode + (r.rate ? ` @${r.rate}/s` : ''),
               msg_s: r.msgsPerSec,
               setup: r.setup,
               size: r.size,
             })),
-            ['setup', 'mode', 'size', 'msg_s', 'e2e_p99_ms', 'confirm_p99_ms', 'cores_mq', 'cores_redis'],
+            ['setup', 'mode', 'size', 'msg_s', 'e2e_p99_ms', 'confirm_p99_ms', 'cores_mq', 'cores_redis', 'cpu_us_msg_mq', 'cpu_us_msg_redis'],
           ),
         )
         if (cr.length > 0) this.out('\n' + table(cr.map((r) => ({...r})), ['setup', 'mode', 'against', 'metric', 'mq', 'other', 'ratio']))

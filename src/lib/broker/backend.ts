@@ -50,7 +50,10 @@ export interface BrokerEngine {
   publishMany(exchange: string, routingKey: string, bodies: Buffer[], ids: (string | undefined)[], perms?: Permissions): PublishResult
   settlePublished(messageId: string): boolean
   whenFlowing(queue: string, cb: () => void): void
-  consume(s: Session, queue: string, opts?: {prefetch?: number; noAck?: boolean}): string
+  /** whether a queue exists (cluster mode: reloads the definitions once before it says no) */
+  hasQueue(name: string): Sync<boolean>
+  /** the consumer tag; a cluster node that does not know the queue yet reloads the definitions first */
+  consume(s: Session, queue: string, opts?: {prefetch?: number; noAck?: boolean}): Sync<string>
   cancel(s: Session, consumerTag: string): void
   get(s: Session, queue: string, opts?: {noAck?: boolean}): Sync<DeliveryOut | null>
   ack(s: Session, tag: number): void

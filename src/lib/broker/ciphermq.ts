@@ -277,13 +277,27 @@ export class CipherMqListener {
         later(durable, () => lines)
         return
       }
-      case 'consume':
-        if (!parts[1]) throw new Error('usage: consume <queue>')
-        if (!engine.queues.has(parts[1])) throw new Error(`queue ${parts[1]} does not exist`)
-        if (!s.perms.canConsume(parts[1])) throw s.perms.forbidConsume?.(parts[1]) ?? forbidden(`consume from queue ${parts[1]}`)
-        send('Subscribed to queue')
-        engine.consume(s, parts[1], {prefetch: 1000})
+      case 'consume': {
+        const queue = parts[1]
+        if (!queue) throw new Error('usage: consume <queue>')
+        const failed = (error: unknown) => send(`Error: ${errorText(error)}`)
+        // a cluster node looks up a queue declared on another node a moment ago before it says no
+        whenReady(
+          engine.hasQueue(queue),
+          (has) => {
+            try {
+              if (!has) throw new Error(`queue ${queue} does not exist`)
+              if (!s.perms.canConsume(queue)) throw s.perms.forbidConsume?.(queue) ?? forbidden(`consume from queue ${queue}`)
+              send('Subscribed to queue')
+              whenReady(engine.consume(s, queue, {prefetch: 1000}), () => {}, failed)
+            } catch (error) {
+              failed(error)
+            }
+          },
+          failed,
+        )
         return
+      }
       case 'fetch': {
         if (!parts[1]) throw new Error('usage: fetch <queue>')
         whenReady(

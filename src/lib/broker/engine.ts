@@ -961,6 +961,10 @@ export class Engine {
 
   // ---- consume -----------------------------------------------------------------------------
 
+  hasQueue(name: string): boolean {
+    return this.queues.has(name)
+  }
+
   consume(s: Session, queue: string, opts: {prefetch?: number; noAck?: boolean} = {}): string {
     const q = this.queues.get(queue)
     if (!q) throw new NotFoundError('queue', queue)

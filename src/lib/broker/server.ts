@@ -727,8 +727,11 @@ class Connection {
         this.ok(f.id)
         return
       case 'CONSUME': {
-        const tag = engine.consume(s, this.need(f, 'queue'), {noAck: this.bool(f, 'no_ack'), prefetch: this.int(f, 'prefetch') ?? 100})
-        this.ok(f.id, {consumer: tag})
+        whenReady(
+          engine.consume(s, this.need(f, 'queue'), {noAck: this.bool(f, 'no_ack'), prefetch: this.int(f, 'prefetch') ?? 100}),
+          (tag) => this.ok(f.id, {consumer: tag}),
+          (error) => this.fail(error, false, f.id),
+        )
         return
       }
       case 'CANCEL':

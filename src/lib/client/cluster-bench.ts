@@ -14,8 +14,11 @@ import {cpuSecondsOf, spawnClusterNodes, spawnPrivateRedis} from './spawn.js'
 export interface ClusterRun extends BenchResult {
   /** 'mq 1 node', 'mq 3 nodes', 'rabbitmq-quorum', 'nats-js' */
   setup: string
-  /** cores used during the run (1.0 = one core busy all the time) */
-  cpu?: {redis: number; mq: number}
+  /**
+   * cores used during the run (1.0 = one core busy all the time), and CPU microseconds per message
+   * (warm-up included in both the CPU and the messages): the load-independent figure for A/B runs
+   */
+  cpu?: {redis: number; mq: number; mqUsPerMsg: number; redisUsPerMsg: number}
 }
 
 export interface ClusterRatio {
@@ -36,6 +39,8 @@ export interface ClusterBenchOptions {
   rabbitUrl: string
   nats: string
   log(line: string): void
+  /** messages of the untimed warm-up runOnce makes before a workload */
+  warmupOf(s: BenchSpec): number
 }
 
 export async function runClusterBench(o: ClusterBenchOptions): Promise<{runs: ClusterRun[]; ratios: ClusterRatio[]}> {
@@ -59,7 +64,8 @@ export async function runClusterBench(o: ClusterBenchOptions): Promise<{runs: Cl
           const mq = nodes.reduce((a, n) => a + cpuSecondsOf(n.proc.pid), 0) - cpu0.mq
           const rd = cpuSecondsOf(redis.proc.pid) - cpu0.redis
           // cores busy on average over the whole call (warm-up included): a rough split, not a rate
-          runs.push({...r, cpu: {mq: round(mq / wall), redis: round(rd / wall)}, setup})
+          const n = r.messages + o.warmupOf(s)
+          runs.push({...r, cpu: {mq: round(mq / wall), mqUsPerMsg: round((mq * 1e6) / n), redis: round(rd / wall), redisUsPerMsg: round((rd * 1e6) / n)}, setup})
         }
       } finally {
         for (const n of nodes) await n.stop().catch(() => {})

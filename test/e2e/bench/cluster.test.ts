@@ -17,6 +17,7 @@ test('mq bench --cluster --json: durable runs on 1 and 3 cluster nodes over a pr
       assert.equal(x.mode, 'durable')
       assert.ok(x.msgs_per_sec > 0)
       assert.ok(x.cpu.mq > 0, 'the nodes\' CPU is measured')
+      assert.ok(x.cpu.mq_us_per_msg > 0, 'and per message')
     }
     assert.match(r.stderr, /private redis-server \(appendfsync always\)/)
   } finally {

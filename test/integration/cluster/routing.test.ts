@@ -96,3 +96,26 @@ test('a consumer on each node shares one queue: every message once, spread over 
   await waitFor(async () => (await pub.stats()).cluster?.nodes.filter((x) => x.alive).length === 3, 5000)
   for (const c of [...clients, pub, ca]) await c.close()
 })
+
+test('a queue declared on node A a moment ago: a consumer on node B gets its messages at once, no E_NOT_FOUND', async () => {
+  const [a, b] = cluster.nodes
+  const ca = await a.connect()
+  const cb = await b.connect()
+  // several rounds: each CONSUME reaches B before B has heard of the declaration on the events channel
+  for (let i = 0; i < 5; i++) {
+    const q = `fresh-${i}`
+    await ca.declareQueue(q, {durable: true})
+    await ca.publish('', q, Buffer.from(`first of ${q}`))
+    const got: string[] = []
+    await cb.consume(q, {prefetch: 10}, (d) => {
+      got.push(d.body.toString())
+      cb.ack(d.deliveryTag)
+    })
+    await waitFor(() => got.length === 1, 10_000)
+    assert.deepEqual(got, [`first of ${q}`])
+  }
+  // a queue no node declared is still not found, after the reload
+  await assert.rejects(cb.consume('never-declared', {prefetch: 1}, () => {}), {code: 'E_NOT_FOUND'})
+  await assert.rejects(cb.get('never-declared-either'), {code: 'E_NOT_FOUND'})
+  for (const c of [ca, cb]) await c.close()
+})

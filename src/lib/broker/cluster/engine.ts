@@ -24,7 +24,7 @@ import type {Logger} from '../../log.js'
 import {MessageIds} from '../../wire/ids.js'
 import {NO_HEADERS, isHeaderName} from '../../wire/protocol.js'
 import {type BrokerDefinitions, type BrokerStats, type ClusterNode, type ClusterStatus, type ExchangeType, type MessageStatus, type MessageStatusInfo, type QueueStats, STATUS_NAMES} from '../../wire/types.js'
-import type {BrokerEngine, CommitTracker} from '../backend.js'
+import type {BrokerEngine, CommitTracker, Sync} from '../backend.js'
 import {ALLOW_ALL, DEFAULT_QUEUE, type DeliveryOut, Engine, Exchange, NotFoundError, type Permissions, type PublishOptions, type PublishResult, Queue, type QueueOptions, Session, type SessionSink, nextConsumer} from '../engine.js'
 import type {Message} from '../message.js'
 import {MemoryWatermark} from '../memory.js'
@@ -53,9 +53,17 @@ export interface ClusterEngineOptions {
 }
 
 const STATUS_CODE = Object.fromEntries(STATUS_NAMES.map((s, i) => [s, i])) as Record<MessageStatus, number>
+/** the settle script's status code for "remove it, record no status" */
+const NO_RECORD = -1
 const EMPTY = Buffer.alloc(0)
 const LEASE_SHARE = 0.8
 const READ_MAX = 500
+/**
+ * While this node publishes to a queue it has consumers of, its publish runs claim the new entries
+ * (see PUBLISH) and the queue's blocking read stays off; it resumes this long after the last run
+ * (sent or answered). The cost: a message another node publishes just then waits up to this long.
+ */
+const LOCAL_MS = 50
 
 interface Entry {
   sid: string
@@ -67,6 +75,8 @@ interface Entry {
 
 interface PubItem {
   messageId: string
+  /** the message as published (no expiry): delivered from here when the publish run claims it for a local consumer */
+  msg: Message
   dedupe: boolean
   fields: (string | Buffer)[]
   /** about what it adds to the command, to bound a batch */
@@ -92,6 +102,12 @@ class CQueue {
   rr = 0
   buffer: Entry[] = []
   reading = false
+  /** a blocking read of this queue is waiting in Redis: publish runs must not claim meanwhile (order) */
+  blocking = false
+  /** entries asked for by publish runs still in flight */
+  claiming = 0
+  /** when this node last sent a publish run for this queue, or had its answer (performance.now()) */
+  lastPublish = -Infinity
   wake?: () => void
   published = 0
   delivered = 0
@@ -412,12 +428,14 @@ export class ClusterEngine implements BrokerEngine {
   /** Rebuilds the routing table from Redis; local consumers of a queue that is gone are cancelled. */
   async reloadDefs(): Promise<void> {
     const k = this.keys
-    const gen = this.defsGen
-    const [ex, qs, binds] = await Promise.all([this.redis.hgetall(k.exchanges), this.redis.hgetall(k.queues), this.redis.smembers(k.bindings)])
-    // a local declaration whose writes were not all in Redis when this read ran: read again once they are
-    if (gen !== this.defsGen || this.defWrites > 0) {
-      setTimeout(() => void this.reloadDefs().catch(() => {}), 50).unref()
-      return
+    let ex: Record<string, string>, qs: Record<string, string>, binds: string[]
+    for (;;) {
+      const gen = this.defsGen
+      ;[ex, qs, binds] = await Promise.all([this.redis.hgetall(k.exchanges), this.redis.hgetall(k.queues), this.redis.smembers(k.bindings)])
+      // a local declaration whose writes were not all in Redis when this read ran: read again once they are
+      if (gen === this.defsGen && this.defWrites === 0) break
+      if (this.stopped) return
+      await sleep(50)
     }
     const defs = new Engine({statusCapacity: 1})
     for (const [name, type] of Object.entries(ex)) defs.exchanges.set(name, new Exchange(name, type as ExchangeType, true))
@@ -667,6 +685,19 @@ export class ClusterEngine implements BrokerEngine {
 
   /** ---- publish ---- */
 
+  /**
+   * `mq queue redrive` republishes a dead letter (same id, header x-redriven-from = its dead-letter
+   * queue) and only then acks it there, on the same connection: that ack must not record
+   * "acknowledged" for a message now waiting in the queue it was redriven to. Bounded: an id whose
+   * ack never comes (a redrive that died) is forgotten oldest first.
+   */
+  private readonly redriven = new Map<string, string>()
+
+  private noteRedriven(messageId: string, from: string): void {
+    if (this.redriven.size >= 10_000) this.redriven.delete(this.redriven.keys().next().value!)
+    this.redriven.set(messageId, from)
+  }
+
   private route(exchange: string, routingKey: string): string[] {
     let targets: string[]
     if (exchange === '') targets = this.defs.queues.has(routingKey) ? [routingKey] : []
@@ -704,6 +735,7 @@ export class ClusterEngine implements BrokerEngine {
   private publishAll(exchange: string, routingKey: string, bodies: Buffer[], ids: (string | undefined)[], headers: Record<string, string>, dedupe: boolean, perms: Permissions): PublishResult {
     if (!perms.canPublish(exchange)) throw new PermissionError('E_FORBIDDEN', `not allowed to publish to exchange ${JSON.stringify(exchange)}`, {hint: 'Try this: ask an admin to add it to broker.permissions[].publish'})
     const timestamp = Date.now()
+    if (headers !== NO_HEADERS && headers['x-redriven-from'] !== undefined) for (const id of ids) if (id !== undefined) this.noteRedriven(id, headers['x-redriven-from'])
     const msgs: Message[] = bodies.map((body, i) => ({body, deliveryCount: 0, exchange, expiresAt: 0, headers, messageId: ids[i] ?? this.ids.next(), redelivered: false, routingKey, seq: 0, timestamp}))
     const r: PublishResult = {durable: true, messageId: msgs.at(-1)!.messageId, queues: []}
     let targets: string[] | undefined
@@ -748,7 +780,7 @@ export class ClusterEngine implements BrokerEngine {
           const fields = entryFields({...m, expiresAt: q.ttlMs ? m.timestamp + q.ttlMs : 0})
           let bytes = m.messageId.length + 16
           for (const f of fields) bytes += f.length + 8
-          return {bytes, dedupe, fields, messageId: m.messageId}
+          return {bytes, dedupe, fields, messageId: m.messageId, msg: m}
         })
         const flags = await this.publishes.add(qn, items)
         flags.forEach((f, i) => {
@@ -768,14 +800,55 @@ export class ClusterEngine implements BrokerEngine {
     if (!q) return items.map(() => 0)
     const k = this.keys.queue(queue)
     const owner = this.consumerName
-    const args: (string | number | Buffer)[] = [Date.now(), this.dedupeWindowMs, this.dedupeMax, q.maxLength ?? 0, owner, items.length]
+    const epoch = this.epoch
+    // local consumers with room take their entries in the same run; never while a blocking read of
+    // the queue is out (its reply and this one come on different connections: order would be lost)
+    const cq = this.cqueues.get(queue)
+    let claim = 0
+    if (cq) {
+      cq.lastPublish = performance.now()
+      if (cq.consumers.length > 0 && !cq.blocking && this.leaseValid()) claim = Math.min(READ_MAX, Math.max(0, this.room(cq) - cq.buffer.length - cq.claiming))
+      cq.claiming += claim
+    }
+    const args: (string | number | Buffer)[] = [Date.now(), this.dedupeWindowMs, this.dedupeMax, q.maxLength ?? 0, owner, claim, items.length]
     for (const it of items) {
       args.push(it.messageId, it.dedupe ? '1' : '0', it.fields.length)
       for (const f of it.fields) args.push(f)
     }
-    const [flags, trimmed] = (await runScript(this.redis, 'mqPublish', [k.stream, k.ids, k.dedupe], args)) as [number[], Raw[]]
+    let flags: number[], trimmed: Raw[], claimed: [Buffer, number, Buffer[]?][]
+    try {
+      ;[flags, trimmed, claimed] = (await runScript(this.redis, 'mqPublish', [k.stream, k.ids, k.dedupe], args)) as [number[], Raw[], [Buffer, number, Buffer[]?][]]
+    } finally {
+      if (cq) {
+        cq.claiming -= claim
+        cq.lastPublish = performance.now()
+      }
+    }
+    if (claimed.length > 0) this.takeClaimed(cq!, epoch, owner, items, claimed, q.ttlMs)
     for (const raw of trimmed) this.deadLetter(parseEntry(raw, queue, owner), 'maxlen', 'dropped')
     return flags.map(Number)
+  }
+
+  /** Entries a publish run read for this node's consumers: handed out as the read loop's are. */
+  private takeClaimed(cq: CQueue, epoch: number, owner: string, items: PubItem[], claimed: [Buffer, number, Buffer[]?][], ttlMs: number | undefined): void {
+    // read under an epoch that has since been fenced: those entries belong to the claim now
+    if (epoch !== this.epoch) return
+    const entries: Entry[] = []
+    for (const [sid, j, fields] of claimed) {
+      const i = Number(j)
+      if (i > 0) {
+        const m = items[i - 1].msg
+        // a copy per queue: delivery counts and flags are the queue's own
+        entries.push({msg: {...m, expiresAt: ttlMs ? m.timestamp + ttlMs : 0}, owner, queue: cq.name, sid: sid.toString()})
+      } else entries.push(parseEntry([sid, fields!], cq.name, owner))
+    }
+    if (cq.consumers.length === 0 || this.cqueues.get(cq.name) !== cq) {
+      // nobody left to take them: back to the queue, not counted as deliveries
+      this.requeue(entries, false)
+      return
+    }
+    for (const e of entries) cq.buffer.push(e)
+    this.dispatch(cq)
   }
 
   settlePublished(messageId: string): boolean {
@@ -791,7 +864,23 @@ export class ClusterEngine implements BrokerEngine {
     return q
   }
 
-  consume(s: Session, queue: string, opts: {prefetch?: number; noAck?: boolean} = {}): string {
+  /**
+   * Whether a queue exists. A queue declared on another node a moment ago may not have reached this
+   * node's routing table yet: the definitions are reloaded once before the answer is no.
+   */
+  hasQueue(name: string): Sync<boolean> {
+    if (this.defs.queues.has(name)) return true
+    return this.reloadDefs().then(() => this.defs.queues.has(name))
+  }
+
+  /** a queue this node does not know yet is looked up in Redis first (see hasQueue) */
+  consume(s: Session, queue: string, opts: {prefetch?: number; noAck?: boolean} = {}): Sync<string> {
+    if (this.defs.queues.has(queue)) return this.consumeKnown(s, queue, opts)
+    return this.reloadDefs().then(() => this.consumeKnown(s, queue, opts))
+  }
+
+  private consumeKnown(s: Session, queue: string, opts: {prefetch?: number; noAck?: boolean}): string {
+    if (s.closed) throw new UsageError('E_CLOSED', 'the connection closed before the consumer started')
     if (!this.defs.queues.has(queue)) throw new NotFoundError('queue', queue)
     if (!s.perms.canConsume(queue)) throw new PermissionError('E_FORBIDDEN', `not allowed to consume from queue ${JSON.stringify(queue)}`, {hint: 'Try this: ask an admin to add it to broker.permissions[].consume'})
     const prefetch = opts.prefetch ?? 100
@@ -815,7 +904,7 @@ export class ClusterEngine implements BrokerEngine {
   }
 
   async get(s: Session, queue: string, opts: {noAck?: boolean} = {}): Promise<DeliveryOut | null> {
-    if (!this.defs.queues.has(queue)) throw new NotFoundError('queue', queue)
+    if (!(await this.hasQueue(queue))) throw new NotFoundError('queue', queue)
     if (!s.perms.canConsume(queue)) throw new PermissionError('E_FORBIDDEN', `not allowed to consume from queue ${JSON.stringify(queue)}`, {hint: 'Try this: ask an admin to add it to broker.permissions[].consume'})
     if (!opts.noAck && s.unacked.size >= this.maxUnacked) throw new TempFailError('E_TOO_MANY_UNACKED', `this connection holds ${s.unacked.size} unacknowledged messages (limit ${this.maxUnacked})`, {hint: 'Try this: ack messages before getting more'})
     const q = this.local(queue)
@@ -852,6 +941,11 @@ export class ClusterEngine implements BrokerEngine {
     const stream = this.keys.queue(q.name).stream
     try {
       while (!this.stopped && q.consumers.length > 0 && this.cqueues.get(q.name) === q) {
+        // this node's publish runs are claiming for its consumers: no blocking read meanwhile (see LOCAL_MS)
+        if (q.claiming > 0 || performance.now() - q.lastPublish < LOCAL_MS) {
+          await sleep(LOCAL_MS)
+          continue
+        }
         const room = this.room(q) - q.buffer.length
         if (room <= 0 || !this.leaseValid()) {
           await new Promise<void>((r) => {
@@ -864,14 +958,17 @@ export class ClusterEngine implements BrokerEngine {
         const epoch = this.epoch
         const owner = this.consumerName
         let res: [Buffer, Raw[]][] | null
+        q.blocking = true
         try {
           res = (await readGroup(conn, owner, Math.min(room, READ_MAX), 1000, stream)) as [Buffer, Raw[]][] | null
         } catch (error) {
+          q.blocking = false
           if (/NOGROUP/.test(errorText(error)) && this.defs.queues.has(q.name)) await this.createGroup(q.name).catch(() => {})
           else this.warn('reading a queue from Redis failed; retrying', error)
           await sleep(250)
           continue
         }
+        q.blocking = false
         // read under an epoch that has since been fenced: those entries belong to the claim now
         if (!res || epoch !== this.epoch) continue
         for (const raw of res[0][1]) q.buffer.push(parseEntry(raw, q.name, owner))
@@ -944,7 +1041,12 @@ export class ClusterEngine implements BrokerEngine {
 
   ack(s: Session, tag: number): void {
     const u = this.take(s, tag)
-    this.settle([u.entry], 'acknowledged')
+    const mid = u.entry.msg.messageId
+    // a redriven dead letter lives on in the queue it was republished to (see noteRedriven): that status stands
+    if (this.redriven.size > 0 && this.redriven.get(mid) === u.entry.queue) {
+      this.redriven.delete(mid)
+      this.settle([u.entry], 'acknowledged', false)
+    } else this.settle([u.entry], 'acknowledged')
     if (u.consumer) this.dispatch(u.consumer.queue)
   }
 
@@ -961,26 +1063,36 @@ export class ClusterEngine implements BrokerEngine {
     if (u.consumer) this.dispatch(u.consumer.queue)
   }
 
-  /** Removes entries their owner still holds, recording a final status; a refusal means another node claimed it. */
-  private settle(entries: Entry[], status: MessageStatus): Promise<void> {
-    const byQueue = new Map<string, Entry[]>()
-    for (const e of entries) byQueue.set(e.queue, [...(byQueue.get(e.queue) ?? []), e])
-    const all = [...byQueue].map(async ([queue, es]) => {
-      const res = await this.settles.add(`${STATUS_CODE[status]}:${queue}`, es)
-      const refused = res.filter((x) => x === 0).length
-      // counted once Redis took it: an ack refused by the fencing is not an ack
-      if (status === 'acknowledged') {
-        this.local(queue).acked += res.length - refused
-        this.totals.acknowledged += res.length - refused
-      }
-      if (refused > 0) {
-        this.counters.fencedSettles += refused
-        this.opts.logger.info('settle refused: the message was claimed by another node meanwhile (it was redelivered there)', {queue, refused, status})
-      }
-    })
-    const p = Promise.all(all).then(() => {})
+  /**
+   * Removes entries their owner still holds, recording a final status (unless `record` is false); a
+   * refusal means another node claimed it.
+   */
+  private settle(entries: Entry[], status: MessageStatus, record = true): Promise<void> {
+    let p: Promise<void>
+    // the common case (an ack: one entry) without a grouping map and a Promise.all per call
+    if (entries.every((e) => e.queue === entries[0].queue)) p = this.settleIn(entries[0].queue, entries, status, record)
+    else {
+      const byQueue = new Map<string, Entry[]>()
+      for (const e of entries) byQueue.set(e.queue, [...(byQueue.get(e.queue) ?? []), e])
+      p = Promise.all([...byQueue].map(([queue, es]) => this.settleIn(queue, es, status, record))).then(() => {})
+    }
     this.commits.track(p).catch((error) => this.warn('settling messages in Redis failed', error))
     return p
+  }
+
+  private async settleIn(queue: string, es: Entry[], status: MessageStatus, record: boolean): Promise<void> {
+    const res = await this.settles.add(`${record ? STATUS_CODE[status] : NO_RECORD}:${queue}`, es)
+    let refused = 0
+    for (const x of res) if (x === 0) refused++
+    // counted once Redis took it: an ack refused by the fencing is not an ack
+    if (status === 'acknowledged') {
+      this.local(queue).acked += res.length - refused
+      this.totals.acknowledged += res.length - refused
+    }
+    if (refused > 0) {
+      this.counters.fencedSettles += refused
+      this.opts.logger.info('settle refused: the message was claimed by another node meanwhile (it was redelivered there)', {queue, refused, status})
+    }
   }
 
   /** One run of the settle script for the settles of one queue and status gathered in one turn; 1/0 per entry. */
@@ -1152,7 +1264,13 @@ export class ClusterEngine implements BrokerEngine {
       const [sid, done] = await Promise.all([this.redis.hget(k.ids, id), this.redis.hget(k.done, id)])
       if (sid) {
         const p = (await this.redis.xpending(k.stream, GROUP, sid, sid, 1)) as unknown[]
-        return {messageId: id, queue, status: p.length > 0 ? 'delivered' : 'sent'}
+        if (p.length > 0) return {messageId: id, queue, status: 'delivered'}
+        // as standalone: a dead letter waiting in its dead-letter queue says dead-lettered there
+        const e = await this.redis.xrange(k.stream, sid, sid)
+        const f = e[0]?.[1] ?? []
+        const h = f.findIndex((x, i) => i % 2 === 0 && x === 'h')
+        const dead = h >= 0 && (JSON.parse(f[h + 1]) as Record<string, string>)['x-death-queue'] !== undefined
+        return {messageId: id, queue, status: dead ? 'dead-lettered' : 'sent'}
       }
       // dead-lettered means it moved on: what happened in the dead-letter queue is the later news
       if (done !== null && (final === null || final.status === 'dead-lettered')) final = {messageId: id, queue, status: STATUS_NAMES[Number(done)]}

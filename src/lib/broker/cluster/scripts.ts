@@ -48,9 +48,13 @@ end
 /**
  * One run takes every publish a node had for one queue in one event-loop turn, in arrival order, so
  * Redis fsyncs them as one AOF write and a duplicate id later in the batch sees the earlier one.
- * KEYS stream, ids, dedupe. ARGV now, dedupe window ms, dedupe max, max length (0 none), consumer, n,
- * then per message: message id, dedupe (0|1), field count, fields...
- * Returns {per-message 1 stored / 0 duplicate, entries over max length now pending for `consumer`}.
+ * When the node has local consumers with room, the same run reads up to `claim` ready entries for
+ * `consumer` (as its XREADGROUP would), so the node delivers them without another round trip; an
+ * entry of this batch comes back as its index only (the node has the message), others whole.
+ * KEYS stream, ids, dedupe. ARGV now, dedupe window ms, dedupe max, max length (0 none), consumer,
+ * claim, n, then per message: message id, dedupe (0|1), field count, fields...
+ * Returns {per-message 1 stored / 0 duplicate, entries over max length now pending for `consumer`,
+ * claimed entries: {entry id, batch index} or {entry id, 0, fields}}.
  */
 export const PUBLISH =
   CHUNKED +
@@ -58,9 +62,11 @@ export const PUBLISH =
 local s, ids, dd = KEYS[1], KEYS[2], KEYS[3]
 local now = tonumber(ARGV[1])
 local maxlen = tonumber(ARGV[4])
-local n = tonumber(ARGV[6])
-local i = 7
+local claim = tonumber(ARGV[6])
+local n = tonumber(ARGV[7])
+local i = 8
 local out = {}
+local added = {}
 local deduped = false
 -- the id index and the dedupe set are written once for the batch, after the XADDs
 local index, seen, scored = {}, {}, {}
@@ -76,6 +82,7 @@ for j = 1, n do
     out[j] = 0
   else
     local id = redis.call('XADD', s, '*', unpack(f))
+    added[id] = j
     index[#index + 1] = mid
     index[#index + 1] = id
     if dedupe then
@@ -92,6 +99,17 @@ if deduped then
   redis.call('ZREMRANGEBYSCORE', dd, '-inf', now - tonumber(ARGV[2]))
   redis.call('ZREMRANGEBYRANK', dd, 0, -tonumber(ARGV[3]) - 1)
 end
+-- delivering beats dropping: the local consumers take theirs before the max-length trim
+local claimed = {}
+if claim > 0 then
+  local r = redis.call('XREADGROUP', 'GROUP', 'g', ARGV[5], 'COUNT', claim, 'STREAMS', s, '>')
+  if r then
+    for _, e in ipairs(r[1][2]) do
+      local j = added[e[1]]
+      if j then claimed[#claimed + 1] = {e[1], j} else claimed[#claimed + 1] = {e[1], 0, e[2]} end
+    end
+  end
+end
 local trimmed = {}
 if maxlen > 0 then
   local ready = redis.call('XLEN', s) - redis.call('XPENDING', s, 'g')[1]
@@ -100,12 +118,13 @@ if maxlen > 0 then
     if r then trimmed = r[1][2] end
   end
 end
-return {out, trimmed}
+return {out, trimmed, claimed}
 `
 
 /**
- * KEYS stream, ids, done, doneLog. ARGV status code, done capacity, then triples (entry id, message id, owner).
- * Acknowledges each entry its owner still holds; returns 1/0 per triple (0: claimed elsewhere meanwhile).
+ * KEYS stream, ids, done, doneLog. ARGV status code (-1: record none), done capacity, then triples
+ * (entry id, message id, owner). Acknowledges each entry its owner still holds; returns 1/0 per
+ * triple (0: claimed elsewhere meanwhile).
  */
 export const SETTLE =
   OWNED +
@@ -134,6 +153,8 @@ if #sids > 0 then
   chunked('XACK', s, 'g', sids, 1000)
   chunked('XDEL', s, nil, sids, 1000)
   chunked('HDEL', ids, nil, gone, 1000)
+end
+if #sids > 0 and code ~= '-1' then
   chunked('HSET', done, nil, codes, 1000)
   chunked('RPUSH', log, nil, mids, 1000)
   local over = redis.call('LLEN', log) - cap
