@@ -76,6 +76,7 @@ Both runs go through a running broker with the same code paths as mq send and mq
             r = await benchThroughput(connect, {
               brokerPid: priv?.proc.pid,
               durable: f.durable,
+              grantEvery: config.e2e.grant_every,
               maxMessages: f['key-messages'] ?? config.e2e.key_max_messages,
               messages,
               prefetch: Math.min(f.prefetch, window),

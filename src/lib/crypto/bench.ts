@@ -129,7 +129,7 @@ class DiscardSink implements ReceiveSink<LoopDelivery> {
  */
 export async function benchThroughput(
   connect: () => Promise<BenchClient>,
-  opts: {messages?: number; size?: number; durable?: boolean; prefetch?: number; window?: number; maxMessages?: number; rounds?: number; recipients?: number; brokerPid?: number},
+  opts: {messages?: number; size?: number; durable?: boolean; prefetch?: number; window?: number; maxMessages?: number; grantEvery?: number; rounds?: number; recipients?: number; brokerPid?: number},
 ): Promise<ThroughputResult> {
   const messages = opts.messages ?? 20_000
   const size = opts.size ?? 256
@@ -152,6 +152,7 @@ export async function benchThroughput(
       const sender = new MessageSender(producer, {
         exchange: '',
         format: mode,
+        grantEvery: opts.grantEvery,
         maxMessages: opts.maxMessages,
         recipients: mode === 'native' ? encs.map((k, i) => ({encPublicKey: k.publicKey, name: i === 0 ? 'bench-bob' : `bench-r${i}`})) : [],
         routingKey: queue,
