@@ -27,6 +27,8 @@ import {
   verify,
 } from 'node:crypto'
 
+import {isUtf8} from 'node:buffer'
+
 import {DataError, MqError, PermissionError, TempFailError, UsageError} from '../errors.js'
 
 /** the first format: JSON header, the grant in every envelope (still opened, no longer written) */
@@ -338,14 +340,9 @@ function decodeHeader2(b: Buffer): Header2 {
   const hBytes = field('headers')
   if (off !== b.length) throw bad('trailing bytes in the header')
   if (idBytes.length === 0 || idBytes.length > MAX_ID_BYTES || ctBytes.length > MAX_ID_BYTES) throw bad('header fields')
-  let id: string
-  let ct: string
-  try {
-    id = utf8.decode(idBytes)
-    ct = utf8.decode(ctBytes)
-  } catch {
-    throw bad('header fields are not UTF-8')
-  }
+  if (!isUtf8(idBytes) || !isUtf8(ctBytes)) throw bad('header fields are not UTF-8')
+  const id = idBytes.toString('utf8')
+  const ct = ctBytes.toString('utf8')
   let h: Record<string, string> | undefined
   if (hBytes.length > 0) {
     const v = parseJson(hBytes, 'header headers')
@@ -357,7 +354,6 @@ function decodeHeader2(b: Buffer): Header2 {
 
 const DEFAULT_CONTENT_TYPE = 'application/octet-stream'
 
-const utf8 = new TextDecoder('utf-8', {fatal: true})
 const MAX_ID_BYTES = 1024
 
 /** MQE2 associated data: the grant hash, the header and every recipient's MAC, each delimited. */
@@ -590,6 +586,9 @@ interface CachedKey {
   macKey: Buffer
   /** when the sender's certificate was last found valid for this grant */
   checkedAt: number
+  /** the grant's hash (the cache key) and its recipients' names, kept for the per-message fast path */
+  hash: Buffer
+  names: string[]
 }
 
 /**
@@ -629,6 +628,8 @@ export class EnvelopeOpener {
   unwraps = 0
   /** grants verified so far: a reference that was unknown may open now */
   grantsLearned = 0
+  /** the key the previous message used */
+  private recent?: CachedKey
   /** the last verified grant (copied: the envelope buffer belongs to the caller) */
   private last?: {grantBytes: Buffer; signature: Buffer; hash: Buffer}
 
@@ -643,6 +644,15 @@ export class EnvelopeOpener {
   }
 
   private async unlock(grantHash: Buffer, inline?: {grantBytes: Buffer; signature: Buffer}): Promise<CachedKey> {
+    // a stream uses one grant: the entry of the previous message, unless its sender is due for a recheck
+    const recent = this.recent
+    if (recent && recent.hash.equals(grantHash) && this.now() - recent.checkedAt <= this.recheckMs) return recent
+    const k = await this.unlockSlow(grantHash, inline)
+    this.recent = k
+    return k
+  }
+
+  private async unlockSlow(grantHash: Buffer, inline?: {grantBytes: Buffer; signature: Buffer}): Promise<CachedKey> {
     const id = grantHash.toString('hex')
     const hit = this.cache.get(id)
     if (hit) {
@@ -691,7 +701,7 @@ export class EnvelopeOpener {
     }
     this.unwraps++
     if (keys.length !== 64) throw fail('E_ENVELOPE_UNWRAP', 'The unwrapped data key has the wrong length.', 'treat the message as corrupt.')
-    const entry: CachedKey = {checkedAt: this.now(), dataKey: keys.subarray(0, 32), grant, index, macKey: keys.subarray(32)}
+    const entry: CachedKey = {checkedAt: this.now(), dataKey: keys.subarray(0, 32), grant, hash: Buffer.from(grantHash), index, macKey: keys.subarray(32), names: grant.to.map((t) => t.name)}
     // copies: the envelope buffer belongs to the caller
     if (inline) this.grants?.putGrant(Buffer.from(grantHash), Buffer.from(inline.grantBytes), Buffer.from(inline.signature), grant.exp)
     this.grantsLearned++
@@ -753,7 +763,7 @@ export class EnvelopeOpener {
       keyId: grant.kid,
       messageId: header.id,
       payload,
-      recipients: grant.to.map((t) => t.name),
+      recipients: k.names,
       sender: grant.from,
       seq: header.seq,
       timestamp: header.ts,
