@@ -2,8 +2,10 @@
  * The native end-to-end envelope (docs/envelope.md): AES-256-GCM under a data key that is
  * wrapped with RSA-OAEP-SHA256 for each recipient inside a "grant" the sender signs with
  * RSA-PSS. A sealer reuses one grant (one data key) for a bounded stream of messages, so the
- * RSA work happens once per key on both sides; every message still carries the grant, so
- * each envelope is self-contained and a receiver that missed the first one can still open it.
+ * RSA work happens once per key on both sides. An MQE2 envelope carries the signed grant now and
+ * then (the first message of a key, every grantEvery-th, every second) and otherwise its hash,
+ * which the AAD binds; receivers keep the grants they verified (GrantStore), so a reference opens
+ * after a restart too. MQE1 envelopes (the grant in every one, JSON header) are still opened.
  *
  * Because several recipients share the data key, a recipient could forge a GCM tag; each
  * recipient therefore also gets its own MAC key inside its wrapped key, and every message
