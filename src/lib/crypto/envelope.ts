@@ -371,14 +371,22 @@ function aad2(grantHash: Buffer, headerBytes: Buffer, macBlock: Buffer): Buffer 
 }
 
 function macsFor2(macKeys: Buffer[], grantHash: Buffer, headerBytes: Buffer, payload: Buffer): Buffer {
-  const digest = createHash('sha256').update(payload).digest()
+  // the MAC input is the same for every recipient: build it once, one update per recipient
+  const input = macInput2(grantHash, headerBytes, createHash('sha256').update(payload).digest())
   const out = Buffer.allocUnsafe(macKeys.length * MAC_LEN)
-  for (let i = 0; i < macKeys.length; i++) messageMac2(macKeys[i], grantHash, headerBytes, digest).copy(out, i * MAC_LEN, 0, MAC_LEN)
+  for (let i = 0; i < macKeys.length; i++) createHmac('sha256', macKeys[i]).update(input).digest().copy(out, i * MAC_LEN, 0, MAC_LEN)
   return out
 }
 
-function messageMac2(macKey: Buffer, grantHash: Buffer, headerBytes: Buffer, payloadDigest: Buffer): Buffer {
-  return createHmac('sha256', macKey).update(MAC2_CONTEXT).update(grantHash).update(u16(headerBytes.length)).update(headerBytes).update(payloadDigest).digest()
+/** "mq-envelope-mac/2\0" || gh || u16(H) || header || SHA-256(payload) */
+function macInput2(grantHash: Buffer, headerBytes: Buffer, payloadDigest: Buffer): Buffer {
+  const b = Buffer.allocUnsafe(MAC2_CONTEXT.length + GRANT_HASH_LEN + 2 + headerBytes.length + payloadDigest.length)
+  let off = MAC2_CONTEXT.copy(b, 0)
+  off += grantHash.copy(b, off)
+  off = b.writeUInt16BE(headerBytes.length, off)
+  off += headerBytes.copy(b, off)
+  payloadDigest.copy(b, off)
+  return b
 }
 
 /** Binds the signed grant (and its signature), the header and every recipient's MAC to the ciphertext. */
@@ -755,7 +763,7 @@ export class EnvelopeOpener {
     const payload = gcmOpen(k.dataKey, header.nonce, aad2(grantHash, parts.headerBytes, parts.macs), parts.ciphertext, parts.tag)
     if (grant.to.length > 1) {
       const mine = parts.macs.subarray(k.index * MAC_LEN, (k.index + 1) * MAC_LEN)
-      const want = messageMac2(k.macKey, grantHash, parts.headerBytes, createHash('sha256').update(payload).digest()).subarray(0, MAC_LEN)
+      const want = createHmac('sha256', k.macKey).update(macInput2(grantHash, parts.headerBytes, createHash('sha256').update(payload).digest())).digest().subarray(0, MAC_LEN)
       if (!timingSafeEqual(mine, want)) throw fail('E_ENVELOPE_MAC', `The message MAC does not verify: it was not sent by ${grant.from}.`, 'treat the message as forged (another recipient may have written it).')
     }
     return {
