@@ -389,7 +389,7 @@ function macInput2(grantHash: Buffer, headerBytes: Buffer, payloadDigest: Buffer
   return b
 }
 
-/** Binds the signed grant (and its signature), the header and every recipient's MAC to the ciphertext. */
+/** MQE1: binds the signed grant (and its signature), the header and every recipient's MAC to the ciphertext. */
 function aad(grantHash: Buffer, headerBytes: Buffer, macBlock: Buffer): Buffer {
   return Buffer.concat([ENVELOPE_MAGIC, grantHash, u32(headerBytes.length), headerBytes, macBlock])
 }
@@ -415,11 +415,12 @@ function nextNonce(): Buffer {
   return n
 }
 
+/** MQE1's per-recipient MAC (checked when opening old envelopes) */
 function messageMac(macKey: Buffer, grantHash: Buffer, headerBytes: Buffer, payloadDigest: Buffer): Buffer {
   return createHmac('sha256', macKey).update(MAC_CONTEXT).update(grantHash).update(u32(headerBytes.length)).update(headerBytes).update(payloadDigest).digest().subarray(0, MAC_LEN)
 }
 
-/** The parts of a native envelope, bounds-checked but not yet verified. */
+/** The parts of an MQE1 envelope, bounds-checked but not yet verified. */
 export interface EnvelopeParts {
   grantBytes: Buffer
   signature: Buffer
@@ -496,7 +497,7 @@ export function parseEnvelope2(buf: Buffer): Envelope2Parts {
 const bad = (what: string): DataError =>
   new DataError('E_ENVELOPE_MALFORMED', `Malformed envelope: ${what}.`, {hint: 'Try this: check that the sender uses mq send (native format); the message was altered or is not an mq envelope.'})
 
-/** Splits an envelope; throws E_ENVELOPE_MALFORMED on any structural problem, never reads out of bounds. */
+/** Splits an MQE1 envelope; throws E_ENVELOPE_MALFORMED on any structural problem, never reads out of bounds. */
 export function parseEnvelope(buf: Buffer): EnvelopeParts {
   if (!isNativeEnvelope(buf)) throw bad('not an mq envelope (magic MQE1 missing)')
   let off = 4
