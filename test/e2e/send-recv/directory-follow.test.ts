@@ -88,7 +88,7 @@ describe('key directory and mq recv --follow', () => {
   it('mq bench e2e measures plaintext and encrypted runs through the broker (shape only, no timing asserted)', async () => {
     const r = await runCli(['bench', 'e2e', '--messages', '300', '--rounds', '1', '--size', '256', '--recipients', '1,3', '--json'], {env: b.env})
     assert.equal(r.code, 0, r.stderr)
-    const runs = JSON.parse(r.stdout) as {size: number; recipients: number; plain: {messages: number; cpuUsPerMsg: number}; encrypted: {messages: number; cpuUsPerMsg: number}; unwraps: number; ratio: number}[]
+    const runs = JSON.parse(r.stdout) as {size: number; recipients: number; plain: {messages: number; cpu_us_per_msg: number}; encrypted: {messages: number; cpu_us_per_msg: number}; unwraps: number; ratio: number}[]
     assert.deepEqual(
       runs.map((x) => [x.size, x.recipients]),
       [
@@ -101,7 +101,7 @@ describe('key directory and mq recv --follow', () => {
       assert.equal(out.encrypted.messages, 300)
       assert.equal(out.unwraps, 1, 'one RSA unwrap for the whole encrypted stream')
       assert.ok(out.ratio > 0)
-      assert.ok(out.encrypted.cpuUsPerMsg > 0)
+      assert.ok(out.encrypted.cpu_us_per_msg > 0, 'CPU per message, snake_case like every --json key')
     }
   })
 })
