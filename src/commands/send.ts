@@ -74,6 +74,7 @@ The payload comes from the argument, --file, or standard input. For every --to N
         contentType: f['content-type'],
         exchange,
         format,
+        grantEvery: config.e2e.grant_every,
         headers,
         maxAgeMs: config.e2e.key_max_age_ms,
         maxMessages: config.e2e.key_max_messages,

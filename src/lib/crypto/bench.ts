@@ -4,7 +4,7 @@
  * end-to-end figure through a running broker.
  */
 import {generateKeyPairSync, randomBytes} from 'node:crypto'
-import {mkdtempSync, rmSync} from 'node:fs'
+import {mkdtempSync, readFileSync, rmSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
@@ -24,26 +24,34 @@ export interface EnvelopeBenchResult {
   overheadBytes: number
 }
 
-export async function benchEnvelope(opts: {messages?: number; size?: number; maxMessages?: number} = {}): Promise<EnvelopeBenchResult> {
+export async function benchEnvelope(opts: {messages?: number; size?: number; maxMessages?: number; recipients?: number} = {}): Promise<EnvelopeBenchResult> {
   const messages = opts.messages ?? 10_000
   const size = opts.size ?? 256
-  const enc = generateKeyPairSync('rsa', {modulusLength: 2048})
+  const encs = Array.from({length: Math.max(1, opts.recipients ?? 1)}, () => generateKeyPairSync('rsa', {modulusLength: 2048}))
   const sig = generateKeyPairSync('rsa', {modulusLength: 2048})
-  const sealer = new EnvelopeSealer({maxMessages: opts.maxMessages, recipients: [{encPublicKey: enc.publicKey, name: 'bob'}], sender: {name: 'alice', signPrivateKey: sig.privateKey}})
-  const opener = new EnvelopeOpener({identity: {encPrivateKey: enc.privateKey, name: 'bob'}, resolveSender: async () => sig.publicKey})
+  const sealer = new EnvelopeSealer({
+    maxMessages: opts.maxMessages,
+    recipients: encs.map((k, i) => ({encPublicKey: k.publicKey, name: i === 0 ? 'bob' : `r${i}`})),
+    sender: {name: 'alice', signPrivateKey: sig.privateKey},
+  })
+  const opener = new EnvelopeOpener({identity: {encPrivateKey: encs[0].privateKey, name: 'bob'}, resolveSender: async () => sig.publicKey})
   const payload = Buffer.alloc(size, 0x61)
-  const sealed: Buffer[] = []
+  // keep a bounded ring of envelopes (10,000 of 64 KiB would be 650 MB) and open them round-robin
+  const ring: Buffer[] = []
+  const keep = Math.min(messages, 256)
+  // the first envelope of a key carries the grant, later ones mostly its hash: the receiver learns it first
+  await opener.open(sealer.seal(payload).envelope)
   let t = process.hrtime.bigint()
-  for (let i = 0; i < messages; i++) sealed.push(sealer.seal(payload).envelope)
+  for (let i = 0; i < messages; i++) ring[i % keep] = sealer.seal(payload).envelope
   const sealNs = Number(process.hrtime.bigint() - t)
   t = process.hrtime.bigint()
-  for (const e of sealed) await opener.open(e)
+  for (let i = 0; i < messages; i++) await opener.open(ring[i % keep])
   const openNs = Number(process.hrtime.bigint() - t)
   return {
     keysCreated: sealer.keysCreated,
     messages,
     openPerSec: Math.round((messages * 1e9) / openNs),
-    overheadBytes: sealed[0].length - size,
+    overheadBytes: ring[0].length - size,
     sealPerSec: Math.round((messages * 1e9) / sealNs),
     size,
     unwraps: opener.unwraps,
@@ -63,16 +71,26 @@ export interface ThroughputRun {
   seconds: number
   perSec: number
   mbPerSec: number
+  /** CPU time of this process (sender and receiver) per message, microseconds: load-independent */
+  cpuUsPerMsg: number
+  /** CPU time of the broker process per message, microseconds (when its pid is known) */
+  brokerCpuUsPerMsg?: number
 }
 
 export interface ThroughputResult {
   size: number
   messages: number
+  /** recipients of each encrypted message (the bench receives as the first of them) */
+  recipients: number
   durable: boolean
   plain: ThroughputRun
   encrypted: ThroughputRun
   /** median encrypted msg/s divided by median plaintext msg/s, same broker, same run */
   ratio: number
+  /** median over rounds of (encrypted msg/s / plaintext msg/s) within the round */
+  roundRatio: number
+  /** median over rounds of this process's CPU per message, encrypted / plaintext */
+  cpuRatio: number
   /** msg/s of every round, in order */
   rounds: {plain: number; encrypted: number}[]
   keysCreated: number
@@ -81,6 +99,20 @@ export interface ThroughputResult {
 
 function median(runs: ThroughputRun[]): ThroughputRun {
   return [...runs].sort((a, b) => a.perSec - b.perSec)[Math.floor(runs.length / 2)]
+}
+
+const medianOf = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
+
+/** user+system CPU seconds of a process so far, from /proc (Linux); undefined elsewhere or once it is gone */
+function procCpuSeconds(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    // fields after the parenthesised command name; utime and stime are the 14th and 15th fields
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return (Number(f[11]) + Number(f[12])) / 100
+  } catch {
+    return undefined
+  }
 }
 
 class DiscardSink implements ReceiveSink<LoopDelivery> {
@@ -99,12 +131,15 @@ class DiscardSink implements ReceiveSink<LoopDelivery> {
  */
 export async function benchThroughput(
   connect: () => Promise<BenchClient>,
-  opts: {messages?: number; size?: number; durable?: boolean; prefetch?: number; window?: number; maxMessages?: number; rounds?: number},
+  opts: {messages?: number; size?: number; durable?: boolean; prefetch?: number; window?: number; maxMessages?: number; grantEvery?: number; rounds?: number; recipients?: number; brokerPid?: number},
 ): Promise<ThroughputResult> {
   const messages = opts.messages ?? 20_000
   const size = opts.size ?? 256
   const durable = opts.durable ?? true
-  const enc = generateKeyPairSync('rsa', {modulusLength: 2048})
+  const recipients = Math.max(1, opts.recipients ?? 1)
+  // the receiver is the first recipient; the others only cost the sender (wraps, MACs) and envelope bytes
+  const encs = Array.from({length: recipients}, () => generateKeyPairSync('rsa', {modulusLength: 2048}))
+  const enc = encs[0]
   const sig = generateKeyPairSync('rsa', {modulusLength: 2048})
   const scratch = mkdtempSync(join(tmpdir(), 'mq-bench-e2e-'))
   const producer = await connect()
@@ -119,8 +154,9 @@ export async function benchThroughput(
       const sender = new MessageSender(producer, {
         exchange: '',
         format: mode,
+        grantEvery: opts.grantEvery,
         maxMessages: opts.maxMessages,
-        recipients: mode === 'native' ? [{encPublicKey: enc.publicKey, name: 'bench-bob'}] : [],
+        recipients: mode === 'native' ? encs.map((k, i) => ({encPublicKey: k.publicKey, name: i === 0 ? 'bench-bob' : `bench-r${i}`})) : [],
         routingKey: queue,
         sender: {name: 'bench-alice', signPrivateKey: sig.privateKey},
         window: opts.window ?? 256,
@@ -128,6 +164,8 @@ export async function benchThroughput(
       const receiver = new MessageReceiver({accept: [mode], identity: {encPrivateKey: enc.privateKey, name: 'bench-bob'}, replay, resolveSender: async () => sig.publicKey})
       const payload = randomBytes(size)
       const sink = new DiscardSink()
+      const cpu0 = process.cpuUsage()
+      const broker0 = opts.brokerPid ? procCpuSeconds(opts.brokerPid) : undefined
       const t0 = process.hrtime.bigint()
       const recv = receiveLoop(consumer, receiver, sink, {count: n, idleTimeoutMs: 30_000, prefetch: opts.prefetch ?? 512, queue})
       const confirms: Promise<unknown>[] = []
@@ -138,6 +176,8 @@ export async function benchThroughput(
       await Promise.all(confirms)
       const r = await recv
       const seconds = Number(process.hrtime.bigint() - t0) / 1e9
+      const cpu = process.cpuUsage(cpu0)
+      const broker1 = opts.brokerPid ? procCpuSeconds(opts.brokerPid) : undefined
       await replay.close()
       await producer.deleteQueue(queue).catch(() => {})
       if (r.accepted !== n) throw new Error(`bench ${mode}: received ${r.accepted} of ${n} (rejected ${r.rejected})`)
@@ -145,20 +185,28 @@ export async function benchThroughput(
         unwraps = receiver.opener.unwraps
         keysCreated = sender.keysCreated
       }
-      return {mbPerSec: Number(((n * size) / seconds / 1e6).toFixed(2)), messages: n, mode, perSec: Math.round(n / seconds), seconds: Number(seconds.toFixed(3))}
+      return {
+        mbPerSec: Number(((n * size) / seconds / 1e6).toFixed(2)),
+        messages: n,
+        mode,
+        perSec: Math.round(n / seconds),
+        seconds: Number(seconds.toFixed(3)),
+        cpuUsPerMsg: Number(((cpu.user + cpu.system) / n).toFixed(1)),
+        ...(broker0 !== undefined && broker1 !== undefined ? {brokerCpuUsPerMsg: Number((((broker1 - broker0) * 1e6) / n).toFixed(1))} : {}),
+      }
     }
     // warm-up (JIT, TLS buffers, SQLite pages), not reported
     await run('plain', Math.min(1000, messages))
     await run('native', Math.min(1000, messages))
     // alternate the two modes so load from other processes hits both alike; report the medians
     const plains: ThroughputRun[] = []
-    const encs: ThroughputRun[] = []
+    const encRuns: ThroughputRun[] = []
     for (let i = 0; i < Math.max(1, opts.rounds ?? 3); i++) {
       plains.push(await run('plain'))
-      encs.push(await run('native'))
+      encRuns.push(await run('native'))
     }
     const plain = median(plains)
-    const encrypted = median(encs)
+    const encrypted = median(encRuns)
     return {
       durable,
       encrypted,
@@ -166,7 +214,11 @@ export async function benchThroughput(
       messages,
       plain,
       ratio: Number((encrypted.perSec / plain.perSec).toFixed(3)),
-      rounds: plains.map((p, i) => ({encrypted: encs[i].perSec, plain: p.perSec})),
+      // per-round ratios are each measured back to back, so their median resists load swings better
+      roundRatio: Number(medianOf(plains.map((p, i) => encRuns[i].perSec / p.perSec)).toFixed(3)),
+      cpuRatio: Number(medianOf(plains.map((p, i) => encRuns[i].cpuUsPerMsg / p.cpuUsPerMsg)).toFixed(3)),
+      recipients,
+      rounds: plains.map((p, i) => ({encrypted: encRuns[i].perSec, plain: p.perSec})),
       size,
       unwraps,
     }

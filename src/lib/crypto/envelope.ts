@@ -2,8 +2,10 @@
  * The native end-to-end envelope (docs/envelope.md): AES-256-GCM under a data key that is
  * wrapped with RSA-OAEP-SHA256 for each recipient inside a "grant" the sender signs with
  * RSA-PSS. A sealer reuses one grant (one data key) for a bounded stream of messages, so the
- * RSA work happens once per key on both sides; every message still carries the grant, so
- * each envelope is self-contained and a receiver that missed the first one can still open it.
+ * RSA work happens once per key on both sides. An MQE2 envelope carries the signed grant now and
+ * then (the first message of a key, every grantEvery-th, every second) and otherwise its hash,
+ * which the AAD binds; receivers keep the grants they verified (GrantStore), so a reference opens
+ * after a restart too. MQE1 envelopes (the grant in every one, JSON header) are still opened.
  *
  * Because several recipients share the data key, a recipient could forge a GCM tag; each
  * recipient therefore also gets its own MAC key inside its wrapped key, and every message
@@ -27,12 +29,23 @@ import {
   verify,
 } from 'node:crypto'
 
+import {isUtf8} from 'node:buffer'
+
 import {DataError, MqError, PermissionError, TempFailError, UsageError} from '../errors.js'
 
+/** the first format: JSON header, the grant in every envelope (still opened, no longer written) */
 export const ENVELOPE_MAGIC = Buffer.from('MQE1')
+/** the binary format written now (docs/envelope.md): the grant inline now and then, else its hash */
+export const ENVELOPE2_MAGIC = Buffer.from('MQE2')
 export const ENVELOPE_ALG = 'A256GCM+RSA-OAEP-256+PS256+HS256'
 const SIG_CONTEXT = Buffer.from('mq-envelope-grant/1\0')
 const MAC_CONTEXT = Buffer.from('mq-envelope-mac/1\0')
+const MAC2_CONTEXT = Buffer.from('mq-envelope-mac/2\0')
+/** MQE2 kinds: the signed grant travels in the envelope, or only its hash (the receiver knows it) */
+const KIND_GRANT = 1
+const KIND_REF = 2
+const GRANT_HASH_LEN = 32
+const HEADER2_VERSION = 2
 const TAG_LEN = 16
 const MAC_LEN = 16
 const NONCE_LEN = 12
@@ -68,6 +81,13 @@ export interface SealerOptions {
   maxMessages?: number
   /** lifetime of a data key in ms (default 10 minutes) */
   maxAgeMs?: number
+  /**
+   * an envelope carries its signed grant every this many messages of a key (the first one always;
+   * default 1000; 1 = every envelope, each self-contained); the others carry its 32-byte hash
+   */
+  grantEvery?: number
+  /** ... and at least this often, so a receiver that joins a stream learns the grant soon (default 1 s) */
+  grantIntervalMs?: number
   contentType?: string
   now?: () => number
 }
@@ -110,6 +130,8 @@ export interface Sealed {
   envelope: Buffer
   keyId: string
   seq: number
+  /** the envelope carries its signed grant (else only the grant's hash) */
+  grantInline: boolean
 }
 
 /** A message that was opened and fully verified. */
@@ -158,6 +180,10 @@ interface ActiveKey {
   dataKey: Buffer
   macKeys: Buffer[]
   count: number
+  /** when an envelope last carried this grant */
+  inlineAt: number
+  /** the grant part of an inline MQE2 envelope: u32 G, grant, u16 S, signature */
+  inlineBytes: Buffer
 }
 
 /** Seals messages from one sender to one fixed set of recipients, rotating the data key by count and age. */
@@ -167,6 +193,8 @@ export class EnvelopeSealer {
   private readonly recipients: Recipient[]
   private readonly maxMessages: number
   private readonly maxAgeMs: number
+  private readonly grantEvery: number
+  private readonly grantIntervalMs: number
   private readonly contentType: string
   private readonly now: () => number
   private active?: ActiveKey
@@ -179,7 +207,9 @@ export class EnvelopeSealer {
     this.recipients = canonicalRecipients(opts.recipients)
     this.maxMessages = Math.max(1, Math.min(opts.maxMessages ?? 100_000, MAX_MESSAGES_PER_KEY))
     this.maxAgeMs = Math.max(1, opts.maxAgeMs ?? 10 * 60_000)
-    this.contentType = opts.contentType ?? 'application/octet-stream'
+    this.grantEvery = Math.max(1, opts.grantEvery ?? 1000)
+    this.grantIntervalMs = Math.max(0, opts.grantIntervalMs ?? 1000)
+    this.contentType = opts.contentType ?? DEFAULT_CONTENT_TYPE
     this.now = opts.now ?? Date.now
   }
 
@@ -210,7 +240,8 @@ export class EnvelopeSealer {
       saltLength: constants.RSA_PSS_SALTLEN_DIGEST,
     })
     this.keysCreated++
-    return {count: 0, dataKey, grant, grantBytes, grantHash: hashGrant(grantBytes, signature), macKeys, signature}
+    const inlineBytes = Buffer.concat([u32(grantBytes.length), grantBytes, u16(signature.length), signature])
+    return {count: 0, dataKey, grant, grantBytes, grantHash: hashGrant(grantBytes, signature), inlineAt: now, inlineBytes, macKeys, signature}
   }
 
   /** Starts a new data key for the next message (e.g. when the caller wants to limit exposure). */
@@ -223,47 +254,142 @@ export class EnvelopeSealer {
     let k = this.active
     if (!k || k.count >= k.grant.max || now >= k.grant.exp) k = this.active = this.newKey(now)
     const seq = k.count++
+    const inline = seq % this.grantEvery === 0 || now - k.inlineAt >= this.grantIntervalMs
+    if (inline) k.inlineAt = now
     const nonce = nextNonce()
     const messageId = opts.messageId ?? randomUUID()
-    const header: EnvelopeHeader = {
-      ct: opts.contentType ?? this.contentType,
-      from: this.sender.name,
-      id: messageId,
-      kid: k.grant.kid,
-      n: nonce.toString('base64'),
-      seq,
-      to: k.grant.to.map((t) => t.name),
-      ts: opts.timestamp ?? now,
-      v: 1,
-      ...(opts.headers && Object.keys(opts.headers).length > 0 ? {h: opts.headers} : {}),
-    }
-    const headerBytes = Buffer.from(JSON.stringify(header))
+    const headers = opts.headers && Object.keys(opts.headers).length > 0 ? opts.headers : undefined
+    const headerBytes = encodeHeader2(opts.timestamp ?? now, seq, nonce, messageId, opts.contentType ?? this.contentType, headers)
     // per-recipient MACs over header + payload digest, themselves covered by the GCM tag
-    const macBlock = k.macKeys.length > 1 ? macsFor(k.macKeys, k.grantHash, headerBytes, payload) : EMPTY
+    const macBlock = k.macKeys.length > 1 ? macsFor2(k.macKeys, k.grantHash, headerBytes, payload) : EMPTY
     const cipher = createCipheriv('aes-256-gcm', k.dataKey, nonce, {authTagLength: TAG_LEN})
-    cipher.setAAD(aad(k.grantHash, headerBytes, macBlock))
+    cipher.setAAD(aad2(k.grantHash, headerBytes, macBlock))
     const body = cipher.update(payload)
     const fin = cipher.final()
-    const tag = cipher.getAuthTag()
-    const ct = fin.length > 0 ? Buffer.concat([body, fin]) : body
-    const envelope = Buffer.concat([
-      ENVELOPE_MAGIC,
-      u32(k.grantBytes.length),
-      k.grantBytes,
-      u16(k.signature.length),
-      k.signature,
-      u32(headerBytes.length),
-      headerBytes,
-      u16(macBlock.length),
-      macBlock,
-      ct,
-      tag,
-    ])
-    return {envelope, keyId: k.grant.kid, messageId, seq}
+    // one allocation for the whole envelope; the ciphertext is copied in once
+    const grantPart = inline ? k.inlineBytes : k.grantHash
+    const size = 5 + grantPart.length + 2 + headerBytes.length + 2 + macBlock.length + body.length + fin.length + TAG_LEN
+    const envelope = Buffer.allocUnsafe(size)
+    ENVELOPE2_MAGIC.copy(envelope, 0)
+    envelope[4] = inline ? KIND_GRANT : KIND_REF
+    let off = 5 + grantPart.copy(envelope, 5)
+    off = envelope.writeUInt16BE(headerBytes.length, off)
+    off += headerBytes.copy(envelope, off)
+    off = envelope.writeUInt16BE(macBlock.length, off)
+    off += macBlock.copy(envelope, off)
+    off += body.copy(envelope, off)
+    off += fin.copy(envelope, off)
+    cipher.getAuthTag().copy(envelope, off)
+    return {envelope, grantInline: inline, keyId: k.grant.kid, messageId, seq}
   }
 }
 
-/** Binds the signed grant (and its signature), the header and every recipient's MAC to the ciphertext. */
+/**
+ * The MQE2 header: u8 version 2, u64 ts, u32 seq, 12-byte nonce, u16 + message id, u16 + content
+ * type, u16 + user headers as JSON (0: none). Sender, recipients and key id are the grant's.
+ */
+function encodeHeader2(ts: number, seq: number, nonce: Buffer, id: string, ct: string, headers?: Record<string, string>): Buffer {
+  // the usual content type costs nothing on the wire: an empty one means it
+  if (ct === DEFAULT_CONTENT_TYPE) ct = ''
+  const idLen = Buffer.byteLength(id)
+  const ctLen = Buffer.byteLength(ct)
+  const h = headers ? Buffer.from(JSON.stringify(headers)) : EMPTY
+  if (idLen === 0 || idLen > MAX_ID_BYTES) throw new UsageError('E_MESSAGE_ID', `A message id must be 1 to ${MAX_ID_BYTES} bytes (got ${idLen}).`)
+  if (ctLen > MAX_ID_BYTES) throw new UsageError('E_CONTENT_TYPE', `A content type must be at most ${MAX_ID_BYTES} bytes (got ${ctLen}).`)
+  if (h.length > 0xffff) throw new UsageError('E_HEADER', `The user headers are too large (${h.length} bytes as JSON, at most 65535).`)
+  const b = Buffer.allocUnsafe(1 + 8 + 4 + NONCE_LEN + 2 + idLen + 2 + ctLen + 2 + h.length)
+  b[0] = HEADER2_VERSION
+  b.writeUInt32BE(Math.floor(ts / 2 ** 32), 1)
+  b.writeUInt32BE(ts % 2 ** 32, 5)
+  b.writeUInt32BE(seq, 9)
+  nonce.copy(b, 13)
+  let off = b.writeUInt16BE(idLen, 13 + NONCE_LEN)
+  off += b.write(id, off)
+  off = b.writeUInt16BE(ctLen, off)
+  off += b.write(ct, off)
+  off = b.writeUInt16BE(h.length, off)
+  h.copy(b, off)
+  return b
+}
+
+interface Header2 {
+  ts: number
+  seq: number
+  nonce: Buffer
+  id: string
+  ct: string
+  h?: Record<string, string>
+}
+
+function decodeHeader2(b: Buffer): Header2 {
+  let off = 13 + NONCE_LEN
+  if (b.length < off + 6 || b[0] !== HEADER2_VERSION) throw bad(b.length > 0 && b[0] !== HEADER2_VERSION ? `unsupported header version ${b[0]}` : 'truncated header')
+  const ts = b.readUInt32BE(1) * 2 ** 32 + b.readUInt32BE(5)
+  if (!Number.isSafeInteger(ts)) throw bad('header timestamp')
+  const seq = b.readUInt32BE(9)
+  const nonce = b.subarray(13, 13 + NONCE_LEN)
+  const field = (what: string): Buffer => {
+    if (off + 2 > b.length) throw bad(`truncated header ${what}`)
+    const n = b.readUInt16BE(off)
+    off += 2
+    if (off + n > b.length) throw bad(`truncated header ${what}`)
+    const v = b.subarray(off, off + n)
+    off += n
+    return v
+  }
+  const idBytes = field('message id')
+  const ctBytes = field('content type')
+  const hBytes = field('headers')
+  if (off !== b.length) throw bad('trailing bytes in the header')
+  if (idBytes.length === 0 || idBytes.length > MAX_ID_BYTES || ctBytes.length > MAX_ID_BYTES) throw bad('header fields')
+  if (!isUtf8(idBytes) || !isUtf8(ctBytes)) throw bad('header fields are not UTF-8')
+  const id = idBytes.toString('utf8')
+  const ct = ctBytes.toString('utf8')
+  let h: Record<string, string> | undefined
+  if (hBytes.length > 0) {
+    const v = parseJson(hBytes, 'header headers')
+    if (!Object.values(v).every((x) => typeof x === 'string')) throw bad('header headers')
+    h = v as Record<string, string>
+  }
+  return {ct: ct === '' ? DEFAULT_CONTENT_TYPE : ct, h, id, nonce, seq, ts}
+}
+
+const DEFAULT_CONTENT_TYPE = 'application/octet-stream'
+
+const MAX_ID_BYTES = 1024
+
+/** MQE2 associated data: the grant hash, the header and every recipient's MAC, each delimited. */
+function aad2(grantHash: Buffer, headerBytes: Buffer, macBlock: Buffer): Buffer {
+  const b = Buffer.allocUnsafe(4 + GRANT_HASH_LEN + 2 + headerBytes.length + 2 + macBlock.length)
+  ENVELOPE2_MAGIC.copy(b, 0)
+  grantHash.copy(b, 4)
+  let off = b.writeUInt16BE(headerBytes.length, 4 + GRANT_HASH_LEN)
+  off += headerBytes.copy(b, off)
+  off = b.writeUInt16BE(macBlock.length, off)
+  macBlock.copy(b, off)
+  return b
+}
+
+function macsFor2(macKeys: Buffer[], grantHash: Buffer, headerBytes: Buffer, payload: Buffer): Buffer {
+  // the MAC input is the same for every recipient: build it once, one update per recipient
+  const input = macInput2(grantHash, headerBytes, createHash('sha256').update(payload).digest())
+  const out = Buffer.allocUnsafe(macKeys.length * MAC_LEN)
+  for (let i = 0; i < macKeys.length; i++) createHmac('sha256', macKeys[i]).update(input).digest().copy(out, i * MAC_LEN, 0, MAC_LEN)
+  return out
+}
+
+/** "mq-envelope-mac/2\0" || gh || u16(H) || header || SHA-256(payload) */
+function macInput2(grantHash: Buffer, headerBytes: Buffer, payloadDigest: Buffer): Buffer {
+  const b = Buffer.allocUnsafe(MAC2_CONTEXT.length + GRANT_HASH_LEN + 2 + headerBytes.length + payloadDigest.length)
+  let off = MAC2_CONTEXT.copy(b, 0)
+  off += grantHash.copy(b, off)
+  off = b.writeUInt16BE(headerBytes.length, off)
+  off += headerBytes.copy(b, off)
+  payloadDigest.copy(b, off)
+  return b
+}
+
+/** MQE1: binds the signed grant (and its signature), the header and every recipient's MAC to the ciphertext. */
 function aad(grantHash: Buffer, headerBytes: Buffer, macBlock: Buffer): Buffer {
   return Buffer.concat([ENVELOPE_MAGIC, grantHash, u32(headerBytes.length), headerBytes, macBlock])
 }
@@ -289,16 +415,12 @@ function nextNonce(): Buffer {
   return n
 }
 
-function macsFor(macKeys: Buffer[], grantHash: Buffer, headerBytes: Buffer, payload: Buffer): Buffer {
-  const digest = createHash('sha256').update(payload).digest()
-  return Buffer.concat(macKeys.map((mk) => messageMac(mk, grantHash, headerBytes, digest)))
-}
-
+/** MQE1's per-recipient MAC (checked when opening old envelopes) */
 function messageMac(macKey: Buffer, grantHash: Buffer, headerBytes: Buffer, payloadDigest: Buffer): Buffer {
   return createHmac('sha256', macKey).update(MAC_CONTEXT).update(grantHash).update(u32(headerBytes.length)).update(headerBytes).update(payloadDigest).digest().subarray(0, MAC_LEN)
 }
 
-/** The parts of a native envelope, bounds-checked but not yet verified. */
+/** The parts of an MQE1 envelope, bounds-checked but not yet verified. */
 export interface EnvelopeParts {
   grantBytes: Buffer
   signature: Buffer
@@ -309,13 +431,73 @@ export interface EnvelopeParts {
 }
 
 export function isNativeEnvelope(buf: Buffer): boolean {
-  return buf.length >= 4 && buf.subarray(0, 4).equals(ENVELOPE_MAGIC)
+  if (buf.length < 4) return false
+  const m = buf.subarray(0, 4)
+  return m.equals(ENVELOPE2_MAGIC) || m.equals(ENVELOPE_MAGIC)
+}
+
+/** The parts of an MQE2 envelope, bounds-checked but not yet verified. */
+export interface Envelope2Parts {
+  /** the signed grant and its signature when the envelope carries them */
+  inline?: {grantBytes: Buffer; signature: Buffer}
+  /** the hash of the grant when it does not */
+  grantHash?: Buffer
+  headerBytes: Buffer
+  macs: Buffer
+  ciphertext: Buffer
+  tag: Buffer
+}
+
+/** Splits an MQE2 envelope; throws E_ENVELOPE_MALFORMED on any structural problem, never reads out of bounds. */
+export function parseEnvelope2(buf: Buffer): Envelope2Parts {
+  if (buf.length < 5 || !buf.subarray(0, 4).equals(ENVELOPE2_MAGIC)) throw bad('not an MQE2 envelope')
+  const kind = buf[4]
+  let off = 5
+  const need = (n: number, what: string): void => {
+    if (off + n > buf.length) throw bad(`truncated ${what}`)
+  }
+  let inline: Envelope2Parts['inline']
+  let grantHash: Buffer | undefined
+  if (kind === KIND_GRANT) {
+    need(4, 'grant length')
+    const gl = buf.readUInt32BE(off)
+    off += 4
+    if (gl > MAX_GRANT_BYTES) throw bad('grant too large')
+    need(gl, 'grant')
+    const grantBytes = buf.subarray(off, off + gl)
+    off += gl
+    need(2, 'signature length')
+    const sl = buf.readUInt16BE(off)
+    off += 2
+    need(sl, 'signature')
+    inline = {grantBytes, signature: buf.subarray(off, off + sl)}
+    off += sl
+  } else if (kind === KIND_REF) {
+    need(GRANT_HASH_LEN, 'grant hash')
+    grantHash = buf.subarray(off, off + GRANT_HASH_LEN)
+    off += GRANT_HASH_LEN
+  } else throw bad(`unknown envelope kind ${kind}`)
+  need(2, 'header length')
+  const hl = buf.readUInt16BE(off)
+  off += 2
+  need(hl, 'header')
+  const headerBytes = buf.subarray(off, off + hl)
+  off += hl
+  need(2, 'MAC length')
+  const ml = buf.readUInt16BE(off)
+  off += 2
+  if (ml % MAC_LEN !== 0) throw bad('MAC block length')
+  need(ml, 'MACs')
+  const macs = buf.subarray(off, off + ml)
+  off += ml
+  need(TAG_LEN, 'ciphertext')
+  return {ciphertext: buf.subarray(off, buf.length - TAG_LEN), grantHash, headerBytes, inline, macs, tag: buf.subarray(buf.length - TAG_LEN)}
 }
 
 const bad = (what: string): DataError =>
   new DataError('E_ENVELOPE_MALFORMED', `Malformed envelope: ${what}.`, {hint: 'Try this: check that the sender uses mq send (native format); the message was altered or is not an mq envelope.'})
 
-/** Splits an envelope; throws E_ENVELOPE_MALFORMED on any structural problem, never reads out of bounds. */
+/** Splits an MQE1 envelope; throws E_ENVELOPE_MALFORMED on any structural problem, never reads out of bounds. */
 export function parseEnvelope(buf: Buffer): EnvelopeParts {
   if (!isNativeEnvelope(buf)) throw bad('not an mq envelope (magic MQE1 missing)')
   let off = 4
@@ -415,11 +597,25 @@ interface CachedKey {
   macKey: Buffer
   /** when the sender's certificate was last found valid for this grant */
   checkedAt: number
+  /** the grant's hash (the cache key) and its recipients' names, kept for the per-message fast path */
+  hash: Buffer
+  names: string[]
+}
+
+/**
+ * Verified grants kept by a receiver (signed and wrapped: nothing secret), so an MQE2 envelope that
+ * carries only its grant's hash still opens after a restart or when read later from a dead-letter queue.
+ */
+export interface GrantStore {
+  getGrant(hash: Buffer): {grantBytes: Buffer; signature: Buffer} | undefined
+  putGrant(hash: Buffer, grantBytes: Buffer, signature: Buffer, exp: number): void
 }
 
 export interface OpenerOptions {
   identity: OpenerIdentity
   resolveSender: SenderResolver
+  /** where verified grants are kept across runs (the replay database); in memory only without it */
+  grants?: GrantStore
   /** unwrapped data keys kept in memory (default 1024) */
   cacheSize?: number
   /** how often a cached grant's sender is checked again (revocation), ms (default 60 s) */
@@ -438,8 +634,13 @@ export class EnvelopeOpener {
   private readonly cache = new Map<string, CachedKey>()
   private readonly recheckMs: number
   private readonly now: () => number
+  private readonly grants?: GrantStore
   /** RSA unwraps done so far (cache misses) */
   unwraps = 0
+  /** grants verified so far: a reference that was unknown may open now */
+  grantsLearned = 0
+  /** the key the previous message used */
+  private recent?: CachedKey
   /** the last verified grant (copied: the envelope buffer belongs to the caller) */
   private last?: {grantBytes: Buffer; signature: Buffer; hash: Buffer}
 
@@ -450,9 +651,19 @@ export class EnvelopeOpener {
     this.cacheSize = Math.max(1, opts.cacheSize ?? 1024)
     this.recheckMs = opts.recheckMs ?? 60_000
     this.now = opts.now ?? Date.now
+    this.grants = opts.grants
   }
 
-  private async unlock(parts: EnvelopeParts, grantHash: Buffer): Promise<CachedKey> {
+  private async unlock(grantHash: Buffer, inline?: {grantBytes: Buffer; signature: Buffer}): Promise<CachedKey> {
+    // a stream uses one grant: the entry of the previous message, unless its sender is due for a recheck
+    const recent = this.recent
+    if (recent && recent.hash.equals(grantHash) && this.now() - recent.checkedAt <= this.recheckMs) return recent
+    const k = await this.unlockSlow(grantHash, inline)
+    this.recent = k
+    return k
+  }
+
+  private async unlockSlow(grantHash: Buffer, inline?: {grantBytes: Buffer; signature: Buffer}): Promise<CachedKey> {
     const id = grantHash.toString('hex')
     const hit = this.cache.get(id)
     if (hit) {
@@ -466,6 +677,17 @@ export class EnvelopeOpener {
       this.cache.delete(id)
       this.cache.set(id, hit)
       return hit
+    }
+    let parts = inline
+    if (!parts) {
+      const stored = this.grants?.getGrant(grantHash)
+      // the stored copy must still be the grant its hash names (a damaged file is no grant)
+      if (!stored || !hashGrant(stored.grantBytes, stored.signature).equals(grantHash)) {
+        throw new TempFailError('E_GRANT_UNKNOWN', `The message refers to a key grant (${id.slice(0, 16)}...) this receiver has not seen yet.`, {
+          hint: 'Try this: run mq recv again; the message was not rejected. The sender repeats its grant every e2e.grant_every messages and every second, and this receiver keeps every grant it verified.',
+        })
+      }
+      parts = stored
     }
     const grant = parseGrant(parts.grantBytes)
     const index = grant.to.findIndex((t) => t.name === this.identity.name && t.fp === this.myFp)
@@ -490,7 +712,10 @@ export class EnvelopeOpener {
     }
     this.unwraps++
     if (keys.length !== 64) throw fail('E_ENVELOPE_UNWRAP', 'The unwrapped data key has the wrong length.', 'treat the message as corrupt.')
-    const entry: CachedKey = {checkedAt: this.now(), dataKey: keys.subarray(0, 32), grant, index, macKey: keys.subarray(32)}
+    const entry: CachedKey = {checkedAt: this.now(), dataKey: keys.subarray(0, 32), grant, hash: Buffer.from(grantHash), index, macKey: keys.subarray(32), names: grant.to.map((t) => t.name)}
+    // copies: the envelope buffer belongs to the caller
+    if (inline) this.grants?.putGrant(Buffer.from(grantHash), Buffer.from(inline.grantBytes), Buffer.from(inline.signature), grant.exp)
+    this.grantsLearned++
     this.cache.set(id, entry)
     if (this.cache.size > this.cacheSize) this.cache.delete(this.cache.keys().next().value as string)
     return entry
@@ -512,13 +737,55 @@ export class EnvelopeOpener {
     return senderKey
   }
 
-  async open(buf: Buffer): Promise<Opened> {
-    const parts = parseEnvelope(buf)
-    // a stream reuses one grant: compare bytes with the last one instead of hashing them again
+  /** The hash of an inline grant: a stream reuses one grant, so compare bytes with the last one instead of hashing again. */
+  private inlineHash(grantBytes: Buffer, signature: Buffer): Buffer {
     const last = this.last
-    const grantHash = last && last.grantBytes.equals(parts.grantBytes) && last.signature.equals(parts.signature) ? last.hash : hashGrant(parts.grantBytes, parts.signature)
-    const k = await this.unlock(parts, grantHash)
-    if (last?.hash !== grantHash) this.last = {grantBytes: Buffer.from(parts.grantBytes), hash: grantHash, signature: Buffer.from(parts.signature)}
+    if (last && last.grantBytes.equals(grantBytes) && last.signature.equals(signature)) return last.hash
+    const hash = hashGrant(grantBytes, signature)
+    this.last = {grantBytes: Buffer.from(grantBytes), hash, signature: Buffer.from(signature)}
+    return hash
+  }
+
+  async open(buf: Buffer): Promise<Opened> {
+    if (buf.length >= 4 && buf.subarray(0, 4).equals(ENVELOPE2_MAGIC)) return this.open2(buf)
+    return this.open1(buf)
+  }
+
+  private async open2(buf: Buffer): Promise<Opened> {
+    const parts = parseEnvelope2(buf)
+    const grantHash = parts.inline ? this.inlineHash(parts.inline.grantBytes, parts.inline.signature) : parts.grantHash!
+    const k = await this.unlock(grantHash, parts.inline)
+    const header = decodeHeader2(parts.headerBytes)
+    const {grant} = k
+    // the grant hash in the AAD binds sender, recipients and key id; the header binds id, time and position
+    if (header.seq >= grant.max) throw fail('E_ENVELOPE_HEADER', 'The message exceeds the number of messages its key grant allows.', 'treat the message as forged.')
+    if (header.ts + SKEW_MS < grant.iat || header.ts > grant.exp + SKEW_MS) throw fail('E_ENVELOPE_HEADER', 'The message timestamp lies outside its key grant validity.', 'treat the message as forged.')
+    if (parts.macs.length !== (grant.to.length > 1 ? grant.to.length * MAC_LEN : 0)) throw fail('E_ENVELOPE_MAC', 'The message carries the wrong number of MACs.', 'treat the message as forged.')
+    const payload = gcmOpen(k.dataKey, header.nonce, aad2(grantHash, parts.headerBytes, parts.macs), parts.ciphertext, parts.tag)
+    if (grant.to.length > 1) {
+      const mine = parts.macs.subarray(k.index * MAC_LEN, (k.index + 1) * MAC_LEN)
+      const want = createHmac('sha256', k.macKey).update(macInput2(grantHash, parts.headerBytes, createHash('sha256').update(payload).digest())).digest().subarray(0, MAC_LEN)
+      if (!timingSafeEqual(mine, want)) throw fail('E_ENVELOPE_MAC', `The message MAC does not verify: it was not sent by ${grant.from}.`, 'treat the message as forged (another recipient may have written it).')
+    }
+    return {
+      contentType: header.ct,
+      format: 'native',
+      headers: header.h ?? {},
+      keyId: grant.kid,
+      messageId: header.id,
+      payload,
+      recipients: k.names,
+      sender: grant.from,
+      seq: header.seq,
+      timestamp: header.ts,
+      verified: true,
+    }
+  }
+
+  private async open1(buf: Buffer): Promise<Opened> {
+    const parts = parseEnvelope(buf)
+    const grantHash = this.inlineHash(parts.grantBytes, parts.signature)
+    const k = await this.unlock(grantHash, parts)
     const header = parseHeader(parts.headerBytes)
     const {grant} = k
     if (header.kid !== grant.kid || header.from !== grant.from) throw fail('E_ENVELOPE_HEADER', 'The message header does not match its signed key grant.', 'treat the message as forged.')
@@ -531,17 +798,7 @@ export class EnvelopeOpener {
     if (parts.macs.length !== (grant.to.length > 1 ? grant.to.length * MAC_LEN : 0)) throw fail('E_ENVELOPE_MAC', 'The message carries the wrong number of MACs.', 'treat the message as forged.')
     const nonce = Buffer.from(header.n, 'base64')
     if (nonce.length !== NONCE_LEN) throw bad('nonce length')
-    const decipher = createDecipheriv('aes-256-gcm', k.dataKey, nonce, {authTagLength: TAG_LEN})
-    decipher.setAAD(aad(grantHash, parts.headerBytes, parts.macs))
-    decipher.setAuthTag(parts.tag)
-    let payload: Buffer
-    try {
-      const a = decipher.update(parts.ciphertext)
-      const b = decipher.final()
-      payload = b.length > 0 ? Buffer.concat([a, b]) : a
-    } catch {
-      throw fail('E_ENVELOPE_TAG', 'The message fails AES-GCM authentication: it was altered.', 'treat the message as forged.')
-    }
+    const payload = gcmOpen(k.dataKey, nonce, aad(grantHash, parts.headerBytes, parts.macs), parts.ciphertext, parts.tag)
     // the GCM tag proves a key holder wrote it; our own MAC proves that holder was the sender
     if (grant.to.length > 1) {
       const mine = parts.macs.subarray(k.index * MAC_LEN, (k.index + 1) * MAC_LEN)
@@ -561,5 +818,18 @@ export class EnvelopeOpener {
       timestamp: header.ts,
       verified: true,
     }
+  }
+}
+
+function gcmOpen(key: Buffer, nonce: Buffer, aadBytes: Buffer, ciphertext: Buffer, tag: Buffer): Buffer {
+  const decipher = createDecipheriv('aes-256-gcm', key, nonce, {authTagLength: TAG_LEN})
+  decipher.setAAD(aadBytes)
+  decipher.setAuthTag(tag)
+  try {
+    const a = decipher.update(ciphertext)
+    const b = decipher.final()
+    return b.length > 0 ? Buffer.concat([a, b]) : a
+  } catch {
+    throw fail('E_ENVELOPE_TAG', 'The message fails AES-GCM authentication: it was altered.', 'treat the message as forged.')
   }
 }

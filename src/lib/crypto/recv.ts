@@ -51,7 +51,7 @@ export class MessageReceiver {
   private readonly pending = new Map<string, IntentEntry>()
 
   constructor(private readonly opts: ReceiverOptions) {
-    this.opener = new EnvelopeOpener({cacheSize: opts.cacheSize, identity: opts.identity, resolveSender: opts.resolveSender})
+    this.opener = new EnvelopeOpener({cacheSize: opts.cacheSize, grants: opts.replay ?? undefined, identity: opts.identity, resolveSender: opts.resolveSender})
     this.accept = new Set(opts.accept)
   }
 
@@ -203,6 +203,9 @@ export function reasonOf(err: unknown): string {
   return `E_INTERNAL: ${(err as Error)?.message ?? String(err)}`
 }
 
+/** How long a delivery may wait for the grant it refers to (senders repeat a grant every second). */
+const GRANT_WAIT_MS = 5000
+
 /** The part of a broker Delivery the receive loop needs. */
 export interface LoopDelivery extends Inbound {
   deliveryTag: number
@@ -299,6 +302,18 @@ export async function receiveLoop<D extends LoopDelivery>(client: ConsumerClient
   let rejected = 0
   let duplicates = 0
   const held: D[] = []
+  // deliveries that name a grant this receiver has not seen (MQE2 reference): kept unacked while the
+  // stream may still bring it (senders repeat it every second), retried whenever a new grant is learned
+  const waiting = new Map<D, number>()
+  let learned = receiver.opener.grantsLearned
+  const giveUp = (now: number): void => {
+    for (const [d, since] of waiting) {
+      if (now - since < GRANT_WAIT_MS) continue
+      waiting.delete(d)
+      held.push(d)
+      opts.onDefer?.(d, new TempFailError('E_GRANT_UNKNOWN', `Message ${d.messageId} refers to a key grant this receiver has not seen, and none arrived within ${GRANT_WAIT_MS / 1000} s.`, {hint: 'Try this: run mq recv again; the message was not rejected.'}))
+    }
+  }
   let stoppedBy: LoopResult['stoppedBy'] = 'count'
   const batch = Math.max(1, opts.batch ?? 256)
   try {
@@ -319,14 +334,30 @@ export async function receiveLoop<D extends LoopDelivery>(client: ConsumerClient
       }
       if (buf.length === 0) {
         let timer: NodeJS.Timeout | undefined
+        let left = Number.POSITIVE_INFINITY
         if (opts.idleTimeoutMs !== undefined) {
-          const left = opts.idleTimeoutMs - (Date.now() - lastArrival)
+          left = opts.idleTimeoutMs - (Date.now() - lastArrival)
           if (left <= 0) {
-            stoppedBy = 'timeout'
+            // nothing more will bring the grants still missing
+            for (const d of waiting.keys()) {
+              held.push(d)
+              opts.onDefer?.(d, new TempFailError('E_GRANT_UNKNOWN', `Message ${d.messageId} refers to a key grant this receiver has not seen.`, {hint: 'Try this: run mq recv again; the message was not rejected.'}))
+            }
+            waiting.clear()
+            stoppedBy = held.length > 0 ? 'tempfail' : 'timeout'
             break
           }
-          timer = setTimeout(notify, left)
         }
+        if (waiting.size > 0) {
+          const now = Date.now()
+          giveUp(now)
+          if (held.length > 0) {
+            stoppedBy = 'tempfail'
+            break
+          }
+          left = Math.min(left, GRANT_WAIT_MS - (now - Math.min(...waiting.values())))
+        }
+        if (left !== Number.POSITIVE_INFINITY) timer = setTimeout(notify, Math.max(1, left))
         await new Promise<void>((r) => {
           wake = r
         })
@@ -344,9 +375,15 @@ export async function receiveLoop<D extends LoopDelivery>(client: ConsumerClient
       }
       for (const d of take) {
         let r: Received
+        const since = waiting.get(d)
+        waiting.delete(d)
         try {
           r = await receiver.open(d)
         } catch (error) {
+          if (error instanceof MqError && error.code === 'E_GRANT_UNKNOWN') {
+            waiting.set(d, since ?? Date.now())
+            continue
+          }
           if (!isDefinitiveRejection(error)) {
             held.push(d)
             opts.onDefer?.(d, error)
@@ -387,6 +424,12 @@ export async function receiveLoop<D extends LoopDelivery>(client: ConsumerClient
       for (const d of dups) client.ack(d.deliveryTag)
       accepted += toWrite.length
       duplicates += dups.length
+      if (waiting.size > 0) {
+        if (receiver.opener.grantsLearned === learned) giveUp(Date.now())
+        // a grant arrived: the waiting deliveries go first in the next batch
+        else buf.unshift(...waiting.keys())
+      }
+      learned = receiver.opener.grantsLearned
       if (held.length > 0) {
         stoppedBy = 'tempfail'
         break
@@ -398,7 +441,7 @@ export async function receiveLoop<D extends LoopDelivery>(client: ConsumerClient
     opts.signal?.removeEventListener('abort', notify)
     if (!closed) await consumer.cancel().catch(() => {})
     // (a closed connection returns its unacked deliveries to the queue by itself)
-    for (const d of [...held, ...buf.splice(0)]) if (!closed) client.nack(d.deliveryTag, true)
+    for (const d of [...held, ...new Set([...waiting.keys(), ...buf.splice(0)])]) if (!closed) client.nack(d.deliveryTag, true)
   }
   return {accepted, deferred: held.length, duplicates, rejected, stoppedBy}
 }

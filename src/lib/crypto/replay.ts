@@ -58,6 +58,9 @@ export interface IntentEntry extends ReplayEntry {
 
 export const DEFAULT_REPLAY_WINDOW_MS = 30 * 86_400_000
 
+/** the clock skew envelope.ts allows between a message's timestamp and its grant's validity */
+const GRANT_SKEW_MS = 5 * 60_000
+
 /** How often, at most, recordMany() prunes in a long run (open() always prunes). */
 const PRUNE_EVERY_MS = 10 * 60_000
 
@@ -81,6 +84,9 @@ export class ReplayGuard {
   private readonly markMany: (entries: IntentEntry[], now: number) => void
   private readonly markBatchStmt: Database.Statement
   private readonly pruneBatchesStmt: Database.Statement
+  private readonly grantGetStmt: Database.Statement
+  private readonly grantPutStmt: Database.Statement
+  private readonly grantPruneStmt: Database.Statement
   /** the batch begin() recorded last and markWritten() has not closed yet */
   private openBatch?: {id: number; entries: IntentEntry[]}
   private nextBatch: number
@@ -120,6 +126,9 @@ export class ReplayGuard {
     const markStmt = db.prepare(
       'INSERT INTO accepted_ids (message_key, sender, accepted_at, ts, delivery, state) VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (message_key) DO UPDATE SET state = 1, ts = MAX(ts, excluded.ts)',
     )
+    this.grantGetStmt = db.prepare('SELECT grant_bytes AS grantBytes, signature FROM grants WHERE hash = ?')
+    this.grantPutStmt = db.prepare('INSERT OR IGNORE INTO grants (hash, grant_bytes, signature, exp) VALUES (?, ?, ?, ?)')
+    this.grantPruneStmt = db.prepare('DELETE FROM grants WHERE exp < ?')
     this.markMany = db.transaction((entries: IntentEntry[], now: number) => {
       for (const e of entries) markStmt.run(key(e.messageId, e.sender), e.sender ?? null, now, e.timestamp ?? now, e.delivery)
     })
@@ -148,6 +157,8 @@ export class ReplayGuard {
     if (!cols.some((c) => c.name === 'batch')) db.exec('ALTER TABLE accepted_ids ADD COLUMN batch INTEGER')
     db.exec('CREATE TABLE IF NOT EXISTS written_batches (batch INTEGER PRIMARY KEY)')
     db.exec('CREATE INDEX IF NOT EXISTS accepted_ids_ts ON accepted_ids (ts)')
+    // verified MQE2 grants (signed, wrapped: no secret), for envelopes that carry only a grant's hash
+    db.exec('CREATE TABLE IF NOT EXISTS grants (hash BLOB PRIMARY KEY, grant_bytes BLOB NOT NULL, signature BLOB NOT NULL, exp INTEGER NOT NULL) WITHOUT ROWID')
     const g = new ReplayGuard(db, identity, opts)
     await g.prune()
     return g
@@ -212,7 +223,18 @@ export class ReplayGuard {
     this.lastPrune = now
     const n = this.pruneStmt.run(now - this.windowMs).changes
     this.pruneBatchesStmt.run()
+    // every message under a grant is stamped before its expiry (+ skew): once that is older than the window, none can be accepted
+    this.grantPruneStmt.run(now - this.windowMs - GRANT_SKEW_MS)
     return n
+  }
+
+  /** A grant this identity verified before (GrantStore, see envelope.ts). */
+  getGrant(hash: Buffer): {grantBytes: Buffer; signature: Buffer} | undefined {
+    return this.grantGetStmt.get(hash) as {grantBytes: Buffer; signature: Buffer} | undefined
+  }
+
+  putGrant(hash: Buffer, grantBytes: Buffer, signature: Buffer, exp: number): void {
+    this.grantPutStmt.run(hash, grantBytes, signature, exp)
   }
 
   async count(): Promise<number> {

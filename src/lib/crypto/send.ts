@@ -33,6 +33,8 @@ export interface SendPlan {
   contentType?: string
   maxMessages?: number
   maxAgeMs?: number
+  /** an envelope carries the signed grant every this many messages (see SealerOptions.grantEvery) */
+  grantEvery?: number
   /** unconfirmed publishes in flight (default 256) */
   window?: number
 }
@@ -61,7 +63,7 @@ export class MessageSender {
   ) {
     if (plan.format === 'native') {
       if (!plan.sender) throw new UsageError('E_NO_SENDER', 'An encrypted message needs a sender identity to sign it.', {hint: 'Try this: pass --identity NAME (or --from NAME) with keys from mq keygen NAME.'})
-      this.sealer = new EnvelopeSealer({contentType: plan.contentType, maxAgeMs: plan.maxAgeMs, maxMessages: plan.maxMessages, recipients: plan.recipients, sender: plan.sender})
+      this.sealer = new EnvelopeSealer({contentType: plan.contentType, grantEvery: plan.grantEvery, maxAgeMs: plan.maxAgeMs, maxMessages: plan.maxMessages, recipients: plan.recipients, sender: plan.sender})
     } else if (plan.format === 'ciphermq') {
       if (plan.recipients.length !== 1) throw new UsageError('E_CIPHERMQ_RECIPIENTS', 'The CipherMQ format has exactly one recipient.', {hint: 'Try this: pass a single --to NAME with --format ciphermq.'})
     } else if (plan.recipients.length > 0) {
@@ -187,7 +189,7 @@ export function sendFailure(failed: unknown, confirmed: number, total: number, q
     e?.code === 'E_UNROUTABLE' && queue
       ? `Try this: create the queue first (mq queue declare ${queue}).`
       : e?.code === 'E_FRAME_TOO_LARGE'
-        ? 'Try this: split the payload (an envelope adds about 1.2 KB), or raise broker.max_payload on the broker.'
+        ? 'Try this: split the payload (an envelope adds up to about 1.2 KB, plus 420 B per further recipient), or raise broker.max_payload on the broker.'
         : e?.hint
   return new MqError(e?.code ?? 'E_SEND_FAILED', `${confirmed} of ${total} message(s) confirmed; the first failure: ${errorText(failed)}`, {
     cause: failed,

@@ -86,12 +86,22 @@ describe('key directory and mq recv --follow', () => {
   })
 
   it('mq bench e2e measures plaintext and encrypted runs through the broker (shape only, no timing asserted)', async () => {
-    const r = await runCli(['bench', 'e2e', '--messages', '300', '--rounds', '1', '--json'], {env: b.env})
+    const r = await runCli(['bench', 'e2e', '--messages', '300', '--rounds', '1', '--size', '256', '--recipients', '1,3', '--json'], {env: b.env})
     assert.equal(r.code, 0, r.stderr)
-    const out = JSON.parse(r.stdout)
-    assert.equal(out.plain.messages, 300)
-    assert.equal(out.encrypted.messages, 300)
-    assert.equal(out.unwraps, 1, 'one RSA unwrap for the whole encrypted stream')
-    assert.ok(out.ratio > 0)
+    const runs = JSON.parse(r.stdout) as {size: number; recipients: number; plain: {messages: number; cpu_us_per_msg: number}; encrypted: {messages: number; cpu_us_per_msg: number}; unwraps: number; ratio: number}[]
+    assert.deepEqual(
+      runs.map((x) => [x.size, x.recipients]),
+      [
+        [256, 1],
+        [256, 3],
+      ],
+    )
+    for (const out of runs) {
+      assert.equal(out.plain.messages, 300)
+      assert.equal(out.encrypted.messages, 300)
+      assert.equal(out.unwraps, 1, 'one RSA unwrap for the whole encrypted stream')
+      assert.ok(out.ratio > 0)
+      assert.ok(out.encrypted.cpu_us_per_msg > 0, 'CPU per message, snake_case like every --json key')
+    }
   })
 })

@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict'
-import {type KeyObject, generateKeyPairSync, randomBytes} from 'node:crypto'
+import {type KeyObject, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes} from 'node:crypto'
+import {readFileSync} from 'node:fs'
 import {describe, it} from 'node:test'
 
-import {EnvelopeOpener, EnvelopeSealer, spkiSha256, parseEnvelope} from '../../../src/lib/crypto/envelope.js'
+import {EnvelopeOpener, EnvelopeSealer, type GrantStore, spkiSha256, parseEnvelope2} from '../../../src/lib/crypto/envelope.js'
+import {isDefinitiveRejection} from '../../../src/lib/crypto/recv.js'
 import {MqError} from '../../../src/lib/errors.js'
 
 interface TestIdentity {
@@ -31,7 +33,7 @@ const resolveSender = async (name: string): Promise<KeyObject> => {
 }
 
 const opener = (i: TestIdentity): EnvelopeOpener => new EnvelopeOpener({identity: {encPrivateKey: i.enc.privateKey, name: i.name}, resolveSender})
-const sealer = (from: TestIdentity, to: TestIdentity[], opts: {maxMessages?: number; maxAgeMs?: number; now?: () => number} = {}): EnvelopeSealer =>
+const sealer = (from: TestIdentity, to: TestIdentity[], opts: {maxMessages?: number; maxAgeMs?: number; grantEvery?: number; now?: () => number} = {}): EnvelopeSealer =>
   new EnvelopeSealer({...opts, recipients: to.map((t) => ({encPublicKey: t.enc.publicKey, name: t.name})), sender: {name: from.name, signPrivateKey: from.sig.privateKey}})
 
 const rejects = async (p: Promise<unknown>, code?: string): Promise<MqError> => {
@@ -100,25 +102,23 @@ describe('native envelope', () => {
   it('a recipient cannot forge a message to a co-recipient with the shared data key', async () => {
     const s = sealer(alice, [bob, carol])
     const {envelope} = s.seal(Buffer.from('original'))
-    const parts = parseEnvelope(envelope)
+    const parts = parseEnvelope2(envelope)
     // bob knows the data key: he re-encrypts another payload under the same grant, keeping the MACs
     const {createCipheriv, createHash} = await import('node:crypto')
-    const bobKey = (opener(bob) as unknown as {unlock: (p: unknown, h: Buffer) => Promise<{dataKey: Buffer}>})
-    const grantHash = createHash('sha256')
-      .update(Buffer.from([0, 0, (parts.grantBytes.length >> 8) & 0xff, parts.grantBytes.length & 0xff]))
-      .update(parts.grantBytes)
-      .update(parts.signature)
-      .digest()
-    const {dataKey} = await bobKey.unlock(parts, grantHash)
-    const header = JSON.parse(parts.headerBytes.toString())
-    const nonce = Buffer.from(header.n, 'base64')
-    const hl = Buffer.alloc(4)
-    hl.writeUInt32BE(parts.headerBytes.length)
+    const bobKey = opener(bob) as unknown as {unlock: (h: Buffer, g: unknown) => Promise<{dataKey: Buffer}>}
+    const {grantBytes, signature} = parts.inline!
+    const gl = Buffer.alloc(4)
+    gl.writeUInt32BE(grantBytes.length)
+    const grantHash = createHash('sha256').update(gl).update(grantBytes).update(signature).digest()
+    const {dataKey} = await bobKey.unlock(grantHash, parts.inline)
+    const nonce = parts.headerBytes.subarray(13, 25)
+    const u16 = (n: number) => Buffer.from([n >> 8, n & 0xff])
     const c = createCipheriv('aes-256-gcm', dataKey, nonce)
-    c.setAAD(Buffer.concat([Buffer.from('MQE1'), grantHash, hl, parts.headerBytes, parts.macs]))
+    c.setAAD(Buffer.concat([Buffer.from('MQE2'), grantHash, u16(parts.headerBytes.length), parts.headerBytes, u16(parts.macs.length), parts.macs]))
     const ct = Buffer.concat([c.update(Buffer.from('forged!!')), c.final()])
     const prefix = envelope.subarray(0, envelope.length - parts.ciphertext.length - 16)
     const forged = Buffer.concat([prefix, ct, c.getAuthTag()])
+    // the forgery is well formed: only carol's MAC gives it away
     await rejects(opener(carol).open(forged), 'E_ENVELOPE_MAC')
   })
 
@@ -168,5 +168,139 @@ describe('native envelope', () => {
     for (const junk of [Buffer.alloc(0), Buffer.from('MQE1'), Buffer.from('MQE1\u00ff\u00ff\u00ff\u00ff'), randomBytes(100), Buffer.concat([Buffer.from('MQE1'), randomBytes(300)])]) {
       await rejects(o.open(junk))
     }
+  })
+})
+
+/** a receiver's grant store, as ReplayGuard keeps it in its database */
+const memoryGrants = (): GrantStore & {size: () => number} => {
+  const m = new Map<string, {grantBytes: Buffer; signature: Buffer}>()
+  return {
+    getGrant: (h) => m.get(h.toString('hex')),
+    putGrant: (h, grantBytes, signature) => void m.set(h.toString('hex'), {grantBytes, signature}),
+    size: () => m.size,
+  }
+}
+
+describe('MQE2 envelope: binary header, the signed grant inline now and then, else its hash', () => {
+  it('carries the grant in the first message and every grantEvery-th, the others 1 KB smaller, all opening verified', async () => {
+    const s = sealer(alice, [bob], {grantEvery: 100})
+    const o = opener(bob)
+    const sizes: number[] = []
+    for (let i = 0; i < 250; i++) {
+      const payload = randomBytes(256)
+      const sealed = s.seal(payload, {headers: i === 3 ? {k: 'v'} : undefined})
+      assert.equal(sealed.envelope.subarray(0, 4).toString(), 'MQE2')
+      assert.equal(sealed.grantInline, i % 100 === 0, `message ${i}`)
+      sizes.push(sealed.envelope.length)
+      const m = await o.open(sealed.envelope)
+      assert.ok(m.payload.equals(payload))
+      assert.equal(m.messageId, sealed.messageId)
+      assert.equal(m.sender, 'alice')
+      assert.deepEqual(m.recipients, ['bob'])
+      assert.deepEqual(m.headers, i === 3 ? {k: 'v'} : {})
+      assert.equal(m.seq, i)
+    }
+    assert.equal(o.unwraps, 1)
+    // a reference costs the grant hash instead of the grant and its signature
+    assert.ok(sizes[1] - 256 <= 124, `reference overhead ${sizes[1] - 256} B`)
+    assert.ok(sizes[0] - sizes[1] > 800, `inline grant adds ${sizes[0] - sizes[1]} B`)
+  })
+
+  it('repeats the grant at least every grantIntervalMs, so a receiver joining a stream learns it', async () => {
+    let now = 1_700_000_000_000
+    const s = sealer(alice, [bob], {grantEvery: 1_000_000, now: () => now})
+    assert.equal(s.seal(Buffer.from('0')).grantInline, true)
+    now += 500
+    assert.equal(s.seal(Buffer.from('1')).grantInline, false)
+    now += 600
+    assert.equal(s.seal(Buffer.from('2')).grantInline, true)
+    assert.equal(s.seal(Buffer.from('3')).grantInline, false)
+  })
+
+  it('a reference to a grant the receiver never saw is a temporary failure, not a rejection; a stored grant opens it after a restart', async () => {
+    const s = sealer(alice, [bob])
+    const first = s.seal(Buffer.from('first, with the grant')).envelope
+    const second = s.seal(Buffer.from('second, a reference')).envelope
+    const e = await rejects(opener(bob).open(second), 'E_GRANT_UNKNOWN')
+    assert.equal(e.exit, 75)
+    assert.equal(isDefinitiveRejection(e), false)
+    const grants = memoryGrants()
+    const o1 = new EnvelopeOpener({grants, identity: {encPrivateKey: bob.enc.privateKey, name: 'bob'}, resolveSender})
+    await o1.open(first)
+    assert.equal(grants.size(), 1)
+    // a new receiver process with the same store: no inline grant needed
+    const o2 = new EnvelopeOpener({grants, identity: {encPrivateKey: bob.enc.privateKey, name: 'bob'}, resolveSender})
+    assert.equal((await o2.open(second)).payload.toString(), 'second, a reference')
+    // the stored grant is verified again (signature, sender key), not trusted as stored
+    const o3 = new EnvelopeOpener({grants, identity: {encPrivateKey: bob.enc.privateKey, name: 'bob'}, resolveSender: async () => carol.sig.publicKey})
+    await rejects(o3.open(second), 'E_SENDER_KEY_MISMATCH')
+  })
+
+  it('rejects a reference envelope when any single byte is flipped, with the grant cached', async () => {
+    const s = sealer(alice, [bob, carol])
+    const o = opener(bob)
+    await o.open(s.seal(Buffer.from('grant')).envelope)
+    const {envelope, grantInline} = s.seal(Buffer.from('integrity matters'), {headers: {k: 'v'}})
+    assert.equal(grantInline, false)
+    for (let i = 0; i < envelope.length; i++) {
+      const bad = Buffer.from(envelope)
+      bad[i] ^= 0x01
+      await rejects(o.open(bad))
+    }
+    await rejects(o.open(envelope.subarray(0, envelope.length - 1)))
+    await rejects(o.open(Buffer.concat([envelope, Buffer.from([0])])))
+    assert.equal((await o.open(envelope)).payload.toString(), 'integrity matters')
+  })
+
+  it('a reference cannot be moved to another grant of the same sender, nor read by a non-recipient', async () => {
+    const toBob = sealer(alice, [bob])
+    const other = sealer(alice, [bob])
+    const o = opener(bob)
+    await o.open(toBob.seal(Buffer.from('a')).envelope)
+    const otherFirst = other.seal(Buffer.from('b')).envelope
+    await o.open(otherFirst)
+    const ref = toBob.seal(Buffer.from('c')).envelope
+    // swap in the other grant's hash (bytes 5..37): bob knows both grants, the AAD binds the right one
+    const otherHash = parseEnvelope2(other.seal(Buffer.from('d')).envelope).grantHash!
+    const moved = Buffer.from(ref)
+    otherHash.copy(moved, 5)
+    await rejects(o.open(moved), 'E_ENVELOPE_TAG')
+    // dave is no recipient: the inline grant tells him so, and he never learns the reference's grant
+    const toBobAndCarol = sealer(alice, [bob, carol])
+    const inline = toBobAndCarol.seal(Buffer.from('x')).envelope
+    const reference = toBobAndCarol.seal(Buffer.from('y')).envelope
+    const d = new EnvelopeOpener({grants: memoryGrants(), identity: {encPrivateKey: dave.enc.privateKey, name: 'dave'}, resolveSender})
+    await rejects(d.open(inline), 'E_ENVELOPE_NOT_FOR_ME')
+    await rejects(d.open(reference), 'E_GRANT_UNKNOWN')
+  })
+})
+
+describe('MQE1 envelopes written by earlier versions', () => {
+  const fx = JSON.parse(readFileSync(new URL('../../../../test/unit/crypto/fixtures/mqe1.json', import.meta.url), 'utf8')) as {
+    aliceSignPublic: string
+    bobEncPrivate: string
+    carolEncPrivate: string
+    envelopes: {to: string[]; id: string; payload: string; headers: Record<string, string>; b64: string}[]
+  }
+  const aliceKey = createPublicKey(fx.aliceSignPublic)
+  const old = (name: string, pem: string) => new EnvelopeOpener({identity: {encPrivateKey: createPrivateKey(pem), name}, resolveSender: async (n) => (n === 'alice' ? aliceKey : Promise.reject(new Error(n)))})
+
+  it('still open, verified, for every recipient; a flipped byte is still refused', async () => {
+    const bobOpener = old('bob', fx.bobEncPrivate)
+    for (const e of fx.envelopes) {
+      const buf = Buffer.from(e.b64, 'base64')
+      assert.equal(buf.subarray(0, 4).toString(), 'MQE1')
+      const m = await bobOpener.open(buf)
+      assert.equal(m.payload.toString(), e.payload)
+      assert.equal(m.messageId, e.id)
+      assert.equal(m.sender, 'alice')
+      assert.deepEqual(m.recipients, e.to)
+      assert.deepEqual(m.headers, e.headers)
+      const bad = Buffer.from(buf)
+      bad[bad.length - 20] ^= 0x01
+      await rejects(bobOpener.open(bad), 'E_ENVELOPE_TAG')
+    }
+    const both = fx.envelopes.find((e) => e.to.length === 2)!
+    assert.equal((await old('carol', fx.carolEncPrivate).open(Buffer.from(both.b64, 'base64'))).payload.toString(), both.payload)
   })
 })

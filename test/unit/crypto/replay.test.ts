@@ -126,6 +126,28 @@ describe('replay window: bounded replay guard', () => {
     await g.close()
   })
 
+  it('refuses a replayed MQE2 reference (the grant known from the database) and prunes grants past the window', async () => {
+    let now = t0
+    const g = await ReplayGuard.open(home, 'window-ref', {now: () => now, windowMs: 30 * DAY})
+    try {
+      const s = new EnvelopeSealer({now: () => now, recipients: [{encPublicKey: enc.publicKey, name: 'bob'}], sender: {name: 'alice', signPrivateKey: sig.privateKey}})
+      const withGrant = {body: s.seal(Buffer.from('grant')).envelope, headers: {}, messageId: 'g'}
+      const ref = {body: s.seal(Buffer.from('ref')).envelope, headers: {}, messageId: 'r'}
+      const rx = receiver(g)
+      for (const d of [withGrant, ref]) rx.accepted(await rx.open(d), d)
+      await rx.begin()
+      await rx.commit()
+      // a new receiver (restart) knows the grant from the database, and still refuses the reference's replay
+      await assert.rejects(receiver(g).open(ref), (e: MqError) => e.code === 'E_REPLAY')
+      now = t0 + 31 * DAY
+      await g.prune()
+      assert.equal(g.getGrant(Buffer.alloc(32)), undefined)
+      await assert.rejects(receiver(g).open(ref), (e: MqError) => e.code === 'E_GRANT_UNKNOWN')
+    } finally {
+      await g.close()
+    }
+  })
+
   it('keeps the file bounded under a steady stream', async () => {
     let now = t0
     const g = await ReplayGuard.open(home, 'window-steady', {now: () => now, windowMs: 2 * DAY})
