@@ -258,9 +258,10 @@ export const configSchema = z
       .object({
         key_max_messages: z.number().int().min(1).max(1_000_000).default(100_000),
         key_max_age_ms: ms.min(1).default(600_000),
-        // an envelope carries its sender's signed grant every this many messages (and every second); the
-        // others carry its 32-byte hash; 1 = every envelope self-contained (docs/envelope.md)
-        grant_every: z.number().int().min(1).max(1_000_000).default(1000),
+        // an envelope carries its sender's signed grant every this many messages (and every second), the
+        // others its 32-byte hash. 1 (default): every envelope opens on its own, for any consumer, a
+        // dead-letter reader or a new machine; larger only for streams with one receiving home (docs/envelope.md)
+        grant_every: z.number().int().min(1).max(1_000_000).default(1),
         key_cache_size: z.number().int().min(1).default(1024),
         publish_window: z.number().int().min(1).max(65_536).default(256),
         accept: z.array(z.enum(['native', 'ciphermq', 'plain'])).min(1).default(['native']),

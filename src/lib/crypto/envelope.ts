@@ -207,7 +207,7 @@ export class EnvelopeSealer {
     this.recipients = canonicalRecipients(opts.recipients)
     this.maxMessages = Math.max(1, Math.min(opts.maxMessages ?? 100_000, MAX_MESSAGES_PER_KEY))
     this.maxAgeMs = Math.max(1, opts.maxAgeMs ?? 10 * 60_000)
-    this.grantEvery = Math.max(1, opts.grantEvery ?? 1000)
+    this.grantEvery = Math.max(1, opts.grantEvery ?? 1)
     this.grantIntervalMs = Math.max(0, opts.grantIntervalMs ?? 1000)
     this.contentType = opts.contentType ?? DEFAULT_CONTENT_TYPE
     this.now = opts.now ?? Date.now

@@ -25,7 +25,7 @@ describe('MQE2 grant references through the receive loop', () => {
   const sealerFor = () => {
     const alice = loadOwnIdentity(home, 'alice', '--from', {forSigning: true})
     const bob = loadOwnIdentity(home, 'bob', '--as')
-    return new EnvelopeSealer({recipients: [{encPublicKey: bob.encPublicKey, name: 'bob'}], sender: {name: 'alice', signPrivateKey: alice.signPrivateKey}})
+    return new EnvelopeSealer({recipients: [{encPublicKey: bob.encPublicKey, name: 'bob'}], sender: {name: 'alice', signPrivateKey: alice.signPrivateKey}, grantEvery: 1000})
   }
 
   /** one receive loop as mq recv --out FILE --as bob runs it */

@@ -34,7 +34,7 @@ const resolveSender = async (name: string): Promise<KeyObject> => {
 
 const opener = (i: TestIdentity): EnvelopeOpener => new EnvelopeOpener({identity: {encPrivateKey: i.enc.privateKey, name: i.name}, resolveSender})
 const sealer = (from: TestIdentity, to: TestIdentity[], opts: {maxMessages?: number; maxAgeMs?: number; grantEvery?: number; now?: () => number} = {}): EnvelopeSealer =>
-  new EnvelopeSealer({...opts, recipients: to.map((t) => ({encPublicKey: t.enc.publicKey, name: t.name})), sender: {name: from.name, signPrivateKey: from.sig.privateKey}})
+  new EnvelopeSealer({grantEvery: 1000, ...opts, recipients: to.map((t) => ({encPublicKey: t.enc.publicKey, name: t.name})), sender: {name: from.name, signPrivateKey: from.sig.privateKey}})
 
 const rejects = async (p: Promise<unknown>, code?: string): Promise<MqError> => {
   try {
@@ -204,6 +204,15 @@ describe('MQE2 envelope: binary header, the signed grant inline now and then, el
     // a reference costs the grant hash instead of the grant and its signature
     assert.ok(sizes[1] - 256 <= 124, `reference overhead ${sizes[1] - 256} B`)
     assert.ok(sizes[0] - sizes[1] > 800, `inline grant adds ${sizes[0] - sizes[1]} B`)
+  })
+
+  it('by default every envelope carries its grant: a receiver that saw none of the others opens any one of them', async () => {
+    const s = new EnvelopeSealer({recipients: [{encPublicKey: bob.enc.publicKey, name: 'bob'}], sender: {name: alice.name, signPrivateKey: alice.sig.privateKey}})
+    const sealed = Array.from({length: 5}, (_, i) => s.seal(Buffer.from(`m${i}`)))
+    assert.deepEqual(sealed.map((x) => x.grantInline), [true, true, true, true, true])
+    // a fresh receiver with an empty grant store, handed only the last message
+    const m = await opener(bob).open(sealed[4].envelope)
+    assert.equal(m.payload.toString(), 'm4')
   })
 
   it('repeats the grant at least every grantIntervalMs, so a receiver joining a stream learns it', async () => {

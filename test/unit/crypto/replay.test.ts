@@ -130,7 +130,7 @@ describe('replay window: bounded replay guard', () => {
     let now = t0
     const g = await ReplayGuard.open(home, 'window-ref', {now: () => now, windowMs: 30 * DAY})
     try {
-      const s = new EnvelopeSealer({now: () => now, recipients: [{encPublicKey: enc.publicKey, name: 'bob'}], sender: {name: 'alice', signPrivateKey: sig.privateKey}})
+      const s = new EnvelopeSealer({grantEvery: 1000, now: () => now, recipients: [{encPublicKey: enc.publicKey, name: 'bob'}], sender: {name: 'alice', signPrivateKey: sig.privateKey}})
       const withGrant = {body: s.seal(Buffer.from('grant')).envelope, headers: {}, messageId: 'g'}
       const ref = {body: s.seal(Buffer.from('ref')).envelope, headers: {}, messageId: 'r'}
       const rx = receiver(g)
