@@ -116,6 +116,24 @@ describe('portal auth: login, JWT checks, refresh rotation, logout, rate limits'
     assert.equal((await f.call('GET', '/portal/profile', other.access_token)).status, 200)
   })
 
+  it('keeps answering other requests while a login computes its scrypt (the password check does not block the server)', async () => {
+    const t = (await f.login('alice@acme.example')).access_token
+    const started = performance.now()
+    let loginDone = false
+    const login = f.call('POST', '/portal/auth/login', undefined, {email: 'bob@globex.example', password: PASSWORD}).finally(() => (loginDone = true))
+    // profile requests one after another for as long as the login takes: none waits for the scrypt
+    const waits: number[] = []
+    while (!loginDone) {
+      const t0 = performance.now()
+      assert.equal((await f.call('GET', '/portal/profile', t)).status, 200)
+      waits.push(performance.now() - t0)
+    }
+    assert.equal((await login).status, 200)
+    const loginMs = performance.now() - started
+    assert.ok(waits.length >= 3, `only ${waits.length} profile answers during a ${loginMs.toFixed(0)} ms login`)
+    assert.ok(Math.max(...waits) < loginMs / 2, `a profile request waited ${Math.max(...waits).toFixed(0)} ms during a ${loginMs.toFixed(0)} ms login`)
+  })
+
   it('logout ends the session at once: access and refresh tokens stop working', async () => {
     const t = await f.login('bob@globex.example')
     assert.equal((await f.call('POST', '/portal/auth/logout', t.access_token)).status, 200)
