@@ -4,6 +4,7 @@ import {existsSync} from 'node:fs'
 import {after, before, describe, it} from 'node:test'
 
 import {readCrlSync} from '../../../src/lib/pki/index.js'
+import {STATS_MAX_AGE_MS} from '../../../src/lib/portal/routes/stats.js'
 import {type PortalFixture, portalFixture, seedMessages} from '../../helpers/portal.js'
 import {tempMysqlDatabase} from '../../helpers/services.js'
 
@@ -176,6 +177,31 @@ describe('portal admin API', () => {
       const t = (await g.login('admin@example.com')).access_token
       const r = await g.call('GET', '/admin/overview', t)
       assert.equal(r.json.broker.connections, 3)
+    } finally {
+      await g.cleanup()
+    }
+  })
+
+  it('counts stats once for many concurrent polls, and shows a new message within STATS_MAX_AGE_MS', async () => {
+    const g = await portalFixture()
+    try {
+      const t = (await g.login('admin@example.com')).access_token
+      let computed = 0
+      const stats = g.store.stats.bind(g.store)
+      g.store.stats = (at?: number) => (computed++, stats(at))
+      const polls = await Promise.all(Array.from({length: 20}, () => g.call('GET', '/admin/stats', t)))
+      assert.deepEqual(polls.map((p) => p.status), Array(20).fill(200))
+      assert.ok(polls.every((p) => p.json.messages.total === 0))
+      assert.equal(computed, 1)
+      await seedMessages(g.store, 'acme', 1)
+      const since = Date.now()
+      let total = 0
+      while (total === 0 && Date.now() - since < STATS_MAX_AGE_MS + 2000) {
+        total = (await g.call('GET', '/admin/stats', t)).json.messages.total
+        if (total === 0) await new Promise((r) => setTimeout(r, 50))
+      }
+      assert.equal(total, 1)
+      assert.ok(Date.now() - since <= STATS_MAX_AGE_MS + 500, `the new message showed after ${Date.now() - since} ms`)
     } finally {
       await g.cleanup()
     }
