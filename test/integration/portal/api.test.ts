@@ -4,6 +4,7 @@ import {existsSync} from 'node:fs'
 import {after, before, describe, it} from 'node:test'
 
 import {readCrlSync} from '../../../src/lib/pki/index.js'
+import {messageView} from '../../../src/lib/portal/routes/messages.js'
 import {STATS_MAX_AGE_MS} from '../../../src/lib/portal/routes/stats.js'
 import {type PortalFixture, portalFixture, seedMessages} from '../../helpers/portal.js'
 import {tempMysqlDatabase} from '../../helpers/services.js'
@@ -39,6 +40,9 @@ for (const backend of ['sqlite', 'mysql'] as const) {
           assert.equal(m.client_id, 'acme')
           assert.match(m.sender, /\*/)
           assert.equal(m.message_body, undefined)
+          // exactly these fields, with null kept null (answers are serialised by their schema)
+          assert.deepEqual(Object.keys(m).sort(), ['attempts', 'client_id', 'delivered_at', 'last_attempt_at', 'last_error', 'message_id', 'queued_at', 'sender', 'status', 'updated_at'])
+          assert.deepEqual(m, JSON.parse(JSON.stringify(messageView((await f.store.get(m.message_id))!))))
         }
         assert.doesNotMatch(JSON.stringify(r.json), /\+4915200000\d{3}/)
         seen.push(...r.json.messages.map((m: {message_id: string}) => m.message_id))
@@ -157,7 +161,9 @@ describe('portal admin API', () => {
     assert.equal((await f.call('DELETE', `/admin/users/${c.json.id}`, admin)).status, 200)
     assert.equal((await f.call('GET', '/portal/profile', again.access_token)).status, 401)
     assert.equal((await f.call('DELETE', `/admin/users/${c.json.id}`, admin)).status, 404)
-    const me = (await f.call('GET', '/portal/profile', admin)).json.id
+    const profile = (await f.call('GET', '/portal/profile', admin)).json
+    assert.deepEqual([profile.email, profile.role, profile.client_id, typeof profile.last_login_at], ['admin@example.com', 'admin', null, 'string'])
+    const me = profile.id
     assert.equal((await f.call('DELETE', `/admin/users/${me}`, admin)).status, 409)
 
     const audit = await f.call('GET', '/admin/audit?limit=50', admin)
