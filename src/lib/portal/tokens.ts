@@ -47,6 +47,15 @@ export function loadSigningKey(home: MqHome): {privateKey: KeyObject; publicKey:
   return {privateKey, publicKey: createPublicKey(privateKey)}
 }
 
+/**
+ * How long a checked session is taken as live without asking the store again. Revocations made by
+ * this process (logout, refresh reuse, user deleted or re-passworded here) take effect at once;
+ * ones made elsewhere (`mq user delete`, another portal) within this bound.
+ */
+export const SESSION_RECHECK_MS = 1000
+// verified tokens kept (each about 1 KB); the oldest goes first
+const VERIFIED_MAX = 10_000
+
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex')
 const iso = (ms: number) => new Date(ms).toISOString()
 const unauthorized = (code: string, message: string) => new HttpError(401, code, message, {headers: {'www-authenticate': 'Bearer'}, hint: 'Try this: log in again (POST /portal/auth/login).'})
@@ -58,6 +67,9 @@ const unauthorized = (code: string, message: string) => new HttpError(401, code,
  * their session, which is checked on every request, so logout and user deletion take effect at once.
  */
 export class TokenService {
+  /** access token -> its user, the expiry its signature vouches for, and when its session was last found live */
+  private readonly verified = new Map<string, {user: PortalUser; exp: number; checkedAt: number}>()
+
   constructor(
     private readonly store: RecordsStore,
     private readonly key: {privateKey: KeyObject; publicKey: KeyObject},
@@ -87,24 +99,56 @@ export class TokenService {
     return {access_token: access, expires_in: this.ttl.accessS, refresh_expires_in: this.ttl.refreshS, refresh_token: refresh, token_type: 'Bearer'}
   }
 
-  /** Verifies an access token and its live session; the user's current role and client come from the store. */
+  /**
+   * Verifies an access token and its live session; the user's current role and client come from
+   * the store. A token's signature and claims are checked once (the same string verifies the same
+   * way until it expires); its session is looked up again after SESSION_RECHECK_MS.
+   */
   async verify(token: string): Promise<PortalUser> {
+    const now = Date.now()
+    const hit = this.verified.get(token)
+    if (hit && hit.exp * 1000 > now) {
+      if (now - hit.checkedAt < SESSION_RECHECK_MS) return hit.user
+      const user = await this.liveUser(hit.user.session, hit.user.id)
+      this.remember(token, user, hit.exp, now)
+      return user
+    }
+    if (hit) this.verified.delete(token)
     let sid: string
     let sub: number
+    let exp: number
     try {
       const {payload} = await jwtVerify(token, this.key.publicKey, {algorithms: [JWT_ALG], audience: JWT_AUDIENCE, issuer: JWT_ISSUER, requiredClaims: ['exp', 'iat', 'jti', 'sub', 'sid']})
       sid = String(payload.sid)
       sub = Number(payload.sub)
+      exp = Number(payload.exp)
     } catch (error) {
       if (error instanceof joseErrors.JWTExpired) throw unauthorized('E_TOKEN_EXPIRED', 'The access token has expired.')
       throw unauthorized('E_TOKEN_INVALID', 'The access token is not valid.')
     }
+    const user = await this.liveUser(sid, sub)
+    this.remember(token, user, exp, now)
+    return user
+  }
+
+  private async liveUser(sid: string, sub: number): Promise<PortalUser> {
     const r = await this.store.sql.get<Record<string, unknown>>(
       'SELECT u.id, u.email, u.role, u.client_id, u.active, s.revoked_at FROM portal_sessions s JOIN users u ON u.id = s.user_id WHERE s.id = ?',
       [sid],
     )
     if (!r || Number(r.id) !== sub || r.revoked_at || Number(r.active) !== 1) throw unauthorized('E_SESSION_ENDED', 'The session has ended (logged out, password changed or user removed).')
     return {client_id: (r.client_id as string) ?? null, email: String(r.email), id: Number(r.id), role: String(r.role) as UserRole, session: sid}
+  }
+
+  private remember(token: string, user: PortalUser, exp: number, checkedAt: number): void {
+    this.verified.delete(token)
+    if (this.verified.size >= VERIFIED_MAX) this.verified.delete(this.verified.keys().next().value!)
+    this.verified.set(token, {checkedAt, exp, user})
+  }
+
+  /** Sessions or users changed here (user deleted, password set): every token's session is looked up again. */
+  sessionsChanged(): void {
+    this.verified.clear()
   }
 
   /**
@@ -141,5 +185,6 @@ export class TokenService {
 
   async revokeSession(session: string, reason: string): Promise<void> {
     await this.store.sql.run('UPDATE portal_sessions SET revoked_at = ?, revoked_reason = ? WHERE id = ? AND revoked_at IS NULL', [iso(Date.now()), reason, session])
+    this.sessionsChanged()
   }
 }

@@ -1,4 +1,5 @@
-import {randomBytes, scryptSync, timingSafeEqual} from 'node:crypto'
+import {randomBytes, scrypt, timingSafeEqual} from 'node:crypto'
+import {availableParallelism} from 'node:os'
 
 import type {MqHome} from '../config/home.js'
 import type {MqConfig} from '../config/schema.js'
@@ -459,7 +460,7 @@ export class RecordsStore {
     const t = now()
     await this.guard(async () => {
       try {
-        await this.sql.run('INSERT INTO users (email, password_hash, role, client_id, active, created_at) VALUES (?, ?, ?, ?, 1, ?)', [email.toLowerCase(), hashPassword(password), role, clientId, t])
+        await this.sql.run('INSERT INTO users (email, password_hash, role, client_id, active, created_at) VALUES (?, ?, ?, ?, 1, ?)', [email.toLowerCase(), await hashPassword(password), role, clientId, t])
       } catch (error) {
         if (isUniqueViolation(error)) throw new DataError('E_USER_EXISTS', `A user ${email} already exists.`, {details: {status: 409}, hint: 'Try this: mq user list'})
         throw error
@@ -498,9 +499,10 @@ export class RecordsStore {
     checkPassword(password)
     const u = await this.getUser(idOrEmail)
     if (!u) return undefined
+    const hash = await hashPassword(password)
     await this.guard(() =>
       this.sql.transaction(async (tx) => {
-        await tx.run('UPDATE users SET password_hash = ? WHERE id = ?', [hashPassword(password), u.id])
+        await tx.run('UPDATE users SET password_hash = ? WHERE id = ?', [hash, u.id])
         await tx.run("UPDATE portal_sessions SET revoked_at = ?, revoked_reason = 'password-changed' WHERE user_id = ? AND revoked_at IS NULL", [now(), u.id])
       }),
     )
@@ -513,12 +515,13 @@ export class RecordsStore {
    */
   async verifyUser(email: string, password: string): Promise<UserRecord | undefined> {
     const r = await this.guard(() => this.sql.get<Record<string, unknown>>(`SELECT ${USER_COLS}, password_hash FROM users WHERE email = ?`, [email.toLowerCase()]))
-    const ok = verifyPassword(password, r ? String(r.password_hash) : (dummyHash ??= hashPassword(randomBytes(24).toString('base64'))))
+    const ok = await verifyPassword(password, r ? String(r.password_hash) : await (dummyHash ??= hashPassword(randomBytes(24).toString('base64'))))
     if (!r || !ok || Number(r.active) !== 1) return undefined
     const t = now()
     // a login is the one moment the password is at hand: upgrade an older, cheaper hash then
     if (needsRehash(String(r.password_hash))) {
-      await this.guard(() => this.sql.run('UPDATE users SET password_hash = ?, last_login_at = ? WHERE id = ? AND password_hash = ?', [hashPassword(password), t, Number(r.id), String(r.password_hash)]))
+      const upgraded = await hashPassword(password)
+      await this.guard(() => this.sql.run('UPDATE users SET password_hash = ?, last_login_at = ? WHERE id = ? AND password_hash = ?', [upgraded, t, Number(r.id), String(r.password_hash)]))
     } else {
       await this.guard(() => this.sql.run('UPDATE users SET last_login_at = ? WHERE id = ?', [t, Number(r.id)]))
     }
@@ -603,10 +606,10 @@ function decodeCursor(cursor: string): {at: string; id: number} {
 export const PASSWORD_SCRYPT = {N: 131_072, p: 1, r: 8} as const
 const VERIFY_BOUNDS = {maxMem: 256 * 1024 * 1024, maxN: 1 << 20, maxP: 4, maxR: 16, minN: 1 << 14}
 
-export function hashPassword(password: string): string {
+export async function hashPassword(password: string): Promise<string> {
   const {N, p, r} = PASSWORD_SCRYPT
   const salt = randomBytes(16)
-  const h = scryptSync(password, salt, 32, {N, maxmem: 128 * N * r * p + (1 << 20), p, r})
+  const h = await scryptAsync(password, salt, 32, {N, p, r})
   return `scrypt$${N}$${r}$${p}$${salt.toString('base64')}$${h.toString('base64')}`
 }
 
@@ -624,13 +627,37 @@ function parseHash(stored: string): {N: number; r: number; p: number; salt: Buff
 }
 
 // what an unknown user's password is checked against (a hash of random bytes nobody knows), made on first use
-let dummyHash: string | undefined
+let dummyHash: Promise<string> | undefined
 
-export function verifyPassword(password: string, stored: string): boolean {
+export async function verifyPassword(password: string, stored: string): Promise<boolean> {
   const h = parseHash(stored)
   if (!h) return false
-  const got = scryptSync(password, h.salt, h.hash.length, {N: h.N, maxmem: 128 * h.N * h.r * h.p + (1 << 20), p: h.p, r: h.r})
+  const got = await scryptAsync(password, h.salt, h.hash.length, {N: h.N, p: h.p, r: h.r})
   return timingSafeEqual(got, h.hash)
+}
+
+/**
+ * scrypt off the event loop (libuv's thread pool), so a login of 0.3 s does not stall every other
+ * request of the process; at most one per core at a time, which bounds the memory (128 MiB each)
+ * and leaves pool threads for file and DNS work.
+ */
+const SCRYPT_SLOTS = Math.max(1, Math.min(4, availableParallelism()))
+let scryptRunning = 0
+const scryptWaiting: (() => void)[] = []
+
+async function scryptAsync(password: string, salt: Buffer, keylen: number, o: {N: number; r: number; p: number}): Promise<Buffer> {
+  if (scryptRunning >= SCRYPT_SLOTS) await new Promise<void>((go) => scryptWaiting.push(go))
+  else scryptRunning++
+  try {
+    return await new Promise<Buffer>((resolve, reject) => {
+      scrypt(password, salt, keylen, {...o, maxmem: 128 * o.N * o.r * o.p + (1 << 20)}, (error, key) => (error ? reject(error) : resolve(key)))
+    })
+  } finally {
+    // the slot passes straight to the next waiter, if any
+    const next = scryptWaiting.shift()
+    if (next) next()
+    else scryptRunning--
+  }
 }
 
 /** True when a (verified) stored hash is weaker than what hashPassword writes today. */

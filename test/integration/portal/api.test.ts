@@ -4,6 +4,8 @@ import {existsSync} from 'node:fs'
 import {after, before, describe, it} from 'node:test'
 
 import {readCrlSync} from '../../../src/lib/pki/index.js'
+import {messageView} from '../../../src/lib/portal/routes/messages.js'
+import {STATS_MAX_AGE_MS} from '../../../src/lib/portal/routes/stats.js'
 import {type PortalFixture, portalFixture, seedMessages} from '../../helpers/portal.js'
 import {tempMysqlDatabase} from '../../helpers/services.js'
 
@@ -38,6 +40,9 @@ for (const backend of ['sqlite', 'mysql'] as const) {
           assert.equal(m.client_id, 'acme')
           assert.match(m.sender, /\*/)
           assert.equal(m.message_body, undefined)
+          // exactly these fields, with null kept null (answers are serialised by their schema)
+          assert.deepEqual(Object.keys(m).sort(), ['attempts', 'client_id', 'delivered_at', 'last_attempt_at', 'last_error', 'message_id', 'queued_at', 'sender', 'status', 'updated_at'])
+          assert.deepEqual(m, JSON.parse(JSON.stringify(messageView((await f.store.get(m.message_id))!))))
         }
         assert.doesNotMatch(JSON.stringify(r.json), /\+4915200000\d{3}/)
         seen.push(...r.json.messages.map((m: {message_id: string}) => m.message_id))
@@ -156,7 +161,9 @@ describe('portal admin API', () => {
     assert.equal((await f.call('DELETE', `/admin/users/${c.json.id}`, admin)).status, 200)
     assert.equal((await f.call('GET', '/portal/profile', again.access_token)).status, 401)
     assert.equal((await f.call('DELETE', `/admin/users/${c.json.id}`, admin)).status, 404)
-    const me = (await f.call('GET', '/portal/profile', admin)).json.id
+    const profile = (await f.call('GET', '/portal/profile', admin)).json
+    assert.deepEqual([profile.email, profile.role, profile.client_id, typeof profile.last_login_at], ['admin@example.com', 'admin', null, 'string'])
+    const me = profile.id
     assert.equal((await f.call('DELETE', `/admin/users/${me}`, admin)).status, 409)
 
     const audit = await f.call('GET', '/admin/audit?limit=50', admin)
@@ -176,6 +183,31 @@ describe('portal admin API', () => {
       const t = (await g.login('admin@example.com')).access_token
       const r = await g.call('GET', '/admin/overview', t)
       assert.equal(r.json.broker.connections, 3)
+    } finally {
+      await g.cleanup()
+    }
+  })
+
+  it('counts stats once for many concurrent polls, and shows a new message within STATS_MAX_AGE_MS', async () => {
+    const g = await portalFixture()
+    try {
+      const t = (await g.login('admin@example.com')).access_token
+      let computed = 0
+      const stats = g.store.stats.bind(g.store)
+      g.store.stats = (at?: number) => (computed++, stats(at))
+      const polls = await Promise.all(Array.from({length: 20}, () => g.call('GET', '/admin/stats', t)))
+      assert.deepEqual(polls.map((p) => p.status), Array(20).fill(200))
+      assert.ok(polls.every((p) => p.json.messages.total === 0))
+      assert.equal(computed, 1)
+      await seedMessages(g.store, 'acme', 1)
+      const since = Date.now()
+      let total = 0
+      while (total === 0 && Date.now() - since < STATS_MAX_AGE_MS + 2000) {
+        total = (await g.call('GET', '/admin/stats', t)).json.messages.total
+        if (total === 0) await new Promise((r) => setTimeout(r, 50))
+      }
+      assert.equal(total, 1)
+      assert.ok(Date.now() - since <= STATS_MAX_AGE_MS + 500, `the new message showed after ${Date.now() - since} ms`)
     } finally {
       await g.cleanup()
     }

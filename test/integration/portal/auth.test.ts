@@ -4,7 +4,7 @@ import {after, before, describe, it} from 'node:test'
 
 import {SignJWT, UnsecuredJWT, decodeJwt} from 'jose'
 
-import {JWT_AUDIENCE, JWT_ISSUER} from '../../../src/lib/portal/tokens.js'
+import {JWT_AUDIENCE, JWT_ISSUER, SESSION_RECHECK_MS} from '../../../src/lib/portal/tokens.js'
 import {PASSWORD, type PortalFixture, portalFixture} from '../../helpers/portal.js'
 
 describe('portal auth: login, JWT checks, refresh rotation, logout, rate limits', () => {
@@ -114,6 +114,52 @@ describe('portal auth: login, JWT checks, refresh rotation, logout, rate limits'
     // another session of the same user is untouched
     const other = await f.login('bob@globex.example')
     assert.equal((await f.call('GET', '/portal/profile', other.access_token)).status, 200)
+  })
+
+  it('keeps answering other requests while a login computes its scrypt (the password check does not block the server)', async () => {
+    const t = (await f.login('alice@acme.example')).access_token
+    const started = performance.now()
+    let loginDone = false
+    const login = f.call('POST', '/portal/auth/login', undefined, {email: 'bob@globex.example', password: PASSWORD}).finally(() => (loginDone = true))
+    // profile requests one after another for as long as the login takes: none waits for the scrypt
+    const waits: number[] = []
+    while (!loginDone) {
+      const t0 = performance.now()
+      assert.equal((await f.call('GET', '/portal/profile', t)).status, 200)
+      waits.push(performance.now() - t0)
+      // inject() on SQLite can answer without any I/O: let the event loop see the login's scrypt finish
+      await new Promise((r) => setImmediate(r))
+    }
+    assert.equal((await login).status, 200)
+    const loginMs = performance.now() - started
+    assert.ok(waits.length >= 3, `only ${waits.length} profile answers during a ${loginMs.toFixed(0)} ms login`)
+    assert.ok(Math.max(...waits) < loginMs / 2, `a profile request waited ${Math.max(...waits).toFixed(0)} ms during a ${loginMs.toFixed(0)} ms login`)
+  })
+
+  it('refuses a user deleted outside this portal (mq user delete, another portal) within SESSION_RECHECK_MS; changes made here at once', async () => {
+    const g = await portalFixture()
+    try {
+      const bob = await g.login('bob@globex.example')
+      const alice = await g.login('alice@acme.example')
+      assert.equal((await g.call('GET', '/portal/messages', bob.access_token)).status, 200)
+      // what another process does: the rows change, this portal is not told
+      await g.store.deleteUser('bob@globex.example')
+      const deleted = Date.now()
+      let status = 200
+      while (status === 200 && Date.now() - deleted < SESSION_RECHECK_MS + 2000) {
+        status = (await g.call('GET', '/portal/messages', bob.access_token)).status
+        if (status === 200) await new Promise((r) => setTimeout(r, 20))
+      }
+      assert.equal(status, 401)
+      assert.ok(Date.now() - deleted <= SESSION_RECHECK_MS + 300, `still served ${Date.now() - deleted} ms after the deletion`)
+      // through this portal's own API: refused on the very next request
+      const admin = (await g.login('admin@example.com')).access_token
+      const id = (await g.call('GET', '/portal/profile', alice.access_token)).json.id
+      assert.equal((await g.call('DELETE', `/admin/users/${id}`, admin)).status, 200)
+      assert.equal((await g.call('GET', '/portal/profile', alice.access_token)).json.error.code, 'E_SESSION_ENDED')
+    } finally {
+      await g.cleanup()
+    }
   })
 
   it('logout ends the session at once: access and refresh tokens stop working', async () => {

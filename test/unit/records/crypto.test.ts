@@ -56,9 +56,9 @@ describe('records crypto', () => {
     assert.equal(maskPhone('+1234567').includes('345'), false)
   })
 
-  it('hashes passwords with scrypt', () => {
-    const s = hashPassword('correct horse')
-    assert.equal(verifyPassword('correct horse', s), true)
-    assert.equal(verifyPassword('wrong horse', s), false)
+  it('hashes passwords with scrypt', async () => {
+    const s = await hashPassword('correct horse')
+    assert.equal(await verifyPassword('correct horse', s), true)
+    assert.equal(await verifyPassword('wrong horse', s), false)
   })
 })

@@ -60,7 +60,13 @@ export default async function authRoutes(app: FastifyInstance, deps: PortalDeps)
     return {logged_out: true}
   })
 
-  app.get('/portal/profile', {preHandler: authenticate(tokens)}, async (req) => {
+  const nullable = {type: ['string', 'null']} as const
+  const profile = {
+    properties: {client_id: nullable, created_at: {type: 'string'}, email: {type: 'string'}, id: {type: 'integer'}, last_login_at: nullable, role: {type: 'string'}},
+    required: ['client_id', 'created_at', 'email', 'id', 'last_login_at', 'role'],
+    type: 'object',
+  } as const
+  app.get('/portal/profile', {preHandler: authenticate(tokens), schema: {response: {200: profile}}}, async (req) => {
     const u = await store.getUser(userOf(req).id)
     if (!u) throw new HttpError(404, 'E_NOT_FOUND', 'The user no longer exists.')
     return {client_id: u.client_id, created_at: u.created_at, email: u.email, id: u.id, last_login_at: u.last_login_at, role: u.role}

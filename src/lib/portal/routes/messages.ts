@@ -11,6 +11,17 @@ export const messageView = (r: MessageRecord) => ({
   message_id: r.message_id, queued_at: r.queued_at, sender: r.sender_masked, status: r.status, updated_at: r.updated_at,
 })
 
+const nullable = {type: ['string', 'null']} as const
+/** messageView's shape: fastify serialises answers by it (fast-json-stringify), and nothing else leaves */
+const messageSchema = {
+  properties: {
+    attempts: {type: 'integer'}, client_id: {type: 'string'}, delivered_at: nullable, last_attempt_at: nullable, last_error: nullable,
+    message_id: {type: 'string'}, queued_at: {type: 'string'}, sender: {type: 'string'}, status: {type: 'string'}, updated_at: {type: 'string'},
+  },
+  required: ['attempts', 'client_id', 'delivered_at', 'last_attempt_at', 'last_error', 'message_id', 'queued_at', 'sender', 'status', 'updated_at'],
+  type: 'object',
+} as const
+
 const iso = (v: string | undefined, name: string): string | undefined => {
   if (v === undefined || v === '') return undefined
   const t = Date.parse(v)
@@ -43,6 +54,7 @@ export default async function messageRoutes(app: FastifyInstance, deps: PortalDe
         },
         type: 'object',
       },
+      response: {200: {properties: {messages: {items: messageSchema, type: 'array'}, next: nullable}, required: ['messages', 'next'], type: 'object'}},
     },
   }, async (req) => {
     const u = userOf(req)
@@ -54,7 +66,7 @@ export default async function messageRoutes(app: FastifyInstance, deps: PortalDe
     return {messages: page.messages.map(messageView), next: page.next}
   })
 
-  app.get<{Params: {id: string}}>('/portal/messages/:id', {preHandler: authenticate(tokens), schema: {params: idParams}}, async (req) => {
+  app.get<{Params: {id: string}}>('/portal/messages/:id', {preHandler: authenticate(tokens), schema: {params: idParams, response: {200: messageSchema}}}, async (req) => {
     const u = userOf(req)
     const r = await store.get(req.params.id)
     // another client's message is as absent as a missing one

@@ -6,13 +6,42 @@ import {requireAdmin} from '../guard.js'
 import type {PortalMetrics} from '../metrics.js'
 
 /**
+ * How old the counts of GET /admin/stats may be. Counting a million messages scans an index (a
+ * second under load), and every admin's overview polls it: one computation serves them all.
+ */
+export const STATS_MAX_AGE_MS = 2000
+
+/**
+ * An answer computed at most once per maxAgeMs (counted from when its computation began), however
+ * many ask meanwhile; those who ask during a computation wait for it. A failure is not kept.
+ */
+export function sharedAnswer<T>(compute: () => Promise<T>, maxAgeMs: number): () => Promise<T> {
+  let last: {at: number; value: T} | undefined
+  let running: Promise<T> | undefined
+  return () => {
+    if (last && Date.now() - last.at < maxAgeMs) return Promise.resolve(last.value)
+    if (!running) {
+      const at = Date.now()
+      running = compute()
+        .then((value) => {
+          last = {at, value}
+          return value
+        })
+        .finally(() => (running = undefined))
+    }
+    return running
+  }
+}
+
+/**
  * GET /admin/stats: the records store's counts; GET /admin/overview: the broker's live statistics
  * (queues with depth and rates, connections) over its mutual-TLS API; GET /health; GET /metrics.
  */
 export default async function statsRoutes(app: FastifyInstance, deps: PortalDeps & {metrics: PortalMetrics}): Promise<void> {
   const admin = requireAdmin(deps.tokens)
+  const stats = sharedAnswer(() => deps.store.stats(), STATS_MAX_AGE_MS)
 
-  app.get('/admin/stats', {preHandler: admin}, async () => deps.store.stats())
+  app.get('/admin/stats', {preHandler: admin}, async () => stats())
 
   app.get('/admin/overview', {preHandler: admin}, async () => {
     if (!deps.broker) throw new HttpError(503, 'E_BROKER_UNAVAILABLE', 'The portal has no broker API configured.')

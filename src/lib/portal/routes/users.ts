@@ -35,6 +35,7 @@ export default async function userRoutes(app: FastifyInstance, deps: PortalDeps)
   app.delete<{Params: {id: string}}>('/admin/users/:id', {preHandler: admin, schema: {params: idParams}}, async (req) => {
     if (Number(req.params.id) === userOf(req).id) throw new HttpError(409, 'E_USER_SELF', 'You cannot delete your own account.', {hint: 'Try this: let another admin do it.'})
     const u = await store.deleteUser(Number(req.params.id))
+    tokens.sessionsChanged()
     if (!u) throw new HttpError(404, 'E_NOT_FOUND', `No user ${req.params.id}.`)
     await audit(store, req, {data: {email: u.email, user_id: u.id}, event_type: 'user.delete', severity: 'warning'})
     return {deleted: {email: u.email, id: u.id}}
@@ -45,6 +46,7 @@ export default async function userRoutes(app: FastifyInstance, deps: PortalDeps)
     schema: {body: {additionalProperties: false, properties: {password}, required: ['password'], type: 'object'}, params: idParams},
   }, async (req) => {
     const u = await store.setPassword(Number(req.params.id), req.body.password)
+    tokens.sessionsChanged()
     if (!u) throw new HttpError(404, 'E_NOT_FOUND', `No user ${req.params.id}.`)
     await audit(store, req, {data: {email: u.email, user_id: u.id}, event_type: 'user.password', severity: 'warning'})
     return {id: u.id, email: u.email, password_changed: true}
