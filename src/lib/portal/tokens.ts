@@ -69,6 +69,8 @@ const unauthorized = (code: string, message: string) => new HttpError(401, code,
 export class TokenService {
   /** access token -> its user, the expiry its signature vouches for, and when its session was last found live */
   private readonly verified = new Map<string, {user: PortalUser; exp: number; checkedAt: number}>()
+  /** bumped by sessionsChanged: a session lookup begun before a change must not refill the cache with its stale answer */
+  private epoch = 0
 
   constructor(
     private readonly store: RecordsStore,
@@ -106,11 +108,12 @@ export class TokenService {
    */
   async verify(token: string): Promise<PortalUser> {
     const now = Date.now()
+    const epoch = this.epoch
     const hit = this.verified.get(token)
     if (hit && hit.exp * 1000 > now) {
       if (now - hit.checkedAt < SESSION_RECHECK_MS) return hit.user
       const user = await this.liveUser(hit.user.session, hit.user.id)
-      this.remember(token, user, hit.exp, now)
+      if (epoch === this.epoch) this.remember(token, user, hit.exp, now)
       return user
     }
     if (hit) this.verified.delete(token)
@@ -127,7 +130,7 @@ export class TokenService {
       throw unauthorized('E_TOKEN_INVALID', 'The access token is not valid.')
     }
     const user = await this.liveUser(sid, sub)
-    this.remember(token, user, exp, now)
+    if (epoch === this.epoch) this.remember(token, user, exp, now)
     return user
   }
 
@@ -148,6 +151,7 @@ export class TokenService {
 
   /** Sessions or users changed here (user deleted, password set): every token's session is looked up again. */
   sessionsChanged(): void {
+    this.epoch++
     this.verified.clear()
   }
 

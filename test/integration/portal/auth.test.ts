@@ -169,6 +169,38 @@ describe('portal auth: login, JWT checks, refresh rotation, logout, rate limits'
     assert.equal((await f.call('POST', '/portal/auth/refresh', undefined, {refresh_token: t.refresh_token})).status, 401)
   })
 
+  it('a logout while a session check is in flight is not undone by that check (its stale answer is not cached)', async () => {
+    const t = await f.login('alice@acme.example')
+    // the token's first use: signature checked, then its session read; hold that read until the logout is done
+    const sql = f.store.sql
+    const get = sql.get.bind(sql)
+    let release!: () => void
+    const held = new Promise<void>((r) => (release = r))
+    let reading!: () => void
+    const readStarted = new Promise<void>((r) => (reading = r))
+    sql.get = (async (q: string, params?: Parameters<typeof get>[1]) => {
+      if (q.includes('FROM portal_sessions s JOIN users')) {
+        const row = await get(q, params)
+        reading()
+        await held
+        return row
+      }
+      return get(q, params)
+    }) as typeof sql.get
+    try {
+      const inFlight = f.call('GET', '/portal/profile', t.access_token)
+      await readStarted
+      sql.get = get
+      assert.equal((await f.call('POST', '/portal/auth/logout', t.access_token)).status, 200)
+      release()
+      assert.equal((await inFlight).status, 200, 'the request that began before the logout may finish')
+      assert.equal((await f.call('GET', '/portal/profile', t.access_token)).json.error?.code, 'E_SESSION_ENDED')
+    } finally {
+      sql.get = get
+      release()
+    }
+  })
+
   it('rate-limits failed logins per account (even with the right password after) and per source address', async () => {
     const g = await portalFixture({portal: {login_max_per_account: 3, login_max_per_address: 5}})
     try {
