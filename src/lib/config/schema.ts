@@ -100,7 +100,7 @@ export const configSchema = z
         dedupe_max: z.number().int().min(1).default(100_000),
         flow_high: z.number().int().min(2).default(5_000),
         // paging: a durable queue keeps at most this many messages / body bytes in memory, the rest on disk
-        queue_window_messages: z.number().int().min(1).default(10_000),
+        queue_window_messages: z.number().int().min(1).default(2_500),
         queue_window_bytes: z.number().int().min(1024).default(16 * 1024 * 1024),
         // non-durable queues: a hard limit of ready body bytes, and what a full queue does
         transient_queue_max_bytes: z.number().int().min(1024).default(64 * 1024 * 1024),
