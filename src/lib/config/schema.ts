@@ -107,6 +107,8 @@ export const configSchema = z
         transient_overflow: z.enum(['reject-publish', 'drop-head']).default('reject-publish'),
         // a fraction (0 < x <= 1) of the machine's (or cgroup's) memory, or bytes (> 1): above it publishers are paused
         memory_high_watermark: z.number().positive().default(0.4),
+        // old generation growth past the live heap at each full GC, percent (0 = V8's default): less RSS, more GCs
+        heap_growing_percent: z.number().int().min(0).max(1000).default(25),
         default_prefetch: z.number().int().min(1).default(100),
         // extra wait before a group commit when the store is idle; under load the next group forms while one commits
         commit_interval_ms: ms.default(0),
