@@ -417,7 +417,7 @@ export class Engine {
     this.maxUnacked = opts.maxUnacked ?? 10_000
     this.statuses = new StatusJournal(opts.statusCapacity ?? 300_000)
     this.flowHigh = Math.max(2, opts.flowHigh ?? 5_000)
-    this.windowMessages = Math.max(1, opts.windowMessages ?? 10_000)
+    this.windowMessages = Math.max(1, opts.windowMessages ?? 2_500)
     this.windowBytes = Math.max(1, opts.windowBytes ?? 16 * 1024 * 1024)
     this.transientMaxBytes = opts.transientMaxBytes ?? 64 * 1024 * 1024
     this.transientOverflow = opts.transientOverflow ?? 'reject-publish'

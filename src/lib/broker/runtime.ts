@@ -20,7 +20,7 @@ import {CipherMqListener} from './ciphermq.js'
 import {ClusterEngine} from './cluster/engine.js'
 import {Engine} from './engine.js'
 import {lockDataDir} from './lock.js'
-import {resolveWatermark} from './memory.js'
+import {limitHeapGrowth, resolveWatermark} from './memory.js'
 import {type ResolvedPermissions, cipherMqPermissions, cipherMqReach, resolvePermissions} from './permissions.js'
 import {BrokerServer, type KeyDirectory} from './server.js'
 import {DurableStore, STORE_KEY_FILE} from './store.js'
@@ -103,6 +103,7 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
   await ensureCrlAtStart(home, config.pki, logger)
   // one broker per data directory, taken before the store opens
   const lock = lockDataDir(home.data)
+  limitHeapGrowth(b.heap_growing_percent)
   // before the cluster connects: a CRL shared by another node may arrive at once
   const crl = new CrlWatcher(home, b.crl_check_interval_ms)
   let store: DurableStore | undefined

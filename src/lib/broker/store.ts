@@ -134,7 +134,9 @@ export function openRecord(key: Uint8Array, aad: Uint8Array, sealed: Buffer): {h
   const d = createDecipheriv('aes-256-gcm', key, sealed.subarray(0, NONCE_BYTES), {authTagLength: TAG_BYTES})
   d.setAAD(aad)
   d.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES))
-  const plain = Buffer.concat([d.update(sealed.subarray(NONCE_BYTES, sealed.length - TAG_BYTES)), d.final()])
+  // GCM's final() only checks the tag (it returns no bytes): no concatenation copy of the row
+  const plain = d.update(sealed.subarray(NONCE_BYTES, sealed.length - TAG_BYTES))
+  d.final()
   const hl = plain.readUInt32LE(0)
   if (4 + hl > plain.length) throw new Error('sealed row has a bad headers length')
   return {body: plain.subarray(4 + hl), headers: plain.toString('utf8', 4, 4 + hl)}
@@ -175,7 +177,9 @@ export function openGroup(key: Uint8Array, keyId: number, groupId: number, seale
   const d = createDecipheriv('aes-256-gcm', key, sealed.subarray(0, NONCE_BYTES), {authTagLength: TAG_BYTES})
   d.setAAD(groupAad(keyId, groupId))
   d.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES))
-  return Buffer.concat([d.update(sealed.subarray(NONCE_BYTES, sealed.length - TAG_BYTES)), d.final()])
+  const plain = d.update(sealed.subarray(NONCE_BYTES, sealed.length - TAG_BYTES))
+  d.final()
+  return plain
 }
 
 /** Reads the packed insert record at p (kind byte included); returns the message and where the next record starts. */
@@ -796,7 +800,7 @@ export class DurableStore implements DedupeLog {
         else if (!rec) reason = `its sealed group ${r.group_id} has no record of it (altered or moved)`
         else if (rec.m.queue !== r.queue || rec.m.messageId !== r.message_id || rec.m.exchange !== r.exchange || rec.m.routingKey !== r.routing_key) reason = 'its columns differ from its sealed record (altered)'
         else {
-          body = Buffer.from(rec.m.body) // a copy: a slice would pin the whole group in memory
+          body = rec.m.body
           headers = rec.headers || null
         }
       } else {
@@ -840,6 +844,9 @@ export class DurableStore implements DedupeLog {
       const out = new Map<number, {m: StoredMessage; headers: string}>()
       for (let p = 0; p < plain.length; ) {
         const rec = readInsertRecord(plain, p)
+        // each body copied out once, here: a slice would pin the whole group (1 MiB) while any of its
+        // messages is in memory, and the group's plaintext is garbage as soon as this loop ends
+        rec.m.body = Buffer.from(rec.m.body)
         out.set(rec.m.seq, rec)
         p = rec.next
       }

@@ -100,13 +100,15 @@ export const configSchema = z
         dedupe_max: z.number().int().min(1).default(100_000),
         flow_high: z.number().int().min(2).default(5_000),
         // paging: a durable queue keeps at most this many messages / body bytes in memory, the rest on disk
-        queue_window_messages: z.number().int().min(1).default(10_000),
+        queue_window_messages: z.number().int().min(1).default(2_500),
         queue_window_bytes: z.number().int().min(1024).default(16 * 1024 * 1024),
         // non-durable queues: a hard limit of ready body bytes, and what a full queue does
         transient_queue_max_bytes: z.number().int().min(1024).default(64 * 1024 * 1024),
         transient_overflow: z.enum(['reject-publish', 'drop-head']).default('reject-publish'),
         // a fraction (0 < x <= 1) of the machine's (or cgroup's) memory, or bytes (> 1): above it publishers are paused
         memory_high_watermark: z.number().positive().default(0.4),
+        // old generation growth past the live heap at each full GC, percent (0 = V8's default): less RSS, more GCs
+        heap_growing_percent: z.number().int().min(0).max(1000).default(25),
         default_prefetch: z.number().int().min(1).default(100),
         // extra wait before a group commit when the store is idle; under load the next group forms while one commits
         commit_interval_ms: ms.default(0),

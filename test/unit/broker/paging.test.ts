@@ -236,3 +236,16 @@ test('non-durable queues have a hard byte limit: reject-publish refuses with E_Q
   const dead = peekQueue(d, 'h.dlq')
   assert.deepEqual(dead.map((m) => [m.messageId, m.headers['x-death-reason']]), ids(5, 'h').map((id) => [id, 'overflow']))
 })
+
+test('by default a durable backlog keeps at most 2,500 messages in memory (the broker stays small while a backlog drains)', async () => {
+  await withHome(async (dir, opened) => {
+    const store = openStore(dir)
+    opened.push(store)
+    const e = new Engine({store})
+    e.declareQueue('backlog', {durable: true})
+    for (const id of ids(3_000)) e.publish('', 'backlog', Buffer.from(`body of ${id}`), {messageId: id})
+    const st = e.listQueues().find((x) => x.name === 'backlog')!
+    assert.equal(st.messages, 3_000)
+    assert.equal(st.memoryMessages, 2_500)
+  })
+})

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict'
 import {test} from 'node:test'
+import {setFlagsFromString} from 'node:v8'
+import {runInNewContext} from 'node:vm'
 
 import {StatusJournal} from '../../../src/lib/broker/statuses.js'
 
@@ -24,4 +26,19 @@ test('remembers the most recent status changes and forgets older ones, across wr
   j.set('m1000', 'acknowledged', 'q')
   assert.equal(j.get('m1000')?.status, 'acknowledged')
   assert.equal(j.get('m950'), null, 'the newest change pushed out the oldest')
+})
+
+test('the journal does not keep the message ids themselves (a full journal costs the broker a few MB, not the ids)', () => {
+  setFlagsFromString('--expose-gc')
+  const gc = runInNewContext('gc') as () => void
+  const j = new StatusJournal(200_000)
+  gc()
+  const before = process.memoryUsage().heapUsed
+  // ids shaped like the broker's own (36 characters), each a distinct string
+  for (let i = 0; i < 200_000; i++) j.set(`7f3c2a10-5b6e-4d2f-9a81-${i.toString(16).padStart(12, '0')}`, 'sent', 'q')
+  gc()
+  const grown = process.memoryUsage().heapUsed - before
+  assert.ok(grown < 2 * 1024 * 1024, `heap grew ${Math.round(grown / 1024)} KiB for 200,000 statuses`)
+  assert.equal(j.get(`7f3c2a10-5b6e-4d2f-9a81-${(199_999).toString(16).padStart(12, '0')}`)?.status, 'sent')
+  assert.equal(j.get(`7f3c2a10-5b6e-4d2f-9a81-${(200_000).toString(16).padStart(12, '0')}`), null)
 })

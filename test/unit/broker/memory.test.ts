@@ -1,0 +1,33 @@
+import assert from 'node:assert/strict'
+import {execFileSync} from 'node:child_process'
+import {test} from 'node:test'
+
+const MEMORY_JS = new URL('../../../src/lib/broker/memory.js', import.meta.url).href
+
+/**
+ * A broker-like heap in a child process (V8 flags are per process): some state that stays alive, and
+ * a FIFO window of messages that live long enough to be promoted and then die, as a draining backlog
+ * does. Returns the full (mark-compact) collections it took: a heap allowed to grow less past its
+ * live size collects sooner, so more often.
+ */
+function fullCollections(percent: number): number {
+  const script = `
+    import {PerformanceObserver, constants} from 'node:perf_hooks'
+    const {limitHeapGrowth} = await import(${JSON.stringify(MEMORY_JS)})
+    limitHeapGrowth(${percent})
+    let major = 0
+    new PerformanceObserver((l) => { for (const e of l.getEntries()) if (e.detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) major++ }).observe({entryTypes: ['gc']})
+    const live = Array.from({length: 200_000}, (_, i) => ({id: 'live-' + i, n: i}))
+    const ring = new Array(100_000)
+    for (let i = 0; i < 3_000_000; i++) ring[i % 100_000] = {id: 'message-' + i, seq: i, headers: {k: String(i)}}
+    await new Promise((r) => setTimeout(r, 100))
+    console.log(major, live.length)
+  `
+  return Number(execFileSync(process.execPath, ['--input-type=module', '-e', script], {encoding: 'utf8'}).split(' ')[0])
+}
+
+test("limitHeapGrowth takes effect after start: the old generation is collected before it grows far past its live size (the broker's default, 25 %)", () => {
+  const own = fullCollections(0)
+  const limited = fullCollections(25)
+  assert.ok(limited >= 2 * own && limited - own >= 3, `full collections: ${limited} with 25 %, ${own} with V8's own factor`)
+})
