@@ -13,6 +13,8 @@
  * id was promoted there. Two ids with the same 64 bits would share an answer; among 300,000 entries
  * the chance that any other id matches a queried one is about 2e-14.
  */
+import {randomBytes} from 'node:crypto'
+
 import {type MessageStatus, STATUS_NAMES} from '../wire/types.js'
 
 export {type MessageStatus, STATUS_NAMES} from '../wire/types.js'
@@ -83,11 +85,14 @@ export class StatusJournal {
 }
 
 const hashOut = new Int32Array(2)
+// Seeds drawn per process (the journal lives in memory only): a client cannot make up, offline, an id
+// whose hash matches another client's message id and so change what STATUS answers for it.
+const SEED = new Int32Array(randomBytes(8).buffer, 0, 2)
 
-/** FNV-1a and a multiply-rotate hash of the id's UTF-16 units, in one pass, into hashOut */
+/** FNV-1a and a multiply-rotate hash of the id's UTF-16 units, seeded, in one pass, into hashOut */
 function idHash(id: string): void {
-  let a = 0x811c9dc5 | 0
-  let b = 0x9747b28c | 0
+  let a = (0x811c9dc5 ^ SEED[0]) | 0
+  let b = (0x9747b28c ^ SEED[1]) | 0
   for (let i = 0; i < id.length; i++) {
     const c = id.charCodeAt(i)
     a = Math.imul(a ^ c, 0x01000193)
@@ -96,4 +101,10 @@ function idHash(id: string): void {
   }
   hashOut[0] = a
   hashOut[1] = Math.imul(b ^ id.length, 0x27d4eb2d) ^ (b >>> 13)
+}
+
+/** the two 32-bit hashes of an id in this process (tests: they differ between processes) */
+export function idHashOf(id: string): [number, number] {
+  idHash(id)
+  return [hashOut[0], hashOut[1]]
 }

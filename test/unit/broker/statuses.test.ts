@@ -3,7 +3,7 @@ import {test} from 'node:test'
 import {setFlagsFromString} from 'node:v8'
 import {runInNewContext} from 'node:vm'
 
-import {StatusJournal} from '../../../src/lib/broker/statuses.js'
+import {StatusJournal, idHashOf} from '../../../src/lib/broker/statuses.js'
 
 test('the latest status of a message wins and keeps its queue', () => {
   const j = new StatusJournal(10)
@@ -41,4 +41,17 @@ test('the journal does not keep the message ids themselves (a full journal costs
   assert.ok(grown < 2 * 1024 * 1024, `heap grew ${Math.round(grown / 1024)} KiB for 200,000 statuses`)
   assert.equal(j.get(`7f3c2a10-5b6e-4d2f-9a81-${(199_999).toString(16).padStart(12, '0')}`)?.status, 'sent')
   assert.equal(j.get(`7f3c2a10-5b6e-4d2f-9a81-${(200_000).toString(16).padStart(12, '0')}`), null)
+})
+
+test('the id hash is seeded per process: the same id hashes differently in another process, so a colliding id cannot be made up offline', async () => {
+  const {execFileSync} = await import('node:child_process')
+  const {fileURLToPath} = await import('node:url')
+  const mod = fileURLToPath(new URL('../../../src/lib/broker/statuses.js', import.meta.url))
+  const other = (): string => execFileSync(process.execPath, ['--input-type=module', '-e', `import {idHashOf} from ${JSON.stringify(mod)}; console.log(idHashOf('order-42').join(','))`], {encoding: 'utf8'}).trim()
+  const here = idHashOf('order-42').join(',')
+  assert.equal(idHashOf('order-42').join(','), here, 'stable within a process')
+  const a = other()
+  const b = other()
+  assert.notEqual(a, here)
+  assert.notEqual(a, b)
 })
