@@ -20,7 +20,7 @@ import {CipherMqListener} from './ciphermq.js'
 import {ClusterEngine} from './cluster/engine.js'
 import {Engine} from './engine.js'
 import {lockDataDir} from './lock.js'
-import {limitHeapGrowth, resolveWatermark} from './memory.js'
+import {HeapGrowthGovernor, resolveWatermark} from './memory.js'
 import {type ResolvedPermissions, cipherMqPermissions, cipherMqReach, resolvePermissions} from './permissions.js'
 import {BrokerServer, type KeyDirectory} from './server.js'
 import {DurableStore, STORE_KEY_FILE} from './store.js'
@@ -103,7 +103,7 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
   await ensureCrlAtStart(home, config.pki, logger)
   // one broker per data directory, taken before the store opens
   const lock = lockDataDir(home.data)
-  limitHeapGrowth(b.heap_growing_percent)
+  const heapGrowth = new HeapGrowthGovernor(b.heap_growing_percent, b.heap_growing_above).start()
   // before the cluster connects: a CRL shared by another node may arrive at once
   const crl = new CrlWatcher(home, b.crl_check_interval_ms)
   let store: DurableStore | undefined
@@ -146,6 +146,7 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
       })
     }
   } catch (error) {
+    heapGrowth.stop()
     lock.release()
     throw error
   }
@@ -256,6 +257,7 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
     await api.close().catch(() => {})
     await store?.close()
     await cluster?.close()
+    heapGrowth.stop()
     lock.release()
     throw error
   }
@@ -272,6 +274,7 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
       await Promise.all([api.close(), ciphermq?.close(), metrics?.close()])
       await store?.close()
       await cluster?.close()
+      heapGrowth.stop()
       lock.release()
     },
     ciphermq,

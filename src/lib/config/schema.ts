@@ -109,6 +109,8 @@ export const configSchema = z
         memory_high_watermark: z.number().positive().default(0.4),
         // old generation growth past the live heap at each full GC, percent (0 = V8's default): less RSS, more GCs
         heap_growing_percent: z.number().int().min(0).max(1000).default(25),
+        // the cap above applies only while the broker's RSS is above this many bytes (0 = always)
+        heap_growing_above: z.number().int().min(0).default(160 * 1024 * 1024),
         default_prefetch: z.number().int().min(1).default(100),
         // extra wait before a group commit when the store is idle; under load the next group forms while one commits
         commit_interval_ms: ms.default(0),

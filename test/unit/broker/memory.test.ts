@@ -2,6 +2,8 @@ import assert from 'node:assert/strict'
 import {execFileSync} from 'node:child_process'
 import {test} from 'node:test'
 
+import {HeapGrowthGovernor} from '../../../src/lib/broker/memory.js'
+
 const MEMORY_JS = new URL('../../../src/lib/broker/memory.js', import.meta.url).href
 
 /**
@@ -30,4 +32,24 @@ test("limitHeapGrowth takes effect after start: the old generation is collected 
   const own = fullCollections(0)
   const limited = fullCollections(25)
   assert.ok(limited >= 2 * own && limited - own >= 3, `full collections: ${limited} with 25 %, ${own} with V8's own factor`)
+})
+
+test('heap growth is capped only while the broker is big: above heap_growing_above, released below 85 % of it', () => {
+  let rss = 100
+  const applied: number[] = []
+  const g = new HeapGrowthGovernor(25, 160, () => rss, (p) => applied.push(p))
+  g.check()
+  assert.deepEqual([...applied], [], 'small: V8 keeps its own factor')
+  rss = 170
+  g.check()
+  assert.deepEqual([...applied], [25])
+  rss = 150
+  g.check()
+  assert.deepEqual([...applied], [25], 'hysteresis: still capped between 85 % and 100 %')
+  rss = 130
+  g.check()
+  assert.deepEqual([...applied], [25, 0], 'released (0 = V8 factor) once well below')
+  const always = new HeapGrowthGovernor(25, 0, () => 1, (p) => applied.push(p))
+  always.check()
+  assert.deepEqual([...applied], [25, 0, 25], 'heap_growing_above 0: always capped')
 })
