@@ -448,50 +448,61 @@ export interface Envelope2Parts {
   tag: Buffer
 }
 
+/**
+ * Reads the length-prefixed fields both formats share; every read is bounds-checked and a short
+ * buffer is E_ENVELOPE_MALFORMED naming the field, never an out-of-range read.
+ */
+class FieldReader {
+  constructor(
+    private readonly buf: Buffer,
+    public off: number,
+  ) {}
+
+  private need(n: number, what: string): void {
+    if (this.off + n > this.buf.length) throw bad(`truncated ${what}`)
+  }
+
+  /** a field preceded by its length (2 or 4 bytes), at most max bytes */
+  field(lenBytes: 2 | 4, what: string, max = Number.MAX_SAFE_INTEGER): Buffer {
+    this.need(lenBytes, `${what} length`)
+    const n = lenBytes === 2 ? this.buf.readUInt16BE(this.off) : this.buf.readUInt32BE(this.off)
+    this.off += lenBytes
+    if (n > max) throw bad(`${what} too large`)
+    return this.bytes(n, what)
+  }
+
+  bytes(n: number, what: string): Buffer {
+    this.need(n, what)
+    const b = this.buf.subarray(this.off, this.off + n)
+    this.off += n
+    return b
+  }
+
+  /** the MAC block, then the ciphertext and its GCM tag (the rest of the buffer) */
+  tail(): {macs: Buffer; ciphertext: Buffer; tag: Buffer} {
+    this.need(2, 'MAC length')
+    if (this.buf.readUInt16BE(this.off) % MAC_LEN !== 0) throw bad('MAC block length')
+    const macs = this.field(2, 'MACs')
+    this.need(TAG_LEN, 'ciphertext')
+    return {ciphertext: this.buf.subarray(this.off, this.buf.length - TAG_LEN), macs, tag: this.buf.subarray(this.buf.length - TAG_LEN)}
+  }
+}
+
 /** Splits an MQE2 envelope; throws E_ENVELOPE_MALFORMED on any structural problem, never reads out of bounds. */
 export function parseEnvelope2(buf: Buffer): Envelope2Parts {
   if (buf.length < 5 || !buf.subarray(0, 4).equals(ENVELOPE2_MAGIC)) throw bad('not an MQE2 envelope')
   const kind = buf[4]
-  let off = 5
-  const need = (n: number, what: string): void => {
-    if (off + n > buf.length) throw bad(`truncated ${what}`)
-  }
+  const r = new FieldReader(buf, 5)
   let inline: Envelope2Parts['inline']
   let grantHash: Buffer | undefined
   if (kind === KIND_GRANT) {
-    need(4, 'grant length')
-    const gl = buf.readUInt32BE(off)
-    off += 4
-    if (gl > MAX_GRANT_BYTES) throw bad('grant too large')
-    need(gl, 'grant')
-    const grantBytes = buf.subarray(off, off + gl)
-    off += gl
-    need(2, 'signature length')
-    const sl = buf.readUInt16BE(off)
-    off += 2
-    need(sl, 'signature')
-    inline = {grantBytes, signature: buf.subarray(off, off + sl)}
-    off += sl
+    const grantBytes = r.field(4, 'grant', MAX_GRANT_BYTES)
+    inline = {grantBytes, signature: r.field(2, 'signature')}
   } else if (kind === KIND_REF) {
-    need(GRANT_HASH_LEN, 'grant hash')
-    grantHash = buf.subarray(off, off + GRANT_HASH_LEN)
-    off += GRANT_HASH_LEN
+    grantHash = r.bytes(GRANT_HASH_LEN, 'grant hash')
   } else throw bad(`unknown envelope kind ${kind}`)
-  need(2, 'header length')
-  const hl = buf.readUInt16BE(off)
-  off += 2
-  need(hl, 'header')
-  const headerBytes = buf.subarray(off, off + hl)
-  off += hl
-  need(2, 'MAC length')
-  const ml = buf.readUInt16BE(off)
-  off += 2
-  if (ml % MAC_LEN !== 0) throw bad('MAC block length')
-  need(ml, 'MACs')
-  const macs = buf.subarray(off, off + ml)
-  off += ml
-  need(TAG_LEN, 'ciphertext')
-  return {ciphertext: buf.subarray(off, buf.length - TAG_LEN), grantHash, headerBytes, inline, macs, tag: buf.subarray(buf.length - TAG_LEN)}
+  const headerBytes = r.field(2, 'header')
+  return {grantHash, headerBytes, inline, ...r.tail()}
 }
 
 const bad = (what: string): DataError =>
@@ -500,39 +511,11 @@ const bad = (what: string): DataError =>
 /** Splits an MQE1 envelope; throws E_ENVELOPE_MALFORMED on any structural problem, never reads out of bounds. */
 export function parseEnvelope(buf: Buffer): EnvelopeParts {
   if (!isNativeEnvelope(buf)) throw bad('not an mq envelope (magic MQE1 missing)')
-  let off = 4
-  const need = (n: number, what: string): void => {
-    if (off + n > buf.length) throw bad(`truncated ${what}`)
-  }
-  need(4, 'grant length')
-  const gl = buf.readUInt32BE(off)
-  off += 4
-  if (gl > MAX_GRANT_BYTES) throw bad('grant too large')
-  need(gl, 'grant')
-  const grantBytes = buf.subarray(off, off + gl)
-  off += gl
-  need(2, 'signature length')
-  const sl = buf.readUInt16BE(off)
-  off += 2
-  need(sl, 'signature')
-  const signature = buf.subarray(off, off + sl)
-  off += sl
-  need(4, 'header length')
-  const hl = buf.readUInt32BE(off)
-  off += 4
-  if (hl > MAX_HEADER_BYTES) throw bad('header too large')
-  need(hl, 'header')
-  const headerBytes = buf.subarray(off, off + hl)
-  off += hl
-  need(2, 'MAC length')
-  const ml = buf.readUInt16BE(off)
-  off += 2
-  if (ml % MAC_LEN !== 0) throw bad('MAC block length')
-  need(ml, 'MACs')
-  const macs = buf.subarray(off, off + ml)
-  off += ml
-  need(TAG_LEN, 'ciphertext')
-  return {ciphertext: buf.subarray(off, buf.length - TAG_LEN), grantBytes, headerBytes, macs, signature, tag: buf.subarray(buf.length - TAG_LEN)}
+  const r = new FieldReader(buf, 4)
+  const grantBytes = r.field(4, 'grant', MAX_GRANT_BYTES)
+  const signature = r.field(2, 'signature')
+  const headerBytes = r.field(4, 'header', MAX_HEADER_BYTES)
+  return {grantBytes, headerBytes, signature, ...r.tail()}
 }
 
 const HEX32 = /^[0-9a-f]{32}$/
