@@ -518,6 +518,24 @@ export function parseEnvelope(buf: Buffer): EnvelopeParts {
   return {grantBytes, headerBytes, signature, ...r.tail()}
 }
 
+/**
+ * What both formats check against the signed grant before decrypting: the position under the key,
+ * the timestamp within its validity, and one MAC per recipient when there are several (with one
+ * recipient only sender and recipient know the data key, so the GCM tag authenticates the sender).
+ */
+function checkWithinGrant(grant: {max: number; iat: number; exp: number; to: unknown[]}, seq: number, ts: number, macs: Buffer): void {
+  if (seq >= grant.max) throw fail('E_ENVELOPE_HEADER', 'The message exceeds the number of messages its key grant allows.', 'treat the message as forged.')
+  if (ts + SKEW_MS < grant.iat || ts > grant.exp + SKEW_MS) throw fail('E_ENVELOPE_HEADER', 'The message timestamp lies outside its key grant validity.', 'treat the message as forged.')
+  if (macs.length !== (grant.to.length > 1 ? grant.to.length * MAC_LEN : 0)) throw fail('E_ENVELOPE_MAC', 'The message carries the wrong number of MACs.', 'treat the message as forged.')
+}
+
+/** The GCM tag proves a key holder wrote the message; our own MAC proves that holder was the sender. */
+function checkOwnMac(k: {index: number; grant: {from: string; to: unknown[]}}, macs: Buffer, want: () => Buffer): void {
+  if (k.grant.to.length <= 1) return
+  const mine = macs.subarray(k.index * MAC_LEN, (k.index + 1) * MAC_LEN)
+  if (!timingSafeEqual(mine, want())) throw fail('E_ENVELOPE_MAC', `The message MAC does not verify: it was not sent by ${k.grant.from}.`, 'treat the message as forged (another recipient may have written it).')
+}
+
 const HEX32 = /^[0-9a-f]{32}$/
 const HEX64 = /^[0-9a-f]{64}$/
 const isStr = (v: unknown, max = 1024): v is string => typeof v === 'string' && v.length > 0 && v.length <= max
@@ -741,15 +759,9 @@ export class EnvelopeOpener {
     const header = decodeHeader2(parts.headerBytes)
     const {grant} = k
     // the grant hash in the AAD binds sender, recipients and key id; the header binds id, time and position
-    if (header.seq >= grant.max) throw fail('E_ENVELOPE_HEADER', 'The message exceeds the number of messages its key grant allows.', 'treat the message as forged.')
-    if (header.ts + SKEW_MS < grant.iat || header.ts > grant.exp + SKEW_MS) throw fail('E_ENVELOPE_HEADER', 'The message timestamp lies outside its key grant validity.', 'treat the message as forged.')
-    if (parts.macs.length !== (grant.to.length > 1 ? grant.to.length * MAC_LEN : 0)) throw fail('E_ENVELOPE_MAC', 'The message carries the wrong number of MACs.', 'treat the message as forged.')
+    checkWithinGrant(grant, header.seq, header.ts, parts.macs)
     const payload = gcmOpen(k.dataKey, header.nonce, aad2(grantHash, parts.headerBytes, parts.macs), parts.ciphertext, parts.tag)
-    if (grant.to.length > 1) {
-      const mine = parts.macs.subarray(k.index * MAC_LEN, (k.index + 1) * MAC_LEN)
-      const want = createHmac('sha256', k.macKey).update(macInput2(grantHash, parts.headerBytes, createHash('sha256').update(payload).digest())).digest().subarray(0, MAC_LEN)
-      if (!timingSafeEqual(mine, want)) throw fail('E_ENVELOPE_MAC', `The message MAC does not verify: it was not sent by ${grant.from}.`, 'treat the message as forged (another recipient may have written it).')
-    }
+    checkOwnMac(k, parts.macs, () => createHmac('sha256', k.macKey).update(macInput2(grantHash, parts.headerBytes, createHash('sha256').update(payload).digest())).digest().subarray(0, MAC_LEN))
     return {
       contentType: header.ct,
       format: 'native',
@@ -775,19 +787,11 @@ export class EnvelopeOpener {
     if (header.to.length !== grant.to.length || header.to.some((n, i) => n !== grant.to[i].name)) {
       throw fail('E_ENVELOPE_HEADER', 'The message recipients differ from the signed key grant (re-addressed).', 'treat the message as forged.')
     }
-    if (header.seq >= grant.max) throw fail('E_ENVELOPE_HEADER', 'The message exceeds the number of messages its key grant allows.', 'treat the message as forged.')
-    if (header.ts + SKEW_MS < grant.iat || header.ts > grant.exp + SKEW_MS) throw fail('E_ENVELOPE_HEADER', 'The message timestamp lies outside its key grant validity.', 'treat the message as forged.')
-    // one recipient: only sender and recipient know the data key, so the GCM tag authenticates the sender
-    if (parts.macs.length !== (grant.to.length > 1 ? grant.to.length * MAC_LEN : 0)) throw fail('E_ENVELOPE_MAC', 'The message carries the wrong number of MACs.', 'treat the message as forged.')
+    checkWithinGrant(grant, header.seq, header.ts, parts.macs)
     const nonce = Buffer.from(header.n, 'base64')
     if (nonce.length !== NONCE_LEN) throw bad('nonce length')
     const payload = gcmOpen(k.dataKey, nonce, aad(grantHash, parts.headerBytes, parts.macs), parts.ciphertext, parts.tag)
-    // the GCM tag proves a key holder wrote it; our own MAC proves that holder was the sender
-    if (grant.to.length > 1) {
-      const mine = parts.macs.subarray(k.index * MAC_LEN, (k.index + 1) * MAC_LEN)
-      const want = messageMac(k.macKey, grantHash, parts.headerBytes, createHash('sha256').update(payload).digest())
-      if (!timingSafeEqual(mine, want)) throw fail('E_ENVELOPE_MAC', `The message MAC does not verify: it was not sent by ${grant.from}.`, 'treat the message as forged (another recipient may have written it).')
-    }
+    checkOwnMac(k, parts.macs, () => messageMac(k.macKey, grantHash, parts.headerBytes, createHash('sha256').update(payload).digest()))
     return {
       contentType: header.ct,
       format: 'native',
