@@ -39,8 +39,11 @@ interface Waiter {
  *
  * Each registration has a deadline (deadlineMs from its arrival): a client of the proxy gets its 503
  * within it even when the broker hangs and batches queue up behind those in flight. One still waiting
- * for a slot at its deadline is never sent; one in flight may still be registered by the broker,
- * as with any timeout (a retry with the same Idempotency-Key finds it).
+ * for a slot at its deadline is never sent. One in flight may still be registered by the broker: the
+ * broker fails what it commits after the deadline it was sent, but its answer may reach us after our
+ * own timer fired (a loaded machine, a slow network). Such a registration was answered 503 here, so
+ * it is reported back as not accepted (abandon), and its record ends failed instead of queued for the
+ * reconciler to deliver. A retry with the same Idempotency-Key revives it.
  */
 export class RegisterBatcher {
   private queue: Waiter[] = []
@@ -52,6 +55,7 @@ export class RegisterBatcher {
     private readonly maxBatch = 500,
     private readonly maxInflight = 4,
     private readonly deadlineMs = 0,
+    private readonly onAbandonError?: (error: Error, ids: string[]) => void,
   ) {}
 
   register(item: Registration): Promise<Registered> {
@@ -111,12 +115,39 @@ export class RegisterBatcher {
       if (!Array.isArray(results) || results.length !== batch.length) throw new MqError('E_BROKER_PROTOCOL', 'The broker answered a batch with the wrong number of results.', {details: {status: 502}})
     } catch (error) {
       for (const w of batch) w.reject(error as Error)
+      // no answer (timeout, connection lost): the broker may still have committed them; an answer
+      // with an HTTP status means it decided, and failed late ones itself
+      if (!(error instanceof HttpError) && !isAnswered(error)) this.abandon(batch.map((w) => w.item.message_id))
       return
     }
+    const abandoned: string[] = []
     for (const [i, w] of batch.entries()) {
       const r = results[i]
       if (r.error) w.reject(new HttpError(r.status ?? 422, r.error.code, r.error.message, {hint: r.error.hint}))
-      else w.resolve(r as Registered)
+      // registered, but this request was already answered 503 at its deadline
+      else if (w.done) {
+        if (r.created) abandoned.push(w.item.message_id)
+      } else w.resolve(r as Registered)
     }
+    if (abandoned.length > 0) this.abandon(abandoned)
   }
+
+  /** Tells the broker these registrations were refused (only records still queued change); retried a few times. */
+  private abandon(ids: string[], attempt = 0): void {
+    this.broker.call('POST', '/internal/messages/not-accepted', {message_ids: ids}).catch((error: Error) => {
+      if (attempt >= ABANDON_RETRIES) {
+        this.onAbandonError?.(error, ids)
+        return
+      }
+      setTimeout(() => this.abandon(ids, attempt + 1), 250 * 2 ** attempt).unref()
+    })
+  }
+}
+
+const ABANDON_RETRIES = 5
+
+/** An error carrying the broker's HTTP answer (status), as opposed to no answer at all. */
+function isAnswered(error: unknown): boolean {
+  const status = (error as {details?: {status?: unknown}})?.details?.status
+  return typeof status === 'number' && status > 0
 }

@@ -68,7 +68,10 @@ export class ProxyServer {
     this.keys = pipelineKeys(o.config)
     this.limiter = new RateLimiter(o.redis, o.config.proxy.rate_per_sec, o.config.proxy.rate_burst)
     // the promise: 503 within one second when the broker does not answer
-    this.batcher = new RegisterBatcher(o.broker, 500, 4, o.registerDeadlineMs ?? 900)
+    this.batcher = new RegisterBatcher(o.broker, 500, 4, o.registerDeadlineMs ?? 900, (error, ids) =>
+      // left queued: the worker's reconciler may deliver messages whose requests were answered 503
+      this.log.warn('could not report refused registrations to the broker', {count: ids.length, error}),
+    )
     this.enqueuer = new EnqueueBatcher(o.redis, this.keys.stream)
     this.m = {
       accepted: new Counter({help: 'Messages accepted (202), by client', labelNames: ['client_id'], name: 'mq_proxy_messages_accepted_total', registers: [this.registry]}),

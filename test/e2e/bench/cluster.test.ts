@@ -8,7 +8,7 @@ import {tempHome} from '../../helpers/home.js'
 test('mq bench --cluster --json: durable runs on 1 and 3 cluster nodes over a private Redis, every message received, CPU reported', async () => {
   const h = tempHome('mq-bench-cluster-')
   try {
-    const r = await runCli(['bench', '--cluster', '--messages', '300', '--warmup', '0', '--latency-rate', '0', '--json'], {home: h.dir})
+    const r = await runCli(['bench', '--cluster', '--messages', '300', '--warmup', '0', '--latency-rate', '0', '--json'], {home: h.dir, timeoutMs: 240_000})
     assert.equal(r.code, 0, r.stderr)
     const out = JSON.parse(r.stdout)
     assert.deepEqual(out.results.map((x: {setup: string}) => x.setup), ['mq 1 node', 'mq 3 nodes'])

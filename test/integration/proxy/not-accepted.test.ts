@@ -2,10 +2,12 @@
  * Issue 18, failures 3 and 4, one rule: a request answered 503 was not accepted, so a record it left
  * behind ends failed (E_NOT_ACCEPTED) and is never delivered; a retry with the same Idempotency-Key
  * brings that same message back. Two ways to get there: the proxy recorded the message but could
- * not enqueue it, or the records store committed it after the proxy's deadline. The reconciler's
+ * not enqueue it, or the records store committed it after the proxy's deadline (by the broker's
+ * clock, or by the proxy's when the answer came back too late). The reconciler's
  * list of undelivered records leaves such records out.
  */
 import assert from 'node:assert/strict'
+import {type Server, type Socket, connect, createServer} from 'node:net'
 import {after, before, describe, it} from 'node:test'
 
 import type {Redis} from 'ioredis'
@@ -32,9 +34,10 @@ describe('records of requests answered 503 end failed; a same-key retry revives 
   let client: ApiClient
   let asProxy: ApiClient
   let asWorker: ApiClient
+  let home: Awaited<ReturnType<typeof testPki>>['home']
 
   before(async () => {
-    const {home} = await testPki(h.dir, {clients: ['proxy', 'worker', 'alice'], servers: ['broker', 'proxy-server']})
+    ;({home} = await testPki(h.dir, {clients: ['proxy', 'worker', 'alice'], servers: ['broker', 'proxy-server']}))
     config = configSchema.parse({proxy: {rate_per_sec: 0}, redis: {key_prefix: prefix, url: REDIS_URL}})
     plugin = await createRecordsPlugin({config, home, publisher: memoryPublisher()})
     api = await pluginServer(home, [plugin])
@@ -107,5 +110,53 @@ describe('records of requests answered 503 end failed; a same-key retry revives 
     assert.deepEqual(ok.results.map((r) => [r.error?.code, r.created]), [[undefined, true]])
     assert.equal((await plugin.store.get('late-1'))?.status, 'queued')
     assert.equal((await undelivered()).includes('late-1'), true)
+  })
+
+  it('answered in time by the broker, but the answer reached the proxy after its deadline: the proxy reports it, the record ends failed', async () => {
+    // a TCP hop between proxy and broker API that holds the broker's answers back while slow is set
+    let slow = true
+    const shim: Server = createServer((down: Socket) => {
+      const up = connect(Number(new URL(api.url).port), '127.0.0.1')
+      down.pipe(up)
+      up.on('data', (b: Buffer) => {
+        if (!slow) return void down.write(b)
+        up.pause()
+        setTimeout(() => {
+          down.write(b)
+          up.resume()
+        }, 1500)
+      })
+      const end = () => (up.destroy(), down.destroy())
+      up.on('error', end).on('close', end)
+      down.on('error', end).on('close', end)
+    })
+    await new Promise<void>((r) => shim.listen(0, '127.0.0.1', r))
+    const port = (shim.address() as {port: number}).port
+    const slowProxy = new ProxyServer({broker: new ApiClient(`https://127.0.0.1:${port}`, clientTlsOptions(home, 'proxy'), 900), config, redis, registerDeadlineMs: 300, tls: serverTlsOptions(home, 'proxy-server')})
+    const slowClient = new ApiClient(`https://127.0.0.1:${(await slowProxy.listen(0, '127.0.0.1')).port}`, clientTlsOptions(home, 'alice'), 5000)
+    try {
+      // one warm-up request with answers on time: the TLS session to the broker is open
+      slow = false
+      assert.equal((await slowClient.request('POST', '/api/v1/messages', {message_body: 'warm', sender_number: '+4915200000000'})).status, 202)
+      slow = true
+      const before = new Set((await plugin.store.list({limit: 1000})).map((r) => r.message_id))
+      const r = await slowClient.request<{error?: {code: string}}>('POST', '/api/v1/messages', {message_body: 'answered late', sender_number: '+4915200000000'})
+      assert.equal(r.status, 503)
+      // the broker recorded it in time by its own clock: queued, until the proxy's report arrives
+      const {waitFor} = await import('../../helpers/services.js')
+      let late: {message_id: string; status: string; last_error: string | null} | undefined
+      await waitFor(async () => {
+        late = (await plugin.store.list({limit: 1000})).find((x) => !before.has(x.message_id))
+        return late !== undefined
+      }, 5000, 20)
+      slow = false
+      await waitFor(async () => (await plugin.store.get(late!.message_id))?.status === 'failed', 10_000, 50)
+      assert.match((await plugin.store.get(late!.message_id))?.last_error ?? '', /^E_NOT_ACCEPTED: the proxy answered 503/)
+      assert.equal((await undelivered()).includes(late!.message_id), false, 'a refused request left for the reconciler to deliver')
+    } finally {
+      slowClient.close()
+      await slowProxy.close()
+      shim.close()
+    }
   })
 })

@@ -3,7 +3,7 @@ import type {FastifyInstance} from 'fastify'
 import {HttpError, errorBody, statusOf} from '../../http/errors.js'
 import {PHONE_RE, assertBodyLength} from '../crypto.js'
 import type {RecordsStore} from '../store.js'
-import {PROXY, type RecordsDeps, WORKER, idParams, jsonBody, messageId, optionalString} from './common.js'
+import {PROXY, type RecordsDeps, WORKER, idParams, jsonBody, messageId, messageIdSchema, optionalString} from './common.js'
 
 // Batch items are checked one by one in code, not by the route's schema: one bad item fails
 // only itself (its own outcome in "results"), never the batch.
@@ -34,7 +34,8 @@ const LATE_MARGIN_MS = 50
 
 /**
  * The ingest pipeline's internal API: POST /internal/messages/register (proxies), POST
- * /internal/messages/deliver (workers), PUT /internal/messages/:id/status (workers and proxies).
+ * /internal/messages/deliver (workers), PUT /internal/messages/:id/status (workers and proxies),
+ * POST /internal/messages/not-accepted (proxies).
  * Each takes one message or a batch {"messages": [...]}, which is what they send under load.
  */
 export default async function pipelineRoutes(app: FastifyInstance, deps: RecordsDeps): Promise<void> {
@@ -188,6 +189,26 @@ export default async function pipelineRoutes(app: FastifyInstance, deps: Records
     const last = messages.at(-1)
     const next = messages.length === limit && last ? Buffer.from(`${last.queued_at}|${last.id}`).toString('base64url') : null
     return {messages: messages.map(({id: _id, ...x}) => x), next}
+  })
+
+  // A proxy that answered 503 before our answer to its registration reached it: those records were
+  // not accepted. Only records still queued change, so one accepted by a retry meanwhile keeps its status.
+  app.post<{Body: {message_ids: string[]}}>('/internal/messages/not-accepted', {
+    config: PROXY,
+    preValidation: jsonBody(),
+    schema: {
+      body: {
+        properties: {
+          message_ids: {items: messageIdSchema, maxItems: 2000, minItems: 1, type: 'array', 'x-error': {code: 'E_FIELD_TYPE', message: 'message_ids must be a list of 1 to 2000 message ids.'}},
+        },
+        required: ['message_ids'],
+        type: 'object',
+      },
+    },
+  }, async (req) => {
+    const changed = await timed('not_accepted', () => store.markNotAccepted(req.body.message_ids, 'the proxy answered 503 before the records store\'s answer reached it'))
+    if (changed > 0) log.info('registrations refused by the proxy marked failed', {count: changed})
+    return {changed}
   })
 
   app.put<{Params: {id: string}; Body: {status: 'queued' | 'processing' | 'failed'; attempts?: number | null; error?: string | null}}>('/internal/messages/:id/status', {
