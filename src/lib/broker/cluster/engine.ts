@@ -30,6 +30,7 @@ import type {Message} from '../message.js'
 import {MemoryWatermark} from '../memory.js'
 import {ClusterKeys, GROUP} from './keys.js'
 import {type RedisClient, defineScripts, runScript} from './scripts.js'
+import {latestPerNode} from './nodes.js'
 
 export type Durability = ClusterStatus['durability']['mode']
 
@@ -1292,7 +1293,8 @@ export class ClusterEngine implements BrokerEngine {
 
   /** the other live nodes' reports, this node's own counters fresh */
   private liveInfos(): Record<string, unknown>[] {
-    return [this.info(), ...this.nodes.filter((n) => n.alive && !n.self).map((n) => n.info)]
+    const self = this.nodeId
+    return [this.info(), ...latestPerNode(this.nodes).filter((n) => n.alive && !n.self && n.node !== self).map((n) => n.info)]
   }
 
   listQueues(): QueueStats[] {
@@ -1320,7 +1322,7 @@ export class ClusterEngine implements BrokerEngine {
       durability: {mode: this.opts.durability, ...this.durabilityNote},
       name: this.opts.name,
       node: this.consumerName,
-      nodes: this.nodes.map((n) => (n.self ? {...n, info: this.info()} : n)),
+      nodes: latestPerNode(this.nodes).map((n) => (n.self ? {...n, info: this.info()} : n)),
       ...this.counters,
     }
   }
