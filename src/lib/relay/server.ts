@@ -16,6 +16,7 @@ import {
   Op,
   PAD_BLOCK,
   PULL_ENTRY_HEADER_BYTES,
+  RESPONSE_HEADER_BYTES,
   type RequestHeader,
   SEND_HEADER_BYTES,
   V2_KEY_BYTES,
@@ -31,6 +32,7 @@ import {
   headerLayout,
   padLength,
   responseCode,
+  writeResponseHeader,
 } from './protocol.js'
 import {EndOfStream, SocketReader, StallTimeout, writeAll, writeFlow} from './reader.js'
 import type {RelayStore, StoredMessage} from './store.js'
@@ -208,7 +210,7 @@ export class RelayServer {
     try {
       for (;;) {
         between = true
-        if (!(await conn.reader.fill(1))) break
+        if (conn.reader.available === 0 && !(await conn.reader.fill(1))) break
         between = false
         const keep = await this.handle(conn)
         conn.requests++
@@ -248,10 +250,12 @@ export class RelayServer {
 
   private async handleRequest(conn: Conn): Promise<boolean> {
     const {reader} = conn
-    const first = await reader.read(18)
+    if (reader.available < 18 && !(await reader.fill(18))) throw new EndOfStream(reader.available)
+    const first = reader.peek(18)
     const layout = headerLayout(first)
     if ('error' in layout) return this.refuseAndClose(conn, layout.error, first[16] >= 1 && first[16] <= 3 ? first[16] : 2)
-    const h = decodeRequestHeader(Buffer.concat([first, await reader.read(layout.total - 18)]))
+    // one piece, not the first 18 bytes and the rest joined: no copy when the header came whole
+    const h = decodeRequestHeader(reader.readNow(layout.total) ?? (await reader.read(layout.total)))
     if ('error' in h) return this.refuseAndClose(conn, h.error, first[16] >= 1 && first[16] <= 3 ? first[16] : 2)
     reader.deadline = Date.now() + this.opts.idleTimeoutMs + Math.ceil(((h.payloadSize + PAD_BLOCK) / MIN_RATE) * 1000)
     const ctx: Ctx = {conn, frameLen: layout.total + h.payloadSize, h}
@@ -264,7 +268,8 @@ export class RelayServer {
         conn.padded = ctx.padded = true
       }
       if (h.op !== Op.register) {
-        if (!(await this.opts.store.touch(h.clientId))) throw new Refusal(`unknown client id ${h.clientId.toString('hex')}`, h.payloadSize)
+        const {store} = this.opts
+        if (!store.touchedRecently(h.clientId) && !(await store.touch(h.clientId))) throw new Refusal(`unknown client id ${h.clientId.toString('hex')}`, h.payloadSize)
       }
       switch (h.op) {
         case Op.register:
@@ -339,10 +344,14 @@ export class RelayServer {
     }
   }
 
-  private async reply(ctx: Ctx, code: number, payload: Buffer, padded: boolean): Promise<void> {
-    let frame = Buffer.concat([encodeResponseHeader(ctx.h.versionByte, code, payload.length), payload])
-    if (padded) frame = Buffer.concat([frame, Buffer.alloc(padLength(frame.length))])
-    await writeAll(ctx.conn.sock, frame)
+  private reply(ctx: Ctx, code: number, payload: Buffer, padded: boolean): Promise<void> {
+    // one buffer for header, payload and padding
+    const len = RESPONSE_HEADER_BYTES + payload.length
+    const frame = Buffer.allocUnsafe(padded ? len + padLength(len) : len)
+    writeResponseHeader(frame, ctx.h.versionByte, code, payload.length)
+    payload.copy(frame, RESPONSE_HEADER_BYTES)
+    frame.fill(0, len)
+    return writeAll(ctx.conn.sock, frame)
   }
 
   private ok(ctx: Ctx, payload: Buffer, padded: boolean): Promise<void> {
@@ -407,20 +416,20 @@ export class RelayServer {
     const o = this.opts
     if (size < SEND_HEADER_BYTES) throw new Refusal(`send payload of ${size} bytes is shorter than its ${SEND_HEADER_BYTES}-byte header`, size)
     if (size - SEND_HEADER_BYTES > Math.max(o.maxFileBytes, o.maxTextBytes)) throw new Refusal(`send payload of ${size} bytes exceeds the limits`, size)
-    const sh = decodeSendHeader(await conn.reader.read(SEND_HEADER_BYTES))
+    const sh = decodeSendHeader(conn.reader.readNow(SEND_HEADER_BYTES) ?? (await conn.reader.read(SEND_HEADER_BYTES)))
     const rest = size - SEND_HEADER_BYTES
     if (sh.contentSize !== rest) throw new Refusal(`content size ${sh.contentSize} but ${rest} payload bytes follow`, rest)
     if (sh.type < MessageType.keyRequest || sh.type > MessageType.file) throw new Refusal(`unknown message type ${sh.type}`, rest)
     const limit = sh.type === MessageType.file ? o.maxFileBytes : o.maxTextBytes
     if (sh.contentSize > limit) throw new Refusal(`type ${sh.type} content of ${sh.contentSize} bytes exceeds the limit of ${limit}`, rest)
-    const dest = await o.store.userById(sh.destination)
+    const dest = o.store.cachedUser(sh.destination) ?? (await o.store.userById(sh.destination))
     if (!dest) throw new Refusal(`no user with id ${sh.destination.toString('hex')}`, rest)
     let body: Buffer | null = null
     let file: string | null = null
-    if (sh.contentSize <= INLINE_MAX) body = await conn.reader.read(sh.contentSize)
+    if (sh.contentSize <= INLINE_MAX) body = conn.reader.readNow(sh.contentSize) ?? (await conn.reader.read(sh.contentSize))
     else file = await this.receiveFile(conn.reader, sh.contentSize)
     try {
-      const padded = await this.settleFraming(ctx)
+      const padded = ctx.padded ?? (h.version === 3 ? false : await this.settleFraming(ctx))
       const id = await o.store.addMessage({body, file, from: h.clientId, size: sh.contentSize, to: dest.id, type: sh.type})
       if (this.log.enabled('debug')) this.log.debug('stored message', {from: h.clientId.toString('hex'), id, size: sh.contentSize, to: dest.name, type: sh.type})
       await this.ok(ctx, encodeSendAck(dest.id, id), padded)
