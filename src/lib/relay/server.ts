@@ -44,6 +44,10 @@ const SKIP_MAX = 64 * 1024
 const MAX_LIST_USERS = 100_000
 /** While a file arrives, its bytes are pushed to disk every this many (not only at the end). */
 const SYNC_EVERY = 8 * 1024 * 1024
+/** A file's socket chunks are written to disk in batches of this size... */
+const WRITE_BATCH = 1024 * 1024
+/** ...with reading going on while up to this many bytes wait for the disk. */
+const WRITE_AHEAD = 4 * 1024 * 1024
 /** Slowest accepted average upload rate (bytes/s) before a request's deadline closes it. */
 const MIN_RATE = 64 * 1024
 
@@ -450,32 +454,44 @@ export class RelayServer {
     let writing: Promise<unknown> = Promise.resolve()
     let syncing: Promise<unknown> = Promise.resolve()
     try {
-      // Coalesce socket chunks into writes of up to 1 MiB: fewer syscalls, still bounded. One
-      // write is in flight while the next MiB arrives (waiting for each write before reading on
-      // left the socket idle for the disk's time); memory stays at two batches.
+      // Coalesce socket chunks into writes of WRITE_BATCH: fewer syscalls, still bounded. Writes
+      // run one after another (appends), but reading goes on while up to WRITE_AHEAD bytes wait
+      // for them: one write in flight let a single slow write (the page cache's dirty-page
+      // throttling stalls one for 10-20 ms here) stop the socket; memory stays under
+      // WRITE_AHEAD + one batch, whatever the file's size.
       let pending: Buffer[] = []
       let pendingBytes = 0
       let written = 0
       let synced = 0
+      const queue: {done: Promise<unknown>; bytes: number}[] = []
+      let queued = 0
       const flush = async () => {
-        await writing
-        if (pendingBytes === 0) return
-        const parts = pending
-        written += pendingBytes
-        pending = []
-        pendingBytes = 0
-        writing = handled(fh.writev(parts))
-        // start the write-back while the rest arrives, so the final fsync finds little left to do
-        if (written - synced >= SYNC_EVERY) {
-          synced = written
-          const after = writing
-          syncing = handled(syncing.then(() => after).then(() => fh.datasync()))
+        if (pendingBytes > 0) {
+          const parts = pending
+          const bytes = pendingBytes
+          written += bytes
+          pending = []
+          pendingBytes = 0
+          writing = handled(writing.then(() => fh.writev(parts)))
+          queue.push({bytes, done: writing})
+          queued += bytes
+          // start the write-back while the rest arrives, so the final fsync finds little left to do
+          if (written - synced >= SYNC_EVERY) {
+            synced = written
+            const after = writing
+            syncing = handled(syncing.then(() => after).then(() => fh.datasync()))
+          }
+        }
+        while (queued > WRITE_AHEAD) {
+          const first = queue.shift()!
+          await first.done
+          queued -= first.bytes
         }
       }
       await reader.stream(n, async (chunk) => {
         pending.push(chunk)
         pendingBytes += chunk.length
-        if (pendingBytes >= 1024 * 1024) await flush()
+        if (pendingBytes >= WRITE_BATCH) await flush()
       })
       await flush()
       await writing
