@@ -120,7 +120,7 @@ export class RelayConnection {
       let sent = 0
       if (Buffer.isBuffer(content) && content.length <= ONE_WRITE_MAX) {
         // one write, so one segment: a separate header write cost a syscall and a packet per text
-        await writeFlow(this.sock, Buffer.concat([...head, content]))
+        await writeFlow(this.sock, Buffer.concat([head[0], head[1], content]))
         sent = content.length
       } else if (Buffer.isBuffer(content)) {
         await writeFlow(this.sock, Buffer.concat(head))
@@ -136,7 +136,7 @@ export class RelayConnection {
       }
       if (sent !== size) throw new Error(`content was ${sent} bytes, announced ${size}`)
       const h = await this.readHeader(op, 'send')
-      return await this.reader.read(h.payloadSize)
+      return this.reader.readNow(h.payloadSize) ?? (await this.reader.read(h.payloadSize))
     } catch (error) {
       // The relay may refuse (9000) and close before the content was all written: say so.
       if (!(error instanceof MqError) && this.reader.available >= RESPONSE_HEADER_BYTES && decodeResponseHeader(this.reader.peek(RESPONSE_HEADER_BYTES)).code === ERROR_CODE) {

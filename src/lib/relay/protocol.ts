@@ -101,7 +101,8 @@ export function decodeRequestHeader(buf: Buffer): RequestHeader | {error: string
 
 export function encodeRequestHeader(version: ProtocolVersion, clientId: Buffer, op: OpCode, payloadSize: number, versionByte: number = version): Buffer {
   if (clientId.length !== CLIENT_ID_BYTES) throw new Error('client id must be 16 bytes')
-  const h = Buffer.alloc(headerBytes(version))
+  // every byte is written below: a pooled buffer, not a fresh zeroed one per request
+  const h = Buffer.allocUnsafe(headerBytes(version))
   clientId.copy(h, 0)
   h[16] = versionByte
   if (version === 1) {
@@ -125,11 +126,16 @@ export interface ResponseHeader {
 }
 
 export function encodeResponseHeader(versionByte: number, code: number, payloadSize: number): Buffer {
-  const h = Buffer.alloc(RESPONSE_HEADER_BYTES)
-  h[0] = versionByte
-  h.writeUInt16LE(code, 1)
-  h.writeUInt32LE(payloadSize, 3)
+  const h = Buffer.allocUnsafe(RESPONSE_HEADER_BYTES)
+  writeResponseHeader(h, versionByte, code, payloadSize)
   return h
+}
+
+/** The response header into the first RESPONSE_HEADER_BYTES of `frame`. */
+export function writeResponseHeader(frame: Buffer, versionByte: number, code: number, payloadSize: number): void {
+  frame[0] = versionByte
+  frame.writeUInt16LE(code, 1)
+  frame.writeUInt32LE(payloadSize, 3)
 }
 
 export function decodeResponseHeader(buf: Buffer): ResponseHeader {
@@ -251,7 +257,8 @@ export function decodeUserList(payload: Buffer): UserEntry[] | {error: string} {
 }
 
 export function encodeSendHeader(destination: Buffer, type: number, contentSize: number): Buffer {
-  const b = Buffer.alloc(SEND_HEADER_BYTES)
+  if (destination.length !== CLIENT_ID_BYTES) throw new Error('destination id must be 16 bytes')
+  const b = Buffer.allocUnsafe(SEND_HEADER_BYTES)
   destination.copy(b, 0)
   b[16] = type
   b.writeUInt32LE(contentSize, 17)
@@ -264,14 +271,16 @@ export function decodeSendHeader(b: Buffer): {destination: Buffer; type: number;
 
 /** 2103/1003 payload: destination id 16 | message id 4. */
 export function encodeSendAck(destination: Buffer, messageId: number): Buffer {
-  const b = Buffer.alloc(CLIENT_ID_BYTES + 4)
+  if (destination.length !== CLIENT_ID_BYTES) throw new Error('destination id must be 16 bytes')
+  const b = Buffer.allocUnsafe(CLIENT_ID_BYTES + 4)
   destination.copy(b, 0)
   b.writeUInt32LE(messageId >>> 0, CLIENT_ID_BYTES)
   return b
 }
 
 export function encodePullEntryHeader(sender: Buffer, messageId: number, type: number, size: number): Buffer {
-  const b = Buffer.alloc(PULL_ENTRY_HEADER_BYTES)
+  if (sender.length !== CLIENT_ID_BYTES) throw new Error('sender id must be 16 bytes')
+  const b = Buffer.allocUnsafe(PULL_ENTRY_HEADER_BYTES)
   sender.copy(b, 0)
   b.writeUInt32LE(messageId >>> 0, 16)
   b[20] = type

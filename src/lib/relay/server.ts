@@ -16,6 +16,7 @@ import {
   Op,
   PAD_BLOCK,
   PULL_ENTRY_HEADER_BYTES,
+  RESPONSE_HEADER_BYTES,
   type RequestHeader,
   SEND_HEADER_BYTES,
   V2_KEY_BYTES,
@@ -31,6 +32,7 @@ import {
   headerLayout,
   padLength,
   responseCode,
+  writeResponseHeader,
 } from './protocol.js'
 import {EndOfStream, SocketReader, StallTimeout, writeAll, writeFlow} from './reader.js'
 import type {RelayStore, StoredMessage} from './store.js'
@@ -42,6 +44,10 @@ const SKIP_MAX = 64 * 1024
 const MAX_LIST_USERS = 100_000
 /** While a file arrives, its bytes are pushed to disk every this many (not only at the end). */
 const SYNC_EVERY = 8 * 1024 * 1024
+/** A file's socket chunks are written to disk in batches of this size... */
+const WRITE_BATCH = 1024 * 1024
+/** ...with reading going on while up to this many bytes wait for the disk. */
+const WRITE_AHEAD = 4 * 1024 * 1024
 /** Slowest accepted average upload rate (bytes/s) before a request's deadline closes it. */
 const MIN_RATE = 64 * 1024
 
@@ -208,7 +214,7 @@ export class RelayServer {
     try {
       for (;;) {
         between = true
-        if (!(await conn.reader.fill(1))) break
+        if (conn.reader.available === 0 && !(await conn.reader.fill(1))) break
         between = false
         const keep = await this.handle(conn)
         conn.requests++
@@ -248,10 +254,12 @@ export class RelayServer {
 
   private async handleRequest(conn: Conn): Promise<boolean> {
     const {reader} = conn
-    const first = await reader.read(18)
+    if (reader.available < 18 && !(await reader.fill(18))) throw new EndOfStream(reader.available)
+    const first = reader.peek(18)
     const layout = headerLayout(first)
     if ('error' in layout) return this.refuseAndClose(conn, layout.error, first[16] >= 1 && first[16] <= 3 ? first[16] : 2)
-    const h = decodeRequestHeader(Buffer.concat([first, await reader.read(layout.total - 18)]))
+    // one piece, not the first 18 bytes and the rest joined: no copy when the header came whole
+    const h = decodeRequestHeader(reader.readNow(layout.total) ?? (await reader.read(layout.total)))
     if ('error' in h) return this.refuseAndClose(conn, h.error, first[16] >= 1 && first[16] <= 3 ? first[16] : 2)
     reader.deadline = Date.now() + this.opts.idleTimeoutMs + Math.ceil(((h.payloadSize + PAD_BLOCK) / MIN_RATE) * 1000)
     const ctx: Ctx = {conn, frameLen: layout.total + h.payloadSize, h}
@@ -264,7 +272,8 @@ export class RelayServer {
         conn.padded = ctx.padded = true
       }
       if (h.op !== Op.register) {
-        if (!(await this.opts.store.touch(h.clientId))) throw new Refusal(`unknown client id ${h.clientId.toString('hex')}`, h.payloadSize)
+        const {store} = this.opts
+        if (!store.touchedRecently(h.clientId) && !(await store.touch(h.clientId))) throw new Refusal(`unknown client id ${h.clientId.toString('hex')}`, h.payloadSize)
       }
       switch (h.op) {
         case Op.register:
@@ -339,10 +348,14 @@ export class RelayServer {
     }
   }
 
-  private async reply(ctx: Ctx, code: number, payload: Buffer, padded: boolean): Promise<void> {
-    let frame = Buffer.concat([encodeResponseHeader(ctx.h.versionByte, code, payload.length), payload])
-    if (padded) frame = Buffer.concat([frame, Buffer.alloc(padLength(frame.length))])
-    await writeAll(ctx.conn.sock, frame)
+  private reply(ctx: Ctx, code: number, payload: Buffer, padded: boolean): Promise<void> {
+    // one buffer for header, payload and padding
+    const len = RESPONSE_HEADER_BYTES + payload.length
+    const frame = Buffer.allocUnsafe(padded ? len + padLength(len) : len)
+    writeResponseHeader(frame, ctx.h.versionByte, code, payload.length)
+    payload.copy(frame, RESPONSE_HEADER_BYTES)
+    frame.fill(0, len)
+    return writeAll(ctx.conn.sock, frame)
   }
 
   private ok(ctx: Ctx, payload: Buffer, padded: boolean): Promise<void> {
@@ -407,20 +420,20 @@ export class RelayServer {
     const o = this.opts
     if (size < SEND_HEADER_BYTES) throw new Refusal(`send payload of ${size} bytes is shorter than its ${SEND_HEADER_BYTES}-byte header`, size)
     if (size - SEND_HEADER_BYTES > Math.max(o.maxFileBytes, o.maxTextBytes)) throw new Refusal(`send payload of ${size} bytes exceeds the limits`, size)
-    const sh = decodeSendHeader(await conn.reader.read(SEND_HEADER_BYTES))
+    const sh = decodeSendHeader(conn.reader.readNow(SEND_HEADER_BYTES) ?? (await conn.reader.read(SEND_HEADER_BYTES)))
     const rest = size - SEND_HEADER_BYTES
     if (sh.contentSize !== rest) throw new Refusal(`content size ${sh.contentSize} but ${rest} payload bytes follow`, rest)
     if (sh.type < MessageType.keyRequest || sh.type > MessageType.file) throw new Refusal(`unknown message type ${sh.type}`, rest)
     const limit = sh.type === MessageType.file ? o.maxFileBytes : o.maxTextBytes
     if (sh.contentSize > limit) throw new Refusal(`type ${sh.type} content of ${sh.contentSize} bytes exceeds the limit of ${limit}`, rest)
-    const dest = await o.store.userById(sh.destination)
+    const dest = o.store.cachedUser(sh.destination) ?? (await o.store.userById(sh.destination))
     if (!dest) throw new Refusal(`no user with id ${sh.destination.toString('hex')}`, rest)
     let body: Buffer | null = null
     let file: string | null = null
-    if (sh.contentSize <= INLINE_MAX) body = await conn.reader.read(sh.contentSize)
+    if (sh.contentSize <= INLINE_MAX) body = conn.reader.readNow(sh.contentSize) ?? (await conn.reader.read(sh.contentSize))
     else file = await this.receiveFile(conn.reader, sh.contentSize)
     try {
-      const padded = await this.settleFraming(ctx)
+      const padded = ctx.padded ?? (h.version === 3 ? false : await this.settleFraming(ctx))
       const id = await o.store.addMessage({body, file, from: h.clientId, size: sh.contentSize, to: dest.id, type: sh.type})
       if (this.log.enabled('debug')) this.log.debug('stored message', {from: h.clientId.toString('hex'), id, size: sh.contentSize, to: dest.name, type: sh.type})
       await this.ok(ctx, encodeSendAck(dest.id, id), padded)
@@ -441,32 +454,44 @@ export class RelayServer {
     let writing: Promise<unknown> = Promise.resolve()
     let syncing: Promise<unknown> = Promise.resolve()
     try {
-      // Coalesce socket chunks into writes of up to 1 MiB: fewer syscalls, still bounded. One
-      // write is in flight while the next MiB arrives (waiting for each write before reading on
-      // left the socket idle for the disk's time); memory stays at two batches.
+      // Coalesce socket chunks into writes of WRITE_BATCH: fewer syscalls, still bounded. Writes
+      // run one after another (appends), but reading goes on while up to WRITE_AHEAD bytes wait
+      // for them: one write in flight let a single slow write (the page cache's dirty-page
+      // throttling stalls one for 10-20 ms here) stop the socket; memory stays under
+      // WRITE_AHEAD + one batch, whatever the file's size.
       let pending: Buffer[] = []
       let pendingBytes = 0
       let written = 0
       let synced = 0
+      const queue: {done: Promise<unknown>; bytes: number}[] = []
+      let queued = 0
       const flush = async () => {
-        await writing
-        if (pendingBytes === 0) return
-        const parts = pending
-        written += pendingBytes
-        pending = []
-        pendingBytes = 0
-        writing = handled(fh.writev(parts))
-        // start the write-back while the rest arrives, so the final fsync finds little left to do
-        if (written - synced >= SYNC_EVERY) {
-          synced = written
-          const after = writing
-          syncing = handled(syncing.then(() => after).then(() => fh.datasync()))
+        if (pendingBytes > 0) {
+          const parts = pending
+          const bytes = pendingBytes
+          written += bytes
+          pending = []
+          pendingBytes = 0
+          writing = handled(writing.then(() => fh.writev(parts)))
+          queue.push({bytes, done: writing})
+          queued += bytes
+          // start the write-back while the rest arrives, so the final fsync finds little left to do
+          if (written - synced >= SYNC_EVERY) {
+            synced = written
+            const after = writing
+            syncing = handled(syncing.then(() => after).then(() => fh.datasync()))
+          }
+        }
+        while (queued > WRITE_AHEAD) {
+          const first = queue.shift()!
+          await first.done
+          queued -= first.bytes
         }
       }
       await reader.stream(n, async (chunk) => {
         pending.push(chunk)
         pendingBytes += chunk.length
-        if (pendingBytes >= 1024 * 1024) await flush()
+        if (pendingBytes >= WRITE_BATCH) await flush()
       })
       await flush()
       await writing

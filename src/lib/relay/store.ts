@@ -97,6 +97,8 @@ const toMessage = (r: MessageRow): StoredMessage => ({
   type: Number(r.type),
 })
 
+const INSERT_MESSAGE = 'INSERT INTO relay_messages (to_client, from_client, type, size, body, file, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)'
+
 /** last_seen is kept to the second: a user's requests within one second write it once */
 const TOUCH_EVERY_MS = 1000
 /** users remembered in memory (never deleted and never changed once registered, so never stale) */
@@ -111,6 +113,8 @@ export class RelayStore {
   private readonly users = new Map<string, RelayUser>()
   /** when each user's last_seen was last written (ms) */
   private readonly touched = new Map<string, number>()
+  /** messages waiting for this turn's commit (see addMessage) */
+  private batch: {m: Omit<StoredMessage, 'id'>; resolve: (id: number) => void; reject: (error: unknown) => void}[] = []
 
   private constructor(readonly sql: SqlStore) {}
 
@@ -143,6 +147,11 @@ export class RelayStore {
     }
   }
 
+  /** A user already in memory, without a query (undefined: ask userById). */
+  cachedUser(id: Buffer): RelayUser | undefined {
+    return this.users.get(id.toString('hex'))
+  }
+
   async userById(id: Buffer): Promise<RelayUser | undefined> {
     const known = this.users.get(id.toString('hex'))
     if (known) return known
@@ -159,6 +168,16 @@ export class RelayStore {
   async listUsers(except?: Buffer): Promise<RelayUser[]> {
     const rows = await this.sql.all<UserRow>('SELECT id, name, public_key FROM relay_clients ORDER BY created_at, name')
     return rows.map(toUser).filter((u) => !except || !u.id.equals(except))
+  }
+
+  /**
+   * True when touch() has nothing to do: the user is known and its last_seen was written within
+   * the second. Lets the server skip a promise per request; false means call touch().
+   */
+  touchedRecently(id: Buffer): boolean {
+    const key = id.toString('hex')
+    const last = this.touched.get(key)
+    return last !== undefined && Date.now() - last < TOUCH_EVERY_MS && this.users.has(key)
   }
 
   /**
@@ -181,17 +200,37 @@ export class RelayStore {
     return exists
   }
 
-  async addMessage(m: Omit<StoredMessage, 'id'>): Promise<number> {
-    const r = await this.sql.run('INSERT INTO relay_messages (to_client, from_client, type, size, body, file, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)', [
-      m.to,
-      m.from,
-      m.type,
-      m.size,
-      m.body,
-      m.file,
-      new Date().toISOString(),
-    ])
-    return r.lastInsertId
+  /**
+   * Stores a message; resolves with its id once it is committed. Messages that arrive in the same
+   * event-loop turn (from different connections) share one transaction: one commit, so one set of
+   * WAL writes and locks, for all of them, where each paid its own (about 45 us of a text's cost
+   * on SQLite). Every caller still answers only after its own row is committed.
+   */
+  addMessage(m: Omit<StoredMessage, 'id'>): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.batch.push({m, reject, resolve})
+      if (this.batch.length === 1) setImmediate(() => void this.commitBatch())
+    })
+  }
+
+  private async commitBatch(): Promise<void> {
+    const batch = this.batch
+    this.batch = []
+    if (batch.length === 0) return
+    const now = new Date().toISOString()
+    const row = (m: Omit<StoredMessage, 'id'>) => [m.to, m.from, m.type, m.size, m.body, m.file, now]
+    try {
+      if (batch.length === 1) {
+        // alone in its turn: a plain autocommit insert, no BEGIN/COMMIT statements
+        batch[0].resolve((await this.sql.run(INSERT_MESSAGE, row(batch[0].m))).lastInsertId)
+        return
+      }
+      const rs = await this.sql.runBatch(INSERT_MESSAGE, batch.map((b) => row(b.m)))
+      for (const [i, b] of batch.entries()) b.resolve(rs[i].lastInsertId)
+    } catch (error) {
+      // nothing of the batch was committed: every sender gets its failure
+      for (const b of batch) b.reject(error)
+    }
   }
 
   /** Waiting messages for `to`, oldest first, without their bodies (see body()) so a pull's memory stays small. */
@@ -225,6 +264,7 @@ export class RelayStore {
   }
 
   async close(): Promise<void> {
+    await this.commitBatch()
     await this.sql.close()
   }
 }

@@ -27,6 +27,12 @@ export interface SqlStore {
   get<T = Record<string, unknown>>(sql: string, params?: SqlParam[]): Promise<T | undefined>
   /** Runs fn in one transaction on one connection; rolls back if it throws. */
   transaction<T>(fn: (tx: SqlStore) => Promise<T>): Promise<T>
+  /**
+   * One statement once per parameter list, all in one transaction (one commit): resolves once it
+   * is committed, with a result per list; nothing is kept if any fails. On SQLite nothing else
+   * runs between its statements.
+   */
+  runBatch(sql: string, list: SqlParam[][]): Promise<RunResult[]>
   ping(): Promise<void>
   close(): Promise<void>
 }
@@ -81,6 +87,19 @@ class SqliteStore implements SqlStore {
 
   async get<T>(sql: string, params: SqlParam[] = []): Promise<T | undefined> {
     return this.statement(sql).get(...params.map(toSqlite)) as T | undefined
+  }
+
+  async runBatch(sql: string, list: SqlParam[][]): Promise<RunResult[]> {
+    const st = this.statement(sql)
+    const all = this.db.transaction(() =>
+      list.map((params) => {
+        const r = st.run(...params.map(toSqlite))
+        return {changes: r.changes, lastInsertId: Number(r.lastInsertRowid)}
+      }),
+    )
+    // inside another caller's open transaction it would only be a savepoint, committed with theirs: wait for it
+    while (this.inTx) await this.chain
+    return all()
   }
 
   // better-sqlite3 is synchronous and has one connection: serialise async transactions so two
@@ -161,6 +180,14 @@ class MysqlStore implements SqlStore {
     } finally {
       conn.release()
     }
+  }
+
+  runBatch(sql: string, list: SqlParam[][]): Promise<RunResult[]> {
+    return this.transaction(async (tx) => {
+      const out: RunResult[] = []
+      for (const params of list) out.push(await tx.run(sql, params))
+      return out
+    })
   }
 
   async ping(): Promise<void> {
