@@ -48,6 +48,26 @@ test('garbage is a fatal malformed frame; bad percent-encoding is not', () => {
   assert.equal(frames[0].verb, 'PING')
 })
 
+test('a big body arriving in socket-sized chunks is kept as those chunks and joined once, into shared memory; small bodies stay on the heap', () => {
+  const p = new FrameParser(16 * 1024 * 1024)
+  const body = Buffer.alloc(1024 * 1024 + 5)
+  for (let i = 0; i < body.length; i++) body[i] = (i * 7) & 0xff
+  const wire = Buffer.concat([encodeFrame('PUBLISH', 1, {key: 'k'}, body), encodeFrame('PUBLISH', 2, {key: 'k'}, Buffer.from('small'))])
+  const frames: Frame[] = []
+  // each chunk in its own exact buffer, as a TLS socket hands them over (16 KiB records)
+  for (let off = 0; off < wire.length; off += 16 * 1024) {
+    p.push(Buffer.from(wire.subarray(off, off + 16 * 1024)), (f) => frames.push(f), (e) => assert.fail(e))
+    if (p.bodyPending > 0) assert.ok(p.bodyAllocated <= Math.max(64 * 1024, 2 * (off + 16 * 1024)), `allocated ${p.bodyAllocated} after ${off} bytes`)
+  }
+  assert.equal(frames.length, 2)
+  assert.ok(frames[0].body.equals(body))
+  assert.ok(frames[0].body.buffer instanceof SharedArrayBuffer, 'a big body is in shared memory (the store thread reads it in place)')
+  assert.equal(frames[0].body.byteOffset, 0)
+  assert.equal(frames[1].body.toString(), 'small')
+  assert.ok(!(frames[1].body.buffer instanceof SharedArrayBuffer))
+  assert.equal(p.partial, false)
+})
+
 test('a claimed body is buffered as its bytes arrive, not at the claimed size, and reassembles exactly', () => {
   const p = new FrameParser(16 * 1024 * 1024)
   const body = Buffer.alloc(3 * 1024 * 1024 + 17)
