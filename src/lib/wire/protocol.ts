@@ -291,10 +291,14 @@ export class FrameParser {
     }
   }
 
-  /** the current segment's filled part becomes the next piece */
+  /**
+   * the current segment's filled part becomes the next piece; its unfilled rest stays the segment, so
+   * small pieces between kept ones never make a fresh segment each (which would hold 64 KiB per byte)
+   */
   private closeSegment(): void {
-    if (this.segFill > 0) this.parts!.push(this.body.subarray(0, this.segFill))
-    this.body = EMPTY
+    if (this.segFill === 0) return
+    this.parts!.push(this.body.subarray(0, this.segFill))
+    this.body = this.body.subarray(this.segFill)
     this.segFill = 0
   }
 

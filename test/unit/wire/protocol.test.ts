@@ -68,6 +68,30 @@ test('a big body arriving in socket-sized chunks is kept as those chunks and joi
   assert.equal(p.partial, false)
 })
 
+test('big bodies in random chunkings (own buffers and views of a bigger one, tiny to large) reassemble exactly, within the memory bound', () => {
+  let seed = 12345
+  const rnd = (n: number) => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff
+    return seed % n
+  }
+  for (let round = 0; round < 20; round++) {
+    const p = new FrameParser(1024 * 1024)
+    const sizes = [64 * 1024 + 1 + rnd(200_000), rnd(100), 64 * 1024 + rnd(3)]
+    const bodies = sizes.map((n, k) => Buffer.from(Array.from({length: n}, (_, i) => (i * (k + 3) + round) & 0xff)))
+    const wire = Buffer.concat(bodies.map((b, k) => encodeFrame('PUBLISH', k + 1, {key: 'k'}, b)))
+    const frames: Frame[] = []
+    for (let off = 0; off < wire.length; ) {
+      const n = 1 + (rnd(4) === 0 ? rnd(8) : rnd(40_000))
+      const piece = wire.subarray(off, off + n)
+      p.push(rnd(2) === 0 ? Buffer.from(piece) : piece, (f) => frames.push(f), (e) => assert.fail(e))
+      off += n
+      if (p.bodyPending > 0) assert.ok(p.bodyAllocated <= Math.max(64 * 1024, 2 * off) + 64 * 1024, `allocated ${p.bodyAllocated} after ${off} bytes`)
+    }
+    assert.equal(frames.length, 3)
+    frames.forEach((f, k) => assert.ok(f.body.equals(bodies[k]), `round ${round} body ${k}`))
+  }
+})
+
 test('a claimed body is buffered as its bytes arrive, not at the claimed size, and reassembles exactly', () => {
   const p = new FrameParser(16 * 1024 * 1024)
   const body = Buffer.alloc(3 * 1024 * 1024 + 17)
