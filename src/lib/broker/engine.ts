@@ -677,7 +677,7 @@ export class Engine {
     const msgs = q.ready.clear()
     for (const m of msgs) {
       this.setStatus(m.messageId, 'purged', name)
-      if (q.durable) this.store?.deleteMessage(m.seq)
+      if (q.durable) this.store?.deleteMessage(m.seq, m.body.length)
     }
     const n = msgs.length + q.paged
     if (q.paged > 0) {
@@ -939,7 +939,7 @@ export class Engine {
 
   /** Moves a message to its queue's dead-letter queue, or drops it when there is none. */
   private deadLetter(q: Queue, msg: Message, reason: string, statusIfDropped: MessageStatus): void {
-    if (q.durable) this.store?.deleteMessage(msg.seq)
+    if (q.durable) this.store?.deleteMessage(msg.seq, msg.body.length)
     // expiry and max-length are bounds the operator set: they fill only a dead-letter queue the operator named
     const dlq = statusIfDropped === 'dead-lettered' || !q.defaultDeadLetter ? this.deadLetterQueueOf(q) : undefined
     if (!dlq) {
@@ -1021,7 +1021,7 @@ export class Engine {
     if (noAck) {
       q.acked++
       this.totals.acknowledged++
-      if (q.durable) this.store?.deleteMessage(msg.seq)
+      if (q.durable) this.store?.deleteMessage(msg.seq, msg.body.length)
       this.setStatus(msg.messageId, 'acknowledged', q.name)
     } else {
       s.unacked.set(tag, {consumer: c, msg, queue: q})
@@ -1119,7 +1119,7 @@ export class Engine {
     const u = this.settle(s, tag)
     u.queue.acked++
     this.totals.acknowledged++
-    if (u.queue.durable) this.store?.deleteMessage(u.msg.seq)
+    if (u.queue.durable) this.store?.deleteMessage(u.msg.seq, u.msg.body.length)
     // a redriven dead letter lives on in the queue it was republished to (see noteRedriven): that status stands
     if (this.redriven.size > 0 && this.redriven.get(u.msg.messageId) === u.queue.name) this.redriven.delete(u.msg.messageId)
     else this.setStatus(u.msg.messageId, 'acknowledged', u.queue.name)

@@ -10,7 +10,7 @@ import {parentPort, workerData} from 'node:worker_threads'
 
 import {FALLBACK_AUTOCHECKPOINT_PAGES} from '../store/checkpointer.js'
 
-import {GROUP_BODY_MAX, GROUP_BYTES_MAX, REC_COUNT, REC_DELETE, REC_INSERT, STORE_CACHE_KIB, type WireOp, readInsertRecord, rowAad, sealGroup, sealRecord} from './store.js'
+import {GROUP_BODY_MAX, GROUP_BYTES_MAX, REC_COUNT, REC_DELETE, REC_DELETE_BIG, REC_INSERT, REC_INSERT_SHARED, STORE_CACHE_KIB, type WireOp, readInsertRecord, rowAad, sealGroup, sealRecord, sealSplit} from './store.js'
 
 const {file, synchronous, key: sealKey, keyId: sealKeyId} = workerData as {file: string; synchronous: 'FULL' | 'NORMAL'; key?: Uint8Array; keyId?: number}
 const db = new Database(file)
@@ -28,14 +28,17 @@ function startWriter(): void {
   if (!sealKey || sealKeyId === undefined) throw new Error('the store writer needs the store key')
   const storeKey = sealKey
   const storeKeyId = sealKeyId
-  const insRow = db.prepare('INSERT INTO messages (seq, queue, message_id, exchange, routing_key, headers, body, ts, delivery_count, expires_at, key_id, size) VALUES (?,?,?,?,?,NULL,?,?,?,?,?,?)')
+  const insRow = db.prepare('INSERT INTO messages (seq, queue, message_id, exchange, routing_key, headers, body, ts, delivery_count, expires_at, key_id, size) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)')
   const empty = new Uint8Array(0)
-  /** every message row is sealed here: headers and body only ever reach the database encrypted */
+  /**
+   * every message row is sealed here: headers and body only ever reach the database encrypted. A row
+   * of its own is sealed split (sealSplit): its body's ciphertext goes to SQLite as the cipher made it
+   */
   const ins = {
     run(seq: number, queueName: string, messageId: string, exchange: string, routingKey: string, headers: Uint8Array | string | null, body: Uint8Array, ts: number, count: number, expires: number) {
       const h = typeof headers === 'string' ? Buffer.from(headers, 'utf8') : (headers ?? empty)
-      const sealed = sealRecord(storeKey, rowAad(storeKeyId, messageId, queueName, exchange, routingKey), h, body)
-      insRow.run(seq, queueName, messageId, exchange, routingKey, sealed, ts, count, expires, storeKeyId, body.length)
+      const sealed = sealSplit(storeKey, rowAad(storeKeyId, messageId, queueName, exchange, routingKey), h, body)
+      insRow.run(seq, queueName, messageId, exchange, routingKey, sealed.head, sealed.body, ts, count, expires, storeKeyId, body.length)
       counted(queueName, 1, body.length)
     },
   }
@@ -157,6 +160,12 @@ function startWriter(): void {
     }
   }
 
+  // a row sealed on its own (body GROUP_BODY_MAX or more) belongs to no group, and the engine sent its size
+  const delBigRow = db.prepare('DELETE FROM messages WHERE seq = ? RETURNING queue')
+  const delBig = (seq: number, size: number) => {
+    const r = delBigRow.get(seq) as {queue: string} | undefined
+    if (r) counted(r.queue, -1, -size)
+  }
   const del = {
     run(seq: number) {
       const r = delRow.get(seq) as {queue: string; size: number | null; group_id: number | null} | undefined
@@ -177,15 +186,16 @@ function startWriter(): void {
   const blockDel = db.prepare('DELETE FROM published_blocks WHERE first = ?')
   const resealRow = db.prepare('UPDATE messages SET headers = NULL, body = ?, key_id = ?, size = ? WHERE seq = ? AND key_id IS NULL')
 
-  function applyPacked(view: Uint8Array): void {
+  function applyPacked(view: Uint8Array, shared: Uint8Array[]): void {
     const buf = Buffer.from(view.buffer, view.byteOffset, view.byteLength)
     let p = 0
     while (p < buf.length) {
       const kind = buf[p]
-      if (kind === REC_INSERT) {
+      if (kind === REC_INSERT || kind === REC_INSERT_SHARED) {
         const start = p
-        const {m, headers, next} = readInsertRecord(buf, p)
+        const {m, headers, next} = readInsertRecord(buf, p, shared)
         p = next
+        // a shared body is GROUP_BODY_MAX or more (readInsertRecord checks): sealed in its own row
         if (m.body.length >= GROUP_BODY_MAX) ins.run(m.seq, m.queue, m.messageId, m.exchange, m.routingKey, headers || null, m.body, m.timestamp, m.deliveryCount, m.expiresAt)
         else {
           // the packed record itself is the group's plaintext record
@@ -204,6 +214,9 @@ function startWriter(): void {
       p += 9
       if (kind === REC_DELETE) {
         del.run(seq)
+      } else if (kind === REC_DELETE_BIG) {
+        delBig(seq, buf.readUInt32LE(p))
+        p += 4
       } else if (kind === REC_COUNT) {
         cnt.run(buf.readUInt32LE(p), seq)
         p += 4
@@ -213,11 +226,11 @@ function startWriter(): void {
   }
 
   const queueRowsAfter = db.prepare('SELECT seq FROM messages WHERE queue = ? AND seq > ?')
-  const apply = db.transaction((ops: (WireOp | Uint8Array)[]) => {
+  const apply = db.transaction((ops: (WireOp | Uint8Array)[], shared: Uint8Array[]) => {
     deltas.clear()
     for (const op of ops) {
       if (op instanceof Uint8Array) {
-        applyPacked(op)
+        applyPacked(op, shared)
         continue
       }
       switch (op[0]) {
@@ -273,7 +286,7 @@ function startWriter(): void {
     writeLive()
   })
 
-  parentPort!.on('message', (msg: {id: number; ops: (WireOp | Uint8Array)[]} | {close: true}) => {
+  parentPort!.on('message', (msg: {id: number; ops: (WireOp | Uint8Array)[]; shared?: Uint8Array[]} | {close: true}) => {
     if ('close' in msg) {
       db.close()
       parentPort!.postMessage({closed: true})
@@ -284,7 +297,7 @@ function startWriter(): void {
     const scrub = msg.ops.some((op) => !(op instanceof Uint8Array) && op[0] === 'R')
     try {
       if (scrub) db.pragma('secure_delete = ON')
-      apply(msg.ops)
+      apply(msg.ops, msg.shared ?? [])
       parentPort!.postMessage({id: msg.id})
     } catch (error) {
       // the transaction rolled back: the group bookkeeping must follow the database again

@@ -128,6 +128,42 @@ export function sealRecord(key: Uint8Array, aad: Uint8Array, headers: Uint8Array
   return out
 }
 
+/**
+ * A row sealed split: the same AES-256-GCM stream as sealRecord (one random nonce, the same associated
+ * data and plaintext u32 headers length | headers | body), but the body's ciphertext is the body column
+ * exactly as the cipher returns it, and nonce(12) | ciphertext of (headers length, headers) | tag(16)
+ * go in the headers column, as a BLOB. Laying the nonce and the tag around the body cost a copy of
+ * every big body into fresh memory, on the writer thread. Rows sealed whole (headers NULL) read as before.
+ */
+export function sealSplit(key: Uint8Array, aad: Uint8Array, headers: Uint8Array, body: Uint8Array): {head: Buffer; body: Buffer} {
+  const head = Buffer.allocUnsafe(NONCE_BYTES + 4 + headers.length + TAG_BYTES)
+  nextNonce().copy(head, 0)
+  const c = createCipheriv('aes-256-gcm', key, head.subarray(0, NONCE_BYTES), {authTagLength: TAG_BYTES})
+  c.setAAD(aad)
+  const len = Buffer.allocUnsafe(4)
+  len.writeUInt32LE(headers.length)
+  let p = NONCE_BYTES
+  p += c.update(len).copy(head, p)
+  if (headers.length > 0) p += c.update(headers).copy(head, p)
+  const sealed = c.update(body)
+  c.final()
+  c.getAuthTag().copy(head, p)
+  return {body: sealed, head}
+}
+
+/** Opens a row sealed split (see sealSplit); throws if either part was altered or moved, or the key differs. */
+export function openSplit(key: Uint8Array, aad: Uint8Array, head: Buffer, sealed: Buffer): {headers: string; body: Buffer} {
+  if (head.length < NONCE_BYTES + 4 + TAG_BYTES) throw new Error(`sealed row head too short (${head.length} bytes)`)
+  const d = createDecipheriv('aes-256-gcm', key, head.subarray(0, NONCE_BYTES), {authTagLength: TAG_BYTES})
+  d.setAAD(aad)
+  d.setAuthTag(head.subarray(head.length - TAG_BYTES))
+  const h = d.update(head.subarray(NONCE_BYTES, head.length - TAG_BYTES))
+  const body = d.update(sealed)
+  d.final()
+  if (4 + h.readUInt32LE(0) !== h.length) throw new Error('sealed row has a bad headers length')
+  return {body, headers: h.toString('utf8', 4)}
+}
+
 /** Opens a sealed row; throws if it was altered, moved to another row, or sealed under another key. */
 export function openRecord(key: Uint8Array, aad: Uint8Array, sealed: Buffer): {headers: string; body: Buffer} {
   if (sealed.length < NONCE_BYTES + 4 + TAG_BYTES) throw new Error(`sealed row too short (${sealed.length} bytes)`)
@@ -183,8 +219,10 @@ export function openGroup(key: Uint8Array, keyId: number, groupId: number, seale
 }
 
 /** Reads the packed insert record at p (kind byte included); returns the message and where the next record starts. */
-export function readInsertRecord(buf: Buffer, p: number): {m: StoredMessage; headers: string; next: number} {
-  if (buf[p] !== REC_INSERT) throw new Error(`not an insert record (kind ${buf[p]})`)
+export function readInsertRecord(buf: Buffer, p: number, shared?: Uint8Array[]): {m: StoredMessage; headers: string; next: number} {
+  const kind = buf[p]
+  // a shared insert only ever comes from the broker's own packed runs, never from a sealed group
+  if (kind !== REC_INSERT && !(kind === REC_INSERT_SHARED && shared)) throw new Error(`not an insert record (kind ${buf[p]})`)
   const seq = buf.readDoubleLE(p + 1)
   p += 9
   const str = () => {
@@ -203,6 +241,12 @@ export function readInsertRecord(buf: Buffer, p: number): {m: StoredMessage; hea
   const expiresAt = buf.readDoubleLE(p + 12)
   const len = buf.readUInt32LE(p + 20)
   p += 24
+  if (kind === REC_INSERT_SHARED) {
+    const view = shared![buf.readUInt32LE(p)]
+    if (!view || view.byteLength !== len || len < GROUP_BODY_MAX) throw new Error('corrupt shared insert record')
+    const body = Buffer.from(view.buffer, view.byteOffset, view.byteLength)
+    return {headers, m: {body, deliveryCount, exchange, expiresAt, headers: {}, messageId, queue, routingKey, seq, timestamp}, next: p + 4}
+  }
   if (p + len > buf.length) throw new Error('truncated insert record')
   const body = buf.subarray(p, p + len)
   return {headers, m: {body, deliveryCount, exchange, expiresAt, headers: {}, messageId, queue, routingKey, seq, timestamp}, next: p + len}
@@ -247,7 +291,8 @@ interface StoredRow {
   message_id: string
   exchange: string
   routing_key: string
-  headers: string | null
+  /** legacy rows: the headers JSON; rows sealed split: nonce, sealed headers and tag (see sealSplit); else NULL */
+  headers: string | Buffer | null
   body: Buffer
   ts: number
   delivery_count: number
@@ -266,7 +311,8 @@ export interface StoredQueue {
 
 type Op =
   | {t: 'ins'; queue: string; m: Message}
-  | {t: 'del'; seq: number}
+  /** size: the body's length, when the engine knows it (see REC_DELETE_BIG) */
+  | {t: 'del'; seq: number; size?: number}
   | {t: 'cnt'; seq: number; n: number}
   | {t: 'wire'; op: WireOp}
   /** published ids (dedupe.ts): ops like the others, so a group cut never parts one from its message rows */
@@ -298,13 +344,34 @@ export type WireOp =
 export const REC_INSERT = 1
 export const REC_DELETE = 2
 export const REC_COUNT = 3
+/** an insert whose body (GROUP_BODY_MAX or more, in shared memory) is not in the record: see packMessages */
+export const REC_INSERT_SHARED = 4
+/**
+ * a delete of a row whose body is GROUP_BODY_MAX or more (so it was sealed in its own row, never in a
+ * group), with its body size: the writer then needs nothing of the row but its queue. Returning the
+ * row's group and size, which SQLite stores after the body, walked the body's whole overflow chain
+ * once more (a read of every page of it) for each big message acked.
+ */
+export const REC_DELETE_BIG = 5
+
+/**
+ * A body the writer thread can read where it is: in shared memory (the frame parser puts bodies of
+ * SHARED_BODY bytes or more there) and sealed per row (GROUP_BODY_MAX or more), so it is never part of
+ * a group's plaintext record. Copying such bodies into the packed run cost a pass over every big body
+ * (and fresh memory the size of the run, page-faulted in for each commit).
+ */
+function sharedBody(body: Buffer): boolean {
+  return body.length >= GROUP_BODY_MAX && body.buffer instanceof SharedArrayBuffer
+}
 
 /**
  * insert: u8 kind, f64 seq, str queue, str message_id, str exchange, str routing_key, str headers
  *         ('' = none), f64 ts, u32 delivery_count, f64 expires_at, u32 body length, body
+ * shared insert: the same with kind REC_INSERT_SHARED and, instead of the body, u32 index into `shared`
  * delete: u8 kind, f64 seq      count: u8 kind, f64 seq, u32 n      str = u32 byte length + UTF-8
+ * Bodies in shared memory are pushed to `shared` (they cross to the writer thread without a copy).
  */
-function packMessages(run: Op[]): Uint8Array {
+function packMessages(run: Op[], shared: Uint8Array[]): Uint8Array {
   let size = 0
   const headers: (string | undefined)[] = []
   for (const op of run) {
@@ -316,8 +383,8 @@ function packMessages(run: Op[]): Uint8Array {
         break
       }
       headers.push(h)
-      size += 1 + 8 + 5 * 4 + 3 * (op.queue.length + m.messageId.length + m.exchange.length + m.routingKey.length + (h?.length ?? 0)) + 8 + 4 + 8 + 4 + m.body.length
-    } else size += op.t === 'del' ? 9 : 13
+      size += 1 + 8 + 5 * 4 + 3 * (op.queue.length + m.messageId.length + m.exchange.length + m.routingKey.length + (h?.length ?? 0)) + 8 + 4 + 8 + 4 + (sharedBody(m.body) ? 4 : m.body.length)
+    } else size += op.t === 'del' && (op.size ?? 0) < GROUP_BODY_MAX ? 9 : 13
   }
   const buf = Buffer.allocUnsafeSlow(size)
   let p = 0
@@ -330,7 +397,8 @@ function packMessages(run: Op[]): Uint8Array {
   for (const op of run) {
     if (op.t === 'ins') {
       const m = op.m
-      buf[p++] = REC_INSERT
+      const inPlace = sharedBody(m.body)
+      buf[p++] = inPlace ? REC_INSERT_SHARED : REC_INSERT
       buf.writeDoubleLE(m.seq, p)
       p += 8
       str(op.queue)
@@ -343,12 +411,23 @@ function packMessages(run: Op[]): Uint8Array {
       buf.writeDoubleLE(m.expiresAt, p + 12)
       buf.writeUInt32LE(m.body.length, p + 20)
       p += 24
-      m.body.copy(buf, p)
-      p += m.body.length
+      if (inPlace) {
+        buf.writeUInt32LE(shared.length, p)
+        shared.push(m.body)
+        p += 4
+      } else {
+        m.body.copy(buf, p)
+        p += m.body.length
+      }
     } else if (op.t === 'del') {
-      buf[p++] = REC_DELETE
+      const big = (op.size ?? 0) >= GROUP_BODY_MAX
+      buf[p++] = big ? REC_DELETE_BIG : REC_DELETE
       buf.writeDoubleLE(op.seq, p)
       p += 8
+      if (big) {
+        buf.writeUInt32LE(op.size!, p)
+        p += 4
+      }
     } else if (op.t === 'cnt') {
       buf[p++] = REC_COUNT
       buf.writeDoubleLE(op.seq, p)
@@ -562,10 +641,11 @@ export class DurableStore implements DedupeLog {
     // structured-cloning thousands of small arrays); definition ops stay tuples, in order
     const wire: (WireOp | Uint8Array)[] = []
     const transfer: ArrayBuffer[] = []
+    const shared: Uint8Array[] = []
     let run: Op[] = []
     const flushRun = () => {
       if (run.length === 0) return
-      const buf = packMessages(run)
+      const buf = packMessages(run, shared)
       wire.push(buf)
       transfer.push(buf.buffer as ArrayBuffer)
       run = []
@@ -607,7 +687,8 @@ export class DurableStore implements DedupeLog {
     }
     const id = this.batchSeq++
     this.inflight.push({id, maxSeq, waiters})
-    this.worker.postMessage({id, ops: wire}, transfer)
+    // shared bodies are cloned as views of the same memory (no copy)
+    this.worker.postMessage({id, ops: wire, shared}, transfer)
   }
 
   /**
@@ -674,8 +755,9 @@ export class DurableStore implements DedupeLog {
     this.enqueue({m, queue, t: 'ins'})
   }
 
-  deleteMessage(seq: number): void {
-    this.enqueue({seq, t: 'del'})
+  /** size: the body's length, if known (a big one's delete then costs no read of the row: REC_DELETE_BIG) */
+  deleteMessage(seq: number, size?: number): void {
+    this.enqueue({seq, size, t: 'del'})
   }
 
   updateDeliveryCount(seq: number, n: number): void {
@@ -778,12 +860,13 @@ export class DurableStore implements DedupeLog {
 
   private decodeRow(r: StoredRow): StoredMessage | undefined {
     let body = r.body
-    let headers = r.headers
+    // a legacy plaintext row's headers column is its JSON; a sealed row's is NULL or a BLOB (sealSplit)
+    let headers = typeof r.headers === 'string' ? r.headers : null
     if (r.key_id === null) {
       // a row from before encryption at rest: delivered as is, and resealed in place by the writer
       this.legacyPlaintext++
       if (this.legacyPlaintext === 1) this.logger?.warn('message(s) stored before encryption at rest are plaintext in broker.db; resealing them as they are read')
-      this.enqueue({op: ['R', r.seq, r.queue, r.message_id, r.exchange, r.routing_key, r.headers, r.body], t: 'wire'})
+      this.enqueue({op: ['R', r.seq, r.queue, r.message_id, r.exchange, r.routing_key, headers, r.body], t: 'wire'})
     } else {
       let reason: string | undefined
       if (r.key_id !== this.keyId) reason = `sealed under key id ${r.key_id}, but secrets/${STORE_KEY_FILE} has key id ${this.keyId}`
@@ -805,7 +888,8 @@ export class DurableStore implements DedupeLog {
         }
       } else {
         try {
-          const o = openRecord(this.key, rowAad(r.key_id, r.message_id, r.queue, r.exchange, r.routing_key), r.body)
+          const aad = rowAad(r.key_id, r.message_id, r.queue, r.exchange, r.routing_key)
+          const o = Buffer.isBuffer(r.headers) ? openSplit(this.key, aad, r.headers, r.body) : openRecord(this.key, aad, r.body)
           body = o.body
           headers = o.headers
         } catch (error) {

@@ -128,20 +128,44 @@ export function headerArgs(headers: Record<string, string> | undefined, into: Re
   }
 }
 
-/** Bodies up to this size get their whole buffer at once; bigger ones start here and grow as bytes arrive. */
+/** Bodies up to this size get their whole buffer at once; bigger ones are kept as the pieces that arrive and joined once complete. */
 const BODY_START = 64 * 1024
 
 /**
+ * Bodies from this size on are allocated in shared memory (a SharedArrayBuffer): the broker's store
+ * writer thread (store-worker.ts) then reads a big durable body where it is instead of getting a copy
+ * of it. Bodies are never written to once complete, so sharing them is safe.
+ */
+export const SHARED_BODY = 64 * 1024
+
+/** A body's buffer: shared memory from SHARED_BODY on (see there), the ordinary heap below. */
+export function allocBody(n: number): Buffer {
+  return n >= SHARED_BODY ? Buffer.from(new SharedArrayBuffer(n)) : Buffer.allocUnsafe(n)
+}
+
+/** pieces of a big body smaller than this are copied into a segment instead of being kept (see FrameParser.keep) */
+const PIECE_MIN = 4 * 1024
+
+/**
  * Incremental decoder. The body length is checked against maxPayload as soon as the header line
- * arrives, before a single body byte is buffered. A big body's buffer starts small and doubles
- * (capped at the announced length) as bytes arrive: memory follows the bytes actually received,
- * never the length a client merely claims, and a completed body is handed over without a copy.
+ * arrives, before a single body byte is buffered. A body up to BODY_START gets its buffer at once;
+ * a bigger one is kept as the pieces of the chunks that carry it and joined into its buffer once it is
+ * complete: memory follows the bytes actually received, never the length a client merely claims, and
+ * each body byte is copied once (growing one buffer by doubling copied a 1 MiB body's first half
+ * again, into fresh memory each time). A completed body is handed over without a copy.
  */
 export class FrameParser {
   private head: Buffer = EMPTY
+  /** the pending body's buffer (up to BODY_START), or the segment small pieces of a bigger one are copied into */
   private body: Buffer = EMPTY
   private bodyLen = 0
   private bodyFill = 0
+  /** a big body (over BODY_START): its pieces so far, in order; null for a body with its own buffer */
+  private parts: Buffer[] | null = null
+  /** bytes held for a big body: the buffers its pieces keep alive, and its current segment */
+  private held = 0
+  /** bytes of the current segment (this.body) filled, for a big body */
+  private segFill = 0
   private pending: Frame | null = null
   /** a non-fatal error of the pending frame, reported once its body has been skipped */
   private pendingError: FrameError | null = null
@@ -162,7 +186,7 @@ export class FrameParser {
 
   /** bytes currently allocated for the pending body */
   get bodyAllocated(): number {
-    return this.body.length
+    return this.parts ? this.held : this.body.length
   }
 
   /** counts bodies started, so a watchdog can tell one long body from many short ones */
@@ -176,17 +200,13 @@ export class FrameParser {
     while (off < chunk.length) {
       if (this.pending) {
         const n = Math.min(this.bodyLen - this.bodyFill, chunk.length - off)
-        if (this.bodyFill + n > this.body.length) {
-          const grown = Buffer.allocUnsafe(Math.min(this.bodyLen, Math.max(this.bodyFill + n, this.body.length * 2)))
-          this.body.copy(grown, 0, 0, this.bodyFill)
-          this.body = grown
-        }
-        chunk.copy(this.body, this.bodyFill, off, off + n)
+        if (this.parts) this.keep(chunk, off, n)
+        else chunk.copy(this.body, this.bodyFill, off, off + n)
         this.bodyFill += n
         off += n
         if (this.bodyFill === this.bodyLen) {
           const f = this.pending
-          f.body = this.body
+          f.body = this.parts ? this.joinParts() : this.body
           const err = this.pendingError
           this.pending = null
           this.pendingError = null
@@ -230,8 +250,67 @@ export class FrameParser {
       this.bodySeq++
       this.bodyLen = len
       this.bodyFill = 0
-      this.body = Buffer.allocUnsafe(Math.min(len, BODY_START))
+      if (len <= BODY_START) this.body = allocBody(len)
+      else {
+        this.parts = []
+        this.held = 0
+        this.segFill = 0
+        this.body = EMPTY
+      }
     }
+  }
+
+  /**
+   * n bytes of a big body at chunk[off]: kept as a view of the chunk when that holds no more than twice
+   * as much memory as the piece and the piece is not tiny, otherwise copied into a segment (at most
+   * BODY_START, never past the body's end): what is held stays within twice the bytes received plus one
+   * segment, whatever the sizes of the chunks a client sends.
+   */
+  private keep(chunk: Buffer, off: number, n: number): void {
+    const parts = this.parts!
+    if (n >= PIECE_MIN && chunk.buffer.byteLength <= 2 * n) {
+      this.closeSegment()
+      parts.push(chunk.subarray(off, off + n))
+      this.held += chunk.buffer.byteLength
+      return
+    }
+    // body bytes still to come, this piece included (bodyFill counts the piece only after this call)
+    let rest = this.bodyLen - this.bodyFill
+    while (n > 0) {
+      if (this.segFill === this.body.length) {
+        this.closeSegment()
+        this.body = Buffer.allocUnsafe(Math.min(BODY_START, rest))
+        this.held += this.body.length
+      }
+      const k = Math.min(n, this.body.length - this.segFill)
+      chunk.copy(this.body, this.segFill, off, off + k)
+      this.segFill += k
+      off += k
+      n -= k
+      rest -= k
+    }
+  }
+
+  /**
+   * the current segment's filled part becomes the next piece; its unfilled rest stays the segment, so
+   * small pieces between kept ones never make a fresh segment each (which would hold 64 KiB per byte)
+   */
+  private closeSegment(): void {
+    if (this.segFill === 0) return
+    this.parts!.push(this.body.subarray(0, this.segFill))
+    this.body = this.body.subarray(this.segFill)
+    this.segFill = 0
+  }
+
+  /** the complete big body: its pieces copied once into its own buffer */
+  private joinParts(): Buffer {
+    this.closeSegment()
+    const out = allocBody(this.bodyLen)
+    let p = 0
+    for (const b of this.parts!) p += b.copy(out, p)
+    this.parts = null
+    this.held = 0
+    return out
   }
 
   /** body length and non-fatal error of the frame parseHeader just returned (fields, not a result object per frame) */

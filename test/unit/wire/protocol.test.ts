@@ -48,6 +48,50 @@ test('garbage is a fatal malformed frame; bad percent-encoding is not', () => {
   assert.equal(frames[0].verb, 'PING')
 })
 
+test('a big body arriving in socket-sized chunks is kept as those chunks and joined once, into shared memory; small bodies stay on the heap', () => {
+  const p = new FrameParser(16 * 1024 * 1024)
+  const body = Buffer.alloc(1024 * 1024 + 5)
+  for (let i = 0; i < body.length; i++) body[i] = (i * 7) & 0xff
+  const wire = Buffer.concat([encodeFrame('PUBLISH', 1, {key: 'k'}, body), encodeFrame('PUBLISH', 2, {key: 'k'}, Buffer.from('small'))])
+  const frames: Frame[] = []
+  // each chunk in its own exact buffer, as a TLS socket hands them over (16 KiB records)
+  for (let off = 0; off < wire.length; off += 16 * 1024) {
+    p.push(Buffer.from(wire.subarray(off, off + 16 * 1024)), (f) => frames.push(f), (e) => assert.fail(e))
+    if (p.bodyPending > 0) assert.ok(p.bodyAllocated <= Math.max(64 * 1024, 2 * (off + 16 * 1024)), `allocated ${p.bodyAllocated} after ${off} bytes`)
+  }
+  assert.equal(frames.length, 2)
+  assert.ok(frames[0].body.equals(body))
+  assert.ok(frames[0].body.buffer instanceof SharedArrayBuffer, 'a big body is in shared memory (the store thread reads it in place)')
+  assert.equal(frames[0].body.byteOffset, 0)
+  assert.equal(frames[1].body.toString(), 'small')
+  assert.ok(!(frames[1].body.buffer instanceof SharedArrayBuffer))
+  assert.equal(p.partial, false)
+})
+
+test('big bodies in random chunkings (own buffers and views of a bigger one, tiny to large) reassemble exactly, within the memory bound', () => {
+  let seed = 12345
+  const rnd = (n: number) => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff
+    return seed % n
+  }
+  for (let round = 0; round < 20; round++) {
+    const p = new FrameParser(1024 * 1024)
+    const sizes = [64 * 1024 + 1 + rnd(200_000), rnd(100), 64 * 1024 + rnd(3)]
+    const bodies = sizes.map((n, k) => Buffer.from(Array.from({length: n}, (_, i) => (i * (k + 3) + round) & 0xff)))
+    const wire = Buffer.concat(bodies.map((b, k) => encodeFrame('PUBLISH', k + 1, {key: 'k'}, b)))
+    const frames: Frame[] = []
+    for (let off = 0; off < wire.length; ) {
+      const n = 1 + (rnd(4) === 0 ? rnd(8) : rnd(40_000))
+      const piece = wire.subarray(off, off + n)
+      p.push(rnd(2) === 0 ? Buffer.from(piece) : piece, (f) => frames.push(f), (e) => assert.fail(e))
+      off += n
+      if (p.bodyPending > 0) assert.ok(p.bodyAllocated <= Math.max(64 * 1024, 2 * off) + 64 * 1024, `allocated ${p.bodyAllocated} after ${off} bytes`)
+    }
+    assert.equal(frames.length, 3)
+    frames.forEach((f, k) => assert.ok(f.body.equals(bodies[k]), `round ${round} body ${k}`))
+  }
+})
+
 test('a claimed body is buffered as its bytes arrive, not at the claimed size, and reassembles exactly', () => {
   const p = new FrameParser(16 * 1024 * 1024)
   const body = Buffer.alloc(3 * 1024 * 1024 + 17)
