@@ -8,7 +8,8 @@ export default class ProxyBench extends MqCommand<typeof ProxyBench> {
   static summary = 'Benchmark the ingest pipeline (proxy ingest and worker delivery) against a bare mutual-TLS baseline.'
   static description = `Benchmark the ingest pipeline on this machine: spawns a private broker, proxy and worker (temp home, free ports,
 unique Redis key prefix), measures proxy ingest requests/s with p50/p99 over keep-alive mutual TLS, then worker delivery messages/s.
-The baseline in the same run is a bare mutual-TLS HTTPS server that answers 202 without work.`
+The baseline in the same run is a bare mutual-TLS HTTPS server with the proxy's TLS settings that reads each request body and
+answers 202 with a body the size of the proxy's answer, doing nothing else.`
   static examples = ['<%= config.bin %> proxy bench', '<%= config.bin %> proxy bench --seconds 10 --connections 64 --json', '<%= config.bin %> proxy bench --store mysql://root@127.0.0.1:3306/mqbench']
   static flags = {
     seconds: Flags.integer({default: 10, description: 'duration of each load phase', min: 1}),

@@ -71,7 +71,8 @@ function cpuSeconds(pid: number | undefined): number | null {
 /**
  * Spawns a private broker, proxy and worker on free ports (temp MQ_HOME, unique Redis prefix),
  * measures proxy ingest, then worker delivery of everything ingested; and, as the baseline in the
- * same run, a bare keep-alive mutual-TLS HTTPS server that answers 202 without doing anything.
+ * same run, a bare keep-alive mutual-TLS HTTPS server that reads each request body and answers 202
+ * with a body the size of the proxy's, doing nothing else (baseline-worker.ts).
  */
 export async function benchPipeline(opts: {seconds: number; connections: number; concurrency: number; redisUrl: string; storeUrl?: string; processes?: number; log?: (s: string) => void; ports?: {broker?: number; api?: number; proxy?: number}}): Promise<PipelineBenchResult> {
   const log = opts.log ?? (() => {})
@@ -86,7 +87,7 @@ export async function benchPipeline(opts: {seconds: number; connections: number;
     const tls = clientTlsOptions(home, 'bench')
     const body = (i: number) => Buffer.from(JSON.stringify({message_body: `benchmark message ${i}`, sender_number: '+4915200000000'}))
 
-    // baseline: same TLS and HTTP stack, no work, on its own thread (the proxy has its own process)
+    // baseline: same TLS and HTTP stack, reads the body, no other work, on its own thread (the proxy has its own process)
     log('baseline: bare mutual-TLS HTTPS server')
     const baselineServer = new Worker(new URL('./baseline-worker.js', import.meta.url), {workerData: {home: dir}})
     let baseline: LoadResult
@@ -131,7 +132,7 @@ export async function benchPipeline(opts: {seconds: number; connections: number;
     }
     const wsec = (Date.now() - t0) / 1000
     return {
-      baseline: {...baseline, name: 'bare keep-alive mutual-TLS HTTPS server answering 202 on its own thread (same TLS/HTTP stack, no work)'},
+      baseline: {...baseline, name: 'bare keep-alive mutual-TLS HTTPS server on its own thread (same TLS/HTTP stack and settings; reads each body, answers 202 with a proxy-sized body; no validation, broker or Redis)'},
       proxy: {...proxy, cpu_us_per_request: cpu, processes: opts.processes ?? 1},
       ratio: baseline.errors === 0 && proxy.errors === 0 ? Math.round((proxy.perSecond / Math.max(1, baseline.perSecond)) * 100) / 100 : null,
       store: opts.storeUrl ? opts.storeUrl.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@') : 'sqlite',
