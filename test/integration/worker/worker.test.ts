@@ -154,6 +154,33 @@ describe('mq worker (Redis stream -> broker internal API)', () => {
     await w2.stop()
   })
 
+  it('acknowledges a delivered batch with one XACK and one XDEL for all its entries', async () => {
+    const w = await newWorker({}, 'batch-acker')
+    const cmd = conns.at(-2)!
+    // count the XACK/XDEL commands the worker queues and the ids each carries
+    const acks: number[] = []
+    const dels: number[] = []
+    const multi = cmd.multi.bind(cmd)
+    cmd.multi = ((...a: Parameters<typeof multi>) => {
+      const m = multi(...a)
+      const [xack, xdel] = [m.xack.bind(m), m.xdel.bind(m)]
+      m.xack = ((...args: string[]) => (acks.push(args.length - 2), xack(...(args as [string, string, string])))) as typeof m.xack
+      m.xdel = ((...args: string[]) => (dels.push(args.length - 1), xdel(...(args as [string, string])))) as typeof m.xdel
+      return m
+    }) as typeof cmd.multi
+    const keys = pipelineKeys(config)
+    await redis.xgroup('CREATE', keys.stream, config.worker.group, '0', 'MKSTREAM').catch(() => {})
+    const ids = await enqueue(10)
+    const read = (await redis.xreadgroup('GROUP', config.worker.group, 'batch-acker', 'COUNT', 10, 'STREAMS', keys.stream, '>')) as [string, [string, string[]][]][]
+    const entries = read[0][1].map(([entryId, f]) => ({attempts: 0, client: f[3], entryId, id: f[1]}))
+    assert.deepEqual(entries.map((e) => e.id), ids)
+    await w.processBatch(entries)
+    assert.deepEqual(delivered(ids).sort(), [...ids].sort())
+    assert.deepEqual([acks, dels], [[10], [10]])
+    assert.equal(Number(((await redis.xpending(keys.stream, config.worker.group)) as [number])[0]), 0)
+    assert.equal(await redis.xlen(keys.stream), 0)
+  })
+
   it('computes fixed and exponential-with-jitter retry delays', () => {
     const c = configSchema.parse({}).worker
     assert.equal(retryDelay(c, 5), 30_000)
