@@ -375,3 +375,33 @@ test('entries of the older layout (one stream field per property, already in Red
     r.disconnect()
   }
 })
+
+test('one settle batch with entries claimed by another consumer in the middle of its range: only the ones still held are acked', async () => {
+  const name = uniqueName('c')
+  const a = await node(name)
+  a.declareQueue('mix', {durable: true})
+  for (let i = 0; i < 6; i++) a.publish('', 'mix', Buffer.from(`x${i}`), {messageId: `x${i}`})
+  await committed(a)
+  const sa = session(a)
+  const got: DeliveryOut[] = []
+  for (let i = 0; i < 6; i++) got.push((await a.get(sa.s, 'mix'))!)
+  const {Redis} = await import('ioredis')
+  const r = new Redis(redis.url)
+  try {
+    const stream = `{mq:${name}:q:mix}:s`
+    const pending = async () => ((await r.xpending(stream, 'g', '-', '+', 100)) as [string, string][]).map(([sid, who]) => [sid, who])
+    const before = await pending()
+    // another node claimed x1 and x4 meanwhile (as the dead-node sweep does)
+    await r.xclaim(stream, 'g', 'elsewhere.1', 0, before[1][0], before[4][0], 'JUSTID')
+    const fenced = a.counters.fencedSettles
+    for (const d of got) a.ack(sa.s, d.deliveryTag)
+    await committed(a)
+    assert.equal(a.counters.fencedSettles - fenced, 2, 'the two claimed elsewhere are refused')
+    assert.deepEqual(await pending(), [before[1][0], before[4][0]].map((sid) => [sid, 'elsewhere.1']), 'still pending for the claimer')
+    assert.equal((await a.listQueues()).find((q) => q.name === 'mix')?.acked, 4)
+    assert.deepEqual(await a.messageStatus('x1'), {messageId: 'x1', queue: 'mix', status: 'delivered'})
+    assert.deepEqual(await a.messageStatus('x5'), {messageId: 'x5', queue: 'mix', status: 'acknowledged'})
+  } finally {
+    r.disconnect()
+  }
+})

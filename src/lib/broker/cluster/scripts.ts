@@ -156,21 +156,59 @@ export const SETTLE =
   `
 local s, ids, done, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local code, cap = ARGV[1], tonumber(ARGV[2])
-local out = {}
--- owner checks per entry; the writes once for the batch (an entry twice in one batch settles once)
-local sids, gone, codes, mids, seen = {}, {}, {}, {}, {}
+-- what each owner still holds: one XPENDING over the batch's id range per owner, not one per entry
+-- (an entry of the range missing from the answer is not the owner's; a clipped answer falls back to owned)
+local range = {}
 for i = 3, #ARGV, 3 do
-  local sid, mid = ARGV[i], ARGV[i + 1]
-  if not seen[sid] and owned(s, sid, ARGV[i + 2]) then
+  local o = ARGV[i + 2]
+  local r = range[o]
+  if not r then
+    r = {n = 0, held = {}}
+    range[o] = r
+  end
+  r.n = r.n + 1
+  local ms, sq = string.match(ARGV[i], '^(%d+)-(%d+)$')
+  if ms then
+    ms, sq = tonumber(ms), tonumber(sq)
+    if not r.lo or ms < r.lo[1] or (ms == r.lo[1] and sq < r.lo[2]) then r.lo = {ms, sq, ARGV[i]} end
+    if not r.hi or ms > r.hi[1] or (ms == r.hi[1] and sq > r.hi[2]) then r.hi = {ms, sq, ARGV[i]} end
+  else
+    r.odd = true
+  end
+end
+for o, r in pairs(range) do
+  if r.lo then
+    local limit = 4 * r.n + 100
+    local p = redis.call('XPENDING', s, 'g', r.lo[3], r.hi[3], limit, o)
+    for _, x in ipairs(p) do r.held[x[1]] = true end
+    if #p >= limit then r.odd = true end
+  end
+end
+local out = {}
+-- the writes once for the batch (an entry twice in one batch settles once)
+local sids, codes, mids, seen = {}, {}, {}, {}
+for i = 3, #ARGV, 3 do
+  local sid, mid, o = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local r = range[o]
+  if not seen[sid] and (r.held[sid] or (r.odd and owned(s, sid, o))) then
     seen[sid] = true
     sids[#sids + 1] = sid
-    if redis.call('HGET', ids, mid) == sid then gone[#gone + 1] = mid end
     codes[#codes + 1] = mid
     codes[#codes + 1] = code
     mids[#mids + 1] = mid
     out[#out + 1] = '1'
   else
     out[#out + 1] = '0'
+  end
+end
+-- the id index forgets a message only while it still points at this entry (a later copy keeps its own)
+local gone = {}
+for i = 1, #mids, 1000 do
+  local part = {}
+  for j = i, math.min(i + 999, #mids) do part[#part + 1] = mids[j] end
+  local cur = redis.call('HMGET', ids, unpack(part))
+  for j = 1, #part do
+    if cur[j] == sids[i + j - 1] then gone[#gone + 1] = part[j] end
   end
 end
 if #sids > 0 then
