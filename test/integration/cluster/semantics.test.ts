@@ -3,6 +3,7 @@ import {after, before, test} from 'node:test'
 
 import {ClusterEngine} from '../../../src/lib/broker/cluster/engine.js'
 import type {DeliveryOut, Session} from '../../../src/lib/broker/engine.js'
+import {MqError} from '../../../src/lib/errors.js'
 import {Logger} from '../../../src/lib/log.js'
 import {privateRedis} from '../../helpers/pipeline.js'
 import {uniqueName, waitFor} from '../../helpers/services.js'
@@ -401,6 +402,28 @@ test('one settle batch with entries claimed by another consumer in the middle of
     assert.equal((await a.listQueues()).find((q) => q.name === 'mix')?.acked, 4)
     assert.deepEqual(await a.messageStatus('x1'), {messageId: 'x1', queue: 'mix', status: 'delivered'})
     assert.deepEqual(await a.messageStatus('x5'), {messageId: 'x5', queue: 'mix', status: 'acknowledged'})
+  } finally {
+    r.disconnect()
+  }
+})
+
+test('a node does not join a cluster while a node of a version before the packed layout is alive (it would deliver the new entries empty)', async () => {
+  const name = uniqueName('c')
+  const a = await node(name)
+  const {Redis} = await import('ioredis')
+  const r = new Redis(redis.url)
+  try {
+    // what an older node's heartbeat leaves: a fresh stamp, and node info without `layout`
+    const [sec, usec] = (await r.time()) as [number, number]
+    await r.hset(`{mq:${name}}:hb`, 'oldhost-1-abcd.1', String(Number(sec) * 1000 + Math.floor(Number(usec) / 1000)))
+    await r.hset(`{mq:${name}}:nodes`, 'oldhost-1-abcd.1', JSON.stringify({epoch: 1, node: 'oldhost-1-abcd'}))
+    await assert.rejects(node(name), (e: unknown) => e instanceof MqError && e.code === 'E_CLUSTER_VERSION' && /oldhost-1-abcd/.test(e.message))
+    // the upgraded node already running says which layout it writes
+    assert.equal(a.clusterStatus().nodes.find((n) => n.self)?.info.layout, 1)
+    // once the older node is gone (stopped: its heartbeat removed), the new one joins
+    await r.hdel(`{mq:${name}}:hb`, 'oldhost-1-abcd.1')
+    const b = await node(name)
+    assert.ok(b.clusterStatus().nodes.length >= 2)
   } finally {
     r.disconnect()
   }

@@ -28,7 +28,7 @@ import type {BrokerEngine, CommitTracker, Sync} from '../backend.js'
 import {ALLOW_ALL, DEFAULT_QUEUE, type DeliveryOut, Engine, Exchange, NotFoundError, type Permissions, type PublishOptions, type PublishResult, Queue, type QueueOptions, Session, type SessionSink, nextConsumer} from '../engine.js'
 import type {Message} from '../message.js'
 import {MemoryWatermark} from '../memory.js'
-import {type RawEntry, entryMessage, headersJson, packInto, packedBound} from './entry.js'
+import {PACKED_VERSION, type RawEntry, entryMessage, headersJson, packInto, packedBound} from './entry.js'
 import {ClusterKeys, GROUP} from './keys.js'
 import {type RedisClient, defineScripts, runScript} from './scripts.js'
 
@@ -334,6 +334,15 @@ export class ClusterEngine implements BrokerEngine {
     await e.loadKeys()
     await sub.subscribe(e.keys.events)
     sub.on('message', (_ch: string, text: string) => e.onEvent(text))
+    // a node of a version before the packed entry layout would deliver this node's entries empty
+    // (and its consumers' acks would then lose them): not joined while one is alive
+    await e.refresh()
+    const older = e.nodes.filter((n) => n.alive && !(Number(n.info.layout) >= PACKED_VERSION))
+    if (older.length > 0) {
+      redis.disconnect()
+      sub.disconnect()
+      throw new MqError('E_CLUSTER_VERSION', `cluster ${opts.name} has ${older.length} live node(s) of an older mq version (${older.map((n) => n.node).join(', ')}) that cannot read the queue entries this version writes`, {exit: 69, hint: 'Try this: stop the older nodes first, then start the upgraded ones (docs/cluster.md, "Stream entries")'})
+    }
     await e.heartbeat()
     await e.refresh()
     return e
@@ -1191,7 +1200,8 @@ export class ClusterEngine implements BrokerEngine {
   private info(): Record<string, unknown> {
     const queues: Record<string, number[]> = {}
     for (const q of this.cqueues.values()) queues[q.name] = [q.consumers.length, q.published, q.delivered, q.acked]
-    return {epoch: this.epoch, host: hostname(), node: this.nodeId, pid: process.pid, queues, rates: this.rates, started: this.started, totals: this.totals, ...this.opts.info?.()}
+    // layout: the stream entry layout this node writes (entry.ts); a node without it predates the packed one
+    return {epoch: this.epoch, host: hostname(), layout: PACKED_VERSION, node: this.nodeId, pid: process.pid, queues, rates: this.rates, started: this.started, totals: this.totals, ...this.opts.info?.()}
   }
 
   /** Puts the unacked messages of dead consumers (no heartbeat for claim_ms) back into their queues. */
