@@ -176,14 +176,14 @@ class Commits implements CommitTracker {
  * one command per batch lets it cover the whole batch. Runs go out in the order their batches were
  * opened, on one connection, so a queue's writes keep their order.
  * One promise per batch, not per call: an ack is one call, and a promise and its callbacks per ack
- * were a good part of the node's garbage. A caller takes its results at `from` in the batch's.
+ * were a good part of the node's garbage. A caller finds its own results by its items' positions.
  */
 class Coalescer<T, R> {
   private readonly open = new Map<string, Batch<T, R>>()
   private scheduled = false
 
   constructor(
-    /** one run for a batch; returns one result per item, in order */
+    /** one run for a batch; its result is the batch's (the publish flags: one character per item, in order) */
     private readonly run: (key: string, items: T[]) => Promise<R>,
     private readonly maxItems = 1000,
     private readonly maxBytes = 1 << 20,
