@@ -3,6 +3,7 @@ import {after, before, test} from 'node:test'
 
 import {ClusterEngine} from '../../../src/lib/broker/cluster/engine.js'
 import type {DeliveryOut, Session} from '../../../src/lib/broker/engine.js'
+import {MqError} from '../../../src/lib/errors.js'
 import {Logger} from '../../../src/lib/log.js'
 import {privateRedis} from '../../helpers/pipeline.js'
 import {uniqueName, waitFor} from '../../helpers/services.js'
@@ -289,6 +290,140 @@ test('a node with consumers of the queue it publishes to delivers from the publi
     assert.deepEqual(await b.messageStatus('n150'), {messageId: 'n150', queue: 'near', status: 'acknowledged'})
     // queue depths are refreshed every second
     await waitFor(async () => (await b.listQueues()).find((q) => q.name === 'near')?.unacked === 0, 5000)
+  } finally {
+    r.disconnect()
+  }
+})
+
+test('entries of the older layout (one stream field per property, already in Redis) are delivered, requeued, dead-lettered, expired, purged and reported; new ones are one packed field', async () => {
+  const name = uniqueName('c')
+  const a = await node(name)
+  a.declareQueue('old', {deadLetter: 'old.dlq', durable: true})
+  a.declareQueue('oldttl', {deadLetter: 'oldttl.dlq', durable: true, ttlMs: 60_000})
+  a.declareQueue('oldpurge', {durable: true})
+  await committed(a)
+  const {Redis} = await import('ioredis')
+  const r = new Redis(redis.url)
+  try {
+    // what the previous version's publish script wrote: the entry and the id index
+    const k = (q: string) => ({ids: `{mq:${name}:q:${q}}:ids`, stream: `{mq:${name}:q:${q}}:s`})
+    const writeOld = async (q: string, id: string, fields: string[]) => {
+      const sid = (await r.xadd(k(q).stream, '*', 'm', id, 'e', '', 'k', q, 't', String(Date.now()), 'b', `body of ${id}`, ...fields))!
+      await r.hset(k(q).ids, id, sid)
+    }
+    await writeOld('old', 'o1', ['h', JSON.stringify({'x-app': 'v1'})])
+    await writeOld('old', 'o2', [])
+    // a dead letter the older version wrote: status says so while it waits
+    await writeOld('old.dlq', 'o3', ['h', JSON.stringify({'x-death-queue': 'old', 'x-death-reason': 'rejected'})])
+    assert.deepEqual(await a.messageStatus('o1'), {messageId: 'o1', queue: 'old', status: 'sent'})
+    assert.deepEqual(await a.messageStatus('o3'), {messageId: 'o3', queue: 'old.dlq', status: 'dead-lettered'})
+    const peeked = await a.peek('old', 10)
+    assert.deepEqual(peeked.messages.map((m) => m.messageId), ['o1', 'o2'])
+
+    const sa = session(a)
+    let d = await a.get(sa.s, 'old')
+    assert.equal(d?.msg.messageId, 'o1')
+    assert.equal(d?.msg.body.toString(), 'body of o1')
+    assert.equal(d?.msg.routingKey, 'old')
+    assert.deepEqual(d?.msg.headers, {'x-app': 'v1'})
+    assert.equal(d?.msg.deliveryCount, 1)
+    // requeued (the move script finds the id in field m): the count kept, the id index follows it
+    a.nack(sa.s, d!.deliveryTag, true)
+    await committed(a)
+    d = await a.get(sa.s, 'old')
+    assert.equal(d?.msg.messageId, 'o2')
+    a.ack(sa.s, d!.deliveryTag)
+    await committed(a)
+    assert.deepEqual(await a.messageStatus('o2'), {messageId: 'o2', queue: 'old', status: 'acknowledged'})
+    d = await a.get(sa.s, 'old')
+    assert.equal(d?.msg.messageId, 'o1')
+    assert.equal(d?.msg.deliveryCount, 2)
+    assert.equal(d?.msg.redelivered, true)
+    assert.deepEqual(await a.messageStatus('o1'), {messageId: 'o1', queue: 'old', status: 'delivered'})
+    // dead-lettered: the copy in the dead-letter queue is written in the packed layout
+    a.reject(sa.s, d!.deliveryTag, 'bad')
+    await committed(a)
+    await waitFor(async () => (await a.messageStatus('o1'))?.queue === 'old.dlq', 5000)
+    const dead = (await (r as unknown as {xrangeBuffer: (...x: unknown[]) => Promise<[Buffer, Buffer[]][]>}).xrangeBuffer(k('old.dlq').stream, '-', '+')).at(-1)!
+    assert.deepEqual(dead[1].filter((_, i) => i % 2 === 0).map(String), ['p'], 'one packed field')
+    const dl1 = await a.get(sa.s, 'old.dlq', {noAck: true})
+    assert.equal(dl1?.msg.messageId, 'o3')
+    const dl2 = await a.get(sa.s, 'old.dlq', {noAck: true})
+    assert.equal(dl2?.msg.messageId, 'o1')
+    assert.equal(dl2?.msg.body.toString(), 'body of o1')
+    assert.deepEqual(dl2?.msg.headers, {'x-app': 'v1', 'x-death-count': '2', 'x-death-queue': 'old', 'x-death-reason': 'bad'})
+
+    // an old entry whose expiry (field x) has passed is expired by the sweep
+    await writeOld('oldttl', 'o4', ['x', String(Date.now() - 1)])
+    await waitFor(async () => (await a.messageStatus('o4'))?.queue === 'oldttl.dlq', 5000)
+    assert.equal((await a.get(sa.s, 'oldttl.dlq', {noAck: true}))?.msg.headers['x-death-reason'], 'expired')
+    // new entries in a queue with a TTL: the packed field and the expiry the script computed
+    a.publish('', 'oldttl', Buffer.from('n1'), {messageId: 'n1'})
+    await committed(a)
+    const fresh = (await (r as unknown as {xrangeBuffer: (...x: unknown[]) => Promise<[Buffer, Buffer[]][]>}).xrangeBuffer(k('oldttl').stream, '-', '+')).at(-1)!
+    const names = fresh[1].filter((_, i) => i % 2 === 0).map(String)
+    assert.deepEqual(names, ['p', 'x'])
+    const ts = fresh[1][1].readDoubleBE(1)
+    assert.equal(Number(fresh[1][3].toString()), ts + 60_000)
+    const n1 = await a.get(sa.s, 'oldttl', {noAck: true})
+    assert.equal(n1?.msg.expiresAt, ts + 60_000)
+
+    // purge settles old entries with their ids (status purged)
+    await writeOld('oldpurge', 'o5', [])
+    assert.equal(await a.purgeQueue('oldpurge'), 1)
+    assert.deepEqual(await a.messageStatus('o5'), {messageId: 'o5', queue: 'oldpurge', status: 'purged'})
+  } finally {
+    r.disconnect()
+  }
+})
+
+test('one settle batch with entries claimed by another consumer in the middle of its range: only the ones still held are acked', async () => {
+  const name = uniqueName('c')
+  const a = await node(name)
+  a.declareQueue('mix', {durable: true})
+  for (let i = 0; i < 6; i++) a.publish('', 'mix', Buffer.from(`x${i}`), {messageId: `x${i}`})
+  await committed(a)
+  const sa = session(a)
+  const got: DeliveryOut[] = []
+  for (let i = 0; i < 6; i++) got.push((await a.get(sa.s, 'mix'))!)
+  const {Redis} = await import('ioredis')
+  const r = new Redis(redis.url)
+  try {
+    const stream = `{mq:${name}:q:mix}:s`
+    const pending = async () => ((await r.xpending(stream, 'g', '-', '+', 100)) as [string, string][]).map(([sid, who]) => [sid, who])
+    const before = await pending()
+    // another node claimed x1 and x4 meanwhile (as the dead-node sweep does)
+    await r.xclaim(stream, 'g', 'elsewhere.1', 0, before[1][0], before[4][0], 'JUSTID')
+    const fenced = a.counters.fencedSettles
+    for (const d of got) a.ack(sa.s, d.deliveryTag)
+    await committed(a)
+    assert.equal(a.counters.fencedSettles - fenced, 2, 'the two claimed elsewhere are refused')
+    assert.deepEqual(await pending(), [before[1][0], before[4][0]].map((sid) => [sid, 'elsewhere.1']), 'still pending for the claimer')
+    assert.equal((await a.listQueues()).find((q) => q.name === 'mix')?.acked, 4)
+    assert.deepEqual(await a.messageStatus('x1'), {messageId: 'x1', queue: 'mix', status: 'delivered'})
+    assert.deepEqual(await a.messageStatus('x5'), {messageId: 'x5', queue: 'mix', status: 'acknowledged'})
+  } finally {
+    r.disconnect()
+  }
+})
+
+test('a node does not join a cluster while a node of a version before the packed layout is alive (it would deliver the new entries empty)', async () => {
+  const name = uniqueName('c')
+  const a = await node(name)
+  const {Redis} = await import('ioredis')
+  const r = new Redis(redis.url)
+  try {
+    // what an older node's heartbeat leaves: a fresh stamp, and node info without `layout`
+    const [sec, usec] = (await r.time()) as [number, number]
+    await r.hset(`{mq:${name}}:hb`, 'oldhost-1-abcd.1', String(Number(sec) * 1000 + Math.floor(Number(usec) / 1000)))
+    await r.hset(`{mq:${name}}:nodes`, 'oldhost-1-abcd.1', JSON.stringify({epoch: 1, node: 'oldhost-1-abcd'}))
+    await assert.rejects(node(name), (e: unknown) => e instanceof MqError && e.code === 'E_CLUSTER_VERSION' && /oldhost-1-abcd/.test(e.message))
+    // the upgraded node already running says which layout it writes
+    assert.equal(a.clusterStatus().nodes.find((n) => n.self)?.info.layout, 1)
+    // once the older node is gone (stopped: its heartbeat removed), the new one joins
+    await r.hdel(`{mq:${name}}:hb`, 'oldhost-1-abcd.1')
+    const b = await node(name)
+    assert.ok(b.clusterStatus().nodes.length >= 2)
   } finally {
     r.disconnect()
   }

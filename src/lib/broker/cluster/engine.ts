@@ -28,6 +28,7 @@ import type {BrokerEngine, CommitTracker, Sync} from '../backend.js'
 import {ALLOW_ALL, DEFAULT_QUEUE, type DeliveryOut, Engine, Exchange, NotFoundError, type Permissions, type PublishOptions, type PublishResult, Queue, type QueueOptions, Session, type SessionSink, nextConsumer} from '../engine.js'
 import type {Message} from '../message.js'
 import {MemoryWatermark} from '../memory.js'
+import {PACKED_VERSION, type RawEntry, entryMessage, headersJson, packInto, packedBound} from './entry.js'
 import {ClusterKeys, GROUP} from './keys.js'
 import {type RedisClient, defineScripts, runScript} from './scripts.js'
 import {latestPerNode} from './nodes.js'
@@ -75,13 +76,11 @@ interface Entry {
 }
 
 interface PubItem {
-  messageId: string
   /** the message as published (no expiry): delivered from here when the publish run claims it for a local consumer */
   msg: Message
   dedupe: boolean
-  fields: (string | Buffer)[]
-  /** about what it adds to the command, to bound a batch */
-  bytes: number
+  /** its headers as JSON, undefined when it has none */
+  headers: string | undefined
 }
 
 interface CConsumer {
@@ -116,56 +115,10 @@ class CQueue {
   constructor(readonly name: string) {}
 }
 
-type Raw = [Buffer, Buffer[]]
+type Raw = RawEntry
 
 function parseEntry(raw: Raw, queue: string, owner: string): Entry {
-  const msg: Message = {body: EMPTY, deliveryCount: 0, exchange: '', expiresAt: 0, headers: NO_HEADERS as Record<string, string>, messageId: '', redelivered: false, routingKey: '', seq: 0, timestamp: 0}
-  const f = raw[1]
-  for (let i = 0; i + 1 < f.length; i += 2) {
-    const v = f[i + 1]
-    switch (f[i].toString('latin1')) {
-      case 'm':
-        msg.messageId = v.toString()
-        break
-      case 'e':
-        msg.exchange = v.toString()
-        break
-      case 'k':
-        msg.routingKey = v.toString()
-        break
-      case 'h':
-        msg.headers = JSON.parse(v.toString()) as Record<string, string>
-        break
-      case 'b':
-        msg.body = v
-        break
-      case 't':
-        msg.timestamp = Number(v.toString())
-        break
-      case 'x':
-        msg.expiresAt = Number(v.toString())
-        break
-      case 'd':
-        msg.deliveryCount = Number(v.toString())
-        break
-      case 'r':
-        msg.redelivered = v.toString() === '1'
-        break
-    }
-  }
-  return {msg, owner, queue, sid: raw[0].toString()}
-}
-
-function entryFields(m: Message): (string | Buffer)[] {
-  const f: (string | Buffer)[] = ['m', m.messageId, 'e', m.exchange, 'k', m.routingKey, 't', String(m.timestamp), 'b', m.body]
-  for (const _ in m.headers) {
-    f.push('h', JSON.stringify(m.headers))
-    break
-  }
-  if (m.expiresAt) f.push('x', String(m.expiresAt))
-  if (m.deliveryCount) f.push('d', String(m.deliveryCount))
-  if (m.redelivered) f.push('r', '1')
-  return f
+  return {msg: entryMessage(raw[1]), owner, queue, sid: raw[0].toString('latin1')}
 }
 
 /** Parses broker.cluster.url: redis[s]://, redis-cluster://h:p,h:p (Redis Cluster seeds), redis-sentinel://h:p,h:p/master. */
@@ -223,40 +176,40 @@ class Commits implements CommitTracker {
  * connection per turn, so one command per message left each fsync covering a few dozen messages;
  * one command per batch lets it cover the whole batch. Runs go out in the order their batches were
  * opened, on one connection, so a queue's writes keep their order.
+ * One promise per batch, not per call: an ack is one call, and a promise and its callbacks per ack
+ * were a good part of the node's garbage. A caller finds its own results by its items' positions.
  */
 class Coalescer<T, R> {
-  private readonly open = new Map<string, {items: T[]; bytes: number; waiters: {from: number; n: number; resolve: (r: R[]) => void; reject: (e: unknown) => void}[]}>()
+  private readonly open = new Map<string, Batch<T, R>>()
   private scheduled = false
 
   constructor(
-    /** one run for a batch; returns one result per item, in order */
-    private readonly run: (key: string, items: T[]) => Promise<R[]>,
-    private readonly sizeOf: (t: T) => number,
+    /** one run for a batch; its result is the batch's (the publish flags: one character per item, in order) */
+    private readonly run: (key: string, items: T[]) => Promise<R>,
     private readonly maxItems = 1000,
     private readonly maxBytes = 1 << 20,
   ) {}
 
-  add(key: string, items: T[]): Promise<R[]> {
+  /** Adds one item; `fresh` when it opened a batch (its promise is new). */
+  add(key: string, item: T, bytes: number): Batch<T, R> {
     let b = this.open.get(key)
-    if (b && (b.items.length + items.length > this.maxItems || b.bytes > this.maxBytes)) {
+    if (b && (b.items.length >= this.maxItems || b.bytes > this.maxBytes)) {
       // a full batch goes now; later ones follow it on the same connection
       this.open.delete(key)
       this.flushOne(key, b)
       b = undefined
     }
-    if (!b) this.open.set(key, (b = {bytes: 0, items: [], waiters: []}))
-    const batch = b
-    const p = new Promise<R[]>((resolve, reject) => batch.waiters.push({from: batch.items.length, n: items.length, reject, resolve}))
-    for (const t of items) {
-      batch.items.push(t)
-      batch.bytes += this.sizeOf(t)
-    }
-    if (!this.scheduled) {
-      this.scheduled = true
-      // after the I/O callbacks of this turn: every frame the sockets had is in the batch
-      setImmediate(() => this.flush())
-    }
-    return p
+    if (!b) {
+      this.open.set(key, (b = new Batch<T, R>()))
+      if (!this.scheduled) {
+        this.scheduled = true
+        // after the I/O callbacks of this turn: every frame the sockets had is in the batch
+        setImmediate(() => this.flush())
+      }
+    } else b.fresh = false
+    b.items.push(item)
+    b.bytes += bytes
+    return b
   }
 
   flush(): void {
@@ -266,21 +219,31 @@ class Coalescer<T, R> {
     for (const [key, b] of batches) this.flushOne(key, b)
   }
 
-  private flushOne(key: string, b: {items: T[]; waiters: {from: number; n: number; resolve: (r: R[]) => void; reject: (e: unknown) => void}[]}): void {
-    let p: Promise<R[]>
+  private flushOne(key: string, b: Batch<T, R>): void {
+    let p: Promise<R>
     try {
       p = this.run(key, b.items)
     } catch (error) {
       p = Promise.reject(error)
     }
-    p.then(
-      (res) => {
-        for (const w of b.waiters) w.resolve(res.slice(w.from, w.from + w.n))
-      },
-      (error) => {
-        for (const w of b.waiters) w.reject(error)
-      },
-    )
+    p.then(b.resolve, b.reject)
+  }
+}
+
+class Batch<T, R> {
+  readonly items: T[] = []
+  bytes = 0
+  /** the last add opened this batch */
+  fresh = true
+  resolve!: (r: R) => void
+  reject!: (e: unknown) => void
+  readonly done = new Promise<R>((resolve, reject) => {
+    this.resolve = resolve
+    this.reject = reject
+  })
+  constructor() {
+    // the callers handle the error (a batch nobody awaits must not be an unhandled rejection)
+    this.done.catch(() => {})
   }
 }
 
@@ -304,8 +267,8 @@ export class ClusterEngine implements BrokerEngine {
   readonly sessions = new Set<Session>()
   private readonly commits = new Commits()
   /** publishes and settles of one turn, one script run per queue (see Coalescer) */
-  private readonly publishes = new Coalescer<PubItem, number>((queue, items) => this.runPublish(queue, items), (it) => it.bytes)
-  private readonly settles = new Coalescer<Entry, number>((key, es) => this.runSettle(key, es), (e) => e.sid.length + e.owner.length + e.msg.messageId.length + 24)
+  private readonly publishes = new Coalescer<PubItem, string>((queue, items) => this.runPublish(queue, items))
+  private readonly settles = new Coalescer<Entry, void>((key, es) => this.runSettle(key, es))
   /** local definition changes (generation) and their Redis writes still in flight */
   private defsGen = 0
   private defWrites = 0
@@ -372,6 +335,15 @@ export class ClusterEngine implements BrokerEngine {
     await e.loadKeys()
     await sub.subscribe(e.keys.events)
     sub.on('message', (_ch: string, text: string) => e.onEvent(text))
+    // a node of a version before the packed entry layout would deliver this node's entries empty
+    // (and its consumers' acks would then lose them): not joined while one is alive
+    await e.refresh()
+    const older = e.nodes.filter((n) => n.alive && !(Number(n.info.layout) >= PACKED_VERSION))
+    if (older.length > 0) {
+      redis.disconnect()
+      sub.disconnect()
+      throw new MqError('E_CLUSTER_VERSION', `cluster ${opts.name} has ${older.length} live node(s) of an older mq version (${older.map((n) => n.node).join(', ')}) that cannot read the queue entries this version writes`, {exit: 69, hint: 'Try this: stop the older nodes first, then start the upgraded ones (docs/cluster.md, "Stream entries")'})
+    }
     await e.heartbeat()
     await e.refresh()
     return e
@@ -578,7 +550,7 @@ export class ClusterEngine implements BrokerEngine {
     const out: Message[] = []
     let from = `(${last}`
     while (out.length < count) {
-      const raws = (await (this.redis as unknown as {xrangeBuffer: (...a: unknown[]) => Promise<Raw[]>}).xrangeBuffer(stream, from, '+', 'COUNT', Math.max(16, count - out.length))) ?? []
+      const raws = await this.xrange(stream, from, '+', Math.max(16, count - out.length))
       if (raws.length === 0) break
       for (const raw of raws) {
         const e = parseEntry(raw, queue, '')
@@ -617,6 +589,12 @@ export class ClusterEngine implements BrokerEngine {
       total += n
       if (n < 10_000) return total
     }
+  }
+
+  /** XRANGE with binary replies (a packed entry is not text) */
+  private async xrange(stream: string, from: string, to: string, count?: number): Promise<Raw[]> {
+    const r = this.redis as unknown as {xrangeBuffer: (...a: unknown[]) => Promise<Raw[] | null>}
+    return (await (count === undefined ? r.xrangeBuffer(stream, from, to) : r.xrangeBuffer(stream, from, to, 'COUNT', count))) ?? []
   }
 
   private async readyCount(name: string): Promise<number> {
@@ -772,33 +750,40 @@ export class ClusterEngine implements BrokerEngine {
   }
 
   private async write(targets: string[], msgs: Message[], dedupe: boolean, r: PublishResult): Promise<void> {
-    const stored = new Array<boolean>(msgs.length).fill(false)
+    let stored = false
+    // headers are the same for every message of a publish call (none for PUBLISH_BATCH)
+    const headers = headersJson(msgs[0])
     await Promise.all(
       targets.map(async (qn) => {
-        const q = this.defs.queues.get(qn)
-        if (!q) return
-        const items = msgs.map((m): PubItem => {
-          const fields = entryFields({...m, expiresAt: q.ttlMs ? m.timestamp + q.ttlMs : 0})
-          let bytes = m.messageId.length + 16
-          for (const f of fields) bytes += f.length + 8
-          return {bytes, dedupe, fields, messageId: m.messageId, msg: m}
-        })
-        const flags = await this.publishes.add(qn, items)
-        flags.forEach((f, i) => {
-          if (f === 1) stored[i] = true
-        })
+        if (!this.defs.queues.has(qn)) return
+        // the batches this call's messages went into (a full one goes out and the rest open the next)
+        const used: Batch<PubItem, string>[] = []
+        let at = 0
+        for (const msg of msgs) {
+          const b = this.publishes.add(qn, {dedupe, headers, msg}, packedBound(msg, headers) + 4)
+          if (used.at(-1) !== b) used.push(b)
+          at = b.items.length - 1
+        }
+        if (used.length === 1) {
+          const flags = await used[0].done
+          // dedupe is for single publishes: one message, its flag at `at`
+          if (!dedupe || flags[at] !== '0') stored = true
+        } else {
+          await Promise.all(used.map((b) => b.done))
+          stored = true
+        }
         this.local(qn).published += msgs.length
       }),
     )
     this.totals.published += msgs.length
-    if (dedupe && !stored.some(Boolean)) r.duplicate = true
+    if (dedupe && !stored) r.duplicate = true
   }
 
   /** One run of the publish script for the publishes of one queue gathered in one turn. */
-  private async runPublish(queue: string, items: PubItem[]): Promise<number[]> {
+  private async runPublish(queue: string, items: PubItem[]): Promise<string> {
     const q = this.defs.queues.get(queue)
     // deleted since the publish was taken: nothing to store it in (as when it is gone at publish)
-    if (!q) return items.map(() => 0)
+    if (!q) return '0'.repeat(items.length)
     const k = this.keys.queue(queue)
     const owner = this.consumerName
     const epoch = this.epoch
@@ -811,37 +796,51 @@ export class ClusterEngine implements BrokerEngine {
       if (cq.consumers.length > 0 && !cq.blocking && this.leaseValid()) claim = Math.min(READ_MAX, Math.max(0, this.room(cq) - cq.buffer.length - cq.claiming))
       cq.claiming += claim
     }
-    const args: (string | number | Buffer)[] = [Date.now(), this.dedupeWindowMs, this.dedupeMax, q.maxLength ?? 0, owner, claim, items.length]
+    // the whole batch as one argument: per message a u32 length and the packed value (entry.ts)
+    let size = 0
+    let dedupes = false
     for (const it of items) {
-      args.push(it.messageId, it.dedupe ? '1' : '0', it.fields.length)
-      for (const f of it.fields) args.push(f)
+      size += packedBound(it.msg, it.headers) + 4
+      if (it.dedupe) dedupes = true
     }
-    let flags: number[], trimmed: Raw[], claimed: [Buffer, number, Buffer[]?][]
+    const batch = Buffer.allocUnsafe(size)
+    let off = 0
+    for (const it of items) {
+      const end = packInto(batch, off + 4, it.msg, it.headers)
+      batch.writeUInt32BE(end - off - 4, off)
+      off = end
+    }
+    let flags = ''
+    if (dedupes) for (const it of items) flags += it.dedupe ? '1' : '0'
+    const args: (string | number | Buffer)[] = [Date.now(), this.dedupeWindowMs, this.dedupeMax, q.maxLength ?? 0, owner, claim, items.length, q.ttlMs ?? 0, flags, batch.subarray(0, off)]
+    let stored: Buffer, trimmed: Raw[], mine: Buffer, others: Raw[]
     try {
-      ;[flags, trimmed, claimed] = (await runScript(this.redis, 'mqPublish', [k.stream, k.ids, k.dedupe], args)) as [number[], Raw[], [Buffer, number, Buffer[]?][]]
+      ;[stored, trimmed, mine, others] = (await runScript(this.redis, 'mqPublish', [k.stream, k.ids, k.dedupe], args)) as [Buffer, Raw[], Buffer, Raw[]]
     } finally {
       if (cq) {
         cq.claiming -= claim
         cq.lastPublish = performance.now()
       }
     }
-    if (claimed.length > 0) this.takeClaimed(cq!, epoch, owner, items, claimed, q.ttlMs)
+    if (mine.length > 0 || others.length > 0) this.takeClaimed(cq!, epoch, owner, items, mine, others, q.ttlMs)
     for (const raw of trimmed) this.deadLetter(parseEntry(raw, queue, owner), 'maxlen', 'dropped')
-    return flags.map(Number)
+    return stored.toString('latin1')
   }
 
   /** Entries a publish run read for this node's consumers: handed out as the read loop's are. */
-  private takeClaimed(cq: CQueue, epoch: number, owner: string, items: PubItem[], claimed: [Buffer, number, Buffer[]?][], ttlMs: number | undefined): void {
+  private takeClaimed(cq: CQueue, epoch: number, owner: string, items: PubItem[], mine: Buffer, others: Raw[], ttlMs: number | undefined): void {
     // read under an epoch that has since been fenced: those entries belong to the claim now
     if (epoch !== this.epoch) return
     const entries: Entry[] = []
-    for (const [sid, j, fields] of claimed) {
-      const i = Number(j)
-      if (i > 0) {
-        const m = items[i - 1].msg
+    // older entries first: they precede this batch's in the stream
+    for (const raw of others) entries.push(parseEntry(raw, cq.name, owner))
+    if (mine.length > 0) {
+      const pairs = mine.toString('latin1').split(' ')
+      for (let i = 0; i + 1 < pairs.length; i += 2) {
+        const m = items[Number(pairs[i + 1]) - 1].msg
         // a copy per queue: delivery counts and flags are the queue's own
-        entries.push({msg: {...m, expiresAt: ttlMs ? m.timestamp + ttlMs : 0}, owner, queue: cq.name, sid: sid.toString()})
-      } else entries.push(parseEntry([sid, fields!], cq.name, owner))
+        entries.push({msg: {...m, expiresAt: ttlMs ? m.timestamp + ttlMs : 0}, owner, queue: cq.name, sid: pairs[i]})
+      }
     }
     if (cq.consumers.length === 0 || this.cqueues.get(cq.name) !== cq) {
       // nobody left to take them: back to the queue, not counted as deliveries
@@ -1069,40 +1068,41 @@ export class ClusterEngine implements BrokerEngine {
    * refusal means another node claimed it.
    */
   private settle(entries: Entry[], status: MessageStatus, record = true): Promise<void> {
-    let p: Promise<void>
-    // the common case (an ack: one entry) without a grouping map and a Promise.all per call
-    if (entries.every((e) => e.queue === entries[0].queue)) p = this.settleIn(entries[0].queue, entries, status, record)
-    else {
-      const byQueue = new Map<string, Entry[]>()
-      for (const e of entries) byQueue.set(e.queue, [...(byQueue.get(e.queue) ?? []), e])
-      p = Promise.all([...byQueue].map(([queue, es]) => this.settleIn(queue, es, status, record))).then(() => {})
+    // the batch key: the status code (a leading '-' records none) and the queue
+    const head = `${record ? '' : '-'}${STATUS_CODE[status]}:`
+    let last: Batch<Entry, void> | undefined
+    let more: Promise<void>[] | undefined
+    for (const e of entries) {
+      const b = this.settles.add(head + e.queue, e, 0)
+      if (b.fresh) this.commits.track(b.done).catch((error) => this.warn('settling messages in Redis failed', error))
+      if (last && last !== b) (more ??= [last.done]).push(b.done)
+      last = b
     }
-    this.commits.track(p).catch((error) => this.warn('settling messages in Redis failed', error))
-    return p
+    if (more) return Promise.all(more).then(() => {})
+    return last ? last.done : Promise.resolve()
   }
 
-  private async settleIn(queue: string, es: Entry[], status: MessageStatus, record: boolean): Promise<void> {
-    const res = await this.settles.add(`${record ? STATUS_CODE[status] : NO_RECORD}:${queue}`, es)
+  /** One run of the settle script for the settles of one queue and status gathered in one turn. */
+  private async runSettle(key: string, es: Entry[]): Promise<void> {
+    const i = key.indexOf(':')
+    const queue = key.slice(i + 1)
+    const record = key[0] !== '-'
+    const status = STATUS_NAMES[Number(key.slice(record ? 0 : 1, i))]
+    const k = this.keys.queue(queue)
+    const args: (string | number)[] = [record ? STATUS_CODE[status] : NO_RECORD, this.statusCapacity]
+    for (const e of es) args.push(e.sid, e.msg.messageId, e.owner)
+    const res = (await runScript(this.redis, 'mqSettle', [k.stream, k.ids, k.done, k.doneLog], args)) as Buffer
     let refused = 0
-    for (const x of res) if (x === 0) refused++
+    for (const x of res) if (x !== 0x31) refused++
     // counted once Redis took it: an ack refused by the fencing is not an ack
     if (status === 'acknowledged') {
-      this.local(queue).acked += res.length - refused
-      this.totals.acknowledged += res.length - refused
+      this.local(queue).acked += es.length - refused
+      this.totals.acknowledged += es.length - refused
     }
     if (refused > 0) {
       this.counters.fencedSettles += refused
       this.opts.logger.info('settle refused: the message was claimed by another node meanwhile (it was redelivered there)', {queue, refused, status})
     }
-  }
-
-  /** One run of the settle script for the settles of one queue and status gathered in one turn; 1/0 per entry. */
-  private async runSettle(key: string, es: Entry[]): Promise<number[]> {
-    const i = key.indexOf(':')
-    const k = this.keys.queue(key.slice(i + 1))
-    const args: (string | number)[] = [key.slice(0, i), this.statusCapacity]
-    for (const e of es) args.push(e.sid, e.msg.messageId, e.owner)
-    return ((await runScript(this.redis, 'mqSettle', [k.stream, k.ids, k.done, k.doneLog], args)) as number[]).map(Number)
   }
 
   /** Back to the tail of their queues (delivered: the delivery counts), or dead-lettered at the delivery limit. */
@@ -1201,7 +1201,8 @@ export class ClusterEngine implements BrokerEngine {
   private info(): Record<string, unknown> {
     const queues: Record<string, number[]> = {}
     for (const q of this.cqueues.values()) queues[q.name] = [q.consumers.length, q.published, q.delivered, q.acked]
-    return {epoch: this.epoch, host: hostname(), node: this.nodeId, pid: process.pid, queues, rates: this.rates, started: this.started, totals: this.totals, ...this.opts.info?.()}
+    // layout: the stream entry layout this node writes (entry.ts); a node without it predates the packed one
+    return {epoch: this.epoch, host: hostname(), layout: PACKED_VERSION, node: this.nodeId, pid: process.pid, queues, rates: this.rates, started: this.started, totals: this.totals, ...this.opts.info?.()}
   }
 
   /** Puts the unacked messages of dead consumers (no heartbeat for claim_ms) back into their queues. */
@@ -1267,10 +1268,8 @@ export class ClusterEngine implements BrokerEngine {
         const p = (await this.redis.xpending(k.stream, GROUP, sid, sid, 1)) as unknown[]
         if (p.length > 0) return {messageId: id, queue, status: 'delivered'}
         // as standalone: a dead letter waiting in its dead-letter queue says dead-lettered there
-        const e = await this.redis.xrange(k.stream, sid, sid)
-        const f = e[0]?.[1] ?? []
-        const h = f.findIndex((x, i) => i % 2 === 0 && x === 'h')
-        const dead = h >= 0 && (JSON.parse(f[h + 1]) as Record<string, string>)['x-death-queue'] !== undefined
+        const e = await this.xrange(k.stream, sid, sid)
+        const dead = e.length > 0 && entryMessage(e[0][1]).headers['x-death-queue'] !== undefined
         return {messageId: id, queue, status: dead ? 'dead-lettered' : 'sent'}
       }
       // dead-lettered means it moved on: what happened in the dead-letter queue is the later news

@@ -4,9 +4,8 @@
  * is moved, acknowledged or dead-lettered only by the consumer that still owns it in the group's
  * pending entries list.
  *
- * Stream entry fields: m message id, e exchange, k routing key, h headers JSON (absent: none),
- * b body, t timestamp, x expiry (absent: none), d deliveries before this entry was written
- * (absent: 0), r redelivered (absent: no).
+ * Stream entries: see entry.ts (one packed field p, plus x, d, r; entries of the older layout carry
+ * m, e, k, h, b, t instead of p, and every script still handles them).
  */
 import type {Cluster, Redis} from 'ioredis'
 
@@ -45,6 +44,17 @@ local function settle(s, ids, done, log, sid, mid, code, cap)
 end
 `
 
+/** the message id of an entry's fields, in either layout (the packed value holds it at byte 10) */
+const ENTRY_MID = `
+local function entryMid(f)
+  for k = 1, #f, 2 do
+    if f[k] == 'p' then return (struct.unpack('>I4c0', f[k + 1], 10)) end
+    if f[k] == 'm' then return f[k + 1] end
+  end
+  return ''
+end
+`
+
 /**
  * One run takes every publish a node had for one queue in one event-loop turn, in arrival order, so
  * Redis fsyncs them as one AOF write and a duplicate id later in the batch sees the earlier one.
@@ -52,9 +62,12 @@ end
  * `consumer` (as its XREADGROUP would), so the node delivers them without another round trip; an
  * entry of this batch comes back as its index only (the node has the message), others whole.
  * KEYS stream, ids, dedupe. ARGV now, dedupe window ms, dedupe max, max length (0 none), consumer,
- * claim, n, then per message: message id, dedupe (0|1), field count, fields...
- * Returns {per-message 1 stored / 0 duplicate, entries over max length now pending for `consumer`,
- * claimed entries: {entry id, batch index} or {entry id, 0, fields}}.
+ * claim, n, TTL ms (0 none: else x = timestamp + TTL), dedupe flags (one '0'/'1' per message, or
+ * empty: none), then the batch: one argument, per message a u32 length and its packed value
+ * (entry.ts), so a batch costs the node the same few arguments whatever its size.
+ * Returns {stored flags: one '1' stored / '0' duplicate per message, entries over max length now
+ * pending for `consumer`, claimed entries of this batch: "entry-id index entry-id index ...",
+ * claimed older entries (whole, in stream order, all before this batch's)}.
  */
 export const PUBLISH =
   CHUNKED +
@@ -64,24 +77,30 @@ local now = tonumber(ARGV[1])
 local maxlen = tonumber(ARGV[4])
 local claim = tonumber(ARGV[6])
 local n = tonumber(ARGV[7])
-local i = 8
+local ttl = tonumber(ARGV[8])
+local dflags = ARGV[9]
+local batch = ARGV[10]
+local pos = 1
 local out = {}
 local added = {}
 local deduped = false
 -- the id index and the dedupe set are written once for the batch, after the XADDs
 local index, seen, scored = {}, {}, {}
 for j = 1, n do
-  local mid = ARGV[i]
-  local dedupe = ARGV[i + 1] == '1'
-  local nf = tonumber(ARGV[i + 2])
-  local f = {}
-  for k = 1, nf do f[k] = ARGV[i + 2 + k] end
-  i = i + 3 + nf
+  local p
+  p, pos = struct.unpack('>I4c0', batch, pos)
+  local mid = struct.unpack('>I4c0', p, 10)
+  local dedupe = string.byte(dflags, j) == 49
   if dedupe then deduped = true end
   if dedupe and (seen[mid] or redis.call('ZSCORE', dd, mid)) then
-    out[j] = 0
+    out[j] = '0'
   else
-    local id = redis.call('XADD', s, '*', unpack(f))
+    local id
+    if ttl > 0 then
+      id = redis.call('XADD', s, '*', 'p', p, 'x', string.format('%d', struct.unpack('>d', p, 2) + ttl))
+    else
+      id = redis.call('XADD', s, '*', 'p', p)
+    end
     added[id] = j
     index[#index + 1] = mid
     index[#index + 1] = id
@@ -90,7 +109,7 @@ for j = 1, n do
       scored[#scored + 1] = now
       scored[#scored + 1] = mid
     end
-    out[j] = 1
+    out[j] = '1'
   end
 end
 chunked('HSET', ids, nil, index, 1000)
@@ -100,13 +119,18 @@ if deduped then
   redis.call('ZREMRANGEBYRANK', dd, 0, -tonumber(ARGV[3]) - 1)
 end
 -- delivering beats dropping: the local consumers take theirs before the max-length trim
-local claimed = {}
+local mine, others = {}, {}
 if claim > 0 then
   local r = redis.call('XREADGROUP', 'GROUP', 'g', ARGV[5], 'COUNT', claim, 'STREAMS', s, '>')
   if r then
     for _, e in ipairs(r[1][2]) do
       local j = added[e[1]]
-      if j then claimed[#claimed + 1] = {e[1], j} else claimed[#claimed + 1] = {e[1], 0, e[2]} end
+      if j then
+        mine[#mine + 1] = e[1]
+        mine[#mine + 1] = j
+      else
+        others[#others + 1] = e
+      end
     end
   end
 end
@@ -118,13 +142,13 @@ if maxlen > 0 then
     if r then trimmed = r[1][2] end
   end
 end
-return {out, trimmed, claimed}
+return {table.concat(out), trimmed, table.concat(mine, ' '), others}
 `
 
 /**
  * KEYS stream, ids, done, doneLog. ARGV status code (-1: record none), done capacity, then triples
- * (entry id, message id, owner). Acknowledges each entry its owner still holds; returns 1/0 per
- * triple (0: claimed elsewhere meanwhile).
+ * (entry id, message id, owner). Acknowledges each entry its owner still holds; returns one '1'/'0'
+ * per triple ('0': claimed elsewhere meanwhile), as one string.
  */
 export const SETTLE =
   OWNED +
@@ -132,21 +156,59 @@ export const SETTLE =
   `
 local s, ids, done, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local code, cap = ARGV[1], tonumber(ARGV[2])
-local out = {}
--- owner checks per entry; the writes once for the batch (an entry twice in one batch settles once)
-local sids, gone, codes, mids, seen = {}, {}, {}, {}, {}
+-- what each owner still holds: one XPENDING over the batch's id range per owner, not one per entry
+-- (an entry of the range missing from the answer is not the owner's; a clipped answer falls back to owned)
+local range = {}
 for i = 3, #ARGV, 3 do
-  local sid, mid = ARGV[i], ARGV[i + 1]
-  if not seen[sid] and owned(s, sid, ARGV[i + 2]) then
+  local o = ARGV[i + 2]
+  local r = range[o]
+  if not r then
+    r = {n = 0, held = {}}
+    range[o] = r
+  end
+  r.n = r.n + 1
+  local ms, sq = string.match(ARGV[i], '^(%d+)-(%d+)$')
+  if ms then
+    ms, sq = tonumber(ms), tonumber(sq)
+    if not r.lo or ms < r.lo[1] or (ms == r.lo[1] and sq < r.lo[2]) then r.lo = {ms, sq, ARGV[i]} end
+    if not r.hi or ms > r.hi[1] or (ms == r.hi[1] and sq > r.hi[2]) then r.hi = {ms, sq, ARGV[i]} end
+  else
+    r.odd = true
+  end
+end
+for o, r in pairs(range) do
+  if r.lo then
+    local limit = 4 * r.n + 100
+    local p = redis.call('XPENDING', s, 'g', r.lo[3], r.hi[3], limit, o)
+    for _, x in ipairs(p) do r.held[x[1]] = true end
+    if #p >= limit then r.odd = true end
+  end
+end
+local out = {}
+-- the writes once for the batch (an entry twice in one batch settles once)
+local sids, codes, mids, seen = {}, {}, {}, {}
+for i = 3, #ARGV, 3 do
+  local sid, mid, o = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local r = range[o]
+  if not seen[sid] and (r.held[sid] or (r.odd and owned(s, sid, o))) then
     seen[sid] = true
     sids[#sids + 1] = sid
-    if redis.call('HGET', ids, mid) == sid then gone[#gone + 1] = mid end
     codes[#codes + 1] = mid
     codes[#codes + 1] = code
     mids[#mids + 1] = mid
-    out[#out + 1] = 1
+    out[#out + 1] = '1'
   else
-    out[#out + 1] = 0
+    out[#out + 1] = '0'
+  end
+end
+-- the id index forgets a message only while it still points at this entry (a later copy keeps its own)
+local gone = {}
+for i = 1, #mids, 1000 do
+  local part = {}
+  for j = i, math.min(i + 999, #mids) do part[#part + 1] = mids[j] end
+  local cur = redis.call('HMGET', ids, unpack(part))
+  for j = 1, #part do
+    if cur[j] == sids[i + j - 1] then gone[#gone + 1] = part[j] end
   end
 end
 if #sids > 0 then
@@ -165,7 +227,7 @@ if #sids > 0 and code ~= '-1' then
     over = over - #old
   end
 end
-return out
+return table.concat(out)
 `
 
 /**
@@ -202,7 +264,7 @@ local function move(sid, times)
     else
       nf[#nf + 1] = name
       nf[#nf + 1] = f[k + 1]
-      if name == 'm' then mid = f[k + 1] end
+      if name == 'm' then mid = f[k + 1] elseif name == 'p' then mid = struct.unpack('>I4c0', f[k + 1], 10) end
     end
   end
   local add = times
@@ -285,14 +347,14 @@ return {}
 /** KEYS stream, ids, done, doneLog. ARGV me, status code, done capacity, max. Settles up to max ready entries; returns how many. */
 export const PURGE =
   SETTLE_ONE +
+  ENTRY_MID +
   `
 local s = KEYS[1]
 local r = redis.call('XREADGROUP', 'GROUP', 'g', ARGV[1], 'COUNT', tonumber(ARGV[4]), 'STREAMS', s, '>')
 if not r then return 0 end
 local n = 0
 for _, e in ipairs(r[1][2]) do
-  local mid = ''
-  for k = 1, #e[2], 2 do if e[2][k] == 'm' then mid = e[2][k + 1] end end
+  local mid = entryMid(e[2])
   settle(s, KEYS[2], KEYS[3], KEYS[4], e[1], mid, ARGV[2], tonumber(ARGV[3]))
   n = n + 1
 end
