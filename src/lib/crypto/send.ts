@@ -55,7 +55,16 @@ export interface SendResult {
 export class MessageSender {
   private readonly sealer?: EnvelopeSealer
   private readonly window: number
-  private readonly inflight = new Set<Promise<unknown>>()
+  /** the same for every message of this sender (never changed after construction) */
+  private readonly brokerHeaders: Readonly<Record<string, string>>
+  /** publishes not confirmed (or failed) yet */
+  private inflight = 0
+  /** enqueue() calls waiting for a free slot, woken one per settled publish */
+  private readonly slotWaiters: (() => void)[] = []
+  private readonly release = (): void => {
+    this.inflight--
+    this.slotWaiters.shift()?.()
+  }
 
   constructor(
     private readonly client: Publisher,
@@ -70,6 +79,7 @@ export class MessageSender {
       throw new UsageError('E_PLAIN_WITH_RECIPIENTS', '--plain cannot be combined with --to.', {hint: 'Try this: drop --plain to encrypt for the recipients.'})
     }
     this.window = Math.max(1, plan.window ?? 256)
+    this.brokerHeaders = {...plan.headers, [FORMAT_HEADER]: plan.format}
   }
 
   /** data keys made so far (RSA wraps = keysCreated x recipients) */
@@ -93,10 +103,11 @@ export class MessageSender {
    * publishes are unconfirmed, so a long --lines input keeps memory bounded.
    */
   async enqueue(payload: Buffer): Promise<{messageId: string; done: Promise<SendResult>}> {
-    while (this.inflight.size >= this.window) await Promise.race(this.inflight)
+    // a counter and one waiter per caller: Promise.race over the in-flight set attached a reaction to
+    // every one of the window's promises for each message (O(window) work per message)
+    while (this.inflight >= this.window) await new Promise<void>((r) => this.slotWaiters.push(r))
     const {body, keyId, messageId} = this.build(payload)
-    const headers: Record<string, string> = {...this.plan.headers, [FORMAT_HEADER]: this.plan.format}
-    const p = this.client.publish(this.plan.exchange, this.plan.routingKey, body, {headers, messageId}).then(
+    const p = this.client.publish(this.plan.exchange, this.plan.routingKey, body, {headers: this.brokerHeaders, messageId}).then(
       (r): SendResult => ({
         bytes: payload.length,
         envelope_bytes: body.length,
@@ -109,9 +120,8 @@ export class MessageSender {
         ...(keyId ? {key_id: keyId} : {}),
       }),
     )
-    const tracked = p.finally(() => this.inflight.delete(tracked))
-    tracked.catch(() => {})
-    this.inflight.add(tracked)
+    this.inflight++
+    p.then(this.release, this.release)
     return {done: p, messageId}
   }
 }

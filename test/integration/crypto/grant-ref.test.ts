@@ -22,10 +22,11 @@ describe('MQE2 grant references through the receive loop', () => {
   const depth = async (q: string): Promise<number> => (JSON.parse((await mq(['queue', 'list', '--json'])).stdout) as {name: string; messages: number}[]).find((x) => x.name === q)?.messages ?? 0
   const lines = (file: string) => readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => (JSON.parse(l) as {message: string}).message)
 
+  // no time-based repeat of the grant: a loaded machine must not turn the test's references into inline grants
   const sealerFor = () => {
     const alice = loadOwnIdentity(home, 'alice', '--from', {forSigning: true})
     const bob = loadOwnIdentity(home, 'bob', '--as')
-    return new EnvelopeSealer({recipients: [{encPublicKey: bob.encPublicKey, name: 'bob'}], sender: {name: 'alice', signPrivateKey: alice.signPrivateKey}, grantEvery: 1000})
+    return new EnvelopeSealer({recipients: [{encPublicKey: bob.encPublicKey, name: 'bob'}], sender: {name: 'alice', signPrivateKey: alice.signPrivateKey}, grantEvery: 1000, grantIntervalMs: 3_600_000})
   }
 
   /** one receive loop as mq recv --out FILE --as bob runs it */

@@ -4,7 +4,7 @@ import {after, describe, it} from 'node:test'
 
 import {MqHome} from '../../../src/lib/config/home.js'
 import {encryptCipherMq} from '../../../src/lib/crypto/ciphermq.js'
-import {MessageReceiver, outRecord, parseDuration, payloadText} from '../../../src/lib/crypto/recv.js'
+import {type LoopDelivery, MessageReceiver, outRecord, parseDuration, payloadText, receiveLoop} from '../../../src/lib/crypto/recv.js'
 import {ReplayGuard} from '../../../src/lib/crypto/replay.js'
 import {MessageSender, type Publisher, parseHeaders, splitLines} from '../../../src/lib/crypto/send.js'
 import {MqError} from '../../../src/lib/errors.js'
@@ -82,5 +82,63 @@ describe('send and recv helpers', () => {
     assert.equal(legacy.verified, false)
     assert.deepEqual(Object.keys(outRecord(legacy)).sort(), ['message', 'message_id', 'timestamp'])
     await replay.close()
+  })
+
+  it('keeps at most `window` publishes unconfirmed, and takes the next one as soon as one is confirmed', async () => {
+    const confirms: (() => void)[] = []
+    const pub: Publisher = {publish: async (_e, _k, _b, opts) => new Promise((r) => confirms.push(() => r({messageId: opts?.messageId ?? 'x'})))}
+    const sender = new MessageSender(pub, {exchange: '', format: 'plain', recipients: [], routingKey: 'q', window: 2})
+    const started: number[] = []
+    const all = (async () => {
+      for (let i = 0; i < 5; i++) {
+        await sender.enqueue(Buffer.from(String(i)))
+        started.push(i)
+      }
+    })()
+    const settle = () => new Promise((r) => setImmediate(r))
+    await settle()
+    assert.deepEqual(started, [0, 1])
+    confirms[1]() // out of order: any confirm frees a slot
+    await settle()
+    assert.deepEqual(started, [0, 1, 2])
+    confirms[0]()
+    confirms[2]()
+    await settle()
+    assert.deepEqual(started, [0, 1, 2, 3, 4])
+    confirms[3]()
+    confirms[4]()
+    await all
+  })
+
+  it('handles the deliveries of one I/O turn as one batch, even when they arrive one callback at a time', async () => {
+    const rx = new MessageReceiver({accept: ['plain'], identity: {encPrivateKey: enc.privateKey, name: 'bob'}, replay: null, resolveSender: async () => sig.publicKey})
+    const acked: number[] = []
+    const client = {
+      ack: (t: number) => acked.push(t),
+      consume: async (_q: string, _o: unknown, onMessage: (d: LoopDelivery) => void) => {
+        // like a socket read of several TLS records: one callback per record, all in one turn
+        for (let i = 1; i <= 6; i++) setImmediate(() => onMessage({body: Buffer.from(`m${i}`), deliveryTag: i, headers: {}, messageId: `id${i}`}))
+        return {cancel: async () => {}}
+      },
+      nack: () => {},
+      off: () => client,
+      once: () => client,
+      reject: () => {},
+    }
+    const batches: number[] = []
+    let pending = 0
+    const sink = {
+      flush: async () => {
+        batches.push(pending)
+        pending = 0
+      },
+      write: () => {
+        pending++
+      },
+    }
+    const r = await receiveLoop(client, rx, sink, {count: 6, prefetch: 10, queue: 'q'})
+    assert.equal(r.accepted, 6)
+    assert.deepEqual(acked, [1, 2, 3, 4, 5, 6])
+    assert.deepEqual(batches, [6])
   })
 })
