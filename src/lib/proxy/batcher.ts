@@ -117,7 +117,7 @@ export class RegisterBatcher {
       for (const w of batch) w.reject(error as Error)
       // no answer (timeout, connection lost): the broker may still have committed them; an answer
       // with an HTTP status means it decided, and failed late ones itself
-      if (!(error instanceof HttpError) && !isAnswered(error)) this.abandon(batch.map((w) => w.item.message_id))
+      if (!isAnswered(error)) this.abandon(batch.map((w) => w.item.message_id))
       return
     }
     const abandoned: string[] = []
@@ -146,7 +146,7 @@ export class RegisterBatcher {
 
 const ABANDON_RETRIES = 5
 
-/** An error carrying the broker's HTTP answer (status), as opposed to no answer at all. */
+/** An error carrying the broker's HTTP answer (details.status, as HttpError and responseError set it), as opposed to no answer at all. */
 function isAnswered(error: unknown): boolean {
   const status = (error as {details?: {status?: unknown}})?.details?.status
   return typeof status === 'number' && status > 0

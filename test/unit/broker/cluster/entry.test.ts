@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict'
 import {test} from 'node:test'
 
-import {PACKED_FIELD, entryMessage, packMessage} from '../../../src/lib/broker/cluster/entry.js'
-import type {Message} from '../../../src/lib/broker/message.js'
-import {MqError} from '../../../src/lib/errors.js'
-import {NO_HEADERS} from '../../../src/lib/wire/protocol.js'
+import {PACKED_FIELD, entryMessage, packMessage} from '../../../../src/lib/broker/cluster/entry.js'
+import type {Message} from '../../../../src/lib/broker/message.js'
+import {MqError} from '../../../../src/lib/errors.js'
+import {NO_HEADERS} from '../../../../src/lib/wire/protocol.js'
 
 const b = (s: string) => Buffer.from(s)
 
