@@ -9,6 +9,7 @@ import {readFileSync} from 'node:fs'
 import {readdirSync} from 'node:fs'
 
 import type {BenchSpec, BenchTarget} from './bench.js'
+import {Window} from '../util/window.js'
 
 export interface BacklogPhase {
   /** messages per second */
@@ -85,15 +86,18 @@ const body = (size: number, i: number) => {
 /** Publishes n messages with confirms, `window` in flight. */
 async function publishAll(target: BenchTarget, spec: BenchSpec, dest: string, n: number): Promise<void> {
   const p = await target.producer(spec, dest)
-  const inflight = new Set<Promise<void>>()
+  const window = new Window(spec.window)
+  let failure: unknown
   try {
-    for (let i = 0; i < n; i++) {
-      const c = p.publishConfirmed(body(spec.size, i))
-      inflight.add(c)
-      void c.finally(() => inflight.delete(c))
-      if (inflight.size >= spec.window) await Promise.race(inflight)
+    for (let i = 0; i < n && failure === undefined; i++) {
+      await window.acquire()
+      p.publishConfirmed(body(spec.size, i)).then(window.release, (error: unknown) => {
+        failure ??= error
+        window.release()
+      })
     }
-    await Promise.all(inflight)
+    await window.idle()
+    if (failure !== undefined) throw failure
   } finally {
     await p.close()
   }

@@ -7,6 +7,7 @@
  * redelivered, and is reported (and marked x-redrive-possible-duplicate) as a possible duplicate.
  */
 import {MqError} from '../errors.js'
+import {Window} from '../util/window.js'
 import type {BrokerClient, Delivery} from './client.js'
 
 /** republishes awaiting their confirm at once: enough to fill a group commit, few enough to stop promptly */
@@ -45,7 +46,7 @@ export async function redrive(c: BrokerClient, dlq: string, opts: {to?: string; 
   /** dead letters kept unacked (skipped), given back at the end in their order */
   const held: Delivery[] = []
   const moved = new Set<string>()
-  const inflight = new Set<Promise<void>>()
+  const window = new Window(WINDOW)
   let failure: unknown
   const limit = opts.count ?? Number.POSITIVE_INFINITY
   let taken = 0
@@ -72,7 +73,8 @@ export async function redrive(c: BrokerClient, dlq: string, opts: {to?: string; 
       taken++
       moved.add(d.messageId)
       const duplicate = d.redelivered
-      const p = c
+      await window.acquire()
+      void c
         .publish('', to, d.body, {headers: redriveHeaders(d, dlq, duplicate), messageId: d.messageId})
         .then(
           async () => {
@@ -93,11 +95,12 @@ export async function redrive(c: BrokerClient, dlq: string, opts: {to?: string; 
             }
           },
         )
-        .finally(() => inflight.delete(p))
-      inflight.add(p)
-      if (inflight.size >= WINDOW) await Promise.race(inflight)
+        .catch((error: unknown) => {
+          failure ??= error
+        })
+        .finally(window.release)
     }
-    await Promise.all(inflight)
+    await window.idle()
   } finally {
     // the skipped dead letters go back to the head of the queue, in their order (nack puts each at the head)
     held.sort((a, b) => b.deliveryTag - a.deliveryTag)
