@@ -76,8 +76,13 @@ const now = () => new Date().toISOString()
 
 const INSERT_MESSAGES = 'INSERT INTO messages (message_id, client_id, sender_hash, sender_masked, body_enc, key_version, status, attempts, queued_at, updated_at) VALUES '
 const INSERT_ROW = "(?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?)"
-/** the row counts a register batch's INSERTs are cut into: a few statement texts, each prepared once */
-const INSERT_CHUNKS = [64, 16, 4, 1]
+/**
+ * The row counts a register batch's INSERTs are cut into: a few statement texts, each prepared
+ * once. MySQL: one round trip per chunk instead of one per message (broker CPU per registration
+ * in batches of 21: 92 -> 70 us). SQLite has no round trip to save and its reused one-row
+ * statement was cheaper than the multi-row ones (26 vs 34 us), so it stays one row per statement.
+ */
+const INSERT_CHUNKS = {mysql: [64, 16, 4, 1], sqlite: [1]}
 
 export function isUniqueViolation(err: unknown): boolean {
   const e = err as {code?: string; errno?: number}
@@ -194,8 +199,9 @@ export class RecordsStore {
         // One statement per chunk of rows instead of one per row (on MySQL, one round trip instead of
         // many). An id already taken fails the chunk's statement only (both engines roll back just
         // the statement), and that chunk is then inserted row by row, each with its own outcome.
+        const chunks = INSERT_CHUNKS[tx.dialect]
         for (let k = 0; k < valid.length; ) {
-          const n = INSERT_CHUNKS.find((c) => c <= valid.length - k)!
+          const n = chunks.find((c) => c <= valid.length - k)!
           const chunk = valid.slice(k, k + n)
           k += n
           if (n > 1) {
