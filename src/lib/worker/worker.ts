@@ -192,17 +192,11 @@ export class Worker {
     }
   }
 
-  /**
-   * Starts delivering entries in broker calls of up to half the concurrency (at most 100); they
-   * count as in hand until settled. Half, so that at least two calls share the slots: while one is
-   * at the broker (publish, group commit, mark), the slots of the other, once it returns, are read
-   * and sent again, instead of every read waiting for the whole hand to come back.
-   */
+  /** Starts delivering entries (in batches of up to 100 per broker call); they count as in hand until settled. */
   private dispatch(entries: StreamEntry[]): void {
     const todo = entries.filter((e) => !this.inHand.has(e.entryId))
-    const size = Math.min(100, Math.ceil(this.concurrency / 2))
-    for (let i = 0; i < todo.length; i += size) {
-      const batch = todo.slice(i, i + size)
+    for (let i = 0; i < todo.length; i += 100) {
+      const batch = todo.slice(i, i + 100)
       const p = this.processBatch(batch).finally(() => {
         for (const e of batch) this.inHand.delete(e.entryId)
         this.m.inHand.set(this.inHand.size)

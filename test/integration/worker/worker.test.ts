@@ -181,39 +181,6 @@ describe('mq worker (Redis stream -> broker internal API)', () => {
     assert.equal(await redis.xlen(keys.stream), 0)
   })
 
-  it('splits its hand into two broker calls that are at the broker together (concurrency 4: two calls of 2)', async () => {
-    const cmd = connectRedis(REDIS_URL)
-    const blocking = connectRedis(REDIS_URL, {blocking: true})
-    conns.push(cmd, blocking)
-    await Promise.all([redisReady(cmd), redisReady(blocking)])
-    const broker = new ApiClient(api.url, clientTlsOptions(home, 'worker'), 2000)
-    const calls: string[][] = []
-    let inflight = 0
-    let most = 0
-    const call = broker.call.bind(broker)
-    broker.call = (async (method: string, path: string, body?: {messages?: {message_id: string}[]}) => {
-      if (path !== '/internal/messages/deliver') return call(method, path, body)
-      calls.push((body?.messages ?? []).map((m) => m.message_id))
-      most = Math.max(most, ++inflight)
-      try {
-        return await call(method, path, body)
-      } finally {
-        inflight--
-      }
-    }) as typeof broker.call
-    const ids = await enqueue(4)
-    const w = new Worker({blocking, broker, concurrency: 4, config, consumer: 'halves', redis: cmd})
-    await w.start()
-    try {
-      for (let i = 0; i < 200 && delivered(ids).length < 4; i++) await new Promise((r) => setTimeout(r, 25))
-    } finally {
-      await w.stop()
-    }
-    assert.deepEqual(delivered(ids).sort(), [...ids].sort())
-    assert.deepEqual(calls.filter((c) => c.some((id) => ids.includes(id))), [ids.slice(0, 2), ids.slice(2)])
-    assert.equal(most, 2)
-  })
-
   it('computes fixed and exponential-with-jitter retry delays', () => {
     const c = configSchema.parse({}).worker
     assert.equal(retryDelay(c, 5), 30_000)
