@@ -74,15 +74,15 @@ export {NOT_ACCEPTED}
 
 const now = () => new Date().toISOString()
 
-const INSERT_MESSAGES = 'INSERT INTO messages (message_id, client_id, sender_hash, sender_masked, body_enc, key_version, status, attempts, queued_at, updated_at) VALUES '
-const INSERT_ROW = "(?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?)"
+const INSERT_ONE = "INSERT INTO messages (message_id, client_id, sender_hash, sender_masked, body_enc, key_version, status, attempts, queued_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?)"
 /**
- * The row counts a register batch's INSERTs are cut into: a few statement texts, each prepared
- * once. MySQL: one round trip per chunk instead of one per message (broker CPU per registration
+ * The row counts a register batch's INSERTs are cut into on MySQL: a few statement texts, each
+ * prepared once; one round trip per chunk instead of one per message (broker CPU per registration
  * in batches of 21: 92 -> 70 us). SQLite has no round trip to save and its reused one-row
- * statement was cheaper than the multi-row ones (26 vs 34 us), so it stays one row per statement.
+ * statement was cheaper than multi-row ones (26 vs 34 us), so it stays one row per statement.
  */
-const INSERT_CHUNKS = {mysql: [64, 16, 4, 1], sqlite: [1]}
+const MYSQL_INSERT_CHUNKS = [64, 16, 4, 1]
+const INSERT_MANY: Record<number, string> = Object.fromEntries(MYSQL_INSERT_CHUNKS.map((n) => [n, INSERT_ONE + ", (?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?)".repeat(n - 1)]))
 
 export function isUniqueViolation(err: unknown): boolean {
   const e = err as {code?: string; errno?: number}
@@ -189,42 +189,47 @@ export class RecordsStore {
     type Outcome = {record: Pick<MessageRecord, 'message_id' | 'client_id' | 'status' | 'queued_at'>; created: boolean; late?: boolean} | {error: MqError}
     return this.guard(() =>
       this.sql.transaction(async (tx) => {
-        const out: Outcome[] = sealed.map((s) => (s instanceof MqError ? {error: s} : undefined)) as Outcome[]
-        const valid = items.flatMap((_, i) => (sealed[i] instanceof MqError ? [] : [i]))
+        const out: Outcome[] = []
         const row = (i: number) => {
           const s = sealed[i] as Exclude<(typeof sealed)[number], MqError>
           return [items[i].messageId, items[i].clientId, s.hash, s.masked, s.sealed.data, s.sealed.keyVersion, s.t, s.t]
         }
         const inserted = (i: number): Outcome => ({created: true, record: {client_id: items[i].clientId, message_id: items[i].messageId, queued_at: (sealed[i] as {t: string}).t, status: 'queued'}})
-        // One statement per chunk of rows instead of one per row (on MySQL, one round trip instead of
-        // many). An id already taken fails the chunk's statement only (both engines roll back just
-        // the statement), and that chunk is then inserted row by row, each with its own outcome.
-        const chunks = INSERT_CHUNKS[tx.dialect]
-        for (let k = 0; k < valid.length; ) {
-          const n = chunks.find((c) => c <= valid.length - k)!
-          const chunk = valid.slice(k, k + n)
-          k += n
-          if (n > 1) {
-            try {
-              await tx.run(INSERT_MESSAGES + Array.from({length: n}, () => INSERT_ROW).join(', '), chunk.flatMap(row))
-              for (const i of chunk) out[i] = inserted(i)
-              continue
-            } catch (error) {
-              if (!isUniqueViolation(error)) throw error
-            }
+        const insertOne = async (i: number): Promise<Outcome> => {
+          const it = items[i]
+          try {
+            await tx.run(INSERT_ONE, row(i))
+            return inserted(i)
+          } catch (error) {
+            if (!isUniqueViolation(error)) throw error
+            const existing = await tx.get<MessageRecord>(`SELECT ${MESSAGE_COLS} FROM messages WHERE message_id = ?`, [it.messageId])
+            if (!existing || existing.client_id !== it.clientId) return {error: new MqError('E_MESSAGE_ID_TAKEN', `message_id ${it.messageId} belongs to another client.`, {details: {status: 409}})}
+            if (await this.revive(tx, existing)) return {created: true, record: {...existing, status: 'queued'}}
+            return {created: false, record: existing}
           }
-          for (const i of chunk) {
-            const it = items[i]
-            try {
-              await tx.run(INSERT_MESSAGES + INSERT_ROW, row(i))
-              out[i] = inserted(i)
-            } catch (error) {
-              if (!isUniqueViolation(error)) throw error
-              const existing = await tx.get<MessageRecord>(`SELECT ${MESSAGE_COLS} FROM messages WHERE message_id = ?`, [it.messageId])
-              if (!existing || existing.client_id !== it.clientId) out[i] = {error: new MqError('E_MESSAGE_ID_TAKEN', `message_id ${it.messageId} belongs to another client.`, {details: {status: 409}})}
-              else if (await this.revive(tx, existing)) out[i] = {created: true, record: {...existing, status: 'queued'}}
-              else out[i] = {created: false, record: existing}
+        }
+        if (tx.dialect === 'sqlite') {
+          for (const [i, s] of sealed.entries()) out.push(s instanceof MqError ? {error: s} : await insertOne(i))
+        } else {
+          // One statement per chunk of rows instead of one per row: one round trip instead of many.
+          // An id already taken fails the chunk's statement only (InnoDB rolls back just the
+          // statement), and that chunk is then inserted row by row, each with its own outcome.
+          for (const [i, s] of sealed.entries()) if (s instanceof MqError) out[i] = {error: s}
+          const valid = items.flatMap((_, i) => (sealed[i] instanceof MqError ? [] : [i]))
+          for (let k = 0; k < valid.length; ) {
+            const n = MYSQL_INSERT_CHUNKS.find((c) => c <= valid.length - k)!
+            const chunk = valid.slice(k, k + n)
+            k += n
+            if (n > 1) {
+              try {
+                await tx.run(INSERT_MANY[n], chunk.flatMap(row))
+                for (const i of chunk) out[i] = inserted(i)
+                continue
+              } catch (error) {
+                if (!isUniqueViolation(error)) throw error
+              }
             }
+            for (const i of chunk) out[i] = await insertOne(i)
           }
         }
         // The caller (the proxy) answers 503 at its deadline. Rows written after it (the database hung
