@@ -33,9 +33,11 @@ interface Waiter {
 
 /**
  * Coalesces concurrent registrations into batch calls to the broker (one HTTPS request and one
- * store transaction for many messages). A batch leaves on the next turn of the event loop, so a
- * lone request waits for nothing; under load, requests that arrive while batches are in flight
- * ride in the next one.
+ * store transaction for many messages). With nothing in flight a batch leaves on the next turn of
+ * the event loop, so a lone request waits for nothing. While a batch is in flight, the next one
+ * leaves when one in flight returns, or earlier once busyBatch registrations wait: the batch grows
+ * with the load instead of splitting it into several small calls, each paying the broker's
+ * per-call cost (HTTPS request, route, transaction and commit) and the proxy's client cost.
  *
  * Each registration has a deadline (deadlineMs from its arrival): a client of the proxy gets its 503
  * within it even when the broker hangs and batches queue up behind those in flight. One still waiting
@@ -56,6 +58,7 @@ export class RegisterBatcher {
     private readonly maxInflight = 4,
     private readonly deadlineMs = 0,
     private readonly onAbandonError?: (error: Error, ids: string[]) => void,
+    private readonly busyBatch = 64,
   ) {}
 
   register(item: Registration): Promise<Registered> {
@@ -88,12 +91,17 @@ export class RegisterBatcher {
     })
   }
 
+  /** whether a batch may leave now: the first at once, more beside it only once busyBatch wait */
+  private ready(): boolean {
+    return this.queue.length > 0 && this.inflight < this.maxInflight && (this.inflight === 0 || this.queue.length >= this.busyBatch)
+  }
+
   private schedule(): void {
-    if (this.scheduled || this.inflight >= this.maxInflight || this.queue.length === 0) return
+    if (this.scheduled || !this.ready()) return
     this.scheduled = true
     setImmediate(() => {
       this.scheduled = false
-      while (this.queue.length > 0 && this.inflight < this.maxInflight) {
+      while (this.ready()) {
         const batch = this.queue.splice(0, this.maxBatch)
         this.inflight++
         void this.send(batch).finally(() => {

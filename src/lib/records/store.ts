@@ -74,6 +74,16 @@ export {NOT_ACCEPTED}
 
 const now = () => new Date().toISOString()
 
+const INSERT_ONE = "INSERT INTO messages (message_id, client_id, sender_hash, sender_masked, body_enc, key_version, status, attempts, queued_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?)"
+/**
+ * The row counts a register batch's INSERTs are cut into on MySQL: a few statement texts, each
+ * prepared once; one round trip per chunk instead of one per message (broker CPU per registration
+ * in batches of 21: 92 -> 70 us). SQLite has no round trip to save and its reused one-row
+ * statement was cheaper than multi-row ones (26 vs 34 us), so it stays one row per statement.
+ */
+const MYSQL_INSERT_CHUNKS = [64, 16, 4, 1]
+const INSERT_MANY: Record<number, string> = Object.fromEntries(MYSQL_INSERT_CHUNKS.map((n) => [n, INSERT_ONE + ", (?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?)".repeat(n - 1)]))
+
 export function isUniqueViolation(err: unknown): boolean {
   const e = err as {code?: string; errno?: number}
   return e?.code === 'SQLITE_CONSTRAINT_UNIQUE' || e?.code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || e?.code === 'ER_DUP_ENTRY' || e?.errno === 1062
@@ -176,27 +186,50 @@ export class RecordsStore {
       if (!PHONE_RE.test(it.payload.sender_number)) return new DataError('E_SENDER_NUMBER', 'sender_number is not an E.164 number like +4915200000000.')
       return {hash: this.hasher.hash(it.payload.sender_number), masked: maskPhone(it.payload.sender_number), sealed: this.keyring.seal(Buffer.from(JSON.stringify(it.payload)), it.messageId), t: it.queuedAt ?? t}
     })
+    type Outcome = {record: Pick<MessageRecord, 'message_id' | 'client_id' | 'status' | 'queued_at'>; created: boolean; late?: boolean} | {error: MqError}
     return this.guard(() =>
       this.sql.transaction(async (tx) => {
-        const out: ({record: Pick<MessageRecord, 'message_id' | 'client_id' | 'status' | 'queued_at'>; created: boolean; late?: boolean} | {error: MqError})[] = []
-        for (const [i, it] of items.entries()) {
-          const s = sealed[i]
-          if (s instanceof MqError) {
-            out.push({error: s})
-            continue
-          }
+        const out: Outcome[] = []
+        const row = (i: number) => {
+          const s = sealed[i] as Exclude<(typeof sealed)[number], MqError>
+          return [items[i].messageId, items[i].clientId, s.hash, s.masked, s.sealed.data, s.sealed.keyVersion, s.t, s.t]
+        }
+        const inserted = (i: number): Outcome => ({created: true, record: {client_id: items[i].clientId, message_id: items[i].messageId, queued_at: (sealed[i] as {t: string}).t, status: 'queued'}})
+        const insertOne = async (i: number): Promise<Outcome> => {
+          const it = items[i]
           try {
-            await tx.run(
-              'INSERT INTO messages (message_id, client_id, sender_hash, sender_masked, body_enc, key_version, status, attempts, queued_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)',
-              [it.messageId, it.clientId, s.hash, s.masked, s.sealed.data, s.sealed.keyVersion, 'queued', s.t, s.t],
-            )
-            out.push({created: true, record: {client_id: it.clientId, message_id: it.messageId, queued_at: s.t, status: 'queued'}})
+            await tx.run(INSERT_ONE, row(i))
+            return inserted(i)
           } catch (error) {
             if (!isUniqueViolation(error)) throw error
             const existing = await tx.get<MessageRecord>(`SELECT ${MESSAGE_COLS} FROM messages WHERE message_id = ?`, [it.messageId])
-            if (!existing || existing.client_id !== it.clientId) out.push({error: new MqError('E_MESSAGE_ID_TAKEN', `message_id ${it.messageId} belongs to another client.`, {details: {status: 409}})})
-            else if (await this.revive(tx, existing)) out.push({created: true, record: {...existing, status: 'queued'}})
-            else out.push({created: false, record: existing})
+            if (!existing || existing.client_id !== it.clientId) return {error: new MqError('E_MESSAGE_ID_TAKEN', `message_id ${it.messageId} belongs to another client.`, {details: {status: 409}})}
+            if (await this.revive(tx, existing)) return {created: true, record: {...existing, status: 'queued'}}
+            return {created: false, record: existing}
+          }
+        }
+        if (tx.dialect === 'sqlite') {
+          for (const [i, s] of sealed.entries()) out.push(s instanceof MqError ? {error: s} : await insertOne(i))
+        } else {
+          // One statement per chunk of rows instead of one per row: one round trip instead of many.
+          // An id already taken fails the chunk's statement only (InnoDB rolls back just the
+          // statement), and that chunk is then inserted row by row, each with its own outcome.
+          for (const [i, s] of sealed.entries()) if (s instanceof MqError) out[i] = {error: s}
+          const valid = items.flatMap((_, i) => (sealed[i] instanceof MqError ? [] : [i]))
+          for (let k = 0; k < valid.length; ) {
+            const n = MYSQL_INSERT_CHUNKS.find((c) => c <= valid.length - k)!
+            const chunk = valid.slice(k, k + n)
+            k += n
+            if (n > 1) {
+              try {
+                await tx.run(INSERT_MANY[n], chunk.flatMap(row))
+                for (const i of chunk) out[i] = inserted(i)
+                continue
+              } catch (error) {
+                if (!isUniqueViolation(error)) throw error
+              }
+            }
+            for (const i of chunk) out[i] = await insertOne(i)
           }
         }
         // The caller (the proxy) answers 503 at its deadline. Rows written after it (the database hung

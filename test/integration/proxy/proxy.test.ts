@@ -235,16 +235,13 @@ describe('mq proxy (mutual TLS ingest into Redis)', () => {
     const dave = clientTlsOptions(home, 'dave') as {cert: Buffer; key: Buffer; ca: Buffer}
     try {
       const {waitFor} = await import('../../helpers/services.js')
-      // four batches go out and hang (the most the proxy has in flight), two more queue behind them
-      const answers: Promise<Res>[] = []
-      for (let i = 0; i < 4; i++) {
-        answers.push(post(port3, dave, msg))
-        await waitFor(() => registers === i + 1, 10_000, 5)
-      }
-      answers.push(post(port3, dave, msg), post(port3, dave, msg))
+      // a batch goes out and hangs; with it in flight (and fewer than 64 waiting) the next ones queue behind it
+      const answers: Promise<Res>[] = [post(port3, dave, msg)]
+      await waitFor(() => registers === 1, 10_000, 5)
+      for (let i = 0; i < 5; i++) answers.push(post(port3, dave, msg))
       const got = await Promise.all(answers)
       assert.deepEqual(got.map((r) => [r.status, r.body.error?.code]), Array.from({length: 6}, () => [503, 'E_BROKER_UNAVAILABLE']))
-      assert.equal(registers, 4, 'a registration past its deadline was still sent to the broker')
+      assert.equal(registers, 1, 'a registration past its deadline was still sent to the broker')
       assert.equal(await redis.xlen(keys.stream), before)
     } finally {
       await p3.close()

@@ -151,5 +151,58 @@ for (const backend of backends) {
       assert.deepEqual([again.created, again.record.status, again.record.last_error], [true, 'queued', null])
       for (const id of ['u-q1', 'u-p2', 'u-f3', 'u-q5', 'u-p6']) await store.markDelivered(id)
     })
+
+    it('registers a batch (on MySQL in a few multi-row INSERTs), each item with its own outcome (taken ids, in-batch repeats, another client, bad numbers)', async () => {
+      await store.register({clientId: 'alice', messageId: 'batch-old', payload: {message_body: 'before', sender_number: '+4915200000000'}})
+      await store.register({clientId: 'bob', messageId: 'batch-bob', payload: {message_body: 'bob', sender_number: '+4915200000000'}})
+      const ids = Array.from({length: 90}, (_, i) => `batch-${i}`)
+      // a taken id and an in-batch repeat inside the first 64-row chunk, another client's id in the 16-row one
+      ids[10] = 'batch-old'
+      ids[20] = 'batch-3'
+      ids[70] = 'batch-bob'
+      const items = ids.map((id, i) => ({clientId: 'alice', messageId: id, payload: {message_body: `body ${i}`, sender_number: i === 80 ? '12345' : '+4915200000000'}}))
+      let inserts = 0
+      const transaction = store.sql.transaction.bind(store.sql)
+      store.sql.transaction = ((fn: Parameters<typeof transaction>[0]) =>
+        transaction((tx) => {
+          const run = tx.run
+          tx.run = (sql, params) => (/^INSERT INTO messages/.test(sql) && inserts++, run.call(tx, sql, params))
+          return fn(tx).finally(() => (tx.run = run))
+        })) as typeof store.sql.transaction
+      let out: Awaited<ReturnType<typeof store.registerMany>>
+      try {
+        out = await store.registerMany(items)
+      } finally {
+        store.sql.transaction = transaction
+      }
+      const outcome = (i: number) => {
+        const o = out[i]
+        return 'error' in o ? o.error.code : o.created ? 'created' : 'existing'
+      }
+      assert.deepEqual([outcome(10), outcome(20), outcome(70), outcome(80)], ['existing', 'existing', 'E_MESSAGE_ID_TAKEN', 'E_SENDER_NUMBER'])
+      const special = new Set([10, 20, 70, 80])
+      assert.deepEqual(ids.flatMap((_, i) => (special.has(i) ? [] : [outcome(i)])), Array.from({length: 86}, () => 'created'))
+      // MySQL: chunks of 64 + 16 + 4 + 4 + 1 rows; the 64 and 16 ones fail on their taken ids and go row by row
+      if (store.sql.dialect === 'mysql') assert.equal(inserts, 5 + 64 + 16)
+      for (const i of [0, 63, 64, 85, 89]) assert.equal((await store.get(ids[i]))?.status, 'queued', ids[i])
+      assert.equal((await store.payload('batch-89'))?.payload.message_body, 'body 89')
+      assert.equal((await store.get('batch-bob'))?.client_id, 'bob')
+      // a clean batch: one statement per chunk
+      inserts = 0
+      store.sql.transaction = ((fn: Parameters<typeof transaction>[0]) =>
+        transaction((tx) => {
+          const run = tx.run
+          tx.run = (sql, params) => (/^INSERT INTO messages/.test(sql) && inserts++, run.call(tx, sql, params))
+          return fn(tx).finally(() => (tx.run = run))
+        })) as typeof store.sql.transaction
+      try {
+        const clean = await store.registerMany(Array.from({length: 85}, (_, i) => ({clientId: 'alice', messageId: `clean-${i}`, payload: {message_body: `c${i}`, sender_number: '+4915200000000'}})))
+        assert.ok(clean.every((o) => 'record' in o && o.created))
+      } finally {
+        store.sql.transaction = transaction
+      }
+      // one statement per chunk on MySQL (64 + 16 + 4 + 1); SQLite keeps its one-row statement
+      assert.equal(inserts, store.sql.dialect === 'mysql' ? 4 : 85)
+    })
   })
 }
