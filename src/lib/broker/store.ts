@@ -571,14 +571,17 @@ export class DurableStore implements DedupeLog {
     this.worker = new Worker(new URL('./store-worker.js', import.meta.url), {workerData: {file: this.file, key: this.key, keyId: this.keyId, synchronous: sync}})
     this.worker.unref()
     this.checkpointer = new Checkpointer(this.file, {synchronous: sync})
-    this.worker.on('message', (m: {id?: number; error?: string; closed?: boolean}) => {
-      if (m.id === undefined || this.inflight.length === 0 || this.inflight[0].id !== m.id) return
-      const batch = this.inflight.shift()!
-      const done = batch.waiters
-      if (!m.error && batch.maxSeq > this.committedSeq) this.committedSeq = batch.maxSeq
-      this.commits++
+    // the writer names the batches one commit covered (it takes every batch queued when it starts one)
+    this.worker.on('message', (m: {ids?: number[]; error?: string; closed?: boolean}) => {
+      if (m.ids === undefined) return
       const err = m.error ? new UnavailableError('E_STORE_WRITE', `the broker store could not commit: ${m.error}`, {hint: 'Try this: check free disk space and permissions of $MQ_HOME/data'}) : undefined
-      for (const w of done) w(err)
+      for (const id of m.ids) {
+        if (this.inflight.length === 0 || this.inflight[0].id !== id) return
+        const batch = this.inflight.shift()!
+        if (!err && batch.maxSeq > this.committedSeq) this.committedSeq = batch.maxSeq
+        for (const w of batch.waiters) w(err)
+      }
+      this.commits++
       // whatever arrived during that commit forms the next group right away
       if (this.waiters.length > 0) this.post()
       else if (this.ops.length > 0) this.armLazy()
