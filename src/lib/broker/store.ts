@@ -439,15 +439,16 @@ function packMessages(run: Op[], shared: Uint8Array[]): Uint8Array {
 }
 
 /**
- * Group commits are pipelined: up to MAX_INFLIGHT groups are posted to the writer thread at once
- * (it commits them one after the other, in order), and a group closes after GROUP_WAITERS confirms.
- * With one group of everything, a publisher's whole window went into one commit and waited for it,
- * then the next window arrived while the writer sat idle: the two moved in lockstep. Measured with
- * `mq bench --mode durable` (window 500): one unbounded group 35k msg/s, 128 x 4 in flight 53k.
- * An fsync costs ~0.2 ms here, so the extra commits are cheap; on slow disks groups grow on their own
- * (everything that arrives while MAX_INFLIGHT groups commit waits for the next ones).
+ * Group commits are pipelined: groups are posted to the writer thread as they form (it commits them
+ * in order, each commit taking every group queued when it starts), and a group closes after
+ * GROUP_WAITERS confirms. With one group of everything, a publisher's whole window went into one
+ * commit and waited for it, then the next window arrived while the writer sat idle: the two moved in
+ * lockstep. Measured with `mq bench --mode durable` (window 500): one unbounded group 35k msg/s,
+ * 128 x 4 in flight 53k. Up to MAX_INFLIGHT groups are posted: a group held back here misses the
+ * writer's next commit and waits for one more fsync (at 4, a slow fsync at a low rate held back the
+ * publishes that arrived during it); what bounds the work in flight is each connection's unconfirmed limit.
  */
-const MAX_INFLIGHT = 4
+const MAX_INFLIGHT = 64
 const GROUP_WAITERS = 128
 
 /** how long writes nobody waits for may stay in memory before they are committed anyway */
