@@ -1,7 +1,8 @@
 /**
  * The broker store's writer thread: it owns the only write connection to broker.db and commits
- * each batch it receives in one transaction (synchronous=FULL: one fsync per batch), so disk
- * latency never blocks the broker's event loop. See store.ts for the batching side.
+ * the batches it receives in transactions (synchronous=FULL: one fsync per commit), each commit
+ * taking every batch queued by then, so disk latency never blocks the broker's event loop. See
+ * store.ts for the batching side.
  * It also seals each message row (headers and body, AES-256-GCM under the store key) as it builds it,
  * so the encryption cost stays off the event loop and plaintext never reaches broker.db or its WAL.
  */
