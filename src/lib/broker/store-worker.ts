@@ -1,12 +1,13 @@
 /**
  * The broker store's writer thread: it owns the only write connection to broker.db and commits
- * each batch it receives in one transaction (synchronous=FULL: one fsync per batch), so disk
- * latency never blocks the broker's event loop. See store.ts for the batching side.
+ * the batches it receives in transactions (synchronous=FULL: one fsync per commit), each commit
+ * taking every batch queued by then, so disk latency never blocks the broker's event loop. See
+ * store.ts for the batching side.
  * It also seals each message row (headers and body, AES-256-GCM under the store key) as it builds it,
  * so the encryption cost stays off the event loop and plaintext never reaches broker.db or its WAL.
  */
 import Database from 'better-sqlite3'
-import {parentPort, workerData} from 'node:worker_threads'
+import {parentPort, receiveMessageOnPort, workerData} from 'node:worker_threads'
 
 import {FALLBACK_AUTOCHECKPOINT_PAGES} from '../store/checkpointer.js'
 
@@ -226,8 +227,15 @@ function startWriter(): void {
   }
 
   const queueRowsAfter = db.prepare('SELECT seq FROM messages WHERE queue = ? AND seq > ?')
-  const apply = db.transaction((ops: (WireOp | Uint8Array)[], shared: Uint8Array[]) => {
+  type Batch = {id: number; ops: (WireOp | Uint8Array)[]; shared?: Uint8Array[]}
+  /** batches applied in one transaction: one commit, one fsync for all of them */
+  const apply = db.transaction((batches: Batch[]) => {
     deltas.clear()
+    for (const b of batches) applyOps(b.ops, b.shared ?? [])
+    writeDeltas()
+    writeLive()
+  })
+  function applyOps(ops: (WireOp | Uint8Array)[], shared: Uint8Array[]): void {
     for (const op of ops) {
       if (op instanceof Uint8Array) {
         applyPacked(op, shared)
@@ -282,30 +290,63 @@ function startWriter(): void {
         }
       }
     }
-    writeDeltas()
-    writeLive()
-  })
+  }
 
-  parentPort!.on('message', (msg: {id: number; ops: (WireOp | Uint8Array)[]; shared?: Uint8Array[]} | {close: true}) => {
+  /** Commits batches in one transaction: undefined, or the error message if it rolled back (none of them written). */
+  function commit(batches: Batch[]): string | undefined {
+    // resealing legacy plaintext rows: zero the plaintext's old cells instead of leaving it in free
+    // space (off otherwise: sealed rows need no scrubbing, and it costs every delete)
+    const scrub = batches.some((b) => b.ops.some((op) => !(op instanceof Uint8Array) && op[0] === 'R'))
+    try {
+      if (scrub) db.pragma('secure_delete = ON')
+      apply(batches)
+      return undefined
+    } catch (error) {
+      // the transaction rolled back: the group bookkeeping must follow the database again
+      loadGroups()
+      nextGroup = ((maxGroup.get() as {m: number | null}).m ?? 0) + 1
+      return (error as Error).message
+    } finally {
+      if (scrub) db.pragma('secure_delete = OFF')
+    }
+  }
+
+  parentPort!.on('message', (msg: Batch | {close: true}) => {
     if ('close' in msg) {
       db.close()
       parentPort!.postMessage({closed: true})
       return
     }
-    // resealing legacy plaintext rows: zero the plaintext's old cells instead of leaving it in free
-    // space (off otherwise: sealed rows need no scrubbing, and it costs every delete)
-    const scrub = msg.ops.some((op) => !(op instanceof Uint8Array) && op[0] === 'R')
-    try {
-      if (scrub) db.pragma('secure_delete = ON')
-      apply(msg.ops, msg.shared ?? [])
-      parentPort!.postMessage({id: msg.id})
-    } catch (error) {
-      // the transaction rolled back: the group bookkeeping must follow the database again
-      loadGroups()
-      nextGroup = ((maxGroup.get() as {m: number | null}).m ?? 0) + 1
-      parentPort!.postMessage({error: (error as Error).message, id: msg.id})
-    } finally {
-      if (scrub) db.pragma('secure_delete = OFF')
+    // Group commit on this side too: the batches the broker posted while the last commit's fsync ran
+    // are already queued here, and they go in this one transaction (one fsync) instead of one commit
+    // each, one after the other. At a low rate each batch holds a publish or two, and a queue of such
+    // commits was the tail of confirm latency (4 fsyncs in a row behind a slow one). A close stays
+    // queued behind them (it is taken after this commit).
+    const batches: Batch[] = [msg]
+    let closing = false
+    for (;;) {
+      const next = receiveMessageOnPort(parentPort!)
+      if (!next) break
+      const m = next.message as Batch | {close: true}
+      if ('close' in m) {
+        closing = true
+        break
+      }
+      batches.push(m)
+    }
+    const error = commit(batches)
+    if (error === undefined) parentPort!.postMessage({ids: batches.map((b) => b.id)})
+    else if (batches.length === 1) parentPort!.postMessage({error, ids: [msg.id]})
+    else {
+      // one batch's failure must not fail the others: each on its own, as if never merged
+      for (const b of batches) {
+        const e = commit([b])
+        parentPort!.postMessage(e === undefined ? {ids: [b.id]} : {error: e, ids: [b.id]})
+      }
+    }
+    if (closing) {
+      db.close()
+      parentPort!.postMessage({closed: true})
     }
   })
 }

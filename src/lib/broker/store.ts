@@ -439,15 +439,16 @@ function packMessages(run: Op[], shared: Uint8Array[]): Uint8Array {
 }
 
 /**
- * Group commits are pipelined: up to MAX_INFLIGHT groups are posted to the writer thread at once
- * (it commits them one after the other, in order), and a group closes after GROUP_WAITERS confirms.
- * With one group of everything, a publisher's whole window went into one commit and waited for it,
- * then the next window arrived while the writer sat idle: the two moved in lockstep. Measured with
- * `mq bench --mode durable` (window 500): one unbounded group 35k msg/s, 128 x 4 in flight 53k.
- * An fsync costs ~0.2 ms here, so the extra commits are cheap; on slow disks groups grow on their own
- * (everything that arrives while MAX_INFLIGHT groups commit waits for the next ones).
+ * Group commits are pipelined: groups are posted to the writer thread as they form (it commits them
+ * in order, each commit taking every group queued when it starts), and a group closes after
+ * GROUP_WAITERS confirms. With one group of everything, a publisher's whole window went into one
+ * commit and waited for it, then the next window arrived while the writer sat idle: the two moved in
+ * lockstep. Measured with `mq bench --mode durable` (window 500): one unbounded group 35k msg/s,
+ * 128 x 4 in flight 53k. Up to MAX_INFLIGHT groups are posted: a group held back here misses the
+ * writer's next commit and waits for one more fsync (at 4, a slow fsync at a low rate held back the
+ * publishes that arrived during it); what bounds the work in flight is each connection's unconfirmed limit.
  */
-const MAX_INFLIGHT = 4
+const MAX_INFLIGHT = 64
 const GROUP_WAITERS = 128
 
 /** how long writes nobody waits for may stay in memory before they are committed anyway */
@@ -571,14 +572,17 @@ export class DurableStore implements DedupeLog {
     this.worker = new Worker(new URL('./store-worker.js', import.meta.url), {workerData: {file: this.file, key: this.key, keyId: this.keyId, synchronous: sync}})
     this.worker.unref()
     this.checkpointer = new Checkpointer(this.file, {synchronous: sync})
-    this.worker.on('message', (m: {id?: number; error?: string; closed?: boolean}) => {
-      if (m.id === undefined || this.inflight.length === 0 || this.inflight[0].id !== m.id) return
-      const batch = this.inflight.shift()!
-      const done = batch.waiters
-      if (!m.error && batch.maxSeq > this.committedSeq) this.committedSeq = batch.maxSeq
-      this.commits++
+    // the writer names the batches one commit covered (it takes every batch queued when it starts one)
+    this.worker.on('message', (m: {ids?: number[]; error?: string; closed?: boolean}) => {
+      if (m.ids === undefined) return
       const err = m.error ? new UnavailableError('E_STORE_WRITE', `the broker store could not commit: ${m.error}`, {hint: 'Try this: check free disk space and permissions of $MQ_HOME/data'}) : undefined
-      for (const w of done) w(err)
+      for (const id of m.ids) {
+        if (this.inflight.length === 0 || this.inflight[0].id !== id) return
+        const batch = this.inflight.shift()!
+        if (!err && batch.maxSeq > this.committedSeq) this.committedSeq = batch.maxSeq
+        for (const w of batch.waiters) w(err)
+      }
+      this.commits++
       // whatever arrived during that commit forms the next group right away
       if (this.waiters.length > 0) this.post()
       else if (this.ops.length > 0) this.armLazy()

@@ -35,8 +35,8 @@ export interface BenchResult {
   seconds: number
   msgsPerSec: number
   mbPerSec: number
-  latencyMs: {p50: number; p99: number; max: number}
-  confirmMs?: {p50: number; p99: number}
+  latencyMs: {p50: number; p99: number; p999: number; max: number}
+  confirmMs?: {p50: number; p99: number; p999: number; max: number}
 }
 
 export interface BenchProducer {
@@ -92,6 +92,8 @@ export function medianRun(runs: BenchResult[]): BenchResult | undefined {
 }
 
 const round = (n: number, d = 3) => Math.round(n * 10 ** d) / 10 ** d
+/** Of sorted latencies. p99.9 too: at 5,000 msg/s a p99 is one message in 100 (50 a second), the p99.9 says how long the stalls behind it are */
+export const percentiles = (sorted: Float64Array) => ({max: round(sorted[sorted.length - 1] ?? 0), p50: round(pct(sorted, 50)), p99: round(pct(sorted, 99)), p999: round(pct(sorted, 99.9))})
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 /** wall-clock ms with sub-ms precision, comparable across processes on one machine */
 const wall = () => performance.timeOrigin + performance.now()
@@ -99,7 +101,7 @@ const wall = () => performance.timeOrigin + performance.now()
 export interface ConsumerReport {
   received: number
   lastAt: number
-  latencyMs: {p50: number; p99: number; max: number}
+  latencyMs: {p50: number; p99: number; p999: number; max: number}
 }
 
 /** The consumer side (run in the child process): counts, acks and measures until `total` arrived. */
@@ -126,7 +128,7 @@ export async function runConsumer(target: BenchTarget, spec: BenchSpec, dest: st
   })
   await c.close()
   lat.sort()
-  return {lastAt, latencyMs: {max: round(lat[lat.length - 1] ?? 0), p50: round(pct(lat, 50)), p99: round(pct(lat, 99))}, received}
+  return {lastAt, latencyMs: percentiles(lat), received}
 }
 
 const BIN = fileURLToPath(new URL('../../../../bin/run.js', import.meta.url))
@@ -202,7 +204,7 @@ export async function runBench(target: BenchTarget, params: TargetParams, spec: 
     const seconds = (report.lastAt - t0) / 1000
     conf?.sort()
     return {
-      confirmMs: conf ? {p50: round(pct(conf, 50)), p99: round(pct(conf, 99))} : undefined,
+      confirmMs: conf ? percentiles(conf) : undefined,
       latencyMs: report.latencyMs,
       mbPerSec: round((total * spec.size) / seconds / 1e6, 2),
       messages: total,

@@ -3,11 +3,11 @@ import {test} from 'node:test'
 
 import {readFileSync} from 'node:fs'
 
-import {type BenchResult, medianRun, scaledForSize} from '../../../src/lib/client/bench.js'
+import {type BenchResult, medianRun, percentiles, scaledForSize} from '../../../src/lib/client/bench.js'
 
 const run = (msgsPerSec: number, confirmP99?: number, rate?: number): BenchResult => ({
-  confirmMs: confirmP99 === undefined ? undefined : {p50: 0, p99: confirmP99},
-  latencyMs: {max: 0, p50: 0, p99: 0},
+  confirmMs: confirmP99 === undefined ? undefined : {max: 0, p50: 0, p99: confirmP99, p999: 0},
+  latencyMs: {max: 0, p50: 0, p99: 0, p999: 0},
   mbPerSec: 0,
   messages: 1,
   mode: 'durable',
@@ -25,6 +25,15 @@ test('the reported run of repeated ones is the median: by throughput, or by p99 
   assert.equal(medianRun([run(400), run(100)])?.msgsPerSec, 100)
   const paced = medianRun([run(5000, 9, 5000), run(5000, 2, 5000), run(5000, 4, 5000), run(5000, 3, 5000)])
   assert.equal(paced?.confirmMs?.p99, 4)
+})
+
+test('latency percentiles of a run include p99.9 and the max: the stalls a p99 hides', () => {
+  // 10,000 samples: 1 ms each, except 20 of 10 ms (0.2%) and the slowest at 50 ms
+  const lat = new Float64Array(10_000).fill(1)
+  lat.fill(10, 9979, 9999)
+  lat[9999] = 50
+  assert.deepEqual(percentiles(lat), {max: 50, p50: 1, p99: 1, p999: 10})
+  assert.deepEqual(percentiles(new Float64Array(0)), {max: 0, p50: 0, p99: 0, p999: 0})
 })
 
 test('big payloads get fewer messages and a smaller window (at most 1 GiB a run, 64 MiB in flight); small ones keep the flags', () => {
