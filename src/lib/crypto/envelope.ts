@@ -53,7 +53,7 @@ const SIG3_CONTEXT = Buffer.from('mq-envelope-grant/3\0')
 const MAC_CONTEXT = Buffer.from('mq-envelope-mac/1\0')
 const MAC2_CONTEXT = Buffer.from('mq-envelope-mac/2\0')
 const MAC3_CONTEXT = Buffer.from('mq-envelope-mac/3\0')
-/** MQE2 kinds: the signed grant travels in the envelope, or only its hash (the receiver knows it) */
+/** MQE2/MQE3 kinds: the signed grant travels in the envelope, or only its hash (the receiver knows it) */
 const KIND_GRANT = 1
 const KIND_REF = 2
 const GRANT_HASH_LEN = 32
@@ -766,7 +766,7 @@ interface CachedKey {
 }
 
 /**
- * Verified grants kept by a receiver (signed and wrapped: nothing secret), so an MQE2 envelope that
+ * Verified grants kept by a receiver (signed and wrapped: nothing secret), so an MQE2/MQE3 envelope that
  * carries only its grant's hash still opens after a restart or when read later from a dead-letter queue.
  */
 export interface GrantStore {
