@@ -654,6 +654,11 @@ export interface Grant3Fields {
 export function encodeGrant3(g: Grant3Fields): Buffer {
   const from = Buffer.from(g.from)
   const names = g.to.map((t) => Buffer.from(t.name))
+  // what a receiver would refuse is refused here, before anything is signed or sent
+  for (const [name, b] of [[g.from, from], ...g.to.map((t, i): [string, Buffer] => [t.name, names[i]])] as [string, Buffer][]) {
+    if (b.length === 0 || b.length > MAX_NAME_BYTES) throw new UsageError('E_BAD_NAME', `The name "${name.slice(0, 40)}" is ${b.length} bytes: an envelope names identities of 1 to ${MAX_NAME_BYTES} bytes.`)
+  }
+  if (g.to.some((t) => t.wk.length === 0 || t.wk.length > MAX_WRAPPED_BYTES)) throw new UsageError('E_KEY_SIZE', `A recipient key is larger than RSA-8192: its wrapped key exceeds ${MAX_WRAPPED_BYTES} bytes.`)
   let len = GRANT3_FIXED + 2 + from.length + 2
   for (let i = 0; i < g.to.length; i++) len += 2 + names[i].length + FP_LEN + 2 + g.to[i].wk.length
   const b = Buffer.allocUnsafe(len)

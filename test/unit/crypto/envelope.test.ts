@@ -497,3 +497,14 @@ describe('MQE2 envelopes written by the previous version', () => {
     assert.match((await rejects(bobOpener.open(relabel(buf('mqe2-ref'))), 'E_ENVELOPE_MALFORMED')).message, /not the binary grant this envelope format carries/)
   })
 })
+
+describe('MQE3 sealing refuses what no receiver would open', () => {
+  it('a sender or recipient name longer than 1,024 bytes is refused before anything is sent', () => {
+    const long = 'x'.repeat(1025)
+    assert.throws(() => new EnvelopeSealer({recipients: [{encPublicKey: bob.enc.publicKey, name: long}], sender: {name: 'alice', signPrivateKey: alice.sig.privateKey}}).seal(Buffer.from('x')), /E_BAD_NAME|1025 bytes/)
+    assert.throws(() => new EnvelopeSealer({recipients: [{encPublicKey: bob.enc.publicKey, name: 'bob'}], sender: {name: long, signPrivateKey: alice.sig.privateKey}}).seal(Buffer.from('x')), (e: unknown) => e instanceof MqError && e.code === 'E_BAD_NAME')
+    // 1,024 bytes is still a name
+    const ok = new EnvelopeSealer({recipients: [{encPublicKey: bob.enc.publicKey, name: 'b'.repeat(1024)}], sender: {name: 'alice', signPrivateKey: alice.sig.privateKey}}).seal(Buffer.from('x'))
+    assert.equal(ok.envelope.subarray(0, 4).toString(), 'MQE3')
+  })
+})
