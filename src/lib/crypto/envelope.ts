@@ -312,19 +312,18 @@ export class EnvelopeSealer {
 
 /**
  * What tells MQE2 and MQE3 apart beyond the grant's encoding: each has its own magic (first in the
- * AAD), header version byte, MAC context and grant-signature context, so no part of one can pass
- * for the other.
+ * AAD), header version byte and MAC context, and its grant encoding its own signature context
+ * (SIG_CONTEXT, SIG3_CONTEXT), so no part of one can pass for the other.
  */
 interface BinaryFormat {
   magic: Buffer
   headerVersion: number
   macContext: Buffer
-  sigContext: Buffer
   /** the grant encoding this envelope format carries */
   grantEncoding: 1 | 3
 }
-const FORMAT2: BinaryFormat = {grantEncoding: 1, headerVersion: 2, macContext: MAC2_CONTEXT, magic: ENVELOPE2_MAGIC, sigContext: SIG_CONTEXT}
-const FORMAT3: BinaryFormat = {grantEncoding: 3, headerVersion: 3, macContext: MAC3_CONTEXT, magic: ENVELOPE3_MAGIC, sigContext: SIG3_CONTEXT}
+const FORMAT2: BinaryFormat = {grantEncoding: 1, headerVersion: 2, macContext: MAC2_CONTEXT, magic: ENVELOPE2_MAGIC}
+const FORMAT3: BinaryFormat = {grantEncoding: 3, headerVersion: 3, macContext: MAC3_CONTEXT, magic: ENVELOPE3_MAGIC}
 
 /**
  * The MQE2/MQE3 header: u8 version (2 or 3, the format's), u64 ts, u32 seq, 12-byte nonce, u16 + message id, u16 + content
