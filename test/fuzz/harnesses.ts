@@ -5,12 +5,13 @@
  * overflow, an error-level log from a server, a reply that breaks the protocol).
  */
 import {existsSync, mkdtempSync, readFileSync, readdirSync, rmSync} from 'node:fs'
-import {type KeyObject, X509Certificate} from 'node:crypto'
+import {type KeyObject, X509Certificate, createPrivateKey, createPublicKey, generateKeyPairSync} from 'node:crypto'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {Duplex} from 'node:stream'
 
 import {CipherMqListener} from '../../src/lib/broker/ciphermq.js'
+import {EnvelopeOpener, EnvelopeSealer, type GrantStore, parseGrant3} from '../../src/lib/crypto/envelope.js'
 import {ALLOW_ALL, Engine} from '../../src/lib/broker/engine.js'
 import {BATCH_MAX_COUNT, DeliveryBatchWriter, FrameError, FrameParser, PublishBatchWriter, encodeFrame, parseDeliveries, parsePublishBatch} from '../../src/lib/wire/protocol.js'
 import {parseYamlSource, resolveSources} from '../../src/lib/config/load.js'
@@ -415,4 +416,76 @@ const pemCrl: Harness<PemCtx> = {
   what: 'crlSerials (pki/crl.pem, signature against the CA) and verifyIdentityCerts (certificates from the key directory)',
 }
 
-export const HARNESSES: Harness<any>[] = [brokerFrames, ciphermq, relay, proxyJson, configYaml, pemCrl]
+// --- native envelopes: MQE3 (binary grant), MQE2 and MQE1 as mq recv opens them --------------------
+
+interface EnvelopeCtx {
+  /** bob, for the envelopes sealed at setup; the MQE2 fixture's bob, for the envelopes of the previous build */
+  openers: EnvelopeOpener[]
+  grants: Map<string, {grantBytes: Buffer; signature: Buffer}>
+  seeds: Buffer[]
+  inputs: number
+}
+
+const fixture = (name: string) =>
+  JSON.parse(readFileSync(new URL(`../../../test/unit/crypto/fixtures/${name}.json`, import.meta.url), 'utf8')) as {aliceSignPublic: string; bobEncPrivate: string; envelopes: {b64: string}[]}
+
+const envelope: Harness<EnvelopeCtx> = {
+  async setup() {
+    const kp = () => generateKeyPairSync('rsa', {modulusLength: 2048})
+    const alice = kp()
+    const bob = kp()
+    const carol = kp()
+    const grants = new Map<string, {grantBytes: Buffer; signature: Buffer}>()
+    // the receiver's grant store, as the replay database keeps it: references open once their grant was seen
+    const store: GrantStore = {getGrant: (h) => grants.get(h.toString('hex')), putGrant: (h, grantBytes, signature) => void grants.set(h.toString('hex'), {grantBytes, signature})}
+    const mqe2 = fixture('mqe2')
+    const mqe2Alice = createPublicKey(mqe2.aliceSignPublic)
+    const openers = [
+      new EnvelopeOpener({grants: store, identity: {encPrivateKey: bob.privateKey, name: 'bob'}, resolveSender: async (n) => (n === 'alice' ? alice.publicKey : Promise.reject(new Error(`no ${n}`)))}),
+      new EnvelopeOpener({grants: store, identity: {encPrivateKey: createPrivateKey(mqe2.bobEncPrivate), name: 'bob'}, resolveSender: async (n) => (n === 'alice' ? mqe2Alice : Promise.reject(new Error(`no ${n}`)))}),
+    ]
+    const sealer = (to: [string, KeyObject][], grantEvery: number) => new EnvelopeSealer({grantEvery, recipients: to.map(([name, k]) => ({encPublicKey: k, name})), sender: {name: 'alice', signPrivateKey: alice.privateKey}})
+    const one = sealer([['bob', bob.publicKey]], 1000)
+    const two = sealer([['bob', bob.publicKey], ['carol', carol.publicKey]], 1)
+    const inline = one.seal(Buffer.from('hello bob'), {headers: {'trace-id': 'abc'}}).envelope
+    const G = inline.readUInt32BE(5)
+    const seeds = [
+      inline,
+      one.seal(Buffer.from('a reference')).envelope,
+      two.seal(Buffer.from('for bob and carol'), {contentType: 'text/plain'}).envelope,
+      // the binary grant alone: the input goes to parseGrant3 when it starts with its magic
+      inline.subarray(9, 9 + G),
+      ...mqe2.envelopes.map((e) => Buffer.from(e.b64, 'base64')),
+      ...fixture('mqe1').envelopes.map((e) => Buffer.from(e.b64, 'base64')),
+    ]
+    // the receivers know the grants of the seeds, so mutations reach the header, MAC and GCM checks too
+    for (const sd of seeds) for (const o of openers) await o.open(sd).catch(() => {})
+    return {grants, inputs: 0, openers, seeds}
+  },
+  dict: ['MQE3', 'MQE2', 'MQE1', 'MQG3', '\u0001', '\u0002', '\u0003', '\u0000\u0000', '\u00ff\u00ff', '\u0001\u0000', 'alice', 'bob', 'carol', '{"k":"v"}', '{', '"'],
+  maxLen: 4096,
+  name: 'envelope',
+  async run(input, ctx) {
+    // keep memory bounded: forget grants learned from inputs now and then (the seeds' are re-learned)
+    if (++ctx.inputs % 5000 === 0) ctx.grants.clear()
+    if (input.subarray(0, 4).toString('latin1') === 'MQG3') return typed(() => parseGrant3(input), mqCode)
+    const outcomes: string[] = []
+    for (const o of ctx.openers) {
+      try {
+        await o.open(input)
+        outcomes.push('ok')
+      } catch (error) {
+        const code = mqCode(error)
+        if (code === undefined) throw new FuzzBug(describe(error), error)
+        outcomes.push(code)
+      }
+    }
+    return outcomes.join(',')
+  },
+  seeds(ctx) {
+    return ctx.seeds
+  },
+  what: 'EnvelopeOpener.open (MQE3 with its binary grant, MQE2, MQE1: framing, grant parsing, header, checks) and parseGrant3 alone',
+}
+
+export const HARNESSES: Harness<any>[] = [brokerFrames, ciphermq, relay, proxyJson, configYaml, pemCrl, envelope]

@@ -2,10 +2,11 @@
  * The native end-to-end envelope (docs/envelope.md): AES-256-GCM under a data key that is
  * wrapped with RSA-OAEP-SHA256 for each recipient inside a "grant" the sender signs with
  * RSA-PSS. A sealer reuses one grant (one data key) for a bounded stream of messages, so the
- * RSA work happens once per key on both sides. An MQE2 envelope carries the signed grant now and
- * then (the first message of a key, every grantEvery-th, every second) and otherwise its hash,
- * which the AAD binds; receivers keep the grants they verified (GrantStore), so a reference opens
- * after a restart too. MQE1 envelopes (the grant in every one, JSON header) are still opened.
+ * RSA work happens once per key on both sides. An MQE3 envelope carries the signed grant (binary
+ * fields: no JSON, base64 or hex on the wire) now and then (by default in every envelope) and
+ * otherwise its hash, which the AAD binds; receivers keep the grants they verified (GrantStore), so
+ * a reference opens after a restart too. MQE2 (the same framing with a JSON grant) and MQE1 (the
+ * grant in every one, JSON header) envelopes are still opened.
  *
  * Because several recipients share the data key, a recipient could forge a GCM tag; each
  * recipient therefore also gets its own MAC key inside its wrapped key, and every message
@@ -37,17 +38,32 @@ import {DataError, MqError, PermissionError, TempFailError, UsageError} from '..
 
 /** the first format: JSON header, the grant in every envelope (still opened, no longer written) */
 export const ENVELOPE_MAGIC = Buffer.from('MQE1')
-/** the binary format written now (docs/envelope.md): the grant inline now and then, else its hash */
+/** binary header, JSON grant inline now and then, else its hash (still opened, no longer written) */
 export const ENVELOPE2_MAGIC = Buffer.from('MQE2')
+/** the format written now (docs/envelope.md): MQE2's framing with a binary grant (GRANT3_MAGIC) */
+export const ENVELOPE3_MAGIC = Buffer.from('MQE3')
+/** the first bytes of a binary grant: it names its own layout, also when read back from a GrantStore */
+export const GRANT3_MAGIC = Buffer.from('MQG3')
+/** the algorithm suite of a binary grant, ENVELOPE_ALG (the only one) */
+const ALG3_ID = 1
 export const ENVELOPE_ALG = 'A256GCM+RSA-OAEP-256+PS256+HS256'
 const SIG_CONTEXT = Buffer.from('mq-envelope-grant/1\0')
+/** a binary grant is signed under its own context: its signature can never pass for a JSON grant's */
+const SIG3_CONTEXT = Buffer.from('mq-envelope-grant/3\0')
 const MAC_CONTEXT = Buffer.from('mq-envelope-mac/1\0')
 const MAC2_CONTEXT = Buffer.from('mq-envelope-mac/2\0')
-/** MQE2 kinds: the signed grant travels in the envelope, or only its hash (the receiver knows it) */
+const MAC3_CONTEXT = Buffer.from('mq-envelope-mac/3\0')
+/** MQE2/MQE3 kinds: the signed grant travels in the envelope, or only its hash (the receiver knows it) */
 const KIND_GRANT = 1
 const KIND_REF = 2
 const GRANT_HASH_LEN = 32
-const HEADER2_VERSION = 2
+const KID_LEN = 16
+const FP_LEN = 32
+/** the longest name (sender, recipient) a grant carries, in bytes */
+const MAX_NAME_BYTES = 1024
+/** the longest wrapped key: RSA-OAEP under an 8192-bit key */
+const MAX_WRAPPED_BYTES = 1024
+const MAX_RECIPIENTS = 256
 const TAG_LEN = 16
 const MAC_LEN = 16
 const NONCE_LEN = 12
@@ -127,6 +143,22 @@ export interface EnvelopeHeader {
   h?: Record<string, string>
 }
 
+/**
+ * A grant as the opener uses it, from either encoding: JSON (MQE1, MQE2) or binary (MQE3). Key id and
+ * fingerprints in lowercase hex, the wrapped keys as bytes.
+ */
+export interface GrantInfo {
+  /** the envelope generation the grant belongs to: 1 (JSON grant, MQE1 and MQE2) or 3 (binary, MQE3) */
+  encoding: 1 | 3
+  kid: string
+  from: string
+  sfp: string
+  to: {name: string; fp: string; wk: Buffer}[]
+  iat: number
+  exp: number
+  max: number
+}
+
 export interface Sealed {
   messageId: string
   envelope: Buffer
@@ -158,7 +190,7 @@ function canonicalRecipients(recipients: Recipient[]): Recipient[] {
     seen.add(r.name)
   }
   if (recipients.length === 0) throw new UsageError('E_NO_RECIPIENTS', 'An encrypted message needs at least one recipient.', {hint: 'Try this: add --to NAME (or --plain to send unencrypted).'})
-  if (recipients.length > 256) throw new UsageError('E_TOO_MANY_RECIPIENTS', `At most 256 recipients per message (got ${recipients.length}).`)
+  if (recipients.length > MAX_RECIPIENTS) throw new UsageError('E_TOO_MANY_RECIPIENTS', `At most 256 recipients per message (got ${recipients.length}).`)
   return recipients
 }
 
@@ -175,7 +207,9 @@ const u16 = (n: number): Buffer => {
 }
 
 interface ActiveKey {
-  grant: Grant
+  kid: string
+  max: number
+  exp: number
   grantBytes: Buffer
   grantHash: Buffer
   signature: Buffer
@@ -184,7 +218,7 @@ interface ActiveKey {
   count: number
   /** when an envelope last carried this grant */
   inlineAt: number
-  /** the grant part of an inline MQE2 envelope: u32 G, grant, u16 S, signature */
+  /** the grant part of an inline MQE3 envelope: u32 G, grant, u16 S, signature */
   inlineBytes: Buffer
 }
 
@@ -222,28 +256,19 @@ export class EnvelopeSealer {
       const macKey = randomBytes(32)
       macKeys.push(macKey)
       const wk = publicEncrypt({key: r.encPublicKey, oaepHash: 'sha256', padding: constants.RSA_PKCS1_OAEP_PADDING}, Buffer.concat([dataKey, macKey]))
-      return {fp: spkiSha256(r.encPublicKey), name: r.name, wk: wk.toString('base64')}
+      return {fp: Buffer.from(spkiSha256(r.encPublicKey), 'hex'), name: r.name, wk}
     })
-    const grant: Grant = {
-      alg: ENVELOPE_ALG,
-      exp: now + this.maxAgeMs,
-      from: this.sender.name,
-      iat: now,
-      kid: randomBytes(16).toString('hex'),
-      max: this.maxMessages,
-      sfp: this.senderFp,
-      to,
-      v: 1,
-    }
-    const grantBytes = Buffer.from(JSON.stringify(grant))
-    const signature = sign('sha256', Buffer.concat([SIG_CONTEXT, grantBytes]), {
+    const kid = randomBytes(KID_LEN)
+    const exp = now + this.maxAgeMs
+    const grantBytes = encodeGrant3({exp, from: this.sender.name, iat: now, kid, max: this.maxMessages, sfp: Buffer.from(this.senderFp, 'hex'), to})
+    const signature = sign('sha256', Buffer.concat([SIG3_CONTEXT, grantBytes]), {
       key: this.sender.signPrivateKey,
       padding: constants.RSA_PKCS1_PSS_PADDING,
       saltLength: constants.RSA_PSS_SALTLEN_DIGEST,
     })
     this.keysCreated++
     const inlineBytes = Buffer.concat([u32(grantBytes.length), grantBytes, u16(signature.length), signature])
-    return {count: 0, dataKey, grant, grantBytes, grantHash: hashGrant(grantBytes, signature), inlineAt: now, inlineBytes, macKeys, signature}
+    return {count: 0, dataKey, exp, grantBytes, grantHash: hashGrant(grantBytes, signature), inlineAt: now, inlineBytes, kid: kid.toString('hex'), macKeys, max: this.maxMessages, signature}
   }
 
   /** Starts a new data key for the next message (e.g. when the caller wants to limit exposure). */
@@ -254,23 +279,23 @@ export class EnvelopeSealer {
   seal(payload: Buffer, opts: SealOptions = {}): Sealed {
     const now = this.now()
     let k = this.active
-    if (!k || k.count >= k.grant.max || now >= k.grant.exp) k = this.active = this.newKey(now)
+    if (!k || k.count >= k.max || now >= k.exp) k = this.active = this.newKey(now)
     const seq = k.count++
     const inline = seq % this.grantEvery === 0 || now - k.inlineAt >= this.grantIntervalMs
     if (inline) k.inlineAt = now
     const nonce = nextNonce()
     const messageId = opts.messageId ?? randomUUID()
     const headers = opts.headers && Object.keys(opts.headers).length > 0 ? opts.headers : undefined
-    const headerBytes = encodeHeader2(opts.timestamp ?? now, seq, nonce, messageId, opts.contentType ?? this.contentType, headers)
+    const headerBytes = encodeHeader2(FORMAT3, opts.timestamp ?? now, seq, nonce, messageId, opts.contentType ?? this.contentType, headers)
     // per-recipient MACs over header + payload digest, themselves covered by the GCM tag
-    const macBlock = k.macKeys.length > 1 ? macsFor2(k.macKeys, k.grantHash, headerBytes, payload) : EMPTY
+    const macBlock = k.macKeys.length > 1 ? macsFor2(FORMAT3, k.macKeys, k.grantHash, headerBytes, payload) : EMPTY
     const cipher = createCipheriv('aes-256-gcm', k.dataKey, nonce, {authTagLength: TAG_LEN})
-    cipher.setAAD(aad2(k.grantHash, headerBytes, macBlock))
+    cipher.setAAD(aad2(FORMAT3, k.grantHash, headerBytes, macBlock))
     // one allocation for the whole envelope (GCM's ciphertext is as long as the payload); the
     // ciphertext is written into it piece by piece (gcmInto), never held as a separate body
     const grantPart = inline ? k.inlineBytes : k.grantHash
     const envelope = Buffer.allocUnsafe(5 + grantPart.length + 2 + headerBytes.length + 2 + macBlock.length + payload.length + TAG_LEN)
-    ENVELOPE2_MAGIC.copy(envelope, 0)
+    ENVELOPE3_MAGIC.copy(envelope, 0)
     envelope[4] = inline ? KIND_GRANT : KIND_REF
     let off = 5 + grantPart.copy(envelope, 5)
     off = envelope.writeUInt16BE(headerBytes.length, off)
@@ -281,15 +306,30 @@ export class EnvelopeSealer {
     // GCM's final() only computes the tag; every byte of the envelope is written before it leaves
     if (cipher.final().length !== 0 || off !== envelope.length - TAG_LEN) throw new Error('AES-GCM output length')
     cipher.getAuthTag().copy(envelope, off)
-    return {envelope, grantInline: inline, keyId: k.grant.kid, messageId, seq}
+    return {envelope, grantInline: inline, keyId: k.kid, messageId, seq}
   }
 }
 
 /**
- * The MQE2 header: u8 version 2, u64 ts, u32 seq, 12-byte nonce, u16 + message id, u16 + content
+ * What tells MQE2 and MQE3 apart beyond the grant's encoding: each has its own magic (first in the
+ * AAD), header version byte and MAC context, and its grant encoding its own signature context
+ * (SIG_CONTEXT, SIG3_CONTEXT), so no part of one can pass for the other.
+ */
+interface BinaryFormat {
+  magic: Buffer
+  headerVersion: number
+  macContext: Buffer
+  /** the grant encoding this envelope format carries */
+  grantEncoding: 1 | 3
+}
+const FORMAT2: BinaryFormat = {grantEncoding: 1, headerVersion: 2, macContext: MAC2_CONTEXT, magic: ENVELOPE2_MAGIC}
+const FORMAT3: BinaryFormat = {grantEncoding: 3, headerVersion: 3, macContext: MAC3_CONTEXT, magic: ENVELOPE3_MAGIC}
+
+/**
+ * The MQE2/MQE3 header: u8 version (2 or 3, the format's), u64 ts, u32 seq, 12-byte nonce, u16 + message id, u16 + content
  * type, u16 + user headers as JSON (0: none). Sender, recipients and key id are the grant's.
  */
-function encodeHeader2(ts: number, seq: number, nonce: Buffer, id: string, ct: string, headers?: Record<string, string>): Buffer {
+function encodeHeader2(f: BinaryFormat, ts: number, seq: number, nonce: Buffer, id: string, ct: string, headers?: Record<string, string>): Buffer {
   // the usual content type costs nothing on the wire: an empty one means it
   if (ct === DEFAULT_CONTENT_TYPE) ct = ''
   const idLen = Buffer.byteLength(id)
@@ -299,7 +339,7 @@ function encodeHeader2(ts: number, seq: number, nonce: Buffer, id: string, ct: s
   if (ctLen > MAX_ID_BYTES) throw new UsageError('E_CONTENT_TYPE', `A content type must be at most ${MAX_ID_BYTES} bytes (got ${ctLen}).`)
   if (h.length > 0xffff) throw new UsageError('E_HEADER', `The user headers are too large (${h.length} bytes as JSON, at most 65535).`)
   const b = Buffer.allocUnsafe(1 + 8 + 4 + NONCE_LEN + 2 + idLen + 2 + ctLen + 2 + h.length)
-  b[0] = HEADER2_VERSION
+  b[0] = f.headerVersion
   b.writeUInt32BE(Math.floor(ts / 2 ** 32), 1)
   b.writeUInt32BE(ts % 2 ** 32, 5)
   b.writeUInt32BE(seq, 9)
@@ -322,9 +362,9 @@ interface Header2 {
   h?: Record<string, string>
 }
 
-function decodeHeader2(b: Buffer): Header2 {
+function decodeHeader2(f: BinaryFormat, b: Buffer): Header2 {
   let off = 13 + NONCE_LEN
-  if (b.length < off + 6 || b[0] !== HEADER2_VERSION) throw bad(b.length > 0 && b[0] !== HEADER2_VERSION ? `unsupported header version ${b[0]}` : 'truncated header')
+  if (b.length < off + 6 || b[0] !== f.headerVersion) throw bad(b.length > 0 && b[0] !== f.headerVersion ? `unsupported header version ${b[0]}` : 'truncated header')
   const ts = b.readUInt32BE(1) * 2 ** 32 + b.readUInt32BE(5)
   if (!Number.isSafeInteger(ts)) throw bad('header timestamp')
   const seq = b.readUInt32BE(9)
@@ -359,10 +399,10 @@ const DEFAULT_CONTENT_TYPE = 'application/octet-stream'
 
 const MAX_ID_BYTES = 1024
 
-/** MQE2 associated data: the grant hash, the header and every recipient's MAC, each delimited. */
-function aad2(grantHash: Buffer, headerBytes: Buffer, macBlock: Buffer): Buffer {
+/** MQE2/MQE3 associated data: the format's magic, the grant hash, the header and every recipient's MAC, each delimited. */
+function aad2(f: BinaryFormat, grantHash: Buffer, headerBytes: Buffer, macBlock: Buffer): Buffer {
   const b = Buffer.allocUnsafe(4 + GRANT_HASH_LEN + 2 + headerBytes.length + 2 + macBlock.length)
-  ENVELOPE2_MAGIC.copy(b, 0)
+  f.magic.copy(b, 0)
   grantHash.copy(b, 4)
   let off = b.writeUInt16BE(headerBytes.length, 4 + GRANT_HASH_LEN)
   off += headerBytes.copy(b, off)
@@ -371,18 +411,18 @@ function aad2(grantHash: Buffer, headerBytes: Buffer, macBlock: Buffer): Buffer 
   return b
 }
 
-function macsFor2(macKeys: Buffer[], grantHash: Buffer, headerBytes: Buffer, payload: Buffer): Buffer {
+function macsFor2(f: BinaryFormat, macKeys: Buffer[], grantHash: Buffer, headerBytes: Buffer, payload: Buffer): Buffer {
   // the MAC input is the same for every recipient: build it once, one update per recipient
-  const input = macInput2(grantHash, headerBytes, sha256(payload))
+  const input = macInput2(f, grantHash, headerBytes, sha256(payload))
   const out = Buffer.allocUnsafe(macKeys.length * MAC_LEN)
   for (let i = 0; i < macKeys.length; i++) createHmac('sha256', macKeys[i]).update(input).digest().copy(out, i * MAC_LEN, 0, MAC_LEN)
   return out
 }
 
-/** "mq-envelope-mac/2\0" || gh || u16(H) || header || SHA-256(payload) */
-function macInput2(grantHash: Buffer, headerBytes: Buffer, payloadDigest: Buffer): Buffer {
-  const b = Buffer.allocUnsafe(MAC2_CONTEXT.length + GRANT_HASH_LEN + 2 + headerBytes.length + payloadDigest.length)
-  let off = MAC2_CONTEXT.copy(b, 0)
+/** "mq-envelope-mac/2\0" (MQE2) or "mq-envelope-mac/3\0" (MQE3) || gh || u16(H) || header || SHA-256(payload) */
+function macInput2(f: BinaryFormat, grantHash: Buffer, headerBytes: Buffer, payloadDigest: Buffer): Buffer {
+  const b = Buffer.allocUnsafe(f.macContext.length + GRANT_HASH_LEN + 2 + headerBytes.length + payloadDigest.length)
+  let off = f.macContext.copy(b, 0)
   off += grantHash.copy(b, off)
   off = b.writeUInt16BE(headerBytes.length, off)
   off += headerBytes.copy(b, off)
@@ -440,11 +480,13 @@ export interface EnvelopeParts {
 export function isNativeEnvelope(buf: Buffer): boolean {
   if (buf.length < 4) return false
   const m = buf.subarray(0, 4)
-  return m.equals(ENVELOPE2_MAGIC) || m.equals(ENVELOPE_MAGIC)
+  return m.equals(ENVELOPE3_MAGIC) || m.equals(ENVELOPE2_MAGIC) || m.equals(ENVELOPE_MAGIC)
 }
 
-/** The parts of an MQE2 envelope, bounds-checked but not yet verified. */
+/** The parts of an MQE2 or MQE3 envelope, bounds-checked but not yet verified. */
 export interface Envelope2Parts {
+  /** 2 or 3, from the magic */
+  version: 2 | 3
   /** the signed grant and its signature when the envelope carries them */
   inline?: {grantBytes: Buffer; signature: Buffer}
   /** the hash of the grant when it does not */
@@ -478,6 +520,13 @@ class FieldReader {
     return this.bytes(n, what)
   }
 
+  u16(what: string): number {
+    this.need(2, what)
+    const n = this.buf.readUInt16BE(this.off)
+    this.off += 2
+    return n
+  }
+
   bytes(n: number, what: string): Buffer {
     this.need(n, what)
     const b = this.buf.subarray(this.off, this.off + n)
@@ -495,9 +544,14 @@ class FieldReader {
   }
 }
 
-/** Splits an MQE2 envelope; throws E_ENVELOPE_MALFORMED on any structural problem, never reads out of bounds. */
+/**
+ * Splits an MQE2 or MQE3 envelope (the same framing); throws E_ENVELOPE_MALFORMED on any structural
+ * problem, never reads out of bounds. The grant inside is parsed later (parseGrant, parseGrant3).
+ */
 export function parseEnvelope2(buf: Buffer): Envelope2Parts {
-  if (buf.length < 5 || !buf.subarray(0, 4).equals(ENVELOPE2_MAGIC)) throw bad('not an MQE2 envelope')
+  const magic = buf.subarray(0, 4)
+  const version = magic.equals(ENVELOPE3_MAGIC) ? 3 : magic.equals(ENVELOPE2_MAGIC) ? 2 : 0
+  if (buf.length < 5 || version === 0) throw bad('not an MQE2 or MQE3 envelope')
   const kind = buf[4]
   const r = new FieldReader(buf, 5)
   let inline: Envelope2Parts['inline']
@@ -509,7 +563,7 @@ export function parseEnvelope2(buf: Buffer): Envelope2Parts {
     grantHash = r.bytes(GRANT_HASH_LEN, 'grant hash')
   } else throw bad(`unknown envelope kind ${kind}`)
   const headerBytes = r.field(2, 'header')
-  return {grantHash, headerBytes, inline, ...r.tail()}
+  return {grantHash, headerBytes, inline, version, ...r.tail()}
 }
 
 const bad = (what: string): DataError =>
@@ -575,6 +629,111 @@ export function parseGrant(bytes: Buffer): Grant {
   return g as unknown as Grant
 }
 
+/** A JSON grant (MQE1, MQE2) as the opener uses it. */
+function jsonGrantInfo(g: Grant): GrantInfo {
+  return {encoding: 1, exp: g.exp, from: g.from, iat: g.iat, kid: g.kid, max: g.max, sfp: g.sfp, to: g.to.map((t) => ({fp: t.fp, name: t.name, wk: Buffer.from(t.wk, 'base64')}))}
+}
+
+/** The fields of a binary grant, as the sealer has them. */
+export interface Grant3Fields {
+  kid: Buffer
+  from: string
+  sfp: Buffer
+  iat: number
+  exp: number
+  max: number
+  to: {name: string; fp: Buffer; wk: Buffer}[]
+}
+
+/**
+ * The binary grant (docs/envelope.md, "Binary grant"): every field the sender signs, at a fixed
+ * place or length-prefixed, nothing encoded as text but the names. About 390 bytes with one recipient
+ * instead of about 680 as JSON with base64 and hex.
+ */
+export function encodeGrant3(g: Grant3Fields): Buffer {
+  const from = Buffer.from(g.from)
+  const names = g.to.map((t) => Buffer.from(t.name))
+  // what a receiver would refuse is refused here, before anything is signed or sent
+  for (const [name, b] of [[g.from, from], ...g.to.map((t, i): [string, Buffer] => [t.name, names[i]])] as [string, Buffer][]) {
+    if (b.length === 0 || b.length > MAX_NAME_BYTES) throw new UsageError('E_BAD_NAME', `The name "${name.slice(0, 40)}" is ${b.length} bytes: an envelope names identities of 1 to ${MAX_NAME_BYTES} bytes.`)
+  }
+  if (g.to.some((t) => t.wk.length === 0 || t.wk.length > MAX_WRAPPED_BYTES)) throw new UsageError('E_KEY_SIZE', `A recipient key is larger than RSA-8192: its wrapped key exceeds ${MAX_WRAPPED_BYTES} bytes.`)
+  let len = GRANT3_FIXED + 2 + from.length + 2
+  for (let i = 0; i < g.to.length; i++) len += 2 + names[i].length + FP_LEN + 2 + g.to[i].wk.length
+  const b = Buffer.allocUnsafe(len)
+  GRANT3_MAGIC.copy(b, 0)
+  b[4] = ALG3_ID
+  g.kid.copy(b, 5)
+  writeU64(b, g.iat, 21)
+  writeU64(b, g.exp, 29)
+  b.writeUInt32BE(g.max, 37)
+  g.sfp.copy(b, 41)
+  let off = b.writeUInt16BE(from.length, GRANT3_FIXED)
+  off += from.copy(b, off)
+  off = b.writeUInt16BE(g.to.length, off)
+  for (let i = 0; i < g.to.length; i++) {
+    off = b.writeUInt16BE(names[i].length, off)
+    off += names[i].copy(b, off)
+    off += g.to[i].fp.copy(b, off)
+    off = b.writeUInt16BE(g.to[i].wk.length, off)
+    off += g.to[i].wk.copy(b, off)
+  }
+  if (g.kid.length !== KID_LEN || g.sfp.length !== FP_LEN || off !== len || g.to.some((t) => t.fp.length !== FP_LEN)) throw new Error('binary grant layout')
+  return b
+}
+
+/** magic 4, alg 1, kid 16, iat 8, exp 8, max 4, sfp 32 */
+const GRANT3_FIXED = 4 + 1 + KID_LEN + 8 + 8 + 4 + FP_LEN
+
+function writeU64(b: Buffer, n: number, off: number): void {
+  b.writeUInt32BE(Math.floor(n / 2 ** 32), off)
+  b.writeUInt32BE(n % 2 ** 32, off + 4)
+}
+
+/**
+ * Parses a binary grant strictly: its magic and algorithm, every length within its bounds, names
+ * non-empty UTF-8 and distinct, validity and message count sane, and not one byte more or less than the
+ * fields describe (E_ENVELOPE_MALFORMED naming the field). The signature is checked by the caller.
+ */
+export function parseGrant3(b: Buffer): GrantInfo {
+  if (b.length < GRANT3_FIXED || !b.subarray(0, 4).equals(GRANT3_MAGIC)) throw bad(b.length >= 4 && !b.subarray(0, 4).equals(GRANT3_MAGIC) ? 'not a binary (MQG3) grant' : 'truncated grant')
+  if (b[4] !== ALG3_ID) throw bad(`unsupported grant algorithm ${b[4]}`)
+  const kid = b.toString('hex', 5, 5 + KID_LEN)
+  const iat = b.readUInt32BE(21) * 2 ** 32 + b.readUInt32BE(25)
+  const exp = b.readUInt32BE(29) * 2 ** 32 + b.readUInt32BE(33)
+  const max = b.readUInt32BE(37)
+  if (!Number.isSafeInteger(iat) || !Number.isSafeInteger(exp) || exp < iat || max === 0 || max > MAX_MESSAGES_PER_KEY) throw bad('grant validity')
+  const sfp = b.toString('hex', 41, 41 + FP_LEN)
+  const r = new FieldReader(b, GRANT3_FIXED)
+  const name = (what: string): string => {
+    const v = r.field(2, what, MAX_NAME_BYTES)
+    if (v.length === 0 || !isUtf8(v)) throw bad(`${what} is not a name`)
+    return v.toString('utf8')
+  }
+  const from = name('grant sender')
+  const n = r.u16('grant recipient count')
+  if (n === 0 || n > MAX_RECIPIENTS) throw bad('grant recipient count')
+  const to: GrantInfo['to'] = []
+  const seen = new Set<string>()
+  for (let i = 0; i < n; i++) {
+    const rn = name('grant recipient')
+    if (seen.has(rn)) throw bad('grant names a recipient twice')
+    seen.add(rn)
+    const fp = r.bytes(FP_LEN, 'grant recipient fingerprint').toString('hex')
+    const wk = r.field(2, 'grant wrapped key', MAX_WRAPPED_BYTES)
+    if (wk.length === 0) throw bad('grant wrapped key')
+    // copies: the grant may live in an envelope buffer that belongs to the caller
+    to.push({fp, name: rn, wk: Buffer.from(wk)})
+  }
+  if (r.off !== b.length) throw bad(`${b.length - r.off} trailing byte(s) after the grant`)
+  return {encoding: 3, exp, from, iat, kid, max, sfp, to}
+}
+
+/** A grant in the encoding its envelope format carries. */
+function parseGrantAs(encoding: 1 | 3, bytes: Buffer): GrantInfo {
+  return encoding === 3 ? parseGrant3(bytes) : jsonGrantInfo(parseGrant(bytes))
+}
+
 export function parseHeader(bytes: Buffer): EnvelopeHeader {
   const h = parseJson(bytes, 'header')
   if (h.v !== 1) throw bad(`unsupported header version ${String(h.v)}`)
@@ -599,7 +758,7 @@ export interface OpenerIdentity {
 export type SenderResolver = (name: string, fingerprint: string) => Promise<KeyObject>
 
 interface CachedKey {
-  grant: Grant
+  grant: GrantInfo
   index: number
   dataKey: Buffer
   macKey: Buffer
@@ -611,7 +770,7 @@ interface CachedKey {
 }
 
 /**
- * Verified grants kept by a receiver (signed and wrapped: nothing secret), so an MQE2 envelope that
+ * Verified grants kept by a receiver (signed and wrapped: nothing secret), so an MQE2/MQE3 envelope that
  * carries only its grant's hash still opens after a restart or when read later from a dead-letter queue.
  */
 export interface GrantStore {
@@ -662,16 +821,17 @@ export class EnvelopeOpener {
     this.grants = opts.grants
   }
 
-  private async unlock(grantHash: Buffer, inline?: {grantBytes: Buffer; signature: Buffer}): Promise<CachedKey> {
+  private async unlock(encoding: 1 | 3, grantHash: Buffer, inline?: {grantBytes: Buffer; signature: Buffer}): Promise<CachedKey> {
     // a stream uses one grant: the entry of the previous message, unless its sender is due for a recheck
     const recent = this.recent
-    if (recent && recent.hash.equals(grantHash) && this.now() - recent.checkedAt <= this.recheckMs) return recent
-    const k = await this.unlockSlow(grantHash, inline)
-    this.recent = k
+    let k = recent && recent.hash.equals(grantHash) && this.now() - recent.checkedAt <= this.recheckMs ? recent : undefined
+    if (!k) this.recent = k = await this.unlockSlow(encoding, grantHash, inline)
+    // an envelope format names its grant encoding: a grant verified for one format does not open the other
+    if (k.grant.encoding !== encoding) throw bad(`the grant is not the ${encoding === 3 ? 'binary' : 'JSON'} grant this envelope format carries`)
     return k
   }
 
-  private async unlockSlow(grantHash: Buffer, inline?: {grantBytes: Buffer; signature: Buffer}): Promise<CachedKey> {
+  private async unlockSlow(encoding: 1 | 3, grantHash: Buffer, inline?: {grantBytes: Buffer; signature: Buffer}): Promise<CachedKey> {
     const id = grantHash.toString('hex')
     const hit = this.cache.get(id)
     if (hit) {
@@ -697,7 +857,7 @@ export class EnvelopeOpener {
       }
       parts = stored
     }
-    const grant = parseGrant(parts.grantBytes)
+    const grant = parseGrantAs(encoding, parts.grantBytes)
     const index = grant.to.findIndex((t) => t.name === this.identity.name && t.fp === this.myFp)
     if (index < 0) {
       const named = grant.to.some((t) => t.name === this.identity.name)
@@ -710,11 +870,11 @@ export class EnvelopeOpener {
       )
     }
     const senderKey = await this.senderKey(grant)
-    const ok = verify('sha256', Buffer.concat([SIG_CONTEXT, parts.grantBytes]), {key: senderKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST}, parts.signature)
+    const ok = verify('sha256', Buffer.concat([encoding === 3 ? SIG3_CONTEXT : SIG_CONTEXT, parts.grantBytes]), {key: senderKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST}, parts.signature)
     if (!ok) throw fail('E_ENVELOPE_SIGNATURE', `The key grant is not signed by ${grant.from}.`, 'treat the message as forged; it was altered or signed by someone else.')
     let keys: Buffer
     try {
-      keys = privateDecrypt({key: this.identity.encPrivateKey, oaepHash: 'sha256', padding: constants.RSA_PKCS1_OAEP_PADDING}, Buffer.from(grant.to[index].wk, 'base64'))
+      keys = privateDecrypt({key: this.identity.encPrivateKey, oaepHash: 'sha256', padding: constants.RSA_PKCS1_OAEP_PADDING}, grant.to[index].wk)
     } catch {
       throw fail('E_ENVELOPE_UNWRAP', 'The data key cannot be unwrapped with our private key.', 'treat the message as corrupt; the sender signed a key we cannot decrypt.')
     }
@@ -730,7 +890,7 @@ export class EnvelopeOpener {
   }
 
   /** The sender's certified signing key, which must be the one the grant names. */
-  private async senderKey(grant: Grant): Promise<KeyObject> {
+  private async senderKey(grant: GrantInfo): Promise<KeyObject> {
     let senderKey: KeyObject
     try {
       senderKey = await this.resolveSender(grant.from, grant.sfp)
@@ -755,20 +915,23 @@ export class EnvelopeOpener {
   }
 
   async open(buf: Buffer): Promise<Opened> {
-    if (buf.length >= 4 && buf.subarray(0, 4).equals(ENVELOPE2_MAGIC)) return this.open2(buf)
+    const m = buf.subarray(0, 4)
+    if (m.equals(ENVELOPE3_MAGIC) || m.equals(ENVELOPE2_MAGIC)) return this.open2(buf)
     return this.open1(buf)
   }
 
+  /** MQE3 (binary grant) and MQE2 (JSON grant): the same framing and checks, each under its own contexts */
   private async open2(buf: Buffer): Promise<Opened> {
     const parts = parseEnvelope2(buf)
+    const f = parts.version === 3 ? FORMAT3 : FORMAT2
     const grantHash = parts.inline ? this.inlineHash(parts.inline.grantBytes, parts.inline.signature) : parts.grantHash!
-    const k = await this.unlock(grantHash, parts.inline)
-    const header = decodeHeader2(parts.headerBytes)
+    const k = await this.unlock(f.grantEncoding, grantHash, parts.inline)
+    const header = decodeHeader2(f, parts.headerBytes)
     const {grant} = k
     // the grant hash in the AAD binds sender, recipients and key id; the header binds id, time and position
     checkWithinGrant(grant, header.seq, header.ts, parts.macs)
-    const payload = gcmOpen(k.dataKey, header.nonce, aad2(grantHash, parts.headerBytes, parts.macs), parts.ciphertext, parts.tag)
-    checkOwnMac(k, parts.macs, () => createHmac('sha256', k.macKey).update(macInput2(grantHash, parts.headerBytes, sha256(payload))).digest().subarray(0, MAC_LEN))
+    const payload = gcmOpen(k.dataKey, header.nonce, aad2(f, grantHash, parts.headerBytes, parts.macs), parts.ciphertext, parts.tag)
+    checkOwnMac(k, parts.macs, () => createHmac('sha256', k.macKey).update(macInput2(f, grantHash, parts.headerBytes, sha256(payload))).digest().subarray(0, MAC_LEN))
     return {
       contentType: header.ct,
       format: 'native',
@@ -787,7 +950,7 @@ export class EnvelopeOpener {
   private async open1(buf: Buffer): Promise<Opened> {
     const parts = parseEnvelope(buf)
     const grantHash = this.inlineHash(parts.grantBytes, parts.signature)
-    const k = await this.unlock(grantHash, parts)
+    const k = await this.unlock(1, grantHash, parts)
     const header = parseHeader(parts.headerBytes)
     const {grant} = k
     if (header.kid !== grant.kid || header.from !== grant.from) throw fail('E_ENVELOPE_HEADER', 'The message header does not match its signed key grant.', 'treat the message as forged.')

@@ -302,7 +302,7 @@ export async function receiveLoop<D extends LoopDelivery>(client: ConsumerClient
   let rejected = 0
   let duplicates = 0
   const held: D[] = []
-  // deliveries that name a grant this receiver has not seen (MQE2 reference): kept unacked while the
+  // deliveries that name a grant this receiver has not seen (an MQE2/MQE3 reference): kept unacked while the
   // stream may still bring it (senders repeat it every second), retried whenever a new grant is learned
   const waiting = new Map<D, number>()
   let learned = receiver.opener.grantsLearned

@@ -157,7 +157,7 @@ export class ReplayGuard {
     if (!cols.some((c) => c.name === 'batch')) db.exec('ALTER TABLE accepted_ids ADD COLUMN batch INTEGER')
     db.exec('CREATE TABLE IF NOT EXISTS written_batches (batch INTEGER PRIMARY KEY)')
     db.exec('CREATE INDEX IF NOT EXISTS accepted_ids_ts ON accepted_ids (ts)')
-    // verified MQE2 grants (signed, wrapped: no secret), for envelopes that carry only a grant's hash
+    // verified grants of MQE2/MQE3 envelopes (signed, wrapped: no secret), for envelopes that carry only a grant's hash
     db.exec('CREATE TABLE IF NOT EXISTS grants (hash BLOB PRIMARY KEY, grant_bytes BLOB NOT NULL, signature BLOB NOT NULL, exp INTEGER NOT NULL) WITHOUT ROWID')
     const g = new ReplayGuard(db, identity, opts)
     await g.prune()

@@ -199,7 +199,7 @@ export function sendFailure(failed: unknown, confirmed: number, total: number, q
     e?.code === 'E_UNROUTABLE' && queue
       ? `Try this: create the queue first (mq queue declare ${queue}).`
       : e?.code === 'E_FRAME_TOO_LARGE'
-        ? 'Try this: split the payload (an envelope adds up to about 1.2 KB, plus 420 B per further recipient), or raise broker.max_payload on the broker.'
+        ? 'Try this: split the payload (an envelope adds up to about 750 B, plus 310 B per further recipient), or raise broker.max_payload on the broker.'
         : e?.hint
   return new MqError(e?.code ?? 'E_SEND_FAILED', `${confirmed} of ${total} message(s) confirmed; the first failure: ${errorText(failed)}`, {
     cause: failed,

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict'
-import {type KeyObject, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes} from 'node:crypto'
+import {type KeyObject, constants, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign} from 'node:crypto'
 import {readFileSync} from 'node:fs'
 import {describe, it} from 'node:test'
 
-import {EnvelopeOpener, EnvelopeSealer, type GrantStore, spkiSha256, parseEnvelope2} from '../../../src/lib/crypto/envelope.js'
+import {EnvelopeOpener, EnvelopeSealer, type GrantStore, encodeGrant3, parseEnvelope2, parseGrant3, spkiSha256} from '../../../src/lib/crypto/envelope.js'
 import {isDefinitiveRejection} from '../../../src/lib/crypto/recv.js'
 import {MqError} from '../../../src/lib/errors.js'
 
@@ -105,16 +105,16 @@ describe('native envelope', () => {
     const parts = parseEnvelope2(envelope)
     // bob knows the data key: he re-encrypts another payload under the same grant, keeping the MACs
     const {createCipheriv, createHash} = await import('node:crypto')
-    const bobKey = opener(bob) as unknown as {unlock: (h: Buffer, g: unknown) => Promise<{dataKey: Buffer}>}
+    const bobKey = opener(bob) as unknown as {unlock: (encoding: number, h: Buffer, g: unknown) => Promise<{dataKey: Buffer}>}
     const {grantBytes, signature} = parts.inline!
     const gl = Buffer.alloc(4)
     gl.writeUInt32BE(grantBytes.length)
     const grantHash = createHash('sha256').update(gl).update(grantBytes).update(signature).digest()
-    const {dataKey} = await bobKey.unlock(grantHash, parts.inline)
+    const {dataKey} = await bobKey.unlock(3, grantHash, parts.inline)
     const nonce = parts.headerBytes.subarray(13, 25)
     const u16 = (n: number) => Buffer.from([n >> 8, n & 0xff])
     const c = createCipheriv('aes-256-gcm', dataKey, nonce)
-    c.setAAD(Buffer.concat([Buffer.from('MQE2'), grantHash, u16(parts.headerBytes.length), parts.headerBytes, u16(parts.macs.length), parts.macs]))
+    c.setAAD(Buffer.concat([Buffer.from('MQE3'), grantHash, u16(parts.headerBytes.length), parts.headerBytes, u16(parts.macs.length), parts.macs]))
     const ct = Buffer.concat([c.update(Buffer.from('forged!!')), c.final()])
     const prefix = envelope.subarray(0, envelope.length - parts.ciphertext.length - 16)
     const forged = Buffer.concat([prefix, ct, c.getAuthTag()])
@@ -181,15 +181,15 @@ const memoryGrants = (): GrantStore & {size: () => number} => {
   }
 }
 
-describe('MQE2 envelope: binary header, the signed grant inline now and then, else its hash', () => {
-  it('carries the grant in the first message and every grantEvery-th, the others 1 KB smaller, all opening verified', async () => {
+describe('MQE3 envelope: binary header, the signed binary grant inline now and then, else its hash', () => {
+  it('carries the grant in the first message and every grantEvery-th, the others 600 B smaller, all opening verified', async () => {
     const s = sealer(alice, [bob], {grantEvery: 100})
     const o = opener(bob)
     const sizes: number[] = []
     for (let i = 0; i < 250; i++) {
       const payload = randomBytes(256)
       const sealed = s.seal(payload, {headers: i === 3 ? {k: 'v'} : undefined})
-      assert.equal(sealed.envelope.subarray(0, 4).toString(), 'MQE2')
+      assert.equal(sealed.envelope.subarray(0, 4).toString(), 'MQE3')
       assert.equal(sealed.grantInline, i % 100 === 0, `message ${i}`)
       sizes.push(sealed.envelope.length)
       const m = await o.open(sealed.envelope)
@@ -203,7 +203,7 @@ describe('MQE2 envelope: binary header, the signed grant inline now and then, el
     assert.equal(o.unwraps, 1)
     // a reference costs the grant hash instead of the grant and its signature
     assert.ok(sizes[1] - 256 <= 124, `reference overhead ${sizes[1] - 256} B`)
-    assert.ok(sizes[0] - sizes[1] > 800, `inline grant adds ${sizes[0] - sizes[1]} B`)
+    assert.ok(sizes[0] - sizes[1] > 550, `inline grant adds ${sizes[0] - sizes[1]} B`)
   })
 
   it('by default every envelope carries its grant: a receiver that saw none of the others opens any one of them', async () => {
@@ -311,5 +311,200 @@ describe('MQE1 envelopes written by earlier versions', () => {
     }
     const both = fx.envelopes.find((e) => e.to.length === 2)!
     assert.equal((await old('carol', fx.carolEncPrivate).open(Buffer.from(both.b64, 'base64'))).payload.toString(), both.payload)
+  })
+})
+
+/** Where each part of an inline MQE3 envelope lies (docs/envelope.md), for tampering with one field at a time. */
+function layout3(env: Buffer) {
+  const G = env.readUInt32BE(5)
+  const grant = 9
+  const sigLen = grant + G
+  const sig = sigLen + 2
+  const hdrLen = sig + env.readUInt16BE(sigLen)
+  const hdr = hdrLen + 2
+  const macLen = hdr + env.readUInt16BE(hdrLen)
+  const ct = macLen + 2 + env.readUInt16BE(macLen)
+  return {G, ct, grant, hdr, hdrLen, macLen, sig, sigLen}
+}
+
+/** The envelope with its grant replaced by `grant`, signed by `key` under `context` (the rest kept as it was). */
+function withGrant(env: Buffer, grant: Buffer, key: KeyObject, context = 'mq-envelope-grant/3\0'): Buffer {
+  const {hdrLen} = layout3(env)
+  const signature = sign('sha256', Buffer.concat([Buffer.from(context), grant]), {key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_DIGEST})
+  const g = Buffer.alloc(4)
+  g.writeUInt32BE(grant.length)
+  const s = Buffer.from([signature.length >> 8, signature.length & 0xff])
+  return Buffer.concat([env.subarray(0, 5), g, grant, s, signature, env.subarray(hdrLen)])
+}
+
+describe('MQE3 binary grant: the sender signs every field it claims, parsed strictly', () => {
+  const s = sealer(alice, [bob, carol])
+  const sealed = s.seal(Buffer.from('fields matter'), {headers: {k: 'v'}})
+  const env = sealed.envelope
+  const L = layout3(env)
+  const g = L.grant
+  // the grant's layout: magic 0, alg 4, kid 5, iat 21, exp 29, max 37, sfp 41, u16+from 73 ("alice"),
+  // u16 count 80, then u16+name ("bob") 82, fp 87, u16+wk 119 (256 bytes) 121, then carol's entry 377
+  const flip = (off: number) => (b: Buffer) => void (b[off] ^= 0x01)
+  const cases: [string, (b: Buffer) => void, string][] = [
+    ['envelope magic (MQE3 -> MQE2)', flip(3), 'E_ENVELOPE_MALFORMED'],
+    ['envelope kind', flip(4), 'E_ENVELOPE_MALFORMED'],
+    ['grant length', flip(8), 'E_ENVELOPE_MALFORMED'],
+    ['grant magic', flip(g + 3), 'E_ENVELOPE_MALFORMED'],
+    ['grant algorithm', flip(g + 4), 'E_ENVELOPE_MALFORMED'],
+    ['key id', flip(g + 5), 'E_ENVELOPE_SIGNATURE'],
+    ['issued at', flip(g + 28), 'E_ENVELOPE_SIGNATURE'],
+    ['expires', flip(g + 36), 'E_ENVELOPE_SIGNATURE'],
+    ['message limit', flip(g + 40), 'E_ENVELOPE_SIGNATURE'],
+    ['sender key fingerprint', flip(g + 41), 'E_SENDER_KEY_MISMATCH'],
+    ['sender name length', flip(g + 74), 'E_ENVELOPE_MALFORMED'],
+    ['sender name (alice -> carol, whose key did not sign)', (b) => void b.write('carol', g + 75), 'E_SENDER_KEY_MISMATCH'],
+    ['recipient count', flip(g + 81), 'E_ENVELOPE_MALFORMED'],
+    ['recipient name', flip(g + 86), 'E_ENVELOPE_NOT_FOR_ME'],
+    ['recipient key fingerprint', flip(g + 87), 'E_ENVELOPE_NOT_FOR_ME'],
+    ['wrapped key length', flip(g + 120), 'E_ENVELOPE_MALFORMED'],
+    ['wrapped key', flip(g + 130), 'E_ENVELOPE_SIGNATURE'],
+    ['another recipient name', flip(g + 379), 'E_ENVELOPE_SIGNATURE'],
+    ['another recipient wrapped key', flip(L.sigLen - 1), 'E_ENVELOPE_SIGNATURE'],
+    ['signature length', flip(L.sigLen + 1), 'E_ENVELOPE_MALFORMED'],
+    ['signature', flip(L.sig + 10), 'E_ENVELOPE_SIGNATURE'],
+    ['header length', flip(L.hdrLen + 1), 'E_ENVELOPE_MALFORMED'],
+    ['header version', flip(L.hdr), 'E_ENVELOPE_MALFORMED'],
+    ['timestamp', flip(L.hdr + 8), 'E_ENVELOPE_TAG'],
+    ['message number', flip(L.hdr + 12), 'E_ENVELOPE_TAG'],
+    ['nonce', flip(L.hdr + 13), 'E_ENVELOPE_TAG'],
+    ['message id', flip(L.hdr + 28), 'E_ENVELOPE_TAG'],
+    ['user header value', flip(L.macLen - 3), 'E_ENVELOPE_TAG'],
+    ['MAC block', flip(L.macLen + 2), 'E_ENVELOPE_TAG'],
+    ['ciphertext', flip(L.ct), 'E_ENVELOPE_TAG'],
+    ['GCM tag', flip(env.length - 1), 'E_ENVELOPE_TAG'],
+  ]
+  for (const [what, tamper, code] of cases) {
+    it(`refuses a tampered ${what}: ${code}, a verdict that dead-letters it`, async () => {
+      const bad = Buffer.from(env)
+      tamper(bad)
+      const e = await rejects(opener(bob).open(bad), code)
+      assert.equal(isDefinitiveRejection(e), true)
+    })
+  }
+
+  it('the untampered envelope opens, for each recipient, with its fields as sealed', async () => {
+    assert.equal(parseGrant3(env.subarray(g, g + L.G)).from, 'alice')
+    for (const who of [bob, carol]) {
+      const m = await opener(who).open(env)
+      assert.equal(m.payload.toString(), 'fields matter')
+      assert.equal(m.sender, 'alice')
+      assert.deepEqual(m.recipients, ['bob', 'carol'])
+      assert.equal(m.keyId, sealed.keyId)
+      assert.deepEqual(m.headers, {k: 'v'})
+    }
+  })
+
+  it('refuses a grant the sender signed that is cut short or extended, naming what is wrong', async () => {
+    const grant = env.subarray(g, g + L.G)
+    const cases: [Buffer, RegExp][] = [
+      [Buffer.concat([grant, Buffer.from([0])]), /Malformed envelope: 1 trailing byte\(s\) after the grant/],
+      [Buffer.concat([grant, randomBytes(40)]), /Malformed envelope: 40 trailing byte\(s\) after the grant/],
+      [grant.subarray(0, grant.length - 1), /Malformed envelope: truncated grant wrapped key/],
+      [grant.subarray(0, 60), /Malformed envelope: truncated grant/],
+      [grant.subarray(0, 77), /Malformed envelope: truncated grant sender/],
+    ]
+    for (const [bytes, message] of cases) {
+      const e = await rejects(opener(bob).open(withGrant(env, bytes, alice.sig.privateKey)), 'E_ENVELOPE_MALFORMED')
+      assert.match(e.message, message)
+    }
+    // well-formed and signed, but re-signed: the grant hash in the AAD changed, so the message does not open
+    await rejects(opener(bob).open(withGrant(env, grant, alice.sig.privateKey)), 'E_ENVELOPE_TAG')
+  })
+
+  it('refuses signed grants that break the rules: a recipient twice, no messages allowed, expiry before issue', async () => {
+    const p = parseGrant3(env.subarray(g, g + L.G))
+    const fields = {
+      exp: p.exp,
+      from: p.from,
+      iat: p.iat,
+      kid: Buffer.from(p.kid, 'hex'),
+      max: p.max,
+      sfp: Buffer.from(p.sfp, 'hex'),
+      to: p.to.map((t) => ({fp: Buffer.from(t.fp, 'hex'), name: t.name, wk: t.wk})),
+    }
+    const bad: [Buffer, RegExp][] = [
+      [encodeGrant3({...fields, to: [fields.to[0], fields.to[0]]}), /names a recipient twice/],
+      [encodeGrant3({...fields, max: 0}), /grant validity/],
+      [encodeGrant3({...fields, exp: fields.iat - 1}), /grant validity/],
+      [encodeGrant3({...fields, to: []}), /grant recipient count/],
+    ]
+    for (const [grant, message] of bad) assert.match((await rejects(opener(bob).open(withGrant(env, grant, alice.sig.privateKey)), 'E_ENVELOPE_MALFORMED')).message, message)
+    // the round trip keeps every field
+    assert.deepEqual(parseGrant3(encodeGrant3(fields)), p)
+  })
+
+  it('a binary grant signed under the JSON grant context is refused (the contexts keep the encodings apart)', async () => {
+    const grant = env.subarray(g, g + L.G)
+    await rejects(opener(bob).open(withGrant(env, grant, alice.sig.privateKey, 'mq-envelope-grant/1\0')), 'E_ENVELOPE_SIGNATURE')
+  })
+
+  it('is binary on the wire: the wrapped key is the raw RSA-OAEP block, the envelope about 740 B over the payload with one recipient, 290 B more per recipient', () => {
+    const one = sealer(alice, [bob], {grantEvery: 1}).seal(Buffer.alloc(256)).envelope
+    const three = sealer(alice, [bob, carol, dave], {grantEvery: 1}).seal(Buffer.alloc(256)).envelope
+    const l1 = layout3(one)
+    const grant = parseGrant3(one.subarray(l1.grant, l1.grant + l1.G))
+    assert.equal(grant.to[0].wk.length, 256)
+    assert.ok(one.subarray(l1.grant, l1.grant + l1.G).includes(grant.to[0].wk))
+    // MQE2 carried 1,169 B (JSON grant with base64 and hex) with one recipient, about 2,100 B with three
+    assert.ok(one.length - 256 <= 760, `one recipient: ${one.length - 256} B`)
+    assert.ok(three.length - 256 <= 760 + 2 * (290 + 16) + 16, `three recipients: ${three.length - 256} B`)
+  })
+})
+
+describe('MQE2 envelopes written by the previous version', () => {
+  const fx = JSON.parse(readFileSync(new URL('../../../../test/unit/crypto/fixtures/mqe2.json', import.meta.url), 'utf8')) as {
+    aliceSignPublic: string
+    bobEncPrivate: string
+    carolEncPrivate: string
+    envelopes: {to: string[]; id: string; inline: boolean; payload: string; headers: Record<string, string>; b64: string}[]
+  }
+  const aliceKey = createPublicKey(fx.aliceSignPublic)
+  const old = (name: string, pem: string, grants?: GrantStore) =>
+    new EnvelopeOpener({grants, identity: {encPrivateKey: createPrivateKey(pem), name}, resolveSender: async (n) => (n === 'alice' ? aliceKey : Promise.reject(new Error(n)))})
+  const buf = (id: string) => Buffer.from(fx.envelopes.find((e) => e.id === id)!.b64, 'base64')
+
+  it('still open, verified: an inline grant, a reference to it (also from the grant store after a restart), several recipients', async () => {
+    const grants = memoryGrants()
+    const bobOpener = old('bob', fx.bobEncPrivate, grants)
+    for (const e of fx.envelopes) {
+      const b = Buffer.from(e.b64, 'base64')
+      assert.equal(b.subarray(0, 4).toString(), 'MQE2')
+      const m = await bobOpener.open(b)
+      assert.equal(m.payload.toString(), e.payload)
+      assert.equal(m.messageId, e.id)
+      assert.equal(m.sender, 'alice')
+      assert.deepEqual(m.recipients, e.to)
+      assert.deepEqual(m.headers, e.headers)
+      const bad = Buffer.from(b)
+      bad[bad.length - 20] ^= 0x01
+      await rejects(bobOpener.open(bad), 'E_ENVELOPE_TAG')
+    }
+    assert.equal((await old('bob', fx.bobEncPrivate, grants).open(buf('mqe2-ref'))).payload.toString(), 'second, a reference to the grant above')
+    assert.equal((await old('carol', fx.carolEncPrivate).open(buf('mqe2-both'))).payload.toString(), 'for bob and carol')
+  })
+
+  it('relabelled as MQE3 they are refused: the JSON grant is no binary grant, also when it is already known by its hash', async () => {
+    const bobOpener = old('bob', fx.bobEncPrivate)
+    const relabel = (b: Buffer) => Buffer.concat([Buffer.from('MQE3'), b.subarray(4)])
+    assert.match((await rejects(bobOpener.open(relabel(buf('mqe2-one'))), 'E_ENVELOPE_MALFORMED')).message, /not a binary \(MQG3\) grant/)
+    await bobOpener.open(buf('mqe2-one'))
+    assert.match((await rejects(bobOpener.open(relabel(buf('mqe2-ref'))), 'E_ENVELOPE_MALFORMED')).message, /not the binary grant this envelope format carries/)
+  })
+})
+
+describe('MQE3 sealing refuses what no receiver would open', () => {
+  it('a sender or recipient name longer than 1,024 bytes is refused before anything is sent', () => {
+    const long = 'x'.repeat(1025)
+    assert.throws(() => new EnvelopeSealer({recipients: [{encPublicKey: bob.enc.publicKey, name: long}], sender: {name: 'alice', signPrivateKey: alice.sig.privateKey}}).seal(Buffer.from('x')), /E_BAD_NAME|1025 bytes/)
+    assert.throws(() => new EnvelopeSealer({recipients: [{encPublicKey: bob.enc.publicKey, name: 'bob'}], sender: {name: long, signPrivateKey: alice.sig.privateKey}}).seal(Buffer.from('x')), (e: unknown) => e instanceof MqError && e.code === 'E_BAD_NAME')
+    // 1,024 bytes is still a name
+    const ok = new EnvelopeSealer({recipients: [{encPublicKey: bob.enc.publicKey, name: 'b'.repeat(1024)}], sender: {name: 'alice', signPrivateKey: alice.sig.privateKey}}).seal(Buffer.from('x'))
+    assert.equal(ok.envelope.subarray(0, 4).toString(), 'MQE3')
   })
 })
