@@ -28,6 +28,8 @@ export class SocketReader {
   private ended = false
   private failure?: Error
   private wake?: () => void
+  private stallTimer?: NodeJS.Timeout
+  private onStall?: () => void
   /** epoch ms by which the current request must be complete (slow peers), if any */
   deadline?: number
 
@@ -48,6 +50,7 @@ export class SocketReader {
     })
     sock.on('close', () => {
       this.ended = true
+      if (this.stallTimer) clearTimeout(this.stallTimer)
       this.notify()
     })
     sock.on('error', (error: Error) => {
@@ -62,6 +65,26 @@ export class SocketReader {
 
   get isEnded(): boolean {
     return this.ended
+  }
+
+  /**
+   * The usual wait (stallMs, no deadline: a connection between requests, a client awaiting its
+   * reply) re-arms one timer per reader instead of creating and clearing one per wait: with one
+   * wait per small request, a new timer each time (its list created and dropped with it) cost
+   * about as much as the rest of the wait. A firing with no wait pending does nothing; the timer
+   * ends with the stream ('close').
+   */
+  private armStall(fire: () => void): void {
+    this.onStall = fire
+    if (this.stallTimer) {
+      this.stallTimer.refresh()
+      return
+    }
+    this.stallTimer = setTimeout(() => {
+      const f = this.onStall
+      this.onStall = undefined
+      f?.()
+    }, this.stallMs)
   }
 
   private notify(): void {
@@ -83,12 +106,16 @@ export class SocketReader {
         if (wait <= 0 || left < wait) wait = left
       }
       await new Promise<void>((resolve, reject) => {
-        const timer = wait > 0 ? setTimeout(() => {
+        const fire = () => {
           this.wake = undefined
           reject(new StallTimeout(stallMs, this.deadline !== undefined && Date.now() >= this.deadline ? 'request not complete by its deadline' : undefined))
-        }, wait) : undefined
+        }
+        let timer: NodeJS.Timeout | undefined
+        if (wait > 0 && wait === this.stallMs) this.armStall(fire)
+        else if (wait > 0) timer = setTimeout(fire, wait)
         this.wake = () => {
           if (timer) clearTimeout(timer)
+          this.onStall = undefined
           resolve()
         }
       })

@@ -140,7 +140,10 @@ test('mq relay bench --json runs end to end with small sizes and reports both fi
     assert.equal(out.messages, 20)
     assert.ok(out.send_msgs_per_s > 0 && out.end_to_end_msgs_per_s > 0)
     assert.ok(out.file_upload_mib_per_s > 0 && out.file_download_mib_per_s > 0)
-    assert.match(out.baseline.name, /loopback TCP/)
+    assert.match(out.baseline.name, /loopback TCP twin/)
+    // CPU per text and per baseline round trip, and the disk's own rate for the file's bytes
+    assert.ok(out.send_cpu_us > 0 && out.baseline.roundtrip_cpu_us > 0)
+    assert.ok(out.disk_mib_per_s > 0)
     // the issue's figures: p99 and errors of the texts, the ratios against their targets, peak memory
     assert.equal(out.send_errors, 0)
     assert.ok(out.send_p99_ms >= out.send_p50_ms && out.send_p50_ms > 0)
@@ -150,7 +153,8 @@ test('mq relay bench --json runs end to end with small sizes and reports both fi
     const text = await runCli(['relay', 'bench', '--messages', '20', '--file-mib', '1'], {home: h.dir})
     assert.equal(text.code, 0, text.stderr)
     assert.match(text.stdout, /send .* p99 [\d.]+ ms, errors 0 .*target >= 0\.5x: (met|not met)/)
-    assert.match(text.stdout, /file up .*target >= 0\.6x: (met|not met)/)
+    assert.match(text.stdout, /file up .*target >= 0\.6x: (met|not met); this disk: [\d.]+ MiB\/s written with fsync/)
+    assert.match(text.stdout, /send CPU +[\d.]+ us per text .* baseline [\d.]+ us per round trip/)
   } finally {
     h.cleanup()
   }
