@@ -175,6 +175,32 @@ function startWriter(): void {
       rowGone(r.group_id)
     },
   }
+  /**
+   * Acks' deletes, DELETE_CHUNK rows per statement: one statement per acked message (bind, step,
+   * reset) was the writer's largest item at 256 B, more than the grouped inserts. A short chunk is
+   * padded with seq 0, which no row has (seqs start at 1).
+   */
+  const DELETE_CHUNK = 32
+  const delChunkRows = db.prepare(`DELETE FROM messages WHERE seq IN (${Array.from({length: DELETE_CHUNK}, () => '?').join(',')}) RETURNING queue, COALESCE(size, length(body)) AS size, group_id`)
+  const delSeqs: number[] = new Array(DELETE_CHUNK).fill(0)
+  let delFill = 0
+  /** queues a delete; deleteQueued() runs them (before anything that could read or rewrite the rows) */
+  function deleteLater(seq: number): void {
+    delSeqs[delFill++] = seq
+    if (delFill === DELETE_CHUNK) deleteQueued()
+  }
+  function deleteQueued(): void {
+    if (delFill === 0) return
+    if (delFill === 1) del.run(delSeqs[0])
+    else {
+      delSeqs.fill(0, delFill)
+      for (const r of delChunkRows.all(delSeqs) as {queue: string; size: number | null; group_id: number | null}[]) {
+        counted(r.queue, -1, -(r.size ?? 0))
+        rowGone(r.group_id)
+      }
+    }
+    delFill = 0
+  }
   const cnt = db.prepare('UPDATE messages SET delivery_count = ? WHERE seq = ?')
   const exch = db.prepare('INSERT OR REPLACE INTO exchanges (name, type) VALUES (?, ?)')
   const queue = db.prepare('INSERT OR REPLACE INTO queues (name, dead_letter, ttl_ms, max_length) VALUES (?,?,?,?)')
@@ -214,7 +240,9 @@ function startWriter(): void {
       if (pendingSeqs.has(seq)) flushGroup()
       p += 9
       if (kind === REC_DELETE) {
-        del.run(seq)
+        // order among a run's records does not matter for a delete: a seq is inserted once, and a
+        // delete of a row still in the pending group closed that group just above
+        deleteLater(seq)
       } else if (kind === REC_DELETE_BIG) {
         delBig(seq, buf.readUInt32LE(p))
         p += 4
@@ -223,6 +251,7 @@ function startWriter(): void {
         p += 4
       } else throw new Error(`corrupt batch: record kind ${kind}`)
     }
+    deleteQueued()
     flushGroup()
   }
 
@@ -231,6 +260,8 @@ function startWriter(): void {
   /** batches applied in one transaction: one commit, one fsync for all of them */
   const apply = db.transaction((batches: Batch[]) => {
     deltas.clear()
+    // deletes queued by a transaction that threw were rolled back with it
+    delFill = 0
     for (const b of batches) applyOps(b.ops, b.shared ?? [])
     writeDeltas()
     writeLive()
