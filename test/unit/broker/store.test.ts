@@ -452,3 +452,40 @@ test('acks of many messages in one commit (several delete chunks, two queues, tw
     h.cleanup()
   }
 })
+
+test('delivery counts reach broker.db whether a message was delivered before its insert was committed or after', async () => {
+  const h = tempHome()
+  const dir = join(h.dir, 'data')
+  const keyFile = join(h.dir, 'secrets', 'broker.key')
+  const open: DurableStore[] = []
+  try {
+    const store = new DurableStore(dir, 0, {keyFile})
+    open.push(store)
+    const e = new Engine({store})
+    e.declareQueue('dc', {durable: true})
+    const s = e.openSession('c', {deliver: () => {}, writable: () => true})
+    e.publish('', 'dc', Buffer.from('before'), {messageId: 'before'})
+    // delivered twice before the commit that inserts it
+    e.nack(s, e.get(s, 'dc')!.deliveryTag, true)
+    e.nack(s, e.get(s, 'dc')!.deliveryTag, true)
+    await store.flush()
+    e.publish('', 'dc', Buffer.from('after'), {messageId: 'after'})
+    await store.flush()
+    // 'before' a third time, 'after' once: both after their inserts were committed
+    const d1 = e.get(s, 'dc')!
+    const d2 = e.get(s, 'dc')!
+    assert.deepEqual([d1.msg.messageId, d1.msg.deliveryCount, d2.msg.messageId, d2.msg.deliveryCount], ['before', 3, 'after', 1])
+    await store.flush()
+    await store.close()
+    const store2 = new DurableStore(dir, 0, {keyFile})
+    open.push(store2)
+    const e2 = new Engine({store: store2})
+    const q = peekQueue(e2, 'dc')
+    // stored 3 and 1; peekQueue's get is one delivery more
+    assert.deepEqual(q.map((m) => [m.messageId, m.deliveryCount, m.redelivered]), [['before', 4, true], ['after', 2, true]])
+    await store2.close()
+  } finally {
+    for (const st of open) await st.close().catch(() => {})
+    h.cleanup()
+  }
+})
