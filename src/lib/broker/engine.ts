@@ -440,6 +440,16 @@ export class Engine {
     }
   }
 
+  /** True when the queues hold at least `messages` ready messages, in memory or paged out (a backlog). */
+  holdsBacklog(messages: number): boolean {
+    let n = 0
+    for (const q of this.queues.values()) {
+      n += q.messages
+      if (n >= messages) return true
+    }
+    return false
+  }
+
   /** Starts the TTL sweep and rate sampling timers (servers; unit tests may skip this). */
   start(): void {
     this.sweepTimer = setInterval(() => {

@@ -21,15 +21,26 @@ export function limitHeapGrowth(percent: number): void {
   setFlagsFromString(`--heap-growing-percent=${Math.max(0, Math.round(percent))}`)
 }
 
+/** ready messages (in memory or paged out) from which a broker holds a backlog (see HeapGrowthGovernor.backlog) */
+export const BACKLOG_MESSAGES = 10_000
+
 /**
- * Caps heap growth only while the broker is big (RSS above broker.heap_growing_above): the cap costs
- * the durable hot path about a fifth of its throughput in more frequent full GCs (256 B, interleaved
- * A/B), which a broker far from its memory goal need not pay. Below 85 % of the threshold V8's own
- * factor comes back (0), so a broker that has drained its backlog is fast again.
+ * Caps heap growth only while the broker is big (RSS above broker.heap_growing_above) and holds a
+ * backlog: the cap costs the hot path dearly, which a broker far from its memory goal need not pay.
+ * V8 applies the growing factor to its global limit, ArrayBuffer memory included, so at 25 % the
+ * buffers every message passes through (TLS chunks, frame bodies, store batches, output arenas)
+ * forced a full GC every few MB (28 mark-compacts per 30,000 durable 4 KiB messages): in-memory
+ * 4 KiB, the broker's CPU per message was 26-27 us capped against 16-19 us uncapped, 256 B 2.9-3.2
+ * against 2.0-2.2 us (interleaved A/B; RSS under load ~50 MiB higher uncapped). A broker's RSS
+ * under plain load (no backlog) is above 160 MiB by now, so RSS alone no longer told a
+ * busy broker from a big one. Below 85 % of the threshold, or without a backlog, V8's own factor
+ * comes back (0), so a broker that has drained its backlog is fast again.
  */
 export class HeapGrowthGovernor {
   capped = false
   private timer: NodeJS.Timeout | undefined
+  /** true while the broker holds a backlog (set once the engine exists; unset: always) */
+  backlog?: () => boolean
 
   constructor(
     private readonly percent: number,
@@ -39,11 +50,11 @@ export class HeapGrowthGovernor {
     private readonly apply: (percent: number) => void = limitHeapGrowth,
   ) {}
 
-  /** One sample: caps or releases growth when RSS crossed the threshold (with hysteresis). */
+  /** One sample: caps or releases growth when RSS crossed the threshold (with hysteresis) or the backlog came or went. */
   check(): void {
     if (this.percent <= 0) return
     const rss = this.readRss()
-    const cap = this.aboveRss <= 0 || rss > (this.capped ? this.aboveRss * 0.85 : this.aboveRss)
+    const cap = (this.aboveRss <= 0 || rss > (this.capped ? this.aboveRss * 0.85 : this.aboveRss)) && (this.backlog?.() ?? true)
     if (cap === this.capped) return
     this.capped = cap
     this.apply(cap ? this.percent : 0)

@@ -20,7 +20,7 @@ import {CipherMqListener} from './ciphermq.js'
 import {ClusterEngine} from './cluster/engine.js'
 import {Engine} from './engine.js'
 import {lockDataDir} from './lock.js'
-import {HeapGrowthGovernor, resolveWatermark} from './memory.js'
+import {BACKLOG_MESSAGES, HeapGrowthGovernor, resolveWatermark} from './memory.js'
 import {type ResolvedPermissions, cipherMqPermissions, cipherMqReach, resolvePermissions} from './permissions.js'
 import {BrokerServer, type KeyDirectory} from './server.js'
 import {DurableStore, STORE_KEY_FILE} from './store.js'
@@ -131,7 +131,7 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
     } else {
       // message bodies and headers are sealed at rest under secrets/broker.key (created on first start)
       store = new DurableStore(home.data, b.commit_interval_ms, {keyFile: join(home.secrets, STORE_KEY_FILE), logger: logger.child('store')})
-      engine = new Engine({
+      const standalone = new Engine({
         dedupeMax: b.dedupe_max,
         dedupeWindowMs: b.dedupe_window_ms,
         deliveryLimit: b.delivery_limit,
@@ -144,6 +144,9 @@ export async function startBroker(home: MqHome, config: MqConfig, logger: Logger
         windowBytes: b.queue_window_bytes,
         windowMessages: b.queue_window_messages,
       })
+      engine = standalone
+      // the heap cap is for a broker whose memory holds a backlog, not one merely busy (see HeapGrowthGovernor)
+      heapGrowth.backlog = () => standalone.holdsBacklog(BACKLOG_MESSAGES)
     }
   } catch (error) {
     heapGrowth.stop()

@@ -175,6 +175,34 @@ function startWriter(): void {
       rowGone(r.group_id)
     },
   }
+  /**
+   * Acks' deletes, DELETE_CHUNK rows per statement: one statement per acked message (bind, step,
+   * reset) was the writer's largest item at 256 B, more than the grouped inserts. A short chunk is
+   * padded with seq 0, which no row has (seqs start at 1).
+   */
+  const DELETE_CHUNK = 32
+  // raw: each returned row as an array; building an object per row (a property set per column
+  // from C++) cost more than the delete itself
+  const delChunkRows = db.prepare(`DELETE FROM messages WHERE seq IN (${Array.from({length: DELETE_CHUNK}, () => '?').join(',')}) RETURNING queue, COALESCE(size, length(body)), group_id`).raw(true)
+  const delSeqs: number[] = new Array(DELETE_CHUNK).fill(0)
+  let delFill = 0
+  /** queues a delete; deleteQueued() runs them (before anything that could read or rewrite the rows) */
+  function deleteLater(seq: number): void {
+    delSeqs[delFill++] = seq
+    if (delFill === DELETE_CHUNK) deleteQueued()
+  }
+  function deleteQueued(): void {
+    if (delFill === 0) return
+    if (delFill === 1) del.run(delSeqs[0])
+    else {
+      delSeqs.fill(0, delFill)
+      for (const r of delChunkRows.all(delSeqs) as [string, number | null, number | null][]) {
+        counted(r[0], -1, -(r[1] ?? 0))
+        rowGone(r[2])
+      }
+    }
+    delFill = 0
+  }
   const cnt = db.prepare('UPDATE messages SET delivery_count = ? WHERE seq = ?')
   const exch = db.prepare('INSERT OR REPLACE INTO exchanges (name, type) VALUES (?, ?)')
   const queue = db.prepare('INSERT OR REPLACE INTO queues (name, dead_letter, ttl_ms, max_length) VALUES (?,?,?,?)')
@@ -187,11 +215,80 @@ function startWriter(): void {
   const blockDel = db.prepare('DELETE FROM published_blocks WHERE first = ?')
   const resealRow = db.prepare('UPDATE messages SET headers = NULL, body = ?, key_id = ?, size = ? WHERE seq = ? AND key_id IS NULL')
 
+  /**
+   * The queue, exchange and routing key of the last insert record read (field 0, 1, 2), by where their
+   * bytes are in the run being applied (forgotten at the start of each run): a run's records mostly share them, so each is decoded once per
+   * run instead of once per message.
+   */
+  const prevAt = [0, 0, 0]
+  const prevLen = [-1, -1, -1]
+  const prevStr = ['', '', '']
+  function field(buf: Buffer, at: number, n: number, f: number): string {
+    if (prevLen[f] === n) {
+      const a = prevAt[f]
+      let i = 0
+      while (i < n && buf[a + i] === buf[at + i]) i++
+      if (i === n) return prevStr[f]
+    }
+    const v = buf.toString('utf8', at, at + n)
+    prevAt[f] = at
+    prevLen[f] = n
+    prevStr[f] = v
+    return v
+  }
+
+  /**
+   * An insert record of a small body (see packMessages) joins the pending group: only the columns of
+   * its row are read (readInsertRecord decodes the headers and makes a message object, which a row in
+   * a group needs neither of). Returns where the next record starts, or -1 for a body of
+   * GROUP_BODY_MAX or more (sealed in its own row: see applyPacked).
+   */
+  function groupInsert(buf: Buffer, p: number): number {
+    const seq = buf.readDoubleLE(p + 1)
+    let q = p + 9
+    let n = buf.readUInt32LE(q)
+    const queueName = field(buf, q + 4, n, 0)
+    q += 4 + n
+    n = buf.readUInt32LE(q)
+    const messageId = buf.toString('utf8', q + 4, q + 4 + n)
+    q += 4 + n
+    n = buf.readUInt32LE(q)
+    const exchange = field(buf, q + 4, n, 1)
+    q += 4 + n
+    n = buf.readUInt32LE(q)
+    const routingKey = field(buf, q + 4, n, 2)
+    q += 4 + n
+    // the headers stay in the packed record, which is what the group seals
+    q += 4 + buf.readUInt32LE(q)
+    const ts = buf.readDoubleLE(q)
+    const count = buf.readUInt32LE(q + 8)
+    const expires = buf.readDoubleLE(q + 12)
+    const len = buf.readUInt32LE(q + 20)
+    q += 24
+    if (len >= GROUP_BODY_MAX) return -1
+    if (q + len > buf.length) throw new Error('truncated insert record')
+    const next = q + len
+    pendingParts.push(buf.subarray(p, next))
+    pendingBytes += next - p
+    pendingRows.push([seq, queueName, messageId, exchange, routingKey, ts, count, expires, len])
+    pendingSeqs.add(seq)
+    if (pendingBytes >= GROUP_BYTES_MAX) flushGroup()
+    return next
+  }
+
   function applyPacked(view: Uint8Array, shared: Uint8Array[]): void {
     const buf = Buffer.from(view.buffer, view.byteOffset, view.byteLength)
+    prevLen.fill(-1)
     let p = 0
     while (p < buf.length) {
       const kind = buf[p]
+      if (kind === REC_INSERT) {
+        const next = groupInsert(buf, p)
+        if (next >= 0) {
+          p = next
+          continue
+        }
+      }
       if (kind === REC_INSERT || kind === REC_INSERT_SHARED) {
         const start = p
         const {m, headers, next} = readInsertRecord(buf, p, shared)
@@ -214,7 +311,9 @@ function startWriter(): void {
       if (pendingSeqs.has(seq)) flushGroup()
       p += 9
       if (kind === REC_DELETE) {
-        del.run(seq)
+        // order among a run's records does not matter for a delete: a seq is inserted once, and a
+        // delete of a row still in the pending group closed that group just above
+        deleteLater(seq)
       } else if (kind === REC_DELETE_BIG) {
         delBig(seq, buf.readUInt32LE(p))
         p += 4
@@ -223,6 +322,7 @@ function startWriter(): void {
         p += 4
       } else throw new Error(`corrupt batch: record kind ${kind}`)
     }
+    deleteQueued()
     flushGroup()
   }
 
@@ -231,6 +331,8 @@ function startWriter(): void {
   /** batches applied in one transaction: one commit, one fsync for all of them */
   const apply = db.transaction((batches: Batch[]) => {
     deltas.clear()
+    // deletes queued by a transaction that threw were rolled back with it
+    delFill = 0
     for (const b of batches) applyOps(b.ops, b.shared ?? [])
     writeDeltas()
     writeLive()

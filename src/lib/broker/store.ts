@@ -389,6 +389,22 @@ function packMessages(run: Op[], shared: Uint8Array[]): Uint8Array {
   const buf = Buffer.allocUnsafeSlow(size)
   let p = 0
   const str = (v: string) => {
+    const len = v.length
+    // queue names, ids and keys are short ASCII: a byte loop beats a call into the UTF-8 encoder
+    // (four or five of them per message were the larger part of packing a 256 B message)
+    if (len <= 64) {
+      let i = 0
+      for (; i < len; i++) {
+        const c = v.charCodeAt(i)
+        if (c > 0x7f) break
+        buf[p + 4 + i] = c
+      }
+      if (i === len) {
+        buf.writeUInt32LE(len, p)
+        p += 4 + len
+        return
+      }
+    }
     const n = buf.write(v, p + 4, 'utf8')
     buf.writeUInt32LE(n, p)
     p += 4 + n
@@ -486,6 +502,12 @@ export class DurableStore implements DedupeLog {
   readonly db: Database.Database
   readonly file: string
   private ops: Op[] = []
+  /**
+   * The smallest seq inserted by the ops not yet posted (Infinity: none). The engine inserts a
+   * message in the same synchronous call that gives it its seq, and a group is only cut between
+   * such calls, so a durable message with a seq from here on still has its insert in `ops`.
+   */
+  private pendingInsMin = Infinity
   /** which published-id block holds which ids, to delete a block's row once all are forgotten */
   private readonly blocks = new DedupeBlocks()
   private waiters: CommitCallback[] = []
@@ -618,11 +640,14 @@ export class DurableStore implements DedupeLog {
       const cut = this.waiterMarks[GROUP_WAITERS - 1]
       ops = this.ops.slice(0, cut)
       this.ops = this.ops.slice(cut)
+      this.pendingInsMin = Infinity
+      for (const op of this.ops) if (op.t === 'ins' && op.m.seq < this.pendingInsMin) this.pendingInsMin = op.m.seq
       waiters = this.waiters.slice(0, GROUP_WAITERS)
       this.waiters = this.waiters.slice(GROUP_WAITERS)
       this.waiterMarks = this.waiterMarks.slice(GROUP_WAITERS).map((m) => m - cut)
     } else {
       this.ops = []
+      this.pendingInsMin = Infinity
       this.waiters = []
       this.waiterMarks = []
     }
@@ -632,14 +657,27 @@ export class DurableStore implements DedupeLog {
     }
     // a message inserted and deleted within one group (published, delivered and acked between two
     // commits) never touches the disk at all
-    const inserted = new Set<number>()
-    const deleted = new Set<number>()
+    // (an ack mostly deletes a row of an earlier group: a seq below this group's smallest insert is
+    // not looked up, and the sets are built only for what can be in them, not two per message)
     let maxSeq = 0
+    let minIns = Infinity
+    let counts = false
     for (const op of ops) {
       if (op.t === 'ins') {
-        inserted.add(op.m.seq)
         if (op.m.seq > maxSeq) maxSeq = op.m.seq
-      } else if (op.t === 'del') deleted.add(op.seq)
+        if (op.m.seq < minIns) minIns = op.m.seq
+      } else if (op.t === 'cnt') counts = true
+    }
+    let deleted: Set<number> | undefined
+    for (const op of ops) if (op.t === 'del' && (counts || op.seq >= minIns)) (deleted ??= new Set()).add(op.seq)
+    let insertedSet: Set<number> | undefined
+    const inserted = (seq: number): boolean => {
+      if (seq < minIns) return false
+      if (!insertedSet) {
+        insertedSet = new Set()
+        for (const op of ops) if (op.t === 'ins') insertedSet.add(op.m.seq)
+      }
+      return insertedSet.has(seq)
     }
     // message records are packed into one transferable buffer per run of message ops (cheaper than
     // structured-cloning thousands of small arrays); definition ops stay tuples, in order
@@ -658,11 +696,11 @@ export class DurableStore implements DedupeLog {
     const forgotten: number[] = []
     for (const op of ops) {
       if (op.t === 'ins') {
-        if (!deleted.has(op.m.seq)) run.push(op)
+        if (!deleted?.has(op.m.seq)) run.push(op)
       } else if (op.t === 'del') {
-        if (!inserted.has(op.seq)) run.push(op)
+        if (!inserted(op.seq)) run.push(op)
       } else if (op.t === 'cnt') {
-        if (!deleted.has(op.seq) && !inserted.has(op.seq)) run.push(op)
+        if (!deleted?.has(op.seq) && !inserted(op.seq)) run.push(op)
       } else if (op.t === 'pub') {
         published.push([op.seq, op.id, op.queues, op.at])
       } else if (op.t === 'fgt') {
@@ -756,6 +794,7 @@ export class DurableStore implements DedupeLog {
   }
 
   insertMessage(queue: string, m: Message): void {
+    if (m.seq < this.pendingInsMin) this.pendingInsMin = m.seq
     this.enqueue({m, queue, t: 'ins'})
   }
 
@@ -765,6 +804,9 @@ export class DurableStore implements DedupeLog {
   }
 
   updateDeliveryCount(seq: number, n: number): void {
+    // a message whose insert is still queued is packed with its delivery count as it is then: a
+    // count op for it would only be dropped again (the common case: delivered before its commit)
+    if (seq >= this.pendingInsMin) return
     this.enqueue({n, seq, t: 'cnt'})
   }
 

@@ -60,6 +60,8 @@ interface BatchablePublish {
 }
 
 const EMPTY = Buffer.alloc(0)
+/** what a publish covered by a CONFIRM resolves with: the message id is the one publish() named */
+const CONFIRMED: Frame = Object.freeze({args: Object.freeze({}) as Record<string, string>, body: EMPTY, id: 0, verb: 'OK'})
 /** buffered output beyond which publishNoConfirm() asks the caller to await drained() */
 const CLIENT_OUT_LIMIT = 1024 * 1024
 
@@ -315,7 +317,8 @@ export class BrokerClient extends EventEmitter {
           const p = this.pending.get(id)
           if (!p) continue
           this.pending.delete(id)
-          p.resolve({args: {message_id: p.messageId ?? ''}, body: EMPTY, id, verb: 'OK'})
+          // one shared answer: publish() knows the id it named (no frame object per confirmed message)
+          p.resolve(CONFIRMED)
         }
         for (const last of this.batchFirstOf.keys()) {
           if (last > upto) break

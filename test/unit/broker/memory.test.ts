@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import {execFileSync} from 'node:child_process'
 import {test} from 'node:test'
 
+import {Engine} from '../../../src/lib/broker/engine.js'
 import {HeapGrowthGovernor} from '../../../src/lib/broker/memory.js'
 
 const MEMORY_JS = new URL('../../../src/lib/broker/memory.js', import.meta.url).href
@@ -52,4 +53,32 @@ test('heap growth is capped only while the broker is big: above heap_growing_abo
   const always = new HeapGrowthGovernor(25, 0, () => 1, (p) => applied.push(p))
   always.check()
   assert.deepEqual([...applied], [25, 0, 25], 'heap_growing_above 0: always capped')
+})
+
+test('heap growth is capped only while the broker also holds a backlog: a big but merely busy broker keeps V8 factor', () => {
+  const applied: number[] = []
+  let backlog = false
+  const g = new HeapGrowthGovernor(25, 160, () => 200, (p) => applied.push(p))
+  g.backlog = () => backlog
+  g.check()
+  assert.deepEqual([...applied], [], 'above heap_growing_above without a backlog: not capped')
+  backlog = true
+  g.check()
+  assert.deepEqual([...applied], [25], 'a backlog and a big RSS: capped')
+  backlog = false
+  g.check()
+  assert.deepEqual([...applied], [25, 0], 'the backlog drained: released')
+})
+
+test('holdsBacklog counts ready messages of every queue, in memory and paged out; delivered ones are not ready', () => {
+  const e = new Engine()
+  e.declareQueue('b1')
+  e.declareQueue('b2')
+  for (let i = 0; i < 6; i++) e.publish('', 'b1', Buffer.from('x'))
+  for (let i = 0; i < 4; i++) e.publish('', 'b2', Buffer.from('y'))
+  assert.equal(e.holdsBacklog(10), true)
+  assert.equal(e.holdsBacklog(11), false)
+  const s = e.openSession('c', {deliver: () => {}, writable: () => true})
+  e.get(s, 'b1')
+  assert.equal(e.holdsBacklog(10), false)
 })
