@@ -183,6 +183,11 @@ export class SocketReader {
     return this.buffered >= n ? this.take(n) : undefined
   }
 
+  /** The oldest buffered chunk, not consumed (for a parser that takes a whole small request from it at once). */
+  firstChunk(): Buffer | undefined {
+    return this.chunks[0]
+  }
+
   /** Exactly `n` bytes; throws EndOfStream if the peer ends first. Keep `n` small (bounded by the caller). */
   read(n: number): Promise<Buffer> {
     if (this.buffered >= n) return Promise.resolve(this.take(n))
@@ -227,7 +232,12 @@ export function writeAll(sock: Duplex, data: Buffer): Promise<void> {
 export async function writeFlow(sock: Duplex, data: Buffer): Promise<void> {
   if (sock.destroyed) throw new Error('socket closed')
   if (sock.write(data)) return
-  await new Promise<void>((resolve, reject) => {
+  await drained(sock)
+}
+
+/** Resolves on the socket's next 'drain' (after a write() that returned false); rejects if it closes or fails first. */
+export function drained(sock: Duplex): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
     const done = (error?: Error) => {
       sock.off('drain', onDrain)
       sock.off('close', onClose)

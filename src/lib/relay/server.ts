@@ -19,6 +19,7 @@ import {
   RESPONSE_HEADER_BYTES,
   type RequestHeader,
   SEND_HEADER_BYTES,
+  V2_HEADER_BYTES,
   V2_KEY_BYTES,
   V3_MAX_KEY_BYTES,
   decodeRegisterPayload,
@@ -34,8 +35,8 @@ import {
   responseCode,
   writeResponseHeader,
 } from './protocol.js'
-import {EndOfStream, SocketReader, StallTimeout, writeAll, writeFlow} from './reader.js'
-import type {RelayStore, StoredMessage} from './store.js'
+import {EndOfStream, SocketReader, StallTimeout, drained, writeAll, writeFlow} from './reader.js'
+import type {RelayStore, RelayUser, StoredMessage} from './store.js'
 
 /** Contents up to this size are stored in the database; bigger ones stream to a file. */
 export const INLINE_MAX = 64 * 1024
@@ -81,6 +82,22 @@ interface Conn {
   padded: boolean
   /** a streamed reply is partly written: a 9000 now would land inside it */
   midReply: boolean
+  /** sendNow(): the sender of this connection's last text and its hex key (a connection mostly speaks for one user) */
+  client?: Buffer
+  clientKey: string
+  /** sendNow(): the recipient of its last text (users never change once registered) */
+  dest?: RelayUser
+}
+
+/** v3 request header (23) + send header (21): a send's content starts here */
+const V3_SEND_CONTENT_AT = 44
+/** v3 send ack: response header (7) + destination id (16) + message id (4) */
+const V3_SEND_ACK_BYTES = RESPONSE_HEADER_BYTES + CLIENT_ID_BYTES + 4
+
+/** The 16-byte id at `b[at]` is `id`. */
+function sameId(b: Buffer, at: number, id: Buffer): boolean {
+  for (let i = 0; i < CLIENT_ID_BYTES; i++) if (b[at + i] !== id[i]) return false
+  return true
 }
 
 interface Ctx {
@@ -206,7 +223,7 @@ export class RelayServer {
     const peer = `${sock.remoteAddress}:${sock.remotePort}`
     sock.setNoDelay(true)
     sock.on('error', () => {})
-    const conn: Conn = {midReply: false, padded: false, peer, reader: new SocketReader(sock, this.opts.idleTimeoutMs, 128 * 1024), requests: 0, sock}
+    const conn: Conn = {clientKey: '', midReply: false, padded: false, peer, reader: new SocketReader(sock, this.opts.idleTimeoutMs, 128 * 1024), requests: 0, sock}
     this.conns.add(conn)
     this.log.debug('connection', {peer})
     // true while waiting for the next request: every earlier answer was written in full
@@ -216,9 +233,16 @@ export class RelayServer {
         between = true
         if (conn.reader.available === 0 && !(await conn.reader.fill(1))) break
         between = false
-        const keep = await this.handle(conn)
-        conn.requests++
-        if (!keep) break
+        const stored = this.sendNow(conn)
+        if (stored === undefined) {
+          const keep = await this.handle(conn)
+          conn.requests++
+          if (!keep) break
+        } else {
+          const wait = this.ackNow(conn, await stored)
+          conn.requests++
+          if (wait) await wait
+        }
       }
     } catch (error) {
       if (error instanceof StallTimeout) this.log.info('closing idle, stalled or too slow connection', {peer, reason: error.message})
@@ -238,6 +262,53 @@ export class RelayServer {
       sock.end()
       setTimeout(() => sock.destroy(), 2000).unref()
     }
+  }
+
+  /**
+   * The common case on its own path: a v3 send of at most INLINE_MAX content bytes, whole in the
+   * first buffered chunk, from a sender whose last_seen is fresh, to a recipient held in memory.
+   * It is parsed in place, checked as send() checks it and stored without send()'s chain of async
+   * calls, each a promise and a microtask per text, and without the hex conversions of ids it saw
+   * on the last text. Resolves with the message's id once committed (then ackNow()). Undefined,
+   * with nothing consumed, whenever any of that does not hold: handle() then does everything,
+   * refusals included.
+   */
+  private sendNow(conn: Conn): Promise<number> | undefined {
+    const c = conn.reader.firstChunk()
+    // version 3, code 603 (0x025B little-endian)
+    if (c === undefined || c.length < V3_SEND_CONTENT_AT || c[16] !== 3 || c[17] !== 0x5b || c[18] !== 0x02) return undefined
+    const size = c.readUInt32LE(V2_HEADER_BYTES + CLIENT_ID_BYTES + 1)
+    const type = c[V2_HEADER_BYTES + CLIENT_ID_BYTES]
+    const o = this.opts
+    if (c.readUInt32LE(19) !== SEND_HEADER_BYTES + size || size > INLINE_MAX || c.length < V3_SEND_CONTENT_AT + size) return undefined
+    if (type < MessageType.keyRequest || type > MessageType.file || size > (type === MessageType.file ? o.maxFileBytes : o.maxTextBytes)) return undefined
+    let from = conn.client
+    if (from === undefined || !sameId(c, 0, from)) {
+      from = Buffer.from(c.subarray(0, CLIENT_ID_BYTES))
+      conn.client = from
+      conn.clientKey = from.toString('hex')
+    }
+    if (!o.store.touchedRecentlyKey(conn.clientKey)) return undefined
+    let dest = conn.dest
+    if (dest === undefined || !sameId(c, V2_HEADER_BYTES, dest.id)) {
+      dest = o.store.cachedUserKey(c.toString('hex', V2_HEADER_BYTES, V2_HEADER_BYTES + CLIENT_ID_BYTES))
+      if (dest === undefined) return undefined
+      conn.dest = dest
+    }
+    const frame = conn.reader.readNow(V3_SEND_CONTENT_AT + size)!
+    return o.store.add(dest.id, from, type, size, frame.subarray(V3_SEND_CONTENT_AT), null)
+  }
+
+  /** sendNow()'s acknowledgement, built in one buffer; a promise only when the socket's buffer is full. */
+  private ackNow(conn: Conn, id: number): Promise<void> | undefined {
+    const {sock} = conn
+    if (sock.destroyed) throw new Error('socket closed')
+    const frame = Buffer.allocUnsafe(V3_SEND_ACK_BYTES)
+    writeResponseHeader(frame, 3, responseCode(3, Op.send), CLIENT_ID_BYTES + 4)
+    conn.dest!.id.copy(frame, RESPONSE_HEADER_BYTES)
+    frame.writeUInt32LE(id >>> 0, RESPONSE_HEADER_BYTES + CLIENT_ID_BYTES)
+    if (this.log.enabled('debug')) this.log.debug('stored message', {from: conn.clientKey, id, to: conn.dest!.name})
+    return sock.write(frame) ? undefined : drained(sock)
   }
 
   /** Handles one request; false when the connection must close. */

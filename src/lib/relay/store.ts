@@ -1,4 +1,4 @@
-import {type Migration, type SqlStore, migrate, openStore} from '../store/sql.js'
+import {type Migration, type SqlParam, type SqlStore, migrate, openStore} from '../store/sql.js'
 
 /**
  * The relay's directory of users and its queue of undelivered messages, over the shared SQL
@@ -153,7 +153,10 @@ export class RelayStore {
   /** when each user's last_seen was last written (ms) */
   private readonly touched = new Map<string, number>()
   /** messages waiting for this turn's commit (see addMessage) */
-  private batch: {m: Omit<StoredMessage, 'id'>; resolve: (id: number) => void; reject: (error: unknown) => void}[] = []
+  private batch: {row: SqlParam[]; resolve: (id: number) => void; reject: (error: unknown) => void}[] = []
+  /** created_at of the last commit, reused within its millisecond */
+  private nowMs = 0
+  private nowIso = ''
 
   private readonly insertMessage: string
 
@@ -195,6 +198,11 @@ export class RelayStore {
     return this.users.get(id.toString('hex'))
   }
 
+  /** cachedUser() by the id's hex key. */
+  cachedUserKey(key: string): RelayUser | undefined {
+    return this.users.get(key)
+  }
+
   async userById(id: Buffer): Promise<RelayUser | undefined> {
     const known = this.users.get(id.toString('hex'))
     if (known) return known
@@ -218,7 +226,11 @@ export class RelayStore {
    * the second. Lets the server skip a promise per request; false means call touch().
    */
   touchedRecently(id: Buffer): boolean {
-    const key = id.toString('hex')
+    return this.touchedRecentlyKey(id.toString('hex'))
+  }
+
+  /** touchedRecently() by the id's hex key (a caller that keeps it saves the conversion). */
+  touchedRecentlyKey(key: string): boolean {
     const last = this.touched.get(key)
     return last !== undefined && Date.now() - last < TOUCH_EVERY_MS && this.users.has(key)
   }
@@ -250,25 +262,38 @@ export class RelayStore {
    * on SQLite). Every caller still answers only after its own row is committed.
    */
   addMessage(m: Omit<StoredMessage, 'id'>): Promise<number> {
+    return this.add(m.to, m.from, m.type, m.size, m.body, m.file)
+  }
+
+  /** addMessage() without the message object: the send path's per-text allocations are its cost. */
+  add(to: Buffer, from: Buffer, type: number, size: number, body: Buffer | null, file: string | null): Promise<number> {
     return new Promise((resolve, reject) => {
-      this.batch.push({m, reject, resolve})
-      if (this.batch.length === 1) setImmediate(() => void this.commitBatch())
+      // created_at is filled in at commit
+      this.batch.push({reject, resolve, row: [to, from, type, size, body, file, '']})
+      if (this.batch.length === 1) setImmediate(this.commitSoon)
     })
   }
+
+  private readonly commitSoon = (): void => void this.commitBatch()
 
   private async commitBatch(): Promise<void> {
     const batch = this.batch
     this.batch = []
     if (batch.length === 0) return
-    const now = new Date().toISOString()
-    const row = (m: Omit<StoredMessage, 'id'>) => [m.to, m.from, m.type, m.size, m.body, m.file, now]
+    const t = Date.now()
+    if (t !== this.nowMs) {
+      this.nowMs = t
+      this.nowIso = new Date(t).toISOString()
+    }
+    for (const b of batch) b.row[6] = this.nowIso
     try {
       if (batch.length === 1) {
-        // alone in its turn: a plain autocommit insert, no BEGIN/COMMIT statements
-        batch[0].resolve((await this.sql.run(this.insertMessage, row(batch[0].m))).lastInsertId)
+        // alone in its turn: a plain autocommit insert, no BEGIN/COMMIT statements (on SQLite at once, no promise)
+        const {sql} = this
+        batch[0].resolve((sql.runNow ? sql.runNow(this.insertMessage, batch[0].row) : await sql.run(this.insertMessage, batch[0].row)).lastInsertId)
         return
       }
-      const rs = await this.sql.runBatch(this.insertMessage, batch.map((b) => row(b.m)))
+      const rs = await this.sql.runBatch(this.insertMessage, batch.map((b) => b.row))
       for (const [i, b] of batch.entries()) b.resolve(rs[i].lastInsertId)
     } catch (error) {
       // nothing of the batch was committed: every sender gets its failure

@@ -1,0 +1,123 @@
+import assert from 'node:assert/strict'
+import {randomBytes} from 'node:crypto'
+import {after, before, describe, test} from 'node:test'
+
+import {Op, PULL_ENTRY_HEADER_BYTES, decodePullEntryHeader, encodeSendHeader} from '../../../src/lib/relay/protocol.js'
+import {tempHome} from '../../helpers/home.js'
+import {RawClient, type RunningRelay, type RawResponse, registerRaw, req, startRelay} from './harness.js'
+
+const text = (from: Buffer, to: Buffer, body: Buffer, type = 3): Buffer => req(3, from, Op.send, Buffer.concat([encodeSendHeader(to, type, body.length), body]))
+
+function entries(r: RawResponse): {from: string; id: number; type: number; body: string}[] {
+  const out = []
+  for (let at = 0; at < r.payload.length; ) {
+    const e = decodePullEntryHeader(r.payload.subarray(at, at + PULL_ENTRY_HEADER_BYTES))
+    at += PULL_ENTRY_HEADER_BYTES
+    out.push({body: r.payload.subarray(at, at + e.size).toString(), from: e.sender.toString('hex'), id: e.messageId, type: e.type})
+    at += e.size
+  }
+  return out
+}
+
+/**
+ * v3 texts take the relay's short path (a whole frame at hand, ids remembered per connection):
+ * what a client sees must be what the general path gives, whoever sends to whom on a connection,
+ * however the bytes arrive, and whatever is wrong with a request.
+ */
+describe('relay server: v3 texts on one connection', () => {
+  const home = tempHome('mq-relay-send-')
+  let relay: RunningRelay
+
+  before(async () => {
+    relay = await startRelay({home: home.dir, maxTextBytes: 1000})
+  })
+  after(async () => {
+    await relay.stop()
+    home.cleanup()
+  })
+
+  test('two senders and two recipients interleaved: each ack names its recipient, each pull shows the right sender', async () => {
+    const c = await RawClient.connect(relay.port)
+    try {
+      const [a, b, x, y] = [await registerRaw(c, 3, 'sp-a'), await registerRaw(c, 3, 'sp-b'), await registerRaw(c, 3, 'sp-x'), await registerRaw(c, 3, 'sp-y')]
+      const plan: [Buffer, Buffer, string][] = [
+        [a, x, 'a->x 1'],
+        [a, x, 'a->x 2'],
+        [b, x, 'b->x'],
+        [a, y, 'a->y'],
+        [b, y, 'b->y'],
+        [a, x, 'a->x 3'],
+        [b, b, ''],
+      ]
+      const ids: number[] = []
+      for (const [from, to, body] of plan) {
+        c.write(text(from, to, Buffer.from(body)))
+        const r = await c.response()
+        assert.equal(r.code, 2103)
+        assert.equal(r.version, 3)
+        assert.deepEqual(r.payload.subarray(0, 16), to, 'the ack names the recipient')
+        ids.push(r.payload.readUInt32LE(16))
+      }
+      assert.deepEqual([...ids].sort((p, q) => p - q), ids)
+      const pull = async (who: Buffer) => {
+        c.write(req(3, who, Op.pull))
+        const r = await c.response()
+        assert.equal(r.code, 2104)
+        return entries(r)
+      }
+      assert.deepEqual(await pull(x), [
+        {body: 'a->x 1', from: a.toString('hex'), id: ids[0], type: 3},
+        {body: 'a->x 2', from: a.toString('hex'), id: ids[1], type: 3},
+        {body: 'b->x', from: b.toString('hex'), id: ids[2], type: 3},
+        {body: 'a->x 3', from: a.toString('hex'), id: ids[5], type: 3},
+      ])
+      assert.deepEqual(await pull(y), [
+        {body: 'a->y', from: a.toString('hex'), id: ids[3], type: 3},
+        {body: 'b->y', from: b.toString('hex'), id: ids[4], type: 3},
+      ])
+      assert.deepEqual(await pull(b), [{body: '', from: b.toString('hex'), id: ids[6], type: 3}])
+    } finally {
+      c.close()
+    }
+  })
+
+  test('pipelined, split and refused texts: acks in order, 9000s that keep the connection, nothing stored for a refusal', async () => {
+    const c = await RawClient.connect(relay.port)
+    try {
+      const a = await registerRaw(c, 3, 'sp2-a')
+      const b = await registerRaw(c, 3, 'sp2-b')
+      // three texts in one write
+      c.write(Buffer.concat([text(a, b, Buffer.from('one')), text(a, b, Buffer.from('two')), text(a, b, Buffer.from('three'))]))
+      const acks = [await c.response(), await c.response(), await c.response()]
+      assert.deepEqual(acks.map((r) => r.code), [2103, 2103, 2103])
+      // one text a few bytes at a time
+      const split = text(a, b, Buffer.from('split'))
+      for (let at = 0; at < split.length; at += 7) {
+        c.write(split.subarray(at, at + 7))
+        await new Promise((r) => setTimeout(r, 2))
+      }
+      assert.equal((await c.response()).code, 2103)
+      // after texts to a known recipient: an unknown recipient, an unknown sender, too long, a bad type, a size that lies
+      c.write(text(a, randomBytes(16), Buffer.from('nobody')))
+      assert.equal((await c.response()).code, 9000)
+      c.write(text(randomBytes(16), b, Buffer.from('stranger')))
+      assert.equal((await c.response()).code, 9000)
+      c.write(text(a, b, Buffer.alloc(1001, 0x61)))
+      assert.equal((await c.response()).code, 9000)
+      c.write(text(a, b, Buffer.from('bad type'), 9))
+      assert.equal((await c.response()).code, 9000)
+      const lying = text(a, b, Buffer.from('liar'))
+      lying.writeUInt32LE(99, 23 + 17)
+      c.write(lying)
+      assert.equal((await c.response()).code, 9000)
+      // the connection still works, and only the good texts were stored
+      c.write(text(a, b, Buffer.from('after')))
+      assert.equal((await c.response()).code, 2103)
+      c.write(req(3, b, Op.pull))
+      const r = await c.response()
+      assert.deepEqual(entries(r).map((e) => e.body), ['one', 'two', 'three', 'split', 'after'])
+    } finally {
+      c.close()
+    }
+  })
+})
