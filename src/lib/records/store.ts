@@ -84,6 +84,15 @@ const INSERT_ONE = "INSERT INTO messages (message_id, client_id, sender_hash, se
 const MYSQL_INSERT_CHUNKS = [64, 16, 4, 1]
 const INSERT_MANY: Record<number, string> = Object.fromEntries(MYSQL_INSERT_CHUNKS.map((n) => [n, INSERT_ONE + ", (?, ?, ?, ?, ?, ?, 'queued', 0, ?, ?)".repeat(n - 1)]))
 
+/** IN-list sizes of MySQL's batched "delivered" marks (a chunk is padded up to the next size). */
+const MARK_CHUNKS = [2, 4, 8, 16, 32, 64, 128, 256]
+const markMany = (attempts: string, n: number) =>
+  `UPDATE messages SET status = 'delivered', delivered_at = ?, last_attempt_at = ?, updated_at = ?, attempts = ${attempts}, last_error = NULL WHERE message_id IN (${Array(n).fill('?').join(', ')}) AND status <> 'delivered'`
+const MARK_MANY_SET: Record<number, string> = Object.fromEntries(MARK_CHUNKS.map((n) => [n, markMany('?', n)]))
+const MARK_MANY_NEXT: Record<number, string> = Object.fromEntries(MARK_CHUNKS.map((n) => [n, markMany('attempts + 1', n)]))
+/** A batched mark changed fewer rows than it named: redone row by row for per-item outcomes. */
+const MIXED = new Error('mixed delivered marks')
+
 export function isUniqueViolation(err: unknown): boolean {
   const e = err as {code?: string; errno?: number}
   return e?.code === 'SQLITE_CONSTRAINT_UNIQUE' || e?.code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || e?.code === 'ER_DUP_ENTRY' || e?.errno === 1062
@@ -323,8 +332,20 @@ export class RecordsStore {
     })
   }
 
-  /** Marks many delivered in one transaction; per item, whether it changed (false = already delivered). */
+  /**
+   * Marks many delivered in one transaction; per item, whether it changed (false = already delivered).
+   * On MySQL the rows of one attempts value go in one UPDATE per chunk (IN lists of MARK_CHUNKS ids,
+   * padded with a repeated id so only a few statement texts are ever prepared): one round trip per
+   * chunk instead of one per message. The UPDATE stays the transaction's first statement (the
+   * broker-crash test watches for it). Its matched-row count says exactly how many rows changed (the
+   * WHERE excludes delivered rows); when that is not the whole chunk (a repeat), the transaction is
+   * rolled back and redone row by row, so each item still learns its own outcome.
+   */
   async markDeliveredMany(items: {messageId: string; attempts?: number}[]): Promise<{changed: boolean; at: string}[]> {
+    if (this.sql.dialect === 'mysql' && items.length > 1 && new Set(items.map((it) => it.messageId)).size === items.length) {
+      const all = await this.guard(() => this.markDeliveredChunks(items).catch((error) => (error === MIXED ? undefined : Promise.reject(error))))
+      if (all) return all
+    }
     return this.guard(() =>
       this.sql.transaction(async (tx) => {
         const t = now()
@@ -339,6 +360,29 @@ export class RecordsStore {
         return out
       }),
     )
+  }
+
+  /** MySQL: every item changed, or throws MIXED (and the transaction rolls back). Ids are distinct. */
+  private markDeliveredChunks(items: {messageId: string; attempts?: number}[]): Promise<{changed: boolean; at: string}[]> {
+    return this.sql.transaction(async (tx) => {
+      const t = now()
+      const groups = new Map<number | undefined, string[]>()
+      for (const it of items) {
+        const g = groups.get(it.attempts)
+        if (g) g.push(it.messageId)
+        else groups.set(it.attempts, [it.messageId])
+      }
+      for (const [attempts, ids] of groups) {
+        for (let i = 0; i < ids.length; i += MARK_CHUNKS.at(-1)!) {
+          const chunk = ids.slice(i, i + MARK_CHUNKS.at(-1)!)
+          const n = MARK_CHUNKS.find((c) => c >= chunk.length)!
+          const padded = chunk.concat(Array.from({length: n - chunk.length}, () => chunk[0]))
+          const r = await tx.run(attempts === undefined ? MARK_MANY_NEXT[n] : MARK_MANY_SET[n], attempts === undefined ? [t, t, t, ...padded] : [t, t, t, attempts, ...padded])
+          if (r.changes !== chunk.length) throw MIXED
+        }
+      }
+      return items.map(() => ({at: t, changed: true}))
+    })
   }
 
   /** Payloads of many messages in one query (missing ids are absent from the map). */
