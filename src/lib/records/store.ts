@@ -39,6 +39,9 @@ export interface MessageRecord {
   updated_at: string
 }
 
+/** The fields of a message row a delivery reads. */
+export type DeliveryRecord = Pick<MessageRecord, 'message_id' | 'client_id' | 'status' | 'queued_at' | 'delivered_at'>
+
 export interface ClientRecord {
   identity: string
   serial: string
@@ -385,17 +388,22 @@ export class RecordsStore {
     })
   }
 
-  /** Payloads of many messages in one query (missing ids are absent from the map). */
-  async payloads(ids: string[]): Promise<Map<string, {record: MessageRecord; payload: MessagePayload}>> {
-    const out = new Map<string, {record: MessageRecord; payload: MessagePayload}>()
+  /**
+   * Payloads of many messages in one query (missing ids are absent from the map), with the few
+   * record fields a delivery reads: each column is a field the driver parses per row (MySQL).
+   */
+  async payloads(ids: string[]): Promise<Map<string, {record: DeliveryRecord; payload: MessagePayload}>> {
+    const out = new Map<string, {record: DeliveryRecord; payload: MessagePayload}>()
     for (let i = 0; i < ids.length; i += 500) {
       const chunk = ids.slice(i, i + 500)
-      const rows = await this.guard(() => this.sql.all<Record<string, unknown>>(`SELECT ${MESSAGE_COLS}, body_enc FROM messages WHERE message_id IN (${chunk.map(() => '?').join(', ')})`, chunk))
+      const rows = await this.guard(() =>
+        this.sql.all<Record<string, unknown>>(`SELECT message_id, client_id, status, queued_at, delivered_at, key_version, body_enc FROM messages WHERE message_id IN (${chunk.map(() => '?').join(', ')})`, chunk),
+      )
       for (const row of rows) {
         const id = String(row.message_id)
         const plain = this.keyring.open({data: Buffer.from(row.body_enc as Uint8Array), keyVersion: Number(row.key_version)}, id)
-        const {body_enc: _, ...rest} = row
-        out.set(id, {payload: JSON.parse(plain.toString('utf8')) as MessagePayload, record: toRecord(rest)})
+        const record = {client_id: row.client_id as string, delivered_at: row.delivered_at as string | null, message_id: id, queued_at: row.queued_at as string, status: row.status as MessageStatus}
+        out.set(id, {payload: JSON.parse(plain.toString('utf8')) as MessagePayload, record})
       }
     }
     return out
