@@ -52,7 +52,8 @@ export interface PipelineBenchResult {
   ratio: number | null
   /** issue 17: the proxy at least 0.9x the baseline; the worker delivers at least the proxy's accepted rate */
   targets: {ratio: number; worker_vs_proxy: number}
-  worker: {messages: number; seconds: number; perSecond: number; concurrency: number; vs_proxy: number | null}
+  /** cpu_us_per_message: CPU time of the worker and of the broker per delivered message, from "worker ready" to the last delivery */
+  worker: {messages: number; seconds: number; perSecond: number; concurrency: number; vs_proxy: number | null; cpu_us_per_message: {worker: number | null; broker: number | null}}
   store: string
 }
 
@@ -124,6 +125,8 @@ export async function benchPipeline(opts: {seconds: number; connections: number;
     // timed from "worker ready": what it delivered during its own start-up is not counted
     const t0 = Date.now()
     const atStart = await redis.xlen(stream)
+    const workerPid = procs.at(-1)!.pid
+    const wcpu0 = {broker: cpuSeconds(brokerPid), worker: cpuSeconds(workerPid)}
     for (;;) {
       const left = await redis.xlen(stream)
       if (left === 0) break
@@ -131,13 +134,15 @@ export async function benchPipeline(opts: {seconds: number; connections: number;
       await new Promise((r) => setTimeout(r, 50))
     }
     const wsec = (Date.now() - t0) / 1000
+    const perMessage = (a: number | null, b: number | null) => (a === null || b === null || atStart === 0 ? null : Math.round(((b - a) * 1e6) / atStart))
+    const wcpu = {broker: perMessage(wcpu0.broker, cpuSeconds(brokerPid)), worker: perMessage(wcpu0.worker, cpuSeconds(workerPid))}
     return {
       baseline: {...baseline, name: 'bare keep-alive mutual-TLS HTTPS server on its own thread (same TLS/HTTP stack and settings; reads each body, answers 202 with a proxy-sized body; no validation, broker or Redis)'},
       proxy: {...proxy, cpu_us_per_request: cpu, processes: opts.processes ?? 1},
       ratio: baseline.errors === 0 && proxy.errors === 0 ? Math.round((proxy.perSecond / Math.max(1, baseline.perSecond)) * 100) / 100 : null,
       store: opts.storeUrl ? opts.storeUrl.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@') : 'sqlite',
       targets: {ratio: 0.9, worker_vs_proxy: 1},
-      worker: {concurrency: opts.concurrency, messages: atStart, perSecond: Math.round(atStart / wsec), seconds: Math.round(wsec * 10) / 10, vs_proxy: proxy.errors === 0 && proxy.perSecond > 0 ? Math.round((atStart / wsec / proxy.perSecond) * 100) / 100 : null},
+      worker: {concurrency: opts.concurrency, cpu_us_per_message: wcpu, messages: atStart, perSecond: Math.round(atStart / wsec), seconds: Math.round(wsec * 10) / 10, vs_proxy: proxy.errors === 0 && proxy.perSecond > 0 ? Math.round((atStart / wsec / proxy.perSecond) * 100) / 100 : null},
     }
   } finally {
     for (const p of procs.reverse()) await stop(p)

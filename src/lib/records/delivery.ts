@@ -3,7 +3,7 @@ import type {Counter} from 'prom-client'
 import type {BrokerPublisher} from '../broker/api-types.js'
 import {HttpError, errorBody, statusOf} from '../http/errors.js'
 import type {Logger} from '../log.js'
-import type {MessagePayload, MessageRecord, RecordsStore} from './store.js'
+import type {DeliveryRecord, MessagePayload, RecordsStore} from './store.js'
 
 /** What a delivered message looks like to consumers of the exchange. */
 export interface DeliveredMessage extends MessagePayload {
@@ -18,7 +18,7 @@ export interface Outcome {
   body: Record<string, unknown>
 }
 
-type Found = {record: MessageRecord; payload: MessagePayload} | undefined
+type Found = {record: DeliveryRecord; payload: MessagePayload} | undefined
 
 /**
  * Delivery of registered messages into the broker's exchange, each at most once at a time (a

@@ -204,5 +204,46 @@ for (const backend of backends) {
       // one statement per chunk on MySQL (64 + 16 + 4 + 1); SQLite keeps its one-row statement
       assert.equal(inserts, store.sql.dialect === 'mysql' ? 4 : 85)
     })
+
+    it('marks a batch delivered: each item learns whether it changed, attempts are kept; on MySQL one UPDATE per chunk', async () => {
+      const ids = Array.from({length: 70}, (_, i) => `mark-${i}`)
+      await store.registerMany(ids.map((id) => ({clientId: 'alice', messageId: id, payload: {message_body: 'm', sender_number: '+4915200000000'}})))
+      let updates = 0
+      const transaction = store.sql.transaction.bind(store.sql)
+      store.sql.transaction = ((fn: Parameters<typeof transaction>[0]) =>
+        transaction((tx) => {
+          const run = tx.run
+          tx.run = (sql, params) => (/^UPDATE messages SET status = 'delivered'/.test(sql) && updates++, run.call(tx, sql, params))
+          return fn(tx).finally(() => (tx.run = run))
+        })) as typeof store.sql.transaction
+      const mark = async (items: {messageId: string; attempts?: number}[]) => {
+        updates = 0
+        const out = await store.markDeliveredMany(items)
+        return {changed: out.map((o) => o.changed), updates}
+      }
+      try {
+        // 67 ids with attempts 1 (one IN list, padded to 128), 2 with attempts 7, 1 without (attempts + 1): 3 statements
+        const first = ids.slice(0, 67).map((id) => ({attempts: 1, messageId: id}))
+        const r1 = await mark([...first, {attempts: 7, messageId: 'mark-67'}, {attempts: 7, messageId: 'mark-68'}, {messageId: 'mark-69'}])
+        assert.deepEqual(r1.changed, Array.from({length: 70}, () => true))
+        assert.equal(r1.updates, store.sql.dialect === 'mysql' ? 3 : 70)
+        assert.deepEqual([(await store.get('mark-0'))!.attempts, (await store.get('mark-66'))!.attempts, (await store.get('mark-68'))!.attempts, (await store.get('mark-69'))!.attempts], [1, 1, 7, 1])
+        assert.equal((await store.get('mark-5'))!.status, 'delivered')
+        // all repeats: nothing changes, nothing is rewritten
+        const before = (await store.get('mark-1'))!
+        const r2 = await mark([{attempts: 9, messageId: 'mark-1'}, {attempts: 9, messageId: 'mark-2'}])
+        assert.deepEqual(r2.changed, [false, false])
+        assert.deepEqual(await store.get('mark-1'), before)
+      } finally {
+        store.sql.transaction = transaction
+      }
+      // repeats mixed with new ones (and an id twice): exact per-item outcomes
+      await store.registerMany(['mark-a', 'mark-b'].map((id) => ({clientId: 'alice', messageId: id, payload: {message_body: 'm', sender_number: '+4915200000000'}})))
+      const r3 = await store.markDeliveredMany([{attempts: 2, messageId: 'mark-a'}, {attempts: 2, messageId: 'mark-3'}, {attempts: 2, messageId: 'mark-b'}, {attempts: 2, messageId: 'mark-a'}])
+      assert.deepEqual(r3.map((o) => o.changed), [true, false, true, false])
+      assert.deepEqual([(await store.get('mark-a'))!.status, (await store.get('mark-3'))!.attempts, (await store.get('mark-b'))!.attempts], ['delivered', 1, 2])
+      const r4 = await store.markDeliveredMany([{attempts: 3, messageId: 'mark-4'}, {attempts: 3, messageId: 'nope-1'}])
+      assert.deepEqual(r4.map((o) => o.changed), [false, false])
+    })
   })
 }
