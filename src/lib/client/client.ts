@@ -567,8 +567,8 @@ export class BrokerClient extends EventEmitter {
       const f = await this.requestRaw({body, exchange, opts: {...opts, messageId}, routingKey}, undefined, messageId)
       return {messageId: f.args.message_id ?? messageId, queues: f.args.queues ? f.args.queues.split(',') : []}
     }
-    if (opts.messageId !== undefined) {
-      // named by the caller (mq send names every message): it can share a PUBLISH_BATCH, whose one OK
+    if (opts.messageId) {
+      // named by the caller (mq send names every message; an empty id stays a PUBLISH, refused as before): it can share a PUBLISH_BATCH, whose one OK
       // (sent once all of it is stored) settles each publish with its own id
       const f = await this.requestRaw({body, exchange, opts, routingKey}, undefined, opts.messageId, false)
       return {messageId: f.args.message_id || opts.messageId, queues: f.args.queues ? f.args.queues.split(',') : []}

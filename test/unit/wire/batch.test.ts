@@ -407,3 +407,21 @@ test('a PUBLISH_BATCH with headers is checked whole: a bad header name or bad pe
     await srv.stop()
   }
 })
+
+test('without batch confirms, named publishes share a batch whose one answer settles each: OK with its own id, or ERR for all; an empty id is still refused', async () => {
+  const srv = await startPlainServer({permissionsFor: allowAll})
+  const c = await BrokerClient.connect({host: '127.0.0.1', plain: true, port: srv.port, tls: {}})
+  try {
+    await c.declareQueue('nq')
+    const ok = await Promise.all(Array.from({length: 5}, (_, i) => c.publish('', 'nq', Buffer.from(`n${i}`), {headers: HEADERS, messageId: `named-${i}`})))
+    assert.deepEqual(ok, Array.from({length: 5}, (_, i) => ({messageId: `named-${i}`, queues: ['nq']})))
+    const lost = await Promise.allSettled(Array.from({length: 5}, (_, i) => c.publish('', 'no-such-queue', Buffer.from(`x${i}`), {headers: HEADERS, messageId: `lost-${i}`})))
+    assert.ok(lost.every((r) => r.status === 'rejected' && (r.reason as {code: string}).code === 'E_UNROUTABLE'))
+    await assert.rejects(c.publish('', 'nq', Buffer.from('e'), {messageId: ''}), (e: {code: string}) => e.code === 'E_BAD_MESSAGE_ID')
+    const {messages} = await c.peek('nq', 10)
+    assert.deepEqual(messages.map((m) => [m.messageId, m.headers]), Array.from({length: 5}, (_, i) => [`named-${i}`, HEADERS]))
+  } finally {
+    await c.close()
+    await srv.stop()
+  }
+})
