@@ -13,7 +13,7 @@ import {Duplex} from 'node:stream'
 import {CipherMqListener} from '../../src/lib/broker/ciphermq.js'
 import {EnvelopeOpener, EnvelopeSealer, type GrantStore, parseGrant3} from '../../src/lib/crypto/envelope.js'
 import {ALLOW_ALL, Engine} from '../../src/lib/broker/engine.js'
-import {BATCH_MAX_COUNT, DeliveryBatchWriter, FrameError, FrameParser, PublishBatchWriter, encodeFrame, parseDeliveries, parsePublishBatch} from '../../src/lib/wire/protocol.js'
+import {BATCH_MAX_COUNT, DeliveryBatchWriter, FrameError, FrameParser, PublishBatchWriter, encodeFrame, encodeHeaderArgs, frameHeadersOrNone, isHeaderName, parseDeliveries, parsePublishBatch} from '../../src/lib/wire/protocol.js'
 import {parseYamlSource, resolveSources} from '../../src/lib/config/load.js'
 import {MqHome} from '../../src/lib/config/home.js'
 import {defaultConfig} from '../../src/lib/config/load.js'
@@ -95,7 +95,7 @@ const brokerFrames: Harness<null> = {
   async setup() {
     return null
   },
-  dict: ['PUBLISH ', 'PUBLISH_BATCH ', 'DELIVERS ', 'DELIVER ', 'HELLO ', 'CONSUME ', 'ACK ', ' count=', ' exchange=', ' key=', ' message_id=', ' h.', ' id=', '%', '%2', '%zz', '\n', '\r\n', ' ', '=', ' 4096', ' 65536', ' 0'],
+  dict: ['PUBLISH ', 'PUBLISH_BATCH ', 'DELIVERS ', 'DELIVER ', 'HELLO ', 'CONSUME ', 'ACK ', ' count=', ' exchange=', ' key=', ' message_id=', ' h.', ' h.x-mq-format=native', ' batch_headers=1', ' id=', '%', '%2', '%zz', '\n', '\r\n', ' ', '=', ' 4096', ' 65536', ' 0'],
   maxLen: 70_000,
   name: 'broker-frames',
   run(input) {
@@ -103,6 +103,11 @@ const brokerFrames: Harness<null> = {
     const parser = new FrameParser(64 * 1024)
     const onFrame = (f: {verb: string; id: number; args: Record<string, string>; body: Buffer}) => {
       sig.push(f.verb)
+      if (f.verb === 'PUBLISH_BATCH' || f.verb === 'DELIVERS') {
+        // a batch's h.* are every record's headers: taken once from the line, names checked as the engine does
+        const h = frameHeadersOrNone(f.args)
+        for (const k in h) if (!isHeaderName(k)) sig.push('E_BAD_HEADER')
+      }
       if (f.verb === 'PUBLISH_BATCH') {
         // as the server does: count checked first (server.ts), then the body
         const v = f.args.count
@@ -126,6 +131,14 @@ const brokerFrames: Harness<null> = {
     pb.start('ex', 'rk')
     pb.add('id-1', Buffer.from('hello'))
     pb.add(undefined, Buffer.alloc(300, 1))
+    const headers = encodeHeaderArgs({'trace.id': 'a b=c%d é', 'x-mq-format': 'native'})
+    const pbh = new PublishBatchWriter()
+    pbh.start('', 'q1', headers)
+    pbh.add('id-2', Buffer.from('with headers'))
+    pbh.add('id-3', Buffer.from('and again'))
+    const dbh = new DeliveryBatchWriter()
+    dbh.start('c2', headers)
+    dbh.add(3, false, 1, Date.now(), '', 'q1', 'id-2', Buffer.from('with headers'))
     const db = new DeliveryBatchWriter()
     db.start('c1')
     db.add(1, false, 1, Date.now(), 'ex', 'rk', 'm1', Buffer.from('body'))
@@ -137,9 +150,11 @@ const brokerFrames: Harness<null> = {
       Buffer.concat([encodeFrame('ACK', 0, {tags: '1-40,42'}), encodeFrame('PING', 9)]),
       pb.frame(1),
       db.frame(),
+      pbh.frame(4),
+      dbh.frame(),
     ]
   },
-  what: 'FrameParser.push over 1-3 chunks; PUBLISH_BATCH bodies (parsePublishBatch) and DELIVERS bodies (parseDeliveries)',
+  what: 'FrameParser.push over 1-3 chunks; PUBLISH_BATCH bodies (parsePublishBatch) and DELIVERS bodies (parseDeliveries), with and without shared h.* headers',
 }
 
 // --- CipherMQ text protocol ------------------------------------------------------------------------

@@ -47,7 +47,8 @@ export interface BrokerEngine {
   deleteQueue(name: string): Sync<number>
   purgeQueue(name: string): Sync<number>
   publish(exchange: string, routingKey: string, body: Buffer, opts?: PublishOptions, perms?: Permissions): PublishResult
-  publishMany(exchange: string, routingKey: string, bodies: Buffer[], ids: (string | undefined)[], perms?: Permissions): PublishResult
+  /** `headers` are every message's (one object, shared) */
+  publishMany(exchange: string, routingKey: string, bodies: Buffer[], ids: (string | undefined)[], perms?: Permissions, headers?: Record<string, string>): PublishResult
   settlePublished(messageId: string): boolean
   whenFlowing(queue: string, cb: () => void): void
   /** whether a queue exists (cluster mode: reloads the definitions once before it says no) */

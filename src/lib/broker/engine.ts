@@ -762,14 +762,17 @@ export class Engine {
   /**
    * A PUBLISH_BATCH: many bodies to one exchange and routing key, routed and permission-checked once.
    * Everything is checked before the first message is queued, so a batch is taken whole or not at all.
-   * No headers (a message with headers travels as its own PUBLISH).
+   * `headers` are every message's: one object shared by all of them (nothing changes a message's headers in place).
    */
-  publishMany(exchange: string, routingKey: string, bodies: Buffer[], ids: (string | undefined)[], perms: Permissions = ALLOW_ALL): PublishResult {
+  publishMany(exchange: string, routingKey: string, bodies: Buffer[], ids: (string | undefined)[], perms: Permissions = ALLOW_ALL, headers: Record<string, string> = NO_HEADERS as Record<string, string>): PublishResult {
     if (!perms.canPublish(exchange)) throw new PermissionError('E_FORBIDDEN', `not allowed to publish to exchange ${JSON.stringify(exchange)}`, {hint: 'Try this: ask an admin to add it to broker.permissions[].publish'})
     const targets = this.route(exchange, routingKey)
     for (const id of ids) {
       if (id !== undefined && (id.length === 0 || id.length > 200)) throw new UsageError('E_BAD_MESSAGE_ID', 'message id must be 1-200 characters', {hint: 'Try this: omit it to get a UUID'})
     }
+    // as publish(): a name a DELIVER frame cannot carry would throw later, inside dispatch
+    for (const k in headers) if (!isHeaderName(k)) throw new UsageError('E_BAD_HEADER', `header name ${JSON.stringify(k.slice(0, 40))} is not allowed (1-128 letters, digits, _ . : -)`, {hint: 'Try this: rename the header'})
+    const redrivenFrom = headers === NO_HEADERS ? undefined : headers['x-redriven-from']
     let total = 0
     for (const b of bodies) total += b.length
     this.checkRoom(targets, total)
@@ -782,11 +785,12 @@ export class Engine {
       lastId = messageId
       for (const qn of targets) {
         const q = this.queues.get(qn)!
-        const msg: Message = {seq: this.seq++, messageId, exchange, routingKey, body: bodies[i], headers: NO_HEADERS as Record<string, string>, timestamp, deliveryCount: 0, redelivered: false, expiresAt: q.ttlMs ? timestamp + q.ttlMs : 0}
+        const msg: Message = {seq: this.seq++, messageId, exchange, routingKey, body: bodies[i], headers, timestamp, deliveryCount: 0, redelivered: false, expiresAt: q.ttlMs ? timestamp + q.ttlMs : 0}
         this.setStatus(messageId, 'sent', q.name)
         if (this.enqueue(q, msg)) durable = true
         if (this.lagging(q)) flow = qn
       }
+      if (redrivenFrom !== undefined) this.noteRedriven(messageId, redrivenFrom)
     }
     this.totals.published += bodies.length
     return {messageId: lastId, queues: targets, durable, flow}

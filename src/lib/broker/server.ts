@@ -14,7 +14,7 @@ import type {Logger} from '../log.js'
 import {type BrokerEngine, whenReady} from './backend.js'
 import {type DeliveryOut, type ExchangeType, type PublishResult, type Session} from './engine.js'
 import {type ResolvedPermissions, monitorForbidden, peekForbidden} from './permissions.js'
-import {BATCH_BYTES, BATCH_MAX_COUNT, BIG_BODY, DeliveryBatchWriter, type Frame, FrameError, FrameParser, NEWLINE, PROTOCOL_VERSION, encodeFrame, encodeHead, encodeValue, frameHeadersOrNone, isHeaderName, parsePublishBatch} from '../wire/protocol.js'
+import {BATCH_BYTES, BATCH_MAX_COUNT, BIG_BODY, DeliveryBatchWriter, type Frame, FrameError, FrameParser, NEWLINE, PROTOCOL_VERSION, encodeFrame, encodeHead, encodeValue, frameHeadersOrNone, isHeaderName, parsePublishBatch, sameHeaders} from '../wire/protocol.js'
 
 export interface ServerLimits {
   maxPayload: number
@@ -201,6 +201,16 @@ function hasHeaders(h: Record<string, string>): boolean {
   return false
 }
 
+/** h.* arguments of a DELIVERS line; names no frame can carry are left out, as DELIVER does */
+function deliveryHeaderArgs(headers: Record<string, string>): string {
+  let out = ''
+  for (const k in headers) if (isHeaderName(k)) out += ' h.' + encodeValue(k) + '=' + encodeValue(headers[k])
+  return out
+}
+
+/** DELIVERS records share the headers on its line; bigger headers than this go per DELIVER */
+const DELIVERS_HEADER_ARGS_MAX = 4096
+
 class Connection {
   readonly parser: FrameParser
   session?: Session
@@ -217,8 +227,12 @@ class Connection {
   private batchConfirms = false
   /** negotiated in HELLO (batch=1): a tick's deliveries to one consumer leave as one DELIVERS frame */
   private batchDeliveries = false
+  /** negotiated in HELLO (batch_headers=1): messages with headers go in DELIVERS too, the headers on its line */
+  private batchHeaders = false
   private readonly dbatch = new DeliveryBatchWriter()
   private dbatchTag = ''
+  /** the open DELIVERS batch's headers (NO_HEADERS-like empty object for none) */
+  private dbatchHeaders: Record<string, string> = {}
   private durablePending = 0
   private confirmUpTo = 0
   private confirmScheduled = false
@@ -509,13 +523,20 @@ class Connection {
 
   private deliver(d: DeliveryOut): void {
     const m = d.msg
-    if (this.batchDeliveries && d.consumerTag && m.body.length < BIG_BODY && !hasHeaders(m.headers)) {
-      if (this.dbatch.count > 0 && (d.consumerTag !== this.dbatchTag || this.dbatch.bytes >= BATCH_BYTES || this.dbatch.count >= BATCH_MAX_COUNT)) this.closeDeliveries()
-      if (this.dbatch.count === 0) {
-        this.dbatchTag = d.consumerTag
-        this.dbatch.start(d.consumerTag)
+    if (this.batchDeliveries && d.consumerTag && m.body.length < BIG_BODY && (this.batchHeaders || !hasHeaders(m.headers))) {
+      // a batch's records share its headers: other headers close it (messages of one PUBLISH_BATCH share one object)
+      if (this.dbatch.count > 0 && (d.consumerTag !== this.dbatchTag || !sameHeaders(m.headers, this.dbatchHeaders) || this.dbatch.bytes >= BATCH_BYTES || this.dbatch.count >= BATCH_MAX_COUNT)) this.closeDeliveries()
+      let open = this.dbatch.count > 0
+      if (!open) {
+        const hdrArgs = hasHeaders(m.headers) ? deliveryHeaderArgs(m.headers) : ''
+        if (hdrArgs.length <= DELIVERS_HEADER_ARGS_MAX) {
+          this.dbatchTag = d.consumerTag
+          this.dbatchHeaders = m.headers
+          this.dbatch.start(d.consumerTag, hdrArgs)
+          open = true
+        }
       }
-      if (this.dbatch.add(d.deliveryTag, m.redelivered, m.deliveryCount, m.timestamp, m.exchange, m.routingKey, m.messageId, m.body)) {
+      if (open && this.dbatch.add(d.deliveryTag, m.redelivered, m.deliveryCount, m.timestamp, m.exchange, m.routingKey, m.messageId, m.body)) {
         // lastOut is set when the batch is written (closeDeliveries), not per record
         if (!this.flushScheduled) {
           this.flushScheduled = true
@@ -659,6 +680,7 @@ class Connection {
       case 'HELLO': {
         if (f.args.confirms === 'batch') this.batchConfirms = true
         if (f.args.batch === '1') this.batchDeliveries = true
+        if (f.args.batch_headers === '1') this.batchHeaders = true
         const hb = this.int(f, 'heartbeat')
         if (hb !== undefined && hb > 0) this.heartbeatMs = this.heartbeatMs > 0 ? Math.max(1000, Math.min(hb, this.heartbeatMs)) : Math.max(1000, hb)
         this.ok(f.id, {
@@ -668,6 +690,8 @@ class Connection {
           confirms: this.batchConfirms ? 'batch' : undefined,
           // PUBLISH_BATCH is understood (DELIVERS are sent only to a client that sent batch=1)
           batch: 1,
+          // PUBLISH_BATCH with h.* is understood (DELIVERS carry headers only to a client that sent batch_headers=1)
+          batch_headers: 1,
           max_unconfirmed: this.srv.opts.limits.maxUnconfirmed,
           server: 'mq',
           version: PROTOCOL_VERSION,
@@ -688,7 +712,8 @@ class Connection {
         const count = this.int(f, 'count') ?? 0
         if (count < 1 || count > BATCH_MAX_COUNT) throw new UsageError('E_FRAME_ARG', `PUBLISH_BATCH count=${count} must be 1..${BATCH_MAX_COUNT}`, {hint: 'Try this: see docs/protocol.md, "Batches"'})
         const {bodies, ids} = parsePublishBatch(f.body, count, f.id)
-        const r = engine.publishMany(f.args.exchange ?? '', f.args.key ?? '', bodies, ids, this.perms)
+        // h.* on the line are every record's headers: one object for all of them
+        const r = engine.publishMany(f.args.exchange ?? '', f.args.key ?? '', bodies, ids, this.perms, frameHeadersOrNone(f.args))
         this.published(f.id, r, count)
         return
       }

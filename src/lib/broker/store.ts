@@ -374,14 +374,21 @@ function sharedBody(body: Buffer): boolean {
 function packMessages(run: Op[], shared: Uint8Array[]): Uint8Array {
   let size = 0
   const headers: (string | undefined)[] = []
+  // the messages of one PUBLISH_BATCH (every message of an mq send) share one headers object: serialised once
+  let lastHeaders: Record<string, string> | undefined
+  let lastJson: string | undefined
   for (const op of run) {
     if (op.t === 'ins') {
       const m = op.m
       let h: string | undefined
-      for (const _k in m.headers) {
-        h = JSON.stringify(m.headers)
-        break
-      }
+      if (m.headers === lastHeaders) h = lastJson
+      else
+        for (const _k in m.headers) {
+          h = JSON.stringify(m.headers)
+          lastHeaders = m.headers
+          lastJson = h
+          break
+        }
       headers.push(h)
       size += 1 + 8 + 5 * 4 + 3 * (op.queue.length + m.messageId.length + m.exchange.length + m.routingKey.length + (h?.length ?? 0)) + 8 + 4 + 8 + 4 + (sharedBody(m.body) ? 4 : m.body.length)
     } else size += op.t === 'del' && (op.size ?? 0) < GROUP_BODY_MAX ? 9 : 13

@@ -11,7 +11,7 @@ import tls from 'node:tls'
 import {DataError, MqError, NotFoundError, PermissionError, TempFailError, UnavailableError, UsageError} from '../errors.js'
 import {MessageIds} from '../wire/ids.js'
 import type {BrokerDefinitions, BrokerStats, Delivery, MessageStatusInfo, PeekedMessage, QueueStats} from '../wire/types.js'
-import {BATCH_BYTES, BATCH_MAX_COUNT, BIG_BODY, type Frame, FrameError, FrameParser, NEWLINE, PublishBatchWriter, encodeFrame, encodeHead, encodeLine, encodeValue, frameHeaders, parseDeliveries} from '../wire/protocol.js'
+import {BATCH_BYTES, BATCH_HEADER_ARGS_MAX, BATCH_MAX_COUNT, BIG_BODY, type Frame, FrameError, FrameParser, NEWLINE, PublishBatchWriter, encodeFrame, encodeHead, encodeHeaderArgs, encodeLine, encodeValue, frameHeaders, frameHeadersOrNone, parseDeliveries, sameHeaders} from '../wire/protocol.js'
 
 export type {BrokerDefinitions, BrokerStats, Delivery, MessageStatus, MessageStatusInfo, PeekedMessage, QueueStats} from '../wire/types.js'
 
@@ -34,8 +34,9 @@ export interface ConnectOptions {
   /** largest frame body accepted from the broker */
   maxPayload?: number
   /**
-   * Batch frames (default true): small header-less publishes of one tick to the same exchange and key
-   * leave as one PUBLISH_BATCH, and the broker pushes deliveries as DELIVERS frames.
+   * Batch frames (default true): small publishes of one tick to the same exchange and key (and the
+   * same headers, where the broker announced batch_headers=1) leave as one PUBLISH_BATCH, and the
+   * broker pushes deliveries as DELIVERS frames.
    */
   batch?: boolean
 }
@@ -135,6 +136,14 @@ export class BrokerClient extends EventEmitter {
   private readonly ids = new MessageIds()
   /** the broker understands PUBLISH_BATCH */
   private batchPublish = false
+  /** the broker takes PUBLISH_BATCH with h.* (headers shared by its records): HELLO batch_headers=1 */
+  private batchHeaders = false
+  /** the last headers batched (a copy: a caller may change its object) and their encoded h.* arguments */
+  private hdrSnap: Record<string, string> | undefined
+  private hdrArgs = ''
+  /** the open batch's headers and their encoded arguments */
+  private pbatchHeaders: Record<string, string> | undefined
+  private pbatchHdrArgs = ''
   /** the open PUBLISH_BATCH: its exchange, key and request ids (0 = unconfirmed) */
   private readonly pbatch = new PublishBatchWriter()
   private pbatchExchange = ''
@@ -206,10 +215,12 @@ export class BrokerClient extends EventEmitter {
     const c = new BrokerClient(sock, timeoutMs, opts.maxPayload ?? 128 * 1024 * 1024)
     try {
       const batch = opts.batch ?? true
-      const ok = await c.request('HELLO', {batch: batch ? 1 : undefined, confirms: opts.batchConfirms ? 'batch' : undefined, heartbeat: opts.heartbeatMs, identity: opts.plain ? (opts.identity ?? 'anonymous') : undefined, version: 1})
+      const ok = await c.request('HELLO', {batch: batch ? 1 : undefined, batch_headers: batch ? 1 : undefined, confirms: opts.batchConfirms ? 'batch' : undefined, heartbeat: opts.heartbeatMs, identity: opts.plain ? (opts.identity ?? 'anonymous') : undefined, version: 1})
       c.server = ok.args
       c.batchConfirms = ok.args.confirms === 'batch'
       c.batchPublish = batch && ok.args.batch === '1'
+      // an older broker does not announce it (and would drop h.* on a PUBLISH_BATCH): headers then go per PUBLISH
+      c.batchHeaders = c.batchPublish && ok.args.batch_headers === '1'
     } catch (error) {
       c.sock.destroy()
       if (error instanceof MqError && error.code === 'E_BROKER_CLOSED') {
@@ -275,8 +286,10 @@ export class BrokerClient extends EventEmitter {
         const h = this.consumers.get(f.args.consumer ?? '')
         if (!h) return
         const queue = h.queue
+        // h.* on a DELIVERS line are every record's headers; each delivery gets its own copy to keep
+        const shared = frameHeadersOrNone(f.args)
         parseDeliveries(f.body, Number(f.args.count ?? 0), (r) =>
-          h.onMessage({body: r.body, deliveryCount: r.count, deliveryTag: r.tag, exchange: r.exchange, headers: {}, messageId: r.messageId, queue, redelivered: r.redelivered, routingKey: r.key, timestamp: r.ts}),
+          h.onMessage({body: r.body, deliveryCount: r.count, deliveryTag: r.tag, exchange: r.exchange, headers: {...shared}, messageId: r.messageId, queue, redelivered: r.redelivered, routingKey: r.key, timestamp: r.ts}),
         )
         return
       }
@@ -409,14 +422,28 @@ export class BrokerClient extends EventEmitter {
    * `id` 0 = unconfirmed; confirmed ones are consecutive request ids, so one CONFIRM or ERR settles them.
    */
   private batched(exchange: string, routingKey: string, body: Buffer, opts: {messageId?: string; headers?: Record<string, string>}, id: number): boolean {
-    if (!this.batchPublish || body.length >= BIG_BODY || opts.headers) return false
+    if (!this.batchPublish || body.length >= BIG_BODY) return false
+    let hdrArgs = ''
+    const headers = opts.headers
+    if (headers) {
+      if (this.hdrSnap === undefined || !sameHeaders(headers, this.hdrSnap)) {
+        // other headers than last time: encoded (and their names checked) once, then reused while they repeat
+        this.hdrArgs = encodeHeaderArgs(headers)
+        this.hdrSnap = {...headers}
+      }
+      hdrArgs = this.hdrArgs
+      if (hdrArgs !== '' && (!this.batchHeaders || hdrArgs.length > BATCH_HEADER_ARGS_MAX)) return false
+    }
     const b = this.pbatch
-    if (b.count > 0 && (exchange !== this.pbatchExchange || routingKey !== this.pbatchKey || (id === 0) !== (this.pbatchLast === 0) || b.bytes >= BATCH_BYTES || b.count >= BATCH_MAX_COUNT)) this.closeBatch()
+    // records share their batch's headers: other headers close it (equal headers encode to the same string)
+    if (b.count > 0 && (exchange !== this.pbatchExchange || routingKey !== this.pbatchKey || hdrArgs !== this.pbatchHdrArgs || (id === 0) !== (this.pbatchLast === 0) || b.bytes >= BATCH_BYTES || b.count >= BATCH_MAX_COUNT)) this.closeBatch()
     if (this.ackTags.length > 0) this.flushAcks()
     if (b.count === 0) {
-      b.start(exchange, routingKey)
+      b.start(exchange, routingKey, hdrArgs)
       this.pbatchExchange = exchange
       this.pbatchKey = routingKey
+      this.pbatchHdrArgs = hdrArgs
+      this.pbatchHeaders = hdrArgs === '' ? undefined : this.hdrSnap
       this.pbatchFirst = id
     }
     if (!b.add(opts.messageId, body)) {
@@ -441,7 +468,7 @@ export class BrokerClient extends EventEmitter {
       const messageId = idLen ? rec.toString('utf8', 2, 2 + idLen) : undefined
       const body = Buffer.from(rec.subarray(2 + idLen + 4))
       b.reset()
-      this.writeFrame(publishFrame(id, this.pbatchExchange, this.pbatchKey, body, {messageId}))
+      this.writeFrame(publishFrame(id, this.pbatchExchange, this.pbatchKey, body, {headers: this.pbatchHeaders, messageId}))
       return
     }
     if (id !== 0) this.batchFirstOf.set(id, this.pbatchFirst)
@@ -457,7 +484,8 @@ export class BrokerClient extends EventEmitter {
     return this.ids.next()
   }
 
-  private requestRaw(frame: ((id: number) => Buffer | [Buffer, Buffer]) | BatchablePublish, onOk?: (f: Frame) => void, publishMessageId?: string): Promise<Frame> {
+  /** `publishMessageId`: the id a batched publish resolves with; `confirmed` = settled by CONFIRM upto= (batch confirms) */
+  private requestRaw(frame: ((id: number) => Buffer | [Buffer, Buffer]) | BatchablePublish, onOk?: (f: Frame) => void, publishMessageId?: string, confirmed = true): Promise<Frame> {
     if (this.isClosed) return Promise.reject(new UnavailableError('E_BROKER_CLOSED', 'the connection to the broker is closed', {hint: 'Try this: reconnect'}))
     const id = this.nextId++
     let buf: Buffer | [Buffer, Buffer] | undefined
@@ -469,7 +497,7 @@ export class BrokerClient extends EventEmitter {
     }
     return new Promise<Frame>((resolve, reject) => {
       this.pending.set(id, {deadline: Date.now() + this.timeoutMs, messageId: publishMessageId, onOk, reject, resolve})
-      if (publishMessageId !== undefined) this.pubIds.push(id)
+      if (publishMessageId !== undefined && confirmed) this.pubIds.push(id)
       if (buf) this.write(buf)
     })
   }
@@ -538,6 +566,12 @@ export class BrokerClient extends EventEmitter {
       const messageId = opts.messageId ?? this.newId()
       const f = await this.requestRaw({body, exchange, opts: {...opts, messageId}, routingKey}, undefined, messageId)
       return {messageId: f.args.message_id ?? messageId, queues: f.args.queues ? f.args.queues.split(',') : []}
+    }
+    if (opts.messageId) {
+      // named by the caller (mq send names every message; an empty id stays a PUBLISH, refused as before): it can share a PUBLISH_BATCH, whose one OK
+      // (sent once all of it is stored) settles each publish with its own id
+      const f = await this.requestRaw({body, exchange, opts, routingKey}, undefined, opts.messageId, false)
+      return {messageId: f.args.message_id || opts.messageId, queues: f.args.queues ? f.args.queues.split(',') : []}
     }
     const f = await this.requestRaw((id) => publishFrame(id, exchange, routingKey, body, opts))
     return {messageId: f.args.message_id ?? '', queues: f.args.queues ? f.args.queues.split(',') : []}

@@ -120,6 +120,34 @@ export function isHeaderName(k: string): boolean {
   return HEADER_NAME.test(k)
 }
 
+/**
+ * Message headers as the ` h.NAME=VALUE` arguments of one header line (names checked, values encoded).
+ * Batch frames carry them once for all their records (docs/protocol.md, "Batches").
+ */
+export function encodeHeaderArgs(headers: Record<string, string>): string {
+  let out = ''
+  for (const k in headers) {
+    if (!HEADER_NAME.test(k)) throw new FrameError('E_FRAME_MALFORMED', `header name ${JSON.stringify(k)} is not allowed (letters, digits, _ . : - only)`, false)
+    out += ' h.' + k + '=' + enc(headers[k])
+  }
+  return out
+}
+
+/** true when two header sets have the same names and values (a batch's records must share theirs) */
+export function sameHeaders(a: Record<string, string>, b: Record<string, string>): boolean {
+  if (a === b) return true
+  let n = 0
+  for (const k in a) {
+    if (b[k] !== a[k] || !Object.prototype.hasOwnProperty.call(b, k)) return false
+    n++
+  }
+  for (const _ in b) n--
+  return n === 0
+}
+
+/** a batch's shared header arguments are at most this long (bigger headers travel per message) */
+export const BATCH_HEADER_ARGS_MAX = 4096
+
 export function headerArgs(headers: Record<string, string> | undefined, into: Record<string, string | number | boolean | undefined>): void {
   if (!headers) return
   for (const k in headers) {
@@ -550,9 +578,9 @@ export class PublishBatchWriter extends RecordBuffer {
   /** the header line up to the id, and after it (values encoded) */
   private exArgs = ''
 
-  /** Starts a batch to one exchange and routing key. */
-  start(exchange: string, routingKey: string): void {
-    this.exArgs = ' exchange=' + enc(exchange) + ' key=' + enc(routingKey) + ' count='
+  /** Starts a batch to one exchange and routing key; `headerArgs` (encodeHeaderArgs) are every record's headers. */
+  start(exchange: string, routingKey: string, headerArgs = ''): void {
+    this.exArgs = ' exchange=' + enc(exchange) + ' key=' + enc(routingKey) + headerArgs + ' count='
     this.open('PUBLISH_BATCH '.length + Buffer.byteLength(this.exArgs) + NUMBERS_ROOM)
   }
 
@@ -618,9 +646,9 @@ export interface BatchDelivery {
 export class DeliveryBatchWriter extends RecordBuffer {
   private prefix = ''
 
-  /** Starts a batch of deliveries to one consumer. */
-  start(consumerTag: string): void {
-    this.prefix = 'DELIVERS 0 consumer=' + enc(consumerTag) + ' count='
+  /** Starts a batch of deliveries to one consumer; `headerArgs` (encodeHeaderArgs) are every record's headers. */
+  start(consumerTag: string, headerArgs = ''): void {
+    this.prefix = 'DELIVERS 0 consumer=' + enc(consumerTag) + headerArgs + ' count='
     this.open(Buffer.byteLength(this.prefix) + NUMBERS_ROOM)
   }
 

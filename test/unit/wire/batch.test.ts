@@ -4,7 +4,7 @@ import {test} from 'node:test'
 
 import {BrokerClient, type Delivery} from '../../../src/lib/client/client.js'
 import {resolvePermissions} from '../../../src/lib/broker/permissions.js'
-import {type BatchDelivery, DeliveryBatchWriter, FrameError, FrameParser, type Frame, PublishBatchWriter, parseDeliveries, parsePublishBatch} from '../../../src/lib/wire/protocol.js'
+import {type BatchDelivery, DeliveryBatchWriter, FrameError, FrameParser, type Frame, PublishBatchWriter, encodeFrame, encodeHeaderArgs, frameHeaders, parseDeliveries, parsePublishBatch, sameHeaders} from '../../../src/lib/wire/protocol.js'
 import {startPlainServer} from '../../helpers/broker.js'
 
 const allowAll = (id: string) => resolvePermissions([{admin: true, consume: ['*'], identity: '*', publish: ['*'], roles: []}], id)
@@ -204,6 +204,222 @@ test('the client batches a tick of publishes: each resolves with its own id, an 
     assert.equal(got[5].queue, 'cq')
     await new Promise((r) => setTimeout(r, 50))
     assert.equal(srv.engine.queues.get('cq')!.unacked, 0, 'the acks of batched deliveries reached the broker')
+  } finally {
+    await c.close()
+    await srv.stop()
+  }
+})
+
+// ---- messages with headers on the batched path (HELLO batch_headers=1) ---------------------------
+
+/** header values that need every kind of encoding: spaces, =, %, newlines, non-ASCII */
+const HEADERS = {'content-type': 'text/plain; charset=utf-8', 'trace.id': 'a b=c%d\n\té ключ', 'x-mq-format': 'native'}
+
+test('batch frames carry their records\' shared headers as h.* on the line, byte-exact; bad names are refused before sending', () => {
+  const w = new PublishBatchWriter()
+  w.start('ex', 'k', encodeHeaderArgs(HEADERS))
+  w.add('m1', Buffer.from('one'))
+  w.add(undefined, Buffer.from('two'))
+  const d = new DeliveryBatchWriter()
+  d.start('ctag', encodeHeaderArgs(HEADERS))
+  d.add(1, false, 1, 1, 'ex', 'k', 'm1', Buffer.from('one'))
+  const frames: Frame[] = []
+  new FrameParser(1 << 20).push(Buffer.concat([w.frame(3), d.frame()]), (f) => frames.push(f), (e) => assert.fail(e.message))
+  assert.deepEqual(frameHeaders(frames[0].args), HEADERS)
+  assert.equal(frames[0].args.count, '2')
+  assert.deepEqual(parsePublishBatch(frames[0].body, 2, 3).ids, ['m1', undefined])
+  assert.deepEqual(frameHeaders(frames[1].args), HEADERS)
+  assert.equal(frames[1].args.count, '1')
+  assert.throws(() => encodeHeaderArgs({'bad name': 'x'}), (e: FrameError) => e.code === 'E_FRAME_MALFORMED' && !e.fatal)
+  assert.ok(sameHeaders({a: '1', b: '2'}, {b: '2', a: '1'}))
+  assert.ok(!sameHeaders({a: '1'}, {a: '1', b: '2'}))
+  assert.ok(!sameHeaders({a: '1', b: '2'}, {a: '1'}))
+  assert.ok(!sameHeaders({a: '1'}, {a: '2'}))
+})
+
+/** A TCP relay between a client and the broker that records the verb of every frame each way; `strip` drops HELLO reply arguments (an older broker). */
+async function frameCounter(port: number, strip: string[] = []) {
+  const up: string[] = []
+  const down: string[] = []
+  const server = net.createServer((client) => {
+    const broker = net.connect({host: '127.0.0.1', port})
+    const fromClient = new FrameParser(1 << 26)
+    const fromBroker = new FrameParser(1 << 26)
+    client.on('data', (d: Buffer) => {
+      fromClient.push(d, (f) => up.push(f.verb), () => up.push('error'))
+      broker.write(d)
+    })
+    broker.on('data', (d: Buffer) => {
+      if (strip.length === 0) {
+        fromBroker.push(d, (f) => down.push(f.verb), () => down.push('error'))
+        client.write(d)
+        return
+      }
+      // re-encoded frame by frame so the HELLO reply can lose arguments
+      fromBroker.push(
+        d,
+        (f) => {
+          down.push(f.verb)
+          if (f.verb === 'OK' && f.args.server === 'mq') for (const k of strip) delete f.args[k]
+          client.write(encodeFrame(f.verb, f.id, f.args, f.body))
+        },
+        () => down.push('error'),
+      )
+    })
+    client.on('close', () => broker.destroy())
+    broker.on('close', () => client.destroy())
+    client.on('error', () => {})
+    broker.on('error', () => {})
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  const count = (list: string[], verb: string) => list.filter((v) => v === verb).length
+  return {close: () => new Promise<void>((r) => server.close(() => r())), count, down, port: (server.address() as net.AddressInfo).port, up}
+}
+
+async function roundTrip(port: number, n: number, headersOf: (i: number) => Record<string, string>, batchConfirms: boolean): Promise<Delivery[]> {
+  const c = await BrokerClient.connect({batchConfirms, host: '127.0.0.1', plain: true, port, tls: {}})
+  try {
+    await c.declareQueue('hq')
+    const sent: Promise<unknown>[] = []
+    // without batch confirms only messages the caller names can share a batch (mq send names each)
+    for (let i = 0; i < n; i++) sent.push(c.publish('', 'hq', Buffer.from(`m${i}`), {headers: headersOf(i), messageId: batchConfirms ? undefined : `id-${i}`}))
+    if (!batchConfirms) assert.deepEqual((await Promise.all(sent)).map((r) => (r as {messageId: string}).messageId), Array.from({length: n}, (_, i) => `id-${i}`))
+    await Promise.all(sent)
+    const got: Delivery[] = []
+    await new Promise<void>((resolve) => {
+      void c.consume('hq', {prefetch: 1000}, (d) => {
+        got.push(d)
+        c.ack(d.deliveryTag)
+        if (got.length === n) resolve()
+      })
+    })
+    return got
+  } finally {
+    await c.close()
+  }
+}
+
+test('messages with headers travel batched both ways: 300 publishes with one sender\'s headers take a handful of frames and arrive with their headers byte-exact', async () => {
+  for (const batchConfirms of [true, false]) {
+    const srv = await startPlainServer({permissionsFor: allowAll})
+    const relay = await frameCounter(srv.port)
+    try {
+      const shared = {...HEADERS}
+      const got = await roundTrip(relay.port, 300, () => shared, batchConfirms)
+      assert.deepEqual(got.map((d) => d.body.toString()), Array.from({length: 300}, (_, i) => `m${i}`))
+      for (const d of got) assert.deepEqual(d.headers, HEADERS)
+      got[0].headers.changed = 'by the consumer'
+      assert.deepEqual(got[1].headers, HEADERS, 'each delivery has its own headers object')
+      // without batching this was 300 PUBLISH and 300 DELIVER frames
+      assert.ok(relay.count(relay.up, 'PUBLISH') + relay.count(relay.up, 'PUBLISH_BATCH') <= 20, `client frames: ${relay.count(relay.up, 'PUBLISH')} PUBLISH, ${relay.count(relay.up, 'PUBLISH_BATCH')} PUBLISH_BATCH`)
+      assert.ok(relay.count(relay.up, 'PUBLISH_BATCH') >= 1)
+      assert.ok(relay.count(relay.down, 'DELIVER') + relay.count(relay.down, 'DELIVERS') <= 20, `broker frames: ${relay.count(relay.down, 'DELIVER')} DELIVER, ${relay.count(relay.down, 'DELIVERS')} DELIVERS`)
+      assert.ok(!relay.up.includes('error') && !relay.down.includes('error'))
+    } finally {
+      await relay.close()
+      await srv.stop()
+    }
+  }
+})
+
+test('headers that change from message to message close the batch: every message keeps its own headers, in order', async () => {
+  const srv = await startPlainServer({permissionsFor: allowAll})
+  try {
+    const mutable: Record<string, string> = {k: 'v0'}
+    const headersOf = (i: number): Record<string, string> => {
+      if (i % 7 === 3) return {}
+      if (i % 5 === 0) return {k: `own ${i}`, extra: 'e'}
+      // one object changed in place between publishes: the client must not reuse what it encoded before
+      mutable.k = `v${Math.floor(i / 10)}`
+      return mutable
+    }
+    const expected = Array.from({length: 120}, (_, i) => {
+      if (i % 7 === 3) return {}
+      if (i % 5 === 0) return {extra: 'e', k: `own ${i}`}
+      return {k: `v${Math.floor(i / 10)}`}
+    })
+    const got = await roundTrip(srv.port, 120, headersOf, true)
+    assert.deepEqual(got.map((d) => d.body.toString()), Array.from({length: 120}, (_, i) => `m${i}`))
+    assert.deepEqual(got.map((d) => d.headers), expected)
+  } finally {
+    await srv.stop()
+  }
+})
+
+test('older peers: a client against a broker that does not announce batch_headers sends PUBLISH per message; a client without batch_headers=1 gets DELIVER frames with h.*', async () => {
+  const srv = await startPlainServer({permissionsFor: allowAll})
+  const relay = await frameCounter(srv.port, ['batch_headers'])
+  try {
+    const got = await roundTrip(relay.port, 50, () => HEADERS, true)
+    assert.equal(got.length, 50)
+    for (const d of got) assert.deepEqual(d.headers, HEADERS)
+    assert.equal(relay.count(relay.up, 'PUBLISH'), 50)
+    assert.equal(relay.count(relay.up, 'PUBLISH_BATCH'), 0)
+
+    // an old client by hand: batch=1 only. Messages with headers come as DELIVER, h.* intact
+    const {next, s} = await raw(srv.port)
+    s.write('HELLO 1 identity=old batch=1\nDECLARE_QUEUE 2 name=oq\n')
+    assert.equal((await next()).args.batch_headers, '1', 'the broker announces it')
+    await next()
+    s.write('PUBLISH 3 exchange= key=oq h.trace=a%20b 2\nhi\nPUBLISH 4 exchange= key=oq h.trace=a%20b 2\nho\n')
+    await next()
+    await next()
+    s.write('CONSUME 5 queue=oq prefetch=10 no_ack=1\n')
+    await next('OK')
+    const a = await next('DELIVER')
+    const b = await next('DELIVER')
+    assert.deepEqual([a.body.toString(), frameHeaders(a.args)], ['hi', {trace: 'a b'}])
+    assert.deepEqual([b.body.toString(), frameHeaders(b.args)], ['ho', {trace: 'a b'}])
+    s.destroy()
+  } finally {
+    await relay.close()
+    await srv.stop()
+  }
+})
+
+test('a PUBLISH_BATCH with headers is checked whole: a bad header name or bad percent-encoding is refused without closing the connection; good ones reach DELIVERS consumers', async () => {
+  const srv = await startPlainServer({permissionsFor: allowAll})
+  try {
+    const {next, s} = await raw(srv.port)
+    s.write('HELLO 1 identity=hand batch=1 batch_headers=1\nDECLARE_QUEUE 2 name=hb\n')
+    await next()
+    await next()
+    const body = batchBody(['one', 'two'])
+    const frame = (id: number, args: string) => Buffer.concat([Buffer.from(`PUBLISH_BATCH ${id} exchange= key=hb${args} count=2 ${body.length}\n`), body, Buffer.from('\n')])
+    s.write(frame(3, ' h.bad/name=x'))
+    const badName = await next()
+    assert.deepEqual([badName.verb, badName.id, badName.args.code], ['ERR', 3, 'E_BAD_HEADER'])
+    s.write(frame(4, ' h.t=%zz'))
+    const badEnc = await next()
+    assert.deepEqual([badEnc.verb, badEnc.id, badEnc.args.code], ['ERR', 4, 'E_FRAME_MALFORMED'])
+    assert.equal(srv.engine.queues.get('hb')!.ready.length, 0, 'nothing of a refused batch was queued')
+    s.write(frame(5, ' h.t=a%25b%20c h.x-mq-format=plain'))
+    assert.equal((await next()).args.count, '2')
+    s.write('CONSUME 6 queue=hb prefetch=10 no_ack=1\n')
+    await next('OK')
+    const dl = await next('DELIVERS')
+    assert.deepEqual(frameHeaders(dl.args), {t: 'a%b c', 'x-mq-format': 'plain'})
+    const bodies: string[] = []
+    parseDeliveries(dl.body, Number(dl.args.count), (r) => bodies.push(r.body.toString()))
+    assert.deepEqual(bodies, ['one', 'two'])
+    s.destroy()
+  } finally {
+    await srv.stop()
+  }
+})
+
+test('without batch confirms, named publishes share a batch whose one answer settles each: OK with its own id, or ERR for all; an empty id is still refused', async () => {
+  const srv = await startPlainServer({permissionsFor: allowAll})
+  const c = await BrokerClient.connect({host: '127.0.0.1', plain: true, port: srv.port, tls: {}})
+  try {
+    await c.declareQueue('nq')
+    const ok = await Promise.all(Array.from({length: 5}, (_, i) => c.publish('', 'nq', Buffer.from(`n${i}`), {headers: HEADERS, messageId: `named-${i}`})))
+    assert.deepEqual(ok, Array.from({length: 5}, (_, i) => ({messageId: `named-${i}`, queues: ['nq']})))
+    const lost = await Promise.allSettled(Array.from({length: 5}, (_, i) => c.publish('', 'no-such-queue', Buffer.from(`x${i}`), {headers: HEADERS, messageId: `lost-${i}`})))
+    assert.ok(lost.every((r) => r.status === 'rejected' && (r.reason as {code: string}).code === 'E_UNROUTABLE'))
+    await assert.rejects(c.publish('', 'nq', Buffer.from('e'), {messageId: ''}), (e: {code: string}) => e.code === 'E_BAD_MESSAGE_ID')
+    const {messages} = await c.peek('nq', 10)
+    assert.deepEqual(messages.map((m) => [m.messageId, m.headers]), Array.from({length: 5}, (_, i) => [`named-${i}`, HEADERS]))
   } finally {
     await c.close()
     await srv.stop()

@@ -706,9 +706,10 @@ export class ClusterEngine implements BrokerEngine {
     return this.publishAll(exchange, routingKey, [body], [opts.messageId], headers, Boolean(opts.dedupe && opts.messageId !== undefined), perms)
   }
 
-  publishMany(exchange: string, routingKey: string, bodies: Buffer[], ids: (string | undefined)[], perms: Permissions = ALLOW_ALL): PublishResult {
+  publishMany(exchange: string, routingKey: string, bodies: Buffer[], ids: (string | undefined)[], perms: Permissions = ALLOW_ALL, headers: Record<string, string> = NO_HEADERS as Record<string, string>): PublishResult {
     this.checkIds(ids)
-    return this.publishAll(exchange, routingKey, bodies, ids, NO_HEADERS as Record<string, string>, false, perms)
+    for (const k in headers) if (!isHeaderName(k)) throw new UsageError('E_BAD_HEADER', `header name ${JSON.stringify(k.slice(0, 40))} is not allowed (1-128 letters, digits, _ . : -)`, {hint: 'Try this: rename the header'})
+    return this.publishAll(exchange, routingKey, bodies, ids, headers, false, perms)
   }
 
   private publishAll(exchange: string, routingKey: string, bodies: Buffer[], ids: (string | undefined)[], headers: Record<string, string>, dedupe: boolean, perms: Permissions): PublishResult {
@@ -751,7 +752,7 @@ export class ClusterEngine implements BrokerEngine {
 
   private async write(targets: string[], msgs: Message[], dedupe: boolean, r: PublishResult): Promise<void> {
     let stored = false
-    // headers are the same for every message of a publish call (none for PUBLISH_BATCH)
+    // headers are the same for every message of a publish call (a PUBLISH_BATCH's are on its line)
     const headers = headersJson(msgs[0])
     await Promise.all(
       targets.map(async (qn) => {
