@@ -56,6 +56,24 @@ export const PEEK_BYTES = 8 * 1024 * 1024
 /** One output arena; a tick's small frames usually fit, and a frame that does not gets its own. */
 const ARENA_SIZE = 64 * 1024
 const EMPTY_ARENA = Buffer.alloc(0)
+
+/**
+ * An output arena and how many socket writes of it have not called back yet. A buffer handed to
+ * socket.write() may be reused only after the write's callback: until then the stream may still hold
+ * it (Writable buffers writes while one is in flight and hands them on later, TLS included; TLSWrap
+ * encrypts, i.e. copies, the plaintext only when the write reaches it).
+ */
+interface ArenaRec {
+  buf: Buffer
+  pending: number
+  retired: boolean
+  done: () => void
+}
+/** arenas a connection keeps for reuse (its output beyond the socket's buffer is bounded by OUT_HIGH_WATER anyway) */
+const MAX_SPARES = 4
+const NO_ARENA: ArenaRec = {buf: EMPTY_ARENA, pending: 0, retired: false, done: () => {}}
+/** A frame this big is written on its own, not copied into the arena. */
+const DIRECT_WRITE = 64 * 1024
 /** Output bytes beyond which we stop pushing deliveries and stop reading requests. */
 const OUT_HIGH_WATER = 1024 * 1024
 
@@ -240,6 +258,10 @@ class Connection {
   private arena: Buffer = EMPTY_ARENA
   private arenaStart = 0
   private arenaFill = 0
+  /** the current arena's write count; a full arena is reused once every write of it has called back */
+  private arenaRec: ArenaRec = NO_ARENA
+  /** retired arenas whose writes have all called back: the next ones, instead of fresh buffers */
+  private spares: ArenaRec[] = []
   /** bytes in the arena not yet handed to the socket */
   private get outLen(): number {
     return this.arenaFill - this.arenaStart
@@ -293,6 +315,8 @@ class Connection {
     // an idle connection gives its output arena back
     if (this.arenaFill === this.arenaStart && this.arena !== EMPTY_ARENA && now - this.lastOut > 1000) {
       this.arena = EMPTY_ARENA
+      this.arenaRec = NO_ARENA
+      this.spares = []
       this.arenaStart = this.arenaFill = 0
       this.dbatch.release()
     }
@@ -377,7 +401,7 @@ class Connection {
     if (this.dead) return
     if (this.dbatch.count > 0) this.closeDeliveries()
     this.lastOut = Date.now()
-    if (buf.length >= 64 * 1024) {
+    if (buf.length >= DIRECT_WRITE) {
       this.flush()
       this.sock.write(buf)
       return
@@ -411,14 +435,54 @@ class Connection {
   private reserve(n: number): void {
     if (this.arenaFill + n > this.arena.length) {
       this.flush()
-      this.arena = Buffer.allocUnsafeSlow(Math.max(ARENA_SIZE, n))
-      this.arenaStart = 0
-      this.arenaFill = 0
+      this.nextArena(n)
     }
     if (!this.flushScheduled) {
       this.flushScheduled = true
       process.nextTick(this.flush)
     }
+  }
+
+  /**
+   * Replaces the full arena: by itself again once all its writes called back (or it was never written),
+   * else by a spare, else by a fresh buffer. Recycled arenas keep the broker from allocating 64 KiB
+   * of fresh external memory per arena filled, which drove full GCs and page faults under load.
+   */
+  private nextArena(n: number): void {
+    const old = this.arenaRec
+    this.arenaStart = 0
+    this.arenaFill = 0
+    if (old.pending === 0 && old.buf.length >= n && old !== NO_ARENA) return
+    if (old !== NO_ARENA) {
+      old.retired = true
+      if (old.pending === 0) this.keepSpare(old)
+    }
+    let rec = this.spares.pop()
+    if (rec === undefined || rec.buf.length < n) rec = this.newArena(Math.max(ARENA_SIZE, n))
+    rec.retired = false
+    this.arenaRec = rec
+    this.arena = rec.buf
+  }
+
+  private newArena(size: number): ArenaRec {
+    const rec: ArenaRec = {buf: Buffer.allocUnsafeSlow(size), pending: 0, retired: false, done: () => {}}
+    rec.done = () => {
+      // an error (the socket was destroyed) also ends the write: the stream no longer holds the buffer
+      if (--rec.pending === 0 && rec.retired) this.keepSpare(rec)
+    }
+    return rec
+  }
+
+  private keepSpare(rec: ArenaRec): void {
+    if (this.spares.length < MAX_SPARES) this.spares.push(rec)
+  }
+
+  /** Hands the arena's unwritten bytes to the socket; the arena is not reused before the write calls back. */
+  private writeArena(): void {
+    const rec = this.arenaRec
+    rec.pending++
+    this.sock.write(this.arena.subarray(this.arenaStart, this.arenaFill), rec.done)
+    this.arenaStart = this.arenaFill
   }
 
   /** A big frame: header, body and newline go out as they are (no copy of the body). */
@@ -437,14 +501,7 @@ class Connection {
   private readonly flush = (): void => {
     this.flushScheduled = false
     if (this.dbatch.count > 0) this.closeDeliveries()
-    if (this.arenaFill !== this.arenaStart && !this.sock.destroyed) {
-      this.sock.write(this.arena.subarray(this.arenaStart, this.arenaFill))
-      this.arenaStart = this.arenaFill
-    }
-    if (this.corked) {
-      this.corked = false
-      this.sock.uncork()
-    }
+    if (this.arenaFill !== this.arenaStart && !this.sock.destroyed) this.writeArena()
   }
 
   send(verb: string, id: number, args?: Args, body?: Buffer): void {
@@ -480,32 +537,18 @@ class Connection {
     this.ok(id, {type: 'json'}, Buffer.from(JSON.stringify(value)))
   }
 
-  /** Writes the open DELIVERS batch as one frame. */
+  /**
+   * Writes the open DELIVERS batch as one frame, copied into the arena: the batch's slab is then
+   * reused at once, and a tick's frames reach the socket as one buffer. (Written on their own, corked,
+   * full batches left as a multi-buffer write, which Node's TLS layer copies into one fresh buffer
+   * anyway, and each slab filled was a fresh 64 KiB.)
+   */
   private closeDeliveries(): void {
     const frame = this.dbatch.frame()
-    this.lastOut = Date.now()
-    if (frame.length < BATCH_BYTES) {
-      this.write(frame)
-      return
-    }
-    // a full batch is written as it is, behind this tick's arena; the socket stays corked until the
-    // tick's flush so the TLS layer still gets one write for all of them
-    if (!this.corked) {
-      this.corked = true
-      this.sock.cork()
-    }
-    if (this.arenaFill > this.arenaStart) {
-      this.sock.write(this.arena.subarray(this.arenaStart, this.arenaFill))
-      this.arenaStart = this.arenaFill
-    }
-    this.sock.write(frame)
-    if (!this.flushScheduled) {
-      this.flushScheduled = true
-      process.nextTick(this.flush)
-    }
+    this.write(frame)
+    // a DELIVERS frame is far below DIRECT_WRITE (BATCH_BYTES plus one record under BIG_BODY): it was copied
+    if (frame.length < DIRECT_WRITE) this.dbatch.reclaim(frame)
   }
-
-  private corked = false
 
   private deliver(d: DeliveryOut): void {
     const m = d.msg
