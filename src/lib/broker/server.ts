@@ -69,8 +69,12 @@ interface ArenaRec {
   retired: boolean
   done: () => void
 }
-/** arenas a connection keeps for reuse (its output beyond the socket's buffer is bounded by OUT_HIGH_WATER anyway) */
-const MAX_SPARES = 4
+/**
+ * Arenas a connection keeps for reuse: as many as its socket may hold in flight (OUT_HIGH_WATER); an
+ * idle connection drops them. With 4, a durable 4 KiB run still allocated 2,416 of 3,316 arenas fresh
+ * (about 590 KB in flight at each); with 16, 519.
+ */
+const MAX_SPARES = 16 // OUT_HIGH_WATER / ARENA_SIZE
 const NO_ARENA: ArenaRec = {buf: EMPTY_ARENA, pending: 0, retired: false, done: () => {}}
 /** A frame this big is written on its own, not copied into the arena. */
 const DIRECT_WRITE = 64 * 1024
