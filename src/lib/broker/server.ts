@@ -56,28 +56,6 @@ export const PEEK_BYTES = 8 * 1024 * 1024
 /** One output arena; a tick's small frames usually fit, and a frame that does not gets its own. */
 const ARENA_SIZE = 64 * 1024
 const EMPTY_ARENA = Buffer.alloc(0)
-
-/**
- * An output arena and how many socket writes of it have not called back yet. A buffer handed to
- * socket.write() may be reused only after the write's callback: until then the stream may still hold
- * it (Writable buffers writes while one is in flight and hands them on later, TLS included; TLSWrap
- * encrypts, i.e. copies, the plaintext only when the write reaches it).
- */
-interface ArenaRec {
-  buf: Buffer
-  pending: number
-  retired: boolean
-  done: () => void
-}
-/**
- * Arenas a connection keeps for reuse: as many as its socket may hold in flight (OUT_HIGH_WATER); an
- * idle connection drops them. With 4, a durable 4 KiB run still allocated 2,416 of 3,316 arenas fresh
- * (about 590 KB in flight at each); with 16, 519.
- */
-const MAX_SPARES = 16 // OUT_HIGH_WATER / ARENA_SIZE
-const NO_ARENA: ArenaRec = {buf: EMPTY_ARENA, pending: 0, retired: false, done: () => {}}
-/** A frame this big is written on its own, not copied into the arena. */
-const DIRECT_WRITE = 64 * 1024
 /** Output bytes beyond which we stop pushing deliveries and stop reading requests. */
 const OUT_HIGH_WATER = 1024 * 1024
 
@@ -262,10 +240,6 @@ class Connection {
   private arena: Buffer = EMPTY_ARENA
   private arenaStart = 0
   private arenaFill = 0
-  /** the current arena's write count; a full arena is reused once every write of it has called back */
-  private arenaRec: ArenaRec = NO_ARENA
-  /** retired arenas whose writes have all called back: the next ones, instead of fresh buffers */
-  private spares: ArenaRec[] = []
   /** bytes in the arena not yet handed to the socket */
   private get outLen(): number {
     return this.arenaFill - this.arenaStart
@@ -319,8 +293,6 @@ class Connection {
     // an idle connection gives its output arena back
     if (this.arenaFill === this.arenaStart && this.arena !== EMPTY_ARENA && now - this.lastOut > 1000) {
       this.arena = EMPTY_ARENA
-      this.arenaRec = NO_ARENA
-      this.spares = []
       this.arenaStart = this.arenaFill = 0
       this.dbatch.release()
     }
@@ -405,7 +377,7 @@ class Connection {
     if (this.dead) return
     if (this.dbatch.count > 0) this.closeDeliveries()
     this.lastOut = Date.now()
-    if (buf.length >= DIRECT_WRITE) {
+    if (buf.length >= 64 * 1024) {
       this.flush()
       this.sock.write(buf)
       return
@@ -439,54 +411,14 @@ class Connection {
   private reserve(n: number): void {
     if (this.arenaFill + n > this.arena.length) {
       this.flush()
-      this.nextArena(n)
+      this.arena = Buffer.allocUnsafeSlow(Math.max(ARENA_SIZE, n))
+      this.arenaStart = 0
+      this.arenaFill = 0
     }
     if (!this.flushScheduled) {
       this.flushScheduled = true
       process.nextTick(this.flush)
     }
-  }
-
-  /**
-   * Replaces the full arena: by itself again once all its writes called back (or it was never written),
-   * else by a spare, else by a fresh buffer. Recycled arenas keep the broker from allocating 64 KiB
-   * of fresh external memory per arena filled, which drove full GCs and page faults under load.
-   */
-  private nextArena(n: number): void {
-    const old = this.arenaRec
-    this.arenaStart = 0
-    this.arenaFill = 0
-    if (old.pending === 0 && old.buf.length >= n && old !== NO_ARENA) return
-    if (old !== NO_ARENA) {
-      old.retired = true
-      if (old.pending === 0) this.keepSpare(old)
-    }
-    let rec = this.spares.pop()
-    if (rec === undefined || rec.buf.length < n) rec = this.newArena(Math.max(ARENA_SIZE, n))
-    rec.retired = false
-    this.arenaRec = rec
-    this.arena = rec.buf
-  }
-
-  private newArena(size: number): ArenaRec {
-    const rec: ArenaRec = {buf: Buffer.allocUnsafeSlow(size), pending: 0, retired: false, done: () => {}}
-    rec.done = () => {
-      // an error (the socket was destroyed) also ends the write: the stream no longer holds the buffer
-      if (--rec.pending === 0 && rec.retired) this.keepSpare(rec)
-    }
-    return rec
-  }
-
-  private keepSpare(rec: ArenaRec): void {
-    if (this.spares.length < MAX_SPARES) this.spares.push(rec)
-  }
-
-  /** Hands the arena's unwritten bytes to the socket; the arena is not reused before the write calls back. */
-  private writeArena(): void {
-    const rec = this.arenaRec
-    rec.pending++
-    this.sock.write(this.arena.subarray(this.arenaStart, this.arenaFill), rec.done)
-    this.arenaStart = this.arenaFill
   }
 
   /** A big frame: header, body and newline go out as they are (no copy of the body). */
@@ -505,7 +437,14 @@ class Connection {
   private readonly flush = (): void => {
     this.flushScheduled = false
     if (this.dbatch.count > 0) this.closeDeliveries()
-    if (this.arenaFill !== this.arenaStart && !this.sock.destroyed) this.writeArena()
+    if (this.arenaFill !== this.arenaStart && !this.sock.destroyed) {
+      this.sock.write(this.arena.subarray(this.arenaStart, this.arenaFill))
+      this.arenaStart = this.arenaFill
+    }
+    if (this.corked) {
+      this.corked = false
+      this.sock.uncork()
+    }
   }
 
   send(verb: string, id: number, args?: Args, body?: Buffer): void {
@@ -541,18 +480,32 @@ class Connection {
     this.ok(id, {type: 'json'}, Buffer.from(JSON.stringify(value)))
   }
 
-  /**
-   * Writes the open DELIVERS batch as one frame, copied into the arena: the batch's slab is then
-   * reused at once, and a tick's frames reach the socket as one buffer. (Written on their own, corked,
-   * full batches left as a multi-buffer write, which Node's TLS layer copies into one fresh buffer
-   * anyway, and each slab filled was a fresh 64 KiB.)
-   */
+  /** Writes the open DELIVERS batch as one frame. */
   private closeDeliveries(): void {
     const frame = this.dbatch.frame()
-    this.write(frame)
-    // a DELIVERS frame is far below DIRECT_WRITE (BATCH_BYTES plus one record under BIG_BODY): it was copied
-    if (frame.length < DIRECT_WRITE) this.dbatch.reclaim(frame)
+    this.lastOut = Date.now()
+    if (frame.length < BATCH_BYTES) {
+      this.write(frame)
+      return
+    }
+    // a full batch is written as it is, behind this tick's arena; the socket stays corked until the
+    // tick's flush so the TLS layer still gets one write for all of them
+    if (!this.corked) {
+      this.corked = true
+      this.sock.cork()
+    }
+    if (this.arenaFill > this.arenaStart) {
+      this.sock.write(this.arena.subarray(this.arenaStart, this.arenaFill))
+      this.arenaStart = this.arenaFill
+    }
+    this.sock.write(frame)
+    if (!this.flushScheduled) {
+      this.flushScheduled = true
+      process.nextTick(this.flush)
+    }
   }
+
+  private corked = false
 
   private deliver(d: DeliveryOut): void {
     const m = d.msg

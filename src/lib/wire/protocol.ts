@@ -444,8 +444,6 @@ class RecordBuffer {
   private head = 0
   /** where the open batch's header room starts */
   private base = 0
-  /** where the last finished batch's header room started (see reclaim) */
-  private lastBase = 0
   count = 0
 
   /** bytes of records so far */
@@ -524,21 +522,10 @@ class RecordBuffer {
     this.buf.write(line, start, 'utf8')
     this.buf[this.fill] = NL
     const out = this.buf.subarray(start, this.fill + 1)
-    this.lastBase = this.base
     this.fill++
     this.base = this.head = this.fill
     this.count = 0
     return out
-  }
-
-  /**
-   * The frame finish() just returned has been copied (the caller keeps no reference to it): its bytes
-   * are reused by the next batch instead of moving on through the slab. Ignored for any other buffer.
-   */
-  reclaim(frame: Buffer): void {
-    const end = frame.byteOffset - this.buf.byteOffset + frame.length
-    if (frame.buffer !== this.buf.buffer || this.count !== 0 || this.fill !== this.base || end !== this.fill) return
-    this.fill = this.head = this.base = this.lastBase
   }
 
   /** drops the open batch: its bytes were never handed out, so the next batch reuses them */

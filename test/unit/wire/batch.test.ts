@@ -209,35 +209,3 @@ test('the client batches a tick of publishes: each resolves with its own id, an 
     await srv.stop()
   }
 })
-
-test('a DELIVERS frame reclaimed after it was copied: the next batch reuses its bytes; a frame not reclaimed is never written again', () => {
-  const w = new DeliveryBatchWriter()
-  const one = (tag: number, body: string) => {
-    w.start('c1')
-    w.add(tag, false, 1, 1000, '', 'k', `m${tag}`, Buffer.from(body))
-    return w.frame()
-  }
-  const a = one(1, 'first')
-  const copy = Buffer.from(a)
-  w.reclaim(a)
-  const b = one(2, 'second')
-  // reclaimed: b is written over a's bytes
-  assert.equal(b.buffer, a.buffer)
-  assert.ok(b.byteOffset < a.byteOffset + a.length)
-  // not reclaimed: the next frame goes after it and b's bytes stay as they were
-  const bCopy = Buffer.from(b)
-  const c = one(3, 'third!')
-  assert.ok(c.byteOffset >= b.byteOffset + b.length)
-  assert.deepEqual(b, bCopy)
-  // only the frame just finished may be reclaimed: an older one, or a copy, is ignored
-  w.reclaim(b)
-  w.reclaim(copy)
-  const d = one(4, 'fourth')
-  assert.ok(d.byteOffset >= c.byteOffset + c.length)
-  const got: string[] = []
-  for (const f of [c, d]) {
-    const p = new FrameParser(1 << 20)
-    p.push(f, (fr) => parseDeliveries(fr.body, Number(fr.args.count), (x) => got.push(x.body.toString())), (e) => assert.fail(e.message))
-  }
-  assert.deepEqual(got, ['third!', 'fourth'])
-})
