@@ -140,6 +140,42 @@ describe('delivery', () => {
     assert.deepEqual((await admin.get(q))?.body, big)
   })
 
+  test('bodies stay byte-exact while the broker recycles its output buffers: a stalled consumer, heavy traffic, then a message stored before it all', async () => {
+    const q = uniqueName('alias')
+    const held = uniqueName('alias_held')
+    await admin.declareQueue(q)
+    await admin.declareQueue(held, {durable: true})
+    const body = (i: number, size: number) => {
+      const b = Buffer.alloc(size)
+      for (let j = 0; j < size; j++) b[j] = (i * 31 + j * 7) & 0xff
+      b.writeUInt32BE(i, 0)
+      return b
+    }
+    const first = body(999_999, 40 * 1024)
+    await admin.publish('', held, first)
+    const c = await broker.connect()
+    try {
+      const got: Buffer[] = []
+      await c.consume(q, {noAck: true, prefetch: 5000}, (d) => got.push(d.body))
+      // the consumer stops reading: the broker's writes queue in its socket, each still holding its arena
+      const sock = (c as unknown as {sock: net.Socket}).sock
+      sock.pause()
+      const n = 3000
+      for (let i = 0; i < n; i += 500) {
+        const sent = []
+        for (let k = i; k < i + 500; k++) sent.push(admin.publish('', q, body(k, k % 5 === 0 ? 20 * 1024 : 4096)))
+        await Promise.all(sent)
+      }
+      await new Promise((r) => setTimeout(r, 300))
+      sock.resume()
+      await waitFor(() => got.length === n, 30_000)
+      for (let i = 0; i < n; i++) assert.ok(got[i].equals(body(i, i % 5 === 0 ? 20 * 1024 : 4096)), `delivery ${i} differs from what was published`)
+    } finally {
+      await c.close()
+    }
+    assert.ok((await admin.get(held))?.body.equals(first), 'the message stored before the traffic came back changed')
+  })
+
   test('prefetch bounds unacked pushes; acks open the window; consumers share round-robin', async () => {
     const q = uniqueName('p')
     await admin.declareQueue(q)
