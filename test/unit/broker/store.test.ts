@@ -11,6 +11,25 @@ import type {MqError} from '../../../src/lib/errors.js'
 import {peekQueue} from '../../helpers/engine.js'
 import {tempHome} from '../../helpers/home.js'
 
+/**
+ * Runs fn with a fresh home; openStore() opens its broker store (as a restarted broker would), and every
+ * store opened is closed afterwards: a failed assertion must not leave a writer thread behind to hang the file.
+ */
+async function withStores(fn: (openStore: () => DurableStore) => Promise<void>): Promise<void> {
+  const h = tempHome()
+  const open: DurableStore[] = []
+  try {
+    await fn(() => {
+      const st = new DurableStore(join(h.dir, 'data'), 0, {keyFile: join(h.dir, 'secrets', 'broker.key')})
+      open.push(st)
+      return st
+    })
+  } finally {
+    for (const st of open) await st.close().catch(() => {})
+    h.cleanup()
+  }
+}
+
 test('durable queues, bindings and messages (headers, binary, unicode, delivery counts) survive a reopen; acked ones do not', async () => {
   const h = tempHome()
   try {
@@ -318,13 +337,8 @@ test('sealed groups: one commit seals its small messages together; a group goes 
 })
 
 test('publishes and acks interleaved in one commit still share one sealed group; the acked ones are gone after a reopen', async () => {
-  const h = tempHome()
-  const dir = join(h.dir, 'data')
-  const keyFile = join(h.dir, 'secrets', 'broker.key')
-  const open: DurableStore[] = []
-  try {
-    const store = new DurableStore(dir, 0, {keyFile})
-    open.push(store)
+  await withStores(async (openStore) => {
+    const store = openStore()
     const e = new Engine({store})
     e.declareQueue('mix', {durable: true})
     for (let i = 0; i < 10; i++) e.publish('', 'mix', Buffer.from(`old ${i}`), {messageId: `old-${i}`})
@@ -340,16 +354,11 @@ test('publishes and acks interleaved in one commit still share one sealed group;
     assert.equal(groupsOfNew.n, 1, 'the ten new messages of one commit are sealed as one group, not one group each')
     assert.equal((store.db.prepare('SELECT COUNT(*) AS n FROM sealed_groups').get() as {n: number}).n, 1, "the old group went with its last ack")
     await store.close()
-    const store2 = new DurableStore(dir, 0, {keyFile})
-    open.push(store2)
+    const store2 = openStore()
     const e2 = new Engine({store: store2})
     assert.deepEqual(peekQueue(e2, 'mix').map((m) => m.body.toString()), Array.from({length: 10}, (_, i) => `new ${i}`))
     await store2.close()
-  } finally {
-    // a failed assertion must not leave a writer thread behind to hang the test file
-    for (const st of open) await st.close().catch(() => {})
-    h.cleanup()
-  }
+  })
 })
 
 test('bodies in shared memory (as the frame parser makes big ones) reach broker.db by reference, sealed, and come back intact after a reopen', async () => {
@@ -409,13 +418,8 @@ test('bodies in shared memory (as the frame parser makes big ones) reach broker.
 })
 
 test('acks of many messages in one commit (several delete chunks, two queues, two groups, a deleted seq acked again) leave the right rows, groups and per-queue index after a reopen', async () => {
-  const h = tempHome()
-  const dir = join(h.dir, 'data')
-  const keyFile = join(h.dir, 'secrets', 'broker.key')
-  const open: DurableStore[] = []
-  try {
-    const store = new DurableStore(dir, 0, {keyFile})
-    open.push(store)
+  await withStores(async (openStore) => {
+    const store = openStore()
     const e = new Engine({store})
     e.declareQueue('a', {durable: true})
     e.declareQueue('b', {durable: true})
@@ -441,26 +445,17 @@ test('acks of many messages in one commit (several delete chunks, two queues, tw
       {bytes: 0, messages: 0, queue: 'b'},
     ])
     await store.close()
-    const store2 = new DurableStore(dir, 0, {keyFile})
-    open.push(store2)
+    const store2 = openStore()
     const e2 = new Engine({store: store2})
     assert.deepEqual(peekQueue(e2, 'a').map((m) => m.body.toString()), Array.from({length: 25}, (_, i) => `a${75 + i}`))
     assert.deepEqual(peekQueue(e2, 'b'), [])
     await store2.close()
-  } finally {
-    for (const st of open) await st.close().catch(() => {})
-    h.cleanup()
-  }
+  })
 })
 
 test('delivery counts reach broker.db whether a message was delivered before its insert was committed or after', async () => {
-  const h = tempHome()
-  const dir = join(h.dir, 'data')
-  const keyFile = join(h.dir, 'secrets', 'broker.key')
-  const open: DurableStore[] = []
-  try {
-    const store = new DurableStore(dir, 0, {keyFile})
-    open.push(store)
+  await withStores(async (openStore) => {
+    const store = openStore()
     const e = new Engine({store})
     e.declareQueue('dc', {durable: true})
     const s = e.openSession('c', {deliver: () => {}, writable: () => true})
@@ -477,15 +472,11 @@ test('delivery counts reach broker.db whether a message was delivered before its
     assert.deepEqual([d1.msg.messageId, d1.msg.deliveryCount, d2.msg.messageId, d2.msg.deliveryCount], ['before', 3, 'after', 1])
     await store.flush()
     await store.close()
-    const store2 = new DurableStore(dir, 0, {keyFile})
-    open.push(store2)
+    const store2 = openStore()
     const e2 = new Engine({store: store2})
     const q = peekQueue(e2, 'dc')
     // stored 3 and 1; peekQueue's get is one delivery more
     assert.deepEqual(q.map((m) => [m.messageId, m.deliveryCount, m.redelivered]), [['before', 4, true], ['after', 2, true]])
     await store2.close()
-  } finally {
-    for (const st of open) await st.close().catch(() => {})
-    h.cleanup()
-  }
+  })
 })
