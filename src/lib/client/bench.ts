@@ -12,6 +12,7 @@ import {createInterface} from 'node:readline'
 import {fileURLToPath} from 'node:url'
 
 import type {BrokerClient} from './client.js'
+import {Window} from '../util/window.js'
 
 export type BenchMode = 'memory' | 'durable'
 export type BenchTargetName = 'mq' | 'rabbitmq' | 'rabbitmq-quorum' | 'nats' | 'nats-js'
@@ -165,10 +166,9 @@ export async function runBench(target: BenchTarget, params: TargetParams, spec: 
       b.writeDoubleLE(wall(), 0)
       return b
     }
-    let inflight = 0
+    const window = new Window(spec.window)
     let confirmed = 0
     let failure: Error | undefined
-    let wake: (() => void) | undefined
     const t0 = wall()
     const start0 = performance.now()
     for (let i = 0; i < total && !failure; i++) {
@@ -178,22 +178,17 @@ export async function runBench(target: BenchTarget, params: TargetParams, spec: 
         if (due > now + 1) await sleep(Math.floor(due - now))
       }
       if (spec.mode === 'durable') {
-        while (inflight >= spec.window) await new Promise<void>((r) => (wake = r))
-        inflight++
+        await window.acquire()
         const start = performance.now()
         producer.publishConfirmed(make()).then(
           () => {
             if (conf && confirmed < total) conf[confirmed] = performance.now() - start
             confirmed++
-            inflight--
-            const w = wake
-            wake = undefined
-            w?.()
+            window.release()
           },
           (error: Error) => {
             failure = error
-            inflight--
-            wake?.()
+            window.release()
           },
         )
       } else if (!producer.publish(make())) await producer.drained()

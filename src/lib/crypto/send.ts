@@ -9,6 +9,7 @@ import {randomUUID} from 'node:crypto'
 import {MqError, UsageError, errorText} from '../errors.js'
 import {encryptCipherMq} from './ciphermq.js'
 import {EnvelopeSealer, type Recipient, type Signer} from './envelope.js'
+import {Window} from '../util/window.js'
 
 export type SendFormat = 'native' | 'ciphermq' | 'plain'
 
@@ -54,17 +55,10 @@ export interface SendResult {
 /** Builds message bodies for one destination and publishes them, keeping up to `window` unconfirmed. */
 export class MessageSender {
   private readonly sealer?: EnvelopeSealer
-  private readonly window: number
+  /** publishes not confirmed (or failed) yet */
+  private readonly window: Window
   /** the same for every message of this sender (never changed after construction) */
   private readonly brokerHeaders: Readonly<Record<string, string>>
-  /** publishes not confirmed (or failed) yet */
-  private inflight = 0
-  /** enqueue() calls waiting for a free slot, woken one per settled publish */
-  private readonly slotWaiters: (() => void)[] = []
-  private readonly release = (): void => {
-    this.inflight--
-    this.slotWaiters.shift()?.()
-  }
 
   constructor(
     private readonly client: Publisher,
@@ -78,7 +72,7 @@ export class MessageSender {
     } else if (plan.recipients.length > 0) {
       throw new UsageError('E_PLAIN_WITH_RECIPIENTS', '--plain cannot be combined with --to.', {hint: 'Try this: drop --plain to encrypt for the recipients.'})
     }
-    this.window = Math.max(1, plan.window ?? 256)
+    this.window = new Window(Math.max(1, plan.window ?? 256))
     this.brokerHeaders = {...plan.headers, [FORMAT_HEADER]: plan.format}
   }
 
@@ -103,26 +97,29 @@ export class MessageSender {
    * publishes are unconfirmed, so a long --lines input keeps memory bounded.
    */
   async enqueue(payload: Buffer): Promise<{messageId: string; done: Promise<SendResult>}> {
-    // a counter and one waiter per caller: Promise.race over the in-flight set attached a reaction to
-    // every one of the window's promises for each message (O(window) work per message)
-    while (this.inflight >= this.window) await new Promise<void>((r) => this.slotWaiters.push(r))
-    const {body, keyId, messageId} = this.build(payload)
-    const p = this.client.publish(this.plan.exchange, this.plan.routingKey, body, {headers: this.brokerHeaders, messageId}).then(
-      (r): SendResult => ({
-        bytes: payload.length,
-        envelope_bytes: body.length,
-        exchange: this.plan.exchange,
-        format: this.plan.format,
-        message_id: r.messageId ?? messageId,
-        recipients: this.plan.recipients.map((x) => x.name),
-        routing_key: this.plan.routingKey,
-        sender: this.plan.format === 'native' ? (this.plan.sender?.name ?? null) : null,
-        ...(keyId ? {key_id: keyId} : {}),
-      }),
-    )
-    this.inflight++
-    p.then(this.release, this.release)
-    return {done: p, messageId}
+    await this.window.acquire()
+    try {
+      const {body, keyId, messageId} = this.build(payload)
+      const p = this.client.publish(this.plan.exchange, this.plan.routingKey, body, {headers: this.brokerHeaders, messageId}).then(
+        (r): SendResult => ({
+          bytes: payload.length,
+          envelope_bytes: body.length,
+          exchange: this.plan.exchange,
+          format: this.plan.format,
+          message_id: r.messageId ?? messageId,
+          recipients: this.plan.recipients.map((x) => x.name),
+          routing_key: this.plan.routingKey,
+          sender: this.plan.format === 'native' ? (this.plan.sender?.name ?? null) : null,
+          ...(keyId ? {key_id: keyId} : {}),
+        }),
+      )
+      p.then(this.window.release, this.window.release)
+      return {done: p, messageId}
+    } catch (error) {
+      // sealing or publishing refused it before anything was in flight: the slot is free again
+      this.window.release()
+      throw error
+    }
   }
 }
 
