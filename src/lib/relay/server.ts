@@ -281,7 +281,7 @@ export class RelayServer {
     const type = c[V2_HEADER_BYTES + CLIENT_ID_BYTES]
     const o = this.opts
     if (c.readUInt32LE(19) !== SEND_HEADER_BYTES + size || size > INLINE_MAX || c.length < V3_SEND_CONTENT_AT + size) return undefined
-    if (type < MessageType.keyRequest || type > MessageType.file || size > (type === MessageType.file ? o.maxFileBytes : o.maxTextBytes)) return undefined
+    if (this.contentRefusal(type, size) !== undefined) return undefined
     let from = conn.client
     if (from === undefined || !sameId(c, 0, from)) {
       from = Buffer.from(c.subarray(0, CLIENT_ID_BYTES))
@@ -485,6 +485,14 @@ export class RelayServer {
     await this.ok(ctx, encodePublicKeyPayload(h.version, user.id, user.publicKey), padded)
   }
 
+  /** Why a send's type and content size are refused, if they are; shared by send() and sendNow(). */
+  private contentRefusal(type: number, size: number): string | undefined {
+    if (type < MessageType.keyRequest || type > MessageType.file) return `unknown message type ${type}`
+    const limit = type === MessageType.file ? this.opts.maxFileBytes : this.opts.maxTextBytes
+    if (size > limit) return `type ${type} content of ${size} bytes exceeds the limit of ${limit}`
+    return undefined
+  }
+
   private async send(ctx: Ctx): Promise<void> {
     const {h, conn} = ctx
     const size = h.payloadSize
@@ -494,9 +502,8 @@ export class RelayServer {
     const sh = decodeSendHeader(conn.reader.readNow(SEND_HEADER_BYTES) ?? (await conn.reader.read(SEND_HEADER_BYTES)))
     const rest = size - SEND_HEADER_BYTES
     if (sh.contentSize !== rest) throw new Refusal(`content size ${sh.contentSize} but ${rest} payload bytes follow`, rest)
-    if (sh.type < MessageType.keyRequest || sh.type > MessageType.file) throw new Refusal(`unknown message type ${sh.type}`, rest)
-    const limit = sh.type === MessageType.file ? o.maxFileBytes : o.maxTextBytes
-    if (sh.contentSize > limit) throw new Refusal(`type ${sh.type} content of ${sh.contentSize} bytes exceeds the limit of ${limit}`, rest)
+    const refused = this.contentRefusal(sh.type, sh.contentSize)
+    if (refused !== undefined) throw new Refusal(refused, rest)
     const dest = o.store.cachedUser(sh.destination) ?? (await o.store.userById(sh.destination))
     if (!dest) throw new Refusal(`no user with id ${sh.destination.toString('hex')}`, rest)
     let body: Buffer | null = null
