@@ -215,6 +215,8 @@ interface ActiveKey {
   signature: Buffer
   dataKey: Buffer
   macKeys: Buffer[]
+  /** the HMAC pads of macKeys, made once per key (see macPads) */
+  macPads: MacPads[]
   count: number
   /** when an envelope last carried this grant */
   inlineAt: number
@@ -268,7 +270,7 @@ export class EnvelopeSealer {
     })
     this.keysCreated++
     const inlineBytes = Buffer.concat([u32(grantBytes.length), grantBytes, u16(signature.length), signature])
-    return {count: 0, dataKey, exp, grantBytes, grantHash: hashGrant(grantBytes, signature), inlineAt: now, inlineBytes, kid: kid.toString('hex'), macKeys, max: this.maxMessages, signature}
+    return {count: 0, dataKey, exp, grantBytes, grantHash: hashGrant(grantBytes, signature), inlineAt: now, inlineBytes, kid: kid.toString('hex'), macKeys, macPads: macKeys.map(macPads), max: this.maxMessages, signature}
   }
 
   /** Starts a new data key for the next message (e.g. when the caller wants to limit exposure). */
@@ -288,7 +290,7 @@ export class EnvelopeSealer {
     const headers = opts.headers && Object.keys(opts.headers).length > 0 ? opts.headers : undefined
     const headerBytes = encodeHeader2(FORMAT3, opts.timestamp ?? now, seq, nonce, messageId, opts.contentType ?? this.contentType, headers)
     // per-recipient MACs over header + payload digest, themselves covered by the GCM tag
-    const macBlock = k.macKeys.length > 1 ? macsFor2(FORMAT3, k.macKeys, k.grantHash, headerBytes, payload) : EMPTY
+    const macBlock = k.macKeys.length > 1 ? macsFor2(FORMAT3, k.macKeys, k.macPads, k.grantHash, headerBytes, payload) : EMPTY
     const cipher = createCipheriv('aes-256-gcm', k.dataKey, nonce, {authTagLength: TAG_LEN})
     cipher.setAAD(aad2(FORMAT3, k.grantHash, headerBytes, macBlock))
     // one allocation for the whole envelope (GCM's ciphertext is as long as the payload); the
@@ -411,23 +413,68 @@ function aad2(f: BinaryFormat, grantHash: Buffer, headerBytes: Buffer, macBlock:
   return b
 }
 
-function macsFor2(f: BinaryFormat, macKeys: Buffer[], grantHash: Buffer, headerBytes: Buffer, payload: Buffer): Buffer {
-  // the MAC input is the same for every recipient: build it once, one update per recipient
-  const input = macInput2(f, grantHash, headerBytes, sha256(payload))
+function macsFor2(f: BinaryFormat, macKeys: Buffer[], pads: MacPads[], grantHash: Buffer, headerBytes: Buffer, payload: Buffer): Buffer {
+  // the MAC input is the same for every recipient: built (and the payload hashed) once
+  const input = macInput2(f, grantHash, headerBytes, payload)
   const out = Buffer.allocUnsafe(macKeys.length * MAC_LEN)
-  for (let i = 0; i < macKeys.length; i++) createHmac('sha256', macKeys[i]).update(input).digest().copy(out, i * MAC_LEN, 0, MAC_LEN)
+  for (let i = 0; i < macKeys.length; i++) macInto(macKeys[i], pads[i], input, out, i * MAC_LEN)
   return out
 }
 
-/** "mq-envelope-mac/2\0" (MQE2) or "mq-envelope-mac/3\0" (MQE3) || gh || u16(H) || header || SHA-256(payload) */
-function macInput2(f: BinaryFormat, grantHash: Buffer, headerBytes: Buffer, payloadDigest: Buffer): Buffer {
-  const b = Buffer.allocUnsafe(f.macContext.length + GRANT_HASH_LEN + 2 + headerBytes.length + payloadDigest.length)
-  let off = f.macContext.copy(b, 0)
+/**
+ * HMAC_BLOCK bytes of room (for macInto), then "mq-envelope-mac/2\0" (MQE2) or "mq-envelope-mac/3\0"
+ * (MQE3) || gh || u16(H) || header || SHA-256(payload): the MAC input, after the room
+ */
+function macInput2(f: BinaryFormat, grantHash: Buffer, headerBytes: Buffer, payload: Buffer): Buffer {
+  const b = Buffer.allocUnsafe(HMAC_BLOCK + f.macContext.length + GRANT_HASH_LEN + 2 + headerBytes.length + 32)
+  let off = HMAC_BLOCK + f.macContext.copy(b, HMAC_BLOCK)
   off += grantHash.copy(b, off)
   off = b.writeUInt16BE(headerBytes.length, off)
   off += headerBytes.copy(b, off)
-  payloadDigest.copy(b, off)
+  // the digest is written where it goes, not made into a Buffer of its own (see sha256Into)
+  if (sha256Into(payload, b, off) !== b.length) throw new Error('MAC input length')
   return b
+}
+
+/** SHA-256's block: HMAC pads its key to it */
+const HMAC_BLOCK = 64
+
+/** a MAC key XOR HMAC's inner and outer pad (RFC 2104), made once per key */
+interface MacPads {
+  ipad: Buffer
+  opad: Buffer
+}
+
+function macPads(key: Buffer): MacPads {
+  // our MAC keys are 32 bytes, shorter than the block: RFC 2104 pads them with zeros
+  if (key.length > HMAC_BLOCK) throw new Error('MAC key longer than a SHA-256 block')
+  const ipad = Buffer.alloc(HMAC_BLOCK, 0x36)
+  const opad = Buffer.alloc(HMAC_BLOCK, 0x5c)
+  for (let i = 0; i < key.length; i++) {
+    ipad[i] ^= key[i]
+    opad[i] ^= key[i]
+  }
+  return {ipad, opad}
+}
+
+/** the outer hash's input: opad || inner digest (one per process: filled and hashed synchronously) */
+const HMAC_OUTER = Buffer.alloc(HMAC_BLOCK + 32)
+
+/**
+ * HMAC-SHA256(key, input[HMAC_BLOCK..]) truncated to MAC_LEN, written to out at off; input's first
+ * HMAC_BLOCK bytes are room for the inner pad. Two one-shot hashes over the pads made once per key:
+ * an Hmac object per MAC cost about twice as much (its construction and digest Buffer), and the
+ * digests travel as latin1 strings (byte for byte), which crypto.hash returns faster than Buffers.
+ */
+function macInto(key: Buffer, pads: MacPads, input: Buffer, out: Buffer, off: number): void {
+  if (!oneShotHash) {
+    createHmac('sha256', key).update(input.subarray(HMAC_BLOCK)).digest().copy(out, off, 0, MAC_LEN)
+    return
+  }
+  pads.ipad.copy(input, 0)
+  pads.opad.copy(HMAC_OUTER, 0)
+  HMAC_OUTER.write(oneShotHash('sha256', input, 'latin1'), HMAC_BLOCK, 'latin1')
+  out.write(oneShotHash('sha256', HMAC_OUTER, 'latin1'), off, MAC_LEN, 'latin1')
 }
 
 /** MQE1: binds the signed grant (and its signature), the header and every recipient's MAC to the ciphertext. */
@@ -444,9 +491,15 @@ const EMPTY = Buffer.alloc(0)
 
 // crypto.hash (Node 20.12+) digests in one call, without a Hash object: half the cost of
 // createHash for a small payload; older Node 20 releases use createHash
-const oneShotHash = (nodeCrypto as {hash?: (alg: string, data: Buffer, enc: 'buffer') => Buffer}).hash
+const oneShotHash = (nodeCrypto as unknown as {hash?: {(alg: string, data: Buffer, enc: 'buffer'): Buffer; (alg: string, data: Buffer, enc: 'latin1'): string}}).hash
 /** SHA-256 of a payload (the per-recipient MAC input) */
 const sha256 = oneShotHash ? (b: Buffer): Buffer => oneShotHash('sha256', b, 'buffer') : (b: Buffer): Buffer => createHash('sha256').update(b).digest()
+
+/** SHA-256 of data written into out at off (as a latin1 string: no digest Buffer); returns the offset after it */
+function sha256Into(data: Buffer, out: Buffer, off: number): number {
+  if (!oneShotHash) return off + createHash('sha256').update(data).digest().copy(out, off)
+  return off + out.write(oneShotHash('sha256', data, 'latin1'), off, 32, 'latin1')
+}
 
 // random nonces drawn from a pooled CSPRNG buffer: one getrandom call per 341 messages, not one each
 const NONCE_POOL = 4092
@@ -762,6 +815,8 @@ interface CachedKey {
   index: number
   dataKey: Buffer
   macKey: Buffer
+  /** macKey's HMAC pads (see macPads) */
+  macPads: MacPads
   /** when the sender's certificate was last found valid for this grant */
   checkedAt: number
   /** the grant's hash (the cache key) and its recipients' names, kept for the per-message fast path */
@@ -880,7 +935,7 @@ export class EnvelopeOpener {
     }
     this.unwraps++
     if (keys.length !== 64) throw fail('E_ENVELOPE_UNWRAP', 'The unwrapped data key has the wrong length.', 'treat the message as corrupt.')
-    const entry: CachedKey = {checkedAt: this.now(), dataKey: keys.subarray(0, 32), grant, hash: Buffer.from(grantHash), index, macKey: keys.subarray(32), names: grant.to.map((t) => t.name)}
+    const entry: CachedKey = {checkedAt: this.now(), dataKey: keys.subarray(0, 32), grant, hash: Buffer.from(grantHash), index, macKey: keys.subarray(32), macPads: macPads(keys.subarray(32)), names: grant.to.map((t) => t.name)}
     // copies: the envelope buffer belongs to the caller
     if (inline) this.grants?.putGrant(Buffer.from(grantHash), Buffer.from(inline.grantBytes), Buffer.from(inline.signature), grant.exp)
     this.grantsLearned++
@@ -931,7 +986,11 @@ export class EnvelopeOpener {
     // the grant hash in the AAD binds sender, recipients and key id; the header binds id, time and position
     checkWithinGrant(grant, header.seq, header.ts, parts.macs)
     const payload = gcmOpen(k.dataKey, header.nonce, aad2(f, grantHash, parts.headerBytes, parts.macs), parts.ciphertext, parts.tag)
-    checkOwnMac(k, parts.macs, () => createHmac('sha256', k.macKey).update(macInput2(f, grantHash, parts.headerBytes, sha256(payload))).digest().subarray(0, MAC_LEN))
+    checkOwnMac(k, parts.macs, () => {
+      const mac = Buffer.allocUnsafe(MAC_LEN)
+      macInto(k.macKey, k.macPads, macInput2(f, grantHash, parts.headerBytes, payload), mac, 0)
+      return mac
+    })
     return {
       contentType: header.ct,
       format: 'native',
@@ -979,11 +1038,12 @@ export class EnvelopeOpener {
 }
 
 /**
- * seal() encrypts in pieces of at most this many bytes, each written into the envelope at once: the
- * ciphertext is never held as a second buffer of the payload's size and copied (at 64 KiB one piece
- * would allocate and copy 64 KiB more per message).
+ * seal() encrypts in pieces of at most this many bytes, each copied into the envelope at once, so a big
+ * payload's ciphertext is never held whole a second time. Each update() allocates its output: at 64 KiB
+ * one piece cost less CPU than four of 16 KiB (measured 39 vs 44 us per seal), and at 1 MiB pieces of
+ * 64 KiB no more than of 16 KiB, while one 1 MiB piece cost half as much again (fresh pages).
  */
-const GCM_PIECE = 16 * 1024
+const GCM_PIECE = 64 * 1024
 
 /** Runs `input` through a GCM cipher into `out` at `off`; returns the offset after it. */
 function gcmInto(c: Cipher, input: Buffer, out: Buffer, off: number): number {

@@ -122,6 +122,29 @@ describe('native envelope', () => {
     await rejects(opener(carol).open(forged), 'E_ENVELOPE_MAC')
   })
 
+  it('writes each recipient the HMAC-SHA256 docs/envelope.md defines, as node:crypto computes it', async () => {
+    const {createHash, createHmac, privateDecrypt} = await import('node:crypto')
+    const to = [bob, carol, dave]
+    const s = sealer(alice, to, {grantEvery: 1})
+    for (const payload of [Buffer.alloc(0), randomBytes(1), randomBytes(300), randomBytes(70_000)]) {
+      const parts = parseEnvelope2(s.seal(payload, {headers: {k: 'v'}}).envelope)
+      const {grantBytes, signature} = parts.inline!
+      const gl = Buffer.alloc(4)
+      gl.writeUInt32BE(grantBytes.length)
+      const gh = createHash('sha256').update(gl).update(grantBytes).update(signature).digest()
+      const hl = Buffer.alloc(2)
+      hl.writeUInt16BE(parts.headerBytes.length)
+      const input = Buffer.concat([Buffer.from('mq-envelope-mac/3\0'), gh, hl, parts.headerBytes, createHash('sha256').update(payload).digest()])
+      const grant = parseGrant3(grantBytes)
+      assert.equal(parts.macs.length, 16 * to.length)
+      for (const [i, r] of to.entries()) {
+        const keys = privateDecrypt({key: r.enc.privateKey, oaepHash: 'sha256', padding: constants.RSA_PKCS1_OAEP_PADDING}, grant.to[i].wk)
+        const want = createHmac('sha256', keys.subarray(32)).update(input).digest().subarray(0, 16)
+        assert.ok(parts.macs.subarray(i * 16, (i + 1) * 16).equals(want), `MAC of ${r.name}`)
+      }
+    }
+  })
+
   it('rotates the data key by count and by age, and the receiver follows', async () => {
     let now = 1_700_000_000_000
     const s = sealer(alice, [bob], {maxAgeMs: 60_000, maxMessages: 10, now: () => now})
