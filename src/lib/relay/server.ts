@@ -89,7 +89,7 @@ interface Conn {
   dest?: RelayUser
 }
 
-/** Pipelined texts of one connection stored in one commit, at most (bounds the acks held back) */
+/** Pipelined texts of one connection stored in one commit, at most, the first included (bounds the acks held back) */
 const PIPELINE_MAX = 64
 /** v3 request header (23) + send header (21): a send's content starts here */
 const V3_SEND_CONTENT_AT = 44
@@ -246,7 +246,7 @@ export class RelayServer {
           // Texts pipelined behind this one, already whole in the buffer, join the same commit:
           // one commit for all of them, each acknowledged (in order) only once it is committed.
           let more: {dest: RelayUser; stored: Promise<number>}[] | undefined
-          for (let next; (more?.length ?? 0) < PIPELINE_MAX && (next = this.sendNow(conn)) !== undefined; ) (more ??= []).push({dest: conn.dest!, stored: handled(next)})
+          for (let next; (more?.length ?? 0) < PIPELINE_MAX - 1 && (next = this.sendNow(conn)) !== undefined; ) (more ??= []).push({dest: conn.dest!, stored: handled(next)})
           const wait = more === undefined ? this.ackNow(conn, dest, await stored) : await this.ackAll(conn, [{dest, stored}, ...more])
           conn.requests += 1 + (more?.length ?? 0)
           if (wait) await wait

@@ -165,6 +165,19 @@ describe('relay server: v3 texts on one connection', () => {
       assert.deepEqual(entries(await c.response()).map((e) => [e.body, e.id]), [['p1', acks[0]], ['p3', acks[2]], ['p4', acks[3]], ['q1', acks[4] + 1]])
       c.write(req(3, y, Op.pull))
       assert.deepEqual(entries(await c.response()).map((e) => e.body), ['p2', 'p5', 'q2'])
+      // a long pipeline: every text acknowledged, in order, in commits of at most 64
+      batches.length = 0
+      c.write(Buffer.concat(Array.from({length: 150}, (_, i) => text(a, x, Buffer.from(`r${i}`)))))
+      const ids = []
+      for (let i = 0; i < 150; i++) {
+        const r = await c.response()
+        assert.equal(r.code, 2103)
+        ids.push(r.payload.readUInt32LE(16))
+      }
+      assert.deepEqual([...ids].sort((p, q) => p - q), ids)
+      assert.ok(batches.length > 0 && Math.max(...batches) <= 64, `batches ${JSON.stringify(batches)}`)
+      c.write(req(3, x, Op.pull))
+      assert.deepEqual(entries(await c.response()).map((e) => e.body), Array.from({length: 150}, (_, i) => `r${i}`))
     } finally {
       sql.runBatch = runBatch
       c.close()
