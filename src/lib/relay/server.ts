@@ -89,10 +89,19 @@ interface Conn {
   dest?: RelayUser
 }
 
+/** Pipelined texts of one connection stored in one commit, at most, the first included (bounds the acks held back) */
+const PIPELINE_MAX = 64
+/** A pipelined text taken by sendNow(): its recipient, its sender's hex id, its commit */
+interface Pipelined {
+  dest: RelayUser
+  from: string
+  stored: Promise<number>
+}
 /** v3 request header (23) + send header (21): a send's content starts here */
 const V3_SEND_CONTENT_AT = 44
 /** v3 send ack: response header (7) + destination id (16) + message id (4) */
 const V3_SEND_ACK_BYTES = RESPONSE_HEADER_BYTES + CLIENT_ID_BYTES + 4
+const V3_SEND_ACK_CODE = responseCode(3, Op.send)
 
 /** The 16-byte id at `b[at]` is `id`. */
 function sameId(b: Buffer, at: number, id: Buffer): boolean {
@@ -239,9 +248,20 @@ export class RelayServer {
           conn.requests++
           if (!keep) break
         } else {
-          const wait = this.ackNow(conn, await stored)
-          conn.requests++
-          if (wait) await wait
+          const dest = conn.dest!
+          const from = conn.clientKey
+          // Texts pipelined behind this one, already whole in the buffer, join the same commit:
+          // one commit for all of them, each acknowledged (in order) only once it is committed.
+          let more: Pipelined[] | undefined
+          for (let next; (more?.length ?? 0) < PIPELINE_MAX - 1 && (next = this.sendNow(conn)) !== undefined; ) (more ??= []).push({dest: conn.dest!, from: conn.clientKey, stored: handled(next)})
+          if (more === undefined) {
+            const wait = this.ackNow(conn, dest, from, await stored)
+            conn.requests++
+            if (wait) await wait
+          } else {
+            conn.requests += 1 + more.length
+            await this.ackAll(conn, [{dest, from, stored}, ...more])
+          }
         }
       }
     } catch (error) {
@@ -300,15 +320,30 @@ export class RelayServer {
   }
 
   /** sendNow()'s acknowledgement, built in one buffer; a promise only when the socket's buffer is full. */
-  private ackNow(conn: Conn, id: number): Promise<void> | undefined {
+  private ackNow(conn: Conn, dest: RelayUser, from: string, id: number): Promise<void> | undefined {
     const {sock} = conn
     if (sock.destroyed) throw new Error('socket closed')
     const frame = Buffer.allocUnsafe(V3_SEND_ACK_BYTES)
-    writeResponseHeader(frame, 3, responseCode(3, Op.send), CLIENT_ID_BYTES + 4)
-    conn.dest!.id.copy(frame, RESPONSE_HEADER_BYTES)
-    frame.writeUInt32LE(id >>> 0, RESPONSE_HEADER_BYTES + CLIENT_ID_BYTES)
-    if (this.log.enabled('debug')) this.log.debug('stored message', {from: conn.clientKey, id, to: conn.dest!.name})
+    this.fillAck(frame, 0, dest, from, id)
     return sock.write(frame) ? undefined : drained(sock)
+  }
+
+  /** The acks of pipelined texts, in order, each once its text is committed, in one write. */
+  private async ackAll(conn: Conn, texts: Pipelined[]): Promise<void> {
+    const frame = Buffer.allocUnsafe(V3_SEND_ACK_BYTES * texts.length)
+    for (const [i, t] of texts.entries()) this.fillAck(frame, i * V3_SEND_ACK_BYTES, t.dest, t.from, await t.stored)
+    const {sock} = conn
+    if (sock.destroyed) throw new Error('socket closed')
+    if (!sock.write(frame)) await drained(sock)
+  }
+
+  private fillAck(frame: Buffer, at: number, dest: RelayUser, from: string, id: number): void {
+    frame[at] = 3
+    frame.writeUInt16LE(V3_SEND_ACK_CODE, at + 1)
+    frame.writeUInt32LE(CLIENT_ID_BYTES + 4, at + 3)
+    dest.id.copy(frame, at + RESPONSE_HEADER_BYTES)
+    frame.writeUInt32LE(id >>> 0, at + RESPONSE_HEADER_BYTES + CLIENT_ID_BYTES)
+    if (this.log.enabled('debug')) this.log.debug('stored message', {from, id, to: dest.name})
   }
 
   /** Handles one request; false when the connection must close. */

@@ -120,4 +120,67 @@ describe('relay server: v3 texts on one connection', () => {
       c.close()
     }
   })
+
+  test('texts pipelined on one connection share one commit; each ack, in order, names its recipient and id', async () => {
+    const c = await RawClient.connect(relay.port)
+    const {sql} = relay.store
+    const runBatch = sql.runBatch.bind(sql)
+    const batches: number[] = []
+    sql.runBatch = (q, list) => {
+      batches.push(list.length)
+      return runBatch(q, list)
+    }
+    try {
+      const a = await registerRaw(c, 3, 'sp3-a')
+      const x = await registerRaw(c, 3, 'sp3-x')
+      const y = await registerRaw(c, 3, 'sp3-y')
+      // first contact goes the general way (the sender's last_seen, the recipients looked up): done here
+      for (const to of [x, y]) {
+        c.write(text(a, to, Buffer.from('hello')))
+        assert.equal((await c.response()).code, 2103)
+      }
+      for (const who of [x, y]) {
+        c.write(req(3, who, Op.pull))
+        assert.equal(entries(await c.response()).length, 1)
+      }
+      batches.length = 0
+      const plan: [Buffer, string][] = [[x, 'p1'], [y, 'p2'], [x, 'p3'], [x, 'p4'], [y, 'p5']]
+      c.write(Buffer.concat(plan.map(([to, body]) => text(a, to, Buffer.from(body)))))
+      const acks = []
+      for (const [to] of plan) {
+        const r = await c.response()
+        assert.equal(r.code, 2103)
+        assert.deepEqual(r.payload.subarray(0, 16), to, 'each ack names its own recipient')
+        acks.push(r.payload.readUInt32LE(16))
+      }
+      // (the first may go the general way on a slow machine, its sender's last_seen a second old)
+      assert.ok(Math.max(0, ...batches) >= plan.length - 1, `the pipelined texts share a commit: batches ${JSON.stringify(batches)}`)
+      assert.equal(new Set(acks).size, acks.length)
+      assert.deepEqual([...acks].sort((p, q) => p - q), acks, 'ids in arrival order')
+      // a refusal inside a pipeline: the texts before it are stored and acknowledged, then its 9000, then the rest
+      batches.length = 0
+      c.write(Buffer.concat([text(a, x, Buffer.from('q1')), text(a, randomBytes(16), Buffer.from('nobody')), text(a, y, Buffer.from('q2'))]))
+      assert.deepEqual([(await c.response()).code, (await c.response()).code, (await c.response()).code], [2103, 9000, 2103])
+      c.write(req(3, x, Op.pull))
+      assert.deepEqual(entries(await c.response()).map((e) => [e.body, e.id]), [['p1', acks[0]], ['p3', acks[2]], ['p4', acks[3]], ['q1', acks[4] + 1]])
+      c.write(req(3, y, Op.pull))
+      assert.deepEqual(entries(await c.response()).map((e) => e.body), ['p2', 'p5', 'q2'])
+      // a long pipeline: every text acknowledged, in order, in commits of at most 64
+      batches.length = 0
+      c.write(Buffer.concat(Array.from({length: 150}, (_, i) => text(a, x, Buffer.from(`r${i}`)))))
+      const ids = []
+      for (let i = 0; i < 150; i++) {
+        const r = await c.response()
+        assert.equal(r.code, 2103)
+        ids.push(r.payload.readUInt32LE(16))
+      }
+      assert.deepEqual([...ids].sort((p, q) => p - q), ids)
+      assert.ok(batches.length > 0 && Math.max(...batches) <= 64, `batches ${JSON.stringify(batches)}`)
+      c.write(req(3, x, Op.pull))
+      assert.deepEqual(entries(await c.response()).map((e) => e.body), Array.from({length: 150}, (_, i) => `r${i}`))
+    } finally {
+      sql.runBatch = runBatch
+      c.close()
+    }
+  })
 })
