@@ -603,7 +603,8 @@ export class PublishBatchWriter extends RecordBuffer {
     this.room(2 + id.length * 3 + 4 + body.length)
     if (id) this.str16(id)
     else {
-      this.buf.writeUInt16BE(0, this.fill)
+      this.buf[this.fill] = 0
+      this.buf[this.fill + 1] = 0
       this.fill += 2
     }
     this.body32(body)
@@ -688,8 +689,9 @@ export class DeliveryBatchWriter extends RecordBuffer {
   }
 }
 
-/** characters of a message id decoded afresh after its prefix is kept (MessageIds' counter: 3 hex digits), and at most */
+/** a message id's last characters left out of the prefix kept for the records after it (MessageIds' counter: 3 hex digits) */
 const ID_TAIL_KEPT = 3
+/** the longest tail decoded character by character after a kept prefix; longer ones take the UTF-8 decoder */
 const ID_TAIL = 8
 
 /** an unsigned integer below 2^48 as 6 big-endian bytes (delivery tags and timestamps) */
@@ -711,6 +713,11 @@ function get48(b: Buffer, at: number): number {
 
 /** Decodes a DELIVERS body record by record; throws FrameError on a body that does not add up. */
 export function parseDeliveries(body: Buffer, count: number, each: (d: BatchDelivery) => void): void {
+  eachDelivery(body, count, (tag, redelivered, n, ts, exchange, key, messageId, b) => each({body: b, count: n, exchange, key, messageId, redelivered, tag, ts}))
+}
+
+/** parseDeliveries with each record's fields as arguments: a client builds its own delivery object, without one in between */
+export function eachDelivery(body: Buffer, count: number, each: (tag: number, redelivered: boolean, count: number, ts: number, exchange: string, key: string, messageId: string, body: Buffer) => void): void {
   let p = 0
   const bad = (what: string) => new FrameError('E_FRAME_BODY', `DELIVERS body is malformed: ${what}`, false)
   const str = (): string => {
@@ -805,7 +812,7 @@ export function parseDeliveries(body: Buffer, count: number, each: (d: BatchDeli
     const len = body.readUInt32BE(p)
     p += 4
     if (p + len > body.length) throw bad(`record ${i + 1} claims ${len} bytes, more than the frame holds`)
-    each({body: body.subarray(p, p + len), count: n, exchange, key, messageId, redelivered, tag, ts})
+    each(tag, redelivered, n, ts, exchange, key, messageId, body.subarray(p, p + len))
     p += len
   }
   if (p !== body.length) throw bad(`${body.length - p} bytes after the ${count} records that count= announces`)
