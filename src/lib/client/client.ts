@@ -11,7 +11,7 @@ import tls from 'node:tls'
 import {DataError, MqError, NotFoundError, PermissionError, TempFailError, UnavailableError, UsageError} from '../errors.js'
 import {MessageIds} from '../wire/ids.js'
 import type {BrokerDefinitions, BrokerStats, Delivery, MessageStatusInfo, PeekedMessage, QueueStats} from '../wire/types.js'
-import {BATCH_BYTES, BATCH_HEADER_ARGS_MAX, BATCH_MAX_COUNT, BIG_BODY, type Frame, FrameError, FrameParser, NEWLINE, PublishBatchWriter, encodeFrame, encodeHead, encodeHeaderArgs, encodeLine, encodeValue, frameHeaders, frameHeadersOrNone, parseDeliveries, sameHeaders} from '../wire/protocol.js'
+import {BATCH_BYTES, BATCH_HEADER_ARGS_MAX, BATCH_MAX_COUNT, BIG_BODY, type Frame, FrameError, FrameParser, NEWLINE, PublishBatchWriter, eachDelivery, encodeFrame, encodeHead, encodeHeaderArgs, encodeLine, encodeValue, frameHeaders, frameHeadersOrNone, sameHeaders} from '../wire/protocol.js'
 
 export type {BrokerDefinitions, BrokerStats, Delivery, MessageStatus, MessageStatusInfo, PeekedMessage, QueueStats} from '../wire/types.js'
 
@@ -61,6 +61,8 @@ interface BatchablePublish {
 }
 
 const EMPTY = Buffer.alloc(0)
+/** publishNoConfirm's options when none are given: one shared object, not a fresh {} per publish (only read) */
+const NO_OPTS: {messageId?: string; headers?: Record<string, string>} = Object.freeze({})
 /** what a publish covered by a CONFIRM resolves with: the message id is the one publish() named */
 const CONFIRMED: Frame = Object.freeze({args: Object.freeze({}) as Record<string, string>, body: EMPTY, id: 0, verb: 'OK'})
 /** buffered output beyond which publishNoConfirm() asks the caller to await drained() */
@@ -288,8 +290,8 @@ export class BrokerClient extends EventEmitter {
         const queue = h.queue
         // h.* on a DELIVERS line are every record's headers; each delivery gets its own copy to keep
         const shared = frameHeadersOrNone(f.args)
-        parseDeliveries(f.body, Number(f.args.count ?? 0), (r) =>
-          h.onMessage({body: r.body, deliveryCount: r.count, deliveryTag: r.tag, exchange: r.exchange, headers: {...shared}, messageId: r.messageId, queue, redelivered: r.redelivered, routingKey: r.key, timestamp: r.ts}),
+        eachDelivery(f.body, Number(f.args.count ?? 0), (tag, redelivered, count, ts, exchange, key, messageId, body) =>
+          h.onMessage({body, deliveryCount: count, deliveryTag: tag, exchange, headers: {...shared}, messageId, queue, redelivered, routingKey: key, timestamp: ts}),
         )
         return
       }
@@ -581,7 +583,7 @@ export class BrokerClient extends EventEmitter {
    * Fire-and-forget publish: no confirm, so nothing guarantees it was stored; broker errors arrive
    * as 'error' events. Returns false when the socket buffer is full: await drained() before more.
    */
-  publishNoConfirm(exchange: string, routingKey: string, body: Buffer, opts: {messageId?: string; headers?: Record<string, string>} = {}): boolean {
+  publishNoConfirm(exchange: string, routingKey: string, body: Buffer, opts: {messageId?: string; headers?: Record<string, string>} = NO_OPTS): boolean {
     if (this.batched(exchange, routingKey, body, opts, 0)) return this.sock.writableLength + this.outLen + this.pbatch.bytes < CLIENT_OUT_LIMIT
     return this.write(publishFrame(0, exchange, routingKey, body, opts))
   }

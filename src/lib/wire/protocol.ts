@@ -529,9 +529,16 @@ class RecordBuffer {
   }
 
   protected body32(b: Buffer): void {
-    this.buf.writeUInt32BE(b.length, this.fill)
-    b.copy(this.buf, this.fill + 4)
-    this.fill += 4 + b.length
+    const buf = this.buf
+    const at = this.fill
+    const n = b.length
+    buf[at] = n >>> 24
+    buf[at + 1] = (n >>> 16) & 0xff
+    buf[at + 2] = (n >>> 8) & 0xff
+    buf[at + 3] = n & 0xff
+    // TypedArray set: the copy without Buffer.copy's argument checks (room() made the space)
+    buf.set(b, at + 4)
+    this.fill = at + 4 + n
   }
 
   /** the records of the open batch (a view: valid until the next batch is opened) */
@@ -596,7 +603,8 @@ export class PublishBatchWriter extends RecordBuffer {
     this.room(2 + id.length * 3 + 4 + body.length)
     if (id) this.str16(id)
     else {
-      this.buf.writeUInt16BE(0, this.fill)
+      this.buf[this.fill] = 0
+      this.buf[this.fill + 1] = 0
       this.fill += 2
     }
     this.body32(body)
@@ -662,11 +670,15 @@ export class DeliveryBatchWriter extends RecordBuffer {
     if ((exchange.length + key.length + messageId.length) * 3 > U16_MAX || key.length * 3 > U16_MAX) return false
     this.room(6 + 1 + 4 + 6 + 6 + (exchange.length + key.length + messageId.length) * 3 + 4 + body.length)
     const b = this.buf
-    let at = this.fill
-    b.writeUIntBE(tag, at, 6)
+    const at = this.fill
+    // by hand, as parseDeliveries reads them: writeUIntBE's checks cost more than the writes
+    put48(b, at, tag)
     b[at + 6] = redelivered ? 1 : 0
-    b.writeUInt32BE(count, at + 7)
-    b.writeUIntBE(ts, at + 11, 6)
+    b[at + 7] = count >>> 24
+    b[at + 8] = (count >>> 16) & 0xff
+    b[at + 9] = (count >>> 8) & 0xff
+    b[at + 10] = count & 0xff
+    put48(b, at + 11, ts)
     this.fill = at + 17
     this.str16(exchange)
     this.str16(key)
@@ -677,8 +689,35 @@ export class DeliveryBatchWriter extends RecordBuffer {
   }
 }
 
+/** a message id's last characters left out of the prefix kept for the records after it (MessageIds' counter: 3 hex digits) */
+const ID_TAIL_KEPT = 3
+/** the longest tail decoded character by character after a kept prefix; longer ones take the UTF-8 decoder */
+const ID_TAIL = 8
+
+/** an unsigned integer below 2^48 as 6 big-endian bytes (delivery tags and timestamps) */
+function put48(b: Buffer, at: number, v: number): void {
+  const hi = Math.floor(v / 0x100000000)
+  const lo = v >>> 0
+  b[at] = (hi >>> 8) & 0xff
+  b[at + 1] = hi & 0xff
+  b[at + 2] = lo >>> 24
+  b[at + 3] = (lo >>> 16) & 0xff
+  b[at + 4] = (lo >>> 8) & 0xff
+  b[at + 5] = lo & 0xff
+}
+
+/** 6 big-endian bytes as an unsigned integer */
+function get48(b: Buffer, at: number): number {
+  return (b[at] * 0x100 + b[at + 1]) * 0x100000000 + ((b[at + 2] << 24) >>> 0) + (b[at + 3] << 16) + (b[at + 4] << 8) + b[at + 5]
+}
+
 /** Decodes a DELIVERS body record by record; throws FrameError on a body that does not add up. */
 export function parseDeliveries(body: Buffer, count: number, each: (d: BatchDelivery) => void): void {
+  eachDelivery(body, count, (tag, redelivered, n, ts, exchange, key, messageId, b) => each({body: b, count: n, exchange, key, messageId, redelivered, tag, ts}))
+}
+
+/** parseDeliveries with each record's fields as arguments: a client builds its own delivery object, without one in between */
+export function eachDelivery(body: Buffer, count: number, each: (tag: number, redelivered: boolean, count: number, ts: number, exchange: string, key: string, messageId: string, body: Buffer) => void): void {
   let p = 0
   const bad = (what: string) => new FrameError('E_FRAME_BODY', `DELIVERS body is malformed: ${what}`, false)
   const str = (): string => {
@@ -713,21 +752,67 @@ export function parseDeliveries(body: Buffer, count: number, each: (d: BatchDeli
   }
   const exchangeField = repeated()
   const keyField = repeated()
+  // Message ids from a counter (MessageIds: the broker's own, mq send's) differ from the record
+  // before only in their last characters: the shared ASCII prefix's string is kept and only the
+  // tail is decoded, instead of a call into the UTF-8 decoder per record (the consumer's top item).
+  let idRefAt = -1
+  let idPrefixLen = 0
+  let idPrefix = ''
+  const idField = (): string => {
+    if (idRefAt >= 0 && p + 2 <= body.length) {
+      const n = (body[p] << 8) | body[p + 1]
+      const at = p + 2
+      if (n > idPrefixLen && n - idPrefixLen <= ID_TAIL && at + n <= body.length) {
+        let i = 0
+        while (i < idPrefixLen && body[at + i] === body[idRefAt + i]) i++
+        if (i === idPrefixLen) {
+          let tail = ''
+          for (let j = at + i; j < at + n; j++) {
+            const c = body[j]
+            if (c > 0x7f) {
+              tail = ''
+              break
+            }
+            tail += String.fromCharCode(c)
+          }
+          if (tail.length === n - idPrefixLen) {
+            p = at + n
+            return idPrefix + tail
+          }
+        }
+      }
+    }
+    const at = p + 2
+    const s = str()
+    const n = p - at
+    // the next record's reference: an ASCII id long enough for its prefix to be worth keeping
+    idRefAt = -1
+    if (n >= 16 && n === s.length) {
+      let ascii = true
+      for (let j = at; j < p; j++) if (body[j] > 0x7f) ascii = false
+      if (ascii) {
+        idRefAt = at
+        idPrefixLen = n - ID_TAIL_KEPT
+        idPrefix = s.slice(0, idPrefixLen)
+      }
+    }
+    return s
+  }
   for (let i = 0; i < count; i++) {
     if (p + 17 > body.length) throw bad(`record ${i + 1} of ${count} is missing`)
-    const tag = body.readUIntBE(p, 6)
+    const tag = get48(body, p)
     const redelivered = (body[p + 6] & 1) === 1
-    const n = body.readUInt32BE(p + 7)
-    const ts = body.readUIntBE(p + 11, 6)
+    const n = ((body[p + 7] << 24) >>> 0) + (body[p + 8] << 16) + (body[p + 9] << 8) + body[p + 10]
+    const ts = get48(body, p + 11)
     p += 17
     const exchange = exchangeField()
     const key = keyField()
-    const messageId = str()
+    const messageId = idField()
     if (p + 4 > body.length) throw bad('a record is cut short')
     const len = body.readUInt32BE(p)
     p += 4
     if (p + len > body.length) throw bad(`record ${i + 1} claims ${len} bytes, more than the frame holds`)
-    each({body: body.subarray(p, p + len), count: n, exchange, key, messageId, redelivered, tag, ts})
+    each(tag, redelivered, n, ts, exchange, key, messageId, body.subarray(p, p + len))
     p += len
   }
   if (p !== body.length) throw bad(`${body.length - p} bytes after the ${count} records that count= announces`)

@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict'
+import {randomUUID} from 'node:crypto'
 import net from 'node:net'
 import {test} from 'node:test'
 
 import {BrokerClient, type Delivery} from '../../../src/lib/client/client.js'
 import {resolvePermissions} from '../../../src/lib/broker/permissions.js'
 import {type BatchDelivery, DeliveryBatchWriter, FrameError, FrameParser, type Frame, PublishBatchWriter, encodeFrame, encodeHeaderArgs, frameHeaders, parseDeliveries, parsePublishBatch, sameHeaders} from '../../../src/lib/wire/protocol.js'
+import {MessageIds} from '../../../src/lib/wire/ids.js'
 import {startPlainServer} from '../../helpers/broker.js'
 
 const allowAll = (id: string) => resolvePermissions([{admin: true, consume: ['*'], identity: '*', publish: ['*'], roles: []}], id)
@@ -69,6 +71,48 @@ test('DELIVERS records that share, nearly share or differ in exchange and key de
     got,
     names.map(([ex, key], i) => [ex, key, `id-${i}-é`]),
   )
+})
+
+test('DELIVERS message ids that share a prefix (counter ids), then differ in it, in length or in script, each decode to their own id; tags and timestamps keep all 48 bits', () => {
+  const ids = new MessageIds()
+  const counter = Array.from({length: 4100}, () => ids.next()) // crosses a carry of the high digits at 4096
+  const mixed = [
+    '0123456789abcdef-0001',
+    '0123456789abcdef-0002',
+    '0123456789abcdef-0002', // the same id twice
+    '0123456789abcdef-1234567890', // a longer tail than is rebuilt
+    '0123456789abcdef-0003',
+    '0123456789abcdef-000é', // a non-ASCII tail
+    '0123456789abcdef-0004',
+    '0123456789abcdeé-0005', // a non-ASCII prefix
+    '0123456789abcdeé-0006',
+    '0123456789abcdXf-0007', // the prefix differs
+    'short-1',
+    'short-2',
+    '',
+    '0123456789abcdef-', // as long as the kept prefix of the id before it
+    randomUUID(),
+    randomUUID(),
+  ]
+  const all = [...counter, ...mixed]
+  const d = new DeliveryBatchWriter()
+  d.start('c')
+  const big = 2 ** 48 - 1
+  all.forEach((id, i) => assert.ok(d.add(i === 0 ? big : i + 1, false, i === 1 ? 2 ** 32 - 1 : 1, i === 0 ? big : 1_795_000_000_000 + i, '', 'q', id, Buffer.from([i & 0xff]))))
+  const f: Frame[] = []
+  new FrameParser(1 << 24).push(d.frame(), (x) => f.push(x), (e) => assert.fail(e.message))
+  const got: BatchDelivery[] = []
+  parseDeliveries(f[0].body, all.length, (r) => got.push(r))
+  assert.deepEqual(
+    got.map((r) => r.messageId),
+    all,
+  )
+  assert.equal(got[0].tag, big)
+  assert.equal(got[0].ts, big)
+  assert.equal(got[1].count, 2 ** 32 - 1)
+  assert.equal(got[5].ts, 1_795_000_000_005)
+  // a record cut short inside a kept-prefix id is still refused
+  assert.throws(() => parseDeliveries(f[0].body.subarray(0, 150), 4, () => {}), (e: FrameError) => e.code === 'E_FRAME_BODY')
 })
 
 test('batches cut from one writer stay intact: later batches, a dropped batch and one outgrowing its slab never touch a frame handed out', () => {
