@@ -24,7 +24,9 @@ startWriter()
 
 function startWriter(): void {
   // the checkpointer thread does the work; this is only a fallback if it falls far behind (64 MiB)
-  db.pragma(`wal_autocheckpoint = ${FALLBACK_AUTOCHECKPOINT_PAGES}`)
+  // (counted in 4 KiB pages: the same WAL bound whatever this file's page size, see STORE_PAGE_BYTES)
+  const pageBytes = db.pragma('page_size', {simple: true}) as number
+  db.pragma(`wal_autocheckpoint = ${Math.max(1, Math.round((FALLBACK_AUTOCHECKPOINT_PAGES * 4096) / pageBytes))}`)
 
   if (!sealKey || sealKeyId === undefined) throw new Error('the store writer needs the store key')
   const storeKey = sealKey
