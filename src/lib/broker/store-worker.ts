@@ -24,7 +24,9 @@ startWriter()
 
 function startWriter(): void {
   // the checkpointer thread does the work; this is only a fallback if it falls far behind (64 MiB)
-  db.pragma(`wal_autocheckpoint = ${FALLBACK_AUTOCHECKPOINT_PAGES}`)
+  // (counted in 4 KiB pages: the same WAL bound whatever this file's page size, see STORE_PAGE_BYTES)
+  const pageBytes = db.pragma('page_size', {simple: true}) as number
+  db.pragma(`wal_autocheckpoint = ${Math.max(1, Math.round((FALLBACK_AUTOCHECKPOINT_PAGES * 4096) / pageBytes))}`)
 
   if (!sealKey || sealKeyId === undefined) throw new Error('the store writer needs the store key')
   const storeKey = sealKey
@@ -162,10 +164,29 @@ function startWriter(): void {
   }
 
   // a row sealed on its own (body GROUP_BODY_MAX or more) belongs to no group, and the engine sent its size
-  const delBigRow = db.prepare('DELETE FROM messages WHERE seq = ? RETURNING queue')
+  // (RETURNING loads the whole row, body included, into the page cache; deleting it reads every
+  // overflow page anyway, to walk the chain, and then finds them there. A SELECT of the queue before a
+  // plain DELETE measured the same, and would start a transaction of acks with a read, which SQLite
+  // does not retry when another connection holds the write lock.)
+  const delBigRow = db.prepare('DELETE FROM messages WHERE seq = ? RETURNING queue').pluck()
+  /**
+   * Big deletes wait for the end of the transaction: pages freed in a transaction are read back from
+   * disk when an insert of the same transaction reuses them (SQLite keeps their content for a
+   * rollback), a pread of every page of the acked body before the new body overwrote it. Freed after
+   * the inserts, the next commit's inserts take them without a read. Later in the same transaction
+   * is still after the row's insert, and nothing but a delete touches a row once it is acked.
+   */
+  let bigDeletes: number[] = []
   const delBig = (seq: number, size: number) => {
-    const r = delBigRow.get(seq) as {queue: string} | undefined
-    if (r) counted(r.queue, -1, -size)
+    bigDeletes.push(seq, size)
+  }
+  function deleteBig(): void {
+    const d = bigDeletes
+    bigDeletes = []
+    for (let i = 0; i < d.length; i += 2) {
+      const q = delBigRow.get(d[i]) as string | undefined
+      if (q !== undefined) counted(q, -1, -d[i + 1])
+    }
   }
   const del = {
     run(seq: number) {
@@ -333,7 +354,9 @@ function startWriter(): void {
     deltas.clear()
     // deletes queued by a transaction that threw were rolled back with it
     delFill = 0
+    bigDeletes = []
     for (const b of batches) applyOps(b.ops, b.shared ?? [])
+    deleteBig()
     writeDeltas()
     writeLive()
   })

@@ -6,7 +6,7 @@ import {test} from 'node:test'
 import Database from 'better-sqlite3'
 
 import {Engine} from '../../../src/lib/broker/engine.js'
-import {DurableStore, storeKeyId} from '../../../src/lib/broker/store.js'
+import {DurableStore, STORE_PAGE_BYTES, storeKeyId} from '../../../src/lib/broker/store.js'
 import type {MqError} from '../../../src/lib/errors.js'
 import {peekQueue} from '../../helpers/engine.js'
 import {tempHome} from '../../helpers/home.js'
@@ -479,4 +479,75 @@ test('delivery counts reach broker.db whether a message was delivered before its
     assert.deepEqual(q.map((m) => [m.messageId, m.deliveryCount, m.redelivered]), [['before', 4, true], ['after', 2, true]])
     await store2.close()
   })
+})
+
+test('big bodies: a new broker.db gets STORE_PAGE_BYTES pages and one made with 4 KiB pages keeps them; big messages inserted and acked across the batches of one commit leave the right rows and index', async () => {
+  const big = (n: number, seed: number) => {
+    const b = Buffer.from(new SharedArrayBuffer(n))
+    for (let i = 0; i < n; i++) b[i] = (i * seed + 1) & 0xff
+    return b
+  }
+  const pageSize = (st: DurableStore) => st.db.pragma('page_size', {simple: true})
+  // an existing broker.db with 4 KiB pages (every one from before) keeps them, and its messages
+  const old = tempHome()
+  try {
+    mkdirSync(join(old.dir, 'data'), {mode: 0o700, recursive: true})
+    const db = new Database(join(old.dir, 'data', 'broker.db'))
+    db.pragma('page_size = 4096')
+    db.pragma('journal_mode = WAL')
+    db.exec('CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT)')
+    db.close()
+    const open = () => new DurableStore(join(old.dir, 'data'), 0, {keyFile: join(old.dir, 'secrets', 'broker.key')})
+    const st = open()
+    assert.equal(pageSize(st), 4096)
+    const e = new Engine({store: st})
+    e.declareQueue('o', {durable: true})
+    const bodies = [big(200 * 1024, 3), Buffer.from('small')]
+    bodies.forEach((b, i) => e.publish('', 'o', b, {messageId: `o-${i}`}))
+    await st.close()
+    const st2 = open()
+    assert.equal(pageSize(st2), 4096)
+    peekQueue(new Engine({store: st2}), 'o').forEach((m, i) => assert.ok(m.body.equals(bodies[i])))
+    await st2.close()
+  } finally {
+    old.cleanup()
+  }
+
+  const h = tempHome()
+  try {
+    const {e, hold, release, store} = heldStore(h.dir)
+    assert.equal(pageSize(store), STORE_PAGE_BYTES)
+    e.declareQueue('b', {durable: true})
+    const bodies = [big(64 * 1024, 3), big(1024 * 1024 + 5, 7), big(300 * 1024, 11)]
+    e.publish('', 'b', bodies[0], {messageId: 'b-0'})
+    await store.flush()
+    const s = e.openSession('c', {deliver: () => {}, writable: () => true})
+    const confirms: Promise<void>[] = []
+    const confirm = () => confirms.push(new Promise((resolve, reject) => store.afterCommit((err) => (err ? reject(err) : resolve()))))
+    hold()
+    // a first batch stuck on the lock (ack of b-0); then b-1 inserted, then b-1 acked and b-2 inserted:
+    // those two batches go in one transaction once the lock is released
+    e.ack(s, e.get(s, 'b')!.deliveryTag)
+    confirm()
+    await turn()
+    e.publish('', 'b', bodies[1], {messageId: 'b-1'})
+    confirm()
+    await turn()
+    e.ack(s, e.get(s, 'b')!.deliveryTag)
+    e.publish('', 'b', bodies[2], {messageId: 'b-2'})
+    confirm()
+    await turn()
+    release()
+    await Promise.all(confirms)
+    assert.deepEqual(store.queueIndex().get('b'), {bytes: bodies[2].length, messages: 1})
+    assert.deepEqual(store.db.prepare('SELECT message_id AS id FROM messages').all(), [{id: 'b-2'}])
+    await store.close()
+    const again = new DurableStore(join(h.dir, 'data'), 0, {keyFile: join(h.dir, 'secrets', 'broker.key')})
+    const q = peekQueue(new Engine({store: again}), 'b')
+    assert.deepEqual(q.map((m) => m.messageId), ['b-2'])
+    assert.ok(q[0].body.equals(bodies[2]))
+    await again.close()
+  } finally {
+    h.cleanup()
+  }
 })
