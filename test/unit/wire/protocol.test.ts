@@ -68,6 +68,17 @@ test('a big body arriving in socket-sized chunks is kept as those chunks and joi
   assert.equal(p.partial, false)
 })
 
+test('sharedBodies: a body of exactly 64 KiB (one buffer, filled piece by piece) lands byte-exact in shared memory', () => {
+  const p = new FrameParser(1024 * 1024, {sharedBodies: true})
+  const body = Buffer.from(Array.from({length: 64 * 1024}, (_, i) => (i * 29 + 3) & 0xff))
+  const wire = encodeFrame('PUBLISH', 3, {key: 'k'}, body)
+  const frames: Frame[] = []
+  for (let off = 0; off < wire.length; off += 1000) p.push(wire.subarray(off, off + 1000), (f) => frames.push(f), (e) => assert.fail(e))
+  assert.equal(frames.length, 1)
+  assert.ok(frames[0].body.buffer instanceof SharedArrayBuffer)
+  assert.ok(frames[0].body.equals(body))
+})
+
 test('without sharedBodies (a client) big bodies are joined on the ordinary heap, at 64 KiB and above', () => {
   const p = new FrameParser(16 * 1024 * 1024)
   const bodies = [64 * 1024, 300 * 1024 + 3].map((n) => Buffer.from(Array.from({length: n}, (_, i) => (i * 13) & 0xff)))
