@@ -7,7 +7,6 @@
 import net from 'node:net'
 import tls from 'node:tls'
 
-import {separateBigWrites} from '../net/big-writes.js'
 import {type PendingGate, guardHandshakes} from '../net/pending.js'
 import {listenOn} from '../util/net.js'
 import {MqError, PermissionError, UsageError, errorText, isMqError} from '../errors.js'
@@ -152,8 +151,6 @@ export class BrokerServer {
       setTimeout(() => sock.destroy(), 1000).unref()
       return
     }
-    // big bodies are encrypted where they are, not joined with their frame's header into a fresh buffer first
-    if (this.opts.tls) separateBigWrites(sock)
     const c = new Connection(this, sock, this.connSeq++, identity, serial, !this.opts.tls)
     this.connections.add(c)
     sock.on('close', () => {

@@ -9,7 +9,6 @@ import net from 'node:net'
 import tls from 'node:tls'
 
 import {DataError, MqError, NotFoundError, PermissionError, TempFailError, UnavailableError, UsageError} from '../errors.js'
-import {separateBigWrites} from '../net/big-writes.js'
 import {MessageIds} from '../wire/ids.js'
 import type {BrokerDefinitions, BrokerStats, Delivery, MessageStatusInfo, PeekedMessage, QueueStats} from '../wire/types.js'
 import {BATCH_BYTES, BATCH_HEADER_ARGS_MAX, BATCH_MAX_COUNT, BIG_BODY, type Frame, FrameError, FrameParser, NEWLINE, PublishBatchWriter, encodeFrame, encodeHead, encodeHeaderArgs, encodeLine, encodeValue, frameHeaders, frameHeadersOrNone, parseDeliveries, sameHeaders} from '../wire/protocol.js'
@@ -195,8 +194,6 @@ export class BrokerClient extends EventEmitter {
         // unlike a refused connection (69)
         reject(new TempFailError('E_BROKER_TIMEOUT', `no answer from the broker at ${where} within ${timeoutMs} ms`, {hint: 'Try this: mq broker start, or check --broker HOST:PORT'}))
       }, timeoutMs)
-      // big bodies are encrypted where they are, not joined with their frame's header into a fresh buffer first
-      if (!opts.plain) separateBigWrites(s)
       s.once(opts.plain ? 'connect' : 'secureConnect', () => {
         clearTimeout(t)
         resolve(s)
