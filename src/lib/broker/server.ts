@@ -272,7 +272,8 @@ class Connection {
     plain: boolean,
   ) {
     const {limits} = srv.opts
-    this.parser = new FrameParser(limits.maxPayload)
+    // big bodies in shared memory: the store's writer thread reads a durable one where it is
+    this.parser = new FrameParser(limits.maxPayload, {sharedBodies: true})
     this.heartbeatMs = limits.heartbeatMs
     if (!plain) this.open(identity)
     sock.on('data', (d: Buffer) => this.onData(d))

@@ -48,8 +48,8 @@ test('garbage is a fatal malformed frame; bad percent-encoding is not', () => {
   assert.equal(frames[0].verb, 'PING')
 })
 
-test('a big body arriving in socket-sized chunks is kept as those chunks and joined once, into shared memory; small bodies stay on the heap', () => {
-  const p = new FrameParser(16 * 1024 * 1024)
+test('a big body arriving in socket-sized chunks is kept as those chunks and joined once, into shared memory (sharedBodies, the broker); small bodies stay on the heap', () => {
+  const p = new FrameParser(16 * 1024 * 1024, {sharedBodies: true})
   const body = Buffer.alloc(1024 * 1024 + 5)
   for (let i = 0; i < body.length; i++) body[i] = (i * 7) & 0xff
   const wire = Buffer.concat([encodeFrame('PUBLISH', 1, {key: 'k'}, body), encodeFrame('PUBLISH', 2, {key: 'k'}, Buffer.from('small'))])
@@ -66,6 +66,30 @@ test('a big body arriving in socket-sized chunks is kept as those chunks and joi
   assert.equal(frames[1].body.toString(), 'small')
   assert.ok(!(frames[1].body.buffer instanceof SharedArrayBuffer))
   assert.equal(p.partial, false)
+})
+
+test('sharedBodies: a body of exactly 64 KiB (one buffer, filled piece by piece) lands byte-exact in shared memory', () => {
+  const p = new FrameParser(1024 * 1024, {sharedBodies: true})
+  const body = Buffer.from(Array.from({length: 64 * 1024}, (_, i) => (i * 29 + 3) & 0xff))
+  const wire = encodeFrame('PUBLISH', 3, {key: 'k'}, body)
+  const frames: Frame[] = []
+  for (let off = 0; off < wire.length; off += 1000) p.push(wire.subarray(off, off + 1000), (f) => frames.push(f), (e) => assert.fail(e))
+  assert.equal(frames.length, 1)
+  assert.ok(frames[0].body.buffer instanceof SharedArrayBuffer)
+  assert.ok(frames[0].body.equals(body))
+})
+
+test('without sharedBodies (a client) big bodies are joined on the ordinary heap, at 64 KiB and above', () => {
+  const p = new FrameParser(16 * 1024 * 1024)
+  const bodies = [64 * 1024, 300 * 1024 + 3].map((n) => Buffer.from(Array.from({length: n}, (_, i) => (i * 13) & 0xff)))
+  const wire = Buffer.concat(bodies.map((b, k) => encodeFrame('DELIVER', k, {tag: k + 1}, b)))
+  const frames: Frame[] = []
+  for (let off = 0; off < wire.length; off += 16 * 1024) p.push(Buffer.from(wire.subarray(off, off + 16 * 1024)), (f) => frames.push(f), (e) => assert.fail(e))
+  assert.equal(frames.length, 2)
+  frames.forEach((f, k) => {
+    assert.ok(f.body.equals(bodies[k]))
+    assert.ok(!(f.body.buffer instanceof SharedArrayBuffer))
+  })
 })
 
 test('big bodies in random chunkings (own buffers and views of a bigger one, tiny to large) reassemble exactly, within the memory bound', () => {
