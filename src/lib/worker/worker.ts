@@ -227,10 +227,13 @@ export class Worker {
         this.slotFreed = undefined
         f?.()
       }
+      // in hand before the call starts: a batch without a valid entry is answered at once
+      const started = Promise.resolve()
+      for (const e of batch) this.inHand.set(e.entryId, started)
       const p = this.processBatch(batch, release).finally(release)
       this.settling.add(p)
       void p.finally(() => this.settling.delete(p))
-      for (const e of batch) this.inHand.set(e.entryId, p)
+      for (const e of batch) if (this.inHand.has(e.entryId)) this.inHand.set(e.entryId, p)
     }
     this.m.inHand.set(this.inHand.size)
   }

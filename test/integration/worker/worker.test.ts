@@ -217,6 +217,19 @@ describe('mq worker (Redis stream -> broker internal API)', () => {
     assert.equal(await redis.xlen(keys.stream), 0)
   })
 
+  it('a read whose entries carry no message id frees its slot: later messages are still delivered', async () => {
+    const w = await newWorker({concurrency: 1}, 'bad-entry')
+    const keys = pipelineKeys(config)
+    await redis.xgroup('CREATE', keys.stream, config.worker.group, '0', 'MKSTREAM').catch(() => {})
+    await redis.xadd(keys.stream, '*', 'client', 'alice', 'attempts', '0')
+    await w.start()
+    const ids = await enqueue(2)
+    await waitFor(() => delivered(ids).length === 2)
+    await w.stop()
+    await waitFor(async () => (await redis.zcard(keys.retry)) + (await redis.xlen(keys.dead)) >= 1)
+    await redis.del(keys.retry, keys.dead)
+  })
+
   it('sizes its broker calls: at least 32 entries, half the window from 64 on, at most 100', () => {
     assert.deepEqual([1, 4, 32, 63, 64, 100, 128, 256, 1024].map(callSize), [32, 32, 32, 32, 32, 50, 64, 100, 100])
   })
