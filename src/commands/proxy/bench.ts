@@ -14,7 +14,8 @@ answers 202 with a body the size of the proxy's answer, doing nothing else.`
   static flags = {
     seconds: Flags.integer({default: 10, description: 'duration of each load phase', min: 1}),
     connections: Flags.integer({default: 64, description: 'keep-alive connections of the load generator', min: 1}),
-    concurrency: Flags.integer({default: 32, description: 'worker concurrency for the delivery phase', min: 1}),
+    // 128: two broker calls of 64 in flight (worker callSize), so one is read and sent while the other waits for the broker's commit
+    concurrency: Flags.integer({default: 128, description: 'worker concurrency for the delivery phase (two calls of 64 in flight)', min: 1}),
     store: Flags.string({description: 'records store of the private broker [default: sqlite in the temp home]'}),
     redis: Flags.string({description: 'Redis URL [default: redis.url]'}),
     port: Flags.integer({default: 0, description: 'port of the private proxy (0 = a free port)', max: 65_535, min: 0}),

@@ -62,6 +62,9 @@ export class ProxyServer {
   private readonly log: Logger
   readonly registry = new Registry()
   private readonly m
+  /** requests and accepted messages counted since the last scrape, by "route status" and by client */
+  private readonly requestCounts = new Map<string, number>()
+  private readonly acceptedCounts = new Map<string, number>()
 
   constructor(private readonly o: ProxyOptions) {
     this.log = (o.logger ?? silentLogger).child('proxy')
@@ -73,9 +76,28 @@ export class ProxyServer {
       this.log.warn('could not report refused registrations to the broker', {count: ids.length, error}),
     )
     this.enqueuer = new EnqueueBatcher(o.redis, this.keys.stream)
+    // Per-request counts go to plain maps and reach prom-client at scrape time (collect): a
+    // labelled inc() hashes its label object on every request, on the ingest hot path.
+    const requests = this.requestCounts
+    const accepted = this.acceptedCounts
     this.m = {
-      accepted: new Counter({help: 'Messages accepted (202), by client', labelNames: ['client_id'], name: 'mq_proxy_messages_accepted_total', registers: [this.registry]}),
-      requests: new Counter({help: 'HTTP requests by route and status', labelNames: ['route', 'status'], name: 'mq_proxy_requests_total', registers: [this.registry]}),
+      accepted: new Counter({
+        collect(this: Counter<'client_id'>) {
+          for (const [client_id, n] of accepted) this.inc({client_id}, n)
+          accepted.clear()
+        },
+        help: 'Messages accepted (202), by client', labelNames: ['client_id'], name: 'mq_proxy_messages_accepted_total', registers: [this.registry],
+      }),
+      requests: new Counter({
+        collect(this: Counter<'route' | 'status'>) {
+          for (const [key, n] of requests) {
+            const i = key.lastIndexOf(' ')
+            this.inc({route: key.slice(0, i), status: key.slice(i + 1)}, n)
+          }
+          requests.clear()
+        },
+        help: 'HTTP requests by route and status', labelNames: ['route', 'status'], name: 'mq_proxy_requests_total', registers: [this.registry],
+      }),
       seconds: new Histogram({buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], help: 'Ingest request latency', name: 'mq_proxy_request_seconds', registers: [this.registry]}),
     }
     this.server = createServer({...o.tls, minVersion: 'TLSv1.2', rejectUnauthorized: true, requestCert: true}, (req, res) => {
@@ -146,7 +168,8 @@ export class ProxyServer {
       sendError(res, error)
     } finally {
       end()
-      this.m.requests.inc({route, status: String(res.statusCode)})
+      const key = `${route} ${res.statusCode}`
+      this.requestCounts.set(key, (this.requestCounts.get(key) ?? 0) + 1)
     }
   }
 
@@ -194,7 +217,7 @@ export class ProxyServer {
     }
     const accepted: Accepted = {client_id: who.cn, message_id: messageId, position: Number(position), queued_at: reg.queued_at, status: 'queued'}
     if (idem !== undefined) await redis.set(this.keys.idem(who.cn, idem), JSON.stringify(accepted), 'EX', IDEM_TTL_S).catch(() => {})
-    this.m.accepted.inc({client_id: who.cn})
+    this.acceptedCounts.set(who.cn, (this.acceptedCounts.get(who.cn) ?? 0) + 1)
     return accepted
   }
 

@@ -49,6 +49,17 @@ function fieldsOf(entryId: string, flat: string[]): StreamEntry {
   return {attempts: Number(f.attempts ?? 0) || 0, client: f.client ?? '', entryId, id: f.id ?? ''}
 }
 
+/**
+ * Entries per broker call for a window of `concurrency`: at least 32 (each call costs the broker
+ * an HTTPS request, a payload query, a records transaction and a commit of its own store, so
+ * smaller calls cost more per message), at most 100, and half the window once that is 64 or more,
+ * so a call is read and sent while the other is at the broker (waiting for its store's fsync)
+ * instead of the whole window waiting for one call.
+ */
+export function callSize(concurrency: number): number {
+  return Math.min(100, Math.max(32, Math.ceil(concurrency / 2)))
+}
+
 /** Delay before the next attempt: fixed, or exponential with "equal jitter", capped. */
 export function retryDelay(cfg: MqConfig['worker'], attempts: number, rnd = Math.random): number {
   if (cfg.backoff === 'fixed') return cfg.retry_delay_ms
@@ -71,6 +82,8 @@ export class Worker {
   private readonly concurrency: number
   private running = false
   private inHand = new Map<string, Promise<void>>()
+  /** batches the broker answered whose entries are still being acknowledged (or parked) in Redis */
+  private readonly settling = new Set<Promise<void>>()
   private slotFreed?: () => void
   private timers: NodeJS.Timeout[] = []
   private loopDone?: Promise<void>
@@ -153,7 +166,7 @@ export class Worker {
     let timer: NodeJS.Timeout | undefined
     const finished = (async () => {
       await this.loopDone
-      await Promise.allSettled([...this.inHand.values()])
+      await Promise.allSettled([...this.inHand.values(), ...this.settling])
       return true
     })()
     const late = new Promise<false>((r) => (timer = setTimeout(() => r(false), deadlineMs)))
@@ -192,19 +205,35 @@ export class Worker {
     }
   }
 
-  /** Starts delivering entries (in batches of up to 100 per broker call); they count as in hand until settled. */
+  /**
+   * Starts delivering entries in broker calls of callSize(); they count as in hand until the
+   * broker has answered for them. Acknowledging them in Redis (or parking a failed one) is settled
+   * after that, off the slots: a read and a call need not wait for the previous call's XACK round
+   * trip. An entry stays pending in the stream until acknowledged, so a crash in between only
+   * redelivers it (deliveries are idempotent).
+   */
   private dispatch(entries: StreamEntry[]): void {
     const todo = entries.filter((e) => !this.inHand.has(e.entryId))
-    for (let i = 0; i < todo.length; i += 100) {
-      const batch = todo.slice(i, i + 100)
-      const p = this.processBatch(batch).finally(() => {
+    const size = callSize(this.concurrency)
+    for (let i = 0; i < todo.length; i += size) {
+      const batch = todo.slice(i, i + size)
+      let released = false
+      const release = () => {
+        if (released) return
+        released = true
         for (const e of batch) this.inHand.delete(e.entryId)
         this.m.inHand.set(this.inHand.size)
         const f = this.slotFreed
         this.slotFreed = undefined
         f?.()
-      })
-      for (const e of batch) this.inHand.set(e.entryId, p)
+      }
+      // in hand before the call starts: a batch without a valid entry is answered at once
+      const started = Promise.resolve()
+      for (const e of batch) this.inHand.set(e.entryId, started)
+      const p = this.processBatch(batch, release).finally(release)
+      this.settling.add(p)
+      void p.finally(() => this.settling.delete(p))
+      for (const e of batch) if (this.inHand.has(e.entryId)) this.inHand.set(e.entryId, p)
     }
     this.m.inHand.set(this.inHand.size)
   }
@@ -214,8 +243,12 @@ export class Worker {
     return this.processBatch([e])
   }
 
-  /** One delivery attempt for each entry, in one broker call; never throws. */
-  async processBatch(entries: StreamEntry[]): Promise<void> {
+  /**
+   * One delivery attempt for each entry, in one broker call; never throws. Resolves once every
+   * entry is settled in Redis (acknowledged, parked for a retry or dead-lettered); `answered` is
+   * called as soon as the broker has answered (or failed to).
+   */
+  async processBatch(entries: StreamEntry[], answered?: () => void): Promise<void> {
     const failures = new Map<string, string>()
     const valid = entries.filter((e) => {
       if (!e.id) failures.set(e.entryId, 'E_BAD_ENTRY: stream entry carries no message id')
@@ -238,6 +271,7 @@ export class Worker {
         for (const e of valid) failures.set(e.entryId, text)
       }
     }
+    answered?.()
     const delivered = entries.filter((e) => !failures.has(e.entryId))
     try {
       if (delivered.length > 0) {

@@ -57,7 +57,7 @@ describe('mq proxy (mutual TLS ingest into Redis)', () => {
   const msg = JSON.stringify({message_body: 'Hello from the seed 4711', metadata: {ref: 'secret-ref-99'}, sender_number: '+4915212345678'})
 
   before(async () => {
-    ;({ca, home} = await testPki(h.dir, {clients: ['proxy', 'alice', 'bob', 'carol', 'dave'], servers: ['broker', 'proxy-server']}))
+    ;({ca, home} = await testPki(h.dir, {clients: ['proxy', 'alice', 'bob', 'carol', 'dave', 'erin'], servers: ['broker', 'proxy-server']}))
     config = configSchema.parse({proxy: {rate_burst: 5, rate_per_sec: 1}, redis: {key_prefix: prefix, url: REDIS_URL}})
     plugin = await createRecordsPlugin({config, home, publisher: memoryPublisher()})
     api = await pluginServer(home, [plugin])
@@ -102,6 +102,25 @@ describe('mq proxy (mutual TLS ingest into Redis)', () => {
       const dump = (await redis.dump(k)) ?? ''
       for (const s of ['4711', '15212345678', 'secret-ref', 'Hello']) assert.equal(dump.includes(s), false, `${s} in ${k}`)
     }
+  })
+
+  it('counts requests and accepted messages in /metrics, cumulatively across scrapes', async () => {
+    const scrape = async () => String((await post(port, alice, '', {}, '/metrics', 'GET')).body)
+    const count = (text: string, re: RegExp) => Number(re.exec(text)?.[1] ?? 0)
+    const acceptedRe = /mq_proxy_messages_accepted_total\{client_id="erin"\} (\d+)/
+    const okRe = /mq_proxy_requests_total\{route="POST \/api\/v1\/messages",status="202"\} (\d+)/
+    const erin = clientTlsOptions(home, 'erin') as {cert: Buffer; key: Buffer; ca: Buffer}
+    const before = await scrape()
+    assert.equal((await post(port, erin, msg)).status, 202)
+    const first = await scrape()
+    assert.equal(count(first, acceptedRe), count(before, acceptedRe) + 1)
+    assert.equal(count(first, okRe), count(before, okRe) + 1)
+    assert.equal((await post(port, erin, msg)).status, 202)
+    const second = await scrape()
+    assert.equal(count(second, acceptedRe), count(before, acceptedRe) + 2)
+    assert.equal(count(second, okRe), count(before, okRe) + 2)
+    // the scrapes themselves are counted too
+    assert.ok(count(second, /mq_proxy_requests_total\{route="GET \/metrics",status="200"\} (\d+)/) >= 2)
   })
 
   it('answers bad input with one JSON error shape and enqueues nothing', async () => {

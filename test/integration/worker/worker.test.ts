@@ -8,7 +8,7 @@ import {ApiClient} from '../../../src/lib/http/client.js'
 import {clientTlsOptions} from '../../../src/lib/pki/index.js'
 import {createRecordsPlugin} from '../../../src/lib/records/plugin.js'
 import {connectRedis, pipelineKeys, redisReady} from '../../../src/lib/worker/keys.js'
-import {Worker, retryDelay} from '../../../src/lib/worker/worker.js'
+import {Worker, callSize, retryDelay} from '../../../src/lib/worker/worker.js'
 import {tempHome} from '../../helpers/home.js'
 import {memoryPublisher, pluginServer} from '../../helpers/pipeline.js'
 import {testPki} from '../../helpers/pki.js'
@@ -179,6 +179,59 @@ describe('mq worker (Redis stream -> broker internal API)', () => {
     assert.deepEqual([acks, dels], [[10], [10]])
     assert.equal(Number(((await redis.xpending(keys.stream, config.worker.group)) as [number])[0]), 0)
     assert.equal(await redis.xlen(keys.stream), 0)
+  })
+
+  it('frees its slots once the broker answered: the next read and call do not wait for the XACK', async () => {
+    const w = await newWorker({concurrency: 1}, 'early-release')
+    const cmd = conns.at(-2)!
+    // hold the first acknowledgement (MULTI XACK XDEL) until the test lets it go
+    let let_go!: () => void
+    const held = new Promise<void>((r) => (let_go = r))
+    let heldOnce = false
+    const multi = cmd.multi.bind(cmd)
+    cmd.multi = ((...a: Parameters<typeof multi>) => {
+      const m = multi(...a)
+      if (!heldOnce) {
+        heldOnce = true
+        const exec = m.exec.bind(m)
+        m.exec = (async () => {
+          await held
+          return exec()
+        }) as typeof m.exec
+      }
+      return m
+    }) as typeof cmd.multi
+    await w.start()
+    const ids = await enqueue(3)
+    // one slot: the second and third messages go while the first one's acknowledgement is held
+    await waitFor(() => delivered(ids).length === 3)
+    const keys = pipelineKeys(config)
+    const pending = async () => Number(((await redis.xpending(keys.stream, config.worker.group)) as [number])[0])
+    // the later two acknowledged, the first still pending behind its held XACK
+    await waitFor(async () => (await pending()) === 1)
+    // stop() waits for acknowledgements still under way, not only for the slots
+    const stopped = w.stop()
+    let_go()
+    assert.equal(await stopped, true)
+    assert.equal(await pending(), 0)
+    assert.equal(await redis.xlen(keys.stream), 0)
+  })
+
+  it('a read whose entries carry no message id frees its slot: later messages are still delivered', async () => {
+    const w = await newWorker({concurrency: 1}, 'bad-entry')
+    const keys = pipelineKeys(config)
+    await redis.xgroup('CREATE', keys.stream, config.worker.group, '0', 'MKSTREAM').catch(() => {})
+    await redis.xadd(keys.stream, '*', 'client', 'alice', 'attempts', '0')
+    await w.start()
+    const ids = await enqueue(2)
+    await waitFor(() => delivered(ids).length === 2)
+    await w.stop()
+    await waitFor(async () => (await redis.zcard(keys.retry)) + (await redis.xlen(keys.dead)) >= 1)
+    await redis.del(keys.retry, keys.dead)
+  })
+
+  it('sizes its broker calls: at least 32 entries, half the window from 64 on, at most 100', () => {
+    assert.deepEqual([1, 4, 32, 63, 64, 100, 128, 256, 1024].map(callSize), [32, 32, 32, 32, 32, 50, 64, 100, 100])
   })
 
   it('computes fixed and exponential-with-jitter retry delays', () => {
