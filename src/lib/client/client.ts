@@ -56,7 +56,8 @@ type Args = Record<string, string | number | boolean | undefined>
 interface BatchablePublish {
   exchange: string
   routingKey: string
-  body: Buffer
+  /** pieces: a big body written piece by piece (never batched) */
+  body: Buffer | readonly Buffer[]
   opts: {messageId?: string; headers?: Record<string, string>}
 }
 
@@ -92,7 +93,7 @@ function brokerError(f: Frame): MqError {
 const HEADER_NAME = /^[A-Za-z0-9_.:-]{1,128}$/
 
 /** PUBLISH built by hand (hot path); header names are checked, values encoded. */
-function publishFrame(id: number, exchange: string, routingKey: string, body: Buffer, opts: {messageId?: string; headers?: Record<string, string>}): Buffer | [Buffer, Buffer] {
+function publishFrame(id: number, exchange: string, routingKey: string, body: Buffer | readonly Buffer[], opts: {messageId?: string; headers?: Record<string, string>}): Buffer | Buffer[] {
   let line = 'PUBLISH ' + id + ' exchange=' + encodeValue(exchange) + ' key=' + encodeValue(routingKey)
   if (opts.messageId !== undefined) line += ' message_id=' + encodeValue(opts.messageId)
   if (opts.headers) {
@@ -101,7 +102,14 @@ function publishFrame(id: number, exchange: string, routingKey: string, body: Bu
       line += ' h.' + k + '=' + encodeValue(opts.headers[k])
     }
   }
+  if (!Buffer.isBuffer(body)) return [encodeHead(line, piecesLength(body)), ...body]
   return body.length >= BIG_BODY ? [encodeHead(line, body.length), body] : encodeLine(line, body)
+}
+
+function piecesLength(pieces: readonly Buffer[]): number {
+  let n = 0
+  for (const b of pieces) n += b.length
+  return n
 }
 
 export function deliveryFrom(f: Frame): Delivery {
@@ -376,20 +384,19 @@ export class BrokerClient extends EventEmitter {
   }
 
   /** Every frame but coalesced acks: pending acks go first so the order of frames is kept. */
-  private write(frame: Buffer | [Buffer, Buffer]): boolean {
+  private write(frame: Buffer | Buffer[]): boolean {
     if (this.ackTags.length > 0) this.flushAcks()
     return this.writeFrame(frame)
   }
 
   /** Frames written in one tick leave as one buffer (one TLS record batch, one syscall). */
-  private writeFrame(frame: Buffer | [Buffer, Buffer]): boolean {
+  private writeFrame(frame: Buffer | Buffer[]): boolean {
     if (this.pbatch.count > 0) this.closeBatch()
     if (Array.isArray(frame)) {
       // a big frame: header, body and newline as they are, no copy of the body
       this.flush()
       this.sock.cork()
-      this.sock.write(frame[0])
-      this.sock.write(frame[1])
+      for (const b of frame) this.sock.write(b)
       this.sock.write(NEWLINE)
       this.sock.uncork()
       return this.sock.writableLength < CLIENT_OUT_LIMIT
@@ -423,8 +430,8 @@ export class BrokerClient extends EventEmitter {
    * Adds a publish to the open PUBLISH_BATCH (opening one if needed); false when it cannot be batched.
    * `id` 0 = unconfirmed; confirmed ones are consecutive request ids, so one CONFIRM or ERR settles them.
    */
-  private batched(exchange: string, routingKey: string, body: Buffer, opts: {messageId?: string; headers?: Record<string, string>}, id: number): boolean {
-    if (!this.batchPublish || body.length >= BIG_BODY) return false
+  private batched(exchange: string, routingKey: string, body: Buffer | readonly Buffer[], opts: {messageId?: string; headers?: Record<string, string>}, id: number): boolean {
+    if (!this.batchPublish || !Buffer.isBuffer(body) || body.length >= BIG_BODY) return false
     let hdrArgs = ''
     const headers = opts.headers
     if (headers) {
@@ -487,10 +494,10 @@ export class BrokerClient extends EventEmitter {
   }
 
   /** `publishMessageId`: the id a batched publish resolves with; `confirmed` = settled by CONFIRM upto= (batch confirms) */
-  private requestRaw(frame: ((id: number) => Buffer | [Buffer, Buffer]) | BatchablePublish, onOk?: (f: Frame) => void, publishMessageId?: string, confirmed = true): Promise<Frame> {
+  private requestRaw(frame: ((id: number) => Buffer | Buffer[]) | BatchablePublish, onOk?: (f: Frame) => void, publishMessageId?: string, confirmed = true): Promise<Frame> {
     if (this.isClosed) return Promise.reject(new UnavailableError('E_BROKER_CLOSED', 'the connection to the broker is closed', {hint: 'Try this: reconnect'}))
     const id = this.nextId++
-    let buf: Buffer | [Buffer, Buffer] | undefined
+    let buf: Buffer | Buffer[] | undefined
     try {
       if (typeof frame === 'function') buf = frame(id)
       else if (!this.batched(frame.exchange, frame.routingKey, frame.body, frame.opts, id)) buf = publishFrame(id, frame.exchange, frame.routingKey, frame.body, frame.opts)
@@ -561,8 +568,16 @@ export class BrokerClient extends EventEmitter {
     return this.json('LIST_EXCHANGES')
   }
 
-  /** Resolves on the broker's confirm: the message is stored (on disk, for durable queues). */
-  async publish(exchange: string, routingKey: string, body: Buffer, opts: {messageId?: string; headers?: Record<string, string>} = {}): Promise<{messageId: string; queues: string[]}> {
+  /**
+   * Resolves on the broker's confirm: the message is stored (on disk, for durable queues).
+   * `body` may be pieces (EnvelopeSealer.sealPieces): from BIG_BODY on they are written one after the
+   * other as the frame's body, never joined into one buffer; smaller ones are joined and batched as usual.
+   */
+  async publish(exchange: string, routingKey: string, body: Buffer | readonly Buffer[], opts: {messageId?: string; headers?: Record<string, string>} = {}): Promise<{messageId: string; queues: string[]}> {
+    if (!Buffer.isBuffer(body)) {
+      const len = piecesLength(body)
+      if (len < BIG_BODY) body = Buffer.concat(body, len)
+    }
     if (this.batchConfirms) {
       // with batch confirms the CONFIRM frame carries no ids: we name the message ourselves
       const messageId = opts.messageId ?? this.newId()

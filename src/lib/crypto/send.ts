@@ -10,6 +10,7 @@ import {MqError, UsageError, errorText} from '../errors.js'
 import {encryptCipherMq} from './ciphermq.js'
 import {EnvelopeSealer, type Recipient, type Signer} from './envelope.js'
 import {Window} from '../util/window.js'
+import {BIG_BODY} from '../wire/protocol.js'
 
 export type SendFormat = 'native' | 'ciphermq' | 'plain'
 
@@ -18,7 +19,8 @@ export const FORMAT_HEADER = 'mq-format'
 
 /** The part of BrokerClient a sender needs. */
 export interface Publisher {
-  publish(exchange: string, routingKey: string, body: Buffer, opts?: {messageId?: string; headers?: Record<string, string>}): Promise<{messageId: string}>
+  /** `body` as pieces: a big envelope as sealed, written one piece after the other (BrokerClient.publish) */
+  publish(exchange: string, routingKey: string, body: Buffer | readonly Buffer[], opts?: {messageId?: string; headers?: Record<string, string>}): Promise<{messageId: string}>
 }
 
 export interface SendPlan {
@@ -81,15 +83,22 @@ export class MessageSender {
     return this.sealer?.keysCreated ?? 0
   }
 
-  /** Seals one payload into the body that goes on the wire. */
-  build(payload: Buffer): {messageId: string; body: Buffer; keyId?: string} {
+  /** Seals one payload into the body that goes on the wire (a big envelope as its pieces: see sealPieces). */
+  build(payload: Buffer): {messageId: string; body: Buffer | readonly Buffer[]; bytes: number; keyId?: string} {
     if (this.sealer) {
+      if (payload.length >= BIG_BODY) {
+        const s = this.sealer.sealPieces(payload, {headers: this.plan.headers})
+        return {body: s.pieces, bytes: s.length, keyId: s.keyId, messageId: s.messageId}
+      }
       const s = this.sealer.seal(payload, {headers: this.plan.headers})
-      return {body: s.envelope, keyId: s.keyId, messageId: s.messageId}
+      return {body: s.envelope, bytes: s.envelope.length, keyId: s.keyId, messageId: s.messageId}
     }
     const messageId = randomUUID()
-    if (this.plan.format === 'ciphermq') return {body: Buffer.from(JSON.stringify(encryptCipherMq(payload, this.plan.recipients[0].encPublicKey, messageId))), messageId}
-    return {body: payload, messageId}
+    if (this.plan.format === 'ciphermq') {
+      const body = Buffer.from(JSON.stringify(encryptCipherMq(payload, this.plan.recipients[0].encPublicKey, messageId)))
+      return {body, bytes: body.length, messageId}
+    }
+    return {body: payload, bytes: payload.length, messageId}
   }
 
   /**
@@ -99,11 +108,11 @@ export class MessageSender {
   async enqueue(payload: Buffer): Promise<{messageId: string; done: Promise<SendResult>}> {
     await this.window.acquire()
     try {
-      const {body, keyId, messageId} = this.build(payload)
+      const {body, bytes, keyId, messageId} = this.build(payload)
       const p = this.client.publish(this.plan.exchange, this.plan.routingKey, body, {headers: this.brokerHeaders, messageId}).then(
         (r): SendResult => ({
           bytes: payload.length,
-          envelope_bytes: body.length,
+          envelope_bytes: bytes,
           exchange: this.plan.exchange,
           format: this.plan.format,
           message_id: r.messageId ?? messageId,

@@ -84,6 +84,34 @@ describe('MQE2 grant references through the receive loop', () => {
     assert.equal(await depth('ref.a.dlq'), 0)
   })
 
+  test('an envelope published as pieces (sealPieces) is stored and delivered as the very bytes seal() framing gives, and mq recv opens it', async () => {
+    assert.equal((await mq(['queue', 'declare', 'pieces.a'])).code, 0)
+    const s = sealerFor()
+    // 70,000 B: two GCM pieces and bigger than BIG_BODY; 1,000 B: joined by publish and batched as usual
+    const texts = ['p'.repeat(70_000), 'q'.repeat(1000), 'r'.repeat(200_000)]
+    const sealed = texts.map((t) => s.sealPieces(Buffer.from(t)))
+    assert.ok(sealed[0].pieces.length >= 4 && sealed[2].pieces.length >= 5)
+    // both publish paths: confirmed one by one, and with batch confirms (where small bodies batch)
+    for (const batchConfirms of [false, true]) {
+      const c = await broker.connect('admin', {batchConfirms})
+      for (const x of sealed) await c.publish('', 'pieces.a', x.pieces, {headers: {[FORMAT_HEADER]: 'native'}, messageId: x.messageId})
+      for (const x of sealed) {
+        const d = await c.get('pieces.a', {noAck: true})
+        assert.ok(d, 'delivered')
+        assert.equal(d.body.length, x.length)
+        assert.ok(d.body.equals(Buffer.concat(x.pieces)), 'the broker delivers the envelope as the pieces make it')
+      }
+      await c.close()
+    }
+    const c = await broker.connect('admin')
+    for (const x of sealed) await c.publish('', 'pieces.a', x.pieces, {headers: {[FORMAT_HEADER]: 'native'}, messageId: x.messageId})
+    await c.close()
+    const out = join(broker.home, 'pieces-a.jsonl')
+    const r = await recv('pieces.a', out, {count: 3})
+    assert.deepEqual({accepted: r.accepted, rejected: r.rejected}, {accepted: 3, rejected: 0})
+    assert.deepEqual(lines(out), texts)
+  })
+
   test('a reference whose grant never arrives goes back to the queue as a temporary failure, not to the dead-letter queue', async () => {
     assert.equal((await mq(['queue', 'declare', 'ref.b'])).code, 0)
     const s = sealerFor()

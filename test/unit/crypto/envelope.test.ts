@@ -48,6 +48,41 @@ const rejects = async (p: Promise<unknown>, code?: string): Promise<MqError> => 
 }
 
 describe('native envelope', () => {
+  it('sealPieces gives the envelope seal() would, as prefix, ciphertext pieces and tag, that every recipient opens', async () => {
+    const s = sealer(alice, [bob, carol])
+    const ob = opener(bob)
+    const oc = opener(carol)
+    const first = s.seal(Buffer.from('first: carries the grant')).envelope
+    await ob.open(first)
+    await oc.open(first)
+    for (const size of [0, 100, 16 * 1024, 64 * 1024, 64 * 1024 + 1, 200_000]) {
+      const payload = randomBytes(size)
+      const p = s.sealPieces(payload, {headers: {size: String(size)}})
+      const joined = Buffer.concat(p.pieces)
+      assert.equal(joined.length, p.length)
+      // the same framing as seal(): same length, the first piece is everything before the ciphertext, the last the tag
+      const whole = s.seal(payload, {headers: {size: String(size)}}).envelope
+      assert.equal(joined.length, whole.length)
+      const parts = parseEnvelope2(joined)
+      assert.equal(parts.ciphertext.length, size)
+      assert.equal(p.pieces[0].length, joined.length - size - 16)
+      assert.ok(p.pieces.at(-1)!.equals(parts.tag))
+      assert.equal(p.pieces.length, 2 + Math.ceil(size / (64 * 1024)))
+      for (const o of [ob, oc]) {
+        const m = await o.open(joined)
+        assert.ok(m.payload.equals(payload))
+        assert.equal(m.messageId, p.messageId)
+        assert.equal(m.seq, p.seq)
+        assert.deepEqual(m.headers, {size: String(size)})
+      }
+      // a flipped ciphertext byte fails the tag as with seal()
+      if (size > 0) {
+        joined[p.pieces[0].length] ^= 1
+        await rejects(ob.open(joined), 'E_ENVELOPE_TAG')
+      }
+    }
+  })
+
   it('carries 1,000 messages alice -> bob byte-identical and verified, with one RSA unwrap', async () => {
     const s = sealer(alice, [bob])
     const o = opener(bob)

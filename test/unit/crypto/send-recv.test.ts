@@ -4,6 +4,7 @@ import {after, describe, it} from 'node:test'
 
 import {MqHome} from '../../../src/lib/config/home.js'
 import {encryptCipherMq} from '../../../src/lib/crypto/ciphermq.js'
+import {EnvelopeOpener} from '../../../src/lib/crypto/envelope.js'
 import {type LoopDelivery, MessageReceiver, outRecord, parseDuration, payloadText, receiveLoop} from '../../../src/lib/crypto/recv.js'
 import {ReplayGuard} from '../../../src/lib/crypto/replay.js'
 import {MessageSender, type Publisher, parseHeaders, splitLines} from '../../../src/lib/crypto/send.js'
@@ -15,9 +16,10 @@ const sig = generateKeyPairSync('rsa', {modulusLength: 2048})
 
 /** Records what would go to the broker, confirming each publish. */
 class Recorder implements Publisher {
-  readonly bodies: {body: Buffer; headers?: Record<string, string>; messageId?: string}[] = []
-  async publish(_e: string, _k: string, body: Buffer, opts: {messageId?: string; headers?: Record<string, string>} = {}) {
-    this.bodies.push({body, ...opts})
+  readonly bodies: {body: Buffer; headers?: Record<string, string>; messageId?: string; pieces?: number}[] = []
+  async publish(_e: string, _k: string, body: Buffer | readonly Buffer[], opts: {messageId?: string; headers?: Record<string, string>} = {}) {
+    // pieces are written one after the other: the broker gets them joined
+    this.bodies.push(Buffer.isBuffer(body) ? {body, ...opts} : {body: Buffer.concat(body), pieces: body.length, ...opts})
     return {messageId: opts.messageId ?? 'x'}
   }
 }
@@ -45,6 +47,20 @@ describe('send and recv helpers', () => {
   it('reports payloads as UTF-8 when they are, else base64', () => {
     assert.deepEqual(payloadText(Buffer.from('hé')), {encoding: 'utf8', text: 'hé'})
     assert.deepEqual(payloadText(Buffer.from([0xff, 0xfe])), {encoding: 'base64', text: '//4='})
+  })
+
+  it('hands a big envelope to publish as its pieces (not joined into one buffer), which open as the message', async () => {
+    const r = new Recorder()
+    const sender = new MessageSender(r, {exchange: '', format: 'native', recipients: [{encPublicKey: enc.publicKey, name: 'bob'}], routingKey: 'q', sender: {name: 'alice', signPrivateKey: sig.privateKey}})
+    const small = Buffer.alloc(1000, 1)
+    const big = Buffer.alloc(64 * 1024, 2)
+    const results = []
+    for (const p of [small, big]) results.push(await (await sender.enqueue(p)).done)
+    assert.equal(r.bodies[0].pieces, undefined)
+    assert.equal(r.bodies[1].pieces, 3)
+    assert.deepEqual(results.map((x) => x.envelope_bytes), r.bodies.map((b) => b.body.length))
+    const opener = new EnvelopeOpener({identity: {encPrivateKey: enc.privateKey, name: 'bob'}, resolveSender: async () => sig.publicKey})
+    for (const [i, p] of [small, big].entries()) assert.ok((await opener.open(r.bodies[i].body)).payload.equals(p))
   })
 
   it('refuses plaintext without --plain and ciphermq with several recipients', () => {
