@@ -562,10 +562,7 @@ class RecordBuffer {
     const buf = this.buf
     const at = this.fill
     const n = b.length
-    buf[at] = n >>> 24
-    buf[at + 1] = (n >>> 16) & 0xff
-    buf[at + 2] = (n >>> 8) & 0xff
-    buf[at + 3] = n & 0xff
+    put32(buf, at, n)
     // TypedArray set: the copy without Buffer.copy's argument checks (room() made the space)
     buf.set(b, at + 4)
     this.fill = at + 4 + n
@@ -704,10 +701,7 @@ export class DeliveryBatchWriter extends RecordBuffer {
     // by hand, as parseDeliveries reads them: writeUIntBE's checks cost more than the writes
     put48(b, at, tag)
     b[at + 6] = redelivered ? 1 : 0
-    b[at + 7] = count >>> 24
-    b[at + 8] = (count >>> 16) & 0xff
-    b[at + 9] = (count >>> 8) & 0xff
-    b[at + 10] = count & 0xff
+    put32(b, at + 7, count)
     put48(b, at + 11, ts)
     this.fill = at + 17
     this.str16(exchange)
@@ -723,6 +717,19 @@ export class DeliveryBatchWriter extends RecordBuffer {
 const ID_TAIL_KEPT = 3
 /** the longest tail decoded character by character after a kept prefix; longer ones take the UTF-8 decoder */
 const ID_TAIL = 8
+
+/** an unsigned 32-bit integer as 4 big-endian bytes, by hand: writeUInt32BE's checks cost more than the writes */
+function put32(b: Buffer, at: number, v: number): void {
+  b[at] = v >>> 24
+  b[at + 1] = (v >>> 16) & 0xff
+  b[at + 2] = (v >>> 8) & 0xff
+  b[at + 3] = v & 0xff
+}
+
+/** 4 big-endian bytes as an unsigned integer */
+function get32(b: Buffer, at: number): number {
+  return ((b[at] << 24) >>> 0) + (b[at + 1] << 16) + (b[at + 2] << 8) + b[at + 3]
+}
 
 /** an unsigned integer below 2^48 as 6 big-endian bytes (delivery tags and timestamps) */
 function put48(b: Buffer, at: number, v: number): void {
@@ -832,7 +839,7 @@ export function eachDelivery(body: Buffer, count: number, each: (tag: number, re
     if (p + 17 > body.length) throw bad(`record ${i + 1} of ${count} is missing`)
     const tag = get48(body, p)
     const redelivered = (body[p + 6] & 1) === 1
-    const n = ((body[p + 7] << 24) >>> 0) + (body[p + 8] << 16) + (body[p + 9] << 8) + body[p + 10]
+    const n = get32(body, p + 7)
     const ts = get48(body, p + 11)
     p += 17
     const exchange = exchangeField()
