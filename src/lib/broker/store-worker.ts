@@ -9,7 +9,7 @@
 import Database from 'better-sqlite3'
 import {parentPort, receiveMessageOnPort, workerData} from 'node:worker_threads'
 
-import {FALLBACK_AUTOCHECKPOINT_PAGES} from '../store/checkpointer.js'
+import {setFallbackAutocheckpoint} from '../store/checkpointer.js'
 
 import {GROUP_BODY_MAX, GROUP_BYTES_MAX, REC_COUNT, REC_DELETE, REC_DELETE_BIG, REC_INSERT, REC_INSERT_SHARED, STORE_CACHE_KIB, type WireOp, readInsertRecord, rowAad, sealGroup, sealRecord, sealSplit} from './store.js'
 
@@ -24,9 +24,7 @@ startWriter()
 
 function startWriter(): void {
   // the checkpointer thread does the work; this is only a fallback if it falls far behind (64 MiB)
-  // (counted in 4 KiB pages: the same WAL bound whatever this file's page size, see STORE_PAGE_BYTES)
-  const pageBytes = db.pragma('page_size', {simple: true}) as number
-  db.pragma(`wal_autocheckpoint = ${Math.max(1, Math.round((FALLBACK_AUTOCHECKPOINT_PAGES * 4096) / pageBytes))}`)
+  setFallbackAutocheckpoint(db)
 
   if (!sealKey || sealKeyId === undefined) throw new Error('the store writer needs the store key')
   const storeKey = sealKey

@@ -5,9 +5,16 @@ import {Worker} from 'node:worker_threads'
  * runs inside whichever COMMIT crosses wal_autocheckpoint, with its fsync, on the committing thread:
  * for the records store that was the broker's event loop (11% of its time under proxy load), for
  * the message store the writer thread (the tail of confirm latency). Writers keep a high
- * wal_autocheckpoint (FALLBACK_AUTOCHECKPOINT_PAGES) only as a bound if this thread falls behind.
+ * wal_autocheckpoint (setFallbackAutocheckpoint) only as a bound if this thread falls behind.
  */
-export const FALLBACK_AUTOCHECKPOINT_PAGES = 16_000
+/** the WAL size (bytes) beyond which a writer checkpoints itself: 16,000 pages of 4 KiB */
+const FALLBACK_WAL_BYTES = 16_000 * 4096
+
+/** Sets db's wal_autocheckpoint to FALLBACK_WAL_BYTES in its own pages, so the bound is the same whatever its page size. */
+export function setFallbackAutocheckpoint(db: {pragma(source: string, options?: {simple?: boolean}): unknown}): void {
+  const pageBytes = db.pragma('page_size', {simple: true}) as number
+  db.pragma(`wal_autocheckpoint = ${Math.max(1, Math.round(FALLBACK_WAL_BYTES / pageBytes))}`)
+}
 
 export class Checkpointer {
   private readonly worker: Worker

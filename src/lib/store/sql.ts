@@ -2,7 +2,7 @@ import Database from 'better-sqlite3'
 import {join} from 'node:path'
 
 import {ConfigError, UnavailableError} from '../errors.js'
-import {Checkpointer, FALLBACK_AUTOCHECKPOINT_PAGES} from './checkpointer.js'
+import {Checkpointer, setFallbackAutocheckpoint} from './checkpointer.js'
 import {ensurePrivateDir} from '../util/fs.js'
 
 export type SqlParam = string | number | bigint | boolean | null | Buffer | Date
@@ -231,7 +231,7 @@ export async function openStore(opts: OpenStoreOptions): Promise<SqlStore> {
     db.pragma('foreign_keys = ON')
     // an in-memory database has no WAL to checkpoint
     if (file === ':memory:') return new SqliteStore(db, `sqlite:${file}`)
-    db.pragma(`wal_autocheckpoint = ${FALLBACK_AUTOCHECKPOINT_PAGES}`)
+    setFallbackAutocheckpoint(db)
     return new SqliteStore(db, `sqlite:${file}`, new Checkpointer(file))
   }
   if (url.startsWith('mysql://') || url.startsWith('mariadb://')) {
