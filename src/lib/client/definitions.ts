@@ -54,10 +54,11 @@ export function formatDefinitions(f: DefinitionsFile): string {
 }
 
 /** Reads and checks a definitions file; anything malformed is E_BAD_DEFINITIONS (exit 65) naming the file. */
+/** file '-' is standard input (mq definitions export - | mq definitions import -) */
 export function readDefinitions(file: string): DefinitionsFile {
   let text: string
   try {
-    text = readFileSync(file, 'utf8')
+    text = readFileSync(file === '-' ? 0 : file, 'utf8')
   } catch (error) {
     throw new NotFoundError('E_NOT_FOUND', `cannot read definitions file ${file}: ${(error as Error).message}`, {hint: 'Try this: mq definitions export FILE on the source broker first'})
   }

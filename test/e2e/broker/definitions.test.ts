@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import {readFileSync, statSync, writeFileSync} from 'node:fs'
+import {existsSync, readFileSync, statSync, writeFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {after, before, test} from 'node:test'
 
@@ -53,9 +53,13 @@ test('mq definitions: export from one broker, import into a fresh one, export ag
   assert.equal(defs.exchanges.find((e: {name: string}) => e.name === 'scratch').durable, false)
   assert.ok(defs.permissions.some((p: {identity: string; admin: boolean}) => p.identity === 'admin' && p.admin))
 
-  // stdout form: the same document
+  // stdout form: the same document, also as '-' (which once wrote a file named '-' in the working directory)
   r = await src(['definitions', 'export'])
   assert.equal(r.stdout, readFileSync(first, 'utf8'))
+  r = await runCli(['definitions', 'export', '-'], {cwd: files.dir, env: source.cliEnv()})
+  assert.equal(r.code, 0, r.stderr)
+  assert.equal(r.stdout, readFileSync(first, 'utf8'))
+  assert.ok(!existsSync(join(files.dir, '-')), "export - wrote a file named '-'")
 
   const dst = on(target)
   r = await dst(['definitions', 'import', first, '--json'])
@@ -76,6 +80,10 @@ test('mq definitions: export from one broker, import into a fresh one, export ag
   r = await dst(['definitions', 'import', first])
   assert.equal(r.code, 0, r.stderr)
   assert.match(r.stdout, /exchanges 0 created, 4 unchanged; queues 0 created, 8 unchanged; bindings 0 created, 4 unchanged/)
+  // '-' reads standard input: export - | import - between brokers
+  r = await runCli(['definitions', 'import', '-'], {env: target.cliEnv(), input: readFileSync(first)})
+  assert.equal(r.code, 0, r.stderr)
+  assert.match(r.stdout, /imported -: exchanges 0 created, 4 unchanged/)
 
   // the imported definitions route: a publish to shop reaches orders on the target
   const c = await target.connect()
