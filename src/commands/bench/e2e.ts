@@ -102,6 +102,8 @@ Both runs go through a running broker with the same code paths as mq send and mq
     const cpu = (x: ThroughputResult['plain']): string => `${x.cpuUsPerMsg} us CPU/msg here${x.brokerCpuUsPerMsg === undefined ? '' : `, ${x.brokerCpuUsPerMsg} in the broker`}`
     this.out(`${r.size} B, ${r.recipients} recipient(s), ${r.messages} messages x ${r.rounds.length} round(s)`)
     this.out(`  rounds (plaintext/encrypted msg/s): ${r.rounds.map((x) => `${x.plain}/${x.encrypted}`).join(', ')}`)
+    const perRound = (runs: ThroughputResult['plain'][]): string => runs.map((x) => (x.brokerCpuUsPerMsg === undefined ? `${x.cpuUsPerMsg}` : `${x.cpuUsPerMsg}+${x.brokerCpuUsPerMsg}`)).join(', ')
+    this.out(`  CPU us/msg per round (here${r.plain.brokerCpuUsPerMsg === undefined ? '' : '+broker'}): plaintext ${perRound(r.runs.plain)}; encrypted ${perRound(r.runs.encrypted)}`)
     this.out(`  plaintext: ${r.plain.perSec} msg/s (${r.plain.mbPerSec} MB/s, ${r.plain.seconds} s; ${cpu(r.plain)})`)
     this.out(`  encrypted: ${r.encrypted.perSec} msg/s (${r.encrypted.mbPerSec} MB/s, ${r.encrypted.seconds} s; ${cpu(r.encrypted)}; ${r.keysCreated} data key(s), ${r.unwraps} RSA unwrap(s))`)
     // the envelope should cost little once a data key is shared: 0.8x of plaintext for small messages, 0.9x from 64 KiB

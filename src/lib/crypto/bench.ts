@@ -93,6 +93,11 @@ export interface ThroughputResult {
   cpuRatio: number
   /** msg/s of every round, in order */
   rounds: {plain: number; encrypted: number}[]
+  /**
+   * every run, in round order: a median of msg/s hides the spread of CPU per message, which is the figure
+   * that tells two builds apart on a loaded machine
+   */
+  runs: {plain: ThroughputRun[]; encrypted: ThroughputRun[]}
   keysCreated: number
   unwraps: number
 }
@@ -219,6 +224,7 @@ export async function benchThroughput(
       cpuRatio: Number(medianOf(plains.map((p, i) => encRuns[i].cpuUsPerMsg / p.cpuUsPerMsg)).toFixed(3)),
       recipients,
       rounds: plains.map((p, i) => ({encrypted: encRuns[i].perSec, plain: p.perSec})),
+      runs: {encrypted: encRuns, plain: plains},
       size,
       unwraps,
     }

@@ -86,9 +86,10 @@ describe('key directory and mq recv --follow', () => {
   })
 
   it('mq bench e2e measures plaintext and encrypted runs through the broker (shape only, no timing asserted)', async () => {
-    const r = await runCli(['bench', 'e2e', '--messages', '300', '--rounds', '1', '--size', '256', '--recipients', '1,3', '--json'], {env: b.env})
+    const r = await runCli(['bench', 'e2e', '--messages', '300', '--rounds', '2', '--size', '256', '--recipients', '1,3', '--json'], {env: b.env})
     assert.equal(r.code, 0, r.stderr)
-    const runs = JSON.parse(r.stdout) as {size: number; recipients: number; plain: {messages: number; cpu_us_per_msg: number}; encrypted: {messages: number; cpu_us_per_msg: number}; unwraps: number; ratio: number}[]
+    type Run = {messages: number; cpu_us_per_msg: number}
+    const runs = JSON.parse(r.stdout) as {size: number; recipients: number; plain: Run; encrypted: Run; runs: {plain: Run[]; encrypted: Run[]}; unwraps: number; ratio: number}[]
     assert.deepEqual(
       runs.map((x) => [x.size, x.recipients]),
       [
@@ -102,6 +103,11 @@ describe('key directory and mq recv --follow', () => {
       assert.equal(out.unwraps, 1, 'one RSA unwrap for the whole encrypted stream')
       assert.ok(out.ratio > 0)
       assert.ok(out.encrypted.cpu_us_per_msg > 0, 'CPU per message, snake_case like every --json key')
+      // every round's run, not only the median one: CPU per message is compared across builds by its spread
+      for (const mode of ['plain', 'encrypted'] as const) {
+        assert.equal(out.runs[mode].length, 2, `${mode}: one run per round`)
+        for (const run of out.runs[mode]) assert.ok(run.messages === 300 && run.cpu_us_per_msg > 0, `${mode} run ${JSON.stringify(run)}`)
+      }
     }
   })
 })
