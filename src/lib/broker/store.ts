@@ -686,7 +686,8 @@ export class DurableStore implements DedupeLog {
       return
     }
     // a message inserted and deleted within one group (published, delivered and acked between two
-    // commits) never touches the disk at all
+    // commits) never touches the disk at all (the writer also drops such pairs across the groups
+    // one commit takes: see cancelledIn in store-worker.ts)
     // (an ack mostly deletes a row of an earlier group: a seq below this group's smallest insert is
     // not looked up, and the sets are built only for what can be in them, not two per message)
     let maxSeq = 0
