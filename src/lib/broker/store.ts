@@ -373,6 +373,18 @@ function sharedBody(body: Buffer): boolean {
   return body.length >= GROUP_BODY_MAX && body.buffer instanceof SharedArrayBuffer
 }
 
+/** Where the packed record at p (see packMessages) ends: the next one starts there. */
+export function recordEnd(buf: Buffer, p: number): number {
+  const kind = buf[p]
+  if (kind === REC_DELETE) return p + 9
+  if (kind === REC_COUNT || kind === REC_DELETE_BIG) return p + 13
+  if (kind !== REC_INSERT && kind !== REC_INSERT_SHARED) throw new Error(`corrupt batch: record kind ${kind}`)
+  let q = p + 9
+  // queue, message id, exchange, routing key, headers
+  for (let i = 0; i < 5; i++) q += 4 + buf.readUInt32LE(q)
+  return kind === REC_INSERT_SHARED ? q + 28 : q + 24 + buf.readUInt32LE(q + 20)
+}
+
 /**
  * insert: u8 kind, f64 seq, str queue, str message_id, str exchange, str routing_key, str headers
  *         ('' = none), f64 ts, u32 delivery_count, f64 expires_at, u32 body length, body
@@ -674,7 +686,8 @@ export class DurableStore implements DedupeLog {
       return
     }
     // a message inserted and deleted within one group (published, delivered and acked between two
-    // commits) never touches the disk at all
+    // commits) never touches the disk at all (the writer also drops such pairs across the groups
+    // one commit takes: see cancelledIn in store-worker.ts)
     // (an ack mostly deletes a row of an earlier group: a seq below this group's smallest insert is
     // not looked up, and the sets are built only for what can be in them, not two per message)
     let maxSeq = 0

@@ -6,7 +6,7 @@ import {test} from 'node:test'
 import Database from 'better-sqlite3'
 
 import {Engine} from '../../../src/lib/broker/engine.js'
-import {DurableStore, STORE_PAGE_BYTES, storeKeyId} from '../../../src/lib/broker/store.js'
+import {DurableStore, STORE_PAGE_BYTES, openGroup, readInsertRecord, storeKeyId} from '../../../src/lib/broker/store.js'
 import type {MqError} from '../../../src/lib/errors.js'
 import {peekQueue} from '../../helpers/engine.js'
 import {tempHome} from '../../helpers/home.js'
@@ -239,6 +239,70 @@ test('publishes posted while a commit is held up are committed together, in one 
     assert.deepEqual(peekQueue(new Engine({store: again}), 'merge').map((m) => m.messageId), ['m-0', 'm-1', 'm-2', 'm-3', 'm-4', 'm-5'])
     await again.close()
   } finally {
+    h.cleanup()
+  }
+})
+
+test('messages acked while their inserts wait behind the commit under way are never written: no row, no sealed group, no body pages', async () => {
+  const h = tempHome()
+  const {e, hold, release, store} = heldStore(h.dir)
+  let again: DurableStore | undefined
+  try {
+    e.declareQueue('stuck', {durable: true})
+    e.declareQueue('q', {durable: true})
+    await store.flush()
+    // bytes this process (the writer and checkpointer threads included) hands to write()
+    const written = () => Number(/wchar: (\d+)/.exec(readFileSync('/proc/self/io', 'utf8'))![1])
+    const before = written()
+    hold()
+    const BIG = 1024 * 1024
+    const confirms: Promise<void>[] = []
+    const publish = (queue: string, id: string, body: Buffer) => {
+      e.publish('', queue, body, {messageId: id})
+      confirms.push(new Promise((resolve, reject) => store.afterCommit((err) => (err ? reject(err) : resolve()))))
+    }
+    // the commit under way (held on the lock), then two groups queued behind it: the first inserts
+    // acked-small and acked-big, the second acks both and inserts kept
+    publish('stuck', 'stuck', Buffer.from('stuck'))
+    await turn()
+    publish('q', 'acked-small', Buffer.from('acked small'))
+    publish('q', 'acked-big', Buffer.alloc(BIG, 7))
+    await turn()
+    const s = e.openSession('c', {deliver: () => {}, writable: () => true})
+    for (const id of ['acked-small', 'acked-big']) {
+      const d = e.get(s, 'q')!
+      assert.equal(d.msg.messageId, id)
+      e.ack(s, d.deliveryTag)
+    }
+    publish('q', 'kept', Buffer.from('kept'))
+    await turn()
+    release()
+    await Promise.all(confirms)
+    // two commits of a few 16 KiB pages each (and their checkpoint): writing the big body would be 1 MiB more
+    const bytes = written() - before
+    assert.ok(bytes < BIG, `${bytes} bytes written for three small messages`)
+    const key = readFileSync(join(h.dir, 'secrets', 'broker.key'))
+    const row = store.db.prepare("SELECT group_id FROM messages WHERE message_id = 'kept'").get() as {group_id: number}
+    const g = store.db.prepare('SELECT data FROM sealed_groups WHERE id = ?').get(row.group_id) as {data: Buffer}
+    const plain = openGroup(key, storeKeyId(key), row.group_id, g.data)
+    const sealed: string[] = []
+    for (let p = 0; p < plain.length; ) {
+      const r = readInsertRecord(plain, p)
+      sealed.push(r.m.messageId)
+      p = r.next
+    }
+    assert.deepEqual(sealed, ['kept'])
+    assert.equal((store.db.prepare('SELECT COUNT(*) AS n FROM sealed_groups').get() as {n: number}).n, 2, "stuck's group and kept's")
+    await store.close()
+    again = new DurableStore(join(h.dir, 'data'), 0, {keyFile: join(h.dir, 'secrets', 'broker.key')})
+    const e2 = new Engine({store: again})
+    assert.deepEqual(peekQueue(e2, 'q').map((m) => m.messageId), ['kept'])
+    assert.deepEqual(peekQueue(e2, 'stuck').map((m) => m.messageId), ['stuck'])
+    assert.deepEqual([...again.queueIndex()].sort(), [['q', {bytes: 4, messages: 1}], ['stuck', {bytes: 5, messages: 1}]])
+  } finally {
+    // a failed assertion must not leave a writer thread behind to keep the test process alive
+    await store.close().catch(() => {})
+    await again?.close().catch(() => {})
     h.cleanup()
   }
 })
