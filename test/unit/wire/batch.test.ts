@@ -175,6 +175,111 @@ test('batches of small records are written where they started: none outgrows its
   }
 })
 
+/** Splits bytes into fresh chunks at the given offsets, as a socket hands them over (new memory each). */
+function chunksAt(bytes: Buffer, cuts: number[]): Buffer[] {
+  const out: Buffer[] = []
+  let from = 0
+  for (const cut of [...cuts, bytes.length]) {
+    const c = Math.min(cut, bytes.length)
+    if (c <= from) continue
+    const chunk = Buffer.allocUnsafeSlow(c - from)
+    bytes.copy(chunk, 0, from, c)
+    out.push(chunk)
+    from = c
+  }
+  return out
+}
+
+test('batchViews: PUBLISH_BATCH and DELIVERS records are read where they arrived, cut by chunk ends anywhere, and stay byte-exact while later chunks arrive', () => {
+  const pub = new PublishBatchWriter()
+  pub.start('ex', 'k')
+  const del = new DeliveryBatchWriter()
+  del.start('c1')
+  const bodies: Buffer[] = []
+  for (let i = 0; i < 40; i++) {
+    const b = Buffer.alloc(100 + i * 13, i + 1)
+    b.writeUInt32BE(i, 0)
+    bodies.push(b)
+    assert.ok(pub.add(i % 3 === 0 ? undefined : `id-${i}`, b))
+    assert.ok(del.add(i + 1, i % 5 === 0, i + 1, 1_795_000_000_000 + i, i < 20 ? '' : 'amq.direct', `key.${i % 2}`, `0b5c2e1a-7d3f-4c55-9e21-${String(i).padStart(12, '0')}`, b))
+  }
+  const first = pub.frame(9)
+  pub.start('ex', 'k')
+  assert.ok(pub.add(undefined, Buffer.from('after')))
+  const stream = Buffer.concat([first, del.frame(), pub.frame(10)])
+  // every cut inside the first records' fixed fields and strings, then strides through the rest
+  const cutSets: number[][] = []
+  for (let c = 1; c < 120; c++) cutSets.push([c, c + 1500, c + 4000])
+  for (let stride = 97; stride < 3000; stride += 389) cutSets.push(Array.from({length: Math.ceil(stream.length / stride)}, (_, k) => (k + 1) * stride))
+  for (const cuts of cutSets) {
+    const chunks = chunksAt(stream, cuts)
+    const p = new FrameParser(1 << 20, {batchViews: true})
+    const got: {pub: Buffer[]; del: Buffer[]; ids: (string | undefined)[]; tags: number[]; keys: string[]; exchanges: string[]} = {del: [], exchanges: [], ids: [], keys: [], pub: [], tags: []}
+    let viewed = 0
+    const seen = new Set<ArrayBufferLike>(chunks.map((c) => c.buffer))
+    for (const chunk of chunks) {
+      p.push(
+        chunk,
+        (f) => {
+          if (f.verb === 'PUBLISH_BATCH' && f.id === 9) {
+            const r = parsePublishBatch(f.pieces ?? f.body, 40, f.id)
+            got.pub.push(...r.bodies)
+            got.ids.push(...r.ids)
+          } else if (f.verb === 'DELIVERS') {
+            parseDeliveries(f.pieces ?? f.body, 40, (d) => {
+              got.del.push(d.body)
+              got.tags.push(d.tag)
+              got.keys.push(d.key)
+              got.exchanges.push(d.exchange)
+            })
+          }
+        },
+        (e) => assert.fail(e.message),
+      )
+    }
+    // checked once every chunk is in: a body that was a view of reused memory would have changed
+    assert.deepEqual(got.pub, bodies, `PUBLISH_BATCH bodies with cuts ${cuts.slice(0, 3)}`)
+    assert.deepEqual(got.del, bodies, `DELIVERS bodies with cuts ${cuts.slice(0, 3)}`)
+    assert.deepEqual(got.ids, bodies.map((_, i) => (i % 3 === 0 ? undefined : `id-${i}`)))
+    assert.deepEqual(got.tags, bodies.map((_, i) => i + 1))
+    assert.deepEqual(got.keys, bodies.map((_, i) => `key.${i % 2}`))
+    assert.deepEqual(got.exchanges, bodies.map((_, i) => (i < 20 ? '' : 'amq.direct')))
+    for (const b of [...got.pub, ...got.del]) if (seen.has(b.buffer)) viewed++
+    // only the records a chunk's end cuts are copied: the others are views of the chunks themselves
+    // (a body dripped in more pieces than a few is gathered into a buffer of its own instead)
+    if (cuts.length === 3) assert.ok(viewed >= 80 - 2 * chunks.length, `${viewed} of 80 bodies are views of their chunks (${chunks.length} chunks)`)
+  }
+})
+
+test('batchViews: a batch body in pieces that does not add up is refused as in one buffer; one dripped byte by byte is gathered into its own buffer', () => {
+  const w = new PublishBatchWriter()
+  w.start('ex', 'k')
+  for (let i = 0; i < 5; i++) assert.ok(w.add(`id-${i}`, Buffer.alloc(50, i)))
+  const frame = w.frame(3)
+  const frames: Frame[] = []
+  const p = new FrameParser(1 << 20, {batchViews: true})
+  for (const c of chunksAt(frame, [40, 100, 200])) p.push(c, (f) => frames.push(f), (e) => assert.fail(e.message))
+  const pieces = frames[0].pieces!
+  assert.ok(pieces.length > 1)
+  assert.equal(parsePublishBatch(pieces, 5, 3).bodies.length, 5)
+  const refused = (ps: Buffer[], count: number, re: RegExp) => assert.throws(() => parsePublishBatch(ps, count, 3), (e: FrameError) => e.code === 'E_FRAME_BODY' && !e.fatal && re.test(e.message))
+  refused(pieces, 6, /record 6 of 6 is missing/)
+  refused(pieces, 4, /60 bytes after the 4 records/)
+  // the last record cut short, wherever the pieces end
+  const all = Buffer.concat(pieces)
+  for (const cut of [1, 5, 20, 57]) refused(chunksAt(all.subarray(0, all.length - cut), [60, 130]), 5, /record 5 (is cut short|claims 50 bytes)/)
+  assert.throws(() => parseDeliveries([Buffer.alloc(10), Buffer.alloc(5)], 1, () => {}), (e: FrameError) => e.code === 'E_FRAME_BODY')
+  // one byte per chunk: past a few pieces the body is copied, and the records are whole
+  const drip: Frame[] = []
+  const q = new FrameParser(1 << 20, {batchViews: true})
+  for (const c of chunksAt(frame, Array.from({length: frame.length}, (_, i) => i + 1))) {
+    q.push(c, (f) => drip.push(f), (e) => assert.fail(e.message))
+    assert.ok(q.bodyAllocated <= frame.length + 16, `${q.bodyAllocated} bytes held for a ${frame.length}-byte frame`)
+  }
+  assert.equal(drip[0].pieces, undefined)
+  assert.deepEqual(parsePublishBatch(drip[0].body, 5, 3).bodies, Array.from({length: 5}, (_, i) => Buffer.alloc(50, i)))
+})
+
 /** A hand-typed session on a raw socket: what `openssl s_client` would show. */
 async function raw(port: number) {
   const s = net.connect({host: '127.0.0.1', port})
