@@ -272,9 +272,8 @@ class Connection {
     plain: boolean,
   ) {
     const {limits} = srv.opts
-    // big bodies in shared memory: the store's writer thread reads a durable one where it is;
-    // PUBLISH_BATCH records read where they arrived (a socket's chunks are fresh memory each)
-    this.parser = new FrameParser(limits.maxPayload, {batchViews: true, sharedBodies: true})
+    // big bodies in shared memory: the store's writer thread reads a durable one where it is
+    this.parser = new FrameParser(limits.maxPayload, {sharedBodies: true})
     this.heartbeatMs = limits.heartbeatMs
     if (!plain) this.open(identity)
     sock.on('data', (d: Buffer) => this.onData(d))
@@ -713,7 +712,7 @@ class Connection {
       case 'PUBLISH_BATCH': {
         const count = this.int(f, 'count') ?? 0
         if (count < 1 || count > BATCH_MAX_COUNT) throw new UsageError('E_FRAME_ARG', `PUBLISH_BATCH count=${count} must be 1..${BATCH_MAX_COUNT}`, {hint: 'Try this: see docs/protocol.md, "Batches"'})
-        const {bodies, ids} = parsePublishBatch(f.pieces ?? f.body, count, f.id)
+        const {bodies, ids} = parsePublishBatch(f.body, count, f.id)
         // h.* on the line are every record's headers: one object for all of them
         const r = engine.publishMany(f.args.exchange ?? '', f.args.key ?? '', bodies, ids, this.perms, frameHeadersOrNone(f.args))
         this.published(f.id, r, count)

@@ -177,8 +177,7 @@ export class BrokerClient extends EventEmitter {
     maxPayload: number,
   ) {
     super()
-    // DELIVERS records read where they arrived: the socket's chunks are fresh memory each
-    this.parser = new FrameParser(maxPayload, {batchViews: true})
+    this.parser = new FrameParser(maxPayload)
     sock.setNoDelay(true)
     sock.on('data', (d: Buffer) => this.onData(d))
     sock.on('error', (err) => this.shutdown(err))
@@ -299,7 +298,7 @@ export class BrokerClient extends EventEmitter {
         const queue = h.queue
         // h.* on a DELIVERS line are every record's headers; each delivery gets its own copy to keep
         const shared = frameHeadersOrNone(f.args)
-        eachDelivery(f.pieces ?? f.body, Number(f.args.count ?? 0), (tag, redelivered, count, ts, exchange, key, messageId, body) =>
+        eachDelivery(f.body, Number(f.args.count ?? 0), (tag, redelivered, count, ts, exchange, key, messageId, body) =>
           h.onMessage({body, deliveryCount: count, deliveryTag: tag, exchange, headers: {...shared}, messageId, queue, redelivered, routingKey: key, timestamp: ts}),
         )
         return

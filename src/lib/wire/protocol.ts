@@ -14,12 +14,6 @@ export interface Frame {
   id: number
   args: Record<string, string>
   body: Buffer
-  /**
-   * A batch frame's body when it arrived across chunks and the parser keeps views (FrameParser's
-   * `batchViews`): its pieces in order, each a view of the chunk that carried it; `body` is then empty.
-   * parsePublishBatch and eachDelivery take either.
-   */
-  pieces?: Buffer[]
 }
 
 export class FrameError extends Error {
@@ -201,14 +195,6 @@ function copyInto(src: Buffer, dst: Buffer, at: number): number {
 /** pieces of a big body smaller than this are copied into a segment instead of being kept (see FrameParser.keep) */
 const PIECE_MIN = 4 * 1024
 
-/** the verbs whose bodies are records that batchViews keeps as views of the chunks */
-const BATCH_VERBS = new Set(['PUBLISH_BATCH', 'DELIVERS'])
-/**
- * a batch body kept as views is copied into its own buffer once it has arrived in more pieces than
- * this: a peer dripping a body a few bytes per TLS record must not make us hold a chunk object per byte
- */
-const VIEW_PIECES_MAX = 8
-
 /**
  * Incremental decoder. The body length is checked against maxPayload as soon as the header line
  * arrives, before a single body byte is buffered. A body up to BODY_START gets its buffer at once;
@@ -225,8 +211,6 @@ export class FrameParser {
   private bodyFill = 0
   /** a big body (over BODY_START): its pieces so far, in order; null for a body with its own buffer */
   private parts: Buffer[] | null = null
-  /** a batch body kept as views of its chunks (batchViews): the views so far; null otherwise */
-  private views: Buffer[] | null = null
   /** bytes held for a big body: the buffers its pieces keep alive, and its current segment */
   private held = 0
   /** bytes of the current segment (this.body) filled, for a big body */
@@ -249,13 +233,8 @@ export class FrameParser {
     return this.pending ? this.bodyLen : 0
   }
 
-  /** bytes currently allocated (or, for views, held) for the pending body */
+  /** bytes currently allocated for the pending body */
   get bodyAllocated(): number {
-    if (this.views) {
-      let n = 0
-      for (const v of this.views) n += v.buffer.byteLength
-      return n
-    }
     return this.parts ? this.held : this.body.length
   }
 
@@ -263,23 +242,13 @@ export class FrameParser {
   bodySeq = 0
 
   private readonly alloc: (n: number) => Buffer
-  private readonly batchViews: boolean
 
-  /**
-   * `sharedBodies`: big bodies in shared memory (allocBody), for the broker's store writer thread.
-   * `batchViews`: the body of a PUBLISH_BATCH or DELIVERS (up to BODY_START) is kept as views of the
-   * chunks that carried it (Frame.pieces when more than one) instead of being copied into a buffer of
-   * its own: one copy of every batched byte less. Only for a caller whose chunks are never written
-   * again once pushed (a socket's 'data' chunks are fresh memory each): the records' bodies are views
-   * of them. A view holds its whole chunk, as a record's body held its whole batch body before: for a
-   * TLS socket a chunk is one TLS record's plaintext, at most 16 KiB, about the size of one batch.
-   */
+  /** `sharedBodies`: big bodies in shared memory (allocBody), for the broker's store writer thread */
   constructor(
     private readonly maxPayload: number,
-    opts: {sharedBodies?: boolean; batchViews?: boolean} = {},
+    opts: {sharedBodies?: boolean} = {},
   ) {
     this.alloc = opts.sharedBodies ? allocBody : allocPlainBody
-    this.batchViews = opts.batchViews === true
   }
 
   /** Feeds bytes; calls onFrame per complete frame and onError per rejected frame; throws a fatal FrameError. */
@@ -288,19 +257,14 @@ export class FrameParser {
     while (off < chunk.length) {
       if (this.pending) {
         const n = Math.min(this.bodyLen - this.bodyFill, chunk.length - off)
-        if (this.views) this.view(chunk, off, n)
-        else if (this.parts) this.keep(chunk, off, n)
+        if (this.parts) this.keep(chunk, off, n)
         else if (this.bodyLen >= SHARED_BODY) copyInto(chunk.subarray(off, off + n), this.body, this.bodyFill)
         else chunk.copy(this.body, this.bodyFill, off, off + n)
         this.bodyFill += n
         off += n
         if (this.bodyFill === this.bodyLen) {
           const f = this.pending
-          if (this.views) {
-            if (this.views.length === 1) f.body = this.views[0]
-            else f.pieces = this.views
-            this.views = null
-          } else f.body = this.parts ? this.joinParts() : this.body
+          f.body = this.parts ? this.joinParts() : this.body
           const err = this.pendingError
           this.pending = null
           this.pendingError = null
@@ -344,10 +308,7 @@ export class FrameParser {
       this.bodySeq++
       this.bodyLen = len
       this.bodyFill = 0
-      if (this.batchViews && len <= BODY_START && this.parsedError === null && BATCH_VERBS.has(frame.verb)) {
-        this.views = []
-        this.body = EMPTY
-      } else if (len <= BODY_START) this.body = this.alloc(len)
+      if (len <= BODY_START) this.body = this.alloc(len)
       else {
         this.parts = []
         this.held = 0
@@ -386,20 +347,6 @@ export class FrameParser {
       n -= k
       rest -= k
     }
-  }
-
-  /** n bytes of a batch body at chunk[off], kept as a view; past VIEW_PIECES_MAX pieces the body gets its own buffer */
-  private view(chunk: Buffer, off: number, n: number): void {
-    const views = this.views!
-    if (views.length < VIEW_PIECES_MAX) {
-      views.push(chunk.subarray(off, off + n))
-      return
-    }
-    this.body = this.alloc(this.bodyLen)
-    let at = 0
-    for (const v of views) at += copyInto(v, this.body, at)
-    chunk.copy(this.body, at, off, off + n)
-    this.views = null
   }
 
   /**
@@ -487,7 +434,7 @@ export class FrameParser {
     }
     this.parsedLen = len
     this.parsedError = error
-    return {args, body: EMPTY, id, pieces: undefined, verb}
+    return {args, body: EMPTY, id, verb}
   }
 }
 
@@ -700,126 +647,13 @@ export class PublishBatchWriter extends RecordBuffer {
   }
 }
 
-// A batch body kept as views of the chunks that carried it (FrameParser's batchViews) comes in
-// pieces. A record inside one piece is read where it is; one cut by a piece's end is first copied
-// into a buffer of its own (RecordJoin): one or two records per 16 KiB chunk instead of every byte.
-
-/** byte k after `at` in piece `pi`, across pieces; -1 past the last one */
-function byteAcross(pieces: readonly Buffer[], pi: number, at: number, k: number): number {
-  let off = at + k
-  while (pi < pieces.length && off >= pieces[pi].length) {
-    off -= pieces[pi].length
-    pi++
-  }
-  return pi < pieces.length ? pieces[pi][off] : -1
-}
-
-/** a big-endian field of `bytes` bytes at k, by a byte reader; -1 when it runs past the end */
-function uintAt(get: (k: number) => number, k: number, bytes: number): number {
-  let v = 0
-  for (let i = 0; i < bytes; i++) {
-    const c = get(k + i)
-    if (c < 0) return -1
-    v = v * 256 + c
-  }
-  return v
-}
-
-/** a PUBLISH_BATCH record's length (u16 idLen, id, u32 len, body) by a byte reader; -1 when its fields run past the end */
-function publishRecordLength(get: (k: number) => number): number {
-  const idLen = uintAt(get, 0, 2)
-  if (idLen < 0) return -1
-  const len = uintAt(get, 2 + idLen, 4)
-  return len < 0 ? -1 : 6 + idLen + len
-}
-
-/** a DELIVERS record's length (17 fixed bytes, three u16 strings, u32 body) by a byte reader; -1 when its fields run past the end */
-function deliveryRecordLength(get: (k: number) => number): number {
-  let k = 17
-  for (let i = 0; i < 3; i++) {
-    const n = uintAt(get, k, 2)
-    if (n < 0) return -1
-    k += 2 + n
-  }
-  const len = uintAt(get, k, 4)
-  return len < 0 ? -1 : k + 4 + len
-}
-
-/** Walks a body's pieces: where the next record starts, and the copy of one that a piece's end cuts. */
-class RecordJoin {
-  /** the piece being read and the offset in it */
-  pi = 0
-  at = 0
-  private readonly across = (k: number): number => byteAcross(this.pieces, this.pi, this.at, k)
-  private readonly inPiece = (k: number): number => (this.at + k < this.pieces[this.pi].length ? this.pieces[this.pi][this.at + k] : -1)
-
-  constructor(
-    readonly pieces: readonly Buffer[],
-    private readonly recordLength: (get: (k: number) => number) => number,
-  ) {}
-
-  /**
-   * Before a record: moves past finished pieces; returns a buffer holding just the next record when a
-   * piece's end cuts it (the position then moves past it), or null to read it in the current piece.
-   * A record that runs past the last piece is left to the reader, which names what is missing.
-   */
-  next(): Buffer | null {
-    while (this.pi < this.pieces.length - 1 && this.at >= this.pieces[this.pi].length) {
-      this.pi++
-      this.at = 0
-    }
-    if (this.pi === this.pieces.length - 1) return null
-    const inside = this.recordLength(this.inPiece)
-    if (inside >= 0 && this.at + inside <= this.pieces[this.pi].length) return null
-    const len = this.recordLength(this.across)
-    if (len < 0 || byteAcross(this.pieces, this.pi, this.at, len - 1) < 0) return null
-    const rec = Buffer.allocUnsafe(len)
-    let got = 0
-    while (got < len) {
-      const piece = this.pieces[this.pi]
-      const k = Math.min(len - got, piece.length - this.at)
-      piece.copy(rec, got, this.at, this.at + k)
-      got += k
-      this.at += k
-      if (this.at === piece.length && this.pi < this.pieces.length - 1) {
-        this.pi++
-        this.at = 0
-      }
-    }
-    return rec
-  }
-
-  /** the piece being read */
-  get piece(): Buffer {
-    return this.pieces[this.pi]
-  }
-}
-
-/** the pieces of a batch body: a single buffer is one piece */
-function piecesOf(body: Buffer | readonly Buffer[]): readonly Buffer[] {
-  return Buffer.isBuffer(body) ? [body] : body.length > 0 ? body : [EMPTY]
-}
-
-/**
- * Decodes a PUBLISH_BATCH body (a buffer, or Frame.pieces); bodies are views of it (no copy), but
- * for a record cut by a piece's end. Throws a non-fatal FrameError: LEN kept the stream in step.
- */
-export function parsePublishBatch(frameBody: Buffer | readonly Buffer[], count: number, id: number): {ids: (string | undefined)[]; bodies: Buffer[]} {
+/** Decodes a PUBLISH_BATCH body; bodies are views of it (no copy). Throws a non-fatal FrameError: LEN kept the stream in step. */
+export function parsePublishBatch(body: Buffer, count: number, id: number): {ids: (string | undefined)[]; bodies: Buffer[]} {
   const ids: (string | undefined)[] = new Array(count)
   const bodies: Buffer[] = new Array(count)
-  const join = Buffer.isBuffer(frameBody) ? null : new RecordJoin(piecesOf(frameBody), publishRecordLength)
-  let body = join ? join.piece : (frameBody as Buffer)
   let p = 0
   const bad = (what: string) => new FrameError('E_FRAME_BODY', `PUBLISH_BATCH body is malformed: ${what}`, false, id)
   for (let i = 0; i < count; i++) {
-    // a record cut by a piece's end is read from its own copy, and reading goes on after it
-    let rec: Buffer | null = null
-    if (join) {
-      join.at = p
-      rec = join.next()
-      body = rec ?? join.piece
-      p = rec ? 0 : join.at
-    }
     if (p + 2 > body.length) throw bad(`record ${i + 1} of ${count} is missing`)
     const idLen = body.readUInt16BE(p)
     p += 2
@@ -831,21 +665,9 @@ export function parsePublishBatch(frameBody: Buffer | readonly Buffer[], count: 
     if (p + len > body.length) throw bad(`record ${i + 1} claims ${len} bytes, more than the frame holds`)
     bodies[i] = body.subarray(p, p + len)
     p += len
-    if (rec) {
-      body = join!.piece
-      p = join!.at
-    }
   }
-  const left = join ? restAfter(join, p) : body.length - p
-  if (left !== 0) throw bad(`${left} bytes after the ${count} records that count= announces`)
+  if (p !== body.length) throw bad(`${body.length - p} bytes after the ${count} records that count= announces`)
   return {bodies, ids}
-}
-
-/** body bytes after position p of the current piece (the pieces after it included) */
-function restAfter(join: RecordJoin, p: number): number {
-  let n = join.piece.length - p
-  for (let i = join.pi + 1; i < join.pieces.length; i++) n += join.pieces[i].length
-  return n
 }
 
 export interface BatchDelivery {
@@ -933,15 +755,13 @@ function get48(b: Buffer, at: number): number {
   return (b[at] * 0x100 + b[at + 1]) * 0x100000000 + ((b[at + 2] << 24) >>> 0) + (b[at + 3] << 16) + (b[at + 4] << 8) + b[at + 5]
 }
 
-/** Decodes a DELIVERS body (a buffer, or Frame.pieces) record by record; throws FrameError on a body that does not add up. */
-export function parseDeliveries(body: Buffer | readonly Buffer[], count: number, each: (d: BatchDelivery) => void): void {
+/** Decodes a DELIVERS body record by record; throws FrameError on a body that does not add up. */
+export function parseDeliveries(body: Buffer, count: number, each: (d: BatchDelivery) => void): void {
   eachDelivery(body, count, (tag, redelivered, n, ts, exchange, key, messageId, b) => each({body: b, count: n, exchange, key, messageId, redelivered, tag, ts}))
 }
 
 /** parseDeliveries with each record's fields as arguments: a client builds its own delivery object, without one in between */
-export function eachDelivery(frameBody: Buffer | readonly Buffer[], count: number, each: (tag: number, redelivered: boolean, count: number, ts: number, exchange: string, key: string, messageId: string, body: Buffer) => void): void {
-  const join = Buffer.isBuffer(frameBody) ? null : new RecordJoin(piecesOf(frameBody), deliveryRecordLength)
-  let body = join ? join.piece : (frameBody as Buffer)
+export function eachDelivery(body: Buffer, count: number, each: (tag: number, redelivered: boolean, count: number, ts: number, exchange: string, key: string, messageId: string, body: Buffer) => void): void {
   let p = 0
   const bad = (what: string) => new FrameError('E_FRAME_BODY', `DELIVERS body is malformed: ${what}`, false)
   const str = (): string => {
@@ -956,20 +776,18 @@ export function eachDelivery(frameBody: Buffer | readonly Buffer[], count: numbe
   // a batch's records mostly share their exchange and routing key: each field's reader reuses the
   // previous record's string when the bytes match, instead of decoding (and allocating) it again
   const repeated = (): (() => string) => {
-    let prevBuf = body
     let prevAt = -1
     let prevLen = 0
     let prev = ''
     return () => {
       if (prevAt >= 0 && prevLen <= SHORT_ASCII && p + 2 + prevLen <= body.length && body.readUInt16BE(p) === prevLen) {
         let i = 0
-        while (i < prevLen && body[p + 2 + i] === prevBuf[prevAt + i]) i++
+        while (i < prevLen && body[p + 2 + i] === body[prevAt + i]) i++
         if (i === prevLen) {
           p += 2 + prevLen
           return prev
         }
       }
-      prevBuf = body
       prevAt = p + 2
       prev = str()
       prevLen = p - prevAt
@@ -981,7 +799,6 @@ export function eachDelivery(frameBody: Buffer | readonly Buffer[], count: numbe
   // Message ids from a counter (MessageIds: the broker's own, mq send's) differ from the record
   // before only in their last characters: the shared ASCII prefix's string is kept and only the
   // tail is decoded, instead of a call into the UTF-8 decoder per record (the consumer's top item).
-  let idRef = body
   let idRefAt = -1
   let idPrefixLen = 0
   let idPrefix = ''
@@ -991,7 +808,7 @@ export function eachDelivery(frameBody: Buffer | readonly Buffer[], count: numbe
       const at = p + 2
       if (n > idPrefixLen && n - idPrefixLen <= ID_TAIL && at + n <= body.length) {
         let i = 0
-        while (i < idPrefixLen && body[at + i] === idRef[idRefAt + i]) i++
+        while (i < idPrefixLen && body[at + i] === body[idRefAt + i]) i++
         if (i === idPrefixLen) {
           let tail = ''
           for (let j = at + i; j < at + n; j++) {
@@ -1018,7 +835,6 @@ export function eachDelivery(frameBody: Buffer | readonly Buffer[], count: numbe
       let ascii = true
       for (let j = at; j < p; j++) if (body[j] > 0x7f) ascii = false
       if (ascii) {
-        idRef = body
         idRefAt = at
         idPrefixLen = n - ID_TAIL_KEPT
         idPrefix = s.slice(0, idPrefixLen)
@@ -1027,14 +843,6 @@ export function eachDelivery(frameBody: Buffer | readonly Buffer[], count: numbe
     return s
   }
   for (let i = 0; i < count; i++) {
-    // a record cut by a piece's end is read from its own copy, and reading goes on after it
-    let rec: Buffer | null = null
-    if (join) {
-      join.at = p
-      rec = join.next()
-      body = rec ?? join.piece
-      p = rec ? 0 : join.at
-    }
     if (p + 17 > body.length) throw bad(`record ${i + 1} of ${count} is missing`)
     const tag = get48(body, p)
     const redelivered = (body[p + 6] & 1) === 1
@@ -1050,11 +858,6 @@ export function eachDelivery(frameBody: Buffer | readonly Buffer[], count: numbe
     if (p + len > body.length) throw bad(`record ${i + 1} claims ${len} bytes, more than the frame holds`)
     each(tag, redelivered, n, ts, exchange, key, messageId, body.subarray(p, p + len))
     p += len
-    if (rec) {
-      body = join!.piece
-      p = join!.at
-    }
   }
-  const left = join ? restAfter(join, p) : body.length - p
-  if (left !== 0) throw bad(`${left} bytes after the ${count} records that count= announces`)
+  if (p !== body.length) throw bad(`${body.length - p} bytes after the ${count} records that count= announces`)
 }
