@@ -671,8 +671,8 @@ export class Engine {
     }
     for (const ex of this.exchanges.values()) ex.unbindQueue(name)
     const n = q.messages
-    for (const m of q.ready.clear()) this.setStatus(m.messageId, 'purged', name)
-    for (const m of q.uncommitted.clear()) this.setStatus(m.messageId, 'purged', name)
+    for (const m of q.ready.clear()) this.setStatus(m, 'purged', name)
+    for (const m of q.uncommitted.clear()) this.setStatus(m, 'purged', name)
     q.paged = q.pagedBytes = 0
     // messages still unacked by sessions are dropped when acked/returned (queue no longer registered)
     this.queues.delete(name)
@@ -686,14 +686,14 @@ export class Engine {
     if (!q) throw new NotFoundError('queue', name)
     const msgs = q.ready.clear()
     for (const m of msgs) {
-      this.setStatus(m.messageId, 'purged', name)
+      this.setStatus(m, 'purged', name)
       if (q.durable) this.store?.deleteMessage(m.seq, m.body.length)
     }
     const n = msgs.length + q.paged
     if (q.paged > 0) {
       // the paged-out tail goes in the writer, in order after the inserts still queued; the statuses
       // of messages only on disk are not rewritten (that would read them all)
-      for (const m of q.uncommitted.clear()) this.setStatus(m.messageId, 'purged', name)
+      for (const m of q.uncommitted.clear()) this.setStatus(m, 'purged', name)
       this.store?.purgeAfter(q.name, q.pageCursor)
       q.paged = q.pagedBytes = 0
     }
@@ -744,10 +744,15 @@ export class Engine {
     this.checkRoom(targets, body.length)
     let durable = false
     let flow: string | undefined
+    // the id's hashes, taken by the first queue's copy and shared by the others
+    let h1 = 0
+    let h2 = 0
     for (const qn of targets) {
       const q = this.queues.get(qn)!
-      const msg: Message = {seq: this.seq++, messageId, exchange, routingKey, body, headers, timestamp, deliveryCount: 0, redelivered: false, expiresAt: q.ttlMs ? timestamp + q.ttlMs : 0}
-      this.setStatus(messageId, 'sent', q.name)
+      const msg: Message = {seq: this.seq++, messageId, exchange, routingKey, body, headers, timestamp, deliveryCount: 0, redelivered: false, expiresAt: q.ttlMs ? timestamp + q.ttlMs : 0, idHash1: h1, idHash2: h2}
+      this.setStatus(msg, 'sent', q.name)
+      h1 = msg.idHash1
+      h2 = msg.idHash2
       if (this.enqueue(q, msg)) durable = true
       // a queue without consumers is a buffer and takes what comes; one with consumers that lag pushes back
       if (this.lagging(q)) flow = qn
@@ -783,10 +788,14 @@ export class Engine {
     for (let i = 0; i < bodies.length; i++) {
       const messageId = ids[i] ?? this.newId()
       lastId = messageId
+      let h1 = 0
+      let h2 = 0
       for (const qn of targets) {
         const q = this.queues.get(qn)!
-        const msg: Message = {seq: this.seq++, messageId, exchange, routingKey, body: bodies[i], headers, timestamp, deliveryCount: 0, redelivered: false, expiresAt: q.ttlMs ? timestamp + q.ttlMs : 0}
-        this.setStatus(messageId, 'sent', q.name)
+        const msg: Message = {seq: this.seq++, messageId, exchange, routingKey, body: bodies[i], headers, timestamp, deliveryCount: 0, redelivered: false, expiresAt: q.ttlMs ? timestamp + q.ttlMs : 0, idHash1: h1, idHash2: h2}
+        this.setStatus(msg, 'sent', q.name)
+        h1 = msg.idHash1
+        h2 = msg.idHash2
         if (this.enqueue(q, msg)) durable = true
         if (this.lagging(q)) flow = qn
       }
@@ -919,7 +928,7 @@ export class Engine {
     if (onDisk > 0) {
       const r = store.readQueue(q.name, q.pageCursor, store.committedSeq, Math.min(room, onDisk, PAGE_CHUNK), Math.max(1, this.windowBytes - q.ready.bytes))
       for (const m of r.messages) {
-        q.ready.push({body: m.body, deliveryCount: m.deliveryCount, exchange: m.exchange, expiresAt: m.expiresAt, headers: m.headers, messageId: m.messageId, redelivered: m.deliveryCount > 0, routingKey: m.routingKey, seq: m.seq, timestamp: m.timestamp})
+        q.ready.push({body: m.body, deliveryCount: m.deliveryCount, exchange: m.exchange, expiresAt: m.expiresAt, headers: m.headers, messageId: m.messageId, redelivered: m.deliveryCount > 0, routingKey: m.routingKey, seq: m.seq, timestamp: m.timestamp, idHash1: 0, idHash2: 0})
         q.pagedBytes -= m.body.length
       }
       q.paged -= r.messages.length + r.skipped
@@ -957,7 +966,7 @@ export class Engine {
     // expiry and max-length are bounds the operator set: they fill only a dead-letter queue the operator named
     const dlq = statusIfDropped === 'dead-lettered' || !q.defaultDeadLetter ? this.deadLetterQueueOf(q) : undefined
     if (!dlq) {
-      this.setStatus(msg.messageId, statusIfDropped, q.name)
+      this.setStatus(msg, statusIfDropped, q.name)
       return
     }
     this.totals.deadLettered++
@@ -969,7 +978,7 @@ export class Engine {
       redelivered: false,
       expiresAt: dlq.ttlMs ? this.now() + dlq.ttlMs : 0,
     }
-    this.setStatus(msg.messageId, 'dead-lettered', dlq.name)
+    this.setStatus(msg, 'dead-lettered', dlq.name)
     this.enqueue(dlq, moved)
   }
 
@@ -1036,14 +1045,14 @@ export class Engine {
       q.acked++
       this.totals.acknowledged++
       if (q.durable) this.store?.deleteMessage(msg.seq, msg.body.length)
-      this.setStatus(msg.messageId, 'acknowledged', q.name)
+      this.setStatus(msg, 'acknowledged', q.name)
     } else {
       s.unacked.set(tag, {consumer: c, msg, queue: q})
       q.unacked++
       // remembered on disk so a restart flags it redelivered (coalesced away if acked before the commit)
       if (q.durable) this.store?.updateDeliveryCount(msg.seq, msg.deliveryCount)
       if (c) c.inflight++
-      this.setStatus(msg.messageId, 'delivered', q.name)
+      this.setStatus(msg, 'delivered', q.name)
     }
     return {consumerTag: c?.tag ?? '', deliveryTag: tag, msg, queue: q.name}
   }
@@ -1136,7 +1145,7 @@ export class Engine {
     if (u.queue.durable) this.store?.deleteMessage(u.msg.seq, u.msg.body.length)
     // a redriven dead letter lives on in the queue it was republished to (see noteRedriven): that status stands
     if (this.redriven.size > 0 && this.redriven.get(u.msg.messageId) === u.queue.name) this.redriven.delete(u.msg.messageId)
-    else this.setStatus(u.msg.messageId, 'acknowledged', u.queue.name)
+    else this.setStatus(u.msg, 'acknowledged', u.queue.name)
     // synchronously, so the freed prefetch slot is filled before any later reply on this connection
     if (u.consumer && u.queue.messages > 0) this.dispatch(u.queue)
   }
@@ -1177,7 +1186,7 @@ export class Engine {
     msg.redelivered = true
     q.ready.unshift(msg)
     if (q.durable) this.store?.updateDeliveryCount(msg.seq, msg.deliveryCount)
-    this.setStatus(msg.messageId, 'sent', q.name)
+    this.setStatus(msg, 'sent', q.name)
     this.schedule(q)
   }
 
@@ -1195,8 +1204,8 @@ export class Engine {
 
   // ---- statuses and stats ------------------------------------------------------------------
 
-  private setStatus(id: string, status: MessageStatus, queue?: string): void {
-    this.statuses.set(id, status, queue)
+  private setStatus(m: Message, status: MessageStatus, queue?: string): void {
+    this.statuses.setFor(m, status, queue)
     this.statusEvents[STATUS_CODE[status]]++
   }
 

@@ -13,4 +13,10 @@ export interface Message {
   deliveryCount: number
   redelivered: boolean
   expiresAt: number
+  /**
+   * The status journal's two 32-bit hashes of messageId (StatusJournal.hash), taken once when the
+   * message is published instead of again at each status change; 0 and 0 = not taken yet.
+   */
+  idHash1: number
+  idHash2: number
 }

@@ -45,10 +45,28 @@ export class StatusJournal {
   }
 
   set(id: string, status: MessageStatus, queue?: string): void {
-    const p = this.pos
     idHash(id)
-    this.h1[p] = hashOut[0]
-    this.h2[p] = hashOut[1]
+    this.put(hashOut[0], hashOut[1], status, queue)
+  }
+
+  /**
+   * set() for a message that carries its id's hashes (Message.idHash1/2): a message's id is hashed
+   * once, when it first gets a status, instead of at every change (publish, delivery, ack: about
+   * 100 ns each for a 36-character id, measured in-process).
+   */
+  setFor(m: {messageId: string; idHash1: number; idHash2: number}, status: MessageStatus, queue?: string): void {
+    if (m.idHash1 === 0 && m.idHash2 === 0) {
+      idHash(m.messageId)
+      m.idHash1 = hashOut[0]
+      m.idHash2 = hashOut[1]
+    }
+    this.put(m.idHash1, m.idHash2, status, queue)
+  }
+
+  private put(a: number, b: number, status: MessageStatus, queue?: string): void {
+    const p = this.pos
+    this.h1[p] = a
+    this.h2[p] = b
     if (this.filled < this.capacity) this.filled++
     this.codes[p] = STATUS_CODE[status] + STATUS_BITS * (queue === undefined ? 0 : this.queueId(queue))
     this.pos = p + 1 === this.capacity ? 0 : p + 1

@@ -55,3 +55,16 @@ test('the id hash is seeded per process: the same id hashes differently in anoth
   assert.notEqual(a, here)
   assert.notEqual(a, b)
 })
+
+test('setFor: a message gets its id hashed once, at its first status, and later statuses use the hashes it carries', () => {
+  const j = new StatusJournal(100)
+  const m = {idHash1: 0, idHash2: 0, messageId: 'order-1'}
+  j.setFor(m, 'sent', 'orders')
+  assert.deepEqual([m.idHash1, m.idHash2], idHashOf('order-1'))
+  assert.deepEqual(j.get('order-1'), {messageId: 'order-1', queue: 'orders', status: 'sent'})
+  // the carried hashes decide, not the id: they are not taken again
+  const carried = {idHash1: m.idHash1, idHash2: m.idHash2, messageId: 'order-2'}
+  j.setFor(carried, 'acknowledged', 'orders')
+  assert.deepEqual(j.get('order-1'), {messageId: 'order-1', queue: 'orders', status: 'acknowledged'})
+  assert.equal(j.get('order-2'), null)
+})

@@ -5,7 +5,7 @@ import {test} from 'node:test'
 
 import {BrokerClient, type Delivery} from '../../../src/lib/client/client.js'
 import {resolvePermissions} from '../../../src/lib/broker/permissions.js'
-import {type BatchDelivery, DeliveryBatchWriter, FrameError, FrameParser, type Frame, PublishBatchWriter, encodeFrame, encodeHeaderArgs, frameHeaders, parseDeliveries, parsePublishBatch, sameHeaders} from '../../../src/lib/wire/protocol.js'
+import {BATCH_BYTES, type BatchDelivery, DeliveryBatchWriter, FrameError, FrameParser, type Frame, PublishBatchWriter, encodeFrame, encodeHeaderArgs, frameHeaders, parseDeliveries, parsePublishBatch, sameHeaders} from '../../../src/lib/wire/protocol.js'
 import {MessageIds} from '../../../src/lib/wire/ids.js'
 import {startPlainServer} from '../../helpers/broker.js'
 
@@ -138,6 +138,41 @@ test('batches cut from one writer stay intact: later batches, a dropped batch an
     assert.deepEqual(parsePublishBatch(got[0].body, 2, got[0].id).bodies, bodies)
   }
   assert.equal(frames.length, sizes.length - 1)
+})
+
+test('batches of small records are written where they started: none outgrows its slab and is copied to a new one', () => {
+  // closed the way the client and the broker close them: once the records reach BATCH_BYTES
+  const pub = new PublishBatchWriter()
+  const del = new DeliveryBatchWriter()
+  const body = Buffer.alloc(256, 7)
+  let seq = 0
+  for (let batch = 0; batch < 12; batch++) {
+    pub.start('', 'bench.memory.0a1b2c3d')
+    del.start('c1')
+    let pubSlab: ArrayBufferLike | undefined
+    let delSlab: ArrayBufferLike | undefined
+    const n0 = seq
+    while (pub.bytes < BATCH_BYTES) {
+      body.writeUInt32BE(seq, 0)
+      assert.ok(pub.add(undefined, body))
+      assert.ok(del.add(++seq, false, 1, 1_795_000_000_000 + seq, '', 'bench.memory.0a1b2c3d', `0b5c2e1a-7d3f-4c55-9e21-${String(seq).padStart(12, '0')}`, body))
+      pubSlab ??= pub.records().buffer
+      delSlab ??= del.records().buffer
+    }
+    const pf = pub.frame(batch + 1)
+    const df = del.frame()
+    assert.equal(pf.buffer, pubSlab, `PUBLISH_BATCH ${batch + 1} was moved to another slab`)
+    assert.equal(df.buffer, delSlab, `DELIVERS ${batch + 1} was moved to another slab`)
+    const frames: Frame[] = []
+    const parser = new FrameParser(1 << 20)
+    parser.push(pf, (f) => frames.push(f), (e) => assert.fail(e.message))
+    parser.push(df, (f) => frames.push(f), (e) => assert.fail(e.message))
+    const {bodies} = parsePublishBatch(frames[0].body, seq - n0, frames[0].id)
+    assert.deepEqual(bodies.map((b) => b.readUInt32BE(0)), Array.from({length: seq - n0}, (_, i) => n0 + i))
+    const tags: number[] = []
+    parseDeliveries(frames[1].body, seq - n0, (d) => tags.push(d.tag))
+    assert.deepEqual(tags, Array.from({length: seq - n0}, (_, i) => n0 + i + 1))
+  }
 })
 
 /** A hand-typed session on a raw socket: what `openssl s_client` would show. */

@@ -716,7 +716,7 @@ export class ClusterEngine implements BrokerEngine {
     if (!perms.canPublish(exchange)) throw new PermissionError('E_FORBIDDEN', `not allowed to publish to exchange ${JSON.stringify(exchange)}`, {hint: 'Try this: ask an admin to add it to broker.permissions[].publish'})
     const timestamp = Date.now()
     if (headers !== NO_HEADERS && headers['x-redriven-from'] !== undefined) for (const id of ids) if (id !== undefined) this.noteRedriven(id, headers['x-redriven-from'])
-    const msgs: Message[] = bodies.map((body, i) => ({body, deliveryCount: 0, exchange, expiresAt: 0, headers, messageId: ids[i] ?? this.ids.next(), redelivered: false, routingKey, seq: 0, timestamp}))
+    const msgs: Message[] = bodies.map((body, i) => ({body, deliveryCount: 0, exchange, expiresAt: 0, headers, messageId: ids[i] ?? this.ids.next(), redelivered: false, routingKey, seq: 0, timestamp, idHash1: 0, idHash2: 0}))
     const r: PublishResult = {durable: true, messageId: msgs.at(-1)!.messageId, queues: []}
     let targets: string[] | undefined
     try {

@@ -101,7 +101,7 @@ function unpackInto(p: Buffer, msg: Message): void {
 
 /** A stream entry's message, in either layout (the delivery count and flags as stored; seq 0). */
 export function entryMessage(fields: Buffer[]): Message {
-  const msg: Message = {body: EMPTY, deliveryCount: 0, exchange: '', expiresAt: 0, headers: NO_HEADERS as Record<string, string>, messageId: '', redelivered: false, routingKey: '', seq: 0, timestamp: 0}
+  const msg: Message = {body: EMPTY, deliveryCount: 0, exchange: '', expiresAt: 0, headers: NO_HEADERS as Record<string, string>, messageId: '', redelivered: false, routingKey: '', seq: 0, timestamp: 0, idHash1: 0, idHash2: 0}
   for (let i = 0; i + 1 < fields.length; i += 2) {
     const name = fields[i]
     const v = fields[i + 1]

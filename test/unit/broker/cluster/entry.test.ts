@@ -9,7 +9,7 @@ import {NO_HEADERS} from '../../../../src/lib/wire/protocol.js'
 const b = (s: string) => Buffer.from(s)
 
 function message(over: Partial<Message> = {}): Message {
-  return {body: Buffer.from([0, 1, 2, 255, 0x0d, 0x0a]), deliveryCount: 0, exchange: 'orders.ex', expiresAt: 0, headers: {'x-a': 'ü 1', 'x-death-queue': 'q'}, messageId: 'id-ä-☃', redelivered: false, routingKey: 'eu.créé', seq: 0, timestamp: 1_765_086_000_123, ...over}
+  return {body: Buffer.from([0, 1, 2, 255, 0x0d, 0x0a]), deliveryCount: 0, exchange: 'orders.ex', expiresAt: 0, headers: {'x-a': 'ü 1', 'x-death-queue': 'q'}, messageId: 'id-ä-☃', redelivered: false, routingKey: 'eu.créé', seq: 0, timestamp: 1_765_086_000_123, idHash1: 0, idHash2: 0, ...over}
 }
 
 test('a packed entry reads back as the message it was made from (UTF-8 names, binary body, headers), with the queue fields x, d, r', () => {
@@ -34,7 +34,7 @@ test('a packed entry without headers, exchange or body', () => {
 
 test('an entry of the older layout (one field per property, written before the packed one) still reads', () => {
   const got = entryMessage([b('m'), b('old-1'), b('e'), b(''), b('k'), b('jobs'), b('t'), b('1700000000000'), b('b'), b('body'), b('h'), b('{"x-death-queue":"jobs"}'), b('x'), b('1700000001000'), b('d'), b('3'), b('r'), b('1')])
-  assert.deepEqual(got, {body: b('body'), deliveryCount: 3, exchange: '', expiresAt: 1_700_000_001_000, headers: {'x-death-queue': 'jobs'}, messageId: 'old-1', redelivered: true, routingKey: 'jobs', seq: 0, timestamp: 1_700_000_000_000})
+  assert.deepEqual(got, {body: b('body'), deliveryCount: 3, exchange: '', expiresAt: 1_700_000_001_000, headers: {'x-death-queue': 'jobs'}, idHash1: 0, idHash2: 0, messageId: 'old-1', redelivered: true, routingKey: 'jobs', seq: 0, timestamp: 1_700_000_000_000})
   const plain = entryMessage([b('m'), b('old-2'), b('e'), b('ex'), b('k'), b('rk'), b('t'), b('5'), b('b'), b('x')])
   assert.equal(plain.headers, NO_HEADERS)
   assert.equal(plain.deliveryCount, 0)
