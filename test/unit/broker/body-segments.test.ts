@@ -3,7 +3,7 @@ import {appendFileSync, existsSync, readdirSync, readFileSync, rmSync, statSync,
 import {join} from 'node:path'
 import {test} from 'node:test'
 
-import {segmentFile} from '../../../src/lib/broker/body-segments.js'
+import {SEGMENT_MAX_BYTES, segmentFile} from '../../../src/lib/broker/body-segments.js'
 import {Engine} from '../../../src/lib/broker/engine.js'
 import {DurableStore} from '../../../src/lib/broker/store.js'
 import {peekQueue} from '../../helpers/engine.js'
@@ -138,6 +138,33 @@ test('the segment being appended to is cut to 0 bytes once all its rows are acke
     assert.deepEqual(store.db.prepare('SELECT COUNT(*) AS n FROM messages').get(), {n: 0})
     await store.close()
     assert.deepEqual(segFiles(dir), [], 'an empty segment goes at a clean stop')
+  })
+})
+
+test('a segment is rolled at SEGMENT_MAX_BYTES; the rolled one is removed while the broker runs once its rows are acked', async () => {
+  await withHome(async (dir, open) => {
+    const {e, store} = open()
+    e.declareQueue('r', {durable: true})
+    const n = Math.ceil(SEGMENT_MAX_BYTES / (1024 * 1024)) + 2
+    for (let i = 0; i < n; i++) {
+      e.publish('', 'r', bodyOf(1024 * 1024, i + 1), {messageId: `r-${i}`})
+      if (i % 8 === 7) await store.flush()
+    }
+    await store.flush()
+    const files = segFiles(dir).sort()
+    assert.equal(files.length, 2, 'rolled once')
+    assert.ok(statSync(join(dir, 'bodies', files[0])).size <= SEGMENT_MAX_BYTES)
+    const s = e.openSession('c', {deliver: () => {}, writable: () => true})
+    const segOf = (id: string) => (store.db.prepare('SELECT seg FROM messages WHERE message_id = ?').get(id) as {seg: number}).seg
+    const firstInSecond = Array.from({length: n}, (_, i) => `r-${i}`).findIndex((id) => segOf(id) !== segOf('r-0'))
+    assert.ok(firstInSecond > 0)
+    for (let i = 0; i < firstInSecond; i++) {
+      const d = e.get(s, 'r')!
+      assert.ok(d.msg.body.equals(bodyOf(1024 * 1024, i + 1)))
+      e.ack(s, d.deliveryTag)
+    }
+    await store.flush()
+    assert.deepEqual(segFiles(dir), [files[1]], 'the first segment went with its last row')
   })
 })
 
