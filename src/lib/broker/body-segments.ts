@@ -11,7 +11,10 @@
  * - body_segments (id, live rows, committed end) is written in that same commit; bytes after `end`
  *   (a torn tail: appended, then a crash or a rolled back commit) are truncated at open, and a file
  *   without a row or without live rows (its last row went, then a crash before the unlink) is removed;
- * - a new writer never appends to an old segment: it starts the next id.
+ * - a new writer never appends to an old segment: it starts the next id;
+ * - a segment is only unlinked or cut after the commit that dropped its last row, which relies on that
+ *   commit being durable when it returns (synchronous=FULL, what the broker runs with): under NORMAL a
+ *   power loss could bring back rows whose bytes are gone (they would be reported unreadable).
  */
 import {closeSync, existsSync, fdatasyncSync, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readSync, unlinkSync, writeSync} from 'node:fs'
 import {join} from 'node:path'
