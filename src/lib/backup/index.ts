@@ -5,18 +5,21 @@
  *   snapshot of committed transactions, never a file copy of a live WAL database (which can tear).
  * - pki/ is read under the PKI index lock, so index.json, the issued certificates and the CRL agree.
  * - secrets/, keys/, relay/ and config.yaml are copied as files.
+ * - data/bodies (the broker's body segments) is copied against the snapshot of broker.db: each segment
+ *   its snapshot has live rows in, up to the end its snapshot committed (see copySegments).
  * A manifest lists every file with its size, mode and SHA-256; verify and restore check each one.
  */
 import {createHash, randomBytes} from 'node:crypto'
-import {chmodSync, closeSync, existsSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync, unlinkSync, writeSync} from 'node:fs'
+import {chmodSync, closeSync, existsSync, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmSync, statSync, unlinkSync, writeSync} from 'node:fs'
 import {tmpdir} from 'node:os'
-import {dirname, join, resolve, sep} from 'node:path'
+import {basename, dirname, join, resolve, sep} from 'node:path'
 
 import Database from 'better-sqlite3'
 
 import type {MqHome} from '../config/home.js'
 import type {MqConfig} from '../config/schema.js'
 import {DataError, ExitCode, MqError, UsageError} from '../errors.js'
+import {segmentFile} from '../broker/body-segments.js'
 import {IndexStore} from '../pki/index-store.js'
 import {redact} from '../store/sql.js'
 import {ArchiveReader, ArchiveWriter, PlainStream} from './archive.js'
@@ -58,6 +61,90 @@ const SQLITE_MAGIC = Buffer.from('SQLite format 3\0')
 // never in an archive: live SQLite side files, locks, half-written temp files
 const SKIP = [/-wal$/, /-shm$/, /-journal$/, /\.lock$/, /\.tmp$/]
 const TOP = ['config.yaml', 'pki', 'secrets', 'keys', 'relay', 'data']
+const BODIES = 'data/bodies'
+
+/** fds of the segment files there now: a segment removed meanwhile stays readable through them */
+function holdSegments(dir: string): Map<number, number> {
+  const held = new Map<number, number>()
+  if (!existsSync(dir)) return held
+  for (const n of readdirSync(dir)) {
+    const m = /^(\d+)\.seg$/.exec(n)
+    if (!m) continue
+    try {
+      held.set(Number(m[1]), openSync(join(dir, n), 'r'))
+    } catch {}
+  }
+  return held
+}
+
+function release(held: Map<number, number>): void {
+  for (const fd of held.values()) closeSync(fd)
+  held.clear()
+}
+
+/** the segments a broker.db (snapshot) has live rows in, and how many bytes of each it committed */
+function committedSegments(dbFile: string): {id: number; end: number}[] {
+  const db = new Database(dbFile, {readonly: true})
+  try {
+    if (!db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'body_segments'").get()) return []
+    return db.prepare('SELECT id, end FROM body_segments WHERE live > 0 ORDER BY id').all() as {id: number; end: number}[]
+  } finally {
+    db.close()
+  }
+}
+
+/**
+ * Copies the body segments the staged broker.db points at, each up to its committed end (what comes
+ * after is a tail no committed row points at). Segments are append-only and a segment only goes once
+ * it has no live rows: one held open before the snapshot, or still there after it, holds every byte the
+ * snapshot points at. Only a segment made and emptied in between is missing: then the snapshot is taken
+ * again. Returns the relative paths written.
+ */
+async function copySegments(root: string, stage: string, held: Map<number, number>): Promise<string[]> {
+  const dir = join(root, BODIES)
+  const stagedDb = join(stage, 'data', 'broker.db')
+  for (let attempt = 1; ; attempt++) {
+    const need = committedSegments(stagedDb)
+    const missing: number[] = []
+    for (const {id, end} of need) {
+      if (!held.has(id)) {
+        try {
+          held.set(id, openSync(segmentFile(dir, id), 'r'))
+        } catch {}
+      }
+      const fd = held.get(id)
+      if (fd === undefined || fstatSync(fd).size < end) missing.push(id)
+    }
+    if (missing.length === 0) {
+      const out: string[] = []
+      const b = Buffer.alloc(1 << 20)
+      for (const {id, end} of need) {
+        const rel = `${BODIES}/${basename(segmentFile(dir, id))}`
+        mkdirSync(join(stage, BODIES), {mode: 0o700, recursive: true})
+        const wfd = openSync(join(stage, rel), 'w', 0o600)
+        try {
+          for (let at = 0; at < end; ) {
+            const n = readSync(held.get(id)!, b, 0, Math.min(b.length, end - at), at)
+            if (n === 0) throw new DataError('E_BACKUP_SEGMENT', `${rel} ended while it was copied.`, {hint: 'Try this: run the backup again.'})
+            writeSync(wfd, b, 0, n)
+            at += n
+          }
+        } finally {
+          closeSync(wfd)
+        }
+        out.push(rel)
+      }
+      return out
+    }
+    if (attempt === 5) {
+      throw new DataError('E_BACKUP_SEGMENT', `the body segments ${missing.join(', ')} of data/broker.db went while it was copied, ${attempt} times.`, {hint: 'Try this: run the backup again.'})
+    }
+    release(held)
+    for (const [id, fd] of holdSegments(dir)) held.set(id, fd)
+    rmSync(stagedDb, {force: true})
+    await sqliteSnapshot(join(root, 'data', 'broker.db'), stagedDb)
+  }
+}
 
 function isSqlite(file: string): boolean {
   const fd = openSync(file, 'r')
@@ -158,13 +245,21 @@ export async function createBackup(opts: {home: MqHome; config: MqConfig; file: 
     const others: string[] = []
     for (const t of TOP.filter((t) => t !== 'pki')) walk(root, t, others)
     const sqlite: string[] = []
-    for (const r of others) {
-      const src = join(root, r)
-      if (isSqlite(src)) {
-        await sqliteSnapshot(src, join(stage, r))
-        sqlite.push(r)
-      } else copyInto(src, join(stage, r))
-      rels.push(r)
+    // held before broker.db's snapshot: see copySegments
+    const held = holdSegments(join(root, BODIES))
+    try {
+      for (const r of others) {
+        if (r.startsWith(BODIES + '/')) continue
+        const src = join(root, r)
+        if (isSqlite(src)) {
+          await sqliteSnapshot(src, join(stage, r))
+          sqlite.push(r)
+        } else copyInto(src, join(stage, r))
+        rels.push(r)
+      }
+      if (sqlite.includes('data/broker.db')) rels.push(...(await copySegments(root, stage, held)))
+    } finally {
+      release(held)
     }
     const files: ManifestFile[] = rels.sort().map((r) => {
       const {sha256, size} = sha256File(join(stage, r))

@@ -10,10 +10,11 @@ import Database from 'better-sqlite3'
 import {parentPort, receiveMessageOnPort, workerData} from 'node:worker_threads'
 
 import {setFallbackAutocheckpoint} from '../store/checkpointer.js'
+import {SegmentWriter} from './body-segments.js'
 
 import {GROUP_BODY_MAX, GROUP_BYTES_MAX, REC_COUNT, REC_DELETE, REC_DELETE_BIG, REC_INSERT, REC_INSERT_SHARED, STORE_CACHE_KIB, type WireOp, readInsertRecord, recordEnd, rowAad, sealGroup, sealRecord, sealSplit} from './store.js'
 
-const {file, synchronous, key: sealKey, keyId: sealKeyId} = workerData as {file: string; synchronous: 'FULL' | 'NORMAL'; key?: Uint8Array; keyId?: number}
+const {file, synchronous, key: sealKey, keyId: sealKeyId, segmentDir, segmentStart} = workerData as {file: string; synchronous: 'FULL' | 'NORMAL'; key?: Uint8Array; keyId?: number; segmentDir: string; segmentStart: number}
 const db = new Database(file)
 db.pragma('journal_mode = WAL')
 db.pragma(`synchronous = ${synchronous}`)
@@ -29,22 +30,25 @@ function startWriter(): void {
   if (!sealKey || sealKeyId === undefined) throw new Error('the store writer needs the store key')
   const storeKey = sealKey
   const storeKeyId = sealKeyId
-  const insRow = db.prepare('INSERT INTO messages (seq, queue, message_id, exchange, routing_key, headers, body, ts, delivery_count, expires_at, key_id, size) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)')
+  const segments = new SegmentWriter(db, segmentDir, segmentStart)
+  const insRow = db.prepare("INSERT INTO messages (seq, queue, message_id, exchange, routing_key, headers, body, ts, delivery_count, expires_at, key_id, size, seg, seg_off) VALUES (?,?,?,?,?,?,x'',?,?,?,?,?,?,?)")
   const empty = new Uint8Array(0)
   /**
    * every message row is sealed here: headers and body only ever reach the database encrypted. A row
-   * of its own is sealed split (sealSplit): its body's ciphertext goes to SQLite as the cipher made it
+   * of its own (a body of GROUP_BODY_MAX or more) is sealed split (sealSplit): its body's ciphertext is
+   * appended to a body segment (body-segments.ts), the row keeps the head and where the body is
    */
   const ins = {
     run(seq: number, queueName: string, messageId: string, exchange: string, routingKey: string, headers: Uint8Array | string | null, body: Uint8Array, ts: number, count: number, expires: number) {
       const h = typeof headers === 'string' ? Buffer.from(headers, 'utf8') : (headers ?? empty)
       const sealed = sealSplit(storeKey, rowAad(storeKeyId, messageId, queueName, exchange, routingKey), h, body)
-      insRow.run(seq, queueName, messageId, exchange, routingKey, sealed.head, sealed.body, ts, count, expires, storeKeyId, body.length)
+      const [seg, at] = segments.append(sealed.body)
+      insRow.run(seq, queueName, messageId, exchange, routingKey, sealed.head, ts, count, expires, storeKeyId, body.length, seg, at)
       counted(queueName, 1, body.length)
     },
   }
   // RETURNING gives the queue and size of the row that went, for the per-queue index (queue_stats)
-  const delRow = db.prepare('DELETE FROM messages WHERE seq = ? RETURNING queue, COALESCE(size, length(body)) AS size, group_id')
+  const delRow = db.prepare('DELETE FROM messages WHERE seq = ? RETURNING queue, COALESCE(size, length(body)) AS size, group_id, seg')
 
   // ---- the per-queue index (queue_stats): what a restart reads instead of the messages ----
   /** message and byte deltas per queue of the transaction being applied, written once at its end */
@@ -73,7 +77,7 @@ function startWriter(): void {
   const chunkArgs: unknown[] = new Array(INSERT_CHUNK * 11)
   const insGroup = db.prepare('INSERT INTO sealed_groups (id, key_id, data, live) VALUES (?,?,?,?)')
   const delGroup = db.prepare('DELETE FROM sealed_groups WHERE id = ?')
-  const queueGroupRows = db.prepare('SELECT group_id FROM messages WHERE queue = ? AND group_id IS NOT NULL')
+  const queueGroupRows = db.prepare('SELECT group_id, seg FROM messages WHERE queue = ? AND (group_id IS NOT NULL OR seg IS NOT NULL)')
   /**
    * How many rows each group still has (sealed_groups.live): a group goes with its last row. Read from
    * the table when a group is first touched and written back at the end of each transaction, so the
@@ -166,7 +170,8 @@ function startWriter(): void {
   // overflow page anyway, to walk the chain, and then finds them there. A SELECT of the queue before a
   // plain DELETE measured the same, and would start a transaction of acks with a read, which SQLite
   // does not retry when another connection holds the write lock.)
-  const delBigRow = db.prepare('DELETE FROM messages WHERE seq = ? RETURNING queue').pluck()
+  // (a row whose body is in a segment has no overflow chain: its seg comes back at no cost)
+  const delBigRow = db.prepare('DELETE FROM messages WHERE seq = ? RETURNING queue, seg').raw(true)
   /**
    * Big deletes wait for the end of the transaction: pages freed in a transaction are read back from
    * disk when an insert of the same transaction reuses them (SQLite keeps their content for a
@@ -182,16 +187,19 @@ function startWriter(): void {
     const d = bigDeletes
     bigDeletes = []
     for (let i = 0; i < d.length; i += 2) {
-      const q = delBigRow.get(d[i]) as string | undefined
-      if (q !== undefined) counted(q, -1, -d[i + 1])
+      const r = delBigRow.get(d[i]) as [string, number | null] | undefined
+      if (r === undefined) continue
+      counted(r[0], -1, -d[i + 1])
+      if (r[1] !== null) segments.released(r[1])
     }
   }
   const del = {
     run(seq: number) {
-      const r = delRow.get(seq) as {queue: string; size: number | null; group_id: number | null} | undefined
+      const r = delRow.get(seq) as {queue: string; size: number | null; group_id: number | null; seg: number | null} | undefined
       if (!r) return
       counted(r.queue, -1, -(r.size ?? 0))
       rowGone(r.group_id)
+      if (r.seg !== null) segments.released(r.seg)
     },
   }
   /**
@@ -202,7 +210,7 @@ function startWriter(): void {
   const DELETE_CHUNK = 32
   // raw: each returned row as an array; building an object per row (a property set per column
   // from C++) cost more than the delete itself
-  const delChunkRows = db.prepare(`DELETE FROM messages WHERE seq IN (${Array.from({length: DELETE_CHUNK}, () => '?').join(',')}) RETURNING queue, COALESCE(size, length(body)), group_id`).raw(true)
+  const delChunkRows = db.prepare(`DELETE FROM messages WHERE seq IN (${Array.from({length: DELETE_CHUNK}, () => '?').join(',')}) RETURNING queue, COALESCE(size, length(body)), group_id, seg`).raw(true)
   const delSeqs: number[] = new Array(DELETE_CHUNK).fill(0)
   let delFill = 0
   /** queues a delete; deleteQueued() runs them (before anything that could read or rewrite the rows) */
@@ -215,9 +223,10 @@ function startWriter(): void {
     if (delFill === 1) del.run(delSeqs[0])
     else {
       delSeqs.fill(0, delFill)
-      for (const r of delChunkRows.all(delSeqs) as [string, number | null, number | null][]) {
+      for (const r of delChunkRows.all(delSeqs) as [string, number | null, number | null, number | null][]) {
         counted(r[0], -1, -(r[1] ?? 0))
         rowGone(r[2])
+        if (r[3] !== null) segments.released(r[3])
       }
     }
     delFill = 0
@@ -401,6 +410,8 @@ function startWriter(): void {
     deleteBig()
     writeDeltas()
     writeLive()
+    // last: the bodies these rows point at reach the disk before the commit does
+    segments.beforeCommit()
   })
   function applyOps(ops: (WireOp | Uint8Array)[], shared: Uint8Array[]): void {
     for (const op of ops) {
@@ -428,7 +439,10 @@ function startWriter(): void {
           bind.run(op[1], op[2], op[3])
           break
         case 'D':
-          for (const r of queueGroupRows.all(op[1]) as {group_id: number}[]) rowGone(r.group_id)
+          for (const r of queueGroupRows.all(op[1]) as {group_id: number | null; seg: number | null}[]) {
+            rowGone(r.group_id)
+            if (r.seg !== null) segments.released(r.seg)
+          }
           for (const s of dq) s.run(op[1])
           deltas.delete(op[1])
           statsDrop.run(op[1])
@@ -459,6 +473,8 @@ function startWriter(): void {
     }
   }
 
+  /** segments emptied by the commits since the last message to the broker (it closes their fds) */
+  let gone: number[] = []
   /** Commits batches in one transaction: undefined, or the error message if it rolled back (none of them written). */
   function commit(batches: Batch[]): string | undefined {
     cancelled = cancelledIn(batches)
@@ -468,10 +484,12 @@ function startWriter(): void {
     try {
       if (scrub) db.pragma('secure_delete = ON')
       apply(batches)
+      gone.push(...segments.afterCommit())
       return undefined
     } catch (error) {
       // the transaction rolled back: the group bookkeeping must follow the database again
       loadGroups()
+      segments.rolledBack()
       nextGroup = ((maxGroup.get() as {m: number | null}).m ?? 0) + 1
       return (error as Error).message
     } finally {
@@ -482,6 +500,7 @@ function startWriter(): void {
 
   parentPort!.on('message', (msg: Batch | {close: true}) => {
     if ('close' in msg) {
+      segments.close()
       db.close()
       parentPort!.postMessage({closed: true})
       return
@@ -504,16 +523,23 @@ function startWriter(): void {
       batches.push(m)
     }
     const error = commit(batches)
-    if (error === undefined) parentPort!.postMessage({ids: batches.map((b) => b.id)})
+    const emptied = () => {
+      if (gone.length === 0) return undefined
+      const g = gone
+      gone = []
+      return g
+    }
+    if (error === undefined) parentPort!.postMessage({gone: emptied(), ids: batches.map((b) => b.id)})
     else if (batches.length === 1) parentPort!.postMessage({error, ids: [msg.id]})
     else {
       // one batch's failure must not fail the others: each on its own, as if never merged
       for (const b of batches) {
         const e = commit([b])
-        parentPort!.postMessage(e === undefined ? {ids: [b.id]} : {error: e, ids: [b.id]})
+        parentPort!.postMessage(e === undefined ? {gone: emptied(), ids: [b.id]} : {error: e, ids: [b.id]})
       }
     }
     if (closing) {
+      segments.close()
       db.close()
       parentPort!.postMessage({closed: true})
     }

@@ -21,6 +21,7 @@ import type {Logger} from '../log.js'
 import {Checkpointer} from '../store/checkpointer.js'
 import {assertPrivateFile, ensurePrivateDir, writeSecretFile} from '../util/fs.js'
 import type {ExchangeType} from '../wire/types.js'
+import {recoverSegments, SEGMENT_SCHEMA, SegmentReader, segmentDir} from './body-segments.js'
 import {DedupeBlocks, type DedupeLog} from './dedupe.js'
 import type {Message} from './message.js'
 
@@ -185,7 +186,8 @@ export function openRecord(key: Uint8Array, aad: Uint8Array, sealed: Buffer): {h
  * the packed insert records of packMessages (seq, queue, message id, exchange, routing key, headers,
  * ts, delivery count, expiry, body). The associated data binds the key id and the group id, and
  * recovery checks each row's columns against its sealed record, so rows and groups cannot be swapped.
- * Bodies of GROUP_BODY_MAX bytes or more are sealed per row as before, so a group stays small.
+ * Bodies of GROUP_BODY_MAX bytes or more are sealed per row as before, so a group stays small, and
+ * their ciphertext goes to a body segment file, not to broker.db (see body-segments.ts).
  */
 export const GROUP_BODY_MAX = 64 * 1024
 /** plaintext bytes after which the writer closes a group and starts the next */
@@ -309,6 +311,9 @@ interface StoredRow {
   key_id: number | null
   group_id: number | null
   size: number | null
+  /** a body in a segment file (body-segments.ts): its id and offset; the body column is then empty */
+  seg: number | null
+  seg_off: number | null
 }
 
 export interface StoredQueue {
@@ -523,7 +528,7 @@ CREATE TABLE IF NOT EXISTS sealed_groups (id INTEGER PRIMARY KEY, key_id INTEGER
 -- the per-queue index a restart reads instead of the messages (kept by the writer in each commit):
 -- a restart costs a row per queue, not a row per message
 CREATE TABLE IF NOT EXISTS queue_stats (queue TEXT PRIMARY KEY, messages INTEGER NOT NULL, bytes INTEGER NOT NULL);
-`
+${SEGMENT_SCHEMA}`
 
 export class DurableStore implements DedupeLog {
   /** read connection (startup recovery, key look-ups); all writes go through the writer thread */
@@ -557,6 +562,7 @@ export class DurableStore implements DedupeLog {
   private failure?: Error
   private readonly key: Buffer
   readonly keyId: number
+  private readonly segments: SegmentReader
   private readonly logger?: Logger
   /** rows readQueue() could not decrypt since the store opened (also logged) */
   unreadable: UnreadableMessage[] = []
@@ -587,6 +593,8 @@ export class DurableStore implements DedupeLog {
       if (!cols.some((c) => c.name === 'group_id')) this.db.exec('ALTER TABLE messages ADD COLUMN group_id INTEGER')
       // size: the body's length (grouped rows keep their body in the group), for bytes on disk per queue
       if (!cols.some((c) => c.name === 'size')) this.db.exec('ALTER TABLE messages ADD COLUMN size INTEGER')
+      // seg, seg_off: where a big body is (body-segments.ts); rows from before keep their body in the row
+      if (!cols.some((c) => c.name === 'seg')) this.db.exec('ALTER TABLE messages ADD COLUMN seg INTEGER; ALTER TABLE messages ADD COLUMN seg_off INTEGER')
       // live rows per sealed group (the writer keeps it; before, it scanned every row at start)
       const gcols = this.db.prepare('PRAGMA table_info(sealed_groups)').all() as {name: string}[]
       if (!gcols.some((c) => c.name === 'live')) {
@@ -618,14 +626,29 @@ export class DurableStore implements DedupeLog {
       throw error
     }
     this.keyId = storeKeyId(this.key)
+    const segDir = segmentDir(dataDir)
+    let segmentStart: number
+    try {
+      const r = recoverSegments(this.db, segDir)
+      segmentStart = r.maxId + 1
+      if (r.removed.length > 0 || r.truncated.length > 0) this.logger?.info('body segments recovered', {removed: r.removed.length, truncated: r.truncated.length})
+      if (r.short.length > 0) {
+        this.logger?.error('body segments are shorter than their committed bytes or missing: their messages will be reported unreadable', {segments: r.short, hint: 'Try this: restore data/bodies from the backup that holds this broker.db'})
+      }
+    } catch (error) {
+      this.db.close()
+      throw new UnavailableError('E_STORE_OPEN', `cannot open the body segments in ${segDir}: ${(error as Error).message}`, {hint: 'Try this: check the permissions of $MQ_HOME/data/bodies', cause: error})
+    }
+    this.segments = new SegmentReader(segDir)
     // everything already in broker.db is committed
     this.committedSeq = this.maxSeq()
     const sync = opts.synchronous ?? 'FULL'
-    this.worker = new Worker(new URL('./store-worker.js', import.meta.url), {workerData: {file: this.file, key: this.key, keyId: this.keyId, synchronous: sync}})
+    this.worker = new Worker(new URL('./store-worker.js', import.meta.url), {workerData: {file: this.file, key: this.key, keyId: this.keyId, segmentDir: segDir, segmentStart, synchronous: sync}})
     this.worker.unref()
     this.checkpointer = new Checkpointer(this.file, {synchronous: sync})
     // the writer names the batches one commit covered (it takes every batch queued when it starts one)
-    this.worker.on('message', (m: {ids?: number[]; error?: string; closed?: boolean}) => {
+    this.worker.on('message', (m: {ids?: number[]; error?: string; closed?: boolean; gone?: number[]}) => {
+      if (m.gone) this.segments.gone(m.gone)
       if (m.ids === undefined) return
       const err = m.error ? new UnavailableError('E_STORE_WRITE', `the broker store could not commit: ${m.error}`, {hint: 'Try this: check free disk space and permissions of $MQ_HOME/data'}) : undefined
       for (const id of m.ids) {
@@ -908,7 +931,7 @@ export class DurableStore implements DedupeLog {
    */
   readQueue(queue: string, afterSeq: number, uptoSeq: number, limit: number, maxBytes: number): {messages: StoredMessage[]; lastSeq: number; skipped: number; skippedBytes: number} {
     this.pageStmt ??= this.db.prepare(
-      'SELECT seq, queue, message_id, exchange, routing_key, headers, body, ts, delivery_count, expires_at, key_id, group_id, COALESCE(size, length(body)) AS size FROM messages WHERE seq > ? AND seq <= ? AND queue = ? ORDER BY seq LIMIT ?',
+      'SELECT seq, queue, message_id, exchange, routing_key, headers, body, ts, delivery_count, expires_at, key_id, group_id, COALESCE(size, length(body)) AS size, seg, seg_off FROM messages WHERE seq > ? AND seq <= ? AND queue = ? ORDER BY seq LIMIT ?',
     )
     const messages: StoredMessage[] = []
     let lastSeq = afterSeq
@@ -964,13 +987,23 @@ export class DurableStore implements DedupeLog {
           headers = rec.headers || null
         }
       } else {
-        try {
-          const aad = rowAad(r.key_id, r.message_id, r.queue, r.exchange, r.routing_key)
-          const o = Buffer.isBuffer(r.headers) ? openSplit(this.key, aad, r.headers, r.body) : openRecord(this.key, aad, r.body)
-          body = o.body
-          headers = o.headers
-        } catch (error) {
-          reason = `authentication failed, the row was altered or moved (${(error as Error).message})`
+        let sealed = r.body
+        if (r.seg !== null) {
+          try {
+            sealed = this.segments.read(r.seg, r.seg_off!, r.size!)
+          } catch (error) {
+            reason = `its body segment ${r.seg} cannot be read (${(error as Error).message})`
+          }
+        }
+        if (reason === undefined) {
+          try {
+            const aad = rowAad(r.key_id, r.message_id, r.queue, r.exchange, r.routing_key)
+            const o = Buffer.isBuffer(r.headers) ? openSplit(this.key, aad, r.headers, sealed) : openRecord(this.key, aad, sealed)
+            body = o.body
+            headers = o.headers
+          } catch (error) {
+            reason = `authentication failed, the row was altered or moved (${(error as Error).message})`
+          }
         }
       }
       if (reason !== undefined) {
@@ -1050,6 +1083,7 @@ export class DurableStore implements DedupeLog {
     })
     await this.worker.terminate()
     await this.checkpointer.close()
+    this.segments.close()
     this.db.close()
   }
 }

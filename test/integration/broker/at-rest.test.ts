@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import {existsSync, readFileSync, statSync} from 'node:fs'
+import {existsSync, readdirSync, readFileSync, statSync} from 'node:fs'
 import {join} from 'node:path'
 import {after, test} from 'node:test'
 
@@ -14,13 +14,15 @@ after(async () => {
   await broker?.cleanup()
 })
 
-/** raw bytes of broker.db, broker.db-wal and broker.db-shm (those that exist) */
+/** raw bytes of broker.db, broker.db-wal and broker.db-shm (those that exist) and of the body segments */
 function storeBytes(home: string): Buffer {
   const out: Buffer[] = []
   for (const f of ['broker.db', 'broker.db-wal', 'broker.db-shm']) {
     const p = join(home, 'data', f)
     if (existsSync(p)) out.push(readFileSync(p))
   }
+  const bodies = join(home, 'data', 'bodies')
+  for (const f of existsSync(bodies) ? readdirSync(bodies) : []) out.push(readFileSync(join(bodies, f)))
   return Buffer.concat(out)
 }
 
@@ -47,6 +49,14 @@ test('durable message bodies and headers are encrypted at rest, survive a restar
   assert.equal(sent.code, 0, sent.stderr)
   const cliId = (JSON.parse(sent.stdout.trim().split('\n')[0]!) as {message_id: string}).message_id
   assert.ok(cliId)
+  // a big body (its ciphertext goes to a body segment file, not broker.db)
+  await admin.declareQueue('vault.big', {durable: true})
+  const bigBody = Buffer.concat(Array.from({length: 6000}, (_, i) => Buffer.from(`${bodyMarker}:${i};`)))
+  assert.ok(bigBody.length >= 128 * 1024)
+  await admin.publish('', 'vault.big', bigBody, {messageId: 'big-1'})
+  const segs = readdirSync(join(home, 'data', 'bodies'))
+  assert.equal(segs.length, 1, 'the big body is in a body segment')
+  assert.equal(statSync(join(home, 'data', 'bodies', segs[0]!)).mode & 0o777, 0o600, 'a body segment is 0600')
 
   // all three are confirmed, i.e. committed: their (plaintext) message ids are on disk, their contents are not
   const live = storeBytes(home)
@@ -81,6 +91,9 @@ test('durable message bodies and headers are encrypted at rest, survive a restar
   assert.equal(d2?.messageId, cliId, 'the tampered message is skipped, the next one is delivered')
   assert.equal(d2.body.toString(), cliMarker)
   assert.equal(await c.get('vault'), null, 'the tampered message is never delivered')
+  const big = await c.get('vault.big')
+  assert.equal(big?.messageId, 'big-1')
+  assert.ok(big.body.equals(bigBody), 'the big body is byte-identical after restart')
   // reported when the queue is read back (a restart reads no message: see paging in docs/protocol.md)
   assert.match(broker.log(), /cannot be decrypted.*skipped/)
   assert.match(broker.log(), /tamper-me-1/)

@@ -5,6 +5,7 @@ import {test} from 'node:test'
 
 import Database from 'better-sqlite3'
 
+import {segmentFile} from '../../../src/lib/broker/body-segments.js'
 import {Engine} from '../../../src/lib/broker/engine.js'
 import {DurableStore, STORE_PAGE_BYTES, openGroup, readInsertRecord, storeKeyId} from '../../../src/lib/broker/store.js'
 import type {MqError} from '../../../src/lib/errors.js'
@@ -348,7 +349,7 @@ test('sealed groups: one commit seals its small messages together; a group goes 
     e.publish('', 'g', big, {messageId: 'big-1'})
     e.publish('', 'gone', Buffer.from('dropped with its queue'), {messageId: 'q-1'})
     await store.flush()
-    const rows = () => store.db.prepare('SELECT message_id AS id, group_id AS g, length(body) AS n, length(headers) AS hn FROM messages ORDER BY seq').all() as {id: string; g: number | null; n: number; hn: number | null}[]
+    const rows = () => store.db.prepare('SELECT message_id AS id, group_id AS g, length(body) AS n, length(headers) AS hn, seg, size FROM messages ORDER BY seq').all() as {id: string; g: number | null; n: number; hn: number | null; seg: number | null; size: number}[]
     const groups = () => (store.db.prepare('SELECT COUNT(*) AS n FROM sealed_groups').get() as {n: number}).n
     const r1 = rows()
     const small = r1.filter((r) => r.id.startsWith('s-'))
@@ -356,8 +357,10 @@ test('sealed groups: one commit seals its small messages together; a group goes 
     assert.ok(small.every((r) => r.g !== null && r.n === 0))
     const bigRow = r1.find((r) => r.id === 'big-1')!
     assert.equal(bigRow.g, null, 'a 100 KiB body is sealed in its own row')
-    // sealed split: the body column is the body's ciphertext, nonce, sealed headers length and tag beside it
-    assert.equal(bigRow.n, big.length)
+    // sealed split: the body's ciphertext is in a body segment, nonce, sealed headers length and tag in the row
+    assert.equal(bigRow.n, 0)
+    assert.ok(bigRow.seg !== null)
+    assert.equal(bigRow.size, big.length)
     assert.equal(bigRow.hn, 12 + 4 + 16)
     assert.equal(groups(), 1)
 
@@ -446,10 +449,12 @@ test('bodies in shared memory (as the frame parser makes big ones) reach broker.
     assert.deepEqual(rows.map((r) => [r.id, r.size]), bodies.map((b, i) => [`m-${i}`, b.length]))
     for (const i of [1, 3]) {
       assert.equal(rows[i].g, null, 'a body of 64 KiB or more is sealed in its own row')
-      const stored = store.db.prepare('SELECT headers, body FROM messages WHERE message_id = ?').get(`m-${i}`) as {headers: Buffer; body: Buffer}
-      assert.equal(stored.body.length, bodies[i].length)
+      const stored = store.db.prepare('SELECT headers, body, seg, seg_off FROM messages WHERE message_id = ?').get(`m-${i}`) as {headers: Buffer; body: Buffer; seg: number; seg_off: number}
+      assert.equal(stored.body.length, 0, 'its ciphertext is in a body segment')
+      const seg = readFileSync(segmentFile(join(dir, 'bodies'), stored.seg)).subarray(stored.seg_off, stored.seg_off + bodies[i].length)
+      assert.equal(seg.length, bodies[i].length)
       assert.equal(stored.headers.length, 12 + 4 + (i === 3 ? '{"k":"v"}'.length : 0) + 16)
-      assert.equal(stored.body.indexOf(bodies[i].subarray(0, 64)), -1, 'no plaintext in broker.db')
+      assert.equal(seg.indexOf(bodies[i].subarray(0, 64)), -1, 'no plaintext in the segment')
       assert.equal(stored.headers.indexOf('"k"'), -1, 'headers sealed too')
     }
     await store.close()
@@ -466,12 +471,14 @@ test('bodies in shared memory (as the frame parser makes big ones) reach broker.
     assert.deepEqual(store2.queueIndex().get('s'), {bytes: bodies.slice(2).reduce((n, b) => n + b.length, 0), messages: 3})
     await store2.close()
 
-    // a split-sealed row with one body byte flipped, or with another row's head, is refused
+    // a split-sealed row with one body byte flipped (in its segment) is refused
     const db = new Database(join(dir, 'broker.db'))
-    const altered = (db.prepare("SELECT body FROM messages WHERE message_id = 'm-3'").get() as {body: Buffer}).body
-    altered[100] ^= 1
-    db.prepare("UPDATE messages SET body = ? WHERE message_id = 'm-3'").run(altered)
+    const at = db.prepare("SELECT seg, seg_off FROM messages WHERE message_id = 'm-3'").get() as {seg: number; seg_off: number}
     db.close()
+    const segPath = segmentFile(join(dir, 'bodies'), at.seg)
+    const segBytes = readFileSync(segPath)
+    segBytes[at.seg_off + 100] ^= 1
+    writeFileSync(segPath, segBytes)
     const store3 = new DurableStore(dir, 0, {keyFile})
     assert.deepEqual(peekQueue(new Engine({store: store3}), 's').map((m) => m.messageId), ['m-2', 'm-4'])
     assert.deepEqual(store3.unreadable.map((u) => [u.messageId, /authentication failed/.test(u.reason)]), [['m-3', true]])
