@@ -47,7 +47,9 @@ for (const s of streams) {
     if (e.type === 'test:pass' || e.type === 'test:fail') {
       const {details, file, nesting, skip, todo} = e.data
       if (nesting === 0 && file) perFile.set(file, (perFile.get(file) ?? 0) + (details.duration_ms ?? 0))
-      if (details.type !== 'suite') {
+      // a suite counts only when it failed itself (a before() hook), not through its tests
+      if (details.type === 'suite' && e.type === 'test:fail' && details.error?.failureType !== 'subtestsFailed') count.fail++
+      else if (details.type !== 'suite') {
         if (skip) count.skipped++
         else if (todo) count.todo++
         else if (e.type === 'test:pass') count.pass++
