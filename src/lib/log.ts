@@ -1,4 +1,6 @@
-import {pino, type Logger as Pino, stdTimeFunctions} from 'pino'
+import {createRequire} from 'node:module'
+
+import type {Logger as Pino} from 'pino'
 
 import {LOG_FORMATS, LOG_LEVELS} from './config/schema.js'
 
@@ -23,6 +25,10 @@ interface Shared {
   /** pino children by component, so a hot path does not make one per line */
   children: Map<string, Pino>
 }
+
+// pino (about 25 modules) loads with the first JSON line: text logs, the default, and every CLI
+// call that logs nothing do not pay for it at startup. CommonJS, so loading it stays synchronous.
+const require = createRequire(import.meta.url)
 
 const stderrSink: Sink = (line) => process.stderr.write(line + '\n')
 
@@ -102,6 +108,7 @@ export class Logger {
   private pinoFor(): Pino {
     const s = this.shared
     if (!s.pino) {
+      const {pino, stdTimeFunctions} = require('pino') as typeof import('pino')
       // synchronous writes: a server's last lines before it exits (a fatal error, a signal) are not lost
       const stream = s.sink === stderrSink ? pino.destination({dest: 2, sync: true}) : {write: (chunk: string) => s.sink(chunk.replace(/\n$/, ''))}
       s.pino = pino(

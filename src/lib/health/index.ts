@@ -6,7 +6,7 @@
 import {X509Certificate} from 'node:crypto'
 import {existsSync, readFileSync, statSync} from 'node:fs'
 
-import * as x509 from '@peculiar/x509'
+import type * as x509 from '@peculiar/x509'
 
 import type {MqHome} from '../config/home.js'
 import {normSerial, parseCrl} from '../pki/certs.js'

@@ -1,6 +1,7 @@
 import {X509Certificate, createPrivateKey, createPublicKey, type KeyObject} from 'node:crypto'
-import * as x509 from '@peculiar/x509'
 import {existsSync, readFileSync, rmSync} from 'node:fs'
+
+import type * as x509 from '@peculiar/x509'
 
 import type {MqConfig} from '../config/schema.js'
 import type {MqHome} from '../config/home.js'
@@ -12,6 +13,7 @@ import {buildCert, buildCrl, fingerprintOf, generateRsa, loadPrivateKey, normSer
 import {type CertType, type IndexEntry, IndexStore, REVOCATION_REASONS, type RevocationReason} from './index-store.js'
 import {type E2eIdentity, identityFiles, loadIdentity} from './identity.js'
 import {encryptPrivateKey} from './key-encryption.js'
+import {x509 as x509Lib} from './libs.js'
 import {badPem} from './pem.js'
 
 export interface CertRecord {
@@ -477,7 +479,7 @@ async function parseRequest(pem: string, path: string): Promise<{cn?: string; sa
   let req: x509.Pkcs10CertificateRequest
   try {
     if (!/-----BEGIN (NEW )?CERTIFICATE REQUEST-----/.test(pem)) throw new Error('no CERTIFICATE REQUEST block')
-    req = new x509.Pkcs10CertificateRequest(pem.replace(/NEW CERTIFICATE REQUEST/g, 'CERTIFICATE REQUEST'))
+    req = new (x509Lib().Pkcs10CertificateRequest)(pem.replace(/NEW CERTIFICATE REQUEST/g, 'CERTIFICATE REQUEST'))
   } catch (error) {
     throw new DataError('E_BAD_PEM', badPem(path, pem, 'certificate request', error).message, {hint: 'Try this: give the PEM request file (openssl req -new -key KEY -out REQ.csr writes one)'})
   }

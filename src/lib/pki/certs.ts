@@ -1,12 +1,11 @@
-import * as x509 from '@peculiar/x509'
+import type * as x509 from '@peculiar/x509'
 import {X509Certificate, createHash, createPrivateKey, generateKeyPairSync, randomBytes, type KeyObject, webcrypto} from 'node:crypto'
 import {isIP} from 'node:net'
-import forge from 'node-forge'
+import type forge from 'node-forge'
 
 import {DataError} from '../errors.js'
 import type {CertType, RevocationReason} from './index-store.js'
-
-x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0])
+import {forge as forgeLib, x509 as x509Lib} from './libs.js'
 
 export interface KeyPair {
   publicPem: string
@@ -87,8 +86,9 @@ export const OU_OF = OU
 
 /** Builds and signs an X.509 v3 certificate with SHA-256 (forge defaults to SHA-1, never used here). */
 export function buildCert(o: BuildCertOptions): string {
-  const cert = forge.pki.createCertificate()
-  cert.publicKey = forge.pki.publicKeyFromPem(o.publicPem)
+  const {md, pki} = forgeLib()
+  const cert = pki.createCertificate()
+  cert.publicKey = pki.publicKeyFromPem(o.publicPem)
   cert.serialNumber = o.serial
   cert.validity.notBefore = o.notBefore
   cert.validity.notAfter = o.notAfter
@@ -101,14 +101,14 @@ export function buildCert(o: BuildCertOptions): string {
   const exts: object[] = [{name: 'subjectKeyIdentifier'}]
   let signKey: forge.pki.rsa.PrivateKey
   if (o.issuer) {
-    const ca = forge.pki.certificateFromPem(o.issuer.certPem)
+    const ca = pki.certificateFromPem(o.issuer.certPem)
     cert.setIssuer(ca.subject.attributes)
     exts.push({keyIdentifier: ca.generateSubjectKeyIdentifier().getBytes(), name: 'authorityKeyIdentifier'})
-    signKey = forge.pki.privateKeyFromPem(o.issuer.keyPem) as forge.pki.rsa.PrivateKey
+    signKey = pki.privateKeyFromPem(o.issuer.keyPem) as forge.pki.rsa.PrivateKey
   } else {
     cert.setIssuer(subject)
     exts.push({keyIdentifier: cert.generateSubjectKeyIdentifier().getBytes(), name: 'authorityKeyIdentifier'})
-    signKey = forge.pki.privateKeyFromPem(o.selfKeyPem!) as forge.pki.rsa.PrivateKey
+    signKey = pki.privateKeyFromPem(o.selfKeyPem!) as forge.pki.rsa.PrivateKey
   }
   switch (o.type) {
     case 'ca':
@@ -129,8 +129,8 @@ export function buildCert(o: BuildCertOptions): string {
       break
   }
   cert.setExtensions(exts)
-  cert.sign(signKey, forge.md.sha256.create())
-  return forge.pki.certificateToPem(cert)
+  cert.sign(signKey, md.sha256.create())
+  return pki.certificateToPem(cert)
 }
 
 /** PKCS#1 PEM of a (possibly passphrase-protected) private key, for forge. */
@@ -142,13 +142,13 @@ export function loadPrivateKey(pem: string, passphrase?: string): KeyObject {
   return createPrivateKey(passphrase === undefined ? pem : {key: pem, passphrase})
 }
 
-const REASON_CODE: Record<RevocationReason, x509.X509CrlReason> = {
-  'affiliation-changed': x509.X509CrlReason.affiliationChanged,
-  'ca-compromise': x509.X509CrlReason.cACompromise,
-  'cessation-of-operation': x509.X509CrlReason.cessationOfOperation,
-  'key-compromise': x509.X509CrlReason.keyCompromise,
-  superseded: x509.X509CrlReason.superseded,
-  unspecified: x509.X509CrlReason.unspecified,
+const REASON_NAME: Record<RevocationReason, keyof typeof x509.X509CrlReason> = {
+  'affiliation-changed': 'affiliationChanged',
+  'ca-compromise': 'cACompromise',
+  'cessation-of-operation': 'cessationOfOperation',
+  'key-compromise': 'keyCompromise',
+  superseded: 'superseded',
+  unspecified: 'unspecified',
 }
 
 function derInteger(n: number): Uint8Array {
@@ -167,13 +167,14 @@ export interface CrlEntryInput {
 
 /** A v2 CRL signed with SHA-256, with CRL number and authority key identifier. PEM label X509 CRL (Node rejects "CRL"). */
 export async function buildCrl(o: {caCertPem: string; caKey: KeyObject; number: number; thisUpdate: Date; nextUpdate: Date; entries: CrlEntryInput[]}): Promise<string> {
+  const x509 = x509Lib()
   const ca = new x509.X509Certificate(o.caCertPem)
   const signingKey = await webcrypto.subtle.importKey('pkcs8', o.caKey.export({format: 'der', type: 'pkcs8'}), {hash: 'SHA-256', name: 'RSASSA-PKCS1-v1_5'}, false, ['sign'])
   const ski = ca.getExtension(x509.SubjectKeyIdentifierExtension)
   const extensions: x509.Extension[] = [new x509.Extension('2.5.29.20', false, derInteger(o.number))]
   if (ski) extensions.push(new x509.AuthorityKeyIdentifierExtension(ski.keyId))
   const crl = await x509.X509CrlGenerator.create({
-    entries: o.entries.map((e) => ({reason: e.reason ? REASON_CODE[e.reason] : undefined, revocationDate: e.revokedAt, serialNumber: e.serial})),
+    entries: o.entries.map((e) => ({reason: e.reason ? x509.X509CrlReason[REASON_NAME[e.reason]] : undefined, revocationDate: e.revokedAt, serialNumber: e.serial})),
     extensions,
     issuer: ca.subjectName,
     nextUpdate: o.nextUpdate,
@@ -189,7 +190,7 @@ export async function buildCrl(o: {caCertPem: string; caKey: KeyObject; number: 
  * "CRL", so every reader goes through here. Throws on anything that is not a CRL.
  */
 export function parseCrl(pem: string | Buffer): x509.X509Crl {
-  return new x509.X509Crl(pem.toString().replace(/X509 CRL/g, 'CRL'))
+  return new (x509Lib().X509Crl)(pem.toString().replace(/X509 CRL/g, 'CRL'))
 }
 
 /** Serials listed in a CRL, after checking its signature against the CA. Throws DataError if it is not ours. */
@@ -200,7 +201,7 @@ export async function readCrl(crlPem: string, caCertPem: string): Promise<{seria
   } catch (error) {
     throw new DataError('E_CRL_CORRUPT', `The CRL cannot be parsed: ${(error as Error).message}`, {hint: 'Try this: mq cert crl (republishes it).'})
   }
-  const ca = new x509.X509Certificate(caCertPem)
+  const ca = new (x509Lib().X509Certificate)(caCertPem)
   const ok = await crl.verify({publicKey: await ca.publicKey.export()})
   if (!ok) throw new DataError('E_CRL_UNTRUSTED', 'The CRL is not signed by our CA.', {hint: 'Try this: mq cert crl (republishes it).'})
   return {nextUpdate: crl.nextUpdate, serials: new Set(crl.entries.map((e) => normSerial(e.serialNumber))), thisUpdate: crl.thisUpdate}

@@ -11,19 +11,21 @@
  * Keys written before (PBKDF2) still load: createPrivateKey reads either.
  */
 import {createCipheriv, type KeyObject, randomBytes, scryptSync} from 'node:crypto'
-import forge from 'node-forge'
+import type forge from 'node-forge'
+
+import {forge as forgeLib} from './libs.js'
 
 export const KEY_SCRYPT = {N: 16_384, p: 5, r: 8} as const
 
-const asn1 = forge.asn1
+const asn1 = () => forgeLib().asn1
 const OID_PBES2 = '1.2.840.113549.1.5.13'
 const OID_SCRYPT = '1.3.6.1.4.1.11591.4.11'
 const OID_AES256_CBC = '2.16.840.1.101.3.4.1.42'
 
-const seq = (...v: forge.asn1.Asn1[]) => asn1.create(asn1.Class.UNIVERSAL, asn1.Type.SEQUENCE, true, v)
-const oid = (o: string) => asn1.create(asn1.Class.UNIVERSAL, asn1.Type.OID, false, asn1.oidToDer(o).getBytes())
-const octets = (b: Buffer) => asn1.create(asn1.Class.UNIVERSAL, asn1.Type.OCTETSTRING, false, b.toString('binary'))
-const int = (n: number) => asn1.create(asn1.Class.UNIVERSAL, asn1.Type.INTEGER, false, asn1.integerToDer(n).getBytes())
+const seq = (...v: forge.asn1.Asn1[]) => asn1().create(asn1().Class.UNIVERSAL, asn1().Type.SEQUENCE, true, v)
+const oid = (o: string) => asn1().create(asn1().Class.UNIVERSAL, asn1().Type.OID, false, asn1().oidToDer(o).getBytes())
+const octets = (b: Buffer) => asn1().create(asn1().Class.UNIVERSAL, asn1().Type.OCTETSTRING, false, b.toString('binary'))
+const int = (n: number) => asn1().create(asn1().Class.UNIVERSAL, asn1().Type.INTEGER, false, asn1().integerToDer(n).getBytes())
 
 /** PEM "ENCRYPTED PRIVATE KEY": the key as PKCS#8, sealed under scrypt(passphrase) with AES-256-CBC. */
 export function encryptPrivateKey(key: KeyObject, passphrase: string, params: {N: number; r: number; p: number} = KEY_SCRYPT): string {
@@ -37,6 +39,6 @@ export function encryptPrivateKey(key: KeyObject, passphrase: string, params: {N
     seq(oid(OID_PBES2), seq(seq(oid(OID_SCRYPT), seq(octets(salt), int(params.N), int(params.r), int(params.p), int(32))), seq(oid(OID_AES256_CBC), octets(iv)))),
     octets(encrypted),
   )
-  const body = Buffer.from(asn1.toDer(info).getBytes(), 'binary').toString('base64')
+  const body = Buffer.from(asn1().toDer(info).getBytes(), 'binary').toString('base64')
   return `-----BEGIN ENCRYPTED PRIVATE KEY-----\n${body.match(/.{1,64}/g)!.join('\n')}\n-----END ENCRYPTED PRIVATE KEY-----\n`
 }

@@ -2,9 +2,9 @@ import {X509Certificate, createVerify} from 'node:crypto'
 import {EventEmitter} from 'node:events'
 import {existsSync, readFileSync, readdirSync, statSync} from 'node:fs'
 import {join} from 'node:path'
-import type {ConnectionOptions, TLSSocket, TlsOptions} from 'node:tls'
+import {type ConnectionOptions, type TLSSocket, type TlsOptions, createSecureContext} from 'node:tls'
 
-import * as x509 from '@peculiar/x509'
+import type * as x509 from '@peculiar/x509'
 
 import type {MqHome} from '../config/home.js'
 import {ExitCode, MqError} from '../errors.js'
@@ -84,11 +84,19 @@ export function clientTlsOptions(home: MqHome, identity: string): ConnectionOpti
   return {...m, ...crlOption(home), minVersion: 'TLSv1.2', rejectUnauthorized: true}
 }
 
-/** pki/crl.pem for a TLS context, parsed first so a damaged file is named (exit 65) rather than failing inside OpenSSL. */
+/**
+ * pki/crl.pem for a TLS context, loaded into a context of its own first so a damaged file is named
+ * (exit 65) rather than failing inside the connection. OpenSSL's parser is the one the handshake
+ * uses, and it spares every client call loading @peculiar/x509 just to read the CRL.
+ */
 function crlOption(home: MqHome): {crl?: Buffer} {
   if (!existsSync(home.crl)) return {}
   const crl = readFileSync(home.crl)
-  parseCrlPem(home.crl, crl)
+  try {
+    createSecureContext({crl})
+  } catch (error) {
+    throw badPem(home.crl, crl, 'CRL', error)
+  }
   return {crl}
 }
 
