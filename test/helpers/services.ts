@@ -1,4 +1,5 @@
-import {randomBytes} from 'node:crypto'
+import {randomBytes, randomInt} from 'node:crypto'
+import {readFileSync} from 'node:fs'
 import {createServer} from 'node:net'
 
 /** Real services on this machine's loopback; override with env for other setups. */
@@ -10,13 +11,45 @@ export function uniqueName(prefix: string): string {
   return `${prefix}_${process.pid}_${randomBytes(4).toString('hex')}`
 }
 
-/** A free TCP port on 127.0.0.1. */
-export function freePort(): Promise<number> {
+/**
+ * A free TCP port on 127.0.0.1, below the kernel's ephemeral range. A port the kernel handed out
+ * for listen(0) lies inside that range, so between our probe and the server's own bind the local end
+ * of any outgoing connection (a client, a Redis or MySQL pool) could take it: the full suite then
+ * failed with "the port is in use". Ports below the range are only ever taken by an explicit bind.
+ */
+export async function freePort(): Promise<number> {
+  const [low] = ephemeralRange()
+  const base = 10_000
+  for (let i = 0; i < 64 && low - base > 1000; i++) {
+    const port = base + randomInt(low - base)
+    if (await canListen(port)) return port
+  }
+  return listenPort(0)
+}
+
+function ephemeralRange(): [number, number] {
+  try {
+    const [lo, hi] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number)
+    if (lo > 0 && hi >= lo) return [lo, hi]
+  } catch {
+    // not Linux: the common default
+  }
+  return [32_768, 60_999]
+}
+
+function canListen(port: number): Promise<boolean> {
+  return listenPort(port).then(
+    () => true,
+    () => false,
+  )
+}
+
+function listenPort(port: number): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer()
     srv.unref()
     srv.on('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
+    srv.listen(port, '127.0.0.1', () => {
       const addr = srv.address()
       srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))))
     })
