@@ -12,7 +12,8 @@
  *   (a torn tail: appended, then a crash or a rolled back commit) are truncated at open, and a file
  *   without a row or without live rows (its last row went, then a crash before the unlink) is removed;
  * - a new writer never appends to an old segment: it starts the next id;
- * - a segment is only unlinked or cut after the commit that dropped its last row, which relies on that
+ * - bytes are never rewritten: a segment is appended to until it is rolled or goes, never cut and reused;
+ * - a segment is only unlinked after the commit that dropped its last row, which relies on that
  *   commit being durable when it returns (synchronous=FULL, what the broker runs with): under NORMAL a
  *   power loss could bring back rows whose bytes are gone (they would be reported unreadable).
  */
@@ -23,6 +24,8 @@ import type Database from 'better-sqlite3'
 
 /** a segment is rolled once it holds this many bytes (so an old one can go while new bodies arrive) */
 export const SEGMENT_MAX_BYTES = 64 * 1024 * 1024
+/** the segment being appended to, once emptied, is kept (dead bytes and all) below this size, and goes at or above it */
+export const EMPTIED_KEEP_BYTES = 8 * 1024 * 1024
 
 export const SEGMENT_SCHEMA = `
 -- body segments (body-segments.ts): live = rows pointing at the file, end = bytes committed in it
@@ -179,18 +182,23 @@ export class SegmentWriter {
 
   /**
    * After the commit: the files of emptied segments go (a crash before this leaves them to
-   * recoverSegments). The one being appended to is cut to 0 bytes and reused instead: a consumer that
-   * keeps up empties it at every commit, and a new file each time (create, fsync of the directory,
-   * unlink) cost more than the SQLite path it replaces at 64 KiB. Its row went in the commit, so a
-   * crash from here on leaves a file no row points at, which recoverSegments removes.
+   * recoverSegments). The one being appended to stays and is appended to further, below
+   * EMPTIED_KEEP_BYTES: a consumer that keeps up empties it at every commit, and a new file each time
+   * (create, fsync of the directory, unlink) cost more than the SQLite path it replaces at 64 KiB. It is
+   * never cut and rewritten from offset 0: a byte a committed row pointed at keeps its value while the
+   * file exists, which a backup holding the file open across broker.db's snapshot relies on (it copies
+   * each segment up to the end its snapshot committed: rewritten bytes would be another row's body).
+   * Its row went in the commit, so a crash from here on leaves a file no row points at, which
+   * recoverSegments removes.
    */
   afterCommit(): number[] {
     const gone: number[] = []
     for (const id of this.emptied) {
-      if (this.active?.id === id) {
-        ftruncateSync(this.active.fd, 0)
-        this.active.size = 0
-        continue
+      const a = this.active
+      if (a?.id === id) {
+        if (a.size < EMPTIED_KEEP_BYTES) continue
+        closeSync(a.fd)
+        this.active = undefined
       }
       gone.push(id)
       try {

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict'
-import {appendFileSync, existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync} from 'node:fs'
+import {appendFileSync, closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {test} from 'node:test'
 
-import {SEGMENT_MAX_BYTES, segmentFile} from '../../../src/lib/broker/body-segments.js'
+import {EMPTIED_KEEP_BYTES, SEGMENT_MAX_BYTES, segmentFile} from '../../../src/lib/broker/body-segments.js'
 import {Engine} from '../../../src/lib/broker/engine.js'
 import {DurableStore} from '../../../src/lib/broker/store.js'
 import {peekQueue} from '../../helpers/engine.js'
@@ -104,7 +104,35 @@ test('big durable bodies go to a 0600 body segment (ciphertext only), rows point
   })
 })
 
-test('the segment being appended to is cut to 0 bytes once all its rows are acked and reused, and goes at a clean stop; purge and queue delete free theirs', async () => {
+test('a segment held open across a snapshot of broker.db (what mq backup does) still has the bytes that snapshot points at after their row is acked and another big body is published', async () => {
+  await withHome(async (dir, open) => {
+    const {e, store} = open()
+    e.declareQueue('a', {durable: true})
+    const s = e.openSession('c', {deliver: () => {}, writable: () => true})
+    e.publish('', 'a', bodyOf(100 * 1024, 3), {messageId: 'a-0'})
+    await store.flush()
+    const [name] = segFiles(dir)
+    const held = openSync(join(dir, 'bodies', name), 'r')
+    try {
+      // the snapshot: the row of a-0 and its segment's committed end
+      const row = store.db.prepare("SELECT seg, seg_off AS off, size FROM messages WHERE message_id = 'a-0'").get() as {seg: number; off: number; size: number}
+      const {end} = store.db.prepare('SELECT end FROM body_segments WHERE id = ?').get(row.seg) as {end: number}
+      const before = readFileSync(join(dir, 'bodies', name)).subarray(0, end)
+      e.ack(s, e.get(s, 'a')!.deliveryTag)
+      await store.flush()
+      e.publish('', 'a', bodyOf(120 * 1024, 5), {messageId: 'a-1'})
+      await store.flush()
+      const copy = Buffer.alloc(end)
+      assert.equal(readSync(held, copy, 0, end, 0), end, 'the held segment still holds the snapshot\'s committed end')
+      assert.ok(copy.equals(before), "the bytes a-0's committed row pointed at were rewritten (a backup would copy a-1's ciphertext as a-0's body)")
+      assert.equal(peekQueue(e, 'a')[0].body.equals(bodyOf(120 * 1024, 5)), true)
+    } finally {
+      closeSync(held)
+    }
+  })
+})
+
+test('the segment being appended to is kept once all its rows are acked and appended to further, goes at a clean stop, and goes at once when emptied at EMPTIED_KEEP_BYTES or more; purge and queue delete free theirs', async () => {
   await withHome(async (dir, open) => {
     const {e, store} = open()
     e.declareQueue('a', {durable: true})
@@ -117,12 +145,13 @@ test('the segment being appended to is cut to 0 bytes once all its rows are acke
     const [active] = segFiles(dir)
     e.ack(s, e.get(s, 'a')!.deliveryTag)
     await store.flush()
-    assert.equal(statSync(join(dir, 'bodies', active)).size, 0, 'the active segment was cut to 0 bytes with its last row')
+    assert.equal(statSync(join(dir, 'bodies', active)).size, 100 * 1024, 'the active segment keeps its bytes after its last row went')
     assert.deepEqual(store.db.prepare('SELECT id FROM body_segments').all(), [])
     e.publish('', 'a', bodyOf(100 * 1024, 5), {messageId: 'a-1'})
     await store.flush()
-    assert.deepEqual(segFiles(dir), [active], 'and reused for the next big body')
-    assert.equal(statSync(join(dir, 'bodies', active)).size, 100 * 1024)
+    assert.deepEqual(segFiles(dir), [active], 'and is appended to for the next big body')
+    assert.equal(statSync(join(dir, 'bodies', active)).size, 200 * 1024)
+    assert.deepEqual(store.db.prepare('SELECT seg_off AS off FROM messages').all(), [{off: 100 * 1024}])
     assert.equal(peekQueue(e, 'a')[0].body.equals(bodyOf(100 * 1024, 5)), true)
     e.ack(s, e.get(s, 'a')!.deliveryTag)
     for (let i = 0; i < 3; i++) e.publish('', 'p', bodyOf(80 * 1024, i + 1), {messageId: `p-${i}`})
@@ -134,8 +163,25 @@ test('the segment being appended to is cut to 0 bytes once all its rows are acke
     assert.equal(segFiles(dir).length, 1, "queue d's rows keep the segment")
     e.deleteQueue('d')
     await store.flush()
-    assert.equal(statSync(join(dir, 'bodies', active)).size, 0, 'purge and delete released every row')
+    assert.deepEqual(store.db.prepare('SELECT id FROM body_segments').all(), [], 'purge and delete released every row')
     assert.deepEqual(store.db.prepare('SELECT COUNT(*) AS n FROM messages').get(), {n: 0})
+    // emptied at EMPTIED_KEEP_BYTES or more: it goes, and the next big body starts the next segment
+    const mib = 1024 * 1024
+    const n = Math.ceil(EMPTIED_KEEP_BYTES / mib)
+    for (let i = 0; i < n; i++) e.publish('', 'a', bodyOf(mib, i + 1), {messageId: `m-${i}`})
+    await store.flush()
+    assert.deepEqual(segFiles(dir), [active])
+    for (let i = 0; i < n; i++) e.ack(s, e.get(s, 'a')!.deliveryTag)
+    await store.flush()
+    assert.deepEqual(segFiles(dir), [], 'an emptied segment of EMPTIED_KEEP_BYTES or more goes while running')
+    e.publish('', 'a', bodyOf(100 * 1024, 9), {messageId: 'a-2'})
+    await store.flush()
+    const next = segFiles(dir)
+    assert.equal(next.length, 1)
+    assert.ok(next[0] > active, 'a new segment id, never the removed one')
+    assert.equal(peekQueue(e, 'a')[0].body.equals(bodyOf(100 * 1024, 9)), true)
+    e.ack(s, e.get(s, 'a')!.deliveryTag)
+    await store.flush()
     await store.close()
     assert.deepEqual(segFiles(dir), [], 'an empty segment goes at a clean stop')
   })
