@@ -11,7 +11,8 @@
  * - body_segments (id, live rows, committed end) is written in that same commit; bytes after `end`
  *   (a torn tail: appended, then a crash or a rolled back commit) are truncated at open, and a file
  *   without a row or without live rows (its last row went, then a crash before the unlink) is removed;
- * - a new writer never appends to an old segment: it starts the next id;
+ * - a new writer never appends to an old segment: it starts the next id, above every id made before
+ *   (meta 'segments_made'), so a name is never another file's, not even after a restart;
  * - bytes are never rewritten: a segment is appended to until it is rolled or goes, never cut and reused;
  * - a segment is only unlinked after the commit that dropped its last row, which relies on that
  *   commit being durable when it returns (synchronous=FULL, what the broker runs with): under NORMAL a
@@ -39,6 +40,9 @@ export function segmentDir(dataDir: string): string {
 export function segmentFile(dir: string, id: number): string {
   return join(dir, `${String(id).padStart(6, '0')}.seg`)
 }
+
+/** meta key of the highest segment id made */
+const MADE_KEY = 'segments_made'
 
 const SEG_NAME = /^(\d{6,})\.seg$/
 
@@ -79,11 +83,16 @@ export function recoverSegments(db: Database.Database, dir: string): {maxId: num
       closeSync(fd)
     }
   }
+  // the highest id ever made, also one removed since (see SegmentWriter.made)
+  const made = Number((db.prepare(`SELECT v FROM meta WHERE k = '${MADE_KEY}'`).pluck().get() as string | undefined) ?? 0)
+  if (made > maxId) maxId = made
   for (const [id, r] of rows) {
     if (id > maxId) maxId = id
     if (r.live > 0 && !existsSync(segmentFile(dir, id))) short.push(id)
   }
   if (removed.length > 0) fsyncDir(dir)
+  // a file removed here (never committed) counts as made too
+  if (maxId > made) db.prepare(`INSERT INTO meta (k, v) VALUES ('${MADE_KEY}', ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v`).run(String(maxId))
   return {maxId, removed, short, truncated}
 }
 
@@ -114,6 +123,15 @@ export class SegmentWriter {
   private readonly getLive: Database.Statement
   private readonly upsert: Database.Statement
   private readonly drop: Database.Statement
+  private readonly setMade: Database.Statement
+  /**
+   * Highest segment id made, and the one written to meta by the commit under way: an id is never
+   * made twice, not even after a restart that found its file removed (emptied, then a clean stop or a
+   * crash), so a file held open under a name (a backup's copy) is never another file of the same name.
+   */
+  private made: number
+  private madeRecorded: number
+  private madeWriting = 0
 
   constructor(
     db: Database.Database,
@@ -123,6 +141,8 @@ export class SegmentWriter {
     this.getLive = db.prepare('SELECT live FROM body_segments WHERE id = ?').pluck()
     this.upsert = db.prepare('INSERT INTO body_segments (id, live, end) VALUES (?,?,?) ON CONFLICT(id) DO UPDATE SET live = excluded.live, end = MAX(end, excluded.end)')
     this.drop = db.prepare('DELETE FROM body_segments WHERE id = ?')
+    this.setMade = db.prepare(`INSERT INTO meta (k, v) VALUES ('${MADE_KEY}', ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v`)
+    this.made = this.madeRecorded = nextId - 1
   }
 
   /** Appends a sealed body; returns [segment id, offset]. Durable only after sync(). */
@@ -136,6 +156,7 @@ export class SegmentWriter {
     }
     if (!a) {
       const id = this.nextId++
+      this.made = id
       const fd = openSync(segmentFile(this.dir, id), 'wx', 0o600)
       // the file's name must be on disk before a commit points at it
       fsyncDir(this.dir)
@@ -167,6 +188,10 @@ export class SegmentWriter {
   beforeCommit(): void {
     for (const fd of this.unsynced) fdatasyncSync(fd)
     this.unsynced.clear()
+    if (this.made > this.madeRecorded) {
+      this.setMade.run(String(this.made))
+      this.madeWriting = this.made
+    }
     for (const id of this.dirty) {
       const n = this.live.get(id)!
       if (n > 0) this.upsert.run(id, n, this.ends.get(id) ?? 0)
@@ -192,6 +217,7 @@ export class SegmentWriter {
    * recoverSegments removes.
    */
   afterCommit(): number[] {
+    if (this.madeWriting > this.madeRecorded) this.madeRecorded = this.madeWriting
     const gone: number[] = []
     for (const id of this.emptied) {
       const a = this.active

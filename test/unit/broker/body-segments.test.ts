@@ -187,6 +187,43 @@ test('the segment being appended to is kept once all its rows are acked and appe
   })
 })
 
+test('a segment id is never made twice: after its file went at a clean stop, or at open after a crash, the next big body goes to a higher id (a backup holding the old file open by that name cannot copy it as the new one)', async () => {
+  await withHome(async (dir, open) => {
+    const idOf = (f: string) => Number(f.slice(0, -4))
+    const a = open()
+    a.e.declareQueue('a', {durable: true})
+    const s = a.e.openSession('c', {deliver: () => {}, writable: () => true})
+    a.e.publish('', 'a', bodyOf(100 * 1024, 3), {messageId: 'a-0'})
+    await a.store.flush()
+    const [first] = segFiles(dir)
+    a.e.ack(s, a.e.get(s, 'a')!.deliveryTag)
+    await a.store.flush()
+    await a.store.close()
+    assert.deepEqual(segFiles(dir), [], 'the emptied segment went at the clean stop')
+    const b = open()
+    b.e.publish('', 'a', bodyOf(100 * 1024, 5), {messageId: 'a-1'})
+    await b.store.flush()
+    const [second] = segFiles(dir)
+    assert.ok(idOf(second) > idOf(first), `after a clean stop: ${second} follows ${first}`)
+    await b.store.close()
+    // a file never committed (a crash between its creation and the commit): removed at open, its id still made
+    const orphan = segmentFile(join(dir, 'bodies'), idOf(second) + 1)
+    writeFileSync(orphan, Buffer.alloc(100))
+    const c = open()
+    assert.equal(existsSync(orphan), false)
+    await c.store.close()
+    const d = open()
+    const e2 = d.e.openSession('c2', {deliver: () => {}, writable: () => true})
+    d.e.ack(e2, d.e.get(e2, 'a')!.deliveryTag)
+    d.e.publish('', 'a', bodyOf(100 * 1024, 7), {messageId: 'a-2'})
+    await d.store.flush()
+    const files = segFiles(dir)
+    assert.equal(files.length, 1)
+    assert.ok(idOf(files[0]) > idOf(second) + 1, `after the orphan ${idOf(second) + 1} was removed: ${files[0]}`)
+    assert.equal(peekQueue(d.e, 'a')[0].body.equals(bodyOf(100 * 1024, 7)), true)
+  })
+})
+
 test('a segment is rolled at SEGMENT_MAX_BYTES; the rolled one is removed while the broker runs once its rows are acked', async () => {
   await withHome(async (dir, open) => {
     const {e, store} = open()
