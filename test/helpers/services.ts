@@ -18,7 +18,7 @@ export function uniqueName(prefix: string): string {
  * failed with "the port is in use". Ports below the range are only ever taken by an explicit bind.
  */
 export async function freePort(): Promise<number> {
-  const [low] = ephemeralRange()
+  const low = ephemeralStart()
   const base = 10_000
   for (let i = 0; i < 64 && low - base > 1000; i++) {
     const port = base + randomInt(low - base)
@@ -27,14 +27,15 @@ export async function freePort(): Promise<number> {
   return listenPort(0)
 }
 
-function ephemeralRange(): [number, number] {
+/** the first port of the kernel's ephemeral range (ip_local_port_range) */
+function ephemeralStart(): number {
   try {
-    const [lo, hi] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number)
-    if (lo > 0 && hi >= lo) return [lo, hi]
+    const lo = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0])
+    if (lo > 0) return lo
   } catch {
     // not Linux: the common default
   }
-  return [32_768, 60_999]
+  return 32_768
 }
 
 function canListen(port: number): Promise<boolean> {

@@ -42,28 +42,13 @@ describe('monitoring kit: every metric a rule or a dashboard panel uses is serve
   let proxy: Awaited<ReturnType<typeof spawnUntilReady>> | undefined
   let worker: Awaited<ReturnType<typeof spawnUntilReady>> | undefined
   const ports: Record<string, number> = {}
-  /**
-   * Starts a server on a port found free just before, again on another one if something took it meanwhile
-   * (a free port can be handed out as the local end of an outgoing connection before the server binds it).
-   */
-  async function onFreePort<T>(what: string, start: (port: number) => Promise<T>): Promise<T> {
-    for (let attempt = 1; ; attempt++) {
-      const port = await freePort()
-      try {
-        const started = await start(port)
-        ports[what] = port
-        return started
-      } catch (error) {
-        if (attempt >= 3 || !/port is in use/.test(String(error))) throw error
-      }
-    }
-  }
   before(async () => {
-    broker = await onFreePort('broker', (port) => spawnBroker({env: {MQ_BROKER_METRICS_PORT: String(port)}}))
+    for (const k of ['broker', 'proxy', 'worker', 'portal']) ports[k] = await freePort()
+    broker = await spawnBroker({env: {MQ_BROKER_METRICS_PORT: String(ports.broker)}})
     const env = {MQ_API: `https://127.0.0.1:${broker.apiPort}`, MQ_HOME: broker.home, MQ_REDIS_KEY_PREFIX: `${uniqueName('mqmon')}:`}
-    proxy = await onFreePort('proxy', async (port) => spawnUntilReady(['proxy', 'start', '--port', String(await freePort())], {...env, MQ_PROXY_METRICS_PORT: String(port)}, 'proxy ready'))
-    worker = await onFreePort('worker', (port) => spawnUntilReady(['worker', 'start', '--metrics-port', String(port)], env, 'worker ready'))
-    portal = await onFreePort('portal', (port) => spawnPortal({apiPort: broker.apiPort, args: ['--metrics-port', String(port)], home: broker.home}))
+    proxy = await spawnUntilReady(['proxy', 'start', '--port', String(await freePort())], {...env, MQ_PROXY_METRICS_PORT: String(ports.proxy)}, 'proxy ready')
+    worker = await spawnUntilReady(['worker', 'start', '--metrics-port', String(ports.worker)], env, 'worker ready')
+    portal = await spawnPortal({apiPort: broker.apiPort, args: ['--metrics-port', String(ports.portal)], home: broker.home})
   })
   after(async () => {
     await Promise.all([proxy?.stop(), worker?.stop(), portal?.stop()])
