@@ -19,7 +19,7 @@ import Database from 'better-sqlite3'
 import type {MqHome} from '../config/home.js'
 import type {MqConfig} from '../config/schema.js'
 import {DataError, ExitCode, MqError, UsageError} from '../errors.js'
-import {segmentFile} from '../broker/body-segments.js'
+import {segmentFile, segmentId} from '../broker/body-segments.js'
 import {IndexStore} from '../pki/index-store.js'
 import {redact} from '../store/sql.js'
 import {ArchiveReader, ArchiveWriter, PlainStream} from './archive.js'
@@ -68,10 +68,10 @@ function holdSegments(dir: string): Map<number, number> {
   const held = new Map<number, number>()
   if (!existsSync(dir)) return held
   for (const n of readdirSync(dir)) {
-    const m = /^(\d+)\.seg$/.exec(n)
-    if (!m) continue
+    const id = segmentId(n)
+    if (id === undefined) continue
     try {
-      held.set(Number(m[1]), openSync(join(dir, n), 'r'))
+      held.set(id, openSync(join(dir, n), 'r'))
     } catch {}
   }
   return held
@@ -118,9 +118,9 @@ async function copySegments(root: string, stage: string, held: Map<number, numbe
     if (missing.length === 0) {
       const out: string[] = []
       const b = Buffer.alloc(1 << 20)
+      if (need.length > 0) mkdirSync(join(stage, BODIES), {mode: 0o700, recursive: true})
       for (const {id, end} of need) {
         const rel = `${BODIES}/${basename(segmentFile(dir, id))}`
-        mkdirSync(join(stage, BODIES), {mode: 0o700, recursive: true})
         const wfd = openSync(join(stage, rel), 'w', 0o600)
         try {
           for (let at = 0; at < end; ) {

@@ -46,6 +46,12 @@ const MADE_KEY = 'segments_made'
 
 const SEG_NAME = /^(\d{6,})\.seg$/
 
+/** the segment id of a file name in the segment directory, or undefined for any other file */
+export function segmentId(name: string): number | undefined {
+  const m = SEG_NAME.exec(name)
+  return m ? Number(m[1]) : undefined
+}
+
 /**
  * Run at open, before the writer starts: removes segments no committed row points at, truncates torn
  * tails, and returns what it found wrong (a segment shorter than its committed end: rows in it will be
@@ -60,9 +66,8 @@ export function recoverSegments(db: Database.Database, dir: string): {maxId: num
   const truncated: number[] = []
   const short: number[] = []
   for (const name of readdirSync(dir)) {
-    const m = SEG_NAME.exec(name)
-    if (!m) continue
-    const id = Number(m[1])
+    const id = segmentId(name)
+    if (id === undefined) continue
     if (id > maxId) maxId = id
     const r = rows.get(id)
     const file = join(dir, name)
