@@ -498,11 +498,15 @@ function startWriter(): void {
     }
   }
 
+  function closeStore(): void {
+    segments.close()
+    db.close()
+    parentPort!.postMessage({closed: true})
+  }
+
   parentPort!.on('message', (msg: Batch | {close: true}) => {
     if ('close' in msg) {
-      segments.close()
-      db.close()
-      parentPort!.postMessage({closed: true})
+      closeStore()
       return
     }
     // Group commit on this side too: the batches the broker posted while the last commit's fsync ran
@@ -538,10 +542,6 @@ function startWriter(): void {
         parentPort!.postMessage(e === undefined ? {gone: emptied(), ids: [b.id]} : {error: e, ids: [b.id]})
       }
     }
-    if (closing) {
-      segments.close()
-      db.close()
-      parentPort!.postMessage({closed: true})
-    }
+    if (closing) closeStore()
   })
 }
