@@ -1,0 +1,277 @@
+import assert from 'node:assert/strict'
+import {spawnSync} from 'node:child_process'
+import {type KeyObject, createCipheriv, createDecipheriv, createHash, createHmac, generateKeyPairSync, randomBytes} from 'node:crypto'
+import {existsSync} from 'node:fs'
+import {fileURLToPath} from 'node:url'
+import {after, describe, it} from 'node:test'
+
+import {EnvelopeOpener, EnvelopeSealer, parseEnvelope2} from '../../../src/lib/crypto/envelope.js'
+import {type NativeCrypto, nativeCrypto, useNativeCrypto} from '../../../src/lib/crypto/native.js'
+import {MqError} from '../../../src/lib/errors.js'
+
+// from dist/test/unit/crypto: the addon `npm run build` makes, and the envelope suite
+const ADDON = fileURLToPath(new URL('../../../../native/build/Release/mqcrypto.node', import.meta.url))
+const ENVELOPE_SUITE = fileURLToPath(new URL('envelope.test.js', import.meta.url))
+// a build without a compiler (or MQ_NATIVE_BUILD=0) leaves no addon: then only the fallback is tested
+const built = existsSync(ADDON) && !['0', 'false', 'off', 'no'].includes((process.env.MQ_NATIVE_CRYPTO ?? '').toLowerCase())
+const skip = built ? false : 'the native addon is not built (npm run build without a compiler) or MQ_NATIVE_CRYPTO=0'
+
+const nodeSeal = (key: Buffer, nonce: Buffer, aad: Buffer, pt: Buffer): Buffer => {
+  const c = createCipheriv('aes-256-gcm', key, nonce, {authTagLength: 16})
+  c.setAAD(aad)
+  return Buffer.concat([c.update(pt), c.final(), c.getAuthTag()])
+}
+
+const nodeOpen = (key: Buffer, nonce: Buffer, aad: Buffer, sealed: Buffer): Buffer => {
+  const d = createDecipheriv('aes-256-gcm', key, nonce, {authTagLength: 16})
+  d.setAAD(aad)
+  d.setAuthTag(sealed.subarray(sealed.length - 16))
+  return Buffer.concat([d.update(sealed.subarray(0, sealed.length - 16)), d.final()])
+}
+
+describe('native AES-256-GCM and HMAC (native/mqcrypto.c)', {skip}, () => {
+  const n = (): NativeCrypto => {
+    const x = nativeCrypto()
+    assert.ok(x, 'the addon is built but does not load or fails its known-answer check')
+    return x
+  }
+  const SIZES = [0, 1, 15, 16, 17, 255, 256, 4096, 65_536 + 3]
+
+  it('loads and passes its known-answer check on this Node', () => {
+    assert.equal(useNativeCrypto(true), true)
+  })
+
+  it('makes the same ciphertext and tag as node:crypto for the same key, nonce and AAD, and each opens the other', () => {
+    const key = randomBytes(32)
+    const seal = n().gcmKey(key, false)
+    const open = n().gcmKey(key, true)
+    for (const size of SIZES) {
+      for (const aadLen of [0, 1, 90, 600]) {
+        const nonce = randomBytes(12)
+        const aad = randomBytes(aadLen)
+        const pt = randomBytes(size)
+        const want = nodeSeal(key, nonce, aad, pt)
+        // written at an offset into a bigger buffer, as into an envelope after its prefix
+        const out = Buffer.alloc(7 + size + 16 + 5, 0xee)
+        n().gcmSeal(seal, nonce, aad, pt, out, 7)
+        assert.ok(out.subarray(7, 7 + size + 16).equals(want), `size ${size}, aad ${aadLen}`)
+        assert.ok(out.subarray(0, 7).equals(Buffer.alloc(7, 0xee)) && out.subarray(7 + size + 16).equals(Buffer.alloc(5, 0xee)), 'nothing outside its place is written')
+        // node:crypto opens the addon's, the addon opens node:crypto's
+        assert.ok(nodeOpen(key, nonce, aad, out.subarray(7, 7 + size + 16)).equals(pt))
+        const back = Buffer.alloc(size)
+        assert.equal(n().gcmOpen(open, nonce, aad, want.subarray(0, size), want.subarray(size), back), true)
+        assert.ok(back.equals(pt))
+      }
+    }
+  })
+
+  it('refuses a flipped byte of ciphertext, tag, AAD or nonce, and zeroes what it decrypted', () => {
+    const key = randomBytes(32)
+    const open = n().gcmKey(key, true)
+    const nonce = randomBytes(12)
+    const aad = randomBytes(64)
+    const pt = randomBytes(300)
+    const sealed = nodeSeal(key, nonce, aad, pt)
+    const tries: [string, (c: Buffer, t: Buffer, a: Buffer, v: Buffer) => void][] = [
+      ['ciphertext', (c) => void (c[123] ^= 1)],
+      ['tag', (_c, t) => void (t[15] ^= 0x80)],
+      ['aad', (_c, _t, a) => void (a[0] ^= 1)],
+      ['nonce', (_c, _t, _a, v) => void (v[11] ^= 1)],
+    ]
+    for (const [what, tamper] of tries) {
+      const c = Buffer.from(sealed.subarray(0, 300))
+      const t = Buffer.from(sealed.subarray(300))
+      const a = Buffer.from(aad)
+      const v = Buffer.from(nonce)
+      tamper(c, t, a, v)
+      const out = Buffer.alloc(300, 0xaa)
+      assert.equal(n().gcmOpen(open, v, a, c, t, out), false, what)
+      assert.ok(out.equals(Buffer.alloc(300)), `${what}: no unauthenticated plaintext is left in out`)
+    }
+    // the same context still opens the genuine message afterwards
+    const out = Buffer.alloc(300)
+    assert.equal(n().gcmOpen(open, nonce, aad, sealed.subarray(0, 300), sealed.subarray(300), out), true)
+    assert.ok(out.equals(pt))
+  })
+
+  it('checks lengths and handles: 32-byte key, 96-bit nonce, 16-byte tag, room for the output, a live handle of the right kind', () => {
+    const x = n()
+    const key = randomBytes(32)
+    const seal = x.gcmKey(key, false)
+    const open = x.gcmKey(key, true)
+    const pt = randomBytes(32)
+    const sealed = nodeSeal(key, Buffer.alloc(12), Buffer.alloc(0), pt)
+    const throwsNative = (f: () => unknown, what: string): void => assert.throws(f, (e: Error & {code?: string}) => e.code === 'E_NATIVE_ARG', what)
+    throwsNative(() => x.gcmKey(randomBytes(31), false), 'short key')
+    throwsNative(() => x.gcmKey(randomBytes(33), true), 'long key')
+    for (const len of [0, 8, 11, 13, 16]) {
+      throwsNative(() => x.gcmSeal(seal, Buffer.alloc(len), Buffer.alloc(0), pt, Buffer.alloc(48), 0), `seal nonce of ${len}`)
+      throwsNative(() => x.gcmOpen(open, Buffer.alloc(len), Buffer.alloc(0), sealed.subarray(0, 32), sealed.subarray(32), Buffer.alloc(32)), `open nonce of ${len}`)
+    }
+    for (const len of [0, 4, 12, 15, 17]) throwsNative(() => x.gcmOpen(open, Buffer.alloc(12), Buffer.alloc(0), sealed.subarray(0, 32), Buffer.alloc(len), Buffer.alloc(32)), `tag of ${len}`)
+    throwsNative(() => x.gcmSeal(seal, Buffer.alloc(12), Buffer.alloc(0), pt, Buffer.alloc(47), 0), 'no room for the tag')
+    throwsNative(() => x.gcmSeal(seal, Buffer.alloc(12), Buffer.alloc(0), pt, Buffer.alloc(48), 1), 'no room after the offset')
+    throwsNative(() => x.gcmOpen(open, Buffer.alloc(12), Buffer.alloc(0), sealed.subarray(0, 32), sealed.subarray(32), Buffer.alloc(31)), 'short output')
+    const inPlace = Buffer.concat([pt, Buffer.alloc(16)])
+    throwsNative(() => x.gcmSeal(seal, Buffer.alloc(12), Buffer.alloc(0), inPlace.subarray(0, 32), inPlace, 0), 'output over the input')
+    // a sealing context does not open, an opening one does not seal, a MAC handle is neither
+    throwsNative(() => x.gcmSeal(open, Buffer.alloc(12), Buffer.alloc(0), pt, Buffer.alloc(48), 0), 'seal with an opening key')
+    throwsNative(() => x.gcmOpen(seal, Buffer.alloc(12), Buffer.alloc(0), sealed.subarray(0, 32), sealed.subarray(32), Buffer.alloc(32)), 'open with a sealing key')
+    const mk = x.macKeys(randomBytes(32))
+    throwsNative(() => x.gcmSeal(mk, Buffer.alloc(12), Buffer.alloc(0), pt, Buffer.alloc(48), 0), 'a MAC handle as a cipher')
+    throwsNative(() => x.macs(seal, Buffer.alloc(0), pt, Buffer.alloc(16), 0), 'a cipher handle as MAC keys')
+    throwsNative(() => x.gcmSeal({} as never, Buffer.alloc(12), Buffer.alloc(0), pt, Buffer.alloc(48), 0), 'not a handle')
+    throwsNative(() => x.macKeys(randomBytes(33)), 'MAC keys not of 32 bytes')
+    throwsNative(() => x.macs(mk, Buffer.alloc(0), pt, Buffer.alloc(15), 0), 'no room for the MAC')
+    // disposed: its key is gone, and it says so instead of using freed memory
+    x.gcmDispose(seal)
+    x.gcmDispose(seal)
+    throwsNative(() => x.gcmSeal(seal, Buffer.alloc(12), Buffer.alloc(0), pt, Buffer.alloc(48), 0), 'a disposed key')
+    x.macDispose(mk)
+    throwsNative(() => x.macs(mk, Buffer.alloc(0), pt, Buffer.alloc(16), 0), 'disposed MAC keys')
+  })
+
+  it('makes each HMAC-SHA256 (16 bytes) as createHmac does over head || SHA-256(payload), for 1 to 5 keys', () => {
+    for (const count of [1, 2, 3, 5]) {
+      const keys = randomBytes(32 * count)
+      const mk = n().macKeys(keys)
+      for (const size of [0, 256, 65_536]) {
+        const head = randomBytes(90)
+        const payload = randomBytes(size)
+        const out = Buffer.alloc(3 + 16 * count, 0xee)
+        n().macs(mk, head, payload, out, 3)
+        const digest = createHash('sha256').update(payload).digest()
+        for (let i = 0; i < count; i++) {
+          const want = createHmac('sha256', keys.subarray(32 * i, 32 * i + 32)).update(head).update(digest).digest().subarray(0, 16)
+          assert.ok(out.subarray(3 + 16 * i, 3 + 16 * i + 16).equals(want), `${count} keys, key ${i}, size ${size}`)
+        }
+      }
+    }
+  })
+})
+
+interface TestIdentity {
+  name: string
+  enc: {publicKey: KeyObject; privateKey: KeyObject}
+  sig: {publicKey: KeyObject; privateKey: KeyObject}
+}
+const ident = (name: string): TestIdentity => ({enc: generateKeyPairSync('rsa', {modulusLength: 2048}), name, sig: generateKeyPairSync('rsa', {modulusLength: 2048})})
+const alice = ident('alice')
+const bob = ident('bob')
+const carol = ident('carol')
+const dave = ident('dave')
+const resolveSender = async (name: string): Promise<KeyObject> => [alice, bob, carol, dave].find((i) => i.name === name)!.sig.publicKey
+
+/** keys made in `make` (a sealer's on its next seal, an opener's when it unwraps) use the addon or not */
+function made<T>(native: boolean, make: () => T): T {
+  useNativeCrypto(native)
+  try {
+    return make()
+  } finally {
+    useNativeCrypto(true)
+  }
+}
+
+/** the same for an open(): the opener makes its key after awaiting the sender's certificate */
+async function opened<T>(native: boolean, open: () => Promise<T>): Promise<T> {
+  useNativeCrypto(native)
+  try {
+    return await open()
+  } finally {
+    useNativeCrypto(true)
+  }
+}
+
+const rejects = async (p: Promise<unknown>, code: string): Promise<void> => {
+  await assert.rejects(p, (e: unknown) => e instanceof MqError && e.code === code)
+}
+
+describe('the envelope with and without the addon: the same bytes on the wire', {skip}, () => {
+  after(() => useNativeCrypto(true))
+
+  for (const to of [[bob], [bob, carol, dave]]) {
+    it(`each opens the other's envelopes to ${to.length} recipient(s), seal and sealPieces, and refuses the same tampering with the same code`, async () => {
+      for (const sealNative of [true, false]) {
+        // the first envelope of each key is sealed before the mode is switched back: keys are made lazily
+        const s = made(sealNative, () => {
+          const x = new EnvelopeSealer({grantEvery: 1000, recipients: to.map((t) => ({encPublicKey: t.enc.publicKey, name: t.name})), sender: {name: 'alice', signPrivateKey: alice.sig.privateKey}})
+          x.seal(Buffer.from('first: carries the grant'))
+          return x
+        })
+        for (const openNative of [true, false]) {
+          const openers = to.map((t) => new EnvelopeOpener({identity: {encPrivateKey: t.enc.privateKey, name: t.name}, resolveSender}))
+          const first = made(sealNative, () => {
+            s.rotate()
+            return s.seal(Buffer.from('first of a new key'), {headers: {a: 'b'}})
+          })
+          for (const [i, o] of openers.entries()) {
+            const m = await opened(openNative, () => o.open(first.envelope))
+            assert.equal(m.payload.toString(), 'first of a new key', `recipient ${i}`)
+          }
+          for (const size of [0, 256, 65_536 + 1]) {
+            const payload = randomBytes(size)
+            const envs = [s.seal(payload).envelope, Buffer.concat(s.sealPieces(payload).pieces)]
+            for (const env of envs) {
+              for (const o of openers) assert.ok((await o.open(env)).payload.equals(payload))
+              const p = parseEnvelope2(env)
+              const ctAt = env.length - 16 - size
+              const headerAt = env.indexOf(p.headerBytes)
+              // ciphertext, tag, and a header byte (the message id: part of the AAD)
+              for (const at of [...(size > 0 ? [ctAt, ctAt + size - 1] : []), env.length - 1, env.length - 16, headerAt + p.headerBytes.length - 8]) {
+                const bad = Buffer.from(env)
+                bad[at] ^= 0x01
+                for (const o of openers) await rejects(o.open(bad), 'E_ENVELOPE_TAG')
+              }
+              if (to.length > 1) {
+                // another recipient's MAC: in the AAD, so the tag fails for everyone
+                const bad = Buffer.from(env)
+                bad[env.length - 16 - size - p.macs.length + 16] ^= 0x01
+                for (const o of openers) await rejects(o.open(bad), 'E_ENVELOPE_TAG')
+              }
+            }
+          }
+        }
+      }
+    })
+  }
+
+  it('a receiver that evicts keys from its cache still opens every sender, with and without the addon', async () => {
+    for (const native of [true, false]) {
+      const o = new EnvelopeOpener({cacheSize: 2, identity: {encPrivateKey: bob.enc.privateKey, name: 'bob'}, resolveSender})
+      const sealers = [0, 1, 2].map(() => new EnvelopeSealer({recipients: [{encPublicKey: bob.enc.publicKey, name: 'bob'}, {encPublicKey: carol.enc.publicKey, name: 'carol'}], sender: {name: 'alice', signPrivateKey: alice.sig.privateKey}}))
+      // 0, 1, 2 evicts 0 (not the previous message's key), then 0 again, 1 (cached or not), 2, ...
+      for (const i of [0, 1, 2, 0, 1, 2, 2, 0, 0, 1]) {
+        const payload = randomBytes(100)
+        assert.ok((await opened(native, () => o.open(sealers[i].seal(payload).envelope))).payload.equals(payload))
+      }
+      assert.ok(o.unwraps > 3)
+    }
+  })
+
+  it('the envelope suite passes with the addon switched off (MQ_NATIVE_CRYPTO=0)', () => {
+    // a runner started inside a test file's process must not think it is one (NODE_TEST_CONTEXT): it would run nothing
+    const env: NodeJS.ProcessEnv = {...process.env, MQ_NATIVE_CRYPTO: '0'}
+    delete env.NODE_TEST_CONTEXT
+    const r = spawnSync(process.execPath, ['--test', '--test-reporter=tap', ENVELOPE_SUITE], {encoding: 'utf8', env, timeout: 120_000})
+    const out = `${r.stdout}\n${r.stderr}`
+    assert.equal(r.status, 0, out.slice(-3000))
+    assert.match(out, /^# fail 0$/m)
+    assert.ok(Number(/^# pass (\d+)$/m.exec(out)?.[1]) >= 50, out.slice(-3000))
+  })
+})
+
+describe('without the addon', () => {
+  it('useNativeCrypto(false) makes sealers use node:crypto, whose envelopes open', async () => {
+    const was = nativeCrypto() !== undefined
+    try {
+      assert.equal(useNativeCrypto(false), false)
+      assert.equal(nativeCrypto(), undefined)
+      const s = new EnvelopeSealer({recipients: [{encPublicKey: bob.enc.publicKey, name: 'bob'}], sender: {name: 'alice', signPrivateKey: alice.sig.privateKey}})
+      const o = new EnvelopeOpener({identity: {encPrivateKey: bob.enc.privateKey, name: 'bob'}, resolveSender})
+      assert.equal((await o.open(s.seal(Buffer.from('plain node:crypto')).envelope)).payload.toString(), 'plain node:crypto')
+    } finally {
+      // back to what it was (MQ_NATIVE_CRYPTO=0, or no addon built: off)
+      assert.equal(useNativeCrypto(was), was)
+    }
+  })
+})
