@@ -5,7 +5,7 @@
  * machine's clock) and, with confirms, publish-to-confirm latency. The same harness drives RabbitMQ
  * (amqplib) and NATS core (nats.js) for `--compare`, so the ratios compare like with like.
  */
-import {spawn} from 'node:child_process'
+import {type ChildProcess, spawn} from 'node:child_process'
 import {randomBytes} from 'node:crypto'
 import {performance} from 'node:perf_hooks'
 import {createInterface} from 'node:readline'
@@ -135,29 +135,100 @@ export async function runConsumer(target: BenchTarget, spec: BenchSpec, dest: st
 
 const BIN = fileURLToPath(new URL('../../../../bin/run.js', import.meta.url))
 
-/** Runs one workload: spawns the consumer process, then produces from this one. */
-export async function runBench(target: BenchTarget, params: TargetParams, spec: BenchSpec, progress?: (done: number, total: number) => void): Promise<BenchResult> {
+/** what the parent sends a consumer process for each run (one JSON line on its stdin) */
+export interface ConsumerRun {
+  dest: string
+  messages: number
+  mode: BenchMode
+  window: number
+}
+
+/**
+ * A consumer process (`mq bench --role consumer`) that serves one run after another, each started by
+ * a line on its stdin: the warm-up run then warms the consumer's JIT and heap as it does the
+ * producer's (one fresh process per run measured every timed run with a cold consumer, several
+ * times the CPU per message of a warm one, on every target alike). It exits when its stdin closes.
+ */
+export class ConsumerProcess {
+  private readonly child: ChildProcess
+  private stderr = ''
+  private onLine: ((line: string) => void) | undefined
+  readonly exited: Promise<number>
+
+  constructor(params: TargetParams) {
+    const args = [BIN, 'bench', '--role', 'consumer', '--target', params.target, '--url', params.consumerUrl ?? params.url]
+    if (params.home) args.push('--home', params.home)
+    if (params.identity) args.push('--identity', params.identity)
+    this.child = spawn(process.execPath, [...process.execArgv, ...args], {stdio: ['pipe', 'pipe', 'pipe']})
+    // a consumer that died mid-run: its stdin is gone, the exit says why
+    this.child.stdin!.on('error', () => {})
+    this.child.stderr!.on('data', (d: Buffer) => (this.stderr = (this.stderr + d.toString()).slice(-16_384)))
+    createInterface({input: this.child.stdout!}).on('line', (l) => this.onLine?.(l))
+    this.exited = new Promise<number>((r) => this.child.once('exit', (code) => r(code ?? 1)))
+  }
+
+  get alive(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null
+  }
+
+  /** Starts one run: resolves once the consumer is ready, with its report to come. */
+  async run(dest: string, spec: BenchSpec, progress?: (done: number, total: number) => void): Promise<{report: Promise<ConsumerReport>}> {
+    let readyResolve!: () => void
+    let reportResolve!: (r: ConsumerReport) => void
+    const ready = new Promise<void>((r) => (readyResolve = r))
+    const report = new Promise<ConsumerReport>((r) => (reportResolve = r))
+    this.onLine = (l) => {
+      if (l === 'ready') readyResolve()
+      else if (l.startsWith('progress ')) progress?.(Number(l.slice(9)), spec.messages)
+      else if (l.startsWith('{')) reportResolve(JSON.parse(l) as ConsumerReport)
+    }
+    const failed = this.exited.then((code) => Promise.reject(new Error(`consumer process exited (${code}): ${this.stderr.trim().split('\n').slice(-3).join(' ')}`)))
+    failed.catch(() => {})
+    const cmd: ConsumerRun = {dest, messages: spec.messages, mode: spec.mode, window: spec.window}
+    this.child.stdin!.write(JSON.stringify(cmd) + '\n')
+    await Promise.race([ready, failed])
+    return {report: Promise.race([report, failed])}
+  }
+
+  /** Ends it: stdin closes, it exits once its last run is done (killed if it has not within 10 s). */
+  async close(): Promise<void> {
+    if (!this.alive) return
+    this.child.stdin!.end()
+    const t = setTimeout(() => this.kill(), 10_000)
+    await this.exited
+    clearTimeout(t)
+  }
+
+  /** A run that failed leaves the consumer waiting for messages that will not come: it cannot serve another. */
+  kill(): void {
+    if (this.alive) this.child.kill('SIGKILL')
+  }
+}
+
+/** The consumer process's side: runs each run its stdin names, one after the other, until stdin closes. */
+export async function serveConsumerRuns(target: BenchTarget, input: NodeJS.ReadableStream, write: (line: string) => void): Promise<void> {
+  for await (const line of createInterface({input})) {
+    if (line.trim() === '') continue
+    const cmd = JSON.parse(line) as ConsumerRun
+    const spec: BenchSpec = {messages: cmd.messages, mode: cmd.mode, size: 0, window: cmd.window}
+    const report = await runConsumer(target, spec, cmd.dest, () => write('ready'), (n) => write(`progress ${n}`))
+    write(JSON.stringify(report))
+  }
+}
+
+/**
+ * Runs one workload: the consumer process (`consumer`, kept for the next run, or one started for
+ * this run alone) consumes, this one produces.
+ */
+export async function runBench(target: BenchTarget, params: TargetParams, spec: BenchSpec, progress?: (done: number, total: number) => void, consumer?: ConsumerProcess): Promise<BenchResult> {
   const total = spec.messages
   const dest = await target.prepare(spec)
-  const args = [BIN, 'bench', '--role', 'consumer', '--target', params.target, '--url', params.consumerUrl ?? params.url, '--dest', dest, '--messages', String(total), '--window', String(spec.window), '--mode', spec.mode === 'durable' ? 'durable' : 'memory']
-  if (params.home) args.push('--home', params.home)
-  if (params.identity) args.push('--identity', params.identity)
-  const child = spawn(process.execPath, [...process.execArgv, ...args], {stdio: ['ignore', 'pipe', 'pipe']})
-  let stderr = ''
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
-  const lines = createInterface({input: child.stdout})
-  let report: ConsumerReport | undefined
-  let readyResolve!: () => void
-  const ready = new Promise<void>((r) => (readyResolve = r))
-  lines.on('line', (l) => {
-    if (l === 'ready') readyResolve()
-    else if (l.startsWith('progress ')) progress?.(Number(l.slice(9)), total)
-    else if (l.startsWith('{')) report = JSON.parse(l) as ConsumerReport
-  })
-  const exited = new Promise<number>((r) => child.once('exit', (code) => r(code ?? 1)))
+  const own = consumer === undefined
+  const cons = consumer ?? new ConsumerProcess(params)
   let producer: BenchProducer | undefined
+  let ok = false
   try {
-    await Promise.race([ready, exited.then((code) => Promise.reject(new Error(`consumer process exited (${code}): ${stderr.trim().split('\n').slice(-3).join(' ')}`)))])
+    const {report} = await cons.run(dest, spec, progress)
     producer = await target.producer(spec, dest)
     const conf = spec.mode === 'durable' ? new Float64Array(total) : undefined
     const filler = randomBytes(Math.max(0, spec.size - 8))
@@ -195,13 +266,13 @@ export async function runBench(target: BenchTarget, params: TargetParams, spec: 
       } else if (!producer.publish(make())) await producer.drained()
     }
     if (failure) throw failure
-    const code = await exited
-    if (code !== 0 || !report) throw new Error(`consumer process failed (${code}): ${stderr.trim().split('\n').slice(-3).join(' ')}`)
-    const seconds = (report.lastAt - t0) / 1000
+    const r = await report
+    ok = true
+    const seconds = (r.lastAt - t0) / 1000
     conf?.sort()
     return {
       confirmMs: conf ? percentiles(conf) : undefined,
-      latencyMs: report.latencyMs,
+      latencyMs: r.latencyMs,
       mbPerSec: round((total * spec.size) / seconds / 1e6, 2),
       messages: total,
       mode: spec.mode,
@@ -212,7 +283,8 @@ export async function runBench(target: BenchTarget, params: TargetParams, spec: 
       target: target.name,
     }
   } finally {
-    if (child.exitCode === null) child.kill('SIGKILL')
+    if (!ok) cons.kill()
+    else if (own) await cons.close()
     await producer?.close().catch(() => {})
     await target.cleanup(dest).catch(() => {})
   }
