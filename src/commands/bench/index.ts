@@ -132,7 +132,7 @@ Without a reachable broker it starts a private one in a temp home.`
         const r = await runBench(this.targetFor(p), p, s, bar(name, s), consumerFor(p))
         if (tty) process.stderr.write('\r\x1b[K')
         const of = f.repeat > 1 ? ` (run ${round + 1}/${f.repeat})` : ''
-        this.note(`${name.padEnd(8)} ${label(s).padEnd(22)} ${String(r.msgsPerSec).padStart(8)} msg/s  e2e p50 ${r.latencyMs.p50} ms p99 ${r.latencyMs.p99} ms p99.9 ${r.latencyMs.p999} ms${r.confirmMs ? `  confirm p50 ${r.confirmMs.p50} ms p99 ${r.confirmMs.p99} ms p99.9 ${r.confirmMs.p999} ms` : ''}${of}`)
+        this.note(`${name.padEnd(8)} ${label(s).padEnd(22)} ${String(r.msgsPerSec).padStart(8)} msg/s  e2e p50 ${r.latencyMs.p50} ms p99 ${r.latencyMs.p99} ms p99.9 ${r.latencyMs.p999} ms${r.confirmMs ? `  confirm p50 ${r.confirmMs.p50} ms p99 ${r.confirmMs.p99} ms p99.9 ${r.confirmMs.p999} ms` : ''}  cpu/msg consumer ${r.consumerCpuUs} us producer ${r.producerCpuUs} us${of}`)
         runs.push({...r, rate: s.rate})
         return r
       } catch (error) {

@@ -38,6 +38,10 @@ export interface BenchResult {
   mbPerSec: number
   latencyMs: {p50: number; p99: number; p999: number; max: number}
   confirmMs?: {p50: number; p99: number; p999: number; max: number}
+  /** CPU (user + system, all threads) per message of the consumer process, from ready to its last message */
+  consumerCpuUs?: number
+  /** CPU per message of the producer process, from its first publish to the consumer's report */
+  producerCpuUs?: number
 }
 
 export interface BenchProducer {
@@ -105,6 +109,14 @@ export interface ConsumerReport {
   received: number
   lastAt: number
   latencyMs: {p50: number; p99: number; p999: number; max: number}
+  /** CPU microseconds the consumer process used from ready to the last message */
+  cpuUs: number
+}
+
+/** CPU microseconds this process has used (user + system, all its threads) */
+const cpuNow = (): number => {
+  const u = process.cpuUsage()
+  return u.user + u.system
 }
 
 /** The consumer side (run in the child process): counts, acks and measures until `total` arrived. */
@@ -113,6 +125,8 @@ export async function runConsumer(target: BenchTarget, spec: BenchSpec, dest: st
   const lat = new Float64Array(total)
   let received = 0
   let lastAt = 0
+  let cpu0 = 0
+  let cpuUs = 0
   const c = await target.consumer(spec, dest)
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`only ${received} of ${total} messages arrived within 180 s`)), 180_000)
@@ -123,15 +137,19 @@ export async function runConsumer(target: BenchTarget, spec: BenchSpec, dest: st
       if (spec.mode === 'durable') ack()
       if (progress && received % 1000 === 0) progress(received)
       if (received === total) {
+        cpuUs = cpuNow() - cpu0
         lastAt = now
         clearTimeout(timer)
         resolve()
       }
-    }).then(ready, reject)
+    }).then(() => {
+      cpu0 = cpuNow()
+      ready()
+    }, reject)
   })
   await c.close()
   lat.sort()
-  return {lastAt, latencyMs: percentiles(lat), received}
+  return {cpuUs, lastAt, latencyMs: percentiles(lat), received}
 }
 
 const BIN = fileURLToPath(new URL('../../../../bin/run.js', import.meta.url))
@@ -243,6 +261,7 @@ export async function runBench(target: BenchTarget, params: TargetParams, spec: 
     let confirmed = 0
     let failure: Error | undefined
     const t0 = wall()
+    const cpu0 = cpuNow()
     const start0 = performance.now()
     for (let i = 0; i < total && !failure; i++) {
       if (spec.rate) {
@@ -268,16 +287,19 @@ export async function runBench(target: BenchTarget, params: TargetParams, spec: 
     }
     if (failure) throw failure
     const r = await report
+    const producerCpu = cpuNow() - cpu0
     ok = true
     const seconds = (r.lastAt - t0) / 1000
     conf?.sort()
     return {
       confirmMs: conf ? percentiles(conf) : undefined,
+      consumerCpuUs: round(r.cpuUs / total, 2),
       latencyMs: r.latencyMs,
       mbPerSec: round((total * spec.size) / seconds / 1e6, 2),
       messages: total,
       mode: spec.mode,
       msgsPerSec: Math.round(total / seconds),
+      producerCpuUs: round(producerCpu / total, 2),
       rate: spec.rate,
       seconds: round(seconds),
       size: spec.size,

@@ -85,11 +85,13 @@ test('one consumer process serves run after run (warm-up, then the timed runs): 
   assert.deepEqual(started, ['q.warm memory 300', 'q.timed durable 2000'])
   // acks only in durable mode
   assert.equal(acks, 2000)
-  const reports = lines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as {received: number})
+  const reports = lines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as {received: number; cpuUs: number})
   assert.deepEqual(
     reports.map((r) => r.received),
     [300, 2000],
   )
+  // the consumer's CPU from ready to its last message, for mq bench's cpu/msg
+  for (const r of reports) assert.ok(r.cpuUs >= 0 && Number.isFinite(r.cpuUs))
   assert.deepEqual(
     lines.filter((l) => !l.startsWith('{')),
     ['ready', 'ready', 'progress 1000', 'progress 2000'],
