@@ -1,6 +1,6 @@
 import {Flags} from '@oclif/core'
 
-import {type BenchResult, type BenchSpec, type BenchTarget, RUN_BYTES, type TargetParams, WINDOW_BYTES, jetstreamTarget, medianRun, mqTarget, natsTarget, rabbitTarget, runBench, runConsumer, scaledForSize} from '../../lib/client/bench.js'
+import {type BenchResult, type BenchSpec, type BenchTarget, ConsumerProcess, RUN_BYTES, type TargetParams, WINDOW_BYTES, jetstreamTarget, medianRun, mqTarget, natsTarget, rabbitTarget, runBench, runConsumer, scaledForSize, serveConsumerRuns} from '../../lib/client/bench.js'
 import {type ClusterRun, runClusterBench} from '../../lib/client/cluster-bench.js'
 import {connectBroker} from '../../lib/client/connect.js'
 import {brokerFlags} from '../../lib/client/flags.js'
@@ -61,8 +61,10 @@ Without a reachable broker it starts a private one in a temp home.`
   async run(): Promise<unknown> {
     const f = this.flags
     if (f.role === 'consumer') {
-      const spec: BenchSpec = {messages: f.messages, mode: f.mode === 'durable' ? 'durable' : 'memory', size: 0, window: f.window}
       const t = this.targetFor({home: this.home.root, identity: f.identity, target: f.target ?? 'mq', url: f.url ?? ''})
+      // without --dest: the runs its stdin names, one after the other (ConsumerProcess)
+      if (f.dest === undefined) return serveConsumerRuns(t, process.stdin, (l) => process.stdout.write(l + '\n'))
+      const spec: BenchSpec = {messages: f.messages, mode: f.mode === 'durable' ? 'durable' : 'memory', size: 0, window: f.window}
       const report = await runConsumer(t, spec, f.dest ?? '', () => process.stdout.write('ready\n'), (n) => process.stdout.write(`progress ${n}\n`))
       process.stdout.write(JSON.stringify(report) + '\n')
       return
@@ -109,16 +111,28 @@ Without a reachable broker it starts a private one in a temp home.`
       process.stderr.write(`\r[${'='.repeat(n)}${' '.repeat(w - n)}] ${String(Math.round((done / total) * 100)).padStart(3)}% ${name} ${label(s)}   `)
     }
     const runs: BenchResult[] = []
+    // one consumer process per target, kept from its warm-up run to its last timed run
+    const consumers = new Map<string, ConsumerProcess>()
+    const consumerFor = (p: TargetParams): ConsumerProcess => {
+      const key = JSON.stringify(p)
+      let c = consumers.get(key)
+      if (!c?.alive) consumers.set(key, (c = new ConsumerProcess(p)))
+      return c
+    }
+    const closeConsumers = async () => {
+      await Promise.all([...consumers.values()].map((c) => c.close()))
+      consumers.clear()
+    }
     const warmupOf = (s: BenchSpec) => (s.rate ? 0 : Math.min(f.warmup, Math.max(100, Math.floor(RUN_BYTES / 4 / s.size))))
     const once = async (p: TargetParams, s: BenchSpec, round: number, name: string = p.target): Promise<BenchResult | undefined> => {
       try {
         // the same warm-up for every target: a JIT-compiled broker is not measured cold against Go and Erlang ones
         const warmup = warmupOf(s)
-        if (round === 0 && warmup > 0) await runBench(this.targetFor(p), p, {...s, messages: warmup}, bar(`${name} (warm-up)`, s))
-        const r = await runBench(this.targetFor(p), p, s, bar(name, s))
+        if (round === 0 && warmup > 0) await runBench(this.targetFor(p), p, {...s, messages: warmup}, bar(`${name} (warm-up)`, s), consumerFor(p))
+        const r = await runBench(this.targetFor(p), p, s, bar(name, s), consumerFor(p))
         if (tty) process.stderr.write('\r\x1b[K')
         const of = f.repeat > 1 ? ` (run ${round + 1}/${f.repeat})` : ''
-        this.note(`${name.padEnd(8)} ${label(s).padEnd(22)} ${String(r.msgsPerSec).padStart(8)} msg/s  e2e p50 ${r.latencyMs.p50} ms p99 ${r.latencyMs.p99} ms p99.9 ${r.latencyMs.p999} ms${r.confirmMs ? `  confirm p50 ${r.confirmMs.p50} ms p99 ${r.confirmMs.p99} ms p99.9 ${r.confirmMs.p999} ms` : ''}${of}`)
+        this.note(`${name.padEnd(8)} ${label(s).padEnd(22)} ${String(r.msgsPerSec).padStart(8)} msg/s  e2e p50 ${r.latencyMs.p50} ms p99 ${r.latencyMs.p99} ms p99.9 ${r.latencyMs.p999} ms${r.confirmMs ? `  confirm p50 ${r.confirmMs.p50} ms p99 ${r.confirmMs.p99} ms p99.9 ${r.confirmMs.p999} ms` : ''}  cpu/msg consumer ${r.consumerCpuUs} us producer ${r.producerCpuUs} us${of}`)
         runs.push({...r, rate: s.rate})
         return r
       } catch (error) {
@@ -129,7 +143,7 @@ Without a reachable broker it starts a private one in a temp home.`
     }
     if (f.cluster) {
       const durable = specs.filter((s) => s.mode === 'durable')
-      const {ratios: cr, runs: cruns} = await runClusterBench({compare: f.compare, log: (l) => this.note(l), nats: f.nats, rabbitUrl: f['rabbitmq-url'], runOnce: (p, s, setup) => once(p, s, 0, setup), specs: durable, warmupOf})
+      const {ratios: cr, runs: cruns} = await runClusterBench({compare: f.compare, log: (l) => this.note(l), nats: f.nats, rabbitUrl: f['rabbitmq-url'], runOnce: (p, s, setup) => once(p, s, 0, setup), specs: durable, warmupOf}).finally(closeConsumers)
       if (!this.jsonEnabled()) {
         this.out(
           table(
@@ -188,6 +202,7 @@ Without a reachable broker it starts a private one in a temp home.`
         if (s.mode === 'memory') cmp(medianRun(natsRuns))
       }
     } finally {
+      await closeConsumers()
       await priv?.stop()
     }
     if (!this.jsonEnabled()) {

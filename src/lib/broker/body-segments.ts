@@ -2,7 +2,8 @@
  * Body segments: big bodies of durable messages (GROUP_BODY_MAX or more, the rows sealed on their own)
  * live in append-only files data/bodies/NNNNNN.seg instead of broker.db. In SQLite a big body was
  * written twice (WAL, then the checkpoint) and read back to walk its overflow chain when its row was
- * deleted; here it is written once and a segment goes with its last row as a whole file.
+ * deleted; here it is written once and a segment goes with its last row as a whole file. Sealed groups of
+ * small messages of GROUP_SEGMENT_MIN bytes or more (store.ts) go to segments too, of their own (LANE_GROUPS).
  *
  * What is on disk is only the body's AES-256-GCM ciphertext (sealSplit: the row keeps nonce, sealed
  * headers and tag, and the associated data binds the row's identity), never plaintext. Crash safety:
@@ -25,6 +26,16 @@ import type Database from 'better-sqlite3'
 
 /** a segment is rolled once it holds this many bytes (so an old one can go while new bodies arrive) */
 export const SEGMENT_MAX_BYTES = 64 * 1024 * 1024
+/**
+ * Sealed groups of small messages (store.ts, GROUP_SEGMENT_MIN) go to segments of their own, rolled at
+ * this size: a group mixes queues, so one message left unacked in a slow queue keeps its group's whole
+ * segment on disk. At 64 MiB a trickle into an unconsumed queue kept every segment of the busy queues
+ * beside it; at 4 MiB a message keeps at most 4 MiB (a group in broker.db kept its 1 MiB before).
+ */
+export const GROUP_SEGMENT_MAX_BYTES = 4 * 1024 * 1024
+/** the lanes of append(): big bodies, and sealed groups */
+export const LANE_BODIES = 0
+export const LANE_GROUPS = 1
 /** the segment being appended to, once emptied, is kept (dead bytes and all) below this size, and goes at or above it */
 export const EMPTIED_KEEP_BYTES = 8 * 1024 * 1024
 
@@ -115,7 +126,8 @@ export function fsyncDir(dir: string): void {
  * being applied, and removes empty segments after the commit that emptied them.
  */
 export class SegmentWriter {
-  private active?: {id: number; fd: number; size: number}
+  /** the segment being appended to, per lane (see LANE_BODIES, LANE_GROUPS) */
+  private readonly active: ({id: number; fd: number; size: number} | undefined)[] = [undefined, undefined]
   /** fds written in the current transaction, to fdatasync before its commit */
   private unsynced = new Set<number>()
   /** live rows per touched segment (read from body_segments when first touched) */
@@ -150,14 +162,14 @@ export class SegmentWriter {
     this.made = this.madeRecorded = nextId - 1
   }
 
-  /** Appends a sealed body; returns [segment id, offset]. Durable only after sync(). */
-  append(bytes: Uint8Array): [number, number] {
-    let a = this.active
-    if (a && a.size > 0 && a.size + bytes.length > SEGMENT_MAX_BYTES) {
+  /** Appends a sealed body (or group, lane LANE_GROUPS); returns [segment id, offset]. Durable only after beforeCommit(). */
+  append(bytes: Uint8Array, lane = LANE_BODIES): [number, number] {
+    let a = this.active[lane]
+    if (a && a.size > 0 && a.size + bytes.length > (lane === LANE_GROUPS ? GROUP_SEGMENT_MAX_BYTES : SEGMENT_MAX_BYTES)) {
       // rolled: its bytes of this transaction must still reach the disk before the commit
       if (this.unsynced.delete(a.fd)) fdatasyncSync(a.fd)
       closeSync(a.fd)
-      a = this.active = undefined
+      a = this.active[lane] = undefined
     }
     if (!a) {
       const id = this.nextId++
@@ -165,7 +177,7 @@ export class SegmentWriter {
       const fd = openSync(segmentFile(this.dir, id), 'wx', 0o600)
       // the file's name must be on disk before a commit points at it
       fsyncDir(this.dir)
-      a = this.active = {fd, id, size: 0}
+      a = this.active[lane] = {fd, id, size: 0}
     }
     const at = a.size
     let done = 0
@@ -225,11 +237,12 @@ export class SegmentWriter {
     if (this.madeWriting > this.madeRecorded) this.madeRecorded = this.madeWriting
     const gone: number[] = []
     for (const id of this.emptied) {
-      const a = this.active
-      if (a?.id === id) {
+      const lane = this.active.findIndex((x) => x?.id === id)
+      if (lane >= 0) {
+        const a = this.active[lane]!
         if (a.size < EMPTIED_KEEP_BYTES) continue
         closeSync(a.fd)
-        this.active = undefined
+        this.active[lane] = undefined
       }
       gone.push(id)
       try {
@@ -251,15 +264,17 @@ export class SegmentWriter {
 
   /** at a clean stop, an empty active segment goes (no row points at it) */
   close(): void {
-    const a = this.active
-    if (!a) return
-    closeSync(a.fd)
-    this.active = undefined
-    const live = this.live.get(a.id) ?? ((this.getLive.get(a.id) as number | undefined) ?? 0)
-    if (live <= 0) {
-      try {
-        unlinkSync(segmentFile(this.dir, a.id))
-      } catch {}
+    for (let lane = 0; lane < this.active.length; lane++) {
+      const a = this.active[lane]
+      if (!a) continue
+      closeSync(a.fd)
+      this.active[lane] = undefined
+      const live = this.live.get(a.id) ?? ((this.getLive.get(a.id) as number | undefined) ?? 0)
+      if (live <= 0) {
+        try {
+          unlinkSync(segmentFile(this.dir, a.id))
+        } catch {}
+      }
     }
   }
 }

@@ -10,9 +10,9 @@ import Database from 'better-sqlite3'
 import {parentPort, receiveMessageOnPort, workerData} from 'node:worker_threads'
 
 import {setFallbackAutocheckpoint} from '../store/checkpointer.js'
-import {SegmentWriter} from './body-segments.js'
+import {LANE_GROUPS, SegmentWriter} from './body-segments.js'
 
-import {GROUP_BODY_MAX, GROUP_BYTES_MAX, REC_COUNT, REC_DELETE, REC_DELETE_BIG, REC_INSERT, REC_INSERT_SHARED, STORE_CACHE_KIB, type WireOp, readInsertRecord, recordEnd, rowAad, sealGroup, sealRecord, sealSplit} from './store.js'
+import {GROUP_BODY_MAX, GROUP_BYTES_MAX, GROUP_SEGMENT_MIN, REC_COUNT, REC_DELETE, REC_DELETE_BIG, REC_INSERT, REC_INSERT_SHARED, STORE_CACHE_KIB, type WireOp, readInsertRecord, recordEnd, rowAad, sealGroup, sealRecord, sealSplit} from './store.js'
 
 const {file, synchronous, key: sealKey, keyId: sealKeyId, segmentDir, segmentStart} = workerData as {file: string; synchronous: 'FULL' | 'NORMAL'; key?: Uint8Array; keyId?: number; segmentDir: string; segmentStart: number}
 const db = new Database(file)
@@ -76,7 +76,9 @@ function startWriter(): void {
   )
   const chunkArgs: unknown[] = new Array(INSERT_CHUNK * 11)
   const insGroup = db.prepare('INSERT INTO sealed_groups (id, key_id, data, live) VALUES (?,?,?,?)')
-  const delGroup = db.prepare('DELETE FROM sealed_groups WHERE id = ?')
+  const insSegGroup = db.prepare("INSERT INTO sealed_groups (id, key_id, data, live, seg, seg_off, seg_len) VALUES (?,?,x'',?,?,?,?)")
+  // seg: a group in a body segment (GROUP_SEGMENT_MIN), released when the group goes
+  const delGroup = db.prepare('DELETE FROM sealed_groups WHERE id = ? RETURNING seg').pluck()
   const queueGroupRows = db.prepare('SELECT group_id, seg FROM messages WHERE queue = ? AND (group_id IS NOT NULL OR seg IS NOT NULL)')
   /**
    * How many rows each group still has (sealed_groups.live): a group goes with its last row. Read from
@@ -102,12 +104,20 @@ function startWriter(): void {
     dirty.clear()
   }
   // rows and their group come and go in one transaction; this only sweeps up groups left without rows
-  db.prepare('DELETE FROM sealed_groups WHERE live <= 0').run()
+  // (a swept group in a body segment releases it, in the same transaction as the segment's count)
+  const swept = db.prepare('DELETE FROM sealed_groups WHERE live <= 0 RETURNING seg').pluck()
+  db.transaction(() => {
+    for (const seg of swept.all() as (number | null)[]) if (seg !== null) segments.released(seg)
+    segments.beforeCommit()
+  })()
+  segments.afterCommit()
   const maxGroup = db.prepare('SELECT MAX(id) AS m FROM sealed_groups')
   let nextGroup = 1
   let pendingParts: Uint8Array[] = []
   let pendingRows: [number, string, string, string, string, number, number, number, number][] = []
   let pendingBytes = 0
+  /** a group's plaintext records (see flushGroup); a record of a body just under GROUP_BODY_MAX can end past GROUP_BYTES_MAX */
+  let plainBuf = Buffer.allocUnsafeSlow(GROUP_BYTES_MAX + GROUP_BODY_MAX + 4096)
   const pendingSeqs = new Set<number>()
   loadGroups()
   nextGroup = ((maxGroup.get() as {m: number | null}).m ?? 0) + 1
@@ -115,7 +125,19 @@ function startWriter(): void {
   function flushGroup(): void {
     if (pendingRows.length === 0) return
     const id = nextGroup++
-    insGroup.run(id, storeKeyId, sealGroup(storeKey, storeKeyId, id, Buffer.concat(pendingParts, pendingBytes)), pendingRows.length)
+    // the records are copied into one reused buffer (its pages stay mapped): a fresh one per group
+    // (Buffer.concat) page-faulted its memory in each time
+    if (plainBuf.length < pendingBytes) plainBuf = Buffer.allocUnsafeSlow(Math.max(pendingBytes, 2 * plainBuf.length))
+    let at = 0
+    for (const part of pendingParts) {
+      plainBuf.set(part, at)
+      at += part.length
+    }
+    const sealed = sealGroup(storeKey, storeKeyId, id, plainBuf.subarray(0, at))
+    if (sealed.length >= GROUP_SEGMENT_MIN) {
+      const [seg, off] = segments.append(sealed, LANE_GROUPS)
+      insSegGroup.run(id, storeKeyId, pendingRows.length, seg, off, sealed.length)
+    } else insGroup.run(id, storeKeyId, sealed, pendingRows.length)
     const rows = pendingRows
     let i = 0
     // INSERT_CHUNK rows per statement: a statement's fixed cost (bind, step, reset) was half of an insert
@@ -161,7 +183,21 @@ function startWriter(): void {
     } else {
       live.delete(g)
       dirty.delete(g)
-      delGroup.run(g)
+      groupDeletes.push(g)
+    }
+  }
+  /**
+   * Emptied groups go at the end of the transaction, after its inserts (as big deletes do, see
+   * deleteBig): the pages of a group deleted mid-transaction were read back from disk when a new
+   * group of the same transaction reused them.
+   */
+  let groupDeletes: number[] = []
+  function deleteGroups(): void {
+    const d = groupDeletes
+    groupDeletes = []
+    for (const g of d) {
+      const seg = delGroup.get(g) as number | null | undefined
+      if (seg != null) segments.released(seg)
     }
   }
 
@@ -406,8 +442,10 @@ function startWriter(): void {
     // deletes queued by a transaction that threw were rolled back with it
     delFill = 0
     bigDeletes = []
+    groupDeletes = []
     for (const b of batches) applyOps(b.ops, b.shared ?? [])
     deleteBig()
+    deleteGroups()
     writeDeltas()
     writeLive()
     // last: the bodies these rows point at reach the disk before the commit does

@@ -190,8 +190,19 @@ export function openRecord(key: Uint8Array, aad: Uint8Array, sealed: Buffer): {h
  * their ciphertext goes to a body segment file, not to broker.db (see body-segments.ts).
  */
 export const GROUP_BODY_MAX = 64 * 1024
-/** plaintext bytes after which the writer closes a group and starts the next */
-export const GROUP_BYTES_MAX = 1024 * 1024
+/**
+ * Plaintext bytes after which the writer closes a group and starts the next. Each group's plaintext,
+ * ciphertext and SQLite's copies of it were fresh allocations: at 1 MiB every one was mapped and
+ * page-faulted in anew (a third of the writer at 1 KiB messages); at 64 KiB they stay in malloc's arena.
+ */
+export const GROUP_BYTES_MAX = 64 * 1024
+/**
+ * A sealed group of this many bytes or more goes to a body segment (body-segments.ts), not into
+ * broker.db: written once, instead of to the WAL, again by the checkpoint, and read back to walk its
+ * overflow chain when it goes (writer CPU per 1 KiB message -25%). Smaller ones (the last group of a
+ * commit of a few messages) stay in broker.db: a segment costs the commit a second fdatasync.
+ */
+export const GROUP_SEGMENT_MIN = 32 * 1024
 
 function groupAad(keyId: number, groupId: number): Buffer {
   const b = Buffer.allocUnsafe(8 + 4 + 8)
@@ -314,6 +325,15 @@ interface StoredRow {
   /** a body in a segment file (body-segments.ts): its id and offset; the body column is then empty */
   seg: number | null
   seg_off: number | null
+}
+
+/** a sealed_groups row as readQueue selects it (seg: the group is in a body segment, data is empty) */
+interface GroupRow {
+  key_id: number
+  data: Buffer
+  seg: number | null
+  seg_off: number | null
+  seg_len: number | null
 }
 
 export interface StoredQueue {
@@ -524,7 +544,8 @@ CREATE TABLE IF NOT EXISTS published_blocks (first INTEGER PRIMARY KEY, last INT
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT);
 -- sealed groups: the messages one commit inserted, sealed together (see sealGroup); a row with a
 -- group_id keeps its headers and body there (body column empty), and a group goes when its last row does
-CREATE TABLE IF NOT EXISTS sealed_groups (id INTEGER PRIMARY KEY, key_id INTEGER NOT NULL, data BLOB NOT NULL, live INTEGER);
+-- seg, seg_off, seg_len: a group of GROUP_SEGMENT_MIN bytes or more is in a body segment (data empty)
+CREATE TABLE IF NOT EXISTS sealed_groups (id INTEGER PRIMARY KEY, key_id INTEGER NOT NULL, data BLOB NOT NULL, live INTEGER, seg INTEGER, seg_off INTEGER, seg_len INTEGER);
 -- the per-queue index a restart reads instead of the messages (kept by the writer in each commit):
 -- a restart costs a row per queue, not a row per message
 CREATE TABLE IF NOT EXISTS queue_stats (queue TEXT PRIMARY KEY, messages INTEGER NOT NULL, bytes INTEGER NOT NULL);
@@ -597,6 +618,8 @@ export class DurableStore implements DedupeLog {
       if (!cols.some((c) => c.name === 'seg')) this.db.exec('ALTER TABLE messages ADD COLUMN seg INTEGER; ALTER TABLE messages ADD COLUMN seg_off INTEGER')
       // live rows per sealed group (the writer keeps it; before, it scanned every row at start)
       const gcols = this.db.prepare('PRAGMA table_info(sealed_groups)').all() as {name: string}[]
+      // groups in body segments (GROUP_SEGMENT_MIN); groups from before keep their data in the row
+      if (!gcols.some((c) => c.name === 'seg')) this.db.exec('ALTER TABLE sealed_groups ADD COLUMN seg INTEGER; ALTER TABLE sealed_groups ADD COLUMN seg_off INTEGER; ALTER TABLE sealed_groups ADD COLUMN seg_len INTEGER')
       if (!gcols.some((c) => c.name === 'live')) {
         this.db.transaction(() => {
           this.db.exec('ALTER TABLE sealed_groups ADD COLUMN live INTEGER')
@@ -927,7 +950,7 @@ export class DurableStore implements DedupeLog {
    * Hot-path note (issue 17): this runs synchronously on the event loop, one indexed range scan on
    * the rowid (seq) filtered by queue; there is deliberately no (queue, seq) index, which would cost
    * every insert and delete. Queues whose rows interleave with another queue's big backlog scan past
-   * those rows. A group (~1 MiB, up to ~1000 small messages) is opened once and kept in a small cache.
+   * those rows. A group (up to GROUP_BYTES_MAX of records, in broker.db or a body segment) is opened once and kept in a small cache.
    */
   readQueue(queue: string, afterSeq: number, uptoSeq: number, limit: number, maxBytes: number): {messages: StoredMessage[]; lastSeq: number; skipped: number; skippedBytes: number} {
     this.pageStmt ??= this.db.prepare(
@@ -973,8 +996,8 @@ export class DurableStore implements DedupeLog {
       else if (r.group_id !== null) {
         let g = this.groupCache.get(r.group_id)
         if (g === undefined) {
-          this.groupStmt ??= this.db.prepare('SELECT key_id, data FROM sealed_groups WHERE id = ?')
-          g = this.openGroupRecords(this.groupStmt.get(r.group_id) as {key_id: number; data: Buffer} | undefined, r.group_id)
+          this.groupStmt ??= this.db.prepare('SELECT key_id, data, seg, seg_off, seg_len FROM sealed_groups WHERE id = ?')
+          g = this.openGroupRecords(this.groupStmt.get(r.group_id) as GroupRow | undefined, r.group_id)
           this.groupCache.set(r.group_id, g)
           if (this.groupCache.size > 4) this.groupCache.delete(this.groupCache.keys().next().value!)
         }
@@ -1030,11 +1053,19 @@ export class DurableStore implements DedupeLog {
     }
   }
 
-  private openGroupRecords(row: {key_id: number; data: Buffer} | undefined, id: number): Map<number, {m: StoredMessage; headers: string}> | string {
+  private openGroupRecords(row: GroupRow | undefined, id: number): Map<number, {m: StoredMessage; headers: string}> | string {
     if (!row) return `its sealed group ${id} is missing`
     if (row.key_id !== this.keyId) return `its group is sealed under key id ${row.key_id}, but secrets/${STORE_KEY_FILE} has key id ${this.keyId}`
+    let sealed = row.data
+    if (row.seg !== null) {
+      try {
+        sealed = this.segments.read(row.seg, row.seg_off!, row.seg_len!)
+      } catch (error) {
+        return `its sealed group ${id} is in body segment ${row.seg}, which cannot be read (${(error as Error).message})`
+      }
+    }
     try {
-      const plain = openGroup(this.key, row.key_id, id, row.data)
+      const plain = openGroup(this.key, row.key_id, id, sealed)
       const out = new Map<number, {m: StoredMessage; headers: string}>()
       for (let p = 0; p < plain.length; ) {
         const rec = readInsertRecord(plain, p)

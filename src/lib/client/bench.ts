@@ -5,7 +5,7 @@
  * machine's clock) and, with confirms, publish-to-confirm latency. The same harness drives RabbitMQ
  * (amqplib) and NATS core (nats.js) for `--compare`, so the ratios compare like with like.
  */
-import {spawn} from 'node:child_process'
+import {type ChildProcess, spawn} from 'node:child_process'
 import {randomBytes} from 'node:crypto'
 import {performance} from 'node:perf_hooks'
 import {createInterface} from 'node:readline'
@@ -38,6 +38,10 @@ export interface BenchResult {
   mbPerSec: number
   latencyMs: {p50: number; p99: number; p999: number; max: number}
   confirmMs?: {p50: number; p99: number; p999: number; max: number}
+  /** CPU (user + system, all threads) per message of the consumer process, from ready to its last message */
+  consumerCpuUs?: number
+  /** CPU per message of the producer process, from its first publish to the consumer's report */
+  producerCpuUs?: number
 }
 
 export interface BenchProducer {
@@ -95,6 +99,7 @@ export function medianRun(runs: BenchResult[]): BenchResult | undefined {
 const round = (n: number, d = 3) => Math.round(n * 10 ** d) / 10 ** d
 /** Of sorted latencies. p99.9 too: at 5,000 msg/s a p99 is one message in 100 (50 a second), the p99.9 says how long the stalls behind it are */
 export const percentiles = (sorted: Float64Array) => ({max: round(sorted[sorted.length - 1] ?? 0), p50: round(pct(sorted, 50)), p99: round(pct(sorted, 99)), p999: round(pct(sorted, 99.9))})
+const NO_ACK = (): void => {}
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 /** wall-clock ms with sub-ms precision, comparable across processes on one machine (timeOrigin is fixed: read once, its getter costs per message) */
 const ORIGIN = performance.timeOrigin
@@ -104,6 +109,14 @@ export interface ConsumerReport {
   received: number
   lastAt: number
   latencyMs: {p50: number; p99: number; p999: number; max: number}
+  /** CPU microseconds the consumer process used from ready to the last message */
+  cpuUs: number
+}
+
+/** CPU microseconds this process has used (user + system, all its threads) */
+const cpuNow = (): number => {
+  const u = process.cpuUsage()
+  return u.user + u.system
 }
 
 /** The consumer side (run in the child process): counts, acks and measures until `total` arrived. */
@@ -112,6 +125,8 @@ export async function runConsumer(target: BenchTarget, spec: BenchSpec, dest: st
   const lat = new Float64Array(total)
   let received = 0
   let lastAt = 0
+  let cpu0 = 0
+  let cpuUs = 0
   const c = await target.consumer(spec, dest)
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`only ${received} of ${total} messages arrived within 180 s`)), 180_000)
@@ -122,42 +137,117 @@ export async function runConsumer(target: BenchTarget, spec: BenchSpec, dest: st
       if (spec.mode === 'durable') ack()
       if (progress && received % 1000 === 0) progress(received)
       if (received === total) {
+        cpuUs = cpuNow() - cpu0
         lastAt = now
         clearTimeout(timer)
         resolve()
       }
-    }).then(ready, reject)
+    }).then(() => {
+      cpu0 = cpuNow()
+      ready()
+    }, reject)
   })
   await c.close()
   lat.sort()
-  return {lastAt, latencyMs: percentiles(lat), received}
+  return {cpuUs, lastAt, latencyMs: percentiles(lat), received}
 }
 
 const BIN = fileURLToPath(new URL('../../../../bin/run.js', import.meta.url))
 
-/** Runs one workload: spawns the consumer process, then produces from this one. */
-export async function runBench(target: BenchTarget, params: TargetParams, spec: BenchSpec, progress?: (done: number, total: number) => void): Promise<BenchResult> {
+/** what the parent sends a consumer process for each run (one JSON line on its stdin) */
+export interface ConsumerRun {
+  dest: string
+  messages: number
+  mode: BenchMode
+  window: number
+}
+
+/**
+ * A consumer process (`mq bench --role consumer`) that serves one run after another, each started by
+ * a line on its stdin: the warm-up run then warms the consumer's JIT and heap as it does the
+ * producer's (one fresh process per run measured every timed run with a cold consumer, several
+ * times the CPU per message of a warm one, on every target alike). It exits when its stdin closes.
+ */
+export class ConsumerProcess {
+  private readonly child: ChildProcess
+  private stderr = ''
+  private onLine: ((line: string) => void) | undefined
+  readonly exited: Promise<number>
+
+  constructor(params: TargetParams) {
+    const args = [BIN, 'bench', '--role', 'consumer', '--target', params.target, '--url', params.consumerUrl ?? params.url]
+    if (params.home) args.push('--home', params.home)
+    if (params.identity) args.push('--identity', params.identity)
+    this.child = spawn(process.execPath, [...process.execArgv, ...args], {stdio: ['pipe', 'pipe', 'pipe']})
+    // a consumer that died mid-run: its stdin is gone, the exit says why
+    this.child.stdin!.on('error', () => {})
+    this.child.stderr!.on('data', (d: Buffer) => (this.stderr = (this.stderr + d.toString()).slice(-16_384)))
+    createInterface({input: this.child.stdout!}).on('line', (l) => this.onLine?.(l))
+    this.exited = new Promise<number>((r) => this.child.once('exit', (code) => r(code ?? 1)))
+  }
+
+  get alive(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null
+  }
+
+  /** Starts one run: resolves once the consumer is ready, with its report to come. */
+  async run(dest: string, spec: BenchSpec, progress?: (done: number, total: number) => void): Promise<{report: Promise<ConsumerReport>}> {
+    let readyResolve!: () => void
+    let reportResolve!: (r: ConsumerReport) => void
+    const ready = new Promise<void>((r) => (readyResolve = r))
+    const report = new Promise<ConsumerReport>((r) => (reportResolve = r))
+    this.onLine = (l) => {
+      if (l === 'ready') readyResolve()
+      else if (l.startsWith('progress ')) progress?.(Number(l.slice(9)), spec.messages)
+      else if (l.startsWith('{')) reportResolve(JSON.parse(l) as ConsumerReport)
+    }
+    const failed = this.exited.then((code) => Promise.reject(new Error(`consumer process exited (${code}): ${this.stderr.trim().split('\n').slice(-3).join(' ')}`)))
+    failed.catch(() => {})
+    const cmd: ConsumerRun = {dest, messages: spec.messages, mode: spec.mode, window: spec.window}
+    this.child.stdin!.write(JSON.stringify(cmd) + '\n')
+    await Promise.race([ready, failed])
+    return {report: Promise.race([report, failed])}
+  }
+
+  /** Ends it: stdin closes, it exits once its last run is done (killed if it has not within 10 s). */
+  async close(): Promise<void> {
+    if (!this.alive) return
+    this.child.stdin!.end()
+    const t = setTimeout(() => this.kill(), 10_000)
+    await this.exited
+    clearTimeout(t)
+  }
+
+  /** A run that failed leaves the consumer waiting for messages that will not come: it cannot serve another. */
+  kill(): void {
+    if (this.alive) this.child.kill('SIGKILL')
+  }
+}
+
+/** The consumer process's side: runs each run its stdin names, one after the other, until stdin closes. */
+export async function serveConsumerRuns(target: BenchTarget, input: NodeJS.ReadableStream, write: (line: string) => void): Promise<void> {
+  for await (const line of createInterface({input})) {
+    if (line.trim() === '') continue
+    const cmd = JSON.parse(line) as ConsumerRun
+    const spec: BenchSpec = {messages: cmd.messages, mode: cmd.mode, size: 0, window: cmd.window}
+    const report = await runConsumer(target, spec, cmd.dest, () => write('ready'), (n) => write(`progress ${n}`))
+    write(JSON.stringify(report))
+  }
+}
+
+/**
+ * Runs one workload: the consumer process (`consumer`, kept for the next run, or one started for
+ * this run alone) consumes, this one produces.
+ */
+export async function runBench(target: BenchTarget, params: TargetParams, spec: BenchSpec, progress?: (done: number, total: number) => void, consumer?: ConsumerProcess): Promise<BenchResult> {
   const total = spec.messages
   const dest = await target.prepare(spec)
-  const args = [BIN, 'bench', '--role', 'consumer', '--target', params.target, '--url', params.consumerUrl ?? params.url, '--dest', dest, '--messages', String(total), '--window', String(spec.window), '--mode', spec.mode === 'durable' ? 'durable' : 'memory']
-  if (params.home) args.push('--home', params.home)
-  if (params.identity) args.push('--identity', params.identity)
-  const child = spawn(process.execPath, [...process.execArgv, ...args], {stdio: ['ignore', 'pipe', 'pipe']})
-  let stderr = ''
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
-  const lines = createInterface({input: child.stdout})
-  let report: ConsumerReport | undefined
-  let readyResolve!: () => void
-  const ready = new Promise<void>((r) => (readyResolve = r))
-  lines.on('line', (l) => {
-    if (l === 'ready') readyResolve()
-    else if (l.startsWith('progress ')) progress?.(Number(l.slice(9)), total)
-    else if (l.startsWith('{')) report = JSON.parse(l) as ConsumerReport
-  })
-  const exited = new Promise<number>((r) => child.once('exit', (code) => r(code ?? 1)))
+  const own = consumer === undefined
+  const cons = consumer ?? new ConsumerProcess(params)
   let producer: BenchProducer | undefined
+  let ok = false
   try {
-    await Promise.race([ready, exited.then((code) => Promise.reject(new Error(`consumer process exited (${code}): ${stderr.trim().split('\n').slice(-3).join(' ')}`)))])
+    const {report} = await cons.run(dest, spec, progress)
     producer = await target.producer(spec, dest)
     const conf = spec.mode === 'durable' ? new Float64Array(total) : undefined
     const filler = randomBytes(Math.max(0, spec.size - 8))
@@ -171,6 +261,7 @@ export async function runBench(target: BenchTarget, params: TargetParams, spec: 
     let confirmed = 0
     let failure: Error | undefined
     const t0 = wall()
+    const cpu0 = cpuNow()
     const start0 = performance.now()
     for (let i = 0; i < total && !failure; i++) {
       if (spec.rate) {
@@ -195,24 +286,28 @@ export async function runBench(target: BenchTarget, params: TargetParams, spec: 
       } else if (!producer.publish(make())) await producer.drained()
     }
     if (failure) throw failure
-    const code = await exited
-    if (code !== 0 || !report) throw new Error(`consumer process failed (${code}): ${stderr.trim().split('\n').slice(-3).join(' ')}`)
-    const seconds = (report.lastAt - t0) / 1000
+    const r = await report
+    const producerCpu = cpuNow() - cpu0
+    ok = true
+    const seconds = (r.lastAt - t0) / 1000
     conf?.sort()
     return {
       confirmMs: conf ? percentiles(conf) : undefined,
-      latencyMs: report.latencyMs,
+      consumerCpuUs: round(r.cpuUs / total, 2),
+      latencyMs: r.latencyMs,
       mbPerSec: round((total * spec.size) / seconds / 1e6, 2),
       messages: total,
       mode: spec.mode,
       msgsPerSec: Math.round(total / seconds),
+      producerCpuUs: round(producerCpu / total, 2),
       rate: spec.rate,
       seconds: round(seconds),
       size: spec.size,
       target: target.name,
     }
   } finally {
-    if (child.exitCode === null) child.kill('SIGKILL')
+    if (!ok) cons.kill()
+    else if (own) await cons.close()
     await producer?.close().catch(() => {})
     await target.cleanup(dest).catch(() => {})
   }
@@ -231,7 +326,9 @@ export function mqTarget(connect: () => Promise<BrokerClient>): BenchTarget {
       return {
         close: () => sub.close(),
         async start(onMessage) {
-          await sub.consume(dest, {noAck: spec.mode === 'memory', prefetch: spec.window}, (d) => onMessage(d.body, () => sub.ack(d.deliveryTag)))
+          const noAck = spec.mode === 'memory'
+          // auto-ack: one shared no-op, not a closure per message
+          await sub.consume(dest, {noAck, prefetch: spec.window}, noAck ? (d) => onMessage(d.body, NO_ACK) : (d) => onMessage(d.body, () => sub.ack(d.deliveryTag)))
         },
       }
     },

@@ -11,7 +11,7 @@ import tls from 'node:tls'
 import {DataError, MqError, NotFoundError, PermissionError, TempFailError, UnavailableError, UsageError} from '../errors.js'
 import {MessageIds} from '../wire/ids.js'
 import type {BrokerDefinitions, BrokerStats, Delivery, MessageStatusInfo, PeekedMessage, QueueStats} from '../wire/types.js'
-import {BATCH_BYTES, BATCH_HEADER_ARGS_MAX, BATCH_MAX_COUNT, BIG_BODY, type Frame, FrameError, FrameParser, NEWLINE, PublishBatchWriter, eachDelivery, encodeFrame, encodeHead, encodeHeaderArgs, encodeLine, encodeValue, frameHeaders, frameHeadersOrNone, sameHeaders} from '../wire/protocol.js'
+import {BATCH_BYTES, BATCH_HEADER_ARGS_MAX, BATCH_MAX_COUNT, BIG_BODY, type Frame, FrameError, FrameParser, NEWLINE, NO_HEADERS, PublishBatchWriter, eachDelivery, encodeFrame, encodeHead, encodeHeaderArgs, encodeLine, encodeValue, frameHeaders, frameHeadersOrNone, sameHeaders} from '../wire/protocol.js'
 
 export type {BrokerDefinitions, BrokerStats, Delivery, MessageStatus, MessageStatusInfo, PeekedMessage, QueueStats} from '../wire/types.js'
 
@@ -298,9 +298,16 @@ export class BrokerClient extends EventEmitter {
         const queue = h.queue
         // h.* on a DELIVERS line are every record's headers; each delivery gets its own copy to keep
         const shared = frameHeadersOrNone(f.args)
-        eachDelivery(f.body, Number(f.args.count ?? 0), (tag, redelivered, count, ts, exchange, key, messageId, body) =>
-          h.onMessage({body, deliveryCount: count, deliveryTag: tag, exchange, headers: {...shared}, messageId, queue, redelivered, routingKey: key, timestamp: ts}),
-        )
+        if (shared === NO_HEADERS) {
+          // no headers (the usual case): a fresh empty object per delivery, without a copy of an empty one
+          eachDelivery(f.body, Number(f.args.count ?? 0), (tag, redelivered, count, ts, exchange, key, messageId, body) =>
+            h.onMessage({body, deliveryCount: count, deliveryTag: tag, exchange, headers: {}, messageId, queue, redelivered, routingKey: key, timestamp: ts}),
+          )
+        } else {
+          eachDelivery(f.body, Number(f.args.count ?? 0), (tag, redelivered, count, ts, exchange, key, messageId, body) =>
+            h.onMessage({body, deliveryCount: count, deliveryTag: tag, exchange, headers: {...shared}, messageId, queue, redelivered, routingKey: key, timestamp: ts}),
+          )
+        }
         return
       }
       case 'OK':

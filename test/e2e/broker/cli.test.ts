@@ -96,6 +96,8 @@ test('mq bench runs a producer and a consumer process and reports throughput and
     assert.equal(x.messages, 300)
     assert.ok(x.msgs_per_sec > 0)
     assert.ok(x.latency_ms.p99 >= x.latency_ms.p50)
+    // each client's CPU per message, measured in its own process
+    assert.ok(x.consumer_cpu_us > 0 && x.producer_cpu_us > 0, JSON.stringify(x))
   }
   assert.ok(out.results[1].confirm_ms.p99 > 0)
 })

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict'
-import {appendFileSync, closeSync, existsSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync} from 'node:fs'
+import {appendFileSync, closeSync, cpSync, existsSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, writeFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {test} from 'node:test'
 
-import {EMPTIED_KEEP_BYTES, SEGMENT_MAX_BYTES, segmentFile} from '../../../src/lib/broker/body-segments.js'
+import {EMPTIED_KEEP_BYTES, GROUP_SEGMENT_MAX_BYTES, SEGMENT_MAX_BYTES, segmentFile} from '../../../src/lib/broker/body-segments.js'
 import {Engine} from '../../../src/lib/broker/engine.js'
-import {DurableStore} from '../../../src/lib/broker/store.js'
+import {DurableStore, GROUP_SEGMENT_MIN} from '../../../src/lib/broker/store.js'
 import {peekQueue} from '../../helpers/engine.js'
 import {tempHome} from '../../helpers/home.js'
 
@@ -340,5 +340,115 @@ test('a body whose segment bytes were altered or are missing is reported unreada
         ['x-1', true],
       ],
     )
+  })
+})
+
+test('a commit of many small messages seals them in groups that go to a body segment (ciphertext only, no blob in broker.db); they come back byte for byte from a crash copy and after a restart, acking them all frees the segment, and an altered group is unreadable', async () => {
+  await withHome(async (dir, open) => {
+    const {e, store} = open()
+    e.declareQueue('g', {durable: true})
+    const n = 300
+    for (let i = 0; i < n; i++) e.publish('', 'g', bodyOf(1000 + (i % 7), i + 3), {headers: {n: String(i)}, messageId: `g-${i}`})
+    await store.flush()
+    const groups = store.db.prepare('SELECT id, length(data) AS n, seg, seg_off AS off, seg_len AS len, live FROM sealed_groups ORDER BY id').all() as {id: number; n: number; seg: number | null; off: number | null; len: number | null; live: number}[]
+    const inSeg = groups.filter((g) => g.seg !== null)
+    assert.ok(inSeg.length >= 3, `${inSeg.length} of ${groups.length} groups in a segment`)
+    for (const g of inSeg) {
+      assert.equal(g.n, 0, 'a group in a segment keeps no blob in broker.db')
+      assert.ok(g.len! >= GROUP_SEGMENT_MIN)
+    }
+    assert.ok(inSeg.reduce((k, g) => k + g.live, 0) >= n - 60, 'most messages are in segment groups')
+    for (const g of groups.filter((x) => x.seg === null)) assert.ok(g.n > 0 && g.n < GROUP_SEGMENT_MIN, 'a small group stays in broker.db')
+    const files = segFiles(dir)
+    assert.equal(files.length, 1)
+    const segPath = join(dir, 'bodies', files[0])
+    assert.equal(statSync(segPath).mode & 0o777, 0o600)
+    assert.equal(readFileSync(segPath).length, inSeg.reduce((k, g) => k + g.len!, 0))
+    for (const f of [segPath, join(dir, 'broker.db'), join(dir, 'broker.db-wal')]) if (existsSync(f)) assert.equal(readFileSync(f).indexOf(MARKER), -1, `no plaintext in ${f}`)
+
+    // what a kill -9 right after the commit leaves (the store still open): everything comes back from it
+    const crash = `${dir}-crash`
+    cpSync(dir, crash, {recursive: true})
+    const keyFile = join(dir, '..', 'secrets', 'broker.key')
+    const check = (st: DurableStore, eng: Engine, expectAll: boolean) => {
+      const got = peekQueue(eng, 'g')
+      if (expectAll) assert.equal(got.length, n)
+      for (const m of got) {
+        const i = Number(m.messageId.slice(2))
+        assert.ok(m.body.equals(bodyOf(1000 + (i % 7), i + 3)), `body of ${m.messageId}`)
+        assert.equal(m.headers.n, String(i))
+      }
+      if (expectAll) assert.deepEqual(st.unreadable, [])
+      return got
+    }
+    const c = new DurableStore(crash, 0, {keyFile})
+    try {
+      check(c, new Engine({store: c}), true)
+    } finally {
+      await c.close()
+    }
+
+    // a clean restart: the same; then all acked: groups and the segment's count go
+    await store.close()
+    const b = open()
+    check(b.store, b.e, true)
+    const s = b.e.openSession('s', {deliver: () => {}, writable: () => true})
+    for (let i = 0; i < n; i++) b.e.ack(s, b.e.get(s, 'g')!.deliveryTag)
+    await b.store.flush()
+    assert.equal((b.store.db.prepare('SELECT COUNT(*) AS k FROM sealed_groups').get() as {k: number}).k, 0)
+    assert.equal((b.store.db.prepare('SELECT COUNT(*) AS k FROM body_segments WHERE live > 0').get() as {k: number}).k, 0)
+    await b.store.close()
+    assert.deepEqual(segFiles(dir), [], 'the emptied segment goes at a clean stop')
+
+    // one group's ciphertext altered in the crash copy: its messages are skipped as unreadable, the others delivered
+    const [name] = segFiles(crash)
+    const cseg = join(crash, 'bodies', name)
+    const bytes = readFileSync(cseg)
+    bytes[inSeg[1].off! + 100] ^= 1
+    writeFileSync(cseg, bytes)
+    const d = new DurableStore(crash, 0, {keyFile})
+    try {
+      const got = check(d, new Engine({store: d}), false)
+      assert.equal(got.length, n - inSeg[1].live)
+      assert.equal(d.unreadable.length, inSeg[1].live)
+      assert.ok(d.unreadable.every((u) => /authentication of its sealed group/.test(u.reason)))
+    } finally {
+      await d.close()
+      rmSync(crash, {force: true, recursive: true})
+    }
+  })
+})
+
+test('sealed groups go to segments of their own, rolled at GROUP_SEGMENT_MAX_BYTES: a message left in a slow queue keeps only its group segment, the busy queue\'s others go once acked', async () => {
+  await withHome(async (dir, open) => {
+    const {e, store} = open()
+    e.declareQueue('slow', {durable: true})
+    e.declareQueue('fast', {durable: true})
+    e.publish('', 'slow', bodyOf(1000, 1), {messageId: 'slow-0'})
+    const n = Math.ceil((2.5 * GROUP_SEGMENT_MAX_BYTES) / 1000)
+    for (let i = 0; i < n; i++) e.publish('', 'fast', bodyOf(1000, i + 2), {messageId: `f-${i}`})
+    e.publish('', 'fast', bodyOf(100 * 1024, 9), {messageId: 'big'})
+    await store.flush()
+    const segOf = (id: string) => (store.db.prepare('SELECT seg FROM messages WHERE message_id = ?').get(id) as {seg: number}).seg
+    const groupSegs = (store.db.prepare('SELECT DISTINCT seg FROM sealed_groups WHERE seg IS NOT NULL').all() as {seg: number}[]).map((r) => r.seg)
+    assert.equal(groupSegs.length, 3, 'groups of 2.5 x GROUP_SEGMENT_MAX_BYTES in three segments')
+    const bigSeg = segOf('big')
+    assert.ok(!groupSegs.includes(bigSeg), 'a big body is not in a group segment')
+    for (const f of segFiles(dir)) assert.ok(statSync(join(dir, 'bodies', f)).size <= Math.max(GROUP_SEGMENT_MAX_BYTES, 100 * 1024 + 16))
+    const s = e.openSession('s', {deliver: () => {}, writable: () => true})
+    for (let i = 0; i < n + 1; i++) e.ack(s, e.get(s, 'fast')!.deliveryTag)
+    await store.flush()
+    // left: the slow message's group segment, and the two being appended to (big bodies', groups'), kept for more
+    // appends (EMPTIED_KEEP_BYTES); the rolled group segment in the middle went once its groups did
+    const sorted = [...groupSegs].sort((x, y) => x - y)
+    const left = segFiles(dir).map((f) => Number(f.slice(0, 6)))
+    assert.deepEqual(left.sort((x, y) => x - y), [sorted[0], bigSeg, sorted[2]].sort((x, y) => x - y))
+    await store.close()
+    const b = open()
+    assert.deepEqual(
+      peekQueue(b.e, 'slow').map((m) => [m.messageId, m.body.equals(bodyOf(1000, 1))]),
+      [['slow-0', true]],
+    )
+    assert.deepEqual(peekQueue(b.e, 'fast'), [])
   })
 })

@@ -2,8 +2,9 @@ import assert from 'node:assert/strict'
 import {test} from 'node:test'
 
 import {readFileSync} from 'node:fs'
+import {PassThrough} from 'node:stream'
 
-import {type BenchResult, medianRun, percentiles, scaledForSize} from '../../../src/lib/client/bench.js'
+import {type BenchResult, type BenchTarget, medianRun, percentiles, scaledForSize, serveConsumerRuns} from '../../../src/lib/client/bench.js'
 
 const run = (msgsPerSec: number, confirmP99?: number, rate?: number): BenchResult => ({
   confirmMs: confirmP99 === undefined ? undefined : {max: 0, p50: 0, p99: confirmP99, p999: 0},
@@ -48,4 +49,51 @@ test('npm run bench:compare covers 256 B, 4 KiB, 64 KiB and 1 MiB', () => {
   const pkg = JSON.parse(readFileSync(new URL('../../../../package.json', import.meta.url), 'utf8')) as {scripts: Record<string, string>}
   const sizes = [...pkg.scripts['bench:compare'].matchAll(/--size (\d+)/g)].map((m) => Number(m[1]))
   assert.deepEqual(sizes, [256, 4096, 65_536, 1_048_576])
+})
+
+test('one consumer process serves run after run (warm-up, then the timed runs): each its own queue, mode and count, in order, until stdin closes', async () => {
+  const started: string[] = []
+  let acks = 0
+  const target: BenchTarget = {
+    cleanup: async () => {},
+    async consumer(spec, dest) {
+      return {
+        close: async () => {},
+        async start(onMessage) {
+          started.push(`${dest} ${spec.mode} ${spec.messages}`)
+          setImmediate(() => {
+            for (let i = 0; i < spec.messages; i++) {
+              const b = Buffer.alloc(16)
+              b.writeDoubleLE(performance.timeOrigin + performance.now(), 0)
+              onMessage(b, () => acks++)
+            }
+          })
+        },
+      }
+    },
+    name: 'mq',
+    prepare: async () => '',
+    producer: async () => assert.fail('the consumer side never produces'),
+  }
+  const input = new PassThrough()
+  const lines: string[] = []
+  const served = serveConsumerRuns(target, input, (l) => lines.push(l))
+  input.write(JSON.stringify({dest: 'q.warm', messages: 300, mode: 'memory', window: 10}) + '\n')
+  input.write(JSON.stringify({dest: 'q.timed', messages: 2000, mode: 'durable', window: 10}) + '\n')
+  input.end()
+  await served
+  assert.deepEqual(started, ['q.warm memory 300', 'q.timed durable 2000'])
+  // acks only in durable mode
+  assert.equal(acks, 2000)
+  const reports = lines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as {received: number; cpuUs: number})
+  assert.deepEqual(
+    reports.map((r) => r.received),
+    [300, 2000],
+  )
+  // the consumer's CPU from ready to its last message, for mq bench's cpu/msg
+  for (const r of reports) assert.ok(r.cpuUs >= 0 && Number.isFinite(r.cpuUs))
+  assert.deepEqual(
+    lines.filter((l) => !l.startsWith('{')),
+    ['ready', 'ready', 'progress 1000', 'progress 2000'],
+  )
 })

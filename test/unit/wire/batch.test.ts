@@ -84,6 +84,8 @@ test('DELIVERS message ids that share a prefix (counter ids), then differ in it,
     '0123456789abcdef-0003',
     '0123456789abcdef-000é', // a non-ASCII tail
     '0123456789abcdef-0004',
+    '0123456789abcdef-0éx', // a non-ASCII character in a tail of three bytes (the counter's length)
+    '0123456789abcdef-0005',
     '0123456789abcdeé-0005', // a non-ASCII prefix
     '0123456789abcdeé-0006',
     '0123456789abcdXf-0007', // the prefix differs
