@@ -148,6 +148,48 @@ describe('native AES-256-GCM and HMAC (native/mqcrypto.c)', {skip}, () => {
       }
     }
   })
+
+  it('takes an offset only as an integer 0..2^32-1 (no wrap of 2^32 + k, -1 or 1.5 to another place)', () => {
+    const x = n()
+    const seal = x.gcmKey(randomBytes(32), false)
+    const mk = x.macKeys(randomBytes(32))
+    for (const off of [2 ** 32 + 3, 2 ** 32, -1, -(2 ** 32) + 3, 1.5, Number.NaN, Number.POSITIVE_INFINITY, '3' as unknown as number]) {
+      const out = Buffer.alloc(64)
+      assert.throws(() => x.gcmSeal(seal, randomBytes(12), Buffer.alloc(0), randomBytes(8), out, off), (e: Error & {code?: string}) => e.code === 'E_NATIVE_ARG', `seal at ${off}`)
+      assert.throws(() => x.macs(mk, Buffer.alloc(3), Buffer.alloc(3), out, off), (e: Error & {code?: string}) => e.code === 'E_NATIVE_ARG', `macs at ${off}`)
+      assert.ok(out.equals(Buffer.alloc(64)), `nothing written for ${off}`)
+    }
+    const out = Buffer.alloc(64)
+    x.gcmSeal(seal, randomBytes(12), Buffer.alloc(0), randomBytes(8), out, 3)
+    x.macs(mk, Buffer.alloc(3), Buffer.alloc(3), out, 40)
+  })
+
+  it('refuses MACs written over their own head or payload (a later key would MAC the changed head)', () => {
+    const x = n()
+    const mk = x.macKeys(randomBytes(64))
+    const buf = Buffer.alloc(100, 7)
+    assert.throws(() => x.macs(mk, buf.subarray(0, 48), Buffer.alloc(5), buf.subarray(32, 64), 0), (e: Error & {code?: string}) => e.code === 'E_NATIVE_ARG', 'over the head')
+    assert.throws(() => x.macs(mk, Buffer.alloc(5), buf.subarray(0, 48), buf, 40), (e: Error & {code?: string}) => e.code === 'E_NATIVE_ARG', 'over the payload')
+    assert.ok(buf.equals(Buffer.alloc(100, 7)))
+    // right next to each other is fine
+    x.macs(mk, buf.subarray(0, 48), buf.subarray(80), buf, 48)
+  })
+
+  it('does not decrypt into a SharedArrayBuffer (another thread could read plaintext before the tag is checked)', () => {
+    const x = n()
+    const key = randomBytes(32)
+    const nonce = randomBytes(12)
+    const sealed = nodeSeal(key, nonce, Buffer.alloc(0), randomBytes(40))
+    const open = x.gcmKey(key, true)
+    const shared = new Uint8Array(new SharedArrayBuffer(40))
+    assert.throws(() => x.gcmOpen(open, nonce, Buffer.alloc(0), sealed.subarray(0, 40), sealed.subarray(40), shared), (e: Error & {code?: string}) => e.code === 'E_NATIVE_ARG')
+    assert.ok(Buffer.from(shared.buffer).equals(Buffer.alloc(40)))
+    // shared inputs (large wire bodies are SharedArrayBuffers) still open
+    const sharedIn = new Uint8Array(new SharedArrayBuffer(56))
+    sharedIn.set(sealed)
+    assert.equal(x.gcmOpen(open, nonce, Buffer.alloc(0), sharedIn.subarray(0, 40), sharedIn.subarray(40), Buffer.alloc(40)), true)
+  })
+
 })
 
 interface TestIdentity {
