@@ -190,6 +190,12 @@ describe('native AES-256-GCM and HMAC (native/mqcrypto.c)', {skip}, () => {
     assert.equal(x.gcmOpen(open, nonce, Buffer.alloc(0), sharedIn.subarray(0, 40), sharedIn.subarray(40), Buffer.alloc(40)), true)
   })
 
+  it('is linked to bind every symbol at load (-z now): a missing OpenSSL symbol falls back instead of killing the process', (t) => {
+    const r = spawnSync('readelf', ['-d', ADDON], {encoding: 'utf8'})
+    if (r.error || r.status !== 0) return t.skip('no readelf')
+    assert.match(r.stdout, /\(FLAGS\)\s+BIND_NOW|\(FLAGS_1\)\s+Flags:.*\bNOW\b/)
+  })
+
 })
 
 interface TestIdentity {
