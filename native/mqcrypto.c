@@ -42,6 +42,13 @@
 #define GCM_MAGIC 0x6d716763u
 #define MAC_MAGIC 0x6d716d63u
 
+/*
+ * Node-API type tags on the externals: an external some other addon made is refused before its data
+ * pointer is read (the magic alone would be read through whatever pointer that external holds)
+ */
+static const napi_type_tag GCM_TAG = {0x6d7163727970746fULL, 0x67636d2d6b657931ULL};
+static const napi_type_tag MAC_TAG = {0x6d7163727970746fULL, 0x6d61632d6b657931ULL};
+
 typedef struct {
   uint32_t magic;
   int decrypt;
@@ -109,6 +116,8 @@ static int overlaps(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen
 static int get_handle(napi_env env, napi_value v, uint32_t magic, void **out) {
   napi_valuetype t;
   if (napi_typeof(env, v, &t) != napi_ok || t != napi_external) return fail(env, "E_NATIVE_ARG", "not a native key handle");
+  bool tagged = false;
+  if (napi_check_object_type_tag(env, v, magic == GCM_MAGIC ? &GCM_TAG : &MAC_TAG, &tagged) != napi_ok || !tagged) return fail(env, "E_NATIVE_ARG", "not a native key handle of this kind");
   void *p = NULL;
   if (napi_get_value_external(env, v, &p) != napi_ok || p == NULL || *(uint32_t *)p != magic) return fail(env, "E_NATIVE_ARG", "not a native key handle of this kind");
   *out = p;
@@ -166,6 +175,8 @@ static napi_value gcm_key_new(napi_env env, napi_callback_info info) {
     free(k);
     return fail(env, "E_NATIVE_MEMORY", "cannot make a key handle"), NULL;
   }
+  /* the finalizer owns k now: on failure the handle is dropped and freed by the GC */
+  if (napi_type_tag_object(env, out, &GCM_TAG) != napi_ok) return fail(env, "E_NATIVE_CRYPTO", "cannot tag the key handle"), NULL;
   return out;
 }
 
@@ -315,6 +326,7 @@ static napi_value mac_keys_new(napi_env env, napi_callback_info info) {
     free(m);
     return fail(env, "E_NATIVE_CRYPTO", "cannot set up the MAC keys"), NULL;
   }
+  if (napi_type_tag_object(env, out, &MAC_TAG) != napi_ok) return fail(env, "E_NATIVE_CRYPTO", "cannot tag the MAC keys handle"), NULL;
   return out;
 }
 

@@ -3,7 +3,7 @@ import {spawnSync} from 'node:child_process'
 import {type KeyObject, createCipheriv, createDecipheriv, createHash, createHmac, generateKeyPairSync, randomBytes} from 'node:crypto'
 import {existsSync, mkdtempSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
-import {join} from 'node:path'
+import {dirname, join} from 'node:path'
 import {fileURLToPath} from 'node:url'
 import {after, describe, it} from 'node:test'
 
@@ -266,6 +266,36 @@ describe('native AES-256-GCM and HMAC (native/mqcrypto.c)', {skip}, () => {
     const r = spawnSync('readelf', ['-d', ADDON], {encoding: 'utf8'})
     if (r.error || r.status !== 0) return t.skip('no readelf')
     assert.match(r.stdout, /\(FLAGS\)\s+BIND_NOW|\(FLAGS_1\)\s+Flags:.*\bNOW\b/)
+  })
+
+  it("refuses another addon's external as a handle without reading through its pointer", (t) => {
+    // a foreign external whose data pointer is not ours (16: reading it would crash the process)
+    const dir = mkdtempSync(join(tmpdir(), 'mq-native-foreign-'))
+    writeFileSync(
+      join(dir, 'foreign.c'),
+      `#include <node_api.h>
+static napi_value mk(napi_env env, napi_callback_info i) { napi_value e; napi_create_external(env, (void *)16, NULL, NULL, &e); return e; }
+NAPI_MODULE_INIT() { napi_value f; napi_create_function(env, "mk", 2, mk, NULL, &f); napi_set_named_property(env, exports, "mk", f); return exports; }
+`,
+    )
+    const include = join(dirname(process.execPath), '..', 'include', 'node')
+    const cc = spawnSync(process.env.CC ?? 'cc', ['-shared', '-fPIC', '-I', include, '-o', join(dir, 'foreign.node'), join(dir, 'foreign.c')], {encoding: 'utf8'})
+    if (cc.error || cc.status !== 0) return t.skip('no C compiler or Node headers')
+    const script = `
+      const n = require(${JSON.stringify(ADDON)})
+      const foreign = require(${JSON.stringify(join(dir, 'foreign.node'))}).mk()
+      const calls = [
+        () => n.gcmSeal(foreign, Buffer.alloc(12), Buffer.alloc(0), Buffer.alloc(0), Buffer.alloc(16), 0),
+        () => n.gcmOpen(foreign, Buffer.alloc(12), Buffer.alloc(0), Buffer.alloc(0), Buffer.alloc(16), Buffer.alloc(0)),
+        () => n.gcmDispose(foreign),
+        () => n.macs(foreign, Buffer.alloc(0), Buffer.alloc(0), Buffer.alloc(16), 0),
+        () => n.macDispose(foreign),
+      ]
+      for (const f of calls) { try { f(); console.log('accepted') } catch (e) { console.log(e.code) } }
+    `
+    const r = spawnSync(process.execPath, ['-e', script], {encoding: 'utf8', timeout: 30_000})
+    assert.equal(r.status, 0, `${r.stdout}${r.stderr}`.slice(-2000))
+    assert.deepEqual(r.stdout.trim().split('\n'), Array.from({length: 5}, () => 'E_NATIVE_ARG'))
   })
 
   it('works in worker threads, with handles disposed, left to the GC, or alive when the worker stops; a handle cannot be posted', () => {
