@@ -14,7 +14,7 @@
  * knows all MAC keys, and the MAC block is itself part of the GCM associated data.
  */
 import {
-  type Cipher,
+  type CipherGCM,
   KeyObject,
   constants,
   createCipheriv,
@@ -35,6 +35,7 @@ import {isUtf8} from 'node:buffer'
 import * as nodeCrypto from 'node:crypto'
 
 import {DataError, MqError, PermissionError, TempFailError, UsageError} from '../errors.js'
+import {type NativeCrypto, type NativeHandle, nativeCrypto} from './native.js'
 
 /** the first format: JSON header, the grant in every envelope (still opened, no longer written) */
 export const ENVELOPE_MAGIC = Buffer.from('MQE1')
@@ -228,6 +229,32 @@ interface ActiveKey {
   inlineAt: number
   /** the grant part of an inline MQE3 envelope: u32 G, grant, u16 S, signature */
   inlineBytes: Buffer
+  /** the native addon, when it seals this key's messages (else node:crypto) */
+  native?: NativeCrypto
+  /** dataKey's AES-GCM context, keyed once (native) */
+  gcm?: NativeHandle
+  /** macKeys' pad states (native, with several recipients) */
+  macNative?: NativeHandle
+}
+
+/** Frees a key's native contexts now (their key material is cleansed); the GC would do it later. */
+function disposeNative(k: {native?: NativeCrypto; gcm?: NativeHandle; macNative?: NativeHandle} | undefined): void {
+  if (!k?.native) return
+  if (k.gcm) k.native.gcmDispose(k.gcm)
+  if (k.macNative) k.native.macDispose(k.macNative)
+  k.gcm = k.macNative = undefined
+}
+
+/** Native handles for one data key: its AES-GCM context, and the MAC keys' pads when there are several. */
+function nativeKeys(native: NativeCrypto | undefined, dataKey: Buffer, macKeys: Buffer[], withMacs: boolean, decrypt: boolean): {native?: NativeCrypto; gcm?: NativeHandle; macNative?: NativeHandle} {
+  if (!native) return {}
+  let macNative: NativeHandle | undefined
+  if (withMacs) {
+    const all = Buffer.concat(macKeys)
+    macNative = native.macKeys(all)
+    all.fill(0)
+  }
+  return {gcm: native.gcmKey(dataKey, decrypt), macNative, native}
 }
 
 /** Seals messages from one sender to one fixed set of recipients, rotating the data key by count and age. */
@@ -276,11 +303,26 @@ export class EnvelopeSealer {
     })
     this.keysCreated++
     const inlineBytes = Buffer.concat([u32(grantBytes.length), grantBytes, u16(signature.length), signature])
-    return {count: 0, dataKey, exp, grantBytes, grantHash: hashGrant(grantBytes, signature), inlineAt: now, inlineBytes, kid: kid.toString('hex'), macKeys, macPads: macKeys.map(macPads), max: this.maxMessages, signature}
+    return {
+      count: 0,
+      dataKey,
+      exp,
+      grantBytes,
+      grantHash: hashGrant(grantBytes, signature),
+      inlineAt: now,
+      inlineBytes,
+      kid: kid.toString('hex'),
+      macKeys,
+      macPads: macKeys.map(macPads),
+      max: this.maxMessages,
+      signature,
+      ...nativeKeys(nativeCrypto(), dataKey, macKeys, macKeys.length > 1, false),
+    }
   }
 
   /** Starts a new data key for the next message (e.g. when the caller wants to limit exposure). */
   rotate(): void {
+    disposeNative(this.active)
     this.active = undefined
   }
 
@@ -290,10 +332,17 @@ export class EnvelopeSealer {
     // ciphertext is written into it piece by piece (gcmInto), never held as a separate body
     const envelope = Buffer.allocUnsafe(s.prefixLen + payload.length + TAG_LEN)
     let off = s.writePrefix(envelope)
-    off = gcmInto(s.cipher, payload, envelope, off)
-    // GCM's final() only computes the tag; every byte of the envelope is written before it leaves
-    if (s.cipher.final().length !== 0 || off !== envelope.length - TAG_LEN) throw new Error('AES-GCM output length')
-    s.cipher.getAuthTag().copy(envelope, off)
+    const {k} = s
+    if (k.native && k.gcm) {
+      // ciphertext and tag straight into the envelope, under the context keyed once for this data key
+      k.native.gcmSeal(k.gcm, s.nonce, s.aad, payload, envelope, off)
+    } else {
+      const cipher = gcmCipher(k.dataKey, s.nonce, s.aad)
+      off = gcmInto(cipher, payload, envelope, off)
+      // GCM's final() only computes the tag; every byte of the envelope is written before it leaves
+      if (cipher.final().length !== 0 || off !== envelope.length - TAG_LEN) throw new Error('AES-GCM output length')
+      cipher.getAuthTag().copy(envelope, off)
+    }
     return {envelope, grantInline: s.inline, keyId: s.keyId, messageId: s.messageId, seq: s.seq}
   }
 
@@ -301,29 +350,43 @@ export class EnvelopeSealer {
    * The same envelope as seal(), byte for byte, as pieces to be written one after the other: the
    * prefix (magic to MAC block), the ciphertext as update() returns it, the tag. A big message's
    * ciphertext then goes to the socket as it is instead of being copied into one envelope buffer
-   * (at 64 KiB that copy was a third of the sender's garbage).
+   * (at 64 KiB that copy was a third of the sender's garbage). The native addon encrypts into one
+   * envelope buffer, with no copy to save: the pieces are then views of it.
    */
   sealPieces(payload: Buffer, opts: SealOptions = {}): SealedPieces {
     const s = this.start(payload, opts)
+    if (s.k.native && s.k.gcm) {
+      // encrypted into one envelope buffer (no copy to save), handed out as the same pieces: views of it
+      const envelope = Buffer.allocUnsafe(s.prefixLen + payload.length + TAG_LEN)
+      s.k.native.gcmSeal(s.k.gcm, s.nonce, s.aad, payload, envelope, s.writePrefix(envelope))
+      const pieces = [envelope.subarray(0, s.prefixLen)]
+      for (let i = 0; i < payload.length; i += GCM_PIECE) pieces.push(envelope.subarray(s.prefixLen + i, s.prefixLen + Math.min(payload.length, i + GCM_PIECE)))
+      pieces.push(envelope.subarray(envelope.length - TAG_LEN))
+      return {grantInline: s.inline, keyId: s.keyId, length: envelope.length, messageId: s.messageId, pieces, seq: s.seq}
+    }
+    const cipher = gcmCipher(s.k.dataKey, s.nonce, s.aad)
     const prefix = Buffer.allocUnsafe(s.prefixLen)
     s.writePrefix(prefix)
     const pieces = [prefix]
     let n = 0
     for (let i = 0; i < payload.length; i += GCM_PIECE) {
-      const c = s.cipher.update(payload.subarray(i, i + GCM_PIECE))
+      const c = cipher.update(payload.subarray(i, i + GCM_PIECE))
       n += c.length
       if (c.length > 0) pieces.push(c)
     }
-    if (s.cipher.final().length !== 0 || n !== payload.length) throw new Error('AES-GCM output length')
-    pieces.push(s.cipher.getAuthTag())
+    if (cipher.final().length !== 0 || n !== payload.length) throw new Error('AES-GCM output length')
+    pieces.push(cipher.getAuthTag())
     return {grantInline: s.inline, keyId: s.keyId, length: s.prefixLen + n + TAG_LEN, messageId: s.messageId, pieces, seq: s.seq}
   }
 
-  /** Everything of a seal up to the ciphertext: key, header, MACs, cipher with its AAD, and the prefix writer. */
+  /** Everything of a seal up to the ciphertext: key, nonce, header, MACs, the AAD, and the prefix writer. */
   private start(payload: Buffer, opts: SealOptions) {
     const now = this.now()
     let k = this.active
-    if (!k || k.count >= k.max || now >= k.exp) k = this.active = this.newKey(now)
+    if (!k || k.count >= k.max || now >= k.exp) {
+      disposeNative(k)
+      k = this.active = this.newKey(now)
+    }
     const seq = k.count++
     const inline = seq % this.grantEvery === 0 || now - k.inlineAt >= this.grantIntervalMs
     if (inline) k.inlineAt = now
@@ -332,9 +395,14 @@ export class EnvelopeSealer {
     const headers = opts.headers && Object.keys(opts.headers).length > 0 ? opts.headers : undefined
     const headerBytes = encodeHeader2(FORMAT3, opts.timestamp ?? now, seq, nonce, messageId, opts.contentType ?? this.contentType, headers)
     // per-recipient MACs over header + payload digest, themselves covered by the GCM tag
-    const macBlock = k.macKeys.length > 1 ? macsFor2(FORMAT3, k.macKeys, k.macPads, k.grantHash, headerBytes, payload) : EMPTY
-    const cipher = createCipheriv('aes-256-gcm', k.dataKey, nonce, {authTagLength: TAG_LEN})
-    cipher.setAAD(aad2(FORMAT3, k.grantHash, headerBytes, macBlock))
+    let macBlock: Buffer = EMPTY
+    if (k.macKeys.length > 1) {
+      if (k.native && k.macNative) {
+        macBlock = Buffer.allocUnsafe(k.macKeys.length * MAC_LEN)
+        k.native.macs(k.macNative, macHead2(FORMAT3, k.grantHash, headerBytes), payload, macBlock, 0)
+      } else macBlock = macsFor2(FORMAT3, k.macKeys, k.macPads, k.grantHash, headerBytes, payload)
+    }
+    const aad = aad2(FORMAT3, k.grantHash, headerBytes, macBlock)
     const grantPart = inline ? k.inlineBytes : k.grantHash
     const prefixLen = 5 + grantPart.length + 2 + headerBytes.length + 2 + macBlock.length
     /** writes magic, grant part, header and MAC block at the start of `out`; returns the offset after them */
@@ -347,8 +415,15 @@ export class EnvelopeSealer {
       off = out.writeUInt16BE(macBlock.length, off)
       return off + macBlock.copy(out, off)
     }
-    return {cipher, inline, keyId: k.kid, messageId, prefixLen, seq, writePrefix}
+    return {aad, inline, k, keyId: k.kid, messageId, nonce, prefixLen, seq, writePrefix}
   }
+}
+
+/** node:crypto's AES-256-GCM cipher for one message, its AAD set (without the native addon) */
+function gcmCipher(key: Buffer, nonce: Buffer, aadBytes: Buffer): CipherGCM {
+  const cipher = createCipheriv('aes-256-gcm', key, nonce, {authTagLength: TAG_LEN})
+  cipher.setAAD(aadBytes)
+  return cipher
 }
 
 /**
@@ -472,6 +547,16 @@ function macInput2(f: BinaryFormat, grantHash: Buffer, headerBytes: Buffer, payl
   off += headerBytes.copy(b, off)
   // the digest is written where it goes, not made into a Buffer of its own (see sha256Into)
   if (sha256Into(payload, b, off) !== b.length) throw new Error('MAC input length')
+  return b
+}
+
+/** The MAC input without the payload's digest: "mq-envelope-mac/N\0" || gh || u16(H) || header (native macs() appends the digest). */
+function macHead2(f: BinaryFormat, grantHash: Buffer, headerBytes: Buffer): Buffer {
+  const b = Buffer.allocUnsafe(f.macContext.length + GRANT_HASH_LEN + 2 + headerBytes.length)
+  let off = f.macContext.copy(b, 0)
+  off += grantHash.copy(b, off)
+  off = b.writeUInt16BE(headerBytes.length, off)
+  headerBytes.copy(b, off)
   return b
 }
 
@@ -861,6 +946,12 @@ interface CachedKey {
   /** the grant's hash (the cache key) and its recipients' names, kept for the per-message fast path */
   hash: Buffer
   names: string[]
+  /** the native addon, when it opens this key's messages (else node:crypto) */
+  native?: NativeCrypto
+  /** dataKey's AES-GCM context, keyed once (native) */
+  gcm?: NativeHandle
+  /** macKey's pad states (native) */
+  macNative?: NativeHandle
 }
 
 /**
@@ -974,12 +1065,28 @@ export class EnvelopeOpener {
     }
     this.unwraps++
     if (keys.length !== 64) throw fail('E_ENVELOPE_UNWRAP', 'The unwrapped data key has the wrong length.', 'treat the message as corrupt.')
-    const entry: CachedKey = {checkedAt: this.now(), dataKey: keys.subarray(0, 32), grant, hash: Buffer.from(grantHash), index, macKey: keys.subarray(32), macPads: macPads(keys.subarray(32)), names: grant.to.map((t) => t.name)}
+    const entry: CachedKey = {
+      checkedAt: this.now(),
+      dataKey: keys.subarray(0, 32),
+      grant,
+      hash: Buffer.from(grantHash),
+      index,
+      macKey: keys.subarray(32),
+      macPads: macPads(keys.subarray(32)),
+      names: grant.to.map((t) => t.name),
+      ...nativeKeys(nativeCrypto(), keys.subarray(0, 32), [keys.subarray(32)], grant.to.length > 1, true),
+    }
     // copies: the envelope buffer belongs to the caller
     if (inline) this.grants?.putGrant(Buffer.from(grantHash), Buffer.from(inline.grantBytes), Buffer.from(inline.signature), grant.exp)
     this.grantsLearned++
     this.cache.set(id, entry)
-    if (this.cache.size > this.cacheSize) this.cache.delete(this.cache.keys().next().value as string)
+    if (this.cache.size > this.cacheSize) {
+      const oldest = this.cache.keys().next().value as string
+      const evicted = this.cache.get(oldest)
+      this.cache.delete(oldest)
+      // the previous message's key may still be used by the next one: the GC frees its contexts then
+      if (evicted !== this.recent) disposeNative(evicted)
+    }
     return entry
   }
 
@@ -1024,10 +1131,11 @@ export class EnvelopeOpener {
     const {grant} = k
     // the grant hash in the AAD binds sender, recipients and key id; the header binds id, time and position
     checkWithinGrant(grant, header.seq, header.ts, parts.macs)
-    const payload = gcmOpen(k.dataKey, header.nonce, aad2(f, grantHash, parts.headerBytes, parts.macs), parts.ciphertext, parts.tag)
+    const payload = gcmOpen(k, header.nonce, aad2(f, grantHash, parts.headerBytes, parts.macs), parts.ciphertext, parts.tag)
     checkOwnMac(k, parts.macs, () => {
       const mac = Buffer.allocUnsafe(MAC_LEN)
-      macInto(k.macKey, k.macPads, macInput2(f, grantHash, parts.headerBytes, payload), mac, 0)
+      if (k.native && k.macNative) k.native.macs(k.macNative, macHead2(f, grantHash, parts.headerBytes), payload, mac, 0)
+      else macInto(k.macKey, k.macPads, macInput2(f, grantHash, parts.headerBytes, payload), mac, 0)
       return mac
     })
     return {
@@ -1058,7 +1166,7 @@ export class EnvelopeOpener {
     checkWithinGrant(grant, header.seq, header.ts, parts.macs)
     const nonce = Buffer.from(header.n, 'base64')
     if (nonce.length !== NONCE_LEN) throw bad('nonce length')
-    const payload = gcmOpen(k.dataKey, nonce, aad(grantHash, parts.headerBytes, parts.macs), parts.ciphertext, parts.tag)
+    const payload = gcmOpen(k, nonce, aad(grantHash, parts.headerBytes, parts.macs), parts.ciphertext, parts.tag)
     checkOwnMac(k, parts.macs, () => messageMac(k.macKey, grantHash, parts.headerBytes, sha256(payload)))
     return {
       contentType: header.ct,
@@ -1085,13 +1193,20 @@ export class EnvelopeOpener {
 const GCM_PIECE = 64 * 1024
 
 /** Runs `input` through a GCM cipher into `out` at `off`; returns the offset after it. */
-function gcmInto(c: Cipher, input: Buffer, out: Buffer, off: number): number {
+function gcmInto(c: CipherGCM, input: Buffer, out: Buffer, off: number): number {
   for (let i = 0; i < input.length; i += GCM_PIECE) off += c.update(input.subarray(i, i + GCM_PIECE)).copy(out, off)
   return off
 }
 
-function gcmOpen(key: Buffer, nonce: Buffer, aadBytes: Buffer, ciphertext: Buffer, tag: Buffer): Buffer {
-  const decipher = createDecipheriv('aes-256-gcm', key, nonce, {authTagLength: TAG_LEN})
+/** Decrypts and authenticates (the native context keyed once, else node:crypto); a tag that fails is E_ENVELOPE_TAG. */
+function gcmOpen(k: {dataKey: Buffer; native?: NativeCrypto; gcm?: NativeHandle}, nonce: Buffer, aadBytes: Buffer, ciphertext: Buffer, tag: Buffer): Buffer {
+  if (k.native && k.gcm) {
+    // the tag's length is the framing's (TAG_LEN), the nonce's the header's (NONCE_LEN); OpenSSL compares the tag
+    const out = Buffer.allocUnsafe(ciphertext.length)
+    if (!k.native.gcmOpen(k.gcm, nonce, aadBytes, ciphertext, tag, out)) throw fail('E_ENVELOPE_TAG', 'The message fails AES-GCM authentication: it was altered.', 'treat the message as forged.')
+    return out
+  }
+  const decipher = createDecipheriv('aes-256-gcm', k.dataKey, nonce, {authTagLength: TAG_LEN})
   decipher.setAAD(aadBytes)
   decipher.setAuthTag(tag)
   try {
