@@ -42,6 +42,13 @@
 #define GCM_MAGIC 0x6d716763u
 #define MAC_MAGIC 0x6d716d63u
 
+/*
+ * Node-API type tags on the externals: an external some other addon made is refused before its data
+ * pointer is read (the magic alone would be read through whatever pointer that external holds)
+ */
+static const napi_type_tag GCM_TAG = {0x6d7163727970746fULL, 0x67636d2d6b657931ULL};
+static const napi_type_tag MAC_TAG = {0x6d7163727970746fULL, 0x6d61632d6b657931ULL};
+
 typedef struct {
   uint32_t magic;
   int decrypt;
@@ -82,17 +89,35 @@ static int get_bytes(napi_env env, napi_value v, const char *what, uint8_t **dat
   return 1;
 }
 
+/* an offset: an integer 0..2^32-1 (napi_get_value_uint32 alone would wrap 2^32 + 5 to 5, -1 to 2^32 - 1, 1.5 to 1) */
 static int get_u32(napi_env env, napi_value v, const char *what, uint32_t *out) {
-  if (napi_get_value_uint32(env, v, out) != napi_ok) {
+  double d;
+  if (napi_get_value_double(env, v, &d) != napi_ok || !(d >= 0 && d <= (double)UINT32_MAX) || d != (double)(uint32_t)d) {
     napi_throw_type_error(env, "E_NATIVE_ARG", what);
     return 0;
   }
+  *out = (uint32_t)d;
   return 1;
+}
+
+/* the output of an open must not live in a SharedArrayBuffer: another thread could read plaintext there before the tag is checked */
+static int not_shared(napi_env env, napi_value v, const char *what) {
+  napi_value ab;
+  bool is_ab = false;
+  if (napi_get_typedarray_info(env, v, NULL, NULL, NULL, &ab, NULL) != napi_ok || napi_is_arraybuffer(env, ab, &is_ab) != napi_ok || !is_ab) return fail(env, "E_NATIVE_ARG", what);
+  return 1;
+}
+
+/* whether [a, a + alen) and [b, b + blen) share a byte */
+static int overlaps(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen) {
+  return alen > 0 && blen > 0 && a < b + blen && b < a + alen;
 }
 
 static int get_handle(napi_env env, napi_value v, uint32_t magic, void **out) {
   napi_valuetype t;
   if (napi_typeof(env, v, &t) != napi_ok || t != napi_external) return fail(env, "E_NATIVE_ARG", "not a native key handle");
+  bool tagged = false;
+  if (napi_check_object_type_tag(env, v, magic == GCM_MAGIC ? &GCM_TAG : &MAC_TAG, &tagged) != napi_ok || !tagged) return fail(env, "E_NATIVE_ARG", "not a native key handle of this kind");
   void *p = NULL;
   if (napi_get_value_external(env, v, &p) != napi_ok || p == NULL || *(uint32_t *)p != magic) return fail(env, "E_NATIVE_ARG", "not a native key handle of this kind");
   *out = p;
@@ -150,6 +175,8 @@ static napi_value gcm_key_new(napi_env env, napi_callback_info info) {
     free(k);
     return fail(env, "E_NATIVE_MEMORY", "cannot make a key handle"), NULL;
   }
+  /* the finalizer owns k now: on failure the handle is dropped and freed by the GC */
+  if (napi_type_tag_object(env, out, &GCM_TAG) != napi_ok) return fail(env, "E_NATIVE_CRYPTO", "cannot tag the key handle"), NULL;
   return out;
 }
 
@@ -223,6 +250,7 @@ static napi_value gcm_open(napi_env env, napi_callback_info info) {
   if (tag_len != TAG_LEN) return fail(env, "E_NATIVE_ARG", "the tag is 16 bytes"), NULL;
   if (aad_len > INT_MAX || ct_len > INT_MAX) return fail(env, "E_NATIVE_ARG", "input too large"), NULL;
   if (out_len != ct_len) return fail(env, "E_NATIVE_ARG", "out must be as long as the ciphertext"), NULL;
+  if (!not_shared(env, argv[5], "out must not be in a SharedArrayBuffer")) return NULL;
   /* the output must not overlap any input (not even in place: the caller always gives a fresh buffer) */
   if (ct_len > 0 && ((out < ct + ct_len && ct < out + ct_len) || (aad_len > 0 && out < aad + aad_len && aad < out + ct_len) || (out < tag + TAG_LEN && tag < out + ct_len))) return fail(env, "E_NATIVE_ARG", "out overlaps an input"), NULL;
   uint8_t tag_copy[TAG_LEN];
@@ -298,6 +326,7 @@ static napi_value mac_keys_new(napi_env env, napi_callback_info info) {
     free(m);
     return fail(env, "E_NATIVE_CRYPTO", "cannot set up the MAC keys"), NULL;
   }
+  if (napi_type_tag_object(env, out, &MAC_TAG) != napi_ok) return fail(env, "E_NATIVE_CRYPTO", "cannot tag the MAC keys handle"), NULL;
   return out;
 }
 
@@ -331,6 +360,8 @@ static napi_value macs(napi_env env, napi_callback_info info) {
   if (!get_u32(env, argv[4], "off must be a uint32", &off)) return NULL;
   if (!m->states) return fail(env, "E_NATIVE_ARG", "the MAC keys were disposed of"), NULL;
   if (off > out_len || (out_len - off) / MAC_LEN < m->n) return fail(env, "E_NATIVE_ARG", "out is too short for the MACs"), NULL;
+  /* key i's MAC is written before key i+1's reads head: an overlap would change the later MACs */
+  if (overlaps(out + off, (size_t)m->n * MAC_LEN, head, head_len) || overlaps(out + off, (size_t)m->n * MAC_LEN, payload, payload_len)) return fail(env, "E_NATIVE_ARG", "out overlaps an input"), NULL;
   uint8_t digest[SHA256_DIGEST_LENGTH], inner[SHA256_DIGEST_LENGTH], full[SHA256_DIGEST_LENGTH];
   SHA256_CTX s;
   int ok = SHA256_Init(&s) == 1 && SHA256_Update(&s, payload, payload_len) == 1 && SHA256_Final(digest, &s) == 1;
@@ -343,6 +374,8 @@ static napi_value macs(napi_env env, napi_callback_info info) {
     if (ok) memcpy(out + off + (size_t)i * MAC_LEN, full, MAC_LEN);
   }
   OPENSSL_cleanse(&s, sizeof(s));
+  /* the digest of the plaintext would let a guess of it be confirmed */
+  OPENSSL_cleanse(digest, sizeof(digest));
   OPENSSL_cleanse(inner, sizeof(inner));
   OPENSSL_cleanse(full, sizeof(full));
   if (!ok) return fail(env, "E_NATIVE_CRYPTO", "HMAC-SHA256 failed"), NULL;

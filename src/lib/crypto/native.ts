@@ -9,7 +9,7 @@
  */
 import {createCipheriv, createHash, createHmac} from 'node:crypto'
 import {existsSync} from 'node:fs'
-import {createRequire} from 'node:module'
+import {constants} from 'node:os'
 import {fileURLToPath} from 'node:url'
 
 /** An opaque handle to a keyed OpenSSL context (freed, and its key cleansed, by dispose or the GC). */
@@ -56,7 +56,10 @@ export function useNativeCrypto(on: boolean): boolean {
 function load(): NativeCrypto | undefined {
   try {
     if (!existsSync(ADDON)) return undefined
-    const n = createRequire(import.meta.url)(ADDON) as NativeCrypto
+    // RTLD_NOW (the build also links with -z now): a symbol this Node lacks fails here, not at the first call
+    const m = {exports: {}} as {exports: NativeCrypto}
+    process.dlopen(m, ADDON, constants.dlopen.RTLD_NOW)
+    const n = m.exports
     for (const f of ['gcmKey', 'gcmSeal', 'gcmOpen', 'gcmDispose', 'macKeys', 'macs', 'macDispose'] as const) if (typeof n[f] !== 'function') return undefined
     return knownAnswer(n) ? n : undefined
   } catch {

@@ -73,56 +73,65 @@ test('kill -9 mid-publish with confirms, then restart: every confirmed message i
   await c.close()
 })
 
+/**
+ * Publishes bodyOf(id) to a durable queue with `window` confirms in flight until ready(confirmed) holds,
+ * kills the broker with -9, restarts it and drains the queue: every confirmed message must come back
+ * byte for byte.
+ */
+async function killMidPublish(b: BrokerProcess, queue: string, opts: {bodyOf: (id: string) => Buffer; window: number; prefetch: number; ready: (confirmed: number, segments: number) => boolean}): Promise<void> {
+  const admin = await b.connect()
+  await admin.declareQueue(queue, {durable: true})
+  const pub = await b.connect()
+  pub.on('error', () => {})
+  const confirmed = new Set<string>()
+  let sent = 0
+  let stop = false
+  const inflight = new Set<Promise<void>>()
+  const publishing = (async () => {
+    while (!stop) {
+      const id = `${queue}-${sent++}`
+      const p = pub
+        .publish('', queue, opts.bodyOf(id), {messageId: id})
+        .then(() => void confirmed.add(id))
+        .catch(() => {
+          stop = true
+        })
+      inflight.add(p)
+      p.finally(() => inflight.delete(p))
+      if (inflight.size >= opts.window) await Promise.race(inflight)
+    }
+    await Promise.allSettled([...inflight])
+  })()
+  await waitFor(() => opts.ready(confirmed.size, segments(b).length), 60_000, 5)
+  await b.kill9()
+  await publishing
+  await b.restart()
+  const c = await b.connect()
+  const found = new Map<string, boolean>()
+  await c.consume(queue, {noAck: true, prefetch: opts.prefetch}, (d) => found.set(d.messageId, d.body.equals(opts.bodyOf(d.messageId))))
+  await waitFor(async () => (await c.listQueues()).find((q) => q.name === queue)!.messages === 0, 30_000)
+  const lost = [...confirmed].filter((id) => !found.has(id))
+  assert.deepEqual(lost, [], `${lost.length} of ${confirmed.size} confirmed messages were lost`)
+  assert.deepEqual([...found].filter(([, same]) => !same), [], 'every body came back as it was sent')
+  await c.close()
+}
+
+const segments = (b: BrokerProcess) => readdirSync(join(b.home, 'data', 'bodies')).filter((n) => n.endsWith('.seg'))
+const patterned = (size: number, id: string) => {
+  const body = Buffer.alloc(size)
+  for (let i = 0; i < body.length; i++) body[i] = (i * 13 + id.charCodeAt(id.length - 1)) & 0xff
+  body.write(id)
+  return body
+}
+
 test('kill -9 mid-publish of big bodies (shared memory, sealed split), then restart: every confirmed one comes back byte for byte', async () => {
   const b = await spawnBroker()
   try {
-    const admin = await b.connect()
-    await admin.declareQueue('big', {durable: true})
-    const bodyOf = (id: string) => {
-      // every tenth one 1 MiB
-      const body = Buffer.alloc((Number(id.slice(1)) % 10 === 0 ? 1024 * 1024 : 100 * 1024) + (id.length % 7))
-      for (let i = 0; i < body.length; i++) body[i] = (i * 13 + id.charCodeAt(id.length - 1)) & 0xff
-      body.write(id)
-      return body
-    }
-    const pub = await b.connect()
-    pub.on('error', () => {})
-    const confirmed = new Set<string>()
-    let sent = 0
-    let stop = false
-    const inflight = new Set<Promise<void>>()
-    const publishing = (async () => {
-      while (!stop) {
-        const id = `b${sent++}`
-        const p = pub
-          .publish('', 'big', bodyOf(id), {messageId: id})
-          .then(() => void confirmed.add(id))
-          .catch(() => {
-            stop = true
-          })
-        inflight.add(p)
-        p.finally(() => inflight.delete(p))
-        if (inflight.size >= 16) await Promise.race(inflight)
-      }
-      await Promise.allSettled([...inflight])
-    })()
-    await waitFor(() => confirmed.size >= 80, 60_000, 5)
-    await b.kill9()
-    await publishing
-    // their bodies are in body segment files, not broker.db
-    const segments = () => readdirSync(join(b.home, 'data', 'bodies')).filter((n) => n.endsWith('.seg'))
-    assert.ok(segments().length > 0)
-    await b.restart()
-    const c = await b.connect()
-    const found = new Map<string, boolean>()
-    await c.consume('big', {noAck: true, prefetch: 64}, (d) => found.set(d.messageId, d.body.equals(bodyOf(d.messageId))))
-    await waitFor(async () => (await c.listQueues()).find((q) => q.name === 'big')!.messages === 0, 30_000)
-    const lost = [...confirmed].filter((id) => !found.has(id))
-    assert.deepEqual(lost, [], `${lost.length} of ${confirmed.size} confirmed messages were lost`)
-    assert.deepEqual([...found].filter(([, same]) => !same), [], 'every body came back as it was sent')
+    // every tenth one 1 MiB; their bodies are in body segment files, not broker.db
+    const bodyOf = (id: string) => patterned((Number(id.split('-')[1]) % 10 === 0 ? 1024 * 1024 : 100 * 1024) + (id.length % 7), id)
+    await killMidPublish(b, 'big', {bodyOf, prefetch: 64, ready: (confirmed, segs) => confirmed >= 80 && segs > 0, window: 16})
     // all taken (and so deleted): the segments go with their last rows
-    await waitFor(() => segments().length === 0, 30_000)
-    await c.close()
+    await waitFor(() => segments(b).length === 0, 30_000)
   } finally {
     await b.cleanup()
   }
@@ -131,49 +140,8 @@ test('kill -9 mid-publish of big bodies (shared memory, sealed split), then rest
 test('kill -9 mid-publish of 1 KiB messages (sealed in groups that go to a body segment), then restart: every confirmed one comes back byte for byte', async () => {
   const b = await spawnBroker()
   try {
-    const admin = await b.connect()
-    await admin.declareQueue('small', {durable: true})
-    const bodyOf = (id: string) => {
-      const body = Buffer.alloc(1000 + (id.length % 7))
-      for (let i = 0; i < body.length; i++) body[i] = (i * 13 + id.charCodeAt(id.length - 1)) & 0xff
-      body.write(id)
-      return body
-    }
-    const pub = await b.connect()
-    pub.on('error', () => {})
-    const confirmed = new Set<string>()
-    let sent = 0
-    let stop = false
-    const inflight = new Set<Promise<void>>()
-    const publishing = (async () => {
-      while (!stop) {
-        const id = `s${sent++}`
-        const p = pub
-          .publish('', 'small', bodyOf(id), {messageId: id})
-          .then(() => void confirmed.add(id))
-          .catch(() => {
-            stop = true
-          })
-        inflight.add(p)
-        p.finally(() => inflight.delete(p))
-        // a window of hundreds: a commit takes groups of 32 KiB or more, which go to a segment
-        if (inflight.size >= 400) await Promise.race(inflight)
-      }
-      await Promise.allSettled([...inflight])
-    })()
-    const segments = () => readdirSync(join(b.home, 'data', 'bodies')).filter((n) => n.endsWith('.seg'))
-    await waitFor(() => confirmed.size >= 4000 && segments().length > 0, 60_000, 5)
-    await b.kill9()
-    await publishing
-    await b.restart()
-    const c = await b.connect()
-    const found = new Map<string, boolean>()
-    await c.consume('small', {noAck: true, prefetch: 1000}, (d) => found.set(d.messageId, d.body.equals(bodyOf(d.messageId))))
-    await waitFor(async () => (await c.listQueues()).find((q) => q.name === 'small')!.messages === 0, 30_000)
-    const lost = [...confirmed].filter((id) => !found.has(id))
-    assert.deepEqual(lost, [], `${lost.length} of ${confirmed.size} confirmed messages were lost`)
-    assert.deepEqual([...found].filter(([, same]) => !same), [], 'every body came back as it was sent')
-    await c.close()
+    // a window of hundreds: a commit takes groups of 32 KiB or more, which go to a segment
+    await killMidPublish(b, 'small', {bodyOf: (id) => patterned(1000 + (id.length % 7), id), prefetch: 1000, ready: (confirmed, segs) => confirmed >= 4000 && segs > 0, window: 400})
   } finally {
     await b.cleanup()
   }

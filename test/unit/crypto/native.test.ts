@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict'
 import {spawnSync} from 'node:child_process'
 import {type KeyObject, createCipheriv, createDecipheriv, createHash, createHmac, generateKeyPairSync, randomBytes} from 'node:crypto'
-import {existsSync} from 'node:fs'
+import {existsSync, mkdtempSync, writeFileSync} from 'node:fs'
+import {tmpdir} from 'node:os'
+import {dirname, join} from 'node:path'
 import {fileURLToPath} from 'node:url'
 import {after, describe, it} from 'node:test'
 
@@ -148,6 +150,200 @@ describe('native AES-256-GCM and HMAC (native/mqcrypto.c)', {skip}, () => {
       }
     }
   })
+
+  it('makes HMAC-SHA256 as createHmac does for heads and payloads across SHA-256 block boundaries, and takes only 32-byte keys', () => {
+    const x = n()
+    // the inner hash reads head || 32-byte digest: totals of 32..1032 bytes, every boundary of a 64-byte block
+    const HEADS = [0, 1, 23, 24, 31, 32, 33, 55, 56, 63, 64, 65, 1000]
+    const PAYLOADS = [0, 1, 55, 56, 63, 64, 65, 1000]
+    const keys = Buffer.concat([Buffer.alloc(32, 0xff), Buffer.alloc(32), randomBytes(32)])
+    const mk = x.macKeys(keys)
+    for (const h of HEADS) {
+      for (const p of PAYLOADS) {
+        const head = randomBytes(h)
+        const payload = randomBytes(p)
+        const out = Buffer.alloc(48)
+        x.macs(mk, head, payload, out, 0)
+        const digest = createHash('sha256').update(payload).digest()
+        for (let i = 0; i < 3; i++) {
+          const full = createHmac('sha256', keys.subarray(32 * i, 32 * i + 32)).update(Buffer.concat([head, digest])).digest()
+          assert.ok(out.subarray(16 * i, 16 * i + 16).equals(full.subarray(0, 16)), `head ${h}, payload ${p}, key ${i}`)
+        }
+      }
+    }
+    x.macDispose(mk)
+    for (const len of [0, 1, 16, 31, 33, 63, 65, 257 * 32]) assert.throws(() => x.macKeys(randomBytes(len)), (e: Error & {code?: string}) => e.code === 'E_NATIVE_ARG', `MAC keys of ${len} bytes`)
+    x.macDispose(x.macKeys(randomBytes(256 * 32)))
+  })
+
+  it('takes an offset only as an integer 0..2^32-1 (no wrap of 2^32 + k, -1 or 1.5 to another place)', () => {
+    const x = n()
+    const seal = x.gcmKey(randomBytes(32), false)
+    const mk = x.macKeys(randomBytes(32))
+    for (const off of [2 ** 32 + 3, 2 ** 32, -1, -(2 ** 32) + 3, 1.5, Number.NaN, Number.POSITIVE_INFINITY, '3' as unknown as number]) {
+      const out = Buffer.alloc(64)
+      assert.throws(() => x.gcmSeal(seal, randomBytes(12), Buffer.alloc(0), randomBytes(8), out, off), (e: Error & {code?: string}) => e.code === 'E_NATIVE_ARG', `seal at ${off}`)
+      assert.throws(() => x.macs(mk, Buffer.alloc(3), Buffer.alloc(3), out, off), (e: Error & {code?: string}) => e.code === 'E_NATIVE_ARG', `macs at ${off}`)
+      assert.ok(out.equals(Buffer.alloc(64)), `nothing written for ${off}`)
+    }
+    const out = Buffer.alloc(64)
+    x.gcmSeal(seal, randomBytes(12), Buffer.alloc(0), randomBytes(8), out, 3)
+    x.macs(mk, Buffer.alloc(3), Buffer.alloc(3), out, 40)
+  })
+
+  it('refuses MACs written over their own head or payload (a later key would MAC the changed head)', () => {
+    const x = n()
+    const mk = x.macKeys(randomBytes(64))
+    const buf = Buffer.alloc(100, 7)
+    assert.throws(() => x.macs(mk, buf.subarray(0, 48), Buffer.alloc(5), buf.subarray(32, 64), 0), (e: Error & {code?: string}) => e.code === 'E_NATIVE_ARG', 'over the head')
+    assert.throws(() => x.macs(mk, Buffer.alloc(5), buf.subarray(0, 48), buf, 40), (e: Error & {code?: string}) => e.code === 'E_NATIVE_ARG', 'over the payload')
+    assert.ok(buf.equals(Buffer.alloc(100, 7)))
+    // right next to each other is fine
+    x.macs(mk, buf.subarray(0, 48), buf.subarray(80), buf, 48)
+  })
+
+  it('does not decrypt into a SharedArrayBuffer (another thread could read plaintext before the tag is checked)', () => {
+    const x = n()
+    const key = randomBytes(32)
+    const nonce = randomBytes(12)
+    const sealed = nodeSeal(key, nonce, Buffer.alloc(0), randomBytes(40))
+    const open = x.gcmKey(key, true)
+    const shared = new Uint8Array(new SharedArrayBuffer(40))
+    assert.throws(() => x.gcmOpen(open, nonce, Buffer.alloc(0), sealed.subarray(0, 40), sealed.subarray(40), shared), (e: Error & {code?: string}) => e.code === 'E_NATIVE_ARG')
+    assert.ok(Buffer.from(shared.buffer).equals(Buffer.alloc(40)))
+    // shared inputs (large wire bodies are SharedArrayBuffers) still open
+    const sharedIn = new Uint8Array(new SharedArrayBuffer(56))
+    sharedIn.set(sealed)
+    assert.equal(x.gcmOpen(open, nonce, Buffer.alloc(0), sharedIn.subarray(0, 40), sharedIn.subarray(40), Buffer.alloc(40)), true)
+  })
+
+  it('reads plain Uint8Arrays at their byteOffset, and treats zero-length and detached buffers as empty', () => {
+    const x = n()
+    const at = (src: Buffer, off: number): Uint8Array => {
+      const u = new Uint8Array(new ArrayBuffer(off + src.length + 5), off, src.length)
+      u.set(src)
+      return u
+    }
+    const key = randomBytes(32)
+    const seal = x.gcmKey(at(key, 3), false)
+    const open = x.gcmKey(at(key, 9), true)
+    for (const size of [0, 1, 16, 33]) {
+      const nonce = randomBytes(12)
+      const aad = randomBytes(size)
+      const pt = randomBytes(size)
+      const want = nodeSeal(key, nonce, aad, pt)
+      const out = new Uint8Array(new ArrayBuffer(size + 16 + 7), 7)
+      x.gcmSeal(seal, at(nonce, 1), at(aad, 2), at(pt, 5), out, 0)
+      assert.ok(Buffer.from(out).equals(want), `seal ${size}`)
+      const back = new Uint8Array(new ArrayBuffer(size + 4), 4)
+      assert.equal(x.gcmOpen(open, at(nonce, 6), at(aad, 1), at(want.subarray(0, size), 2), at(want.subarray(size), 3), back), true)
+      assert.ok(Buffer.from(back).equals(pt), `open ${size}`)
+    }
+    const detached = (): Uint8Array => {
+      const ab = new ArrayBuffer(48)
+      const u = new Uint8Array(ab, 8, 32)
+      structuredClone(ab, {transfer: [ab]})
+      assert.equal(u.length, 0)
+      return u
+    }
+    const nonce = randomBytes(12)
+    const tagOnly = nodeSeal(key, nonce, Buffer.alloc(0), Buffer.alloc(0))
+    const out = Buffer.alloc(16)
+    x.gcmSeal(seal, nonce, detached(), detached(), out, 0)
+    assert.ok(out.equals(tagOnly))
+    assert.equal(x.gcmOpen(open, nonce, detached(), detached(), tagOnly, detached()), true)
+    assert.equal(x.gcmOpen(open, nonce, new Uint8Array(0), Buffer.alloc(0), tagOnly, new Uint8Array(0)), true)
+    for (const f of [() => x.gcmKey(detached(), false), () => x.gcmSeal(seal, detached(), Buffer.alloc(0), Buffer.alloc(0), Buffer.alloc(16), 0), () => x.gcmSeal(seal, nonce, Buffer.alloc(0), Buffer.alloc(0), detached(), 0), () => x.gcmOpen(open, nonce, Buffer.alloc(0), Buffer.alloc(0), detached(), Buffer.alloc(0)), () => x.macKeys(detached()), () => x.macs(x.macKeys(randomBytes(32)), Buffer.alloc(0), Buffer.alloc(0), detached(), 0)]) {
+      assert.throws(f, (e: Error & {code?: string}) => e.code === 'E_NATIVE_ARG')
+    }
+    const macKey = randomBytes(32)
+    const mac = Buffer.alloc(16)
+    x.macs(x.macKeys(macKey), detached(), detached(), mac, 0)
+    assert.ok(mac.equals(createHmac('sha256', macKey).update(createHash('sha256').digest()).digest().subarray(0, 16)))
+  })
+
+  it('is linked to bind every symbol at load (-z now): a missing OpenSSL symbol falls back instead of killing the process', (t) => {
+    const r = spawnSync('readelf', ['-d', ADDON], {encoding: 'utf8'})
+    if (r.error || r.status !== 0) return t.skip('no readelf')
+    assert.match(r.stdout, /\(FLAGS\)\s+BIND_NOW|\(FLAGS_1\)\s+Flags:.*\bNOW\b/)
+  })
+
+  it("refuses another addon's external as a handle without reading through its pointer", (t) => {
+    // a foreign external whose data pointer is not ours (16: reading it would crash the process)
+    const dir = mkdtempSync(join(tmpdir(), 'mq-native-foreign-'))
+    writeFileSync(
+      join(dir, 'foreign.c'),
+      `#include <node_api.h>
+static napi_value mk(napi_env env, napi_callback_info i) { napi_value e; napi_create_external(env, (void *)16, NULL, NULL, &e); return e; }
+NAPI_MODULE_INIT() { napi_value f; napi_create_function(env, "mk", 2, mk, NULL, &f); napi_set_named_property(env, exports, "mk", f); return exports; }
+`,
+    )
+    const include = join(dirname(process.execPath), '..', 'include', 'node')
+    const cc = spawnSync(process.env.CC ?? 'cc', ['-shared', '-fPIC', '-I', include, '-o', join(dir, 'foreign.node'), join(dir, 'foreign.c')], {encoding: 'utf8'})
+    if (cc.error || cc.status !== 0) return t.skip('no C compiler or Node headers')
+    const script = `
+      const n = require(${JSON.stringify(ADDON)})
+      const foreign = require(${JSON.stringify(join(dir, 'foreign.node'))}).mk()
+      const calls = [
+        () => n.gcmSeal(foreign, Buffer.alloc(12), Buffer.alloc(0), Buffer.alloc(0), Buffer.alloc(16), 0),
+        () => n.gcmOpen(foreign, Buffer.alloc(12), Buffer.alloc(0), Buffer.alloc(0), Buffer.alloc(16), Buffer.alloc(0)),
+        () => n.gcmDispose(foreign),
+        () => n.macs(foreign, Buffer.alloc(0), Buffer.alloc(0), Buffer.alloc(16), 0),
+        () => n.macDispose(foreign),
+      ]
+      for (const f of calls) { try { f(); console.log('accepted') } catch (e) { console.log(e.code) } }
+    `
+    const r = spawnSync(process.execPath, ['-e', script], {encoding: 'utf8', timeout: 30_000})
+    assert.equal(r.status, 0, `${r.stdout}${r.stderr}`.slice(-2000))
+    assert.deepEqual(r.stdout.trim().split('\n'), Array.from({length: 5}, () => 'E_NATIVE_ARG'))
+  })
+
+  it('works in worker threads, with handles disposed, left to the GC, or alive when the worker stops; a handle cannot be posted', () => {
+    const script = `
+      const {Worker, isMainThread, parentPort, MessageChannel} = require('node:worker_threads')
+      const {randomBytes} = require('node:crypto')
+      const n = require(${JSON.stringify(ADDON)})
+      function work(rounds) {
+        for (let i = 0; i < rounds; i++) {
+          const key = randomBytes(32), nonce = randomBytes(12), pt = randomBytes(100)
+          const s = n.gcmKey(key, false), o = n.gcmKey(key, true), m = n.macKeys(randomBytes(96))
+          const out = Buffer.alloc(116)
+          n.gcmSeal(s, nonce, Buffer.alloc(3), pt, out, 0)
+          const back = Buffer.alloc(100)
+          if (!n.gcmOpen(o, nonce, Buffer.alloc(3), out.subarray(0, 100), out.subarray(100), back) || !back.equals(pt)) throw new Error('round trip')
+          n.macs(m, pt, pt, Buffer.alloc(48), 0)
+          if (i % 3 === 0) { n.gcmDispose(s); n.gcmDispose(s); n.macDispose(m); n.macDispose(m); n.gcmDispose(o) }
+          if (i % 3 === 1) n.gcmDispose(o)
+        }
+        if (global.gc) global.gc()
+      }
+      if (isMainThread) {
+        const mc = new MessageChannel()
+        let posted = true
+        try { mc.port1.postMessage(n.gcmKey(randomBytes(32), false)) } catch (e) { posted = e.name !== 'DataCloneError' }
+        mc.port1.close()
+        if (posted) throw new Error('a handle was posted')
+        const ws = [0, 1, 2, 3].map((i) => new Promise((resolve, reject) => {
+          const w = new Worker(__filename, {eval: false})
+          w.on('message', () => { if (i % 2) w.terminate() })
+          w.on('error', reject)
+          w.on('exit', resolve)
+        }))
+        work(300)
+        Promise.all(ws).then(() => { work(100); global.gc(); console.log('ok') })
+      } else {
+        global.kept = [n.gcmKey(randomBytes(32), true), n.macKeys(randomBytes(32))]
+        work(200)
+        parentPort.postMessage('half')
+        work(200)
+      }
+    `
+    const file = join(mkdtempSync(join(tmpdir(), 'mq-native-')), 'workers.cjs')
+    writeFileSync(file, script)
+    const r = spawnSync(process.execPath, ['--expose-gc', file], {encoding: 'utf8', timeout: 60_000})
+    assert.equal(r.status, 0, `${r.stdout}${r.stderr}`.slice(-3000))
+    assert.match(r.stdout, /^ok$/m)
+  })
 })
 
 interface TestIdentity {
@@ -234,6 +430,42 @@ describe('the envelope with and without the addon: the same bytes on the wire', 
       }
     })
   }
+
+  it('refuses every single-byte change of an envelope (inline grant and not, 1 and 3 recipients) with the same code with the addon on and off', async () => {
+    const codeOf = async (o: EnvelopeOpener, native: boolean, env: Buffer): Promise<string> => {
+      try {
+        await opened(native, () => o.open(env))
+        return 'opened'
+      } catch (error) {
+        return error instanceof MqError ? error.code : `not an MqError: ${(error as Error & {code?: string}).code} ${(error as Error).message}`
+      }
+    }
+    for (const to of [[bob], [bob, carol, dave]]) {
+      const s = new EnvelopeSealer({grantEvery: 1000, recipients: to.map((t) => ({encPublicKey: t.enc.publicKey, name: t.name})), sender: {name: 'alice', signPrivateKey: alice.sig.privateKey}})
+      const inline = s.seal(Buffer.from('the first carries the grant'), {headers: {k: 'v'}}).envelope
+      const short = s.seal(randomBytes(40)).envelope
+      const empty = s.seal(Buffer.alloc(0)).envelope
+      // the last recipient: with three, its MAC is not the first
+      const me = to.at(-1)!
+      const openers = new Map([true, false].map((native) => [native, new EnvelopeOpener({identity: {encPrivateKey: me.enc.privateKey, name: me.name}, resolveSender})]))
+      for (const [native, o] of openers) assert.equal(await codeOf(o, native, inline), 'opened')
+      for (const env of [inline, short, empty]) {
+        for (let at = 0; at < env.length; at++) {
+          for (const flip of [0x01, 0x80]) {
+            const bad = Buffer.from(env)
+            bad[at] ^= flip
+            const on = await codeOf(openers.get(true)!, true, bad)
+            const off = await codeOf(openers.get(false)!, false, bad)
+            assert.equal(on, off, `${to.length} recipient(s), byte ${at} of ${env.length} ^ ${flip}`)
+            assert.notEqual(on, 'opened', `${to.length} recipient(s), byte ${at} of ${env.length} ^ ${flip}`)
+            assert.match(on, /^E_/, `byte ${at}`)
+          }
+        }
+        // the genuine envelope still opens in both after all that
+        for (const [native, o] of openers) assert.equal(await codeOf(o, native, env), 'opened')
+      }
+    }
+  })
 
   it('a receiver that evicts keys from its cache still opens every sender, with and without the addon', async () => {
     for (const native of [true, false]) {
