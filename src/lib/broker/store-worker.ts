@@ -12,7 +12,7 @@ import {parentPort, receiveMessageOnPort, workerData} from 'node:worker_threads'
 import {setFallbackAutocheckpoint} from '../store/checkpointer.js'
 import {LANE_GROUPS, SegmentWriter} from './body-segments.js'
 
-import {GROUP_BODY_MAX, GROUP_BYTES_MAX, GROUP_SEGMENT_MIN, REC_COUNT, REC_DELETE, REC_DELETE_BIG, REC_INSERT, REC_INSERT_SHARED, STORE_CACHE_KIB, type WireOp, readInsertRecord, recordEnd, rowAad, sealGroup, sealRecord, sealSplit} from './store.js'
+import {GROUP_BODY_MAX, GROUP_BYTES_MAX, GROUP_SEGMENT_MIN, REC_COUNT, REC_DELETE, REC_DELETE_BIG, REC_INSERT, REC_INSERT_SHARED, STORE_CACHE_KIB, type WireOp, readInsertRecord, recordEnd, rowAad, sealRecord, StoreSealer} from './store.js'
 
 const {file, synchronous, key: sealKey, keyId: sealKeyId, segmentDir, segmentStart} = workerData as {file: string; synchronous: 'FULL' | 'NORMAL'; key?: Uint8Array; keyId?: number; segmentDir: string; segmentStart: number}
 const db = new Database(file)
@@ -30,6 +30,8 @@ function startWriter(): void {
   if (!sealKey || sealKeyId === undefined) throw new Error('the store writer needs the store key')
   const storeKey = sealKey
   const storeKeyId = sealKeyId
+  // the store key is fixed for this thread's life: set up once (native addon when it loads here, else node:crypto)
+  const sealer = new StoreSealer(storeKey, storeKeyId)
   const segments = new SegmentWriter(db, segmentDir, segmentStart)
   const insRow = db.prepare("INSERT INTO messages (seq, queue, message_id, exchange, routing_key, headers, body, ts, delivery_count, expires_at, key_id, size, seg, seg_off) VALUES (?,?,?,?,?,?,x'',?,?,?,?,?,?,?)")
   const empty = new Uint8Array(0)
@@ -41,7 +43,8 @@ function startWriter(): void {
   const ins = {
     run(seq: number, queueName: string, messageId: string, exchange: string, routingKey: string, headers: Uint8Array | string | null, body: Uint8Array, ts: number, count: number, expires: number) {
       const h = typeof headers === 'string' ? Buffer.from(headers, 'utf8') : (headers ?? empty)
-      const sealed = sealSplit(storeKey, rowAad(storeKeyId, messageId, queueName, exchange, routingKey), h, body)
+      // sealed.body is the sealer's reused buffer: written out here, before anything seals again
+      const sealed = sealer.split(rowAad(storeKeyId, messageId, queueName, exchange, routingKey), h, body)
       const [seg, at] = segments.append(sealed.body)
       insRow.run(seq, queueName, messageId, exchange, routingKey, sealed.head, ts, count, expires, storeKeyId, body.length, seg, at)
       counted(queueName, 1, body.length)
@@ -133,7 +136,8 @@ function startWriter(): void {
       plainBuf.set(part, at)
       at += part.length
     }
-    const sealed = sealGroup(storeKey, storeKeyId, id, plainBuf.subarray(0, at))
+    // a view of the sealer's reused buffer: the segment write or the bind (SQLite copies it) uses it now
+    const sealed = sealer.group(id, plainBuf.subarray(0, at))
     if (sealed.length >= GROUP_SEGMENT_MIN) {
       const [seg, off] = segments.append(sealed, LANE_GROUPS)
       insSegGroup.run(id, storeKeyId, pendingRows.length, seg, off, sealed.length)
@@ -537,6 +541,7 @@ function startWriter(): void {
   }
 
   function closeStore(): void {
+    sealer.dispose()
     segments.close()
     db.close()
     parentPort!.postMessage({closed: true})
