@@ -27,6 +27,22 @@ export async function freePort(): Promise<number> {
   return listenPort(0)
 }
 
+/**
+ * A free port whose Redis Cluster bus port (port + 10000) is free too, both below the ephemeral range:
+ * with freePort() the bus port could land in that range, where an outgoing connection's local end may
+ * hold it, and redis-server then exits at start (seen once in a full run).
+ */
+export async function freeClusterPort(): Promise<number> {
+  const BUS = 10_000
+  const low = ephemeralStart() - BUS
+  const base = 10_000
+  for (let i = 0; i < 64 && low - base > 1000; i++) {
+    const port = base + randomInt(low - base)
+    if ((await canListen(port)) && (await canListen(port + BUS))) return port
+  }
+  throw new Error(`no free port pair (port, port + ${BUS}) below ${low + BUS}`)
+}
+
 /** the first port of the kernel's ephemeral range (ip_local_port_range) */
 function ephemeralStart(): number {
   try {

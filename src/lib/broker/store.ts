@@ -17,7 +17,7 @@ import {join} from 'node:path'
 import {Worker} from 'node:worker_threads'
 
 import {ConfigError, DataError, UnavailableError} from '../errors.js'
-import {type NativeCrypto, type NativeHandle, nativeCrypto} from '../crypto/native.js'
+import {type NativeCrypto, type NativeHandle, nativeCrypto} from '../util/native-crypto.js'
 import type {Logger} from '../log.js'
 import {Checkpointer} from '../store/checkpointer.js'
 import {assertPrivateFile, ensurePrivateDir, writeSecretFile} from '../util/fs.js'
@@ -272,7 +272,7 @@ function copyBody(dst: Buffer, at: number, body: Uint8Array): void {
 
 /**
  * The writer thread's sealing at rest: sealSplit and sealGroup with the store key set up once in the
- * native addon (crypto/native.ts) and the ciphertext written into buffers reused from call to call.
+ * native addon (util/native-crypto.ts) and the ciphertext written into buffers reused from call to call.
  * node:crypto cannot encrypt into an existing buffer: each cipher.update of a 1 MiB body allocated,
  * zero-filled and page-faulted in a fresh 1 MiB (about 40% of the writer at 1 MiB bodies). The bytes
  * are the same (same nonce pool, AAD, layout); without the addon the functions above do the work.

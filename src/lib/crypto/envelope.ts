@@ -35,7 +35,7 @@ import {isUtf8} from 'node:buffer'
 import * as nodeCrypto from 'node:crypto'
 
 import {DataError, MqError, PermissionError, TempFailError, UsageError} from '../errors.js'
-import {type NativeCrypto, type NativeHandle, nativeCrypto} from './native.js'
+import {type NativeCrypto, type NativeHandle, nativeCrypto} from '../util/native-crypto.js'
 
 /** the first format: JSON header, the grant in every envelope (still opened, no longer written) */
 export const ENVELOPE_MAGIC = Buffer.from('MQE1')

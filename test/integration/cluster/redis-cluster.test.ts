@@ -8,7 +8,7 @@ import {after, before, test} from 'node:test'
 import {ClusterEngine} from '../../../src/lib/broker/cluster/engine.js'
 import type {DeliveryOut} from '../../../src/lib/broker/engine.js'
 import {silentLogger} from '../../../src/lib/log.js'
-import {freePort, uniqueName, waitFor} from '../../helpers/services.js'
+import {freeClusterPort, uniqueName, waitFor} from '../../helpers/services.js'
 
 // a 3-master Redis Cluster on loopback (--cluster-enabled yes and redis-cli --cluster create)
 const procs: ChildProcess[] = []
@@ -18,7 +18,12 @@ let url: string
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'mq-rcluster-'))
-  const ports = [await freePort(), await freePort(), await freePort()]
+  const ports: number[] = []
+  // distinct, each with its bus port (port + 10000) free as well
+  while (ports.length < 3) {
+    const p = await freeClusterPort()
+    if (!ports.includes(p) && !ports.some((q) => Math.abs(q - p) === 10_000)) ports.push(p)
+  }
   for (const port of ports) {
     const d = join(dir, String(port))
     execFileSync('mkdir', ['-p', d])

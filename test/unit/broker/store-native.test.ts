@@ -8,7 +8,7 @@ import {Worker} from 'node:worker_threads'
 
 import type {Message} from '../../../src/lib/broker/message.js'
 import {DurableStore, StoreOpener, StoreSealer, openGroup, openRecord, openSplit, rowAad, sealGroup, sealRecord, sealSplit, storeKeyId} from '../../../src/lib/broker/store.js'
-import {useNativeCrypto} from '../../../src/lib/crypto/native.js'
+import {useNativeCrypto} from '../../../src/lib/util/native-crypto.js'
 import {tempHome} from '../../helpers/home.js'
 
 /**

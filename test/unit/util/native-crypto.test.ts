@@ -8,12 +8,12 @@ import {fileURLToPath} from 'node:url'
 import {after, describe, it} from 'node:test'
 
 import {EnvelopeOpener, EnvelopeSealer, parseEnvelope2} from '../../../src/lib/crypto/envelope.js'
-import {type NativeCrypto, nativeCrypto, useNativeCrypto} from '../../../src/lib/crypto/native.js'
+import {type NativeCrypto, nativeCrypto, useNativeCrypto} from '../../../src/lib/util/native-crypto.js'
 import {MqError} from '../../../src/lib/errors.js'
 
-// from dist/test/unit/crypto: the addon `npm run build` makes, and the envelope suite
+// from dist/test/unit/util: the addon `npm run build` makes, and the envelope suite
 const ADDON = fileURLToPath(new URL('../../../../native/build/Release/mqcrypto.node', import.meta.url))
-const ENVELOPE_SUITE = fileURLToPath(new URL('envelope.test.js', import.meta.url))
+const ENVELOPE_SUITE = fileURLToPath(new URL('../crypto/envelope.test.js', import.meta.url))
 // a build without a compiler (or MQ_NATIVE_BUILD=0) leaves no addon: then only the fallback is tested
 const built = existsSync(ADDON) && !['0', 'false', 'off', 'no'].includes((process.env.MQ_NATIVE_CRYPTO ?? '').toLowerCase())
 const skip = built ? false : 'the native addon is not built (npm run build without a compiler) or MQ_NATIVE_CRYPTO=0'
