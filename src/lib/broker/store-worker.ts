@@ -233,13 +233,16 @@ function startWriter(): void {
       if (r[1] !== null) segments.released(r[1])
     }
   }
+  /** what a deleted row leaves to account for: its queue's counts, its group's live rows, its segment's */
+  function rowDeleted(queueName: string, size: number | null, group: number | null, seg: number | null): void {
+    counted(queueName, -1, -(size ?? 0))
+    rowGone(group)
+    if (seg !== null) segments.released(seg)
+  }
   const del = {
     run(seq: number) {
       const r = delRow.get(seq) as {queue: string; size: number | null; group_id: number | null; seg: number | null} | undefined
-      if (!r) return
-      counted(r.queue, -1, -(r.size ?? 0))
-      rowGone(r.group_id)
-      if (r.seg !== null) segments.released(r.seg)
+      if (r) rowDeleted(r.queue, r.size, r.group_id, r.seg)
     },
   }
   /**
@@ -263,11 +266,7 @@ function startWriter(): void {
     if (delFill === 1) del.run(delSeqs[0])
     else {
       delSeqs.fill(0, delFill)
-      for (const r of delChunkRows.all(delSeqs) as [string, number | null, number | null, number | null][]) {
-        counted(r[0], -1, -(r[1] ?? 0))
-        rowGone(r[2])
-        if (r[3] !== null) segments.released(r[3])
-      }
+      for (const r of delChunkRows.all(delSeqs) as [string, number | null, number | null, number | null][]) rowDeleted(r[0], r[1], r[2], r[3])
     }
     delFill = 0
   }

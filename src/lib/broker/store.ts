@@ -92,22 +92,7 @@ export function rowAad(keyId: number, messageId: string, queue: string, exchange
 const noncePool = Buffer.allocUnsafe(NONCE_BYTES * 512)
 let noncePos = noncePool.length
 
-/**
- * Seals a row's headers and body: nonce(12) | AES-256-GCM(u32 headers length, headers JSON, body) | tag(16).
- * Headers live inside the ciphertext too; the headers column stays NULL for sealed rows.
- */
-/** a fresh random 96-bit nonce from the pool (copied out: the pool is refilled in place) */
-function nextNonce(): Buffer {
-  if (noncePos === noncePool.length) {
-    randomFillSync(noncePool)
-    noncePos = 0
-  }
-  const n = Buffer.from(noncePool.subarray(noncePos, noncePos + NONCE_BYTES))
-  noncePos += NONCE_BYTES
-  return n
-}
-
-/** a fresh random 96-bit nonce from the same pool, written to out[off..] */
+/** a fresh random 96-bit nonce from the pool, written to out[off..] (copied: the pool is refilled in place) */
 function nextNonceInto(out: Uint8Array, off: number): void {
   if (noncePos === noncePool.length) {
     randomFillSync(noncePool)
@@ -117,14 +102,13 @@ function nextNonceInto(out: Uint8Array, off: number): void {
   noncePos += NONCE_BYTES
 }
 
+/**
+ * Seals a row's headers and body: nonce(12) | AES-256-GCM(u32 headers length, headers JSON, body) | tag(16).
+ * Headers live inside the ciphertext too; the headers column stays NULL for sealed rows.
+ */
 export function sealRecord(key: Uint8Array, aad: Uint8Array, headers: Uint8Array, body: Uint8Array): Buffer {
-  if (noncePos === noncePool.length) {
-    randomFillSync(noncePool)
-    noncePos = 0
-  }
   const out = Buffer.allocUnsafe(NONCE_BYTES + 4 + headers.length + body.length + TAG_BYTES)
-  noncePool.copy(out, 0, noncePos, noncePos + NONCE_BYTES)
-  noncePos += NONCE_BYTES
+  nextNonceInto(out, 0)
   const c = createCipheriv('aes-256-gcm', key, out.subarray(0, NONCE_BYTES), {authTagLength: TAG_BYTES})
   c.setAAD(aad)
   const len = Buffer.allocUnsafe(4)
@@ -149,7 +133,7 @@ export function sealRecord(key: Uint8Array, aad: Uint8Array, headers: Uint8Array
  */
 export function sealSplit(key: Uint8Array, aad: Uint8Array, headers: Uint8Array, body: Uint8Array): {head: Buffer; body: Buffer} {
   const head = Buffer.allocUnsafe(NONCE_BYTES + 4 + headers.length + TAG_BYTES)
-  nextNonce().copy(head, 0)
+  nextNonceInto(head, 0)
   const c = createCipheriv('aes-256-gcm', key, head.subarray(0, NONCE_BYTES), {authTagLength: TAG_BYTES})
   c.setAAD(aad)
   const len = Buffer.allocUnsafe(4)
@@ -224,7 +208,8 @@ function groupAad(keyId: number, groupId: number): Buffer {
 }
 
 export function sealGroup(key: Uint8Array, keyId: number, groupId: number, plain: Buffer): Buffer {
-  const nonce = nextNonce()
+  const nonce = Buffer.allocUnsafe(NONCE_BYTES)
+  nextNonceInto(nonce, 0)
   const c = createCipheriv('aes-256-gcm', key, nonce, {authTagLength: TAG_BYTES})
   c.setAAD(groupAad(keyId, groupId))
   const body = c.update(plain)
