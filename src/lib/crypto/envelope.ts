@@ -540,11 +540,8 @@ function macsFor2(f: BinaryFormat, macKeys: Buffer[], pads: MacPads[], grantHash
  * (MQE3) || gh || u16(H) || header || SHA-256(payload): the MAC input, after the room
  */
 function macInput2(f: BinaryFormat, grantHash: Buffer, headerBytes: Buffer, payload: Buffer): Buffer {
-  const b = Buffer.allocUnsafe(HMAC_BLOCK + f.macContext.length + GRANT_HASH_LEN + 2 + headerBytes.length + 32)
-  let off = HMAC_BLOCK + f.macContext.copy(b, HMAC_BLOCK)
-  off += grantHash.copy(b, off)
-  off = b.writeUInt16BE(headerBytes.length, off)
-  off += headerBytes.copy(b, off)
+  const b = Buffer.allocUnsafe(HMAC_BLOCK + macHeadLength(f, headerBytes) + 32)
+  const off = writeMacHead(f, grantHash, headerBytes, b, HMAC_BLOCK)
   // the digest is written where it goes, not made into a Buffer of its own (see sha256Into)
   if (sha256Into(payload, b, off) !== b.length) throw new Error('MAC input length')
   return b
@@ -552,12 +549,21 @@ function macInput2(f: BinaryFormat, grantHash: Buffer, headerBytes: Buffer, payl
 
 /** The MAC input without the payload's digest: "mq-envelope-mac/N\0" || gh || u16(H) || header (native macs() appends the digest). */
 function macHead2(f: BinaryFormat, grantHash: Buffer, headerBytes: Buffer): Buffer {
-  const b = Buffer.allocUnsafe(f.macContext.length + GRANT_HASH_LEN + 2 + headerBytes.length)
-  let off = f.macContext.copy(b, 0)
+  const b = Buffer.allocUnsafe(macHeadLength(f, headerBytes))
+  writeMacHead(f, grantHash, headerBytes, b, 0)
+  return b
+}
+
+function macHeadLength(f: BinaryFormat, headerBytes: Buffer): number {
+  return f.macContext.length + GRANT_HASH_LEN + 2 + headerBytes.length
+}
+
+/** writes the MAC context, gh, u16(H) and the header at b[off..]; returns the offset after them */
+function writeMacHead(f: BinaryFormat, grantHash: Buffer, headerBytes: Buffer, b: Buffer, off: number): number {
+  off += f.macContext.copy(b, off)
   off += grantHash.copy(b, off)
   off = b.writeUInt16BE(headerBytes.length, off)
-  headerBytes.copy(b, off)
-  return b
+  return off + headerBytes.copy(b, off)
 }
 
 /** SHA-256's block: HMAC pads its key to it */
