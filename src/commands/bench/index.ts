@@ -1,6 +1,6 @@
 import {Flags} from '@oclif/core'
 
-import {type BenchResult, type BenchSpec, type BenchTarget, ConsumerProcess, RUN_BYTES, type TargetParams, WINDOW_BYTES, jetstreamTarget, medianRun, mqTarget, natsTarget, rabbitTarget, runBench, runConsumer, scaledForSize, serveConsumerRuns} from '../../lib/client/bench.js'
+import {type BenchResult, type BenchSpec, type BenchTarget, ConsumerProcess, RUN_BYTES, type TargetParams, WINDOW_BYTES, jetstreamTarget, medianRun, mqTarget, natsTarget, rabbitTarget, runBench, scaledForSize, serveConsumerRuns} from '../../lib/client/bench.js'
 import {type ClusterRun, runClusterBench} from '../../lib/client/cluster-bench.js'
 import {connectBroker} from '../../lib/client/connect.js'
 import {brokerFlags} from '../../lib/client/flags.js'
@@ -45,7 +45,6 @@ Without a reachable broker it starts a private one in a temp home.`
     role: Flags.option({hidden: true, options: ['producer', 'consumer'] as const})(),
     target: Flags.option({hidden: true, options: ['mq', 'rabbitmq', 'rabbitmq-quorum', 'nats', 'nats-js'] as const})(),
     url: Flags.string({hidden: true}),
-    dest: Flags.string({hidden: true}),
   }
 
   private targetFor(p: TargetParams): BenchTarget {
@@ -62,12 +61,8 @@ Without a reachable broker it starts a private one in a temp home.`
     const f = this.flags
     if (f.role === 'consumer') {
       const t = this.targetFor({home: this.home.root, identity: f.identity, target: f.target ?? 'mq', url: f.url ?? ''})
-      // without --dest: the runs its stdin names, one after the other (ConsumerProcess)
-      if (f.dest === undefined) return serveConsumerRuns(t, process.stdin, (l) => process.stdout.write(l + '\n'))
-      const spec: BenchSpec = {messages: f.messages, mode: f.mode === 'durable' ? 'durable' : 'memory', size: 0, window: f.window}
-      const report = await runConsumer(t, spec, f.dest ?? '', () => process.stdout.write('ready\n'), (n) => process.stdout.write(`progress ${n}\n`))
-      process.stdout.write(JSON.stringify(report) + '\n')
-      return
+      // the runs its stdin names, one after the other (ConsumerProcess)
+      return serveConsumerRuns(t, process.stdin, (l) => process.stdout.write(l + '\n'))
     }
     const config = this.mqConfig()
     let home = this.home
