@@ -30,6 +30,35 @@ describe('mq backup', () => {
     work.cleanup()
   })
 
+  /**
+   * Restores `archive` into a new home, runs `inspect` on that home, then starts a broker on it and
+   * takes every message of `queue`: their bodies by message id.
+   */
+  async function restoreAndDrain(archive: string, queue: string, inspect: (home: string) => void = () => {}): Promise<Map<string, Buffer>> {
+    const target = tempHome('mq-backup-drain-')
+    try {
+      const restored = await runCli(['backup', 'restore', archive, '--home', target.dir, '--passphrase-file', passFile, '--force', '--json'])
+      assert.equal(restored.code, 0, restored.stderr + restored.stdout)
+      inspect(target.dir)
+      const b2 = await spawnBroker({home: target.dir})
+      try {
+        const c2 = await b2.connect('admin')
+        const got = new Map<string, Buffer>()
+        for (;;) {
+          const d = await c2.get(queue, {noAck: true})
+          if (!d) break
+          got.set(d.messageId, d.body)
+        }
+        await c2.close()
+        return got
+      } finally {
+        await b2.cleanup()
+      }
+    } finally {
+      target.cleanup()
+    }
+  }
+
   test('a backup taken mid-traffic restores into a new home: every message confirmed before it, the CA and the CRL', async () => {
     const c = await broker.connect('admin')
     await c.declareQueue('orders', {durable: true})
@@ -120,31 +149,13 @@ describe('mq backup', () => {
     await churn
     await c.close()
     assert.equal(created.code, 0, created.stderr + created.stdout)
-    const target = tempHome('mq-backup-big-')
-    try {
-      const restored = await runCli(['backup', 'restore', out, '--home', target.dir, '--passphrase-file', passFile, '--force', '--json'])
-      assert.equal(restored.code, 0, restored.stderr + restored.stdout)
-      const segs = readdirSync(join(target.dir, 'data', 'bodies')).filter((n) => n.endsWith('.seg'))
+    const got = await restoreAndDrain(out, 'big.keep', (home) => {
+      const segs = readdirSync(join(home, 'data', 'bodies')).filter((n) => n.endsWith('.seg'))
       assert.ok(segs.length > 0, 'the body segments are in the backup')
-      for (const n of segs) assert.equal(statSync(join(target.dir, 'data', 'bodies', n)).mode & 0o777, 0o600)
-      const b2 = await spawnBroker({home: target.dir})
-      try {
-        const c2 = await b2.connect('admin')
-        const got = new Map<string, Buffer>()
-        for (;;) {
-          const d = await c2.get('big.keep', {noAck: true})
-          if (!d) break
-          got.set(d.messageId, d.body)
-        }
-        await c2.close()
-        const wrong = Array.from({length: 40}, (_, i) => i).filter((i) => !got.get(`keep-${i}`)?.equals(bodyOf(i)))
-        assert.deepEqual(wrong, [], 'every big body confirmed before the backup comes back as sent')
-      } finally {
-        await b2.cleanup()
-      }
-    } finally {
-      target.cleanup()
-    }
+      for (const n of segs) assert.equal(statSync(join(home, 'data', 'bodies', n)).mode & 0o777, 0o600)
+    })
+    const wrong = Array.from({length: 40}, (_, i) => i).filter((i) => !got.get(`keep-${i}`)?.equals(bodyOf(i)))
+    assert.deepEqual(wrong, [], 'every big body confirmed before the backup comes back as sent')
   })
 
   test('small durable messages whose sealed groups live in body segments restore byte for byte from a backup taken while others are acked', async () => {
@@ -176,29 +187,10 @@ describe('mq backup', () => {
     await churn
     await c.close()
     assert.equal(created.code, 0, created.stderr + created.stdout)
-    const target = tempHome('mq-backup-small-')
-    try {
-      const restored = await runCli(['backup', 'restore', out, '--home', target.dir, '--passphrase-file', passFile, '--force', '--json'])
-      assert.equal(restored.code, 0, restored.stderr + restored.stdout)
-      const b2 = await spawnBroker({home: target.dir})
-      try {
-        const c2 = await b2.connect('admin')
-        const got = new Map<string, Buffer>()
-        for (;;) {
-          const d = await c2.get('small.keep', {noAck: true})
-          if (!d) break
-          got.set(d.messageId, d.body)
-        }
-        await c2.close()
-        const wrong = Array.from({length: N}, (_, i) => i).filter((i) => !got.get(`small-${i}`)?.equals(bodyOf(i)))
-        assert.deepEqual(wrong.slice(0, 10), [], `every small message confirmed before the backup comes back as sent (${wrong.length} wrong)`)
-        assert.equal(got.size, N)
-      } finally {
-        await b2.cleanup()
-      }
-    } finally {
-      target.cleanup()
-    }
+    const got = await restoreAndDrain(out, 'small.keep')
+    const wrong = Array.from({length: N}, (_, i) => i).filter((i) => !got.get(`small-${i}`)?.equals(bodyOf(i)))
+    assert.deepEqual(wrong.slice(0, 10), [], `every small message confirmed before the backup comes back as sent (${wrong.length} wrong)`)
+    assert.equal(got.size, N)
   })
 
   test('a store whose latest commits are still only in its WAL (a writer holds it open) is backed up with them', async () => {
