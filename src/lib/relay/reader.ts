@@ -240,6 +240,32 @@ export function writeAll(sock: Duplex, data: Buffer): Promise<void> {
   })
 }
 
+/**
+ * Resolves once everything written so far was handed to the kernel, without writing more. A peer
+ * that has read a whole reply may close before we look: our side then ends on its own (no
+ * half-open sockets), and a write made only to learn that the reply went out would fail although
+ * every byte of it did. Rejects when the socket closes with bytes still unsent.
+ */
+export function flushed(sock: Duplex): Promise<void> {
+  if (sock.writableLength === 0) return Promise.resolve()
+  if (sock.destroyed) return Promise.reject(new Error('socket closed with bytes unsent'))
+  if (!sock.writableEnded) return writeAll(sock, Buffer.alloc(0))
+  return new Promise<void>((resolve, reject) => {
+    const done = (error?: Error) => {
+      sock.off('finish', onFinish)
+      sock.off('close', onClose)
+      sock.off('error', done)
+      if (error) reject(error)
+      else resolve()
+    }
+    const onFinish = () => done()
+    const onClose = () => done(sock.writableLength === 0 ? undefined : new Error('socket closed with bytes unsent'))
+    sock.on('finish', onFinish)
+    sock.on('close', onClose)
+    sock.on('error', done)
+  })
+}
+
 /** Writes without waiting for the flush callback unless the socket's buffer is full. */
 export async function writeFlow(sock: Duplex, data: Buffer): Promise<void> {
   if (sock.destroyed) throw new Error('socket closed')

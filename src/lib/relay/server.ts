@@ -35,7 +35,7 @@ import {
   responseCode,
   writeResponseHeader,
 } from './protocol.js'
-import {EndOfStream, SocketReader, StallTimeout, drained, writeAll, writeFlow} from './reader.js'
+import {EndOfStream, SocketReader, StallTimeout, drained, flushed, writeAll, writeFlow} from './reader.js'
 import type {RelayStore, RelayUser, StoredMessage} from './store.js'
 
 /** Contents up to this size are stored in the database; bigger ones stream to a file. */
@@ -658,8 +658,11 @@ export class RelayServer {
           for await (const chunk of createReadStream(join(this.opts.filesDir, m.file), {highWaterMark: 64 * 1024})) await writeFlow(sock, chunk as Buffer)
         }
       }
-      // The last write's callback fires once everything before it was handed to the kernel.
-      await writeAll(sock, Buffer.alloc(padded ? padLength(7 + total) : 0))
+      // A peer that read every entry may have closed already (our side then ended): padding is moot.
+      const pad = padded ? padLength(7 + total) : 0
+      if (pad > 0 && !sock.writableEnded && !sock.destroyed) sock.write(Buffer.alloc(pad))
+      // delivered once every byte was handed to the kernel (the protocol has no acknowledgement)
+      await flushed(sock)
       conn.midReply = false
       await this.opts.store.deleteMessages(picked.map((m) => m.id))
       for (const m of picked) if (m.file) await unlink(join(this.opts.filesDir, m.file)).catch(() => {})

@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict'
+import {once} from 'node:events'
+import {type AddressInfo, type Socket, connect, createServer} from 'node:net'
 import {PassThrough} from 'node:stream'
 import {test} from 'node:test'
 import {setTimeout as sleep} from 'node:timers/promises'
 
-import {SocketReader, StallTimeout} from '../../../src/lib/relay/reader.js'
+import {SocketReader, StallTimeout, flushed, writeAll} from '../../../src/lib/relay/reader.js'
 
 // Waits of the usual length share one re-armed timer per reader: each wait must still get its
 // full stall time from its own start, and a stall must still be reported.
@@ -37,4 +39,58 @@ test('a wait shorter than the stall time (poll) and a closed stream still end as
   const pending = reader.fill(1)
   sock.destroy()
   assert.equal(await pending, false)
+})
+
+/** A loopback pair: the server side of one TCP connection, and the client side. */
+async function socketPair(): Promise<{server: Socket; client: Socket; close: () => void}> {
+  const srv = createServer()
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r))
+  const accepted = new Promise<Socket>((r) => srv.once('connection', r))
+  const client = connect({host: '127.0.0.1', port: (srv.address() as AddressInfo).port})
+  const server = await accepted
+  server.on('error', () => {})
+  client.on('error', () => {})
+  return {client, close: () => (server.destroy(), client.destroy(), srv.close()), server}
+}
+
+test('flushed: a reply the peer read in full and then closed on counts as sent (a write after its close would fail)', async () => {
+  const {client, close, server} = await socketPair()
+  try {
+    const reply = Buffer.alloc(1 << 20, 7)
+    let got = 0
+    client.on('data', (c: Buffer) => {
+      got += c.length
+      // the peer has everything it asked for and closes, as `mq relay fetch` does
+      if (got === reply.length) client.end()
+    })
+    server.write(reply)
+    await once(server, 'end')
+    // our side ended on its own (no half-open sockets): a further write fails...
+    assert.equal(server.writableEnded, true)
+    await assert.rejects(writeAll(server, Buffer.alloc(0)))
+    // ...but every byte of the reply went out
+    await flushed(server)
+  } finally {
+    close()
+  }
+})
+
+test('flushed: waits for bytes still buffered, and fails when the peer resets before taking them', async () => {
+  const {client, close, server} = await socketPair()
+  try {
+    client.pause()
+    // far more than the kernel's socket buffers hold while the peer reads nothing
+    const chunk = Buffer.alloc(1 << 20, 1)
+    for (let i = 0; i < 64; i++) server.write(chunk)
+    assert.ok(server.writableLength > 0)
+    const f = flushed(server)
+    let settled = false
+    void f.then(() => (settled = true), () => (settled = true))
+    await sleep(100)
+    assert.equal(settled, false, 'not sent while the peer reads nothing')
+    client.resetAndDestroy()
+    await assert.rejects(f)
+  } finally {
+    close()
+  }
 })
