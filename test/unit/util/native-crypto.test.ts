@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import {spawnSync} from 'node:child_process'
 import {type KeyObject, createCipheriv, createDecipheriv, createHash, createHmac, generateKeyPairSync, randomBytes} from 'node:crypto'
-import {existsSync, mkdtempSync, writeFileSync} from 'node:fs'
+import {existsSync, mkdtempSync, readFileSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {dirname, join} from 'node:path'
 import {fileURLToPath} from 'node:url'
@@ -505,5 +505,18 @@ describe('without the addon', () => {
       // back to what it was (MQ_NATIVE_CRYPTO=0, or no addon built: off)
       assert.equal(useNativeCrypto(was), was)
     }
+  })
+})
+
+describe('packaging', () => {
+  it('a packed mq carries the addon sources and builds them at install (without them it would fall back to node:crypto)', () => {
+    const root = fileURLToPath(new URL('../../../../', import.meta.url))
+    const r = spawnSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], {cwd: root, encoding: 'utf8'})
+    assert.equal(r.status, 0, r.stderr)
+    const files = (JSON.parse(r.stdout) as {files: {path: string}[]}[])[0].files.map((f) => f.path)
+    for (const f of ['native/mqcrypto.c', 'native/binding.gyp', 'scripts/build-native.js', 'dist/src/lib/util/native-crypto.js']) assert.ok(files.includes(f), `${f} is in the package`)
+    assert.deepEqual(files.filter((f) => f.startsWith('native/build/')), [], 'no addon built on this machine is shipped')
+    const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as {scripts: Record<string, string>}
+    assert.equal(pkg.scripts.install, 'node scripts/build-native.js')
   })
 })
