@@ -250,20 +250,7 @@ export function flushed(sock: Duplex): Promise<void> {
   if (sock.writableLength === 0) return Promise.resolve()
   if (sock.destroyed) return Promise.reject(new Error('socket closed with bytes unsent'))
   if (!sock.writableEnded) return writeAll(sock, Buffer.alloc(0))
-  return new Promise<void>((resolve, reject) => {
-    const done = (error?: Error) => {
-      sock.off('finish', onFinish)
-      sock.off('close', onClose)
-      sock.off('error', done)
-      if (error) reject(error)
-      else resolve()
-    }
-    const onFinish = () => done()
-    const onClose = () => done(sock.writableLength === 0 ? undefined : new Error('socket closed with bytes unsent'))
-    sock.on('finish', onFinish)
-    sock.on('close', onClose)
-    sock.on('error', done)
-  })
+  return nextEvent(sock, 'finish', () => (sock.writableLength === 0 ? undefined : new Error('socket closed with bytes unsent')))
 }
 
 /** Writes without waiting for the flush callback unless the socket's buffer is full. */
@@ -275,19 +262,23 @@ export async function writeFlow(sock: Duplex, data: Buffer): Promise<void> {
 
 /** Resolves on the socket's next 'drain' (after a write() that returned false); rejects if it closes or fails first. */
 export function drained(sock: Duplex): Promise<void> {
+  return nextEvent(sock, 'drain', () => new Error('socket closed'))
+}
+
+/** Resolves on the socket's next `event`; a 'close' first settles as `onClose` says, an 'error' rejects. */
+function nextEvent(sock: Duplex, event: 'drain' | 'finish', onClose: () => Error | undefined): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     const done = (error?: Error) => {
-      sock.off('drain', onDrain)
-      sock.off('close', onClose)
-      sock.off('error', onError)
+      sock.off(event, onEvent)
+      sock.off('close', closed)
+      sock.off('error', done)
       if (error) reject(error)
       else resolve()
     }
-    const onDrain = () => done()
-    const onClose = () => done(new Error('socket closed'))
-    const onError = (error: Error) => done(error)
-    sock.on('drain', onDrain)
-    sock.on('close', onClose)
-    sock.on('error', onError)
+    const onEvent = () => done()
+    const closed = () => done(onClose())
+    sock.on(event, onEvent)
+    sock.on('close', closed)
+    sock.on('error', done)
   })
 }
