@@ -191,6 +191,37 @@ static napi_value gcm_dispose(napi_env env, napi_callback_info info) {
   return undefined(env);
 }
 
+/*
+ * The GCM stream over p1 then p2 (one plaintext in two pieces): ciphertext to out[off..], then the
+ * 16-byte tag. Two pieces so a caller whose plaintext is a short head and a big body (a store row:
+ * headers length, headers, body) seals both where they are instead of first copying them together.
+ */
+static napi_value seal_parts(napi_env env, gcm_key *k, const uint8_t *nonce, size_t nonce_len, const uint8_t *aad, size_t aad_len, const uint8_t *p1, size_t l1, const uint8_t *p2, size_t l2, uint8_t *out, size_t out_len, uint32_t off) {
+  if (!k->ctx || k->decrypt) return fail(env, "E_NATIVE_ARG", "not a live sealing key"), NULL;
+  if (nonce_len != NONCE_LEN) return fail(env, "E_NATIVE_ARG", "the nonce is 12 bytes"), NULL;
+  if (aad_len > INT_MAX || l1 > INT_MAX - TAG_LEN || l2 > (size_t)INT_MAX - TAG_LEN - l1) return fail(env, "E_NATIVE_ARG", "input too large"), NULL;
+  size_t pt_len = l1 + l2;
+  if (off > out_len || out_len - off < pt_len + TAG_LEN) return fail(env, "E_NATIVE_ARG", "out is too short for ciphertext and tag"), NULL;
+  uint8_t *dst = out + off;
+  /* the output must not overlap the inputs that are read after it is written */
+  if (overlaps(dst, pt_len + TAG_LEN, p1, l1) || overlaps(dst, pt_len + TAG_LEN, p2, l2) || overlaps(dst, pt_len + TAG_LEN, aad, aad_len)) return fail(env, "E_NATIVE_ARG", "out overlaps an input"), NULL;
+  int n = 0, n2 = 0, fin = 0;
+  int ok = EVP_EncryptInit_ex(k->ctx, NULL, NULL, NULL, nonce) == 1;
+  if (ok && aad_len > 0) ok = EVP_EncryptUpdate(k->ctx, NULL, &n, aad, (int)aad_len) == 1;
+  n = 0;
+  /* GCM is a stream mode: each update returns exactly as many bytes as it is given */
+  if (ok && l1 > 0) ok = EVP_EncryptUpdate(k->ctx, dst, &n, p1, (int)l1) == 1 && (size_t)n == l1;
+  if (ok && l2 > 0) ok = EVP_EncryptUpdate(k->ctx, dst + l1, &n2, p2, (int)l2) == 1 && (size_t)n2 == l2;
+  if (ok) ok = EVP_EncryptFinal_ex(k->ctx, dst + pt_len, &fin) == 1 && fin == 0;
+  if (ok) ok = EVP_CIPHER_CTX_ctrl(k->ctx, EVP_CTRL_AEAD_GET_TAG, TAG_LEN, dst + pt_len) == 1;
+  if (!ok) {
+    /* nothing half-made leaves: the caller throws the envelope away */
+    OPENSSL_cleanse(dst, pt_len + TAG_LEN);
+    return fail(env, "E_NATIVE_CRYPTO", "AES-256-GCM encryption failed"), NULL;
+  }
+  return undefined(env);
+}
+
 /* gcmSeal(handle, nonce: 12 bytes, aad, plaintext, out, off): ciphertext to out[off..], then the 16-byte tag */
 static napi_value gcm_seal(napi_env env, napi_callback_info info) {
   size_t argc = 6;
@@ -206,26 +237,26 @@ static napi_value gcm_seal(napi_env env, napi_callback_info info) {
   if (!get_bytes(env, argv[3], "plaintext must be a Uint8Array", &pt, &pt_len)) return NULL;
   if (!get_bytes(env, argv[4], "out must be a Uint8Array", &out, &out_len)) return NULL;
   if (!get_u32(env, argv[5], "off must be a uint32", &off)) return NULL;
-  if (!k->ctx || k->decrypt) return fail(env, "E_NATIVE_ARG", "not a live sealing key"), NULL;
-  if (nonce_len != NONCE_LEN) return fail(env, "E_NATIVE_ARG", "the nonce is 12 bytes"), NULL;
-  if (aad_len > INT_MAX || pt_len > INT_MAX - TAG_LEN) return fail(env, "E_NATIVE_ARG", "input too large"), NULL;
-  if (off > out_len || out_len - off < pt_len + TAG_LEN) return fail(env, "E_NATIVE_ARG", "out is too short for ciphertext and tag"), NULL;
-  uint8_t *dst = out + off;
-  /* the output must not overlap the inputs that are read after it is written */
-  if ((pt_len > 0 && dst < pt + pt_len && pt < dst + pt_len + TAG_LEN) || (aad_len > 0 && dst < aad + aad_len && aad < dst + pt_len + TAG_LEN)) return fail(env, "E_NATIVE_ARG", "out overlaps an input"), NULL;
-  int n = 0, fin = 0;
-  int ok = EVP_EncryptInit_ex(k->ctx, NULL, NULL, NULL, nonce) == 1;
-  if (ok && aad_len > 0) ok = EVP_EncryptUpdate(k->ctx, NULL, &n, aad, (int)aad_len) == 1;
-  n = 0;
-  if (ok && pt_len > 0) ok = EVP_EncryptUpdate(k->ctx, dst, &n, pt, (int)pt_len) == 1;
-  if (ok) ok = (size_t)n == pt_len && EVP_EncryptFinal_ex(k->ctx, dst + n, &fin) == 1 && fin == 0;
-  if (ok) ok = EVP_CIPHER_CTX_ctrl(k->ctx, EVP_CTRL_AEAD_GET_TAG, TAG_LEN, dst + pt_len) == 1;
-  if (!ok) {
-    /* nothing half-made leaves: the caller throws the envelope away */
-    OPENSSL_cleanse(dst, pt_len + TAG_LEN);
-    return fail(env, "E_NATIVE_CRYPTO", "AES-256-GCM encryption failed"), NULL;
-  }
-  return undefined(env);
+  return seal_parts(env, k, nonce, nonce_len, aad, aad_len, pt, pt_len, NULL, 0, out, out_len, off);
+}
+
+/* gcmSeal2(handle, nonce: 12 bytes, aad, head, body, out, off): gcmSeal of head || body, without joining them */
+static napi_value gcm_seal2(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 7) return fail(env, "E_NATIVE_ARG", "gcmSeal2(handle, nonce, aad, head, body, out, off)"), NULL;
+  gcm_key *k;
+  uint8_t *nonce, *aad, *head, *body, *out;
+  size_t nonce_len, aad_len, head_len, body_len, out_len;
+  uint32_t off;
+  if (!get_handle(env, argv[0], GCM_MAGIC, (void **)&k)) return NULL;
+  if (!get_bytes(env, argv[1], "nonce must be a Uint8Array", &nonce, &nonce_len)) return NULL;
+  if (!get_bytes(env, argv[2], "aad must be a Uint8Array", &aad, &aad_len)) return NULL;
+  if (!get_bytes(env, argv[3], "head must be a Uint8Array", &head, &head_len)) return NULL;
+  if (!get_bytes(env, argv[4], "body must be a Uint8Array", &body, &body_len)) return NULL;
+  if (!get_bytes(env, argv[5], "out must be a Uint8Array", &out, &out_len)) return NULL;
+  if (!get_u32(env, argv[6], "off must be a uint32", &off)) return NULL;
+  return seal_parts(env, k, nonce, nonce_len, aad, aad_len, head, head_len, body, body_len, out, out_len, off);
 }
 
 /*
@@ -388,6 +419,7 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"gcmKey", NULL, gcm_key_new, NULL, NULL, NULL, napi_enumerable, NULL},
       {"gcmSeal", NULL, gcm_seal, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"gcmSeal2", NULL, gcm_seal2, NULL, NULL, NULL, napi_enumerable, NULL},
       {"gcmOpen", NULL, gcm_open, NULL, NULL, NULL, napi_enumerable, NULL},
       {"gcmDispose", NULL, gcm_dispose, NULL, NULL, NULL, napi_enumerable, NULL},
       {"macKeys", NULL, mac_keys_new, NULL, NULL, NULL, napi_enumerable, NULL},

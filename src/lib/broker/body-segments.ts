@@ -285,6 +285,13 @@ export class SegmentReader {
   constructor(private readonly dir: string) {}
 
   read(id: number, offset: number, length: number): Buffer {
+    const out = Buffer.allocUnsafe(length)
+    this.readInto(id, offset, length, out, 0)
+    return out
+  }
+
+  /** read() into dst[at..] (a caller's reused buffer) */
+  readInto(id: number, offset: number, length: number, dst: Buffer, at: number): void {
     let fd = this.fds.get(id)
     if (fd === undefined) {
       fd = openSync(segmentFile(this.dir, id), 'r')
@@ -296,14 +303,12 @@ export class SegmentReader {
         closeSync(oldFd)
       }
     }
-    const out = Buffer.allocUnsafe(length)
     let done = 0
     while (done < length) {
-      const n = readSync(fd, out, done, length - done, offset + done)
+      const n = readSync(fd, dst, at + done, length - done, offset + done)
       if (n === 0) throw new Error(`segment ${id} ends before its body (${offset + done} of ${offset + length} bytes)`)
       done += n
     }
-    return out
   }
 
   /** the writer removed these segments: their fds would keep the disk space */

@@ -269,6 +269,8 @@ export class StoreSealer {
   private readonly h: NativeHandle | undefined
   private readonly plain = new Scratch()
   private readonly out = new Scratch()
+  /** the addon's two-piece seal (gcmSeal2), when this build of it has one */
+  private readonly seal2: NativeCrypto['gcmSeal2']
 
   constructor(
     private readonly key: Uint8Array,
@@ -276,6 +278,7 @@ export class StoreSealer {
   ) {
     this.n = nativeCrypto()
     this.h = this.n?.gcmKey(key, false)
+    this.seal2 = typeof this.n?.gcmSeal2 === 'function' ? this.n.gcmSeal2.bind(this.n) : undefined
   }
 
   /** whether the addon does the work (else node:crypto, as sealSplit and sealGroup) */
@@ -286,18 +289,27 @@ export class StoreSealer {
   /** sealSplit's bytes; `body` is a view of a reused buffer (see the class) */
   split(aad: Uint8Array, headers: Uint8Array, body: Uint8Array): {head: Buffer; body: Buffer} {
     if (!this.n) return sealSplit(this.key, aad, headers, body)
-    // one GCM stream over u32 headers length | headers | body, so the three are laid out in one
-    // plaintext (a copy into warm memory) and sealed into a second reused buffer
+    // one GCM stream over u32 headers length | headers | body, sealed into a reused buffer
     const hl = 4 + headers.length
     const n = hl + body.length
-    const plain = this.plain.get(n)
-    plain.writeUInt32LE(headers.length, 0)
-    plain.set(headers, 4)
-    copyBody(plain, hl, body)
     const out = this.out.get(n + TAG_BYTES)
     const head = Buffer.allocUnsafe(NONCE_BYTES + hl + TAG_BYTES)
     nextNonceInto(head, 0)
-    this.n.gcmSeal(this.h!, head.subarray(0, NONCE_BYTES), aad, plain.subarray(0, n), out, 0)
+    if (this.seal2) {
+      // the short plaintext head is laid out in the row's head buffer (its ciphertext overwrites it
+      // below), and the body is sealed where it is (shared memory): a pass over every big body less
+      // than laying the three out in one plaintext first (copyBody)
+      const plainHead = head.subarray(NONCE_BYTES, NONCE_BYTES + hl)
+      plainHead.writeUInt32LE(headers.length, 0)
+      plainHead.set(headers, 4)
+      this.seal2(this.h!, head.subarray(0, NONCE_BYTES), aad, plainHead, body, out, 0)
+    } else {
+      const plain = this.plain.get(n)
+      plain.writeUInt32LE(headers.length, 0)
+      plain.set(headers, 4)
+      copyBody(plain, hl, body)
+      this.n.gcmSeal(this.h!, head.subarray(0, NONCE_BYTES), aad, plain.subarray(0, n), out, 0)
+    }
     out.copy(head, NONCE_BYTES, 0, hl)
     out.copy(head, NONCE_BYTES + hl, n, n + TAG_BYTES)
     return {body: out.subarray(hl, n), head}
@@ -346,15 +358,32 @@ export class StoreOpener {
   /** openSplit; the body is a view of a fresh buffer (from the headers length on) */
   split(aad: Uint8Array, head: Buffer, sealed: Buffer): {headers: string; body: Buffer} {
     if (!this.n) return openSplit(this.key, aad, head, sealed)
+    const ct = this.splitCiphertext(head, sealed.length)
+    sealed.copy(ct, ct.length - sealed.length)
+    return this.openSplitCiphertext(aad, head, ct)
+  }
+
+  /**
+   * With the addon: the GCM stream of a row sealed split is (headers length, headers) then the body,
+   * one contiguous ciphertext for it. This returns that buffer (a reused one, `bodyLength` bytes longer
+   * than the head's part, which is already in place): the caller puts the body's ciphertext at its end,
+   * a segment's bytes read straight there (readInto) instead of into a fresh buffer of their own and
+   * then copied, and openSplitCiphertext opens it. Only with the addon (`native`); the head must be at
+   * least NONCE_BYTES + 4 + TAG_BYTES long (split() checks).
+   */
+  splitCiphertext(head: Buffer, bodyLength: number): Buffer {
     if (head.length < NONCE_BYTES + 4 + TAG_BYTES) throw new Error(`sealed row head too short (${head.length} bytes)`)
     const hl = head.length - NONCE_BYTES - TAG_BYTES
-    const n = hl + sealed.length
-    // the GCM stream is (headers length, headers) then the body: one contiguous ciphertext for the addon
-    const ct = this.ct.get(n)
+    const ct = this.ct.get(hl + bodyLength).subarray(0, hl + bodyLength)
     head.copy(ct, 0, NONCE_BYTES, NONCE_BYTES + hl)
-    sealed.copy(ct, hl)
-    const plain = Buffer.allocUnsafe(n)
-    if (!this.n.gcmOpen(this.h!, head.subarray(0, NONCE_BYTES), aad, ct.subarray(0, n), head.subarray(head.length - TAG_BYTES), plain)) throw new Error('Unsupported state or unable to authenticate data')
+    return ct
+  }
+
+  /** opens what splitCiphertext returned, its body filled in; the plaintext is a fresh buffer (the delivered body) */
+  openSplitCiphertext(aad: Uint8Array, head: Buffer, ct: Buffer): {headers: string; body: Buffer} {
+    const hl = head.length - NONCE_BYTES - TAG_BYTES
+    const plain = Buffer.allocUnsafe(ct.length)
+    if (!this.n!.gcmOpen(this.h!, head.subarray(0, NONCE_BYTES), aad, ct, head.subarray(head.length - TAG_BYTES), plain)) throw new Error('Unsupported state or unable to authenticate data')
     if (4 + plain.readUInt32LE(0) !== hl) throw new Error('sealed row has a bad headers length')
     return {body: plain.subarray(hl), headers: plain.toString('utf8', 4, hl)}
   }
@@ -1167,9 +1196,15 @@ export class DurableStore implements DedupeLog {
         }
       } else {
         let sealed = r.body
+        // with the addon, a row sealed split whose body is in a segment is read straight into the
+        // opener's ciphertext buffer (no buffer of its own per read, and no copy of it)
+        let ct: Buffer | undefined
         if (r.seg !== null) {
           try {
-            sealed = this.segments.read(r.seg, r.seg_off!, r.size!)
+            if (this.opener.native && Buffer.isBuffer(r.headers) && r.headers.length >= NONCE_BYTES + 4 + TAG_BYTES) {
+              ct = this.opener.splitCiphertext(r.headers, r.size!)
+              this.segments.readInto(r.seg, r.seg_off!, r.size!, ct, ct.length - r.size!)
+            } else sealed = this.segments.read(r.seg, r.seg_off!, r.size!)
           } catch (error) {
             reason = `its body segment ${r.seg} cannot be read (${(error as Error).message})`
           }
@@ -1177,7 +1212,7 @@ export class DurableStore implements DedupeLog {
         if (reason === undefined) {
           try {
             const aad = rowAad(r.key_id, r.message_id, r.queue, r.exchange, r.routing_key)
-            const o = Buffer.isBuffer(r.headers) ? this.opener.split(aad, r.headers, sealed) : this.opener.record(aad, sealed)
+            const o = ct ? this.opener.openSplitCiphertext(aad, r.headers as Buffer, ct) : Buffer.isBuffer(r.headers) ? this.opener.split(aad, r.headers, sealed) : this.opener.record(aad, sealed)
             body = o.body
             headers = o.headers
           } catch (error) {

@@ -67,6 +67,33 @@ describe('native AES-256-GCM and HMAC (native/mqcrypto.c)', {skip}, () => {
     }
   })
 
+  it('gcmSeal2 seals head || body as gcmSeal seals them joined, the body also in shared memory, and refuses an output over either', () => {
+    const x = n()
+    assert.equal(typeof x.gcmSeal2, 'function')
+    const key = randomBytes(32)
+    const seal = x.gcmKey(key, false)
+    for (const size of [0, 1, 16, 17, 4096, 65_536 + 3]) {
+      for (const cut of [0, 1, 4, 15, 16, 23]) {
+        if (cut > size) continue
+        const nonce = randomBytes(12)
+        const aad = randomBytes(40)
+        const pt = randomBytes(size)
+        const shared = Buffer.from(new SharedArrayBuffer(size - cut))
+        shared.set(pt.subarray(cut))
+        const out = Buffer.alloc(3 + size + 16 + 2, 0xee)
+        x.gcmSeal2!(seal, nonce, aad, pt.subarray(0, cut), shared, out, 3)
+        assert.ok(out.subarray(3, 3 + size + 16).equals(nodeSeal(key, nonce, aad, pt)), `size ${size}, cut at ${cut}`)
+        assert.ok(out.subarray(0, 3).equals(Buffer.alloc(3, 0xee)) && out.subarray(3 + size + 16).equals(Buffer.alloc(2, 0xee)), 'nothing outside its place is written')
+      }
+    }
+    const buf = Buffer.alloc(100)
+    const throwsNative = (f: () => unknown, what: string): void => assert.throws(f, (e: Error & {code?: string}) => e.code === 'E_NATIVE_ARG', what)
+    throwsNative(() => x.gcmSeal2!(seal, Buffer.alloc(12), Buffer.alloc(0), buf.subarray(0, 8), Buffer.alloc(32), buf, 4), 'output over the head')
+    throwsNative(() => x.gcmSeal2!(seal, Buffer.alloc(12), Buffer.alloc(0), Buffer.alloc(8), buf.subarray(40, 70), buf, 0), 'output over the body')
+    throwsNative(() => x.gcmSeal2!(seal, Buffer.alloc(12), Buffer.alloc(0), Buffer.alloc(8), Buffer.alloc(32), Buffer.alloc(55), 0), 'no room for the tag')
+    x.gcmDispose(seal)
+  })
+
   it('refuses a flipped byte of ciphertext, tag, AAD or nonce, and zeroes what it decrypted', () => {
     const key = randomBytes(32)
     const open = n().gcmKey(key, true)
