@@ -46,15 +46,20 @@ const MAX_LIST_USERS = 100_000
 /**
  * While a file arrives, its bytes are pushed to disk every this many (not only at the end), so the
  * final fsync has at most this much left to write. Each datasync is a journal commit and a cache
- * flush that the writes behind it wait out: every 8 MiB (was) made 256 MiB uploads slower in
- * interleaved runs here (relay/twin medians 0.56 -> 0.82 relay in its own process, 0.72 -> 0.78
- * in-process), for the same CPU per MiB.
+ * flush that the writes behind it wait out: every 8 MiB (was) made 256 MiB uploads slower in 4
+ * interleaved pairs here (relay/twin 0.53-0.98 -> 0.79-1.48 relay in its own process; in-process
+ * 0.62-1.14 -> 0.65-0.94), for the same CPU per MiB.
  */
 export const SYNC_EVERY = 32 * 1024 * 1024
 /** A file's socket chunks are written to disk in batches of this size... */
 const WRITE_BATCH = 1024 * 1024
 /** ...with reading going on while up to this many bytes wait for the disk. */
 const WRITE_AHEAD = 4 * 1024 * 1024
+/**
+ * A file's writes on the thread pool at once: one in the kernel, the next already waiting for it
+ * (the kernel copies a file's writes one at a time), the pool's other threads left to the rest.
+ */
+const WRITES_IN_FLIGHT = 2
 /** Slowest accepted average upload rate (bytes/s) before a request's deadline closes it. */
 const MIN_RATE = 64 * 1024
 
@@ -575,24 +580,46 @@ export class RelayServer {
     let syncing: Promise<unknown> = Promise.resolve()
     try {
       // Socket chunks are coalesced into writes of WRITE_BATCH (fewer syscalls), each at its own
-      // file offset and issued at once: up to WRITE_AHEAD bytes of them are in flight together,
-      // and reading goes on meanwhile. The kernel still copies them into the page cache one after
-      // another (the inode lock), but the next write already waits in the thread pool when one
-      // ends. Chained writes (the next issued from this thread once the last resolved) left the
-      // disk idle until this event loop, busy with sockets or descheduled, got round to it, and
-      // the writes were the bound: busy ~100% of a 256 MiB upload, the socket waiting on them
-      // ~60% of it. Memory stays under WRITE_AHEAD + one batch, whatever the file's size.
+      // file offset: up to WRITE_AHEAD bytes of them wait or are being written while reading goes
+      // on, WRITES_IN_FLIGHT of them handed to the thread pool at once. The kernel still copies
+      // them into the page cache one after another (the inode lock), but the next write already
+      // waits in the pool when one ends. Chained writes (the next issued from this thread once the
+      // last resolved) left the disk idle until this event loop, busy with sockets or descheduled,
+      // got round to it, and the writes were the bound: busy ~100% of a 256 MiB upload, the
+      // socket waiting on them ~60% of it. Memory stays under WRITE_AHEAD + one batch, whatever
+      // the file's size.
       let pending: Buffer[] = []
       let pendingBytes = 0
       let written = 0
       let synced = 0
       let queued = 0
+      let running = 0
+      let failed = false
+      const turns: (() => void)[] = []
       const issue = () => {
+        const parts = pending
         const bytes = pendingBytes
+        const at = written
         const done = handled(
-          fh.writev(pending, written).then((r) => {
-            if (r.bytesWritten !== bytes) throw new Error(`short write: ${r.bytesWritten} of ${bytes} bytes`)
-          }),
+          (async () => {
+            // at most WRITES_IN_FLIGHT on the thread pool, so an upload leaves it room for others;
+            // a write that ends hands its place straight to the next one waiting
+            if (running < WRITES_IN_FLIGHT) running++
+            else await new Promise<void>((resolve) => turns.push(resolve))
+            try {
+              // the file is dropped anyway: no more writes into it
+              if (failed) throw new Error('an earlier write of this file failed')
+              const r = await fh.writev(parts, at)
+              if (r.bytesWritten !== bytes) throw new Error(`short write: ${r.bytesWritten} of ${bytes} bytes`)
+            } catch (error) {
+              failed = true
+              throw error
+            } finally {
+              const next = turns.shift()
+              if (next) next()
+              else running--
+            }
+          })(),
         )
         inflight.push({bytes, done})
         written += bytes

@@ -5,7 +5,7 @@ import {join} from 'node:path'
 import {after, before, describe, test} from 'node:test'
 
 import {RelayConnection} from '../../../src/lib/relay/client.js'
-import {Op, encodeRegisterPayload, encodeSendHeader, padFrame} from '../../../src/lib/relay/protocol.js'
+import {Op, encodeRegisterPayload, encodeRequestHeader, encodeSendHeader, padFrame} from '../../../src/lib/relay/protocol.js'
 import {tempHome} from '../../helpers/home.js'
 import {RawClient, type RunningRelay, registerRaw, req, startRelay, v2Key, v3Key} from './harness.js'
 
@@ -340,6 +340,31 @@ describe('relay server: a file bigger than the write-ahead and the sync interval
     } finally {
       a.close()
       b.close()
+    }
+  })
+  // A sender gone mid-file while its batches are being written: every write issued is waited for,
+  // then the half-written file is removed, and the relay goes on serving.
+  test('a file cut off mid-upload leaves no file behind', async () => {
+    const c = await RawClient.connect(relay.port)
+    const a = await registerRaw(c, 3, 'cut-a')
+    const b = await registerRaw(c, 3, 'cut-b')
+    const size = 12 * 1024 * 1024
+    const sent = 7 * 1024 * 1024 + 11
+    c.write(Buffer.concat([encodeRequestHeader(3, a, Op.send, 21 + size), encodeSendHeader(b, 4, size)]))
+    for (let o = 0; o < sent; o += 256 * 1024) c.write(randomBytes(Math.min(256 * 1024, sent - o)))
+    await new Promise((res) => setTimeout(res, 300))
+    c.sock.destroy()
+    const files = () => readdirSync(join(home.dir, 'data', 'relay-files'))
+    for (let i = 0; i < 100 && files().length > 0; i++) await new Promise((res) => setTimeout(res, 20))
+    assert.deepEqual(files(), [])
+    const d = await RawClient.connect(relay.port)
+    try {
+      d.write(req(3, b, Op.pull))
+      const r = await d.response()
+      assert.equal(r.code, 2104)
+      assert.equal(r.payload.length, 0, 'nothing was stored')
+    } finally {
+      d.sock.destroy()
     }
   })
 })
