@@ -9,7 +9,7 @@ import {performance} from 'node:perf_hooks'
 import {type RelayAddress, RelayConnection} from './client.js'
 import {type ContentBinding, encrypt, generateIdentityKeys, newSymKey} from './crypto.js'
 import {CLIENT_ID_BYTES, MessageType, Op, RESPONSE_HEADER_BYTES, SEND_HEADER_BYTES, V2_HEADER_BYTES, encodeRegisterPayload, responseCode, writeResponseHeader} from './protocol.js'
-import {RelayServer} from './server.js'
+import {RelayServer, SYNC_EVERY} from './server.js'
 import {RelayStore} from './store.js'
 
 export interface RelayBenchOptions {
@@ -50,7 +50,7 @@ export interface RelayBenchResult {
   /** this process's peak resident memory (bench client and in-process relay) */
   peak_rss_mib: number
   baseline: {name: string; roundtrips_per_s: number; mib_per_s: number; roundtrip_cpu_us: number}
-  /** the file's bytes written to a file on this machine as the relay writes them (1 MiB writes, datasync every 8 MiB, fsync at the end), no socket: the disk's ceiling for an upload */
+  /** the file's bytes written to a file on this machine as the relay writes them (1 MiB writes, datasync every 32 MiB, fsync at the end), no socket: the disk's ceiling for an upload */
   disk_mib_per_s: number
   ratios: {send_vs_roundtrip: number | null; upload_vs_tcp: number; download_vs_tcp: number}
   /** issue 17's targets for the two ratios */
@@ -200,8 +200,8 @@ async function twinBaseline(opts: {connections: number; messages: number; fileBy
 
 /**
  * This machine's disk for the same bytes, without a socket: written to a new file in `dir` with the
- * relay's pattern (1 MiB writes, a datasync started every 8 MiB, fsync at the end) but one write at
- * a time, where the relay keeps reading its socket while up to 4 MiB wait for the disk. Tells what
+ * relay's pattern (1 MiB writes, a datasync started every 32 MiB, fsync at the end) but one write at
+ * a time, where the relay keeps reading its socket while up to 4 MiB of writes are in flight. Tells what
  * the disk does with the bytes alone at that moment: on a shared disk it swings by minutes.
  */
 async function diskBaseline(dir: string, bytes: number): Promise<number> {
@@ -214,8 +214,8 @@ async function diskBaseline(dir: string, bytes: number): Promise<number> {
     for await (const c of generated(bytes)) {
       await fh.write(c, 0, c.length)
       written += c.length
-      // as the relay does (server.ts SYNC_EVERY): the write-back starts every 8 MiB, overlapping the writes
-      if (written % (8 * MiB) === 0) syncing = syncing.then(() => fh.datasync())
+      // as the relay does (server.ts SYNC_EVERY): the write-back starts every 32 MiB, overlapping the writes
+      if (written % SYNC_EVERY === 0) syncing = syncing.then(() => fh.datasync())
     }
     await syncing
     await fh.sync()

@@ -219,7 +219,9 @@ export class SocketReader {
       const k = Math.min(left, this.chunks[0].length)
       const chunk = this.take(k)
       left -= k
-      await sink(chunk)
+      // a sink that has nothing to wait for returns no promise, and costs no await per chunk
+      const wait = sink(chunk)
+      if (wait !== undefined) await wait
     }
   }
 

@@ -5,7 +5,7 @@ import {join} from 'node:path'
 import {after, before, describe, test} from 'node:test'
 
 import {RelayConnection} from '../../../src/lib/relay/client.js'
-import {Op, encodeSendHeader, padFrame} from '../../../src/lib/relay/protocol.js'
+import {Op, encodeRegisterPayload, encodeRequestHeader, encodeSendHeader, padFrame} from '../../../src/lib/relay/protocol.js'
 import {tempHome} from '../../helpers/home.js'
 import {RawClient, type RunningRelay, registerRaw, req, startRelay, v2Key, v3Key} from './harness.js'
 
@@ -295,6 +295,76 @@ describe('relay server: protocol versions and framings', () => {
       assert.deepEqual(files(), [])
     } finally {
       c.close()
+    }
+  })
+})
+
+describe('relay server: a file bigger than the write-ahead and the sync interval', () => {
+  const home = tempHome('mq-relay-big-')
+  let relay: RunningRelay
+
+  before(async () => {
+    relay = await startRelay({home: home.dir, idleTimeoutMs: 30_000, maxFileBytes: 64 * 1024 * 1024})
+  })
+  after(async () => {
+    await relay.stop()
+    home.cleanup()
+  })
+
+  // The relay writes a file in 1 MiB batches at their own offsets, several in flight at once (they
+  // may complete in any order), with a datasync every 8 MiB: the stored bytes must still be the
+  // sent ones, in order, whatever the socket's chunking (here 300 KiB writes, never batch-aligned).
+  test('20 MiB + 3 bytes of distinct blocks come back byte for byte, and the file is gone after delivery', async () => {
+    const a = await RelayConnection.connect({host: '127.0.0.1', port: relay.port}, 3)
+    const b = await RelayConnection.connect({host: '127.0.0.1', port: relay.port}, 3)
+    try {
+      const idA = await a.call(Buffer.alloc(16), Op.register, encodeRegisterPayload(3, 'big-a', v3Key()), 'register')
+      const idB = await b.call(Buffer.alloc(16), Op.register, encodeRegisterPayload(3, 'big-b', v3Key()), 'register')
+      const size = 20 * 1024 * 1024 + 3
+      const content = randomBytes(size)
+      async function* chunks(): AsyncGenerator<Buffer> {
+        for (let o = 0; o < size; o += 300 * 1024) yield content.subarray(o, Math.min(size, o + 300 * 1024))
+      }
+      await a.send(idA, Op.send, idB, 4, size, chunks())
+      const got: Buffer[] = []
+      assert.equal(await b.pull(idB, Op.pull, async (e, body) => {
+        assert.equal(e.size, size)
+        await body.stream((c) => {
+          got.push(Buffer.from(c))
+        })
+      }), 1)
+      assert.ok(Buffer.concat(got).equals(content), 'the pulled content equals the sent one')
+      const files = () => readdirSync(join(home.dir, 'data', 'relay-files'))
+      for (let i = 0; i < 50 && files().length > 0; i++) await new Promise((res) => setTimeout(res, 20))
+      assert.deepEqual(files(), [])
+    } finally {
+      a.close()
+      b.close()
+    }
+  })
+  // A sender gone mid-file while its batches are being written: every write issued is waited for,
+  // then the half-written file is removed, and the relay goes on serving.
+  test('a file cut off mid-upload leaves no file behind', async () => {
+    const c = await RawClient.connect(relay.port)
+    const a = await registerRaw(c, 3, 'cut-a')
+    const b = await registerRaw(c, 3, 'cut-b')
+    const size = 12 * 1024 * 1024
+    const sent = 7 * 1024 * 1024 + 11
+    c.write(Buffer.concat([encodeRequestHeader(3, a, Op.send, 21 + size), encodeSendHeader(b, 4, size)]))
+    for (let o = 0; o < sent; o += 256 * 1024) c.write(randomBytes(Math.min(256 * 1024, sent - o)))
+    await new Promise((res) => setTimeout(res, 300))
+    c.sock.destroy()
+    const files = () => readdirSync(join(home.dir, 'data', 'relay-files'))
+    for (let i = 0; i < 100 && files().length > 0; i++) await new Promise((res) => setTimeout(res, 20))
+    assert.deepEqual(files(), [])
+    const d = await RawClient.connect(relay.port)
+    try {
+      d.write(req(3, b, Op.pull))
+      const r = await d.response()
+      assert.equal(r.code, 2104)
+      assert.equal(r.payload.length, 0, 'nothing was stored')
+    } finally {
+      d.sock.destroy()
     }
   })
 })

@@ -94,3 +94,33 @@ test('flushed: waits for bytes still buffered, and fails when the peer resets be
     close()
   }
 })
+
+// A sink that returns nothing is called chunk after chunk with no await between them; one that
+// returns a promise holds the stream (and so the socket) until it settles.
+test('stream() hands every byte over in order to a sink that returns nothing, and waits for one that returns a promise', async () => {
+  const sock = new PassThrough()
+  const reader = new SocketReader(sock, 10_000)
+  const sent = Buffer.from(Array.from({length: 1000}, (_, i) => i & 0xff))
+  for (let o = 0; o < sent.length; o += 97) sock.write(sent.subarray(o, o + 97))
+  const got: Buffer[] = []
+  await reader.stream(600, (c) => {
+    got.push(c)
+  })
+  assert.deepEqual(Buffer.concat(got), sent.subarray(0, 600))
+
+  let release!: () => void
+  const held = new Promise<void>((r) => (release = r))
+  const seen: number[] = []
+  let calls = 0
+  const done = reader.stream(400, (c) => {
+    seen.push(c.length)
+    calls++
+    return calls === 1 ? held : undefined
+  })
+  await sleep(50)
+  assert.equal(calls, 1, 'the next chunk waits for the first sink promise')
+  release()
+  await done
+  assert.equal(seen.reduce((x, y) => x + y, 0), 400)
+  sock.destroy()
+})
