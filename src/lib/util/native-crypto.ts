@@ -20,7 +20,10 @@ export interface NativeCrypto {
   gcmKey(key: Uint8Array, decrypt: boolean): NativeHandle
   /** ciphertext of `plaintext` to out[off..], then its 16-byte tag; nonce 12 bytes */
   gcmSeal(k: NativeHandle, nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array, out: Uint8Array, off: number): void
-  /** plaintext to out (as long as the ciphertext); false when the tag does not verify (out is then zeroed) */
+  /**
+   * plaintext to out (as long as the ciphertext; out may be the ciphertext itself when openInPlace); false
+   * when the tag does not verify (out is then zeroed)
+   */
   gcmOpen(k: NativeHandle, nonce: Uint8Array, aad: Uint8Array, ciphertext: Uint8Array, tag: Uint8Array, out: Uint8Array): boolean
   gcmDispose(k: NativeHandle): void
   /** MAC keys of 32 bytes one after the other */
@@ -28,6 +31,8 @@ export interface NativeCrypto {
   /** for each key: HMAC-SHA256(key, head || SHA-256(payload)) truncated to 16 bytes, at out[off + 16 i] */
   macs(k: NativeHandle, head: Uint8Array, payload: Uint8Array, out: Uint8Array, off: number): void
   macDispose(k: NativeHandle): void
+  /** gcmOpen decrypts over its ciphertext (out === ciphertext): set at load by the known-answer check (older builds refuse it) */
+  openInPlace?: boolean
 }
 
 /** where `npm run build` puts the addon: native/build/Release, from dist/src/lib/crypto */
@@ -88,6 +93,14 @@ function knownAnswer(n: NativeCrypto): boolean {
     const bad = Buffer.from(want)
     bad[bad.length - 1] ^= 1
     if (n.gcmOpen(open, nonce, aad, bad.subarray(0, pt.length), bad.subarray(pt.length), back)) return false
+    const ip = Buffer.from(want)
+    const ct = ip.subarray(0, pt.length)
+    try {
+      n.openInPlace = n.gcmOpen(open, nonce, aad, ct, ip.subarray(pt.length), ct) && ct.equals(pt)
+    } catch {
+      // an addon built before in-place opening refuses the overlap: it opens into fresh buffers
+      n.openInPlace = false
+    }
   } finally {
     n.gcmDispose(seal)
     n.gcmDispose(open)
