@@ -261,7 +261,8 @@ static napi_value gcm_seal2(napi_env env, napi_callback_info info) {
 
 /*
  * gcmOpen(handle, nonce: 12 bytes, aad, ciphertext, tag: 16 bytes, out) -> boolean: plaintext to out
- * (as long as the ciphertext). False when OpenSSL refuses the tag; out is then zeroed.
+ * (as long as the ciphertext; it may be the ciphertext itself, in place). False when OpenSSL refuses the
+ * tag; out is then zeroed.
  */
 static napi_value gcm_open(napi_env env, napi_callback_info info) {
   size_t argc = 6;
@@ -282,8 +283,9 @@ static napi_value gcm_open(napi_env env, napi_callback_info info) {
   if (aad_len > INT_MAX || ct_len > INT_MAX) return fail(env, "E_NATIVE_ARG", "input too large"), NULL;
   if (out_len != ct_len) return fail(env, "E_NATIVE_ARG", "out must be as long as the ciphertext"), NULL;
   if (!not_shared(env, argv[5], "out must not be in a SharedArrayBuffer")) return NULL;
-  /* the output must not overlap any input (not even in place: the caller always gives a fresh buffer) */
-  if (ct_len > 0 && ((out < ct + ct_len && ct < out + ct_len) || (aad_len > 0 && out < aad + aad_len && aad < out + ct_len) || (out < tag + TAG_LEN && tag < out + ct_len))) return fail(env, "E_NATIVE_ARG", "out overlaps an input"), NULL;
+  /* the output must not overlap any input, except exactly in place (out == ct: GCM's CTR pass reads each
+     block before it writes it, which OpenSSL supports): the receive loop decrypts over a delivery's body */
+  if (ct_len > 0 && ((out != ct && out < ct + ct_len && ct < out + ct_len) || (aad_len > 0 && out < aad + aad_len && aad < out + ct_len) || (out < tag + TAG_LEN && tag < out + ct_len))) return fail(env, "E_NATIVE_ARG", "out overlaps an input"), NULL;
   uint8_t tag_copy[TAG_LEN];
   memcpy(tag_copy, tag, TAG_LEN);
   int n = 0, fin = 0;

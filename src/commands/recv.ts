@@ -79,6 +79,8 @@ Exit status: 0 when done; 75 when a message could not be checked now (it stays q
           accept,
           cacheSize: config.e2e.key_cache_size,
           identity: {encPrivateKey: me.encPrivateKey!, name: me.name},
+          // every delivery's body is a buffer of its own, read by nothing after the receiver
+          inPlace: true,
           replay,
           resolveSender: new IdentityResolver(this.home, client, (m) => this.logger.warn(m)).senderResolver(),
         })

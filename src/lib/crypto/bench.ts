@@ -166,7 +166,7 @@ export async function benchThroughput(
         sender: {name: 'bench-alice', signPrivateKey: sig.privateKey},
         window: opts.window ?? 256,
       })
-      const receiver = new MessageReceiver({accept: [mode], identity: {encPrivateKey: enc.privateKey, name: 'bench-bob'}, replay, resolveSender: async () => sig.publicKey})
+      const receiver = new MessageReceiver({accept: [mode], identity: {encPrivateKey: enc.privateKey, name: 'bench-bob'}, inPlace: true, replay, resolveSender: async () => sig.publicKey})
       const payload = randomBytes(size)
       const sink = new DiscardSink()
       const cpu0 = process.cpuUsage()

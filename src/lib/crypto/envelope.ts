@@ -118,6 +118,15 @@ export interface SealOptions {
   timestamp?: number
 }
 
+export interface SealPiecesOptions extends SealOptions {
+  /**
+   * A buffer of a sealed message that is no longer in use (its publish confirmed), to seal into when it is
+   * long enough and the native addon seals this key (sealPieces then uses a view of it): a sender that reuses
+   * its envelopes allocates no new payload-sized buffer per message. The bytes sealed are the same.
+   */
+  into?: Buffer
+}
+
 export interface Grant {
   v: 1
   alg: string
@@ -173,6 +182,8 @@ export interface Sealed {
 export interface SealedPieces extends Omit<Sealed, 'envelope'> {
   pieces: Buffer[]
   length: number
+  /** the buffer the pieces are views of, when there is one (the native addon's): reusable as `into` once nothing reads them */
+  buffer?: Buffer
 }
 
 /** A message that was opened and fully verified. */
@@ -353,16 +364,19 @@ export class EnvelopeSealer {
    * (at 64 KiB that copy was a third of the sender's garbage). The native addon encrypts into one
    * envelope buffer, with no copy to save: the pieces are then views of it.
    */
-  sealPieces(payload: Buffer, opts: SealOptions = {}): SealedPieces {
+  sealPieces(payload: Buffer, opts: SealPiecesOptions = {}): SealedPieces {
     const s = this.start(payload, opts)
     if (s.k.native && s.k.gcm) {
       // encrypted into one envelope buffer (no copy to save), handed out as the same pieces: views of it
-      const envelope = Buffer.allocUnsafe(s.prefixLen + payload.length + TAG_LEN)
+      const len = s.prefixLen + payload.length + TAG_LEN
+      // never a slice of Node's shared pool: the whole buffer is the caller's to reuse
+      const buffer = opts.into && opts.into.length >= len ? opts.into : Buffer.allocUnsafeSlow(len)
+      const envelope = buffer.subarray(0, len)
       s.k.native.gcmSeal(s.k.gcm, s.nonce, s.aad, payload, envelope, s.writePrefix(envelope))
       const pieces = [envelope.subarray(0, s.prefixLen)]
       for (let i = 0; i < payload.length; i += GCM_PIECE) pieces.push(envelope.subarray(s.prefixLen + i, s.prefixLen + Math.min(payload.length, i + GCM_PIECE)))
       pieces.push(envelope.subarray(envelope.length - TAG_LEN))
-      return {grantInline: s.inline, keyId: s.keyId, length: envelope.length, messageId: s.messageId, pieces, seq: s.seq}
+      return {buffer, grantInline: s.inline, keyId: s.keyId, length: envelope.length, messageId: s.messageId, pieces, seq: s.seq}
     }
     const cipher = gcmCipher(s.k.dataKey, s.nonce, s.aad)
     const prefix = Buffer.allocUnsafe(s.prefixLen)
@@ -1121,14 +1135,20 @@ export class EnvelopeOpener {
     return hash
   }
 
-  async open(buf: Buffer): Promise<Opened> {
+  /**
+   * Opens and verifies one envelope. `inPlace`: the caller hands `buf` over (a delivery's body nothing else
+   * reads): with the native addon the payload is decrypted over the ciphertext in it and returned as a view
+   * of it, instead of a fresh payload-sized buffer (at 64 KiB that buffer was a third of the receiver's extra
+   * garbage). `buf` is then changed whatever the outcome (a failed tag leaves zeros), so it cannot be opened again.
+   */
+  async open(buf: Buffer, opts: {inPlace?: boolean} = {}): Promise<Opened> {
     const m = buf.subarray(0, 4)
-    if (m.equals(ENVELOPE3_MAGIC) || m.equals(ENVELOPE2_MAGIC)) return this.open2(buf)
+    if (m.equals(ENVELOPE3_MAGIC) || m.equals(ENVELOPE2_MAGIC)) return this.open2(buf, opts.inPlace === true)
     return this.open1(buf)
   }
 
   /** MQE3 (binary grant) and MQE2 (JSON grant): the same framing and checks, each under its own contexts */
-  private async open2(buf: Buffer): Promise<Opened> {
+  private async open2(buf: Buffer, inPlace: boolean): Promise<Opened> {
     const parts = parseEnvelope2(buf)
     const f = parts.version === 3 ? FORMAT3 : FORMAT2
     const grantHash = parts.inline ? this.inlineHash(parts.inline.grantBytes, parts.inline.signature) : parts.grantHash!
@@ -1137,7 +1157,7 @@ export class EnvelopeOpener {
     const {grant} = k
     // the grant hash in the AAD binds sender, recipients and key id; the header binds id, time and position
     checkWithinGrant(grant, header.seq, header.ts, parts.macs)
-    const payload = gcmOpen(k, header.nonce, aad2(f, grantHash, parts.headerBytes, parts.macs), parts.ciphertext, parts.tag)
+    const payload = gcmOpen(k, header.nonce, aad2(f, grantHash, parts.headerBytes, parts.macs), parts.ciphertext, parts.tag, inPlace)
     checkOwnMac(k, parts.macs, () => {
       const mac = Buffer.allocUnsafe(MAC_LEN)
       if (k.native && k.macNative) k.native.macs(k.macNative, macHead2(f, grantHash, parts.headerBytes), payload, mac, 0)
@@ -1205,10 +1225,11 @@ function gcmInto(c: CipherGCM, input: Buffer, out: Buffer, off: number): number 
 }
 
 /** Decrypts and authenticates (the native context keyed once, else node:crypto); a tag that fails is E_ENVELOPE_TAG. */
-function gcmOpen(k: {dataKey: Buffer; native?: NativeCrypto; gcm?: NativeHandle}, nonce: Buffer, aadBytes: Buffer, ciphertext: Buffer, tag: Buffer): Buffer {
+function gcmOpen(k: {dataKey: Buffer; native?: NativeCrypto; gcm?: NativeHandle}, nonce: Buffer, aadBytes: Buffer, ciphertext: Buffer, tag: Buffer, inPlace = false): Buffer {
   if (k.native && k.gcm) {
-    // the tag's length is the framing's (TAG_LEN), the nonce's the header's (NONCE_LEN); OpenSSL compares the tag
-    const out = Buffer.allocUnsafe(ciphertext.length)
+    // the tag's length is the framing's (TAG_LEN), the nonce's the header's (NONCE_LEN); OpenSSL compares the tag.
+    // In place only over memory no other thread can read before the tag is checked (no SharedArrayBuffer).
+    const out = inPlace && k.native.openInPlace && !(ciphertext.buffer instanceof SharedArrayBuffer) ? ciphertext : Buffer.allocUnsafe(ciphertext.length)
     if (!k.native.gcmOpen(k.gcm, nonce, aadBytes, ciphertext, tag, out)) throw fail('E_ENVELOPE_TAG', 'The message fails AES-GCM authentication: it was altered.', 'treat the message as forged.')
     return out
   }

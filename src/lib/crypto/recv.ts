@@ -42,6 +42,12 @@ export interface ReceiverOptions {
   replay: ReplayGuard | null
   accept: SendFormat[]
   cacheSize?: number
+  /**
+   * Each delivery's body is this receiver's alone (a broker client's delivery, which nothing else reads):
+   * envelopes are opened in place, the payload decrypted over the body's ciphertext (EnvelopeOpener.open).
+   * Leave it off when a body may be opened twice (the same buffer handed in again).
+   */
+  inPlace?: boolean
 }
 
 export class MessageReceiver {
@@ -72,7 +78,7 @@ export class MessageReceiver {
     }
     let r: Received
     if (format === 'native') {
-      const m = await this.opener.open(d.body)
+      const m = await this.opener.open(d.body, {inPlace: this.opts.inPlace})
       r = {content_type: m.contentType, format, headers: m.headers, message_id: m.messageId, payload: m.payload, recipients: m.recipients, sender: m.sender, timestamp: m.timestamp, verified: true}
     } else if (format === 'ciphermq') {
       const m = decryptCipherMq(d.body, this.opts.identity.encPrivateKey)

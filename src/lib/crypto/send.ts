@@ -19,7 +19,11 @@ export const FORMAT_HEADER = 'mq-format'
 
 /** The part of BrokerClient a sender needs. */
 export interface Publisher {
-  /** `body` as pieces: a big envelope as sealed, written one piece after the other (BrokerClient.publish) */
+  /**
+   * `body` as pieces: a big envelope as sealed, written one piece after the other (BrokerClient.publish).
+   * Resolves with the broker's confirm, after which nothing may read `body`: MessageSender seals later
+   * messages into a confirmed big envelope's buffer.
+   */
   publish(exchange: string, routingKey: string, body: Buffer | readonly Buffer[], opts?: {messageId?: string; headers?: Record<string, string>}): Promise<{messageId: string}>
 }
 
@@ -61,6 +65,14 @@ export class MessageSender {
   private readonly window: Window
   /** the same for every message of this sender (never changed after construction) */
   private readonly brokerHeaders: Readonly<Record<string, string>>
+  /**
+   * Envelope buffers of big messages whose publish the broker confirmed, to seal the next ones into: a
+   * confirmed message's bytes were encrypted onto the connection before the broker could read them, so
+   * nothing reads the buffer any more. Without them each 64 KiB message allocated a fresh buffer that stayed
+   * alive until its confirm, long enough to be promoted, and only full (mark-compact) collections freed them.
+   */
+  private readonly spare: Buffer[] = []
+  private spareBytes = 0
 
   constructor(
     private readonly client: Publisher,
@@ -84,11 +96,11 @@ export class MessageSender {
   }
 
   /** Seals one payload into the body that goes on the wire (a big envelope as its pieces: see sealPieces). */
-  build(payload: Buffer): {messageId: string; body: Buffer | readonly Buffer[]; bytes: number; keyId?: string} {
+  build(payload: Buffer, into?: Buffer): {messageId: string; body: Buffer | readonly Buffer[]; bytes: number; keyId?: string; buffer?: Buffer} {
     if (this.sealer) {
       if (payload.length >= BIG_BODY) {
-        const s = this.sealer.sealPieces(payload, {headers: this.plan.headers})
-        return {body: s.pieces, bytes: s.length, keyId: s.keyId, messageId: s.messageId}
+        const s = this.sealer.sealPieces(payload, {headers: this.plan.headers, into})
+        return {body: s.pieces, buffer: s.buffer, bytes: s.length, keyId: s.keyId, messageId: s.messageId}
       }
       const s = this.sealer.seal(payload, {headers: this.plan.headers})
       return {body: s.envelope, bytes: s.envelope.length, keyId: s.keyId, messageId: s.messageId}
@@ -107,8 +119,11 @@ export class MessageSender {
    */
   async enqueue(payload: Buffer): Promise<{messageId: string; done: Promise<SendResult>}> {
     await this.window.acquire()
+    const into = payload.length >= BIG_BODY ? this.takeSpare() : undefined
     try {
-      const {body, bytes, keyId, messageId} = this.build(payload)
+      const {body, buffer: own, bytes, keyId, messageId} = this.build(payload, into)
+      // `into` too short (a longer envelope), or not used (node:crypto): still free
+      if (into && own !== into) this.putSpare(into)
       const p = this.client.publish(this.plan.exchange, this.plan.routingKey, body, {headers: this.brokerHeaders, messageId}).then(
         (r): SendResult => ({
           bytes: payload.length,
@@ -122,15 +137,38 @@ export class MessageSender {
           ...(keyId ? {key_id: keyId} : {}),
         }),
       )
-      p.then(this.window.release, this.window.release)
+      p.then(
+        () => {
+          // confirmed: the broker has every byte, so the buffer is free (a failed publish's may still be queued on the socket)
+          if (own) this.putSpare(own)
+          this.window.release()
+        },
+        this.window.release,
+      )
       return {done: p, messageId}
     } catch (error) {
       // sealing or publishing refused it before anything was in flight: the slot is free again
+      if (into) this.putSpare(into)
       this.window.release()
       throw error
     }
   }
+
+  private takeSpare(): Buffer | undefined {
+    const b = this.spare.pop()
+    if (b) this.spareBytes -= b.length
+    return b
+  }
+
+  /** keeps at most a window's worth of buffers, and at most 16 MiB */
+  private putSpare(b: Buffer): void {
+    if (this.spare.length >= this.window.size || this.spareBytes + b.length > SPARE_MAX_BYTES) return
+    this.spare.push(b)
+    this.spareBytes += b.length
+  }
 }
+
+const SPARE_MAX_BYTES = 16 * 1024 * 1024
 
 /** Splits input into lines for --lines: "\n" or "\r\n" separated; a final newline does not make an empty message. */
 export function splitLines(input: Buffer): Buffer[] {

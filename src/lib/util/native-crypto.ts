@@ -25,7 +25,10 @@ export interface NativeCrypto {
    * shared memory). Optional: an addon built before it lacks it, and callers then join the two.
    */
   gcmSeal2?(k: NativeHandle, nonce: Uint8Array, aad: Uint8Array, head: Uint8Array, body: Uint8Array, out: Uint8Array, off: number): void
-  /** plaintext to out (as long as the ciphertext); false when the tag does not verify (out is then zeroed) */
+  /**
+   * plaintext to out (as long as the ciphertext; out may be the ciphertext itself when openInPlace); false
+   * when the tag does not verify (out is then zeroed)
+   */
   gcmOpen(k: NativeHandle, nonce: Uint8Array, aad: Uint8Array, ciphertext: Uint8Array, tag: Uint8Array, out: Uint8Array): boolean
   gcmDispose(k: NativeHandle): void
   /** MAC keys of 32 bytes one after the other */
@@ -33,6 +36,8 @@ export interface NativeCrypto {
   /** for each key: HMAC-SHA256(key, head || SHA-256(payload)) truncated to 16 bytes, at out[off + 16 i] */
   macs(k: NativeHandle, head: Uint8Array, payload: Uint8Array, out: Uint8Array, off: number): void
   macDispose(k: NativeHandle): void
+  /** gcmOpen decrypts over its ciphertext (out === ciphertext): set at load by the known-answer check (older builds refuse it) */
+  openInPlace?: boolean
 }
 
 /** where `npm run build` puts the addon: native/build/Release, from dist/src/lib/crypto */
@@ -99,6 +104,14 @@ function knownAnswer(n: NativeCrypto): boolean {
     const bad = Buffer.from(want)
     bad[bad.length - 1] ^= 1
     if (n.gcmOpen(open, nonce, aad, bad.subarray(0, pt.length), bad.subarray(pt.length), back)) return false
+    const ip = Buffer.from(want)
+    const ct = ip.subarray(0, pt.length)
+    try {
+      n.openInPlace = n.gcmOpen(open, nonce, aad, ct, ip.subarray(pt.length), ct) && ct.equals(pt)
+    } catch {
+      // an addon built before in-place opening refuses the overlap: it opens into fresh buffers
+      n.openInPlace = false
+    }
   } finally {
     n.gcmDispose(seal)
     n.gcmDispose(open)

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import {generateKeyPairSync} from 'node:crypto'
+import {generateKeyPairSync, randomBytes} from 'node:crypto'
 import {after, describe, it} from 'node:test'
 
 import {MqHome} from '../../../src/lib/config/home.js'
@@ -9,6 +9,7 @@ import {type LoopDelivery, MessageReceiver, outRecord, parseDuration, payloadTex
 import {ReplayGuard} from '../../../src/lib/crypto/replay.js'
 import {MessageSender, type Publisher, parseHeaders, splitLines} from '../../../src/lib/crypto/send.js'
 import {MqError} from '../../../src/lib/errors.js'
+import {nativeCrypto, useNativeCrypto} from '../../../src/lib/util/native-crypto.js'
 import {tempHome} from '../../helpers/home.js'
 
 const enc = generateKeyPairSync('rsa', {modulusLength: 2048})
@@ -97,6 +98,67 @@ describe('send and recv helpers', () => {
     assert.equal(legacy.payload.toString(), 'legacy')
     assert.equal(legacy.verified, false)
     assert.deepEqual(Object.keys(outRecord(legacy)).sort(), ['message', 'message_id', 'timestamp'])
+    await replay.close()
+  })
+
+  it('seals a big envelope into the buffer of one the broker confirmed, never of one in flight or failed; each opens as its message', async () => {
+    const sent: {pieces: Buffer[]; joined: Buffer}[] = []
+    const settle: {ok: () => void; fail: () => void}[] = []
+    const pub: Publisher = {
+      publish: (_e, _k, body, opts) =>
+        new Promise((resolve, reject) => {
+          const pieces = [...(body as Buffer[])]
+          // what the broker gets: the bytes as they are when published
+          sent.push({joined: Buffer.concat(pieces), pieces})
+          settle.push({fail: () => reject(new Error('connection lost')), ok: () => resolve({messageId: opts?.messageId ?? 'x'})})
+        }),
+    }
+    const sender = new MessageSender(pub, {exchange: '', format: 'native', recipients: [{encPublicKey: enc.publicKey, name: 'bob'}], routingKey: 'q', sender: {name: 'alice', signPrivateKey: sig.privateKey}, window: 4})
+    const payloads = [0, 1, 2, 3].map(() => randomBytes(64 * 1024))
+    const done = [await sender.enqueue(payloads[0]), await sender.enqueue(payloads[1])].map((x) => x.done)
+    // the ciphertext's memory (with the addon a view of the envelope's buffer; node:crypto's update() makes its own)
+    const bufferOf = (i: number): ArrayBufferLike => sent[i].pieces[1].buffer
+    assert.notEqual(bufferOf(1), bufferOf(0), 'a message in flight keeps its buffer')
+    settle[0].ok()
+    settle[1].fail()
+    await done[0]
+    await done[1].catch(() => {})
+    done.push((await sender.enqueue(payloads[2])).done, (await sender.enqueue(payloads[3])).done)
+    if (nativeCrypto()) assert.equal(bufferOf(2), bufferOf(0), "the confirmed message's buffer is reused")
+    for (const i of [2, 3]) assert.notEqual(bufferOf(i), bufferOf(1), "a failed publish's buffer (perhaps still queued on the socket) is not")
+    assert.notEqual(bufferOf(3), bufferOf(2))
+    settle[2].ok()
+    settle[3].ok()
+    await Promise.all(done.slice(2))
+    // the bytes the broker got open as their messages, with the addon and with node:crypto
+    for (const native of [true, false]) {
+      useNativeCrypto(native)
+      try {
+        const opener = new EnvelopeOpener({identity: {encPrivateKey: enc.privateKey, name: 'bob'}, resolveSender: async () => sig.publicKey})
+        for (const i of [0, 1, 2, 3]) assert.ok((await opener.open(sent[i].joined)).payload.equals(payloads[i]), `message ${i}, addon ${native}`)
+      } finally {
+        useNativeCrypto(true)
+      }
+    }
+  })
+
+  it('with inPlace (mq recv) opens each delivery over its own body: the same message, and a copy of it is still a replay', async () => {
+    const pub = new Recorder()
+    const sender = new MessageSender(pub, {exchange: '', format: 'native', recipients: [{encPublicKey: enc.publicKey, name: 'bob'}], routingKey: 'q', sender: {name: 'alice', signPrivateKey: sig.privateKey}})
+    const payload = randomBytes(70_000)
+    await (await sender.enqueue(payload)).done
+    const sent = pub.bodies[0].body
+    const replay = await ReplayGuard.open(new MqHome(h.dir), 'bob-in-place')
+    const rx = new MessageReceiver({accept: ['native'], identity: {encPrivateKey: enc.privateKey, name: 'bob'}, inPlace: true, replay, resolveSender: async () => sig.publicKey})
+    const d = {body: Buffer.from(sent), headers: {}, messageId: 'b1'}
+    const m = await rx.open(d)
+    assert.ok(m.payload.equals(payload))
+    assert.equal(m.format, 'native')
+    assert.equal(m.verified, true)
+    rx.accepted(m, d)
+    await rx.begin()
+    await rx.commit()
+    await assert.rejects(rx.open({body: Buffer.from(sent), headers: {}, messageId: 'b2'}), (e: MqError) => e.code === 'E_REPLAY')
     await replay.close()
   })
 

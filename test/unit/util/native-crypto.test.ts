@@ -123,6 +123,35 @@ describe('native AES-256-GCM and HMAC (native/mqcrypto.c)', {skip}, () => {
     assert.ok(out.equals(pt))
   })
 
+  it('opens in place (out is the ciphertext itself) to the plaintext node:crypto sealed, zeroes it when the tag fails, and refuses partial overlaps', () => {
+    const x = n()
+    assert.equal(x.openInPlace, true, 'this build opens in place (the known-answer check tried it)')
+    const key = randomBytes(32)
+    const open = x.gcmKey(key, true)
+    for (const size of SIZES) {
+      const nonce = randomBytes(12)
+      const aad = randomBytes(90)
+      const pt = randomBytes(size)
+      const sealed = nodeSeal(key, nonce, aad, pt)
+      const ct = sealed.subarray(0, size)
+      assert.equal(x.gcmOpen(open, nonce, aad, ct, sealed.subarray(size), ct), true, `size ${size}`)
+      assert.ok(ct.equals(pt), `size ${size}: the plaintext is where the ciphertext was`)
+      assert.ok(sealed.subarray(size).equals(nodeSeal(key, nonce, aad, pt).subarray(size)), 'the tag after it is not touched')
+      if (size === 0) continue
+      const bad = nodeSeal(key, nonce, aad, pt)
+      bad[bad.length - 1] ^= 1
+      const badCt = bad.subarray(0, size)
+      assert.equal(x.gcmOpen(open, nonce, aad, badCt, bad.subarray(size), badCt), false, `size ${size}, changed tag`)
+      assert.ok(badCt.equals(Buffer.alloc(size)), `size ${size}: no unauthenticated plaintext is left`)
+    }
+    // shifted by a byte either way: not in place, an overlap, refused as before
+    const buf = Buffer.alloc(64 + 16 + 2)
+    const ct = buf.subarray(1, 65)
+    for (const out of [buf.subarray(0, 64), buf.subarray(2, 66)]) {
+      assert.throws(() => x.gcmOpen(open, Buffer.alloc(12), Buffer.alloc(0), ct, buf.subarray(65, 81), out), (e: Error & {code?: string}) => e.code === 'E_NATIVE_ARG')
+    }
+  })
+
   it('checks lengths and handles: 32-byte key, 96-bit nonce, 16-byte tag, room for the output, a live handle of the right kind', () => {
     const x = n()
     const key = randomBytes(32)
@@ -458,10 +487,61 @@ describe('the envelope with and without the addon: the same bytes on the wire', 
     })
   }
 
-  it('refuses every single-byte change of an envelope (inline grant and not, 1 and 3 recipients) with the same code with the addon on and off', async () => {
-    const codeOf = async (o: EnvelopeOpener, native: boolean, env: Buffer): Promise<string> => {
+  it('sealPieces into a used buffer (a confirmed message\'s) writes only the envelope, which opens with and without the addon; a short one is not used', async () => {
+    for (const to of [[bob], [bob, carol, dave]]) {
+      const s = new EnvelopeSealer({recipients: to.map((t) => ({encPublicKey: t.enc.publicKey, name: t.name})), sender: {name: 'alice', signPrivateKey: alice.sig.privateKey}})
+      const payload = randomBytes(65_536)
+      const first = s.sealPieces(payload)
+      assert.ok(first.buffer && first.pieces.every((p) => p.buffer === first.buffer!.buffer), 'the pieces are views of one buffer')
+      const used = Buffer.alloc(first.length + 100, 0x5a)
+      const again = s.sealPieces(payload, {headers: {k: 'v'}, into: used})
+      assert.equal(again.buffer, used)
+      assert.ok(again.pieces.every((p) => p.buffer === used.buffer))
+      const env = Buffer.concat(again.pieces)
+      assert.ok(used.subarray(0, env.length).equals(env))
+      assert.equal(env.length, again.length)
+      assert.ok(used.subarray(env.length).equals(Buffer.alloc(used.length - env.length, 0x5a)), 'nothing after the envelope is written')
+      for (const native of [true, false]) {
+        const o = new EnvelopeOpener({identity: {encPrivateKey: bob.enc.privateKey, name: bob.name}, resolveSender})
+        const m = await opened(native, () => o.open(env))
+        assert.ok(m.payload.equals(payload))
+        assert.deepEqual(m.headers, {k: 'v'})
+      }
+      const short = Buffer.alloc(100)
+      const third = s.sealPieces(payload, {into: short})
+      assert.notEqual(third.buffer, short)
+      assert.ok(short.equals(Buffer.alloc(100)), 'a buffer too short is left alone')
+    }
+  })
+
+  it('opens an envelope in place (as mq recv does a delivery) to the same message as from a copy, 1 and 3 recipients, with the addon on and off', async () => {
+    for (const to of [[bob], [bob, carol, dave]]) {
+      const s = new EnvelopeSealer({recipients: to.map((t) => ({encPublicKey: t.enc.publicKey, name: t.name})), sender: {name: 'alice', signPrivateKey: alice.sig.privateKey}})
+      for (const native of [true, false]) {
+        const openers = to.map((t) => new EnvelopeOpener({identity: {encPrivateKey: t.enc.privateKey, name: t.name}, resolveSender}))
+        for (const size of [0, 256, 65_536]) {
+          const payload = randomBytes(size)
+          for (const env of [s.seal(payload, {headers: {k: 'v'}}).envelope, Buffer.concat(s.sealPieces(payload, {headers: {k: 'v'}}).pieces)]) {
+            for (const o of openers) {
+              const want = await opened(native, () => o.open(Buffer.from(env)))
+              const body = Buffer.from(env)
+              const got = await opened(native, () => o.open(body, {inPlace: true}))
+              assert.ok(got.payload.equals(payload), `${to.length} recipient(s), ${size} B, addon ${native}`)
+              assert.deepEqual({...got, payload: undefined}, {...want, payload: undefined})
+              // with the addon the payload is a view of the body; without it the body is left as it was
+              if (native && size > 0) assert.equal(got.payload.buffer, body.buffer)
+              if (!native) assert.ok(body.equals(env))
+            }
+          }
+        }
+      }
+    }
+  })
+
+  it('refuses every single-byte change of an envelope (inline grant and not, 1 and 3 recipients) with the same code with the addon on and off, opened in place or not', async () => {
+    const codeOf = async (o: EnvelopeOpener, native: boolean, env: Buffer, inPlace = false): Promise<string> => {
       try {
-        await opened(native, () => o.open(env))
+        await opened(native, () => o.open(env, {inPlace}))
         return 'opened'
       } catch (error) {
         return error instanceof MqError ? error.code : `not an MqError: ${(error as Error & {code?: string}).code} ${(error as Error).message}`
@@ -484,6 +564,7 @@ describe('the envelope with and without the addon: the same bytes on the wire', 
             const on = await codeOf(openers.get(true)!, true, bad)
             const off = await codeOf(openers.get(false)!, false, bad)
             assert.equal(on, off, `${to.length} recipient(s), byte ${at} of ${env.length} ^ ${flip}`)
+            assert.equal(await codeOf(openers.get(true)!, true, Buffer.from(bad), true), on, `in place: ${to.length} recipient(s), byte ${at} of ${env.length} ^ ${flip}`)
             assert.notEqual(on, 'opened', `${to.length} recipient(s), byte ${at} of ${env.length} ^ ${flip}`)
             assert.match(on, /^E_/, `byte ${at}`)
           }
