@@ -119,11 +119,12 @@ export class MessageSender {
    */
   async enqueue(payload: Buffer): Promise<{messageId: string; done: Promise<SendResult>}> {
     await this.window.acquire()
-    const into = payload.length >= BIG_BODY ? this.takeSpare() : undefined
+    let into = payload.length >= BIG_BODY ? this.takeSpare() : undefined
     try {
       const {body, buffer: own, bytes, keyId, messageId} = this.build(payload, into)
-      // `into` too short (a longer envelope), or not used (node:crypto): still free
+      // `into` too short (a longer envelope), or not used (node:crypto): still free, and handed back once
       if (into && own !== into) this.putSpare(into)
+      into = undefined
       const p = this.client.publish(this.plan.exchange, this.plan.routingKey, body, {headers: this.brokerHeaders, messageId}).then(
         (r): SendResult => ({
           bytes: payload.length,
@@ -147,7 +148,8 @@ export class MessageSender {
       )
       return {done: p, messageId}
     } catch (error) {
-      // sealing or publishing refused it before anything was in flight: the slot is free again
+      // sealing or publishing refused it before anything was in flight: the slot is free again, and
+      // `into` too when sealing failed (after that it is back already, or it holds this envelope)
       if (into) this.putSpare(into)
       this.window.release()
       throw error

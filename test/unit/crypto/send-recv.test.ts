@@ -142,6 +142,38 @@ describe('send and recv helpers', () => {
     }
   })
 
+  it('a publish that throws at once with a spare buffer in use does not hand that buffer out twice', async (t) => {
+    if (!nativeCrypto()) return t.skip('the addon is not built: node:crypto seals into buffers of its own')
+    const sent: Buffer[][] = []
+    const confirms: (() => void)[] = []
+    let refuseNext = false
+    const pub: Publisher = {
+      publish: (_e, _k, body, opts) => {
+        if (refuseNext) {
+          refuseNext = false
+          throw new Error('not connected')
+        }
+        sent.push([...(body as Buffer[])])
+        return new Promise((resolve) => confirms.push(() => resolve({messageId: opts?.messageId ?? 'x'})))
+      },
+    }
+    const sender = new MessageSender(pub, {exchange: '', format: 'native', recipients: [{encPublicKey: enc.publicKey, name: 'bob'}], routingKey: 'q', sender: {name: 'alice', signPrivateKey: sig.privateKey}, window: 4})
+    const big = () => randomBytes(64 * 1024)
+    const first = await sender.enqueue(big())
+    confirms[0]()
+    await first.done
+    // the next message is longer than the first one's buffer (so it takes a fresh one and the spare
+    // goes back), then its publish throws
+    refuseNext = true
+    await assert.rejects(sender.enqueue(randomBytes(65 * 1024)), /not connected/)
+    const a = await sender.enqueue(big())
+    const b = await sender.enqueue(big())
+    assert.notEqual(sent[1][1].buffer, sent[2][1].buffer, 'two messages in flight share one buffer')
+    confirms[1]()
+    confirms[2]()
+    await Promise.all([a.done, b.done])
+  })
+
   it('with inPlace (mq recv) opens each delivery over its own body: the same message, and a copy of it is still a replay', async () => {
     const pub = new Recorder()
     const sender = new MessageSender(pub, {exchange: '', format: 'native', recipients: [{encPublicKey: enc.publicKey, name: 'bob'}], routingKey: 'q', sender: {name: 'alice', signPrivateKey: sig.privateKey}})
