@@ -189,9 +189,9 @@ export class SegmentWriter {
     return [a.id, at]
   }
 
-  /** a row pointing at segment id went */
-  released(id: number): void {
-    this.counted(id, -1)
+  /** n rows pointing at segment id went */
+  released(id: number, n = 1): void {
+    this.counted(id, -n)
   }
 
   private counted(id: number, n: number): void {

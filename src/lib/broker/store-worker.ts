@@ -255,11 +255,12 @@ function startWriter(): void {
   }
 
   /** a row of group g went: the group goes with its last row */
-  function rowGone(g: number | null): void {
+  /** k rows of group g went: the group goes with its last row */
+  function rowGone(g: number | null, k = 1): void {
     if (g === null) return
     let n = live.get(g)
-    if (n === undefined) n = (groupLive.get(g) as {live: number | null} | undefined)?.live ?? 1
-    n--
+    if (n === undefined) n = (groupLive.get(g) as {live: number | null} | undefined)?.live ?? k
+    n -= k
     if (n > 0) {
       live.set(g, n)
       dirty.add(g)
@@ -330,16 +331,32 @@ function startWriter(): void {
    * padded with seq 0, which no row has (seqs start at 1).
    */
   const DELETE_CHUNK = 32
-  // raw: each returned row as an array; building an object per row (a property set per column
-  // from C++) cost more than the delete itself
-  const delChunkRows = db.prepare(`DELETE FROM messages WHERE seq IN (${Array.from({length: DELETE_CHUNK}, () => '?').join(',')}) RETURNING queue, COALESCE(size, length(body)), group_id, seg`).raw(true)
+  const inList = `(${Array.from({length: DELETE_CHUNK}, () => '?').join(',')})`
+  /**
+   * What the deleted rows leave to account for (see rowDeleted), summed per queue, group and segment
+   * by one SELECT before a DELETE without RETURNING. RETURNING a row per deleted message (an array
+   * and the queue's string built per row) cost 1.4 us per row deleted as a range and 3.1 us in an
+   * IN list; this SELECT and DELETE 0.56 and 0.95 (200,000 rows of one queue, in-process).
+   */
+  const SUMS = 'SELECT queue, group_id, seg, COUNT(*), SUM(COALESCE(size, length(body))) FROM messages WHERE '
+  const GROUPED = ' GROUP BY queue, group_id, seg'
+  const chunkSums = db.prepare(`${SUMS}seq IN ${inList}${GROUPED}`).raw(true)
+  const delChunk = db.prepare(`DELETE FROM messages WHERE seq IN ${inList}`)
   /**
    * Consecutive seqs (a consumer acks its queue in order, and a queue's seqs are consecutive when it
-   * is the only one published to) go as one range: one seek and a walk along the leaf instead of a
+   * is the only one published to) go as one range: one seek and a walk along the leaves instead of a
    * seek per row and a statement per DELETE_CHUNK. The range holds exactly the seqs asked for.
    */
-  const delRangeRows = db.prepare('DELETE FROM messages WHERE seq >= ? AND seq <= ? RETURNING queue, COALESCE(size, length(body)), group_id, seg').raw(true)
+  const rangeSums = db.prepare(`${SUMS}seq >= ? AND seq <= ?${GROUPED}`).raw(true)
+  const delRange = db.prepare('DELETE FROM messages WHERE seq >= ? AND seq <= ?')
   const DELETE_RANGE_MIN = 8
+  function rowsDeleted(sums: [string, number | null, number | null, number, number | null][]): void {
+    for (const [queueName, group, seg, n, bytes] of sums) {
+      counted(queueName, -n, -(bytes ?? 0))
+      rowGone(group, n)
+      if (seg !== null) segments.released(seg, n)
+    }
+  }
   const delSeqs: number[] = new Array(DELETE_CHUNK).fill(0)
   /** seqs queued for deletion, in arrival order; deleteQueued() runs them */
   const delQueue: number[] = []
@@ -357,7 +374,8 @@ function startWriter(): void {
       let j = i + 1
       while (j < delCount && delQueue[j] === delQueue[j - 1] + 1) j++
       if (j - i >= DELETE_RANGE_MIN) {
-        for (const r of delRangeRows.all(delQueue[i], delQueue[j - 1]) as [string, number | null, number | null, number | null][]) rowDeleted(r[0], r[1], r[2], r[3])
+        rowsDeleted(rangeSums.all(delQueue[i], delQueue[j - 1]) as [string, number | null, number | null, number, number | null][])
+        delRange.run(delQueue[i], delQueue[j - 1])
       } else {
         for (let k = i; k < j; k++) {
           delSeqs[fill++] = delQueue[k]
@@ -372,11 +390,13 @@ function startWriter(): void {
     if (fill > 0) deleteChunk(fill)
     delCount = 0
   }
+  /** a short chunk is padded with seq 0, which no row has (seqs start at 1) */
   function deleteChunk(fill: number): void {
     if (fill === 1) del.run(delSeqs[0])
     else {
       delSeqs.fill(0, fill)
-      for (const r of delChunkRows.all(delSeqs) as [string, number | null, number | null, number | null][]) rowDeleted(r[0], r[1], r[2], r[3])
+      rowsDeleted(chunkSums.all(delSeqs) as [string, number | null, number | null, number, number | null][])
+      delChunk.run(delSeqs)
     }
   }
   const cnt = db.prepare('UPDATE messages SET delivery_count = ? WHERE seq = ?')
