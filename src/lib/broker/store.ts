@@ -619,24 +619,6 @@ function packMessages(run: Op[], shared: Uint8Array[]): Uint8Array {
     buf.writeUInt32LE(n, p)
     p += 4 + n
   }
-  // the queue, exchange and routing key mostly repeat from record to record: their bytes are copied
-  // from where they were last written in this buffer instead of encoded again
-  const lastStr = ['', '', '']
-  const lastAt = [-1, -1, -1]
-  const strRepeated = (v: string, f: number) => {
-    const from = lastAt[f]
-    if (from >= 0 && v === lastStr[f]) {
-      const n = buf.readUInt32LE(from - 4)
-      buf.writeUInt32LE(n, p)
-      p += 4
-      for (let i = 0; i < n; i++) buf[p + i] = buf[from + i]
-      p += n
-      return
-    }
-    lastAt[f] = p + 4
-    lastStr[f] = v
-    str(v)
-  }
   let hi = 0
   for (const op of run) {
     if (op.t === 'ins') {
@@ -645,10 +627,10 @@ function packMessages(run: Op[], shared: Uint8Array[]): Uint8Array {
       buf[p++] = inPlace ? REC_INSERT_SHARED : REC_INSERT
       buf.writeDoubleLE(m.seq, p)
       p += 8
-      strRepeated(op.queue, 0)
+      str(op.queue)
       str(m.messageId)
-      strRepeated(m.exchange, 1)
-      strRepeated(m.routingKey, 2)
+      str(m.exchange)
+      str(m.routingKey)
       str(headers[hi++] ?? '')
       buf.writeDoubleLE(m.timestamp, p)
       buf.writeUInt32LE(m.deliveryCount, p + 8)
