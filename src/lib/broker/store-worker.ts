@@ -12,7 +12,7 @@ import {parentPort, receiveMessageOnPort, workerData} from 'node:worker_threads'
 import {setFallbackAutocheckpoint} from '../store/checkpointer.js'
 import {LANE_GROUPS, SegmentWriter} from './body-segments.js'
 
-import {GROUP_BODY_MAX, GROUP_BYTES_MAX, GROUP_SEGMENT_MIN, REC_COUNT, REC_DELETE, REC_DELETE_BIG, REC_INSERT, REC_INSERT_SHARED, STORE_CACHE_KIB, type WireOp, readInsertRecord, recordEnd, rowAad, sealRecord, StoreSealer} from './store.js'
+import {GROUP_BODY_MAX, GROUP_BYTES_MAX, GROUP_SEGMENT_COMMIT_MIN, GROUP_SEGMENT_MIN, REC_COUNT, REC_DELETE, REC_DELETE_BIG, REC_INSERT, REC_INSERT_SHARED, STORE_CACHE_KIB, type WireOp, readInsertRecord, recordEnd, rowAad, sealRecord, StoreSealer} from './store.js'
 
 const {file, synchronous, key: sealKey, keyId: sealKeyId, segmentDir, segmentStart} = workerData as {file: string; synchronous: 'FULL' | 'NORMAL'; key?: Uint8Array; keyId?: number; segmentDir: string; segmentStart: number}
 const db = new Database(file)
@@ -138,6 +138,8 @@ function startWriter(): void {
   let plainBuf = Buffer.allocUnsafeSlow(GROUP_BYTES_MAX + GROUP_BODY_MAX + 4096)
   /** bytes of plainBuf filled, and the span of the current run not yet copied there */
   let plainAt = 0
+  /** whether this transaction's big groups go to a segment (see GROUP_SEGMENT_COMMIT_MIN) */
+  let segmentGroups = true
   let spanBuf: Buffer | undefined
   let spanStart = 0
   let spanEnd = 0
@@ -205,7 +207,7 @@ function startWriter(): void {
     const n = pendingCount
     // a view of the sealer's reused buffer: the segment write or the bind (SQLite copies it) uses it now
     const sealed = sealer.group(id, plainBuf.subarray(0, plainAt))
-    if (sealed.length >= GROUP_SEGMENT_MIN) {
+    if (segmentGroups && sealed.length >= GROUP_SEGMENT_MIN) {
       const [seg, off] = segments.append(sealed, LANE_GROUPS)
       insSegGroup.run(id, storeKeyId, n, seg, off, sealed.length)
     } else insGroup.run(id, storeKeyId, sealed, n)
@@ -567,6 +569,9 @@ function startWriter(): void {
   /** batches applied in one transaction: one commit, one fsync for all of them */
   const apply = db.transaction((batches: Batch[]) => {
     deltas.clear()
+    let packed = 0
+    for (const b of batches) for (const op of b.ops) if (op instanceof Uint8Array) packed += op.byteLength
+    segmentGroups = packed >= GROUP_SEGMENT_COMMIT_MIN
     // deletes queued by a transaction that threw were rolled back with it
     delCount = 0
     bigDeletes = []
