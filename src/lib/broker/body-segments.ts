@@ -3,7 +3,8 @@
  * live in append-only files data/bodies/NNNNNN.seg instead of broker.db. In SQLite a big body was
  * written twice (WAL, then the checkpoint) and read back to walk its overflow chain when its row was
  * deleted; here it is written once and a segment goes with its last row as a whole file. Sealed groups of
- * small messages of GROUP_SEGMENT_MIN bytes or more (store.ts) go to segments too, of their own (LANE_GROUPS).
+ * small messages of GROUP_SEGMENT_MIN bytes or more (store.ts) go to segments too, of their own (LANE_GROUPS),
+ * when their commit is big enough (GROUP_SEGMENT_COMMIT_MIN).
  *
  * What is on disk is only the body's AES-256-GCM ciphertext (sealSplit: the row keeps nonce, sealed
  * headers and tag, and the associated data binds the row's identity), never plaintext. Crash safety:
@@ -189,9 +190,9 @@ export class SegmentWriter {
     return [a.id, at]
   }
 
-  /** a row pointing at segment id went */
-  released(id: number): void {
-    this.counted(id, -1)
+  /** n rows pointing at segment id went */
+  released(id: number, n = 1): void {
+    this.counted(id, -n)
   }
 
   private counted(id: number, n: number): void {

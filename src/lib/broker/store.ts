@@ -198,6 +198,16 @@ export const GROUP_BYTES_MAX = 64 * 1024
  * commit of a few messages) stay in broker.db: a segment costs the commit a second fdatasync.
  */
 export const GROUP_SEGMENT_MIN = 32 * 1024
+/**
+ * A commit whose packed message records come to less than this keeps all its groups in broker.db, even
+ * those of GROUP_SEGMENT_MIN or more: a segment costs the commit a second sync (the segment's
+ * fdatasync, then the WAL's fsync), which for a small commit outweighs writing its groups to the WAL
+ * and again at the checkpoint. Measured with every group in broker.db (4 KiB pages, store-cpu.mjs,
+ * window 500, 3 pairs): 256 B messages (commits of ~110 KiB) writer 3.5-4.0 -> 3.3-3.4 us/msg and
+ * msg/s 49-79k -> 88-210k; 1 KiB (~350 KiB) 5.0-5.3 -> 4.6-4.8 us; 16 KiB (~5 MiB) 22 -> 46-48 us, so
+ * big commits keep their groups in segments. 256 KiB: below the point where that was measured to pay.
+ */
+export const GROUP_SEGMENT_COMMIT_MIN = 256 * 1024
 
 function groupAad(keyId: number, groupId: number): Buffer {
   const b = Buffer.allocUnsafe(8 + 4 + 8)
@@ -478,13 +488,16 @@ export interface StoredMessage {
 }
 
 /**
- * Page size of a new broker.db. A big body lives in a chain of overflow pages, and SQLite moves every
- * page with a syscall of its own, several times: written to the WAL, copied by the checkpoint (a read
- * and a write), read again to walk the chain when its row is deleted. With 4 KiB pages that was ~1,300
- * syscalls per 1 MiB message and most of the writer thread's time. 16 KiB pages cut that 4x; larger
- * ones made every small commit write whole 64 KiB pages (x16 the WAL bytes of a 256 B publish).
+ * Page size of a new broker.db (an existing one keeps its own: SQLite reads any). 16 KiB pages were
+ * chosen (s25) while big bodies lived in overflow chains in broker.db; they are in body segments now
+ * (bodies of GROUP_BODY_MAX or more, groups of GROUP_SEGMENT_MIN or more), and broker.db only holds
+ * rows and groups under 32 KiB. What each commit writes to the WAL (and the checkpoint writes again)
+ * is then whole pages of which a few rows changed: the leaves of the inserted and of the deleted
+ * rows, sealed_groups, queue_stats, body_segments, the freelist. With 4 KiB pages the writer thread
+ * measured 4.1-4.7 against 5.0-5.4 us per durable 256 B message (4 interleaved pairs), 1 KiB
+ * 5.8-5.9 against 6.2-6.3; 16 KiB and 1 MiB bodies the same.
  */
-export const STORE_PAGE_BYTES = 16 * 1024
+export const STORE_PAGE_BYTES = 4 * 1024
 
 /** SQLite page cache per connection (negative: KiB) */
 export const STORE_CACHE_KIB = -2048

@@ -140,8 +140,9 @@ test('kill -9 mid-publish of big bodies (shared memory, sealed split), then rest
 test('kill -9 mid-publish of 1 KiB messages (sealed in groups that go to a body segment), then restart: every confirmed one comes back byte for byte', async () => {
   const b = await spawnBroker()
   try {
-    // a window of hundreds: a commit takes groups of 32 KiB or more, which go to a segment
-    await killMidPublish(b, 'small', {bodyOf: (id) => patterned(1000 + (id.length % 7), id), prefetch: 1000, ready: (confirmed, segs) => confirmed >= 4000 && segs > 0, window: 400})
+    // a window of a thousand: a commit packs 256 KiB or more (GROUP_SEGMENT_COMMIT_MIN) and its groups of
+    // 32 KiB or more go to a segment; smaller commits in between keep theirs in broker.db
+    await killMidPublish(b, 'small', {bodyOf: (id) => patterned(1000 + (id.length % 7), id), prefetch: 1000, ready: (confirmed, segs) => confirmed >= 4000 && segs > 0, window: 1000})
   } finally {
     await b.cleanup()
   }

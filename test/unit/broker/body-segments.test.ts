@@ -5,7 +5,7 @@ import {test} from 'node:test'
 
 import {EMPTIED_KEEP_BYTES, GROUP_SEGMENT_MAX_BYTES, SEGMENT_MAX_BYTES, segmentFile} from '../../../src/lib/broker/body-segments.js'
 import {Engine} from '../../../src/lib/broker/engine.js'
-import {DurableStore, GROUP_SEGMENT_MIN} from '../../../src/lib/broker/store.js'
+import {DurableStore, GROUP_SEGMENT_COMMIT_MIN, GROUP_SEGMENT_MIN} from '../../../src/lib/broker/store.js'
 import {peekQueue} from '../../helpers/engine.js'
 import {tempHome} from '../../helpers/home.js'
 
@@ -340,6 +340,33 @@ test('a body whose segment bytes were altered or are missing is reported unreada
         ['x-1', true],
       ],
     )
+  })
+})
+
+test('a commit that packs less than GROUP_SEGMENT_COMMIT_MIN keeps its groups in broker.db, big ones too (one sync per commit, no segment); they come back after a restart and go once acked', async () => {
+  await withHome(async (dir, open) => {
+    const {e, store} = open()
+    e.declareQueue('s', {durable: true})
+    // ~120 KiB of records: one group of GROUP_SEGMENT_MIN or more and the rest
+    const n = 120
+    for (let i = 0; i < n; i++) e.publish('', 's', bodyOf(1000, i + 3), {messageId: `s-${i}`})
+    await store.flush()
+    const groups = store.db.prepare('SELECT length(data) AS n, seg FROM sealed_groups').all() as {n: number; seg: number | null}[]
+    assert.ok(groups.some((g) => g.n >= GROUP_SEGMENT_MIN), 'a group of GROUP_SEGMENT_MIN or more')
+    assert.ok(n * 1000 < GROUP_SEGMENT_COMMIT_MIN)
+    assert.deepEqual(groups.filter((g) => g.seg !== null), [], 'no group in a segment')
+    assert.deepEqual(segFiles(dir), [])
+    for (const f of [join(dir, 'broker.db'), join(dir, 'broker.db-wal')]) if (existsSync(f)) assert.equal(readFileSync(f).indexOf(MARKER), -1, `no plaintext in ${f}`)
+    await store.close()
+    const b = open()
+    const got = peekQueue(b.e, 's')
+    assert.equal(got.length, n)
+    got.forEach((m, i) => assert.ok(m.body.equals(bodyOf(1000, i + 3)) && m.messageId === `s-${i}`))
+    const s = b.e.openSession('c', {deliver: () => {}, writable: () => true})
+    for (let i = 0; i < n; i++) b.e.ack(s, b.e.get(s, 's')!.deliveryTag)
+    await b.store.flush()
+    assert.equal((b.store.db.prepare('SELECT COUNT(*) AS c FROM sealed_groups').get() as {c: number}).c, 0)
+    assert.equal(b.store.queueIndex().get('s'), undefined)
   })
 })
 

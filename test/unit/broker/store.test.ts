@@ -524,6 +524,29 @@ test('acks of many messages in one commit (several delete chunks, two queues, tw
   })
 })
 
+test('acks as runs of consecutive seqs (one range delete each) and as scattered seqs in one commit delete exactly the acked rows', async () => {
+  await withStores(async (openStore) => {
+    const store = openStore()
+    const e = new Engine({store})
+    e.declareQueue('r', {durable: true})
+    for (let i = 0; i < 40; i++) e.publish('', 'r', Buffer.from(`r${i}`), {messageId: `r-${i}`})
+    await store.flush()
+    const s = e.openSession('c', {deliver: () => {}, writable: () => true})
+    const tags = Array.from({length: 40}, () => e.get(s, 'r')!.deliveryTag)
+    // runs of 10 and 9 (a gap at 10 between them), singles, a run of 3, and two in descending order
+    const acked = [...Array.from({length: 10}, (_, i) => i), ...Array.from({length: 9}, (_, i) => 11 + i), 21, 23, 27, 28, 29, 39, 38]
+    for (const i of acked) e.ack(s, tags[i])
+    await store.flush()
+    const left = Array.from({length: 40}, (_, i) => i).filter((i) => !acked.includes(i))
+    assert.deepEqual(store.db.prepare('SELECT message_id FROM messages ORDER BY seq').pluck().all(), left.map((i) => `r-${i}`))
+    assert.deepEqual(store.queueIndex().get('r'), {bytes: left.reduce((n, i) => n + `r${i}`.length, 0), messages: left.length})
+    await store.close()
+    const store2 = openStore()
+    assert.deepEqual(peekQueue(new Engine({store: store2}), 'r').map((m) => m.body.toString()), left.map((i) => `r${i}`))
+    await store2.close()
+  })
+})
+
 test('delivery counts reach broker.db whether a message was delivered before its insert was committed or after', async () => {
   await withStores(async (openStore) => {
     const store = openStore()
@@ -552,36 +575,46 @@ test('delivery counts reach broker.db whether a message was delivered before its
   })
 })
 
-test('big bodies: a new broker.db gets STORE_PAGE_BYTES pages and one made with 4 KiB pages keeps them; big messages inserted and acked across the batches of one commit leave the right rows and index', async () => {
+test('big bodies: a new broker.db gets STORE_PAGE_BYTES pages and one made with 4 KiB or 16 KiB pages (16 KiB: stores made from s25 to s28) keeps them; big messages inserted and acked across the batches of one commit leave the right rows and index', async () => {
   const big = (n: number, seed: number) => {
     const b = Buffer.from(new SharedArrayBuffer(n))
     for (let i = 0; i < n; i++) b[i] = (i * seed + 1) & 0xff
     return b
   }
   const pageSize = (st: DurableStore) => st.db.pragma('page_size', {simple: true})
-  // an existing broker.db with 4 KiB pages (every one from before) keeps them, and its messages
-  const old = tempHome()
-  try {
-    mkdirSync(join(old.dir, 'data'), {mode: 0o700, recursive: true})
-    const db = new Database(join(old.dir, 'data', 'broker.db'))
-    db.pragma('page_size = 4096')
-    db.pragma('journal_mode = WAL')
-    db.exec('CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT)')
-    db.close()
-    const open = () => new DurableStore(join(old.dir, 'data'), 0, {keyFile: join(old.dir, 'secrets', 'broker.key')})
-    const st = open()
-    assert.equal(pageSize(st), 4096)
-    const e = new Engine({store: st})
-    e.declareQueue('o', {durable: true})
-    const bodies = [big(200 * 1024, 3), Buffer.from('small')]
-    bodies.forEach((b, i) => e.publish('', 'o', b, {messageId: `o-${i}`}))
-    await st.close()
-    const st2 = open()
-    assert.equal(pageSize(st2), 4096)
-    peekQueue(new Engine({store: st2}), 'o').forEach((m, i) => assert.ok(m.body.equals(bodies[i])))
-    await st2.close()
-  } finally {
-    old.cleanup()
+  // an existing broker.db keeps its page size (4 KiB before s25, 16 KiB from s25 to s28), and its messages
+  for (const oldPage of [4096, 16_384]) {
+    const old = tempHome()
+    try {
+      mkdirSync(join(old.dir, 'data'), {mode: 0o700, recursive: true})
+      const db = new Database(join(old.dir, 'data', 'broker.db'))
+      db.pragma(`page_size = ${oldPage}`)
+      db.pragma('journal_mode = WAL')
+      db.exec('CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT)')
+      db.close()
+      const open = () => new DurableStore(join(old.dir, 'data'), 0, {keyFile: join(old.dir, 'secrets', 'broker.key')})
+      const st = open()
+      assert.equal(pageSize(st), oldPage)
+      const e = new Engine({store: st})
+      e.declareQueue('o', {durable: true})
+      const bodies = [big(200 * 1024, 3), Buffer.from('small'), ...Array.from({length: 30}, (_, i) => Buffer.from(`s${i}`))]
+      bodies.forEach((b, i) => e.publish('', 'o', b, {messageId: `o-${i}`}))
+      await st.flush()
+      // acks of a run of small ones (a range delete) on the old page size
+      const s = e.openSession('c', {deliver: () => {}, writable: () => true})
+      const tags = bodies.map(() => e.get(s, 'o')!.deliveryTag)
+      for (const t of tags.slice(5, 25)) e.ack(s, t)
+      await st.close()
+      const st2 = open()
+      assert.equal(pageSize(st2), oldPage)
+      const kept = [...bodies.slice(0, 5), ...bodies.slice(25)]
+      const got = peekQueue(new Engine({store: st2}), 'o')
+      assert.equal(got.length, kept.length)
+      got.forEach((m, i) => assert.ok(m.body.equals(kept[i])))
+      await st2.close()
+    } finally {
+      old.cleanup()
+    }
   }
 
   const h = tempHome()
