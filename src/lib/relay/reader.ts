@@ -246,19 +246,52 @@ export function writeAll(sock: Duplex, data: Buffer): Promise<void> {
  * Resolves once everything written so far was handed to the kernel, without writing more. A peer
  * that has read a whole reply may close before we look: our side then ends on its own (no
  * half-open sockets), and a write made only to learn that the reply went out would fail although
- * every byte of it did. Rejects when the socket closes with bytes still unsent.
+ * every byte of it did. Rejects when the socket closes with bytes still unsent, and when it was
+ * destroyed before its writes finished: the writes it dropped no longer count in writableLength, so
+ * 0 there proves nothing then (ReplyWriter knows, from its last write's callback).
  */
 export function flushed(sock: Duplex): Promise<void> {
+  // ended and every write done ('finish'): all of it went, whatever the socket did after
+  if (sock.writableFinished) return Promise.resolve()
+  if (sock.destroyed) return Promise.reject(new Error('socket closed before its writes were known to be sent'))
+  // alive: a write that failed would have destroyed it
   if (sock.writableLength === 0) return Promise.resolve()
-  if (sock.destroyed) return Promise.reject(new Error('socket closed with bytes unsent'))
   if (!sock.writableEnded) return writeAll(sock, Buffer.alloc(0))
-  return nextEvent(sock, 'finish', () => (sock.writableLength === 0 ? undefined : new Error('socket closed with bytes unsent')))
+  return nextEvent(sock, 'finish', () => new Error('socket closed with bytes unsent'))
 }
 
-/** Writes without waiting for the flush callback unless the socket's buffer is full. */
-export async function writeFlow(sock: Duplex, data: Buffer): Promise<void> {
+/**
+ * Writes a reply as writeFlow does, and tells when every byte of it was handed to the kernel (sent()).
+ * A socket calls its write callbacks in order, so the last write's success vouches for all before it,
+ * whatever happens to the socket afterwards; once it is destroyed, nothing else can tell: the writes it
+ * dropped leave writableLength with their bytes (a reset peer leaves it at 0, as one that read all).
+ */
+export class ReplyWriter {
+  private last: Promise<void> = Promise.resolve()
+
+  constructor(private readonly sock: Duplex) {}
+
+  write(data: Buffer): Promise<void> {
+    if (this.sock.destroyed) return Promise.reject(new Error('socket closed'))
+    let done!: (error?: Error | null) => void
+    this.last = new Promise<void>((resolve, reject) => {
+      done = (error) => (error ? reject(error) : resolve())
+    })
+    // awaited by sent(), if at all
+    this.last.catch(() => {})
+    return writeFlow(this.sock, data, done)
+  }
+
+  /** Resolves once everything written through this was handed to the kernel; rejects if the socket failed first. */
+  sent(): Promise<void> {
+    return this.last
+  }
+}
+
+/** Writes without waiting for the flush callback unless the socket's buffer is full; `done` is the write's callback. */
+export async function writeFlow(sock: Duplex, data: Buffer, done?: (error?: Error | null) => void): Promise<void> {
   if (sock.destroyed) throw new Error('socket closed')
-  if (sock.write(data)) return
+  if (sock.write(data, done)) return
   await drained(sock)
 }
 

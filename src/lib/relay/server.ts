@@ -35,7 +35,7 @@ import {
   responseCode,
   writeResponseHeader,
 } from './protocol.js'
-import {EndOfStream, SocketReader, StallTimeout, drained, flushed, writeAll, writeFlow} from './reader.js'
+import {EndOfStream, ReplyWriter, SocketReader, StallTimeout, drained, writeAll, writeFlow} from './reader.js'
 import type {RelayStore, RelayUser, StoredMessage} from './store.js'
 
 /** Contents up to this size are stored in the database; bigger ones stream to a file. */
@@ -689,23 +689,28 @@ export class RelayServer {
     for (const m of picked) this.inflight.add(m.id)
     try {
       const sock = conn.sock
+      // the reply's writes, to learn that they all went out even when the socket is gone by then
+      const out = new ReplyWriter(sock)
       conn.midReply = true
-      await writeFlow(sock, encodeResponseHeader(h.versionByte, responseCode(h.version, Op.pull), total))
+      await out.write(encodeResponseHeader(h.versionByte, responseCode(h.version, Op.pull), total))
       for (const m of picked) {
-        await writeFlow(sock, encodePullEntryHeader(m.from, m.id, m.type, m.size))
+        await out.write(encodePullEntryHeader(m.from, m.id, m.type, m.size))
         if (m.file === null) {
           const body = m.size > 0 ? await this.opts.store.body(m.id) : null
           if ((body?.length ?? 0) !== m.size) throw new Error(`stored message ${m.id} lost its content`)
-          if (body) await writeFlow(sock, body)
+          if (body) await out.write(body)
         } else {
-          for await (const chunk of createReadStream(join(this.opts.filesDir, m.file), {highWaterMark: 64 * 1024})) await writeFlow(sock, chunk as Buffer)
+          for await (const chunk of createReadStream(join(this.opts.filesDir, m.file), {highWaterMark: 64 * 1024})) await out.write(chunk as Buffer)
         }
       }
       // A peer that read every entry may have closed already (our side then ended): padding is moot.
       const pad = padded ? padLength(7 + total) : 0
       if (pad > 0 && !sock.writableEnded && !sock.destroyed) sock.write(Buffer.alloc(pad))
-      // delivered once every byte was handed to the kernel (the protocol has no acknowledgement)
-      await flushed(sock)
+      // Delivered once every byte of it was handed to the kernel (the protocol has no acknowledgement):
+      // the last entry's last write succeeded. Not flushed(sock): the end of a file's read stream is an
+      // I/O turn after its last chunk was queued, and a peer that resets then makes the socket drop that
+      // chunk unsent, and its bytes from writableLength, which read 0 as if it had gone.
+      await out.sent()
       conn.midReply = false
       await this.opts.store.deleteMessages(picked.map((m) => m.id))
       for (const m of picked) if (m.file) await unlink(join(this.opts.filesDir, m.file)).catch(() => {})

@@ -5,7 +5,7 @@ import {PassThrough} from 'node:stream'
 import {test} from 'node:test'
 import {setTimeout as sleep} from 'node:timers/promises'
 
-import {SocketReader, StallTimeout, flushed, writeAll} from '../../../src/lib/relay/reader.js'
+import {ReplyWriter, SocketReader, StallTimeout, flushed, writeAll} from '../../../src/lib/relay/reader.js'
 
 // Waits of the usual length share one re-armed timer per reader: each wait must still get its
 // full stall time from its own start, and a stall must still be reported.
@@ -41,6 +41,9 @@ test('a wait shorter than the stall time (poll) and a closed stream still end as
   assert.equal(await pending, false)
 })
 
+/** the socket's 'close' (once() would reject on the 'error' before it) */
+const closed = (s: Socket) => new Promise<void>((r) => s.once('close', () => r()))
+
 /** A loopback pair: the server side of one TCP connection, and the client side. */
 async function socketPair(): Promise<{server: Socket; client: Socket; close: () => void}> {
   const srv = createServer()
@@ -65,11 +68,11 @@ test('flushed: a reply the peer read in full and then closed on counts as sent (
     })
     server.write(reply)
     await once(server, 'end')
-    // our side ended on its own (no half-open sockets): a further write fails...
+    // our side ended on its own (no half-open sockets): every byte of the reply went out...
     assert.equal(server.writableEnded, true)
-    await assert.rejects(writeAll(server, Buffer.alloc(0)))
-    // ...but every byte of the reply went out
     await flushed(server)
+    // ...though a further write fails
+    await assert.rejects(writeAll(server, Buffer.alloc(0)))
   } finally {
     close()
   }
@@ -92,6 +95,69 @@ test('flushed: waits for bytes still buffered, and fails when the peer resets be
     await assert.rejects(f)
   } finally {
     close()
+  }
+})
+
+// The pull's gap: the last bytes of a reply are queued on the socket without a wait, the relay then
+// awaits something else (the end of a file it streams), and the peer resets meanwhile. The socket
+// drops the unsent writes, and with them their bytes from writableLength: 0 there no longer means sent.
+test('flushed: asked only after the peer reset with bytes unsent, it fails (they were dropped, not sent)', async () => {
+  const {client, close, server} = await socketPair()
+  try {
+    client.pause()
+    const chunk = Buffer.alloc(1 << 20, 1)
+    for (let i = 0; i < 64; i++) server.write(chunk)
+    await sleep(50)
+    assert.ok(server.writableLength > 0)
+    client.resetAndDestroy()
+    await closed(server)
+    await assert.rejects(flushed(server))
+  } finally {
+    close()
+  }
+})
+
+test('ReplyWriter: sent() fails when the peer reset before taking the reply, even asked after the reset', async () => {
+  const {client, close, server} = await socketPair()
+  try {
+    client.pause()
+    const out = new ReplyWriter(server)
+    const chunk = Buffer.alloc(1 << 20, 1)
+    // no wait on the socket's buffer: the writes queue up, as a pull's last entry does
+    for (let i = 0; i < 64; i++) server.write(chunk)
+    void out.write(Buffer.alloc(100, 2)).catch(() => {})
+    await sleep(50)
+    client.resetAndDestroy()
+    await closed(server)
+    await assert.rejects(out.sent())
+  } finally {
+    close()
+  }
+})
+
+test('ReplyWriter: a reply the peer read in full counts as sent, however the peer closes afterwards (end or reset)', async () => {
+  for (const how of ['end', 'reset'] as const) {
+    const {client, close, server} = await socketPair()
+    try {
+      const out = new ReplyWriter(server)
+      const reply = Buffer.alloc(1 << 20, 7)
+      let got = 0
+      const all = new Promise<void>((r) =>
+        client.on('data', (c: Buffer) => {
+          got += c.length
+          if (got === reply.length) r()
+        }),
+      )
+      await out.write(reply.subarray(0, 1000))
+      await out.write(reply.subarray(1000))
+      await all
+      if (how === 'end') client.end()
+      else client.resetAndDestroy()
+      await closed(server)
+      await out.sent()
+    } finally {
+      close()
+    }
   }
 })
 
