@@ -68,6 +68,8 @@ const NO_OPTS: {messageId?: string; headers?: Record<string, string>} = Object.f
 const CONFIRMED: Frame = Object.freeze({args: Object.freeze({}) as Record<string, string>, body: EMPTY, id: 0, verb: 'OK'})
 /** buffered output beyond which publishNoConfirm() asks the caller to await drained() */
 const CLIENT_OUT_LIMIT = 1024 * 1024
+/** the TLS read buffer (Receiver): a few TLS records at a time */
+const RECV_BUFFER = 64 * 1024
 
 const ERROR_CLASSES: Record<string, new (code: string, message: string, opts?: {hint?: string}) => MqError> = {
   E_CERT_REVOKED: PermissionError,
@@ -110,6 +112,31 @@ function piecesLength(pieces: readonly Buffer[]): number {
   let n = 0
   for (const b of pieces) n += b.length
   return n
+}
+
+/**
+ * Decrypted bytes read into one reused buffer (tls.connect's onread) instead of a fresh buffer and a
+ * 'data' event per TLS record: a 1 MiB body arrived as 64 allocations of 16 KiB, each kept until the
+ * body was complete and then joined. Bytes read before the client attaches are copied and replayed.
+ */
+class Receiver {
+  private sink: ((d: Buffer) => void) | undefined
+  private early: Buffer[] = []
+  readonly onread = {
+    buffer: Buffer.allocUnsafe(RECV_BUFFER),
+    callback: (n: number, buf: Buffer): boolean => {
+      const d = buf.subarray(0, n)
+      if (this.sink) this.sink(d)
+      else this.early.push(Buffer.from(d))
+      return true
+    },
+  }
+
+  attach(sink: (d: Buffer) => void): void {
+    this.sink = sink
+    for (const d of this.early) sink(d)
+    this.early = []
+  }
 }
 
 export function deliveryFrom(f: Frame): Delivery {
@@ -175,11 +202,14 @@ export class BrokerClient extends EventEmitter {
     private readonly sock: net.Socket,
     private readonly timeoutMs: number,
     maxPayload: number,
+    recv?: Receiver,
   ) {
     super()
-    this.parser = new FrameParser(maxPayload)
+    // a TLS connection reads into one reused buffer (recv): the parser must then copy what it keeps
+    this.parser = new FrameParser(maxPayload, {wholeBodies: recv !== undefined})
     sock.setNoDelay(true)
-    sock.on('data', (d: Buffer) => this.onData(d))
+    if (recv) recv.attach((d) => this.onData(d))
+    else sock.on('data', (d: Buffer) => this.onData(d))
     sock.on('error', (err) => this.shutdown(err))
     sock.on('close', () => this.shutdown())
     this.timer = setInterval(() => this.onTick(), 250)
@@ -193,11 +223,14 @@ export class BrokerClient extends EventEmitter {
   static async connect(opts: ConnectOptions): Promise<BrokerClient> {
     const timeoutMs = opts.timeoutMs ?? 10_000
     const where = `${opts.host}:${opts.port}`
+    const recv = opts.plain ? undefined : new Receiver()
     const sock = await new Promise<net.Socket>((resolve, reject) => {
       const s = opts.plain
         ? net.connect({host: opts.host, noDelay: true, port: opts.port})
-        : // our own TCP socket so Nagle is off underneath TLS: small frames must not wait for delayed ACKs
-          tls.connect({...opts.tls, host: opts.host, servername: net.isIP(opts.host) ? undefined : opts.host, socket: net.connect({host: opts.host, noDelay: true, port: opts.port})})
+        : // onread: documented for tls.connect (Node >= 14) though missing from its type
+          tls.connect({...opts.tls, host: opts.host, onread: recv!.onread, port: opts.port, servername: net.isIP(opts.host) ? undefined : opts.host} as tls.ConnectionOptions)
+      // Nagle off underneath TLS from the start: small frames must not wait for delayed ACKs
+      if (!opts.plain) s.setNoDelay(true)
       const t = setTimeout(() => {
         s.destroy()
         // a listener that never completes the handshake: maybe busy, maybe the wrong thing; retrying may work (75),
@@ -222,7 +255,7 @@ export class BrokerClient extends EventEmitter {
         }
       })
     })
-    const c = new BrokerClient(sock, timeoutMs, opts.maxPayload ?? 128 * 1024 * 1024)
+    const c = new BrokerClient(sock, timeoutMs, opts.maxPayload ?? 128 * 1024 * 1024, recv)
     try {
       const batch = opts.batch ?? true
       const ok = await c.request('HELLO', {batch: batch ? 1 : undefined, batch_headers: batch ? 1 : undefined, confirms: opts.batchConfirms ? 'batch' : undefined, heartbeat: opts.heartbeatMs, identity: opts.plain ? (opts.identity ?? 'anonymous') : undefined, version: 1})

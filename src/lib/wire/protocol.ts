@@ -242,13 +242,21 @@ export class FrameParser {
   bodySeq = 0
 
   private readonly alloc: (n: number) => Buffer
+  /** bodies up to this size get their whole buffer when their header arrives */
+  private readonly bodyStart: number
 
-  /** `sharedBodies`: big bodies in shared memory (allocBody), for the broker's store writer thread */
+  /**
+   * `sharedBodies`: big bodies in shared memory (allocBody), for the broker's store writer thread.
+   * `wholeBodies`: the peer is trusted with its lengths (the broker, seen from a client; still at most
+   * maxPayload): every body gets its buffer when its header arrives and each chunk is copied in as it
+   * comes. No view of a chunk is then kept past push(), so the caller may reuse the chunk's memory.
+   */
   constructor(
     private readonly maxPayload: number,
-    opts: {sharedBodies?: boolean} = {},
+    opts: {sharedBodies?: boolean; wholeBodies?: boolean} = {},
   ) {
     this.alloc = opts.sharedBodies ? allocBody : allocPlainBody
+    this.bodyStart = opts.wholeBodies ? Infinity : BODY_START
   }
 
   /** Feeds bytes; calls onFrame per complete frame and onError per rejected frame; throws a fatal FrameError. */
@@ -308,7 +316,7 @@ export class FrameParser {
       this.bodySeq++
       this.bodyLen = len
       this.bodyFill = 0
-      if (len <= BODY_START) this.body = this.alloc(len)
+      if (len <= this.bodyStart) this.body = this.alloc(len)
       else {
         this.parts = []
         this.held = 0

@@ -140,3 +140,23 @@ test('a claimed body is buffered as its bytes arrive, not at the claimed size, a
   assert.ok(frames[0].body.equals(body))
   assert.equal(p.partial, false)
 })
+
+test('wholeBodies (a client): a body gets its buffer at its header and keeps no view of a chunk, so the reader may reuse its read buffer', () => {
+  const p = new FrameParser(16 * 1024 * 1024, {wholeBodies: true})
+  const body = Buffer.alloc(1024 * 1024 + 5)
+  for (let i = 0; i < body.length; i++) body[i] = (i * 7) & 0xff
+  const wire = Buffer.concat([encodeFrame('DELIVER', 0, {consumer: 'c'}, body), encodeFrame('PING', 1), encodeFrame('DELIVER', 0, {consumer: 'c'}, Buffer.from('small'))])
+  const frames: Frame[] = []
+  // one reused 16 KiB read buffer (tls.connect's onread), overwritten after every push
+  const read = Buffer.alloc(16 * 1024)
+  for (let off = 0; off < wire.length; off += read.length) {
+    const n = wire.copy(read, 0, off, off + read.length)
+    p.push(read.subarray(0, n), (f) => frames.push(f), (e) => assert.fail(e))
+    if (p.bodyPending > 0) assert.equal(p.bodyAllocated, body.length)
+    read.fill(0xee)
+  }
+  assert.deepEqual(frames.map((f) => f.verb), ['DELIVER', 'PING', 'DELIVER'])
+  assert.ok(frames[0].body.equals(body), 'the big body survived its read buffer being reused')
+  assert.equal(frames[0].body.buffer instanceof SharedArrayBuffer, false)
+  assert.equal(frames[2].body.toString(), 'small')
+})
