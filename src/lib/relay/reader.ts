@@ -243,24 +243,6 @@ export function writeAll(sock: Duplex, data: Buffer): Promise<void> {
 }
 
 /**
- * Resolves once everything written so far was handed to the kernel, without writing more. A peer
- * that has read a whole reply may close before we look: our side then ends on its own (no
- * half-open sockets), and a write made only to learn that the reply went out would fail although
- * every byte of it did. Rejects when the socket closes with bytes still unsent, and when it was
- * destroyed before its writes finished: the writes it dropped no longer count in writableLength, so
- * 0 there proves nothing then (ReplyWriter knows, from its last write's callback).
- */
-export function flushed(sock: Duplex): Promise<void> {
-  // ended and every write done ('finish'): all of it went, whatever the socket did after
-  if (sock.writableFinished) return Promise.resolve()
-  if (sock.destroyed) return Promise.reject(new Error('socket closed before its writes were known to be sent'))
-  // alive: a write that failed would have destroyed it
-  if (sock.writableLength === 0) return Promise.resolve()
-  if (!sock.writableEnded) return writeAll(sock, Buffer.alloc(0))
-  return nextEvent(sock, 'finish', () => new Error('socket closed with bytes unsent'))
-}
-
-/**
  * Writes a reply as writeFlow does, and tells when every byte of it was handed to the kernel (sent()).
  * A socket calls its write callbacks in order, so the last write's success vouches for all before it,
  * whatever happens to the socket afterwards; once it is destroyed, nothing else can tell: the writes it
@@ -297,23 +279,18 @@ export async function writeFlow(sock: Duplex, data: Buffer, done?: (error?: Erro
 
 /** Resolves on the socket's next 'drain' (after a write() that returned false); rejects if it closes or fails first. */
 export function drained(sock: Duplex): Promise<void> {
-  return nextEvent(sock, 'drain', () => new Error('socket closed'))
-}
-
-/** Resolves on the socket's next `event`; a 'close' first settles as `onClose` says, an 'error' rejects. */
-function nextEvent(sock: Duplex, event: 'drain' | 'finish', onClose: () => Error | undefined): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     const done = (error?: Error) => {
-      sock.off(event, onEvent)
-      sock.off('close', closed)
+      sock.off('drain', onDrain)
+      sock.off('close', onClose)
       sock.off('error', done)
       if (error) reject(error)
       else resolve()
     }
-    const onEvent = () => done()
-    const closed = () => done(onClose())
-    sock.on(event, onEvent)
-    sock.on('close', closed)
+    const onDrain = () => done()
+    const onClose = () => done(new Error('socket closed'))
+    sock.on('drain', onDrain)
+    sock.on('close', onClose)
     sock.on('error', done)
   })
 }

@@ -707,9 +707,9 @@ export class RelayServer {
       const pad = padded ? padLength(7 + total) : 0
       if (pad > 0 && !sock.writableEnded && !sock.destroyed) sock.write(Buffer.alloc(pad))
       // Delivered once every byte of it was handed to the kernel (the protocol has no acknowledgement):
-      // the last entry's last write succeeded. Not flushed(sock): the end of a file's read stream is an
-      // I/O turn after its last chunk was queued, and a peer that resets then makes the socket drop that
-      // chunk unsent, and its bytes from writableLength, which read 0 as if it had gone.
+      // the last entry's last write succeeded. Not writableLength === 0: the end of a file's read stream
+      // is an I/O turn after its last chunk was queued, and a peer that resets then makes the socket drop
+      // that chunk unsent, and its bytes from writableLength, which reads 0 as if it had gone.
       await out.sent()
       conn.midReply = false
       await this.opts.store.deleteMessages(picked.map((m) => m.id))
