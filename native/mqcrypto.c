@@ -192,11 +192,27 @@ static napi_value gcm_dispose(napi_env env, napi_callback_info info) {
 }
 
 /*
- * The GCM stream over p1 then p2 (one plaintext in two pieces): ciphertext to out[off..], then the
- * 16-byte tag. Two pieces so a caller whose plaintext is a short head and a big body (a store row:
- * headers length, headers, body) seals both where they are instead of first copying them together.
+ * gcmSeal(handle, nonce: 12 bytes, aad, plaintext, out, off) and gcmSeal2(handle, nonce, aad, head, body,
+ * out, off): ciphertext of the plaintext (of head || body) to out[off..], then the 16-byte tag. gcmSeal2
+ * lets a caller whose plaintext is a short head and a big body (a store row: headers length, headers,
+ * body) seal both where they are instead of first copying them together. `pieces` is 1 or 2.
  */
-static napi_value seal_parts(napi_env env, gcm_key *k, const uint8_t *nonce, size_t nonce_len, const uint8_t *aad, size_t aad_len, const uint8_t *p1, size_t l1, const uint8_t *p2, size_t l2, uint8_t *out, size_t out_len, uint32_t off) {
+static napi_value seal_call(napi_env env, napi_callback_info info, size_t pieces) {
+  size_t argc = 7;
+  napi_value argv[7];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 5 + pieces)
+    return fail(env, "E_NATIVE_ARG", pieces == 1 ? "gcmSeal(handle, nonce, aad, plaintext, out, off)" : "gcmSeal2(handle, nonce, aad, head, body, out, off)"), NULL;
+  gcm_key *k;
+  uint8_t *nonce, *aad, *p1, *p2 = NULL, *out;
+  size_t nonce_len, aad_len, l1, l2 = 0, out_len;
+  uint32_t off;
+  if (!get_handle(env, argv[0], GCM_MAGIC, (void **)&k)) return NULL;
+  if (!get_bytes(env, argv[1], "nonce must be a Uint8Array", &nonce, &nonce_len)) return NULL;
+  if (!get_bytes(env, argv[2], "aad must be a Uint8Array", &aad, &aad_len)) return NULL;
+  if (!get_bytes(env, argv[3], pieces == 1 ? "plaintext must be a Uint8Array" : "head must be a Uint8Array", &p1, &l1)) return NULL;
+  if (pieces == 2 && !get_bytes(env, argv[4], "body must be a Uint8Array", &p2, &l2)) return NULL;
+  if (!get_bytes(env, argv[3 + pieces], "out must be a Uint8Array", &out, &out_len)) return NULL;
+  if (!get_u32(env, argv[4 + pieces], "off must be a uint32", &off)) return NULL;
   if (!k->ctx || k->decrypt) return fail(env, "E_NATIVE_ARG", "not a live sealing key"), NULL;
   if (nonce_len != NONCE_LEN) return fail(env, "E_NATIVE_ARG", "the nonce is 12 bytes"), NULL;
   if (aad_len > INT_MAX || l1 > INT_MAX - TAG_LEN || l2 > (size_t)INT_MAX - TAG_LEN - l1) return fail(env, "E_NATIVE_ARG", "input too large"), NULL;
@@ -222,41 +238,12 @@ static napi_value seal_parts(napi_env env, gcm_key *k, const uint8_t *nonce, siz
   return undefined(env);
 }
 
-/* gcmSeal(handle, nonce: 12 bytes, aad, plaintext, out, off): ciphertext to out[off..], then the 16-byte tag */
 static napi_value gcm_seal(napi_env env, napi_callback_info info) {
-  size_t argc = 6;
-  napi_value argv[6];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 6) return fail(env, "E_NATIVE_ARG", "gcmSeal(handle, nonce, aad, plaintext, out, off)"), NULL;
-  gcm_key *k;
-  uint8_t *nonce, *aad, *pt, *out;
-  size_t nonce_len, aad_len, pt_len, out_len;
-  uint32_t off;
-  if (!get_handle(env, argv[0], GCM_MAGIC, (void **)&k)) return NULL;
-  if (!get_bytes(env, argv[1], "nonce must be a Uint8Array", &nonce, &nonce_len)) return NULL;
-  if (!get_bytes(env, argv[2], "aad must be a Uint8Array", &aad, &aad_len)) return NULL;
-  if (!get_bytes(env, argv[3], "plaintext must be a Uint8Array", &pt, &pt_len)) return NULL;
-  if (!get_bytes(env, argv[4], "out must be a Uint8Array", &out, &out_len)) return NULL;
-  if (!get_u32(env, argv[5], "off must be a uint32", &off)) return NULL;
-  return seal_parts(env, k, nonce, nonce_len, aad, aad_len, pt, pt_len, NULL, 0, out, out_len, off);
+  return seal_call(env, info, 1);
 }
 
-/* gcmSeal2(handle, nonce: 12 bytes, aad, head, body, out, off): gcmSeal of head || body, without joining them */
 static napi_value gcm_seal2(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
-  napi_value argv[7];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 7) return fail(env, "E_NATIVE_ARG", "gcmSeal2(handle, nonce, aad, head, body, out, off)"), NULL;
-  gcm_key *k;
-  uint8_t *nonce, *aad, *head, *body, *out;
-  size_t nonce_len, aad_len, head_len, body_len, out_len;
-  uint32_t off;
-  if (!get_handle(env, argv[0], GCM_MAGIC, (void **)&k)) return NULL;
-  if (!get_bytes(env, argv[1], "nonce must be a Uint8Array", &nonce, &nonce_len)) return NULL;
-  if (!get_bytes(env, argv[2], "aad must be a Uint8Array", &aad, &aad_len)) return NULL;
-  if (!get_bytes(env, argv[3], "head must be a Uint8Array", &head, &head_len)) return NULL;
-  if (!get_bytes(env, argv[4], "body must be a Uint8Array", &body, &body_len)) return NULL;
-  if (!get_bytes(env, argv[5], "out must be a Uint8Array", &out, &out_len)) return NULL;
-  if (!get_u32(env, argv[6], "off must be a uint32", &off)) return NULL;
-  return seal_parts(env, k, nonce, nonce_len, aad, aad_len, head, head_len, body, body_len, out, out_len, off);
+  return seal_call(env, info, 2);
 }
 
 /*
