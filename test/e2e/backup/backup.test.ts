@@ -30,6 +30,32 @@ describe('mq backup', () => {
     work.cleanup()
   })
 
+  /** A body of `len` bytes in a pattern of its own (`mul`), starting with `tag`. */
+  const patterned = (len: number, mul: number, tag: string): Buffer => {
+    const b = Buffer.alloc(len)
+    for (let j = 0; j < b.length; j++) b[j] = (j * mul) & 0xff
+    b.write(tag)
+    return b
+  }
+
+  /**
+   * Takes a backup of the running broker into `name` while `churnRound` runs round after round (others
+   * published and acked), then closes `c`; the archive's path once `mq backup create` exited 0.
+   */
+  async function backupWhile(c: {close: () => Promise<void>}, name: string, churnRound: (i: number) => Promise<void>): Promise<string> {
+    let stop = false
+    const churn = (async () => {
+      for (let i = 0; !stop; i++) await churnRound(i)
+    })()
+    const out = join(work.dir, name)
+    const created = await runCli(['backup', 'create', out, '--passphrase-file', passFile, '--json'], {home: broker.home})
+    stop = true
+    await churn
+    await c.close()
+    assert.equal(created.code, 0, created.stderr + created.stdout)
+    return out
+  }
+
   /**
    * Restores `archive` into a new home, runs `inspect` on that home, then starts a broker on it and
    * takes every message of `queue`: their bodies by message id.
@@ -127,28 +153,14 @@ describe('mq backup', () => {
     const c = await broker.connect('admin')
     await c.declareQueue('big.keep', {durable: true})
     await c.declareQueue('big.churn', {durable: true})
-    const bodyOf = (i: number) => {
-      const b = Buffer.alloc(100 * 1024 + i)
-      for (let j = 0; j < b.length; j++) b[j] = (j * (i + 3)) & 0xff
-      b.write(`big-${i}`)
-      return b
-    }
+    const bodyOf = (i: number) => patterned(100 * 1024 + i, i + 3, `big-${i}`)
     for (let i = 0; i < 40; i++) await c.publish('', 'big.keep', bodyOf(i), {messageId: `keep-${i}`})
     // meanwhile segments fill and empty: big messages published and acked as fast as they go
-    let stop = false
-    const churn = (async () => {
-      for (let i = 0; !stop; i++) {
-        await c.publish('', 'big.churn', bodyOf(i % 7), {messageId: `churn-${i}`})
-        const d = await c.get('big.churn', {noAck: true})
-        assert.ok(d)
-      }
-    })()
-    const out = join(work.dir, 'big.mqb')
-    const created = await runCli(['backup', 'create', out, '--passphrase-file', passFile, '--json'], {home: broker.home})
-    stop = true
-    await churn
-    await c.close()
-    assert.equal(created.code, 0, created.stderr + created.stdout)
+    const out = await backupWhile(c, 'big.mqb', async (i) => {
+      await c.publish('', 'big.churn', bodyOf(i % 7), {messageId: `churn-${i}`})
+      const d = await c.get('big.churn', {noAck: true})
+      assert.ok(d)
+    })
     const got = await restoreAndDrain(out, 'big.keep', (home) => {
       const segs = readdirSync(join(home, 'data', 'bodies')).filter((n) => n.endsWith('.seg'))
       assert.ok(segs.length > 0, 'the body segments are in the backup')
@@ -162,31 +174,17 @@ describe('mq backup', () => {
     const c = await broker.connect('admin')
     await c.declareQueue('small.keep', {durable: true})
     await c.declareQueue('small.churn', {durable: true})
-    const bodyOf = (i: number) => {
-      const b = Buffer.alloc(1024)
-      for (let j = 0; j < b.length; j++) b[j] = (j * (i + 5)) & 0xff
-      b.write(`small-${i}`)
-      return b
-    }
+    const bodyOf = (i: number) => patterned(1024, i + 5, `small-${i}`)
     // published without waiting for each confirm: a commit then holds enough messages for a group of
     // GROUP_SEGMENT_MIN bytes or more, which goes to a segment, not to broker.db
     const N = 3000
     await Promise.all(Array.from({length: N}, (_, i) => c.publish('', 'small.keep', bodyOf(i), {messageId: `small-${i}`})))
     const segsBefore = readdirSync(join(broker.home, 'data', 'bodies')).filter((n) => n.endsWith('.seg'))
     assert.ok(segsBefore.length > 0, 'the small messages went to body segments')
-    let stop = false
-    const churn = (async () => {
-      for (let i = 0; !stop; i++) {
-        await Promise.all(Array.from({length: 200}, (_, j) => c.publish('', 'small.churn', bodyOf(j), {messageId: `churn-${i}-${j}`})))
-        for (let j = 0; j < 200; j++) assert.ok(await c.get('small.churn', {noAck: true}))
-      }
-    })()
-    const out = join(work.dir, 'small.mqb')
-    const created = await runCli(['backup', 'create', out, '--passphrase-file', passFile, '--json'], {home: broker.home})
-    stop = true
-    await churn
-    await c.close()
-    assert.equal(created.code, 0, created.stderr + created.stdout)
+    const out = await backupWhile(c, 'small.mqb', async (i) => {
+      await Promise.all(Array.from({length: 200}, (_, j) => c.publish('', 'small.churn', bodyOf(j), {messageId: `churn-${i}-${j}`})))
+      for (let j = 0; j < 200; j++) assert.ok(await c.get('small.churn', {noAck: true}))
+    })
     const got = await restoreAndDrain(out, 'small.keep')
     const wrong = Array.from({length: N}, (_, i) => i).filter((i) => !got.get(`small-${i}`)?.equals(bodyOf(i)))
     assert.deepEqual(wrong.slice(0, 10), [], `every small message confirmed before the backup comes back as sent (${wrong.length} wrong)`)
