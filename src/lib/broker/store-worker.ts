@@ -14,6 +14,9 @@ import {LANE_GROUPS, SegmentWriter} from './body-segments.js'
 
 import {GROUP_BODY_MAX, GROUP_BYTES_MAX, GROUP_SEGMENT_COMMIT_MIN, GROUP_SEGMENT_MIN, REC_COUNT, REC_DELETE, REC_DELETE_BIG, REC_INSERT, REC_INSERT_SHARED, STORE_CACHE_KIB, type WireOp, readInsertRecord, recordEnd, rowAad, sealRecord, StoreSealer} from './store.js'
 
+/** what deleted rows leave to account for, per queue, group and segment: queue, group id, segment, rows, bytes */
+type DeletedSums = [string, number | null, number | null, number, number | null]
+
 const {file, synchronous, key: sealKey, keyId: sealKeyId, segmentDir, segmentStart} = workerData as {file: string; synchronous: 'FULL' | 'NORMAL'; key?: Uint8Array; keyId?: number; segmentDir: string; segmentStart: number}
 const db = new Database(file)
 db.pragma('journal_mode = WAL')
@@ -51,7 +54,8 @@ function startWriter(): void {
     },
   }
   // RETURNING gives the queue and size of the row that went, for the per-queue index (queue_stats)
-  const delRow = db.prepare('DELETE FROM messages WHERE seq = ? RETURNING queue, COALESCE(size, length(body)) AS size, group_id, seg')
+  // the columns of rowsDeleted()'s sums, for one row
+  const delRow = db.prepare('DELETE FROM messages WHERE seq = ? RETURNING queue, group_id, seg, 1, COALESCE(size, length(body))').raw(true)
 
   // ---- the per-queue index (queue_stats): what a restart reads instead of the messages ----
   /** message and byte deltas per queue of the transaction being applied, written once at its end */
@@ -315,17 +319,9 @@ function startWriter(): void {
       if (r[1] !== null) segments.released(r[1])
     }
   }
-  /** what a deleted row leaves to account for: its queue's counts, its group's live rows, its segment's */
-  function rowDeleted(queueName: string, size: number | null, group: number | null, seg: number | null): void {
-    counted(queueName, -1, -(size ?? 0))
-    rowGone(group)
-    if (seg !== null) segments.released(seg)
-  }
-  const del = {
-    run(seq: number) {
-      const r = delRow.get(seq) as {queue: string; size: number | null; group_id: number | null; seg: number | null} | undefined
-      if (r) rowDeleted(r.queue, r.size, r.group_id, r.seg)
-    },
+  function deleteOne(seq: number): void {
+    const r = delRow.get(seq) as DeletedSums | undefined
+    if (r) rowsDeleted([r])
   }
   /**
    * Acks' deletes, DELETE_CHUNK rows per statement: one statement per acked message (bind, step,
@@ -335,7 +331,7 @@ function startWriter(): void {
   const DELETE_CHUNK = 32
   const inList = `(${Array.from({length: DELETE_CHUNK}, () => '?').join(',')})`
   /**
-   * What the deleted rows leave to account for (see rowDeleted), summed per queue, group and segment
+   * What the deleted rows leave to account for (see rowsDeleted), summed per queue, group and segment
    * by one SELECT before a DELETE without RETURNING. RETURNING a row per deleted message (an array
    * and the queue's string built per row) cost 1.4 us per row deleted as a range and 3.1 us in an
    * IN list; this SELECT and DELETE 0.56 and 0.95 (200,000 rows of one queue, in-process).
@@ -352,7 +348,8 @@ function startWriter(): void {
   const rangeSums = db.prepare(`${SUMS}seq >= ? AND seq <= ?${GROUPED}`).raw(true)
   const delRange = db.prepare('DELETE FROM messages WHERE seq >= ? AND seq <= ?')
   const DELETE_RANGE_MIN = 8
-  function rowsDeleted(sums: [string, number | null, number | null, number, number | null][]): void {
+  /** what deleted rows leave to account for: their queue's counts, their group's live rows, their segment's */
+  function rowsDeleted(sums: DeletedSums[]): void {
     for (const [queueName, group, seg, n, bytes] of sums) {
       counted(queueName, -n, -(bytes ?? 0))
       rowGone(group, n)
@@ -376,7 +373,7 @@ function startWriter(): void {
       let j = i + 1
       while (j < delCount && delQueue[j] === delQueue[j - 1] + 1) j++
       if (j - i >= DELETE_RANGE_MIN) {
-        rowsDeleted(rangeSums.all(delQueue[i], delQueue[j - 1]) as [string, number | null, number | null, number, number | null][])
+        rowsDeleted(rangeSums.all(delQueue[i], delQueue[j - 1]) as DeletedSums[])
         delRange.run(delQueue[i], delQueue[j - 1])
       } else {
         for (let k = i; k < j; k++) {
@@ -394,10 +391,10 @@ function startWriter(): void {
   }
   /** a short chunk is padded with seq 0, which no row has (seqs start at 1) */
   function deleteChunk(fill: number): void {
-    if (fill === 1) del.run(delSeqs[0])
+    if (fill === 1) deleteOne(delSeqs[0])
     else {
       delSeqs.fill(0, fill)
-      rowsDeleted(chunkSums.all(delSeqs) as [string, number | null, number | null, number, number | null][])
+      rowsDeleted(chunkSums.all(delSeqs) as DeletedSums[])
       delChunk.run(delSeqs)
     }
   }
@@ -595,7 +592,7 @@ function startWriter(): void {
           ins.run(op[1], op[2], op[3], op[4], op[5], op[6], op[7], op[8], op[9], op[10])
           break
         case 'd':
-          del.run(op[1])
+          deleteOne(op[1])
           break
         case 'c':
           cnt.run(op[2], op[1])
@@ -626,7 +623,7 @@ function startWriter(): void {
           break
         case 'P':
           // a purge: the queue's rows after the last one the engine held in memory (those it deletes itself)
-          for (const r of queueRowsAfter.all(op[1], op[2]) as {seq: number}[]) del.run(r.seq)
+          for (const r of queueRowsAfter.all(op[1], op[2]) as {seq: number}[]) deleteOne(r.seq)
           break
         case 'k':
           key.run(op[1], op[2], op[3], Date.now())
