@@ -255,17 +255,6 @@ class Scratch {
 }
 
 /**
- * Copies body to dst[at..]. A big body is a view of shared memory (the frame parser's), and V8 copies
- * out of a SharedArrayBuffer with relaxed atomics (set or copy: 520 us per MiB; as words still 17% of
- * the writer at 1 MiB). Buffer#fill with the body as its pattern, over exactly its length, is one
- * memcpy in node's C++ (29 us per MiB).
- */
-function copyBody(dst: Buffer, at: number, body: Uint8Array): void {
-  if (body.length === 0) return
-  dst.fill(body, at, at + body.length)
-}
-
-/**
  * The writer thread's sealing at rest: sealSplit and sealGroup with the store key set up once in the
  * native addon (util/native-crypto.ts) and the ciphertext written into buffers reused from call to call.
  * node:crypto cannot encrypt into an existing buffer: each cipher.update of a 1 MiB body allocated,
@@ -277,10 +266,7 @@ function copyBody(dst: Buffer, at: number, body: Uint8Array): void {
 export class StoreSealer {
   private readonly n: NativeCrypto | undefined
   private readonly h: NativeHandle | undefined
-  private readonly plain = new Scratch()
   private readonly out = new Scratch()
-  /** the addon's two-piece seal (gcmSeal2), when this build of it has one */
-  private readonly seal2: NativeCrypto['gcmSeal2']
 
   constructor(
     private readonly key: Uint8Array,
@@ -288,7 +274,6 @@ export class StoreSealer {
   ) {
     this.n = nativeCrypto()
     this.h = this.n?.gcmKey(key, false)
-    this.seal2 = typeof this.n?.gcmSeal2 === 'function' ? this.n.gcmSeal2.bind(this.n) : undefined
   }
 
   /** whether the addon does the work (else node:crypto, as sealSplit and sealGroup) */
@@ -305,21 +290,13 @@ export class StoreSealer {
     const out = this.out.get(n + TAG_BYTES)
     const head = Buffer.allocUnsafe(NONCE_BYTES + hl + TAG_BYTES)
     nextNonceInto(head, 0)
-    if (this.seal2) {
-      // the short plaintext head is laid out in the row's head buffer (its ciphertext overwrites it
-      // below), and the body is sealed where it is (shared memory): a pass over every big body less
-      // than laying the three out in one plaintext first (copyBody)
-      const plainHead = head.subarray(NONCE_BYTES, NONCE_BYTES + hl)
-      plainHead.writeUInt32LE(headers.length, 0)
-      plainHead.set(headers, 4)
-      this.seal2(this.h!, head.subarray(0, NONCE_BYTES), aad, plainHead, body, out, 0)
-    } else {
-      const plain = this.plain.get(n)
-      plain.writeUInt32LE(headers.length, 0)
-      plain.set(headers, 4)
-      copyBody(plain, hl, body)
-      this.n.gcmSeal(this.h!, head.subarray(0, NONCE_BYTES), aad, plain.subarray(0, n), out, 0)
-    }
+    // the short plaintext head is laid out in the row's head buffer (its ciphertext overwrites it
+    // below), and the body is sealed where it is (shared memory): a pass over every big body less
+    // than laying the three out in one plaintext first
+    const plainHead = head.subarray(NONCE_BYTES, NONCE_BYTES + hl)
+    plainHead.writeUInt32LE(headers.length, 0)
+    plainHead.set(headers, 4)
+    this.n.gcmSeal2(this.h!, head.subarray(0, NONCE_BYTES), aad, plainHead, body, out, 0)
     out.copy(head, NONCE_BYTES, 0, hl)
     out.copy(head, NONCE_BYTES + hl, n, n + TAG_BYTES)
     return {body: out.subarray(hl, n), head}

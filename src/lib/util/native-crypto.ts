@@ -22,9 +22,9 @@ export interface NativeCrypto {
   gcmSeal(k: NativeHandle, nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array, out: Uint8Array, off: number): void
   /**
    * gcmSeal of head || body without joining them (the store's rows: a short head, a big body, possibly in
-   * shared memory). Optional: an addon built before it lacks it, and callers then join the two.
+   * shared memory). An addon built before it is not loaded.
    */
-  gcmSeal2?(k: NativeHandle, nonce: Uint8Array, aad: Uint8Array, head: Uint8Array, body: Uint8Array, out: Uint8Array, off: number): void
+  gcmSeal2(k: NativeHandle, nonce: Uint8Array, aad: Uint8Array, head: Uint8Array, body: Uint8Array, out: Uint8Array, off: number): void
   /**
    * plaintext to out (as long as the ciphertext; out may be the ciphertext itself when openInPlace); false
    * when the tag does not verify (out is then zeroed)
@@ -70,7 +70,7 @@ function load(): NativeCrypto | undefined {
     const m = {exports: {}} as {exports: NativeCrypto}
     process.dlopen(m, ADDON, constants.dlopen.RTLD_NOW)
     const n = m.exports
-    for (const f of ['gcmKey', 'gcmSeal', 'gcmOpen', 'gcmDispose', 'macKeys', 'macs', 'macDispose'] as const) if (typeof n[f] !== 'function') return undefined
+    for (const f of ['gcmKey', 'gcmSeal', 'gcmSeal2', 'gcmOpen', 'gcmDispose', 'macKeys', 'macs', 'macDispose'] as const) if (typeof n[f] !== 'function') return undefined
     return knownAnswer(n) ? n : undefined
   } catch {
     // not built for this Node (ABI), missing OpenSSL symbols, ...: node:crypto does the same work
@@ -93,12 +93,10 @@ function knownAnswer(n: NativeCrypto): boolean {
     const got = Buffer.alloc(pt.length + 16)
     n.gcmSeal(seal, nonce, aad, pt, got, 0)
     if (!got.equals(want)) return false
-    if (typeof n.gcmSeal2 === 'function') {
-      // the same bytes from the plaintext in two pieces, cut inside an AES block
-      const two = Buffer.alloc(pt.length + 16)
-      n.gcmSeal2(seal, nonce, aad, pt.subarray(0, 7), pt.subarray(7), two, 0)
-      if (!two.equals(want)) return false
-    }
+    // the same bytes from the plaintext in two pieces, cut inside an AES block
+    const two = Buffer.alloc(pt.length + 16)
+    n.gcmSeal2(seal, nonce, aad, pt.subarray(0, 7), pt.subarray(7), two, 0)
+    if (!two.equals(want)) return false
     const back = Buffer.alloc(pt.length)
     if (!n.gcmOpen(open, nonce, aad, want.subarray(0, pt.length), want.subarray(pt.length), back) || !back.equals(pt)) return false
     const bad = Buffer.from(want)
