@@ -1,6 +1,6 @@
 // usage: node process.mjs ROOT N [twin]  -> CPU per text of a relay (or the bench's twin) running in a process of
 // its own, all threads and main thread, from /proc; the client (this process, this checkout's dist) sends N texts
-// one at a time after 2000 warm-up. Also the server's event-loop delay (checkpoint stalls) and its GC count.
+// one at a time after 2000 warm-up (client_us: this client's own CPU per text, all its threads). Also the server's event-loop delay (checkpoint stalls) and its GC count.
 import {spawn} from 'node:child_process'
 import {generateKeyPairSync, randomBytes} from 'node:crypto'
 import {mkdtempSync, readFileSync, readdirSync, rmSync} from 'node:fs'
@@ -43,7 +43,9 @@ if (mode === 'serve' || mode === 'serve-twin') {
   const {RelayConnection} = await import(`${here}dist/src/lib/relay/client.js`)
   const {encrypt, newSymKey} = await import(`${here}dist/src/lib/relay/crypto.js`)
   const {Op, MessageType, encodeRegisterPayload} = await import(`${here}dist/src/lib/relay/protocol.js`)
-  const child = spawn(process.execPath, [new URL(import.meta.url).pathname, root, '0', twin ? 'serve-twin' : 'serve'], {stdio: ['ignore', 'pipe', 'inherit']})
+  // SERVER_NODE_ARGS: node flags for the server process, e.g. '--cpu-prof --cpu-prof-dir=/tmp/prof'
+  const serverArgs = (process.env.SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean)
+  const child = spawn(process.execPath, [...serverArgs, new URL(import.meta.url).pathname, root, '0', twin ? 'serve-twin' : 'serve'], {stdio: ['ignore', 'pipe', 'inherit']})
   let out = ''
   const port = await new Promise((resolve) => child.stdout.on('data', (d) => { out += d; const m = /PORT (\d+)/.exec(out); if (m) resolve(Number(m[1])) }))
   const address = {host: '127.0.0.1', port}
@@ -62,14 +64,16 @@ if (mode === 'serve' || mode === 'serve-twin') {
   for (let i = 0; i < 2000; i++) await send()
   child.kill('SIGUSR2')
   const th0 = threads()
+  const c0 = process.cpuUsage()
   const t0 = performance.now()
   for (let i = 0; i < N; i++) await send()
   const wall = performance.now() - t0
+  const c1 = process.cpuUsage(c0)
   const th1 = threads()
   let all = 0
   for (const k in th1) all += th1[k] - (th0[k] ?? 0)
   a.close()
   const stats = new Promise((resolve) => child.stdout.on('data', () => { const m = /STATS (.*)\n/.exec(out); if (m) resolve(JSON.parse(m[1])) }))
   child.kill('SIGTERM')
-  console.log(JSON.stringify({root: (twin ? 'twin:' : '') + root.split('/').pop(), server_us: +(all / N).toFixed(1), main_us: +((th1[child.pid] - th0[child.pid]) / N).toFixed(1), texts_per_s: Math.round((N / wall) * 1000), ...(await stats)}))
+  console.log(JSON.stringify({root: (twin ? 'twin:' : '') + root.split('/').pop(), server_us: +(all / N).toFixed(1), main_us: +((th1[child.pid] - th0[child.pid]) / N).toFixed(1), client_us: +((c1.user + c1.system) / N).toFixed(1), texts_per_s: Math.round((N / wall) * 1000), ...(await stats)}))
 }
