@@ -39,10 +39,12 @@ answers 202 with a body the size of the proxy's answer, doing nothing else.`
     if (!this.jsonEnabled()) {
       this.out(
         [
-          `baseline (${r.baseline.name}): ${r.baseline.perSecond} req/s, p50 ${r.baseline.p50ms} ms, p99 ${r.baseline.p99ms} ms, errors ${r.baseline.errors}`,
+          `baseline (${r.baseline.name}): ${r.baseline.perSecond} req/s, p50 ${r.baseline.p50ms} ms, p99 ${r.baseline.p99ms} ms, errors ${r.baseline.errors}` +
+            (r.baseline.cpu_us_per_request.server === null ? '' : `, CPU per request: server ${r.baseline.cpu_us_per_request.server} us, load generator ${r.baseline.cpu_us_per_request.loadgen} us`),
           `proxy ingest (${r.proxy.processes} process${r.proxy.processes > 1 ? 'es' : ''}, ${r.store}): ${r.proxy.perSecond} accepted/s, p50 ${r.proxy.p50ms} ms, p99 ${r.proxy.p99ms} ms, errors ${r.proxy.errors}` +
-            (r.proxy.cpu_us_per_request.proxy === null ? '' : `, CPU per request: proxy ${r.proxy.cpu_us_per_request.proxy} us, broker ${r.proxy.cpu_us_per_request.broker} us`),
-          `  ratio: ${r.ratio === null ? 'no ratio (errors)' : `${r.ratio}x the baseline (target >= ${r.targets.ratio}x: ${r.ratio >= r.targets.ratio ? 'met' : 'not met'})`}`,
+            (r.proxy.cpu_us_per_request.proxy === null ? '' : `, CPU per request: proxy ${r.proxy.cpu_us_per_request.proxy} us, broker ${r.proxy.cpu_us_per_request.broker} us, load generator ${r.proxy.cpu_us_per_request.loadgen} us`),
+          `  ratio: ${r.ratio === null ? 'no ratio (errors)' : `${r.ratio}x the baseline (target >= ${r.targets.ratio}x: ${r.ratio >= r.targets.ratio ? 'met' : 'not met'})`}` +
+            (r.cpu_bound_ratio === null ? '' : `; by CPU per request ${r.cpu_bound_ratio}x (what a run with every core busy reaches; throughput swings with other load, CPU per request much less)`),
           `worker delivery: ${r.worker.messages} messages in ${r.worker.seconds} s = ${r.worker.perSecond} msg/s (concurrency ${r.worker.concurrency})` +
             (r.worker.cpu_us_per_message.worker === null ? '' : `, CPU per message: worker ${r.worker.cpu_us_per_message.worker} us, broker ${r.worker.cpu_us_per_message.broker} us`),
           `  vs proxy: ${r.worker.vs_proxy === null ? 'no ratio (proxy errors)' : `${r.worker.vs_proxy}x the proxy's accepted rate (target >= ${r.targets.worker_vs_proxy}x: ${r.worker.vs_proxy >= r.targets.worker_vs_proxy ? 'met' : 'not met'})`}`,

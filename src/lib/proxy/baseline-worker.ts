@@ -2,8 +2,9 @@
  * The proxy bench's baseline server, on a thread of its own as the proxy has a process of its own:
  * node's HTTPS server with the proxy's TLS and server settings, which reads each request body in
  * full (as the proxy must before it can validate it) and answers 202 with the proxy's headers and
- * a body the size of the proxy's answer, without doing anything else. The parent posts nothing but
- * `close`; the thread posts its port once it listens.
+ * a body the size of the proxy's answer, without doing anything else. The thread posts its port once
+ * it listens; the parent posts `cpu` (answered with this thread's CPU seconds, so the bench can report
+ * the baseline's CPU per request beside the proxy's) and `close`.
  */
 import {createServer} from 'node:https'
 import type {AddressInfo} from 'node:net'
@@ -14,6 +15,7 @@ import {MqHome} from '../config/home.js'
 import {defaultConfig} from '../config/load.js'
 import {readBody, sendError} from '../http/errors.js'
 import {serverTlsOptions} from '../pki/index.js'
+import {cpuSeconds} from './cpu.js'
 import {timeOrderedUuid} from './server.js'
 
 const {home} = workerData as {home: string}
@@ -36,7 +38,8 @@ srv.keepAliveTimeout = 65_000
 srv.headersTimeout = 20_000
 srv.requestTimeout = 30_000
 srv.listen(0, '127.0.0.1', () => parentPort!.postMessage({port: (srv.address() as AddressInfo).port}))
-parentPort!.on('message', () => {
+parentPort!.on('message', (m: string) => {
+  if (m === 'cpu') return parentPort!.postMessage({cpu: cpuSeconds('thread')})
   srv.closeAllConnections()
   srv.close(() => process.exit(0))
 })

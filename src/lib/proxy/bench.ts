@@ -1,7 +1,8 @@
 import {type ChildProcess, spawn} from 'node:child_process'
-import {mkdtempSync, readFileSync, rmSync} from 'node:fs'
+import {mkdtempSync, rmSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
+import type {ConnectionOptions} from 'node:tls'
 import {fileURLToPath} from 'node:url'
 import {Worker} from 'node:worker_threads'
 
@@ -12,6 +13,7 @@ import {defaultConfig} from '../config/load.js'
 import {UnavailableError} from '../errors.js'
 import {freePort} from '../util/net.js'
 import {CertificateAuthority, clientTlsOptions} from '../pki/index.js'
+import {cpuSeconds, perRequestUs} from './cpu.js'
 import {type LoadResult, loadTest} from './load.js'
 
 export type {LoadResult} from './load.js'
@@ -44,12 +46,22 @@ const stop = (p?: ChildProcess) =>
     p.kill('SIGTERM')
   })
 
+/** The baseline's load phase with the CPU its server thread and the load generator used per request (Linux /proc; null elsewhere). */
+export type BaselineResult = LoadResult & {cpu_us_per_request: {server: number | null; loadgen: number | null}}
+
 export interface PipelineBenchResult {
-  baseline: LoadResult & {name: string}
-  /** cpu_us_per_request: CPU time of the proxy and of the broker per request of the ingest phase (Linux /proc; null elsewhere) */
-  proxy: LoadResult & {processes: number; cpu_us_per_request: {proxy: number | null; broker: number | null}}
+  baseline: BaselineResult & {name: string}
+  /** cpu_us_per_request: CPU time of the proxy, the broker and the load generator per request of the ingest phase (Linux /proc; null elsewhere) */
+  proxy: LoadResult & {processes: number; cpu_us_per_request: {proxy: number | null; broker: number | null; loadgen: number | null}}
   /** null when the baseline or the proxy had errors: a ratio counts only when both finished clean */
   ratio: number | null
+  /**
+   * The ratio a run whose cores are all busy can reach: (baseline server + load generator) CPU per
+   * request over (proxy + broker + load generator), Redis left out. A closed loop's throughput on a
+   * shared machine swings with the other load, CPU per request much less, so this says what the
+   * architecture allows. null when a figure is missing or either side had errors.
+   */
+  cpu_bound_ratio: number | null
   /** issue 17: the proxy at least 0.9x the baseline; the worker delivers at least the proxy's accepted rate */
   targets: {ratio: number; worker_vs_proxy: number}
   /** cpu_us_per_message: CPU time of the worker and of the broker per delivered message, from "worker ready" to the last delivery */
@@ -57,15 +69,32 @@ export interface PipelineBenchResult {
   store: string
 }
 
-/** CPU seconds (user + system) a process has used so far, from /proc; null where there is none. */
-function cpuSeconds(pid: number | undefined): number | null {
-  if (pid === undefined) return null
+/**
+ * The baseline: a bare keep-alive mutual-TLS HTTPS server on a thread of its own (baseline-worker.ts,
+ * certificate `baseline` of the CA in `home`) under the load generator, which runs on this thread.
+ * CPU is read per thread, so the server's is not counted as the generator's.
+ */
+export async function benchBaseline(home: string, tls: ConnectionOptions, opts: {body: (i: number) => Buffer; connections: number; seconds: number}): Promise<BaselineResult> {
+  const server = new Worker(new URL('./baseline-worker.js', import.meta.url), {workerData: {home}})
+  const next = <T>() =>
+    new Promise<T>((resolve, reject) => {
+      server.once('message', resolve)
+      server.once('error', reject)
+    })
   try {
-    // fields after the command name: utime and stime are the 12th and 13th, in clock ticks (100/s)
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
-    return (Number(f[11]) + Number(f[12])) / 100
-  } catch {
-    return null
+    const {port} = await next<{port: number}>()
+    const serverCpu = async () => {
+      const answer = next<{cpu: number | null}>()
+      server.postMessage('cpu')
+      return (await answer).cpu
+    }
+    const cpu0 = {loadgen: cpuSeconds('thread'), server: await serverCpu()}
+    const r = await loadTest(`https://127.0.0.1:${port}/`, tls, {body: opts.body, connections: opts.connections, expect: 202, seconds: opts.seconds})
+    const cpu = {loadgen: perRequestUs(cpu0.loadgen, cpuSeconds('thread'), r.requests), server: perRequestUs(cpu0.server, await serverCpu(), r.requests)}
+    return {...r, cpu_us_per_request: cpu}
+  } finally {
+    server.postMessage('close')
+    await new Promise((r) => server.once('exit', r))
   }
 }
 
@@ -90,18 +119,7 @@ export async function benchPipeline(opts: {seconds: number; connections: number;
 
     // baseline: same TLS and HTTP stack, reads the body, no other work, on its own thread (the proxy has its own process)
     log('baseline: bare mutual-TLS HTTPS server')
-    const baselineServer = new Worker(new URL('./baseline-worker.js', import.meta.url), {workerData: {home: dir}})
-    let baseline: LoadResult
-    try {
-      const bport = await new Promise<number>((resolve, reject) => {
-        baselineServer.once('message', (m: {port: number}) => resolve(m.port))
-        baselineServer.once('error', reject)
-      })
-      baseline = await loadTest(`https://127.0.0.1:${bport}/`, tls, {body, connections: opts.connections, expect: 202, seconds: opts.seconds})
-    } finally {
-      baselineServer.postMessage('close')
-      await new Promise((r) => baselineServer.once('exit', r))
-    }
+    const baseline = await benchBaseline(dir, tls, {body, connections: opts.connections, seconds: opts.seconds})
 
     const bp = opts.ports?.broker || (await freePort())
     const ap = opts.ports?.api || (await freePort())
@@ -112,10 +130,13 @@ export async function benchPipeline(opts: {seconds: number; connections: number;
     procs.push(await spawnMq(['proxy', 'start', '--port', String(pp), '--rate', '0', '--processes', String(opts.processes ?? 1), '--api', `https://127.0.0.1:${ap}`], {...env, MQ_LOG_LEVEL: 'info'}, 'proxy ready'))
     log(`proxy ingest: ${opts.connections} keep-alive connections for ${opts.seconds} s`)
     const [brokerPid, proxyPid] = [procs[0].pid, procs[1].pid]
-    const cpu0 = {broker: cpuSeconds(brokerPid), proxy: (opts.processes ?? 1) === 1 ? cpuSeconds(proxyPid) : null}
+    const cpu0 = {broker: cpuSeconds(brokerPid), loadgen: cpuSeconds('thread'), proxy: (opts.processes ?? 1) === 1 ? cpuSeconds(proxyPid) : null}
     const proxy = await loadTest(`https://127.0.0.1:${pp}/api/v1/messages`, tls, {body, connections: opts.connections, expect: 202, seconds: opts.seconds})
-    const perRequest = (a: number | null, b: number | null) => (a === null || b === null || proxy.requests === 0 ? null : Math.round(((b - a) * 1e6) / proxy.requests))
-    const cpu = {broker: perRequest(cpu0.broker, cpuSeconds(brokerPid)), proxy: perRequest(cpu0.proxy, cpu0.proxy === null ? null : cpuSeconds(proxyPid))}
+    const cpu = {
+      broker: perRequestUs(cpu0.broker, cpuSeconds(brokerPid), proxy.requests),
+      loadgen: perRequestUs(cpu0.loadgen, cpuSeconds('thread'), proxy.requests),
+      proxy: perRequestUs(cpu0.proxy, cpu0.proxy === null ? null : cpuSeconds(proxyPid), proxy.requests),
+    }
     await stop(procs.pop())
 
     const stream = `${prefix}ingest`
@@ -134,12 +155,15 @@ export async function benchPipeline(opts: {seconds: number; connections: number;
       await new Promise((r) => setTimeout(r, 50))
     }
     const wsec = (Date.now() - t0) / 1000
-    const perMessage = (a: number | null, b: number | null) => (a === null || b === null || atStart === 0 ? null : Math.round(((b - a) * 1e6) / atStart))
-    const wcpu = {broker: perMessage(wcpu0.broker, cpuSeconds(brokerPid)), worker: perMessage(wcpu0.worker, cpuSeconds(workerPid))}
+    const wcpu = {broker: perRequestUs(wcpu0.broker, cpuSeconds(brokerPid), atStart), worker: perRequestUs(wcpu0.worker, cpuSeconds(workerPid), atStart)}
+    const clean = baseline.errors === 0 && proxy.errors === 0
+    const b = baseline.cpu_us_per_request
+    const cpuBound = clean && [b.server, b.loadgen, cpu.proxy, cpu.broker, cpu.loadgen].every((x) => x !== null && x > 0) ? Math.round(((b.server! + b.loadgen!) / (cpu.proxy! + cpu.broker! + cpu.loadgen!)) * 100) / 100 : null
     return {
       baseline: {...baseline, name: 'bare keep-alive mutual-TLS HTTPS server on its own thread (same TLS/HTTP stack and settings; reads each body, answers 202 with a proxy-sized body; no validation, broker or Redis)'},
+      cpu_bound_ratio: cpuBound,
       proxy: {...proxy, cpu_us_per_request: cpu, processes: opts.processes ?? 1},
-      ratio: baseline.errors === 0 && proxy.errors === 0 ? Math.round((proxy.perSecond / Math.max(1, baseline.perSecond)) * 100) / 100 : null,
+      ratio: clean ? Math.round((proxy.perSecond / Math.max(1, baseline.perSecond)) * 100) / 100 : null,
       store: opts.storeUrl ? opts.storeUrl.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@') : 'sqlite',
       targets: {ratio: 0.9, worker_vs_proxy: 1},
       worker: {concurrency: opts.concurrency, cpu_us_per_message: wcpu, messages: atStart, perSecond: Math.round(atStart / wsec), seconds: Math.round(wsec * 10) / 10, vs_proxy: proxy.errors === 0 && proxy.perSecond > 0 ? Math.round((atStart / wsec / proxy.perSecond) * 100) / 100 : null},

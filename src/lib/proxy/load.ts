@@ -179,11 +179,53 @@ class LoadConnection {
   }
 }
 
+/**
+ * TLS handshakes in flight at once. Every bench connection comes from one address, and the proxy closes
+ * handshakes beyond proxy.max_handshakes_per_source (64) pending from one address; opening them all at once
+ * made `--connections` above 64 fail.
+ */
+const HANDSHAKES_AT_ONCE = 32
+/** a connection reset during its handshake (a server's cap on pending handshakes) is tried again, this many times in all */
+const CONNECT_TRIES = 20
+
+/** Opens n connections, at most HANDSHAKES_AT_ONCE handshaking; on failure closes those opened and throws. */
+async function openAll(u: URL, tls: ConnectionOptions, n: number): Promise<LoadConnection[]> {
+  const conns: LoadConnection[] = []
+  let started = 0
+  let failed: unknown
+  const openOne = async (): Promise<LoadConnection> => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await LoadConnection.open(u, tls)
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'ECONNRESET' || attempt >= CONNECT_TRIES) throw error
+        await new Promise((r) => setTimeout(r, 10 * attempt))
+      }
+    }
+  }
+  const opener = async () => {
+    while (started < n && failed === undefined) {
+      started++
+      try {
+        conns.push(await openOne())
+      } catch (error) {
+        failed ??= error
+      }
+    }
+  }
+  await Promise.all(Array.from({length: Math.min(HANDSHAKES_AT_ONCE, n)}, opener))
+  if (failed !== undefined) {
+    for (const c of conns) c.close()
+    throw failed
+  }
+  return conns
+}
+
 /** Closed-loop load over `connections` keep-alive mutual-TLS connections for `seconds`. */
 export async function loadTest(url: string, tls: ConnectionOptions, opts: LoadOptions): Promise<LoadResult> {
   const u = new URL(url)
   const head = `POST ${u.pathname} HTTP/1.1\r\nhost: ${u.host}\r\ncontent-type: application/json\r\ncontent-length: `
-  const conns = await Promise.all(Array.from({length: opts.connections}, () => LoadConnection.open(u, tls)))
+  const conns = await openAll(u, tls, opts.connections)
   let lat: number[] = []
   let accepted = 0
   let errors = 0
