@@ -14,7 +14,7 @@ import type {Logger} from '../log.js'
 import {type BrokerEngine, whenReady} from './backend.js'
 import {type DeliveryOut, type ExchangeType, type PublishResult, type Session} from './engine.js'
 import {type ResolvedPermissions, monitorForbidden, peekForbidden} from './permissions.js'
-import {BATCH_BYTES, BATCH_MAX_COUNT, BIG_BODY, DeliveryBatchWriter, type Frame, FrameError, FrameParser, NEWLINE, PROTOCOL_VERSION, encodeFrame, encodeHead, encodeValue, frameHeadersOrNone, isHeaderName, parsePublishBatch, sameHeaders} from '../wire/protocol.js'
+import {BATCH_BYTES, BATCH_MAX_COUNT, BIG_BODY, DeliveryBatchWriter, SPARE_SLABS, type Slab, Slabs, type Frame, FrameError, FrameParser, NEWLINE, PROTOCOL_VERSION, encodeFrame, encodeHead, encodeValue, frameHeadersOrNone, isHeaderName, parsePublishBatch, sameHeaders} from '../wire/protocol.js'
 
 export interface ServerLimits {
   maxPayload: number
@@ -252,6 +252,9 @@ class Connection {
    * and no concatenation copy.
    */
   private arena: Buffer = EMPTY_ARENA
+  /** the arena's slab (null while EMPTY_ARENA): its flushed regions are out until their write callbacks */
+  private arenaSlab: Slab | null = null
+  private readonly arenas = new Slabs(ARENA_SIZE, SPARE_SLABS)
   private arenaStart = 0
   private arenaFill = 0
   /** bytes in the arena not yet handed to the socket */
@@ -307,6 +310,9 @@ class Connection {
     const now = Date.now()
     // an idle connection gives its output arena back
     if (this.arenaFill === this.arenaStart && this.arena !== EMPTY_ARENA && now - this.lastOut > 1000) {
+      if (this.arenaSlab) this.arenas.retire(this.arenaSlab)
+      this.arenas.clear()
+      this.arenaSlab = null
       this.arena = EMPTY_ARENA
       this.arenaStart = this.arenaFill = 0
       this.dbatch.release()
@@ -424,9 +430,15 @@ class Connection {
 
   /** Makes room for n more bytes in the arena and schedules the flush of this tick. */
   private reserve(n: number): void {
+    // every region flushed so far has been written: the arena starts again at its beginning
+    if (this.arenaFill === this.arenaStart && this.arenaSlab !== null && this.arenaSlab.out === 0) this.arenaStart = this.arenaFill = 0
     if (this.arenaFill + n > this.arena.length) {
       this.flush()
-      this.arena = Buffer.allocUnsafeSlow(Math.max(ARENA_SIZE, n))
+      // the next arena first: a spare may not be the one just flushed
+      const next = this.arenas.get(n)
+      if (this.arenaSlab) this.arenas.retire(this.arenaSlab)
+      this.arenaSlab = next
+      this.arena = next.buf
       this.arenaStart = 0
       this.arenaFill = 0
     }
@@ -453,7 +465,8 @@ class Connection {
     this.flushScheduled = false
     if (this.dbatch.count > 0) this.closeDeliveries()
     if (this.arenaFill !== this.arenaStart && !this.sock.destroyed) {
-      this.sock.write(this.arena.subarray(this.arenaStart, this.arenaFill))
+      // the region stays out (never written again) until the socket is done with it
+      this.sock.write(this.arena.subarray(this.arenaStart, this.arenaFill), this.arenaSlab!.lend())
       this.arenaStart = this.arenaFill
     }
     if (this.corked) {
@@ -498,9 +511,12 @@ class Connection {
   /** Writes the open DELIVERS batch as one frame. */
   private closeDeliveries(): void {
     const frame = this.dbatch.frame()
+    const written = this.dbatch.written()
     this.lastOut = Date.now()
     if (frame.length < BATCH_BYTES) {
       this.write(frame)
+      // copied into the arena: its slab may take the next batch
+      written()
       return
     }
     // a full batch is written as it is, behind this tick's arena; the socket stays corked until the
@@ -510,10 +526,11 @@ class Connection {
       this.sock.cork()
     }
     if (this.arenaFill > this.arenaStart) {
-      this.sock.write(this.arena.subarray(this.arenaStart, this.arenaFill))
+      this.sock.write(this.arena.subarray(this.arenaStart, this.arenaFill), this.arenaSlab!.lend())
       this.arenaStart = this.arenaFill
     }
-    this.sock.write(frame)
+    // its slab is written again only once the socket is done with the frame (written or destroyed)
+    this.sock.write(frame, written)
     if (!this.flushScheduled) {
       this.flushScheduled = true
       process.nextTick(this.flush)

@@ -506,3 +506,49 @@ test('without batch confirms, named publishes share a batch whose one answer set
     await srv.stop()
   }
 })
+
+test('a delivery slab is written again only once every frame cut from it was given back, and then it is: memory stays bounded', () => {
+  const d = new DeliveryBatchWriter()
+  const body = Buffer.alloc(300)
+  let seq = 0
+  // full batches, as the broker closes them
+  const batch = (): Buffer => {
+    d.start('c1')
+    while (d.bytes < BATCH_BYTES) {
+      body.fill(seq & 0xff)
+      body.writeUInt32BE(seq, 0)
+      assert.ok(d.add(++seq, false, 1, 1_795_000_000_000, '', 'k', `m${seq}`, body))
+    }
+    return d.frame()
+  }
+  // frames still out (in a socket): later batches never touch their bytes, however many there are
+  const held: {frame: Buffer; copy: Buffer; written: () => void}[] = []
+  for (let i = 0; i < 40; i++) {
+    const frame = batch()
+    held.push({copy: Buffer.from(frame), frame, written: d.written()})
+  }
+  // the slabs filled up with frames out (the last one may still take batches after its frame)
+  const heldSlabs = new Set(held.slice(0, -1).map((h) => h.frame.buffer))
+  heldSlabs.delete(held.at(-1)!.frame.buffer)
+  for (let i = 0; i < 200; i++) {
+    const frame = batch()
+    assert.ok(!heldSlabs.has(frame.buffer), 'a batch was cut from a used-up slab whose frames are still out')
+    d.written()()
+  }
+  for (const h of held) assert.ok(h.frame.equals(h.copy), 'a frame changed while it was out')
+  // given back (a callback run twice counts once): their slabs are used again, and no new ones
+  for (const h of held) {
+    h.written()
+    h.written()
+  }
+  // a socket keeping up: the 4 latest frames out, older ones written in order
+  const slabs = new Set<ArrayBufferLike>()
+  const out: (() => void)[] = []
+  for (let i = 0; i < 1000; i++) {
+    slabs.add(batch().buffer)
+    out.push(d.written())
+    if (out.length > 4) out.shift()!()
+  }
+  // each slab holds 3 full batches: 4 frames out span 2-3 of them
+  assert.ok(slabs.size <= 4, `1000 batches used ${slabs.size} slabs`)
+})
