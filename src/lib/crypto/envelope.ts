@@ -25,7 +25,6 @@ import {
   privateDecrypt,
   publicEncrypt,
   randomBytes,
-  randomUUID,
   sign,
   timingSafeEqual,
   verify,
@@ -36,6 +35,7 @@ import * as nodeCrypto from 'node:crypto'
 
 import {DataError, MqError, PermissionError, TempFailError, UsageError} from '../errors.js'
 import {type NativeCrypto, type NativeHandle, nativeCrypto} from '../util/native-crypto.js'
+import {timeOrderedUuid} from '../wire/ids.js'
 
 /** the first format: JSON header, the grant in every envelope (still opened, no longer written) */
 export const ENVELOPE_MAGIC = Buffer.from('MQE1')
@@ -408,7 +408,8 @@ export class EnvelopeSealer {
     const inline = seq % this.grantEvery === 0 || now - k.inlineAt >= this.grantIntervalMs
     if (inline) k.inlineAt = now
     const nonce = nextNonce()
-    const messageId = opts.messageId ?? randomUUID()
+    // time-ordered: each receiver's replay database is keyed by (sender, id), and v4 ids dirtied a page per message there (timeOrderedUuid)
+    const messageId = opts.messageId ?? timeOrderedUuid(now)
     const headers = opts.headers && Object.keys(opts.headers).length > 0 ? opts.headers : undefined
     const h = header2Fields(messageId, opts.contentType ?? this.contentType, headers)
     const grantPart = inline ? k.inlineBytes : k.grantHash
