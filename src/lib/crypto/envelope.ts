@@ -25,7 +25,6 @@ import {
   privateDecrypt,
   publicEncrypt,
   randomBytes,
-  randomUUID,
   sign,
   timingSafeEqual,
   verify,
@@ -36,6 +35,7 @@ import * as nodeCrypto from 'node:crypto'
 
 import {DataError, MqError, PermissionError, TempFailError, UsageError} from '../errors.js'
 import {type NativeCrypto, type NativeHandle, nativeCrypto} from '../util/native-crypto.js'
+import {timeOrderedUuid} from '../wire/ids.js'
 
 /** the first format: JSON header, the grant in every envelope (still opened, no longer written) */
 export const ENVELOPE_MAGIC = Buffer.from('MQE1')
@@ -338,11 +338,11 @@ export class EnvelopeSealer {
   }
 
   seal(payload: Buffer, opts: SealOptions = {}): Sealed {
-    const s = this.start(payload, opts)
+    const s = this.start(payload, opts, WHOLE)
     // one allocation for the whole envelope (GCM's ciphertext is as long as the payload); the
     // ciphertext is written into it piece by piece (gcmInto), never held as a separate body
-    const envelope = Buffer.allocUnsafe(s.prefixLen + payload.length + TAG_LEN)
-    let off = s.writePrefix(envelope)
+    const envelope = s.out
+    let off = s.off
     const {k} = s
     if (k.native && k.gcm) {
       // ciphertext and tag straight into the envelope, under the context keyed once for this data key
@@ -365,23 +365,19 @@ export class EnvelopeSealer {
    * envelope buffer, with no copy to save: the pieces are then views of it.
    */
   sealPieces(payload: Buffer, opts: SealPiecesOptions = {}): SealedPieces {
-    const s = this.start(payload, opts)
-    if (s.k.native && s.k.gcm) {
+    const s = this.start(payload, opts, PIECES, opts.into)
+    if (s.buffer) {
       // encrypted into one envelope buffer (no copy to save), handed out as the same pieces: views of it
-      const len = s.prefixLen + payload.length + TAG_LEN
-      // never a slice of Node's shared pool: the whole buffer is the caller's to reuse
-      const buffer = opts.into && opts.into.length >= len ? opts.into : Buffer.allocUnsafeSlow(len)
-      const envelope = buffer.subarray(0, len)
-      s.k.native.gcmSeal(s.k.gcm, s.nonce, s.aad, payload, envelope, s.writePrefix(envelope))
-      const pieces = [envelope.subarray(0, s.prefixLen)]
-      for (let i = 0; i < payload.length; i += GCM_PIECE) pieces.push(envelope.subarray(s.prefixLen + i, s.prefixLen + Math.min(payload.length, i + GCM_PIECE)))
+      const envelope = s.out
+      const prefixLen = s.off
+      s.k.native!.gcmSeal(s.k.gcm!, s.nonce, s.aad, payload, envelope, prefixLen)
+      const pieces = [envelope.subarray(0, prefixLen)]
+      for (let i = 0; i < payload.length; i += GCM_PIECE) pieces.push(envelope.subarray(prefixLen + i, prefixLen + Math.min(payload.length, i + GCM_PIECE)))
       pieces.push(envelope.subarray(envelope.length - TAG_LEN))
-      return {buffer, grantInline: s.inline, keyId: s.keyId, length: envelope.length, messageId: s.messageId, pieces, seq: s.seq}
+      return {buffer: s.buffer, grantInline: s.inline, keyId: s.keyId, length: envelope.length, messageId: s.messageId, pieces, seq: s.seq}
     }
     const cipher = gcmCipher(s.k.dataKey, s.nonce, s.aad)
-    const prefix = Buffer.allocUnsafe(s.prefixLen)
-    s.writePrefix(prefix)
-    const pieces = [prefix]
+    const pieces = [s.out]
     let n = 0
     for (let i = 0; i < payload.length; i += GCM_PIECE) {
       const c = cipher.update(payload.subarray(i, i + GCM_PIECE))
@@ -390,11 +386,18 @@ export class EnvelopeSealer {
     }
     if (cipher.final().length !== 0 || n !== payload.length) throw new Error('AES-GCM output length')
     pieces.push(cipher.getAuthTag())
-    return {grantInline: s.inline, keyId: s.keyId, length: s.prefixLen + n + TAG_LEN, messageId: s.messageId, pieces, seq: s.seq}
+    return {grantInline: s.inline, keyId: s.keyId, length: s.off + n + TAG_LEN, messageId: s.messageId, pieces, seq: s.seq}
   }
 
-  /** Everything of a seal up to the ciphertext: key, nonce, header, MACs, the AAD, and the prefix writer. */
-  private start(payload: Buffer, opts: SealOptions) {
+  /**
+   * Everything of a seal up to the ciphertext: key, nonce, header, MACs and the AAD. The prefix (magic to
+   * MAC block) is written straight into the output, the header and MACs where they go (no buffers of their
+   * own); the AAD and the MAC input are assembled in this sealer's scratch buffers, which hold only bytes
+   * the envelope carries anyway (hash, header, MACs) and are used synchronously, before the next seal.
+   * `out`: WHOLE, the whole envelope (a new buffer); PIECES, with the native addon the whole envelope in
+   * `into` when it is long enough (else a buffer of its own: `buffer`), without it the prefix alone.
+   */
+  private start(payload: Buffer, opts: SealOptions, target: typeof WHOLE | typeof PIECES, into?: Buffer) {
     const now = this.now()
     let k = this.active
     if (!k || k.count >= k.max || now >= k.exp) {
@@ -405,31 +408,72 @@ export class EnvelopeSealer {
     const inline = seq % this.grantEvery === 0 || now - k.inlineAt >= this.grantIntervalMs
     if (inline) k.inlineAt = now
     const nonce = nextNonce()
-    const messageId = opts.messageId ?? randomUUID()
+    // time-ordered: each receiver's replay database is keyed by (sender, id), and v4 ids dirtied a page per message there (timeOrderedUuid)
+    const messageId = opts.messageId ?? timeOrderedUuid(now)
     const headers = opts.headers && Object.keys(opts.headers).length > 0 ? opts.headers : undefined
-    const headerBytes = encodeHeader2(FORMAT3, opts.timestamp ?? now, seq, nonce, messageId, opts.contentType ?? this.contentType, headers)
-    // per-recipient MACs over header + payload digest, themselves covered by the GCM tag
-    let macBlock: Buffer = EMPTY
-    if (k.macKeys.length > 1) {
-      if (k.native && k.macNative) {
-        macBlock = Buffer.allocUnsafe(k.macKeys.length * MAC_LEN)
-        k.native.macs(k.macNative, macHead2(FORMAT3, k.grantHash, headerBytes), payload, macBlock, 0)
-      } else macBlock = macsFor2(FORMAT3, k.macKeys, k.macPads, k.grantHash, headerBytes, payload)
-    }
-    const aad = aad2(FORMAT3, k.grantHash, headerBytes, macBlock)
+    const h = header2Fields(messageId, opts.contentType ?? this.contentType, headers)
     const grantPart = inline ? k.inlineBytes : k.grantHash
-    const prefixLen = 5 + grantPart.length + 2 + headerBytes.length + 2 + macBlock.length
-    /** writes magic, grant part, header and MAC block at the start of `out`; returns the offset after them */
-    const writePrefix = (out: Buffer): number => {
-      ENVELOPE3_MAGIC.copy(out, 0)
-      out[4] = inline ? KIND_GRANT : KIND_REF
-      let off = 5 + grantPart.copy(out, 5)
-      off = out.writeUInt16BE(headerBytes.length, off)
-      off += headerBytes.copy(out, off)
-      off = out.writeUInt16BE(macBlock.length, off)
-      return off + macBlock.copy(out, off)
+    const macLen = k.macKeys.length > 1 ? k.macKeys.length * MAC_LEN : 0
+    // u16(H) at lenOff, the header after it, then u16(M) and the MAC block: the AAD's tail, as it is in the envelope
+    const lenOff = 5 + grantPart.length
+    const hOff = lenOff + 2
+    const macOff = hOff + h.length + 2
+    const prefixLen = macOff + macLen
+    const len = prefixLen + payload.length + TAG_LEN
+    let buffer: Buffer | undefined
+    let out: Buffer
+    if (target === WHOLE) out = Buffer.allocUnsafe(len)
+    else if (k.native && k.gcm) {
+      // never a slice of Node's shared pool: the whole buffer is the caller's to reuse
+      buffer = into && into.length >= len ? into : Buffer.allocUnsafeSlow(len)
+      out = buffer.subarray(0, len)
+    } else out = Buffer.allocUnsafe(prefixLen)
+    ENVELOPE3_MAGIC.copy(out, 0)
+    out[4] = inline ? KIND_GRANT : KIND_REF
+    grantPart.copy(out, 5)
+    out.writeUInt16BE(h.length, lenOff)
+    writeHeader2(FORMAT3, out, hOff, opts.timestamp ?? now, seq, nonce, messageId, h)
+    out.writeUInt16BE(macLen, macOff - 2)
+    // per-recipient MACs over header + payload digest, themselves covered by the GCM tag
+    if (macLen > 0) {
+      if (k.native && k.macNative) {
+        const headLen = macHeadLength(FORMAT3, h.length)
+        const head = this.macScratch.view(headLen)
+        let off = FORMAT3.macContext.copy(head, 0)
+        off += k.grantHash.copy(head, off)
+        out.copy(head, off, lenOff, macOff - 2)
+        k.native.macs(k.macNative, head, payload, out, macOff)
+      } else macsFor2(FORMAT3, k.macKeys, k.macPads, k.grantHash, out.subarray(hOff, hOff + h.length), payload).copy(out, macOff)
     }
-    return {aad, inline, k, keyId: k.kid, messageId, nonce, prefixLen, seq, writePrefix}
+    // AAD = magic || gh || u16(H) || header || u16(M) || MAC block
+    const aad = this.aadScratch.view(4 + GRANT_HASH_LEN + prefixLen - lenOff)
+    FORMAT3.magic.copy(aad, 0)
+    k.grantHash.copy(aad, 4)
+    out.copy(aad, 4 + GRANT_HASH_LEN, lenOff, prefixLen)
+    return {aad, buffer, inline, k, keyId: k.kid, messageId, nonce, off: prefixLen, out, seq}
+  }
+
+  /** the AAD of the message being sealed, and the MAC input's head (see start) */
+  private readonly aadScratch = new Scratch()
+  private readonly macScratch = new Scratch()
+}
+
+const WHOLE = 0
+const PIECES = 1
+
+/**
+ * A reusable buffer for bytes built and consumed within one synchronous call (an AAD, a MAC input): a
+ * stream's messages have the same lengths, so the same view is handed out again instead of a new buffer.
+ */
+class Scratch {
+  private buf = Buffer.alloc(0)
+  private last = Buffer.alloc(0)
+
+  view(len: number): Buffer {
+    if (this.last.length === len) return this.last
+    if (this.buf.length < len) this.buf = Buffer.allocUnsafeSlow(Math.max(len, 512))
+    this.last = this.buf.subarray(0, len)
+    return this.last
   }
 }
 
@@ -458,29 +502,43 @@ const FORMAT3: BinaryFormat = {grantEncoding: 3, headerVersion: 3, macContext: M
 /**
  * The MQE2/MQE3 header: u8 version (2 or 3, the format's), u64 ts, u32 seq, 12-byte nonce, u16 + message id, u16 + content
  * type, u16 + user headers as JSON (0: none). Sender, recipients and key id are the grant's.
+ * header2Fields checks the variable fields and gives the header's length; writeHeader2 writes it where it goes.
  */
-function encodeHeader2(f: BinaryFormat, ts: number, seq: number, nonce: Buffer, id: string, ct: string, headers?: Record<string, string>): Buffer {
+interface HeaderFields {
+  /** the header's length in bytes */
+  length: number
+  idLen: number
+  /** '' for the usual content type */
+  ct: string
+  ctLen: number
+  h: Buffer
+}
+
+function header2Fields(id: string, ct: string, headers?: Record<string, string>): HeaderFields {
   // the usual content type costs nothing on the wire: an empty one means it
   if (ct === DEFAULT_CONTENT_TYPE) ct = ''
   const idLen = Buffer.byteLength(id)
-  const ctLen = Buffer.byteLength(ct)
+  const ctLen = ct === '' ? 0 : Buffer.byteLength(ct)
   const h = headers ? Buffer.from(JSON.stringify(headers)) : EMPTY
   if (idLen === 0 || idLen > MAX_ID_BYTES) throw new UsageError('E_MESSAGE_ID', `A message id must be 1 to ${MAX_ID_BYTES} bytes (got ${idLen}).`)
   if (ctLen > MAX_ID_BYTES) throw new UsageError('E_CONTENT_TYPE', `A content type must be at most ${MAX_ID_BYTES} bytes (got ${ctLen}).`)
   if (h.length > 0xffff) throw new UsageError('E_HEADER', `The user headers are too large (${h.length} bytes as JSON, at most 65535).`)
-  const b = Buffer.allocUnsafe(1 + 8 + 4 + NONCE_LEN + 2 + idLen + 2 + ctLen + 2 + h.length)
-  b[0] = f.headerVersion
-  b.writeUInt32BE(Math.floor(ts / 2 ** 32), 1)
-  b.writeUInt32BE(ts % 2 ** 32, 5)
-  b.writeUInt32BE(seq, 9)
-  nonce.copy(b, 13)
-  let off = b.writeUInt16BE(idLen, 13 + NONCE_LEN)
+  return {ct, ctLen, h, idLen, length: 1 + 8 + 4 + NONCE_LEN + 2 + idLen + 2 + ctLen + 2 + h.length}
+}
+
+/** writes the header (fields from header2Fields) at b[off..] */
+function writeHeader2(f: BinaryFormat, b: Buffer, off: number, ts: number, seq: number, nonce: Buffer, id: string, x: HeaderFields): void {
+  b[off] = f.headerVersion
+  b.writeUInt32BE(Math.floor(ts / 2 ** 32), off + 1)
+  b.writeUInt32BE(ts % 2 ** 32, off + 5)
+  b.writeUInt32BE(seq, off + 9)
+  nonce.copy(b, off + 13)
+  off = b.writeUInt16BE(x.idLen, off + 13 + NONCE_LEN)
   off += b.write(id, off)
-  off = b.writeUInt16BE(ctLen, off)
-  off += b.write(ct, off)
-  off = b.writeUInt16BE(h.length, off)
-  h.copy(b, off)
-  return b
+  off = b.writeUInt16BE(x.ctLen, off)
+  if (x.ctLen > 0) off += b.write(x.ct, off)
+  off = b.writeUInt16BE(x.h.length, off)
+  x.h.copy(b, off)
 }
 
 interface Header2 {
@@ -499,30 +557,47 @@ function decodeHeader2(f: BinaryFormat, b: Buffer): Header2 {
   if (!Number.isSafeInteger(ts)) throw bad('header timestamp')
   const seq = b.readUInt32BE(9)
   const nonce = b.subarray(13, 13 + NONCE_LEN)
-  const field = (what: string): Buffer => {
-    if (off + 2 > b.length) throw bad(`truncated header ${what}`)
-    const n = b.readUInt16BE(off)
-    off += 2
-    if (off + n > b.length) throw bad(`truncated header ${what}`)
-    const v = b.subarray(off, off + n)
-    off += n
-    return v
-  }
-  const idBytes = field('message id')
-  const ctBytes = field('content type')
-  const hBytes = field('headers')
+  // the three length-prefixed fields, as offsets (no view per field): [start, end) each
+  const idEnd = headerField(b, off, 'message id')
+  const idStart = off + 2
+  const ctEnd = headerField(b, idEnd, 'content type')
+  const ctStart = idEnd + 2
+  const hEnd = headerField(b, ctEnd, 'headers')
+  const hStart = ctEnd + 2
+  off = hEnd
   if (off !== b.length) throw bad('trailing bytes in the header')
-  if (idBytes.length === 0 || idBytes.length > MAX_ID_BYTES || ctBytes.length > MAX_ID_BYTES) throw bad('header fields')
-  if (!isUtf8(idBytes) || !isUtf8(ctBytes)) throw bad('header fields are not UTF-8')
-  const id = idBytes.toString('utf8')
-  const ct = ctBytes.toString('utf8')
+  if (idEnd === idStart || idEnd - idStart > MAX_ID_BYTES || ctEnd - ctStart > MAX_ID_BYTES) throw bad('header fields')
+  const id = utf8Field(b, idStart, idEnd)
+  const ct = ctEnd === ctStart ? '' : utf8Field(b, ctStart, ctEnd)
   let h: Record<string, string> | undefined
-  if (hBytes.length > 0) {
-    const v = parseJson(hBytes, 'header headers')
+  if (hEnd > hStart) {
+    const v = parseJson(b.subarray(hStart, hEnd), 'header headers')
     if (!Object.values(v).every((x) => typeof x === 'string')) throw bad('header headers')
     h = v as Record<string, string>
   }
   return {ct: ct === '' ? DEFAULT_CONTENT_TYPE : ct, h, id, nonce, seq, ts}
+}
+
+/** the end of the u16-length-prefixed header field at off (bounds-checked) */
+function headerField(b: Buffer, off: number, what: string): number {
+  if (off + 2 > b.length) throw bad(`truncated header ${what}`)
+  const end = off + 2 + b.readUInt16BE(off)
+  if (end > b.length) throw bad(`truncated header ${what}`)
+  return end
+}
+
+/** b[start..end) as a string; not UTF-8 is E_ENVELOPE_MALFORMED. ASCII (a UUID) is checked here, anything else by isUtf8. */
+function utf8Field(b: Buffer, start: number, end: number): string {
+  let ascii = true
+  for (let i = start; i < end; i++) {
+    if (b[i] > 0x7f) {
+      ascii = false
+      break
+    }
+  }
+  if (ascii) return b.toString('latin1', start, end)
+  if (!isUtf8(b.subarray(start, end))) throw bad('header fields are not UTF-8')
+  return b.toString('utf8', start, end)
 }
 
 const DEFAULT_CONTENT_TYPE = 'application/octet-stream'
@@ -530,8 +605,9 @@ const DEFAULT_CONTENT_TYPE = 'application/octet-stream'
 const MAX_ID_BYTES = 1024
 
 /** MQE2/MQE3 associated data: the format's magic, the grant hash, the header and every recipient's MAC, each delimited. */
-function aad2(f: BinaryFormat, grantHash: Buffer, headerBytes: Buffer, macBlock: Buffer): Buffer {
-  const b = Buffer.allocUnsafe(4 + GRANT_HASH_LEN + 2 + headerBytes.length + 2 + macBlock.length)
+function aad2(f: BinaryFormat, grantHash: Buffer, headerBytes: Buffer, macBlock: Buffer, scratch?: Scratch): Buffer {
+  const len = 4 + GRANT_HASH_LEN + 2 + headerBytes.length + 2 + macBlock.length
+  const b = scratch ? scratch.view(len) : Buffer.allocUnsafe(len)
   f.magic.copy(b, 0)
   grantHash.copy(b, 4)
   let off = b.writeUInt16BE(headerBytes.length, 4 + GRANT_HASH_LEN)
@@ -554,7 +630,7 @@ function macsFor2(f: BinaryFormat, macKeys: Buffer[], pads: MacPads[], grantHash
  * (MQE3) || gh || u16(H) || header || SHA-256(payload): the MAC input, after the room
  */
 function macInput2(f: BinaryFormat, grantHash: Buffer, headerBytes: Buffer, payload: Buffer): Buffer {
-  const b = Buffer.allocUnsafe(HMAC_BLOCK + macHeadLength(f, headerBytes) + 32)
+  const b = Buffer.allocUnsafe(HMAC_BLOCK + macHeadLength(f, headerBytes.length) + 32)
   const off = writeMacHead(f, grantHash, headerBytes, b, HMAC_BLOCK)
   // the digest is written where it goes, not made into a Buffer of its own (see sha256Into)
   if (sha256Into(payload, b, off) !== b.length) throw new Error('MAC input length')
@@ -563,13 +639,13 @@ function macInput2(f: BinaryFormat, grantHash: Buffer, headerBytes: Buffer, payl
 
 /** The MAC input without the payload's digest: "mq-envelope-mac/N\0" || gh || u16(H) || header (native macs() appends the digest). */
 function macHead2(f: BinaryFormat, grantHash: Buffer, headerBytes: Buffer): Buffer {
-  const b = Buffer.allocUnsafe(macHeadLength(f, headerBytes))
+  const b = Buffer.allocUnsafe(macHeadLength(f, headerBytes.length))
   writeMacHead(f, grantHash, headerBytes, b, 0)
   return b
 }
 
-function macHeadLength(f: BinaryFormat, headerBytes: Buffer): number {
-  return f.macContext.length + GRANT_HASH_LEN + 2 + headerBytes.length
+function macHeadLength(f: BinaryFormat, headerLength: number): number {
+  return f.macContext.length + GRANT_HASH_LEN + 2 + headerLength
 }
 
 /** writes the MAC context, gh, u16(H) and the header at b[off..]; returns the offset after them */
@@ -675,9 +751,17 @@ export interface EnvelopeParts {
 }
 
 export function isNativeEnvelope(buf: Buffer): boolean {
-  if (buf.length < 4) return false
-  const m = buf.subarray(0, 4)
-  return m.equals(ENVELOPE3_MAGIC) || m.equals(ENVELOPE2_MAGIC) || m.equals(ENVELOPE_MAGIC)
+  return envelopeVersion(buf) !== 0
+}
+
+/**
+ * 1, 2 or 3 when buf starts with the magic "MQE1", "MQE2" or "MQE3", else 0. Read byte by byte: it runs
+ * several times per message, and a view plus Buffer#equals per magic cost more than the rest of the check.
+ */
+function envelopeVersion(buf: Buffer): 0 | 1 | 2 | 3 {
+  if (buf.length < 4 || buf[0] !== 0x4d || buf[1] !== 0x51 || buf[2] !== 0x45) return 0
+  const v = buf[3]
+  return v === 0x33 ? 3 : v === 0x32 ? 2 : v === 0x31 ? 1 : 0
 }
 
 /** The parts of an MQE2 or MQE3 envelope, bounds-checked but not yet verified. */
@@ -746,9 +830,8 @@ class FieldReader {
  * problem, never reads out of bounds. The grant inside is parsed later (parseGrant, parseGrant3).
  */
 export function parseEnvelope2(buf: Buffer): Envelope2Parts {
-  const magic = buf.subarray(0, 4)
-  const version = magic.equals(ENVELOPE3_MAGIC) ? 3 : magic.equals(ENVELOPE2_MAGIC) ? 2 : 0
-  if (buf.length < 5 || version === 0) throw bad('not an MQE2 or MQE3 envelope')
+  const version = envelopeVersion(buf)
+  if (buf.length < 5 || version < 2) throw bad('not an MQE2 or MQE3 envelope')
   const kind = buf[4]
   const r = new FieldReader(buf, 5)
   let inline: Envelope2Parts['inline']
@@ -760,7 +843,8 @@ export function parseEnvelope2(buf: Buffer): Envelope2Parts {
     grantHash = r.bytes(GRANT_HASH_LEN, 'grant hash')
   } else throw bad(`unknown envelope kind ${kind}`)
   const headerBytes = r.field(2, 'header')
-  return {grantHash, headerBytes, inline, version, ...r.tail()}
+  const {ciphertext, macs, tag} = r.tail()
+  return {ciphertext, grantHash, headerBytes, inline, macs, tag, version: version === 3 ? 3 : 2}
 }
 
 const bad = (what: string): DataError =>
@@ -1014,7 +1098,9 @@ export class EnvelopeOpener {
   /** the key the previous message used */
   private recent?: CachedKey
   /** the last verified grant (copied: the envelope buffer belongs to the caller) */
-  private last?: {grantBytes: Buffer; signature: Buffer; hash: Buffer}
+  private last?: {grantBytes: Buffer; signature: Buffer; hash: Buffer; part?: Buffer}
+  /** the AAD of the envelope being opened (see Scratch) */
+  private readonly aadScratch = new Scratch()
 
   constructor(opts: OpenerOptions) {
     this.identity = opts.identity
@@ -1029,7 +1115,8 @@ export class EnvelopeOpener {
   private async unlock(encoding: 1 | 3, grantHash: Buffer, inline?: {grantBytes: Buffer; signature: Buffer}): Promise<CachedKey> {
     // a stream uses one grant: the entry of the previous message, unless its sender is due for a recheck
     const recent = this.recent
-    let k = recent && recent.hash.equals(grantHash) && this.now() - recent.checkedAt <= this.recheckMs ? recent : undefined
+    // (an inline grant equal to the last one hands back the very hash object the entry keeps: no compare)
+    let k = recent && (recent.hash === grantHash || recent.hash.equals(grantHash)) && this.now() - recent.checkedAt <= this.recheckMs ? recent : undefined
     if (!k) this.recent = k = await this.unlockSlow(encoding, grantHash, inline)
     // an envelope format names its grant encoding: a grant verified for one format does not open the other
     if (k.grant.encoding !== encoding) throw bad(`the grant is not the ${encoding === 3 ? 'binary' : 'JSON'} grant this envelope format carries`)
@@ -1089,7 +1176,8 @@ export class EnvelopeOpener {
       checkedAt: this.now(),
       dataKey: keys.subarray(0, 32),
       grant,
-      hash: Buffer.from(grantHash),
+      // the opener's own hash of the last inline grant is shared (nothing writes to either); a view into the caller's envelope is copied
+      hash: grantHash === this.last?.hash ? grantHash : Buffer.from(grantHash),
       index,
       macKey: keys.subarray(32),
       macPads: macPads(keys.subarray(32)),
@@ -1126,12 +1214,17 @@ export class EnvelopeOpener {
     return senderKey
   }
 
-  /** The hash of an inline grant: a stream reuses one grant, so compare bytes with the last one instead of hashing again. */
-  private inlineHash(grantBytes: Buffer, signature: Buffer): Buffer {
+  /**
+   * The hash of an inline grant: a stream reuses one grant, so compare bytes with the last one instead of
+   * hashing again. `part` is the envelope's grant part (u32 G, grant, u16 S, signature), compared in one call.
+   */
+  private inlineHash(grantBytes: Buffer, signature: Buffer, part?: {buf: Buffer; start: number; end: number}): Buffer {
     const last = this.last
-    if (last && last.grantBytes.equals(grantBytes) && last.signature.equals(signature)) return last.hash
+    if (last) {
+      if (part ? last.part !== undefined && last.part.compare(part.buf, part.start, part.end) === 0 : last.grantBytes.equals(grantBytes) && last.signature.equals(signature)) return last.hash
+    }
     const hash = hashGrant(grantBytes, signature)
-    this.last = {grantBytes: Buffer.from(grantBytes), hash, signature: Buffer.from(signature)}
+    this.last = {grantBytes: Buffer.from(grantBytes), hash, part: part ? Buffer.from(part.buf.subarray(part.start, part.end)) : undefined, signature: Buffer.from(signature)}
     return hash
   }
 
@@ -1142,8 +1235,7 @@ export class EnvelopeOpener {
    * garbage). `buf` is then changed whatever the outcome (a failed tag leaves zeros), so it cannot be opened again.
    */
   async open(buf: Buffer, opts: {inPlace?: boolean} = {}): Promise<Opened> {
-    const m = buf.subarray(0, 4)
-    if (m.equals(ENVELOPE3_MAGIC) || m.equals(ENVELOPE2_MAGIC)) return this.open2(buf, opts.inPlace === true)
+    if (envelopeVersion(buf) >= 2) return this.open2(buf, opts.inPlace === true)
     return this.open1(buf)
   }
 
@@ -1151,13 +1243,15 @@ export class EnvelopeOpener {
   private async open2(buf: Buffer, inPlace: boolean): Promise<Opened> {
     const parts = parseEnvelope2(buf)
     const f = parts.version === 3 ? FORMAT3 : FORMAT2
-    const grantHash = parts.inline ? this.inlineHash(parts.inline.grantBytes, parts.inline.signature) : parts.grantHash!
+    // the grant part runs from after the kind byte to the end of the signature
+    const grantHash = parts.inline ? this.inlineHash(parts.inline.grantBytes, parts.inline.signature, {buf, end: parts.inline.signature.byteOffset - buf.byteOffset + parts.inline.signature.length, start: 5}) : parts.grantHash!
     const k = await this.unlock(f.grantEncoding, grantHash, parts.inline)
     const header = decodeHeader2(f, parts.headerBytes)
     const {grant} = k
     // the grant hash in the AAD binds sender, recipients and key id; the header binds id, time and position
     checkWithinGrant(grant, header.seq, header.ts, parts.macs)
-    const payload = gcmOpen(k, header.nonce, aad2(f, grantHash, parts.headerBytes, parts.macs), parts.ciphertext, parts.tag, inPlace)
+    // the AAD is used up by gcmOpen before this returns: built in the opener's scratch buffer, not a new one
+    const payload = gcmOpen(k, header.nonce, aad2(f, grantHash, parts.headerBytes, parts.macs, this.aadScratch), parts.ciphertext, parts.tag, inPlace)
     checkOwnMac(k, parts.macs, () => {
       const mac = Buffer.allocUnsafe(MAC_LEN)
       if (k.native && k.macNative) k.native.macs(k.macNative, macHead2(f, grantHash, parts.headerBytes), payload, mac, 0)

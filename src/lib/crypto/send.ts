@@ -4,12 +4,12 @@
  * window of unconfirmed messages, and report each confirm in input order.
  */
 import type {KeyObject} from 'node:crypto'
-import {randomUUID} from 'node:crypto'
 
 import {MqError, UsageError, errorText} from '../errors.js'
 import {encryptCipherMq} from './ciphermq.js'
 import {EnvelopeSealer, type Recipient, type Signer} from './envelope.js'
 import {Window} from '../util/window.js'
+import {timeOrderedUuid} from '../wire/ids.js'
 import {BIG_BODY} from '../wire/protocol.js'
 
 export type SendFormat = 'native' | 'ciphermq' | 'plain'
@@ -105,7 +105,8 @@ export class MessageSender {
       const s = this.sealer.seal(payload, {headers: this.plan.headers})
       return {body: s.envelope, bytes: s.envelope.length, keyId: s.keyId, messageId: s.messageId}
     }
-    const messageId = randomUUID()
+    // time-ordered: a receiver's replay database is keyed by (sender, id), see timeOrderedUuid
+    const messageId = timeOrderedUuid()
     if (this.plan.format === 'ciphermq') {
       const body = Buffer.from(JSON.stringify(encryptCipherMq(payload, this.plan.recipients[0].encPublicKey, messageId)))
       return {body, bytes: body.length, messageId}

@@ -1,4 +1,4 @@
-import {createHash, randomUUID} from 'node:crypto'
+import {createHash} from 'node:crypto'
 import type {IncomingMessage, ServerResponse} from 'node:http'
 import {type Server, createServer} from 'node:https'
 import type {AddressInfo} from 'node:net'
@@ -21,6 +21,10 @@ import {RegisterBatcher} from './batcher.js'
 import {EnqueueBatcher} from './enqueue.js'
 import {RateLimiter} from './rate-limit.js'
 import {validateIngest} from './validate.js'
+import {timeOrderedUuid} from '../wire/ids.js'
+
+/** moved to wire/ids.ts (mq send uses it too); still exported from here for existing importers */
+export {timeOrderedUuid} from '../wire/ids.js'
 
 export interface ProxyOptions {
   config: MqConfig
@@ -271,17 +275,6 @@ export interface HealthReportLite {
   components: Record<string, HealthComponent>
 }
 
-/**
- * A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, then 74 random bits (from randomUUID's pooled
- * randomness). Random v4 ids landed each new record on a random leaf of the records store's
- * message_id index, so a batch of n registrations wrote about n index pages per commit; ids that
- * grow with time land on the last page or two.
- */
-export function timeOrderedUuid(now = Date.now()): string {
-  const r = randomUUID()
-  const t = now.toString(16).padStart(12, '0').slice(-12)
-  return `${t.slice(0, 8)}-${t.slice(8)}-7${r.slice(15)}`
-}
 
 function uuidFrom(h: Buffer): string {
   const b = Buffer.from(h.subarray(0, 16))

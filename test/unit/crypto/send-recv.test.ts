@@ -74,6 +74,44 @@ describe('send and recv helpers', () => {
     assert.throws(() => new MessageSender(r, {exchange: '', format: 'ciphermq', recipients: two, routingKey: 'q'}), (e: MqError) => e.code === 'E_CIPHERMQ_RECIPIENTS')
   })
 
+  it('names each message with a time-ordered UUIDv7 (plain too), later milliseconds sorting later; replays still refused after a restart', async () => {
+    // the receiver's replay database is keyed by (sender, id): ids that grow with time are appended there
+    // instead of each landing on a random page
+    const v7 = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
+    const pub = new Recorder()
+    const sender = new MessageSender(pub, {exchange: '', format: 'native', recipients: [{encPublicKey: enc.publicKey, name: 'bob'}], routingKey: 'q', sender: {name: 'alice', signPrivateKey: sig.privateKey}})
+    for (let i = 0; i < 40; i++) {
+      await (await sender.enqueue(Buffer.from(`m${i}`))).done
+      if (i % 10 === 9) await new Promise((r) => setTimeout(r, 3))
+    }
+    const ids = pub.bodies.map((b) => b.messageId ?? '')
+    for (const id of ids) assert.match(id, v7)
+    assert.equal(new Set(ids).size, ids.length)
+    const ms = ids.map((id) => id.slice(0, 13))
+    assert.ok(new Set(ms).size >= 2)
+    for (let i = 1; i < ids.length; i++) assert.ok(ms[i] >= ms[i - 1], `id ${i} sorts before the one sent earlier`)
+    const plain = new Recorder()
+    await (await new MessageSender(plain, {exchange: '', format: 'plain', recipients: [], routingKey: 'q'}).enqueue(Buffer.from('p'))).done
+    assert.match(plain.bodies[0].messageId ?? '', v7)
+    // every one accepted once, and refused as a replay by the next run
+    const home = new MqHome(h.dir)
+    let replay = await ReplayGuard.open(home, 'bob-v7')
+    const rx = new MessageReceiver({accept: ['native'], identity: {encPrivateKey: enc.privateKey, name: 'bob'}, replay, resolveSender: async () => sig.publicKey})
+    const ds = pub.bodies.map((b) => ({body: Buffer.from(b.body), headers: b.headers ?? {}, messageId: b.messageId ?? '', queue: 'q'}))
+    for (const d of ds) {
+      const m = await rx.open(d)
+      assert.equal(m.message_id, d.messageId)
+      rx.accepted(m, d)
+    }
+    await rx.begin()
+    await rx.commit()
+    await replay.close()
+    replay = await ReplayGuard.open(home, 'bob-v7')
+    const again = new MessageReceiver({accept: ['native'], identity: {encPrivateKey: enc.privateKey, name: 'bob'}, replay, resolveSender: async () => sig.publicKey})
+    for (const b of [pub.bodies[0], pub.bodies[39]]) await assert.rejects(again.open({body: Buffer.from(b.body), headers: {}, messageId: 'republished'}), (e: MqError) => e.code === 'E_REPLAY')
+    await replay.close()
+  })
+
   it('accepts only the formats asked for, and refuses a replay inside one batch and across runs', async () => {
     const pub = new Recorder()
     const sender = new MessageSender(pub, {exchange: '', format: 'native', headers: {k: 'v'}, recipients: [{encPublicKey: enc.publicKey, name: 'bob'}], routingKey: 'q', sender: {name: 'alice', signPrivateKey: sig.privateKey}})
