@@ -4,7 +4,7 @@ import {test} from 'node:test'
 import {readFileSync} from 'node:fs'
 import {PassThrough} from 'node:stream'
 
-import {type BenchResult, type BenchTarget, medianRun, percentiles, scaledForSize, serveConsumerRuns} from '../../../src/lib/client/bench.js'
+import {type BenchResult, type BenchSpec, type BenchTarget, type ConsumerProcess, type ConsumerReport, medianRun, percentiles, runBench, scaledForSize, serveConsumerRuns} from '../../../src/lib/client/bench.js'
 
 const run = (msgsPerSec: number, confirmP99?: number, rate?: number): BenchResult => ({
   confirmMs: confirmP99 === undefined ? undefined : {max: 0, p50: 0, p99: confirmP99, p999: 0},
@@ -97,3 +97,67 @@ test('one consumer process serves run after run (warm-up, then the timed runs): 
     ['ready', 'ready', 'progress 1000', 'progress 2000'],
   )
 })
+
+/**
+ * A broker that takes its time: each publish is "received" (its bytes read) only after a delay, as a
+ * client's buffered write is; the bytes it received are what a consumer would get. The run's consumer
+ * reports once every publish was received.
+ */
+function slowBroker(spec: BenchSpec) {
+  const received: Buffer[] = []
+  const bodies = new Set<Buffer>()
+  let done!: (r: ConsumerReport) => void
+  const report = new Promise<ConsumerReport>((r) => (done = r))
+  const receive = (body: Buffer, then: () => void) => {
+    bodies.add(body)
+    setTimeout(
+      () => {
+        // what the broker reads is the body as it is now, not as it was handed over
+        received.push(Buffer.from(body))
+        then()
+        if (received.length === spec.messages) done({cpuUs: 0, lastAt: performance.timeOrigin + performance.now(), latencyMs: {max: 0, p50: 0, p99: 0, p999: 0}, received: received.length})
+      },
+      received.length % 3,
+    )
+  }
+  const target: BenchTarget = {
+    cleanup: async () => {},
+    consumer: async () => assert.fail('the consumer is the fake process'),
+    name: 'mq',
+    prepare: async () => 'q',
+    producer: async () => ({
+      close: async () => {},
+      drained: async () => {},
+      publish(body) {
+        receive(body, () => {})
+        return true
+      },
+      publishConfirmed: (body) => new Promise<void>((resolve) => receive(body, resolve)),
+    }),
+  }
+  const consumer = {kill() {}, run: async () => ({report})} as unknown as ConsumerProcess
+  return {bodies, consumer, received, target}
+}
+
+for (const mode of ['durable', 'memory'] as const) {
+  test(`${mode} bench: every body arrives as published (its own stamp, the filler intact), none rewritten while a client may still hold it`, async () => {
+    const spec: BenchSpec = {messages: 400, mode, size: 4096, window: 8}
+    const b = slowBroker(spec)
+    const r = await runBench(b.target, {target: 'mq', url: ''}, spec, undefined, b.consumer)
+    assert.equal(r.messages, 400)
+    assert.equal(b.received.length, 400)
+    const filler = b.received[0].subarray(8)
+    const stamps = new Set<number>()
+    for (const body of b.received) {
+      assert.equal(body.length, 4096)
+      assert.ok(body.subarray(8).equals(filler), 'the payload after the stamp is the same for every message')
+      stamps.add(body.readDoubleLE(0))
+    }
+    // a body reused before the broker had read it would arrive with a later message's stamp, twice
+    assert.equal(stamps.size, 400, 'each message arrived with its own send time')
+    if (mode === 'durable') {
+      // confirmed bodies are reused: no more buffers than the window holds, not one per message
+      assert.ok(b.bodies.size <= spec.window + 1, `${b.bodies.size} bodies for a window of ${spec.window}`)
+    } else assert.equal(b.bodies.size, 400, 'an unconfirmed body is never reused')
+  })
+}
