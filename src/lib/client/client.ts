@@ -68,15 +68,6 @@ const NO_OPTS: {messageId?: string; headers?: Record<string, string>} = Object.f
 const CONFIRMED: Frame = Object.freeze({args: Object.freeze({}) as Record<string, string>, body: EMPTY, id: 0, verb: 'OK'})
 /** buffered output beyond which publishNoConfirm() asks the caller to await drained() */
 const CLIENT_OUT_LIMIT = 1024 * 1024
-/**
- * Bytes in the socket's buffer from which further frames wait in the client (BrokerClient.put). A
- * window of confirmed publishes handed to the TLS socket at once (64 of 1 MiB in mq bench) left as one
- * writev that Node's TLS layer joined into one fresh buffer of all of them, and sealed into as much
- * fresh memory again: 1.5 ms of CPU per MiB, against 0.65 ms written a frame or so at a time. The
- * same as CLIENT_OUT_LIMIT: at 256 KiB, unconfirmed 64 KiB publishes went out a few frames per
- * 'drain' and cost the producer 114-124 us a message instead of 62-69.
- */
-const HOLD_AT = CLIENT_OUT_LIMIT
 /** the TLS read buffer (Receiver): a few TLS records at a time */
 const RECV_BUFFER = 64 * 1024
 
@@ -115,11 +106,6 @@ function publishFrame(id: number, exchange: string, routingKey: string, body: Bu
   }
   if (!Buffer.isBuffer(body)) return [encodeHead(line, piecesLength(body)), ...body]
   return body.length >= BIG_BODY ? [encodeHead(line, body.length), body] : encodeLine(line, body)
-}
-
-/** a frame's bytes on the wire: one buffer, or a big frame's pieces and its closing newline */
-function frameBytes(frame: Buffer | readonly Buffer[]): number {
-  return Buffer.isBuffer(frame) ? frame.length : piecesLength(frame) + 1
 }
 
 function piecesLength(pieces: readonly Buffer[]): number {
@@ -176,12 +162,6 @@ export class BrokerClient extends EventEmitter {
   private readonly parser: FrameParser
   private out: Buffer[] = []
   private outLen = 0
-  /** frames waiting for the socket's buffer to fall below HOLD_AT, in order (put) */
-  private held: (Buffer | Buffer[])[] = []
-  private heldBytes = 0
-  private releaseScheduled = false
-  /** drained() callers, woken once nothing is held and the socket's buffer is below half CLIENT_OUT_LIMIT */
-  private drainWaiters: (() => void)[] = []
   private flushScheduled = false
   /** the broker agreed to batch confirms (CONFIRM upto=N) */
   private batchConfirms = false
@@ -232,7 +212,6 @@ export class BrokerClient extends EventEmitter {
     else sock.on('data', (d: Buffer) => this.onData(d))
     sock.on('error', (err) => this.shutdown(err))
     sock.on('close', () => this.shutdown())
-    sock.on('drain', this.wakeDrained)
     this.timer = setInterval(() => this.onTick(), 250)
     this.timer.unref()
   }
@@ -440,9 +419,6 @@ export class BrokerClient extends EventEmitter {
         : new UnavailableError('E_BROKER_CLOSED', `the connection to the broker closed${err ? `: ${err.message}` : ''}`, {hint: 'Try this: check the broker is running and reconnect'})
     for (const p of this.pending.values()) p.reject(reason)
     this.pending.clear()
-    this.held = []
-    this.heldBytes = 0
-    this.wakeDrained()
     if (err && !this.closing) this.emitError(reason)
     this.emit('close', err)
   }
@@ -457,17 +433,20 @@ export class BrokerClient extends EventEmitter {
   private writeFrame(frame: Buffer | Buffer[]): boolean {
     if (this.pbatch.count > 0) this.closeBatch()
     if (Array.isArray(frame)) {
-      // a big frame: header and body as they are, no copy of the body
+      // a big frame: header, body and newline as they are, no copy of the body
       this.flush()
-      this.put(frame)
-      return this.sock.writableLength + this.heldBytes < CLIENT_OUT_LIMIT
+      this.sock.cork()
+      for (const b of frame) this.sock.write(b)
+      this.sock.write(NEWLINE)
+      this.sock.uncork()
+      return this.sock.writableLength < CLIENT_OUT_LIMIT
     }
     const buf = frame
     // a full batch goes out as it is: copying it into this tick's buffer would gain nothing
     if (buf.length >= BATCH_BYTES) {
       this.flush()
-      this.put(buf)
-      return this.sock.writableLength + this.heldBytes < CLIENT_OUT_LIMIT
+      this.sock.write(buf)
+      return this.sock.writableLength < CLIENT_OUT_LIMIT
     }
     this.out.push(buf)
     this.outLen += buf.length
@@ -475,74 +454,16 @@ export class BrokerClient extends EventEmitter {
       this.flushScheduled = true
       process.nextTick(this.flush)
     }
-    return this.sock.writableLength + this.heldBytes + this.outLen < CLIENT_OUT_LIMIT
+    return this.sock.writableLength + this.outLen < CLIENT_OUT_LIMIT
   }
 
   private readonly flush = (): void => {
     this.flushScheduled = false
     if (this.pbatch.count > 0) this.closeBatch()
     if (this.out.length === 0 || this.sock.destroyed) return
-    this.put(this.out.length === 1 ? this.out[0] : Buffer.concat(this.out, this.outLen))
+    this.sock.write(this.out.length === 1 ? this.out[0] : Buffer.concat(this.out, this.outLen))
     this.out = []
     this.outLen = 0
-  }
-
-  /**
-   * Every write to the socket, in order: once its buffer holds HOLD_AT bytes, frames wait here (the
-   * bodies referenced, not copied) and follow one after the other as it drains, never overtaking.
-   */
-  private put(frame: Buffer | Buffer[]): void {
-    if (this.held.length > 0 || this.sock.writableLength >= HOLD_AT) {
-      this.held.push(frame)
-      this.heldBytes += frameBytes(frame)
-      // the socket's buffer is over its high-water mark, so a 'drain' follows (or a close)
-      if (!this.releaseScheduled) {
-        this.releaseScheduled = true
-        this.sock.once('drain', this.release)
-      }
-      return
-    }
-    this.send(frame)
-  }
-
-  private send(frame: Buffer | Buffer[]): void {
-    if (!Array.isArray(frame)) {
-      this.sock.write(frame)
-      return
-    }
-    this.sock.cork()
-    for (const b of frame) this.sock.write(b)
-    this.sock.write(NEWLINE)
-    this.sock.uncork()
-  }
-
-  private readonly release = (): void => {
-    this.releaseScheduled = false
-    if (this.sock.destroyed) return
-    let i = 0
-    while (i < this.held.length && this.sock.writableLength < HOLD_AT) {
-      const f = this.held[i++]
-      this.heldBytes -= frameBytes(f)
-      this.send(f)
-    }
-    this.held = i === this.held.length ? [] : this.held.slice(i)
-    if (this.held.length > 0) {
-      this.releaseScheduled = true
-      this.sock.once('drain', this.release)
-    }
-    this.wakeDrained()
-  }
-
-  /** whether drained() waits: frames held, or the socket's buffer at half CLIENT_OUT_LIMIT or more */
-  private backlogged(): boolean {
-    return !this.sock.destroyed && (this.heldBytes > 0 || (this.sock.writableNeedDrain && this.sock.writableLength >= CLIENT_OUT_LIMIT / 2))
-  }
-
-  private readonly wakeDrained = (): void => {
-    if (this.drainWaiters.length === 0 || this.backlogged()) return
-    const w = this.drainWaiters
-    this.drainWaiters = []
-    for (const r of w) r()
   }
 
   /**
@@ -718,16 +639,23 @@ export class BrokerClient extends EventEmitter {
    * as 'error' events. Returns false when the socket buffer is full: await drained() before more.
    */
   publishNoConfirm(exchange: string, routingKey: string, body: Buffer, opts: {messageId?: string; headers?: Record<string, string>} = NO_OPTS): boolean {
-    if (this.batched(exchange, routingKey, body, opts, 0)) return this.sock.writableLength + this.heldBytes + this.outLen + this.pbatch.bytes < CLIENT_OUT_LIMIT
+    if (this.batched(exchange, routingKey, body, opts, 0)) return this.sock.writableLength + this.outLen + this.pbatch.bytes < CLIENT_OUT_LIMIT
     return this.write(publishFrame(0, exchange, routingKey, body, opts))
   }
 
   /** Resolves when the socket's write buffer has drained (or at once if it is not full). */
   drained(): Promise<void> {
     this.flush()
-    if (!this.backlogged()) return Promise.resolve()
-    // woken by the socket's 'drain', by release() and by shutdown()
-    return new Promise((r) => this.drainWaiters.push(r))
+    if (!this.sock.writableNeedDrain || this.sock.writableLength < CLIENT_OUT_LIMIT / 2) return Promise.resolve()
+    return new Promise((r) => {
+      const done = () => {
+        this.sock.off('close', done)
+        this.sock.off('drain', done)
+        r()
+      }
+      this.sock.once('drain', done)
+      this.sock.once('close', done)
+    })
   }
 
   async consume(queue: string, opts: {prefetch?: number; noAck?: boolean}, onMessage: (d: Delivery) => void): Promise<{consumerTag: string; cancel(): Promise<void>}> {
