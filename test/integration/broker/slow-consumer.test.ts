@@ -111,3 +111,86 @@ describe('the same over TLS (a spawned broker): frames wait in the TLS socket', 
     assert.deepEqual(await consumeSlowly(sock, 'slow', n, 'HELLO 1 version=1 batch=1'), {bad: '', got: n})
   })
 })
+
+/** message i of queue q: mostly small, some that grow a batch past its slab, some big (DELIVER of their own) */
+function mixedBody(q: string, i: number): Buffer {
+  const r = (i * 2_654_435_761 + q.charCodeAt(0)) >>> 0
+  const size = r % 10 < 7 ? 50 + (r % 1500) : r % 10 < 9 ? 6000 + (r % 10_000) : 16 * 1024 + (r % 40_000)
+  const b = Buffer.allocUnsafe(size)
+  for (let j = 0; j < size; j++) b[j] = (r + j * 13) & 0xff
+  b.writeUInt32BE(i, 0)
+  return b
+}
+
+// two consumers on one connection, some messages with headers (DELIVER frames, in the arena between
+// batches): small DELIVERS frames are copied into the arena, full ones leave behind the arena's
+// region (corked) and big bodies go out on their own, all while the socket holds a full backlog
+describe('two consumers on one slow connection, small and big bodies mixed: every byte arrives as published', () => {
+  let srv: Awaited<ReturnType<typeof startPlainServer>>
+  before(async () => {
+    srv = await startPlainServer({permissionsFor: (identity) => ({...ALLOW_ALL, identity, roles: []})})
+  })
+  after(async () => {
+    await srv.stop()
+  })
+
+  for (const batch of [true, false])
+    test(`plain TCP, ${batch ? 'DELIVERS' : 'DELIVER'} frames`, async () => {
+      const n = 6000
+      const queues = [`mixa-${batch}`, `mixb-${batch}`]
+      for (const q of queues) srv.engine.declareQueue(q)
+      // the second queue skips every third message: runs to one consumer are of uneven lengths
+      const want = new Map(queues.map((q) => [q, [] as number[]]))
+      for (let i = 0; i < n; i++)
+        for (const q of queues)
+          if (q === queues[0] || i % 3 !== 0) {
+            // headers: without batch_headers=1 such a message goes as a DELIVER, into the arena between batches
+            srv.engine.publish('', q, mixedBody(q, i), {headers: i % 7 === 0 ? {h: `v${i}`} : undefined, messageId: `${q}:${i}`})
+            want.get(q)!.push(i)
+          }
+      const total = want.get(queues[0])!.length + want.get(queues[1])!.length
+      const sock = net.connect({host: '127.0.0.1', port: srv.port})
+      await new Promise<void>((resolve, reject) => sock.once('connect', resolve).once('error', reject))
+      const parser = new FrameParser(1 << 20, {wholeBodies: true})
+      const at = new Map(queues.map((q) => [q, 0]))
+      let got = 0
+      let bad = ''
+      const check = (id: string, b: Buffer, h: string | undefined) => {
+        const q = id.slice(0, id.indexOf(':'))
+        const k = at.get(q) ?? 0
+        const i = want.get(q)?.[k]
+        at.set(q, k + 1)
+        got++
+        if (!bad && (i === undefined || id !== `${q}:${i}` || !b.equals(mixedBody(q, i)) || h !== (i % 7 === 0 ? `v${i}` : undefined))) bad = `${got}th delivery: ${id} (h=${h}), ${b.length} bytes (starting ${b.length >= 4 ? b.readUInt32BE(0) : '-'}), want ${q}:${i}`
+      }
+      const done = new Promise<void>((resolve, reject) => {
+        sock.on('data', (d: Buffer) => {
+          try {
+            parser.push(
+              d,
+              (f) => {
+                if (f.verb === 'DELIVERS') parseDeliveries(f.body, Number(f.args.count), (x) => check(x.messageId, x.body, f.args['h.h']))
+                else if (f.verb === 'DELIVER') check(f.args.message_id, f.body, f.args['h.h'])
+                else if (f.verb === 'ERR') bad ||= `ERR ${f.args.code}: ${f.args.message}`
+              },
+              reject,
+            )
+          } catch (error) {
+            reject(error)
+          }
+          if (got === total || bad) resolve()
+          sock.pause()
+          setTimeout(() => sock.resume(), 1)
+        })
+        sock.on('error', reject)
+        sock.on('close', () => resolve())
+      })
+      sock.write(`HELLO 1 version=1 identity=mix${batch ? ' batch=1' : ''}\nCONSUME 2 queue=${queues[0]} prefetch=65535 no_ack=1\nCONSUME 3 queue=${queues[1]} prefetch=65535 no_ack=1\n`)
+      sock.pause()
+      await sleep(300)
+      sock.resume()
+      await done
+      sock.destroy()
+      assert.deepEqual({bad, got}, {bad: '', got: total})
+    })
+})
