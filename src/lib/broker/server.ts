@@ -316,6 +316,10 @@ class Connection {
       this.arena = EMPTY_ARENA
       this.arenaStart = this.arenaFill = 0
       this.dbatch.release()
+    } else if (this.sock.writableLength === 0) {
+      // a drained socket: the spares a backlog left behind go, one of each stays for the next burst
+      this.arenas.trim(1)
+      this.dbatch.trimSpares(1)
     }
     const {limits} = this.srv.opts
     const t = limits.handshakeTimeoutMs

@@ -564,6 +564,14 @@ export class Slabs {
     if (!this.idle && s.buf.length === this.size && this.spare.length < this.keep) this.spare.push(s)
   }
 
+  /**
+   * Keeps at most `n` spares: a connection whose backlog has drained needs few, and one that still
+   * sends a message a second never goes idle, so without this it would hold its peak's spares for good.
+   */
+  trim(n: number): void {
+    if (this.spare.length > n) this.spare.length = n
+  }
+
   /** drops the spares and keeps none until the next get() (an idle connection) */
   clear(): void {
     this.spare = []
@@ -721,6 +729,16 @@ class RecordBuffer {
   reset(): void {
     this.fill = this.head = this.base
     this.count = 0
+  }
+
+  /** keeps at most `n` spare slabs (a connection whose backlog has drained) */
+  trimSpares(n: number): void {
+    this.slabs.trim(n)
+  }
+
+  /** spare slabs held (tests) */
+  get spareSlabs(): number {
+    return this.slabs.spares
   }
 
   /** gives the slabs back (an idle connection); only between batches */

@@ -552,3 +552,35 @@ test('a delivery slab is written again only once every frame cut from it was giv
   // each slab holds 3 full batches: 4 frames out span 2-3 of them
   assert.ok(slabs.size <= 4, `1000 batches used ${slabs.size} slabs`)
 })
+
+test('a drained connection keeps one spare delivery slab, not its backlog peak, and its next batches are intact', () => {
+  const d = new DeliveryBatchWriter()
+  const body = Buffer.alloc(300)
+  let seq = 0
+  const batch = (): Buffer => {
+    d.start('c1')
+    while (d.bytes < BATCH_BYTES) {
+      body.fill(seq & 0xff)
+      body.writeUInt32BE(seq, 0)
+      assert.ok(d.add(++seq, false, 1, 1_795_000_000_000, '', 'k', `m${seq}`, body))
+    }
+    return d.frame()
+  }
+  // a backlog: 20 frames out at once (7 slabs), then all written
+  const out: (() => void)[] = []
+  for (let i = 0; i < 20; i++) {
+    batch()
+    out.push(d.written())
+  }
+  for (const w of out) w()
+  assert.ok(d.spareSlabs >= 4, `spares after a backlog: ${d.spareSlabs}`)
+  d.trimSpares(1)
+  assert.equal(d.spareSlabs, 1)
+  // the trimmed writer goes on: frames out are never overwritten
+  const held: {frame: Buffer; copy: Buffer}[] = []
+  for (let i = 0; i < 12; i++) {
+    const frame = batch()
+    held.push({copy: Buffer.from(frame), frame})
+  }
+  for (const h of held) assert.ok(h.frame.equals(h.copy), 'a frame changed while it was out')
+})
