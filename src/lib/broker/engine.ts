@@ -1073,21 +1073,37 @@ export class Engine {
 
   /** Push ready messages round-robin to consumers with room in their prefetch window. */
   /**
-   * A queue with consumers that lag: flowHigh ready messages, or for a non-durable queue half of its
-   * byte limit (transientMaxBytes). By count alone, 64 KiB messages from an unconfirmed publisher
+   * A queue with consumers that lag: flowHigh ready messages, or its ready bytes reach flowBytes (for a
+   * non-durable queue half of its byte limit, transientMaxBytes). By count alone, 64 KiB messages from an unconfirmed publisher
    * filled the 64 MiB limit at 1,024 messages, long before flowHigh, and every publish after that
    * was refused (E_QUEUE_FULL) instead of the publisher being paused.
    */
   private lagging(q: Queue): boolean {
-    return q.consumers.length > 0 && (q.messages >= this.flowHigh || (!q.durable && q.ready.bytes >= this.transientMaxBytes / 2))
+    return q.consumers.length > 0 && (q.messages >= this.flowHigh || this.readyBytes(q) >= this.flowBytes(q))
   }
 
   /** worked down far enough to let paused publishers go again */
   private caughtUp(q: Queue): boolean {
-    return q.messages <= this.flowHigh / 2 && (q.durable || q.ready.bytes <= this.transientMaxBytes / 4)
+    return q.messages <= this.flowHigh / 2 && this.readyBytes(q) <= this.flowBytes(q) / 2
   }
 
-  /** Calls back once the queue's backlog is down to half of flowHigh (and a quarter of its byte limit), it has no consumers, or it is gone. */
+  /** ready body bytes, in memory and paged out */
+  private readyBytes(q: Queue): number {
+    return q.ready.bytes + q.pagedBytes
+  }
+
+  /**
+   * Where a consumed queue's publishers pause, in ready body bytes: a durable queue's in-memory window
+   * (queue_window_bytes). A consumer that lags by more than the window would otherwise have every
+   * further message paged out and read back (a read, an AES-GCM open and a body-sized allocation
+   * each): 64 KiB messages reached that at 256 ready, long before flowHigh, and the page-ins cost the
+   * broker more than the publishes. A queue without consumers still takes its whole backlog on disk.
+   */
+  private flowBytes(q: Queue): number {
+    return q.durable ? this.windowBytes : this.transientMaxBytes / 2
+  }
+
+  /** Calls back once the queue's backlog is down to half of flowHigh and half of its flowBytes, it has no consumers, or it is gone. */
   whenFlowing(queue: string, cb: () => void): void {
     const q = this.queues.get(queue)
     if (!q || q.consumers.length === 0 || this.caughtUp(q)) {

@@ -187,6 +187,32 @@ test('flow control by bytes: big messages to a lagging non-durable queue pause t
   assert.equal(out.length, 9, 'nothing was refused or lost')
 })
 
+test('flow control by bytes: big messages to a consumed durable queue pause the publisher when its in-memory window is full, not after paging', async () => {
+  const e = new Engine({flowHigh: 5000, windowBytes: 1024 * 1024})
+  e.declareQueue('big', {durable: true})
+  let writable = false
+  const out: DeliveryOut[] = []
+  const s = e.openSession('c', {deliver: (d) => void out.push(d), writable: () => writable})
+  e.consume(s, 'big', {noAck: true})
+  const chunk = Buffer.alloc(64 * 1024, 1)
+  const flows = []
+  for (let i = 0; i < 17; i++) flows.push(e.publish('', 'big', chunk).flow)
+  assert.deepEqual(flows.slice(0, 15), Array(15).fill(undefined))
+  assert.equal(flows[15], 'big', 'the 16th 64 KiB message fills the 1 MiB window')
+  let released = 0
+  e.whenFlowing('big', () => released++)
+  await tick()
+  assert.equal(released, 0)
+  writable = true
+  e.kick(s)
+  await tick()
+  assert.equal(released, 1, 'released once the backlog is worked down')
+  assert.equal(out.length, 17, 'nothing was refused or lost')
+  // without consumers a durable queue is a buffer: it takes a backlog far past its window and never pushes back
+  e.declareQueue('backlog', {durable: true})
+  for (let i = 0; i < 40; i++) assert.equal(e.publish('', 'backlog', chunk).flow, undefined)
+})
+
 test('flow control: a queue whose consumers lag pushes back on publishers, and lets them go once worked down', async () => {
   const e = new Engine({flowHigh: 10})
   e.declareQueue('slow')
