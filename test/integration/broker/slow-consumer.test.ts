@@ -62,25 +62,33 @@ async function consumeSlowly(sock: Duplex, queue: string, n: number, hello: stri
   return {bad, got: next}
 }
 
+type PlainServer = Awaited<ReturnType<typeof startPlainServer>>
+
+/** A plain-TCP broker that allows everything, started before the enclosing describe's tests and stopped after them. */
+function plainBroker(): {current: PlainServer} {
+  const srv = {} as {current: PlainServer}
+  before(async () => {
+    srv.current = await startPlainServer({permissionsFor: (identity) => ({...ALLOW_ALL, identity, roles: []})})
+  })
+  after(async () => {
+    await srv.current.stop()
+  })
+  return srv
+}
+
 // ~26 MB (40,000 messages of 200-1100 bytes): far more than the socket's kernel buffers and the
 // broker's 1 MiB backlog, so most frames wait in the broker's socket while later ones are built.
 // batch=1: DELIVERS frames cut from the delivery slabs; without it: DELIVER frames in the output arena.
 describe('a consumer that reads slowly while many deliveries are in flight gets every message byte for byte: the broker never reuses output memory its socket has not written yet', () => {
-  let srv: Awaited<ReturnType<typeof startPlainServer>>
-  before(async () => {
-    srv = await startPlainServer({permissionsFor: (identity) => ({...ALLOW_ALL, identity, roles: []})})
-  })
-  after(async () => {
-    await srv.stop()
-  })
+  const srv = plainBroker()
 
   for (const batch of [true, false])
     test(`plain TCP, ${batch ? 'DELIVERS' : 'DELIVER'} frames`, async () => {
       const n = 40_000
       const queue = `slow-${batch}`
-      srv.engine.declareQueue(queue)
-      for (let i = 0; i < n; i++) srv.engine.publish('', queue, body(i), {messageId: `m${i}`})
-      const sock = net.connect({host: '127.0.0.1', port: srv.port})
+      srv.current.engine.declareQueue(queue)
+      for (let i = 0; i < n; i++) srv.current.engine.publish('', queue, body(i), {messageId: `m${i}`})
+      const sock = net.connect({host: '127.0.0.1', port: srv.current.port})
       await new Promise<void>((resolve, reject) => sock.once('connect', resolve).once('error', reject))
       assert.deepEqual(await consumeSlowly(sock, queue, n, `HELLO 1 version=1 identity=slow${batch ? ' batch=1' : ''}`), {bad: '', got: n})
     })
@@ -126,30 +134,24 @@ function mixedBody(q: string, i: number): Buffer {
 // batches): small DELIVERS frames are copied into the arena, full ones leave behind the arena's
 // region (corked) and big bodies go out on their own, all while the socket holds a full backlog
 describe('two consumers on one slow connection, small and big bodies mixed: every byte arrives as published', () => {
-  let srv: Awaited<ReturnType<typeof startPlainServer>>
-  before(async () => {
-    srv = await startPlainServer({permissionsFor: (identity) => ({...ALLOW_ALL, identity, roles: []})})
-  })
-  after(async () => {
-    await srv.stop()
-  })
+  const srv = plainBroker()
 
   for (const batch of [true, false])
     test(`plain TCP, ${batch ? 'DELIVERS' : 'DELIVER'} frames`, async () => {
       const n = 6000
       const queues = [`mixa-${batch}`, `mixb-${batch}`]
-      for (const q of queues) srv.engine.declareQueue(q)
+      for (const q of queues) srv.current.engine.declareQueue(q)
       // the second queue skips every third message: runs to one consumer are of uneven lengths
       const want = new Map(queues.map((q) => [q, [] as number[]]))
       for (let i = 0; i < n; i++)
         for (const q of queues)
           if (q === queues[0] || i % 3 !== 0) {
             // headers: without batch_headers=1 such a message goes as a DELIVER, into the arena between batches
-            srv.engine.publish('', q, mixedBody(q, i), {headers: i % 7 === 0 ? {h: `v${i}`} : undefined, messageId: `${q}:${i}`})
+            srv.current.engine.publish('', q, mixedBody(q, i), {headers: i % 7 === 0 ? {h: `v${i}`} : undefined, messageId: `${q}:${i}`})
             want.get(q)!.push(i)
           }
       const total = want.get(queues[0])!.length + want.get(queues[1])!.length
-      const sock = net.connect({host: '127.0.0.1', port: srv.port})
+      const sock = net.connect({host: '127.0.0.1', port: srv.current.port})
       await new Promise<void>((resolve, reject) => sock.once('connect', resolve).once('error', reject))
       const parser = new FrameParser(1 << 20, {wholeBodies: true})
       const at = new Map(queues.map((q) => [q, 0]))

@@ -164,53 +164,45 @@ test('bad names and types are usage errors', () => {
   assert.throws(() => e.declareQueue('d', {durable: false}), {code: 'E_QUEUE_MISMATCH'})
 })
 
-test('flow control by bytes: big messages to a lagging non-durable queue pause the publisher at half the byte limit, before any is refused', async () => {
-  const e = new Engine({flowHigh: 5000, transientMaxBytes: 1024 * 1024})
-  e.declareQueue('big')
+/**
+ * Publishes `count` 64 KiB messages to `queue` while its one consumer cannot take any, and checks that
+ * flow is set first by the `at`-th (1-based), that a publisher waiting for it is released once the
+ * consumer works the backlog down, and that every message was delivered.
+ */
+async function bigMessagesToLaggingConsumer(e: Engine, queue: string, count: number, at: number, why: string): Promise<void> {
   let writable = false
   const out: DeliveryOut[] = []
   const s = e.openSession('c', {deliver: (d) => void out.push(d), writable: () => writable})
-  e.consume(s, 'big', {noAck: true})
+  e.consume(s, queue, {noAck: true})
   const chunk = Buffer.alloc(64 * 1024, 1)
   const flows = []
-  for (let i = 0; i < 9; i++) flows.push(e.publish('', 'big', chunk).flow)
-  assert.deepEqual(flows.slice(0, 7), Array(7).fill(undefined))
-  assert.equal(flows[7], 'big', 'the 8th 64 KiB message reaches half of the 1 MiB limit')
+  for (let i = 0; i < count; i++) flows.push(e.publish('', queue, chunk).flow)
+  assert.deepEqual(flows.slice(0, at - 1), Array(at - 1).fill(undefined))
+  assert.equal(flows[at - 1], queue, why)
   let released = 0
-  e.whenFlowing('big', () => released++)
+  e.whenFlowing(queue, () => released++)
   await tick()
   assert.equal(released, 0)
   writable = true
   e.kick(s)
   await tick()
   assert.equal(released, 1, 'released once the backlog is worked down')
-  assert.equal(out.length, 9, 'nothing was refused or lost')
+  assert.equal(out.length, count, 'nothing was refused or lost')
+}
+
+test('flow control by bytes: big messages to a lagging non-durable queue pause the publisher at half the byte limit, before any is refused', async () => {
+  const e = new Engine({flowHigh: 5000, transientMaxBytes: 1024 * 1024})
+  e.declareQueue('big')
+  await bigMessagesToLaggingConsumer(e, 'big', 9, 8, 'the 8th 64 KiB message reaches half of the 1 MiB limit')
 })
 
 test('flow control by bytes: big messages to a consumed durable queue pause the publisher when its in-memory window is full, not after paging', async () => {
   const e = new Engine({flowHigh: 5000, windowBytes: 1024 * 1024})
   e.declareQueue('big', {durable: true})
-  let writable = false
-  const out: DeliveryOut[] = []
-  const s = e.openSession('c', {deliver: (d) => void out.push(d), writable: () => writable})
-  e.consume(s, 'big', {noAck: true})
-  const chunk = Buffer.alloc(64 * 1024, 1)
-  const flows = []
-  for (let i = 0; i < 17; i++) flows.push(e.publish('', 'big', chunk).flow)
-  assert.deepEqual(flows.slice(0, 15), Array(15).fill(undefined))
-  assert.equal(flows[15], 'big', 'the 16th 64 KiB message fills the 1 MiB window')
-  let released = 0
-  e.whenFlowing('big', () => released++)
-  await tick()
-  assert.equal(released, 0)
-  writable = true
-  e.kick(s)
-  await tick()
-  assert.equal(released, 1, 'released once the backlog is worked down')
-  assert.equal(out.length, 17, 'nothing was refused or lost')
+  await bigMessagesToLaggingConsumer(e, 'big', 17, 16, 'the 16th 64 KiB message fills the 1 MiB window')
   // without consumers a durable queue is a buffer: it takes a backlog far past its window and never pushes back
   e.declareQueue('backlog', {durable: true})
-  for (let i = 0; i < 40; i++) assert.equal(e.publish('', 'backlog', chunk).flow, undefined)
+  for (let i = 0; i < 40; i++) assert.equal(e.publish('', 'backlog', Buffer.alloc(64 * 1024, 1)).flow, undefined)
 })
 
 test('flow control: a queue whose consumers lag pushes back on publishers, and lets them go once worked down', async () => {

@@ -507,11 +507,11 @@ test('without batch confirms, named publishes share a batch whose one answer set
   }
 })
 
-test('a delivery slab is written again only once every frame cut from it was given back, and then it is: memory stays bounded', () => {
+/** A writer and a function that cuts full batches of patterned 300-byte records from it, as the broker closes them. */
+function fullBatches(): {d: DeliveryBatchWriter; batch: () => Buffer} {
   const d = new DeliveryBatchWriter()
   const body = Buffer.alloc(300)
   let seq = 0
-  // full batches, as the broker closes them
   const batch = (): Buffer => {
     d.start('c1')
     while (d.bytes < BATCH_BYTES) {
@@ -521,6 +521,11 @@ test('a delivery slab is written again only once every frame cut from it was giv
     }
     return d.frame()
   }
+  return {batch, d}
+}
+
+test('a delivery slab is written again only once every frame cut from it was given back, and then it is: memory stays bounded', () => {
+  const {d, batch} = fullBatches()
   // frames still out (in a socket): later batches never touch their bytes, however many there are
   const held: {frame: Buffer; copy: Buffer; written: () => void}[] = []
   for (let i = 0; i < 40; i++) {
@@ -554,18 +559,7 @@ test('a delivery slab is written again only once every frame cut from it was giv
 })
 
 test('a drained connection keeps one spare delivery slab, not its backlog peak, and its next batches are intact', () => {
-  const d = new DeliveryBatchWriter()
-  const body = Buffer.alloc(300)
-  let seq = 0
-  const batch = (): Buffer => {
-    d.start('c1')
-    while (d.bytes < BATCH_BYTES) {
-      body.fill(seq & 0xff)
-      body.writeUInt32BE(seq, 0)
-      assert.ok(d.add(++seq, false, 1, 1_795_000_000_000, '', 'k', `m${seq}`, body))
-    }
-    return d.frame()
-  }
+  const {d, batch} = fullBatches()
   // a backlog: 20 frames out at once (7 slabs), then all written
   const out: (() => void)[] = []
   for (let i = 0; i < 20; i++) {
