@@ -1,10 +1,11 @@
 import {type ChildProcess, spawn} from 'node:child_process'
-import {cpSync, mkdtempSync, readFileSync, rmSync} from 'node:fs'
+import {cpSync, mkdtempSync, rmSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {fileURLToPath} from 'node:url'
 
 import {UnavailableError} from '../errors.js'
+import {cpuSeconds} from '../util/cpu.js'
 import {freePort} from '../util/net.js'
 
 const BIN = fileURLToPath(new URL('../../../../bin/run.js', import.meta.url))
@@ -120,13 +121,5 @@ export async function spawnClusterNodes(count: number, redisUrl: string, name: s
 
 /** CPU seconds a process has used so far (user + system), from /proc; 0 when it cannot be read. */
 export function cpuSecondsOf(pid: number | undefined): number {
-  if (!pid) return 0
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    // fields after the parenthesised command name: utime is the 12th, stime the 13th
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    return (Number(f[11]) + Number(f[12])) / 100
-  } catch {
-    return 0
-  }
+  return (pid ? cpuSeconds(pid) : null) ?? 0
 }

@@ -4,11 +4,12 @@
  * end-to-end figure through a running broker.
  */
 import {generateKeyPairSync, randomBytes} from 'node:crypto'
-import {mkdtempSync, readFileSync, rmSync} from 'node:fs'
+import {mkdtempSync, rmSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
 import {MqHome} from '../config/home.js'
+import {cpuSeconds} from '../util/cpu.js'
 import {EnvelopeOpener, EnvelopeSealer} from './envelope.js'
 import {type ConsumerClient, type LoopDelivery, MessageReceiver, type ReceiveSink, type Received, receiveLoop} from './recv.js'
 import {ReplayGuard} from './replay.js'
@@ -108,18 +109,6 @@ function median(runs: ThroughputRun[]): ThroughputRun {
 
 const medianOf = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 
-/** user+system CPU seconds of a process so far, from /proc (Linux); undefined elsewhere or once it is gone */
-function procCpuSeconds(pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    // fields after the parenthesised command name; utime and stime are the 14th and 15th fields
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    return (Number(f[11]) + Number(f[12])) / 100
-  } catch {
-    return undefined
-  }
-}
-
 class DiscardSink implements ReceiveSink<LoopDelivery> {
   bytes = 0
   write(r: Received): void {
@@ -170,7 +159,7 @@ export async function benchThroughput(
       const payload = randomBytes(size)
       const sink = new DiscardSink()
       const cpu0 = process.cpuUsage()
-      const broker0 = opts.brokerPid ? procCpuSeconds(opts.brokerPid) : undefined
+      const broker0 = opts.brokerPid ? (cpuSeconds(opts.brokerPid) ?? undefined) : undefined
       const t0 = process.hrtime.bigint()
       const recv = receiveLoop(consumer, receiver, sink, {count: n, idleTimeoutMs: 30_000, prefetch: opts.prefetch ?? 512, queue})
       const confirms: Promise<unknown>[] = []
@@ -182,7 +171,7 @@ export async function benchThroughput(
       const r = await recv
       const seconds = Number(process.hrtime.bigint() - t0) / 1e9
       const cpu = process.cpuUsage(cpu0)
-      const broker1 = opts.brokerPid ? procCpuSeconds(opts.brokerPid) : undefined
+      const broker1 = opts.brokerPid ? (cpuSeconds(opts.brokerPid) ?? undefined) : undefined
       await replay.close()
       await producer.deleteQueue(queue).catch(() => {})
       if (r.accepted !== n) throw new Error(`bench ${mode}: received ${r.accepted} of ${n} (rejected ${r.rejected})`)

@@ -15,8 +15,8 @@ import {MqHome} from '../config/home.js'
 import {defaultConfig} from '../config/load.js'
 import {readBody, sendError} from '../http/errors.js'
 import {serverTlsOptions} from '../pki/index.js'
-import {cpuSeconds} from './cpu.js'
-import {timeOrderedUuid} from './server.js'
+import {cpuSeconds} from '../util/cpu.js'
+import {timeOrderedUuid} from '../wire/ids.js'
 
 const {home} = workerData as {home: string}
 const limit = defaultConfig().proxy.max_request_bytes

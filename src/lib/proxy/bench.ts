@@ -13,7 +13,7 @@ import {defaultConfig} from '../config/load.js'
 import {UnavailableError} from '../errors.js'
 import {freePort} from '../util/net.js'
 import {CertificateAuthority, clientTlsOptions} from '../pki/index.js'
-import {cpuSeconds, perRequestUs} from './cpu.js'
+import {cpuSeconds, perRequestUs} from '../util/cpu.js'
 import {type LoadResult, loadTest} from './load.js'
 
 export type {LoadResult} from './load.js'

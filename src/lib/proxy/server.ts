@@ -23,9 +23,6 @@ import {RateLimiter} from './rate-limit.js'
 import {validateIngest} from './validate.js'
 import {timeOrderedUuid} from '../wire/ids.js'
 
-/** moved to wire/ids.ts (mq send uses it too); still exported from here for existing importers */
-export {timeOrderedUuid} from '../wire/ids.js'
-
 export interface ProxyOptions {
   config: MqConfig
   /** server TLS: key, cert, ca and crl; requestCert/rejectUnauthorized are forced on */
@@ -274,7 +271,6 @@ export interface HealthReportLite {
   timestamp: string
   components: Record<string, HealthComponent>
 }
-
 
 function uuidFrom(h: Buffer): string {
   const b = Buffer.from(h.subarray(0, 16))

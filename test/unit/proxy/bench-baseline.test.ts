@@ -3,7 +3,7 @@ import {test} from 'node:test'
 
 import {clientTlsOptions} from '../../../src/lib/pki/index.js'
 import {benchBaseline} from '../../../src/lib/proxy/bench.js'
-import {cpuSeconds} from '../../../src/lib/proxy/cpu.js'
+import {cpuSeconds} from '../../../src/lib/util/cpu.js'
 import {tempHome} from '../../helpers/home.js'
 import {testPki} from '../../helpers/pki.js'
 

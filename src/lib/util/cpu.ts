@@ -3,13 +3,14 @@ import {readFileSync} from 'node:fs'
 /**
  * CPU seconds (user + system) used so far by a process (its pid) or by the calling thread
  * ('thread': /proc/thread-self, so a bench can tell its load generator's CPU from a server thread's
- * in the same process); null where Linux's /proc is not there.
+ * in the same process); null where Linux's /proc is not there or the process is gone.
  */
 export function cpuSeconds(of: number | 'thread' | undefined): number | null {
   if (of === undefined) return null
   try {
-    // after the parenthesised command name: utime and stime are the 12th and 13th fields, in clock ticks (100/s)
-    const f = readFileSync(of === 'thread' ? '/proc/thread-self/stat' : `/proc/${of}/stat`, 'utf8').split(') ')[1].split(' ')
+    const stat = readFileSync(of === 'thread' ? '/proc/thread-self/stat' : `/proc/${of}/stat`, 'utf8')
+    // after the parenthesised command name (which may itself hold ') '): utime and stime, in clock ticks (100/s)
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
     return (Number(f[11]) + Number(f[12])) / 100
   } catch {
     return null
