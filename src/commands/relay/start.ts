@@ -37,6 +37,9 @@ Speaks protocol versions 1 and 2 (MessageU, exact or 1024-padded framing) and mq
     }
     const tlsOptions = pki ? pki.serverTlsOptions(this.home, cfg.relay.tls.identity) : undefined
     const store = await RelayStore.open({dataDir: this.home.data, url: cfg.store.url})
+    const {replayed, torn} = store.recovery
+    if (replayed > 0) log.info('journal replayed: acknowledged messages moved into the store', {messages: replayed})
+    for (const t of torn) log.warn('journal: ignored the end of a file, a record cut short by a crash while it was written', {bytes: t.bytes, file: t.file, offset: t.offset})
     const server = new RelayServer({
       filesDir: join(this.home.data, 'relay-files'),
       host: this.flags.host ?? cfg.relay.host,

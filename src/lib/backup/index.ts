@@ -62,6 +62,12 @@ const SQLITE_MAGIC = Buffer.from('SQLite format 3\0')
 const SKIP = [/-wal$/, /-shm$/, /-journal$/, /\.lock$/, /\.tmp$/]
 const TOP = ['config.yaml', 'pki', 'secrets', 'keys', 'relay', 'data']
 const BODIES = 'data/bodies'
+/**
+ * The relay's journal (src/lib/relay/journal.ts): acknowledged messages not yet in relay.db. Copied
+ * before the databases: what leaves it afterwards went into relay.db first, so the snapshot taken
+ * next has it, and a restored relay replays only records above the snapshot's watermark.
+ */
+const RELAY_JOURNAL = /^data\/[^/]+\.jnl(\.prev)?$/
 
 /** fds of the segment files there now: a segment removed meanwhile stays readable through them */
 function holdSegments(dir: string): Map<number, number> {
@@ -248,8 +254,17 @@ export async function createBackup(opts: {home: MqHome; config: MqConfig; file: 
     // held before broker.db's snapshot: see copySegments
     const held = holdSegments(join(root, BODIES))
     try {
+      for (const r of others.filter((r) => RELAY_JOURNAL.test(r))) {
+        try {
+          copyInto(join(root, r), join(stage, r))
+          rels.push(r)
+        } catch (error) {
+          // the current file is renamed to .prev and a new one opened: if it went, it held nothing the database lacks
+          if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error
+        }
+      }
       for (const r of others) {
-        if (r.startsWith(BODIES + '/')) continue
+        if (r.startsWith(BODIES + '/') || RELAY_JOURNAL.test(r)) continue
         const src = join(root, r)
         if (isSqlite(src)) {
           await sqliteSnapshot(src, join(stage, r))

@@ -1,4 +1,5 @@
 import {type Migration, type SqlParam, type SqlStore, migrate, openStore} from '../store/sql.js'
+import {Journal, type JournalRecord} from './journal.js'
 
 /**
  * The relay's directory of users and its queue of undelivered messages, over the shared SQL
@@ -103,6 +104,18 @@ const MIGRATIONS: Migration[] = [
       'COMMIT',
     ],
   },
+  {
+    // The journal (journal.ts): the highest id it moved into relay_messages, written in the same
+    // transaction as the rows. Replay skips every record at or below it, so a record is inserted
+    // once whatever happened to it since (pulled and deleted included).
+    id: 3,
+    mysql: [],
+    name: 'relay journal watermark (SQLite)',
+    sqlite: [
+      'CREATE TABLE IF NOT EXISTS relay_journal_applied (only INTEGER PRIMARY KEY CHECK (only = 1), last_id INTEGER NOT NULL)',
+      'INSERT OR IGNORE INTO relay_journal_applied (only, last_id) VALUES (1, 0)',
+    ],
+  },
 ]
 
 interface UserRow {
@@ -138,6 +151,47 @@ const INSERT_MESSAGE_SQLITE =
   'INSERT INTO relay_messages (id, to_client, from_client, type, size, body, file, created_at) VALUES (' +
   'MAX(IFNULL((SELECT MAX(id) FROM relay_messages), 0), IFNULL((SELECT last_id FROM relay_id_floor), 0)) + 1, ?, ?, ?, ?, ?, ?, ?)'
 
+/** the journal's rows, ids chosen by the relay */
+const INSERT_JOURNALED = 'INSERT INTO relay_messages (id, to_client, from_client, type, size, body, file, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'
+/** replay at start: only records above the watermark, which are not in the table; OR IGNORE so that nothing could insert one twice */
+const REPLAY_JOURNALED = 'INSERT OR IGNORE INTO relay_messages (id, to_client, from_client, type, size, body, file, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'
+const SET_APPLIED = 'UPDATE relay_journal_applied SET last_id = MAX(last_id, ?) WHERE only = 1'
+/** the next free id: after every stored id, every deleted one (relay_id_floor) and every block reserved before */
+const NEXT_ID = 'SELECT MAX(IFNULL((SELECT MAX(id) FROM relay_messages), 0), IFNULL((SELECT last_id FROM relay_id_floor), 0), IFNULL((SELECT last_id FROM relay_journal_applied), 0)) + 1 AS n'
+const RESERVE_IDS = 'UPDATE relay_id_floor SET last_id = MAX(last_id, ?) WHERE only = 1'
+/**
+ * Ids are handed out in memory from blocks reserved in relay_id_floor (committed before the first of
+ * them is acknowledged), so every message, journaled or not, takes its id in arrival order and no id
+ * comes back after a restart (the unused rest of a block is skipped).
+ */
+const ID_BLOCK = 1024
+/** how often the journal is fdatasynced and moved into relay_messages (the checkpointer's cadence) */
+export const JOURNAL_FLUSH_MS = 250
+/** messages held in the journal alone before a flush regardless of the timer (bounds memory) */
+const FLUSH_MAX = 20_000
+/** the journal file is rotated once this big, and at most once a second (see Journal.rotate) */
+const ROTATE_BYTES = 1024 * 1024
+const ROTATE_MIN_MS = 1000
+
+export interface RelayStoreOptions {
+  url: string
+  dataDir: string
+  /**
+   * SQLite: acknowledged messages go to the journal first (default). false: every message is its own
+   * INSERT, no journal and no lock (tools that read or write a store while its relay runs).
+   * flushMs: the journal's flush cadence (tests hold messages in the journal with a long one).
+   */
+  journal?: false | {flushMs?: number}
+}
+
+/** what open() found in the journal */
+export interface JournalRecovery {
+  /** records moved into relay_messages at start (acknowledged, not yet flushed when the last relay stopped) */
+  replayed: number
+  /** bytes ignored at the end of a journal file: a record cut short by a crash */
+  torn: {file: string; offset: number; bytes: number}[]
+}
+
 /** last_seen is kept to the second: a user's requests within one second write it once */
 const TOUCH_EVERY_MS = 1000
 /** users remembered in memory (never deleted and never changed once registered, so never stale) */
@@ -160,6 +214,18 @@ export class RelayStore {
 
   private readonly insertMessage: string
 
+  /** SQLite: the journal of acknowledged messages (see journal.ts) */
+  private journal?: Journal
+  /** rows written to the journal and not yet to relay_messages, in id order */
+  private unflushed: SqlParam[][] = []
+  /** ids: the next one, and the last of the reserved block */
+  private nextId = 0
+  private reservedTo = 0
+  private timer?: NodeJS.Timeout
+  private ticking = false
+  private rotatedAt = Date.now()
+  recovery: JournalRecovery = {replayed: 0, torn: []}
+
   private constructor(readonly sql: SqlStore) {
     this.insertMessage = sql.dialect === 'sqlite' ? INSERT_MESSAGE_SQLITE : INSERT_MESSAGE
   }
@@ -170,10 +236,98 @@ export class RelayStore {
     return u
   }
 
-  static async open(opts: {url: string; dataDir: string}): Promise<RelayStore> {
+  static async open(opts: RelayStoreOptions): Promise<RelayStore> {
     const sql = await openStore({dataDir: opts.dataDir, file: 'relay.db', url: opts.url})
-    await migrate(sql, 'relay_migrations', MIGRATIONS)
-    return new RelayStore(sql)
+    try {
+      await migrate(sql, 'relay_migrations', MIGRATIONS)
+      const store = new RelayStore(sql)
+      if (opts.journal !== false && sql.file !== undefined && sql.file !== ':memory:' && sql.runNow && sql.getNow && sql.transactionNow) {
+        store.startJournal(Journal.open(`${sql.file.replace(/\.db$/, '')}.jnl`), opts.journal?.flushMs ?? JOURNAL_FLUSH_MS)
+      }
+      return store
+    } catch (error) {
+      await sql.close()
+      throw error
+    }
+  }
+
+  /**
+   * Replays what the journal holds beyond the watermark (acknowledged before a crash), then hands
+   * out ids after everything stored, deleted, reserved or journaled.
+   */
+  private startJournal(journal: Journal, flushMs: number): void {
+    const sql = this.sql
+    try {
+      const applied = Number(sql.getNow!<{last_id: number}>('SELECT last_id FROM relay_journal_applied WHERE only = 1')?.last_id ?? 0)
+      const {records, torn} = journal.read()
+      const fresh = records.filter((r) => r.id > applied)
+      let maxId = 0
+      for (const r of records) maxId = Math.max(maxId, r.id)
+      if (fresh.length > 0) {
+        sql.transactionNow!(() => {
+          for (const r of fresh) sql.runNow!(REPLAY_JOURNALED, [r.id, r.to, r.from, r.type, r.size, r.body, r.file, new Date(r.createdMs).toISOString()])
+          sql.runNow!(SET_APPLIED, [fresh[fresh.length - 1].id])
+        })
+      }
+      this.recovery = {replayed: fresh.length, torn}
+      this.nextId = Math.max(Number(this.sql.getNow!<{n: number}>(NEXT_ID)!.n), maxId + 1)
+      this.reservedTo = this.nextId - 1
+      this.journal = journal
+      this.timer = setInterval(() => void this.tick(), flushMs)
+      this.timer.unref()
+    } catch (error) {
+      void journal.close()
+      throw error
+    }
+  }
+
+  /** The next id, reserving a new block in relay_id_floor (committed) when this one is spent. */
+  private takeId(): number {
+    if (this.nextId > this.reservedTo) {
+      const sql = this.sql
+      sql.transactionNow!(() => {
+        // a store opened without the journal may have inserted meanwhile: never below its ids
+        this.nextId = Math.max(this.nextId, Number(this.sql.getNow!<{n: number}>(NEXT_ID)!.n))
+        sql.runNow!(RESERVE_IDS, [this.nextId + ID_BLOCK - 1])
+      })
+      this.reservedTo = this.nextId + ID_BLOCK - 1
+    }
+    return this.nextId++
+  }
+
+  /**
+   * Moves every journaled message into relay_messages in one transaction, with the watermark. Runs
+   * before anything reads, counts or deletes messages, so nobody sees a difference.
+   */
+  flush(): void {
+    if (this.unflushed.length === 0) return
+    const rows = this.unflushed
+    const sql = this.sql
+    sql.transactionNow!(() => {
+      for (const r of rows) sql.runNow!(INSERT_JOURNALED, r)
+      sql.runNow!(SET_APPLIED, [rows[rows.length - 1][0]])
+    })
+    this.unflushed = []
+  }
+
+  /**
+   * The journal's cadence: fdatasync (thread pool), then into the database, then maybe a new file.
+   * Whatever fails is tried again next time; readers flush (and report failures) themselves.
+   */
+  private async tick(): Promise<void> {
+    const journal = this.journal
+    if (this.ticking || journal === undefined) return
+    this.ticking = true
+    try {
+      await journal.sync()
+      if (this.journal !== journal) return
+      this.flush()
+      if (journal.bytes >= ROTATE_BYTES && Date.now() - this.rotatedAt >= ROTATE_MIN_MS && journal.rotate()) this.rotatedAt = Date.now()
+    } catch {
+      // the records stay in the journal (and in this.unflushed): nothing is lost
+    } finally {
+      this.ticking = false
+    }
   }
 
   get label(): string {
@@ -285,6 +439,10 @@ export class RelayStore {
       this.nowMs = t
       this.nowIso = new Date(t).toISOString()
     }
+    if (this.journal) {
+      this.journalBatch(batch, t)
+      return
+    }
     for (const b of batch) b.row[6] = this.nowIso
     try {
       if (batch.length === 1) {
@@ -301,8 +459,38 @@ export class RelayStore {
     }
   }
 
+  /**
+   * The batch's records in one journal write, then each sender resolved with its id: the record is
+   * in the page cache before the acknowledgement (it survives the relay being killed), as the WAL
+   * commit was. A failed write acknowledges nothing.
+   */
+  private journalBatch(batch: {row: SqlParam[]; resolve: (id: number) => void; reject: (error: unknown) => void}[], t: number): void {
+    const records: JournalRecord[] = []
+    try {
+      for (const b of batch) {
+        const [to, from, type, size, body, file] = b.row as [Buffer, Buffer, number, number, Buffer | null, string | null]
+        records.push({body, createdMs: t, file, from, id: this.takeId(), size, to, type})
+      }
+      this.journal!.append(records)
+    } catch (error) {
+      for (const b of batch) b.reject(error)
+      return
+    }
+    const rows = records.map((r): SqlParam[] => [r.id, r.to, r.from, r.type, r.size, r.body, r.file, this.nowIso])
+    for (const r of rows) this.unflushed.push(r)
+    for (const [i, b] of batch.entries()) b.resolve(rows[i][0] as number)
+    if (this.unflushed.length >= FLUSH_MAX) {
+      try {
+        this.flush()
+      } catch {
+        // kept for the next flush
+      }
+    }
+  }
+
   /** Waiting messages for `to`, oldest first, without their bodies (see body()) so a pull's memory stays small. */
   async pending(to: Buffer, limit = 1000): Promise<StoredMessage[]> {
+    this.flush()
     const rows = await this.sql.all<MessageRow>(`SELECT id, to_client, from_client, type, size, NULL AS body, file FROM relay_messages WHERE to_client = ? ORDER BY id LIMIT ${Math.floor(limit)}`, [to])
     return rows.map(toMessage)
   }
@@ -314,6 +502,7 @@ export class RelayStore {
   }
 
   async deleteMessages(ids: number[]): Promise<void> {
+    this.flush()
     for (let i = 0; i < ids.length; i += 500) {
       const part = ids.slice(i, i + 500)
       await this.sql.run(`DELETE FROM relay_messages WHERE id IN (${part.map(() => '?').join(',')})`, part)
@@ -321,11 +510,13 @@ export class RelayStore {
   }
 
   async messageFiles(): Promise<Set<string>> {
+    this.flush()
     const rows = await this.sql.all<{file: string}>('SELECT file FROM relay_messages WHERE file IS NOT NULL')
     return new Set(rows.map((r) => r.file))
   }
 
   async counts(): Promise<{users: number; messages: number}> {
+    this.flush()
     const u = await this.sql.get<{n: number | string}>('SELECT COUNT(*) AS n FROM relay_clients')
     const m = await this.sql.get<{n: number | string}>('SELECT COUNT(*) AS n FROM relay_messages')
     return {messages: Number(m?.n ?? 0), users: Number(u?.n ?? 0)}
@@ -333,6 +524,18 @@ export class RelayStore {
 
   async close(): Promise<void> {
     await this.commitBatch()
-    await this.sql.close()
+    if (this.timer) clearInterval(this.timer)
+    const journal = this.journal
+    try {
+      if (journal) {
+        await journal.sync()
+        // what fails to move stays in the journal: the next start replays it
+        this.flush()
+      }
+    } finally {
+      this.journal = undefined
+      await journal?.close()
+      await this.sql.close()
+    }
   }
 }

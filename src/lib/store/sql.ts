@@ -38,6 +38,12 @@ export interface SqlStore {
    * strings, numbers, bigints, Buffers or null), for a hot path whose statement is its own commit.
    */
   runNow?(sql: string, params: readonly SqlParam[]): RunResult
+  /** SQLite only: get() at once, without a promise (params as for runNow()). */
+  getNow?<T = Record<string, unknown>>(sql: string, params?: readonly SqlParam[]): T | undefined
+  /** SQLite only: fn (runNow() calls) in one transaction, at once; throws when an async transaction is open. */
+  transactionNow?<T>(fn: () => T): T
+  /** SQLite only: the database file (':memory:' for none) */
+  readonly file?: string
   ping(): Promise<void>
   close(): Promise<void>
 }
@@ -67,9 +73,13 @@ class SqliteStore implements SqlStore {
 
   constructor(
     readonly db: Database.Database,
-    readonly label: string,
+    readonly file: string,
     private readonly checkpointer?: Checkpointer,
   ) {}
+
+  get label(): string {
+    return `sqlite:${this.file}`
+  }
 
   private statement(sql: string): Database.Statement {
     let st = this.statements.get(sql)
@@ -89,6 +99,15 @@ class SqliteStore implements SqlStore {
   runNow(sql: string, params: readonly SqlParam[]): RunResult {
     const r = this.statement(sql).run(params)
     return {changes: r.changes, lastInsertId: Number(r.lastInsertRowid)}
+  }
+
+  getNow<T>(sql: string, params: readonly SqlParam[] = []): T | undefined {
+    return this.statement(sql).get(params) as T | undefined
+  }
+
+  transactionNow<T>(fn: () => T): T {
+    if (this.inTx) throw new Error('an async transaction is open on this store')
+    return this.db.transaction(fn)()
   }
 
   async all<T>(sql: string, params: SqlParam[] = []): Promise<T[]> {
@@ -230,9 +249,9 @@ export async function openStore(opts: OpenStoreOptions): Promise<SqlStore> {
     db.pragma('busy_timeout = 5000')
     db.pragma('foreign_keys = ON')
     // an in-memory database has no WAL to checkpoint
-    if (file === ':memory:') return new SqliteStore(db, `sqlite:${file}`)
+    if (file === ':memory:') return new SqliteStore(db, file)
     setFallbackAutocheckpoint(db)
-    return new SqliteStore(db, `sqlite:${file}`, new Checkpointer(file))
+    return new SqliteStore(db, file, new Checkpointer(file))
   }
   if (url.startsWith('mysql://') || url.startsWith('mariadb://')) {
     const mysql = await import('mysql2/promise')

@@ -6,26 +6,23 @@ import {describe, test} from 'node:test'
 import {RelayStore} from '../../../src/lib/relay/store.js'
 import {tempHome} from '../../helpers/home.js'
 import {tempMysqlDatabase} from '../../helpers/services.js'
+import {watchCommits} from './harness.js'
 
 /**
  * Texts that arrive in the same event-loop turn share one commit (RelayStore.addMessage): each
  * still gets its own id, every one is stored, and a batch that fails keeps none of its rows.
  */
-async function sharedCommit(url: string | undefined): Promise<void> {
+async function sharedCommit(url: string | undefined, journal = true): Promise<void> {
   const home = tempHome('mq-relay-gc-')
-  const store = await RelayStore.open({dataDir: join(home.dir, 'data'), url: url ?? 'sqlite'})
+  const store = await RelayStore.open({dataDir: join(home.dir, 'data'), journal: journal ? undefined : false, url: url ?? 'sqlite'})
   try {
     const to = randomBytes(16)
     const from = randomBytes(16)
-    let batches = 0
-    const runBatch = store.sql.runBatch.bind(store.sql)
-    store.sql.runBatch = (sql, list) => {
-      batches++
-      return runBatch(sql, list)
-    }
+    const commits = watchCommits(store)
     const bodies = Array.from({length: 12}, (_, i) => Buffer.from(`text ${i}`))
     const ids = await Promise.all(bodies.map((body) => store.addMessage({body, file: null, from, size: body.length, to, type: 3})))
-    assert.equal(batches, 1, 'one commit for the turn')
+    commits.restore()
+    assert.deepEqual(commits.sizes, [12], 'one commit (a journal write on SQLite) for the turn')
     assert.equal(new Set(ids).size, ids.length)
     assert.deepEqual([...ids].sort((a, b) => a - b), ids, 'ids in arrival order')
     const stored = await store.pending(to)
@@ -56,6 +53,10 @@ async function sharedCommit(url: string | undefined): Promise<void> {
 describe('relay store: texts of one turn share a commit', () => {
   test('SQLite', async () => {
     await sharedCommit(undefined)
+  })
+
+  test('SQLite without the journal', async () => {
+    await sharedCommit(undefined, false)
   })
 
   test('MySQL', async () => {

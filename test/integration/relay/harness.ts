@@ -5,6 +5,7 @@ import {join} from 'node:path'
 import {Logger} from '../../../src/lib/log.js'
 import {Op, type OpCode, type ProtocolVersion, RESPONSE_HEADER_BYTES, decodeResponseHeader, encodeRegisterPayload, encodeRequest} from '../../../src/lib/relay/protocol.js'
 import {EndOfStream, SocketReader} from '../../../src/lib/relay/reader.js'
+import {Journal} from '../../../src/lib/relay/journal.js'
 import {RelayServer} from '../../../src/lib/relay/server.js'
 import {RelayStore} from '../../../src/lib/relay/store.js'
 
@@ -37,6 +38,32 @@ export async function startRelay(opts: {home: string; url?: string; idleTimeoutM
       await store.close()
     },
     store,
+  }
+}
+
+/**
+ * The size of each commit of the relay's messages from now on: a journal write on SQLite (one per
+ * turn or pipeline), a multi-row transaction otherwise (single-row commits are not counted there).
+ */
+export function watchCommits(store: RelayStore): {sizes: number[]; restore: () => void} {
+  const sizes: number[] = []
+  const {sql} = store
+  const runBatch = sql.runBatch.bind(sql)
+  const append = Journal.prototype.append
+  sql.runBatch = (q, list) => {
+    sizes.push(list.length)
+    return runBatch(q, list)
+  }
+  Journal.prototype.append = function (records) {
+    sizes.push(records.length)
+    return append.call(this, records)
+  }
+  return {
+    restore() {
+      sql.runBatch = runBatch
+      Journal.prototype.append = append
+    },
+    sizes,
   }
 }
 

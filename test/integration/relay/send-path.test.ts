@@ -4,7 +4,7 @@ import {after, before, describe, test} from 'node:test'
 
 import {Op, PULL_ENTRY_HEADER_BYTES, decodePullEntryHeader, encodeSendHeader} from '../../../src/lib/relay/protocol.js'
 import {tempHome} from '../../helpers/home.js'
-import {RawClient, type RunningRelay, type RawResponse, registerRaw, req, startRelay} from './harness.js'
+import {RawClient, type RunningRelay, type RawResponse, registerRaw, req, startRelay, watchCommits} from './harness.js'
 
 const text = (from: Buffer, to: Buffer, body: Buffer, type = 3): Buffer => req(3, from, Op.send, Buffer.concat([encodeSendHeader(to, type, body.length), body]))
 
@@ -123,13 +123,8 @@ describe('relay server: v3 texts on one connection', () => {
 
   test('texts pipelined on one connection share one commit; each ack, in order, names its recipient and id', async () => {
     const c = await RawClient.connect(relay.port)
-    const {sql} = relay.store
-    const runBatch = sql.runBatch.bind(sql)
-    const batches: number[] = []
-    sql.runBatch = (q, list) => {
-      batches.push(list.length)
-      return runBatch(q, list)
-    }
+    const commits = watchCommits(relay.store)
+    const batches = commits.sizes
     try {
       const a = await registerRaw(c, 3, 'sp3-a')
       const x = await registerRaw(c, 3, 'sp3-x')
@@ -179,7 +174,7 @@ describe('relay server: v3 texts on one connection', () => {
       c.write(req(3, x, Op.pull))
       assert.deepEqual(entries(await c.response()).map((e) => e.body), Array.from({length: 150}, (_, i) => `r${i}`))
     } finally {
-      sql.runBatch = runBatch
+      commits.restore()
       c.close()
     }
   })

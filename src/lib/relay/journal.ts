@@ -1,0 +1,243 @@
+import Database from 'better-sqlite3'
+import {closeSync, existsSync, fdatasync, fstatSync, ftruncateSync, openSync, readFileSync, renameSync, writeSync, writevSync} from 'node:fs'
+import {crc32} from 'node:zlib'
+
+import {TempFailError} from '../errors.js'
+
+/**
+ * The relay's journal of acknowledged messages (SQLite stores only). A message is appended here, in
+ * one write with its id, before its acknowledgement, and moved into relay_messages by the store in
+ * one transaction every JOURNAL_FLUSH_MS and before anything reads or deletes messages: an INSERT
+ * and its commit per text (WAL frames, six fcntl locks) was about half of a text's CPU. Contents are
+ * stored exactly as in relay_messages: the clients' end-to-end ciphertext, never plaintext.
+ *
+ * Files: `<base>` (appended to) and `<base>.prev` (the one before, kept one rotation longer so that
+ * what was moved into the database is still here until the checkpointer has synced it), both 0600,
+ * and `<base>.lock`, held for the process's life (an exclusive SQLite lock: the kernel drops it when
+ * the process dies, kill -9 included). Replay at start reads .prev then the current file and skips
+ * every id the database already took (relay_journal_applied): records are exactly-once however
+ * often the files are read.
+ *
+ * A record: u32 payload length | u32 CRC-32 of the payload | payload, where the payload is
+ * format 1 | id u48 | to 16 | from 16 | type u8 | size u48 | created ms u48 | flags u8 |
+ * file name length u16 | file name | body. A record cut short by a crash, or anything after a
+ * record whose length or CRC does not hold, is ignored: never parsed as a message.
+ */
+export interface JournalRecord {
+  id: number
+  to: Buffer
+  from: Buffer
+  type: number
+  size: number
+  body: Buffer | null
+  file: string | null
+  createdMs: number
+}
+
+const FORMAT = 1
+const PREFIX = 8
+/** payload bytes before the file name */
+const HEAD = 55
+const HAS_BODY = 1
+const HAS_FILE = 2
+/** larger than any record the relay writes (bodies in records are at most 64 KiB, names 255 bytes) */
+const MAX_PAYLOAD = 1 << 20
+/** writev with more parts than this is joined first (IOV_MAX is 1024) */
+const MAX_PARTS = 1000
+
+/** The record's head: prefix, payload up to the body. The CRC covers head and body. */
+export function encodeHead(r: JournalRecord): Buffer {
+  if (r.to.length !== 16 || r.from.length !== 16) throw new Error('a journal record needs 16-byte client ids')
+  const name = r.file === null ? undefined : Buffer.from(r.file, 'utf8')
+  const nameLen = name?.length ?? 0
+  const bodyLen = r.body?.length ?? 0
+  const h = Buffer.allocUnsafe(PREFIX + HEAD + nameLen)
+  h.writeUInt32LE(HEAD + nameLen + bodyLen, 0)
+  h[8] = FORMAT
+  h.writeUIntLE(r.id, 9, 6)
+  r.to.copy(h, 15)
+  r.from.copy(h, 31)
+  h[47] = r.type
+  h.writeUIntLE(r.size, 48, 6)
+  h.writeUIntLE(r.createdMs, 54, 6)
+  h[60] = (r.body === null ? 0 : HAS_BODY) | (name === undefined ? 0 : HAS_FILE)
+  h.writeUInt16LE(nameLen, 61)
+  if (name) name.copy(h, 63)
+  let crc = crc32(h.subarray(PREFIX))
+  if (r.body !== null && bodyLen > 0) crc = crc32(r.body, crc)
+  h.writeUInt32LE(crc, 4)
+  return h
+}
+
+/** The whole records of `b`, in order, up to the first one that is cut short or does not check; `end` is where they stop. */
+export function decodeRecords(b: Buffer): {records: JournalRecord[]; end: number} {
+  const records: JournalRecord[] = []
+  let at = 0
+  while (at + PREFIX <= b.length) {
+    const len = b.readUInt32LE(at)
+    if (len < HEAD || len > MAX_PAYLOAD || at + PREFIX + len > b.length) break
+    const p = b.subarray(at + PREFIX, at + PREFIX + len)
+    if (crc32(p) !== b.readUInt32LE(at + 4) || p[0] !== FORMAT) break
+    const flags = p[52]
+    const nameLen = p.readUInt16LE(53)
+    if (HEAD + nameLen > len) break
+    const file = flags & HAS_FILE ? p.toString('utf8', HEAD, HEAD + nameLen) : null
+    records.push({
+      body: flags & HAS_BODY ? Buffer.from(p.subarray(HEAD + nameLen)) : null,
+      createdMs: p.readUIntLE(46, 6),
+      file,
+      from: Buffer.from(p.subarray(23, 39)),
+      id: p.readUIntLE(1, 6),
+      size: p.readUIntLE(40, 6),
+      to: Buffer.from(p.subarray(7, 23)),
+      type: p[39],
+    })
+    at += PREFIX + len
+  }
+  return {end: at, records}
+}
+
+export class Journal {
+  /** bytes in the current file */
+  private size = 0
+  /** bytes of the current file written since the last fdatasync started */
+  private unsynced = 0
+  private syncing: Promise<void> | undefined
+  private closed = false
+
+  private constructor(
+    readonly base: string,
+    private readonly lock: Database.Database,
+    private fd: number,
+  ) {
+    this.size = fstatSync(fd).size
+  }
+
+  /**
+   * Takes the journal's lock (refused at once when another relay process, or another store in this
+   * one, holds it) and opens its current file for appending.
+   */
+  static open(base: string): Journal {
+    const lock = new Database(`${base}.lock`, {timeout: 0})
+    try {
+      lock.pragma('locking_mode = EXCLUSIVE')
+      lock.exec('BEGIN EXCLUSIVE')
+    } catch (error) {
+      lock.close()
+      if ((error as {code?: string}).code !== 'SQLITE_BUSY') throw error
+      throw new TempFailError('E_RELAY_JOURNAL_LOCKED', `Another relay holds ${base}.lock: one relay per store.`, {
+        hint: 'Try this: stop the other `mq relay start` on this home (or give this one its own --home or store.url).',
+      })
+    }
+    try {
+      return new Journal(base, lock, openSync(base, 'a', 0o600))
+    } catch (error) {
+      lock.close()
+      throw error
+    }
+  }
+
+  /**
+   * Every whole record of .prev and the current file, in order. A torn tail of the current file is
+   * cut off (appending after it would bury the records that follow), and the file synced.
+   */
+  read(): {records: JournalRecord[]; torn: {file: string; offset: number; bytes: number}[]} {
+    const records: JournalRecord[] = []
+    const torn: {file: string; offset: number; bytes: number}[] = []
+    for (const file of [`${this.base}.prev`, this.base]) {
+      if (!existsSync(file)) continue
+      const b = readFileSync(file)
+      const r = decodeRecords(b)
+      records.push(...r.records)
+      if (r.end < b.length) {
+        torn.push({bytes: b.length - r.end, file, offset: r.end})
+        if (file === this.base) {
+          ftruncateSync(this.fd, r.end)
+          this.size = r.end
+          this.unsynced = 1
+        }
+      }
+    }
+    return {records, torn}
+  }
+
+  /**
+   * Appends records in one write (several only for very many). On a failure the file is cut back to
+   * its last whole record and the error thrown: nothing of the batch counts as written.
+   */
+  append(records: readonly JournalRecord[]): void {
+    const parts: Buffer[] = []
+    let bytes = 0
+    for (const r of records) {
+      const head = encodeHead(r)
+      parts.push(head)
+      bytes += head.length
+      if (r.body !== null && r.body.length > 0) {
+        parts.push(r.body)
+        bytes += r.body.length
+      }
+    }
+    const before = this.size
+    try {
+      let buf = parts.length > MAX_PARTS ? [Buffer.concat(parts, bytes)] : parts
+      let left = bytes
+      while (left > 0) {
+        const n = buf.length === 1 ? writeSync(this.fd, buf[0]) : writevSync(this.fd, buf)
+        left -= n
+        if (left > 0) buf = [Buffer.concat(buf, n + left).subarray(n)]
+      }
+    } catch (error) {
+      try {
+        ftruncateSync(this.fd, before)
+      } catch {
+        // the next open cuts it at the last whole record
+      }
+      throw error
+    }
+    this.size += bytes
+    this.unsynced += bytes
+  }
+
+  /** fdatasync of what was appended so far, on the thread pool; one at a time. */
+  sync(): Promise<void> {
+    if (this.syncing) return this.syncing
+    if (this.unsynced === 0 || this.closed) return Promise.resolve()
+    this.unsynced = 0
+    const fd = this.fd
+    this.syncing = new Promise<void>((resolve) => {
+      fdatasync(fd, () => {
+        // a failed sync leaves the data in the page cache: the database commit follows anyway
+        this.syncing = undefined
+        resolve()
+      })
+    })
+    return this.syncing
+  }
+
+  get bytes(): number {
+    return this.size
+  }
+
+  /**
+   * The current file becomes .prev (the old .prev, whose records reached the database at least one
+   * rotation ago, goes) and a new one is started. Call only when every record written so far is in
+   * the database. False (nothing done) while a sync of the current file runs.
+   */
+  rotate(): boolean {
+    if (this.syncing || this.closed) return false
+    closeSync(this.fd)
+    renameSync(this.base, `${this.base}.prev`)
+    this.fd = openSync(this.base, 'a', 0o600)
+    this.size = 0
+    this.unsynced = 0
+    return true
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    await this.syncing
+    closeSync(this.fd)
+    this.lock.close()
+  }
+}
