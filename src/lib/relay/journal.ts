@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3'
-import {closeSync, existsSync, fdatasync, fstatSync, ftruncateSync, openSync, readFileSync, renameSync, writeSync, writevSync} from 'node:fs'
+import {chmodSync, closeSync, existsSync, fdatasync, fstatSync, ftruncateSync, openSync, readFileSync, renameSync, writeSync, writevSync} from 'node:fs'
 import {crc32} from 'node:zlib'
 
 import {TempFailError} from '../errors.js'
@@ -120,6 +120,7 @@ export class Journal {
   static open(base: string): Journal {
     const lock = new Database(`${base}.lock`, {timeout: 0})
     try {
+      chmodSync(`${base}.lock`, 0o600)
       lock.pragma('locking_mode = EXCLUSIVE')
       lock.exec('BEGIN EXCLUSIVE')
     } catch (error) {

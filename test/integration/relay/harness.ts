@@ -7,7 +7,7 @@ import {Op, type OpCode, type ProtocolVersion, RESPONSE_HEADER_BYTES, decodeResp
 import {EndOfStream, SocketReader} from '../../../src/lib/relay/reader.js'
 import {Journal} from '../../../src/lib/relay/journal.js'
 import {RelayServer} from '../../../src/lib/relay/server.js'
-import {RelayStore} from '../../../src/lib/relay/store.js'
+import {RelayStore, type RelayStoreOptions} from '../../../src/lib/relay/store.js'
 
 export interface RunningRelay {
   server: RelayServer
@@ -17,8 +17,8 @@ export interface RunningRelay {
 }
 
 /** An in-process relay over a temp home's store (SQLite unless `url` names MySQL). */
-export async function startRelay(opts: {home: string; url?: string; idleTimeoutMs?: number; maxFileBytes?: number; maxTextBytes?: number; port?: number; logger?: Logger}): Promise<RunningRelay> {
-  const store = await RelayStore.open({dataDir: join(opts.home, 'data'), url: opts.url ?? 'sqlite'})
+export async function startRelay(opts: {home: string; url?: string; idleTimeoutMs?: number; maxFileBytes?: number; maxTextBytes?: number; port?: number; logger?: Logger; journal?: RelayStoreOptions['journal']}): Promise<RunningRelay> {
+  const store = await RelayStore.open({dataDir: join(opts.home, 'data'), journal: opts.journal, url: opts.url ?? 'sqlite'})
   const server = new RelayServer({
     filesDir: join(opts.home, 'data', 'relay-files'),
     host: '127.0.0.1',

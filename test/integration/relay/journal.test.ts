@@ -1,0 +1,292 @@
+import assert from 'node:assert/strict'
+import {type ChildProcess, spawn} from 'node:child_process'
+import {randomBytes} from 'node:crypto'
+import {appendFileSync, existsSync, readFileSync, rmSync, statSync, writeFileSync} from 'node:fs'
+import {join} from 'node:path'
+import {describe, test} from 'node:test'
+
+import Database from 'better-sqlite3'
+
+import {decodeRecords, encodeHead} from '../../../src/lib/relay/journal.js'
+import {Op, PULL_ENTRY_HEADER_BYTES, decodePullEntryHeader, encodeSendHeader} from '../../../src/lib/relay/protocol.js'
+import {RelayStore} from '../../../src/lib/relay/store.js'
+import {runCli} from '../../helpers/cli.js'
+import {tempHome} from '../../helpers/home.js'
+import {RawClient, type RawResponse, registerRaw, req, startRelay} from './harness.js'
+
+/**
+ * The relay's journal (src/lib/relay/journal.ts): acknowledged messages are appended to
+ * data/relay.jnl before their ack and moved into relay_messages later. Nothing acknowledged may be
+ * lost or delivered twice because of it, whatever happens between the two.
+ */
+
+/** held in the journal alone for the whole test: no timed flush */
+const HOLD = {flushMs: 3_600_000}
+
+/** A relay in a child process (so that it can be killed) on `home`, journal flushes held back. */
+async function childRelay(home: string): Promise<{proc: ChildProcess; port: number}> {
+  const server = new URL('../../../src/lib/relay/server.js', import.meta.url).href
+  const store = new URL('../../../src/lib/relay/store.js', import.meta.url).href
+  const script = `
+    const {RelayServer} = await import(${JSON.stringify(server)})
+    const {RelayStore} = await import(${JSON.stringify(store)})
+    const store = await RelayStore.open({dataDir: ${JSON.stringify(join(home, 'data'))}, journal: ${JSON.stringify(HOLD)}, url: 'sqlite'})
+    const server = new RelayServer({filesDir: ${JSON.stringify(join(home, 'data', 'relay-files'))}, host: '127.0.0.1', idleTimeoutMs: 30000, maxFileBytes: 1 << 20, maxTextBytes: 1 << 20, port: 0, store})
+    await server.start()
+    process.stdout.write('PORT ' + server.port + '\\n')`
+  const proc = spawn(process.execPath, ['--input-type=module', '-e', script], {stdio: ['ignore', 'pipe', 'inherit']})
+  const port = await new Promise<number>((resolve, reject) => {
+    let out = ''
+    proc.stdout!.on('data', (d: Buffer) => {
+      out += d.toString()
+      const m = /PORT (\d+)/.exec(out)
+      if (m) resolve(Number(m[1]))
+    })
+    proc.once('exit', (code) => reject(new Error(`relay child exited with ${code}`)))
+  })
+  return {port, proc}
+}
+
+async function kill(proc: ChildProcess): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return
+  proc.kill('SIGKILL')
+  await new Promise((r) => proc.once('exit', r))
+}
+
+const send = (from: Buffer, to: Buffer, type: number, body: Buffer, version: 2 | 3 = 3): Buffer => req(version, from, Op.send, Buffer.concat([encodeSendHeader(to, type, body.length), body]))
+
+function entries(r: RawResponse): {id: number; type: number; body: Buffer}[] {
+  const out = []
+  for (let at = 0; at < r.payload.length; ) {
+    const e = decodePullEntryHeader(r.payload.subarray(at, at + PULL_ENTRY_HEADER_BYTES))
+    at += PULL_ENTRY_HEADER_BYTES
+    out.push({body: Buffer.from(r.payload.subarray(at, at + e.size)), id: e.messageId, type: e.type})
+    at += e.size
+  }
+  return out
+}
+
+async function pull(port: number, who: Buffer): Promise<{id: number; type: number; body: Buffer}[]> {
+  const c = await RawClient.connect(port)
+  try {
+    c.write(req(3, who, Op.pull))
+    const r = await c.response()
+    assert.equal(r.code, 2104)
+    return entries(r)
+  } finally {
+    c.close()
+  }
+}
+
+/** rows in relay.db itself, read beside whoever holds the journal */
+function rowsInDb(home: string): number {
+  const db = new Database(join(home, 'data', 'relay.db'), {readonly: true})
+  try {
+    return (db.prepare('SELECT COUNT(*) AS n FROM relay_messages').get() as {n: number}).n
+  } finally {
+    db.close()
+  }
+}
+
+describe('relay journal', () => {
+  test('texts acknowledged, then the relay killed with SIGKILL before any flush: each delivered after the restart, exactly once', async () => {
+    const home = tempHome('mq-relay-jnl-kill-')
+    const child = await childRelay(home.dir)
+    let relay: Awaited<ReturnType<typeof startRelay>> | undefined
+    try {
+      const c = await RawClient.connect(child.port)
+      const alice = await registerRaw(c, 3, 'j-alice')
+      const bob = await registerRaw(c, 3, 'j-bob')
+      const sent = new Map<number, Buffer>()
+      for (let i = 0; i < 50; i++) {
+        const t = randomBytes(40 + i)
+        c.write(send(alice, bob, 3, t))
+        const r = await c.response()
+        assert.equal(r.code, 2103)
+        sent.set(r.payload.readUInt32LE(16), t)
+      }
+      const burst = Array.from({length: 20}, (_, i) => randomBytes(100 + i))
+      c.write(Buffer.concat(burst.map((t) => send(alice, bob, 3, t))))
+      for (const t of burst) sent.set((await c.response()).payload.readUInt32LE(16), t)
+      c.close()
+      // acknowledged, and so far only in the journal
+      assert.equal(rowsInDb(home.dir), 0)
+      assert.equal(decodeRecords(readFileSync(join(home.dir, 'data', 'relay.jnl'))).records.length, 70)
+
+      await kill(child.proc)
+      relay = await startRelay({home: home.dir, journal: HOLD})
+      assert.equal(relay.store.recovery.replayed, 70)
+      const got = await pull(relay.port, bob)
+      assert.deepEqual(new Map(got.map((e) => [e.id, e.body])), sent)
+      assert.deepEqual(got.map((e) => e.id), [...sent.keys()], 'in the order they were acknowledged')
+      assert.deepEqual(await pull(relay.port, bob), [], 'pulled once')
+      // a crash now, then a restart: the journal still holds the records, the watermark skips them
+      await relay.stop()
+      relay = await startRelay({home: home.dir, journal: HOLD})
+      assert.equal(relay.store.recovery.replayed, 0)
+      assert.deepEqual(await pull(relay.port, bob), [], 'never delivered a second time')
+      // new ids come after every id handed out before
+      const c2 = await RawClient.connect(relay.port)
+      c2.write(send(alice, bob, 3, Buffer.from('later')))
+      const later = (await c2.response()).payload.readUInt32LE(16)
+      c2.close()
+      assert.ok(later > Math.max(...sent.keys()))
+    } finally {
+      await kill(child.proc)
+      await relay?.stop()
+      home.cleanup()
+    }
+  })
+
+  test('a torn last record is ignored, the records before it kept, and appends after it readable', async () => {
+    const home = tempHome('mq-relay-jnl-torn-')
+    let child = await childRelay(home.dir)
+    let relay: Awaited<ReturnType<typeof startRelay>> | undefined
+    try {
+      const c = await RawClient.connect(child.port)
+      const alice = await registerRaw(c, 3, 't-alice')
+      const bob = await registerRaw(c, 3, 't-bob')
+      const kept: Buffer[] = []
+      for (let i = 0; i < 3; i++) {
+        kept.push(randomBytes(64))
+        c.write(send(alice, bob, 3, kept[i]))
+        assert.equal((await c.response()).code, 2103)
+      }
+      c.close()
+      await kill(child.proc)
+      // what a crash mid-write leaves: the start of a fourth record (its length says more follows)
+      const file = join(home.dir, 'data', 'relay.jnl')
+      const body = randomBytes(64)
+      const whole = Buffer.concat([encodeHead({body, createdMs: Date.now(), file: null, from: alice, id: 999_999, size: 64, to: bob, type: 3}), body])
+      appendFileSync(file, whole.subarray(0, whole.length - 10))
+      const tornAt = statSync(file).size - (whole.length - 10)
+
+      child = await childRelay(home.dir)
+      const c2 = await RawClient.connect(child.port)
+      const after = randomBytes(64)
+      c2.write(send(alice, bob, 3, after))
+      assert.equal((await c2.response()).code, 2103)
+      c2.close()
+      await kill(child.proc)
+      // the torn bytes were cut off at the restart: the new record follows the three whole ones
+      assert.equal(decodeRecords(readFileSync(file)).records.length, 4)
+      assert.equal(statSync(file).size > tornAt, true)
+
+      relay = await startRelay({home: home.dir, journal: HOLD})
+      assert.deepEqual((await pull(relay.port, bob)).map((e) => e.body), [...kept, after])
+      await relay.stop()
+      relay = undefined
+
+      // a whole-length record whose bytes do not check (garbage, zeros) is not a message either
+      const store = await RelayStore.open({dataDir: join(home.dir, 'data'), journal: HOLD, url: 'sqlite'})
+      await store.close()
+      const bad = Buffer.from(whole)
+      bad[bad.length - 1] ^= 0xff
+      appendFileSync(file, Buffer.concat([bad, Buffer.alloc(4096)]))
+      const again = await RelayStore.open({dataDir: join(home.dir, 'data'), journal: HOLD, url: 'sqlite'})
+      try {
+        assert.equal(again.recovery.replayed, 0)
+        assert.equal(again.recovery.torn.length, 1)
+        assert.equal(again.recovery.torn[0].bytes, bad.length + 4096)
+        assert.deepEqual(await again.pending(bob), [])
+      } finally {
+        await again.close()
+      }
+    } finally {
+      await kill(child.proc)
+      await relay?.stop()
+      home.cleanup()
+    }
+  })
+
+  test('pull order is arrival order across texts, key requests, keys, v2 texts and files', async () => {
+    const home = tempHome('mq-relay-jnl-order-')
+    const relay = await startRelay({home: home.dir, journal: HOLD})
+    try {
+      const c = await RawClient.connect(relay.port)
+      const a3 = await registerRaw(c, 3, 'o-a3')
+      const b3 = await registerRaw(c, 3, 'o-b3')
+      const plan: {type: number; body: Buffer; version: 2 | 3}[] = [
+        {body: Buffer.from('text 1'), type: 3, version: 3},
+        {body: Buffer.alloc(0), type: 1, version: 3},
+        {body: randomBytes(100 * 1024), type: 4, version: 3},
+        {body: Buffer.from('text 2'), type: 3, version: 3},
+        {body: randomBytes(300), type: 2, version: 3},
+        {body: randomBytes(70 * 1024), type: 3, version: 3},
+        {body: Buffer.from('text 3'), type: 3, version: 3},
+      ]
+      const acked: number[] = []
+      for (const m of plan) {
+        c.write(send(a3, b3, m.type, m.body, m.version))
+        const r = await c.response()
+        assert.equal(r.code, 2103)
+        acked.push(r.payload.readUInt32LE(16))
+      }
+      c.close()
+      assert.deepEqual([...acked].sort((x, y) => x - y), acked, 'ids grow in arrival order')
+      const got = await pull(relay.port, b3)
+      assert.deepEqual(got.map((e) => e.id), acked)
+      assert.deepEqual(got.map((e) => e.type), plan.map((m) => m.type))
+      for (const [i, e] of got.entries()) assert.ok(e.body.equals(plan[i].body), `message ${i}`)
+    } finally {
+      await relay.stop()
+      home.cleanup()
+    }
+  })
+
+  test('one relay per journal: a second store on the same home is refused clearly until the first closes', async () => {
+    const home = tempHome('mq-relay-jnl-lock-')
+    const dataDir = join(home.dir, 'data')
+    const first = await RelayStore.open({dataDir, url: 'sqlite'})
+    try {
+      await assert.rejects(RelayStore.open({dataDir, url: 'sqlite'}), (e: Error & {code?: string}) => e.code === 'E_RELAY_JOURNAL_LOCKED' && /one relay per store/.test(e.message))
+    } finally {
+      await first.close()
+    }
+    const second = await RelayStore.open({dataDir, url: 'sqlite'})
+    await second.close()
+    home.cleanup()
+  })
+
+  test('mq backup create includes texts still only in the journal; the restored relay delivers them once', async () => {
+    const home = tempHome('mq-relay-jnl-bk-')
+    const target = tempHome('mq-relay-jnl-bk-to-')
+    const relay = await startRelay({home: home.dir, journal: HOLD})
+    try {
+      const c = await RawClient.connect(relay.port)
+      const alice = await registerRaw(c, 3, 'b-alice')
+      const bob = await registerRaw(c, 3, 'b-bob')
+      const texts = [randomBytes(80), randomBytes(90)]
+      const ids = []
+      for (const t of texts) {
+        c.write(send(alice, bob, 3, t))
+        ids.push((await c.response()).payload.readUInt32LE(16))
+      }
+      c.close()
+      assert.equal(rowsInDb(home.dir), 0, 'not flushed yet')
+      const pass = join(target.dir, '..', `${target.dir.split('/').pop()}.pass`)
+      writeFileSync(pass, 'correct horse battery staple\n', {mode: 0o600})
+      const archive = `${target.dir}.mqb`
+      const created = await runCli(['backup', 'create', archive, '--passphrase-file', pass, '--json'], {home: home.dir})
+      assert.equal(created.code, 0, created.stderr + created.stdout)
+      assert.equal(rowsInDb(home.dir), 0, 'the backup did not need a flush')
+      const restored = await runCli(['backup', 'restore', archive, '--home', target.dir, '--passphrase-file', pass, '--force'])
+      assert.equal(restored.code, 0, restored.stderr + restored.stdout)
+      assert.ok(existsSync(join(target.dir, 'data', 'relay.jnl')))
+      const store = await RelayStore.open({dataDir: join(target.dir, 'data'), url: 'sqlite'})
+      try {
+        assert.equal(store.recovery.replayed, 2)
+        const waiting = await store.pending(bob)
+        assert.deepEqual(waiting.map((m) => m.id), ids)
+        for (const [i, m] of waiting.entries()) assert.deepEqual(await store.body(m.id), texts[i])
+      } finally {
+        await store.close()
+      }
+    } finally {
+      await relay.stop()
+      home.cleanup()
+      target.cleanup()
+      for (const f of [`${target.dir}.mqb`, join(target.dir, '..', `${target.dir.split('/').pop()}.pass`)]) rmSync(f, {force: true})
+    }
+  })
+})
