@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3'
-import {chmodSync, closeSync, existsSync, fdatasync, fstatSync, ftruncateSync, openSync, readFileSync, renameSync, writeSync, writevSync} from 'node:fs'
+import {chmodSync, closeSync, existsSync, fdatasync, fstatSync, ftruncateSync, openSync, readFileSync, readSync, renameSync, writeSync, writevSync} from 'node:fs'
 import {crc32} from 'node:zlib'
 
 import {TempFailError} from '../errors.js'
@@ -45,6 +45,12 @@ const MAX_PAYLOAD = 1 << 20
 /** writev with more parts than this is joined first (IOV_MAX is 1024) */
 const MAX_PARTS = 1000
 
+/** writeUIntLE(v, at, 6) without its generic path (three per record) */
+function u48(b: Buffer, at: number, v: number): void {
+  b.writeUInt32LE(v % 0x1_0000_0000, at)
+  b.writeUInt16LE(Math.floor(v / 0x1_0000_0000), at + 4)
+}
+
 /** The record's head: prefix, payload up to the body. The CRC covers head and body. */
 export function encodeHead(r: JournalRecord): Buffer {
   if (r.to.length !== 16 || r.from.length !== 16) throw new Error('a journal record needs 16-byte client ids')
@@ -54,12 +60,12 @@ export function encodeHead(r: JournalRecord): Buffer {
   const h = Buffer.allocUnsafe(PREFIX + HEAD + nameLen)
   h.writeUInt32LE(HEAD + nameLen + bodyLen, 0)
   h[8] = FORMAT
-  h.writeUIntLE(r.id, 9, 6)
+  u48(h, 9, r.id)
   r.to.copy(h, 15)
   r.from.copy(h, 31)
   h[47] = r.type
-  h.writeUIntLE(r.size, 48, 6)
-  h.writeUIntLE(r.createdMs, 54, 6)
+  u48(h, 48, r.size)
+  u48(h, 54, r.createdMs)
   h[60] = (r.body === null ? 0 : HAS_BODY) | (name === undefined ? 0 : HAS_FILE)
   h.writeUInt16LE(nameLen, 61)
   if (name) name.copy(h, 63)
@@ -69,7 +75,10 @@ export function encodeHead(r: JournalRecord): Buffer {
   return h
 }
 
-/** The whole records of `b`, in order, up to the first one that is cut short or does not check; `end` is where they stop. */
+/**
+ * The whole records of `b`, in order, up to the first one that is cut short or does not check; `end`
+ * is where they stop. Ids and bodies are views into `b`.
+ */
 export function decodeRecords(b: Buffer): {records: JournalRecord[]; end: number} {
   const records: JournalRecord[] = []
   let at = 0
@@ -83,13 +92,13 @@ export function decodeRecords(b: Buffer): {records: JournalRecord[]; end: number
     if (HEAD + nameLen > len) break
     const file = flags & HAS_FILE ? p.toString('utf8', HEAD, HEAD + nameLen) : null
     records.push({
-      body: flags & HAS_BODY ? Buffer.from(p.subarray(HEAD + nameLen)) : null,
+      body: flags & HAS_BODY ? p.subarray(HEAD + nameLen) : null,
       createdMs: p.readUIntLE(46, 6),
       file,
-      from: Buffer.from(p.subarray(23, 39)),
+      from: p.subarray(23, 39),
       id: p.readUIntLE(1, 6),
       size: p.readUIntLE(40, 6),
-      to: Buffer.from(p.subarray(7, 23)),
+      to: p.subarray(7, 23),
       type: p[39],
     })
     at += PREFIX + len
@@ -100,6 +109,8 @@ export function decodeRecords(b: Buffer): {records: JournalRecord[]; end: number
 export class Journal {
   /** bytes in the current file */
   private size = 0
+  /** bytes of the current file whose records are in the database (see unflushed()) */
+  private flushedAt = 0
   /** bytes of the current file written since the last fdatasync started */
   private unsynced = 0
   private syncing: Promise<void> | undefined
@@ -111,6 +122,7 @@ export class Journal {
     private fd: number,
   ) {
     this.size = fstatSync(fd).size
+    this.flushedAt = this.size
   }
 
   /**
@@ -131,7 +143,7 @@ export class Journal {
       })
     }
     try {
-      return new Journal(base, lock, openSync(base, 'a', 0o600))
+      return new Journal(base, lock, openSync(base, 'a+', 0o600))
     } catch (error) {
       lock.close()
       throw error
@@ -139,8 +151,9 @@ export class Journal {
   }
 
   /**
-   * Every whole record of .prev and the current file, in order. A torn tail of the current file is
-   * cut off (appending after it would bury the records that follow), and the file synced.
+   * Every whole record of .prev and the current file, in order (at start: the caller puts into the
+   * database those it lacks). A torn tail of the current file is cut off: appending after it would
+   * bury the records that follow.
    */
   read(): {records: JournalRecord[]; torn: {file: string; offset: number; bytes: number}[]} {
     const records: JournalRecord[] = []
@@ -154,7 +167,7 @@ export class Journal {
         torn.push({bytes: b.length - r.end, file, offset: r.end})
         if (file === this.base) {
           ftruncateSync(this.fd, r.end)
-          this.size = r.end
+          this.size = this.flushedAt = r.end
           this.unsynced = 1
         }
       }
@@ -199,6 +212,36 @@ export class Journal {
     this.unsynced += bytes
   }
 
+  /** bytes appended since the last markFlushed() */
+  get pending(): number {
+    return this.size - this.flushedAt
+  }
+
+  /**
+   * The records appended since the last markFlushed(), read back from the file (in the page cache):
+   * the relay holds no acknowledged message in memory until it reaches the database. `end` goes to
+   * markFlushed() once they are committed there.
+   */
+  unflushed(): {records: JournalRecord[]; end: number} {
+    const n = this.size - this.flushedAt
+    if (n === 0) return {end: this.size, records: []}
+    const b = Buffer.allocUnsafe(n)
+    for (let got = 0; got < n; ) {
+      const r = readSync(this.fd, b, got, n - got, this.flushedAt + got)
+      if (r === 0) throw new Error(`journal ${this.base} is shorter than written`)
+      got += r
+    }
+    const {end, records} = decodeRecords(b)
+    // only whole records are ever left in the file (append() cuts a failed write back)
+    if (end !== n) throw new Error(`journal ${this.base} does not read back at offset ${this.flushedAt + end}`)
+    return {end: this.size, records}
+  }
+
+  /** The records up to `end` (from unflushed()) are committed to the database. */
+  markFlushed(end: number): void {
+    if (end > this.flushedAt) this.flushedAt = end
+  }
+
   /** fdatasync of what was appended so far, on the thread pool; one at a time. */
   sync(): Promise<void> {
     if (this.syncing) return this.syncing
@@ -221,15 +264,15 @@ export class Journal {
 
   /**
    * The current file becomes .prev (the old .prev, whose records reached the database at least one
-   * rotation ago, goes) and a new one is started. Call only when every record written so far is in
-   * the database. False (nothing done) while a sync of the current file runs.
+   * rotation ago, goes) and a new one is started. False (nothing done) while a sync of the current
+   * file runs or some of its records are not in the database yet.
    */
   rotate(): boolean {
-    if (this.syncing || this.closed) return false
+    if (this.syncing || this.closed || this.flushedAt !== this.size) return false
     closeSync(this.fd)
     renameSync(this.base, `${this.base}.prev`)
-    this.fd = openSync(this.base, 'a', 0o600)
-    this.size = 0
+    this.fd = openSync(this.base, 'a+', 0o600)
+    this.size = this.flushedAt = 0
     this.unsynced = 0
     return true
   }

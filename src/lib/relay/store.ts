@@ -167,8 +167,8 @@ const RESERVE_IDS = 'UPDATE relay_id_floor SET last_id = MAX(last_id, ?) WHERE o
 const ID_BLOCK = 1024
 /** how often the journal is fdatasynced and moved into relay_messages (the checkpointer's cadence) */
 export const JOURNAL_FLUSH_MS = 250
-/** messages held in the journal alone before a flush regardless of the timer (bounds memory) */
-const FLUSH_MAX = 20_000
+/** journal bytes not yet in the database that start a flush regardless of the timer (bounds a flush's read) */
+const FLUSH_BYTES = 8 * 1024 * 1024
 /** the journal file is rotated once this big, and at most once a second (see Journal.rotate) */
 const ROTATE_BYTES = 1024 * 1024
 const ROTATE_MIN_MS = 1000
@@ -216,8 +216,9 @@ export class RelayStore {
 
   /** SQLite: the journal of acknowledged messages (see journal.ts) */
   private journal?: Journal
-  /** rows written to the journal and not yet to relay_messages, in id order */
-  private unflushed: SqlParam[][] = []
+  /** created_at of the last flushed record, reused within its millisecond */
+  private flushMs = 0
+  private flushIso = ''
   /** ids: the next one, and the last of the reserved block */
   private nextId = 0
   private reservedTo = 0
@@ -265,7 +266,7 @@ export class RelayStore {
       for (const r of records) maxId = Math.max(maxId, r.id)
       if (fresh.length > 0) {
         sql.transactionNow!(() => {
-          for (const r of fresh) sql.runNow!(REPLAY_JOURNALED, [r.id, r.to, r.from, r.type, r.size, r.body, r.file, new Date(r.createdMs).toISOString()])
+          for (const r of fresh) sql.runNow!(REPLAY_JOURNALED, [r.id, r.to, r.from, r.type, r.size, r.body, r.file, this.createdAt(r.createdMs)])
           sql.runNow!(SET_APPLIED, [fresh[fresh.length - 1].id])
         })
       }
@@ -300,14 +301,25 @@ export class RelayStore {
    * before anything reads, counts or deletes messages, so nobody sees a difference.
    */
   flush(): void {
-    if (this.unflushed.length === 0) return
-    const rows = this.unflushed
-    const sql = this.sql
-    sql.transactionNow!(() => {
-      for (const r of rows) sql.runNow!(INSERT_JOURNALED, r)
-      sql.runNow!(SET_APPLIED, [rows[rows.length - 1][0]])
-    })
-    this.unflushed = []
+    const journal = this.journal
+    if (journal === undefined || journal.pending === 0) return
+    const {records, end} = journal.unflushed()
+    if (records.length > 0) {
+      const sql = this.sql
+      sql.transactionNow!(() => {
+        for (const r of records) sql.runNow!(INSERT_JOURNALED, [r.id, r.to, r.from, r.type, r.size, r.body, r.file, this.createdAt(r.createdMs)])
+        sql.runNow!(SET_APPLIED, [records[records.length - 1].id])
+      })
+    }
+    journal.markFlushed(end)
+  }
+
+  private createdAt(ms: number): string {
+    if (ms !== this.flushMs) {
+      this.flushMs = ms
+      this.flushIso = new Date(ms).toISOString()
+    }
+    return this.flushIso
   }
 
   /**
@@ -324,7 +336,7 @@ export class RelayStore {
       this.flush()
       if (journal.bytes >= ROTATE_BYTES && Date.now() - this.rotatedAt >= ROTATE_MIN_MS && journal.rotate()) this.rotatedAt = Date.now()
     } catch {
-      // the records stay in the journal (and in this.unflushed): nothing is lost
+      // the records stay in the journal: nothing is lost
     } finally {
       this.ticking = false
     }
@@ -435,13 +447,13 @@ export class RelayStore {
     this.batch = []
     if (batch.length === 0) return
     const t = Date.now()
-    if (t !== this.nowMs) {
-      this.nowMs = t
-      this.nowIso = new Date(t).toISOString()
-    }
     if (this.journal) {
       this.journalBatch(batch, t)
       return
+    }
+    if (t !== this.nowMs) {
+      this.nowMs = t
+      this.nowIso = new Date(t).toISOString()
     }
     for (const b of batch) b.row[6] = this.nowIso
     try {
@@ -466,24 +478,23 @@ export class RelayStore {
    */
   private journalBatch(batch: {row: SqlParam[]; resolve: (id: number) => void; reject: (error: unknown) => void}[], t: number): void {
     const records: JournalRecord[] = []
+    const journal = this.journal!
     try {
       for (const b of batch) {
         const [to, from, type, size, body, file] = b.row as [Buffer, Buffer, number, number, Buffer | null, string | null]
         records.push({body, createdMs: t, file, from, id: this.takeId(), size, to, type})
       }
-      this.journal!.append(records)
+      journal.append(records)
     } catch (error) {
       for (const b of batch) b.reject(error)
       return
     }
-    const rows = records.map((r): SqlParam[] => [r.id, r.to, r.from, r.type, r.size, r.body, r.file, this.nowIso])
-    for (const r of rows) this.unflushed.push(r)
-    for (const [i, b] of batch.entries()) b.resolve(rows[i][0] as number)
-    if (this.unflushed.length >= FLUSH_MAX) {
+    for (const [i, b] of batch.entries()) b.resolve(records[i].id)
+    if (journal.pending >= FLUSH_BYTES) {
       try {
         this.flush()
       } catch {
-        // kept for the next flush
+        // still in the journal: the next flush takes it
       }
     }
   }
