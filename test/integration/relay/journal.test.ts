@@ -7,7 +7,7 @@ import {describe, test} from 'node:test'
 
 import Database from 'better-sqlite3'
 
-import {decodeRecords, encodeHead} from '../../../src/lib/relay/journal.js'
+import {decodeRecords, encodeRecord} from '../../../src/lib/relay/journal.js'
 import {Op, PULL_ENTRY_HEADER_BYTES, decodePullEntryHeader, encodeSendHeader} from '../../../src/lib/relay/protocol.js'
 import {RelayStore} from '../../../src/lib/relay/store.js'
 import {runCli} from '../../helpers/cli.js'
@@ -157,7 +157,7 @@ describe('relay journal', () => {
       // what a crash mid-write leaves: the start of a fourth record (its length says more follows)
       const file = join(home.dir, 'data', 'relay.jnl')
       const body = randomBytes(64)
-      const whole = Buffer.concat([encodeHead({body, createdMs: Date.now(), file: null, from: alice, id: 999_999, size: 64, to: bob, type: 3}), body])
+      const whole = Buffer.concat(encodeRecord({body, createdMs: Date.now(), file: null, from: alice, id: 999_999, size: 64, to: bob, type: 3}))
       appendFileSync(file, whole.subarray(0, whole.length - 10))
       const tornAt = statSync(file).size - (whole.length - 10)
 
