@@ -410,6 +410,12 @@ export function restoreBackup(opts: {file: string; home: string; passphrase: str
       chmodSync(dst, f.mode & 0o644 || 0o600)
     }
     s.end()
+    // a restored relay.db must not meet the journal of the one it replaces (its records would be
+    // replayed into it); the archive's own journal, if any, is put back below
+    for (const f of m.files.filter((f) => f.kind === 'sqlite' && /^data\/[^/]+\.db$/.test(f.path))) {
+      const jnl = join(home, f.path.replace(/\.db$/, '.jnl'))
+      for (const side of ['', '.prev']) rmSync(jnl + side, {force: true})
+    }
     for (const f of m.files) {
       const dst = join(home, f.path)
       mkdirSync(dirname(dst), {mode: 0o700, recursive: true})

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import {type ChildProcess, spawn} from 'node:child_process'
 import {randomBytes} from 'node:crypto'
-import {appendFileSync, existsSync, readFileSync, rmSync, statSync, writeFileSync} from 'node:fs'
+import {appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {describe, test} from 'node:test'
 
@@ -270,6 +270,9 @@ describe('relay journal', () => {
       const created = await runCli(['backup', 'create', archive, '--passphrase-file', pass, '--json'], {home: home.dir})
       assert.equal(created.code, 0, created.stderr + created.stdout)
       assert.equal(rowsInDb(home.dir), 0, 'the backup did not need a flush')
+      // the home restored into had a relay of its own: its journal must not be replayed into the restored store
+      mkdirSync(join(target.dir, 'data'), {recursive: true})
+      writeFileSync(join(target.dir, 'data', 'relay.jnl.prev'), Buffer.concat(encodeRecord({body: Buffer.from('stale'), createdMs: Date.now(), file: null, from: alice, id: 1_000_000, size: 5, to: bob, type: 3})), {mode: 0o600})
       const restored = await runCli(['backup', 'restore', archive, '--home', target.dir, '--passphrase-file', pass, '--force'])
       assert.equal(restored.code, 0, restored.stderr + restored.stdout)
       assert.ok(existsSync(join(target.dir, 'data', 'relay.jnl')))
