@@ -226,23 +226,27 @@ export class Journal {
   }
 
   /**
-   * The records appended since the last markFlushed(), read back from the file (in the page cache):
-   * the relay holds no acknowledged message in memory until it reaches the database. `end` goes to
-   * markFlushed() once they are committed there.
+   * The records appended since the last markFlushed(), at most `maxBytes` of them (whole records;
+   * at least one), read back from the file (in the page cache): the relay holds no acknowledged
+   * message in memory until it reaches the database. `end` goes to markFlushed() once they are
+   * committed there.
    */
-  unflushed(): {records: JournalRecord[]; end: number} {
-    const n = this.size - this.flushedAt
-    if (n === 0) return {end: this.size, records: []}
-    const b = Buffer.allocUnsafe(n)
-    for (let got = 0; got < n; ) {
-      const r = readSync(this.fd, b, got, n - got, this.flushedAt + got)
-      if (r === 0) throw new Error(`journal ${this.base} is shorter than written`)
-      got += r
+  unflushed(maxBytes = Number.POSITIVE_INFINITY): {records: JournalRecord[]; end: number} {
+    const pending = this.size - this.flushedAt
+    if (pending === 0) return {end: this.size, records: []}
+    for (let n = Math.min(pending, maxBytes); ; n = Math.min(pending, n * 2)) {
+      const b = Buffer.allocUnsafe(n)
+      for (let got = 0; got < n; ) {
+        const r = readSync(this.fd, b, got, n - got, this.flushedAt + got)
+        if (r === 0) throw new Error(`journal ${this.base} is shorter than written`)
+        got += r
+      }
+      const {end, records} = decodeRecords(b)
+      if (n < pending && end === 0) continue // the window ends inside its first record: a bigger one
+      // only whole records are ever left in the file (append() cuts a failed write back)
+      if (end === 0 || (n === pending && end !== n)) throw new Error(`journal ${this.base} does not read back at offset ${this.flushedAt + end}`)
+      return {end: this.flushedAt + end, records}
     }
-    const {end, records} = decodeRecords(b)
-    // only whole records are ever left in the file (append() cuts a failed write back)
-    if (end !== n) throw new Error(`journal ${this.base} does not read back at offset ${this.flushedAt + end}`)
-    return {end: this.size, records}
   }
 
   /** The records up to `end` (from unflushed()) are committed to the database. */

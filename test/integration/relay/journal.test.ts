@@ -234,6 +234,25 @@ describe('relay journal', () => {
     }
   })
 
+  test('the timed flush moves every record into relay_messages, in slices and in order, big bodies included', async () => {
+    const home = tempHome('mq-relay-jnl-slices-')
+    const store = await RelayStore.open({dataDir: join(home.dir, 'data'), journal: {flushMs: 20}, url: 'sqlite'})
+    try {
+      const to = randomBytes(16)
+      const from = randomBytes(16)
+      const bodies = Array.from({length: 3000}, (_, i) => randomBytes(i % 500 === 7 ? 60 * 1024 : 50 + (i % 300)))
+      const ids = await Promise.all(bodies.map((b) => store.add(to, from, 3, b.length, b, null)))
+      for (let i = 0; i < 100 && rowsInDb(home.dir) < bodies.length; i++) await new Promise((r) => setTimeout(r, 50))
+      assert.equal(rowsInDb(home.dir), bodies.length, 'all moved by the timer, no reader asked')
+      const waiting = await store.pending(to, 5000)
+      assert.deepEqual(waiting.map((m) => m.id), ids)
+      for (const i of [0, 7, 1234, 2507, 2999]) assert.deepEqual(await store.body(ids[i]), bodies[i])
+    } finally {
+      await store.close()
+      home.cleanup()
+    }
+  })
+
   test('one relay per journal: a second store on the same home is refused clearly until the first closes', async () => {
     const home = tempHome('mq-relay-jnl-lock-')
     const dataDir = join(home.dir, 'data')
