@@ -6,8 +6,8 @@ import {TempFailError} from '../errors.js'
 
 /**
  * The relay's journal of acknowledged messages (SQLite stores only). A message is appended here, in
- * one write with its id, before its acknowledgement, and moved into relay_messages by the store in
- * one transaction every JOURNAL_FLUSH_MS and before anything reads or deletes messages: an INSERT
+ * one write with its id, before its acknowledgement, and moved into relay_messages by the store
+ * every JOURNAL_FLUSH_MS (hundreds per transaction) and before anything reads or deletes messages: an INSERT
  * and its commit per text (WAL frames, six fcntl locks) was about half of a text's CPU. Contents are
  * stored exactly as in relay_messages: the clients' end-to-end ciphertext, never plaintext.
  *
@@ -281,9 +281,12 @@ export class Journal {
    */
   rotate(): boolean {
     if (this.syncing || this.closed || this.flushedAt !== this.size) return false
-    closeSync(this.fd)
+    // renamed under the open descriptor, then replaced: a failure at either step leaves appends going
+    // to a file that replay reads (the old one, under either name)
     renameSync(this.base, `${this.base}.prev`)
-    this.fd = openSync(this.base, 'a+', 0o600)
+    const fd = openSync(this.base, 'a+', 0o600)
+    closeSync(this.fd)
+    this.fd = fd
     this.size = this.flushedAt = 0
     this.unsynced = 0
     return true

@@ -253,6 +253,41 @@ describe('relay journal', () => {
     }
   })
 
+  test('a rotated journal: .prev and the current file are both replayed, in order, each record once', async () => {
+    const home = tempHome('mq-relay-jnl-rot-')
+    const dataDir = join(home.dir, 'data')
+    const to = randomBytes(16)
+    const from = randomBytes(16)
+    let store = await RelayStore.open({dataDir, journal: {flushMs: 20}, url: 'sqlite'})
+    const ids: number[] = []
+    try {
+      const big = randomBytes(50 * 1024)
+      for (let i = 0; i < 25; i++) ids.push(await store.add(to, from, 3, big.length, big, null))
+      await new Promise((r) => setTimeout(r, 1300))
+      ids.push(await store.add(to, from, 3, 5, Buffer.from('after'), null))
+      for (let i = 0; i < 50 && !existsSync(join(dataDir, 'relay.jnl.prev')); i++) await new Promise((r) => setTimeout(r, 50))
+      assert.ok(existsSync(join(dataDir, 'relay.jnl.prev')), 'rotated past 1 MiB')
+      ids.push(await store.add(to, from, 3, 4, Buffer.from('last'), null))
+    } finally {
+      await store.close()
+    }
+    const inFiles = ['relay.jnl.prev', 'relay.jnl'].flatMap((f) => decodeRecords(readFileSync(join(dataDir, f))).records.map((r) => r.id))
+    assert.deepEqual(inFiles, ids.slice(ids.length - inFiles.length), 'the files hold the newest records, in order')
+    // the database loses what the files still hold (an operating-system crash before its sync): replay brings it back once
+    const db = new Database(join(dataDir, 'relay.db'))
+    db.prepare(`DELETE FROM relay_messages WHERE id >= ?`).run(inFiles[0])
+    db.prepare('UPDATE relay_journal_applied SET last_id = ?').run(inFiles[0] - 1)
+    db.close()
+    store = await RelayStore.open({dataDir, journal: HOLD, url: 'sqlite'})
+    try {
+      assert.equal(store.recovery.replayed, inFiles.length)
+      assert.deepEqual((await store.pending(to)).map((m) => m.id), ids)
+    } finally {
+      await store.close()
+      home.cleanup()
+    }
+  })
+
   test('one relay per journal: a second store on the same home is refused clearly until the first closes', async () => {
     const home = tempHome('mq-relay-jnl-lock-')
     const dataDir = join(home.dir, 'data')
