@@ -293,6 +293,7 @@ const relay: Harness<RelayCtx> = {
   async run(input, ctx) {
     // what mutated sends and registrations leave behind is dropped now and then, so the store stays small
     if (++ctx.inputs % 5000 === 0) {
+      ctx.store.flush() // what the journal still holds, into the table first
       await ctx.store.sql.run('DELETE FROM relay_messages')
       const keep = Object.values(RELAY_USERS)
       await ctx.store.sql.run(`DELETE FROM relay_clients WHERE id NOT IN (${keep.map(() => '?').join(', ')})`, keep)
