@@ -126,6 +126,8 @@ export class Journal {
   private unsynced = 0
   private syncing: Promise<void> | undefined
   private closed = false
+  /** set when a failed write could not be undone: appends are refused from then on */
+  private broken?: Error
 
   private constructor(
     readonly base: string,
@@ -199,6 +201,7 @@ export class Journal {
         bytes += b.length
       }
     }
+    if (this.broken) throw this.broken
     const before = this.size
     try {
       let buf = parts.length > MAX_PARTS ? [Buffer.concat(parts, bytes)] : parts
@@ -211,8 +214,10 @@ export class Journal {
     } catch (error) {
       try {
         ftruncateSync(this.fd, before)
-      } catch {
-        // the next open cuts it at the last whole record
+      } catch (cut) {
+        // bytes of no whole record stay at the end: nothing may be appended (and acknowledged) behind
+        // them; the next open cuts them off. Flushes still read the records before them.
+        this.broken = new Error(`journal ${this.base} could not be cut back after a failed write: ${(cut as Error).message}`)
       }
       throw error
     }
