@@ -40,7 +40,7 @@ const PREFIX = 8
 const HEAD = 55
 const HAS_BODY = 1
 const HAS_FILE = 2
-/** larger than any record the relay writes (bodies in records are at most 64 KiB, names 255 bytes) */
+/** a length above this is not a record (bodies the relay receives inline are at most 64 KiB, names 255 bytes) */
 const MAX_PAYLOAD = 1 << 20
 /** writev with more parts than this is joined first (IOV_MAX is 1024) */
 const MAX_PARTS = 1000
@@ -55,11 +55,20 @@ function u48(b: Buffer, at: number, v: number): void {
 const JOIN_MAX = 4096
 
 /**
+ * Whether a message fits in a record that reads back: decodeRecords() takes a longer length for
+ * damage, so such a record would end the journal (and hide every record after it) at the next read.
+ */
+export function fitsRecord(body: Buffer | null, file: string | null): boolean {
+  return HEAD + (file === null ? 0 : Buffer.byteLength(file, 'utf8')) + (body?.length ?? 0) <= MAX_PAYLOAD
+}
+
+/**
  * A record as buffers to write: one holding it all, or for a big body its head (prefix, payload up to
  * the body) and the body itself. The CRC covers the payload, head and body.
  */
 export function encodeRecord(r: JournalRecord): Buffer[] {
   if (r.to.length !== 16 || r.from.length !== 16) throw new Error('a journal record needs 16-byte client ids')
+  if (!fitsRecord(r.body, r.file)) throw new Error(`a journal record holds at most ${MAX_PAYLOAD - HEAD} bytes of body and file name`)
   const name = r.file === null ? undefined : Buffer.from(r.file, 'utf8')
   const nameLen = name?.length ?? 0
   const bodyLen = r.body?.length ?? 0

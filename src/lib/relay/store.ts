@@ -1,5 +1,5 @@
 import {type Migration, type SqlParam, type SqlStore, migrate, openStore} from '../store/sql.js'
-import {Journal, type JournalRecord} from './journal.js'
+import {Journal, type JournalRecord, fitsRecord} from './journal.js'
 
 /**
  * The relay's directory of users and its queue of undelivered messages, over the shared SQL
@@ -481,19 +481,36 @@ export class RelayStore {
   /**
    * The batch's records in one journal write, then each sender resolved with its id: the record is
    * in the page cache before the acknowledgement (it survives the relay being killed), as the WAL
-   * commit was. A failed write acknowledges nothing.
+   * commit was. A failed write acknowledges nothing. A message too big for a record (not one the
+   * relay's protocol stores inline, whose bodies are at most 64 KiB) is inserted with its id, committed, instead.
    */
   private journalBatch(batch: {row: SqlParam[]; resolve: (id: number) => void; reject: (error: unknown) => void}[], t: number): void {
     const records: JournalRecord[] = []
     const journal = this.journal!
+    const sql = this.sql
+    /** records[i] went into relay_messages directly (committed) */
+    const direct: boolean[] = []
+    let committed = false
     try {
       for (const b of batch) {
         const [to, from, type, size, body, file] = b.row as [Buffer, Buffer, number, number, Buffer | null, string | null]
         records.push({body, createdMs: t, file, from, id: this.takeId(), size, to, type})
+        direct.push(!fitsRecord(body, file))
       }
-      journal.append(records)
+      if (direct.includes(true)) {
+        sql.transactionNow!(() => {
+          for (const [i, r] of records.entries()) if (direct[i]) sql.runNow!(INSERT_JOURNALED, [r.id, r.to, r.from, r.type, r.size, r.body, r.file, this.createdAt(r.createdMs)])
+        })
+        committed = true
+        journal.append(records.filter((_, i) => !direct[i]))
+      } else {
+        journal.append(records)
+      }
     } catch (error) {
-      for (const b of batch) b.reject(error)
+      for (const [i, b] of batch.entries()) {
+        if (committed && direct[i]) b.resolve(records[i].id)
+        else b.reject(error)
+      }
       return
     }
     for (const [i, b] of batch.entries()) b.resolve(records[i].id)

@@ -288,6 +288,32 @@ describe('relay journal', () => {
     }
   })
 
+  test('a message too big for a journal record (store API, over 1 MiB) is stored directly: it and the records after it stay deliverable, in order, across a restart', async () => {
+    const home = tempHome('mq-relay-jnl-big-')
+    const dataDir = join(home.dir, 'data')
+    const to = randomBytes(16)
+    const from = randomBytes(16)
+    const bodies = [Buffer.from('before'), randomBytes(2 << 20), Buffer.from('after')]
+    let store = await RelayStore.open({dataDir, journal: HOLD, url: 'sqlite'})
+    let ids: number[]
+    try {
+      ids = await Promise.all(bodies.map((b) => store.add(to, from, 3, b.length, b, null)))
+      assert.deepEqual([...ids].sort((x, y) => x - y), ids)
+      assert.deepEqual((await store.pending(to)).map((m) => m.id), ids)
+    } finally {
+      await store.close()
+    }
+    store = await RelayStore.open({dataDir, journal: HOLD, url: 'sqlite'})
+    try {
+      assert.deepEqual(store.recovery.torn, [])
+      assert.deepEqual((await store.pending(to)).map((m) => m.id), ids)
+      for (const [i, id] of ids.entries()) assert.ok((await store.body(id))?.equals(bodies[i]), `body ${i}`)
+    } finally {
+      await store.close()
+      home.cleanup()
+    }
+  })
+
   test('one relay per journal: a second store on the same home is refused clearly until the first closes', async () => {
     const home = tempHome('mq-relay-jnl-lock-')
     const dataDir = join(home.dir, 'data')

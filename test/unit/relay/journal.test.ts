@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import {randomBytes} from 'node:crypto'
 import {test} from 'node:test'
 
-import {type JournalRecord, decodeRecords, encodeRecord} from '../../../src/lib/relay/journal.js'
+import {type JournalRecord, decodeRecords, encodeRecord, fitsRecord} from '../../../src/lib/relay/journal.js'
 
 const rec = (id: number, body: Buffer | null, file: string | null = null, type = 3): JournalRecord => ({body, createdMs: 1_765_000_000_000 + id, file, from: randomBytes(16), id, size: file ? 5_000_000 : (body?.length ?? 0), to: randomBytes(16), type})
 
@@ -33,4 +33,10 @@ test('a record cut anywhere, or with any byte changed, ends the journal there: t
   }
   // zeros where a record should be (a file extended but never written)
   assert.equal(decodeRecords(Buffer.concat([head, Buffer.alloc(4096)])).records.length, 2)
+})
+
+test('a record that would not read back (payload over 1 MiB) is refused when written, not when read', () => {
+  assert.equal(fitsRecord(randomBytes(64 * 1024), null), true)
+  assert.equal(fitsRecord(Buffer.alloc(1 << 20), null), false)
+  assert.throws(() => encodeRecord(rec(1, Buffer.alloc(1 << 20))), /at most/)
 })
