@@ -39,7 +39,10 @@ Speaks protocol versions 1 and 2 (MessageU, exact or 1024-padded framing) and mq
     const store = await RelayStore.open({dataDir: this.home.data, url: cfg.store.url})
     const {replayed, torn} = store.recovery
     if (replayed > 0) log.info('journal replayed: acknowledged messages moved into the store', {messages: replayed})
-    for (const t of torn) log.warn('journal: ignored the end of a file, a record cut short by a crash while it was written', {bytes: t.bytes, file: t.file, offset: t.offset})
+    for (const t of torn) {
+      if (t.keptAt === undefined) log.warn('journal: ignored the end of a file, a record cut short by a crash while it was written', {bytes: t.bytes, file: t.file, offset: t.offset})
+      else log.error('journal: a damaged record; the records after it were not replayed (a copy of the file is kept)', {bytes: t.bytes, file: t.file, kept: t.keptAt, offset: t.offset})
+    }
     const server = new RelayServer({
       filesDir: join(this.home.data, 'relay-files'),
       host: this.flags.host ?? cfg.relay.host,

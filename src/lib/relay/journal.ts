@@ -1,5 +1,5 @@
 import Database from 'better-sqlite3'
-import {chmodSync, closeSync, existsSync, fdatasync, fstatSync, ftruncateSync, openSync, readFileSync, readSync, renameSync, writeSync, writevSync} from 'node:fs'
+import {chmodSync, closeSync, existsSync, fdatasync, fstatSync, ftruncateSync, openSync, readFileSync, readSync, renameSync, writeFileSync, writeSync, writevSync} from 'node:fs'
 import {crc32} from 'node:zlib'
 
 import {TempFailError} from '../errors.js'
@@ -126,6 +126,22 @@ export function decodeRecords(b: Buffer): {records: JournalRecord[]; end: number
   return {end: at, records}
 }
 
+/** bytes at the end of a journal file that are not whole records */
+export interface JournalTorn {
+  file: string
+  offset: number
+  bytes: number
+  /** set when they are not a record cut short by a crash (damage): where a copy of the file was kept */
+  keptAt?: string
+}
+
+/** `b` from `at` is the start of one record cut short (what a crash mid-write leaves), not damage */
+function cutShort(b: Buffer, at: number): boolean {
+  if (b.length - at < PREFIX) return true
+  const len = b.readUInt32LE(at)
+  return len >= HEAD && len <= MAX_PAYLOAD && at + PREFIX + len > b.length
+}
+
 export class Journal {
   /** bytes in the current file */
   private size = 0
@@ -175,18 +191,27 @@ export class Journal {
   /**
    * Every whole record of .prev and the current file, in order (at start: the caller puts into the
    * database those it lacks). A torn tail of the current file is cut off: appending after it would
-   * bury the records that follow.
+   * bury the records that follow. Unreadable bytes that are not a last record cut short (a record
+   * whole by its length whose CRC fails, a length no record has: damage on disk, not a crash, and
+   * whole records may follow) are kept: the file is first copied to `<file>.damaged-at-<offset>`
+   * (0600), which nothing reads, for the operator. Nothing after them is parsed: a length that is
+   * itself damaged would point into a body, which a client chose.
    */
-  read(): {records: JournalRecord[]; torn: {file: string; offset: number; bytes: number}[]} {
+  read(): {records: JournalRecord[]; torn: JournalTorn[]} {
     const records: JournalRecord[] = []
-    const torn: {file: string; offset: number; bytes: number}[] = []
+    const torn: JournalTorn[] = []
     for (const file of [`${this.base}.prev`, this.base]) {
       if (!existsSync(file)) continue
       const b = readFileSync(file)
       const r = decodeRecords(b)
       records.push(...r.records)
       if (r.end < b.length) {
-        torn.push({bytes: b.length - r.end, file, offset: r.end})
+        const t: JournalTorn = {bytes: b.length - r.end, file, offset: r.end}
+        if (!cutShort(b, r.end)) {
+          t.keptAt = `${file}.damaged-at-${r.end}`
+          if (!existsSync(t.keptAt)) writeFileSync(t.keptAt, b, {flag: 'wx', mode: 0o600})
+        }
+        torn.push(t)
         if (file === this.base) {
           ftruncateSync(this.fd, r.end)
           this.size = this.flushedAt = r.end

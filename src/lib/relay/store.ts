@@ -1,5 +1,5 @@
 import {type Migration, type SqlParam, type SqlStore, migrate, openStore} from '../store/sql.js'
-import {Journal, type JournalRecord, fitsRecord} from './journal.js'
+import {Journal, type JournalRecord, type JournalTorn, fitsRecord} from './journal.js'
 
 /**
  * The relay's directory of users and its queue of undelivered messages, over the shared SQL
@@ -190,8 +190,8 @@ export interface RelayStoreOptions {
 export interface JournalRecovery {
   /** records moved into relay_messages at start (acknowledged, not yet flushed when the last relay stopped) */
   replayed: number
-  /** bytes ignored at the end of a journal file: a record cut short by a crash */
-  torn: {file: string; offset: number; bytes: number}[]
+  /** bytes ignored at the end of a journal file: a record cut short by a crash, or damage (keptAt set) */
+  torn: JournalTorn[]
 }
 
 /** last_seen is kept to the second: a user's requests within one second write it once */

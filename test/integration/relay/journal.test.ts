@@ -199,6 +199,43 @@ describe('relay journal', () => {
     }
   })
 
+  test('a damaged record in the middle (CRC fails, whole records after it): the file is kept for the operator, not cut and lost', async () => {
+    const home = tempHome('mq-relay-jnl-damage-')
+    const dataDir = join(home.dir, 'data')
+    const to = randomBytes(16)
+    const from = randomBytes(16)
+    const bodies = [randomBytes(100), randomBytes(200), randomBytes(300)]
+    let store = await RelayStore.open({dataDir, journal: HOLD, url: 'sqlite'})
+    await store.close()
+    // what a relay killed before any flush leaves, then one bit of the second record's body flipped on disk
+    const ids = [1, 2, 3]
+    const records = bodies.map((body, i) => Buffer.concat(encodeRecord({body, createdMs: Date.now(), file: null, from, id: ids[i], size: body.length, to, type: 3})))
+    const damaged = Buffer.concat(records)
+    damaged[records[0].length + 8 + 55 + 100] ^= 0x01
+    const file = join(dataDir, 'relay.jnl')
+    writeFileSync(file, damaged)
+    store = await RelayStore.open({dataDir, journal: HOLD, url: 'sqlite'})
+    try {
+      assert.equal(store.recovery.replayed, 1)
+      assert.equal(store.recovery.torn.length, 1)
+      const kept = store.recovery.torn[0].keptAt
+      assert.ok(kept !== undefined && existsSync(kept), 'a copy of the damaged file is kept')
+      assert.equal(statSync(kept).mode & 0o777, 0o600)
+      assert.ok(readFileSync(kept).equals(damaged), 'byte for byte: the third record is still there')
+      assert.deepEqual((await store.pending(to)).map((m) => m.id), [ids[0]])
+    } finally {
+      await store.close()
+    }
+    // the next start reads the current file only (cut back), not the copy
+    store = await RelayStore.open({dataDir, journal: HOLD, url: 'sqlite'})
+    try {
+      assert.deepEqual(store.recovery, {replayed: 0, torn: []})
+    } finally {
+      await store.close()
+      home.cleanup()
+    }
+  })
+
   test('pull order is arrival order across texts, key requests, keys, v2 texts and files', async () => {
     const home = tempHome('mq-relay-jnl-order-')
     const relay = await startRelay({home: home.dir, journal: HOLD})
