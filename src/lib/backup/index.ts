@@ -21,6 +21,7 @@ import type {MqConfig} from '../config/schema.js'
 import {DataError, ExitCode, MqError, UsageError} from '../errors.js'
 import {segmentFile, segmentId} from '../broker/body-segments.js'
 import {IndexStore} from '../pki/index-store.js'
+import {Journal} from '../relay/journal.js'
 import {redact} from '../store/sql.js'
 import {ArchiveReader, ArchiveWriter, PlainStream} from './archive.js'
 
@@ -389,6 +390,13 @@ export function restoreBackup(opts: {file: string; home: string; passphrase: str
   }
   const pid = lockHolder(home)
   if (pid !== undefined) throw new MqError('E_DATA_LOCKED', `a broker (pid ${pid}) is running on ${home}.`, {exit: ExitCode.TEMPFAIL, hint: `Try this: stop it first (kill ${pid}).`})
+  // a relay running on it would keep appending to a journal (and writing a relay.db) the restore unlinks
+  const data = join(home, 'data')
+  for (const f of existsSync(data) ? readdirSync(data) : []) {
+    if (f.endsWith('.jnl.lock') && Journal.held(join(data, f.slice(0, -'.lock'.length)))) {
+      throw new MqError('E_RELAY_JOURNAL_LOCKED', `a relay is running on ${home} (it holds data/${f}).`, {exit: ExitCode.TEMPFAIL, hint: 'Try this: stop `mq relay start` on this home first.'})
+    }
+  }
   mkdirSync(home, {mode: 0o700, recursive: true})
   const stage = join(home, `.restore-${process.pid}-${randomBytes(4).toString('hex')}`)
   mkdirSync(stage, {mode: 0o700})

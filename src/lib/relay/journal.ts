@@ -188,6 +188,22 @@ export class Journal {
     }
   }
 
+  /** True when a relay process holds `<base>.lock` now (false when the file is absent: nothing created). */
+  static held(base: string): boolean {
+    if (!existsSync(`${base}.lock`)) return false
+    const lock = new Database(`${base}.lock`, {fileMustExist: true, timeout: 0})
+    try {
+      lock.pragma('locking_mode = EXCLUSIVE')
+      lock.exec('BEGIN EXCLUSIVE')
+      return false
+    } catch (error) {
+      if ((error as {code?: string}).code === 'SQLITE_BUSY') return true
+      throw error
+    } finally {
+      lock.close()
+    }
+  }
+
   /**
    * Every whole record of .prev and the current file, in order (at start: the caller puts into the
    * database those it lacks). A torn tail of the current file is cut off: appending after it would

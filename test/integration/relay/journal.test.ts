@@ -365,6 +365,36 @@ describe('relay journal', () => {
     home.cleanup()
   })
 
+  test('mq backup restore refuses a home whose relay is running (it would unlink the journal that relay appends to)', async () => {
+    const home = tempHome('mq-relay-jnl-rsr-')
+    const relay = await startRelay({home: home.dir, journal: HOLD})
+    const pass = `${home.dir}.pass`
+    const archive = `${home.dir}.mqb`
+    try {
+      const c = await RawClient.connect(relay.port)
+      const alice = await registerRaw(c, 3, 'r-alice')
+      const bob = await registerRaw(c, 3, 'r-bob')
+      c.write(send(alice, bob, 3, randomBytes(50)))
+      assert.equal((await c.response()).code, 2103)
+      c.close()
+      writeFileSync(pass, 'correct horse battery staple\n', {mode: 0o600})
+      const created = await runCli(['backup', 'create', archive, '--passphrase-file', pass, '--json'], {home: home.dir})
+      assert.equal(created.code, 0, created.stderr + created.stdout)
+      const journal = readFileSync(join(home.dir, 'data', 'relay.jnl'))
+      const restored = await runCli(['backup', 'restore', archive, '--home', home.dir, '--passphrase-file', pass, '--force'])
+      assert.equal(restored.code, 75, restored.stderr + restored.stdout)
+      assert.match(restored.stderr, /a relay is running on .* data\/relay\.jnl\.lock/)
+      assert.ok(readFileSync(join(home.dir, 'data', 'relay.jnl')).equals(journal), 'the running relay keeps its journal')
+      await relay.stop()
+      const again = await runCli(['backup', 'restore', archive, '--home', home.dir, '--passphrase-file', pass, '--force'])
+      assert.equal(again.code, 0, again.stderr + again.stdout)
+    } finally {
+      await relay.stop().catch(() => {})
+      for (const f of [pass, archive]) rmSync(f, {force: true})
+      home.cleanup()
+    }
+  })
+
   test('mq backup create includes texts still only in the journal; the restored relay delivers them once', async () => {
     const home = tempHome('mq-relay-jnl-bk-')
     const target = tempHome('mq-relay-jnl-bk-to-')
