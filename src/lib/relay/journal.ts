@@ -68,10 +68,10 @@ export function fitsRecord(body: Buffer | null, file: string | null): boolean {
  */
 export function encodeRecord(r: JournalRecord): Buffer[] {
   if (r.to.length !== 16 || r.from.length !== 16) throw new Error('a journal record needs 16-byte client ids')
-  if (!fitsRecord(r.body, r.file)) throw new Error(`a journal record holds at most ${MAX_PAYLOAD - HEAD} bytes of body and file name`)
   const name = r.file === null ? undefined : Buffer.from(r.file, 'utf8')
   const nameLen = name?.length ?? 0
   const bodyLen = r.body?.length ?? 0
+  if (HEAD + nameLen + bodyLen > MAX_PAYLOAD) throw new Error(`a journal record holds at most ${MAX_PAYLOAD - HEAD} bytes of body and file name`)
   const joined = bodyLen <= JOIN_MAX
   const headLen = PREFIX + HEAD + nameLen
   const h = Buffer.allocUnsafe(joined ? headLen + bodyLen : headLen)

@@ -488,27 +488,27 @@ export class RelayStore {
     const records: JournalRecord[] = []
     const journal = this.journal!
     const sql = this.sql
-    /** records[i] went into relay_messages directly (committed) */
-    const direct: boolean[] = []
+    /** direct[i]: records[i] goes into relay_messages at once (committed), not into the journal */
+    let direct: boolean[] | undefined
     let committed = false
     try {
-      for (const b of batch) {
-        const [to, from, type, size, body, file] = b.row as [Buffer, Buffer, number, number, Buffer | null, string | null]
+      for (let i = 0; i < batch.length; i++) {
+        const [to, from, type, size, body, file] = batch[i].row as [Buffer, Buffer, number, number, Buffer | null, string | null]
         records.push({body, createdMs: t, file, from, id: this.takeId(), size, to, type})
-        direct.push(!fitsRecord(body, file))
+        if (!fitsRecord(body, file)) (direct ??= [])[i] = true
       }
-      if (direct.includes(true)) {
+      if (direct !== undefined) {
         sql.transactionNow!(() => {
-          for (const [i, r] of records.entries()) if (direct[i]) sql.runNow!(INSERT_JOURNALED, [r.id, r.to, r.from, r.type, r.size, r.body, r.file, this.createdAt(r.createdMs)])
+          for (const [i, r] of records.entries()) if (direct![i]) sql.runNow!(INSERT_JOURNALED, [r.id, r.to, r.from, r.type, r.size, r.body, r.file, this.createdAt(r.createdMs)])
         })
         committed = true
-        journal.append(records.filter((_, i) => !direct[i]))
+        journal.append(records.filter((_, i) => !direct![i]))
       } else {
         journal.append(records)
       }
     } catch (error) {
       for (const [i, b] of batch.entries()) {
-        if (committed && direct[i]) b.resolve(records[i].id)
+        if (committed && direct?.[i]) b.resolve(records[i].id)
         else b.reject(error)
       }
       return
