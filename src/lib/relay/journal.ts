@@ -3,6 +3,7 @@ import {chmodSync, closeSync, existsSync, fdatasync, fstatSync, ftruncateSync, o
 import {crc32} from 'node:zlib'
 
 import {TempFailError} from '../errors.js'
+import type {StoredMessage} from './store.js'
 
 /**
  * The relay's journal of acknowledged messages (SQLite stores only). A message is appended here, in
@@ -23,14 +24,7 @@ import {TempFailError} from '../errors.js'
  * file name length u16 | file name | body. A record cut short by a crash, or anything after a
  * record whose length or CRC does not hold, is ignored: never parsed as a message.
  */
-export interface JournalRecord {
-  id: number
-  to: Buffer
-  from: Buffer
-  type: number
-  size: number
-  body: Buffer | null
-  file: string | null
+export interface JournalRecord extends StoredMessage {
   createdMs: number
 }
 
@@ -142,6 +136,12 @@ function cutShort(b: Buffer, at: number): boolean {
   return len >= HEAD && len <= MAX_PAYLOAD && at + PREFIX + len > b.length
 }
 
+/** Takes the lock file's exclusive lock for the connection's life; SQLITE_BUSY when another holds it. */
+function lockExclusive(lock: Database.Database): void {
+  lock.pragma('locking_mode = EXCLUSIVE')
+  lock.exec('BEGIN EXCLUSIVE')
+}
+
 export class Journal {
   /** bytes in the current file */
   private size = 0
@@ -171,8 +171,7 @@ export class Journal {
     const lock = new Database(`${base}.lock`, {timeout: 0})
     try {
       chmodSync(`${base}.lock`, 0o600)
-      lock.pragma('locking_mode = EXCLUSIVE')
-      lock.exec('BEGIN EXCLUSIVE')
+      lockExclusive(lock)
     } catch (error) {
       lock.close()
       if ((error as {code?: string}).code !== 'SQLITE_BUSY') throw error
@@ -193,8 +192,7 @@ export class Journal {
     if (!existsSync(`${base}.lock`)) return false
     const lock = new Database(`${base}.lock`, {fileMustExist: true, timeout: 0})
     try {
-      lock.pragma('locking_mode = EXCLUSIVE')
-      lock.exec('BEGIN EXCLUSIVE')
+      lockExclusive(lock)
       return false
     } catch (error) {
       if ((error as {code?: string}).code === 'SQLITE_BUSY') return true

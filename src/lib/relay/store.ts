@@ -268,7 +268,7 @@ export class RelayStore {
       for (const r of records) maxId = Math.max(maxId, r.id)
       if (fresh.length > 0) {
         sql.transactionNow!(() => {
-          for (const r of fresh) sql.runNow!(REPLAY_JOURNALED, [r.id, r.to, r.from, r.type, r.size, r.body, r.file, this.createdAt(r.createdMs)])
+          for (const r of fresh) sql.runNow!(REPLAY_JOURNALED, this.journalRow(r))
           sql.runNow!(SET_APPLIED, [fresh[fresh.length - 1].id])
         })
       }
@@ -309,11 +309,16 @@ export class RelayStore {
     if (records.length > 0) {
       const sql = this.sql
       sql.transactionNow!(() => {
-        for (const r of records) sql.runNow!(INSERT_JOURNALED, [r.id, r.to, r.from, r.type, r.size, r.body, r.file, this.createdAt(r.createdMs)])
+        for (const r of records) sql.runNow!(INSERT_JOURNALED, this.journalRow(r))
         sql.runNow!(SET_APPLIED, [records[records.length - 1].id])
       })
     }
     journal.markFlushed(end)
+  }
+
+  /** a journal record as the parameters of INSERT_JOURNALED / REPLAY_JOURNALED */
+  private journalRow(r: JournalRecord): SqlParam[] {
+    return [r.id, r.to, r.from, r.type, r.size, r.body, r.file, this.createdAt(r.createdMs)]
   }
 
   private createdAt(ms: number): string {
@@ -499,7 +504,7 @@ export class RelayStore {
       }
       if (direct !== undefined) {
         sql.transactionNow!(() => {
-          for (const [i, r] of records.entries()) if (direct![i]) sql.runNow!(INSERT_JOURNALED, [r.id, r.to, r.from, r.type, r.size, r.body, r.file, this.createdAt(r.createdMs)])
+          for (const [i, r] of records.entries()) if (direct![i]) sql.runNow!(INSERT_JOURNALED, this.journalRow(r))
         })
         committed = true
         journal.append(records.filter((_, i) => !direct![i]))

@@ -1,3 +1,4 @@
+import {type ChildProcess, spawn} from 'node:child_process'
 import {generateKeyPairSync} from 'node:crypto'
 import {type Socket, connect} from 'node:net'
 import {join} from 'node:path'
@@ -45,6 +46,33 @@ export async function startRelay(opts: {home: string; url?: string; idleTimeoutM
  * The size of each commit of the relay's messages from now on: a journal write on SQLite (one per
  * turn or pipeline), a multi-row transaction otherwise (single-row commits are not counted there).
  */
+/**
+ * A relay in a child process (so that it can be killed) on `home`, and its port; `journal` as for
+ * RelayStore.open (a long flushMs holds acknowledged messages in the journal alone).
+ */
+export async function childRelay(home: string, journal?: RelayStoreOptions['journal']): Promise<{proc: ChildProcess; port: number}> {
+  const server = new URL('../../../src/lib/relay/server.js', import.meta.url).href
+  const store = new URL('../../../src/lib/relay/store.js', import.meta.url).href
+  const script = `
+    const {RelayServer} = await import(${JSON.stringify(server)})
+    const {RelayStore} = await import(${JSON.stringify(store)})
+    const store = await RelayStore.open({dataDir: ${JSON.stringify(join(home, 'data'))}, journal: ${JSON.stringify(journal)}, url: 'sqlite'})
+    const server = new RelayServer({filesDir: ${JSON.stringify(join(home, 'data', 'relay-files'))}, host: '127.0.0.1', idleTimeoutMs: 30000, maxFileBytes: 1 << 20, maxTextBytes: 1 << 20, port: 0, store})
+    await server.start()
+    process.stdout.write('PORT ' + server.port + '\\n')`
+  const proc = spawn(process.execPath, ['--input-type=module', '-e', script], {stdio: ['ignore', 'pipe', 'inherit']})
+  const port = await new Promise<number>((resolve, reject) => {
+    let out = ''
+    proc.stdout!.on('data', (d: Buffer) => {
+      out += d.toString()
+      const m = /PORT (\d+)/.exec(out)
+      if (m) resolve(Number(m[1]))
+    })
+    proc.once('exit', (code) => reject(new Error(`relay child exited with ${code}`)))
+  })
+  return {port, proc}
+}
+
 export function watchCommits(store: RelayStore): {sizes: number[]; restore: () => void} {
   const sizes: number[] = []
   const {sql} = store

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import {type ChildProcess, spawn} from 'node:child_process'
+import type {ChildProcess} from 'node:child_process'
 import {randomBytes} from 'node:crypto'
 import {appendFileSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync} from 'node:fs'
 import {join} from 'node:path'
@@ -12,7 +12,7 @@ import {Op, PULL_ENTRY_HEADER_BYTES, decodePullEntryHeader, encodeSendHeader} fr
 import {RelayStore} from '../../../src/lib/relay/store.js'
 import {runCli} from '../../helpers/cli.js'
 import {tempHome} from '../../helpers/home.js'
-import {RawClient, type RawResponse, registerRaw, req, startRelay} from './harness.js'
+import {RawClient, type RawResponse, childRelay, registerRaw, req, startRelay} from './harness.js'
 
 /**
  * The relay's journal (src/lib/relay/journal.ts): acknowledged messages are appended to
@@ -22,30 +22,6 @@ import {RawClient, type RawResponse, registerRaw, req, startRelay} from './harne
 
 /** held in the journal alone for the whole test: no timed flush */
 const HOLD = {flushMs: 3_600_000}
-
-/** A relay in a child process (so that it can be killed) on `home`, journal flushes held back. */
-async function childRelay(home: string): Promise<{proc: ChildProcess; port: number}> {
-  const server = new URL('../../../src/lib/relay/server.js', import.meta.url).href
-  const store = new URL('../../../src/lib/relay/store.js', import.meta.url).href
-  const script = `
-    const {RelayServer} = await import(${JSON.stringify(server)})
-    const {RelayStore} = await import(${JSON.stringify(store)})
-    const store = await RelayStore.open({dataDir: ${JSON.stringify(join(home, 'data'))}, journal: ${JSON.stringify(HOLD)}, url: 'sqlite'})
-    const server = new RelayServer({filesDir: ${JSON.stringify(join(home, 'data', 'relay-files'))}, host: '127.0.0.1', idleTimeoutMs: 30000, maxFileBytes: 1 << 20, maxTextBytes: 1 << 20, port: 0, store})
-    await server.start()
-    process.stdout.write('PORT ' + server.port + '\\n')`
-  const proc = spawn(process.execPath, ['--input-type=module', '-e', script], {stdio: ['ignore', 'pipe', 'inherit']})
-  const port = await new Promise<number>((resolve, reject) => {
-    let out = ''
-    proc.stdout!.on('data', (d: Buffer) => {
-      out += d.toString()
-      const m = /PORT (\d+)/.exec(out)
-      if (m) resolve(Number(m[1]))
-    })
-    proc.once('exit', (code) => reject(new Error(`relay child exited with ${code}`)))
-  })
-  return {port, proc}
-}
 
 async function kill(proc: ChildProcess): Promise<void> {
   if (proc.exitCode !== null || proc.signalCode !== null) return
@@ -91,7 +67,7 @@ function rowsInDb(home: string): number {
 describe('relay journal', () => {
   test('texts acknowledged, then the relay killed with SIGKILL before any flush: each delivered after the restart, exactly once', async () => {
     const home = tempHome('mq-relay-jnl-kill-')
-    const child = await childRelay(home.dir)
+    const child = await childRelay(home.dir, HOLD)
     let relay: Awaited<ReturnType<typeof startRelay>> | undefined
     try {
       const c = await RawClient.connect(child.port)
@@ -140,7 +116,7 @@ describe('relay journal', () => {
 
   test('a torn last record is ignored, the records before it kept, and appends after it readable', async () => {
     const home = tempHome('mq-relay-jnl-torn-')
-    let child = await childRelay(home.dir)
+    let child = await childRelay(home.dir, HOLD)
     let relay: Awaited<ReturnType<typeof startRelay>> | undefined
     try {
       const c = await RawClient.connect(child.port)
@@ -161,7 +137,7 @@ describe('relay journal', () => {
       appendFileSync(file, whole.subarray(0, whole.length - 10))
       const tornAt = statSync(file).size - (whole.length - 10)
 
-      child = await childRelay(home.dir)
+      child = await childRelay(home.dir, HOLD)
       const c2 = await RawClient.connect(child.port)
       const after = randomBytes(64)
       c2.write(send(alice, bob, 3, after))

@@ -1,36 +1,11 @@
 import assert from 'node:assert/strict'
-import {type ChildProcess, spawn} from 'node:child_process'
 import {randomBytes} from 'node:crypto'
 import {join} from 'node:path'
 import {test} from 'node:test'
 
 import {Op, encodeSendHeader} from '../../../src/lib/relay/protocol.js'
 import {tempHome} from '../../helpers/home.js'
-import {RawClient, registerRaw, req, startRelay} from './harness.js'
-
-/** A relay in a child process (so that it can be killed) on `home`, and its port. */
-async function childRelay(home: string): Promise<{proc: ChildProcess; port: number}> {
-  const server = new URL('../../../src/lib/relay/server.js', import.meta.url).href
-  const store = new URL('../../../src/lib/relay/store.js', import.meta.url).href
-  const script = `
-    const {RelayServer} = await import(${JSON.stringify(server)})
-    const {RelayStore} = await import(${JSON.stringify(store)})
-    const store = await RelayStore.open({dataDir: ${JSON.stringify(join(home, 'data'))}, url: 'sqlite'})
-    const server = new RelayServer({filesDir: ${JSON.stringify(join(home, 'data', 'relay-files'))}, host: '127.0.0.1', idleTimeoutMs: 30000, maxFileBytes: 1 << 20, maxTextBytes: 1 << 20, port: 0, store})
-    await server.start()
-    process.stdout.write('PORT ' + server.port + '\\n')`
-  const proc = spawn(process.execPath, ['--input-type=module', '-e', script], {stdio: ['ignore', 'pipe', 'inherit']})
-  const port = await new Promise<number>((resolve, reject) => {
-    let out = ''
-    proc.stdout!.on('data', (d: Buffer) => {
-      out += d.toString()
-      const m = /PORT (\d+)/.exec(out)
-      if (m) resolve(Number(m[1]))
-    })
-    proc.once('exit', (code) => reject(new Error(`relay child exited with ${code}`)))
-  })
-  return {port, proc}
-}
+import {RawClient, childRelay, registerRaw, req, startRelay} from './harness.js'
 
 test('a relay killed with SIGKILL keeps every text it acknowledged, sent one at a time and pipelined, with its bytes', async () => {
   const home = tempHome('mq-relay-kill-')
